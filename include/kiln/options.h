@@ -1,0 +1,58 @@
+// EngineOptions: everything needed to create an Engine, composed of per-component option structs
+// with documented defaults. Flags are parsed into these only in apps/; core code never reads the
+// environment. Validate() returns InvalidArgument naming the bad field.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "kiln/status.h"
+
+namespace kiln {
+
+struct ModelOptions {
+  std::string model_path;       // HF directory (config.json + safetensors) or a .gguf file
+  std::string tokenizer_path;   // empty → from model_path when it has one
+  std::string load_format = "auto";  // "auto" | "dummy" (seeded random weights from config.json)
+  uint64_t dummy_seed = 0;
+  std::string dtype = "auto";   // "auto" | "float32" | "bfloat16" | "float16" (compute/storage)
+  std::string served_model_name;  // empty → derived from model_path
+  Status Validate() const;
+};
+
+struct CacheOptions {
+  int block_size = 16;              // tokens per KV block
+  int64_t num_blocks = 0;           // 0 → derived (CPU: from kv_cache_memory_bytes; CUDA: from
+                                    //   gpu_memory_utilization after profiling)
+  int64_t kv_cache_memory_bytes = int64_t{1} << 30;  // CPU backend KV budget
+  double gpu_memory_utilization = 0.90;
+  bool enable_prefix_caching = true;
+  Status Validate() const;
+};
+
+struct SchedulerOptions {
+  int max_num_seqs = 256;              // running requests at once
+  int max_num_batched_tokens = 8192;   // tokens per step (prefill chunks + decodes)
+  int max_model_len = 0;               // 0 → the model's max_position_embeddings
+  int max_waiting_requests = 100000;   // Submit() past this → ResourceExhausted (HTTP 503)
+  bool enable_chunked_prefill = true;
+  Status Validate() const;
+};
+
+struct DeviceOptions {
+  std::string device = "cpu";  // "cpu" | "cuda"
+  int num_threads = 0;         // CPU backend threads; 0 → hardware concurrency
+  int cuda_device = 0;
+  bool enable_cuda_graphs = true;
+  Status Validate() const;
+};
+
+struct EngineOptions {
+  ModelOptions model;
+  CacheOptions cache;
+  SchedulerOptions scheduler;
+  DeviceOptions device;
+  Status Validate() const;
+};
+
+}  // namespace kiln

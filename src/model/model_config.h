@@ -1,0 +1,65 @@
+// ModelConfig: the architecture hyper-parameters of a Llama-family decoder (Llama 1/2/3.x,
+// Qwen2/2.5, Qwen3) in one flat struct; llama.cc implements all of them through these flags.
+// Parsed from an HF config.json (both the top-level rope_theta/rope_scaling style and the
+// transformers-5 rope_parameters style) or from GGUF metadata. Validate() rejects absurd values
+// with an error naming the field.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kiln/status.h"
+
+namespace kiln {
+
+struct RopeScaling {
+  enum class Type { kNone, kLinear, kDynamic, kLlama3, kYarn };
+  Type type = Type::kNone;
+  double factor = 1.0;
+  // llama3
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int original_max_position_embeddings = 0;
+  // yarn
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+  double attention_factor = 0.0;  // 0 → derived
+};
+
+struct ModelConfig {
+  std::string architecture;  // "llama" | "qwen2" | "qwen3"
+  int vocab_size = 0;
+  int hidden_size = 0;
+  int intermediate_size = 0;
+  int num_hidden_layers = 0;
+  int num_attention_heads = 0;
+  int num_key_value_heads = 0;
+  int head_dim = 0;  // explicit (Qwen3) or hidden_size / num_attention_heads
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  // false: HF rotate-half (pairs i and i + head_dim/2); true: interleaved (pairs 2i, 2i+1).
+  // Weights are always stored in HF layout in kiln (GGUF llama q/k are un-permuted at load), so
+  // this is false for every supported checkpoint; kernels support both.
+  bool rope_interleaved = false;
+  int max_position_embeddings = 2048;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2)
+  bool qk_norm = false;         // per-head RMSNorm on q and k before RoPE (Qwen3)
+  std::string hidden_act = "silu";
+  std::string torch_dtype = "float32";  // the checkpoint's dtype
+  int32_t bos_token_id = -1;
+  std::vector<int32_t> eos_token_ids;
+  // generation_config.json defaults (0 / negative = not given).
+  float default_temperature = -1.0f;
+  float default_top_p = -1.0f;
+  int default_top_k = -1;
+  float default_repetition_penalty = -1.0f;
+
+  int q_size() const { return num_attention_heads * head_dim; }
+  int kv_size() const { return num_key_value_heads * head_dim; }
+  Status Validate() const;
+};
+
+}  // namespace kiln
