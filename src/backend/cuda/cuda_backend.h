@@ -1,0 +1,53 @@
+// CudaBackend: the Backend (backend/backend.h) that runs a Llama-family decoder on one NVIDIA GPU.
+// It owns the weights on the device (bf16, or float32 in the exact-parity mode; q/k/v fused into
+// one [q_size + 2 * kv_size, hidden] matrix and gate/up into one [2 * intermediate, hidden]
+// matrix), the paged KV cache (per layer K and V, [num_kv_blocks * block_size, num_kv_heads,
+// head_dim]), cuBLASLt GEMM plans, activation buffers sized for max_num_batched_tokens, and
+// CUDA graphs captured lazily per decode batch-size bucket.
+//
+// Not responsible for: scheduling, block allocation (the engine's KV manager hands out block ids
+// in [0, num_kv_blocks())), tokenization.
+//
+// Thread-safety: like every Backend, used by one thread at a time (the engine thread). All device
+// work is issued on the backend's own stream.
+//
+// Memory planning: when num_kv_blocks == 0, the backend uploads the weights, runs one profiling
+// forward at max_num_batched_tokens tokens, measures the peak, and gives the KV cache
+// gpu_memory_utilization * total_memory - (weights + activations + workspace).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+#include "kiln/status.h"
+#include "model/weights.h"
+
+namespace kiln {
+
+struct CudaBackendOptions {
+  int device_id = 0;
+  int block_size = 16;                  // tokens per KV block
+  int64_t num_kv_blocks = 0;            // 0 → derived from gpu_memory_utilization
+  double gpu_memory_utilization = 0.90; // fraction of the device memory kiln may use in total
+  int max_num_batched_tokens = 8192;    // most token rows in one Forward
+  int max_num_seqs = 256;               // most sequences in one Forward (and logits rows)
+  int max_model_len = 0;                // 0 → config.max_position_embeddings; bounds block tables
+  bool enable_cuda_graphs = true;       // capture decode steps per batch-size bucket
+  // "bfloat16": bf16 weights/activations/KV, fp32 accumulation (the fast path).
+  // "float32": float32 everywhere with TF32 off (exact-parity mode for the references).
+  std::string dtype = "bfloat16";
+  Status Validate() const;
+};
+
+// Creates the backend: selects the device, uploads (or, for dummy weights, generates on the
+// device) the weights, plans memory and allocates the KV cache. Errors: no CUDA device, out of
+// memory, unsupported architecture/dtype.
+StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(std::shared_ptr<const LoadedModel> model,
+                                                     const CudaBackendOptions& options);
+
+// True when a CUDA device is usable from this process (for tests that GTEST_SKIP otherwise).
+bool CudaDeviceAvailable();
+
+}  // namespace kiln
