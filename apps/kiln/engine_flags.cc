@@ -1,0 +1,61 @@
+// The engine flags shared by serve / generate / bench; see flags.h.
+#include "flags.h"
+
+namespace kiln::cli {
+
+void DeclareEngineFlags(Flags* f) {
+  f->Value("model", "HF model directory (config.json + safetensors) or a .gguf file");
+  f->Value("tokenizer", "tokenizer directory / tokenizer.json / .gguf (default: from --model)");
+  f->Value("load-format", "auto | dummy (seeded random weights from config.json)");
+  f->Value("dummy-seed", "seed of the dummy weights (--load-format dummy)");
+  f->Value("dtype", "auto | float32 | bfloat16 | float16");
+  f->Value("served-model-name", "model name reported by the API");
+  f->Value("device", "cpu | cuda");
+  f->Value("num-threads", "CPU backend threads (0: all cores)");
+  f->Value("block-size", "tokens per KV block (default 16)");
+  f->Value("num-kv-blocks", "KV blocks (0: derived from memory)");
+  f->Value("kv-cache-memory", "CPU KV cache budget in bytes (default 1 GiB)");
+  f->Value("gpu-memory-utilization", "fraction of GPU memory kiln may use (default 0.9)");
+  f->Bool("enable-prefix-caching", "reuse KV of shared prompt prefixes (default on)");
+  f->Value("max-num-seqs", "running requests at once (default 256)");
+  f->Value("max-num-batched-tokens", "tokens per engine step (default 8192)");
+  f->Value("max-model-len", "context length limit (default: the model's)");
+  f->Value("max-waiting-requests", "queue limit before 503 (default 100000)");
+  f->Bool("enforce-eager", "disable CUDA graphs");
+}
+
+Status EngineOptionsFromFlags(const Flags& f, EngineOptions* o) {
+  o->model.model_path = f.GetString("model");
+  if (o->model.model_path.empty()) return Status::InvalidArgument("--model is required");
+  o->model.tokenizer_path = f.GetString("tokenizer");
+  o->model.load_format = f.GetString("load-format", o->model.load_format);
+  o->model.dtype = f.GetString("dtype", o->model.dtype);
+  o->model.served_model_name = f.GetString("served-model-name");
+  KILN_ASSIGN_OR_RETURN(int64_t seed, f.GetInt("dummy-seed", 0));
+  o->model.dummy_seed = static_cast<uint64_t>(seed);
+  o->device.device = f.GetString("device", o->device.device);
+  KILN_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("num-threads", o->device.num_threads));
+  o->device.num_threads = static_cast<int>(threads);
+  o->device.enable_cuda_graphs = !f.GetBool("enforce-eager", false);
+  KILN_ASSIGN_OR_RETURN(int64_t bs, f.GetInt("block-size", o->cache.block_size));
+  o->cache.block_size = static_cast<int>(bs);
+  KILN_ASSIGN_OR_RETURN(o->cache.num_blocks, f.GetInt("num-kv-blocks", o->cache.num_blocks));
+  KILN_ASSIGN_OR_RETURN(o->cache.kv_cache_memory_bytes,
+                        f.GetInt("kv-cache-memory", o->cache.kv_cache_memory_bytes));
+  KILN_ASSIGN_OR_RETURN(o->cache.gpu_memory_utilization,
+                        f.GetDouble("gpu-memory-utilization", o->cache.gpu_memory_utilization));
+  o->cache.enable_prefix_caching = f.GetBool("enable-prefix-caching", true);
+  KILN_ASSIGN_OR_RETURN(int64_t seqs, f.GetInt("max-num-seqs", o->scheduler.max_num_seqs));
+  o->scheduler.max_num_seqs = static_cast<int>(seqs);
+  KILN_ASSIGN_OR_RETURN(int64_t mnbt,
+                        f.GetInt("max-num-batched-tokens", o->scheduler.max_num_batched_tokens));
+  o->scheduler.max_num_batched_tokens = static_cast<int>(mnbt);
+  KILN_ASSIGN_OR_RETURN(int64_t mml, f.GetInt("max-model-len", o->scheduler.max_model_len));
+  o->scheduler.max_model_len = static_cast<int>(mml);
+  KILN_ASSIGN_OR_RETURN(int64_t mwr,
+                        f.GetInt("max-waiting-requests", o->scheduler.max_waiting_requests));
+  o->scheduler.max_waiting_requests = static_cast<int>(mwr);
+  return o->Validate();
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,40 @@
+// kiln: one binary, subcommands. `kiln help` lists them; `kiln SUBCOMMAND --help` lists flags.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "subcommands.h"
+
+namespace {
+
+void PrintUsage() {
+  std::fputs(
+      "usage: kiln SUBCOMMAND [flags]\n"
+      "  generate   generate text from a prompt (--model PATH --prompt TEXT ...)\n"
+      "  tokenize   JSON lines: text ⇄ ids, chat-template rendering (--model/--tokenizer PATH)\n"
+      "  serve      OpenAI-compatible HTTP server (--model PATH --port 8000 ...)\n"
+      "  bench      offline benchmarks: latency | throughput\n",
+      stderr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "help") || !std::strcmp(argv[1], "--help") ||
+      !std::strcmp(argv[1], "-h")) {
+    PrintUsage();
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  if (cmd == "generate") return kiln::cli::RunGenerate(argc, argv);
+  if (cmd == "tokenize") return kiln::cli::RunTokenize(argc, argv);
+#ifdef KILN_HAVE_SERVE
+  if (cmd == "serve") return RunServe(argc, argv);
+#endif
+#ifdef KILN_HAVE_BENCH
+  if (cmd == "bench") return RunBench(argc, argv);
+#endif
+  std::fprintf(stderr, "kiln: unknown subcommand '%s'\n", cmd.c_str());
+  PrintUsage();
+  return 2;
+}
