@@ -1,0 +1,134 @@
+// End-to-end tests of the kiln binary's command-line contract (issues 2 and 3):
+// `kiln generate` greedy output against the published stories260K reference, error exits, and
+// `kiln tokenize` JSON lines against the HF tokenizers reference cases.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "test_util.h"
+
+namespace kiln {
+namespace {
+
+using nlohmann::json;
+using testing::KilnBinary;
+using testing::RunCommand;
+using testing::SharedDir;
+
+std::vector<int32_t> ReadIds(const std::string& path) {
+  std::istringstream in(testing::ReadFile(path));
+  std::vector<int32_t> ids;
+  int32_t v;
+  while (in >> v) ids.push_back(v);
+  return ids;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::filesystem::exists(KilnBinary())) GTEST_SKIP() << "kiln binary not built";
+    stories_ = SharedDir() + "/models/stories260K";
+    if (!std::filesystem::exists(stories_)) GTEST_SKIP() << "missing " << stories_;
+  }
+  std::string stories_;
+};
+
+void ExpectGreedy256(const std::string& model, const std::string& stories_dir) {
+  auto r = RunCommand(KilnBinary() + " generate --model " + model +
+                      " --max-tokens 256 --temperature 0 --ignore-eos --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  std::vector<int32_t> expected = ReadIds(stories_dir + "/greedy256.ids");
+  ASSERT_EQ(expected.size(), 256u);
+  EXPECT_EQ(j["prompt_token_ids"].get<std::vector<int32_t>>(), std::vector<int32_t>{1});
+  EXPECT_EQ(j["token_ids"].get<std::vector<int32_t>>(), expected);
+  EXPECT_EQ(j["finish_reason"], "length");
+  ASSERT_TRUE(j.contains("text"));
+  std::string want = testing::ReadFile(stories_dir + "/greedy256.txt");
+  while (!want.empty() && want.back() == '\n') want.pop_back();
+  std::string got = j["text"].get<std::string>();
+  while (!got.empty() && got.back() == '\n') got.pop_back();
+  EXPECT_EQ(got, want);
+}
+
+TEST_F(CliTest, GenerateGreedyFromGgufMatchesReference) {
+  ExpectGreedy256(stories_ + "/stories260K.gguf", stories_);
+}
+
+TEST_F(CliTest, GenerateGreedyFromHfDirMatchesReference) {
+  ExpectGreedy256(stories_ + "/hf", stories_);
+}
+
+TEST_F(CliTest, GenerateTextPromptStreams) {
+  auto r = RunCommand(KilnBinary() + " generate --model " + stories_ +
+                      "/stories260K.gguf --prompt 'Once upon a time' --max-tokens 20 --seed 7");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GT(r.out.size(), 10u);
+  // Same seed → same text.
+  auto again = RunCommand(KilnBinary() + " generate --model " + stories_ +
+                          "/stories260K.gguf --prompt 'Once upon a time' --max-tokens 20 --seed 7");
+  EXPECT_EQ(r.out, again.out);
+}
+
+TEST_F(CliTest, GenerateErrorsExitNonZeroWithOneLine) {
+  struct Case {
+    std::string args;
+    std::string needle;
+  } cases[] = {
+      {"generate", "--model"},
+      {"generate --model /nonexistent/model.gguf", "nonexistent"},
+      {"generate --model " + stories_ + "/stories260K.gguf --bogus 1", "--bogus"},
+      {"generate --model " + stories_ + "/stories260K.gguf --max-tokens abc", "max-tokens"},
+      {"generate --model " + stories_ + "/stories260K.gguf --prompt-ids 1,99999", "99999"},
+      {"generate --model " + stories_ + "/stories260K.gguf --temperature -1", "temperature"},
+      {"frobnicate", "unknown subcommand"},
+  };
+  for (const auto& c : cases) {
+    auto r = RunCommand(KilnBinary() + " " + c.args);
+    EXPECT_NE(r.exit_code, 0) << c.args;
+    EXPECT_LT(r.exit_code, 128) << "crashed: " << c.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.args << " → " << r.err;
+  }
+}
+
+TEST(CliTokenizeTest, Qwen25CasesThroughJsonLines) {
+  std::string dir = SharedDir() + "/tokenizers/qwen2.5";
+  if (!std::filesystem::exists(KilnBinary())) GTEST_SKIP() << "kiln binary not built";
+  if (!std::filesystem::exists(dir)) GTEST_SKIP() << "missing " << dir;
+  json cases = json::parse(testing::ReadFile(dir + "/cases.json"));
+  std::string input;
+  for (const auto& c : cases["cases"]) {
+    input += json{{"text", c["text"]}}.dump() + "\n";
+    input += json{{"ids", c["ids"]}}.dump() + "\n";
+  }
+  input += "this is not json\n";
+  input += "{\"ids\": [999999999]}\n";
+  input += json{{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                {"add_generation_prompt", true}}
+               .dump() +
+           "\n";
+  auto r = RunCommand(KilnBinary() + " tokenize --tokenizer " + dir, input);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream out(r.out);
+  std::string line;
+  for (const auto& c : cases["cases"]) {
+    ASSERT_TRUE(std::getline(out, line));
+    EXPECT_EQ(json::parse(line)["ids"], c["ids"]) << c["text"];
+    ASSERT_TRUE(std::getline(out, line));
+    EXPECT_EQ(json::parse(line)["text"], c["decoded"]) << c["text"];
+  }
+  ASSERT_TRUE(std::getline(out, line));
+  EXPECT_TRUE(json::parse(line).contains("error"));
+  ASSERT_TRUE(std::getline(out, line));
+  EXPECT_TRUE(json::parse(line).contains("error"));
+  ASSERT_TRUE(std::getline(out, line));
+  EXPECT_EQ(json::parse(line)["prompt"],
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+            "assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+}
+
+}  // namespace
+}  // namespace kiln
