@@ -34,8 +34,8 @@ struct GgufVocab {
   int32_t eos_id = -1;               // tokenizer.ggml.eos_token_id
   int32_t unk_id = -1;               // tokenizer.ggml.unknown_token_id
   int32_t pad_id = -1;               // tokenizer.ggml.padding_token_id
-  // tokenizer.ggml.add_bos_token / add_eos_token. When the key is absent, the loader should leave
-  // the default: llama adds BOS, gpt2 does not (llama.cpp's defaults).
+  // tokenizer.ggml.add_bos_token / add_eos_token. When add_bos_token is absent, the loader sets
+  // add_bos = (model == "llama") (llama.cpp's default); add_eos defaults to false.
   bool add_bos = true;
   bool add_eos = false;
   std::string pre;            // tokenizer.ggml.pre: "qwen2", "llama-bpe", "default", ... (gpt2)
