@@ -1,0 +1,176 @@
+#include "kv/kv_cache_manager.h"
+
+#include <algorithm>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace kiln {
+namespace {
+
+std::vector<int32_t> Seq(int n, int32_t start) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) t[static_cast<size_t>(i)] = start + i;
+  return t;
+}
+
+Status Check(const KvCacheManager& m, std::vector<KvSequence*> live) {
+  std::vector<const KvSequence*> c(live.begin(), live.end());
+  return m.CheckInvariants(c);
+}
+
+TEST(KvCacheManagerTest, ReusesFullBlocksOfASharedPrefixButNeverTheLastToken) {
+  KvCacheManager m({.block_size = 4, .num_blocks = 16, .enable_prefix_caching = true});
+  const auto prompt = Seq(10, 1);
+  KvSequence a;
+  std::vector<int32_t> hit;
+  EXPECT_EQ(m.FindCachedPrefix(&a, prompt, &hit), 0);
+  ASSERT_TRUE(m.AllocateSlots(&a, 0, 10));
+  EXPECT_EQ(a.block_table.size(), 3u);
+  m.CacheComputedBlocks(&a, prompt, 10);
+  EXPECT_EQ(a.num_registered_blocks, 2);
+
+  auto other = prompt;
+  other.push_back(77);
+  KvSequence b;
+  EXPECT_EQ(m.FindCachedPrefix(&b, other, &hit), 8);
+  EXPECT_EQ(hit, std::vector<int32_t>(a.block_table.begin(), a.block_table.begin() + 2));
+  ASSERT_TRUE(m.AllocateSlots(&b, 8, 3, hit));
+  EXPECT_EQ(m.pool().block(hit[0]).ref_count, 2);
+
+  // A prompt of exactly 8 tokens: only the first block may be reused.
+  KvSequence c;
+  EXPECT_EQ(m.FindCachedPrefix(&c, Seq(8, 1), &hit), 4);
+  // A different salt shares nothing.
+  KvSequence d;
+  d.extra_keys = "tenant-2";
+  EXPECT_EQ(m.FindCachedPrefix(&d, other, &hit), 0);
+  EXPECT_EQ(m.prefix_cache_hits(), 12);
+  EXPECT_EQ(m.prefix_cache_queries(), 10 + 11 + 8 + 11);
+  EXPECT_TRUE(Check(m, {&a, &b}).ok());
+  m.Free(&a);
+  m.Free(&b);
+  EXPECT_TRUE(Check(m, {}).ok());
+  EXPECT_EQ(m.pool().num_free_blocks(), 16);
+  EXPECT_EQ(m.pool().num_cached_free_blocks(), 2);
+}
+
+TEST(KvCacheManagerTest, AllocationFailureChangesNothing) {
+  KvCacheManager m({.block_size = 4, .num_blocks = 4, .enable_prefix_caching = true});
+  const auto p = Seq(8, 0);
+  KvSequence a;
+  ASSERT_TRUE(m.AllocateSlots(&a, 0, 8));
+  m.CacheComputedBlocks(&a, p, 8);
+  m.Free(&a);
+  KvSequence b;
+  std::vector<int32_t> hit;
+  auto q = p;
+  q.push_back(1);
+  ASSERT_EQ(m.FindCachedPrefix(&b, q, &hit), 8);
+  // 8 cached + 12 new tokens = 5 blocks > 4: refused, the cached blocks stay free and cached.
+  EXPECT_FALSE(m.AllocateSlots(&b, 8, 12, hit));
+  EXPECT_TRUE(b.block_table.empty());
+  EXPECT_EQ(m.pool().num_cached_free_blocks(), 2);
+  EXPECT_TRUE(m.AllocateSlots(&b, 8, 8, hit));
+  EXPECT_EQ(b.block_table.size(), 4u);
+  EXPECT_EQ(m.num_evictions(), 0);
+  EXPECT_TRUE(Check(m, {&b}).ok());
+}
+
+TEST(KvCacheManagerTest, EvictedPrefixIsRecomputedNotMisread) {
+  KvCacheManager m({.block_size = 2, .num_blocks = 3, .enable_prefix_caching = true});
+  const auto p = Seq(5, 0);
+  KvSequence a;
+  ASSERT_TRUE(m.AllocateSlots(&a, 0, 5));
+  m.CacheComputedBlocks(&a, p, 5);
+  m.Free(&a);
+  KvSequence b;  // an unrelated sequence takes every block
+  ASSERT_TRUE(m.AllocateSlots(&b, 0, 6));
+  const auto other = Seq(6, 100);
+  m.CacheComputedBlocks(&b, other, 6);
+  m.Free(&b);
+  EXPECT_EQ(m.num_evictions(), 2);
+  KvSequence c;
+  std::vector<int32_t> hit;
+  EXPECT_EQ(m.FindCachedPrefix(&c, p, &hit), 0);
+  EXPECT_TRUE(Check(m, {}).ok());
+}
+
+// Randomized: thousands of allocate / extend / cache / free operations over sequences drawn from a
+// few shared prefixes; after every operation the accounting and ref-count invariants hold, and
+// every cache hit returns blocks registered for exactly those tokens.
+TEST(KvCacheManagerTest, RandomizedOperationsKeepInvariants) {
+  std::mt19937 rng(1234);
+  const int bs = 4;
+  KvCacheManager m({.block_size = bs, .num_blocks = 40, .enable_prefix_caching = true});
+  struct Live {
+    KvSequence kv;
+    std::vector<int32_t> tokens;
+    int computed = 0;
+  };
+  std::vector<std::unique_ptr<Live>> live;
+  std::vector<std::vector<int32_t>> bases = {Seq(24, 0), Seq(24, 1000), Seq(24, 2000)};
+  // Expected content of every registered block, to verify hits.
+  std::vector<std::vector<int32_t>> block_content(40);
+  int64_t hits_seen = 0;
+  for (int op = 0; op < 20000; ++op) {
+    const int kind = static_cast<int>(rng() % 4);
+    if (kind == 0 && live.size() < 8) {
+      auto l = std::make_unique<Live>();
+      const auto& base = bases[rng() % bases.size()];
+      const int keep = static_cast<int>(rng() % base.size()) + 1;
+      l->tokens.assign(base.begin(), base.begin() + keep);
+      const int extra = static_cast<int>(rng() % 6);
+      for (int i = 0; i < extra; ++i) l->tokens.push_back(static_cast<int32_t>(rng() % 50));
+      if (rng() % 8 == 0) l->kv.extra_keys = "salt";
+      std::vector<int32_t> hit;
+      const int cached = m.FindCachedPrefix(&l->kv, l->tokens, &hit);
+      ASSERT_LT(cached, static_cast<int>(l->tokens.size()));
+      for (size_t i = 0; i < hit.size(); ++i) {
+        std::vector<int32_t> want(l->tokens.begin() + static_cast<ptrdiff_t>(i) * bs,
+                                  l->tokens.begin() + static_cast<ptrdiff_t>(i + 1) * bs);
+        ASSERT_EQ(block_content[static_cast<size_t>(hit[i])], want) << "hit on wrong KV";
+      }
+      hits_seen += cached;
+      const int n = static_cast<int>(l->tokens.size()) - cached;
+      if (m.AllocateSlots(&l->kv, cached, n, hit)) {
+        l->computed = static_cast<int>(l->tokens.size());
+        for (size_t i = hit.size(); i * bs + bs <= l->tokens.size(); ++i) {
+          block_content[static_cast<size_t>(l->kv.block_table[i])].assign(
+              l->tokens.begin() + static_cast<ptrdiff_t>(i) * bs,
+              l->tokens.begin() + static_cast<ptrdiff_t>(i + 1) * bs);
+        }
+        m.CacheComputedBlocks(&l->kv, l->tokens, l->computed);
+        live.push_back(std::move(l));
+      } else {
+        ASSERT_TRUE(l->kv.block_table.empty());
+      }
+    } else if (kind == 1 && !live.empty()) {  // decode one token
+      Live& l = *live[rng() % live.size()];
+      if (m.AllocateSlots(&l.kv, l.computed, 1)) {
+        l.tokens.push_back(static_cast<int32_t>(rng() % 50));
+        ++l.computed;
+        if (l.computed % bs == 0) {
+          const size_t i = static_cast<size_t>(l.computed / bs - 1);
+          block_content[static_cast<size_t>(l.kv.block_table[i])].assign(
+              l.tokens.end() - bs, l.tokens.end());
+        }
+        m.CacheComputedBlocks(&l.kv, l.tokens, l.computed);
+      }
+    } else if (kind >= 2 && !live.empty()) {  // finish / abort
+      const size_t i = rng() % live.size();
+      m.Free(&live[i]->kv);
+      live.erase(live.begin() + static_cast<ptrdiff_t>(i));
+    }
+    std::vector<KvSequence*> seqs;
+    for (auto& l : live) seqs.push_back(&l->kv);
+    ASSERT_TRUE(Check(m, seqs).ok()) << Check(m, seqs).ToString() << " at op " << op;
+  }
+  EXPECT_GT(hits_seen, 0);
+  EXPECT_GT(m.num_evictions(), 0);
+}
+
+}  // namespace
+}  // namespace kiln
