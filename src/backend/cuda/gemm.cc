@@ -1,0 +1,102 @@
+#include "backend/cuda/gemm.h"
+
+#include <string>
+
+namespace kiln::cuda {
+namespace {
+
+Status LtStatus(cublasStatus_t st, const char* what) {
+  if (st == CUBLAS_STATUS_SUCCESS) return Status::Ok();
+  return Status::Internal(std::string("cuBLASLt ") + what + " failed: status " +
+                          std::to_string(static_cast<int>(st)));
+}
+
+#define KILN_LT_RETURN_IF_ERROR(expr) KILN_RETURN_IF_ERROR(LtStatus((expr), #expr))
+
+}  // namespace
+
+Gemm::~Gemm() {
+  for (auto& [key, plan] : plans_) {
+    if (plan.desc) cublasLtMatmulDescDestroy(plan.desc);
+    if (plan.a) cublasLtMatrixLayoutDestroy(plan.a);
+    if (plan.b) cublasLtMatrixLayoutDestroy(plan.b);
+    if (plan.c) cublasLtMatrixLayoutDestroy(plan.c);
+  }
+  if (handle_) cublasLtDestroy(handle_);
+}
+
+Status Gemm::Init(size_t workspace_bytes) {
+  KILN_LT_RETURN_IF_ERROR(cublasLtCreate(&handle_));
+  return workspace_.Allocate(workspace_bytes);
+}
+
+StatusOr<Gemm::Plan*> Gemm::GetPlan(const Key& key) {
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return &it->second;
+  Plan plan;
+  const auto in_type = static_cast<cudaDataType_t>(key.in_type);
+  const auto out_type = static_cast<cudaDataType_t>(key.out_type);
+  const cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+  KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan.desc, compute, CUDA_R_32F));
+  // Column-major view: Y^T[m, n] = W[k, m]^T · X^T[k, n].
+  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA,
+                                                         &trans_a, sizeof(trans_a)));
+  KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB,
+                                                         &trans_b, sizeof(trans_b)));
+  if (key.bias) {
+    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    const cudaDataType_t bias_type = out_type;
+    KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+  }
+  KILN_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.a, in_type, key.k, key.m, key.k));
+  KILN_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.b, in_type, key.k, key.n, key.ldx));
+  KILN_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.c, out_type, key.m, key.n, key.ldy));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  KILN_LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref));
+  const size_t ws = workspace_.size_bytes();
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                       sizeof(ws));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, plan.desc, plan.a, plan.b,
+                                                           plan.c, plan.c, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+    cublasLtMatmulDescDestroy(plan.desc);
+    cublasLtMatrixLayoutDestroy(plan.a);
+    cublasLtMatrixLayoutDestroy(plan.b);
+    cublasLtMatrixLayoutDestroy(plan.c);
+    return Status::Internal("cuBLASLt found no algorithm for m=" + std::to_string(key.m) +
+                            " n=" + std::to_string(key.n) + " k=" + std::to_string(key.k));
+  }
+  plan.algo = result.algo;
+  auto [pos, inserted] = plans_.emplace(key, plan);
+  return &pos->second;
+}
+
+Status Gemm::Run(cudaDataType_t in_type, cudaDataType_t out_type, const void* x, const void* w,
+                 const void* bias, void* y, int64_t n, int64_t m, int64_t k, cudaStream_t stream,
+                 int64_t ldx, int64_t ldy) {
+  if (n == 0) return Status::Ok();
+  if (ldx == 0) ldx = k;
+  if (ldy == 0) ldy = m;
+  Key key{m, n, k, ldx, ldy, static_cast<int>(in_type), static_cast<int>(out_type),
+          bias != nullptr};
+  KILN_ASSIGN_OR_RETURN(Plan * plan, GetPlan(key));
+  if (bias != nullptr) {
+    KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  KILN_LT_RETURN_IF_ERROR(cublasLtMatmul(handle_, plan->desc, &alpha, w, plan->a, x, plan->b,
+                                         &beta, y, plan->c, y, plan->c, &plan->algo,
+                                         workspace_.get(), workspace_.size_bytes(), stream));
+  return Status::Ok();
+}
+
+}  // namespace kiln::cuda

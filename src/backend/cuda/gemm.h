@@ -1,0 +1,71 @@
+// Gemm: the CUDA backend's matrix products through cuBLASLt.
+//
+//   Y[n, m] = X[n, k] · W[m, k]^T (+ bias[m])     (row-major; W in HF [out, in] layout)
+//
+// bf16 mode: X, W bf16, accumulation and scale in float32, Y bf16 or float32 (the lm_head writes
+// float32 logits). float32 mode: everything float32 with CUBLAS_COMPUTE_32F (TF32 off), for the
+// exact-parity checks. The bias is fused as a cuBLASLt epilogue.
+//
+// The algorithm for each (m, n, k, dtypes, bias) shape is chosen once by cuBLASLt's heuristic and
+// cached; every call uses the same preallocated workspace, so calls are legal inside CUDA graph
+// capture once the shape has been seen (the heuristic query itself is host-only as well).
+//
+// Thread-safety: one Gemm per backend, used by one thread.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <library_types.h>
+
+#include <cstdint>
+#include <map>
+#include <tuple>
+
+#include "backend/cuda/cuda_util.h"
+#include "kiln/status.h"
+
+namespace kiln::cuda {
+
+class Gemm final {
+ public:
+  Gemm() = default;
+  ~Gemm();
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  // workspace_bytes: cuBLASLt workspace (32 MiB is plenty on Hopper).
+  Status Init(size_t workspace_bytes = size_t{32} << 20);
+
+  // Y = X W^T (+ bias). in_type is the type of X and W (CUDA_R_16BF or CUDA_R_32F); out_type is
+  // the type of Y (in_type, or CUDA_R_32F for bf16 inputs); bias (nullable) has out_type... except
+  // that for bf16 inputs with float32 output the bias must be bf16-free (not supported: pass null).
+  // ldx / ldy: row strides of X and Y in elements (0 → k and m).
+  Status Run(cudaDataType_t in_type, cudaDataType_t out_type, const void* x, const void* w,
+             const void* bias, void* y, int64_t n, int64_t m, int64_t k, cudaStream_t stream,
+             int64_t ldx = 0, int64_t ldy = 0);
+
+  size_t workspace_bytes() const { return workspace_.size_bytes(); }
+
+ private:
+  struct Key {
+    int64_t m, n, k, ldx, ldy;
+    int in_type, out_type;
+    bool bias;
+    bool operator<(const Key& o) const {
+      return std::tie(m, n, k, ldx, ldy, in_type, out_type, bias) <
+             std::tie(o.m, o.n, o.k, o.ldx, o.ldy, o.in_type, o.out_type, o.bias);
+    }
+  };
+  struct Plan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  StatusOr<Plan*> GetPlan(const Key& key);
+
+  cublasLtHandle_t handle_ = nullptr;
+  DeviceBuffer workspace_;
+  std::map<Key, Plan> plans_;
+};
+
+}  // namespace kiln::cuda

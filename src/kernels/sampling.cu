@@ -1,0 +1,351 @@
+// Launchers and kernels of GPU sampling; the contract is in sampling.cuh.
+#include <cub/device/device_segmented_radix_sort.cuh>
+
+#include <cfloat>
+#include <climits>
+
+#include "kernels/common.cuh"
+#include "kernels/sampling.cuh"
+
+namespace kiln::kernels {
+namespace {
+
+constexpr int kThreads = 1024;
+constexpr int kWarps = kThreads / 32;
+
+struct ArgBest {
+  float value;
+  int index;
+};
+
+// a before b in (value descending, index ascending) order; NaN never wins.
+__device__ __forceinline__ bool Better(ArgBest a, ArgBest b) {
+  return a.value > b.value || (a.value == b.value && a.index < b.index);
+}
+
+__device__ __forceinline__ int WarpSumInt(int v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ ArgBest WarpBest(ArgBest v) {
+  for (int o = 16; o > 0; o >>= 1) {
+    ArgBest other{__shfl_xor_sync(0xffffffffu, v.value, o), __shfl_xor_sync(0xffffffffu, v.index, o)};
+    if (Better(other, v)) v = other;
+  }
+  return v;
+}
+
+// Block-wide reductions over kThreads threads (every thread gets the result); `scratch` holds
+// kWarps entries. (Sums use common.cuh's BlockSum.)
+__device__ float BlockMax(float v, float* scratch) {
+  v = WarpMax(v);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < kWarps ? scratch[lane] : -INFINITY;
+  return WarpMax(v);
+}
+__device__ int BlockSumInt(int v, int* scratch) {
+  v = WarpSumInt(v);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < kWarps ? scratch[lane] : 0;
+  return WarpSumInt(v);
+}
+__device__ ArgBest BlockBest(ArgBest v, float* fscratch, int* iscratch) {
+  v = WarpBest(v);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();
+  if (lane == 0) {
+    fscratch[warp] = v.value;
+    iscratch[warp] = v.index;
+  }
+  __syncthreads();
+  v = lane < kWarps ? ArgBest{fscratch[lane], iscratch[lane]} : ArgBest{-INFINITY, INT_MAX};
+  return WarpBest(v);
+}
+
+// Inclusive block scan of one float per thread; returns the thread's inclusive prefix and writes
+// the block total to *total.
+__device__ float BlockInclusiveScan(float v, float* scratch, float* total) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int o = 1; o < 32; o <<= 1) {
+    const float n = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += n;
+  }
+  __syncthreads();
+  if (lane == 31) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float w = scratch[lane];
+    for (int o = 1; o < 32; o <<= 1) {
+      const float n = __shfl_up_sync(0xffffffffu, w, o);
+      if (lane >= o) w += n;
+    }
+    scratch[lane] = w;  // inclusive warp-sum prefix
+  }
+  __syncthreads();
+  if (warp > 0) v += scratch[warp - 1];
+  *total = scratch[kWarps - 1];
+  return v;
+}
+
+// Pass 1: raw log-sum-exp, processed logits (mask, penalties, bans), then greedy argmax or
+// temperature softmax probabilities into probs.
+__global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, SampleOutputs out,
+                                                          int row0, float* lse_out, float* probs) {
+  __shared__ float fscratch[kWarps];
+  __shared__ int iscratch[kWarps];
+  const int local = blockIdx.x;
+  const int row = row0 + local;
+  const int vocab = in.vocab_size;
+  const SampleRowParams p = in.rows[row];
+  const float* x = in.logits + static_cast<int64_t>(row) * vocab;
+  float* y = probs + static_cast<int64_t>(local) * vocab;
+
+  float m = -INFINITY;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) m = fmaxf(m, x[i]);
+  m = BlockMax(m, fscratch);
+  float s = 0.0f;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) s += __expf(x[i] - m);
+  s = BlockSum(s);
+  if (threadIdx.x == 0) lse_out[local] = m + logf(s);
+
+  const uint32_t* mask = p.bitmask_offset >= 0 ? in.bitmasks + p.bitmask_offset : nullptr;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) {
+    float v = x[i];
+    if (mask != nullptr && ((mask[i >> 5] >> (i & 31)) & 1u) == 0) v = -INFINITY;
+    y[i] = v;
+  }
+  __syncthreads();
+  for (int e = p.penalty_begin + threadIdx.x; e < p.penalty_end; e += kThreads) {
+    const int id = in.penalty_token_ids[e];
+    const int count = in.penalty_output_counts[e];
+    float v = y[id];
+    if (p.repetition_penalty != 1.0f) v = v > 0.0f ? v / p.repetition_penalty : v * p.repetition_penalty;
+    v -= p.frequency_penalty * static_cast<float>(count);
+    if (count > 0) v -= p.presence_penalty;
+    y[id] = v;
+  }
+  __syncthreads();
+  for (int e = p.ban_begin + threadIdx.x; e < p.ban_end; e += kThreads) {
+    y[in.banned_token_ids[e]] = -INFINITY;
+  }
+  __syncthreads();
+
+  if (p.temperature <= 0.0f) {
+    ArgBest best{-INFINITY, INT_MAX};
+    for (int i = threadIdx.x; i < vocab; i += kThreads) {
+      const ArgBest c{y[i], i};
+      if (Better(c, best)) best = c;
+    }
+    best = BlockBest(best, fscratch, iscratch);
+    if (threadIdx.x == 0) out.token_ids[row] = best.index == INT_MAX ? 0 : best.index;
+    return;
+  }
+  const float inv_t = 1.0f / p.temperature;
+  float mt = -INFINITY;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) mt = fmaxf(mt, y[i] * inv_t);
+  mt = BlockMax(mt, fscratch);
+  float z = 0.0f;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) z += expf(y[i] * inv_t - mt);
+  z = BlockSum(z);
+  const float inv_z = (z > 0.0f && mt > -INFINITY) ? 1.0f / z : 0.0f;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) {
+    y[i] = mt > -INFINITY ? expf(y[i] * inv_t - mt) * inv_z : 0.0f;
+  }
+}
+
+__global__ void FillSortInputsKernel(int32_t* ids, int32_t* offsets, int rows, int vocab) {
+  const int64_t total = static_cast<int64_t>(rows) * vocab;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    ids[i] = static_cast<int32_t>(i % vocab);
+  }
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t <= rows) offsets[t] = t * vocab;
+}
+
+// Pass 2 (random rows): cut the sorted probabilities to the top-k / top-p / min-p survivors and
+// draw by inverse CDF.
+__global__ void __launch_bounds__(kThreads) SelectKernel(SampleInputs in, SampleOutputs out,
+                                                         int row0, const float* sorted_probs,
+                                                         const int32_t* sorted_ids) {
+  __shared__ float fscratch[kWarps];
+  __shared__ int iscratch[kWarps];
+  __shared__ float scan_scratch[kWarps];
+  const int local = blockIdx.x;
+  const int row = row0 + local;
+  const SampleRowParams p = in.rows[row];
+  if (p.temperature <= 0.0f) return;
+  const int vocab = in.vocab_size;
+  const float* sp = sorted_probs + static_cast<int64_t>(local) * vocab;
+  const int32_t* sid = sorted_ids + static_cast<int64_t>(local) * vocab;
+
+  int n = vocab;
+  if (p.top_k > 0 && p.top_k < n) n = p.top_k;
+  if (p.min_p > 0.0f) {
+    const float threshold = p.min_p * sp[0];
+    int count = 0;
+    for (int i = threadIdx.x; i < vocab; i += kThreads) count += sp[i] >= threshold ? 1 : 0;
+    count = BlockSumInt(count, iscratch);
+    n = min(n, max(count, 1));
+  }
+  if (p.top_p < 1.0f) {
+    // First index whose inclusive prefix mass reaches top_p.
+    float running = 0.0f;
+    int cut = vocab;
+    for (int base = 0; base < n; base += kThreads) {
+      const int i = base + threadIdx.x;
+      const float v = i < n ? sp[i] : 0.0f;
+      float tile_total;
+      const float incl = running + BlockInclusiveScan(v, scan_scratch, &tile_total);
+      const int hit = (i < n && incl >= p.top_p) ? i : INT_MAX;
+      const ArgBest h = BlockBest(ArgBest{0.0f, hit}, fscratch, iscratch);
+      if (h.index != INT_MAX) {
+        cut = h.index + 1;
+        break;
+      }
+      running += tile_total;
+    }
+    n = min(n, max(cut, 1));
+  }
+  float total = 0.0f;
+  for (int base = 0; base < n; base += kThreads) {
+    const int i = base + threadIdx.x;
+    float tile_total;
+    BlockInclusiveScan(i < n ? sp[i] : 0.0f, scan_scratch, &tile_total);
+    total += tile_total;
+  }
+  const float target = p.uniform * total;
+  float running = 0.0f;
+  int chosen = n - 1;
+  for (int base = 0; base < n; base += kThreads) {
+    const int i = base + threadIdx.x;
+    float tile_total;
+    const float incl = running + BlockInclusiveScan(i < n ? sp[i] : 0.0f, scan_scratch, &tile_total);
+    const int hit = (i < n && target < incl) ? i : INT_MAX;
+    const ArgBest h = BlockBest(ArgBest{0.0f, hit}, fscratch, iscratch);
+    if (h.index != INT_MAX) {
+      chosen = h.index;
+      break;
+    }
+    running += tile_total;
+  }
+  if (threadIdx.x == 0) out.token_ids[row] = sid[chosen];
+}
+
+// Pass 3: logprobs of the chosen, top-N and requested ids from the raw logits.
+__global__ void __launch_bounds__(kThreads) LogprobsKernel(SampleInputs in, SampleOutputs out,
+                                                           int row0, const float* lse_in) {
+  __shared__ float fscratch[kWarps];
+  __shared__ int iscratch[kWarps];
+  const int local = blockIdx.x;
+  const int row = row0 + local;
+  const SampleRowParams p = in.rows[row];
+  if (p.num_top_logprobs < 0) return;
+  const int vocab = in.vocab_size;
+  const float* x = in.logits + static_cast<int64_t>(row) * vocab;
+  const float lse = lse_in[local];
+  if (threadIdx.x == 0) out.logprobs[row] = x[out.token_ids[row]] - lse;
+  for (int e = p.requested_begin + threadIdx.x; e < p.requested_end; e += kThreads) {
+    out.requested_logprobs[e] = x[in.requested_token_ids[e]] - lse;
+  }
+  ArgBest prev{INFINITY, -1};
+  for (int r = 0; r < p.num_top_logprobs; ++r) {
+    ArgBest best{-INFINITY, INT_MAX};
+    for (int i = threadIdx.x; i < vocab; i += kThreads) {
+      const ArgBest c{x[i], i};
+      if (Better(prev, c) && Better(c, best)) best = c;
+    }
+    best = BlockBest(best, fscratch, iscratch);
+    if (best.index == INT_MAX) best = ArgBest{-INFINITY, 0};
+    if (threadIdx.x == 0) {
+      out.top_ids[static_cast<int64_t>(row) * in.max_top_logprobs + r] = best.index;
+      out.top_logprobs[static_cast<int64_t>(row) * in.max_top_logprobs + r] = best.value - lse;
+    }
+    prev = best;
+  }
+}
+
+struct WorkspaceLayout {
+  size_t lse, probs, ids_in, sorted_probs, sorted_ids, offsets, cub_temp, cub_bytes, total;
+};
+
+size_t Align(size_t x) { return (x + 255) & ~size_t{255}; }
+
+WorkspaceLayout Layout(int chunk_rows, int vocab) {
+  WorkspaceLayout l{};
+  const size_t elems = static_cast<size_t>(chunk_rows) * vocab;
+  size_t off = 0;
+  l.lse = off;
+  off += Align(sizeof(float) * chunk_rows);
+  l.probs = off;
+  off += Align(sizeof(float) * elems);
+  l.ids_in = off;
+  off += Align(sizeof(int32_t) * elems);
+  l.sorted_probs = off;
+  off += Align(sizeof(float) * elems);
+  l.sorted_ids = off;
+  off += Align(sizeof(int32_t) * elems);
+  l.offsets = off;
+  off += Align(sizeof(int32_t) * (chunk_rows + 1));
+  l.cub_bytes = 0;
+  cub::DeviceSegmentedRadixSort::SortPairsDescending(
+      static_cast<void*>(nullptr), l.cub_bytes, static_cast<const float*>(nullptr),
+      static_cast<float*>(nullptr), static_cast<const int32_t*>(nullptr),
+      static_cast<int32_t*>(nullptr), static_cast<int>(elems), chunk_rows,
+      static_cast<const int32_t*>(nullptr), static_cast<const int32_t*>(nullptr));
+  l.cub_temp = off;
+  off += Align(l.cub_bytes);
+  l.total = off;
+  return l;
+}
+
+}  // namespace
+
+size_t SampleWorkspaceBytes(int chunk_rows, int vocab_size) {
+  return Layout(chunk_rows, vocab_size).total;
+}
+
+cudaError_t LaunchSample(const SampleInputs& in, const SampleOutputs& out, void* workspace,
+                         int chunk_rows, cudaStream_t stream) {
+  if (in.num_rows <= 0) return cudaSuccess;
+  if (chunk_rows <= 0 || in.vocab_size <= 0) return cudaErrorInvalidValue;
+  const WorkspaceLayout l = Layout(chunk_rows, in.vocab_size);
+  char* ws = static_cast<char*>(workspace);
+  float* lse = reinterpret_cast<float*>(ws + l.lse);
+  float* probs = reinterpret_cast<float*>(ws + l.probs);
+  int32_t* ids_in = reinterpret_cast<int32_t*>(ws + l.ids_in);
+  float* sorted_probs = reinterpret_cast<float*>(ws + l.sorted_probs);
+  int32_t* sorted_ids = reinterpret_cast<int32_t*>(ws + l.sorted_ids);
+  int32_t* offsets = reinterpret_cast<int32_t*>(ws + l.offsets);
+  if (in.any_random) {
+    FillSortInputsKernel<<<1024, 256, 0, stream>>>(ids_in, offsets, chunk_rows, in.vocab_size);
+    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  }
+  for (int row0 = 0; row0 < in.num_rows; row0 += chunk_rows) {
+    const int rows = min(chunk_rows, in.num_rows - row0);
+    ProcessKernel<<<rows, kThreads, 0, stream>>>(in, out, row0, lse, probs);
+    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+    if (in.any_random) {
+      size_t bytes = l.cub_bytes;
+      cudaError_t e = cub::DeviceSegmentedRadixSort::SortPairsDescending(
+          ws + l.cub_temp, bytes, probs, sorted_probs, ids_in, sorted_ids,
+          rows * in.vocab_size, rows, offsets, offsets + 1, 0, 32, stream);
+      if (e != cudaSuccess) return e;
+      SelectKernel<<<rows, kThreads, 0, stream>>>(in, out, row0, sorted_probs, sorted_ids);
+      if (e = cudaGetLastError(); e != cudaSuccess) return e;
+    }
+    if (in.any_logprobs) {
+      LogprobsKernel<<<rows, kThreads, 0, stream>>>(in, out, row0, lse);
+      if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+    }
+  }
+  return cudaSuccess;
+}
+
+}  // namespace kiln::kernels
