@@ -1,73 +1,276 @@
-// GPU sampling: one token per logits row with the exact SamplingRow semantics of
-// backend/backend.h (raw log-softmax logprobs; bitmask / banned ids → -inf; repetition, frequency
-// and presence penalties; greedy argmax with lowest id on ties; or temperature softmax, top-k /
-// top-p / min-p over the descending-probability order (ties by lower id), renormalization and an
-// inverse-CDF draw with a host-computed uniform u = SamplingUniform(seed, step)).
-//
-// Framework-free: POD parameters, raw device pointers, stream last, returns cudaError_t. The host
-// side (the CUDA backend) flattens each SamplingRow into a SampleRowParams plus ranges of shared
-// index arrays. Includable from host C++ (no device code here).
-//
-// Work: one thread block per row for the elementwise passes and reductions; random rows are
-// sorted with cub's segmented radix sort (stable, so equal probabilities keep ascending ids),
-// chunk_rows rows at a time to bound the workspace.
+// Sampling kernels (one block of 1024 threads per logits row); launched by
+// sampling.cu, contract in sampling.h.
 #pragma once
 
-#include <cuda_runtime.h>
+#include <cfloat>
+#include <climits>
 
-#include <cstddef>
-#include <cstdint>
+#include "kernels/common.cuh"
+#include "kernels/sampling.h"
 
 namespace kiln::kernels {
+namespace sampling_detail {
 
-struct SampleRowParams {
-  float temperature = 0.0f;  // <= 0 → greedy
-  int top_k = 0;             // <= 0 → off
-  float top_p = 1.0f;
-  float min_p = 0.0f;
-  float uniform = 0.0f;  // SamplingUniform(seed, step), computed on the host
-  float repetition_penalty = 1.0f;
-  float presence_penalty = 0.0f;
-  float frequency_penalty = 0.0f;
-  // [penalty_begin, penalty_end) into penalty_token_ids / penalty_output_counts: the DISTINCT ids
-  // of prompt ∪ output with their count in the output (0 for prompt-only ids). Empty when every
-  // penalty is at its neutral value.
-  int penalty_begin = 0, penalty_end = 0;
-  int ban_begin = 0, ban_end = 0;  // into banned_token_ids
-  int64_t bitmask_offset = -1;     // word offset into bitmasks (ceil(vocab/32) words); -1 → none
-  int num_top_logprobs = -1;       // -1 → no logprobs; 0 → chosen only; N → top N too
-  int requested_begin = 0, requested_end = 0;  // into requested_token_ids / requested_logprobs
+constexpr int kThreads = 1024;
+constexpr int kWarps = kThreads / 32;
+
+struct ArgBest {
+  float value;
+  int index;
 };
 
-struct SampleInputs {
-  const float* logits = nullptr;  // [num_rows, vocab_size] float32
-  int num_rows = 0;
-  int vocab_size = 0;
-  const SampleRowParams* rows = nullptr;       // [num_rows] (device)
-  const int32_t* penalty_token_ids = nullptr;  // device
-  const int32_t* penalty_output_counts = nullptr;
-  const int32_t* banned_token_ids = nullptr;
-  const uint32_t* bitmasks = nullptr;
-  const int32_t* requested_token_ids = nullptr;
-  int max_top_logprobs = 0;  // stride of top_* outputs; >= every row's num_top_logprobs
-  bool any_random = false;   // some row has temperature > 0 (enables the sort)
-  bool any_logprobs = false; // some row has num_top_logprobs >= 0
-};
+// a before b in (value descending, index ascending) order; NaN never wins.
+__device__ __forceinline__ bool Better(ArgBest a, ArgBest b) {
+  return a.value > b.value || (a.value == b.value && a.index < b.index);
+}
 
-struct SampleOutputs {
-  int32_t* token_ids = nullptr;     // [num_rows]
-  float* logprobs = nullptr;        // [num_rows] raw log-softmax of the chosen id
-  int32_t* top_ids = nullptr;       // [num_rows, max_top_logprobs]
-  float* top_logprobs = nullptr;    // [num_rows, max_top_logprobs]
-  float* requested_logprobs = nullptr;  // aligned with requested_token_ids
-};
+__device__ __forceinline__ int WarpSumInt(int v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ ArgBest WarpBest(ArgBest v) {
+  for (int o = 16; o > 0; o >>= 1) {
+    ArgBest other{__shfl_xor_sync(0xffffffffu, v.value, o), __shfl_xor_sync(0xffffffffu, v.index, o)};
+    if (Better(other, v)) v = other;
+  }
+  return v;
+}
 
-// Device scratch for up to chunk_rows rows of vocab_size; allocate SampleWorkspaceBytes().
-size_t SampleWorkspaceBytes(int chunk_rows, int vocab_size);
+// Block-wide reductions over kThreads threads (every thread gets the result); `scratch` holds
+// kWarps entries. (Sums use common.cuh's BlockSum.)
+__device__ float BlockMax(float v, float* scratch) {
+  v = WarpMax(v);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < kWarps ? scratch[lane] : -INFINITY;
+  return WarpMax(v);
+}
+__device__ int BlockSumInt(int v, int* scratch) {
+  v = WarpSumInt(v);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < kWarps ? scratch[lane] : 0;
+  return WarpSumInt(v);
+}
+__device__ ArgBest BlockBest(ArgBest v, float* fscratch, int* iscratch) {
+  v = WarpBest(v);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();
+  if (lane == 0) {
+    fscratch[warp] = v.value;
+    iscratch[warp] = v.index;
+  }
+  __syncthreads();
+  v = lane < kWarps ? ArgBest{fscratch[lane], iscratch[lane]} : ArgBest{-INFINITY, INT_MAX};
+  return WarpBest(v);
+}
 
-// Samples every row. workspace: SampleWorkspaceBytes(chunk_rows, vocab_size) bytes; num_rows may
-// exceed chunk_rows (processed in chunks).
-cudaError_t LaunchSample(const SampleInputs& in, const SampleOutputs& out, void* workspace,
-                         int chunk_rows, cudaStream_t stream);
+// Inclusive block scan of one float per thread; returns the thread's inclusive prefix and writes
+// the block total to *total.
+__device__ float BlockInclusiveScan(float v, float* scratch, float* total) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int o = 1; o < 32; o <<= 1) {
+    const float n = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += n;
+  }
+  __syncthreads();
+  if (lane == 31) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float w = scratch[lane];
+    for (int o = 1; o < 32; o <<= 1) {
+      const float n = __shfl_up_sync(0xffffffffu, w, o);
+      if (lane >= o) w += n;
+    }
+    scratch[lane] = w;  // inclusive warp-sum prefix
+  }
+  __syncthreads();
+  if (warp > 0) v += scratch[warp - 1];
+  *total = scratch[kWarps - 1];
+  return v;
+}
 
+// Pass 1: raw log-sum-exp, processed logits (mask, penalties, bans), then greedy argmax or
+// temperature softmax probabilities into probs.
+__global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, SampleOutputs out,
+                                                          int row0, float* lse_out, float* probs) {
+  __shared__ float fscratch[kWarps];
+  __shared__ int iscratch[kWarps];
+  const int local = blockIdx.x;
+  const int row = row0 + local;
+  const int vocab = in.vocab_size;
+  const SampleRowParams p = in.rows[row];
+  const float* x = in.logits + static_cast<int64_t>(row) * vocab;
+  float* y = probs + static_cast<int64_t>(local) * vocab;
+
+  float m = -INFINITY;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) m = fmaxf(m, x[i]);
+  m = BlockMax(m, fscratch);
+  float s = 0.0f;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) s += __expf(x[i] - m);
+  s = BlockSum(s);
+  if (threadIdx.x == 0) lse_out[local] = m + logf(s);
+
+  const uint32_t* mask = p.bitmask_offset >= 0 ? in.bitmasks + p.bitmask_offset : nullptr;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) {
+    float v = x[i];
+    if (mask != nullptr && ((mask[i >> 5] >> (i & 31)) & 1u) == 0) v = -INFINITY;
+    y[i] = v;
+  }
+  __syncthreads();
+  for (int e = p.penalty_begin + threadIdx.x; e < p.penalty_end; e += kThreads) {
+    const int id = in.penalty_token_ids[e];
+    const int count = in.penalty_output_counts[e];
+    float v = y[id];
+    if (p.repetition_penalty != 1.0f) v = v > 0.0f ? v / p.repetition_penalty : v * p.repetition_penalty;
+    v -= p.frequency_penalty * static_cast<float>(count);
+    if (count > 0) v -= p.presence_penalty;
+    y[id] = v;
+  }
+  __syncthreads();
+  for (int e = p.ban_begin + threadIdx.x; e < p.ban_end; e += kThreads) {
+    y[in.banned_token_ids[e]] = -INFINITY;
+  }
+  __syncthreads();
+
+  if (p.temperature <= 0.0f) {
+    ArgBest best{-INFINITY, INT_MAX};
+    for (int i = threadIdx.x; i < vocab; i += kThreads) {
+      const ArgBest c{y[i], i};
+      if (Better(c, best)) best = c;
+    }
+    best = BlockBest(best, fscratch, iscratch);
+    if (threadIdx.x == 0) out.token_ids[row] = best.index == INT_MAX ? 0 : best.index;
+    return;
+  }
+  const float inv_t = 1.0f / p.temperature;
+  float mt = -INFINITY;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) mt = fmaxf(mt, y[i] * inv_t);
+  mt = BlockMax(mt, fscratch);
+  float z = 0.0f;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) z += expf(y[i] * inv_t - mt);
+  z = BlockSum(z);
+  const float inv_z = (z > 0.0f && mt > -INFINITY) ? 1.0f / z : 0.0f;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) {
+    y[i] = mt > -INFINITY ? expf(y[i] * inv_t - mt) * inv_z : 0.0f;
+  }
+}
+
+__global__ void FillSortInputsKernel(int32_t* ids, int32_t* offsets, int rows, int vocab) {
+  const int64_t total = static_cast<int64_t>(rows) * vocab;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    ids[i] = static_cast<int32_t>(i % vocab);
+  }
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t <= rows) offsets[t] = t * vocab;
+}
+
+// Pass 2 (random rows): cut the sorted probabilities to the top-k / top-p / min-p survivors and
+// draw by inverse CDF.
+__global__ void __launch_bounds__(kThreads) SelectKernel(SampleInputs in, SampleOutputs out,
+                                                         int row0, const float* sorted_probs,
+                                                         const int32_t* sorted_ids) {
+  __shared__ float fscratch[kWarps];
+  __shared__ int iscratch[kWarps];
+  __shared__ float scan_scratch[kWarps];
+  const int local = blockIdx.x;
+  const int row = row0 + local;
+  const SampleRowParams p = in.rows[row];
+  if (p.temperature <= 0.0f) return;
+  const int vocab = in.vocab_size;
+  const float* sp = sorted_probs + static_cast<int64_t>(local) * vocab;
+  const int32_t* sid = sorted_ids + static_cast<int64_t>(local) * vocab;
+
+  int n = vocab;
+  if (p.top_k > 0 && p.top_k < n) n = p.top_k;
+  if (p.min_p > 0.0f) {
+    const float threshold = p.min_p * sp[0];
+    int count = 0;
+    for (int i = threadIdx.x; i < vocab; i += kThreads) count += sp[i] >= threshold ? 1 : 0;
+    count = BlockSumInt(count, iscratch);
+    n = min(n, max(count, 1));
+  }
+  if (p.top_p < 1.0f) {
+    // First index whose inclusive prefix mass reaches top_p.
+    float running = 0.0f;
+    int cut = vocab;
+    for (int base = 0; base < n; base += kThreads) {
+      const int i = base + threadIdx.x;
+      const float v = i < n ? sp[i] : 0.0f;
+      float tile_total;
+      const float incl = running + BlockInclusiveScan(v, scan_scratch, &tile_total);
+      const int hit = (i < n && incl >= p.top_p) ? i : INT_MAX;
+      const ArgBest h = BlockBest(ArgBest{0.0f, hit}, fscratch, iscratch);
+      if (h.index != INT_MAX) {
+        cut = h.index + 1;
+        break;
+      }
+      running += tile_total;
+    }
+    n = min(n, max(cut, 1));
+  }
+  float total = 0.0f;
+  for (int base = 0; base < n; base += kThreads) {
+    const int i = base + threadIdx.x;
+    float tile_total;
+    BlockInclusiveScan(i < n ? sp[i] : 0.0f, scan_scratch, &tile_total);
+    total += tile_total;
+  }
+  const float target = p.uniform * total;
+  float running = 0.0f;
+  int chosen = n - 1;
+  for (int base = 0; base < n; base += kThreads) {
+    const int i = base + threadIdx.x;
+    float tile_total;
+    const float incl = running + BlockInclusiveScan(i < n ? sp[i] : 0.0f, scan_scratch, &tile_total);
+    const int hit = (i < n && target < incl) ? i : INT_MAX;
+    const ArgBest h = BlockBest(ArgBest{0.0f, hit}, fscratch, iscratch);
+    if (h.index != INT_MAX) {
+      chosen = h.index;
+      break;
+    }
+    running += tile_total;
+  }
+  if (threadIdx.x == 0) out.token_ids[row] = sid[chosen];
+}
+
+// Pass 3: logprobs of the chosen, top-N and requested ids from the raw logits.
+__global__ void __launch_bounds__(kThreads) LogprobsKernel(SampleInputs in, SampleOutputs out,
+                                                           int row0, const float* lse_in) {
+  __shared__ float fscratch[kWarps];
+  __shared__ int iscratch[kWarps];
+  const int local = blockIdx.x;
+  const int row = row0 + local;
+  const SampleRowParams p = in.rows[row];
+  if (p.num_top_logprobs < 0) return;
+  const int vocab = in.vocab_size;
+  const float* x = in.logits + static_cast<int64_t>(row) * vocab;
+  const float lse = lse_in[local];
+  if (threadIdx.x == 0) out.logprobs[row] = x[out.token_ids[row]] - lse;
+  for (int e = p.requested_begin + threadIdx.x; e < p.requested_end; e += kThreads) {
+    out.requested_logprobs[e] = x[in.requested_token_ids[e]] - lse;
+  }
+  ArgBest prev{INFINITY, -1};
+  for (int r = 0; r < p.num_top_logprobs; ++r) {
+    ArgBest best{-INFINITY, INT_MAX};
+    for (int i = threadIdx.x; i < vocab; i += kThreads) {
+      const ArgBest c{x[i], i};
+      if (Better(prev, c) && Better(c, best)) best = c;
+    }
+    best = BlockBest(best, fscratch, iscratch);
+    if (best.index == INT_MAX) best = ArgBest{-INFINITY, 0};
+    if (threadIdx.x == 0) {
+      out.top_ids[static_cast<int64_t>(row) * in.max_top_logprobs + r] = best.index;
+      out.top_logprobs[static_cast<int64_t>(row) * in.max_top_logprobs + r] = best.value - lse;
+    }
+    prev = best;
+  }
+}
+
+}  // namespace sampling_detail
 }  // namespace kiln::kernels
