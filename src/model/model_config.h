@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kiln/status.h"
@@ -25,6 +26,9 @@ struct RopeScaling {
   double beta_fast = 32.0;
   double beta_slow = 1.0;
   double attention_factor = 0.0;  // 0 → derived
+  double mscale = 0.0;            // yarn (DeepSeek style); 0 → unused
+  double mscale_all_dim = 0.0;    // yarn; 0 → unused
+  bool truncate = true;           // yarn: floor/ceil the correction range (HF default)
 };
 
 struct ModelConfig {
@@ -61,5 +65,15 @@ struct ModelConfig {
   int kv_size() const { return num_key_value_heads * head_dim; }
   Status Validate() const;
 };
+
+// Parses an HF config.json text. Supported architectures (the `architectures` list, else
+// `model_type`): LlamaForCausalLM / MistralForCausalLM → "llama", Qwen2ForCausalLM → "qwen2",
+// Qwen3ForCausalLM → "qwen3"; anything else is kUnimplemented naming it. The result is Validate()d.
+StatusOr<ModelConfig> ParseHfConfig(std::string_view config_json);
+// Applies an HF generation_config.json: eos_token_id (int or list; replaces config's eos ids),
+// bos_token_id, temperature, top_p, top_k, repetition_penalty.
+Status ApplyGenerationConfig(std::string_view generation_config_json, ModelConfig* config);
+// Reads directory/config.json and, when present, directory/generation_config.json.
+StatusOr<ModelConfig> LoadHfConfig(const std::string& directory);
 
 }  // namespace kiln

@@ -1,0 +1,27 @@
+// The reference implementation of Backend::Sample for one logits row: exactly the SamplingRow
+// semantics documented in backend/backend.h, in float32 (sums in double), with these precise
+// readings of that contract (shared with the CUDA sampler in kernels/sampling.cuh):
+//  - repetition_penalty applies once per distinct id of prompt ∪ output;
+//  - after temperature and softmax over the processed logits, probabilities are sorted descending
+//    (ties by lower id); top_k keeps the first k; min_p keeps p >= min_p * p_max (at least one);
+//    top_p keeps the shortest prefix whose inclusive mass, of the full softmax, reaches top_p (at
+//    least one); the intersection of these prefixes survives;
+//  - the draw: target = u * (sum of survivors' probs), the first survivor whose inclusive prefix
+//    sum exceeds target (the last survivor when rounding leaves none).
+// Errors (kInvalidArgument): every token banned / masked, or a requested / penalty id outside the
+// vocabulary.
+//
+// Thread-safety: a pure function.
+#pragma once
+
+#include <span>
+
+#include "backend/backend.h"
+#include "kiln/status.h"
+
+namespace kiln::cpu {
+
+// logits: [vocab_size] raw float32 logits of one row.
+Status SampleLogitsRow(std::span<const float> logits, const SamplingRow& row, SampleResult* result);
+
+}  // namespace kiln::cpu
