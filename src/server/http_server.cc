@@ -1,0 +1,502 @@
+#include "server/http_server.h"
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <optional>
+#include <thread>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "common/logging.h"
+
+namespace kiln::server {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+namespace {
+
+std::chrono::steady_clock::duration Seconds(double s) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(s));
+}
+
+std::string StatusLine(int status) {
+  const auto reason = http::obsolete_reason(http::int_to_status(static_cast<unsigned>(status)));
+  return "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason) + "\r\n";
+}
+
+std::string HexSize(size_t n) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%zx\r\n", n);
+  return buf;
+}
+
+}  // namespace
+
+// What every session shares with the server.
+struct ServerShared {
+  HttpServerOptions options;
+  HttpHandler handler;
+  std::atomic<bool> draining{false};
+  std::atomic<int64_t> pending_exchanges{0};
+  std::atomic<int64_t> open_connections{0};
+};
+
+// One TCP connection. All members are touched only on the connection's strand.
+class HttpSession final : public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(tcp::socket&& socket, std::shared_ptr<ServerShared> shared)
+      : stream_(std::move(socket)), shared_(std::move(shared)) {
+    ++shared_->open_connections;
+  }
+  ~HttpSession() {
+    if (exchange_active_) --shared_->pending_exchanges;
+    --shared_->open_connections;
+  }
+
+  void Run() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadHeader(); });
+  }
+
+  void Post(std::function<void()> fn) { net::post(stream_.get_executor(), std::move(fn)); }
+
+  // ---- responder operations (strand) ----
+
+  void Send(uint64_t id, int status, const std::string& content_type, std::string body,
+            const HttpHeaders& headers) {
+    if (!Accepting(id)) return;
+    accepting_writes_ = false;
+    std::string head = StatusLine(status);
+    AppendHeaders(&head, content_type, headers);
+    head += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+    head += body;
+    completing_ = true;
+    Enqueue(std::move(head));
+  }
+
+  void StartStream(uint64_t id, int status, const std::string& content_type,
+                   const HttpHeaders& headers) {
+    if (!Accepting(id) || streaming_) return;
+    streaming_ = true;
+    std::string head = StatusLine(status);
+    AppendHeaders(&head, content_type, headers);
+    head += "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
+    Enqueue(std::move(head));
+  }
+
+  void WriteChunk(uint64_t id, std::string data) {
+    if (!Accepting(id) || !streaming_ || data.empty()) return;
+    std::string chunk = HexSize(data.size());
+    chunk += data;
+    chunk += "\r\n";
+    Enqueue(std::move(chunk));
+  }
+
+  void End(uint64_t id) {
+    if (!Accepting(id) || !streaming_) return;
+    accepting_writes_ = false;
+    completing_ = true;
+    Enqueue("0\r\n\r\n");
+  }
+
+  void SetOnDisconnect(uint64_t id, std::function<void()> fn) {
+    if (id != exchange_id_) return;
+    if (disconnected_) {
+      fn();
+      return;
+    }
+    on_disconnect_ = std::move(fn);
+  }
+
+ private:
+  bool Accepting(uint64_t id) const {
+    return id == exchange_id_ && exchange_active_ && accepting_writes_ && !disconnected_;
+  }
+
+  void AppendHeaders(std::string* head, const std::string& content_type,
+                     const HttpHeaders& headers) {
+    if (shared_->draining) keep_alive_ = false;
+    *head += "Server: kiln\r\n";
+    if (!content_type.empty()) *head += "Content-Type: " + content_type + "\r\n";
+    for (const auto& [k, v] : headers) *head += k + ": " + v + "\r\n";
+    *head += keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
+  }
+
+  // ---- reading ----
+
+  void ReadHeader() {
+    if (shared_->draining && exchange_id_ > 0) return Close();
+    parser_.emplace();
+    parser_->body_limit(static_cast<uint64_t>(shared_->options.max_body_bytes));
+    parser_->header_limit(static_cast<uint32_t>(shared_->options.max_header_bytes));
+    stream_.expires_after(Seconds(exchange_id_ == 0 ? shared_->options.read_timeout_s
+                                                    : shared_->options.idle_timeout_s));
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              self->OnHeader(ec);
+                            });
+  }
+
+  void OnHeader(beast::error_code ec) {
+    if (ec) return OnReadError(ec);
+    stream_.expires_after(Seconds(shared_->options.read_timeout_s));
+    const auto& req = parser_->get();
+    const auto length = parser_->content_length();
+    if (length && *length > static_cast<uint64_t>(shared_->options.max_body_bytes)) {
+      return RejectAndClose(413, "request body of " + std::to_string(*length) +
+                                     " bytes exceeds the limit of " +
+                                     std::to_string(shared_->options.max_body_bytes) + " bytes");
+    }
+    auto expect = req.find(http::field::expect);
+    if (expect != req.end() && beast::iequals(expect->value(), "100-continue")) {
+      auto msg = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
+      net::async_write(stream_, net::buffer(*msg),
+                       [self = shared_from_this(), msg](beast::error_code wec, size_t) {
+                         if (wec) return self->Close();
+                         self->ReadBody();
+                       });
+      return;
+    }
+    ReadBody();
+  }
+
+  void ReadBody() {
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       self->OnBody(ec);
+                     });
+  }
+
+  void OnReadError(beast::error_code ec) {
+    if (ec == http::error::body_limit) {
+      return RejectAndClose(413, "request body exceeds the limit of " +
+                                     std::to_string(shared_->options.max_body_bytes) + " bytes");
+    }
+    if (ec == http::error::header_limit) {
+      return RejectAndClose(431, "request headers are too large");
+    }
+    if (ec.category() == beast::error_code(http::error::end_of_stream).category() &&
+        ec != http::error::end_of_stream && ec != http::error::partial_message) {
+      return RejectAndClose(400, "malformed HTTP request");
+    }
+    Close();  // EOF, timeout, reset
+  }
+
+  // A transport-level error response, then close (no handler involved).
+  void RejectAndClose(int status, const std::string& message) {
+    exchange_active_ = true;
+    accepting_writes_ = true;
+    ++shared_->pending_exchanges;
+    ++exchange_id_;
+    keep_alive_ = false;
+    std::string type = status == 413 ? "request_too_large" : "invalid_request_error";
+    std::string body = "{\"error\":{\"message\":\"" + message + "\",\"type\":\"" + type +
+                       "\",\"param\":null,\"code\":null}}";
+    Send(exchange_id_, status, "application/json", std::move(body), {});
+  }
+
+  void OnBody(beast::error_code ec) {
+    if (ec) return OnReadError(ec);
+    stream_.expires_never();
+    auto msg = parser_->release();
+    HttpRequest request;
+    request.method = std::string(msg.method_string());
+    request.target = std::string(msg.target());
+    const auto q = request.target.find('?');
+    request.path = q == std::string::npos ? request.target : request.target.substr(0, q);
+    request.body = std::move(msg.body());
+    auto auth = msg.find(http::field::authorization);
+    if (auth != msg.end()) request.authorization = std::string(auth->value());
+    request.keep_alive = msg.keep_alive();
+    keep_alive_ = request.keep_alive && !shared_->draining;
+
+    ++exchange_id_;
+    exchange_active_ = true;
+    accepting_writes_ = true;
+    streaming_ = false;
+    completing_ = false;
+    on_disconnect_ = nullptr;
+    ++shared_->pending_exchanges;
+    auto responder = std::make_shared<HttpResponder>(shared_from_this(), exchange_id_);
+    try {
+      shared_->handler(std::move(request), responder);
+    } catch (const std::exception& e) {
+      KILN_LOG(ERROR) << "request handler threw: " << e.what();
+      Send(exchange_id_, 500, "application/json",
+           "{\"error\":{\"message\":\"internal error\",\"type\":\"internal_error\","
+           "\"param\":null,\"code\":null}}",
+           {});
+    }
+    if (exchange_active_) Watch();
+  }
+
+  // Waits for the socket to become readable while a response is pending: readable with no bytes
+  // means the peer closed (or reset) the connection.
+  void Watch() {
+    if (watching_ || disconnected_) return;
+    watching_ = true;
+    stream_.socket().async_wait(tcp::socket::wait_read,
+                                [self = shared_from_this()](beast::error_code ec) {
+                                  self->watching_ = false;
+                                  if (ec || !self->exchange_active_ || self->completing_) return;
+                                  beast::error_code aec;
+                                  const size_t n = self->stream_.socket().available(aec);
+                                  if (aec || n == 0) self->OnPeerGone();
+                                  // else: a pipelined request; it is read after this response.
+                                });
+  }
+
+  void OnPeerGone() {
+    if (disconnected_) return;
+    disconnected_ = true;
+    write_queue_.clear();
+    beast::error_code ec;
+    stream_.socket().close(ec);
+    if (exchange_active_) {
+      exchange_active_ = false;
+      --shared_->pending_exchanges;
+      if (auto fn = std::move(on_disconnect_)) {
+        on_disconnect_ = nullptr;
+        fn();
+      }
+    }
+  }
+
+  // ---- writing ----
+
+  void Enqueue(std::string data) {
+    write_queue_.push_back(std::move(data));
+    if (!writing_) WriteNext();
+  }
+
+  void WriteNext() {
+    if (disconnected_) return;
+    if (write_queue_.empty()) {
+      writing_ = false;
+      if (completing_) FinishExchange();
+      return;
+    }
+    writing_ = true;
+    // Coalesce queued chunks into one write.
+    if (write_queue_.size() > 1) {
+      std::string merged;
+      for (auto& s : write_queue_) merged += s;
+      write_queue_.clear();
+      write_queue_.push_back(std::move(merged));
+    }
+    stream_.expires_after(Seconds(shared_->options.write_timeout_s));
+    net::async_write(stream_, net::buffer(write_queue_.front()),
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       self->stream_.expires_never();
+                       if (ec) {
+                         self->writing_ = false;
+                         return self->OnPeerGone();
+                       }
+                       if (!self->write_queue_.empty()) self->write_queue_.pop_front();
+                       self->WriteNext();
+                     });
+  }
+
+  void FinishExchange() {
+    if (!exchange_active_) return;
+    exchange_active_ = false;
+    completing_ = false;
+    --shared_->pending_exchanges;
+    on_disconnect_ = nullptr;
+    if (keep_alive_ && !shared_->draining) return ReadHeader();
+    Close();
+  }
+
+  // Graceful close: stop sending, drain what the peer still sends for a moment (so it reads our
+  // final response instead of a reset), then close.
+  void Close() {
+    if (disconnected_) return;
+    disconnected_ = true;
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) {
+      stream_.socket().close(ec);
+      return;
+    }
+    stream_.expires_after(std::chrono::seconds(2));
+    Drain();
+  }
+
+  void Drain() {
+    drain_buf_.resize(4096);
+    stream_.async_read_some(net::buffer(drain_buf_),
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              if (ec) {
+                                beast::error_code cec;
+                                self->stream_.socket().close(cec);
+                                return;
+                              }
+                              self->Drain();
+                            });
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::shared_ptr<ServerShared> shared_;
+  uint64_t exchange_id_ = 0;
+  bool exchange_active_ = false;   // a request was read and its response is not complete
+  bool accepting_writes_ = false;  // Send/StartStream/Write/End still allowed
+  bool streaming_ = false;
+  bool completing_ = false;  // the last bytes of the response are queued
+  bool keep_alive_ = true;
+  bool disconnected_ = false;
+  bool watching_ = false;
+  bool writing_ = false;
+  std::deque<std::string> write_queue_;
+  std::function<void()> on_disconnect_;
+  std::string drain_buf_;
+};
+
+// ---- HttpResponder ---------------------------------------------------------------------------
+
+HttpResponder::HttpResponder(std::shared_ptr<HttpSession> session, uint64_t exchange_id)
+    : session_(std::move(session)), exchange_id_(exchange_id) {}
+HttpResponder::~HttpResponder() = default;
+
+void HttpResponder::Send(int status, std::string content_type, std::string body,
+                         HttpHeaders headers) {
+  session_->Post([s = session_, id = exchange_id_, status, ct = std::move(content_type),
+                  b = std::move(body), h = std::move(headers)]() mutable {
+    s->Send(id, status, ct, std::move(b), h);
+  });
+}
+
+void HttpResponder::StartStream(int status, std::string content_type, HttpHeaders headers) {
+  session_->Post([s = session_, id = exchange_id_, status, ct = std::move(content_type),
+                  h = std::move(headers)] { s->StartStream(id, status, ct, h); });
+}
+
+void HttpResponder::Write(std::string data) {
+  session_->Post([s = session_, id = exchange_id_, d = std::move(data)]() mutable {
+    s->WriteChunk(id, std::move(d));
+  });
+}
+
+void HttpResponder::End() {
+  session_->Post([s = session_, id = exchange_id_] { s->End(id); });
+}
+
+void HttpResponder::Post(std::function<void()> fn) { session_->Post(std::move(fn)); }
+
+void HttpResponder::OnDisconnect(std::function<void()> fn) {
+  session_->Post([s = session_, id = exchange_id_, f = std::move(fn)]() mutable {
+    s->SetOnDisconnect(id, std::move(f));
+  });
+}
+
+// ---- HttpServer ------------------------------------------------------------------------------
+
+Status HttpServerOptions::Validate() const {
+  if (port < 0 || port > 65535) return Status::InvalidArgument("port must be in [0, 65535]");
+  if (num_threads < 1) return Status::InvalidArgument("num_threads must be at least 1");
+  if (max_body_bytes < 1) return Status::InvalidArgument("max_body_bytes must be positive");
+  if (max_header_bytes < 1024) return Status::InvalidArgument("max_header_bytes must be >= 1024");
+  if (!(read_timeout_s > 0) || !(idle_timeout_s > 0) || !(write_timeout_s > 0)) {
+    return Status::InvalidArgument("timeouts must be positive");
+  }
+  return Status::Ok();
+}
+
+class HttpServer::Impl {
+ public:
+  Impl(const HttpServerOptions& options, HttpHandler handler)
+      : acceptor_(net::make_strand(ioc_)),
+        guard_(net::make_work_guard(ioc_)),
+        shared_(std::make_shared<ServerShared>()) {
+    shared_->options = options;
+    shared_->handler = std::move(handler);
+  }
+
+  Status Bind() {
+    beast::error_code ec;
+    const auto address = net::ip::make_address(shared_->options.host, ec);
+    if (ec) return Status::InvalidArgument("invalid host address '" + shared_->options.host + "'");
+    const tcp::endpoint endpoint(address, static_cast<unsigned short>(shared_->options.port));
+    const std::string where = shared_->options.host + ":" + std::to_string(shared_->options.port);
+    acceptor_.open(endpoint.protocol(), ec);
+    if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) return Status::IOError("cannot listen on " + where + ": " + ec.message());
+    port_ = acceptor_.local_endpoint().port();
+    return Status::Ok();
+  }
+
+  void Start() {
+    Accept();
+    for (int i = 0; i < shared_->options.num_threads; ++i) {
+      threads_.emplace_back([this] { ioc_.run(); });
+    }
+  }
+
+  void Accept() {
+    acceptor_.async_accept(net::make_strand(ioc_), [this](beast::error_code ec, tcp::socket s) {
+      if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
+      if (!ec) {
+        beast::error_code oec;
+        s.set_option(tcp::no_delay(true), oec);
+        std::make_shared<HttpSession>(std::move(s), shared_)->Run();
+      } else {
+        KILN_LOG(WARNING) << "accept failed: " << ec.message();
+      }
+      Accept();
+    });
+  }
+
+  void StopAccepting() {
+    shared_->draining = true;
+    net::post(acceptor_.get_executor(), [this] {
+      beast::error_code ec;
+      acceptor_.close(ec);
+    });
+  }
+
+  void Stop() {
+    if (stopped_.exchange(true)) return;
+    StopAccepting();
+    guard_.reset();
+    ioc_.stop();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+  net::io_context ioc_;
+  tcp::acceptor acceptor_;
+  net::executor_work_guard<net::io_context::executor_type> guard_;
+  std::shared_ptr<ServerShared> shared_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> stopped_{false};
+  int port_ = 0;
+};
+
+StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& options,
+                                                         HttpHandler handler) {
+  KILN_RETURN_IF_ERROR(options.Validate());
+  auto impl = std::make_unique<Impl>(options, std::move(handler));
+  KILN_RETURN_IF_ERROR(impl->Bind());
+  return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
+}
+
+HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HttpServer::~HttpServer() { Stop(); }
+int HttpServer::port() const { return impl_->port_; }
+void HttpServer::Start() { impl_->Start(); }
+void HttpServer::StopAccepting() { impl_->StopAccepting(); }
+int64_t HttpServer::num_pending_exchanges() const { return impl_->shared_->pending_exchanges; }
+int64_t HttpServer::num_open_connections() const { return impl_->shared_->open_connections; }
+void HttpServer::Stop() { impl_->Stop(); }
+
+}  // namespace kiln::server

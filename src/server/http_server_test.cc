@@ -1,0 +1,253 @@
+#include "server/http_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+namespace kiln::server {
+namespace {
+
+// Blocking loopback client over POSIX sockets.
+class Client final {
+ public:
+  explicit Client(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    timeval tv{5, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  ~Client() { Close(); }
+  void Close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  bool connected() const { return connected_; }
+  void Send(const std::string& s) {
+    size_t off = 0;
+    while (off < s.size()) {
+      const ssize_t n = ::send(fd_, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      off += static_cast<size_t>(n);
+    }
+  }
+  // Reads until `needle` was seen or the peer closed / timed out.
+  std::string ReadUntil(const std::string& needle) {
+    while (buf_.find(needle) == std::string::npos) {
+      char tmp[4096];
+      const ssize_t n = ::recv(fd_, tmp, sizeof(tmp), 0);
+      if (n <= 0) break;
+      buf_.append(tmp, static_cast<size_t>(n));
+    }
+    const size_t pos = buf_.find(needle);
+    std::string out;
+    if (pos == std::string::npos) {
+      out = std::move(buf_);
+      buf_.clear();
+    } else {
+      out = buf_.substr(0, pos + needle.size());
+      buf_.erase(0, pos + needle.size());
+    }
+    return out;
+  }
+  // Reads one Content-Length response.
+  std::string ReadResponse() {
+    std::string head = ReadUntil("\r\n\r\n");
+    const auto cl = head.find("Content-Length: ");
+    if (cl == std::string::npos) return head;
+    const size_t len = std::stoul(head.substr(cl + 16));
+    while (buf_.size() < len) {
+      char tmp[4096];
+      const ssize_t n = ::recv(fd_, tmp, sizeof(tmp), 0);
+      if (n <= 0) break;
+      buf_.append(tmp, static_cast<size_t>(n));
+    }
+    head += buf_.substr(0, len);
+    buf_.erase(0, std::min(len, buf_.size()));
+    return head;
+  }
+  bool PeerClosed() {
+    char c;
+    return ::recv(fd_, &c, 1, 0) == 0;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+  std::string buf_;
+};
+
+class HttpServerTest : public ::testing::Test {
+ protected:
+  void StartServer(HttpServerOptions options = {}) {
+    options.port = 0;
+    auto server = HttpServer::Create(options, [this](HttpRequest req,
+                                                     std::shared_ptr<HttpResponder> r) {
+      Handle(std::move(req), std::move(r));
+    });
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    server_ = std::move(server).value();
+    server_->Start();
+  }
+  void TearDown() override {
+    if (server_) server_->Stop();
+    for (auto& t : threads_) t.join();
+  }
+
+  void Handle(HttpRequest req, std::shared_ptr<HttpResponder> r) {
+    if (req.path == "/echo") {
+      r->Send(200, "text/plain", req.method + " " + req.body + " " + req.authorization);
+    } else if (req.path == "/stream") {
+      // Produced from a foreign thread, like engine outputs.
+      std::lock_guard<std::mutex> lock(mu_);
+      threads_.emplace_back([r] {
+        r->StartStream(200, "text/event-stream");
+        for (const char* piece : {"data: a\n\n", "data: b\n\n"}) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          r->Write(piece);
+        }
+        r->End();
+      });
+    } else if (req.path == "/hang") {
+      r->OnDisconnect([this] { disconnects_++; });
+    } else {
+      r->Send(404, "text/plain", "nope");
+    }
+  }
+
+  std::unique_ptr<HttpServer> server_;
+  std::mutex mu_;
+  std::vector<std::thread> threads_;
+  std::atomic<int> disconnects_{0};
+};
+
+TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  StartServer();
+  Client c(server_->port());
+  ASSERT_TRUE(c.connected());
+  c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: 3\r\n\r\nabc");
+  std::string r1 = c.ReadResponse();
+  EXPECT_NE(r1.find("HTTP/1.1 200 OK"), std::string::npos) << r1;
+  EXPECT_NE(r1.find("Connection: keep-alive"), std::string::npos);
+  EXPECT_NE(r1.find("POST abc Bearer k"), std::string::npos) << r1;
+  c.Send("GET /missing?q=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string r2 = c.ReadResponse();
+  EXPECT_NE(r2.find("HTTP/1.1 404 Not Found"), std::string::npos) << r2;
+  c.Send("GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  std::string r3 = c.ReadResponse();
+  EXPECT_NE(r3.find("Connection: close"), std::string::npos) << r3;
+  EXPECT_TRUE(c.PeerClosed());
+}
+
+TEST_F(HttpServerTest, PipelinedRequestsAreAnsweredInOrder) {
+  StartServer();
+  Client c(server_->port());
+  c.Send("POST /echo HTTP/1.1\r\nContent-Length: 1\r\n\r\n1POST /echo HTTP/1.1\r\n"
+         "Content-Length: 1\r\n\r\n2");
+  EXPECT_NE(c.ReadResponse().find("POST 1"), std::string::npos);
+  EXPECT_NE(c.ReadResponse().find("POST 2"), std::string::npos);
+}
+
+TEST_F(HttpServerTest, BodyOverLimitIs413) {
+  HttpServerOptions o;
+  o.max_body_bytes = 1024;
+  StartServer(o);
+  Client c(server_->port());
+  c.Send("POST /echo HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + std::string(5000, 'x'));
+  const std::string r = c.ReadResponse();
+  EXPECT_NE(r.find("HTTP/1.1 413"), std::string::npos) << r;
+  EXPECT_NE(r.find("\"error\""), std::string::npos) << r;
+  // Chunked bodies have no Content-Length; the limit applies while reading.
+  Client d(server_->port());
+  d.Send("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n" +
+         std::string(0x800, 'y') + "\r\n0\r\n\r\n");
+  EXPECT_NE(d.ReadResponse().find("HTTP/1.1 413"), std::string::npos);
+}
+
+TEST_F(HttpServerTest, MalformedRequestIs400) {
+  StartServer();
+  Client c(server_->port());
+  c.Send("THIS IS NOT HTTP\r\n\r\n");
+  const std::string r = c.ReadResponse();
+  EXPECT_NE(r.find("HTTP/1.1 400"), std::string::npos) << r;
+}
+
+TEST_F(HttpServerTest, ChunkedStreamingFromAnotherThread) {
+  StartServer();
+  Client c(server_->port());
+  c.Send("GET /stream HTTP/1.1\r\n\r\n");
+  const std::string r = c.ReadUntil("0\r\n\r\n");
+  EXPECT_NE(r.find("Transfer-Encoding: chunked"), std::string::npos) << r;
+  EXPECT_NE(r.find("Content-Type: text/event-stream"), std::string::npos) << r;
+  EXPECT_NE(r.find("data: a\n\n"), std::string::npos) << r;
+  EXPECT_NE(r.find("data: b\n\n"), std::string::npos) << r;
+  // The connection stays usable.
+  c.Send("GET /echo HTTP/1.1\r\n\r\n");
+  EXPECT_NE(c.ReadResponse().find("200 OK"), std::string::npos);
+}
+
+TEST_F(HttpServerTest, PeerDisconnectWhileResponsePendingIsReported) {
+  StartServer();
+  {
+    Client c(server_->port());
+    c.Send("GET /hang HTTP/1.1\r\n\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(server_->num_pending_exchanges(), 1);
+  }
+  for (int i = 0; i < 200 && disconnects_ == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(disconnects_, 1);
+  EXPECT_EQ(server_->num_pending_exchanges(), 0);
+}
+
+TEST_F(HttpServerTest, SlowHeaderTimesOut) {
+  HttpServerOptions o;
+  o.read_timeout_s = 0.2;
+  StartServer(o);
+  Client c(server_->port());
+  c.Send("GET /echo HTTP/1.1\r\nHost:");
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(c.PeerClosed());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(4));
+}
+
+TEST_F(HttpServerTest, ManyConcurrentStreamsOnTwoThreads) {
+  StartServer();
+  constexpr int kClients = 200;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<Client>(server_->port()));
+    clients.back()->Send("GET /stream HTTP/1.1\r\n\r\n");
+  }
+  int ok = 0;
+  for (auto& c : clients) {
+    const std::string r = c->ReadUntil("0\r\n\r\n");
+    ok += r.find("data: b") != std::string::npos;
+  }
+  EXPECT_EQ(ok, kClients);
+}
+
+TEST_F(HttpServerTest, StopAcceptingClosesListener) {
+  StartServer();
+  const int port = server_->port();
+  server_->StopAccepting();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  Client c(port);
+  EXPECT_FALSE(c.connected());
+}
+
+}  // namespace
+}  // namespace kiln::server

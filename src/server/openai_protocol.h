@@ -1,0 +1,137 @@
+// OpenAI / vLLM request and response JSON ⇄ kiln types (include/kiln/request.h, output.h). Pure:
+// no I/O, no engine, no globals; every function is reentrant and unit-testable.
+//
+// Parsing validates types and ranges and reports the first problem as an ApiError naming the
+// field (`param`). It does not tokenize: prompts stay text (or ids) until the handler, which knows
+// the tokenizer, the vocabulary size and max_model_len, turns them into token ids.
+// Rendering builds the response bodies (chat.completion, chat.completion.chunk, text_completion)
+// from per-choice results; JSON text is produced with invalid UTF-8 replaced, never throwing.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "kiln/output.h"
+#include "kiln/request.h"
+#include "kiln/tokenizer.h"
+#include "server/api_error.h"
+
+namespace kiln::server {
+
+using nlohmann::json;
+
+enum class ApiKind { kChat, kCompletion };
+
+// One prompt of a completions request before tokenization: text or token ids.
+struct PromptSpec {
+  bool is_text = true;
+  std::string text;
+  std::vector<int32_t> token_ids;
+};
+
+// A parsed /v1/chat/completions or /v1/completions request.
+struct GenerateRequest {
+  ApiKind kind = ApiKind::kChat;
+  std::string model;  // empty → the served model
+  // Chat: messages with content normalized to strings; template options.
+  json messages;
+  ChatTemplateOptions chat_options;
+  // Completions: one or more prompts.
+  std::vector<PromptSpec> prompts;
+  bool add_special_tokens = false;  // chat default false, completions default true
+
+  SamplingParams sampling;
+  bool max_tokens_set = false;  // false → the handler fills max_model_len - prompt length
+  int n = 1;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  bool echo = false;           // completions only
+  std::vector<std::string> stop;
+  bool include_stop_str_in_output = false;
+  bool skip_special_tokens = true;
+  bool logprobs = false;  // chat: logprobs == true; completions: logprobs != null
+  int top_logprobs = 0;   // alternatives per position
+  // Extra ids (or single-token strings resolved by the handler) whose logprobs are reported at
+  // every generated position ("logprob_token_ids").
+  std::vector<int32_t> logprob_token_ids;
+  std::vector<std::string> logprob_token_strings;
+  std::string user;
+};
+
+// Parses `text` as a JSON object. Malformed JSON or a non-object → 400.
+std::optional<ApiError> ParseJsonBody(std::string_view text, json* out);
+
+std::optional<ApiError> ParseChatRequest(const json& body, GenerateRequest* out);
+std::optional<ApiError> ParseCompletionRequest(const json& body, GenerateRequest* out);
+
+// Checks a prompt's ids against the vocabulary and the prompt + max_tokens against max_model_len
+// (filling sampling.max_tokens when it was not set). `param` names the prompt field in errors.
+std::optional<ApiError> CheckPromptLength(int num_prompt_tokens, int max_model_len,
+                                          GenerateRequest* request);
+std::optional<ApiError> CheckTokenIds(const std::vector<int32_t>& ids, int vocab_size,
+                                      const char* param);
+
+// ---- responses ---------------------------------------------------------------------------------
+
+// What one choice produced (the handler fills it while the request runs).
+struct ChoiceResult {
+  int index = 0;
+  std::string text;
+  std::vector<PositionLogprobs> logprobs;  // one per generated token kept
+  std::string finish_reason;               // "stop" | "length" | "abort" | "error" | ""
+};
+
+struct UsageTotals {
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  int cached_tokens = 0;
+};
+
+struct ResponseMeta {
+  std::string id;
+  int64_t created = 0;
+  std::string model;
+};
+
+json RenderUsage(const UsageTotals& usage);
+// Chat shape: {"content": [{"token","logprob","bytes","top_logprobs":[...]}]}.
+json RenderChatLogprobs(const std::vector<PositionLogprobs>& positions, const Tokenizer& tokenizer,
+                        int top_logprobs);
+// Completions shape: {"tokens","token_logprobs","top_logprobs","text_offset"}; offsets start at
+// `text_offset`.
+json RenderCompletionLogprobs(const std::vector<PositionLogprobs>& positions,
+                              const Tokenizer& tokenizer, int top_logprobs, int text_offset);
+
+std::string RenderChatResponse(const ResponseMeta& meta, const GenerateRequest& request,
+                               const std::vector<ChoiceResult>& choices, const UsageTotals& usage,
+                               const Tokenizer& tokenizer);
+std::string RenderCompletionResponse(const ResponseMeta& meta, const GenerateRequest& request,
+                                     const std::vector<ChoiceResult>& choices,
+                                     const UsageTotals& usage, const Tokenizer& tokenizer);
+
+// One streamed chunk for one choice (chat: delta; completions: text). `first` adds the chat
+// role delta; `finish_reason` empty → null. `logprobs` may be empty.
+json RenderStreamChunk(const ResponseMeta& meta, const GenerateRequest& request, int index,
+                       bool first, const std::string& delta_text,
+                       const std::vector<PositionLogprobs>& logprobs, int text_offset,
+                       const std::string& finish_reason, const Tokenizer& tokenizer);
+// The final usage-only chunk (stream_options.include_usage).
+json RenderUsageChunk(const ResponseMeta& meta, const GenerateRequest& request,
+                      const UsageTotals& usage);
+
+// "data: <json>\n\n" and "data: [DONE]\n\n".
+std::string SseEvent(const json& data);
+std::string SseDone();
+
+// JSON text with invalid UTF-8 replaced by U+FFFD (never throws).
+std::string DumpJson(const json& j);
+
+// The text of token `id` for logprob displays (its bytes in context, e.g. " the").
+std::string TokenDisplay(const Tokenizer& tokenizer, int32_t id);
+
+}  // namespace kiln::server
