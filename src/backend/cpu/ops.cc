@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <string>
 #include <thread>
 
 #include "common/check.h"
@@ -41,6 +43,25 @@ void AddRmsNorm(float* residual, const float* x, const float* weight, int num_to
     NormRow(residual + off, weight, hidden_size, eps, out + off);
   }
 }
+
+namespace {
+// Rounds a float to the precision of bfloat16 / float16 (round to nearest even); other dtypes
+// leave it unchanged.
+float RoundToCheckpointDType(float f, const std::string& dtype) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  if (dtype == "bfloat16") {
+    bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+  } else if (dtype == "float16") {
+    if (std::fabs(f) < 6.103515625e-05f) return std::nearbyint(f * 16777216.0f) / 16777216.0f;
+    bits = (bits + 0xFFFu + ((bits >> 13) & 1u)) & ~0x1FFFu;
+  } else {
+    return f;
+  }
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+}  // namespace
 
 RopeTable ComputeRopeTable(const ModelConfig& config) {
   const int dim = config.head_dim;
@@ -111,6 +132,7 @@ RopeTable ComputeRopeTable(const ModelConfig& config) {
     }
   }
   table.inv_freq.assign(inv.begin(), inv.end());
+  for (float& f : table.inv_freq) f = RoundToCheckpointDType(f, config.torch_dtype);
   return table;
 }
 

@@ -35,6 +35,11 @@ void AddRmsNorm(float* residual, const float* x, const float* weight, int num_to
 // Dynamic NTK follows vLLM: the base is stretched once for max_position_embeddings * factor
 // (independent of the batch), i.e. base' = base * (factor * L / L - (factor - 1))^(D / (D - 2))
 // with L = original max positions, which equals base * factor^(D / (D - 2)).
+// inv_freq is computed in double, then rounded to float32 and, for a bfloat16 / float16 checkpoint
+// (config.torch_dtype), to that dtype's precision: HF transformers keeps the rotary buffer in the
+// model's dtype when it loads a checkpoint in its own dtype, and the references (../shared) were
+// produced that way (a bf16-rounded inv_freq changes logits by ~1e-2 relative at position 100+).
+// Every backend must use this table (the CUDA backend uploads it).
 struct RopeTable {
   std::vector<float> inv_freq;  // [D / 2]
   float attention_scaling = 1.0f;

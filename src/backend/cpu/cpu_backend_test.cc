@@ -1,0 +1,267 @@
+// CpuBackend against the HF transformers references in ../shared: logits and final hidden states
+// at every position, and greedy generations (tiny-qwen2, tiny-qwen3, stories260K from the HF
+// directory and from GGUF).
+#include "backend/cpu/cpu_backend.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+
+#include "model/safetensors.h"
+#include "model/test_data.h"
+
+namespace kiln {
+namespace {
+
+using testing::SharedPath;
+using testing::SingleSequenceBatch;
+
+constexpr int kBlockSize = 16;
+
+std::unique_ptr<Backend> MakeBackend(const std::string& path, int num_blocks = 64) {
+  ModelOptions options;
+  options.model_path = path;
+  auto model = LoadModel(options);
+  EXPECT_TRUE(model.ok()) << model.status().ToString();
+  if (!model.ok()) return nullptr;
+  CpuBackendOptions backend_options;
+  backend_options.block_size = kBlockSize;
+  backend_options.num_kv_blocks = num_blocks;
+  backend_options.num_threads = 2;
+  auto backend = CreateCpuBackend(*model, backend_options);
+  EXPECT_TRUE(backend.ok()) << backend.status().ToString();
+  return backend.ok() ? std::move(backend).value() : nullptr;
+}
+
+// max |a - b| / max |b|.
+double RelativeError(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double max_diff = 0, max_ref = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    max_diff = std::max(max_diff, std::fabs(static_cast<double>(a[i]) - b[i]));
+    max_ref = std::max(max_ref, std::fabs(static_cast<double>(b[i])));
+  }
+  return max_ref > 0 ? max_diff / max_ref : max_diff;
+}
+
+int32_t Argmax(const float* row, int n) {
+  return static_cast<int32_t>(std::max_element(row, row + n) - row);
+}
+
+// Greedy decoding: prefill `prompt`, then `steps` single-token decode steps.
+std::vector<int32_t> Greedy(Backend* backend, const std::vector<int32_t>& prompt, int steps) {
+  const int vocab = backend->config().vocab_size;
+  const int max_blocks = static_cast<int>(backend->num_kv_blocks());
+  std::vector<int32_t> out;
+  std::vector<float> logits;
+  ForwardBatch batch = SingleSequenceBatch(prompt, 0, kBlockSize, max_blocks, false);
+  int pos = static_cast<int>(prompt.size());
+  for (int s = 0; s < steps; ++s) {
+    Status status = backend->Forward(batch);
+    EXPECT_TRUE(status.ok()) << status.ToString();
+    if (!status.ok()) break;
+    EXPECT_TRUE(backend->GetLogits(&logits).ok());
+    const int32_t next = Argmax(logits.data(), vocab);
+    out.push_back(next);
+    batch = SingleSequenceBatch({next}, pos++, kBlockSize, max_blocks, false);
+  }
+  return out;
+}
+
+void CheckTinyModel(const std::string& name) {
+  const std::string dir = SharedPath("models/" + name);
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/" << name;
+  auto backend = MakeBackend(dir);
+  ASSERT_NE(backend, nullptr);
+  auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok()) << ref.status().ToString();
+  int checked = 0;
+  for (int p = 0; (*ref)->Has("p" + std::to_string(p) + ".input_ids"); ++p) {
+    const std::string key = "p" + std::to_string(p) + ".";
+    auto input_ids = ReadSafetensorsInt32(**ref, key + "input_ids");
+    auto generated = ReadSafetensorsInt32(**ref, key + "generated_ids");
+    auto ref_logits = ReadSafetensorsFloat(**ref, key + "logits");
+    auto ref_hidden = ReadSafetensorsFloat(**ref, key + "final_hidden");
+    ASSERT_TRUE(input_ids.ok() && generated.ok() && ref_logits.ok() && ref_hidden.ok());
+    std::vector<int32_t> all = *input_ids;
+    all.insert(all.end(), generated->begin(), generated->end());
+    // Teacher-forced forward over prompt + generated: logits and hidden at every position.
+    ForwardBatch batch = SingleSequenceBatch(all, 0, kBlockSize, 64, true, true);
+    ASSERT_TRUE(backend->Forward(batch).ok());
+    std::vector<float> logits, hidden;
+    ASSERT_TRUE(backend->GetLogits(&logits).ok());
+    ASSERT_TRUE(backend->GetHidden(&hidden).ok());
+    EXPECT_LE(RelativeError(logits, *ref_logits), 1e-4) << name << " prompt " << p;
+    EXPECT_LE(RelativeError(hidden, *ref_hidden), 1e-4) << name << " prompt " << p;
+    // Greedy generation from the prompt reproduces generated_ids, up to the first step where the
+    // reference's generated_ids disagree with the argmax of its own teacher-forced logits
+    // (tiny-qwen3 p1 step 1: generated 173, its logits' argmax 704 by a margin of 0.27 — the
+    // reference is self-inconsistent there). At that step kiln must pick the reference logits'
+    // argmax; past it the two continuations are conditioned on different tokens.
+    const int vocab = backend->config().vocab_size;
+    const size_t prompt_len = input_ids->size();
+    size_t consistent = generated->size();
+    for (size_t s = 0; s < generated->size(); ++s) {
+      const float* row = ref_logits->data() + (prompt_len - 1 + s) * vocab;
+      if (Argmax(row, vocab) != (*generated)[s]) {
+        consistent = s;
+        break;
+      }
+    }
+    const std::vector<int32_t> greedy =
+        Greedy(backend.get(), *input_ids, static_cast<int>(generated->size()));
+    ASSERT_EQ(greedy.size(), generated->size());
+    EXPECT_EQ(std::vector<int32_t>(greedy.begin(), greedy.begin() + consistent),
+              std::vector<int32_t>(generated->begin(), generated->begin() + consistent))
+        << name << " prompt " << p;
+    if (consistent < generated->size()) {
+      std::cout << "[ NOTE ] " << name << " prompt " << p << ": reference generated_ids diverge from "
+                << "their own logits' argmax at step " << consistent << "; compared up to there\n";
+      const float* row = ref_logits->data() + (prompt_len - 1 + consistent) * vocab;
+      EXPECT_EQ(greedy[consistent], Argmax(row, vocab)) << name << " prompt " << p;
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+}
+
+TEST(CpuBackendTest, TinyQwen2MatchesReference) { CheckTinyModel("tiny-qwen2"); }
+TEST(CpuBackendTest, TinyQwen3MatchesReference) { CheckTinyModel("tiny-qwen3"); }
+
+TEST(CpuBackendTest, Stories260KHfLogitsMatchReference) {
+  const std::string dir = SharedPath("models/stories260K/hf");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/stories260K/hf";
+  auto backend = MakeBackend(dir);
+  ASSERT_NE(backend, nullptr);
+  auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok());
+  auto ids = ReadSafetensorsInt32(**ref, "input_ids");
+  auto ref_logits = ReadSafetensorsFloat(**ref, "logits");
+  auto ref_hidden = ReadSafetensorsFloat(**ref, "final_hidden");
+  ASSERT_TRUE(ids.ok() && ref_logits.ok() && ref_hidden.ok());
+  ASSERT_TRUE(backend->Forward(SingleSequenceBatch(*ids, 0, kBlockSize, 64, true, true)).ok());
+  std::vector<float> logits, hidden;
+  ASSERT_TRUE(backend->GetLogits(&logits).ok());
+  ASSERT_TRUE(backend->GetHidden(&hidden).ok());
+  EXPECT_LE(RelativeError(logits, *ref_logits), 1e-4);
+  EXPECT_LE(RelativeError(hidden, *ref_hidden), 1e-4);
+}
+
+void CheckStoriesGreedy(const std::string& model_relative) {
+  const std::string path = SharedPath(model_relative);
+  const std::string ids_path = SharedPath("models/stories260K/greedy256.ids");
+  if (path.empty() || ids_path.empty()) GTEST_SKIP() << "missing ../shared/" << model_relative;
+  const std::vector<int32_t> expected = testing::ReadIdsFile(ids_path);
+  ASSERT_EQ(expected.size(), 256u);
+  auto backend = MakeBackend(path);
+  ASSERT_NE(backend, nullptr);
+  EXPECT_EQ(Greedy(backend.get(), {1}, 256), expected);
+}
+
+TEST(CpuBackendTest, Stories260KHfGreedy256) { CheckStoriesGreedy("models/stories260K/hf"); }
+TEST(CpuBackendTest, Stories260KGgufGreedy256) {
+  CheckStoriesGreedy("models/stories260K/stories260K.gguf");
+}
+
+// Chunked prefill and a batch of two sequences give the same logits as one full prefill.
+TEST(CpuBackendTest, ChunkedPrefillAndBatchingAgree) {
+  const std::string dir = SharedPath("models/tiny-qwen2");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tiny-qwen2";
+  auto backend = MakeBackend(dir);
+  ASSERT_NE(backend, nullptr);
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 40; ++i) tokens.push_back((i * 37 + 5) % 1024);
+  std::vector<float> full, chunked, batched;
+  ASSERT_TRUE(backend->Forward(SingleSequenceBatch(tokens, 0, kBlockSize, 8, false)).ok());
+  ASSERT_TRUE(backend->GetLogits(&full).ok());
+  // Two chunks: 23 then 17 tokens.
+  std::vector<int32_t> first(tokens.begin(), tokens.begin() + 23), second(tokens.begin() + 23, tokens.end());
+  ASSERT_TRUE(backend->Forward(SingleSequenceBatch(first, 0, kBlockSize, 8, false)).ok());
+  ASSERT_TRUE(backend->Forward(SingleSequenceBatch(second, 23, kBlockSize, 8, false)).ok());
+  ASSERT_TRUE(backend->GetLogits(&chunked).ok());
+  EXPECT_LE(RelativeError(chunked, full), 1e-5);
+  // Batch: sequence A = first 10 tokens in blocks 10.., sequence B = all 40 tokens in blocks 20...
+  ForwardBatch b;
+  b.max_blocks_per_seq = 4;
+  b.cu_seqlens_q = {0, 10, 50};
+  b.seq_lens = {10, 40};
+  b.block_tables = {10, 11, 12, 13, 20, 21, 22, 23};
+  for (int i = 0; i < 10; ++i) {
+    b.token_ids.push_back(tokens[i]);
+    b.positions.push_back(i);
+    b.slot_mapping.push_back(10 * kBlockSize + i);
+  }
+  for (int i = 0; i < 40; ++i) {
+    b.token_ids.push_back(tokens[i]);
+    b.positions.push_back(i);
+    b.slot_mapping.push_back((20 + i / kBlockSize) * kBlockSize + i % kBlockSize);
+  }
+  b.logits_indices = {9, 49};
+  ASSERT_TRUE(backend->Forward(b).ok());
+  ASSERT_TRUE(backend->GetLogits(&batched).ok());
+  std::vector<float> last(batched.begin() + 1024, batched.end());
+  EXPECT_LE(RelativeError(last, full), 1e-5);
+}
+
+TEST(CpuBackendTest, RejectsMalformedBatch) {
+  const std::string dir = SharedPath("models/stories260K/hf");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/stories260K/hf";
+  auto backend = MakeBackend(dir, 4);
+  ASSERT_NE(backend, nullptr);
+  ForwardBatch good = SingleSequenceBatch({1, 2, 3}, 0, kBlockSize, 4, true);
+  EXPECT_TRUE(backend->Forward(good).ok());
+  ForwardBatch b = good;
+  b.token_ids[1] = 100000;
+  EXPECT_FALSE(backend->Forward(b).ok());
+  b = good;
+  b.positions[2] = 7;
+  EXPECT_FALSE(backend->Forward(b).ok());
+  b = good;
+  b.block_tables[0] = 4;  // outside the 4-block cache
+  b.slot_mapping = {64, 65, 66};
+  EXPECT_FALSE(backend->Forward(b).ok());
+  b = good;
+  b.slot_mapping[0] = 5;
+  EXPECT_FALSE(backend->Forward(b).ok());
+  b = good;
+  b.cu_seqlens_q = {0, 2};
+  EXPECT_FALSE(backend->Forward(b).ok());
+  b = good;
+  b.logits_indices = {3};
+  EXPECT_FALSE(backend->Forward(b).ok());
+  b = good;
+  b.seq_lens = {100};
+  EXPECT_FALSE(backend->Forward(b).ok());
+}
+
+TEST(CpuBackendTest, DummyWeightsAreDeterministic) {
+  const std::string dir = SharedPath("models/tiny-qwen3");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tiny-qwen3";
+  std::vector<float> logits[2];
+  for (int i = 0; i < 2; ++i) {
+    ModelOptions options;
+    options.model_path = dir;
+    options.load_format = "dummy";
+    options.dummy_seed = 7;
+    auto model = LoadModel(options);
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    EXPECT_EQ((*model)->format, "dummy");
+    EXPECT_EQ((*model)->weights.layers[0].q_proj.data, nullptr);
+    CpuBackendOptions bo;
+    bo.num_kv_blocks = 4;
+    auto backend = CreateCpuBackend(*model, bo);
+    ASSERT_TRUE(backend.ok());
+    ASSERT_TRUE((*backend)->Forward(SingleSequenceBatch({1, 2, 3}, 0, 16, 4, false)).ok());
+    ASSERT_TRUE((*backend)->GetLogits(&logits[i]).ok());
+  }
+  EXPECT_EQ(logits[0], logits[1]);
+  double max_abs = 0;
+  for (float v : logits[0]) max_abs = std::max(max_abs, std::fabs(static_cast<double>(v)));
+  EXPECT_GT(max_abs, 0.0);
+  EXPECT_TRUE(std::isfinite(max_abs));
+}
+
+}  // namespace
+}  // namespace kiln
