@@ -1,0 +1,171 @@
+#include "kernels/attention.h"
+#include "kernels/attention_variants.h"
+#include "kernels/attention_prefill.cuh"
+#include "kernels/attention_rows.cuh"
+
+namespace kiln::kernels {
+namespace {
+
+constexpr int kPrefillWarps = 8;
+constexpr int kPrefillBlockN = 64;
+
+int Log2(int v) {
+  int r = 0;
+  while ((1 << r) < v) ++r;
+  return r;
+}
+
+size_t SplitFloats(int num_tokens, int num_heads, int head_dim, int splits) {
+  return static_cast<size_t>(splits) * num_tokens * num_heads * (head_dim + 2);
+}
+
+RowsSplitWorkspace CarveWorkspace(float* base, int num_tokens, int num_heads, int head_dim,
+                                  int splits) {
+  RowsSplitWorkspace ws;
+  ws.o = base;
+  ws.m = ws.o + static_cast<size_t>(splits) * num_tokens * num_heads * head_dim;
+  ws.l = ws.m + static_cast<size_t>(splits) * num_tokens * num_heads;
+  return ws;
+}
+
+// Splits for the rows kernel: enough blocks for ~8 per multiprocessor, at most one split per
+// 256 keys of the longest context, bounded by kMaxKvSplits and the workspace.
+template <typename T>
+int ChooseSplits(const PagedAttentionParams<T>& p, int rows, int sm_count) {
+  int splits = p.num_kv_splits;
+  if (splits <= 0) {
+    const int blocks = rows * p.num_kv_heads;
+    const int target = 8 * sm_count;
+    splits = blocks >= target ? 1 : (target + blocks - 1) / blocks;
+    const int by_len = (p.max_seq_len + 255) / 256;
+    splits = splits < by_len ? splits : by_len;
+  }
+  splits = splits < 1 ? 1 : (splits > kMaxKvSplits ? kMaxKvSplits : splits);
+  while (splits > 1 && (p.workspace == nullptr ||
+                        SplitFloats(p.num_tokens, p.num_heads, p.head_dim, splits) *
+                                sizeof(float) > p.workspace_size_bytes)) {
+    --splits;
+  }
+  return splits;
+}
+
+template <typename T, int D>
+cudaError_t LaunchRows(const PagedAttentionParams<T>& p, int max_q_len, int log2_bs,
+                       int sm_count, cudaStream_t stream) {
+  using Cfg = RowsConfig<T, D>;
+  const int group = p.num_heads / p.num_kv_heads;
+  if (group > Cfg::kMaxGroupSize) return cudaErrorInvalidValue;
+  const int splits = ChooseSplits(p, p.num_tokens, sm_count);
+  const size_t smem = Cfg::SmemBytes(group);
+  auto kernel = PagedAttentionRowsKernel<T, D>;
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (err != cudaSuccess) return err;
+  RowsSplitWorkspace ws;
+  if (splits > 1) ws = CarveWorkspace(p.workspace, p.num_tokens, p.num_heads, p.head_dim, splits);
+  const dim3 grid(p.num_tokens, p.num_kv_heads, splits);
+  kernel<<<grid, Cfg::kThreads, smem, stream>>>(p, ws, max_q_len, log2_bs);
+  err = cudaGetLastError();
+  if (err != cudaSuccess || splits == 1) return err;
+  const int threads = p.head_dim < 128 ? ((p.head_dim + 31) / 32) * 32 : 128;
+  AttentionCombineKernel<T><<<dim3(p.num_tokens, p.num_heads), threads, 0, stream>>>(
+      p, ws, max_q_len, splits);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t DispatchRows(const PagedAttentionParams<T>& p, int max_q_len, int log2_bs,
+                         int sm_count, cudaStream_t stream) {
+  switch (p.head_dim) {
+    case 8: return LaunchRows<T, 8>(p, max_q_len, log2_bs, sm_count, stream);
+    case 16: return LaunchRows<T, 16>(p, max_q_len, log2_bs, sm_count, stream);
+    case 32: return LaunchRows<T, 32>(p, max_q_len, log2_bs, sm_count, stream);
+    case 64: return LaunchRows<T, 64>(p, max_q_len, log2_bs, sm_count, stream);
+    case 80: return LaunchRows<T, 80>(p, max_q_len, log2_bs, sm_count, stream);
+    case 96: return LaunchRows<T, 96>(p, max_q_len, log2_bs, sm_count, stream);
+    case 128: return LaunchRows<T, 128>(p, max_q_len, log2_bs, sm_count, stream);
+    case 256: return LaunchRows<T, 256>(p, max_q_len, log2_bs, sm_count, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+template <int D, int kWarps = kPrefillWarps, int kBlockN = kPrefillBlockN>
+cudaError_t LaunchPrefill(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len,
+                          int log2_bs, cudaStream_t stream) {
+  using Cfg = PrefillConfig<D, kWarps, kBlockN>;
+  auto kernel = PagedAttentionPrefillKernel<D, kWarps, kBlockN>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(Cfg::kSmemBytes));
+  if (err != cudaSuccess) return err;
+  const dim3 grid((p.max_seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.num_heads, p.num_seqs);
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, min_q_len, log2_bs);
+  return cudaGetLastError();
+}
+
+template <typename T>
+bool PrefillApplies(const PagedAttentionParams<T>& p) {
+  if constexpr (!std::is_same_v<T, __nv_bfloat16>) {
+    return false;
+  } else {
+    return (p.head_dim == 64 || p.head_dim == 128) && p.max_seqlen_q > kDecodeMaxQueryLen &&
+           reinterpret_cast<uintptr_t>(p.q) % 16 == 0 && p.q_stride % 8 == 0 &&
+           p.out_stride % 2 == 0;
+  }
+}
+
+}  // namespace
+
+cudaError_t PagedAttentionPrefillVariant(const PagedAttentionParams<__nv_bfloat16>& p, int warps,
+                                         int block_n, cudaStream_t stream) {
+  if (p.head_dim != 128 || p.block_size < 16 || (p.block_size & (p.block_size - 1)) != 0) {
+    return cudaErrorInvalidValue;
+  }
+  const int log2_bs = Log2(p.block_size);
+  if (warps == 4 && block_n == 64) return LaunchPrefill<128, 4, 64>(p, 1, log2_bs, stream);
+  if (warps == 8 && block_n == 64) return LaunchPrefill<128, 8, 64>(p, 1, log2_bs, stream);
+  if (warps == 4 && block_n == 128) return LaunchPrefill<128, 4, 128>(p, 1, log2_bs, stream);
+  if (warps == 8 && block_n == 32) return LaunchPrefill<128, 8, 32>(p, 1, log2_bs, stream);
+  return cudaErrorInvalidValue;
+}
+
+size_t PagedAttentionWorkspaceSize(int num_tokens, int num_heads, int head_dim, int num_kv_splits) {
+  return SplitFloats(num_tokens, num_heads, head_dim, num_kv_splits) * sizeof(float);
+}
+
+template <typename T>
+cudaError_t PagedAttention(const PagedAttentionParams<T>& p, cudaStream_t stream) {
+  if (p.num_tokens == 0) return cudaSuccess;
+  if (p.num_tokens < 0 || p.num_seqs <= 0 || p.num_heads <= 0 || p.num_kv_heads <= 0 ||
+      p.num_heads % p.num_kv_heads != 0 || p.head_dim <= 0 || p.head_dim % 8 != 0 ||
+      p.block_size < 16 || (p.block_size & (p.block_size - 1)) != 0 ||
+      p.q_stride % 8 != 0 || reinterpret_cast<uintptr_t>(p.k_cache) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(p.v_cache) % 16 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  const int log2_bs = Log2(p.block_size);
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  int sm_count = 0;
+  err = cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
+  if (err != cudaSuccess) return err;
+
+  if (PrefillApplies(p)) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      err = p.head_dim == 64 ? LaunchPrefill<64>(p, kDecodeMaxQueryLen + 1, log2_bs, stream)
+                             : LaunchPrefill<128>(p, kDecodeMaxQueryLen + 1, log2_bs, stream);
+      if (err != cudaSuccess) return err;
+    }
+    // Rows kernel for the short-query sequences of a mixed batch (exits at once for the others).
+    PagedAttentionParams<T> rows = p;
+    rows.num_kv_splits = 1;
+    return DispatchRows(rows, kDecodeMaxQueryLen, log2_bs, sm_count, stream);
+  }
+  return DispatchRows(p, 1 << 30, log2_bs, sm_count, stream);
+}
+
+template cudaError_t PagedAttention<float>(const PagedAttentionParams<float>&, cudaStream_t);
+template cudaError_t PagedAttention<__nv_bfloat16>(const PagedAttentionParams<__nv_bfloat16>&,
+                                                   cudaStream_t);
+
+}  // namespace kiln::kernels

@@ -1,0 +1,71 @@
+// Paged attention over one layer's KV cache for a ForwardBatch (CPU twin: cpu::PagedAttention).
+//
+// Semantics: token row t of sequence i (rows [cu_seqlens_q[i], cu_seqlens_q[i+1])) sits at
+// position p = seq_lens[i] - q_len_i + (t - cu_seqlens_q[i]) and attends causally to positions
+// 0..p of its own sequence, read through block_tables (the new tokens' K/V must already be in
+// the cache, see rope.h). Query head h uses KV head h / (num_heads / num_kv_heads) (GQA).
+// out = softmax(q·k * scale) v; softmax in float32 with max subtraction, accumulation in float32.
+//
+// Two kernels behind one launcher:
+//  - prefill (bf16, head_dim 64 or 128): FlashAttention-2 style, tensor cores (mma.sync
+//    m16n8k16), Q tile of 128 rows per block, K/V tiles of 64 keys double-buffered with cp.async
+//    through the block table, online softmax. Handles sequences with q_len > kDecodeMaxQueryLen.
+//  - rows (every dtype and head_dim): one block per (query row, KV head, KV split); the whole GQA
+//    group of q heads shares each K/V tile (read once); split-KV (flash-decoding) with a combine
+//    kernel when there are too few rows to fill the GPU. Handles sequences with
+//    q_len <= kDecodeMaxQueryLen, or all of them when the prefill kernel does not apply.
+// Both are launched when a batch mixes the two kinds.
+//
+// KV cache layout: [num_blocks, block_size, num_kv_heads, head_dim]; block_size a power of two
+// >= 16. Block table entries past a sequence's last block are never read.
+// Limits: head_dim a multiple of 8 and <= 256; (num_heads / num_kv_heads) * head_dim <= 2048.
+// Launchers are asynchronous on `stream`, return cudaErrorInvalidValue for unsupported shapes
+// and otherwise the launch's cudaError_t. They query the device's multiprocessor count (no sync),
+// so they are safe inside CUDA graph capture; the grid depends only on the host-side fields.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace kiln::kernels {
+
+constexpr int kDecodeMaxQueryLen = 8;  // q_len at or below this goes to the rows kernel
+constexpr int kMaxKvSplits = 16;
+
+template <typename T>
+struct PagedAttentionParams {
+  const T* q = nullptr;  // [num_tokens, num_heads * head_dim], rows q_stride elements apart
+  int64_t q_stride = 0;
+  const T* k_cache = nullptr;  // [num_slots, num_kv_heads, head_dim]
+  const T* v_cache = nullptr;  // [num_slots, num_kv_heads, head_dim]
+  T* out = nullptr;  // [num_tokens, num_heads * head_dim], rows out_stride elements apart
+  int64_t out_stride = 0;
+  const int32_t* cu_seqlens_q = nullptr;  // [num_seqs + 1] (device)
+  const int32_t* seq_lens = nullptr;      // [num_seqs] (device)
+  const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq] (device)
+  int max_blocks_per_seq = 0;
+  int num_seqs = 0;
+  int num_tokens = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int block_size = 16;
+  int max_seqlen_q = 0;  // host-side upper bound of the q lengths (sizes the prefill grid)
+  int max_seq_len = 0;   // host-side upper bound of seq_lens (chooses the KV split count)
+  float scale = 1.0f;    // usually 1 / sqrt(head_dim)
+  // Split-KV scratch for the rows kernel; nullptr / too small → fewer (or no) splits.
+  float* workspace = nullptr;
+  size_t workspace_size_bytes = 0;
+  int num_kv_splits = 0;  // 0 → chosen from the shape; else forced (clamped to kMaxKvSplits)
+};
+
+// Workspace bytes that let the rows kernel use `num_kv_splits` splits over `num_tokens` rows.
+size_t PagedAttentionWorkspaceSize(int num_tokens, int num_heads, int head_dim, int num_kv_splits);
+
+template <typename T>
+cudaError_t PagedAttention(const PagedAttentionParams<T>& params, cudaStream_t stream);
+
+}  // namespace kiln::kernels

@@ -1,0 +1,210 @@
+// kernels_bench: attention kernel figures against the card's limits, printed as a table.
+//  1. device-to-device copy bandwidth (bytes read + written), the decode limit;
+//  2. causal prefill attention, one 8,192-token sequence, Qwen2-7B heads (28 q, 4 kv, head_dim
+//     128), bf16, paged (block_size 16, shuffled blocks): TFLOP/s (4·S²/2·D·H FLOPs, the
+//     FlashAttention convention) for each tensor-core tile shape and the dispatcher's choice;
+//  3. decode attention, batch 64 × 2,000-token contexts, same heads: GB/s of K/V read vs copy.
+// Each figure is the median of timed repetitions after warm-up, timed with CUDA events.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "kernels/attention_variants.h"
+
+namespace {
+
+using kiln::kernels::PagedAttentionParams;
+using bf16 = __nv_bfloat16;
+
+#define CHECK_CUDA(expr)                                                                \
+  do {                                                                                  \
+    const cudaError_t _e = (expr);                                                      \
+    if (_e != cudaSuccess) {                                                            \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(_e)); \
+      std::exit(1);                                                                     \
+    }                                                                                   \
+  } while (0)
+
+// Median milliseconds of `reps` runs of fn after `warmup` runs.
+double MedianMs(const std::function<void()>& fn, int warmup, int reps) {
+  for (int i = 0; i < warmup; ++i) fn();
+  CHECK_CUDA(cudaDeviceSynchronize());
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) {
+    CHECK_CUDA(cudaEventRecord(start));
+    fn();
+    CHECK_CUDA(cudaEventRecord(stop));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float t = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  CHECK_CUDA(cudaEventDestroy(start));
+  CHECK_CUDA(cudaEventDestroy(stop));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+template <typename T>
+T* DeviceRandom(size_t n, std::mt19937& rng) {
+  std::vector<bf16> host(n);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (auto& x : host) x = __float2bfloat16_rn(dist(rng));
+  T* ptr = nullptr;
+  CHECK_CUDA(cudaMalloc(&ptr, n * sizeof(T)));
+  CHECK_CUDA(cudaMemcpy(ptr, host.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+  return ptr;
+}
+
+template <typename T>
+T* DeviceCopy(const std::vector<T>& host) {
+  T* ptr = nullptr;
+  CHECK_CUDA(cudaMalloc(&ptr, host.size() * sizeof(T)));
+  CHECK_CUDA(cudaMemcpy(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return ptr;
+}
+
+struct Batch {
+  PagedAttentionParams<bf16> params;
+  std::vector<void*> owned;
+  ~Batch() {
+    for (void* p : owned) cudaFree(p);
+  }
+};
+
+// num_seqs sequences of seq_len tokens each, q_len new tokens each; Qwen2-7B heads.
+void MakeBatch(int num_seqs, int seq_len, int q_len, std::mt19937& rng, Batch* b) {
+  const int H = 28, Hkv = 4, D = 128, bs = 16;
+  const int blocks_per_seq = (seq_len + bs - 1) / bs;
+  const int num_blocks = num_seqs * blocks_per_seq;
+  std::vector<int32_t> perm(num_blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<int32_t> cu(num_seqs + 1), lens(num_seqs, seq_len);
+  for (int i = 0; i <= num_seqs; ++i) cu[i] = i * q_len;
+  const int num_tokens = num_seqs * q_len;
+  const size_t cache = static_cast<size_t>(num_blocks) * bs * Hkv * D;
+  auto& p = b->params;
+  bf16* q = DeviceRandom<bf16>(static_cast<size_t>(num_tokens) * H * D, rng);
+  bf16* k = DeviceRandom<bf16>(cache, rng);
+  bf16* v = DeviceRandom<bf16>(cache, rng);
+  bf16* out = nullptr;
+  CHECK_CUDA(cudaMalloc(&out, static_cast<size_t>(num_tokens) * H * D * sizeof(bf16)));
+  int32_t* d_cu = DeviceCopy(cu);
+  int32_t* d_lens = DeviceCopy(lens);
+  int32_t* d_tables = DeviceCopy(perm);
+  const size_t ws_bytes =
+      kiln::kernels::PagedAttentionWorkspaceSize(num_tokens, H, D, kiln::kernels::kMaxKvSplits);
+  float* ws = nullptr;
+  CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
+  b->owned = {q, k, v, out, d_cu, d_lens, d_tables, ws};
+  p.q = q;
+  p.q_stride = H * D;
+  p.k_cache = k;
+  p.v_cache = v;
+  p.out = out;
+  p.out_stride = H * D;
+  p.cu_seqlens_q = d_cu;
+  p.seq_lens = d_lens;
+  p.block_tables = d_tables;
+  p.max_blocks_per_seq = blocks_per_seq;
+  p.num_seqs = num_seqs;
+  p.num_tokens = num_tokens;
+  p.num_heads = H;
+  p.num_kv_heads = Hkv;
+  p.head_dim = D;
+  p.block_size = bs;
+  p.max_seqlen_q = q_len;
+  p.max_seq_len = seq_len;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(D));
+  p.workspace = ws;
+  p.workspace_size_bytes = ws_bytes;
+}
+
+}  // namespace
+
+int main() {
+  int device = 0;
+  CHECK_CUDA(cudaGetDevice(&device));
+  cudaDeviceProp prop;
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, device));
+  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  std::mt19937 rng(7);
+
+  // 1. Copy bandwidth.
+  const size_t copy_bytes = size_t{1} << 30;
+  void *src = nullptr, *dst = nullptr;
+  CHECK_CUDA(cudaMalloc(&src, copy_bytes));
+  CHECK_CUDA(cudaMalloc(&dst, copy_bytes));
+  CHECK_CUDA(cudaMemset(src, 1, copy_bytes));
+  const double copy_ms = MedianMs(
+      [&] { CHECK_CUDA(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice)); }, 3, 20);
+  const double copy_gbs = 2.0 * copy_bytes / (copy_ms * 1e-3) / 1e9;
+  CHECK_CUDA(cudaFree(src));
+  CHECK_CUDA(cudaFree(dst));
+
+  // 2. Prefill, 8k causal.
+  std::printf("\n%-44s %10s %12s %s\n", "prefill 8192 causal, 28q/4kv x 128, bf16", "ms",
+              "TFLOP/s", "vs goal 350 (FA2 317, cuDNN 599)");
+  {
+    Batch b;
+    const int S = 8192;
+    MakeBatch(1, S, S, rng, &b);
+    const double flops = 4.0 * S * static_cast<double>(S) / 2 * 128 * 28;
+    struct Variant {
+      const char* name;
+      int warps, block_n;
+    };
+    const Variant variants[] = {{"mma.sync 4 warps, BlockM 64, BlockN 64", 4, 64},
+                                {"mma.sync 8 warps, BlockM 128, BlockN 64", 8, 64},
+                                {"mma.sync 4 warps, BlockM 64, BlockN 128", 4, 128},
+                                {"mma.sync 8 warps, BlockM 128, BlockN 32", 8, 32}};
+    for (const Variant& v : variants) {
+      const double ms = MedianMs(
+          [&] {
+            CHECK_CUDA(kiln::kernels::PagedAttentionPrefillVariant(b.params, v.warps, v.block_n,
+                                                                   nullptr));
+          },
+          2, 10);
+      std::printf("%-44s %10.3f %12.1f %6.0f%%\n", v.name, ms, flops / (ms * 1e-3) / 1e12,
+                  100.0 * flops / (ms * 1e-3) / 1e12 / 350);
+    }
+    const double ms =
+        MedianMs([&] { CHECK_CUDA(kiln::kernels::PagedAttention(b.params, nullptr)); }, 2, 10);
+    std::printf("%-44s %10.3f %12.1f %6.0f%%\n", "PagedAttention (dispatcher)", ms,
+                flops / (ms * 1e-3) / 1e12, 100.0 * flops / (ms * 1e-3) / 1e12 / 350);
+  }
+
+  // 3. Decode, batch 64 x 2000.
+  std::printf("\n%-44s %10s %12s %s %.0f GB/s\n", "decode 64 x 2000, 28q/4kv x 128, bf16", "us",
+              "GB/s", "vs copy", copy_gbs);
+  {
+    Batch b;
+    const int batch = 64, ctx = 2000;
+    MakeBatch(batch, ctx, 1, rng, &b);
+    const double bytes = 2.0 * batch * ctx * 4 * 128 * 2 + 2.0 * batch * 28 * 128 * 2;
+    for (int splits : {0, 1, 2, 4, 8, 16}) {
+      b.params.num_kv_splits = splits;
+      const double ms =
+          MedianMs([&] { CHECK_CUDA(kiln::kernels::PagedAttention(b.params, nullptr)); }, 3, 20);
+      char name[64];
+      std::snprintf(name, sizeof(name), "rows kernel, splits %s%d", splits == 0 ? "auto " : "",
+                    splits);
+      std::printf("%-44s %10.1f %12.0f %6.0f%%\n", name, ms * 1e3, bytes / (ms * 1e-3) / 1e9,
+                  100.0 * bytes / (ms * 1e-3) / 1e9 / copy_gbs);
+    }
+  }
+  std::printf("\ncopy bandwidth (D2D memcpy, read + write): %.0f GB/s\n", copy_gbs);
+  return 0;
+}

@@ -1,0 +1,182 @@
+// Parity tests of PagedAttention (tensor-core prefill kernel, rows/decode kernel, split-KV combine)
+// against a float64 reference of cpu::PagedAttention's semantics, on random paged caches with
+// shuffled block tables: pure prefill, prefill over a cached prefix (chunked prefill), short
+// query runs and decodes, mixed in one batch. Skips when no GPU is present.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "kernels/test_util.h"
+
+namespace kiln::kernels {
+namespace {
+
+using testing::CompareClose;
+using testing::DeviceBuffer;
+using testing::RandomValues;
+using testing::ToFloats;
+
+struct SeqSpec {
+  int q_len;
+  int seq_len;
+};
+
+struct AttentionCase {
+  int num_heads, num_kv_heads, head_dim, block_size;
+  std::vector<SeqSpec> seqs;
+  int num_kv_splits = 0;  // 0 → auto
+};
+
+template <typename T>
+void RunCase(const AttentionCase& c, std::mt19937& rng) {
+  const int H = c.num_heads, Hkv = c.num_kv_heads, D = c.head_dim, bs = c.block_size;
+  const int num_seqs = static_cast<int>(c.seqs.size());
+  std::vector<int32_t> cu{0}, seq_lens;
+  int max_blocks = 0, max_q = 0, max_len = 0;
+  for (const SeqSpec& s : c.seqs) {
+    cu.push_back(cu.back() + s.q_len);
+    seq_lens.push_back(s.seq_len);
+    max_blocks = std::max(max_blocks, (s.seq_len + bs - 1) / bs);
+    max_q = std::max(max_q, s.q_len);
+    max_len = std::max(max_len, s.seq_len);
+  }
+  const int num_tokens = cu.back();
+  const int num_blocks = num_seqs * max_blocks + 3;
+  std::vector<int32_t> perm(num_blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<int32_t> tables(static_cast<size_t>(num_seqs) * max_blocks, -1);
+  int next = 0;
+  for (int i = 0; i < num_seqs; ++i) {
+    const int nb = (c.seqs[i].seq_len + bs - 1) / bs;
+    for (int b = 0; b < nb; ++b) tables[i * max_blocks + b] = perm[next++];
+  }
+  const size_t cache_size = static_cast<size_t>(num_blocks) * bs * Hkv * D;
+  std::vector<float> q_f, k_f, v_f;
+  auto q = RandomValues<T>(static_cast<size_t>(num_tokens) * H * D, 1.0f, rng, &q_f);
+  auto k = RandomValues<T>(cache_size, 1.0f, rng, &k_f);
+  auto v = RandomValues<T>(cache_size, 1.0f, rng, &v_f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D)) * 2.0f;  // sharper than usual
+
+  DeviceBuffer<T> d_q(q), d_k(k), d_v(v), d_out(static_cast<size_t>(num_tokens) * H * D);
+  DeviceBuffer<int32_t> d_cu(cu), d_lens(seq_lens), d_tables(tables);
+  const size_t ws_bytes = PagedAttentionWorkspaceSize(num_tokens, H, D, kMaxKvSplits);
+  DeviceBuffer<float> d_ws(ws_bytes / sizeof(float));
+  d_out.Poison();
+  d_ws.Poison();
+
+  PagedAttentionParams<T> p;
+  p.q = d_q.get();
+  p.q_stride = H * D;
+  p.k_cache = d_k.get();
+  p.v_cache = d_v.get();
+  p.out = d_out.get();
+  p.out_stride = H * D;
+  p.cu_seqlens_q = d_cu.get();
+  p.seq_lens = d_lens.get();
+  p.block_tables = d_tables.get();
+  p.max_blocks_per_seq = max_blocks;
+  p.num_seqs = num_seqs;
+  p.num_tokens = num_tokens;
+  p.num_heads = H;
+  p.num_kv_heads = Hkv;
+  p.head_dim = D;
+  p.block_size = bs;
+  p.max_seqlen_q = max_q;
+  p.max_seq_len = max_len;
+  p.scale = scale;
+  p.workspace = d_ws.get();
+  p.workspace_size_bytes = ws_bytes;
+  p.num_kv_splits = c.num_kv_splits;
+  KILN_CUDA_OK(PagedAttention(p, nullptr));
+  KILN_CUDA_OK(cudaDeviceSynchronize());
+
+  std::vector<double> want(static_cast<size_t>(num_tokens) * H * D);
+  std::vector<double> scores;
+  for (int i = 0; i < num_seqs; ++i) {
+    for (int t = cu[i]; t < cu[i + 1]; ++t) {
+      const int pos = seq_lens[i] - (cu[i + 1] - cu[i]) + (t - cu[i]);
+      for (int h = 0; h < H; ++h) {
+        const int kvh = h / (H / Hkv);
+        scores.assign(pos + 1, 0.0);
+        double mx = -1e300;
+        for (int j = 0; j <= pos; ++j) {
+          const size_t slot = static_cast<size_t>(tables[i * max_blocks + j / bs]) * bs + j % bs;
+          double dot = 0;
+          for (int d = 0; d < D; ++d) {
+            dot += static_cast<double>(q_f[(static_cast<size_t>(t) * H + h) * D + d]) *
+                   k_f[(slot * Hkv + kvh) * D + d];
+          }
+          scores[j] = dot * scale;
+          mx = std::max(mx, scores[j]);
+        }
+        double den = 0;
+        for (double& s : scores) den += (s = std::exp(s - mx));
+        for (int d = 0; d < D; ++d) {
+          double acc = 0;
+          for (int j = 0; j <= pos; ++j) {
+            const size_t slot = static_cast<size_t>(tables[i * max_blocks + j / bs]) * bs + j % bs;
+            acc += scores[j] * v_f[(slot * Hkv + kvh) * D + d];
+          }
+          want[(static_cast<size_t>(t) * H + h) * D + d] = acc / den;
+        }
+      }
+    }
+  }
+  // bf16: P is rounded to bf16 before P·V on the tensor-core path, output rounded to bf16.
+  const double atol = std::is_same_v<T, float> ? 2e-5 : 6e-3;
+  const double rtol = std::is_same_v<T, float> ? 1e-4 : 2e-2;
+  EXPECT_EQ(CompareClose(ToFloats(d_out.ToHost()), want, atol, rtol), "")
+      << "H " << H << " Hkv " << Hkv << " D " << D << " block_size " << bs << " splits "
+      << c.num_kv_splits;
+}
+
+template <typename T>
+class AttentionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string reason = testing::GpuMissingReason();
+    if (!reason.empty()) GTEST_SKIP() << reason;
+  }
+  std::mt19937 rng_{4321};
+};
+
+using Types = ::testing::Types<float, __nv_bfloat16>;
+TYPED_TEST_SUITE(AttentionTest, Types);
+
+// Prefill from scratch, prefill over a cached prefix, a chunk, decode and short runs together.
+const std::vector<SeqSpec> kMixed = {{300, 300}, {1, 517}, {200, 731}, {5, 40}, {1, 1}, {130, 130}};
+
+TYPED_TEST(AttentionTest, MixedBatchHeadDim128Gqa7) {
+  RunCase<TypeParam>({14, 2, 128, 16, kMixed}, this->rng_);
+}
+
+TYPED_TEST(AttentionTest, MixedBatchHeadDim64BlockSize32) {
+  RunCase<TypeParam>({8, 4, 64, 32, kMixed}, this->rng_);
+}
+
+TYPED_TEST(AttentionTest, SmallHeadDims) {
+  RunCase<TypeParam>({4, 2, 32, 16, {{20, 20}, {1, 77}, {9, 50}}}, this->rng_);  // tiny-qwen2
+  RunCase<TypeParam>({8, 4, 8, 64, {{33, 33}, {1, 300}}}, this->rng_);           // stories260K
+  RunCase<TypeParam>({6, 2, 96, 16, {{12, 12}, {1, 90}}}, this->rng_);
+}
+
+TYPED_TEST(AttentionTest, DecodeWithForcedSplits) {
+  std::vector<SeqSpec> decodes;
+  for (int i = 0; i < 9; ++i) decodes.push_back({1, 1 + 311 * i});
+  for (int splits : {1, 3, 16}) {
+    RunCase<TypeParam>({28, 4, 128, 16, decodes, splits}, this->rng_);
+  }
+}
+
+TYPED_TEST(AttentionTest, LongPrefillOverPrefix) {
+  RunCase<TypeParam>({4, 1, 128, 128, {{700, 1500}, {257, 257}}}, this->rng_);
+}
+
+}  // namespace
+}  // namespace kiln::kernels
