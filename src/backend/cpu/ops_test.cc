@@ -1,0 +1,210 @@
+// The reference ops against independent formulations: RoPE tables (llama3, linear, dynamic, yarn,
+// checkpoint-dtype rounding), rotate-half vs interleaved, norms, SiLU, paged attention against a
+// dense causal attention.
+#include "backend/cpu/ops.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+namespace kiln::cpu {
+namespace {
+
+const char* kLlamaTopLevel = R"({
+  "architectures": ["LlamaForCausalLM"], "hidden_size": 256, "intermediate_size": 512,
+  "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 1000,
+  "rms_norm_eps": 1e-5, "max_position_embeddings": 131072, "rope_theta": 500000.0,
+  "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                   "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+  "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": [2, 7], "torch_dtype": "float32"})";
+
+// llama3 inv_freq, derived here from the published formula: wavelength λ = 2π / f;
+// λ < L/high → f; λ > L/low → f/factor; else smooth s = (L/λ - low)/(high - low) blends f/factor
+// and f as (1 - s) f/factor + s f.
+TEST(RopeTableTest, Llama3RopeInvFreqMatchesFormula) {
+  auto c = ParseHfConfig(kLlamaTopLevel);
+  ASSERT_TRUE(c.ok());
+  const cpu::RopeTable table = cpu::ComputeRopeTable(*c);
+  ASSERT_EQ(table.inv_freq.size(), 16u);
+  int low = 0, mid = 0, high = 0;
+  for (int i = 0; i < 16; ++i) {
+    const double f = std::pow(500000.0, -2.0 * i / 32.0);
+    const double wavelen = 2 * M_PI / f;
+    double want;
+    if (wavelen < 8192.0 / 4.0) {
+      want = f;
+      ++high;
+    } else if (wavelen > 8192.0 / 1.0) {
+      want = f / 8.0;
+      ++low;
+    } else {
+      const double s = (8192.0 / wavelen - 1.0) / (4.0 - 1.0);
+      want = (1 - s) * f / 8.0 + s * f;
+      ++mid;
+    }
+    EXPECT_NEAR(table.inv_freq[i], want, 1e-6 * want) << i;
+  }
+  // The test covers all three regimes.
+  EXPECT_GT(low, 0);
+  EXPECT_GT(mid, 0);
+  EXPECT_GT(high, 0);
+  EXPECT_FLOAT_EQ(table.inv_freq[0], 1.0f);
+  EXPECT_EQ(table.attention_scaling, 1.0f);
+}
+
+TEST(RopeTableTest, LinearAndDynamicAndYarnRope) {
+  std::string base = R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+    "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 10,
+    "max_position_embeddings": 4096, "rope_theta": 10000.0, "rope_scaling": )";
+  auto linear = ParseHfConfig(base + R"({"type": "linear", "factor": 4.0}})");
+  ASSERT_TRUE(linear.ok()) << linear.status().ToString();
+  auto t = cpu::ComputeRopeTable(*linear);
+  EXPECT_NEAR(t.inv_freq[3], std::pow(10000.0, -6.0 / 16) / 4.0, 1e-7);
+  auto dynamic = ParseHfConfig(base + R"({"type": "dynamic", "factor": 2.0}})");
+  ASSERT_TRUE(dynamic.ok());
+  t = cpu::ComputeRopeTable(*dynamic);
+  const double dyn_base = 10000.0 * std::pow(2.0, 16.0 / 14.0);
+  EXPECT_NEAR(t.inv_freq[5], std::pow(dyn_base, -10.0 / 16), 1e-7);
+  auto yarn = ParseHfConfig(base + R"({"rope_type": "yarn", "factor": 4.0,
+      "original_max_position_embeddings": 1024}})");
+  ASSERT_TRUE(yarn.ok());
+  t = cpu::ComputeRopeTable(*yarn);
+  EXPECT_NEAR(t.attention_scaling, 0.1 * std::log(4.0) + 1.0, 1e-6);
+  EXPECT_FLOAT_EQ(t.inv_freq[0], 1.0f);  // highest frequency: extrapolated (unchanged)
+  EXPECT_NEAR(t.inv_freq[7], std::pow(10000.0, -14.0 / 16) / 4.0, 1e-9);  // lowest: interpolated
+  EXPECT_FALSE(ParseHfConfig(base + R"({"type": "su", "factor": 4.0}})").ok());
+}
+
+TEST(RopeTableTest, RoundsToBf16Checkpoints) {
+  auto c = ParseHfConfig(R"({"architectures": ["Qwen2ForCausalLM"], "hidden_size": 128,
+    "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 10,
+    "rope_theta": 1000000.0, "torch_dtype": "bfloat16"})");
+  ASSERT_TRUE(c.ok());
+  const RopeTable t = ComputeRopeTable(*c);
+  for (float f : t.inv_freq) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    EXPECT_EQ(bits & 0xFFFFu, 0u);  // representable in bf16
+  }
+  EXPECT_NEAR(t.inv_freq[1], std::pow(1e6, -2.0 / 32), 4e-3 * std::pow(1e6, -2.0 / 32));
+}
+
+std::vector<float> RandomVector(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+TEST(OpsTest, RopeInterleavedIsAPermutationOfRotateHalf) {
+  const int n = 3, H = 2, Hkv = 1, D = 8;
+  std::vector<float> inv = {1.0f, 0.3f, 0.05f, 0.001f};
+  std::vector<int32_t> pos = {0, 5, 17};
+  auto q = RandomVector(n * H * D, 1), k = RandomVector(n * Hkv * D, 2);
+  // Interleaved layout of the same vectors: x'[2i] = x[i], x'[2i+1] = x[i + D/2].
+  auto to_interleaved = [&](const std::vector<float>& x) {
+    std::vector<float> y(x.size());
+    for (size_t h = 0; h < x.size() / D; ++h)
+      for (int i = 0; i < D / 2; ++i) {
+        y[h * D + 2 * i] = x[h * D + i];
+        y[h * D + 2 * i + 1] = x[h * D + i + D / 2];
+      }
+    return y;
+  };
+  auto qi = to_interleaved(q), ki = to_interleaved(k);
+  auto q0 = q;
+  ApplyRope(q.data(), k.data(), pos.data(), n, H, Hkv, D, inv.data(), 1.0f, false);
+  ApplyRope(qi.data(), ki.data(), pos.data(), n, H, Hkv, D, inv.data(), 1.0f, true);
+  EXPECT_EQ(to_interleaved(q), qi);
+  EXPECT_EQ(to_interleaved(k), ki);
+  // Position 0 is the identity; rotation preserves norms.
+  for (int i = 0; i < H * D; ++i) EXPECT_FLOAT_EQ(q[i], q0[i]);
+  for (int h = 0; h < H; ++h) {
+    double a = 0, b = 0;
+    for (int i = 0; i < D; ++i) {
+      a += q0[(2 * H + h) * D + i] * q0[(2 * H + h) * D + i];
+      b += q[(2 * H + h) * D + i] * q[(2 * H + h) * D + i];
+    }
+    EXPECT_NEAR(a, b, 1e-5);
+  }
+  // One explicit value: pair (x0, x4) of token 1 head 0 rotated by angle 5 * 1.0.
+  const float c = std::cos(5.0f), s = std::sin(5.0f);
+  EXPECT_NEAR(q[H * D + 0], q0[H * D + 0] * c - q0[H * D + 4] * s, 1e-6);
+  EXPECT_NEAR(q[H * D + 4], q0[H * D + 4] * c + q0[H * D + 0] * s, 1e-6);
+}
+
+TEST(OpsTest, NormsAndActivation) {
+  std::vector<float> x = {1, 2, 3, 4, -1, 0, 0, 1}, w = {1, 0.5f, 2, 1};
+  std::vector<float> out(8);
+  RmsNorm(x.data(), w.data(), 2, 4, 1e-6f, out.data());
+  const float r0 = 1.0f / std::sqrt(30.0f / 4 + 1e-6f);
+  EXPECT_NEAR(out[1], 2 * r0 * 0.5f, 1e-6);
+  const float r1 = 1.0f / std::sqrt(2.0f / 4 + 1e-6f);
+  EXPECT_NEAR(out[4], -1 * r1, 1e-6);
+  std::vector<float> residual = {1, 1, 1, 1, 0, 0, 0, 0};
+  AddRmsNorm(residual.data(), x.data(), w.data(), 2, 4, 1e-6f, out.data());
+  EXPECT_EQ(residual[3], 5.0f);
+  const float r2 = 1.0f / std::sqrt((4 + 9 + 16 + 25) / 4.0f + 1e-6f);
+  EXPECT_NEAR(out[2], 4 * r2 * 2, 1e-5);
+  std::vector<float> head = x;
+  HeadRmsNorm(head.data(), w.data(), 1, 2, 4, 1e-6f);
+  EXPECT_NEAR(head[1], 2 * r0 * 0.5f, 1e-6);
+  std::vector<float> gu = {1, -2, 3, 4}, act(2);
+  SiluMul(gu.data(), 1, 2, act.data());
+  EXPECT_NEAR(act[0], 1 / (1 + std::exp(-1.0)) * 3, 1e-6);
+  EXPECT_NEAR(act[1], -2 / (1 + std::exp(2.0)) * 4, 1e-6);
+  std::vector<float> table = {0, 1, 10, 11, 20, 21};
+  std::vector<int32_t> ids = {2, 0};
+  std::vector<float> emb(4);
+  EmbeddingGather(ids.data(), 2, table.data(), 2, emb.data());
+  EXPECT_EQ(emb, (std::vector<float>{20, 21, 0, 1}));
+}
+
+// Paged attention with scattered blocks equals dense causal attention computed directly.
+TEST(OpsTest, PagedAttentionMatchesDense) {
+  const int H = 4, Hkv = 2, D = 16, block_size = 4, len = 11, num_blocks = 8;
+  auto q = RandomVector(len * H * D, 3), k = RandomVector(len * Hkv * D, 4),
+       v = RandomVector(len * Hkv * D, 5);
+  ForwardBatch b;
+  b.max_blocks_per_seq = 3;
+  b.block_tables = {5, 1, 6};
+  b.cu_seqlens_q = {0, len};
+  b.seq_lens = {len};
+  for (int t = 0; t < len; ++t) {
+    b.token_ids.push_back(0);
+    b.positions.push_back(t);
+    b.slot_mapping.push_back(b.block_tables[t / block_size] * block_size + t % block_size);
+  }
+  std::vector<float> kc(num_blocks * block_size * Hkv * D, NAN), vc(kc.size(), NAN);
+  WriteKvCache(k.data(), v.data(), b.slot_mapping.data(), len, Hkv, D, kc.data(), vc.data());
+  const float scale = 0.25f;
+  for (int threads : {1, 3}) {
+    std::vector<float> out(len * H * D);
+    PagedAttention(q.data(), kc.data(), vc.data(), b, H, Hkv, D, block_size, scale, out.data(),
+                   threads);
+    for (int t = 0; t < len; ++t)
+      for (int h = 0; h < H; ++h) {
+        const int kvh = h / 2;
+        std::vector<double> p(t + 1);
+        double m = -1e30, z = 0;
+        for (int j = 0; j <= t; ++j) {
+          double dot = 0;
+          for (int d = 0; d < D; ++d) dot += q[(t * H + h) * D + d] * k[(j * Hkv + kvh) * D + d];
+          p[j] = dot * scale;
+          m = std::max(m, p[j]);
+        }
+        for (double& x : p) z += (x = std::exp(x - m));
+        for (int d = 0; d < D; ++d) {
+          double want = 0;
+          for (int j = 0; j <= t; ++j) want += p[j] / z * v[(j * Hkv + kvh) * D + d];
+          EXPECT_NEAR(out[(t * H + h) * D + d], want, 1e-5) << t << " " << h << " " << d;
+        }
+      }
+  }
+}
+
+}  // namespace
+}  // namespace kiln::cpu
