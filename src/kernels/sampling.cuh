@@ -69,21 +69,37 @@ __device__ ArgBest BlockBest(ArgBest v, float* fscratch, int* iscratch) {
   return WarpBest(v);
 }
 
-// Inclusive block scan of one float per thread; returns the thread's inclusive prefix and writes
+__device__ __forceinline__ double WarpSumDouble(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ double BlockSumDouble(double v, double* scratch) {
+  v = WarpSumDouble(v);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < kWarps ? scratch[lane] : 0.0;
+  return WarpSumDouble(v);
+}
+
+// Inclusive block scan of one value per thread; returns the thread's inclusive prefix and writes
 // the block total to *total.
-__device__ float BlockInclusiveScan(float v, float* scratch, float* total) {
+// Sums are in double, like the reference sampler's, so that the inverse-CDF boundaries agree with
+// it even over a flat 150k-token distribution.
+__device__ double BlockInclusiveScan(double v, double* scratch, double* total) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   for (int o = 1; o < 32; o <<= 1) {
-    const float n = __shfl_up_sync(0xffffffffu, v, o);
+    const double n = __shfl_up_sync(0xffffffffu, v, o);
     if (lane >= o) v += n;
   }
   __syncthreads();
   if (lane == 31) scratch[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    float w = scratch[lane];
+    double w = scratch[lane];
     for (int o = 1; o < 32; o <<= 1) {
-      const float n = __shfl_up_sync(0xffffffffu, w, o);
+      const double n = __shfl_up_sync(0xffffffffu, w, o);
       if (lane >= o) w += n;
     }
     scratch[lane] = w;  // inclusive warp-sum prefix
@@ -99,6 +115,7 @@ __device__ float BlockInclusiveScan(float v, float* scratch, float* total) {
 __global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, SampleOutputs out,
                                                           int row0, float* lse_out, float* probs) {
   __shared__ float fscratch[kWarps];
+  __shared__ double dscratch[kWarps];
   __shared__ int iscratch[kWarps];
   const int local = blockIdx.x;
   const int row = row0 + local;
@@ -110,10 +127,10 @@ __global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, Sampl
   float m = -INFINITY;
   for (int i = threadIdx.x; i < vocab; i += kThreads) m = fmaxf(m, x[i]);
   m = BlockMax(m, fscratch);
-  float s = 0.0f;
-  for (int i = threadIdx.x; i < vocab; i += kThreads) s += __expf(x[i] - m);
-  s = BlockSum(s);
-  if (threadIdx.x == 0) lse_out[local] = m + logf(s);
+  double s = 0.0;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) s += exp(static_cast<double>(x[i]) - m);
+  s = BlockSumDouble(s, dscratch);
+  if (threadIdx.x == 0) lse_out[local] = m + static_cast<float>(log(s));
 
   const uint32_t* mask = p.bitmask_offset >= 0 ? in.bitmasks + p.bitmask_offset : nullptr;
   for (int i = threadIdx.x; i < vocab; i += kThreads) {
@@ -127,8 +144,7 @@ __global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, Sampl
     const int count = in.penalty_output_counts[e];
     float v = y[id];
     if (p.repetition_penalty != 1.0f) v = v > 0.0f ? v / p.repetition_penalty : v * p.repetition_penalty;
-    v -= p.frequency_penalty * static_cast<float>(count);
-    if (count > 0) v -= p.presence_penalty;
+    if (count > 0) v -= p.frequency_penalty * static_cast<float>(count) + p.presence_penalty;
     y[id] = v;
   }
   __syncthreads();
@@ -144,19 +160,31 @@ __global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, Sampl
       if (Better(c, best)) best = c;
     }
     best = BlockBest(best, fscratch, iscratch);
-    if (threadIdx.x == 0) out.token_ids[row] = best.index == INT_MAX ? 0 : best.index;
+    // -1: every token is banned or masked (the host turns it into InvalidArgument).
+    if (threadIdx.x == 0) out.token_ids[row] = best.value > -INFINITY ? best.index : -1;
     return;
   }
   const float inv_t = 1.0f / p.temperature;
   float mt = -INFINITY;
-  for (int i = threadIdx.x; i < vocab; i += kThreads) mt = fmaxf(mt, y[i] * inv_t);
+  for (int i = threadIdx.x; i < vocab; i += kThreads) mt = fmaxf(mt, __fmul_rn(y[i], inv_t));
   mt = BlockMax(mt, fscratch);
-  float z = 0.0f;
-  for (int i = threadIdx.x; i < vocab; i += kThreads) z += expf(y[i] * inv_t - mt);
-  z = BlockSum(z);
-  const float inv_z = (z > 0.0f && mt > -INFINITY) ? 1.0f / z : 0.0f;
+  // exp as the reference computes it: float argument (no FMA contraction), correctly rounded.
+  auto scaled_exp = [&](float v) {
+    return static_cast<float>(exp(static_cast<double>(__fsub_rn(__fmul_rn(v, inv_t), mt))));
+  };
+  double z = 0.0;
   for (int i = threadIdx.x; i < vocab; i += kThreads) {
-    y[i] = mt > -INFINITY ? expf(y[i] * inv_t - mt) * inv_z : 0.0f;
+    if (y[i] > -INFINITY) z += scaled_exp(y[i]);
+  }
+  z = BlockSumDouble(z, dscratch);
+  if (mt == -INFINITY) {
+    if (threadIdx.x == 0) out.token_ids[row] = -1;  // every token banned or masked
+    for (int i = threadIdx.x; i < vocab; i += kThreads) y[i] = 0.0f;
+    return;
+  }
+  if (threadIdx.x == 0) out.token_ids[row] = 0;  // SelectKernel draws the real one
+  for (int i = threadIdx.x; i < vocab; i += kThreads) {
+    y[i] = y[i] > -INFINITY ? static_cast<float>(scaled_exp(y[i]) / z) : 0.0f;
   }
 }
 
@@ -177,11 +205,12 @@ __global__ void __launch_bounds__(kThreads) SelectKernel(SampleInputs in, Sample
                                                          const int32_t* sorted_ids) {
   __shared__ float fscratch[kWarps];
   __shared__ int iscratch[kWarps];
-  __shared__ float scan_scratch[kWarps];
+  __shared__ double scan_scratch[kWarps];
   const int local = blockIdx.x;
   const int row = row0 + local;
   const SampleRowParams p = in.rows[row];
   if (p.temperature <= 0.0f) return;
+  if (out.token_ids[row] == -1) return;  // flagged by ProcessKernel: nothing to draw from
   const int vocab = in.vocab_size;
   const float* sp = sorted_probs + static_cast<int64_t>(local) * vocab;
   const int32_t* sid = sorted_ids + static_cast<int64_t>(local) * vocab;
@@ -197,13 +226,13 @@ __global__ void __launch_bounds__(kThreads) SelectKernel(SampleInputs in, Sample
   }
   if (p.top_p < 1.0f) {
     // First index whose inclusive prefix mass reaches top_p.
-    float running = 0.0f;
+    double running = 0.0;
     int cut = vocab;
     for (int base = 0; base < n; base += kThreads) {
       const int i = base + threadIdx.x;
-      const float v = i < n ? sp[i] : 0.0f;
-      float tile_total;
-      const float incl = running + BlockInclusiveScan(v, scan_scratch, &tile_total);
+      const double v = i < n ? static_cast<double>(sp[i]) : 0.0;
+      double tile_total;
+      const double incl = running + BlockInclusiveScan(v, scan_scratch, &tile_total);
       const int hit = (i < n && incl >= p.top_p) ? i : INT_MAX;
       const ArgBest h = BlockBest(ArgBest{0.0f, hit}, fscratch, iscratch);
       if (h.index != INT_MAX) {
@@ -214,20 +243,20 @@ __global__ void __launch_bounds__(kThreads) SelectKernel(SampleInputs in, Sample
     }
     n = min(n, max(cut, 1));
   }
-  float total = 0.0f;
+  double total = 0.0;
   for (int base = 0; base < n; base += kThreads) {
     const int i = base + threadIdx.x;
-    float tile_total;
-    BlockInclusiveScan(i < n ? sp[i] : 0.0f, scan_scratch, &tile_total);
+    double tile_total;
+    BlockInclusiveScan(i < n ? static_cast<double>(sp[i]) : 0.0, scan_scratch, &tile_total);
     total += tile_total;
   }
-  const float target = p.uniform * total;
-  float running = 0.0f;
+  const double target = static_cast<double>(p.uniform) * total;
+  double running = 0.0;
   int chosen = n - 1;
   for (int base = 0; base < n; base += kThreads) {
     const int i = base + threadIdx.x;
-    float tile_total;
-    const float incl = running + BlockInclusiveScan(i < n ? sp[i] : 0.0f, scan_scratch, &tile_total);
+    double tile_total;
+    const double incl = running + BlockInclusiveScan(i < n ? static_cast<double>(sp[i]) : 0.0, scan_scratch, &tile_total);
     const int hit = (i < n && target < incl) ? i : INT_MAX;
     const ArgBest h = BlockBest(ArgBest{0.0f, hit}, fscratch, iscratch);
     if (h.index != INT_MAX) {
@@ -251,7 +280,8 @@ __global__ void __launch_bounds__(kThreads) LogprobsKernel(SampleInputs in, Samp
   const int vocab = in.vocab_size;
   const float* x = in.logits + static_cast<int64_t>(row) * vocab;
   const float lse = lse_in[local];
-  if (threadIdx.x == 0) out.logprobs[row] = x[out.token_ids[row]] - lse;
+  const int32_t chosen = out.token_ids[row];
+  if (threadIdx.x == 0) out.logprobs[row] = chosen >= 0 ? x[chosen] - lse : -INFINITY;
   for (int e = p.requested_begin + threadIdx.x; e < p.requested_end; e += kThreads) {
     out.requested_logprobs[e] = x[in.requested_token_ids[e]] - lse;
   }

@@ -1,0 +1,310 @@
+// CudaBackend against the HF transformers references in ../shared (tiny-qwen2, tiny-qwen3,
+// stories260K) in float32 mode (max |Δ| ≤ 1e-3 × max |ref|, greedy ids exact) and bf16 mode
+// (≤ 3e-2 × max |ref|, top-1 agreement ≥ 95%); batching / chunked prefill / CUDA graphs against
+// single eager runs; GPU sampling through the backend; KV sizing from gpu_memory_utilization.
+// Every test skips when no CUDA device is present.
+#include "backend/cuda/cuda_backend.h"
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "model/safetensors.h"
+#include "model/test_data.h"
+
+namespace kiln {
+namespace {
+
+using testing::SharedPath;
+using testing::SingleSequenceBatch;
+
+constexpr int kBlockSize = 16;
+
+std::unique_ptr<Backend> MakeBackend(const std::string& path, const std::string& dtype,
+                                     bool graphs = true, int64_t num_blocks = 64) {
+  ModelOptions options;
+  options.model_path = path;
+  auto model = LoadModel(options);
+  EXPECT_TRUE(model.ok()) << model.status().ToString();
+  if (!model.ok()) return nullptr;
+  CudaBackendOptions o;
+  o.block_size = kBlockSize;
+  o.num_kv_blocks = num_blocks;
+  o.max_num_batched_tokens = 512;
+  o.max_num_seqs = 320;  // logits rows of a teacher-forced 257-token forward
+  o.enable_cuda_graphs = graphs;
+  o.dtype = dtype;
+  auto backend = CreateCudaBackend(*model, o);
+  EXPECT_TRUE(backend.ok()) << backend.status().ToString();
+  return backend.ok() ? std::move(backend).value() : nullptr;
+}
+
+double RelativeError(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double max_diff = 0, max_ref = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
+    max_diff = std::isnan(d) ? INFINITY : std::max(max_diff, d);
+    max_ref = std::max(max_ref, std::fabs(static_cast<double>(b[i])));
+  }
+  return max_ref > 0 ? max_diff / max_ref : max_diff;
+}
+
+int32_t Argmax(const float* row, int n) {
+  return static_cast<int32_t>(std::max_element(row, row + n) - row);
+}
+
+// Fraction of rows whose argmax agrees.
+double Top1Agreement(const std::vector<float>& a, const std::vector<float>& b, int vocab) {
+  const size_t rows = b.size() / vocab;
+  if (rows == 0 || a.size() != b.size()) return 0.0;
+  size_t same = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    same += Argmax(a.data() + r * vocab, vocab) == Argmax(b.data() + r * vocab, vocab);
+  }
+  return static_cast<double>(same) / rows;
+}
+
+// Greedy decoding through Backend::Sample (temperature 0): prefill, then decode steps (these take
+// the CUDA-graph path when graphs are on).
+std::vector<int32_t> Greedy(Backend* backend, const std::vector<int32_t>& prompt, int steps) {
+  std::vector<int32_t> out;
+  ForwardBatch batch = SingleSequenceBatch(prompt, 0, kBlockSize, 64, false);
+  int pos = static_cast<int>(prompt.size());
+  SamplingRow row;
+  std::vector<SampleResult> results;
+  for (int s = 0; s < steps; ++s) {
+    Status status = backend->Forward(batch);
+    EXPECT_TRUE(status.ok()) << status.ToString();
+    if (!status.ok()) break;
+    status = backend->Sample(std::span<const SamplingRow>(&row, 1), &results);
+    EXPECT_TRUE(status.ok()) << status.ToString();
+    if (!status.ok()) break;
+    out.push_back(results[0].token_id);
+    batch = SingleSequenceBatch({results[0].token_id}, pos++, kBlockSize, 64, false);
+  }
+  return out;
+}
+
+struct Tolerance {
+  double logits;
+  double min_top1;
+  bool greedy_exact;
+};
+Tolerance ToleranceFor(const std::string& dtype) {
+  return dtype == "float32" ? Tolerance{1e-3, 1.0, true} : Tolerance{3e-2, 0.95, false};
+}
+
+void CheckTinyModel(const std::string& name, const std::string& dtype) {
+  const std::string dir = SharedPath("models/" + name);
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/" << name;
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  auto backend = MakeBackend(dir, dtype);
+  ASSERT_NE(backend, nullptr);
+  const Tolerance tol = ToleranceFor(dtype);
+  const int vocab = backend->config().vocab_size;
+  auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok()) << ref.status().ToString();
+  int checked = 0;
+  for (int p = 0; (*ref)->Has("p" + std::to_string(p) + ".input_ids"); ++p) {
+    const std::string key = "p" + std::to_string(p) + ".";
+    auto input_ids = ReadSafetensorsInt32(**ref, key + "input_ids");
+    auto generated = ReadSafetensorsInt32(**ref, key + "generated_ids");
+    auto ref_logits = ReadSafetensorsFloat(**ref, key + "logits");
+    auto ref_hidden = ReadSafetensorsFloat(**ref, key + "final_hidden");
+    ASSERT_TRUE(input_ids.ok() && generated.ok() && ref_logits.ok() && ref_hidden.ok());
+    std::vector<int32_t> all = *input_ids;
+    all.insert(all.end(), generated->begin(), generated->end());
+    ASSERT_TRUE(backend->Forward(SingleSequenceBatch(all, 0, kBlockSize, 64, true, true)).ok());
+    std::vector<float> logits, hidden;
+    ASSERT_TRUE(backend->GetLogits(&logits).ok());
+    ASSERT_TRUE(backend->GetHidden(&hidden).ok());
+    const double err = RelativeError(logits, *ref_logits);
+    const double top1 = Top1Agreement(logits, *ref_logits, vocab);
+    std::printf("[parity] %s %s prompt %d: logits max|d|/max|ref| = %.3g, top-1 %.3f\n",
+                name.c_str(), dtype.c_str(), p, err, top1);
+    EXPECT_LE(err, tol.logits) << name << " prompt " << p;
+    EXPECT_LE(RelativeError(hidden, *ref_hidden), tol.logits * 3) << name << " prompt " << p;
+    EXPECT_GE(top1, tol.min_top1) << name << " prompt " << p;
+    if (tol.greedy_exact) {
+      EXPECT_EQ(Greedy(backend.get(), *input_ids, static_cast<int>(generated->size())), *generated)
+          << name << " prompt " << p;
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+}
+
+TEST(CudaBackendTest, TinyQwen2Float32MatchesReference) { CheckTinyModel("tiny-qwen2", "float32"); }
+TEST(CudaBackendTest, TinyQwen3Float32MatchesReference) { CheckTinyModel("tiny-qwen3", "float32"); }
+TEST(CudaBackendTest, TinyQwen2Bf16MatchesReference) { CheckTinyModel("tiny-qwen2", "bfloat16"); }
+TEST(CudaBackendTest, TinyQwen3Bf16MatchesReference) { CheckTinyModel("tiny-qwen3", "bfloat16"); }
+
+void CheckStories(const std::string& dtype) {
+  const std::string dir = SharedPath("models/stories260K/hf");
+  const std::string ids_path = SharedPath("models/stories260K/greedy256.ids");
+  if (dir.empty() || ids_path.empty()) GTEST_SKIP() << "missing ../shared/models/stories260K";
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  auto backend = MakeBackend(dir, dtype);
+  ASSERT_NE(backend, nullptr);
+  const Tolerance tol = ToleranceFor(dtype);
+  auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok());
+  auto ids = ReadSafetensorsInt32(**ref, "input_ids");
+  auto ref_logits = ReadSafetensorsFloat(**ref, "logits");
+  ASSERT_TRUE(ids.ok() && ref_logits.ok());
+  ASSERT_TRUE(backend->Forward(SingleSequenceBatch(*ids, 0, kBlockSize, 64, true)).ok());
+  std::vector<float> logits;
+  ASSERT_TRUE(backend->GetLogits(&logits).ok());
+  const double err = RelativeError(logits, *ref_logits);
+  const double top1 = Top1Agreement(logits, *ref_logits, backend->config().vocab_size);
+  std::printf("[parity] stories260K %s: logits max|d|/max|ref| = %.3g, top-1 %.3f\n",
+              dtype.c_str(), err, top1);
+  EXPECT_LE(err, tol.logits);
+  EXPECT_GE(top1, tol.min_top1);
+  const std::vector<int32_t> expected = testing::ReadIdsFile(ids_path);
+  ASSERT_EQ(expected.size(), 256u);
+  const std::vector<int32_t> got = Greedy(backend.get(), {1}, 256);
+  size_t same = 0;
+  for (size_t i = 0; i < std::min(got.size(), expected.size()); ++i) same += got[i] == expected[i];
+  std::printf("[parity] stories260K %s: greedy256 %zu/256 ids equal\n", dtype.c_str(), same);
+  if (tol.greedy_exact) EXPECT_EQ(got, expected);
+}
+
+TEST(CudaBackendTest, Stories260KFloat32LogitsAndGreedy256) { CheckStories("float32"); }
+TEST(CudaBackendTest, Stories260KBf16Logits) { CheckStories("bfloat16"); }
+
+// Chunked prefill, a two-sequence batch, and graph-replayed decode steps give the logits of one
+// eager single-sequence run.
+TEST(CudaBackendTest, ChunkedBatchedAndGraphRunsAgree) {
+  const std::string dir = SharedPath("models/tiny-qwen2");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tiny-qwen2";
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  auto eager = MakeBackend(dir, "float32", /*graphs=*/false);
+  auto graphs = MakeBackend(dir, "float32", /*graphs=*/true);
+  ASSERT_NE(eager, nullptr);
+  ASSERT_NE(graphs, nullptr);
+  const int vocab = eager->config().vocab_size;
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 40; ++i) tokens.push_back((i * 37 + 5) % vocab);
+  std::vector<float> full, chunked, batched;
+  ASSERT_TRUE(eager->Forward(SingleSequenceBatch(tokens, 0, kBlockSize, 8, false)).ok());
+  ASSERT_TRUE(eager->GetLogits(&full).ok());
+  std::vector<int32_t> first(tokens.begin(), tokens.begin() + 23), second(tokens.begin() + 23, tokens.end());
+  ASSERT_TRUE(eager->Forward(SingleSequenceBatch(first, 0, kBlockSize, 8, false)).ok());
+  ASSERT_TRUE(eager->Forward(SingleSequenceBatch(second, 23, kBlockSize, 8, false)).ok());
+  ASSERT_TRUE(eager->GetLogits(&chunked).ok());
+  EXPECT_LE(RelativeError(chunked, full), 1e-4);
+  ForwardBatch b;
+  b.max_blocks_per_seq = 4;
+  b.cu_seqlens_q = {0, 10, 50};
+  b.seq_lens = {10, 40};
+  b.block_tables = {10, 11, 12, 13, 20, 21, 22, 23};
+  for (int i = 0; i < 10; ++i) {
+    b.token_ids.push_back(tokens[i]);
+    b.positions.push_back(i);
+    b.slot_mapping.push_back(10 * kBlockSize + i);
+  }
+  for (int i = 0; i < 40; ++i) {
+    b.token_ids.push_back(tokens[i]);
+    b.positions.push_back(i);
+    b.slot_mapping.push_back((20 + i / kBlockSize) * kBlockSize + i % kBlockSize);
+  }
+  b.logits_indices = {9, 49};
+  ASSERT_TRUE(eager->Forward(b).ok());
+  ASSERT_TRUE(eager->GetLogits(&batched).ok());
+  EXPECT_LE(RelativeError(std::vector<float>(batched.begin() + vocab, batched.end()), full), 1e-4);
+
+  // Three sequences decoding together: eager vs graph (the 4-bucket, one padded row), 5 steps;
+  // the graph backend is prefilled identically first.
+  ForwardBatch pre;
+  pre.max_blocks_per_seq = 4;
+  pre.cu_seqlens_q = {0, 10, 20, 30};
+  pre.seq_lens = {10, 10, 10};
+  pre.block_tables = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+  for (int s = 0; s < 3; ++s) {
+    for (int i = 0; i < 10; ++i) {
+      pre.token_ids.push_back(tokens[s * 10 + i]);
+      pre.positions.push_back(i);
+      pre.slot_mapping.push_back(s * 4 * kBlockSize + i);
+    }
+    pre.logits_indices.push_back(s * 10 + 9);
+  }
+  ASSERT_TRUE(eager->Forward(pre).ok());
+  ASSERT_TRUE(graphs->Forward(pre).ok());
+  for (int step = 0; step < 5; ++step) {
+    ForwardBatch d;
+    d.max_blocks_per_seq = 4;
+    d.is_decode_only = true;
+    d.block_tables = pre.block_tables;
+    d.cu_seqlens_q = {0, 1, 2, 3};
+    for (int s = 0; s < 3; ++s) {
+      const int pos = 10 + step;
+      d.token_ids.push_back((s * 11 + step * 7) % vocab);
+      d.positions.push_back(pos);
+      d.slot_mapping.push_back(s * 4 * kBlockSize + pos);
+      d.seq_lens.push_back(pos + 1);
+      d.logits_indices.push_back(s);
+    }
+    std::vector<float> a, g;
+    ASSERT_TRUE(eager->Forward(d).ok());
+    ASSERT_TRUE(eager->GetLogits(&a).ok());
+    ASSERT_TRUE(graphs->Forward(d).ok());
+    ASSERT_TRUE(graphs->GetLogits(&g).ok());
+    EXPECT_LE(RelativeError(g, a), 1e-4) << "decode step " << step;
+  }
+}
+
+TEST(CudaBackendTest, KvCacheSizedFromMemoryUtilization) {
+  const std::string dir = SharedPath("models/tiny-qwen2");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tiny-qwen2";
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  ModelOptions options;
+  options.model_path = dir;
+  auto model = LoadModel(options);
+  ASSERT_TRUE(model.ok());
+  CudaBackendOptions o;
+  o.gpu_memory_utilization = 0.2;
+  o.max_num_batched_tokens = 1024;
+  auto backend = CreateCudaBackend(*model, o);
+  ASSERT_TRUE(backend.ok()) << backend.status().ToString();
+  size_t free_bytes = 0, total_bytes = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total_bytes), cudaSuccess);
+  const ModelConfig& c = (*backend)->config();
+  const double kv_bytes = static_cast<double>((*backend)->num_kv_blocks()) * 2 *
+                          c.num_hidden_layers * o.block_size * c.kv_size() * 2;
+  // Most of the 20% budget goes to KV (a tiny model's weights are negligible), none past it.
+  EXPECT_GT(kv_bytes, 0.1 * total_bytes);
+  EXPECT_LT(kv_bytes, 0.2 * total_bytes);
+  o.gpu_memory_utilization = 1e-6;
+  EXPECT_EQ(CreateCudaBackend(*model, o).status().code(), StatusCode::kResourceExhausted);
+}
+
+TEST(CudaBackendTest, RejectsMalformedBatch) {
+  const std::string dir = SharedPath("models/stories260K/hf");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/stories260K/hf";
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  auto backend = MakeBackend(dir, "bfloat16", true, 4);
+  ASSERT_NE(backend, nullptr);
+  ForwardBatch good = SingleSequenceBatch({1, 2, 3}, 0, kBlockSize, 4, true);
+  EXPECT_TRUE(backend->Forward(good).ok());
+  ForwardBatch b = good;
+  b.token_ids[1] = 100000;
+  EXPECT_FALSE(backend->Forward(b).ok());
+  b = good;
+  b.block_tables[0] = 4;  // outside the 4-block cache
+  EXPECT_FALSE(backend->Forward(b).ok());
+  b = good;
+  b.slot_mapping[0] = 64;
+  EXPECT_FALSE(backend->Forward(b).ok());
+  b = good;
+  b.cu_seqlens_q = {0, 2};
+  EXPECT_FALSE(backend->Forward(b).ok());
+  std::vector<float> logits;
+  EXPECT_FALSE(backend->GetLogits(&logits).ok());  // the last Forward failed
+}
+
+}  // namespace
+}  // namespace kiln
