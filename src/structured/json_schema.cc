@@ -1,0 +1,843 @@
+#include "structured/json_schema.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "structured/regex.h"
+
+namespace kiln::structured {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+constexpr int kMaxIntDigits = 15;   // unbounded integers: at most 15 digits (exact in doubles)
+constexpr int64_t kBoundLimit = 1000000000000000;  // |bounds| >= 1e15 are treated as open
+constexpr int kMaxFracDigits = 16;
+constexpr int kMaxStringLength = 512;
+constexpr int kMaxArrayItems = 256;
+
+const std::set<std::string>& IgnoredKeywords() {
+  static const std::set<std::string> k = {
+      "$schema", "$id",      "$comment", "title",           "description",      "default",
+      "examples", "deprecated", "readOnly", "writeOnly", "contentEncoding", "contentMediaType",
+      "$defs",   "definitions", "strict", "name"};
+  return k;
+}
+
+const std::set<std::string>& SupportedKeywords() {
+  static const std::set<std::string> k = {
+      "type",     "properties", "required",  "additionalProperties", "items", "prefixItems",
+      "additionalItems", "minItems", "maxItems", "enum", "const", "anyOf", "oneOf", "allOf",
+      "$ref",     "minLength",  "maxLength", "pattern", "format", "minimum", "maximum",
+      "exclusiveMinimum", "exclusiveMaximum", "nullable", "uniqueItems"};
+  return k;
+}
+
+ExprPtr Ws() {
+  static const ExprPtr e = Opt(Alt({Literal(" "), Seq({Literal("\n"), Repeat(Literal(" "), 0, 8)})}));
+  return e;
+}
+
+ExprPtr Digits(int lo, int hi) { return Repeat(ByteRange('0', '9'), lo, hi); }
+
+std::string PowTenMinusOne(int len) { return std::string(len, '9'); }
+
+// Decimal strings of equal length, lo <= hi, every value in between.
+ExprPtr SameLengthRange(const std::string& lo, const std::string& hi) {
+  const size_t n = lo.size();
+  if (n == 1) return ByteRange(lo[0], hi[0]);
+  std::string lo_rest = lo.substr(1), hi_rest = hi.substr(1);
+  if (lo[0] == hi[0]) return Seq({Literal(lo.substr(0, 1)), SameLengthRange(lo_rest, hi_rest)});
+  bool lo_zeros = lo_rest.find_first_not_of('0') == std::string::npos;
+  bool hi_nines = hi_rest.find_first_not_of('9') == std::string::npos;
+  std::vector<ExprPtr> alts;
+  char first_full = lo_zeros ? lo[0] : static_cast<char>(lo[0] + 1);
+  char last_full = hi_nines ? hi[0] : static_cast<char>(hi[0] - 1);
+  if (!lo_zeros) {
+    alts.push_back(Seq({Literal(lo.substr(0, 1)), SameLengthRange(lo_rest, std::string(n - 1, '9'))}));
+  }
+  if (first_full <= last_full) {
+    alts.push_back(Seq({ByteRange(first_full, last_full), Digits(n - 1, n - 1)}));
+  }
+  if (!hi_nines) {
+    alts.push_back(Seq({Literal(hi.substr(0, 1)), SameLengthRange(std::string(n - 1, '0'), hi_rest)}));
+  }
+  return Alt(std::move(alts));
+}
+
+// Non-negative integers in [a, b] (b < 0 → unbounded, capped at kMaxIntDigits digits), no
+// leading zeros.
+ExprPtr MagnitudeRange(int64_t a, int64_t b) {
+  if (a < 0) a = 0;
+  std::string as = std::to_string(a);
+  int max_len = kMaxIntDigits;
+  if (b >= 0) {
+    if (b < a) return Nothing();
+    max_len = static_cast<int>(std::to_string(b).size());
+  }
+  std::vector<ExprPtr> alts;
+  for (int len = static_cast<int>(as.size()); len <= max_len; ++len) {
+    std::string lo = len == static_cast<int>(as.size()) ? as
+                                                        : "1" + std::string(len - 1, '0');
+    std::string hi = PowTenMinusOne(len);
+    if (b >= 0 && len == max_len) hi = std::to_string(b);
+    if (len == 1 && lo == "0") {
+      alts.push_back(SameLengthRange(lo, hi));
+    } else {
+      alts.push_back(SameLengthRange(lo, hi));
+    }
+  }
+  return Alt(std::move(alts));
+}
+
+// Integers in [lo, hi] (nullopt = open).
+ExprPtr IntegerRange(std::optional<int64_t> lo, std::optional<int64_t> hi) {
+  if (lo && hi && *lo > *hi) return Nothing();
+  std::vector<ExprPtr> alts;
+  if (!hi || *hi >= 0) {
+    alts.push_back(MagnitudeRange(lo ? std::max<int64_t>(*lo, 0) : 0, hi ? *hi : -1));
+  }
+  if (!lo || *lo < 0) {
+    int64_t mag_lo = hi ? std::max<int64_t>(1, -std::min<int64_t>(*hi, -1)) : 1;
+    int64_t mag_hi = lo ? -*lo : -1;
+    alts.push_back(Seq({Literal("-"), MagnitudeRange(mag_lo, mag_hi)}));
+  }
+  return Alt(std::move(alts));
+}
+
+ExprPtr Fraction() {
+  // '.' then digits ending in a non-zero digit: the value lies strictly inside (I, I+1).
+  return Seq({Literal("."), Digits(0, kMaxFracDigits - 1), ByteRange('1', '9')});
+}
+
+struct Bounds {
+  std::optional<double> lo, hi;
+  bool lo_exclusive = false, hi_exclusive = false;
+};
+
+std::optional<int64_t> ClampBound(std::optional<double> v) {
+  if (!v || !std::isfinite(*v) || std::fabs(*v) >= static_cast<double>(kBoundLimit)) {
+    return std::nullopt;
+  }
+  return static_cast<int64_t>(*v);
+}
+
+ExprPtr NumberExpr(const Bounds& b, bool integer) {
+  // Integers in range.
+  std::optional<double> ilo, ihi;
+  if (b.lo) ilo = b.lo_exclusive ? std::floor(*b.lo) + 1 : std::ceil(*b.lo);
+  if (b.hi) ihi = b.hi_exclusive ? std::ceil(*b.hi) - 1 : std::floor(*b.hi);
+  ExprPtr ints = IntegerRange(ClampBound(ilo), ClampBound(ihi));
+  if (integer) return ints;
+  if (!b.lo && !b.hi) {
+    return Seq({IntegerRange(std::nullopt, std::nullopt),
+                Opt(Seq({Literal("."), Digits(1, kMaxFracDigits)})),
+                Opt(Seq({Alt({Literal("e"), Literal("E")}), Opt(Alt({Literal("+"), Literal("-")})),
+                         Digits(1, 3)}))});
+  }
+  std::vector<ExprPtr> alts{ints};
+  // Positive decimals I.F with I in [max(0, ceil(lo)), floor(hi) - 1].
+  std::optional<double> plo = b.lo ? std::optional<double>(std::max(0.0, std::ceil(*b.lo)))
+                                   : std::optional<double>(0.0);
+  std::optional<double> phi;
+  if (b.hi) phi = std::floor(*b.hi) - 1;
+  if (!phi || *phi >= *plo) {
+    std::optional<int64_t> h = ClampBound(phi);
+    alts.push_back(Seq({MagnitudeRange(static_cast<int64_t>(*plo), h ? *h : -1), Fraction()}));
+  }
+  // Negative decimals -I.F with I in [max(0, ceil(-hi)), floor(-lo) - 1].
+  double nlo = b.hi ? std::max(0.0, std::ceil(-*b.hi)) : 0.0;
+  std::optional<double> nhi;
+  if (b.lo) nhi = std::floor(-*b.lo) - 1;
+  if (!nhi || *nhi >= nlo) {
+    std::optional<int64_t> h = ClampBound(nhi);
+    alts.push_back(Seq({Literal("-"), MagnitudeRange(static_cast<int64_t>(nlo), h ? *h : -1),
+                        Fraction()}));
+  }
+  return Alt(std::move(alts));
+}
+
+ExprPtr RegexOrDie(const char* pattern) {
+  auto r = RegexToExpr(pattern, RegexMode::kRaw);
+  return r.ok() ? *r : Nothing();
+}
+
+// Formats: sound subsets of what ajv-formats accepts ("full" mode).
+std::optional<ExprPtr> FormatExpr(const std::string& format) {
+  static const char* kDate =
+      "[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|"
+      "(?:0[13578]|1[02])-31)";
+  static const char* kTime =
+      "(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):"
+      "[0-5][0-9])";
+  if (format == "date") return RegexOrDie(kDate);
+  if (format == "time") return RegexOrDie(kTime);
+  if (format == "date-time") return RegexOrDie((std::string(kDate) + "T" + kTime).c_str());
+  if (format == "email") {
+    return RegexOrDie(
+        "[a-zA-Z0-9_+-]+(?:\\.[a-zA-Z0-9_+-]+)*@(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,20}[a-zA-Z0-9])?\\.)"
+        "{1,4}[a-zA-Z]{2,12}");
+  }
+  if (format == "uuid") {
+    return RegexOrDie("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}");
+  }
+  if (format == "ipv4") {
+    return RegexOrDie("(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}"
+                      "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])");
+  }
+  return std::nullopt;
+}
+
+class Converter {
+ public:
+  explicit Converter(const Json& root) : root_(root) {}
+
+  StatusOr<Grammar> Run() {
+    int root = g_.AddRule("root");
+    g_.root = root;
+    KILN_ASSIGN_OR_RETURN(ExprPtr body, Convert(root_, "#"));
+    g_.rules[root].body = body;
+    return std::move(g_);
+  }
+
+  Grammar AnyObject() {
+    int root = g_.AddRule("root");
+    g_.root = root;
+    g_.rules[root].body = Ref(AnyObjectRule());
+    return std::move(g_);
+  }
+
+ private:
+  static Status Err(const std::string& path, const std::string& what) {
+    return Status::InvalidArgument("json_schema at " + path + ": " + what);
+  }
+
+  int NewRule(const std::string& name, ExprPtr body) {
+    int id = g_.AddRule(name);
+    g_.rules[id].body = std::move(body);
+    return id;
+  }
+
+  int StringRule() {
+    if (string_rule_ < 0) {
+      string_rule_ = NewRule("string", Seq({Literal("\""), Star(JsonStringChar()), Literal("\"")}));
+    }
+    return string_rule_;
+  }
+
+  int AnyValueRule() {
+    if (any_value_rule_ >= 0) return any_value_rule_;
+    any_value_rule_ = g_.AddRule("value");
+    int obj = AnyObjectRule();
+    int arr = g_.AddRule("array");
+    ExprPtr value = Ref(any_value_rule_);
+    ExprPtr sep = Seq({Ws(), Literal(","), Ws()});
+    g_.rules[arr].body = Seq({Literal("["), Ws(), Opt(Seq({value, Star(Seq({sep, value}))})), Ws(),
+                              Literal("]")});
+    g_.rules[any_value_rule_].body =
+        Alt({Ref(obj), Ref(arr), Ref(StringRule()), NumberExpr({}, false), Literal("true"),
+             Literal("false"), Literal("null")});
+    return any_value_rule_;
+  }
+
+  int AnyObjectRule() {
+    if (any_object_rule_ >= 0) return any_object_rule_;
+    any_object_rule_ = g_.AddRule("object");
+    int value = AnyValueRule();
+    ExprPtr member = Seq({Ref(StringRule()), Ws(), Literal(":"), Ws(), Ref(value)});
+    ExprPtr sep = Seq({Ws(), Literal(","), Ws()});
+    g_.rules[any_object_rule_].body = Seq({Literal("{"), Ws(),
+                                           Opt(Seq({member, Star(Seq({sep, member}))})), Ws(),
+                                           Literal("}")});
+    return any_object_rule_;
+  }
+
+  StatusOr<const Json*> Resolve(const std::string& ref, const std::string& path) {
+    if (ref.empty() || ref[0] != '#') {
+      return Err(path, "$ref '" + ref + "' is not a local reference (only '#...' is supported)");
+    }
+    const Json* cur = &root_;
+    std::string rest = ref.substr(1);
+    if (!rest.empty() && rest[0] != '/') return Err(path, "$ref '" + ref + "' is not a JSON pointer");
+    size_t i = 0;
+    while (i < rest.size()) {
+      size_t j = rest.find('/', i + 1);
+      if (j == std::string::npos) j = rest.size();
+      std::string token = rest.substr(i + 1, j - i - 1);
+      std::string unescaped;
+      for (size_t k = 0; k < token.size(); ++k) {
+        if (token[k] == '~' && k + 1 < token.size()) {
+          unescaped += token[k + 1] == '1' ? '/' : '~';
+          ++k;
+        } else {
+          unescaped += token[k];
+        }
+      }
+      if (cur->is_object() && cur->contains(unescaped)) {
+        cur = &(*cur)[unescaped];
+      } else if (cur->is_array() && !unescaped.empty() &&
+                 unescaped.find_first_not_of("0123456789") == std::string::npos &&
+                 std::stoul(unescaped) < cur->size()) {
+        cur = &(*cur)[std::stoul(unescaped)];
+      } else {
+        return Err(path, "$ref '" + ref + "' does not resolve");
+      }
+      i = j;
+    }
+    return cur;
+  }
+
+  StatusOr<int> RefRule(const std::string& ref, const std::string& path) {
+    auto it = ref_rules_.find(ref);
+    if (it != ref_rules_.end()) return it->second;
+    KILN_ASSIGN_OR_RETURN(const Json* target, Resolve(ref, path));
+    int id = g_.AddRule("ref" + std::to_string(ref_rules_.size()));
+    ref_rules_[ref] = id;
+    if (++depth_ > 200) return Err(path, "schema nesting too deep");
+    KILN_ASSIGN_OR_RETURN(ExprPtr body, Convert(*target, ref));
+    --depth_;
+    g_.rules[id].body = body;
+    return id;
+  }
+
+  // allOf: merges `b` into `a` (objects keyword by keyword).
+  Status Merge(Json* a, const Json& b_in, const std::string& path, int depth = 0) {
+    if (depth > 32) return Err(path, "allOf nesting too deep");
+    if (b_in.is_boolean()) {
+      if (b_in.get<bool>()) return Status::Ok();
+      (*a)["not_satisfiable"] = true;
+      return Status::Ok();
+    }
+    if (!b_in.is_object()) return Err(path, "allOf member is not a schema object");
+    Json b = b_in;
+    if (b.contains("$ref")) {
+      KILN_ASSIGN_OR_RETURN(const Json* target, Resolve(b["$ref"].get<std::string>(), path));
+      b.erase("$ref");
+      KILN_RETURN_IF_ERROR(Merge(a, *target, path, depth + 1));
+    }
+    if (b.contains("allOf")) {
+      Json members = b["allOf"];
+      b.erase("allOf");
+      if (!members.is_array()) return Err(path, "allOf must be an array");
+      for (const auto& m : members) KILN_RETURN_IF_ERROR(Merge(a, m, path, depth + 1));
+    }
+    for (auto& [key, value] : b.items()) {
+      if (IgnoredKeywords().count(key)) continue;
+      if (!a->contains(key)) {
+        (*a)[key] = value;
+        continue;
+      }
+      Json& av = (*a)[key];
+      if (av == value) continue;
+      if (key == "properties") {
+        for (auto& [pk, pv] : value.items()) {
+          if (!av.contains(pk)) {
+            av[pk] = pv;
+          } else if (av[pk] != pv) {
+            av[pk] = Json{{"allOf", Json::array({av[pk], pv})}};
+          }
+        }
+      } else if (key == "required") {
+        for (const auto& r : value) {
+          if (std::find(av.begin(), av.end(), r) == av.end()) av.push_back(r);
+        }
+      } else if (key == "additionalProperties" && (av == false || value == false)) {
+        av = false;
+      } else if (key == "type") {
+        Json ta = av.is_array() ? av : Json::array({av});
+        Json tb = value.is_array() ? value : Json::array({value});
+        Json both = Json::array();
+        for (const auto& t : ta) {
+          if (std::find(tb.begin(), tb.end(), t) != tb.end() ||
+              (t == "number" && std::find(tb.begin(), tb.end(), "integer") != tb.end())) {
+            both.push_back(t == "number" && std::find(tb.begin(), tb.end(), "number") == tb.end()
+                               ? Json("integer")
+                               : t);
+          } else if (t == "integer" && std::find(tb.begin(), tb.end(), "number") != tb.end()) {
+            both.push_back(t);
+          }
+        }
+        if (both.empty()) return Err(path, "allOf: the types do not intersect");
+        av = both.size() == 1 ? both[0] : both;
+      } else if (key == "minimum" || key == "exclusiveMinimum" || key == "minLength" ||
+                 key == "minItems") {
+        if (value.is_number() && av.is_number() && value.get<double>() > av.get<double>()) av = value;
+      } else if (key == "maximum" || key == "exclusiveMaximum" || key == "maxLength" ||
+                 key == "maxItems") {
+        if (value.is_number() && av.is_number() && value.get<double>() < av.get<double>()) av = value;
+      } else {
+        return Err(path, "allOf: conflicting '" + key + "' is not supported");
+      }
+    }
+    return Status::Ok();
+  }
+
+  StatusOr<ExprPtr> Convert(const Json& schema, const std::string& path) {
+    if (++depth_ > 200) return Err(path, "schema nesting too deep");
+    auto result = ConvertImpl(schema, path);
+    --depth_;
+    return result;
+  }
+
+  StatusOr<ExprPtr> ConvertImpl(const Json& schema, const std::string& path) {
+    if (schema.is_boolean()) return schema.get<bool>() ? Ref(AnyValueRule()) : Nothing();
+    if (!schema.is_object()) return Err(path, "a schema must be an object or a boolean");
+    for (auto& [key, value] : schema.items()) {
+      if (IgnoredKeywords().count(key)) continue;
+      if (key == "not_satisfiable") return Nothing();
+      if (!SupportedKeywords().count(key)) {
+        return Err(path, "unsupported keyword '" + key + "'");
+      }
+    }
+    if (schema.contains("uniqueItems") && schema["uniqueItems"] != false) {
+      return Err(path, "unsupported keyword 'uniqueItems' (true)");
+    }
+    // Combinators with sibling keywords: siblings apply to every branch (allOf semantics).
+    Json siblings = Json::object();
+    for (auto& [key, value] : schema.items()) {
+      if (key != "anyOf" && key != "oneOf" && key != "allOf" && key != "$ref" &&
+          !IgnoredKeywords().count(key)) {
+        siblings[key] = value;
+      }
+    }
+    if (schema.contains("allOf") || (schema.contains("$ref") && !siblings.empty())) {
+      Json merged = Json::object();
+      Json rest = schema;
+      KILN_RETURN_IF_ERROR(Merge(&merged, rest, path));
+      return Convert(merged, path + "/allOf");
+    }
+    if (schema.contains("$ref")) {
+      if (!schema["$ref"].is_string()) return Err(path, "$ref must be a string");
+      if (schema.contains("anyOf") || schema.contains("oneOf")) {
+        Json merged = Json::object();
+        KILN_RETURN_IF_ERROR(Merge(&merged, Json{{"$ref", schema["$ref"]}}, path));
+        Json rest = schema;
+        rest.erase("$ref");
+        for (auto& [k, v] : merged.items()) rest[k] = v;
+        return Convert(rest, path);
+      }
+      KILN_ASSIGN_OR_RETURN(int rule, RefRule(schema["$ref"].get<std::string>(), path));
+      return Ref(rule);
+    }
+    for (const char* comb : {"anyOf", "oneOf"}) {
+      if (!schema.contains(comb)) continue;
+      const Json& branches = schema[comb];
+      if (!branches.is_array() || branches.empty()) {
+        return Err(path, std::string(comb) + " must be a non-empty array");
+      }
+      std::vector<ExprPtr> alts;
+      for (size_t i = 0; i < branches.size(); ++i) {
+        std::string bp = path + "/" + comb + "/" + std::to_string(i);
+        if (siblings.empty()) {
+          KILN_ASSIGN_OR_RETURN(ExprPtr e, Convert(branches[i], bp));
+          alts.push_back(e);
+        } else {
+          Json merged = siblings;
+          KILN_RETURN_IF_ERROR(Merge(&merged, branches[i], bp));
+          KILN_ASSIGN_OR_RETURN(ExprPtr e, Convert(merged, bp));
+          alts.push_back(e);
+        }
+      }
+      return Alt(std::move(alts));
+    }
+    if (schema.contains("const")) return Literal(schema["const"].dump());
+    if (schema.contains("enum")) {
+      if (!schema["enum"].is_array()) return Err(path, "enum must be an array");
+      std::vector<ExprPtr> alts;
+      for (const auto& v : schema["enum"]) alts.push_back(Literal(v.dump()));
+      return Alt(std::move(alts));
+    }
+    std::vector<std::string> types;
+    if (schema.contains("type")) {
+      const Json& t = schema["type"];
+      if (t.is_string()) {
+        types.push_back(t.get<std::string>());
+      } else if (t.is_array()) {
+        for (const auto& x : t) {
+          if (!x.is_string()) return Err(path, "type entries must be strings");
+          types.push_back(x.get<std::string>());
+        }
+      } else {
+        return Err(path, "type must be a string or an array");
+      }
+    } else {
+      auto has = [&](std::initializer_list<const char*> keys) {
+        for (const char* k : keys) {
+          if (schema.contains(k)) return true;
+        }
+        return false;
+      };
+      if (has({"properties", "required", "additionalProperties"})) types.push_back("object");
+      if (has({"items", "prefixItems", "minItems", "maxItems", "additionalItems"})) {
+        types.push_back("array");
+      }
+      if (has({"minLength", "maxLength", "pattern", "format"})) types.push_back("string");
+      if (has({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})) {
+        types.push_back("number");
+      }
+      if (types.empty()) return Ref(AnyValueRule());
+    }
+    if (schema.value("nullable", false)) types.push_back("null");
+    std::vector<ExprPtr> alts;
+    for (const auto& t : types) {
+      KILN_ASSIGN_OR_RETURN(ExprPtr e, TypeExpr(t, schema, path));
+      alts.push_back(e);
+    }
+    return Alt(std::move(alts));
+  }
+
+  StatusOr<ExprPtr> TypeExpr(const std::string& type, const Json& s, const std::string& path) {
+    if (type == "null") return Literal("null");
+    if (type == "boolean") return Alt({Literal("true"), Literal("false")});
+    if (type == "integer" || type == "number") {
+      Bounds b;
+      auto num = [&](const char* key) -> StatusOr<std::optional<double>> {
+        if (!s.contains(key)) return std::optional<double>();
+        if (s[key].is_boolean()) return std::optional<double>();  // draft-4 exclusive flags
+        if (!s[key].is_number()) return Err(path, std::string(key) + " must be a number");
+        return std::optional<double>(s[key].get<double>());
+      };
+      KILN_ASSIGN_OR_RETURN(std::optional<double> mn, num("minimum"));
+      KILN_ASSIGN_OR_RETURN(std::optional<double> mx, num("maximum"));
+      KILN_ASSIGN_OR_RETURN(std::optional<double> emn, num("exclusiveMinimum"));
+      KILN_ASSIGN_OR_RETURN(std::optional<double> emx, num("exclusiveMaximum"));
+      b.lo = mn;
+      b.hi = mx;
+      if (s.contains("exclusiveMinimum") && s["exclusiveMinimum"] == true) b.lo_exclusive = true;
+      if (s.contains("exclusiveMaximum") && s["exclusiveMaximum"] == true) b.hi_exclusive = true;
+      if (emn && (!b.lo || *emn >= *b.lo)) {
+        b.lo = emn;
+        b.lo_exclusive = true;
+      }
+      if (emx && (!b.hi || *emx <= *b.hi)) {
+        b.hi = emx;
+        b.hi_exclusive = true;
+      }
+      return NumberExpr(b, type == "integer");
+    }
+    if (type == "string") return StringExpr(s, path);
+    if (type == "array") return ArrayExpr(s, path);
+    if (type == "object") return ObjectExpr(s, path);
+    return Err(path, "unknown type '" + type + "'");
+  }
+
+  StatusOr<int> IntKeyword(const Json& s, const char* key, int dflt, int limit,
+                           const std::string& path) {
+    if (!s.contains(key)) return dflt;
+    if (!s[key].is_number_integer() || s[key].get<int64_t>() < 0) {
+      return Err(path, std::string(key) + " must be a non-negative integer");
+    }
+    int64_t v = s[key].get<int64_t>();
+    if (v > limit) {
+      return Err(path, std::string(key) + " " + std::to_string(v) + " above the supported " +
+                           std::to_string(limit));
+    }
+    return static_cast<int>(v);
+  }
+
+  StatusOr<ExprPtr> StringExpr(const Json& s, const std::string& path) {
+    bool has_len = s.contains("minLength") || s.contains("maxLength");
+    int min_len = 0, max_len = -1;
+    if (s.contains("minLength")) {
+      KILN_ASSIGN_OR_RETURN(min_len, IntKeyword(s, "minLength", 0, kMaxStringLength, path));
+    }
+    if (s.contains("maxLength")) {
+      if (s["maxLength"].is_number_integer() && s["maxLength"].get<int64_t>() > kMaxStringLength &&
+          !s.contains("minLength")) {
+        max_len = -1;  // a generous cap above the supported count: enforced below by rejecting
+        return Err(path, "maxLength " + s["maxLength"].dump() + " above the supported " +
+                             std::to_string(kMaxStringLength));
+      }
+      KILN_ASSIGN_OR_RETURN(max_len, IntKeyword(s, "maxLength", -1, kMaxStringLength, path));
+    }
+    if (s.contains("format")) {
+      if (!s["format"].is_string()) return Err(path, "format must be a string");
+      std::string f = s["format"].get<std::string>();
+      auto e = FormatExpr(f);
+      if (!e) return Err(path, "unsupported format '" + f + "'");
+      if (has_len || s.contains("pattern")) {
+        return Err(path, "format combined with minLength/maxLength/pattern is not supported");
+      }
+      return Seq({Literal("\""), *e, Literal("\"")});
+    }
+    if (s.contains("pattern")) {
+      if (!s["pattern"].is_string()) return Err(path, "pattern must be a string");
+      if (has_len) return Err(path, "pattern combined with minLength/maxLength is not supported");
+      auto r = ParseRegex(s["pattern"].get<std::string>(), RegexMode::kJsonString);
+      if (!r.ok()) return Err(path, "pattern: " + r.status().message());
+      std::vector<ExprPtr> seq{Literal("\"")};
+      if (!r->anchored_start) seq.push_back(Star(JsonStringChar()));
+      seq.push_back(r->expr);
+      if (!r->anchored_end) seq.push_back(Star(JsonStringChar()));
+      seq.push_back(Literal("\""));
+      return Ref(NewRule("pattern", Seq(std::move(seq))));
+    }
+    if (!has_len) return Ref(StringRule());
+    if (max_len >= 0 && max_len < min_len) return Nothing();
+    std::string key = std::to_string(min_len) + ":" + std::to_string(max_len);
+    auto it = length_rules_.find(key);
+    if (it != length_rules_.end()) return Ref(it->second);
+    int id = NewRule("string_" + key, Seq({Literal("\""), Repeat(JsonStringChar(), min_len, max_len),
+                                           Literal("\"")}));
+    length_rules_[key] = id;
+    return Ref(id);
+  }
+
+  StatusOr<ExprPtr> ArrayExpr(const Json& s, const std::string& path) {
+    KILN_ASSIGN_OR_RETURN(int min_items, IntKeyword(s, "minItems", 0, kMaxArrayItems, path));
+    int max_items = -1;
+    if (s.contains("maxItems")) {
+      if (s["maxItems"].is_number_integer() && s["maxItems"].get<int64_t>() > kMaxArrayItems) {
+        max_items = -1;  // above the expansion limit: treated as unbounded only if no min needs it
+        return Err(path, "maxItems " + s["maxItems"].dump() + " above the supported " +
+                             std::to_string(kMaxArrayItems));
+      }
+      KILN_ASSIGN_OR_RETURN(max_items, IntKeyword(s, "maxItems", -1, kMaxArrayItems, path));
+    }
+    std::vector<ExprPtr> prefix;
+    const Json* prefix_json = nullptr;
+    const Json* rest_json = nullptr;  // schema of items after the prefix; null = any
+    bool rest_forbidden = false;
+    if (s.contains("prefixItems")) {
+      prefix_json = &s["prefixItems"];
+      if (s.contains("items")) {
+        if (s["items"] == false) {
+          rest_forbidden = true;
+        } else {
+          rest_json = &s["items"];
+        }
+      }
+    } else if (s.contains("items") && s["items"].is_array()) {
+      prefix_json = &s["items"];
+      if (s.contains("additionalItems")) {
+        if (s["additionalItems"] == false) {
+          rest_forbidden = true;
+        } else {
+          rest_json = &s["additionalItems"];
+        }
+      }
+    } else if (s.contains("items")) {
+      if (s["items"] == false) {
+        rest_forbidden = true;
+      } else {
+        rest_json = &s["items"];
+      }
+    }
+    if (prefix_json) {
+      if (!prefix_json->is_array()) return Err(path, "prefixItems must be an array");
+      for (size_t i = 0; i < prefix_json->size(); ++i) {
+        KILN_ASSIGN_OR_RETURN(ExprPtr e,
+                              Convert((*prefix_json)[i], path + "/prefixItems/" + std::to_string(i)));
+        prefix.push_back(e);
+      }
+    }
+    ExprPtr rest;
+    if (!rest_forbidden) {
+      if (rest_json) {
+        KILN_ASSIGN_OR_RETURN(rest, Convert(*rest_json, path + "/items"));
+      } else {
+        rest = Ref(AnyValueRule());
+      }
+    }
+    const int k = static_cast<int>(prefix.size());
+    if (rest_forbidden) max_items = max_items < 0 ? k : std::min(max_items, k);
+    if (max_items >= 0 && max_items < min_items) return Nothing();
+    ExprPtr sep = Seq({Ws(), Literal(","), Ws()});
+    // Items k+1.. (all `rest`), given that `done` items precede: sep-separated repetitions.
+    auto tail_after = [&](int done) -> ExprPtr {
+      if (!rest) return Empty();
+      int lo = std::max(0, min_items - done);
+      int hi = max_items < 0 ? -1 : max_items - done;
+      if (hi == 0) return Empty();
+      return Repeat(Seq({sep, rest}), lo, hi);
+    };
+    // Builds items i.. (0-based) given i items precede (i >= 1).
+    std::function<ExprPtr(int)> after = [&](int i) -> ExprPtr {
+      if (max_items >= 0 && i >= max_items) return Empty();
+      if (i >= k) return tail_after(i);
+      ExprPtr next = Seq({sep, prefix[i], after(i + 1)});
+      return i < min_items ? next : Opt(next);
+    };
+    ExprPtr items;
+    if (max_items == 0) {
+      items = Empty();
+    } else {
+      ExprPtr first = k > 0 ? prefix[0] : rest;
+      if (!first) {
+        items = Empty();
+      } else {
+        ExprPtr nonempty = Seq({first, after(1)});
+        items = min_items >= 1 ? nonempty : Opt(nonempty);
+      }
+    }
+    std::string name = "array" + std::to_string(g_.rules.size());
+    return Ref(NewRule(name, Seq({Literal("["), Ws(), items, Ws(), Literal("]")})));
+  }
+
+  // Content bytes of JSON strings different from every key in `keys` (encoded forms, no quotes).
+  ExprPtr KeyExcluding(const std::vector<std::string>& keys) {
+    bool ascii_only = true;
+    for (const auto& k : keys) {
+      for (char c : k) {
+        uint8_t b = static_cast<uint8_t>(c);
+        if (b >= 0x80 || c == '\\') ascii_only = false;
+      }
+    }
+    std::bitset<256> plain;
+    for (int c = 0x20; c < 0x80; ++c) {
+      if (c != '"' && c != '\\') plain.set(c);
+    }
+    // Extra keys never use escapes, so their encoding is unique; with non-ASCII listed keys they
+    // are plain ASCII only (then they can equal only ASCII keys, which the trie excludes).
+    ExprPtr non_ascii = ascii_only ? Utf8Class({{0x80, 0x10FFFF}}) : Nothing();
+    ExprPtr atom = Alt({Bytes(plain), non_ascii});
+    std::vector<std::string> trie_keys;
+    for (const auto& k : keys) {
+      bool plain_key = true;
+      for (char c : k) plain_key &= plain.test(static_cast<uint8_t>(c));
+      if (plain_key) trie_keys.push_back(k);
+    }
+    std::function<ExprPtr(const std::string&)> build = [&](const std::string& prefix) -> ExprPtr {
+      std::bitset<256> children;
+      bool is_key = false;
+      for (const auto& k : trie_keys) {
+        if (k.compare(0, prefix.size(), prefix) != 0) continue;
+        if (k.size() == prefix.size()) {
+          is_key = true;
+        } else {
+          children.set(static_cast<uint8_t>(k[prefix.size()]));
+        }
+      }
+      std::vector<ExprPtr> alts;
+      if (!is_key) alts.push_back(Empty());
+      alts.push_back(Seq({Alt({Bytes(plain & ~children), non_ascii}), Star(atom)}));
+      for (int c = 0; c < 256; ++c) {
+        if (children.test(c)) {
+          alts.push_back(Seq({ByteRange(c, c), build(prefix + static_cast<char>(c))}));
+        }
+      }
+      return Alt(std::move(alts));
+    };
+    return build("");
+  }
+
+  StatusOr<ExprPtr> ObjectExpr(const Json& s, const std::string& path) {
+    struct Prop {
+      std::string key;
+      ExprPtr value;
+      bool required;
+    };
+    std::vector<Prop> props;
+    std::set<std::string> required;
+    if (s.contains("required")) {
+      if (!s["required"].is_array()) return Err(path, "required must be an array");
+      for (const auto& r : s["required"]) {
+        if (!r.is_string()) return Err(path, "required entries must be strings");
+        required.insert(r.get<std::string>());
+      }
+    }
+    std::set<std::string> listed;
+    if (s.contains("properties")) {
+      if (!s["properties"].is_object()) return Err(path, "properties must be an object");
+      for (auto& [key, sub] : s["properties"].items()) {
+        KILN_ASSIGN_OR_RETURN(ExprPtr v, Convert(sub, path + "/properties/" + key));
+        bool req = required.count(key) > 0;
+        if (v->kind == Expr::Kind::kNothing) {
+          if (req) return Nothing();
+          continue;  // a property that can have no value is simply absent
+        }
+        props.push_back({key, v, req});
+        listed.insert(key);
+      }
+    }
+    // Additional properties: schema (null when forbidden).
+    ExprPtr extra_value;
+    if (!s.contains("additionalProperties") || s["additionalProperties"] == false) {
+      extra_value = nullptr;
+    } else {
+      KILN_ASSIGN_OR_RETURN(extra_value,
+                            Convert(s["additionalProperties"], path + "/additionalProperties"));
+      if (extra_value->kind == Expr::Kind::kNothing) extra_value = nullptr;
+    }
+    // Required keys not among the properties take the additionalProperties schema.
+    for (const auto& r : required) {
+      if (listed.count(r)) continue;
+      if (!extra_value) {
+        return Err(path, "required property '" + r + "' is not allowed by the schema");
+      }
+      props.push_back({r, extra_value, true});
+      listed.insert(r);
+    }
+    auto key_lit = [](const std::string& key) { return Literal(Json(key).dump()); };
+    ExprPtr colon = Seq({Ws(), Literal(":"), Ws()});
+    ExprPtr sep = Seq({Ws(), Literal(","), Ws()});
+    std::vector<ExprPtr> pexpr;
+    for (const auto& p : props) pexpr.push_back(Seq({key_lit(p.key), colon, p.value}));
+    ExprPtr extra;
+    if (extra_value) {
+      std::vector<std::string> encoded;
+      for (const auto& k : listed) {
+        std::string d = Json(k).dump();
+        encoded.push_back(d.substr(1, d.size() - 2));
+      }
+      ExprPtr key = listed.empty() ? Ref(StringRule())
+                                   : Seq({Literal("\""), KeyExcluding(encoded), Literal("\"")});
+      extra = Seq({key, colon, extra_value});
+    }
+    const int n = static_cast<int>(props.size());
+    // rest[i]: properties i.. each preceded by a separator, then extras.
+    std::vector<ExprPtr> rest(n + 1);
+    rest[n] = extra ? Star(Seq({sep, extra})) : Empty();
+    for (int i = n - 1; i >= 0; --i) {
+      ExprPtr one = Seq({sep, pexpr[i]});
+      rest[i] = Seq({props[i].required ? one : Opt(one), rest[i + 1]});
+    }
+    std::vector<ExprPtr> firsts;
+    bool all_optional = true;
+    for (int i = 0; i < n; ++i) {
+      firsts.push_back(Seq({pexpr[i], rest[i + 1]}));
+      if (props[i].required) {
+        all_optional = false;
+        break;
+      }
+    }
+    if (all_optional) {
+      if (extra) firsts.push_back(Seq({extra, Star(Seq({sep, extra}))}));
+      firsts.push_back(Empty());
+    }
+    std::string name = "object" + std::to_string(g_.rules.size());
+    return Ref(NewRule(name, Seq({Literal("{"), Ws(), Alt(std::move(firsts)), Ws(), Literal("}")})));
+  }
+
+  const Json& root_;
+  Grammar g_;
+  int string_rule_ = -1;
+  int any_value_rule_ = -1;
+  int any_object_rule_ = -1;
+  int depth_ = 0;
+  std::map<std::string, int> ref_rules_;
+  std::map<std::string, int> length_rules_;
+};
+
+}  // namespace
+
+StatusOr<Grammar> JsonSchemaToGrammar(std::string_view schema_json) {
+  Json schema = Json::parse(schema_json, nullptr, /*allow_exceptions=*/false);
+  if (schema.is_discarded()) return Status::InvalidArgument("json_schema: not valid JSON");
+  return Converter(schema).Run();
+}
+
+Grammar AnyJsonObjectGrammar() {
+  static const Json kEmpty = Json::object();
+  return Converter(kEmpty).AnyObject();
+}
+
+}  // namespace kiln::structured

@@ -1,0 +1,35 @@
+// JSON Schema (the structured-output subset) → Grammar over the JSON text.
+//
+// Supported: type (single, unions, "null"), properties / required / additionalProperties
+// (false / true / schema), items (schema, false, or a draft-07 tuple array) / prefixItems /
+// additionalItems / minItems / maxItems, enum, const, anyOf, oneOf (as anyOf: branches are assumed
+// disjoint), allOf (merged: objects, or compatible keywords), $ref / $defs / definitions (local
+// JSON pointers, recursion allowed), string minLength / maxLength / pattern / format (date, time,
+// date-time, email, uuid, ipv4), integer / number minimum / maximum / exclusiveMinimum /
+// exclusiveMaximum (integers exactly within ±10^15; numbers by a sound digit automaton: integers in
+// range plus decimals I.F whose whole interval (I, I+1) lies in range), nullable (OpenAPI).
+// Ignored (annotations): title, description, default, examples, $schema, $id, $comment,
+// deprecated, readOnly, writeOnly, contentEncoding, contentMediaType, uniqueItems: false.
+// Anything else is InvalidArgument naming the keyword and where it is.
+//
+// Output shape: properties appear in schema order (required ones always, optional ones may be
+// skipped), extra properties (when allowed) after them with keys different from the listed ones;
+// whitespace between tokens is at most one space, or a newline followed by at most 8 spaces.
+// Unbounded integers have at most 15 digits, fractions at most 16, exponents at most 3.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <string_view>
+
+#include "kiln/status.h"
+#include "structured/grammar.h"
+
+namespace kiln::structured {
+
+StatusOr<Grammar> JsonSchemaToGrammar(std::string_view schema_json);
+
+// Any JSON object (response_format json_object).
+Grammar AnyJsonObjectGrammar();
+
+}  // namespace kiln::structured
