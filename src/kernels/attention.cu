@@ -1,6 +1,8 @@
 #include "kernels/attention.h"
 #include "kernels/attention_variants.h"
+#include "kernels/attention_decode.cuh"
 #include "kernels/attention_prefill.cuh"
+#include "kernels/attention_prefill_sm90.cuh"
 #include "kernels/attention_rows.cuh"
 
 namespace kiln::kernels {
@@ -8,6 +10,7 @@ namespace {
 
 constexpr int kPrefillWarps = 8;
 constexpr int kPrefillBlockN = 64;
+constexpr int kSm90BlockN = 128;  // wgmma kernel (head_dim 128)
 
 int Log2(int v) {
   int r = 0;
@@ -73,9 +76,47 @@ cudaError_t LaunchRows(const PagedAttentionParams<T>& p, int max_q_len, int log2
   return cudaGetLastError();
 }
 
+template <int D>
+cudaError_t LaunchDecode(const PagedAttentionParams<__nv_bfloat16>& p, int max_q_len,
+                         int log2_bs, int sm_count, cudaStream_t stream) {
+  using Cfg = DecodeConfig<D>;
+  const int splits = ChooseSplits(p, p.num_tokens, sm_count);
+  auto kernel = PagedAttentionDecodeKernel<D>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(Cfg::kSmemBytes));
+  if (err != cudaSuccess) return err;
+  RowsSplitWorkspace ws;
+  if (splits > 1) ws = CarveWorkspace(p.workspace, p.num_tokens, p.num_heads, p.head_dim, splits);
+  const dim3 grid(p.num_tokens, p.num_kv_heads, splits);
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, ws, max_q_len, log2_bs);
+  err = cudaGetLastError();
+  if (err != cudaSuccess || splits == 1) return err;
+  AttentionCombineKernel<__nv_bfloat16>
+      <<<dim3(p.num_tokens, p.num_heads), D, 0, stream>>>(p, ws, max_q_len, splits);
+  return cudaGetLastError();
+}
+
+template <typename T>
+bool DecodeTensorCoresApply(const PagedAttentionParams<T>& p) {
+  if constexpr (!std::is_same_v<T, __nv_bfloat16>) {
+    return false;
+  } else {
+    return (p.head_dim == 64 || p.head_dim == 128) &&
+           p.num_heads / p.num_kv_heads <= DecodeConfig<64>::kMaxGroupSize &&
+           reinterpret_cast<uintptr_t>(p.q) % 16 == 0;
+  }
+}
+
+// Short query runs (decode): the tensor-core decode kernel where it applies, else the rows kernel.
 template <typename T>
 cudaError_t DispatchRows(const PagedAttentionParams<T>& p, int max_q_len, int log2_bs,
-                         int sm_count, cudaStream_t stream) {
+                         int sm_count, cudaStream_t stream, bool allow_tensor_cores = true) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    if (allow_tensor_cores && DecodeTensorCoresApply(p)) {
+      return p.head_dim == 64 ? LaunchDecode<64>(p, max_q_len, log2_bs, sm_count, stream)
+                              : LaunchDecode<128>(p, max_q_len, log2_bs, sm_count, stream);
+    }
+  }
   switch (p.head_dim) {
     case 8: return LaunchRows<T, 8>(p, max_q_len, log2_bs, sm_count, stream);
     case 16: return LaunchRows<T, 16>(p, max_q_len, log2_bs, sm_count, stream);
@@ -94,6 +135,19 @@ cudaError_t LaunchPrefill(const PagedAttentionParams<__nv_bfloat16>& p, int min_
                           int log2_bs, cudaStream_t stream) {
   using Cfg = PrefillConfig<D, kWarps, kBlockN>;
   auto kernel = PagedAttentionPrefillKernel<D, kWarps, kBlockN>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(Cfg::kSmemBytes));
+  if (err != cudaSuccess) return err;
+  const dim3 grid((p.max_seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.num_heads, p.num_seqs);
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, min_q_len, log2_bs);
+  return cudaGetLastError();
+}
+
+template <int kBlockN>
+cudaError_t LaunchPrefillSm90(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len,
+                              int log2_bs, cudaStream_t stream) {
+  using Cfg = Sm90PrefillConfig<kBlockN>;
+  auto kernel = PagedAttentionPrefillSm90Kernel<kBlockN>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(Cfg::kSmemBytes));
   if (err != cudaSuccess) return err;
@@ -125,7 +179,20 @@ cudaError_t PagedAttentionPrefillVariant(const PagedAttentionParams<__nv_bfloat1
   if (warps == 8 && block_n == 64) return LaunchPrefill<128, 8, 64>(p, 1, log2_bs, stream);
   if (warps == 4 && block_n == 128) return LaunchPrefill<128, 4, 128>(p, 1, log2_bs, stream);
   if (warps == 8 && block_n == 32) return LaunchPrefill<128, 8, 32>(p, 1, log2_bs, stream);
+  if (warps == -1 && block_n == 64) return LaunchPrefillSm90<64>(p, 1, log2_bs, stream);
+  if (warps == -1 && block_n == 128) return LaunchPrefillSm90<128>(p, 1, log2_bs, stream);
   return cudaErrorInvalidValue;
+}
+
+cudaError_t PagedAttentionDecodeVariant(const PagedAttentionParams<__nv_bfloat16>& p,
+                                        bool tensor_cores, cudaStream_t stream) {
+  int device = 0, sm_count = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) {
+    err = cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
+  }
+  if (err != cudaSuccess) return err;
+  return DispatchRows(p, 1 << 30, Log2(p.block_size), sm_count, stream, tensor_cores);
 }
 
 size_t PagedAttentionWorkspaceSize(int num_tokens, int num_heads, int head_dim, int num_kv_splits) {
@@ -152,8 +219,9 @@ cudaError_t PagedAttention(const PagedAttentionParams<T>& p, cudaStream_t stream
 
   if (PrefillApplies(p)) {
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-      err = p.head_dim == 64 ? LaunchPrefill<64>(p, kDecodeMaxQueryLen + 1, log2_bs, stream)
-                             : LaunchPrefill<128>(p, kDecodeMaxQueryLen + 1, log2_bs, stream);
+      err = p.head_dim == 64
+                ? LaunchPrefill<64>(p, kDecodeMaxQueryLen + 1, log2_bs, stream)
+                : LaunchPrefillSm90<kSm90BlockN>(p, kDecodeMaxQueryLen + 1, log2_bs, stream);
       if (err != cudaSuccess) return err;
     }
     // Rows kernel for the short-query sequences of a mixed batch (exits at once for the others).

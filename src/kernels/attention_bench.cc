@@ -14,6 +14,7 @@
 #include <functional>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/attention.h"
@@ -134,13 +135,24 @@ void MakeBatch(int num_seqs, int seq_len, int q_len, std::mt19937& rng, Batch* b
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  // --profile: run the dispatcher's prefill and decode once each (for ncu), no timing.
+  const bool profile = argc > 1 && std::string(argv[1]) == "--profile";
   int device = 0;
   CHECK_CUDA(cudaGetDevice(&device));
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, device));
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
   std::mt19937 rng(7);
+  if (profile) {
+    Batch prefill, decode;
+    MakeBatch(1, 8192, 8192, rng, &prefill);
+    MakeBatch(64, 2000, 1, rng, &decode);
+    CHECK_CUDA(kiln::kernels::PagedAttention(prefill.params, nullptr));
+    CHECK_CUDA(kiln::kernels::PagedAttention(decode.params, nullptr));
+    CHECK_CUDA(cudaDeviceSynchronize());
+    return 0;
+  }
 
   // 1. Copy bandwidth.
   const size_t copy_bytes = size_t{1} << 30;
@@ -169,7 +181,9 @@ int main() {
     const Variant variants[] = {{"mma.sync 4 warps, BlockM 64, BlockN 64", 4, 64},
                                 {"mma.sync 8 warps, BlockM 128, BlockN 64", 8, 64},
                                 {"mma.sync 4 warps, BlockM 64, BlockN 128", 4, 128},
-                                {"mma.sync 8 warps, BlockM 128, BlockN 32", 8, 32}};
+                                {"mma.sync 8 warps, BlockM 128, BlockN 32", 8, 32},
+                                {"wgmma 2 warpgroups, BlockM 128, BlockN 64", -1, 64},
+                                {"wgmma 2 warpgroups, BlockM 128, BlockN 128", -1, 128}};
     for (const Variant& v : variants) {
       const double ms = MedianMs(
           [&] {
@@ -194,16 +208,40 @@ int main() {
     const int batch = 64, ctx = 2000;
     MakeBatch(batch, ctx, 1, rng, &b);
     const double bytes = 2.0 * batch * ctx * 4 * 128 * 2 + 2.0 * batch * 28 * 128 * 2;
-    for (int splits : {0, 1, 2, 4, 8, 16}) {
-      b.params.num_kv_splits = splits;
-      const double ms =
-          MedianMs([&] { CHECK_CUDA(kiln::kernels::PagedAttention(b.params, nullptr)); }, 3, 20);
-      char name[64];
-      std::snprintf(name, sizeof(name), "rows kernel, splits %s%d", splits == 0 ? "auto " : "",
-                    splits);
+    auto row = [&](const char* name, double ms) {
       std::printf("%-44s %10.1f %12.0f %6.0f%%\n", name, ms * 1e3, bytes / (ms * 1e-3) / 1e9,
                   100.0 * bytes / (ms * 1e-3) / 1e9 / copy_gbs);
+    };
+    for (bool tensor_cores : {true, false}) {
+      for (int splits : {0, 1, 2, 4, 8, 16}) {
+        if (!tensor_cores && splits != 0) continue;
+        b.params.num_kv_splits = splits;
+        const double ms = MedianMs(
+            [&] {
+              CHECK_CUDA(kiln::kernels::PagedAttentionDecodeVariant(b.params, tensor_cores,
+                                                                    nullptr));
+            },
+            3, 20);
+        char name[64];
+        std::snprintf(name, sizeof(name), "%s, splits %s%d",
+                      tensor_cores ? "mma.sync decode" : "CUDA-core rows", splits == 0 ? "auto " : "",
+                      splits);
+        row(name, ms);
+      }
     }
+    b.params.num_kv_splits = 0;
+    row("PagedAttention (dispatcher)",
+        MedianMs([&] { CHECK_CUDA(kiln::kernels::PagedAttention(b.params, nullptr)); }, 3, 20));
+  }
+  {
+    Batch b;
+    const int batch = 1, ctx = 32768;
+    MakeBatch(batch, ctx, 1, rng, &b);
+    const double bytes = 2.0 * batch * ctx * 4 * 128 * 2;
+    const double ms =
+        MedianMs([&] { CHECK_CUDA(kiln::kernels::PagedAttention(b.params, nullptr)); }, 3, 20);
+    std::printf("%-44s %10.1f %12.0f %6.0f%%\n", "decode 1 x 32768 (dispatcher)", ms * 1e3,
+                bytes / (ms * 1e-3) / 1e9, 100.0 * bytes / (ms * 1e-3) / 1e9 / copy_gbs);
   }
   std::printf("\ncopy bandwidth (D2D memcpy, read + write): %.0f GB/s\n", copy_gbs);
   return 0;

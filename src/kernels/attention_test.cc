@@ -5,12 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <numeric>
 #include <random>
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/attention_variants.h"
 #include "kernels/test_util.h"
 
 namespace kiln::kernels {
@@ -33,7 +35,13 @@ struct AttentionCase {
 };
 
 template <typename T>
-void RunCase(const AttentionCase& c, std::mt19937& rng) {
+using Launcher = std::function<cudaError_t(const PagedAttentionParams<T>&)>;
+
+template <typename T>
+void RunCase(const AttentionCase& c, std::mt19937& rng,
+             Launcher<T> launch = [](const PagedAttentionParams<T>& p) {
+               return PagedAttention(p, nullptr);
+             }) {
   const int H = c.num_heads, Hkv = c.num_kv_heads, D = c.head_dim, bs = c.block_size;
   const int num_seqs = static_cast<int>(c.seqs.size());
   std::vector<int32_t> cu{0}, seq_lens;
@@ -93,7 +101,7 @@ void RunCase(const AttentionCase& c, std::mt19937& rng) {
   p.workspace = d_ws.get();
   p.workspace_size_bytes = ws_bytes;
   p.num_kv_splits = c.num_kv_splits;
-  KILN_CUDA_OK(PagedAttention(p, nullptr));
+  KILN_CUDA_OK(launch(p));
   KILN_CUDA_OK(cudaDeviceSynchronize());
 
   std::vector<double> want(static_cast<size_t>(num_tokens) * H * D);
@@ -176,6 +184,29 @@ TYPED_TEST(AttentionTest, DecodeWithForcedSplits) {
 
 TYPED_TEST(AttentionTest, LongPrefillOverPrefix) {
   RunCase<TypeParam>({4, 1, 128, 128, {{700, 1500}, {257, 257}}}, this->rng_);
+}
+
+// Every tensor-core configuration on the same batch (the dispatcher uses one of them).
+TEST(AttentionVariantsTest, EveryPrefillAndDecodeConfigurationMatches) {
+  const std::string reason = testing::GpuMissingReason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  std::mt19937 rng(99);
+  using bf16 = __nv_bfloat16;
+  const AttentionCase prefill{14, 2, 128, 16, {{300, 300}, {200, 731}, {1, 90}, {130, 130}}};
+  const int configs[][2] = {{4, 64}, {8, 64}, {4, 128}, {8, 32}, {-1, 64}, {-1, 128}};
+  for (const auto& cfg : configs) {
+    SCOPED_TRACE("prefill warps " + std::to_string(cfg[0]) + " block_n " + std::to_string(cfg[1]));
+    RunCase<bf16>(prefill, rng, [&](const PagedAttentionParams<bf16>& p) {
+      return PagedAttentionPrefillVariant(p, cfg[0], cfg[1], nullptr);
+    });
+  }
+  const AttentionCase decode{14, 2, 128, 16, {{1, 700}, {3, 90}, {1, 1}, {1, 64}}, 4};
+  for (bool tensor_cores : {true, false}) {
+    SCOPED_TRACE(tensor_cores ? "decode tensor cores" : "decode CUDA cores");
+    RunCase<bf16>(decode, rng, [&](const PagedAttentionParams<bf16>& p) {
+      return PagedAttentionDecodeVariant(p, tensor_cores, nullptr);
+    });
+  }
 }
 
 }  // namespace

@@ -124,13 +124,15 @@ __global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, Sampl
   const float* x = in.logits + static_cast<int64_t>(row) * vocab;
   float* y = probs + static_cast<int64_t>(local) * vocab;
 
-  float m = -INFINITY;
-  for (int i = threadIdx.x; i < vocab; i += kThreads) m = fmaxf(m, x[i]);
-  m = BlockMax(m, fscratch);
-  double s = 0.0;
-  for (int i = threadIdx.x; i < vocab; i += kThreads) s += exp(static_cast<double>(x[i]) - m);
-  s = BlockSumDouble(s, dscratch);
-  if (threadIdx.x == 0) lse_out[local] = m + static_cast<float>(log(s));
+  if (p.num_top_logprobs >= 0) {  // raw log-sum-exp, only when logprobs are reported
+    float m = -INFINITY;
+    for (int i = threadIdx.x; i < vocab; i += kThreads) m = fmaxf(m, x[i]);
+    m = BlockMax(m, fscratch);
+    double s = 0.0;
+    for (int i = threadIdx.x; i < vocab; i += kThreads) s += exp(static_cast<double>(x[i]) - m);
+    s = BlockSumDouble(s, dscratch);
+    if (threadIdx.x == 0) lse_out[local] = m + static_cast<float>(log(s));
+  }
 
   const uint32_t* mask = p.bitmask_offset >= 0 ? in.bitmasks + p.bitmask_offset : nullptr;
   for (int i = threadIdx.x; i < vocab; i += kThreads) {

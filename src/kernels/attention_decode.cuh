@@ -1,0 +1,271 @@
+// The tensor-core decode attention kernel (bf16, head_dim 64 or 128, GQA group <= 16): the
+// short-query counterpart of attention_prefill.cuh. See attention.h for the contract.
+//
+// Block = (query row t, KV head, KV split), 4 warps. The group's G query heads form the 16 rows
+// of the MMA A operand (rows >= G are zero), so each K/V tile is read from memory once for the
+// whole group. K/V tiles of 64 keys are gathered through the block table with cp.async, two
+// stages deep; warp w owns keys 16w..16w+15 of every tile and keeps its own online-softmax state
+// (m, l) and O accumulators; the four warps are merged through shared memory at the end. With
+// gridDim.z > 1 the block writes its unnormalized partial (O, m, l) for AttentionCombineKernel.
+#pragma once
+
+#include <math_constants.h>
+
+#include "kernels/attention.h"
+#include "kernels/attention_prefill.cuh"
+#include "kernels/attention_rows.cuh"
+#include "kernels/common.cuh"
+
+namespace kiln::kernels {
+
+template <int D>
+struct DecodeConfig {
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = 128;
+  static constexpr int kTile = 16 * kWarps;  // keys per tile
+  static constexpr int kChunks = D / 8;
+  static constexpr int kMaxGroupSize = 16;
+  static_assert(D == 64 || D == 128);
+  // Q (16 rows) + K, V × 2 stages; the final merge reuses the K/V area (4 × 16 × D floats).
+  static constexpr size_t kKvBytes = 2 * 2 * static_cast<size_t>(kTile) * D * 2;
+  static constexpr size_t kMergeBytes = static_cast<size_t>(kWarps) * 16 * D * 4;
+  static constexpr size_t kSmemBytes =
+      16 * D * 2 + (kKvBytes > kMergeBytes ? kKvBytes : kMergeBytes);
+};
+
+template <int D>
+__global__ void __launch_bounds__(128)
+    PagedAttentionDecodeKernel(PagedAttentionParams<__nv_bfloat16> p, RowsSplitWorkspace ws,
+                               int max_q_len, int log2_block_size) {
+  using Cfg = DecodeConfig<D>;
+  constexpr int kTile = Cfg::kTile;
+  constexpr int kChunks = Cfg::kChunks;
+  constexpr int kKSteps = D / 16;
+  constexpr int kDTiles = D / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  __nv_bfloat16* s_q = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  __nv_bfloat16* s_k = s_q + 16 * D;
+  __nv_bfloat16* s_v = s_k + 2 * kTile * D;
+  float* s_merge = reinterpret_cast<float*>(s_k);  // [warp][16][D], after the main loop
+  __shared__ float s_wm[Cfg::kWarps][16], s_wl[Cfg::kWarps][16];
+  __shared__ float s_row_m[16], s_row_l[16];
+
+  const int t = blockIdx.x;
+  const int kvh = blockIdx.y;
+  const int split = blockIdx.z;
+  const int num_splits = gridDim.z;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+
+  const int seq = FindSequence(p.cu_seqlens_q, p.num_seqs, t);
+  const int q_start = p.cu_seqlens_q[seq];
+  const int q_len = p.cu_seqlens_q[seq + 1] - q_start;
+  if (q_len > max_q_len) return;  // the prefill kernel owns this sequence
+  const int ctx = p.seq_lens[seq] - q_len + (t - q_start) + 1;
+  int chunk = (ctx + num_splits - 1) / num_splits;
+  chunk = (chunk + kTile - 1) / kTile * kTile;
+  const int begin = split * chunk;
+  const int end = min(ctx, begin + chunk);
+  const int G = p.num_heads / p.num_kv_heads;
+  const int h0 = kvh * G;
+
+  if (begin >= end) {
+    for (int g = tid; g < G; g += Cfg::kThreads) {
+      const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + t) * p.num_heads + h0 + g;
+      ws.m[idx] = -CUDART_INF_F;
+      ws.l[idx] = 0.0f;
+    }
+    return;
+  }
+
+  // Q rows (heads of the group) → shared memory; rows >= G zero-filled.
+  for (int i = tid; i < 16 * kChunks; i += Cfg::kThreads) {
+    const int r = i / kChunks;
+    const int c = i - r * kChunks;
+    const bool valid = r < G;
+    const __nv_bfloat16* src =
+        p.q + (valid ? t * p.q_stride + static_cast<int64_t>(h0 + r) * D + c * 8 : 0);
+    CpAsync16(SmemAddr(s_q + SwizzledOffset<kChunks>(r, c)), src, valid ? 16 : 0);
+  }
+  CpAsyncCommit();
+
+  const int32_t* block_table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+  const int block_mask = (1 << log2_block_size) - 1;
+  auto load_kv = [&](int tile, int stage) {
+    const int key0 = begin + tile * kTile;
+    for (int i = tid; i < kTile * kChunks; i += Cfg::kThreads) {
+      const int j = i / kChunks;
+      const int c = i - j * kChunks;
+      const int key = key0 + j;
+      const bool valid = key < end;
+      int64_t offset = 0;
+      if (valid) {
+        const int64_t slot =
+            static_cast<int64_t>(block_table[key >> log2_block_size]) << log2_block_size |
+            (key & block_mask);
+        offset = (slot * p.num_kv_heads + kvh) * D + c * 8;
+      }
+      const int sidx = stage * kTile * D + SwizzledOffset<kChunks>(j, c);
+      CpAsync16(SmemAddr(s_k + sidx), p.k_cache + offset, valid ? 16 : 0);
+      CpAsync16(SmemAddr(s_v + sidx), p.v_cache + offset, valid ? 16 : 0);
+    }
+  };
+  load_kv(0, 0);
+  CpAsyncCommit();
+
+  const float scale_log2 = p.scale * 1.4426950408889634f;
+  uint32_t q_frag[kKSteps][4];
+  float o_acc[kDTiles][4];
+#pragma unroll
+  for (int i = 0; i < kDTiles; ++i) o_acc[i][0] = o_acc[i][1] = o_acc[i][2] = o_acc[i][3] = 0.0f;
+  float m_lo = -CUDART_INF_F, m_hi = -CUDART_INF_F;
+  float l_lo = 0.0f, l_hi = 0.0f;
+
+  const int num_tiles = (end - begin + kTile - 1) / kTile;
+  for (int n = 0; n < num_tiles; ++n) {
+    const int stage = n & 1;
+    if (n + 1 < num_tiles) load_kv(n + 1, stage ^ 1);
+    CpAsyncCommit();
+    CpAsyncWait<1>();
+    __syncthreads();
+    if (n == 0) {
+#pragma unroll
+      for (int ks = 0; ks < kKSteps; ++ks) {
+        LdMatrixX4(q_frag[ks],
+                   SmemAddr(s_q + SwizzledOffset<kChunks>(lane & 15, 2 * ks + (lane >> 4))));
+      }
+    }
+    const int key_w = begin + n * kTile + warp * 16;  // first key of this warp's slice
+    if (key_w < end) {
+      const __nv_bfloat16* k_tile = s_k + stage * kTile * D;
+      const __nv_bfloat16* v_tile = s_v + stage * kTile * D;
+      float s_acc[2][4] = {};
+#pragma unroll
+      for (int ks = 0; ks < kKSteps; ++ks) {
+        uint32_t b[4];
+        const int r = warp * 16 + (lane & 7) + ((lane >> 4) << 3);
+        const int c = 2 * ks + ((lane >> 3) & 1);
+        LdMatrixX4(b, SmemAddr(k_tile + SwizzledOffset<kChunks>(r, c)));
+        MmaBf16(s_acc[0], q_frag[ks], b[0], b[1]);
+        MmaBf16(s_acc[1], q_frag[ks], b[2], b[3]);
+      }
+      float mx_lo = -CUDART_INF_F, mx_hi = -CUDART_INF_F;
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = key_w + i * 8 + 2 * (lane & 3) + (e & 1);
+          s_acc[i][e] = key < end ? s_acc[i][e] * scale_log2 : -CUDART_INF_F;
+        }
+        mx_lo = fmaxf(mx_lo, fmaxf(s_acc[i][0], s_acc[i][1]));
+        mx_hi = fmaxf(mx_hi, fmaxf(s_acc[i][2], s_acc[i][3]));
+      }
+      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
+      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
+      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
+      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
+      const float m_new_lo = fmaxf(m_lo, mx_lo);
+      const float m_new_hi = fmaxf(m_hi, mx_hi);
+      const float base_lo = m_new_lo == -CUDART_INF_F ? 0.0f : m_new_lo;
+      const float base_hi = m_new_hi == -CUDART_INF_F ? 0.0f : m_new_hi;
+      const float corr_lo = FastExp2(m_lo - base_lo);
+      const float corr_hi = FastExp2(m_hi - base_hi);
+      m_lo = m_new_lo;
+      m_hi = m_new_hi;
+      uint32_t p_frag[4];
+      float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float p0 = FastExp2(s_acc[i][0] - base_lo);
+        const float p1 = FastExp2(s_acc[i][1] - base_lo);
+        const float p2 = FastExp2(s_acc[i][2] - base_hi);
+        const float p3 = FastExp2(s_acc[i][3] - base_hi);
+        sum_lo += p0 + p1;
+        sum_hi += p2 + p3;
+        p_frag[i * 2 + 0] = PackBf16x2(p0, p1);
+        p_frag[i * 2 + 1] = PackBf16x2(p2, p3);
+      }
+      l_lo = l_lo * corr_lo + sum_lo;
+      l_hi = l_hi * corr_hi + sum_hi;
+#pragma unroll
+      for (int i = 0; i < kDTiles; ++i) {
+        o_acc[i][0] *= corr_lo;
+        o_acc[i][1] *= corr_lo;
+        o_acc[i][2] *= corr_hi;
+        o_acc[i][3] *= corr_hi;
+      }
+#pragma unroll
+      for (int dp = 0; dp < kDTiles / 2; ++dp) {
+        uint32_t b[4];
+        const int r = warp * 16 + (lane & 15);
+        const int c = 2 * dp + (lane >> 4);
+        LdMatrixX4Trans(b, SmemAddr(v_tile + SwizzledOffset<kChunks>(r, c)));
+        MmaBf16(o_acc[2 * dp], p_frag, b[0], b[1]);
+        MmaBf16(o_acc[2 * dp + 1], p_frag, b[2], b[3]);
+      }
+    }
+    __syncthreads();
+  }
+  CpAsyncWait<0>();
+
+  // Merge the four warps: per row r, M = max_w m_w, L = sum_w l_w 2^(m_w - M).
+  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
+  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
+  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
+  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
+  const int row = lane >> 2;
+  if ((lane & 3) == 0) {
+    s_wm[warp][row] = m_lo;
+    s_wm[warp][row + 8] = m_hi;
+    s_wl[warp][row] = l_lo;
+    s_wl[warp][row + 8] = l_hi;
+  }
+  __syncthreads();
+  if (tid < 16) {
+    float m = -CUDART_INF_F;
+#pragma unroll
+    for (int w = 0; w < Cfg::kWarps; ++w) m = fmaxf(m, s_wm[w][tid]);
+    float l = 0.0f;
+#pragma unroll
+    for (int w = 0; w < Cfg::kWarps; ++w) {
+      if (s_wm[w][tid] != -CUDART_INF_F) l += s_wl[w][tid] * FastExp2(s_wm[w][tid] - m);
+    }
+    s_row_m[tid] = m;
+    s_row_l[tid] = l;
+  }
+  __syncthreads();
+  const float f_lo = m_lo == -CUDART_INF_F ? 0.0f : FastExp2(m_lo - s_row_m[row]);
+  const float f_hi = m_hi == -CUDART_INF_F ? 0.0f : FastExp2(m_hi - s_row_m[row + 8]);
+  float* merge = s_merge + warp * 16 * D;
+#pragma unroll
+  for (int i = 0; i < kDTiles; ++i) {
+    const int col = i * 8 + 2 * (lane & 3);
+    merge[row * D + col] = o_acc[i][0] * f_lo;
+    merge[row * D + col + 1] = o_acc[i][1] * f_lo;
+    merge[(row + 8) * D + col] = o_acc[i][2] * f_hi;
+    merge[(row + 8) * D + col + 1] = o_acc[i][3] * f_hi;
+  }
+  __syncthreads();
+  for (int i = tid; i < G * D; i += Cfg::kThreads) {
+    const int r = i / D;
+    const int d = i - r * D;
+    float o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < Cfg::kWarps; ++w) o += s_merge[(w * 16 + r) * D + d];
+    const int h = h0 + r;
+    if (num_splits == 1) {
+      p.out[t * p.out_stride + static_cast<int64_t>(h) * D + d] =
+          __float2bfloat16_rn(o / s_row_l[r]);
+    } else {
+      const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + t) * p.num_heads + h;
+      ws.o[idx * D + d] = o;
+      if (d == 0) {
+        ws.m[idx] = s_row_m[r];
+        ws.l[idx] = s_row_l[r];
+      }
+    }
+  }
+}
+
+}  // namespace kiln::kernels
