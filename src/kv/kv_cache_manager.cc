@@ -23,7 +23,6 @@ int KvCacheManager::FindCachedPrefix(KvSequence* seq, std::span<const int32_t> t
                                      std::vector<int32_t>* blocks) {
   KILN_CHECK(seq->block_table.empty()) << "prefix lookup for a sequence that holds blocks";
   blocks->clear();
-  queries_ += static_cast<int64_t>(token_ids.size());
   if (!enable_prefix_caching_ || token_ids.empty()) return 0;
   const size_t bs = static_cast<size_t>(pool_.block_size());
   const size_t max_blocks = (token_ids.size() - 1) / bs;
@@ -35,9 +34,7 @@ int KvCacheManager::FindCachedPrefix(KvSequence* seq, std::span<const int32_t> t
     blocks->push_back(id);
     parent = id;
   }
-  const int cached = static_cast<int>(blocks->size() * bs);
-  hits_ += cached;
-  return cached;
+  return static_cast<int>(blocks->size() * bs);
 }
 
 bool KvCacheManager::AllocateSlots(KvSequence* seq, int num_computed_tokens, int num_new_tokens,

@@ -50,7 +50,8 @@ class KvCacheManager final {
 
   // Longest verified cached prefix of `token_ids`, in whole blocks, never covering the last token
   // (its logits must be computed). Writes the hit block ids to *blocks (cleared first) and returns
-  // the number of cached tokens. `seq` must hold no blocks. Counts token_ids.size() queries.
+  // the number of cached tokens. `seq` must hold no blocks. Does not count: the caller records a
+  // lookup that it acts on with RecordLookup.
   int FindCachedPrefix(KvSequence* seq, std::span<const int32_t> token_ids,
                        std::vector<int32_t>* blocks);
 
@@ -74,6 +75,10 @@ class KvCacheManager final {
     return (num_tokens + pool_.block_size() - 1) / pool_.block_size();
   }
 
+  void RecordLookup(int64_t num_query_tokens, int64_t num_hit_tokens) {
+    queries_ += num_query_tokens;
+    hits_ += num_hit_tokens;
+  }
   int64_t prefix_cache_queries() const { return queries_; }
   int64_t prefix_cache_hits() const { return hits_; }
   int64_t num_evictions() const { return pool_.num_evictions(); }

@@ -1,0 +1,279 @@
+#include "engine/engine_core.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "common/check.h"
+#include "common/logging.h"
+#include "engine/sampler.h"
+
+namespace kiln {
+namespace {
+
+double SecondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+EngineCore::EngineCore(const EngineCoreConfig& config, Backend* backend)
+    : config_(config),
+      backend_(backend),
+      kv_(config.cache),
+      scheduler_(config.scheduler, &kv_),
+      runner_(config.cache.block_size) {
+  KILN_CHECK_GT(config_.max_model_len, 0);
+  KILN_CHECK(backend_ != nullptr);
+  KILN_CHECK_EQ(backend_->block_size(), config_.cache.block_size);
+  KILN_CHECK_LE(config_.cache.num_blocks, backend_->num_kv_blocks());
+  sampling_rows_.reserve(static_cast<size_t>(config.scheduler.max_num_seqs));
+  sample_results_.reserve(static_cast<size_t>(config.scheduler.max_num_seqs));
+}
+
+void EngineCore::AddRequest(std::unique_ptr<RequestState> request) {
+  RequestState* r = request.get();
+  KILN_CHECK(!r->token_ids.empty());
+  r->num_prompt_tokens = static_cast<int>(r->token_ids.size());
+  InitStopIds(config_.eos_token_ids, r);
+  if (r->constraint != nullptr) {
+    r->allowed_bitmask.assign(static_cast<size_t>((config_.vocab_size + 31) / 32), 0);
+  }
+  prompt_tokens_total_ += r->num_prompt_tokens;
+  auto [it, inserted] = requests_.emplace(r->request_id, std::move(request));
+  KILN_CHECK(inserted) << "duplicate request id " << r->request_id;
+  scheduler_.AddRequest(r);
+}
+
+RequestOutput EngineCore::MakeOutput(const RequestState& r) const {
+  RequestOutput out;
+  out.request_id = r.request_id;
+  out.usage.prompt_tokens = r.num_prompt_tokens;
+  out.usage.completion_tokens = r.num_output_tokens();
+  out.usage.cached_tokens = std::max(r.num_cached_tokens, 0);
+  out.time_to_first_token_s = std::max(r.time_to_first_token_s, 0.0);
+  out.elapsed_s = SecondsSince(r.arrival_time);
+  return out;
+}
+
+void EngineCore::Emit(RequestState* r, std::vector<EngineOutput>* outputs, int32_t new_token,
+                      const SampleResult* sample) {
+  RequestOutput out = MakeOutput(*r);
+  out.new_token_ids.push_back(new_token);
+  if (sample != nullptr && (r->sampling.logprobs >= 0 || !r->sampling.chosen_logprob_token_ids.empty())) {
+    PositionLogprobs lp;
+    lp.chosen = {sample->token_id, sample->logprob};
+    lp.top = sample->top;
+    lp.requested = sample->requested;
+    out.logprobs.push_back(std::move(lp));
+  }
+  outputs->push_back({r->user_data, std::move(out)});
+}
+
+void EngineCore::Finish(RequestState* r, FinishReason reason, int32_t stop_token_id, Status error,
+                        std::vector<EngineOutput>* outputs, bool merge_with_last) {
+  // The final output: merged into the output this step just produced for r when asked to.
+  if (merge_with_last) {
+    KILN_DCHECK(outputs->back().output.request_id == r->request_id);
+    RequestOutput& out = outputs->back().output;
+    out.finished = true;
+    out.finish_reason = reason;
+    out.stop_token_id = stop_token_id;
+    out.error = std::move(error);
+  } else {
+    RequestOutput out = MakeOutput(*r);
+    out.finished = true;
+    out.finish_reason = reason;
+    out.stop_token_id = stop_token_id;
+    out.error = std::move(error);
+    if (r->kind == RequestKind::kEmbed && reason == FinishReason::kStop) {
+      out.hidden_states = std::move(r->hidden_states);
+      out.hidden_size = config_.hidden_size;
+    }
+    outputs->push_back({r->user_data, std::move(out)});
+  }
+  if (r->status == RequestStatus::kRunning) {
+    kv_.Free(&r->kv);  // the scheduler drops it from running in RemoveFinished()
+  } else {
+    scheduler_.RemoveRequest(r);
+  }
+  r->status = RequestStatus::kFinished;
+  ++requests_finished_total_;
+  finished_.push_back(r);
+}
+
+void EngineCore::EraseFinished() {
+  scheduler_.RemoveFinished();
+  for (RequestState* r : finished_) requests_.erase(r->request_id);
+  finished_.clear();
+}
+
+bool EngineCore::AbortRequest(const std::string& request_id, std::vector<EngineOutput>* outputs) {
+  auto it = requests_.find(request_id);
+  if (it == requests_.end()) return false;
+  RequestState* r = it->second.get();
+  Finish(r, FinishReason::kAbort, -1, Status::Aborted("request " + request_id + " aborted"),
+         outputs);
+  EraseFinished();
+  return true;
+}
+
+void EngineCore::AbortAll(std::vector<EngineOutput>* outputs) {
+  std::vector<std::string> ids;
+  ids.reserve(requests_.size());
+  for (const auto& [id, r] : requests_) ids.push_back(id);
+  for (const std::string& id : ids) AbortRequest(id, outputs);
+}
+
+void EngineCore::FailStep(const SchedulerOutput& so, const Status& status,
+                          std::vector<EngineOutput>* outputs) {
+  KILN_LOG(ERROR) << "engine step failed: " << status.ToString();
+  for (const ScheduledRequest& s : so.scheduled) {
+    Finish(s.request, FinishReason::kError, -1, status, outputs);
+  }
+}
+
+void EngineCore::Step(std::vector<EngineOutput>* outputs) {
+  if (!scheduler_.has_work()) return;
+  const SchedulerOutput& so = scheduler_.Schedule();
+  ++num_steps_;
+  if (so.scheduled.empty()) {
+    if (so.preempted.empty() && scheduler_.num_running() == 0 && scheduler_.num_waiting() > 0) {
+      // Nothing can ever run (cannot happen when every request fits the cache; a guard, not a
+      // policy): fail the head instead of spinning.
+      RequestState* head = scheduler_.waiting().front();
+      Finish(head, FinishReason::kError, -1,
+             Status::ResourceExhausted("request " + head->request_id +
+                                       " does not fit in the KV cache"),
+             outputs);
+      EraseFinished();
+    }
+    return;
+  }
+  runner_.Build(so);
+  const ForwardBatch& batch = runner_.batch();
+  Status status = backend_->Forward(batch);
+  // Sampling rows, aligned with batch.logits_indices.
+  sampling_rows_.clear();
+  for (size_t i = 0; i < so.scheduled.size() && status.ok(); ++i) {
+    if (runner_.rows()[i].logits_row < 0) continue;
+    RequestState* r = so.scheduled[i].request;
+    sampling_rows_.emplace_back();
+    if (r->constraint != nullptr) r->constraint->FillNextTokenBitmask(r->allowed_bitmask.data());
+    BuildSamplingRow(*r, &sampling_rows_.back());
+  }
+  if (status.ok() && !sampling_rows_.empty()) {
+    status = backend_->Sample(sampling_rows_, &sample_results_);
+    if (status.ok() && sample_results_.size() != sampling_rows_.size()) {
+      status = Status::Internal("backend returned " + std::to_string(sample_results_.size()) +
+                                " samples for " + std::to_string(sampling_rows_.size()) + " rows");
+    }
+  }
+  if (status.ok() && !batch.hidden_indices.empty()) status = backend_->GetHidden(&hidden_);
+  if (!status.ok()) {
+    FailStep(so, status, outputs);
+    EraseFinished();
+    return;
+  }
+
+  for (size_t i = 0; i < so.scheduled.size(); ++i) {
+    RequestState* r = so.scheduled[i].request;
+    const ScheduledRows& rows = runner_.rows()[i];
+    r->num_computed_tokens += so.scheduled[i].num_tokens;
+    kv_.CacheComputedBlocks(&r->kv, r->token_ids, r->num_computed_tokens);
+    if (rows.hidden_count > 0) {
+      const size_t h = static_cast<size_t>(config_.hidden_size);
+      r->hidden_states.insert(r->hidden_states.end(),
+                              hidden_.begin() + static_cast<ptrdiff_t>(rows.hidden_begin * h),
+                              hidden_.begin() + static_cast<ptrdiff_t>((rows.hidden_begin +
+                                                                        rows.hidden_count) * h));
+    }
+    if (r->num_computed_tokens < r->num_tokens()) continue;  // prefill chunk
+    if (r->kind == RequestKind::kEmbed) {
+      Finish(r, FinishReason::kStop, -1, Status::Ok(), outputs);
+      continue;
+    }
+    const SampleResult& sample = sample_results_[static_cast<size_t>(rows.logits_row)];
+    if (r->kind == RequestKind::kScore) {
+      RequestOutput out = MakeOutput(*r);
+      out.score_logprobs = sample.requested;
+      outputs->push_back({r->user_data, std::move(out)});
+      Finish(r, FinishReason::kStop, -1, Status::Ok(), outputs, /*merge_with_last=*/true);
+      continue;
+    }
+    const int32_t token = sample.token_id;
+    if (token < 0 || token >= config_.vocab_size) {
+      Finish(r, FinishReason::kError, -1,
+             Status::Internal("sampled id " + std::to_string(token) + " outside the vocabulary"),
+             outputs);
+      continue;
+    }
+    r->token_ids.push_back(token);
+    ++generation_tokens_total_;
+    if (r->time_to_first_token_s < 0) r->time_to_first_token_s = SecondsSince(r->arrival_time);
+    Emit(r, outputs, token, &sample);
+    if (r->constraint != nullptr) {
+      Status accepted = r->constraint->AcceptToken(token);
+      if (!accepted.ok()) {
+        Finish(r, FinishReason::kError, -1, accepted, outputs, /*merge_with_last=*/true);
+        continue;
+      }
+    }
+    int32_t stop_id = -1;
+    FinishReason reason = CheckStop(*r, config_.eos_token_ids, config_.max_model_len, &stop_id);
+    if (reason == FinishReason::kNone && r->constraint != nullptr &&
+        r->constraint->IsTerminated()) {
+      reason = FinishReason::kStop;
+    }
+    if (reason != FinishReason::kNone) {
+      Finish(r, reason, stop_id, Status::Ok(), outputs, /*merge_with_last=*/true);
+    }
+  }
+  EraseFinished();
+  if (config_.check_invariants_every_step) KILN_CHECK_OK(CheckInvariants());
+}
+
+EngineMetrics EngineCore::metrics() const {
+  EngineMetrics m;
+  m.num_running = scheduler_.num_running();
+  m.num_waiting = scheduler_.num_waiting();
+  const BlockPool& pool = kv_.pool();
+  m.num_kv_blocks_total = pool.num_blocks();
+  m.num_kv_blocks_used = pool.num_used_blocks();
+  m.num_kv_blocks_cached = pool.num_cached_free_blocks();
+  m.kv_usage = static_cast<double>(m.num_kv_blocks_used) / static_cast<double>(pool.num_blocks());
+  m.prefix_cache_queries = kv_.prefix_cache_queries();
+  m.prefix_cache_hits = kv_.prefix_cache_hits();
+  m.num_preemptions = scheduler_.num_preemptions();
+  m.num_steps = num_steps_;
+  m.prompt_tokens_total = prompt_tokens_total_;
+  m.generation_tokens_total = generation_tokens_total_;
+  m.requests_finished_total = requests_finished_total_;
+  return m;
+}
+
+Status EngineCore::CheckInvariants() const {
+  std::vector<const KvSequence*> live;
+  live.reserve(requests_.size());
+  size_t running = 0, waiting = 0;
+  for (const auto& [id, r] : requests_) {
+    live.push_back(&r->kv);
+    if (r->status == RequestStatus::kRunning) {
+      ++running;
+      const int64_t need = kv_.BlocksFor(r->num_computed_tokens);
+      if (static_cast<int64_t>(r->kv.block_table.size()) < need) {
+        return Status::Internal("request " + id + " has fewer blocks than computed tokens");
+      }
+    } else if (r->status == RequestStatus::kWaiting) {
+      ++waiting;
+      if (!r->kv.block_table.empty()) return Status::Internal("waiting request " + id + " holds blocks");
+    } else {
+      return Status::Internal("finished request " + id + " still live");
+    }
+  }
+  if (running != scheduler_.running().size() || waiting != scheduler_.waiting().size()) {
+    return Status::Internal("queue sizes disagree with request states");
+  }
+  return kv_.CheckInvariants(live);
+}
+
+}  // namespace kiln

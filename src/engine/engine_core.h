@@ -1,0 +1,105 @@
+// EngineCore: the single-threaded heart of the engine. It owns the live requests, the KV cache
+// manager, the scheduler and the model runner, and drives a Backend one step at a time:
+//   Step(): schedule → build ForwardBatch → backend Forward → sample (logits rows) / read hidden
+//           rows → update requests (computed tokens, cache full blocks, append tokens, stop checks)
+//           → emit outputs → drop finished requests.
+// kGenerate requests stream one output per generated token; kEmbed requests finish after their
+// prefill with their final hidden states (all prompt rows or the last one); kScore requests finish
+// after their prefill with the logprobs of chosen_logprob_token_ids at the last prompt position.
+//
+// Every request added gets exactly one final output (finished == true): stop, length, abort or
+// error (a failed Forward/Sample fails the requests of that step). After it, the request's
+// blocks are released.
+//
+// Not thread-safe: used by one thread (the engine loop's thread, or a test). Requests are
+// validated before AddRequest (engine_loop.cc); EngineCore CHECKs only its own invariants.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/backend.h"
+#include "engine/model_runner.h"
+#include "engine/request_state.h"
+#include "engine/scheduler.h"
+#include "kiln/engine.h"
+#include "kv/kv_cache_manager.h"
+
+namespace kiln {
+
+struct EngineCoreConfig {
+  SchedulerConfig scheduler;
+  KvCacheOptions cache;
+  int max_model_len = 0;  // > 0
+  int vocab_size = 0;
+  int hidden_size = 0;
+  std::vector<int32_t> eos_token_ids;
+  // Test/debug aid: run CheckInvariants() after every step and abort when it fails.
+  bool check_invariants_every_step = false;
+};
+
+// An output and the opaque user_data of the request it belongs to.
+struct EngineOutput {
+  std::shared_ptr<void> user_data;
+  RequestOutput output;
+};
+
+class EngineCore final {
+ public:
+  // `backend` must outlive the core; its block_size / num_kv_blocks must match config.cache.
+  EngineCore(const EngineCoreConfig& config, Backend* backend);
+  EngineCore(const EngineCore&) = delete;
+  EngineCore& operator=(const EngineCore&) = delete;
+
+  // Takes a validated request (request_id unique among live requests, prompt set, seed set).
+  void AddRequest(std::unique_ptr<RequestState> request);
+  // Aborts a live request (emitting its final kAbort output); false when unknown.
+  bool AbortRequest(const std::string& request_id, std::vector<EngineOutput>* outputs);
+  void AbortAll(std::vector<EngineOutput>* outputs);
+
+  bool has_work() const { return scheduler_.has_work(); }
+  // Runs one step; appends the outputs it produced.
+  void Step(std::vector<EngineOutput>* outputs);
+
+  EngineMetrics metrics() const;
+  // Block accounting (free + in use + cached = total), ref counts == block-table references,
+  // queue membership consistent with request status.
+  Status CheckInvariants() const;
+
+  const Scheduler& scheduler() const { return scheduler_; }
+  const KvCacheManager& kv_cache() const { return kv_; }
+  const ModelRunner& model_runner() const { return runner_; }
+  const EngineCoreConfig& config() const { return config_; }
+  int num_live_requests() const { return static_cast<int>(requests_.size()); }
+
+ private:
+  void Finish(RequestState* r, FinishReason reason, int32_t stop_token_id, Status error,
+              std::vector<EngineOutput>* outputs, bool merge_with_last = false);
+  void Emit(RequestState* r, std::vector<EngineOutput>* outputs, int32_t new_token,
+            const SampleResult* sample);
+  RequestOutput MakeOutput(const RequestState& r) const;
+  void FailStep(const SchedulerOutput& so, const Status& status, std::vector<EngineOutput>* outputs);
+  void EraseFinished();
+
+  EngineCoreConfig config_;
+  Backend* backend_;
+  KvCacheManager kv_;
+  Scheduler scheduler_;
+  ModelRunner runner_;
+  std::unordered_map<std::string, std::unique_ptr<RequestState>> requests_;
+  std::vector<RequestState*> finished_;  // finished this step, erased at its end
+  // Reused per-step buffers.
+  std::vector<SamplingRow> sampling_rows_;
+  std::vector<SampleResult> sample_results_;
+  std::vector<float> hidden_;
+  // Counters.
+  int64_t num_steps_ = 0;
+  int64_t prompt_tokens_total_ = 0;
+  int64_t generation_tokens_total_ = 0;
+  int64_t requests_finished_total_ = 0;
+};
+
+}  // namespace kiln

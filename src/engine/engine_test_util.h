@@ -1,0 +1,129 @@
+// Test helpers for engine tests: a harness that drives an EngineCore over a FakeBackend
+// synchronously and collects each request's outputs. Test-only.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "engine/engine_core.h"
+#include "engine/fake_backend.h"
+
+namespace kiln::testing {
+
+struct Collected {
+  std::vector<int32_t> ids;
+  int num_outputs = 0;
+  int num_finals = 0;
+  RequestOutput final_output;
+};
+
+struct CoreHarnessOptions {
+  int vocab_size = 64;
+  int hidden_size = 8;
+  int block_size = 16;
+  int64_t num_blocks = 1024;
+  int max_num_seqs = 256;
+  int max_num_batched_tokens = 8192;
+  int max_model_len = 4096;
+  bool chunked = true;
+  bool prefix_caching = true;
+  std::vector<int32_t> eos = {3};
+};
+
+class CoreHarness {
+ public:
+  explicit CoreHarness(const CoreHarnessOptions& o = {})
+      : backend(o.vocab_size, o.hidden_size, o.block_size, o.num_blocks, o.eos) {
+    EngineCoreConfig c;
+    c.scheduler.max_num_seqs = o.max_num_seqs;
+    c.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
+    c.scheduler.enable_chunked_prefill = o.chunked;
+    c.cache.block_size = o.block_size;
+    c.cache.num_blocks = o.num_blocks;
+    c.cache.enable_prefix_caching = o.prefix_caching;
+    c.max_model_len = o.max_model_len;
+    c.vocab_size = o.vocab_size;
+    c.hidden_size = o.hidden_size;
+    c.eos_token_ids = o.eos;
+    c.check_invariants_every_step = true;
+    core = std::make_unique<EngineCore>(c, &backend);
+  }
+
+  void Add(const std::string& id, std::vector<int32_t> prompt, SamplingParams sp = Greedy(16),
+           RequestKind kind = RequestKind::kGenerate, bool all_hidden = false,
+           std::string salt = "") {
+    auto r = std::make_unique<RequestState>();
+    r->request_id = id;
+    r->token_ids = std::move(prompt);
+    r->kind = kind;
+    r->return_all_hidden = all_hidden;
+    r->seed = sp.seed.value_or(7);
+    r->sampling = std::move(sp);
+    r->kv.extra_keys = std::move(salt);
+    r->arrival_time = std::chrono::steady_clock::now();
+    core->AddRequest(std::move(r));
+  }
+
+  void Collect(std::vector<EngineOutput>& outs) {
+    for (EngineOutput& o : outs) {
+      Collected& c = results[o.output.request_id];
+      ++c.num_outputs;
+      c.ids.insert(c.ids.end(), o.output.new_token_ids.begin(), o.output.new_token_ids.end());
+      if (o.output.finished) {
+        ++c.num_finals;
+        c.final_output = o.output;
+      }
+    }
+    outs.clear();
+  }
+
+  void Step() {
+    std::vector<EngineOutput> outs;
+    core->Step(&outs);
+    Collect(outs);
+  }
+
+  // Steps until idle (bounded, so a livelock fails instead of hanging).
+  void RunUntilIdle(int max_steps = 100000) {
+    int steps = 0;
+    while (core->has_work()) {
+      ASSERT_LT(steps++, max_steps) << "engine did not drain";
+      Step();
+    }
+  }
+
+  bool Abort(const std::string& id) {
+    std::vector<EngineOutput> outs;
+    const bool found = core->AbortRequest(id, &outs);
+    Collect(outs);
+    return found;
+  }
+
+  static SamplingParams Greedy(int max_tokens) {
+    SamplingParams sp;
+    sp.temperature = 0.0f;
+    sp.max_tokens = max_tokens;
+    return sp;
+  }
+
+  FakeBackend backend;
+  std::unique_ptr<EngineCore> core;
+  std::map<std::string, Collected> results;
+};
+
+inline std::vector<int32_t> RandomTokens(std::mt19937* rng, int n, int vocab, int avoid = 3) {
+  std::vector<int32_t> t;
+  t.reserve(static_cast<size_t>(n));
+  while (static_cast<int>(t.size()) < n) {
+    const int32_t v = static_cast<int32_t>((*rng)() % static_cast<unsigned>(vocab));
+    if (v != avoid) t.push_back(v);
+  }
+  return t;
+}
+
+}  // namespace kiln::testing

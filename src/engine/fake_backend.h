@@ -1,0 +1,54 @@
+// FakeBackend: a deterministic stand-in Backend for engine tests and benchmarks (test-only; not
+// part of kiln_engine). It stores one value per KV slot, Mix(token, position), written at
+// slot_mapping, and computes every logits / hidden row from the values it reads back through the
+// row's block table for positions 0..pos. So a wrong block table, slot mapping, position, stale
+// block or skipped token changes the output, exactly like a real model would - just in microseconds.
+//
+// Logits of a row with history value h: logits[v] = uniform(h, v) in [0, 4); sampling follows the
+// SamplingRow contract for greedy rows (argmax after bans / bitmask, lowest id on ties) and draws
+// by inverse CDF of softmax(logits / temperature) with SamplingUniform otherwise (no top-k/p).
+// Forward validates the batch's shape and returns InvalidArgument on any inconsistency, and
+// fails reads of never-written slots. Counters expose what was computed.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace kiln {
+
+class FakeBackend final : public Backend {
+ public:
+  FakeBackend(int vocab_size, int hidden_size, int block_size, int64_t num_kv_blocks,
+              std::vector<int32_t> eos_token_ids = {}, int max_position_embeddings = 4096);
+
+  const ModelConfig& config() const override { return config_; }
+  int block_size() const override { return block_size_; }
+  int64_t num_kv_blocks() const override { return num_kv_blocks_; }
+  Status Forward(const ForwardBatch& batch) override;
+  Status Sample(std::span<const SamplingRow> rows, std::vector<SampleResult>* results) override;
+  Status GetLogits(std::vector<float>* logits) override;
+  Status GetHidden(std::vector<float>* hidden) override;
+
+  int64_t num_forward_calls() const { return num_forward_calls_; }
+  int64_t num_tokens_computed() const { return num_tokens_computed_; }
+  // When > 0, Forward fails on its n-th call from now (error injection).
+  void FailForwardAfter(int n) { fail_after_ = n; }
+
+ private:
+  void RowLogits(uint64_t h, float* out) const;
+
+  ModelConfig config_;
+  int block_size_;
+  int64_t num_kv_blocks_;
+  std::vector<uint64_t> cache_;  // [num_kv_blocks * block_size]; 0 = never written
+  std::vector<uint64_t> logits_hashes_;
+  std::vector<uint64_t> hidden_hashes_;
+  std::vector<float> scratch_;
+  int64_t num_forward_calls_ = 0;
+  int64_t num_tokens_computed_ = 0;
+  int fail_after_ = 0;
+};
+
+}  // namespace kiln

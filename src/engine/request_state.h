@@ -1,0 +1,70 @@
+// RequestState: everything the engine thread knows about one live request: its tokens (prompt
+// then generated), how many of them have KV computed, its KV blocks, its scheduling status and
+// what has been reported to the caller. Owned by EngineCore; the Scheduler holds raw pointers.
+//
+// Token accounting: token_ids = prompt ++ output. num_computed_tokens ≤ token_ids.size(); the
+// tokens [num_computed_tokens, token_ids.size()) are fed to the model next (for a running decode
+// exactly one: the last sampled token). A preempted request restarts at num_computed_tokens = 0
+// (or at its cached prefix).
+//
+// Thread-safety: engine thread only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/token_constraint.h"
+#include "kiln/output.h"
+#include "kiln/request.h"
+#include "kv/kv_cache_manager.h"
+
+namespace kiln {
+
+enum class RequestStatus { kWaiting, kRunning, kFinished };
+
+struct RequestState {
+  std::string request_id;
+  RequestKind kind = RequestKind::kGenerate;
+  SamplingParams sampling;
+  bool return_all_hidden = false;
+  uint64_t seed = 0;         // sampling.seed or a random one drawn at submit
+  int64_t arrival_seq = 0;   // submission order
+
+  std::vector<int32_t> token_ids;  // prompt ++ output
+  int num_prompt_tokens = 0;
+  int num_computed_tokens = 0;
+  int num_cached_tokens = -1;  // prefix-cache hit at first scheduling (-1: not yet scheduled)
+  KvSequence kv;
+  RequestStatus status = RequestStatus::kWaiting;
+  int num_preemptions = 0;
+
+  // Ids masked while fewer than min_tokens were generated: EOS (unless ignore_eos) and
+  // stop_token_ids.
+  std::vector<int32_t> min_tokens_banned_ids;
+  std::unique_ptr<TokenConstraint> constraint;  // null → unconstrained
+  std::vector<uint32_t> allowed_bitmask;        // [ceil(vocab / 32)] when constrained
+
+  // Output bookkeeping.
+  std::vector<float> hidden_states;  // kEmbed: accumulated rows
+  std::chrono::steady_clock::time_point arrival_time;
+  double time_to_first_token_s = -1.0;
+  std::shared_ptr<void> user_data;  // opaque to the core (the engine loop's callback)
+
+  // Scheduler scratch: index in the current SchedulerOutput, -1 when not scheduled this step.
+  int scheduled_index = -1;
+
+  int num_tokens() const { return static_cast<int>(token_ids.size()); }
+  int num_output_tokens() const { return num_tokens() - num_prompt_tokens; }
+  int num_tokens_to_compute() const { return num_tokens() - num_computed_tokens; }
+  std::span<const int32_t> prompt_ids() const {
+    return {token_ids.data(), static_cast<size_t>(num_prompt_tokens)};
+  }
+  std::span<const int32_t> output_ids() const {
+    return {token_ids.data() + num_prompt_tokens, static_cast<size_t>(num_output_tokens())};
+  }
+};
+
+}  // namespace kiln

@@ -1,0 +1,81 @@
+// Scheduler: decides, each step, how many tokens of which requests the model computes (the
+// token-budget model: prefill, chunked prefill and decode are one mechanism).
+//
+// Policy per step, within max_num_batched_tokens tokens and max_num_seqs running requests:
+//  1. running requests with one token to compute (decodes), oldest first;
+//  2. running requests still prefilling (chunks), oldest first;
+//  3. waiting requests in order (preempted ones at the front), each after a prefix-cache lookup,
+//     while blocks, budget and seats allow (head-of-line: a request that does not fit stops
+//     admission; nothing is admitted in a step that preempted).
+// When a running request cannot get blocks, the newest running request is preempted (its blocks
+// are freed, full ones stay cached; it goes back to the front of the waiting queue and later
+// resumes from the cache or by recompute), repeatedly, until the allocation fits or the request
+// itself was preempted.
+//
+// The Scheduler does not own requests (EngineCore does) and does not run the model. Not
+// thread-safe: engine thread only. Schedule() reuses its output's storage across steps.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "engine/request_state.h"
+#include "kv/kv_cache_manager.h"
+
+namespace kiln {
+
+struct SchedulerConfig {
+  int max_num_seqs = 256;
+  int max_num_batched_tokens = 8192;
+  bool enable_chunked_prefill = true;
+};
+
+struct ScheduledRequest {
+  RequestState* request = nullptr;
+  int num_tokens = 0;  // tokens computed this step, from request->num_computed_tokens on
+};
+
+struct SchedulerOutput {
+  std::vector<ScheduledRequest> scheduled;  // batch order
+  std::vector<RequestState*> preempted;     // preempted this step (now waiting)
+  int num_scheduled_tokens = 0;
+};
+
+class Scheduler final {
+ public:
+  Scheduler(const SchedulerConfig& config, KvCacheManager* kv);
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Appends a new request to the waiting queue.
+  void AddRequest(RequestState* request);
+  const SchedulerOutput& Schedule();
+  // Removes a request from the running or waiting queue and frees its blocks (abort).
+  void RemoveRequest(RequestState* request);
+  // Drops running requests whose status is kFinished (their blocks must already be freed).
+  void RemoveFinished();
+
+  bool has_work() const { return !running_.empty() || !waiting_.empty(); }
+  int num_running() const { return static_cast<int>(running_.size()); }
+  int num_waiting() const { return static_cast<int>(waiting_.size()); }
+  int64_t num_preemptions() const { return num_preemptions_; }
+  const std::vector<RequestState*>& running() const { return running_; }
+  const std::deque<RequestState*>& waiting() const { return waiting_; }
+
+ private:
+  void Add(RequestState* r, int num_tokens);
+  // Preempts running_.back().
+  void PreemptNewest();
+
+  SchedulerConfig config_;
+  KvCacheManager* kv_;
+  std::vector<RequestState*> running_;  // admission order
+  std::deque<RequestState*> waiting_;
+  SchedulerOutput out_;
+  int budget_ = 0;
+  std::vector<int32_t> hit_blocks_;
+  int64_t num_preemptions_ = 0;
+};
+
+}  // namespace kiln
