@@ -1,0 +1,424 @@
+#include "tokenizer/jinja/value.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "tokenizer/jinja/text.h"
+
+namespace kiln::jinja {
+
+Value Value::Undefined(std::string hint) {
+  Value v;
+  v.str_ = std::move(hint);
+  return v;
+}
+Value Value::None() {
+  Value v;
+  v.kind_ = ValueKind::kNone;
+  return v;
+}
+Value Value::Bool(bool b) {
+  Value v;
+  v.kind_ = ValueKind::kBool;
+  v.scalar_.b = b;
+  return v;
+}
+Value Value::Int(int64_t i) {
+  Value v;
+  v.kind_ = ValueKind::kInt;
+  v.scalar_.i = i;
+  return v;
+}
+Value Value::Float(double f) {
+  Value v;
+  v.kind_ = ValueKind::kFloat;
+  v.scalar_.f = f;
+  return v;
+}
+Value Value::Str(std::string s) {
+  Value v;
+  v.kind_ = ValueKind::kString;
+  v.str_ = std::move(s);
+  return v;
+}
+Value Value::List(ValueList items) {
+  Value v;
+  v.kind_ = ValueKind::kList;
+  v.ptr_ = std::make_shared<ValueList>(std::move(items));
+  return v;
+}
+Value Value::Tuple(ValueList items) {
+  Value v = List(std::move(items));
+  v.scalar_.b = true;
+  return v;
+}
+Value Value::Dict() {
+  Value v;
+  v.kind_ = ValueKind::kDict;
+  v.ptr_ = std::make_shared<ValueDict>();
+  return v;
+}
+Value Value::Namespace() {
+  Value v;
+  v.kind_ = ValueKind::kNamespace;
+  v.ptr_ = std::make_shared<ValueDict>();
+  return v;
+}
+Value Value::Function(std::shared_ptr<const Callable> callable) {
+  Value v;
+  v.kind_ = ValueKind::kCallable;
+  v.ptr_ = std::const_pointer_cast<Callable>(std::move(callable));
+  return v;
+}
+
+const Value* ValueDict::Find(std::string_view key) const {
+  for (const auto& [k, v] : items) {
+    if (k == key) return &v;
+  }
+  return nullptr;
+}
+Value* ValueDict::Find(std::string_view key) {
+  for (auto& [k, v] : items) {
+    if (k == key) return &v;
+  }
+  return nullptr;
+}
+void ValueDict::Set(std::string key, Value value) {
+  if (Value* existing = Find(key)) {
+    *existing = std::move(value);
+    return;
+  }
+  items.emplace_back(std::move(key), std::move(value));
+}
+
+Value CallArgs::Take(size_t index, std::string_view name) const {
+  for (const auto& [k, v] : keyword) {
+    if (k == name) return v;
+  }
+  if (index < positional.size()) return positional[index];
+  return Value();
+}
+
+std::string TypeName(const Value& v) {
+  switch (v.kind()) {
+    case ValueKind::kUndefined: return "Undefined";
+    case ValueKind::kNone: return "NoneType";
+    case ValueKind::kBool: return "bool";
+    case ValueKind::kInt: return "int";
+    case ValueKind::kFloat: return "float";
+    case ValueKind::kString: return "str";
+    case ValueKind::kList: return "list";
+    case ValueKind::kDict: return "dict";
+    case ValueKind::kNamespace: return "Namespace";
+    case ValueKind::kCallable: return "function";
+  }
+  return "object";
+}
+
+bool Truthy(const Value& v) {
+  switch (v.kind()) {
+    case ValueKind::kUndefined:
+    case ValueKind::kNone: return false;
+    case ValueKind::kBool: return v.bool_value();
+    case ValueKind::kInt: return v.int_value() != 0;
+    case ValueKind::kFloat: return v.float_value() != 0.0;
+    case ValueKind::kString: return !v.str().empty();
+    case ValueKind::kList: return !v.list().empty();
+    case ValueKind::kDict: return !v.dict().items.empty();
+    case ValueKind::kNamespace:
+    case ValueKind::kCallable: return true;
+  }
+  return false;
+}
+
+namespace {
+
+void AppendRepr(const Value& v, std::string* out, int depth) {
+  if (depth > 256) {
+    *out += "...";
+    return;
+  }
+  switch (v.kind()) {
+    case ValueKind::kString: *out += PyReprString(v.str()); return;
+    case ValueKind::kList: {
+      *out += v.is_tuple() ? '(' : '[';
+      bool first = true;
+      for (const Value& item : v.list()) {
+        if (!first) *out += ", ";
+        first = false;
+        AppendRepr(item, out, depth + 1);
+      }
+      if (v.is_tuple() && v.list().size() == 1) *out += ',';
+      *out += v.is_tuple() ? ')' : ']';
+      return;
+    }
+    case ValueKind::kDict: {
+      *out += '{';
+      bool first = true;
+      for (const auto& [k, item] : v.dict().items) {
+        if (!first) *out += ", ";
+        first = false;
+        *out += PyReprString(k);
+        *out += ": ";
+        AppendRepr(item, out, depth + 1);
+      }
+      *out += '}';
+      return;
+    }
+    case ValueKind::kNamespace: {
+      *out += "<Namespace {";
+      bool first = true;
+      for (const auto& [k, item] : v.dict().items) {
+        if (!first) *out += ", ";
+        first = false;
+        *out += PyReprString(k);
+        *out += ": ";
+        AppendRepr(item, out, depth + 1);
+      }
+      *out += "}>";
+      return;
+    }
+    case ValueKind::kUndefined: *out += "Undefined"; return;
+    default: AppendStr(v, out); return;
+  }
+}
+
+}  // namespace
+
+void AppendStr(const Value& v, std::string* out) {
+  switch (v.kind()) {
+    case ValueKind::kUndefined: return;
+    case ValueKind::kNone: *out += "None"; return;
+    case ValueKind::kBool: *out += v.bool_value() ? "True" : "False"; return;
+    case ValueKind::kInt: *out += std::to_string(v.int_value()); return;
+    case ValueKind::kFloat: *out += PyFloatRepr(v.float_value()); return;
+    case ValueKind::kString: *out += v.str(); return;
+    case ValueKind::kCallable: *out += "<function " + v.callable().name + ">"; return;
+    default: AppendRepr(v, out, 0); return;
+  }
+}
+
+std::string ToStr(const Value& v) {
+  if (v.is_string()) return v.str();
+  std::string out;
+  AppendStr(v, &out);
+  return out;
+}
+
+std::string Repr(const Value& v) {
+  std::string out;
+  AppendRepr(v, &out, 0);
+  return out;
+}
+
+bool Equals(const Value& a, const Value& b) {
+  if (a.is_number() && b.is_number()) {
+    if (a.is_integral() && b.is_integral()) return a.int_value() == b.int_value();
+    return a.float_value() == b.float_value();
+  }
+  if (a.kind() != b.kind()) return false;
+  switch (a.kind()) {
+    case ValueKind::kUndefined:
+    case ValueKind::kNone: return true;
+    case ValueKind::kString: return a.str() == b.str();
+    case ValueKind::kList: {
+      const ValueList& x = a.list();
+      const ValueList& y = b.list();
+      if (x.size() != y.size()) return false;
+      for (size_t i = 0; i < x.size(); ++i) {
+        if (!Equals(x[i], y[i])) return false;
+      }
+      return true;
+    }
+    case ValueKind::kDict: {
+      const ValueDict& x = a.dict();
+      const ValueDict& y = b.dict();
+      if (x.items.size() != y.items.size()) return false;
+      for (const auto& [k, v] : x.items) {
+        const Value* other = y.Find(k);
+        if (other == nullptr || !Equals(v, *other)) return false;
+      }
+      return true;
+    }
+    default: return a.identity() == b.identity();
+  }
+}
+
+bool LessThan(const Value& a, const Value& b, SourceLoc loc) {
+  if (a.is_number() && b.is_number()) {
+    if (a.is_integral() && b.is_integral()) return a.int_value() < b.int_value();
+    return a.float_value() < b.float_value();
+  }
+  if (a.is_string() && b.is_string()) return a.str() < b.str();
+  if (a.is_list() && b.is_list()) {
+    const ValueList& x = a.list();
+    const ValueList& y = b.list();
+    for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
+      if (LessThan(x[i], y[i], loc)) return true;
+      if (LessThan(y[i], x[i], loc)) return false;
+    }
+    return x.size() < y.size();
+  }
+  ThrowRuntime(loc, "'<' not supported between instances of '" + TypeName(a) + "' and '" +
+                        TypeName(b) + "'");
+}
+
+template <typename Json>
+Value FromJson(const Json& j, int max_depth) {
+  if (max_depth < 0) ThrowRuntime({}, "JSON input nested too deeply");
+  switch (j.type()) {
+    case Json::value_t::null: return Value::None();
+    case Json::value_t::boolean: return Value::Bool(j.template get<bool>());
+    case Json::value_t::number_integer: return Value::Int(j.template get<int64_t>());
+    case Json::value_t::number_unsigned: {
+      uint64_t u = j.template get<uint64_t>();
+      if (u > static_cast<uint64_t>(INT64_MAX)) return Value::Float(static_cast<double>(u));
+      return Value::Int(static_cast<int64_t>(u));
+    }
+    case Json::value_t::number_float: return Value::Float(j.template get<double>());
+    case Json::value_t::string: return Value::Str(j.template get<std::string>());
+    case Json::value_t::array: {
+      ValueList items;
+      items.reserve(j.size());
+      for (const auto& item : j) items.push_back(FromJson(item, max_depth - 1));
+      return Value::List(std::move(items));
+    }
+    case Json::value_t::object: {
+      Value d = Value::Dict();
+      d.dict().items.reserve(j.size());
+      for (auto it = j.begin(); it != j.end(); ++it) {
+        d.dict().items.emplace_back(it.key(), FromJson(it.value(), max_depth - 1));
+      }
+      return d;
+    }
+    default: return Value::None();  // binary / discarded: nothing a template can use
+  }
+}
+
+template Value FromJson<nlohmann::json>(const nlohmann::json&, int);
+template Value FromJson<nlohmann::ordered_json>(const nlohmann::ordered_json&, int);
+
+namespace {
+
+void AppendJsonString(std::string_view s, bool ensure_ascii, std::string* out) {
+  out->push_back('"');
+  for (size_t pos = 0; pos < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[pos]);
+    if (c < 0x80) {
+      ++pos;
+      switch (c) {
+        case '"': *out += "\\\""; break;
+        case '\\': *out += "\\\\"; break;
+        case '\n': *out += "\\n"; break;
+        case '\r': *out += "\\r"; break;
+        case '\t': *out += "\\t"; break;
+        case '\b': *out += "\\b"; break;
+        case '\f': *out += "\\f"; break;
+        default:
+          if (c < 0x20 || (ensure_ascii && c == 0x7F)) {
+            char buf[8];
+            std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+            *out += buf;
+          } else {
+            out->push_back(static_cast<char>(c));
+          }
+      }
+      continue;
+    }
+    size_t start = pos;
+    uint32_t cp = DecodeUtf8(s, &pos);
+    if (!ensure_ascii) {
+      out->append(s.substr(start, pos - start));
+      continue;
+    }
+    char buf[16];
+    if (cp >= 0x10000) {
+      uint32_t v = cp - 0x10000;
+      std::snprintf(buf, sizeof(buf), "\\u%04x\\u%04x", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF));
+    } else {
+      std::snprintf(buf, sizeof(buf), "\\u%04x", cp);
+    }
+    *out += buf;
+  }
+  out->push_back('"');
+}
+
+void AppendNewlineIndent(const JsonFormat& f, int level, std::string* out) {
+  out->push_back('\n');
+  out->append(static_cast<size_t>(f.indent) * level, ' ');
+}
+
+void ToJsonImpl(const Value& v, const JsonFormat& f, SourceLoc loc, int level, std::string* out) {
+  if (level > 256) ThrowRuntime(loc, "tojson: value nested too deeply (or cyclic)");
+  const std::string& item_sep =
+      f.custom_separators ? f.item_separator : (f.indent >= 0 ? "," : ", ");
+  switch (v.kind()) {
+    case ValueKind::kNone: *out += "null"; return;
+    case ValueKind::kBool: *out += v.bool_value() ? "true" : "false"; return;
+    case ValueKind::kInt: *out += std::to_string(v.int_value()); return;
+    case ValueKind::kFloat: {
+      double d = v.float_value();
+      if (std::isnan(d)) *out += "NaN";
+      else if (std::isinf(d)) *out += d < 0 ? "-Infinity" : "Infinity";
+      else *out += PyFloatRepr(d);
+      return;
+    }
+    case ValueKind::kString: AppendJsonString(v.str(), f.ensure_ascii, out); return;
+    case ValueKind::kList: {
+      const ValueList& items = v.list();
+      if (items.empty()) {
+        *out += "[]";
+        return;
+      }
+      out->push_back('[');
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (i > 0) *out += item_sep;
+        if (f.indent >= 0) AppendNewlineIndent(f, level + 1, out);
+        ToJsonImpl(items[i], f, loc, level + 1, out);
+      }
+      if (f.indent >= 0) AppendNewlineIndent(f, level, out);
+      out->push_back(']');
+      return;
+    }
+    case ValueKind::kDict:
+    case ValueKind::kNamespace: {
+      const ValueDict& d = v.dict();
+      if (d.items.empty()) {
+        *out += "{}";
+        return;
+      }
+      std::vector<const std::pair<std::string, Value>*> order;
+      order.reserve(d.items.size());
+      for (const auto& item : d.items) order.push_back(&item);
+      if (f.sort_keys) {
+        std::stable_sort(order.begin(), order.end(),
+                         [](const auto* a, const auto* b) { return a->first < b->first; });
+      }
+      out->push_back('{');
+      for (size_t i = 0; i < order.size(); ++i) {
+        if (i > 0) *out += item_sep;
+        if (f.indent >= 0) AppendNewlineIndent(f, level + 1, out);
+        AppendJsonString(order[i]->first, f.ensure_ascii, out);
+        *out += f.key_separator;
+        ToJsonImpl(order[i]->second, f, loc, level + 1, out);
+      }
+      if (f.indent >= 0) AppendNewlineIndent(f, level, out);
+      out->push_back('}');
+      return;
+    }
+    case ValueKind::kUndefined:
+      ThrowRuntime(loc, "tojson: Object of type Undefined is not JSON serializable" +
+                            (v.str().empty() ? std::string() : " (" + v.str() + ")"));
+    case ValueKind::kCallable:
+      ThrowRuntime(loc, "tojson: Object of type function is not JSON serializable");
+  }
+}
+
+}  // namespace
+
+void ToJson(const Value& v, const JsonFormat& format, SourceLoc loc, std::string* out) {
+  ToJsonImpl(v, format, loc, 0, out);
+}
+
+}  // namespace kiln::jinja
