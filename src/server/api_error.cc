@@ -59,13 +59,16 @@ ApiError ApiError::FromStatus(const Status& status, std::string param) {
   return e;
 }
 
-std::string ApiError::ToJson() const {
-  nlohmann::json j = {{"error",
+nlohmann::json ApiError::Body() const {
+  return {{"error",
                        {{"message", message},
                         {"type", type},
                         {"param", param.empty() ? nlohmann::json(nullptr) : nlohmann::json(param)},
                         {"code", code.empty() ? nlohmann::json(nullptr) : nlohmann::json(code)}}}};
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string ApiError::ToJson() const {
+  return Body().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace kiln::server

@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "kiln/status.h"
 
 namespace kiln::server {
@@ -24,7 +26,8 @@ struct ApiError {
   // `status` must not be OK.
   static ApiError FromStatus(const Status& status, std::string param = "");
 
-  // {"error": {...}} as JSON text.
+  // {"error": {...}} as a JSON value and as JSON text.
+  nlohmann::json Body() const;
   std::string ToJson() const;
 };
 

@@ -1,0 +1,134 @@
+// `kiln serve`: the OpenAI-compatible HTTP server (src/server/) over one Engine.
+//
+//   kiln serve --model PATH [--tokenizer PATH] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
+//       [--served-model-name NAME] [--max-model-len N] [--max-num-seqs N] [--device cpu|cuda]
+//       [--load-format dummy] [--chat-template FILE|TEXT] [--max-body-bytes N] ... (engine flags)
+//
+// Prints "kiln serve: listening on http://HOST:PORT" once ready (--port 0 picks a free port).
+// SIGTERM / SIGINT: stop accepting, let in-flight requests finish for up to
+// --shutdown-grace-period seconds (a second signal cuts it short), abort the rest, exit 0.
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "common/logging.h"
+#include "flags.h"
+#include "kiln/engine.h"
+#include "server/http_server.h"
+#include "server/openai_server.h"
+#include "subcommands.h"
+
+namespace kiln::cli {
+namespace {
+
+// --chat-template takes a file path or the template text itself.
+StatusOr<std::string> LoadChatTemplate(const std::string& value) {
+  if (value.empty() || value.find("{%") != std::string::npos ||
+      value.find("{{") != std::string::npos) {
+    return value;
+  }
+  std::ifstream in(value, std::ios::binary);
+  if (!in) return Status::InvalidArgument("--chat-template: cannot read file '" + value + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Status Serve(int argc, char** argv) {
+  Flags f;
+  DeclareEngineFlags(&f);
+  f.Value("host", "address to listen on (default 127.0.0.1)");
+  f.Value("port", "port to listen on (default 8000; 0 = any free port)");
+  f.Value("api-key", "require 'Authorization: Bearer KEY' on /v1/*, /tokenize, /detokenize");
+  f.Value("chat-template", "chat template (Jinja) file or text; overrides the tokenizer's");
+  f.Value("max-body-bytes", "largest request body accepted (default 64 MiB; larger → 413)");
+  f.Value("http-threads", "io threads serving connections (default 2)");
+  f.Value("request-timeout", "seconds to receive one request's headers and body (default 60)");
+  f.Value("keep-alive-timeout", "seconds an idle keep-alive connection stays open (default 65)");
+  f.Value("shutdown-grace-period", "seconds in-flight requests may finish on SIGTERM (default 30)");
+  f.Value("retry-after", "Retry-After seconds sent with 503 (default 1)");
+  KILN_RETURN_IF_ERROR(f.Parse(argc, argv, 2));
+
+  EngineOptions engine_options;
+  KILN_RETURN_IF_ERROR(EngineOptionsFromFlags(f, &engine_options));
+  server::HttpServerOptions http;
+  http.host = f.GetString("host", http.host);
+  KILN_ASSIGN_OR_RETURN(int64_t port, f.GetInt("port", http.port));
+  http.port = static_cast<int>(port);
+  KILN_ASSIGN_OR_RETURN(http.max_body_bytes, f.GetInt("max-body-bytes", http.max_body_bytes));
+  KILN_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("http-threads", http.num_threads));
+  http.num_threads = static_cast<int>(threads);
+  KILN_ASSIGN_OR_RETURN(http.read_timeout_s, f.GetDouble("request-timeout", http.read_timeout_s));
+  KILN_ASSIGN_OR_RETURN(http.idle_timeout_s,
+                        f.GetDouble("keep-alive-timeout", http.idle_timeout_s));
+  KILN_RETURN_IF_ERROR(http.Validate());
+  KILN_ASSIGN_OR_RETURN(double grace_s, f.GetDouble("shutdown-grace-period", 30.0));
+  server::OpenAiServerOptions api;
+  api.api_key = f.GetString("api-key");
+  api.served_model_name = f.GetString("served-model-name");
+  KILN_ASSIGN_OR_RETURN(api.chat_template, LoadChatTemplate(f.GetString("chat-template")));
+  KILN_ASSIGN_OR_RETURN(int64_t retry_after, f.GetInt("retry-after", 1));
+  api.retry_after_s = static_cast<int>(retry_after);
+
+  // Signals are taken synchronously by this thread; every thread started below inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(engine_options));
+  auto openai = std::make_unique<server::OpenAiServer>(engine.get(), api);
+  KILN_ASSIGN_OR_RETURN(
+      std::unique_ptr<server::HttpServer> http_server,
+      server::HttpServer::Create(http, [&openai](server::HttpRequest request,
+                                                 std::shared_ptr<server::HttpResponder> r) {
+        openai->Handle(std::move(request), std::move(r));
+      }));
+  http_server->Start();
+  std::printf("kiln serve: listening on http://%s:%d (model %s, device %s)\n", http.host.c_str(),
+              http_server->port(), openai->model_name().c_str(),
+              engine->model_info().device.c_str());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  KILN_LOG(INFO) << "signal " << sig << ": draining (grace period " << grace_s << " s)";
+  openai->SetDraining(true);
+  http_server->StopAccepting();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(grace_s);
+  const timespec poll{0, 50 * 1000 * 1000};
+  while (http_server->num_pending_exchanges() > 0 && std::chrono::steady_clock::now() < deadline) {
+    if (sigtimedwait(&signals, nullptr, &poll) > 0) {
+      KILN_LOG(WARNING) << "second signal: aborting in-flight requests";
+      break;
+    }
+  }
+  engine->Shutdown(/*abort_running=*/true);
+  // Let aborted requests' final events reach their clients.
+  for (int i = 0; i < 40 && http_server->num_pending_exchanges() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  engine.reset();  // drops output callbacks (they hold connections) before the io threads go
+  http_server->Stop();
+  openai.reset();
+  KILN_LOG(INFO) << "stopped";
+  return Status::Ok();
+}
+
+}  // namespace
+}  // namespace kiln::cli
+
+int RunServe(int argc, char** argv) {
+  const kiln::Status status = kiln::cli::Serve(argc, argv);
+  if (!status.ok()) {
+    std::fprintf(stderr, "kiln serve: %s\n", status.ToString().c_str());
+    return status.code() == kiln::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}

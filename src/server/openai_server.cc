@@ -1,0 +1,360 @@
+#include "server/openai_server.h"
+
+#include <chrono>
+#include <ctime>
+#include <random>
+
+#include "server/generation.h"
+#include "server/openai_protocol.h"
+#include "server/pooling.h"
+
+namespace kiln::server {
+namespace {
+
+void SendJson(ServerMetrics* metrics, HttpResponder& r, int status, std::string body,
+              HttpHeaders headers = {}) {
+  metrics->ObserveHttpStatus(status);
+  r.Send(status, "application/json", std::move(body), std::move(headers));
+}
+
+void SendError(ServerMetrics* metrics, HttpResponder& r, const ApiError& e) {
+  HttpHeaders headers;
+  if (e.retry_after_s > 0) headers.emplace_back("Retry-After", std::to_string(e.retry_after_s));
+  if (e.http_status == 401) headers.emplace_back("WWW-Authenticate", "Bearer");
+  SendJson(metrics, r, e.http_status, e.ToJson(), std::move(headers));
+}
+
+// Constant-time comparison (the API key must not leak through timing).
+bool SecretEquals(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i % (b.empty() ? 1 : b.size())];
+  return diff == 0 && !b.empty();
+}
+
+}  // namespace
+
+OpenAiServer::OpenAiServer(Engine* engine, OpenAiServerOptions options)
+    : engine_(engine), options_(std::move(options)) {
+  model_name_ = options_.served_model_name.empty() ? engine_->model_info().served_model_name
+                                                   : options_.served_model_name;
+  id_salt_ = std::random_device{}();
+  id_salt_ = (id_salt_ << 32) ^ std::random_device{}();
+}
+
+OpenAiServer::~OpenAiServer() = default;
+
+std::string OpenAiServer::NewId(const char* prefix) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%s%016llx%08llx", prefix,
+                static_cast<unsigned long long>(id_salt_),
+                static_cast<unsigned long long>(next_id_++));
+  return buf;
+}
+
+int OpenAiServer::max_model_len() const {
+  int len = engine_->model_info().max_model_len;
+  const int configured = engine_->options().scheduler.max_model_len;
+  if (configured > 0 && (len <= 0 || configured < len)) len = configured;
+  return len;
+}
+
+std::optional<ApiError> OpenAiServer::CheckModel(const std::string& model) const {
+  if (model.empty() || model == model_name_) return std::nullopt;
+  ApiError e = ApiError::NotFound("The model `" + model + "` does not exist.", "model_not_found");
+  e.param = "model";
+  return e;
+}
+
+void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> responder) {
+  struct Route {
+    const char* path;
+    const char* method;
+    bool needs_auth;
+    void (OpenAiServer::*fn)(const HttpRequest&, std::shared_ptr<HttpResponder>);
+  };
+  static const Route kRoutes[] = {
+      {"/v1/chat/completions", "POST", true, &OpenAiServer::HandleChat},
+      {"/v1/completions", "POST", true, &OpenAiServer::HandleCompletion},
+      {"/v1/models", "GET", true, &OpenAiServer::HandleModels},
+      {"/health", "GET", false, &OpenAiServer::HandleHealth},
+      {"/metrics", "GET", false, &OpenAiServer::HandleMetrics},
+      {"/tokenize", "POST", true, &OpenAiServer::HandleTokenize},
+      {"/detokenize", "POST", true, &OpenAiServer::HandleDetokenize},
+      {"/v1/classify", "POST", true, &OpenAiServer::HandleClassify},
+      {"/v1/embeddings", "POST", true, &OpenAiServer::HandleEmbeddings},
+  };
+  const Route* route = nullptr;
+  for (const auto& r : kRoutes) {
+    if (request.path == r.path) route = &r;
+  }
+  if (route == nullptr && request.path.rfind("/v1/models/", 0) == 0) {
+    static const Route kModel = {"/v1/models/", "GET", true, &OpenAiServer::HandleModels};
+    route = &kModel;
+  }
+  if (route == nullptr) {
+    ApiError e = ApiError::NotFound("no route for " + request.method + " " + request.path,
+                                    "route_not_found");
+    return SendError(&metrics_, *responder, e);
+  }
+  if (route->needs_auth && !options_.api_key.empty()) {
+    const std::string prefix = "Bearer ";
+    const bool ok = request.authorization.rfind(prefix, 0) == 0 &&
+                    SecretEquals(request.authorization.substr(prefix.size()), options_.api_key);
+    if (!ok) {
+      ApiError e = ApiError::FromStatus(Status::Unauthenticated(
+          request.authorization.empty() ? "missing API key: send 'Authorization: Bearer <key>'"
+                                        : "invalid API key"));
+      e.code = "invalid_api_key";
+      return SendError(&metrics_, *responder, e);
+    }
+  }
+  if (request.method != route->method) {
+    ApiError e;
+    e.http_status = 405;
+    e.message = "method " + request.method + " is not allowed for " + request.path + "; use " +
+                route->method;
+    e.code = "method_not_allowed";
+    metrics_.ObserveHttpStatus(405);
+    responder->Send(405, "application/json", e.ToJson(), {{"Allow", route->method}});
+    return;
+  }
+  (this->*(route->fn))(request, std::move(responder));
+}
+
+void OpenAiServer::HandleHealth(const HttpRequest&, std::shared_ptr<HttpResponder> responder) {
+  if (draining_) {
+    ApiError e = ApiError::FromStatus(Status::Unavailable("the server is shutting down"));
+    return SendError(&metrics_, *responder, e);
+  }
+  SendJson(&metrics_, *responder, 200, "{}");
+}
+
+void OpenAiServer::HandleMetrics(const HttpRequest&, std::shared_ptr<HttpResponder> responder) {
+  metrics_.ObserveHttpStatus(200);
+  responder->Send(200, "text/plain; version=0.0.4; charset=utf-8",
+                  metrics_.Render(engine_->Metrics(), model_name_));
+}
+
+void OpenAiServer::HandleModels(const HttpRequest& request,
+                                std::shared_ptr<HttpResponder> responder) {
+  const json model = {{"id", model_name_},
+                      {"object", "model"},
+                      {"created", static_cast<int64_t>(std::time(nullptr))},
+                      {"owned_by", "kiln"},
+                      {"root", model_name_},
+                      {"max_model_len", max_model_len()}};
+  if (request.path != "/v1/models") {
+    const std::string id = request.path.substr(std::string("/v1/models/").size());
+    if (auto e = CheckModel(id)) return SendError(&metrics_, *responder, *e);
+    return SendJson(&metrics_, *responder, 200, DumpJson(model));
+  }
+  SendJson(&metrics_, *responder, 200,
+           DumpJson({{"object", "list"}, {"data", json::array({model})}}));
+}
+
+void OpenAiServer::HandleChat(const HttpRequest& request,
+                              std::shared_ptr<HttpResponder> responder) {
+  HandleGenerate(request, std::move(responder), /*chat=*/true);
+}
+
+void OpenAiServer::HandleCompletion(const HttpRequest& request,
+                                    std::shared_ptr<HttpResponder> responder) {
+  HandleGenerate(request, std::move(responder), /*chat=*/false);
+}
+
+std::optional<ApiError> OpenAiServer::RenderChatPrompt(const GenerateRequest& g,
+                                                       std::vector<int32_t>* ids) const {
+  const Tokenizer* tok = engine_->tokenizer();
+  ChatTemplateOptions co = g.chat_options;
+  if (co.chat_template.empty()) co.chat_template = options_.chat_template;
+  if (co.chat_template.empty() && !tok->has_chat_template()) {
+    return ApiError::BadRequest(
+        "the served model has no chat template; start the server with --chat-template or use "
+        "/v1/completions",
+        "messages");
+  }
+  auto text = tok->ApplyChatTemplate(g.messages, co);
+  if (!text.ok()) return ApiError::FromStatus(text.status(), "messages");
+  *ids = tok->Encode(*text, g.add_special_tokens);
+  return std::nullopt;
+}
+
+std::optional<ApiError> OpenAiServer::PreparePrompts(GenerateRequest* g,
+                                                     std::vector<PreparedPrompt>* out) const {
+  const Tokenizer* tok = engine_->tokenizer();
+  const int vocab = engine_->model_info().vocab_size > 0 ? engine_->model_info().vocab_size
+                                                         : tok->vocab_size();
+  for (const auto& s : g->logprob_token_strings) {
+    const auto ids = tok->Encode(s, false);
+    if (ids.size() != 1) {
+      return ApiError::BadRequest("'logprob_token_ids' entry '" + s + "' is " +
+                                      std::to_string(ids.size()) + " tokens, not one",
+                                  "logprob_token_ids");
+    }
+    g->logprob_token_ids.push_back(ids[0]);
+  }
+  if (auto e = CheckTokenIds(g->logprob_token_ids, vocab, "logprob_token_ids")) return e;
+  if (auto e = CheckTokenIds(g->sampling.stop_token_ids, vocab, "stop_token_ids")) return e;
+
+  std::vector<std::pair<std::vector<int32_t>, std::string>> prompts;  // ids, echo text
+  if (g->kind == ApiKind::kChat) {
+    std::vector<int32_t> ids;
+    if (auto e = RenderChatPrompt(*g, &ids)) return e;
+    prompts.emplace_back(std::move(ids), "");
+  } else {
+    for (auto& p : g->prompts) {
+      if (p.is_text) {
+        prompts.emplace_back(tok->Encode(p.text, g->add_special_tokens), p.text);
+      } else {
+        if (auto e = CheckTokenIds(p.token_ids, vocab, "prompt")) return e;
+        std::string echo;
+        if (g->echo) {
+          auto text = tok->Decode(p.token_ids, g->skip_special_tokens);
+          if (text.ok()) echo = *text;
+        }
+        prompts.emplace_back(std::move(p.token_ids), std::move(echo));
+      }
+    }
+  }
+  const int limit = max_model_len();
+  const int requested_max_tokens = g->sampling.max_tokens;
+  for (auto& [ids, echo] : prompts) {
+    g->sampling.max_tokens = requested_max_tokens;
+    if (auto e = CheckPromptLength(static_cast<int>(ids.size()), limit, g)) return e;
+    out->push_back({std::move(ids), g->sampling, std::move(echo)});
+  }
+  return std::nullopt;
+}
+
+void OpenAiServer::HandleGenerate(const HttpRequest& request,
+                                  std::shared_ptr<HttpResponder> responder, bool chat) {
+  json body;
+  if (auto e = ParseJsonBody(request.body, &body)) return SendError(&metrics_, *responder, *e);
+  GenerateRequest g;
+  if (auto e = chat ? ParseChatRequest(body, &g) : ParseCompletionRequest(body, &g)) {
+    return SendError(&metrics_, *responder, *e);
+  }
+  if (auto e = CheckModel(g.model)) return SendError(&metrics_, *responder, *e);
+  if (engine_->tokenizer() == nullptr) {
+    return SendError(&metrics_, *responder,
+                     ApiError::FromStatus(Status::FailedPrecondition(
+                         "the served model has no tokenizer; start with --tokenizer")));
+  }
+  std::vector<PreparedPrompt> prompts;
+  if (auto e = PreparePrompts(&g, &prompts)) return SendError(&metrics_, *responder, *e);
+  ResponseMeta meta{NewId(chat ? "chatcmpl-" : "cmpl-"), static_cast<int64_t>(std::time(nullptr)),
+                    model_name_};
+  auto gen = std::make_shared<Generation>(engine_, &metrics_, responder, std::move(g),
+                                          std::move(meta), options_.detokenizer_context_tokens);
+  if (auto e = gen->Start(std::move(prompts))) {
+    if (e->retry_after_s > 0) e->retry_after_s = options_.retry_after_s;
+    SendError(&metrics_, *responder, *e);
+  }
+}
+
+void OpenAiServer::HandleTokenize(const HttpRequest& request,
+                                  std::shared_ptr<HttpResponder> responder) {
+  json body;
+  if (auto e = ParseJsonBody(request.body, &body)) return SendError(&metrics_, *responder, *e);
+  const Tokenizer* tok = engine_->tokenizer();
+  if (tok == nullptr) {
+    return SendError(&metrics_, *responder,
+                     ApiError::FromStatus(Status::FailedPrecondition("no tokenizer loaded")));
+  }
+  std::vector<int32_t> ids;
+  if (body.contains("messages")) {
+    GenerateRequest g;
+    if (auto e = ParseChatRequest(body, &g)) return SendError(&metrics_, *responder, *e);
+    if (auto e = CheckModel(g.model)) return SendError(&metrics_, *responder, *e);
+    if (auto e = RenderChatPrompt(g, &ids)) return SendError(&metrics_, *responder, *e);
+  } else {
+    const auto prompt = body.find("prompt");
+    if (prompt == body.end() || !prompt->is_string()) {
+      return SendError(&metrics_, *responder,
+                       ApiError::BadRequest("'prompt' (a string) or 'messages' is required",
+                                            "prompt"));
+    }
+    if (body.contains("model") && body["model"].is_string()) {
+      if (auto e = CheckModel(body["model"].get<std::string>())) {
+        return SendError(&metrics_, *responder, *e);
+      }
+    }
+    bool add_special = true;
+    if (const auto it = body.find("add_special_tokens"); it != body.end() && !it->is_null()) {
+      if (!it->is_boolean()) {
+        return SendError(&metrics_, *responder,
+                         ApiError::BadRequest("'add_special_tokens' must be a boolean",
+                                              "add_special_tokens"));
+      }
+      add_special = it->get<bool>();
+    }
+    ids = tok->Encode(prompt->get<std::string>(), add_special);
+  }
+  json out = {{"count", ids.size()}, {"max_model_len", max_model_len()}, {"tokens", ids}};
+  if (body.value("return_token_strs", false)) {
+    json strs = json::array();
+    for (int32_t id : ids) strs.push_back(tok->IdToPiece(id));
+    out["token_strs"] = std::move(strs);
+  } else {
+    out["token_strs"] = nullptr;
+  }
+  SendJson(&metrics_, *responder, 200, DumpJson(out));
+}
+
+void OpenAiServer::HandleDetokenize(const HttpRequest& request,
+                                    std::shared_ptr<HttpResponder> responder) {
+  json body;
+  if (auto e = ParseJsonBody(request.body, &body)) return SendError(&metrics_, *responder, *e);
+  const Tokenizer* tok = engine_->tokenizer();
+  if (tok == nullptr) {
+    return SendError(&metrics_, *responder,
+                     ApiError::FromStatus(Status::FailedPrecondition("no tokenizer loaded")));
+  }
+  const auto tokens = body.find("tokens");
+  if (tokens == body.end() || !tokens->is_array()) {
+    return SendError(&metrics_, *responder,
+                     ApiError::BadRequest("'tokens' (an array of token ids) is required",
+                                          "tokens"));
+  }
+  std::vector<int32_t> ids;
+  for (const auto& t : *tokens) {
+    if (!t.is_number_integer()) {
+      return SendError(&metrics_, *responder,
+                       ApiError::BadRequest("'tokens' must contain integers", "tokens"));
+    }
+    const int64_t v = t.get<int64_t>();
+    if (v < 0 || v > INT32_MAX) {
+      return SendError(&metrics_, *responder,
+                       ApiError::BadRequest("token id " + std::to_string(v) +
+                                                " is outside the vocabulary",
+                                            "tokens"));
+    }
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  if (auto e = CheckTokenIds(ids, tok->vocab_size(), "tokens")) {
+    return SendError(&metrics_, *responder, *e);
+  }
+  auto text = tok->Decode(ids, /*skip_special_tokens=*/false);
+  if (!text.ok()) return SendError(&metrics_, *responder, ApiError::FromStatus(text.status()));
+  SendJson(&metrics_, *responder, 200, DumpJson({{"prompt", *text}}));
+}
+
+void OpenAiServer::HandleClassify(const HttpRequest& request,
+                                  std::shared_ptr<HttpResponder> responder) {
+  RunClassify(this, request, std::move(responder));
+}
+
+void OpenAiServer::HandleEmbeddings(const HttpRequest& request,
+                                    std::shared_ptr<HttpResponder> responder) {
+  RunEmbeddings(this, request, std::move(responder));
+}
+
+void OpenAiServer::SendApiError(HttpResponder& responder, const ApiError& error) {
+  SendError(&metrics_, responder, error);
+}
+
+void OpenAiServer::SendOk(HttpResponder& responder, std::string body) {
+  SendJson(&metrics_, responder, 200, std::move(body));
+}
+
+}  // namespace kiln::server
