@@ -11,6 +11,7 @@ namespace {
 Status OptionalInt(const GgufFile& f, const std::string& key, int* out) {
   if (f.Find(key) == nullptr) return Status::Ok();
   KILN_ASSIGN_OR_RETURN(int64_t v, f.GetInt(key));
+  if (v == 0xFFFFFFFFll) return Status::Ok();  // uint32 "none" as llama.cpp writes it
   if (v < 0 || v > (int64_t{1} << 30)) return Status::InvalidArgument("metadata '" + key + "' out of range");
   *out = static_cast<int>(v);
   return Status::Ok();

@@ -1,0 +1,61 @@
+#include "model/tokenizer_loader.h"
+
+#include <gtest/gtest.h>
+
+#include "model/mapped_file.h"
+#include "model/test_data.h"
+
+namespace kiln {
+namespace {
+
+// stories260K's embedded SentencePiece vocabulary decodes the reference greedy ids to the
+// reference text, and the HF directory's tokenizer.json agrees.
+TEST(TokenizerLoaderTest, Stories260KDecodesGreedyReference) {
+  const std::string gguf = testing::SharedPath("models/stories260K/stories260K.gguf");
+  const std::string ids_path = testing::SharedPath("models/stories260K/greedy256.ids");
+  const std::string txt_path = testing::SharedPath("models/stories260K/greedy256.txt");
+  if (gguf.empty() || ids_path.empty() || txt_path.empty())
+    GTEST_SKIP() << "missing ../shared/models/stories260K";
+  const std::vector<int32_t> ids = testing::ReadIdsFile(ids_path);
+  const std::string expected = *ReadFileToString(txt_path);
+  auto tokenizer = LoadTokenizer(gguf);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().ToString();
+  EXPECT_EQ((*tokenizer)->vocab_size(), 512);
+  EXPECT_EQ((*tokenizer)->bos_token_id(), 1);
+  auto text = (*tokenizer)->Decode(ids, /*skip_special_tokens=*/true);
+  ASSERT_TRUE(text.ok()) << text.status().ToString();
+  // The reference file may end with a newline the ids do not produce.
+  std::string want = expected;
+  while (!want.empty() && want.back() == '\n' && (text->empty() || text->back() != '\n')) want.pop_back();
+  EXPECT_EQ(*text, want);
+  const std::string hf = testing::SharedPath("models/stories260K/hf");
+  if (!hf.empty()) {
+    auto hf_tokenizer = LoadTokenizer(hf);
+    ASSERT_TRUE(hf_tokenizer.ok()) << hf_tokenizer.status().ToString();
+    EXPECT_EQ(*(*hf_tokenizer)->Decode(ids, true), *text);
+  }
+}
+
+TEST(TokenizerLoaderTest, GgufVocabFields) {
+  const std::string gguf = testing::SharedPath("models/stories260K/stories260K.gguf");
+  if (gguf.empty()) GTEST_SKIP() << "missing ../shared/models/stories260K/stories260K.gguf";
+  auto file = GgufFile::Open(gguf);
+  ASSERT_TRUE(file.ok());
+  auto vocab = ReadGgufVocab(**file);
+  ASSERT_TRUE(vocab.ok()) << vocab.status().ToString();
+  EXPECT_EQ(vocab->model, "llama");
+  EXPECT_EQ(vocab->tokens.size(), 512u);
+  EXPECT_EQ(vocab->scores.size(), 512u);
+  EXPECT_EQ(vocab->token_types.size(), 512u);
+  EXPECT_EQ(vocab->bos_id, 1);
+  EXPECT_EQ(vocab->eos_id, 2);
+  EXPECT_TRUE(vocab->add_bos);
+}
+
+TEST(TokenizerLoaderTest, Errors) {
+  EXPECT_EQ(LoadTokenizer("/nonexistent/path").status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(LoadTokenizer("/tmp").ok());
+}
+
+}  // namespace
+}  // namespace kiln
