@@ -35,6 +35,14 @@ StatusOr<json> ReadJson(const std::filesystem::path& path) {
   return parsed;
 }
 
+// obj[key] without copying (json::value returns a copy), or null when absent.
+const json& Member(const json& obj, const char* key) {
+  static const json kNull;
+  if (!obj.is_object()) return kNull;
+  auto it = obj.find(key);
+  return it == obj.end() ? kNull : *it;
+}
+
 // A special-token entry of tokenizer_config.json: "text", {"content": "text", ...} or null.
 std::string TokenName(const json& value) {
   if (value.is_string()) return value.get<std::string>();
@@ -69,14 +77,14 @@ Status ReadPostProcessor(const json& j, std::vector<int32_t>* prefix, std::vecto
   const std::string type = j.value("type", std::string());
   if (type == "ByteLevel") return Status::Ok();
   if (type == "Sequence") {
-    const json& list = j.value("processors", json());
+    const json& list = Member(j, "processors");
     if (!list.is_array()) return Status::DataLoss("post_processor Sequence: 'processors' expected");
     for (const json& p : list) KILN_RETURN_IF_ERROR(ReadPostProcessor(p, prefix, suffix));
     return Status::Ok();
   }
   if (type == "BertProcessing" || type == "RobertaProcessing") {
-    const json& cls = j.value("cls", json());
-    const json& sep = j.value("sep", json());
+    const json& cls = Member(j, "cls");
+    const json& sep = Member(j, "sep");
     if (!cls.is_array() || cls.size() != 2 || !cls[1].is_number_integer() || !sep.is_array() ||
         sep.size() != 2 || !sep[1].is_number_integer()) {
       return Status::DataLoss("post_processor " + type + ": 'cls' and 'sep' pairs expected");
@@ -86,8 +94,8 @@ Status ReadPostProcessor(const json& j, std::vector<int32_t>* prefix, std::vecto
     return Status::Ok();
   }
   if (type == "TemplateProcessing") {
-    const json& single = j.value("single", json());
-    const json& specials = j.value("special_tokens", json::object());
+    const json& single = Member(j, "single");
+    const json& specials = Member(j, "special_tokens");
     if (!single.is_array()) return Status::DataLoss("TemplateProcessing: 'single' array expected");
     bool seen_sequence = false;
     for (const json& item : single) {
@@ -99,7 +107,7 @@ Status ReadPostProcessor(const json& j, std::vector<int32_t>* prefix, std::vecto
         return Status::DataLoss("TemplateProcessing: unknown item " + item.dump());
       }
       const std::string name = item["SpecialToken"].value("id", std::string());
-      const json& entry = specials.value(name, json());
+      const json& entry = Member(specials, name.c_str());
       if (!entry.is_object() || !entry.contains("ids") || !entry["ids"].is_array()) {
         return Status::DataLoss("TemplateProcessing: special token '" + name + "' has no ids");
       }
@@ -115,13 +123,13 @@ Status ReadPostProcessor(const json& j, std::vector<int32_t>* prefix, std::vecto
 
 void ReadChatTemplates(const json& config, const std::filesystem::path& dir,
                        std::map<std::string, std::string>* templates) {
-  const json& value = config.value("chat_template", json());
+  const json& value = Member(config, "chat_template");
   if (value.is_string()) {
     (*templates)["default"] = value.get<std::string>();
   } else if (value.is_array()) {
     for (const json& item : value) {
-      if (item.is_object() && item.value("name", json()).is_string() &&
-          item.value("template", json()).is_string()) {
+      if (item.is_object() && Member(item, "name").is_string() &&
+          Member(item, "template").is_string()) {
         (*templates)[item["name"].get<std::string>()] = item["template"].get<std::string>();
       }
     }
@@ -134,7 +142,7 @@ void ReadChatTemplates(const json& config, const std::filesystem::path& dir,
 StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, const json& config,
                                            const std::filesystem::path& dir) {
   if (!root.is_object()) return Status::DataLoss("tokenizer.json: a JSON object expected");
-  const json& model = root.value("model", json());
+  const json& model = Member(root, "model");
   if (!model.is_object()) return Status::DataLoss("tokenizer.json: 'model' object expected");
   const std::string model_type = model.value("type", std::string("BPE"));
   if (model_type != "BPE") {
@@ -149,15 +157,15 @@ StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, const json& config,
   }
 
   BpeTokenizerParts parts;
-  KILN_ASSIGN_OR_RETURN(parts.normalizer, tokenizer::Normalizer::FromJson(root.value("normalizer", json())));
+  KILN_ASSIGN_OR_RETURN(parts.normalizer, tokenizer::Normalizer::FromJson(Member(root, "normalizer")));
   KILN_ASSIGN_OR_RETURN(parts.pre_tokenizer,
-                        tokenizer::PreTokenizer::FromJson(root.value("pre_tokenizer", json())));
-  KILN_ASSIGN_OR_RETURN(parts.decoder, tokenizer::Decoder::FromJson(root.value("decoder", json())));
-  KILN_RETURN_IF_ERROR(ReadPostProcessor(root.value("post_processor", json()), &parts.prefix_ids,
+                        tokenizer::PreTokenizer::FromJson(Member(root, "pre_tokenizer")));
+  KILN_ASSIGN_OR_RETURN(parts.decoder, tokenizer::Decoder::FromJson(Member(root, "decoder")));
+  KILN_RETURN_IF_ERROR(ReadPostProcessor(Member(root, "post_processor"), &parts.prefix_ids,
                                          &parts.suffix_ids));
 
   // Vocabulary.
-  const json& vocab = model.value("vocab", json());
+  const json& vocab = Member(model, "vocab");
   if (!vocab.is_object()) return Status::DataLoss("tokenizer.json: model.vocab object expected");
   std::vector<std::pair<std::string, int32_t>> entries;
   entries.reserve(vocab.size());
@@ -170,15 +178,15 @@ StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, const json& config,
     max_id = std::max<int64_t>(max_id, id.get<int64_t>());
   }
   std::vector<AddedToken> added;
-  const json& added_json = root.value("added_tokens", json::array());
-  if (!added_json.is_array()) return Status::DataLoss("tokenizer.json: 'added_tokens' array expected");
+  const json& added_json = Member(root, "added_tokens");
+  if (!added_json.is_array() && !added_json.is_null()) return Status::DataLoss("tokenizer.json: 'added_tokens' array expected");
   for (const json& item : added_json) {
     AddedToken token;
     KILN_RETURN_IF_ERROR(ReadAddedToken(item, &token));
     added.push_back(std::move(token));
   }
   // tokenizer_config.json's added_tokens_decoder may name tokens tokenizer.json lacks.
-  const json& decoder_map = config.value("added_tokens_decoder", json::object());
+  const json& decoder_map = Member(config, "added_tokens_decoder");
   if (decoder_map.is_object()) {
     for (const auto& [key, item] : decoder_map.items()) {
       json with_id = item;
@@ -212,8 +220,8 @@ StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, const json& config,
   const StringIdMap piece_ids = tokenizer::PieceIds(parts.pieces, in_model);
 
   // Merges: "a b" strings or ["a", "b"] pairs.
-  const json& merges_json = model.value("merges", json::array());
-  if (!merges_json.is_array()) return Status::DataLoss("tokenizer.json: model.merges array expected");
+  const json& merges_json = Member(model, "merges");
+  if (!merges_json.is_array() && !merges_json.is_null()) return Status::DataLoss("tokenizer.json: model.merges array expected");
   std::vector<std::pair<std::string, std::string>> pairs;
   pairs.reserve(merges_json.size());
   for (const json& m : merges_json) {
@@ -232,13 +240,13 @@ StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, const json& config,
 
   tokenizer::BpeOptions options;
   options.byte_units = parts.pre_tokenizer.has_byte_level();
-  const json& byte_fallback = model.value("byte_fallback", json());
+  const json& byte_fallback = Member(model, "byte_fallback");
   options.byte_fallback = byte_fallback.is_boolean() && byte_fallback.get<bool>();
-  const json& fuse_unk = model.value("fuse_unk", json());
+  const json& fuse_unk = Member(model, "fuse_unk");
   options.fuse_unk = fuse_unk.is_boolean() && fuse_unk.get<bool>();
-  const json& ignore_merges = model.value("ignore_merges", json());
+  const json& ignore_merges = Member(model, "ignore_merges");
   options.ignore_merges = ignore_merges.is_boolean() && ignore_merges.get<bool>();
-  const json& unk = model.value("unk_token", json());
+  const json& unk = Member(model, "unk_token");
   if (unk.is_string()) {
     auto it = piece_ids.find(unk.get<std::string>());
     if (it == piece_ids.end()) {
@@ -261,8 +269,8 @@ StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, const json& config,
     return it == piece_ids.end() ? -1 : it->second;
   };
   if (config.is_object() && !config.empty()) {
-    parts.bos_id = id_of(TokenName(config.value("bos_token", json())));
-    parts.eos_id = id_of(TokenName(config.value("eos_token", json())));
+    parts.bos_id = id_of(TokenName(Member(config, "bos_token")));
+    parts.eos_id = id_of(TokenName(Member(config, "eos_token")));
     ReadChatTemplates(config, dir, &parts.chat_templates);
   } else if (!parts.prefix_ids.empty()) {
     parts.bos_id = parts.prefix_ids.front();  // no config: the token the post-processor prepends

@@ -3,6 +3,9 @@
 // tokenizer.json and for stories260K (testdata/, generated with the Rust library).
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <map>
+
 #include "tokenizer/gguf_vocab.h"
 #include "tokenizer/tokenizer_factory.h"
 #include "tokenizer/tokenizer_test_util.h"
@@ -24,6 +27,17 @@ std::unique_ptr<Tokenizer> LoadOrSkip(const std::filesystem::path& path) {
   auto tok = CreateTokenizerFromJson(path.string());
   EXPECT_TRUE(tok.ok()) << tok.status().ToString();
   return tok.ok() ? std::move(tok).value() : nullptr;
+}
+
+// The big Qwen vocabularies take a second to load: each is loaded once per test binary.
+const Tokenizer* SharedQwen(const std::string& name) {
+  static std::map<std::string, std::unique_ptr<Tokenizer>>* cache =
+      new std::map<std::string, std::unique_ptr<Tokenizer>>();
+  auto it = cache->find(name);
+  if (it == cache->end()) {
+    it = cache->emplace(name, LoadOrSkip(SharedDir() / "tokenizers" / name)).first;
+  }
+  return it->second.get();
 }
 
 #define SKIP_IF_MISSING(path)                                                     \
@@ -59,7 +73,7 @@ class SharedTokenizerTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(SharedTokenizerTest, CasesMatchHfTokenizers) {
   const auto dir = SharedDir() / "tokenizers" / GetParam();
   SKIP_IF_MISSING(dir / "cases.json");
-  auto tok = LoadOrSkip(dir);
+  const Tokenizer* tok = SharedQwen(GetParam());
   ASSERT_NE(tok, nullptr);
   CheckCases(*tok, ReadJsonFile(dir / "cases.json")["cases"], GetParam());
 }
@@ -69,7 +83,7 @@ INSTANTIATE_TEST_SUITE_P(Qwen, SharedTokenizerTest, ::testing::Values("qwen2.5",
 TEST(QwenTokenizerTest, LlamaCppVectors) {
   const auto dir = SharedDir() / "tokenizers" / "qwen2.5";
   SKIP_IF_MISSING(dir / "llamacpp_vectors.out");
-  auto tok = LoadOrSkip(dir);
+  const Tokenizer* tok = SharedQwen("qwen2.5");
   ASSERT_NE(tok, nullptr);
   const json inputs = ReadJsonFile(dir / "llamacpp_vectors_cases.json");
   std::istringstream out(ReadText(dir / "llamacpp_vectors.out"));
@@ -93,7 +107,7 @@ TEST(QwenTokenizerTest, LlamaCppVectors) {
 TEST(QwenTokenizerTest, SpecialTokensAndMetadata) {
   const auto dir = SharedDir() / "tokenizers" / "qwen2.5";
   SKIP_IF_MISSING(dir / "tokenizer.json");
-  auto tok = LoadOrSkip(dir);
+  const Tokenizer* tok = SharedQwen("qwen2.5");
   ASSERT_NE(tok, nullptr);
   EXPECT_EQ(tok->vocab_size(), 151665);
   EXPECT_EQ(tok->eos_token(), "<|im_end|>");
@@ -117,6 +131,60 @@ TEST(QwenTokenizerTest, SpecialTokensAndMetadata) {
   // Skipping special tokens.
   const auto ids = tok->Encode("<|im_start|>user\nHi<|im_end|>", false);
   EXPECT_EQ(*tok->Decode(ids, true), "user\nHi");
+}
+
+// 104 KB of mixed Chinese/English prose (the benchmark text): the ids must be HF tokenizers'
+// (0.23.2) exactly. Stored as their count and FNV-1a-64 over the little-endian int32 ids.
+TEST(QwenTokenizerTest, MixedChineseEnglishTextMatchesHfTokenizers) {
+  const auto dir = SharedDir() / "tokenizers" / "qwen2.5";
+  const auto text_path =
+      std::filesystem::path(std::getenv("KILN_SOURCE_DIR") ? std::getenv("KILN_SOURCE_DIR") : ".") /
+      "bench" / "data" / "mixed_zh_en.txt";
+  SKIP_IF_MISSING(dir / "tokenizer.json");
+  SKIP_IF_MISSING(text_path);
+  const Tokenizer* tok = SharedQwen("qwen2.5");
+  ASSERT_NE(tok, nullptr);
+  const std::string text = ReadText(text_path);
+  const std::vector<int32_t> ids = tok->Encode(text, false);
+  uint64_t hash = 0xcbf29ce484222325ull;
+  for (int32_t id : ids) {
+    for (int b = 0; b < 4; ++b) {
+      hash ^= (static_cast<uint32_t>(id) >> (8 * b)) & 0xFF;
+      hash *= 0x100000001b3ull;
+    }
+  }
+  EXPECT_EQ(ids.size(), 24150u);
+  EXPECT_EQ(hash, 0xdfa7a277112c272full);
+  EXPECT_EQ(*tok->Decode(ids, false), text);
+  EXPECT_EQ(StreamDecode(*tok, ids, false), text);
+}
+
+TEST(QwenTokenizerTest, ChatTemplateCases) {
+#ifndef KILN_HAVE_JINJA
+  GTEST_SKIP() << "kiln_jinja is not built";
+#else
+  const auto dir = SharedDir() / "tokenizers" / "qwen2.5";
+  SKIP_IF_MISSING(dir / "chat_template_cases.json");
+  const Tokenizer* tok = SharedQwen("qwen2.5");
+  ASSERT_NE(tok, nullptr);
+  const json cases = ReadJsonFile(dir / "chat_template_cases.json")["cases"];
+  ASSERT_TRUE(cases.is_array());
+  for (const json& c : cases) {
+    ChatTemplateOptions options;
+    options.add_generation_prompt = c.value("add_generation_prompt", false);
+    options.continue_final_message = c.value("continue_final_message", false);
+    auto rendered = tok->ApplyChatTemplate(c["messages"], options);
+    ASSERT_TRUE(rendered.ok()) << rendered.status().ToString();
+    EXPECT_EQ(*rendered, c["rendered"].get<std::string>());
+  }
+  // An explicit template overrides the tokenizer's; a broken one is an error, not a crash.
+  ChatTemplateOptions options;
+  options.chat_template = "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}";
+  EXPECT_EQ(*tok->ApplyChatTemplate(json::parse(R"([{"role": "user", "content": "hi"}])"), options),
+            "[user]hi");
+  options.chat_template = "{% for m in messages %}";
+  EXPECT_FALSE(tok->ApplyChatTemplate(json::array(), options).ok());
+#endif
 }
 
 // The GGUF gpt2 path on the real Qwen2.5 vocabulary: the same cases must come out.
@@ -355,7 +423,7 @@ TEST(TokenizerErrorsTest, BadFilesAreStatuses) {
 TEST(TokenizerErrorsTest, InvalidUtf8InputIsEncodedLossily) {
   const auto dir = SharedDir() / "tokenizers" / "qwen2.5";
   SKIP_IF_MISSING(dir / "tokenizer.json");
-  auto tok = LoadOrSkip(dir);
+  const Tokenizer* tok = SharedQwen("qwen2.5");
   ASSERT_NE(tok, nullptr);
   EXPECT_EQ(tok->Encode("a\xFF" "b", false), tok->Encode("a\xEF\xBF\xBD" "b", false));
 }

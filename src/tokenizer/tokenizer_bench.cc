@@ -1,0 +1,91 @@
+// kiln_tokenizer_bench: single-thread encode throughput of a tokenizer on a text file, the figure
+// docs/PERFORMANCE.md compares with HF tokenizers (bench/tokenizer_hf.js runs the Rust library on
+// the same file).
+//
+//   kiln_tokenizer_bench TOKENIZER_DIR_OR_JSON TEXT_FILE [ITERATIONS]
+//
+// Each iteration encodes the whole file as one string (add_special_tokens = false). It prints the
+// load time, the first (cold word cache) pass and the median of the rest, in MB/s (10^6 bytes of
+// UTF-8 input per second) and tokens/s, then checks that decoding gives the text back.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tokenizer/tokenizer_factory.h"
+
+namespace {
+
+double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown CPU";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: %s TOKENIZER_DIR_OR_JSON TEXT_FILE [ITERATIONS]\n", argv[0]);
+    return 2;
+  }
+  const int iterations = argc > 3 ? std::max(2, std::atoi(argv[3])) : 20;
+  std::ifstream in(argv[2], std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "cannot read %s\n", argv[2]);
+    return 1;
+  }
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  const std::string text = buffer.str();
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto loaded = kiln::CreateTokenizerFromJson(argv[1]);
+  auto t1 = std::chrono::steady_clock::now();
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "%s\n", loaded.status().ToString().c_str());
+    return 1;
+  }
+  const kiln::Tokenizer& tok = **loaded;
+  std::printf("kiln tokenizer encode benchmark (1 thread) on %s\n", CpuModel().c_str());
+  std::printf("tokenizer %s, loaded in %.3f s\n", argv[1], Seconds(t0, t1));
+
+  std::vector<double> times;
+  size_t num_tokens = 0;
+  std::vector<int32_t> ids;
+  for (int i = 0; i < iterations; ++i) {
+    auto a = std::chrono::steady_clock::now();
+    ids = tok.Encode(text, false);
+    auto b = std::chrono::steady_clock::now();
+    times.push_back(Seconds(a, b));
+    num_tokens = ids.size();
+  }
+  const double cold = times[0];
+  std::vector<double> warm(times.begin() + 1, times.end());
+  std::sort(warm.begin(), warm.end());
+  const double median = warm[warm.size() / 2];
+  const double mb = static_cast<double>(text.size()) / 1e6;
+  std::printf("text %s: %zu bytes -> %zu tokens\n", argv[2], text.size(), num_tokens);
+  std::printf("encode cold (first pass):  %8.2f MB/s  %10.0f tokens/s\n", mb / cold, num_tokens / cold);
+  std::printf("encode warm (median of %d): %8.2f MB/s  %10.0f tokens/s\n", iterations - 1,
+              mb / median, num_tokens / median);
+
+  auto c = std::chrono::steady_clock::now();
+  auto decoded = tok.Decode(ids, false);
+  auto d = std::chrono::steady_clock::now();
+  if (!decoded.ok() || *decoded != text) {
+    std::printf("ROUND TRIP FAILED: decode(encode(text)) != text\n");
+    return 1;
+  }
+  std::printf("decode: %8.2f MB/s (round trip ok)\n", mb / Seconds(c, d));
+  return 0;
+}
