@@ -10,8 +10,9 @@
 namespace kiln {
 namespace {
 
-double SecondsSince(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+double SecondsBetween(std::chrono::steady_clock::time_point from,
+                      std::chrono::steady_clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
 }
 
 }  // namespace
@@ -51,7 +52,7 @@ RequestOutput EngineCore::MakeOutput(const RequestState& r) const {
   out.usage.completion_tokens = r.num_output_tokens();
   out.usage.cached_tokens = std::max(r.num_cached_tokens, 0);
   out.time_to_first_token_s = std::max(r.time_to_first_token_s, 0.0);
-  out.elapsed_s = SecondsSince(r.arrival_time);
+  out.elapsed_s = SecondsBetween(r.arrival_time, now_);
   return out;
 }
 
@@ -108,6 +109,7 @@ void EngineCore::EraseFinished() {
 }
 
 bool EngineCore::AbortRequest(const std::string& request_id, std::vector<EngineOutput>* outputs) {
+  now_ = std::chrono::steady_clock::now();
   auto it = requests_.find(request_id);
   if (it == requests_.end()) return false;
   RequestState* r = it->second.get();
@@ -134,6 +136,7 @@ void EngineCore::FailStep(const SchedulerOutput& so, const Status& status,
 
 void EngineCore::Step(std::vector<EngineOutput>* outputs) {
   if (!scheduler_.has_work()) return;
+  now_ = std::chrono::steady_clock::now();
   const SchedulerOutput& so = scheduler_.Schedule();
   ++num_steps_;
   if (so.scheduled.empty()) {
@@ -169,6 +172,7 @@ void EngineCore::Step(std::vector<EngineOutput>* outputs) {
     }
   }
   if (status.ok() && !batch.hidden_indices.empty()) status = backend_->GetHidden(&hidden_);
+  now_ = std::chrono::steady_clock::now();  // one clock read per step for all outputs
   if (!status.ok()) {
     FailStep(so, status, outputs);
     EraseFinished();
@@ -209,7 +213,9 @@ void EngineCore::Step(std::vector<EngineOutput>* outputs) {
     }
     r->token_ids.push_back(token);
     ++generation_tokens_total_;
-    if (r->time_to_first_token_s < 0) r->time_to_first_token_s = SecondsSince(r->arrival_time);
+    if (r->time_to_first_token_s < 0) {
+      r->time_to_first_token_s = SecondsBetween(r->arrival_time, now_);
+    }
     Emit(r, outputs, token, &sample);
     if (r->constraint != nullptr) {
       Status accepted = r->constraint->AcceptToken(token);

@@ -15,6 +15,7 @@
 // validated before AddRequest (engine_loop.cc); EngineCore CHECKs only its own invariants.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -95,6 +96,7 @@ class EngineCore final {
   std::vector<SamplingRow> sampling_rows_;
   std::vector<SampleResult> sample_results_;
   std::vector<float> hidden_;
+  std::chrono::steady_clock::time_point now_;  // time of the current step's outputs
   // Counters.
   int64_t num_steps_ = 0;
   int64_t prompt_tokens_total_ = 0;

@@ -283,6 +283,14 @@ TEST(EngineRealModelTest, StoriesGreedyMatchesReference) {
   ASSERT_EQ(want.size(), 256u);
   auto engine = RealEngine(dir);
   ASSERT_NE(engine, nullptr);
+  EXPECT_EQ(engine->model_info().architecture, "llama");
+  EXPECT_EQ(engine->model_info().served_model_name, "hf");
+  EXPECT_EQ(engine->model_info().max_model_len, 512);
+  EXPECT_EQ(engine->model_info().eos_token_ids, std::vector<int32_t>{2});
+#if defined(KILN_HAVE_LOAD_TOKENIZER)
+  ASSERT_NE(engine->tokenizer(), nullptr);  // tokenizer.json sits next to the weights
+  EXPECT_EQ(engine->tokenizer()->vocab_size(), 512);
+#endif
   auto s = engine->Submit(Greedy({1}, 256));
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_EQ(Drain(s->get()), want);

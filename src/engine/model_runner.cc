@@ -16,7 +16,7 @@ void ModelRunner::Build(const SchedulerOutput& out) {
     max_blocks = std::max(max_blocks, static_cast<int>(s.request->kv.block_table.size()));
   }
   b.max_blocks_per_seq = max_blocks;
-  b.block_tables.assign(num_seqs * static_cast<size_t>(max_blocks), -1);
+  b.block_tables.resize(num_seqs * static_cast<size_t>(max_blocks));
   b.cu_seqlens_q.push_back(0);
   bool decode_only = num_seqs > 0;
   const int bs = block_size_;
@@ -28,8 +28,9 @@ void ModelRunner::Build(const SchedulerOutput& out) {
     KILN_DCHECK(end <= r.num_tokens());
     const int32_t* table = r.kv.block_table.data();
     KILN_DCHECK(static_cast<int>(r.kv.block_table.size()) * bs >= end);
-    std::copy(r.kv.block_table.begin(), r.kv.block_table.end(),
-              b.block_tables.begin() + static_cast<ptrdiff_t>(i) * max_blocks);
+    auto row = b.block_tables.begin() + static_cast<ptrdiff_t>(i) * max_blocks;
+    row = std::copy(r.kv.block_table.begin(), r.kv.block_table.end(), row);
+    std::fill(row, b.block_tables.begin() + static_cast<ptrdiff_t>(i + 1) * max_blocks, -1);
     const int row0 = b.num_tokens();
     b.token_ids.insert(b.token_ids.end(), r.token_ids.begin() + start, r.token_ids.begin() + end);
     for (int pos = start; pos < end; ++pos) {
