@@ -1,9 +1,5 @@
 #include "server/http_server.h"
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include "server/test_http_client.h"
 
 #include <atomic>
 #include <chrono>
@@ -16,78 +12,7 @@
 namespace kiln::server {
 namespace {
 
-// Blocking loopback client over POSIX sockets.
-class Client final {
- public:
-  explicit Client(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    timeval tv{5, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  }
-  ~Client() { Close(); }
-  void Close() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  bool connected() const { return connected_; }
-  void Send(const std::string& s) {
-    size_t off = 0;
-    while (off < s.size()) {
-      const ssize_t n = ::send(fd_, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return;
-      off += static_cast<size_t>(n);
-    }
-  }
-  // Reads until `needle` was seen or the peer closed / timed out.
-  std::string ReadUntil(const std::string& needle) {
-    while (buf_.find(needle) == std::string::npos) {
-      char tmp[4096];
-      const ssize_t n = ::recv(fd_, tmp, sizeof(tmp), 0);
-      if (n <= 0) break;
-      buf_.append(tmp, static_cast<size_t>(n));
-    }
-    const size_t pos = buf_.find(needle);
-    std::string out;
-    if (pos == std::string::npos) {
-      out = std::move(buf_);
-      buf_.clear();
-    } else {
-      out = buf_.substr(0, pos + needle.size());
-      buf_.erase(0, pos + needle.size());
-    }
-    return out;
-  }
-  // Reads one Content-Length response.
-  std::string ReadResponse() {
-    std::string head = ReadUntil("\r\n\r\n");
-    const auto cl = head.find("Content-Length: ");
-    if (cl == std::string::npos) return head;
-    const size_t len = std::stoul(head.substr(cl + 16));
-    while (buf_.size() < len) {
-      char tmp[4096];
-      const ssize_t n = ::recv(fd_, tmp, sizeof(tmp), 0);
-      if (n <= 0) break;
-      buf_.append(tmp, static_cast<size_t>(n));
-    }
-    head += buf_.substr(0, len);
-    buf_.erase(0, std::min(len, buf_.size()));
-    return head;
-  }
-  bool PeerClosed() {
-    char c;
-    return ::recv(fd_, &c, 1, 0) == 0;
-  }
-
- private:
-  int fd_ = -1;
-  bool connected_ = false;
-  std::string buf_;
-};
+using test_client::Client;
 
 class HttpServerTest : public ::testing::Test {
  protected:

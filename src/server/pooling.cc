@@ -108,6 +108,9 @@ std::optional<ApiError> InputPrompts(OpenAiServer* server, const json& input, bo
     return ApiError::BadRequest(msg, "input");
   }
   for (auto& p : g.prompts) {
+    if (p.is_text && p.text.empty()) {
+      return ApiError::BadRequest("an input is empty (an empty string)", "input");
+    }
     if (p.is_text) {
       out->push_back(tok->Encode(p.text, /*add_special_tokens=*/true));
     } else {

@@ -1,0 +1,441 @@
+// Integration tests over loopback: Engine (stories260K on the CPU backend) + OpenAiServer +
+// HttpServer, driven by a raw HTTP client. Covers every error status the API promises, streaming
+// equivalence, stop strings, n > 1 seeds, assistant prefill, disconnect → abort → KV released.
+#include "server/openai_server.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "server/test_http_client.h"
+
+namespace kiln::server {
+namespace {
+
+using nlohmann::json;
+using test_client::Client;
+using test_client::Fetch;
+using test_client::HttpResult;
+using test_client::ReadHttpResult;
+
+constexpr char kTemplate[] =
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}User: {{ m['content'] }}\n"
+    "{% elif m['role'] == 'assistant' %}Assistant: {{ m['content'] }}{% if not loop.last %}\n"
+    "{% endif %}{% else %}{{ m['content'] }}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}";
+
+std::string ModelPath() {
+  std::string shared;
+  if (const char* s = std::getenv("KILN_SHARED")) {
+    shared = s;
+  } else if (const char* src = std::getenv("KILN_SOURCE_DIR")) {
+    shared = std::string(src) + "/../shared";
+  } else {
+    shared = "../shared";
+  }
+  return shared + "/models/stories260K/hf";
+}
+
+// One engine with an HTTP front; optionally an API key and engine limits.
+struct Stack {
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<OpenAiServer> api;
+  std::unique_ptr<HttpServer> http;
+
+  static std::unique_ptr<Stack> Start(const std::string& api_key, int max_num_seqs,
+                                      int max_waiting) {
+    EngineOptions o;
+    o.model.model_path = ModelPath();
+    o.cache.kv_cache_memory_bytes = int64_t{64} << 20;
+    o.scheduler.max_num_seqs = max_num_seqs;
+    o.scheduler.max_waiting_requests = max_waiting;
+    o.device.num_threads = 1;
+    auto engine = Engine::Create(o);
+    if (!engine.ok()) {
+      ADD_FAILURE() << engine.status().ToString();
+      return nullptr;
+    }
+    auto s = std::make_unique<Stack>();
+    s->engine = std::move(engine).value();
+    OpenAiServerOptions ao;
+    ao.api_key = api_key;
+    ao.chat_template = kTemplate;
+    ao.served_model_name = "stories";
+    s->api = std::make_unique<OpenAiServer>(s->engine.get(), ao);
+    HttpServerOptions ho;
+    ho.port = 0;
+    ho.max_body_bytes = 1 << 20;
+    OpenAiServer* api = s->api.get();
+    auto http = HttpServer::Create(
+        ho, [api](HttpRequest r, std::shared_ptr<HttpResponder> resp) {
+          api->Handle(std::move(r), std::move(resp));
+        });
+    if (!http.ok()) {
+      ADD_FAILURE() << http.status().ToString();
+      return nullptr;
+    }
+    s->http = std::move(http).value();
+    s->http->Start();
+    return s;
+  }
+
+  ~Stack() {
+    if (engine) engine->Shutdown(/*abort_running=*/true);
+    engine.reset();
+    if (http) http->Stop();
+  }
+
+  int port() const { return http->port(); }
+};
+
+class OpenAiServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!std::filesystem::exists(ModelPath() + "/config.json")) return;
+    stack_ = Stack::Start("", 64, 100000).release();
+    keyed_ = Stack::Start("sekrit", 4, 100000).release();
+  }
+  static void TearDownTestSuite() {
+    delete stack_;
+    delete keyed_;
+    stack_ = keyed_ = nullptr;
+  }
+  void SetUp() override {
+    if (stack_ == nullptr) GTEST_SKIP() << "missing " << ModelPath() << " (set KILN_SHARED)";
+  }
+
+  static HttpResult Post(const std::string& path, const json& body, const std::string& headers = "") {
+    return Fetch(stack_->port(), "POST", path, body.dump(), headers);
+  }
+  static json PostJson(const std::string& path, const json& body) {
+    const HttpResult r = Post(path, body);
+    EXPECT_EQ(r.status, 200) << r.body;
+    json j = json::parse(r.body, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << r.body;
+    return j;
+  }
+  // Streams a request; returns the concatenated text per choice index and the finish reasons.
+  static void Stream(const std::string& path, json body, std::vector<std::string>* texts,
+                     std::vector<std::string>* reasons, json* usage = nullptr) {
+    body["stream"] = true;
+    const HttpResult r = Post(path, body);
+    ASSERT_EQ(r.status, 200) << r.body;
+    ASSERT_NE(r.head.find("text/event-stream"), std::string::npos);
+    size_t pos = 0;
+    bool done = false;
+    while ((pos = r.body.find("data: ", pos)) != std::string::npos) {
+      const size_t end = r.body.find("\n\n", pos);
+      ASSERT_NE(end, std::string::npos);
+      const std::string data = r.body.substr(pos + 6, end - pos - 6);
+      pos = end + 2;
+      if (data == "[DONE]") {
+        done = true;
+        break;
+      }
+      const json chunk = json::parse(data, nullptr, false);
+      ASSERT_FALSE(chunk.is_discarded()) << data;
+      if (usage && chunk.contains("usage") && !chunk["usage"].is_null()) *usage = chunk["usage"];
+      for (const auto& c : chunk["choices"]) {
+        const size_t i = c["index"].get<size_t>();
+        if (texts->size() <= i) texts->resize(i + 1), reasons->resize(i + 1);
+        if (c.contains("text")) (*texts)[i] += c["text"].get<std::string>();
+        if (c.contains("delta") && c["delta"].contains("content")) {
+          (*texts)[i] += c["delta"]["content"].get<std::string>();
+        }
+        if (!c["finish_reason"].is_null()) (*reasons)[i] = c["finish_reason"];
+      }
+    }
+    EXPECT_TRUE(done) << "no [DONE] in " << r.body;
+  }
+  static void WaitIdle(Engine* engine) {
+    for (int i = 0; i < 500; ++i) {
+      const EngineMetrics m = engine->Metrics();
+      if (m.num_running == 0 && m.num_waiting == 0 && m.num_kv_blocks_used == 0) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    const EngineMetrics m = engine->Metrics();
+    ADD_FAILURE() << "engine not idle: running " << m.num_running << ", waiting " << m.num_waiting
+                  << ", KV blocks used " << m.num_kv_blocks_used;
+  }
+
+  static Stack* stack_;
+  static Stack* keyed_;
+};
+
+Stack* OpenAiServerTest::stack_ = nullptr;
+Stack* OpenAiServerTest::keyed_ = nullptr;
+
+void ExpectError(const HttpResult& r, int status, const std::string& needle,
+                 const std::string& param = "") {
+  EXPECT_EQ(r.status, status) << r.head << r.body;
+  const json j = json::parse(r.body, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.body;
+  ASSERT_TRUE(j.contains("error")) << r.body;
+  for (const char* k : {"message", "type", "param", "code"}) EXPECT_TRUE(j["error"].contains(k));
+  EXPECT_NE(j["error"]["message"].get<std::string>().find(needle), std::string::npos) << r.body;
+  if (!param.empty()) EXPECT_EQ(j["error"]["param"], param) << r.body;
+  // Nothing internal leaks: no source files or paths.
+  EXPECT_EQ(r.body.find(".cc"), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find("/work"), std::string::npos) << r.body;
+}
+
+TEST_F(OpenAiServerTest, BadRequests400) {
+  const json msgs = json::array({{{"role", "user"}, {"content", "Hi"}}});
+  ExpectError(Fetch(stack_->port(), "POST", "/v1/chat/completions", "{\"messages\": ["), 400,
+              "not valid JSON");
+  ExpectError(Post("/v1/chat/completions", {{"messages", msgs}, {"temperature", "hot"}}), 400,
+              "must be a number", "temperature");
+  ExpectError(Post("/v1/chat/completions", {{"model", "stories"}}), 400, "'messages' is required",
+              "messages");
+  ExpectError(Post("/v1/completions", {{"max_tokens", 4}}), 400, "'prompt' is required", "prompt");
+  ExpectError(Post("/v1/completions", {{"prompt", "x"}, {"top_p", 2}}), 400, "(0, 1]", "top_p");
+  ExpectError(Post("/v1/completions", {{"prompt", "x"}, {"n", 0}}), 400, "[1, 128]", "n");
+  ExpectError(Post("/v1/completions", {{"prompt", json::array({1, 600})}}), 400,
+              "token id 600 is outside the vocabulary (size 512)", "prompt");
+  ExpectError(Post("/v1/completions", {{"prompt", "x"}, {"stop_token_ids", {5000}}}), 400,
+              "outside the vocabulary", "stop_token_ids");
+  ExpectError(Post("/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 510}}), 400,
+              "maximum context length is 512 tokens. However, you requested 515 tokens (5 in the "
+              "prompt, 510 in the completion)",
+              "prompt");
+  ExpectError(Post("/v1/chat/completions",
+                   {{"messages", json::array({{{"role", "user"}, {"content", "x"}},
+                                              {{"role", "assistant"}, {"content", "y"}}})},
+                    {"continue_final_message", true}}),
+              400, "cannot both be true", "continue_final_message");
+  ExpectError(Post("/detokenize", {{"tokens", {1, 9999}}}), 400, "outside the vocabulary");
+  ExpectError(Post("/v1/classify", {{"input", "x"}, {"labels", {"a b", "a c"}}}), 400,
+              "start with the same token", "labels");
+  ExpectError(Post("/v1/embeddings", {{"input", ""}}), 400, "empty", "input");
+  ExpectError(Post("/v1/embeddings", {{"input", "x"}, {"dimensions", 100000}}), 400, "dimensions",
+              "dimensions");
+}
+
+TEST_F(OpenAiServerTest, NotFoundMethodAndSize) {
+  ExpectError(Fetch(stack_->port(), "GET", "/v2/nothing"), 404, "no route");
+  ExpectError(Post("/v1/completions", {{"prompt", "x"}, {"model", "gpt-9"}}), 404,
+              "The model `gpt-9` does not exist", "model");
+  const HttpResult m = Fetch(stack_->port(), "GET", "/v1/completions");
+  ExpectError(m, 405, "not allowed");
+  EXPECT_NE(m.head.find("Allow: POST"), std::string::npos) << m.head;
+  const std::string big = "{\"prompt\": \"" + std::string(2 << 20, 'a') + "\"}";
+  const HttpResult b = Fetch(stack_->port(), "POST", "/v1/completions", big);
+  EXPECT_EQ(b.status, 413) << b.head << b.body;
+  EXPECT_NE(b.body.find("exceeds the limit"), std::string::npos);
+}
+
+TEST_F(OpenAiServerTest, ApiKey401) {
+  ASSERT_NE(keyed_, nullptr);
+  ExpectError(Fetch(keyed_->port(), "GET", "/v1/models"), 401, "missing API key");
+  ExpectError(Fetch(keyed_->port(), "GET", "/v1/models", "", "Authorization: Bearer wrong\r\n"),
+              401, "invalid API key");
+  ExpectError(Fetch(keyed_->port(), "POST", "/v1/completions", "{}", "Authorization: sekrit\r\n"),
+              401, "invalid API key");
+  const HttpResult ok =
+      Fetch(keyed_->port(), "GET", "/v1/models", "", "Authorization: Bearer sekrit\r\n");
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_NE(ok.body.find("\"id\":\"stories\""), std::string::npos) << ok.body;
+  EXPECT_EQ(Fetch(keyed_->port(), "GET", "/health").status, 200);  // health is open
+}
+
+TEST_F(OpenAiServerTest, QueueFull503WithRetryAfter) {
+  auto small = Stack::Start("", /*max_num_seqs=*/1, /*max_waiting=*/1);
+  ASSERT_NE(small, nullptr);
+  const std::string body =
+      json{{"prompt", "Once"}, {"max_tokens", 500}, {"ignore_eos", true}, {"stream", true}}.dump();
+  std::vector<std::unique_ptr<Client>> holders;
+  for (int i = 0; i < 3; ++i) {
+    holders.push_back(std::make_unique<Client>(small->port()));
+    holders.back()->Send("POST /v1/completions HTTP/1.1\r\nContent-Length: " +
+                         std::to_string(body.size()) + "\r\n\r\n" + body);
+  }
+  const HttpResult r = Fetch(small->port(), "POST", "/v1/completions",
+                             json{{"prompt", "x"}, {"max_tokens", 2}}.dump());
+  ExpectError(r, 503, "");
+  EXPECT_NE(r.head.find("Retry-After: 1"), std::string::npos) << r.head;
+  holders.clear();  // disconnects abort the long requests
+  WaitIdle(small->engine.get());
+}
+
+TEST_F(OpenAiServerTest, StreamedTextEqualsNonStreamedForSameSeed) {
+  const json completion = {{"prompt", "Once upon a time"}, {"max_tokens", 40},
+                           {"temperature", 0.9}, {"seed", 1234}};
+  const json full = PostJson("/v1/completions", completion);
+  std::vector<std::string> texts, reasons;
+  json usage;
+  json streamed = completion;
+  streamed["stream_options"] = {{"include_usage", true}};
+  Stream("/v1/completions", streamed, &texts, &reasons, &usage);
+  ASSERT_EQ(texts.size(), 1u);
+  EXPECT_EQ(texts[0], full["choices"][0]["text"].get<std::string>());
+  EXPECT_EQ(reasons[0], full["choices"][0]["finish_reason"].get<std::string>());
+  EXPECT_EQ(usage["completion_tokens"], full["usage"]["completion_tokens"]);
+  EXPECT_FALSE(texts[0].empty());
+
+  const json chat = {{"messages", json::array({{{"role", "user"}, {"content", "Tell a story"}}})},
+                     {"max_completion_tokens", 30}, {"temperature", 1.0}, {"seed", 7}};
+  const json chat_full = PostJson("/v1/chat/completions", chat);
+  texts.clear();
+  reasons.clear();
+  Stream("/v1/chat/completions", chat, &texts, &reasons);
+  ASSERT_EQ(texts.size(), 1u);
+  EXPECT_EQ(texts[0], chat_full["choices"][0]["message"]["content"].get<std::string>());
+}
+
+TEST_F(OpenAiServerTest, StopStringSplitAcrossTokensNeverLeaks) {
+  // The greedy reference and its tokens.
+  const json ref = PostJson("/v1/completions", {{"prompt", "Once upon a time"},
+                                                {"max_tokens", 30},
+                                                {"temperature", 0},
+                                                {"logprobs", 0}});
+  const std::string text = ref["choices"][0]["text"];
+  const auto& tokens = ref["choices"][0]["logprobs"]["tokens"];
+  const auto& offsets = ref["choices"][0]["logprobs"]["text_offset"];
+  // A stop string spanning the boundary between two multi-character tokens.
+  std::string stop;
+  for (size_t k = 3; k + 1 < tokens.size() && stop.empty(); ++k) {
+    const std::string a = tokens[k], b = tokens[k + 1];
+    if (a.size() >= 2 && b.size() >= 2) {
+      const size_t at = offsets[k].get<size_t>() + a.size() - 2;
+      stop = text.substr(at, 4);
+    }
+  }
+  ASSERT_FALSE(stop.empty()) << text;
+  const std::string expected = text.substr(0, text.find(stop));
+  const json req = {{"prompt", "Once upon a time"}, {"max_tokens", 30}, {"temperature", 0},
+                    {"stop", {stop}}};
+  const json full = PostJson("/v1/completions", req);
+  EXPECT_EQ(full["choices"][0]["text"], expected) << "stop " << json(stop);
+  EXPECT_EQ(full["choices"][0]["finish_reason"], "stop");
+  std::vector<std::string> texts, reasons;
+  Stream("/v1/completions", req, &texts, &reasons);
+  ASSERT_EQ(texts.size(), 1u);
+  EXPECT_EQ(texts[0], expected);
+  EXPECT_EQ(reasons[0], "stop");
+  json inc = req;
+  inc["include_stop_str_in_output"] = true;
+  EXPECT_EQ(PostJson("/v1/completions", inc)["choices"][0]["text"], expected + stop);
+  WaitIdle(stack_->engine.get());
+}
+
+TEST_F(OpenAiServerTest, NChoicesUseSeedPlusIndex) {
+  const json base = {{"prompt", "Once upon a time"}, {"max_tokens", 12}, {"temperature", 1.0}};
+  json two = base;
+  two["n"] = 2;
+  two["seed"] = 100;
+  const json both = PostJson("/v1/completions", two);
+  ASSERT_EQ(both["choices"].size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    json one = base;
+    one["seed"] = 100 + i;
+    EXPECT_EQ(PostJson("/v1/completions", one)["choices"][0]["text"],
+              both["choices"][i]["text"]) << i;
+  }
+  EXPECT_EQ(both["usage"]["prompt_tokens"], 5);  // counted once per prompt
+  EXPECT_EQ(both["usage"]["completion_tokens"], 24);
+  // A list of prompts: choices are prompt-major.
+  const json multi = PostJson("/v1/completions", {{"prompt", {"Once upon a time", "The cat"}},
+                                                  {"max_tokens", 3},
+                                                  {"temperature", 0}});
+  ASSERT_EQ(multi["choices"].size(), 2u);
+  EXPECT_EQ(multi["choices"][0]["text"],
+            PostJson("/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 3},
+                                         {"temperature", 0}})["choices"][0]["text"]);
+}
+
+TEST_F(OpenAiServerTest, AssistantPrefillContinuesTheMessage) {
+  const json messages = json::array(
+      {{{"role", "user"}, {"content", "Tell me a story"}},
+       {{"role", "assistant"}, {"content", "Once upon a time"}, {"partial", true}}});
+  // The prompt ends inside the assistant message: no generation prompt after it.
+  const json tok = PostJson("/tokenize", {{"messages", messages}});
+  const json plain = PostJson("/tokenize", {{"prompt", "Once upon a time"},
+                                            {"add_special_tokens", false}});
+  const auto& ids = tok["tokens"];
+  const auto& tail = plain["tokens"];
+  ASSERT_GE(ids.size(), tail.size());
+  EXPECT_EQ(json(std::vector<json>(ids.end() - tail.size(), ids.end())), tail) << ids;
+  const json chat = PostJson("/v1/chat/completions",
+                             {{"messages", messages}, {"max_tokens", 10}, {"temperature", 0}});
+  const json completion = PostJson("/v1/completions",
+                                   {{"prompt", ids}, {"max_tokens", 10}, {"temperature", 0}});
+  EXPECT_EQ(chat["choices"][0]["message"]["content"], completion["choices"][0]["text"]);
+  // vLLM spelling.
+  json vllm = {{"messages", messages}, {"max_tokens", 10}, {"temperature", 0},
+               {"continue_final_message", true}, {"add_generation_prompt", false}};
+  vllm["messages"][1].erase("partial");
+  EXPECT_EQ(PostJson("/v1/chat/completions", vllm)["choices"][0]["message"]["content"],
+            chat["choices"][0]["message"]["content"]);
+}
+
+TEST_F(OpenAiServerTest, LogprobsShapes) {
+  const json chat = PostJson(
+      "/v1/chat/completions",
+      {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})}, {"max_tokens", 4},
+       {"temperature", 0}, {"logprobs", true}, {"top_logprobs", 3}});
+  const auto& content = chat["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 4u);
+  std::string joined;
+  for (const auto& e : content) {
+    ASSERT_EQ(e["top_logprobs"].size(), 3u);
+    // Greedy: the chosen token is the most likely one.
+    EXPECT_EQ(e["token"], e["top_logprobs"][0]["token"]);
+    EXPECT_FLOAT_EQ(e["logprob"].get<float>(), e["top_logprobs"][0]["logprob"].get<float>());
+    EXPECT_LE(e["logprob"].get<double>(), 0.0);
+    joined += e["token"].get<std::string>();
+  }
+  EXPECT_EQ(joined, chat["choices"][0]["message"]["content"]);
+  const json comp = PostJson("/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 3},
+                                                 {"temperature", 0}, {"logprobs", 2}});
+  const auto& lp = comp["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), 3u);
+  ASSERT_EQ(lp["token_logprobs"].size(), 3u);
+  ASSERT_EQ(lp["top_logprobs"][0].size(), 2u);
+  EXPECT_EQ(lp["text_offset"][0], 0);
+}
+
+TEST_F(OpenAiServerTest, DisconnectMidStreamAbortsAndFreesKv) {
+  for (int i = 0; i < 5; ++i) {
+    Client c(stack_->port());
+    const std::string body = json{{"prompt", "Once upon a time"}, {"max_tokens", 400},
+                                  {"ignore_eos", true}, {"stream", true}}
+                                 .dump();
+    c.Send("POST /v1/completions HTTP/1.1\r\nContent-Length: " + std::to_string(body.size()) +
+           "\r\n\r\n" + body);
+    c.ReadUntil(i % 2 == 0 ? "data: " : "\r\n\r\n");  // sometimes before the first token
+  }
+  WaitIdle(stack_->engine.get());
+  const HttpResult m = Fetch(stack_->port(), "GET", "/metrics");
+  EXPECT_NE(m.body.find("kiln_kv_blocks_used{model_name=\"stories\"} 0\n"), std::string::npos);
+  EXPECT_NE(m.body.find("kiln_num_requests_running{model_name=\"stories\"} 0\n"),
+            std::string::npos);
+}
+
+TEST_F(OpenAiServerTest, ModelsHealthMetricsTokenize) {
+  const json models = json::parse(Fetch(stack_->port(), "GET", "/v1/models").body);
+  EXPECT_EQ(models["data"][0]["id"], "stories");
+  EXPECT_EQ(models["data"][0]["max_model_len"], 512);
+  EXPECT_EQ(Fetch(stack_->port(), "GET", "/health").status, 200);
+  PostJson("/v1/completions", {{"prompt", "Once"}, {"max_tokens", 3}});
+  const HttpResult m = Fetch(stack_->port(), "GET", "/metrics");
+  EXPECT_NE(m.head.find("text/plain; version=0.0.4"), std::string::npos);
+  for (const char* series :
+       {"kiln_num_requests_waiting", "kiln_kv_cache_usage_ratio", "kiln_prefix_cache_hit_rate",
+        "kiln_time_to_first_token_seconds_bucket", "kiln_time_per_output_token_seconds_count",
+        "kiln_e2e_request_latency_seconds_sum", "kiln_prompt_tokens_total",
+        "kiln_generation_tokens_total", "kiln_http_requests_total{code=\"200\"}"}) {
+    EXPECT_NE(m.body.find(series), std::string::npos) << series;
+  }
+  const json tok = PostJson("/tokenize", {{"prompt", "Once upon a time"}});
+  EXPECT_EQ(tok["tokens"], json({1, 403, 407, 261, 378}));  // BOS + 4 (SentencePiece)
+  EXPECT_EQ(tok["count"], 5);
+  const json detok = PostJson("/detokenize", {{"tokens", {403, 407, 261, 378}}});
+  EXPECT_EQ(detok["prompt"], "Once upon a time");
+}
+
+}  // namespace
+}  // namespace kiln::server
