@@ -38,6 +38,8 @@ StatusOr<std::string> ReadFileToString(const std::string& path,
                                        size_t max_size_bytes = size_t{64} << 20);
 
 bool FileExists(const std::string& path);
+// True when `path` ends with `suffix` (e.g. ".gguf").
+bool EndsWith(const std::string& path, const std::string& suffix);
 bool IsDirectory(const std::string& path);
 
 }  // namespace kiln

@@ -11,10 +11,6 @@
 namespace kiln {
 namespace {
 
-bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Calls fn(tensor, hf_name, shape, is_norm) for every tensor the config needs (HF names).
 void ForEachHfTensor(
     const ModelConfig& c, LlamaWeights* w,

@@ -6,10 +6,6 @@
 namespace kiln {
 namespace {
 
-bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Optional integer key → *out (left unchanged when absent).
 Status OptionalId(const GgufFile& f, const std::string& key, int32_t* out) {
   if (f.Find(key) == nullptr) return Status::Ok();
