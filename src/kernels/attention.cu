@@ -31,16 +31,17 @@ RowsSplitWorkspace CarveWorkspace(float* base, int num_tokens, int num_heads, in
   return ws;
 }
 
-// Splits for the rows kernel: enough blocks for ~8 per multiprocessor, at most one split per
-// 256 keys of the longest context, bounded by kMaxKvSplits and the workspace.
+// KV splits for the short-query kernels: none when the (row, KV head) blocks already cover every
+// multiprocessor (the combine pass costs more than it gains, measured on H100); otherwise enough
+// for about two blocks per multiprocessor, at least 512 keys per split, bounded by kMaxKvSplits
+// and by the workspace.
 template <typename T>
 int ChooseSplits(const PagedAttentionParams<T>& p, int rows, int sm_count) {
   int splits = p.num_kv_splits;
   if (splits <= 0) {
     const int blocks = rows * p.num_kv_heads;
-    const int target = 8 * sm_count;
-    splits = blocks >= target ? 1 : (target + blocks - 1) / blocks;
-    const int by_len = (p.max_seq_len + 255) / 256;
+    splits = blocks >= sm_count ? 1 : (2 * sm_count + blocks - 1) / blocks;
+    const int by_len = (p.max_seq_len + 511) / 512;
     splits = splits < by_len ? splits : by_len;
   }
   splits = splits < 1 ? 1 : (splits > kMaxKvSplits ? kMaxKvSplits : splits);
@@ -52,13 +53,20 @@ int ChooseSplits(const PagedAttentionParams<T>& p, int rows, int sm_count) {
   return splits;
 }
 
+// Grid of the short-query kernels: (row within sequence, sequence, KV head × split).
+template <typename T>
+dim3 ShortQueryGrid(const PagedAttentionParams<T>& p, int max_q_len, int z) {
+  const int rows = p.max_seqlen_q < max_q_len ? p.max_seqlen_q : max_q_len;
+  return dim3(rows > 0 ? rows : 1, p.num_seqs, z);
+}
+
 template <typename T, int D>
 cudaError_t LaunchRows(const PagedAttentionParams<T>& p, int max_q_len, int log2_bs,
                        int sm_count, cudaStream_t stream) {
   using Cfg = RowsConfig<T, D>;
   const int group = p.num_heads / p.num_kv_heads;
   if (group > Cfg::kMaxGroupSize) return cudaErrorInvalidValue;
-  const int splits = ChooseSplits(p, p.num_tokens, sm_count);
+  const int splits = ChooseSplits(p, p.num_tokens, sm_count);  // rows = tokens (upper bound)
   const size_t smem = Cfg::SmemBytes(group);
   auto kernel = PagedAttentionRowsKernel<T, D>;
   cudaError_t err =
@@ -66,12 +74,12 @@ cudaError_t LaunchRows(const PagedAttentionParams<T>& p, int max_q_len, int log2
   if (err != cudaSuccess) return err;
   RowsSplitWorkspace ws;
   if (splits > 1) ws = CarveWorkspace(p.workspace, p.num_tokens, p.num_heads, p.head_dim, splits);
-  const dim3 grid(p.num_tokens, p.num_kv_heads, splits);
-  kernel<<<grid, Cfg::kThreads, smem, stream>>>(p, ws, max_q_len, log2_bs);
+  kernel<<<ShortQueryGrid(p, max_q_len, p.num_kv_heads * splits), Cfg::kThreads, smem, stream>>>(
+      p, ws, max_q_len, splits, log2_bs);
   err = cudaGetLastError();
   if (err != cudaSuccess || splits == 1) return err;
   const int threads = p.head_dim < 128 ? ((p.head_dim + 31) / 32) * 32 : 128;
-  AttentionCombineKernel<T><<<dim3(p.num_tokens, p.num_heads), threads, 0, stream>>>(
+  AttentionCombineKernel<T><<<ShortQueryGrid(p, max_q_len, p.num_heads), threads, 0, stream>>>(
       p, ws, max_q_len, splits);
   return cudaGetLastError();
 }
@@ -80,19 +88,19 @@ template <int D>
 cudaError_t LaunchDecode(const PagedAttentionParams<__nv_bfloat16>& p, int max_q_len,
                          int log2_bs, int sm_count, cudaStream_t stream) {
   using Cfg = DecodeConfig<D>;
-  const int splits = ChooseSplits(p, p.num_tokens, sm_count);
+  const int splits = ChooseSplits(p, p.num_tokens, sm_count);  // rows = tokens (upper bound)
   auto kernel = PagedAttentionDecodeKernel<D>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(Cfg::kSmemBytes));
   if (err != cudaSuccess) return err;
   RowsSplitWorkspace ws;
   if (splits > 1) ws = CarveWorkspace(p.workspace, p.num_tokens, p.num_heads, p.head_dim, splits);
-  const dim3 grid(p.num_tokens, p.num_kv_heads, splits);
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, ws, max_q_len, log2_bs);
+  kernel<<<ShortQueryGrid(p, max_q_len, p.num_kv_heads * splits), Cfg::kThreads, Cfg::kSmemBytes,
+           stream>>>(p, ws, max_q_len, splits, log2_bs);
   err = cudaGetLastError();
   if (err != cudaSuccess || splits == 1) return err;
   AttentionCombineKernel<__nv_bfloat16>
-      <<<dim3(p.num_tokens, p.num_heads), D, 0, stream>>>(p, ws, max_q_len, splits);
+      <<<ShortQueryGrid(p, max_q_len, p.num_heads), D, 0, stream>>>(p, ws, max_q_len, splits);
   return cudaGetLastError();
 }
 
@@ -156,6 +164,18 @@ cudaError_t LaunchPrefillSm90(const PagedAttentionParams<__nv_bfloat16>& p, int 
   return cudaGetLastError();
 }
 
+cudaError_t LaunchPrefillSm90Pipelined(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len,
+                                      int log2_bs, cudaStream_t stream) {
+  using Cfg = Sm90PipelinedConfig;
+  auto kernel = PagedAttentionPrefillSm90PipelinedKernel;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(Cfg::kSmemBytes));
+  if (err != cudaSuccess) return err;
+  const dim3 grid((p.max_seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.num_heads, p.num_seqs);
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, min_q_len, log2_bs);
+  return cudaGetLastError();
+}
+
 template <typename T>
 bool PrefillApplies(const PagedAttentionParams<T>& p) {
   if constexpr (!std::is_same_v<T, __nv_bfloat16>) {
@@ -181,6 +201,7 @@ cudaError_t PagedAttentionPrefillVariant(const PagedAttentionParams<__nv_bfloat1
   if (warps == 8 && block_n == 32) return LaunchPrefill<128, 8, 32>(p, 1, log2_bs, stream);
   if (warps == -1 && block_n == 64) return LaunchPrefillSm90<64>(p, 1, log2_bs, stream);
   if (warps == -1 && block_n == 128) return LaunchPrefillSm90<128>(p, 1, log2_bs, stream);
+  if (warps == -2 && block_n == 64) return LaunchPrefillSm90Pipelined(p, 1, log2_bs, stream);
   return cudaErrorInvalidValue;
 }
 

@@ -18,7 +18,8 @@
 //
 // KV cache layout: [num_blocks, block_size, num_kv_heads, head_dim]; block_size a power of two
 // >= 16. Block table entries past a sequence's last block are never read.
-// Limits: head_dim a multiple of 8 and <= 256; (num_heads / num_kv_heads) * head_dim <= 2048.
+// Limits: head_dim a multiple of 8 and <= 256; (num_heads / num_kv_heads) * head_dim <= 2048;
+// num_seqs <= 65535.
 // Launchers are asynchronous on `stream`, return cudaErrorInvalidValue for unsupported shapes
 // and otherwise the launch's cudaError_t. They query the device's multiprocessor count (no sync),
 // so they are safe inside CUDA graph capture; the grid depends only on the host-side fields.
@@ -33,7 +34,7 @@
 namespace kiln::kernels {
 
 constexpr int kDecodeMaxQueryLen = 8;  // q_len at or below this goes to the rows kernel
-constexpr int kMaxKvSplits = 16;
+constexpr int kMaxKvSplits = 64;
 
 template <typename T>
 struct PagedAttentionParams {
@@ -53,7 +54,7 @@ struct PagedAttentionParams {
   int num_kv_heads = 0;
   int head_dim = 0;
   int block_size = 16;
-  int max_seqlen_q = 0;  // host-side upper bound of the q lengths (sizes the prefill grid)
+  int max_seqlen_q = 0;  // host-side upper bound of the q lengths (sizes the grids)
   int max_seq_len = 0;   // host-side upper bound of seq_lens (chooses the KV split count)
   float scale = 1.0f;    // usually 1 / sqrt(head_dim)
   // Split-KV scratch for the rows kernel; nullptr / too small → fewer (or no) splits.

@@ -36,7 +36,7 @@ struct DecodeConfig {
 template <int D>
 __global__ void __launch_bounds__(128)
     PagedAttentionDecodeKernel(PagedAttentionParams<__nv_bfloat16> p, RowsSplitWorkspace ws,
-                               int max_q_len, int log2_block_size) {
+                               int max_q_len, int num_splits, int log2_block_size) {
   using Cfg = DecodeConfig<D>;
   constexpr int kTile = Cfg::kTile;
   constexpr int kChunks = Cfg::kChunks;
@@ -50,19 +50,20 @@ __global__ void __launch_bounds__(128)
   __shared__ float s_wm[Cfg::kWarps][16], s_wl[Cfg::kWarps][16];
   __shared__ float s_row_m[16], s_row_l[16];
 
-  const int t = blockIdx.x;
-  const int kvh = blockIdx.y;
-  const int split = blockIdx.z;
-  const int num_splits = gridDim.z;
+  // Grid: x = query row within its sequence, y = sequence, z = KV head × split.
+  const int seq = blockIdx.y;
+  const int kvh = blockIdx.z / num_splits;
+  const int split = blockIdx.z - kvh * num_splits;
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
 
-  const int seq = FindSequence(p.cu_seqlens_q, p.num_seqs, t);
   const int q_start = p.cu_seqlens_q[seq];
   const int q_len = p.cu_seqlens_q[seq + 1] - q_start;
-  if (q_len > max_q_len) return;  // the prefill kernel owns this sequence
-  const int ctx = p.seq_lens[seq] - q_len + (t - q_start) + 1;
+  // Rows past the sequence's end, or sequences the prefill kernel owns.
+  if (static_cast<int>(blockIdx.x) >= q_len || q_len > max_q_len) return;
+  const int t = q_start + blockIdx.x;
+  const int ctx = p.seq_lens[seq] - q_len + static_cast<int>(blockIdx.x) + 1;
   int chunk = (ctx + num_splits - 1) / num_splits;
   chunk = (chunk + kTile - 1) / kTile * kTile;
   const int begin = split * chunk;

@@ -36,186 +36,178 @@ __device__ __forceinline__ uint32_t Sm90TileOffset(uint32_t half_bytes, int r, i
   return (c16 >> 3) * half_bytes + r * 128 + (((c16 & 7) ^ (r & 7)) << 4);
 }
 
-template <int kBlockN>
-__device__ __forceinline__ void Sm90QkT(float (&s)[kBlockN / 2], uint64_t a, uint64_t b) {
-  if constexpr (kBlockN == 64) {
-    WgmmaSS_m64n64k16(s, a, b);
-  } else {
-    WgmmaSS_m64n128k16(s, a, b);
+// Where one block's loads come from: its sequence's rows of Q and its KV head's cache rows.
+struct Sm90TileSource {
+  const __nv_bfloat16* q;        // row q_row0 of the sequence, this head
+  int num_q_rows;                // valid rows from q_row0 (rows past it are zero-filled)
+  const int32_t* block_table;    // the sequence's block table
+  int kv_end;                    // keys >= kv_end are zero-filled
+  int log2_block_size;
+};
+
+// Issues cp.async for the Q tile (kRows rows of 128 columns) into the swizzled two-half layout.
+template <int kRows, int kThreads>
+__device__ __forceinline__ void Sm90LoadQ(const PagedAttentionParams<__nv_bfloat16>& p,
+                                          const Sm90TileSource& src, uint32_t s_q, int tid) {
+  for (int i = tid; i < kRows * 16; i += kThreads) {
+    const int r = i >> 4;
+    const int c = i & 15;
+    const bool valid = r < src.num_q_rows;
+    const __nv_bfloat16* g = src.q + (valid ? r * p.q_stride + c * 8 : 0);
+    CpAsync16(s_q + Sm90TileOffset(kRows * 128, r, c), g, valid ? 16 : 0);
+  }
+}
+
+// Issues cp.async for K and V of keys [key0, key0 + kBlockN) through the block table.
+template <int kBlockN, int kThreads>
+__device__ __forceinline__ void Sm90LoadKv(const PagedAttentionParams<__nv_bfloat16>& p,
+                                           const Sm90TileSource& src, int kvh, int key0,
+                                           uint32_t s_k, uint32_t s_v, int tid) {
+  const int block_mask = (1 << src.log2_block_size) - 1;
+  for (int i = tid; i < kBlockN * 16; i += kThreads) {
+    const int j = i >> 4;
+    const int c = i & 15;
+    const int key = key0 + j;
+    const bool valid = key < src.kv_end;
+    int64_t offset = 0;
+    if (valid) {
+      const int64_t slot = static_cast<int64_t>(src.block_table[key >> src.log2_block_size])
+                               << src.log2_block_size |
+                           (key & block_mask);
+      offset = (slot * p.num_kv_heads + kvh) * 128 + c * 8;
+    }
+    const uint32_t sidx = Sm90TileOffset(kBlockN * 128, j, c);
+    CpAsync16(s_k + sidx, p.k_cache + offset, valid ? 16 : 0);
+    CpAsync16(s_v + sidx, p.v_cache + offset, valid ? 16 : 0);
   }
 }
 
 template <int kBlockN>
-__global__ void __launch_bounds__(256, 1)
-    PagedAttentionPrefillSm90Kernel(PagedAttentionParams<__nv_bfloat16> p, int min_q_len,
-                                    int log2_block_size) {
-  using Cfg = Sm90PrefillConfig<kBlockN>;
-  constexpr int D = Cfg::kHeadDim;
-  constexpr int kBlockM = Cfg::kBlockM;
+__device__ __forceinline__ void Sm90QkT(float (&s)[kBlockN / 2], uint64_t a, uint64_t b,
+                                        int scale_d) {
+  if constexpr (kBlockN == 64) {
+    WgmmaSS_m64n64k16(s, a, b, scale_d);
+  } else {
+    WgmmaSS_m64n128k16(s, a, b, scale_d);
+  }
+}
+
+// Issues S = Q·Kᵀ for one warpgroup: 8 k16 steps over the two 64-column halves (the first one
+// overwrites S, so S needs no zeroing). q_rows is the warpgroup's first Q row in the Q tile;
+// k_tile the K stage.
+template <int kBlockN>
+__device__ __forceinline__ void Sm90IssueQkT(float (&s_acc)[kBlockN / 2], uint32_t q_rows,
+                                             uint32_t q_half_bytes, uint32_t k_tile) {
+#pragma unroll
+  for (int ks = 0; ks < 8; ++ks) {
+    const uint32_t half = ks >> 2;
+    const uint32_t koff = (ks & 3) * 32;
+    const uint64_t desc_q = WgmmaDesc(q_rows + half * q_half_bytes + koff, 16, 1024);
+    const uint64_t desc_k = WgmmaDesc(k_tile + half * kBlockN * 128 + koff, 16, 1024);
+    Sm90QkT<kBlockN>(s_acc, desc_q, desc_k, ks == 0 ? 0 : 1);
+  }
+}
+
+// Issues O += P·V for one warpgroup: kBlockN / 16 k16 steps, V (MN-major) from the V stage.
+template <int kBlockN>
+__device__ __forceinline__ void Sm90IssuePv(float (&o_acc)[64],
+                                            const uint32_t (&p_frag)[kBlockN / 16][4],
+                                            uint32_t v_tile) {
+#pragma unroll
+  for (int kk = 0; kk < kBlockN / 16; ++kk) {
+    const uint64_t desc_v = WgmmaDesc(v_tile + kk * 16 * 128, kBlockN * 128, 1024);
+    WgmmaRS_m64n128k16_TransB(o_acc, p_frag[kk], desc_v);
+  }
+}
+
+// Online-softmax step of one warpgroup on an S tile held in wgmma accumulators (base-2 logits
+// after scaling): masks keys past each row's position when needed, updates the running max m and
+// sum l of the thread's two rows (lo = row r, hi = row r + 8), packs P as the bf16 A operand of
+// the P·V wgmma and returns the factors O must be rescaled by (Sm90RescaleO).
+struct Sm90RowState {
+  float m_lo, m_hi, l_lo, l_hi;
+  int pos_lo, pos_hi;
+};
+
+template <int kBlockN>
+__device__ __forceinline__ void Sm90SoftmaxStep(float (&s_acc)[kBlockN / 2],
+                                                uint32_t (&p_frag)[kBlockN / 16][4],
+                                                Sm90RowState& st, int key0, bool need_mask,
+                                                float scale_log2, int lane, float& corr_lo_out,
+                                                float& corr_hi_out) {
   constexpr int kNTiles = kBlockN / 8;
-  constexpr int kDTiles = D / 8;
-  extern __shared__ unsigned char smem_raw[];
-  const uint32_t s_q = (SmemAddr(smem_raw) + 1023u) & ~1023u;
-  const uint32_t s_k = s_q + 2 * Cfg::kQHalfBytes;
-  const uint32_t s_v = s_k + 2 * Cfg::kKvTileBytes;
-
-  const int seq = blockIdx.z;
-  const int head = blockIdx.y;
-  const int m_block = gridDim.x - 1 - blockIdx.x;
-  const int q_start = p.cu_seqlens_q[seq];
-  const int q_len = p.cu_seqlens_q[seq + 1] - q_start;
-  if (q_len < min_q_len) return;
-  const int m0 = m_block * kBlockM;
-  if (m0 >= q_len) return;
-  const int seq_len = p.seq_lens[seq];
-  const int ctx_start = seq_len - q_len;
-  const int kvh = head / (p.num_heads / p.num_kv_heads);
-  const int tid = threadIdx.x;
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
-  const int wg = warp >> 2;
-
-  for (int i = tid; i < kBlockM * 16; i += Cfg::kThreads) {
-    const int r = i >> 4;
-    const int c = i & 15;
-    const bool valid = m0 + r < q_len;
-    const __nv_bfloat16* src =
-        p.q + (valid ? (q_start + m0 + r) * p.q_stride + static_cast<int64_t>(head) * D + c * 8
-                     : 0);
-    CpAsync16(s_q + Sm90TileOffset(Cfg::kQHalfBytes, r, c), src, valid ? 16 : 0);
-  }
-  CpAsyncCommit();
-
-  const int kv_end = min(seq_len, ctx_start + m0 + kBlockM);
-  const int num_tiles = (kv_end + kBlockN - 1) / kBlockN;
-  const int32_t* block_table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
-  const int block_mask = (1 << log2_block_size) - 1;
-  auto load_kv = [&](int tile, int stage) {
-    const int key0 = tile * kBlockN;
-    for (int i = tid; i < kBlockN * 16; i += Cfg::kThreads) {
-      const int j = i >> 4;
-      const int c = i & 15;
-      const int key = key0 + j;
-      const bool valid = key < kv_end;
-      int64_t offset = 0;
-      if (valid) {
-        const int64_t slot =
-            static_cast<int64_t>(block_table[key >> log2_block_size]) << log2_block_size |
-            (key & block_mask);
-        offset = (slot * p.num_kv_heads + kvh) * D + c * 8;
+  float& m_lo = st.m_lo;
+  float& m_hi = st.m_hi;
+  float& l_lo = st.l_lo;
+  float& l_hi = st.l_hi;
+  const int pos_lo = st.pos_lo;
+  const int pos_hi = st.pos_hi;
+  float mx_lo = -CUDART_INF_F, mx_hi = -CUDART_INF_F;
+#pragma unroll
+  for (int i = 0; i < kNTiles; ++i) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float s = s_acc[4 * i + e] * scale_log2;
+      if (need_mask) {
+        const int key = key0 + i * 8 + 2 * (lane & 3) + (e & 1);
+        if (key > (e < 2 ? pos_lo : pos_hi)) s = -CUDART_INF_F;
       }
-      const uint32_t sidx = stage * Cfg::kKvTileBytes + Sm90TileOffset(Cfg::kKvHalfBytes, j, c);
-      CpAsync16(s_k + sidx, p.k_cache + offset, valid ? 16 : 0);
-      CpAsync16(s_v + sidx, p.v_cache + offset, valid ? 16 : 0);
+      s_acc[4 * i + e] = s;
     }
-  };
-  load_kv(0, 0);
-  CpAsyncCommit();
-
-  const float scale_log2 = p.scale * 1.4426950408889634f;
-  const int row_lo = m0 + wg * 64 + (warp & 3) * 16 + (lane >> 2);
-  const int pos_lo = ctx_start + row_lo;
-  const int pos_hi = pos_lo + 8;
-  const int wg_first_pos = ctx_start + m0 + wg * 64;
-  const int wg_last_pos = wg_first_pos + 63;
-  const int warp_first_pos = wg_first_pos + (warp & 3) * 16;
-
-  float o_acc[kDTiles * 4];
-#pragma unroll
-  for (int i = 0; i < kDTiles * 4; ++i) o_acc[i] = 0.0f;
-  float m_lo = -CUDART_INF_F, m_hi = -CUDART_INF_F;
-  float l_lo = 0.0f, l_hi = 0.0f;
-
-  for (int n = 0; n < num_tiles; ++n) {
-    const int stage = n & 1;
-    if (n + 1 < num_tiles) load_kv(n + 1, stage ^ 1);
-    CpAsyncCommit();
-    CpAsyncWait<1>();
-    FenceProxyAsyncShared();
-    __syncthreads();
-
-    const int key0 = n * kBlockN;
-    if (key0 <= wg_last_pos) {  // uniform per warpgroup (wgmma is warpgroup-collective)
-      float s_acc[kBlockN / 2];
-#pragma unroll
-      for (int i = 0; i < kBlockN / 2; ++i) s_acc[i] = 0.0f;
-      WgmmaFence();
-#pragma unroll
-      for (int ks = 0; ks < D / 16; ++ks) {
-        const uint32_t half = ks >> 2;
-        const uint32_t koff = (ks & 3) * 32;
-        const uint64_t desc_q =
-            WgmmaDesc(s_q + half * Cfg::kQHalfBytes + wg * 64 * 128 + koff, 16, 1024);
-        const uint64_t desc_k =
-            WgmmaDesc(s_k + stage * Cfg::kKvTileBytes + half * Cfg::kKvHalfBytes + koff, 16, 1024);
-        Sm90QkT<kBlockN>(s_acc, desc_q, desc_k);
-      }
-      WgmmaCommit();
-      WgmmaWait<0>();
-
-      const bool need_mask = key0 + kBlockN - 1 > warp_first_pos;
-      float mx_lo = -CUDART_INF_F, mx_hi = -CUDART_INF_F;
-#pragma unroll
-      for (int i = 0; i < kNTiles; ++i) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float s = s_acc[4 * i + e] * scale_log2;
-          if (need_mask) {
-            const int key = key0 + i * 8 + 2 * (lane & 3) + (e & 1);
-            if (key > (e < 2 ? pos_lo : pos_hi)) s = -CUDART_INF_F;
-          }
-          s_acc[4 * i + e] = s;
-        }
-        mx_lo = fmaxf(mx_lo, fmaxf(s_acc[4 * i], s_acc[4 * i + 1]));
-        mx_hi = fmaxf(mx_hi, fmaxf(s_acc[4 * i + 2], s_acc[4 * i + 3]));
-      }
-      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
-      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
-      const float m_new_lo = fmaxf(m_lo, mx_lo);
-      const float m_new_hi = fmaxf(m_hi, mx_hi);
-      const float base_lo = m_new_lo == -CUDART_INF_F ? 0.0f : m_new_lo;
-      const float base_hi = m_new_hi == -CUDART_INF_F ? 0.0f : m_new_hi;
-      const float corr_lo = FastExp2(m_lo - base_lo);
-      const float corr_hi = FastExp2(m_hi - base_hi);
-      m_lo = m_new_lo;
-      m_hi = m_new_hi;
-      float sum_lo = 0.0f, sum_hi = 0.0f;
-      uint32_t p_frag[kBlockN / 16][4];
-#pragma unroll
-      for (int i = 0; i < kNTiles; ++i) {
-        const float p0 = FastExp2(s_acc[4 * i + 0] - base_lo);
-        const float p1 = FastExp2(s_acc[4 * i + 1] - base_lo);
-        const float p2 = FastExp2(s_acc[4 * i + 2] - base_hi);
-        const float p3 = FastExp2(s_acc[4 * i + 3] - base_hi);
-        sum_lo += p0 + p1;
-        sum_hi += p2 + p3;
-        p_frag[i / 2][(i & 1) * 2 + 0] = PackBf16x2(p0, p1);
-        p_frag[i / 2][(i & 1) * 2 + 1] = PackBf16x2(p2, p3);
-      }
-      l_lo = l_lo * corr_lo + sum_lo;
-      l_hi = l_hi * corr_hi + sum_hi;
-#pragma unroll
-      for (int i = 0; i < kDTiles; ++i) {
-        o_acc[4 * i + 0] *= corr_lo;
-        o_acc[4 * i + 1] *= corr_lo;
-        o_acc[4 * i + 2] *= corr_hi;
-        o_acc[4 * i + 3] *= corr_hi;
-      }
-      WgmmaFence();
-#pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk) {
-        const uint64_t desc_v =
-            WgmmaDesc(s_v + stage * Cfg::kKvTileBytes + kk * 16 * 128, Cfg::kKvHalfBytes, 1024);
-        WgmmaRS_m64n128k16_TransB(o_acc, p_frag[kk], desc_v);
-      }
-      WgmmaCommit();
-      WgmmaWait<0>();
-    }
-    __syncthreads();
+    mx_lo = fmaxf(mx_lo, fmaxf(s_acc[4 * i], s_acc[4 * i + 1]));
+    mx_hi = fmaxf(mx_hi, fmaxf(s_acc[4 * i + 2], s_acc[4 * i + 3]));
   }
+  mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
+  mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
+  mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
+  mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
+  const float m_new_lo = fmaxf(m_lo, mx_lo);
+  const float m_new_hi = fmaxf(m_hi, mx_hi);
+  const float base_lo = m_new_lo == -CUDART_INF_F ? 0.0f : m_new_lo;
+  const float base_hi = m_new_hi == -CUDART_INF_F ? 0.0f : m_new_hi;
+  const float corr_lo = FastExp2(m_lo - base_lo);
+  const float corr_hi = FastExp2(m_hi - base_hi);
+  m_lo = m_new_lo;
+  m_hi = m_new_hi;
+  float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kNTiles; ++i) {
+    const float p0 = FastExp2(s_acc[4 * i + 0] - base_lo);
+    const float p1 = FastExp2(s_acc[4 * i + 1] - base_lo);
+    const float p2 = FastExp2(s_acc[4 * i + 2] - base_hi);
+    const float p3 = FastExp2(s_acc[4 * i + 3] - base_hi);
+    sum_lo += p0 + p1;
+    sum_hi += p2 + p3;
+    p_frag[i / 2][(i & 1) * 2 + 0] = PackBf16x2(p0, p1);
+    p_frag[i / 2][(i & 1) * 2 + 1] = PackBf16x2(p2, p3);
+  }
+  l_lo = l_lo * corr_lo + sum_lo;
+  l_hi = l_hi * corr_hi + sum_hi;
+  corr_lo_out = corr_lo;
+  corr_hi_out = corr_hi;
+}
 
+// O *= the softmax correction of the thread's two rows.
+template <int kDTiles>
+__device__ __forceinline__ void Sm90RescaleO(float (&o_acc)[kDTiles * 4], float corr_lo,
+                                             float corr_hi) {
+#pragma unroll
+  for (int i = 0; i < kDTiles; ++i) {
+    o_acc[4 * i + 0] *= corr_lo;
+    o_acc[4 * i + 1] *= corr_lo;
+    o_acc[4 * i + 2] *= corr_hi;
+    o_acc[4 * i + 3] *= corr_hi;
+  }
+}
+
+// Normalizes O by the row sums and writes the thread's two rows (those inside the sequence).
+template <int kDTiles>
+__device__ __forceinline__ void Sm90WriteOutput(const PagedAttentionParams<__nv_bfloat16>& p,
+                                                const float (&o_acc)[kDTiles * 4], Sm90RowState st,
+                                                int q_start, int q_len, int row_lo, int head,
+                                                int lane) {
+  constexpr int D = kDTiles * 8;
+  float l_lo = st.l_lo, l_hi = st.l_hi;
   l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
   l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
   l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
@@ -240,6 +232,243 @@ __global__ void __launch_bounds__(256, 1)
           PackBf16x2(o_acc[4 * i + 2] * inv_hi, o_acc[4 * i + 3] * inv_hi);
     }
   }
+}
+
+template <int kBlockN>
+__global__ void __launch_bounds__(256, 1)
+    PagedAttentionPrefillSm90Kernel(PagedAttentionParams<__nv_bfloat16> p, int min_q_len,
+                                    int log2_block_size) {
+  using Cfg = Sm90PrefillConfig<kBlockN>;
+  constexpr int D = Cfg::kHeadDim;
+  constexpr int kBlockM = Cfg::kBlockM;
+  constexpr int kDTiles = D / 8;
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t s_q = (SmemAddr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t s_k = s_q + 2 * Cfg::kQHalfBytes;
+  const uint32_t s_v = s_k + 2 * Cfg::kKvTileBytes;
+
+  const int seq = blockIdx.z;
+  const int head = blockIdx.y;
+  const int m_block = gridDim.x - 1 - blockIdx.x;
+  const int q_start = p.cu_seqlens_q[seq];
+  const int q_len = p.cu_seqlens_q[seq + 1] - q_start;
+  if (q_len < min_q_len) return;
+  const int m0 = m_block * kBlockM;
+  if (m0 >= q_len) return;
+  const int seq_len = p.seq_lens[seq];
+  const int ctx_start = seq_len - q_len;
+  const int kvh = head / (p.num_heads / p.num_kv_heads);
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int wg = warp >> 2;
+
+  const int kv_end = min(seq_len, ctx_start + m0 + kBlockM);  // keys the tile's last row sees
+  const Sm90TileSource src{p.q + (q_start + m0) * p.q_stride + static_cast<int64_t>(head) * D,
+                           q_len - m0,
+                           p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq,
+                           kv_end, log2_block_size};
+  Sm90LoadQ<kBlockM, Cfg::kThreads>(p, src, s_q, tid);
+  CpAsyncCommit();
+
+  const int num_tiles = (kv_end + kBlockN - 1) / kBlockN;
+  auto load_kv = [&](int tile, int stage) {
+    Sm90LoadKv<kBlockN, Cfg::kThreads>(p, src, kvh, tile * kBlockN, s_k + stage * Cfg::kKvTileBytes,
+                                      s_v + stage * Cfg::kKvTileBytes, tid);
+  };
+  load_kv(0, 0);
+  CpAsyncCommit();
+
+  const float scale_log2 = p.scale * 1.4426950408889634f;
+  const int row_lo = m0 + wg * 64 + (warp & 3) * 16 + (lane >> 2);
+  const int pos_lo = ctx_start + row_lo;
+  const int pos_hi = pos_lo + 8;
+  const int wg_first_pos = ctx_start + m0 + wg * 64;
+  const int wg_last_pos = wg_first_pos + 63;
+  const int warp_first_pos = wg_first_pos + (warp & 3) * 16;
+
+  float o_acc[kDTiles * 4];
+#pragma unroll
+  for (int i = 0; i < kDTiles * 4; ++i) o_acc[i] = 0.0f;
+  Sm90RowState st{-CUDART_INF_F, -CUDART_INF_F, 0.0f, 0.0f, pos_lo, pos_hi};
+
+  for (int n = 0; n < num_tiles; ++n) {
+    const int stage = n & 1;
+    if (n + 1 < num_tiles) load_kv(n + 1, stage ^ 1);
+    CpAsyncCommit();
+    CpAsyncWait<1>();
+    FenceProxyAsyncShared();
+    __syncthreads();
+
+    const int key0 = n * kBlockN;
+    if (key0 <= wg_last_pos) {  // uniform per warpgroup (wgmma is warpgroup-collective)
+      float s_acc[kBlockN / 2];
+      WgmmaFence();
+      Sm90IssueQkT<kBlockN>(s_acc, s_q + wg * 64 * 128, Cfg::kQHalfBytes,
+                            s_k + stage * Cfg::kKvTileBytes);
+      WgmmaCommit();
+      WgmmaWait<0>();
+
+      const bool need_mask = key0 + kBlockN - 1 > warp_first_pos;
+      uint32_t p_frag[kBlockN / 16][4];
+      float corr_lo, corr_hi;
+      Sm90SoftmaxStep<kBlockN>(s_acc, p_frag, st, key0, need_mask, scale_log2, lane, corr_lo,
+                               corr_hi);
+      Sm90RescaleO<kDTiles>(o_acc, corr_lo, corr_hi);
+      WgmmaFence();
+      Sm90IssuePv<kBlockN>(o_acc, p_frag, s_v + stage * Cfg::kKvTileBytes);
+      WgmmaCommit();
+      WgmmaWait<0>();
+    }
+    __syncthreads();
+  }
+
+  Sm90WriteOutput<kDTiles>(p, o_acc, st, q_start, q_len, row_lo, head, lane);
+}
+
+// The software-pipelined variant (kBlockN 64, three K/V stages): in iteration n a warpgroup
+// issues S(n) = Q·K(n)ᵀ and then P·V(n - 1) (P of the previous tile, kept in registers), waits
+// only for S(n), and runs the softmax of tile n while the tensor cores still work on P·V(n - 1);
+// O is rescaled once that retires. wgmma groups complete in issue order, so "all but the newest
+// group" is exactly S(n).
+struct Sm90PipelinedConfig {
+  static constexpr int kBlockN = 64;
+  static constexpr int kStages = 3;
+  static constexpr int kThreads = 256;
+  static constexpr int kBlockM = 128;
+  static constexpr uint32_t kQHalfBytes = kBlockM * 128;
+  static constexpr uint32_t kKvTileBytes = 2 * kBlockN * 128;
+  static constexpr size_t kSmemBytes = 2 * kQHalfBytes + 2 * kStages * kKvTileBytes + 1024;
+};
+
+__global__ void __launch_bounds__(256, 1)
+    PagedAttentionPrefillSm90PipelinedKernel(PagedAttentionParams<__nv_bfloat16> p, int min_q_len,
+                                             int log2_block_size) {
+  using Cfg = Sm90PipelinedConfig;
+  constexpr int D = 128;
+  constexpr int kBlockN = Cfg::kBlockN;
+  constexpr int kBlockM = Cfg::kBlockM;
+  constexpr int kDTiles = D / 8;
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t s_q = (SmemAddr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t s_k = s_q + 2 * Cfg::kQHalfBytes;
+  const uint32_t s_v = s_k + Cfg::kStages * Cfg::kKvTileBytes;
+
+  const int seq = blockIdx.z;
+  const int head = blockIdx.y;
+  const int m_block = gridDim.x - 1 - blockIdx.x;
+  const int q_start = p.cu_seqlens_q[seq];
+  const int q_len = p.cu_seqlens_q[seq + 1] - q_start;
+  if (q_len < min_q_len) return;
+  const int m0 = m_block * kBlockM;
+  if (m0 >= q_len) return;
+  const int seq_len = p.seq_lens[seq];
+  const int ctx_start = seq_len - q_len;
+  const int kvh = head / (p.num_heads / p.num_kv_heads);
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int wg = warp >> 2;
+
+  const int kv_end = min(seq_len, ctx_start + m0 + kBlockM);
+  const Sm90TileSource src{p.q + (q_start + m0) * p.q_stride + static_cast<int64_t>(head) * D,
+                           q_len - m0,
+                           p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq,
+                           kv_end, log2_block_size};
+  const int num_tiles = (kv_end + kBlockN - 1) / kBlockN;
+  auto load_kv = [&](int tile) {
+    const uint32_t stage = (tile % Cfg::kStages) * Cfg::kKvTileBytes;
+    Sm90LoadKv<kBlockN, Cfg::kThreads>(p, src, kvh, tile * kBlockN, s_k + stage, s_v + stage, tid);
+  };
+  Sm90LoadQ<kBlockM, Cfg::kThreads>(p, src, s_q, tid);
+  load_kv(0);
+  CpAsyncCommit();  // group: Q + tile 0
+  if (num_tiles > 1) load_kv(1);
+  CpAsyncCommit();  // group: tile 1
+
+  const float scale_log2 = p.scale * 1.4426950408889634f;
+  const int row_lo = m0 + wg * 64 + (warp & 3) * 16 + (lane >> 2);
+  const int warp_first_pos = ctx_start + m0 + wg * 64 + (warp & 3) * 16;
+  const uint32_t q_rows = s_q + wg * 64 * 128;
+
+  float o_acc[kDTiles * 4];
+#pragma unroll
+  for (int i = 0; i < kDTiles * 4; ++i) o_acc[i] = 0.0f;
+  Sm90RowState st{-CUDART_INF_F, -CUDART_INF_F, 0.0f, 0.0f, ctx_start + row_lo,
+                  ctx_start + row_lo + 8};
+  uint32_t p_frag[kBlockN / 16][4];  // P of the previous tile, the A operand of its P·V
+
+  CpAsyncWait<1>();  // Q and tile 0
+  FenceProxyAsyncShared();
+  __syncthreads();
+  {
+    float s_acc[kBlockN / 2];
+    WgmmaFenceOperand(o_acc);
+    WgmmaFence();
+    Sm90IssueQkT<kBlockN>(s_acc, q_rows, Cfg::kQHalfBytes, s_k);
+    WgmmaCommit();
+    WgmmaWait<0>();
+    WgmmaFenceOperand(s_acc);
+    float corr_lo, corr_hi;  // O is zero: nothing to rescale
+    Sm90SoftmaxStep<kBlockN>(s_acc, p_frag, st, 0, kBlockN - 1 > warp_first_pos, scale_log2, lane,
+                             corr_lo, corr_hi);
+  }
+  // Iteration n: p_prev holds P(n - 1) (read by the in-flight P·V(n - 1)), p_new receives P(n).
+  // The two arrays swap roles every iteration (unrolled by two) instead of being copied, so no
+  // instruction ever writes a register that an in-flight wgmma reads.
+  auto iteration = [&](int n, uint32_t (&p_prev)[kBlockN / 16][4],
+                       uint32_t (&p_new)[kBlockN / 16][4]) {
+    CpAsyncWait<0>();  // tile n (this thread's copies)
+    FenceProxyAsyncShared();
+    // Everyone's copies of tile n have landed, and every warpgroup has finished iteration n - 1
+    // (so P·V(n - 2) and S(n - 1) retired): the stage of tile n - 2 may receive tile n + 1.
+    __syncthreads();
+    if (n + 1 < num_tiles) load_kv(n + 1);
+    CpAsyncCommit();
+
+    // Every warpgroup runs every tile, uniformly (wgmma is warpgroup-collective and ptxas
+    // serializes conditionally issued pipelines): a tile past a warpgroup's causal range is fully
+    // masked, which leaves m, l and O unchanged.
+    float s_acc[kBlockN / 2];
+    WgmmaFenceOperand(o_acc);
+    WgmmaFence();
+    Sm90IssueQkT<kBlockN>(s_acc, q_rows, Cfg::kQHalfBytes,
+                          s_k + (n % Cfg::kStages) * Cfg::kKvTileBytes);
+    WgmmaCommit();
+    Sm90IssuePv<kBlockN>(o_acc, p_prev, s_v + ((n - 1) % Cfg::kStages) * Cfg::kKvTileBytes);
+    WgmmaCommit();
+    WgmmaWait<1>();  // S(n) done; P·V(n - 1) runs on under the softmax
+    WgmmaFenceOperand(s_acc);
+    const int key0 = n * kBlockN;
+    float corr_lo, corr_hi;
+    Sm90SoftmaxStep<kBlockN>(s_acc, p_new, st, key0, key0 + kBlockN - 1 > warp_first_pos,
+                             scale_log2, lane, corr_lo, corr_hi);
+    WgmmaWait<0>();
+    WgmmaFenceOperand(o_acc);
+    Sm90RescaleO<kDTiles>(o_acc, corr_lo, corr_hi);
+  };
+  auto last_pv = [&](const uint32_t (&p_last)[kBlockN / 16][4]) {
+    WgmmaFenceOperand(o_acc);
+    WgmmaFence();
+    Sm90IssuePv<kBlockN>(o_acc, p_last,
+                         s_v + ((num_tiles - 1) % Cfg::kStages) * Cfg::kKvTileBytes);
+    WgmmaCommit();
+    WgmmaWait<0>();
+    WgmmaFenceOperand(o_acc);
+  };
+  uint32_t p_other[kBlockN / 16][4];
+  int n = 1;
+  for (; n + 1 < num_tiles; n += 2) {
+    iteration(n, p_frag, p_other);
+    iteration(n + 1, p_other, p_frag);
+  }
+  if (n < num_tiles) {
+    iteration(n, p_frag, p_other);
+    last_pv(p_other);
+  } else {
+    last_pv(p_frag);
+  }
+  Sm90WriteOutput<kDTiles>(p, o_acc, st, q_start, q_len, row_lo, head, lane);
 }
 
 }  // namespace kiln::kernels

@@ -45,24 +45,10 @@ struct RowsSplitWorkspace {
   float* l = nullptr;  // [splits, num_tokens, num_heads]
 };
 
-// Sequence owning token row t: the largest i with cu_seqlens_q[i] <= t.
-__device__ __forceinline__ int FindSequence(const int32_t* cu_seqlens_q, int num_seqs, int t) {
-  int lo = 0, hi = num_seqs - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (cu_seqlens_q[mid] <= t) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return lo;
-}
-
 template <typename T, int D>
 __global__ void __launch_bounds__(128)
     PagedAttentionRowsKernel(PagedAttentionParams<T> p, RowsSplitWorkspace ws, int max_q_len,
-                             int log2_block_size) {
+                             int num_splits, int log2_block_size) {
   using Cfg = RowsConfig<T, D>;
   constexpr int kTile = Cfg::kTile;
   constexpr int kVe = Cfg::kVe;
@@ -76,19 +62,20 @@ __global__ void __launch_bounds__(128)
   float* s_l = s_m + G;
   float* s_corr = s_l + G;
 
-  const int t = blockIdx.x;
-  const int kvh = blockIdx.y;
-  const int split = blockIdx.z;
-  const int num_splits = gridDim.z;
+  // Grid: x = query row within its sequence, y = sequence, z = KV head × split.
+  const int seq = blockIdx.y;
+  const int kvh = blockIdx.z / num_splits;
+  const int split = blockIdx.z - kvh * num_splits;
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
 
-  const int seq = FindSequence(p.cu_seqlens_q, p.num_seqs, t);
   const int q_start = p.cu_seqlens_q[seq];
   const int q_len = p.cu_seqlens_q[seq + 1] - q_start;
-  if (q_len > max_q_len) return;  // the prefill kernel owns this sequence
-  const int ctx = p.seq_lens[seq] - q_len + (t - q_start) + 1;  // keys 0..ctx-1
+  // Rows past the sequence's end, or sequences the prefill kernel owns.
+  if (static_cast<int>(blockIdx.x) >= q_len || q_len > max_q_len) return;
+  const int t = q_start + blockIdx.x;
+  const int ctx = p.seq_lens[seq] - q_len + static_cast<int>(blockIdx.x) + 1;  // keys 0..ctx-1
   int chunk = (ctx + num_splits - 1) / num_splits;
   chunk = (chunk + kTile - 1) / kTile * kTile;
   const int begin = split * chunk;
@@ -260,14 +247,17 @@ __global__ void __launch_bounds__(128)
   }
 }
 
-// Merges the splits of the rows kernel: block = (token row, head), thread = column.
+// Merges the splits of the short-query kernels. Grid: x = query row within its sequence,
+// y = sequence, z = query head; thread = column.
 template <typename T>
 __global__ void AttentionCombineKernel(PagedAttentionParams<T> p, RowsSplitWorkspace ws,
                                        int max_q_len, int num_splits) {
-  const int t = blockIdx.x;
-  const int h = blockIdx.y;
-  const int seq = FindSequence(p.cu_seqlens_q, p.num_seqs, t);
-  if (p.cu_seqlens_q[seq + 1] - p.cu_seqlens_q[seq] > max_q_len) return;
+  const int seq = blockIdx.y;
+  const int h = blockIdx.z;
+  const int q_start = p.cu_seqlens_q[seq];
+  const int q_len = p.cu_seqlens_q[seq + 1] - q_start;
+  if (static_cast<int>(blockIdx.x) >= q_len || q_len > max_q_len) return;
+  const int t = q_start + blockIdx.x;
   float m_max = -CUDART_INF_F;
   for (int s = 0; s < num_splits; ++s) {
     m_max = fmaxf(m_max, ws.m[(static_cast<int64_t>(s) * p.num_tokens + t) * p.num_heads + h]);

@@ -177,7 +177,7 @@ TYPED_TEST(AttentionTest, SmallHeadDims) {
 TYPED_TEST(AttentionTest, DecodeWithForcedSplits) {
   std::vector<SeqSpec> decodes;
   for (int i = 0; i < 9; ++i) decodes.push_back({1, 1 + 311 * i});
-  for (int splits : {1, 3, 16}) {
+  for (int splits : {1, 3, 64}) {
     RunCase<TypeParam>({28, 4, 128, 16, decodes, splits}, this->rng_);
   }
 }
@@ -193,7 +193,7 @@ TEST(AttentionVariantsTest, EveryPrefillAndDecodeConfigurationMatches) {
   std::mt19937 rng(99);
   using bf16 = __nv_bfloat16;
   const AttentionCase prefill{14, 2, 128, 16, {{300, 300}, {200, 731}, {1, 90}, {130, 130}}};
-  const int configs[][2] = {{4, 64}, {8, 64}, {4, 128}, {8, 32}, {-1, 64}, {-1, 128}};
+  const int configs[][2] = {{4, 64}, {8, 64}, {4, 128}, {8, 32}, {-1, 64}, {-1, 128}, {-2, 64}};
   for (const auto& cfg : configs) {
     SCOPED_TRACE("prefill warps " + std::to_string(cfg[0]) + " block_n " + std::to_string(cfg[1]));
     RunCase<bf16>(prefill, rng, [&](const PagedAttentionParams<bf16>& p) {
