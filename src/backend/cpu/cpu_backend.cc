@@ -17,8 +17,12 @@ namespace {
 // y[n, out] = x[n, in] · w[out, in]^T (+ bias[out]).
 void Linear(const float* x, int n, int in, const std::vector<float>& w, int out, float* y,
             const std::vector<float>* bias = nullptr) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w.data(), in,
-              0.0f, y, out);
+  if (n == 1) {  // decode of one sequence: a matrix-vector product
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w.data(), in, x, 1, 0.0f, y, 1);
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w.data(), in,
+                0.0f, y, out);
+  }
   if (bias != nullptr && !bias->empty()) {
     for (int t = 0; t < n; ++t)
       for (int j = 0; j < out; ++j) y[static_cast<int64_t>(t) * out + j] += (*bias)[j];
