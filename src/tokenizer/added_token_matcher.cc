@@ -1,6 +1,7 @@
 #include "tokenizer/added_token_matcher.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include <utf8proc.h>
 
@@ -70,6 +71,14 @@ AddedTokenMatcher::AddedTokenMatcher(const std::vector<AddedToken>& tokens) {
     tokens_.push_back(token);
     first_byte_[static_cast<uint8_t>(token.content[0])] = true;
   }
+  int distinct = 0;
+  for (int b = 0; b < 256; ++b) {
+    if (first_byte_[b]) {
+      ++distinct;
+      single_first_byte_ = b;
+    }
+  }
+  if (distinct != 1) single_first_byte_ = -1;
 }
 
 int32_t AddedTokenMatcher::Child(int32_t node, uint8_t byte) const {
@@ -98,7 +107,11 @@ void AddedTokenMatcher::Split(std::string_view text, std::vector<TextSegment>* s
   size_t start_offset = 0;  // end of the last emitted match
   size_t pos = 0;           // where scanning resumes
   while (pos < text.size()) {
-    if (!first_byte_[static_cast<uint8_t>(text[pos])]) {
+    if (single_first_byte_ >= 0) {
+      const void* hit = std::memchr(text.data() + pos, single_first_byte_, text.size() - pos);
+      if (hit == nullptr) break;
+      pos = static_cast<const char*>(hit) - text.data();
+    } else if (!first_byte_[static_cast<uint8_t>(text[pos])]) {
       ++pos;
       continue;
     }

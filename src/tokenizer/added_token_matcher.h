@@ -55,6 +55,7 @@ class AddedTokenMatcher final {
   std::vector<AddedToken> tokens_;
   std::vector<Node> nodes_;       // nodes_[0] is the root
   bool first_byte_[256] = {};
+  int single_first_byte_ = -1;  // the only first byte of all tokens, when there is one
 };
 
 // Unicode White_Space (Rust's char::is_whitespace).

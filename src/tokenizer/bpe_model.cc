@@ -4,6 +4,7 @@
 #include <atomic>
 #include <bit>
 #include <climits>
+#include <cstring>
 #include <queue>
 
 #include "tokenizer/utf8.h"
@@ -13,7 +14,7 @@ namespace {
 
 constexpr uint64_t kEmptyKey = ~uint64_t{0};
 constexpr int32_t kNoMerge = INT32_MAX;
-constexpr size_t kLinearMergeMaxSymbols = 96;
+constexpr size_t kLinearMergeMaxSymbols = 48;
 
 uint64_t PairKey(int32_t left, int32_t right) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
@@ -28,18 +29,75 @@ uint64_t HashKey(uint64_t key) {
 
 std::atomic<uint64_t> g_next_serial{1};
 
-// A per-thread cache of word → ids for one model. Values live in one arena; the whole cache is
-// dropped when it is full (simple, and words recur quickly enough to refill it).
+// Hash of a short byte string: 8 bytes at a time, multiply-xorshift mixing.
+uint64_t HashBytes(std::string_view s) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ s.size();
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t v;
+    std::memcpy(&v, s.data() + i, 8);
+    h = (h ^ v) * 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 31;
+  }
+  if (i < s.size()) {
+    uint64_t v = 0;
+    std::memcpy(&v, s.data() + i, s.size() - i);
+    h = (h ^ v) * 0x94D049BB133111EBull;
+    h ^= h >> 29;
+  }
+  return h * 0xBF58476D1CE4E5B9ull;
+}
+
+// A per-thread cache of word → ids for one model: open addressing over slots that point into a
+// key arena and an id arena. The whole cache is dropped when it is full (simple, and words recur
+// quickly enough to refill it).
 struct WordCache {
-  static constexpr size_t kMaxWords = 1 << 16;
+  static constexpr size_t kMaxWords = 1 << 15;
+  static constexpr size_t kInitialSlots = 1 << 12;
+  struct Slot {
+    uint32_t hash = 0;
+    uint32_t key_offset = 0;
+    uint16_t key_size = 0;  // 0: empty (empty words are never cached)
+    uint16_t num_ids = 0;
+    uint32_t ids_offset = 0;
+  };
   uint64_t owner = 0;
-  std::unordered_map<std::string, std::pair<uint32_t, uint32_t>, StringHash, std::equal_to<>> map;
-  std::vector<int32_t> arena;
+  size_t num_words = 0;
+  std::vector<Slot> slots;  // power-of-two size, load factor <= 0.5
+  std::string keys;
+  std::vector<int32_t> ids;
 
   void Reset(uint64_t new_owner) {
     owner = new_owner;
-    map.clear();
-    arena.clear();
+    num_words = 0;
+    slots.assign(kInitialSlots, Slot{});
+    keys.clear();
+    ids.clear();
+  }
+  // The slot holding `word`, or the empty slot where it would go.
+  Slot* Find(std::string_view word, uint32_t hash) {
+    const size_t mask = slots.size() - 1;
+    size_t i = hash & mask;
+    while (true) {
+      Slot& slot = slots[i];
+      if (slot.key_size == 0) return &slot;
+      if (slot.hash == hash && slot.key_size == word.size() &&
+          std::memcmp(keys.data() + slot.key_offset, word.data(), word.size()) == 0) {
+        return &slot;
+      }
+      i = (i + 1) & mask;
+    }
+  }
+  void Grow() {
+    std::vector<Slot> old(slots.size() * 2);
+    old.swap(slots);
+    const size_t mask = slots.size() - 1;
+    for (const Slot& slot : old) {
+      if (slot.key_size == 0) continue;
+      size_t i = slot.hash & mask;
+      while (slots[i].key_size != 0) i = (i + 1) & mask;
+      slots[i] = slot;
+    }
   }
 };
 
@@ -84,19 +142,17 @@ BpeModel::BpeModel(const BpeOptions& options, StringIdMap vocab,
     if (b < 128) ascii_ids_[b] = it->second;
   }
   const size_t capacity = std::bit_ceil(std::max<size_t>(16, merges.size() * 2));
-  merge_keys_.assign(capacity, kEmptyKey);
-  merge_values_.assign(capacity, MergeValue{kNoMerge, -1});
+  merge_slots_.assign(capacity, MergeSlot{kEmptyKey, {kNoMerge, -1}});
   merge_mask_ = capacity - 1;
   for (const BpeMerge& m : merges) {
     const uint64_t key = PairKey(m.left, m.right);
     uint64_t slot = HashKey(key) & merge_mask_;
-    while (merge_keys_[slot] != kEmptyKey && merge_keys_[slot] != key) {
+    while (merge_slots_[slot].key != kEmptyKey && merge_slots_[slot].key != key) {
       slot = (slot + 1) & merge_mask_;
     }
     // A pair listed twice keeps its best rank (HF keeps the first occurrence).
-    if (merge_keys_[slot] == key && merge_values_[slot].rank <= m.rank) continue;
-    merge_keys_[slot] = key;
-    merge_values_[slot] = {m.rank, m.result};
+    if (merge_slots_[slot].key == key && merge_slots_[slot].value.rank <= m.rank) continue;
+    merge_slots_[slot] = {key, {m.rank, m.result}};
   }
 }
 
@@ -104,9 +160,9 @@ const BpeModel::MergeValue* BpeModel::FindMerge(int32_t left, int32_t right) con
   const uint64_t key = PairKey(left, right);
   uint64_t slot = HashKey(key) & merge_mask_;
   while (true) {
-    const uint64_t k = merge_keys_[slot];
-    if (k == key) return &merge_values_[slot];
-    if (k == kEmptyKey) return nullptr;
+    const MergeSlot& s = merge_slots_[slot];
+    if (s.key == key) return &s.value;
+    if (s.key == kEmptyKey) return nullptr;
     slot = (slot + 1) & merge_mask_;
   }
 }
@@ -269,23 +325,38 @@ void BpeModel::EncodeUncached(std::string_view word, std::vector<int32_t>* ids) 
 }
 
 void BpeModel::Encode(std::string_view word, std::vector<int32_t>* ids) const {
+  if (word.empty()) return;
   if (word.size() > kMaxCachedWordBytes) {
     EncodeUncached(word, ids);
     return;
   }
   WordCache& cache = CacheFor(serial_);
-  auto it = cache.map.find(word);
-  if (it != cache.map.end()) {
-    const auto [offset, count] = it->second;
-    ids->insert(ids->end(), cache.arena.begin() + offset, cache.arena.begin() + offset + count);
+  const auto hash = static_cast<uint32_t>(HashBytes(word) >> 32);
+  WordCache::Slot* slot = cache.Find(word, hash);
+  if (slot->key_size != 0) {
+    ids->insert(ids->end(), cache.ids.begin() + slot->ids_offset,
+                cache.ids.begin() + slot->ids_offset + slot->num_ids);
     return;
   }
   const size_t before = ids->size();
   EncodeUncached(word, ids);
-  if (cache.map.size() >= WordCache::kMaxWords) cache.Reset(serial_);
-  const auto offset = static_cast<uint32_t>(cache.arena.size());
-  cache.arena.insert(cache.arena.end(), ids->begin() + before, ids->end());
-  cache.map.emplace(std::string(word), std::make_pair(offset, static_cast<uint32_t>(ids->size() - before)));
+  const size_t num_ids = ids->size() - before;
+  if (num_ids > 0xFFFF) return;
+  if (cache.num_words >= WordCache::kMaxWords) {
+    cache.Reset(serial_);
+    slot = cache.Find(word, hash);
+  } else if ((cache.num_words + 1) * 2 > cache.slots.size()) {
+    cache.Grow();
+    slot = cache.Find(word, hash);
+  }
+  slot->hash = hash;
+  slot->key_offset = static_cast<uint32_t>(cache.keys.size());
+  slot->key_size = static_cast<uint16_t>(word.size());
+  slot->ids_offset = static_cast<uint32_t>(cache.ids.size());
+  slot->num_ids = static_cast<uint16_t>(num_ids);
+  cache.keys.append(word);
+  cache.ids.insert(cache.ids.end(), ids->begin() + before, ids->end());
+  ++cache.num_words;
 }
 
 }  // namespace kiln::tokenizer

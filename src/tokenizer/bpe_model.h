@@ -66,7 +66,7 @@ class BpeModel final {
     int32_t rank;
     int32_t result;
   };
-  // Open-addressing map (left, right) → MergeValue.
+  // The merge of (left, right), or null: open addressing in merge_slots_.
   const MergeValue* FindMerge(int32_t left, int32_t right) const;
   void InitialSymbols(std::string_view word, std::vector<int32_t>* symbols) const;
   void MergeLinear(std::vector<int32_t>* symbols) const;
@@ -77,8 +77,11 @@ class BpeModel final {
   std::array<int32_t, 256> byte_ids_{};           // byte_units: id of each single byte
   std::array<int32_t, 256> byte_fallback_ids_{};  // <0xXX>
   std::array<int32_t, 128> ascii_ids_{};          // !byte_units: id of each ASCII char
-  std::vector<uint64_t> merge_keys_;              // kEmptyKey where free
-  std::vector<MergeValue> merge_values_;
+  struct MergeSlot {
+    uint64_t key;  // (left << 32) | right; all ones where free
+    MergeValue value;
+  };
+  std::vector<MergeSlot> merge_slots_;  // open addressing, load factor <= 0.5
   uint64_t merge_mask_ = 0;
   uint64_t serial_ = 0;  // keys the per-thread word cache
 };

@@ -1,5 +1,6 @@
 #include "tokenizer/normalizer.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include <utf8proc.h>
@@ -32,11 +33,23 @@ bool IsNfcInert(char32_t cp) {
 bool IsInert(std::string_view text, UnicodeForm form) {
   size_t i = 0;
   while (i < text.size()) {
-    if (static_cast<uint8_t>(text[i]) < 0x80) {
+    const auto b0 = static_cast<uint8_t>(text[i]);
+    if (b0 < 0x80) {
       ++i;
       continue;
     }
     if (form != UnicodeForm::kNfc) return false;
+    // Inline decode of the common 3-byte case (CJK, kana, punctuation); the rest via DecodeUtf8.
+    if ((b0 & 0xF0) == 0xE0 && i + 2 < text.size() &&
+        (static_cast<uint8_t>(text[i + 1]) & 0xC0) == 0x80 &&
+        (static_cast<uint8_t>(text[i + 2]) & 0xC0) == 0x80 && b0 != 0xE0 && b0 != 0xED) {
+      const char32_t cp = (char32_t(b0 & 0x0F) << 12) |
+                          (char32_t(static_cast<uint8_t>(text[i + 1]) & 0x3F) << 6) |
+                          (static_cast<uint8_t>(text[i + 2]) & 0x3F);
+      if (!IsNfcInert(cp)) return false;
+      i += 3;
+      continue;
+    }
     char32_t cp = 0;
     const size_t n = DecodeUtf8(text, i, &cp);
     if (n == 0 || !IsNfcInert(cp)) return false;
@@ -62,11 +75,9 @@ Status ReadPattern(const json& step, std::string* literal, std::shared_ptr<const
 
 }  // namespace
 
-void NormalizeUnicode(std::string_view text, UnicodeForm form, std::string* out) {
-  if (IsInert(text, form)) {
-    out->assign(text);
-    return;
-  }
+namespace {
+
+void NormalizeWithUtf8proc(std::string_view text, UnicodeForm form, std::string* out) {
   int options = UTF8PROC_STABLE;
   switch (form) {
     case UnicodeForm::kNfc: options |= UTF8PROC_COMPOSE; break;
@@ -80,11 +91,55 @@ void NormalizeUnicode(std::string_view text, UnicodeForm form, std::string* out)
                    static_cast<utf8proc_ssize_t>(text.size()), &result,
                    static_cast<utf8proc_option_t>(options));
   if (n < 0 || result == nullptr) {
-    out->assign(text);  // only for invalid UTF-8, which callers never pass
+    out->append(text);  // only for invalid UTF-8, which callers never pass
   } else {
-    out->assign(reinterpret_cast<const char*>(result), static_cast<size_t>(n));
+    out->append(reinterpret_cast<const char*>(result), static_cast<size_t>(n));
   }
   std::free(result);
+}
+
+}  // namespace
+
+void NormalizeUnicode(std::string_view text, UnicodeForm form, std::string* out) {
+  out->clear();
+  if (IsInert(text, form)) {
+    out->assign(text);
+    return;
+  }
+  if (form != UnicodeForm::kNfc) {
+    NormalizeWithUtf8proc(text, form, out);
+    return;
+  }
+  // NFC only changes runs of non-inert characters together with the character before each run
+  // (which may compose with it); an inert character never combines backwards and blocks
+  // reordering, so the text can be cut in front of it.
+  out->reserve(text.size());
+  size_t copied = 0;           // text[0, copied) is in *out
+  size_t last_char_start = 0;  // start of the last inert character seen
+  size_t i = 0;
+  while (i < text.size()) {
+    char32_t cp = 0;
+    size_t n = DecodeUtf8(text, i, &cp);
+    if (n == 0) n = 1;
+    if (static_cast<uint8_t>(text[i]) < 0x80 || IsNfcInert(cp)) {
+      last_char_start = i;
+      i += n;
+      continue;
+    }
+    const size_t span_begin = i > 0 ? std::max(last_char_start, copied) : 0;
+    size_t j = i + n;
+    while (j < text.size()) {
+      size_t m = DecodeUtf8(text, j, &cp);
+      if (m == 0) m = 1;
+      if (static_cast<uint8_t>(text[j]) < 0x80 || IsNfcInert(cp)) break;
+      j += m;
+    }
+    out->append(text, copied, span_begin - copied);
+    NormalizeWithUtf8proc(text.substr(span_begin, j - span_begin), form, out);
+    copied = j;
+    i = j;
+  }
+  out->append(text, copied, text.size() - copied);
 }
 
 StatusOr<Normalizer> Normalizer::FromJson(const json& json) {

@@ -1,5 +1,7 @@
 #include "tokenizer/utf8.h"
 
+#include <cstring>
+
 namespace kiln::tokenizer {
 namespace {
 
@@ -9,7 +11,7 @@ struct SecondByteRange {
   int length;  // total sequence length, 0 for an invalid lead
 };
 
-SecondByteRange LeadInfo(uint8_t b) {
+inline SecondByteRange LeadInfo(uint8_t b) {
   if (b >= 0xC2 && b <= 0xDF) return {0x80, 0xBF, 2};
   if (b == 0xE0) return {0xA0, 0xBF, 3};
   if ((b >= 0xE1 && b <= 0xEC) || b == 0xEE || b == 0xEF) return {0x80, 0xBF, 3};
@@ -25,12 +27,19 @@ bool IsContinuation(uint8_t b) { return (b & 0xC0) == 0x80; }
 // Number of bytes of s[pos..] that belong to the (possibly broken) sequence starting there:
 // the full length when complete; the maximal valid prefix otherwise (at least 1).
 // *complete says whether it is a full character.
-size_t ScanSequence(std::string_view s, size_t pos, bool* complete) {
+inline size_t ScanSequence(std::string_view s, size_t pos, bool* complete) {
   const uint8_t b0 = static_cast<uint8_t>(s[pos]);
   *complete = false;
   if (b0 < 0x80) {
     *complete = true;
     return 1;
+  }
+  // Fast path: the common 3-byte lead bytes (most CJK) followed by two continuation bytes.
+  if (b0 >= 0xE1 && b0 <= 0xEC && pos + 2 < s.size() &&
+      IsContinuation(static_cast<uint8_t>(s[pos + 1])) &&
+      IsContinuation(static_cast<uint8_t>(s[pos + 2]))) {
+    *complete = true;
+    return 3;
   }
   const SecondByteRange info = LeadInfo(b0);
   if (info.length == 0) return 1;
@@ -96,6 +105,14 @@ void AppendUtf8(char32_t cp, std::string* out) {
 bool IsValidUtf8(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
+    // Eight ASCII bytes at a time.
+    while (i + 8 <= s.size()) {
+      uint64_t v;
+      std::memcpy(&v, s.data() + i, 8);
+      if (v & 0x8080808080808080ull) break;
+      i += 8;
+    }
+    if (i >= s.size()) break;
     if (static_cast<uint8_t>(s[i]) < 0x80) {
       ++i;
       continue;
