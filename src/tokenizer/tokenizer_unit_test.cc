@@ -1,0 +1,148 @@
+// Unit tests of the tokenizer's parts: UTF-8 repair (Rust from_utf8_lossy semantics), NFC with its
+// fast paths, the Oniguruma-compatible \s, the byte-level alphabet, added-token matching, a
+// Metaspace tokenizer.json (HF outputs in testdata/), and concurrent use of one Tokenizer.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "tokenizer/added_token_matcher.h"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/normalizer.h"
+#include "tokenizer/regex.h"
+#include "tokenizer/tokenizer_factory.h"
+#include "tokenizer/tokenizer_test_util.h"
+#include "tokenizer/utf8.h"
+
+namespace kiln::tokenizer {
+namespace {
+
+using testing::ReadJsonFile;
+using testing::StreamDecode;
+using testing::TestDataDir;
+
+const std::string kFffd = "\xEF\xBF\xBD";
+
+TEST(Utf8Test, LossyReplacesEachMaximalInvalidSubpart) {
+  EXPECT_EQ(Utf8Lossy("abc"), "abc");
+  EXPECT_EQ(Utf8Lossy("\xE4\xB8\xAD"), "\xE4\xB8\xAD");
+  EXPECT_EQ(Utf8Lossy("\xE4\xB8"), kFffd);                            // truncated: one
+  EXPECT_EQ(Utf8Lossy("a\xC3"), "a" + kFffd);
+  EXPECT_EQ(Utf8Lossy("\xF0\x80\x80"), kFffd + kFffd + kFffd);        // bad second byte
+  EXPECT_EQ(Utf8Lossy("\xED\xA0\x80"), kFffd + kFffd + kFffd);        // surrogate
+  EXPECT_EQ(Utf8Lossy("\xC0\xAF"), kFffd + kFffd);                    // overlong
+  EXPECT_EQ(Utf8Lossy("\xE4\xB8" "a"), kFffd + "a");
+  EXPECT_EQ(Utf8Lossy("\xF4\x90\x80\x80"), kFffd + kFffd + kFffd + kFffd);  // > U+10FFFF
+  EXPECT_TRUE(IsValidUtf8("\xF0\x9F\x98\x80 ok"));
+  EXPECT_FALSE(IsValidUtf8("12345678\xFF"));
+  EXPECT_TRUE(EndsWithIncompleteUtf8("a\xF0\x9F\x98"));
+  EXPECT_FALSE(EndsWithIncompleteUtf8("a\xF0\x9F\x98\x80"));
+  EXPECT_FALSE(EndsWithIncompleteUtf8("\xE4\x41"));
+}
+
+TEST(NormalizerTest, NfcComposesAcrossFastPathBoundaries) {
+  std::string out;
+  auto nfc = [&](std::string_view in) {
+    NormalizeUnicode(in, UnicodeForm::kNfc, &out);
+    return out;
+  };
+  EXPECT_EQ(nfc("e\xCC\x81"), "\xC3\xA9");                                 // e + U+0301 → é
+  EXPECT_EQ(nfc("\xE4\xB8\xAD" "e\xCC\x81" "\xE4\xB8\xAD"), "\xE4\xB8\xAD\xC3\xA9\xE4\xB8\xAD");
+  EXPECT_EQ(nfc("\xEA\xB0\x80\xE1\x86\xA8"), "\xEA\xB0\x81");              // 가 + ᆨ → 각
+  EXPECT_EQ(nfc("\xE3\x81\x8B\xE3\x82\x99"), "\xE3\x81\x8C");              // か + ゙ → が
+  EXPECT_EQ(nfc("\xE2\x84\xAB"), "\xC3\x85");                              // Å (U+212B) → Å
+  EXPECT_EQ(nfc("plain ascii"), "plain ascii");
+  EXPECT_EQ(nfc("\xEF\xBC\x8C\xE4\xB8\xAD"), "\xEF\xBC\x8C\xE4\xB8\xAD");  // ，中 unchanged
+  NormalizeUnicode("\xEF\xAC\x81", UnicodeForm::kNfkc, &out);              // ﬁ → fi
+  EXPECT_EQ(out, "fi");
+}
+
+TEST(RegexTest, WhitespaceIncludesNextLineAsInOniguruma) {
+  EXPECT_EQ(OnigurumaCompatiblePattern(R"(\s+(?!\S)|[^\s\p{L}])"),
+            R"([\s\x{85}]+(?![^\s\x{85}])|[^\s\x{85}\p{L}])");
+  auto regex = Regex::Compile(R"(\s+)");
+  ASSERT_TRUE(regex.ok());
+  std::vector<MatchSpan> matches;
+  ASSERT_TRUE((*regex)->FindAll("a\xC2\x85 b", &matches).ok());
+  ASSERT_EQ(matches.size(), 1u);
+  EXPECT_EQ(matches[0].begin, 1u);
+  EXPECT_EQ(matches[0].end, 4u);
+  EXPECT_EQ(Regex::Compile("(unclosed").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(ByteLevelTest, AlphabetRoundTrips) {
+  EXPECT_EQ(ByteToUnicodeChar(' '), "\xC4\xA0");  // Ġ
+  EXPECT_EQ(ByteToUnicodeChar('\n'), "\xC4\x8A");  // Ċ
+  EXPECT_EQ(ByteToUnicodeChar('a'), "a");
+  std::string all;
+  for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
+  std::string back;
+  ASSERT_TRUE(ByteLevelToBytes(BytesToByteLevel(all), &back));
+  EXPECT_EQ(back, all);
+  EXPECT_FALSE(ByteLevelToBytes("\xE4\xB8\xAD", &back));  // 中 is not in the alphabet
+}
+
+TEST(AddedTokenMatcherTest, LeftmostLongestWithStrip) {
+  std::vector<AddedToken> tokens(3);
+  tokens[0].id = 10;
+  tokens[0].content = "<a>";
+  tokens[1].id = 11;
+  tokens[1].content = "<a><b>";
+  tokens[2].id = 12;
+  tokens[2].content = "[x]";
+  tokens[2].lstrip = tokens[2].rstrip = true;
+  AddedTokenMatcher matcher(tokens);
+  std::vector<TextSegment> segments;
+  matcher.Split("q<a><b>r<a>  [x]\t s", &segments);
+  const std::vector<std::tuple<size_t, size_t, int32_t>> expected = {
+      {0, 1, -1}, {1, 7, 11}, {7, 8, -1}, {8, 11, 10}, {11, 18, 12}, {18, 19, -1}};
+  ASSERT_EQ(segments.size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(std::make_tuple(segments[i].begin, segments[i].end, segments[i].token_id), expected[i]) << i;
+  }
+}
+
+TEST(MetaspaceTokenizerTest, MatchesHfTokenizers) {
+  auto tok = CreateTokenizerFromJson((TestDataDir() / "metaspace_tokenizer.json").string());
+  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  const auto cases = ReadJsonFile(TestDataDir() / "metaspace_cases.json")["cases"];
+  ASSERT_FALSE(cases.empty());
+  for (const auto& c : cases) {
+    const std::string text = c["text"].get<std::string>();
+    const auto ids = c["ids"].get<std::vector<int32_t>>();
+    const auto with_special = c["ids_special"].get<std::vector<int32_t>>();
+    EXPECT_EQ((*tok)->Encode(text, false), ids) << text;
+    EXPECT_EQ((*tok)->Encode(text, true), with_special) << text;
+    EXPECT_EQ(*(*tok)->Decode(ids, false), c["decoded"].get<std::string>()) << text;
+    EXPECT_EQ(*(*tok)->Decode(with_special, false), c["decoded_special"].get<std::string>()) << text;
+    EXPECT_EQ(*(*tok)->Decode(with_special, true), c["decoded_special_skipped"].get<std::string>());
+    EXPECT_EQ(StreamDecode(**tok, with_special, false), c["decoded_special"].get<std::string>());
+    EXPECT_EQ(StreamDecode(**tok, with_special, true), c["decoded_special_skipped"].get<std::string>());
+  }
+}
+
+// One Tokenizer, many threads (each with its own word cache): the same ids as on one thread.
+TEST(ConcurrencyTest, EncodeFromManyThreads) {
+  auto tok = CreateTokenizerFromJson((TestDataDir() / "llama3_style_tokenizer.json").string());
+  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  const auto cases = ReadJsonFile(TestDataDir() / "llama3_style_cases.json")["cases"];
+  std::vector<std::string> texts;
+  for (const auto& c : cases) texts.push_back(c["text"].get<std::string>());
+  std::vector<std::vector<int32_t>> expected;
+  for (const auto& t : texts) expected.push_back((*tok)->Encode(t, true));
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 200; ++round) {
+        const size_t i = (round * 7 + t) % texts.size();
+        if ((*tok)->Encode(texts[i], true) != expected[i]) ++mismatches;
+        if (*(*tok)->Decode(expected[i], false) != *(*tok)->Decode(expected[i], false)) ++mismatches;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+}  // namespace
+}  // namespace kiln::tokenizer
