@@ -189,6 +189,70 @@ Status Determinize(const Nfa& nfa, int start, int end, int max_states, RuleDfa* 
   return Status::Ok();
 }
 
+// Moore partition refinement: merges states with identical futures (finality, byte transitions
+// and calls up to equivalence). Keeps state 0 as the start state.
+void Minimize(RuleDfa* dfa) {
+  const int n = static_cast<int>(dfa->next.size());
+  std::vector<int> cls(n);
+  for (int s = 0; s < n; ++s) cls[s] = dfa->is_final[s];
+  int num_classes = 0;
+  for (int round = 0; round < n + 1; ++round) {
+    std::map<std::vector<int>, int> ids;
+    std::vector<int> next_cls(n);
+    for (int s = 0; s < n; ++s) {
+      std::vector<int> sig;
+      sig.reserve(258 + 2 * dfa->calls[s].size());
+      sig.push_back(cls[s]);
+      for (int b = 0; b < 256; ++b) {
+        int t = dfa->next[s][b];
+        sig.push_back(t < 0 ? -1 : cls[t]);
+      }
+      std::vector<std::pair<int, int>> calls;
+      for (const auto& c : dfa->calls[s]) calls.push_back({c.rule, cls[c.return_state]});
+      std::sort(calls.begin(), calls.end());
+      calls.erase(std::unique(calls.begin(), calls.end()), calls.end());
+      for (const auto& [r, t] : calls) {
+        sig.push_back(r);
+        sig.push_back(t);
+      }
+      auto [it, inserted] = ids.try_emplace(std::move(sig), static_cast<int>(ids.size()));
+      next_cls[s] = it->second;
+    }
+    int count = static_cast<int>(ids.size());
+    cls.swap(next_cls);
+    if (count == num_classes) break;
+    num_classes = count;
+  }
+  if (num_classes == n) return;
+  // Renumber classes so that the start state's class is 0, in first-appearance order.
+  std::vector<int> order(num_classes, -1);
+  int next_id = 0;
+  for (int s = 0; s < n; ++s) {
+    if (order[cls[s]] < 0) order[cls[s]] = next_id++;
+  }
+  RuleDfa out;
+  out.next.assign(num_classes, std::vector<int32_t>(256, -1));
+  out.is_final.assign(num_classes, 0);
+  out.calls.assign(num_classes, {});
+  std::vector<char> done(num_classes, 0);
+  for (int s = 0; s < n; ++s) {
+    int c = order[cls[s]];
+    if (done[c]) continue;
+    done[c] = 1;
+    out.is_final[c] = dfa->is_final[s];
+    for (int b = 0; b < 256; ++b) {
+      int t = dfa->next[s][b];
+      out.next[c][b] = t < 0 ? -1 : order[cls[t]];
+    }
+    std::vector<std::pair<int, int>> calls;
+    for (const auto& call : dfa->calls[s]) calls.push_back({call.rule, order[cls[call.return_state]]});
+    std::sort(calls.begin(), calls.end());
+    calls.erase(std::unique(calls.begin(), calls.end()), calls.end());
+    for (const auto& [r, t] : calls) out.calls[c].push_back({r, t});
+  }
+  *dfa = std::move(out);
+}
+
 }  // namespace
 
 StatusOr<Automaton> BuildAutomaton(const Grammar& grammar, const AutomatonLimits& limits) {
@@ -218,6 +282,7 @@ StatusOr<Automaton> BuildAutomaton(const Grammar& grammar, const AutomatonLimits
       }
     }
     KILN_RETURN_IF_ERROR(Determinize(nfa, start, end, limits.max_dfa_states, &dfas[r]));
+    Minimize(&dfas[r]);
   }
 
   // Productive rules: some path start → final over bytes and calls to productive rules.

@@ -141,7 +141,7 @@ ExprPtr NumberExpr(const Bounds& b, bool integer) {
     return Seq({IntegerRange(std::nullopt, std::nullopt),
                 Opt(Seq({Literal("."), Digits(1, kMaxFracDigits)})),
                 Opt(Seq({Alt({Literal("e"), Literal("E")}), Opt(Alt({Literal("+"), Literal("-")})),
-                         Digits(1, 3)}))});
+                         Digits(1, 2)}))});
   }
   std::vector<ExprPtr> alts{ints};
   // Positive decimals I.F with I in [max(0, ceil(lo)), floor(hi) - 1].
@@ -566,7 +566,12 @@ class Converter {
       if (has_len || s.contains("pattern")) {
         return Err(path, "format combined with minLength/maxLength/pattern is not supported");
       }
-      return Seq({Literal("\""), *e, Literal("\"")});
+      // A rule of its own: a leaf rule (fast token tables) shared by every use of the format.
+      auto it = format_rules_.find(f);
+      if (it != format_rules_.end()) return Ref(it->second);
+      int id = NewRule("format_" + f, Seq({Literal("\""), *e, Literal("\"")}));
+      format_rules_[f] = id;
+      return Ref(id);
     }
     if (s.contains("pattern")) {
       if (!s["pattern"].is_string()) return Err(path, "pattern must be a string");
@@ -825,6 +830,7 @@ class Converter {
   int depth_ = 0;
   std::map<std::string, int> ref_rules_;
   std::map<std::string, int> length_rules_;
+  std::map<std::string, int> format_rules_;
 };
 
 }  // namespace

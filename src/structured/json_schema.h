@@ -15,7 +15,7 @@
 // Output shape: properties appear in schema order (required ones always, optional ones may be
 // skipped), extra properties (when allowed) after them with keys different from the listed ones;
 // whitespace between tokens is at most one space, or a newline followed by at most 8 spaces.
-// Unbounded integers have at most 15 digits, fractions at most 16, exponents at most 3.
+// Unbounded integers have at most 15 digits, fractions at most 16, exponents at most 2.
 //
 // Thread-safety: pure functions.
 #pragma once

@@ -279,33 +279,31 @@ const std::vector<int32_t>& GrammarMatcher::UncertainAllowed(int32_t node) {
     pool_.Close(nd.parent, &base);
     const auto& tnodes = e->uncertain.nodes();
     const auto& tags = e->uncertain.tags();
-    // Iterative DFS over the suffix trie; scratch_[d] is the config after d suffix bytes.
+    // Iterative DFS over the suffix trie; scratch_[d] is the config after d + 1 suffix bytes.
     struct Frame {
-      int32_t trie_node;
-      int32_t child;  // next child index to try
+      int32_t child;  // next child (node id) to try
+      int32_t end;    // end of the parent's subtree
       int32_t depth;
     };
-    std::vector<Frame> stack{{0, tnodes[0].first_child, 0}};
-    const Config* cfg_at0 = &base;
+    std::vector<Frame> stack{{1, tnodes[0].end, 0}};
     while (!stack.empty()) {
       Frame& f = stack.back();
-      const ByteTrie::Node& tn = tnodes[f.trie_node];
-      if (f.child >= tn.first_child + tn.num_children) {
+      if (f.child >= f.end) {
         stack.pop_back();
         continue;
       }
-      int32_t c = f.child++;
-      const Config& in = f.depth == 0 ? *cfg_at0 : scratch_[f.depth - 1];
-      Config& out = scratch_[f.depth];
+      const int32_t c = f.child;
+      const int32_t depth = f.depth;
+      f.child = tnodes[c].end;
+      const Config& in = depth == 0 ? base : scratch_[depth - 1];
+      Config& out = scratch_[depth];
       pool_.Advance(in, tnodes[c].byte, &out);
       if (!out.viable()) continue;
       const ByteTrie::Node& cn = tnodes[c];
       for (int32_t i = cn.sub_begin; i < cn.sub_begin + cn.num_ending; ++i) {
         allowed.push_back(tags[i]);
       }
-      if (!out.nodes.empty() && cn.num_children > 0) {
-        stack.push_back({c, cn.first_child, f.depth + 1});
-      }
+      if (!out.nodes.empty() && cn.end > c + 1) stack.push_back({c + 1, cn.end, depth + 1});
     }
   }
   return uncertain_memo_.emplace(node, std::move(allowed)).first->second;

@@ -90,3 +90,72 @@ inline VocabInfo TinyVocab(const std::vector<std::string>& extra = {}) {
 }
 
 }  // namespace kiln::structured::testing
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <random>
+
+#include "structured/structured_output.h"
+
+namespace kiln::structured::testing {
+
+struct CorpusSchema {
+  std::string name;  // file stem
+  std::string text;  // the schema JSON
+};
+
+// tests/structured/schemas/*.json, sorted by name.
+inline std::vector<CorpusSchema> LoadCorpus(const std::string& dir) {
+  std::vector<CorpusSchema> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.path().extension() != ".json") continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    out.push_back({e.path().stem().string(), ss.str()});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const CorpusSchema& a, const CorpusSchema& b) { return a.name < b.name; });
+  return out;
+}
+
+struct WalkResult {
+  std::string output;
+  int num_tokens = 0;
+  bool terminated = false;  // the matcher reached a state where only EOS (or nothing) may follow,
+                            // or EOS was sampled
+  std::vector<double> mask_us;  // FillNextTokenBitmask time per step
+};
+
+// Samples uniformly among the allowed tokens at every step (a temperature-1 model with flat
+// logits) until the matcher terminates, EOS is drawn, or max_tokens.
+inline WalkResult RandomWalk(GrammarMatcher* m, std::mt19937* rng, int max_tokens) {
+  WalkResult r;
+  const VocabIndex& v = m->grammar().vocab();
+  std::vector<uint32_t> mask(m->num_mask_words());
+  std::vector<int32_t> allowed;
+  while (r.num_tokens < max_tokens && !m->IsTerminated()) {
+    auto t0 = std::chrono::steady_clock::now();
+    m->FillNextTokenBitmask(mask.data());
+    r.mask_us.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+    allowed.clear();
+    for (int w = 0; w < static_cast<int>(mask.size()); ++w) {
+      for (uint32_t bits = mask[w]; bits != 0; bits &= bits - 1) {
+        allowed.push_back(w * 32 + __builtin_ctz(bits));
+      }
+    }
+    if (allowed.empty()) break;
+    int32_t id = allowed[(*rng)() % allowed.size()];
+    if (!m->AcceptToken(id)) break;
+    ++r.num_tokens;
+    if (v.is_eos(id)) break;
+    r.output += v.token_bytes(id);
+  }
+  r.terminated = m->IsTerminated();
+  return r;
+}
+
+}  // namespace kiln::structured::testing

@@ -54,9 +54,10 @@ void Visit(const ByteTrie& trie, int32_t node, int32_t depth, bool alive, bool c
 
 void WalkLeaf(const Automaton& a, const ByteTrie& trie, int32_t node, int32_t depth,
               int32_t state, Collector* col) {
-  const ByteTrie::Node& n = trie.nodes()[node];
-  for (int32_t c = n.first_child; c < n.first_child + n.num_children; ++c) {
-    int32_t t = a.Next(state, trie.nodes()[c].byte);
+  const auto& nodes = trie.nodes();
+  const int32_t end = nodes[node].end;
+  for (int32_t c = node + 1; c < end; c = nodes[c].end) {
+    int32_t t = a.Next(state, nodes[c].byte);
     if (t < 0) {
       if (!col->pops.empty()) {
         const ByteTrie::Node& cn = trie.nodes()[c];
@@ -73,10 +74,11 @@ void WalkLeaf(const Automaton& a, const ByteTrie& trie, int32_t node, int32_t de
 
 void WalkGeneric(const ByteTrie& trie, StackPool* pool, int32_t node, int32_t depth,
                  const Config& cfg, std::vector<Config>* scratch, Collector* col) {
-  const ByteTrie::Node& n = trie.nodes()[node];
-  for (int32_t c = n.first_child; c < n.first_child + n.num_children; ++c) {
+  const auto& nodes = trie.nodes();
+  const int32_t end = nodes[node].end;
+  for (int32_t c = node + 1; c < end; c = nodes[c].end) {
     Config& next = (*scratch)[depth];
-    pool->Advance(cfg, trie.nodes()[c].byte, &next);
+    pool->Advance(cfg, nodes[c].byte, &next);
     if (!next.viable()) {
       if (!col->pops.empty()) {
         const ByteTrie::Node& cn = trie.nodes()[c];
@@ -105,12 +107,12 @@ TokenEntry ComputeTokenEntry(const Automaton& automaton, const VocabIndex& vocab
     WalkGeneric(trie, &pool, 0, 0, start, &scratch, &col);
   }
   TokenEntry e;
-  std::sort(col.accepted.begin(), col.accepted.end());
   e.num_accepted = static_cast<int32_t>(col.accepted.size());
   if (e.num_accepted > vocab.vocab_size() / 32) {
     e.accepted_bits.assign(vocab.num_mask_words(), 0);
     for (int32_t id : col.accepted) e.accepted_bits[id >> 5] |= 1u << (id & 31);
   } else {
+    std::sort(col.accepted.begin(), col.accepted.end());
     e.accepted_ids = std::move(col.accepted);
   }
   e.num_uncertain = static_cast<int32_t>(col.uncertain.size());
