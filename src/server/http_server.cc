@@ -241,15 +241,22 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
   void Watch() {
     if (watching_ || disconnected_) return;
     watching_ = true;
-    stream_.socket().async_wait(tcp::socket::wait_read,
-                                [self = shared_from_this()](beast::error_code ec) {
-                                  self->watching_ = false;
-                                  if (ec || !self->exchange_active_ || self->completing_) return;
-                                  beast::error_code aec;
-                                  const size_t n = self->stream_.socket().available(aec);
-                                  if (aec || n == 0) self->OnPeerGone();
-                                  // else: a pipelined request; it is read after this response.
-                                });
+    stream_.socket().async_wait(
+        tcp::socket::wait_read, [self = shared_from_this(), id = exchange_id_](beast::error_code ec) {
+          self->watching_ = false;
+          if (ec || self->disconnected_) return;
+          if (id != self->exchange_id_) {
+            // Stale: armed for an earlier exchange on this keep-alive connection; the readiness
+            // was the next request, which has been read. Re-arm for the current exchange.
+            if (self->exchange_active_ && !self->completing_) self->Watch();
+            return;
+          }
+          if (!self->exchange_active_ || self->completing_) return;
+          beast::error_code aec;
+          const size_t n = self->stream_.socket().available(aec);
+          if (aec || n == 0) self->OnPeerGone();
+          // else: a pipelined request; it is read after this response.
+        });
   }
 
   void OnPeerGone() {

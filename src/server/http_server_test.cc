@@ -45,6 +45,12 @@ class HttpServerTest : public ::testing::Test {
         }
         r->End();
       });
+    } else if (req.path == "/delayed") {
+      std::lock_guard<std::mutex> lock(mu_);
+      threads_.emplace_back([r] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        r->Send(200, "text/plain", "late");
+      });
     } else if (req.path == "/hang") {
       r->OnDisconnect([this] { disconnects_++; });
     } else {
@@ -74,6 +80,20 @@ TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   std::string r3 = c.ReadResponse();
   EXPECT_NE(r3.find("Connection: close"), std::string::npos) << r3;
   EXPECT_TRUE(c.PeerClosed());
+}
+
+// Regression: the disconnect watch armed for one exchange used to fire when the next request on
+// the keep-alive connection arrived, and closed the connection as if the peer had left.
+TEST_F(HttpServerTest, KeepAliveDelayedResponsesAreNotMistakenForDisconnects) {
+  StartServer();
+  Client c(server_->port());
+  for (int i = 0; i < 5; ++i) {
+    c.Send("GET /delayed HTTP/1.1\r\n\r\n");
+    const std::string r = c.ReadResponse();
+    ASSERT_NE(r.find("200 OK"), std::string::npos) << "request " << i << ": " << r;
+    EXPECT_NE(r.find("late"), std::string::npos);
+  }
+  EXPECT_EQ(disconnects_, 0);
 }
 
 TEST_F(HttpServerTest, PipelinedRequestsAreAnsweredInOrder) {
