@@ -35,6 +35,74 @@ StatusOr<json> ReadJson(const std::filesystem::path& path) {
   return parsed;
 }
 
+// model.vocab and model.merges, taken out of the document while it is parsed: building them as
+// nlohmann objects (a std::map of 150k strings) would be most of the load time.
+struct ModelTables {
+  std::vector<std::pair<std::string, int32_t>> vocab;
+  std::vector<std::pair<std::string, std::string>> merges;
+  std::string error;  // the first malformed entry
+};
+
+StatusOr<json> ParseTokenizerJson(const std::string& text, const std::string& name, ModelTables* tables) {
+  std::string key1, key2, pending_key;
+  auto under_model = [&](const char* key) { return key2 == key && key1 == "model"; };
+  auto fail = [&](const std::string& message) {
+    if (tables->error.empty()) tables->error = message;
+    return false;
+  };
+  json::parser_callback_t callback = [&](int depth, json::parse_event_t event, json& parsed) -> bool {
+    using Event = json::parse_event_t;
+    if (event == Event::key) {
+      if (depth == 1) key1 = parsed.get<std::string>();
+      if (depth == 2) key2 = parsed.get<std::string>();
+      if (depth == 3 && under_model("vocab")) {
+        pending_key = std::move(parsed.get_ref<std::string&>());
+        return false;  // the value is dropped with its key, after the value event below
+      }
+      return true;
+    }
+    if (depth != 3) return true;
+    if (under_model("vocab")) {
+      if (event == Event::value) {
+        if (!parsed.is_number_integer() || parsed.get<int64_t>() < 0 ||
+            parsed.get<int64_t>() >= kMaxVocabSize) {
+          return fail("piece '" + pending_key + "' has a bad id");
+        }
+        tables->vocab.emplace_back(std::move(pending_key), parsed.get<int32_t>());
+        return false;
+      }
+      if (event == Event::object_end || event == Event::array_end) {
+        return fail("piece '" + pending_key + "' has a bad id");
+      }
+      return true;
+    }
+    if (under_model("merges")) {
+      if (event == Event::value) {
+        std::pair<std::string, std::string> pair;
+        if (!parsed.is_string() || !tokenizer::SplitMergeString(parsed.get<std::string>(), &pair).ok()) {
+          return fail("merge " + parsed.dump() + " is not \"a b\" or [\"a\", \"b\"]");
+        }
+        tables->merges.push_back(std::move(pair));
+        return false;
+      }
+      if (event == Event::array_end) {
+        if (parsed.size() != 2 || !parsed[0].is_string() || !parsed[1].is_string()) {
+          return fail("merge " + parsed.dump() + " is not \"a b\" or [\"a\", \"b\"]");
+        }
+        tables->merges.emplace_back(std::move(parsed[0].get_ref<std::string&>()),
+                                    std::move(parsed[1].get_ref<std::string&>()));
+        return false;
+      }
+      if (event == Event::object_end) return fail("a merge is an object");
+    }
+    return true;
+  };
+  json parsed = json::parse(text, callback, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) return Status::DataLoss(name + " is not valid JSON");
+  if (!tables->error.empty()) return Status::DataLoss(name + ": " + tables->error);
+  return parsed;
+}
+
 // obj[key] without copying (json::value returns a copy), or null when absent.
 const json& Member(const json& obj, const char* key) {
   static const json kNull;
@@ -139,8 +207,8 @@ void ReadChatTemplates(const json& config, const std::filesystem::path& dir,
   if (jinja.ok()) (*templates)["default"] = std::move(jinja).value();
 }
 
-StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, const json& config,
-                                           const std::filesystem::path& dir) {
+StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, ModelTables tables,
+                                           const json& config, const std::filesystem::path& dir) {
   if (!root.is_object()) return Status::DataLoss("tokenizer.json: a JSON object expected");
   const json& model = Member(root, "model");
   if (!model.is_object()) return Status::DataLoss("tokenizer.json: 'model' object expected");
@@ -164,19 +232,13 @@ StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, const json& config,
   KILN_RETURN_IF_ERROR(ReadPostProcessor(Member(root, "post_processor"), &parts.prefix_ids,
                                          &parts.suffix_ids));
 
-  // Vocabulary.
-  const json& vocab = Member(model, "vocab");
-  if (!vocab.is_object()) return Status::DataLoss("tokenizer.json: model.vocab object expected");
-  std::vector<std::pair<std::string, int32_t>> entries;
-  entries.reserve(vocab.size());
-  int64_t max_id = -1;
-  for (const auto& [piece, id] : vocab.items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxVocabSize) {
-      return Status::DataLoss("tokenizer.json: piece '" + piece + "' has a bad id");
-    }
-    entries.emplace_back(piece, id.get<int32_t>());
-    max_id = std::max<int64_t>(max_id, id.get<int64_t>());
+  // Vocabulary (taken out of the document by ParseTokenizerJson).
+  if (!Member(model, "vocab").is_object()) {
+    return Status::DataLoss("tokenizer.json: model.vocab object expected");
   }
+  std::vector<std::pair<std::string, int32_t>>& entries = tables.vocab;
+  int64_t max_id = -1;
+  for (const auto& entry : entries) max_id = std::max<int64_t>(max_id, entry.second);
   std::vector<AddedToken> added;
   const json& added_json = Member(root, "added_tokens");
   if (!added_json.is_array() && !added_json.is_null()) return Status::DataLoss("tokenizer.json: 'added_tokens' array expected");
@@ -219,22 +281,12 @@ StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, const json& config,
   }
   const StringIdMap piece_ids = tokenizer::PieceIds(parts.pieces, in_model);
 
-  // Merges: "a b" strings or ["a", "b"] pairs.
+  // Merges ("a b" strings or ["a", "b"] pairs, split while parsing).
   const json& merges_json = Member(model, "merges");
-  if (!merges_json.is_array() && !merges_json.is_null()) return Status::DataLoss("tokenizer.json: model.merges array expected");
-  std::vector<std::pair<std::string, std::string>> pairs;
-  pairs.reserve(merges_json.size());
-  for (const json& m : merges_json) {
-    if (m.is_string()) {
-      std::pair<std::string, std::string> pair;
-      KILN_RETURN_IF_ERROR(tokenizer::SplitMergeString(m.get<std::string>(), &pair));
-      pairs.push_back(std::move(pair));
-    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      pairs.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
-    } else {
-      return Status::DataLoss("tokenizer.json: a merge must be \"a b\" or [\"a\", \"b\"]");
-    }
+  if (!merges_json.is_array() && !merges_json.is_null()) {
+    return Status::DataLoss("tokenizer.json: model.merges array expected");
   }
+  const std::vector<std::pair<std::string, std::string>>& pairs = tables.merges;
   KILN_ASSIGN_OR_RETURN(std::vector<tokenizer::BpeMerge> merges,
                         tokenizer::MergesFromPairs(pairs, piece_ids));
 
@@ -292,7 +344,10 @@ StatusOr<std::unique_ptr<Tokenizer>> CreateTokenizerFromJson(const std::string& 
   fs::path file = path;
   if (fs::is_directory(file, ec)) file /= "tokenizer.json";
   const fs::path dir = file.parent_path().empty() ? fs::path(".") : file.parent_path();
-  KILN_ASSIGN_OR_RETURN(json root, ReadJson(file));
+  KILN_ASSIGN_OR_RETURN(std::string text, ReadFile(file));
+  ModelTables tables;
+  KILN_ASSIGN_OR_RETURN(json root, ParseTokenizerJson(text, file.string(), &tables));
+  text = std::string();
   json config = json::object();
   if (fs::exists(dir / "tokenizer_config.json", ec)) {
     KILN_ASSIGN_OR_RETURN(config, ReadJson(dir / "tokenizer_config.json"));
@@ -300,7 +355,7 @@ StatusOr<std::unique_ptr<Tokenizer>> CreateTokenizerFromJson(const std::string& 
   }
   // nlohmann's typed accessors throw on a value of the wrong type: that is bad input here.
   try {
-    auto built = Build(root, config, dir);
+    auto built = Build(root, std::move(tables), config, dir);
     if (!built.ok()) return built.status().WithContext(file.string());
     return built;
   } catch (const json::exception& e) {

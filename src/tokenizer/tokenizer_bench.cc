@@ -61,16 +61,19 @@ int main(int argc, char** argv) {
   buffer << in.rdbuf();
   const std::string text = buffer.str();
 
+  const double load_cpu = ThreadCpuSeconds();
   auto t0 = std::chrono::steady_clock::now();
   auto loaded = kiln::CreateTokenizerFromJson(argv[1]);
   auto t1 = std::chrono::steady_clock::now();
+  const double load_cpu_seconds = ThreadCpuSeconds() - load_cpu;
   if (!loaded.ok()) {
     std::fprintf(stderr, "%s\n", loaded.status().ToString().c_str());
     return 1;
   }
   const kiln::Tokenizer& tok = **loaded;
   std::printf("kiln tokenizer encode benchmark (1 thread) on %s\n", CpuModel().c_str());
-  std::printf("tokenizer %s, loaded in %.3f s\n", argv[1], Seconds(t0, t1));
+  std::printf("tokenizer %s, loaded in %.3f s wall, %.3f s CPU\n", argv[1], Seconds(t0, t1),
+              load_cpu_seconds);
 
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
