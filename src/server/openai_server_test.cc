@@ -3,8 +3,13 @@
 // equivalence, stop strings, n > 1 seeds, assistant prefill, disconnect → abort → KV released.
 #include "server/openai_server.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <optional>
 #include <filesystem>
 #include <thread>
 
@@ -435,6 +440,175 @@ TEST_F(OpenAiServerTest, ModelsHealthMetricsTokenize) {
   EXPECT_EQ(tok["count"], 5);
   const json detok = PostJson("/detokenize", {{"tokens", {403, 407, 261, 378}}});
   EXPECT_EQ(detok["prompt"], "Once upon a time");
+}
+
+}  // namespace
+}  // namespace kiln::server
+
+// ---- issue 7: classify / embeddings / chosen-token logprobs against HF references -------------
+
+namespace kiln::server {
+namespace {
+
+// The stories260K reference tensors (HF transformers, float32): input_ids [257], logits [257, 512],
+// final_hidden [257, 64].
+struct Reference {
+  std::vector<int32_t> input_ids;
+  std::vector<float> logits, final_hidden;
+  int vocab = 512, hidden = 64;
+
+  static std::optional<Reference> Load() {
+    const std::string path = ModelPath() + "/reference.safetensors";
+    FILE* f = std::fopen(path.c_str(), "rb");
+    if (f == nullptr) return std::nullopt;
+    uint64_t n = 0;
+    std::string header;
+    std::vector<char> data;
+    bool ok = std::fread(&n, 8, 1, f) == 1 && n < (1 << 20);
+    if (ok) {
+      header.resize(n);
+      ok = std::fread(header.data(), 1, n, f) == n;
+    }
+    if (ok) {
+      char buf[65536];
+      size_t got;
+      while ((got = std::fread(buf, 1, sizeof(buf), f)) > 0) data.insert(data.end(), buf, buf + got);
+    }
+    std::fclose(f);
+    const json h = json::parse(header, nullptr, false);
+    if (!ok || h.is_discarded()) return std::nullopt;
+    Reference r;
+    auto copy = [&](const char* name, auto* out) {
+      const auto& off = h[name]["data_offsets"];
+      const size_t begin = off[0], end = off[1];
+      out->resize((end - begin) / sizeof((*out)[0]));
+      std::memcpy(out->data(), data.data() + begin, end - begin);
+    };
+    copy("input_ids", &r.input_ids);
+    copy("logits", &r.logits);
+    copy("final_hidden", &r.final_hidden);
+    return r;
+  }
+  double LogSoftmax(int row, int id) const {
+    const float* l = &logits[static_cast<size_t>(row) * vocab];
+    double mx = l[0], sum = 0;
+    for (int i = 0; i < vocab; ++i) mx = std::max(mx, static_cast<double>(l[i]));
+    for (int i = 0; i < vocab; ++i) sum += std::exp(l[i] - mx);
+    return l[id] - mx - std::log(sum);
+  }
+  json Prompt(int k) const { return json(std::vector<int32_t>(input_ids.begin(), input_ids.begin() + k)); }
+};
+
+class ReferenceTest : public OpenAiServerTest {
+ protected:
+  void SetUp() override {
+    OpenAiServerTest::SetUp();
+    if (IsSkipped()) return;
+    ref_ = Reference::Load();
+    if (!ref_) GTEST_SKIP() << "missing " << ModelPath() << "/reference.safetensors";
+  }
+  std::optional<Reference> ref_;
+};
+
+TEST_F(ReferenceTest, ClassifyProbabilitiesAreSoftmaxOfReferenceLogits) {
+  for (int k : {1, 5, 40}) {
+    const std::vector<int32_t> ids = {ref_->input_ids[k], 100, 200};
+    const json r = PostJson("/v1/classify", {{"input", ref_->Prompt(k)},
+                                             {"labels", {"next", "x", "y"}},
+                                             {"label_token_ids", ids}});
+    std::vector<double> l;
+    for (int id : ids) l.push_back(ref_->logits[static_cast<size_t>(k - 1) * ref_->vocab + id]);
+    const double mx = *std::max_element(l.begin(), l.end());
+    double sum = 0;
+    for (double& x : l) sum += x = std::exp(x - mx);
+    const char* names[] = {"next", "x", "y"};
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_NEAR(r["data"][0]["probs"][names[i]].get<double>(), l[i] / sum, 1e-4) << k;
+      EXPECT_NEAR(r["data"][0]["logprobs"][names[i]].get<double>(), ref_->LogSoftmax(k - 1, ids[i]),
+                  1e-3) << k;
+    }
+    EXPECT_EQ(r["data"][0]["label"], "next");  // the greedy reference token wins
+  }
+  // Several inputs in one call, answered in order.
+  const json many = PostJson("/v1/classify", {{"input", {ref_->Prompt(3), ref_->Prompt(9)}},
+                                              {"labels", {"a", "b"}},
+                                              {"label_token_ids", {ref_->input_ids[3], ref_->input_ids[9]}}});
+  ASSERT_EQ(many["data"].size(), 2u);
+  EXPECT_EQ(many["data"][0]["label"], "a");
+  EXPECT_EQ(many["data"][1]["label"], "b");
+}
+
+TEST_F(ReferenceTest, EmbeddingsArePooledReferenceHiddenStates) {
+  const int k = 12, h = ref_->hidden;
+  auto row = [&](int i) {
+    return std::vector<double>(ref_->final_hidden.begin() + i * h,
+                               ref_->final_hidden.begin() + (i + 1) * h);
+  };
+  auto normalized = [](std::vector<double> v) {
+    double n = 0;
+    for (double x : v) n += x * x;
+    for (double& x : v) x /= std::sqrt(n);
+    return v;
+  };
+  std::vector<double> mean(h, 0.0);
+  for (int i = 0; i < k; ++i) {
+    for (int j = 0; j < h; ++j) mean[j] += ref_->final_hidden[i * h + j] / k;
+  }
+  struct Case {
+    json extra;
+    std::vector<double> expected;
+  };
+  std::vector<double> trunc = row(k - 1);
+  trunc.resize(16);
+  const Case cases[] = {
+      {{{"normalize", false}}, row(k - 1)},
+      {json::object(), normalized(row(k - 1))},
+      {{{"pooling", "mean"}, {"normalize", false}}, mean},
+      {{{"pooling", "first"}, {"normalize", false}}, row(0)},
+      {{{"dimensions", 16}}, normalized(trunc)},
+  };
+  for (const auto& c : cases) {
+    json req = c.extra;
+    req["input"] = ref_->Prompt(k);
+    const json r = PostJson("/v1/embeddings", req);
+    const auto& v = r["data"][0]["embedding"];
+    ASSERT_EQ(v.size(), c.expected.size()) << req;
+    double scale = 0;
+    for (double x : c.expected) scale = std::max(scale, std::fabs(x));
+    for (size_t j = 0; j < v.size(); ++j) {
+      EXPECT_NEAR(v[j].get<double>(), c.expected[j], 1e-4 * std::max(1.0, scale)) << req << " " << j;
+    }
+  }
+  const json b64 = PostJson("/v1/embeddings", {{"input", ref_->Prompt(k)}, {"encoding_format", "base64"},
+                                               {"normalize", false}});
+  EXPECT_EQ(b64["data"][0]["embedding"].get<std::string>().size(), (64 * 4 + 2) / 3 * 4);
+}
+
+TEST_F(ReferenceTest, ChosenTokenLogprobsAreReferenceLogSoftmax) {
+  const std::vector<int32_t> watched = {ref_->input_ids[3], 7, 300};
+  const json r = PostJson("/v1/completions", {{"prompt", ref_->Prompt(1)},
+                                              {"max_tokens", 8},
+                                              {"temperature", 0},
+                                              {"logprobs", 1},
+                                              {"logprob_token_ids", watched}});
+  const auto& requested = r["choices"][0]["logprobs"]["requested_logprobs"];
+  ASSERT_EQ(requested.size(), 8u) << r;
+  for (int pos = 0; pos < 8; ++pos) {
+    ASSERT_EQ(requested[pos].size(), watched.size());
+    for (size_t i = 0; i < watched.size(); ++i) {
+      EXPECT_EQ(requested[pos][i]["token_id"], watched[i]);
+      EXPECT_NEAR(requested[pos][i]["logprob"].get<double>(), ref_->LogSoftmax(pos, watched[i]), 1e-3)
+          << "position " << pos << " id " << watched[i];
+    }
+  }
+  // Chat shape, and a label given as a string must be one token.
+  const json chat = PostJson("/v1/chat/completions",
+                             {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
+                              {"max_tokens", 2}, {"temperature", 0}, {"logprobs", true},
+                              {"logprob_token_ids", {7}}});
+  EXPECT_EQ(chat["choices"][0]["logprobs"]["content"][0]["requested_logprobs"][0]["token_id"], 7);
+  ExpectError(Post("/v1/completions", {{"prompt", "x"}, {"logprob_token_ids", {"Once upon a time"}}}),
+              400, "not one", "logprob_token_ids");
 }
 
 }  // namespace
