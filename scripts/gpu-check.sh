@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# gpu-check.sh: every GPU test and benchmark of kiln in one go, on a GPU machine, with binaries
+# built elsewhere (no rebuild there), then a short table.
+#
+#   scripts/gpu-check.sh --stage [BUILD_DIR]   # here: copy binaries, the non-system shared
+#                                              # libraries they need, and the reference data into
+#                                              # .gpu/ (ignored by git; carry it to the GPU machine)
+#   scripts/gpu-check.sh [tests|bench|all]     # there (default all); logs go to $OUT (or /tmp)
+#
+# The GPU machine (Ubuntu 24.04, CUDA 13 runtime + cuBLASLt) lacks Debian -dev libraries, so the
+# staged .gpu/lib is put first on LD_LIBRARY_PATH; `ldd` output is printed for the record.
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+G="$ROOT/.gpu"
+MODE=${1:-all}
+SHARED_SRC=${KILN_SHARED:-$ROOT/../shared}
+GPU_TESTS="cuda_sampling_test cuda_backend_test kernels_test"
+BINS="kiln kernels_bench $GPU_TESTS"
+
+if [ "$MODE" = "--stage" ]; then
+  BUILD=${2:-$ROOT/build-cuda}
+  rm -rf "$G/bin" "$G/lib"
+  mkdir -p "$G/bin" "$G/lib" "$G/shared/models" "$G/shared/configs"
+  for b in $BINS; do
+    f=$(find "$BUILD" -type f -name "$b" -perm -u+x | head -1)
+    if [ -n "$f" ]; then cp "$f" "$G/bin/"; strip --strip-debug "$G/bin/$b"; else echo "not built: $b"; fi
+  done
+  # Shared libraries outside glibc/libstdc++/CUDA: copy them next to the binaries.
+  for f in "$G"/bin/*; do
+    ldd "$f" | awk '/=> \//{print $3}' | while read -r lib; do
+      case "$(basename "$lib")" in
+        libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|libstdc++.so*|libgcc_s.so*|ld-linux*) ;;
+        libcuda.so*|libcudart.so*|libcublas*.so*) ;;
+        *) cp -L "$lib" "$G/lib/" ;;
+      esac
+    done
+  done
+  cp -r "$SHARED_SRC/models/tiny-qwen2" "$SHARED_SRC/models/tiny-qwen3" "$G/shared/models/"
+  mkdir -p "$G/shared/models/stories260K"
+  cp -r "$SHARED_SRC/models/stories260K/hf" "$SHARED_SRC/models/stories260K/greedy256.ids" \
+    "$G/shared/models/stories260K/"
+  cp -r "$SHARED_SRC/configs/"* "$G/shared/configs/"
+  chmod -R u+w "$G/shared"
+  # The carried tree must stay under 64 MiB: binaries and libraries travel compressed.
+  tar -C "$G" -czf "$G/payload.tgz" bin lib && rm -rf "$G/bin" "$G/lib"
+  du -sh "$G"
+  exit 0
+fi
+
+if [ -f "$G/payload.tgz" ] && [ ! -d "$G/bin" ]; then tar -C "$G" -xzf "$G/payload.tgz"; fi
+
+export LD_LIBRARY_PATH="$G/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
+export KILN_SHARED="$G/shared"
+LOG=${OUT:-/tmp/kiln-gpu-check}
+mkdir -p "$LOG"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+date -u
+ldd "$G/bin/kiln" 2>&1 | grep -E "not found|cuda|cublas" || true
+declare -a TABLE
+
+if [ "$MODE" = "all" ] || [ "$MODE" = "tests" ]; then
+  for t in $GPU_TESTS; do
+    if [ ! -x "$G/bin/$t" ]; then TABLE+=("test $t: not staged"); continue; fi
+    timeout 300 "$G/bin/$t" > "$LOG/$t.log" 2>&1
+    rc=$?
+    pass=$(grep -c "^\[       OK \]" "$LOG/$t.log")
+    fail=$(grep -c "^\[  FAILED  \]" "$LOG/$t.log")
+    skip=$(grep -c "^\[  SKIPPED \]" "$LOG/$t.log")
+    TABLE+=("test $t: rc=$rc ok=$pass failed=$fail skipped=$skip")
+    grep -E "^\[parity\]|Failure|FAILED|error" "$LOG/$t.log" | head -40
+  done
+fi
+
+if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ]; then
+  Q7="$G/shared/configs/qwen2-7b-instruct"
+  run_bench() {  # name, timeout, args...
+    local name=$1 limit=$2
+    shift 2
+    timeout "$limit" "$G/bin/kiln" bench "$@" > "$LOG/bench_$name.log" 2>&1
+    local rc=$?
+    cat "$LOG/bench_$name.log" | grep -v "^\[" | tail -12
+    TABLE+=("bench $name (rc=$rc): $(grep '^RESULT' "$LOG/bench_$name.log" | cut -c8-)")
+  }
+  run_bench qwen2-7b_b1 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 128 --output-len 128
+  run_bench qwen2-7b_b64_ctx2000 300 latency --model "$Q7" --load-format dummy --batch-size 64 --input-len 2000 --output-len 32
+  run_bench qwen2-7b_prefill8k 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 8192 --output-len 4 --max-num-batched-tokens 8192
+  if [ -n "${KILN_THROUGHPUT_PROMPTS:-}" ]; then
+    run_bench qwen2-7b_throughput 400 throughput --model "$Q7" --load-format dummy --device cuda \
+      --num-prompts "$KILN_THROUGHPUT_PROMPTS" --input-len 1000 --output-len 1000
+  fi
+fi
+
+echo "==== kiln gpu-check summary ($(date -u +%F' '%H:%M) UTC) ===="
+for row in "${TABLE[@]}"; do echo "  $row"; done
