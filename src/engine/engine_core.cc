@@ -60,7 +60,8 @@ void EngineCore::Emit(RequestState* r, std::vector<EngineOutput>* outputs, int32
                       const SampleResult* sample) {
   RequestOutput out = MakeOutput(*r);
   out.new_token_ids.push_back(new_token);
-  if (sample != nullptr && (r->sampling.logprobs >= 0 || !r->sampling.chosen_logprob_token_ids.empty())) {
+  if (sample != nullptr &&
+      (r->sampling.logprobs >= 0 || !r->sampling.chosen_logprob_token_ids.empty())) {
     PositionLogprobs lp;
     lp.chosen = {sample->token_id, sample->logprob};
     lp.top = sample->top;
@@ -186,10 +187,9 @@ void EngineCore::Step(std::vector<EngineOutput>* outputs) {
     kv_.CacheComputedBlocks(&r->kv, r->token_ids, r->num_computed_tokens);
     if (rows.hidden_count > 0) {
       const size_t h = static_cast<size_t>(config_.hidden_size);
-      r->hidden_states.insert(r->hidden_states.end(),
-                              hidden_.begin() + static_cast<ptrdiff_t>(rows.hidden_begin * h),
-                              hidden_.begin() + static_cast<ptrdiff_t>((rows.hidden_begin +
-                                                                        rows.hidden_count) * h));
+      r->hidden_states.insert(
+          r->hidden_states.end(), hidden_.begin() + static_cast<ptrdiff_t>(rows.hidden_begin * h),
+          hidden_.begin() + static_cast<ptrdiff_t>((rows.hidden_begin + rows.hidden_count) * h));
     }
     if (r->num_computed_tokens < r->num_tokens()) continue;  // prefill chunk
     if (r->kind == RequestKind::kEmbed) {
@@ -271,7 +271,8 @@ Status EngineCore::CheckInvariants() const {
       }
     } else if (r->status == RequestStatus::kWaiting) {
       ++waiting;
-      if (!r->kv.block_table.empty()) return Status::Internal("waiting request " + id + " holds blocks");
+      if (!r->kv.block_table.empty())
+        return Status::Internal("waiting request " + id + " holds blocks");
     } else {
       return Status::Internal("finished request " + id + " still live");
     }

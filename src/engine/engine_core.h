@@ -82,7 +82,8 @@ class EngineCore final {
   void Emit(RequestState* r, std::vector<EngineOutput>* outputs, int32_t new_token,
             const SampleResult* sample);
   RequestOutput MakeOutput(const RequestState& r) const;
-  void FailStep(const SchedulerOutput& so, const Status& status, std::vector<EngineOutput>* outputs);
+  void FailStep(const SchedulerOutput& so, const Status& status,
+                std::vector<EngineOutput>* outputs);
   void EraseFinished();
 
   EngineCoreConfig config_;

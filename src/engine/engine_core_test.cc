@@ -3,9 +3,9 @@
 // invariant after every step (check_invariants_every_step) and at the end of each test.
 #include "engine/engine_core.h"
 
-#include <random>
-
 #include <gtest/gtest.h>
+
+#include <random>
 
 #include "engine/engine_test_util.h"
 
@@ -161,7 +161,8 @@ TEST(EngineCoreTest, PreemptionWithoutPrefixCachingRecomputes) {
   }
   h.RunUntilIdle();
   for (int i = 0; i < 6; ++i) {
-    EXPECT_EQ(h.results["p" + std::to_string(i)].ids, RunAlone(prompts[static_cast<size_t>(i)], sp));
+    EXPECT_EQ(h.results["p" + std::to_string(i)].ids,
+              RunAlone(prompts[static_cast<size_t>(i)], sp));
   }
   EXPECT_GT(h.core->metrics().num_preemptions, 0);
   ExpectDrained(h);
@@ -184,7 +185,7 @@ TEST(EngineCoreTest, AbortFreesBlocksAlsoMidPrefill) {
   EXPECT_EQ(h.results["long"].final_output.error.code(), StatusCode::kAborted);
   EXPECT_TRUE(h.core->CheckInvariants().ok());
   for (int i = 0; i < 5; ++i) h.Step();
-  EXPECT_TRUE(h.Abort("dec"));  // running decode
+  EXPECT_TRUE(h.Abort("dec"));   // running decode
   EXPECT_FALSE(h.Abort("dec"));  // already finished
   EXPECT_FALSE(h.Abort("unknown"));
   h.Add("waiting", RandomTokens(&rng, 10, 64));

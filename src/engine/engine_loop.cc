@@ -8,6 +8,9 @@
 #include "common/logging.h"
 #include "model/weights.h"
 
+#if defined(KILN_HAVE_STRUCTURED)
+#include "engine/structured_constraint.h"
+#endif
 #if defined(KILN_HAVE_CPU_BACKEND)
 #include "backend/cpu/cpu_backend.h"
 #endif
@@ -26,9 +29,9 @@ Status ValidateRequest(const Request& request, int vocab_size, int max_model_len
   if (prompt.empty()) return Status::InvalidArgument("prompt_token_ids is empty");
   for (size_t i = 0; i < prompt.size(); ++i) {
     if (prompt[i] < 0 || prompt[i] >= vocab_size) {
-      return Status::InvalidArgument("prompt_token_ids[" + std::to_string(i) + "] = " +
-                                     std::to_string(prompt[i]) + " is outside the vocabulary [0, " +
-                                     std::to_string(vocab_size) + ")");
+      return Status::InvalidArgument(
+          "prompt_token_ids[" + std::to_string(i) + "] = " + std::to_string(prompt[i]) +
+          " is outside the vocabulary [0, " + std::to_string(vocab_size) + ")");
     }
   }
   KILN_RETURN_IF_ERROR(request.sampling.Validate(vocab_size));
@@ -41,10 +44,10 @@ Status ValidateRequest(const Request& request, int vocab_size, int max_model_len
       }
       const int64_t total = num_prompt + request.sampling.max_tokens;
       if (total > max_model_len) {
-        return Status::OutOfRange("prompt (" + std::to_string(num_prompt) + " tokens) + max_tokens (" +
-                                  std::to_string(request.sampling.max_tokens) + ") = " +
-                                  std::to_string(total) + " exceeds max_model_len (" +
-                                  std::to_string(max_model_len) + ")");
+        return Status::OutOfRange(
+            "prompt (" + std::to_string(num_prompt) + " tokens) + max_tokens (" +
+            std::to_string(request.sampling.max_tokens) + ") = " + std::to_string(total) +
+            " exceeds max_model_len (" + std::to_string(max_model_len) + ")");
       }
       break;
     }
@@ -136,8 +139,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   }
   std::unique_ptr<Tokenizer> tokenizer;
 #if defined(KILN_HAVE_LOAD_TOKENIZER)
-  const std::string tok_path =
-      options.model.tokenizer_path.empty() ? options.model.model_path : options.model.tokenizer_path;
+  const std::string tok_path = options.model.tokenizer_path.empty() ? options.model.model_path
+                                                                    : options.model.tokenizer_path;
   StatusOr<std::unique_ptr<Tokenizer>> tok = LoadTokenizer(tok_path);
   if (tok.ok()) {
     tokenizer = std::move(tok).value();
@@ -146,8 +149,18 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
                       << " (the engine works on token ids only)";
   }
 #endif
-  return Impl::CreateWithBackend(options, std::move(backend), std::move(tokenizer),
-                                 std::shared_ptr<const void>(model));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
+                        Impl::CreateWithBackend(options, std::move(backend), std::move(tokenizer),
+                                                std::shared_ptr<const void>(model)));
+#if defined(KILN_HAVE_STRUCTURED)
+  if (engine->tokenizer() != nullptr) {
+    Impl::SetTokenConstraintFactory(
+        engine.get(),
+        MakeStructuredConstraintFactory(engine->tokenizer(), engine->model_info().vocab_size,
+                                        engine->model_info().eos_token_ids));
+  }
+#endif
+  return engine;
 }
 
 StatusOr<std::unique_ptr<Engine>> Engine::Impl::CreateWithBackend(
@@ -167,16 +180,15 @@ StatusOr<std::unique_ptr<Engine>> Engine::Impl::CreateWithBackend(
   if (max_model_len == 0) {
     max_model_len = cfg.max_position_embeddings;
   } else if (max_model_len > cfg.max_position_embeddings) {
-    return Status::InvalidArgument(
-        "scheduler.max_model_len (" + std::to_string(max_model_len) +
-        ") exceeds the model's max_position_embeddings (" +
-        std::to_string(cfg.max_position_embeddings) + ")");
+    return Status::InvalidArgument("scheduler.max_model_len (" + std::to_string(max_model_len) +
+                                   ") exceeds the model's max_position_embeddings (" +
+                                   std::to_string(cfg.max_position_embeddings) + ")");
   }
   const int64_t capacity = num_blocks * options.cache.block_size;
   if (max_model_len > capacity) {
     KILN_LOG(WARNING) << "max_model_len " << max_model_len << " exceeds the KV cache capacity ("
-                      << num_blocks << " blocks x " << options.cache.block_size << " = "
-                      << capacity << " tokens); capping max_model_len at " << capacity;
+                      << num_blocks << " blocks x " << options.cache.block_size << " = " << capacity
+                      << " tokens); capping max_model_len at " << capacity;
     max_model_len = static_cast<int>(capacity);
   }
   if (!options.scheduler.enable_chunked_prefill &&
@@ -214,9 +226,9 @@ StatusOr<std::unique_ptr<Engine>> Engine::Impl::CreateWithBackend(
   EngineOptions effective = options;
   effective.scheduler.max_model_len = max_model_len;
   effective.cache.num_blocks = num_blocks;
-  auto impl = std::make_unique<Impl>(effective, std::move(info), std::move(core),
-                                     std::move(backend), std::move(tokenizer),
-                                     std::move(keep_alive));
+  auto impl =
+      std::make_unique<Impl>(effective, std::move(info), std::move(core), std::move(backend),
+                             std::move(tokenizer), std::move(keep_alive));
   impl->Start();
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
@@ -231,7 +243,8 @@ Status Engine::Impl::CheckInvariants(Engine* engine) {
   std::unique_lock<std::mutex> lock(impl->mu_);
   const int target = ++impl->invariant_checks_requested_;
   impl->engine_cv_.notify_one();
-  impl->invariant_cv_.wait(lock, [&] { return impl->invariant_checks_done_ >= target || impl->joined_; });
+  impl->invariant_cv_.wait(lock,
+                           [&] { return impl->invariant_checks_done_ >= target || impl->joined_; });
   if (impl->invariant_checks_done_ < target) return Status::FailedPrecondition("engine stopped");
   return impl->invariant_status_;
 }
@@ -268,7 +281,8 @@ StatusOr<std::string> Engine::Impl::Submit(Request request, OutputCallback callb
     }
     if (!factory) {
       return Status::Unimplemented(
-          "response_format (structured output) is not supported yet by this engine");
+          "response_format (structured output) is not supported yet by this engine (it needs "
+          "kiln's structured-output module and a tokenizer)");
     }
     KILN_ASSIGN_OR_RETURN(state->constraint,
                           factory(request.sampling.response_format, info_.vocab_size));

@@ -3,6 +3,8 @@
 // ../shared (greedy reference, batch invariance, prefix reuse, preemption, chunked prefill).
 #include "kiln/engine.h"
 
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -14,8 +16,6 @@
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "common/check.h"
 #include "engine/engine_loop.h"
@@ -270,8 +270,8 @@ std::unique_ptr<Engine> RealEngine(const std::string& model_dir, EngineOptions o
   return std::move(e).value();
 }
 
-#define KILN_REQUIRE_MODEL(dir)                                                       \
-  KILN_REQUIRE_CPU_BACKEND();                                                         \
+#define KILN_REQUIRE_MODEL(dir) \
+  KILN_REQUIRE_CPU_BACKEND();   \
   if (!Exists(dir + "/config.json")) GTEST_SKIP() << "missing test model " << dir
 
 TEST(EngineRealModelTest, StoriesGreedyMatchesReference) {
@@ -428,6 +428,50 @@ TEST(EngineRealModelTest, ChunkedPrefillMatchesOneShotLogits) {
   ASSERT_EQ(hidden[0].size(), 301u * 64);
   ASSERT_EQ(hidden[1].size(), hidden[0].size());
   for (size_t i = 0; i < hidden[0].size(); ++i) ASSERT_NEAR(hidden[0][i], hidden[1][i], 1e-4f);
+}
+
+TEST(EngineRealModelTest, ResponseFormatConstrainsTheOutput) {
+  const std::string dir = SharedDir() + "/models/stories260K/hf";
+  KILN_REQUIRE_MODEL(dir);
+#if !defined(KILN_HAVE_STRUCTURED) || !defined(KILN_HAVE_LOAD_TOKENIZER)
+  GTEST_SKIP() << "kiln built without structured output or tokenizer loading";
+#endif
+  auto engine = RealEngine(dir);
+  ASSERT_NE(engine, nullptr);
+  ASSERT_NE(engine->tokenizer(), nullptr);
+  const Tokenizer& tok = *engine->tokenizer();
+  const std::vector<int32_t> prompt = tok.Encode("Once upon a time, there was a", true);
+  // Unconstrained greedy output, to show the constraint changes something.
+  auto free_run = engine->Submit(Greedy(prompt, 12));
+  ASSERT_TRUE(free_run.ok());
+  const auto free_ids = Drain(free_run->get());
+  for (const auto& choices : std::vector<std::vector<std::string>>{{" dragon", " unicorn"},
+                                                                   {" big red ball", " little"}}) {
+    Request r = Greedy(prompt, 12);
+    r.sampling.ignore_eos = false;
+    r.sampling.response_format.type = ResponseFormat::Type::kChoice;
+    r.sampling.response_format.choices = choices;
+    auto s = engine->Submit(r);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    RequestOutput fin;
+    const auto ids = Drain(s->get(), &fin);
+    EXPECT_EQ(fin.finish_reason, FinishReason::kStop) << fin.error.ToString();
+    std::vector<int32_t> text_ids = ids;
+    if (!text_ids.empty() && text_ids.back() == 2) text_ids.pop_back();  // EOS
+    auto text = tok.Decode(text_ids, true);
+    ASSERT_TRUE(text.ok());
+    const std::string t = *text;
+    EXPECT_TRUE(std::find(choices.begin(), choices.end(), t) != choices.end() ||
+                std::find(choices.begin(), choices.end(), " " + t) != choices.end())
+        << "constrained output \"" << t << "\"";
+    EXPECT_NE(ids, free_ids);
+  }
+  Request bad = Greedy(prompt, 4);
+  bad.sampling.response_format.type = ResponseFormat::Type::kJsonSchema;
+  bad.sampling.response_format.json_schema = "{not json";
+  auto s = engine->Submit(bad, [](RequestOutput) {});
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument) << s.status().ToString();
 }
 
 }  // namespace

@@ -2,13 +2,13 @@
 // synchronously and collects each request's outputs. Test-only.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "engine/engine_core.h"
 #include "engine/fake_backend.h"

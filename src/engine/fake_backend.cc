@@ -38,7 +38,8 @@ Status FakeBackend::Forward(const ForwardBatch& b) {
   const int n = b.num_tokens();
   const int s = b.num_seqs();
   auto bad = [](const std::string& m) { return Status::InvalidArgument("FakeBackend: " + m); };
-  if (b.positions.size() != static_cast<size_t>(n) || b.slot_mapping.size() != static_cast<size_t>(n))
+  if (b.positions.size() != static_cast<size_t>(n) ||
+      b.slot_mapping.size() != static_cast<size_t>(n))
     return bad("positions / slot_mapping size");
   if (b.cu_seqlens_q.size() != static_cast<size_t>(s + 1) || b.cu_seqlens_q[0] != 0 ||
       b.cu_seqlens_q[static_cast<size_t>(s)] != n)
@@ -54,16 +55,20 @@ Status FakeBackend::Forward(const ForwardBatch& b) {
     const int32_t* table = b.block_tables.data() + static_cast<size_t>(i) * b.max_blocks_per_seq;
     for (int t = q0; t < q1; ++t) {
       const int pos = b.positions[static_cast<size_t>(t)];
-      if (pos != b.seq_lens[static_cast<size_t>(i)] - (q1 - t)) return bad("position/seq_len mismatch");
+      if (pos != b.seq_lens[static_cast<size_t>(i)] - (q1 - t))
+        return bad("position/seq_len mismatch");
       if (pos / block_size_ >= b.max_blocks_per_seq) return bad("position past the block table");
       const int32_t block = table[pos / block_size_];
       if (block < 0 || block >= num_kv_blocks_) return bad("invalid block id in block table");
       const int64_t slot = int64_t{block} * block_size_ + pos % block_size_;
-      if (slot != b.slot_mapping[static_cast<size_t>(t)]) return bad("slot_mapping disagrees with block table");
+      if (slot != b.slot_mapping[static_cast<size_t>(t)])
+        return bad("slot_mapping disagrees with block table");
       const int32_t tok = b.token_ids[static_cast<size_t>(t)];
       if (tok < 0 || tok >= config_.vocab_size) return bad("token id out of range");
       cache_[static_cast<size_t>(slot)] =
-          Mix((static_cast<uint64_t>(static_cast<uint32_t>(tok)) << 32) ^ static_cast<uint64_t>(pos)) | 1;
+          Mix((static_cast<uint64_t>(static_cast<uint32_t>(tok)) << 32) ^
+              static_cast<uint64_t>(pos)) |
+          1;
     }
   }
   if (all_one != b.is_decode_only) return bad("is_decode_only flag wrong");
@@ -71,7 +76,8 @@ Status FakeBackend::Forward(const ForwardBatch& b) {
   // Each needed row reads its sequence's KV for positions 0..pos.
   auto row_hash = [&](int row, uint64_t* out) -> Status {
     int i = static_cast<int>(std::upper_bound(b.cu_seqlens_q.begin(), b.cu_seqlens_q.end(), row) -
-                             b.cu_seqlens_q.begin()) - 1;
+                             b.cu_seqlens_q.begin()) -
+            1;
     const int32_t* table = b.block_tables.data() + static_cast<size_t>(i) * b.max_blocks_per_seq;
     const int pos = b.positions[static_cast<size_t>(row)];
     uint64_t h = 0x1234;
@@ -96,11 +102,13 @@ Status FakeBackend::Forward(const ForwardBatch& b) {
 }
 
 void FakeBackend::RowLogits(uint64_t h, float* out) const {
-  for (int v = 0; v < config_.vocab_size; ++v) out[v] = 4.0f * Unit(h * 31 + static_cast<uint64_t>(v));
+  for (int v = 0; v < config_.vocab_size; ++v)
+    out[v] = 4.0f * Unit(h * 31 + static_cast<uint64_t>(v));
 }
 
 Status FakeBackend::Sample(std::span<const SamplingRow> rows, std::vector<SampleResult>* results) {
-  if (rows.size() != logits_hashes_.size()) return Status::InvalidArgument("FakeBackend: row count");
+  if (rows.size() != logits_hashes_.size())
+    return Status::InvalidArgument("FakeBackend: row count");
   const int V = config_.vocab_size;
   results->resize(rows.size());
   std::vector<float> logits(static_cast<size_t>(V)), processed(static_cast<size_t>(V));
@@ -116,13 +124,15 @@ Status FakeBackend::Sample(std::span<const SamplingRow> rows, std::vector<Sample
     for (int32_t id : row.banned_token_ids) processed[static_cast<size_t>(id)] = ninf;
     if (row.allowed_token_bitmask != nullptr) {
       for (int v = 0; v < V; ++v) {
-        if (((row.allowed_token_bitmask[v / 32] >> (v % 32)) & 1u) == 0) processed[static_cast<size_t>(v)] = ninf;
+        if (((row.allowed_token_bitmask[v / 32] >> (v % 32)) & 1u) == 0)
+          processed[static_cast<size_t>(v)] = ninf;
       }
     }
     int best = -1;
     for (int v = 0; v < V; ++v) {
       if (processed[static_cast<size_t>(v)] == ninf) continue;
-      if (best < 0 || processed[static_cast<size_t>(v)] > processed[static_cast<size_t>(best)]) best = v;
+      if (best < 0 || processed[static_cast<size_t>(v)] > processed[static_cast<size_t>(best)])
+        best = v;
     }
     if (best < 0) return Status::InvalidArgument("FakeBackend: every token masked");
     int chosen = best;
@@ -130,13 +140,16 @@ Status FakeBackend::Sample(std::span<const SamplingRow> rows, std::vector<Sample
       double total = 0;
       for (int v = 0; v < V; ++v) {
         if (processed[static_cast<size_t>(v)] != ninf)
-          total += std::exp((processed[static_cast<size_t>(v)] - processed[static_cast<size_t>(best)]) / row.temperature);
+          total +=
+              std::exp((processed[static_cast<size_t>(v)] - processed[static_cast<size_t>(best)]) /
+                       row.temperature);
       }
       const double target = SamplingUniform(row.seed, row.step) * total;
       double acc = 0;
       for (int v = 0; v < V; ++v) {
         if (processed[static_cast<size_t>(v)] == ninf) continue;
-        acc += std::exp((processed[static_cast<size_t>(v)] - processed[static_cast<size_t>(best)]) / row.temperature);
+        acc += std::exp((processed[static_cast<size_t>(v)] - processed[static_cast<size_t>(best)]) /
+                        row.temperature);
         chosen = v;
         if (acc > target) break;
       }
@@ -145,7 +158,8 @@ Status FakeBackend::Sample(std::span<const SamplingRow> rows, std::vector<Sample
     res = SampleResult{};
     res.token_id = chosen;
     res.logprob = logits[static_cast<size_t>(chosen)] - lse;
-    for (int32_t id : row.requested_token_ids) res.requested.push_back({id, logits[static_cast<size_t>(id)] - lse});
+    for (int32_t id : row.requested_token_ids)
+      res.requested.push_back({id, logits[static_cast<size_t>(id)] - lse});
     if (row.num_top_logprobs > 0) {
       std::vector<int32_t> ids(static_cast<size_t>(V));
       for (int v = 0; v < V; ++v) ids[static_cast<size_t>(v)] = v;
@@ -153,7 +167,8 @@ Status FakeBackend::Sample(std::span<const SamplingRow> rows, std::vector<Sample
         return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)];
       });
       for (int k = 0; k < std::min(row.num_top_logprobs, V); ++k) {
-        res.top.push_back({ids[static_cast<size_t>(k)], logits[static_cast<size_t>(ids[static_cast<size_t>(k)])] - lse});
+        res.top.push_back({ids[static_cast<size_t>(k)],
+                           logits[static_cast<size_t>(ids[static_cast<size_t>(k)])] - lse});
       }
     }
   }
@@ -163,7 +178,8 @@ Status FakeBackend::Sample(std::span<const SamplingRow> rows, std::vector<Sample
 Status FakeBackend::GetLogits(std::vector<float>* logits) {
   const size_t V = static_cast<size_t>(config_.vocab_size);
   logits->resize(logits_hashes_.size() * V);
-  for (size_t r = 0; r < logits_hashes_.size(); ++r) RowLogits(logits_hashes_[r], logits->data() + r * V);
+  for (size_t r = 0; r < logits_hashes_.size(); ++r)
+    RowLogits(logits_hashes_[r], logits->data() + r * V);
   return Status::Ok();
 }
 

@@ -2,7 +2,8 @@
 // part of kiln_engine). It stores one value per KV slot, Mix(token, position), written at
 // slot_mapping, and computes every logits / hidden row from the values it reads back through the
 // row's block table for positions 0..pos. So a wrong block table, slot mapping, position, stale
-// block or skipped token changes the output, exactly like a real model would - just in microseconds.
+// block or skipped token changes the output, exactly like a real model would - just in
+// microseconds.
 //
 // Logits of a row with history value h: logits[v] = uniform(h, v) in [0, 4); sampling follows the
 // SamplingRow contract for greedy rows (argmax after bans / bitmask, lowest id on ties) and draws

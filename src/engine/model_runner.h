@@ -18,8 +18,8 @@
 namespace kiln {
 
 struct ScheduledRows {
-  int logits_row = -1;    // index into batch.logits_indices, -1 when none
-  int hidden_begin = 0;   // first index into batch.hidden_indices
+  int logits_row = -1;   // index into batch.logits_indices, -1 when none
+  int hidden_begin = 0;  // first index into batch.hidden_indices
   int hidden_count = 0;
 };
 

@@ -1,9 +1,10 @@
 // Validate() of the public option and request structs (include/kiln/options.h, request.h) and
 // FinishReasonName (output.h). Every error names the offending field and its value.
+#include "kiln/options.h"
+
 #include <cmath>
 #include <string>
 
-#include "kiln/options.h"
 #include "kiln/output.h"
 #include "kiln/request.h"
 
@@ -25,11 +26,16 @@ std::string Num(double v) {
 
 const char* FinishReasonName(FinishReason r) {
   switch (r) {
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kAbort: return "abort";
-    case FinishReason::kError: return "error";
-    case FinishReason::kNone: return "";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kAbort:
+      return "abort";
+    case FinishReason::kError:
+      return "error";
+    case FinishReason::kNone:
+      return "";
   }
   return "";
 }
@@ -47,12 +53,14 @@ Status ModelOptions::Validate() const {
 
 Status CacheOptions::Validate() const {
   if (block_size <= 0 || block_size > 1024 || (block_size & (block_size - 1)) != 0) {
-    return Bad("block_size", "must be a power of two in [1, 1024], got " + std::to_string(block_size));
+    return Bad("block_size",
+               "must be a power of two in [1, 1024], got " + std::to_string(block_size));
   }
   if (num_blocks < 0) return Bad("num_blocks", "must be >= 0, got " + std::to_string(num_blocks));
   if (num_blocks >= (int64_t{1} << 31)) return Bad("num_blocks", "is too large");
   if (kv_cache_memory_bytes <= 0) {
-    return Bad("kv_cache_memory_bytes", "must be > 0, got " + std::to_string(kv_cache_memory_bytes));
+    return Bad("kv_cache_memory_bytes",
+               "must be > 0, got " + std::to_string(kv_cache_memory_bytes));
   }
   if (!(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0)) {
     return Bad("gpu_memory_utilization", "must be in (0, 1], got " + Num(gpu_memory_utilization));
@@ -61,16 +69,19 @@ Status CacheOptions::Validate() const {
 }
 
 Status SchedulerOptions::Validate() const {
-  if (max_num_seqs <= 0) return Bad("max_num_seqs", "must be > 0, got " + std::to_string(max_num_seqs));
+  if (max_num_seqs <= 0)
+    return Bad("max_num_seqs", "must be > 0, got " + std::to_string(max_num_seqs));
   if (max_num_batched_tokens <= 0) {
-    return Bad("max_num_batched_tokens", "must be > 0, got " + std::to_string(max_num_batched_tokens));
+    return Bad("max_num_batched_tokens",
+               "must be > 0, got " + std::to_string(max_num_batched_tokens));
   }
   if (max_num_batched_tokens < max_num_seqs) {
     return Bad("max_num_batched_tokens", "(" + std::to_string(max_num_batched_tokens) +
                                              ") must be >= max_num_seqs (" +
                                              std::to_string(max_num_seqs) + ")");
   }
-  if (max_model_len < 0) return Bad("max_model_len", "must be >= 0, got " + std::to_string(max_model_len));
+  if (max_model_len < 0)
+    return Bad("max_model_len", "must be >= 0, got " + std::to_string(max_model_len));
   if (!enable_chunked_prefill && max_model_len > max_num_batched_tokens) {
     return Bad("max_num_batched_tokens",
                "(" + std::to_string(max_num_batched_tokens) + ") must be >= max_model_len (" +
@@ -86,8 +97,10 @@ Status DeviceOptions::Validate() const {
   if (device != "cpu" && device != "cuda") {
     return Bad("device", "must be \"cpu\" or \"cuda\", got \"" + device + "\"");
   }
-  if (num_threads < 0) return Bad("num_threads", "must be >= 0, got " + std::to_string(num_threads));
-  if (cuda_device < 0) return Bad("cuda_device", "must be >= 0, got " + std::to_string(cuda_device));
+  if (num_threads < 0)
+    return Bad("num_threads", "must be >= 0, got " + std::to_string(num_threads));
+  if (cuda_device < 0)
+    return Bad("cuda_device", "must be >= 0, got " + std::to_string(cuda_device));
   return Status::Ok();
 }
 
@@ -105,7 +118,8 @@ Status SamplingParams::Validate(int vocab_size) const {
   }
   if (top_k < -1) return Bad("top_k", "must be -1, 0 or positive, got " + std::to_string(top_k));
   if (!(top_p > 0.0f && top_p <= 1.0f)) return Bad("top_p", "must be in (0, 1], got " + Num(top_p));
-  if (!(min_p >= 0.0f && min_p <= 1.0f)) return Bad("min_p", "must be in [0, 1], got " + Num(min_p));
+  if (!(min_p >= 0.0f && min_p <= 1.0f))
+    return Bad("min_p", "must be in [0, 1], got " + Num(min_p));
   if (!(repetition_penalty > 0.0f) || !std::isfinite(repetition_penalty)) {
     return Bad("repetition_penalty", "must be finite and > 0, got " + Num(repetition_penalty));
   }
@@ -139,7 +153,8 @@ Status SamplingParams::Validate(int vocab_size) const {
   KILN_RETURN_IF_ERROR(check_ids(chosen_logprob_token_ids, "chosen_logprob_token_ids"));
   switch (response_format.type) {
     case ResponseFormat::Type::kJsonSchema:
-      if (response_format.json_schema.empty()) return Bad("response_format.json_schema", "is empty");
+      if (response_format.json_schema.empty())
+        return Bad("response_format.json_schema", "is empty");
       break;
     case ResponseFormat::Type::kRegex:
       if (response_format.regex.empty()) return Bad("response_format.regex", "is empty");

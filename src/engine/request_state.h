@@ -30,8 +30,8 @@ struct RequestState {
   RequestKind kind = RequestKind::kGenerate;
   SamplingParams sampling;
   bool return_all_hidden = false;
-  uint64_t seed = 0;         // sampling.seed or a random one drawn at submit
-  int64_t arrival_seq = 0;   // submission order
+  uint64_t seed = 0;        // sampling.seed or a random one drawn at submit
+  int64_t arrival_seq = 0;  // submission order
 
   std::vector<int32_t> token_ids;  // prompt ++ output
   int num_prompt_tokens = 0;

@@ -115,7 +115,8 @@ void Scheduler::RemoveRequest(RequestState* request) {
 }
 
 void Scheduler::RemoveFinished() {
-  std::erase_if(running_, [](const RequestState* r) { return r->status == RequestStatus::kFinished; });
+  std::erase_if(running_,
+                [](const RequestState* r) { return r->status == RequestStatus::kFinished; });
 }
 
 }  // namespace kiln

@@ -33,9 +33,10 @@ std::vector<int32_t> RandomPrompt(std::mt19937* rng) {
 }
 
 void BM_ScheduleAndBuild(benchmark::State& state) {
-  KvCacheManager kv({.block_size = kBlockSize, .num_blocks = kNumBlocks,
-                     .enable_prefix_caching = true});
-  Scheduler sched({.max_num_seqs = kNumRequests, .max_num_batched_tokens = 8192,
+  KvCacheManager kv(
+      {.block_size = kBlockSize, .num_blocks = kNumBlocks, .enable_prefix_caching = true});
+  Scheduler sched({.max_num_seqs = kNumRequests,
+                   .max_num_batched_tokens = 8192,
                    .enable_chunked_prefill = true},
                   &kv);
   ModelRunner runner(kBlockSize);
@@ -73,8 +74,7 @@ void BM_ScheduleAndBuild(benchmark::State& state) {
     return out.scheduled.size();
   };
   // Prefill everything (8192 tokens per step), then run a few decode steps to warm the vectors.
-  while (sched.running().size() < kNumRequests ||
-         reqs.back()->num_computed_tokens < kContext) {
+  while (sched.running().size() < kNumRequests || reqs.back()->num_computed_tokens < kContext) {
     step();
   }
   for (int i = 0; i < 16; ++i) step();
@@ -87,7 +87,10 @@ void BM_ScheduleAndBuild(benchmark::State& state) {
   state.counters["batch_tokens"] = static_cast<double>(runner.batch().num_tokens());
   state.counters["max_blocks_per_seq"] = runner.batch().max_blocks_per_seq;
 }
-BENCHMARK(BM_ScheduleAndBuild)->Iterations(kMaxSteps)->Unit(benchmark::kMicrosecond)->Repetitions(10)
+BENCHMARK(BM_ScheduleAndBuild)
+    ->Iterations(kMaxSteps)
+    ->Unit(benchmark::kMicrosecond)
+    ->Repetitions(10)
     ->ReportAggregatesOnly(true);
 
 // A backend that does nothing: Forward succeeds, Sample returns token 7 for every row.
@@ -117,8 +120,8 @@ class NullBackend final : public Backend {
 void BM_EngineCoreStep(benchmark::State& state) {
   NullBackend backend;
   EngineCoreConfig c;
-  c.scheduler = {.max_num_seqs = kNumRequests, .max_num_batched_tokens = 8192,
-                 .enable_chunked_prefill = true};
+  c.scheduler = {
+      .max_num_seqs = kNumRequests, .max_num_batched_tokens = 8192, .enable_chunked_prefill = true};
   c.cache = {.block_size = kBlockSize, .num_blocks = kNumBlocks, .enable_prefix_caching = true};
   c.max_model_len = 1 << 20;
   c.vocab_size = 32000;
@@ -150,7 +153,10 @@ void BM_EngineCoreStep(benchmark::State& state) {
   }
   state.counters["requests"] = kNumRequests;
 }
-BENCHMARK(BM_EngineCoreStep)->Iterations(kMaxSteps)->Unit(benchmark::kMicrosecond)->Repetitions(10)
+BENCHMARK(BM_EngineCoreStep)
+    ->Iterations(kMaxSteps)
+    ->Unit(benchmark::kMicrosecond)
+    ->Repetitions(10)
     ->ReportAggregatesOnly(true);
 
 }  // namespace

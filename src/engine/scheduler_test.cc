@@ -2,11 +2,11 @@
 // thousands of submit / abort / finish sequences against the invariants.
 #include "engine/scheduler.h"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <memory>
 #include <random>
-
-#include <gtest/gtest.h>
 
 namespace kiln {
 namespace {
@@ -107,7 +107,8 @@ struct Sim {
 };
 
 TEST(SchedulerTest, DecodesComeBeforePrefillChunksAndBudgetIsRespected) {
-  Sim sim({.max_num_seqs = 8, .max_num_batched_tokens = 20, .enable_chunked_prefill = true}, 4, 100);
+  Sim sim({.max_num_seqs = 8, .max_num_batched_tokens = 20, .enable_chunked_prefill = true}, 4,
+          100);
   std::mt19937 rng(1);
   RequestState* a = sim.Add(std::vector<int32_t>(10, 1), 50);
   sim.Step(&rng);  // a: 10-token prefill
@@ -149,8 +150,8 @@ TEST(SchedulerTest, RandomizedStressKeepsInvariantsAndDrains) {
                        .enable_chunked_prefill = config != 2};
     const int bs = 4;
     const int64_t num_blocks = 40 + config * 10;
-    const int max_len = sc.enable_chunked_prefill ? static_cast<int>(num_blocks * bs)
-                                                  : sc.max_num_batched_tokens;
+    const int max_len =
+        sc.enable_chunked_prefill ? static_cast<int>(num_blocks * bs) : sc.max_num_batched_tokens;
     Sim sim(sc, bs, num_blocks);
     std::vector<std::vector<int32_t>> bases;
     for (int i = 0; i < 4; ++i) {

@@ -30,8 +30,7 @@ class TokenConstraint {
 
 // Builds the constraint of a request from its response_format (never called for kText).
 // Unimplemented → Submit reports it to the caller.
-using TokenConstraintFactory =
-    std::function<StatusOr<std::unique_ptr<TokenConstraint>>(const ResponseFormat& format,
-                                                             int vocab_size)>;
+using TokenConstraintFactory = std::function<StatusOr<std::unique_ptr<TokenConstraint>>(
+    const ResponseFormat& format, int vocab_size)>;
 
 }  // namespace kiln

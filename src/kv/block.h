@@ -3,8 +3,9 @@
 // and mutated exclusively by BlockPool.
 //
 // States: in use (ref_count > 0, not in the free list); free and cached (ref_count == 0, in the
-// free list, holds reusable prefix KV registered in the hash index); free and empty (ref_count == 0,
-// in the free list, not in the index). A cached block stays in the index until it is reallocated.
+// free list, holds reusable prefix KV registered in the hash index); free and empty (ref_count ==
+// 0, in the free list, not in the index). A cached block stays in the index until it is
+// reallocated.
 #pragma once
 
 #include <cstdint>

@@ -4,8 +4,8 @@
 // extra keys) hash equally; the pool additionally verifies token ids and the parent link on every
 // hit (block_pool.h), so a hash collision can never hand out another prompt's KV.
 //
-// Not responsible for: deciding what is cached (kv_cache_manager.h) or storing blocks (block_pool.h).
-// Thread-safety: pure functions.
+// Not responsible for: deciding what is cached (kv_cache_manager.h) or storing blocks
+// (block_pool.h). Thread-safety: pure functions.
 #pragma once
 
 #include <cstddef>

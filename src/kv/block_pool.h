@@ -72,10 +72,10 @@ class BlockPool final {
   int block_size_;
   bool enable_caching_;
   std::vector<KvBlock> blocks_;
-  std::vector<int32_t> token_ids_;         // [num_blocks * block_size] of cached blocks
-  std::vector<std::string> extra_keys_;    // [num_blocks], first blocks only
-  int32_t free_head_ = -1;                 // LRU end: next to be allocated
-  int32_t free_tail_ = -1;                 // MRU end
+  std::vector<int32_t> token_ids_;       // [num_blocks * block_size] of cached blocks
+  std::vector<std::string> extra_keys_;  // [num_blocks], first blocks only
+  int32_t free_head_ = -1;               // LRU end: next to be allocated
+  int32_t free_tail_ = -1;               // MRU end
   int64_t num_free_ = 0;
   int64_t num_cached_free_ = 0;
   int64_t num_evictions_ = 0;

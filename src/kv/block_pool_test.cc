@@ -1,8 +1,8 @@
 #include "kv/block_pool.h"
 
-#include <vector>
-
 #include <gtest/gtest.h>
+
+#include <vector>
 
 namespace kiln {
 namespace {

@@ -1,11 +1,11 @@
 #include "kv/kv_cache_manager.h"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <memory>
 #include <random>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace kiln {
 namespace {
@@ -152,8 +152,8 @@ TEST(KvCacheManagerTest, RandomizedOperationsKeepInvariants) {
         ++l.computed;
         if (l.computed % bs == 0) {
           const size_t i = static_cast<size_t>(l.computed / bs - 1);
-          block_content[static_cast<size_t>(l.kv.block_table[i])].assign(
-              l.tokens.end() - bs, l.tokens.end());
+          block_content[static_cast<size_t>(l.kv.block_table[i])].assign(l.tokens.end() - bs,
+                                                                         l.tokens.end());
         }
         m.CacheComputedBlocks(&l.kv, l.tokens, l.computed);
       }
