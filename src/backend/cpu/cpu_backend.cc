@@ -197,6 +197,10 @@ void CpuBackend::Attention(const ForwardBatch& b, Layer& layer, int n) {
 }
 
 Status CpuBackend::Forward(const ForwardBatch& b) {
+  // A failed Forward leaves no rows behind for Sample / GetLogits / GetHidden.
+  vocab_rows_ = 0;
+  logits_.clear();
+  hidden_.clear();
   KILN_RETURN_IF_ERROR(ValidateBatch(b));
   const int n = b.num_tokens(), h = config_.hidden_size, inter = config_.intermediate_size;
   const float eps = static_cast<float>(config_.rms_norm_eps);

@@ -234,6 +234,13 @@ TEST(CpuBackendTest, RejectsMalformedBatch) {
   b = good;
   b.seq_lens = {100};
   EXPECT_FALSE(backend->Forward(b).ok());
+  // After a failed Forward there is nothing to sample.
+  std::vector<SampleResult> results;
+  std::vector<SamplingRow> rows(3);
+  EXPECT_FALSE(backend->Sample(rows, &results).ok());
+  std::vector<float> logits;
+  ASSERT_TRUE(backend->GetLogits(&logits).ok());
+  EXPECT_TRUE(logits.empty());
 }
 
 TEST(CpuBackendTest, DummyWeightsAreDeterministic) {
