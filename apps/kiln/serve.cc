@@ -8,8 +8,11 @@
 // SIGTERM / SIGINT: stop accepting, let in-flight requests finish for up to
 // --shutdown-grace-period seconds (a second signal cuts it short), abort the rest, exit 0.
 #include <signal.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -24,6 +27,30 @@
 
 namespace kiln::cli {
 namespace {
+
+// SIGTERM / SIGINT: counted, and the first one wakes the main thread through a pipe. A handler
+// (rather than a blocked mask + sigwait) also covers threads that libraries started before main.
+std::atomic<int> g_num_signals{0};
+int g_signal_pipe[2] = {-1, -1};
+
+void OnSignal(int) {
+  if (g_num_signals.fetch_add(1) == 0) {
+    const char c = 1;
+    [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &c, 1);
+  }
+}
+
+Status InstallSignalHandlers() {
+  if (pipe(g_signal_pipe) != 0) return Status::IOError("pipe() failed");
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  return Status::Ok();
+}
 
 // --chat-template takes a file path or the template text itself.
 StatusOr<std::string> LoadChatTemplate(const std::string& value) {
@@ -74,13 +101,7 @@ Status Serve(int argc, char** argv) {
   KILN_ASSIGN_OR_RETURN(int64_t retry_after, f.GetInt("retry-after", 1));
   api.retry_after_s = static_cast<int>(retry_after);
 
-  // Signals are taken synchronously by this thread; every thread started below inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  KILN_RETURN_IF_ERROR(InstallSignalHandlers());
 
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(engine_options));
   auto openai = std::make_unique<server::OpenAiServer>(engine.get(), api);
@@ -96,18 +117,19 @@ Status Serve(int argc, char** argv) {
               engine->model_info().device.c_str());
   std::fflush(stdout);
 
-  int sig = 0;
-  sigwait(&signals, &sig);
-  KILN_LOG(INFO) << "signal " << sig << ": draining (grace period " << grace_s << " s)";
+  char c;
+  while (read(g_signal_pipe[0], &c, 1) < 0 && errno == EINTR) {
+  }
+  KILN_LOG(INFO) << "signal: draining (grace period " << grace_s << " s)";
   openai->SetDraining(true);
   http_server->StopAccepting();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(grace_s);
-  const timespec poll{0, 50 * 1000 * 1000};
   while (http_server->num_pending_exchanges() > 0 && std::chrono::steady_clock::now() < deadline) {
-    if (sigtimedwait(&signals, nullptr, &poll) > 0) {
+    if (g_num_signals > 1) {
       KILN_LOG(WARNING) << "second signal: aborting in-flight requests";
       break;
     }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   engine->Shutdown(/*abort_running=*/true);
   // Let aborted requests' final events reach their clients.

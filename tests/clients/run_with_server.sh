@@ -36,7 +36,7 @@ fi
 KILN_BASE_URL="http://127.0.0.1:$port" KILN_API_KEY=$api_key KILN_SERVER_PID=$pid \
   NODE_PATH="$root/node_modules" node "$script"
 rc=$?
-kill -TERM $pid
+kill -TERM $pid 2>/dev/null  # (already gone when the script itself signalled it)
 wait $pid
 server_rc=$?
 if [ $server_rc -ne 0 ]; then
