@@ -176,6 +176,19 @@ cudaError_t LaunchPrefillSm90Pipelined(const PagedAttentionParams<__nv_bfloat16>
   return cudaGetLastError();
 }
 
+template <int kBlockN, int kStages>
+cudaError_t LaunchPrefillSm90Ws(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len,
+                                int log2_bs, cudaStream_t stream) {
+  using Cfg = Sm90WsConfig<kBlockN, kStages>;
+  auto kernel = PagedAttentionPrefillSm90WsKernel<kBlockN, kStages>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(Cfg::kSmemBytes));
+  if (err != cudaSuccess) return err;
+  const dim3 grid((p.max_seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.num_heads, p.num_seqs);
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, min_q_len, log2_bs);
+  return cudaGetLastError();
+}
+
 template <typename T>
 bool PrefillApplies(const PagedAttentionParams<T>& p) {
   if constexpr (!std::is_same_v<T, __nv_bfloat16>) {
@@ -202,6 +215,8 @@ cudaError_t PagedAttentionPrefillVariant(const PagedAttentionParams<__nv_bfloat1
   if (warps == -1 && block_n == 64) return LaunchPrefillSm90<64>(p, 1, log2_bs, stream);
   if (warps == -1 && block_n == 128) return LaunchPrefillSm90<128>(p, 1, log2_bs, stream);
   if (warps == -2 && block_n == 64) return LaunchPrefillSm90Pipelined(p, 1, log2_bs, stream);
+  if (warps == -3 && block_n == 64) return LaunchPrefillSm90Ws<64, 4>(p, 1, log2_bs, stream);
+  if (warps == -3 && block_n == 128) return LaunchPrefillSm90Ws<128, 2>(p, 1, log2_bs, stream);
   return cudaErrorInvalidValue;
 }
 

@@ -471,4 +471,150 @@ __global__ void __launch_bounds__(256, 1)
   Sm90WriteOutput<kDTiles>(p, o_acc, st, q_start, q_len, row_lo, head, lane);
 }
 
+// mbarrier helpers (shared::cta).
+__device__ __forceinline__ void MbarInit(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void MbarArrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Arrives on `bar` once all of this thread's earlier cp.async copies have completed.
+__device__ __forceinline__ void MbarArriveOnCpAsync(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+// Blocks until the phase of `bar` with this parity has completed.
+__device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT_AGAIN:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_AGAIN;\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+
+// The warp-specialized variant: warps 0-7 are two consumer warpgroups (as in the kernel above),
+// warp 8 is a producer that gathers K/V tiles through the block table into kStages stages with
+// cp.async, signalling "full" per stage on an mbarrier when its copies land; each consumer warp
+// signals "empty" once its wgmmas on the stage retired. No block-wide barrier in the main loop,
+// so the two warpgroups drift apart and one's softmax overlaps the other's matrix work.
+template <int kBlockN, int kStages>
+struct Sm90WsConfig {
+  static constexpr int kThreads = 288;
+  static constexpr int kBlockM = 128;
+  static constexpr uint32_t kQHalfBytes = kBlockM * 128;
+  static constexpr uint32_t kKvTileBytes = 2 * kBlockN * 128;
+  static constexpr size_t kSmemBytes = 2 * kQHalfBytes + 2 * kStages * kKvTileBytes + 1024;
+};
+
+template <int kBlockN, int kStages>
+__global__ void __launch_bounds__(288, 1)
+    PagedAttentionPrefillSm90WsKernel(PagedAttentionParams<__nv_bfloat16> p, int min_q_len,
+                                      int log2_block_size) {
+  using Cfg = Sm90WsConfig<kBlockN, kStages>;
+  constexpr int D = 128;
+  constexpr int kBlockM = Cfg::kBlockM;
+  constexpr int kDTiles = D / 8;
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ __align__(8) uint64_t bar_full[kStages], bar_empty[kStages];
+  const uint32_t s_q = (SmemAddr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t s_k = s_q + 2 * Cfg::kQHalfBytes;
+  const uint32_t s_v = s_k + kStages * Cfg::kKvTileBytes;
+
+  const int seq = blockIdx.z;
+  const int head = blockIdx.y;
+  const int m_block = gridDim.x - 1 - blockIdx.x;
+  const int q_start = p.cu_seqlens_q[seq];
+  const int q_len = p.cu_seqlens_q[seq + 1] - q_start;
+  if (q_len < min_q_len) return;
+  const int m0 = m_block * kBlockM;
+  if (m0 >= q_len) return;
+  const int seq_len = p.seq_lens[seq];
+  const int ctx_start = seq_len - q_len;
+  const int kvh = head / (p.num_heads / p.num_kv_heads);
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+
+  const int kv_end = min(seq_len, ctx_start + m0 + kBlockM);
+  const Sm90TileSource src{p.q + (q_start + m0) * p.q_stride + static_cast<int64_t>(head) * D,
+                           q_len - m0,
+                           p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq,
+                           kv_end, log2_block_size};
+  const int num_tiles = (kv_end + kBlockN - 1) / kBlockN;
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      MbarInit(SmemAddr(&bar_full[s]), 32);
+      MbarInit(SmemAddr(&bar_empty[s]), 8);
+    }
+  }
+  __syncthreads();
+
+  if (warp == 8) {  // producer
+    for (int n = 0; n < num_tiles; ++n) {
+      const int s = n % kStages;
+      MbarWait(SmemAddr(&bar_empty[s]), ((n / kStages) & 1) ^ 1);
+      Sm90LoadKv<kBlockN, 32>(p, src, kvh, n * kBlockN, s_k + s * Cfg::kKvTileBytes,
+                              s_v + s * Cfg::kKvTileBytes, lane);
+      MbarArriveOnCpAsync(SmemAddr(&bar_full[s]));
+    }
+    CpAsyncWait<0>();
+    return;
+  }
+
+  // Consumers: Q, then the K/V stages as they fill.
+  Sm90LoadQ<kBlockM, 256>(p, src, s_q, tid);
+  CpAsyncCommit();
+  CpAsyncWait<0>();
+  FenceProxyAsyncShared();
+  asm volatile("bar.sync 1, 256;\n" ::: "memory");
+
+  const int wg = warp >> 2;
+  const float scale_log2 = p.scale * 1.4426950408889634f;
+  const int row_lo = m0 + wg * 64 + (warp & 3) * 16 + (lane >> 2);
+  const int wg_last_pos = ctx_start + m0 + wg * 64 + 63;
+  const int warp_first_pos = ctx_start + m0 + wg * 64 + (warp & 3) * 16;
+  const uint32_t q_rows = s_q + wg * 64 * 128;
+
+  float o_acc[kDTiles * 4];
+#pragma unroll
+  for (int i = 0; i < kDTiles * 4; ++i) o_acc[i] = 0.0f;
+  Sm90RowState st{-CUDART_INF_F, -CUDART_INF_F, 0.0f, 0.0f, ctx_start + row_lo,
+                  ctx_start + row_lo + 8};
+
+  for (int n = 0; n < num_tiles; ++n) {
+    const int s = n % kStages;
+    const int key0 = n * kBlockN;
+    // Wait even for a tile this warpgroup skips: an "empty" arrival must never run ahead of the
+    // stage's fill, or it could complete the next phase early.
+    MbarWait(SmemAddr(&bar_full[s]), (n / kStages) & 1);
+    if (key0 <= wg_last_pos) {  // uniform per warpgroup
+      FenceProxyAsyncShared();
+      float s_acc[kBlockN / 2];
+      WgmmaFenceOperand(o_acc);
+      WgmmaFence();
+      Sm90IssueQkT<kBlockN>(s_acc, q_rows, Cfg::kQHalfBytes, s_k + s * Cfg::kKvTileBytes);
+      WgmmaCommit();
+      WgmmaWait<0>();
+      WgmmaFenceOperand(s_acc);
+      uint32_t p_frag[kBlockN / 16][4];
+      float corr_lo, corr_hi;
+      Sm90SoftmaxStep<kBlockN>(s_acc, p_frag, st, key0, key0 + kBlockN - 1 > warp_first_pos,
+                               scale_log2, lane, corr_lo, corr_hi);
+      Sm90RescaleO<kDTiles>(o_acc, corr_lo, corr_hi);
+      WgmmaFenceOperand(o_acc);
+      WgmmaFence();
+      Sm90IssuePv<kBlockN>(o_acc, p_frag, s_v + s * Cfg::kKvTileBytes);
+      WgmmaCommit();
+      WgmmaWait<0>();
+      WgmmaFenceOperand(o_acc);
+    }
+    __syncwarp();
+    if (lane == 0) MbarArrive(SmemAddr(&bar_empty[s]));
+  }
+  Sm90WriteOutput<kDTiles>(p, o_acc, st, q_start, q_len, row_lo, head, lane);
+}
+
 }  // namespace kiln::kernels

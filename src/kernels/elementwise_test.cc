@@ -1,12 +1,15 @@
 // Parity tests of the element-wise kernels (embedding, RMSNorm, SiLU-and-mul, RoPE + q/k norm +
-// bias + KV-cache write) against float64 references of the cpu/ops.h semantics, on random inputs,
-// for float and bf16. Skips when no GPU is present.
+// bias + KV-cache write) against their CPU twins in backend/cpu/ops.h, on random inputs, for float
+// and bf16 (the twin runs in float32 on the same, already rounded, inputs). Skips when no GPU is
+// present.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
 
+#include "backend/cpu/ops.h"
 #include "kernels/activation.h"
 #include "kernels/embedding.h"
 #include "kernels/rms_norm.h"
@@ -58,11 +61,13 @@ TYPED_TEST(ElementwiseTest, EmbeddingGatherMatchesRowsAndZeroesBadIds) {
     p.hidden_size = hidden;
     KILN_CUDA_OK(EmbeddingGather(p, nullptr));
     KILN_CUDA_OK(cudaDeviceSynchronize());
-    std::vector<double> want(static_cast<size_t>(n) * hidden, 0.0);
-    for (int t = 0; t < n; ++t) {
-      if (ids[t] < 0 || ids[t] >= vocab) continue;
-      for (int i = 0; i < hidden; ++i) want[t * hidden + i] = table_f[ids[t] * hidden + i];
-    }
+    // Twin on the valid ids; rows of out-of-range ids must be zero.
+    std::vector<int32_t> twin_ids = ids;
+    twin_ids[5] = twin_ids[6] = 0;
+    std::vector<float> twin(static_cast<size_t>(n) * hidden);
+    cpu::EmbeddingGather(twin_ids.data(), n, table_f.data(), hidden, twin.data());
+    std::vector<double> want(twin.begin(), twin.end());
+    std::fill_n(want.begin() + 5 * hidden, 2 * hidden, 0.0);
     EXPECT_EQ(CompareClose(ToFloats(d_out.ToHost()), want, 0, 0), "") << "hidden " << hidden;
   }
 }
@@ -90,25 +95,16 @@ TYPED_TEST(ElementwiseTest, RmsNormAndAddRmsNormMatchReference) {
       p.eps = eps;
       KILN_CUDA_OK(RmsNorm(p, nullptr));
       KILN_CUDA_OK(cudaDeviceSynchronize());
-      std::vector<double> want(size), want_res(size);
-      for (int t = 0; t < n; ++t) {
-        double ss = 0;
-        for (int i = 0; i < hidden; ++i) {
-          double v = x_f[t * hidden + i];
-          if (with_residual) {
-            // The residual is stored in T, and the norm reads the stored value.
-            v = testing::ToHostFloat(testing::FromHostFloat<T>(
-                static_cast<float>(v) + r_f[t * hidden + i]));
-          }
-          want_res[t * hidden + i] = v;
-          ss += v * v;
-        }
-        const double inv = 1.0 / std::sqrt(ss / hidden + eps);
-        for (int i = 0; i < hidden; ++i) {
-          want[t * hidden + i] = want_res[t * hidden + i] * inv * w_f[i];
-        }
+      std::vector<float> twin_out(size), twin_res = r_f;
+      if (with_residual) {
+        cpu::AddRmsNorm(twin_res.data(), x_f.data(), w_f.data(), n, hidden, eps, twin_out.data());
+      } else {
+        cpu::RmsNorm(x_f.data(), w_f.data(), n, hidden, eps, twin_out.data());
       }
+      const std::vector<double> want(twin_out.begin(), twin_out.end());
+      const std::vector<double> want_res(twin_res.begin(), twin_res.end());
       const double rtol = testing::kRtol<T>;
+      // bf16: the kernel normalizes the stored (rounded) residual, the twin the float32 sum.
       EXPECT_EQ(CompareClose(ToFloats(d_out.ToHost()), want, 1e-5, rtol), "")
           << "hidden " << hidden << " residual " << with_residual;
       if (with_residual) {
@@ -134,13 +130,9 @@ TYPED_TEST(ElementwiseTest, SiluMulMatchesReference) {
     p.intermediate_size = inter;
     KILN_CUDA_OK(SiluMul(p, nullptr));
     KILN_CUDA_OK(cudaDeviceSynchronize());
-    std::vector<double> want(static_cast<size_t>(n) * inter);
-    for (int t = 0; t < n; ++t) {
-      for (int j = 0; j < inter; ++j) {
-        const double g = in_f[t * 2 * inter + j], u = in_f[t * 2 * inter + inter + j];
-        want[t * inter + j] = g / (1.0 + std::exp(-g)) * u;
-      }
-    }
+    std::vector<float> twin(static_cast<size_t>(n) * inter);
+    cpu::SiluMul(in_f.data(), n, inter, twin.data());
+    const std::vector<double> want(twin.begin(), twin.end());
     EXPECT_EQ(CompareClose(ToFloats(d_out.ToHost()), want, 1e-5, testing::kRtol<T>), "")
         << "inter " << inter;
   }
@@ -149,17 +141,30 @@ TYPED_TEST(ElementwiseTest, SiluMulMatchesReference) {
 struct RopeCase {
   int num_heads, num_kv_heads, head_dim;
   bool bias, qk_norm, interleaved;
-  float attention_scaling;
+  RopeScaling::Type scaling;
 };
+
+// The rotary table of a config with this head_dim and scaling, from the CPU twin.
+cpu::RopeTable RopeTableFor(int head_dim, RopeScaling::Type type) {
+  ModelConfig config;
+  config.head_dim = head_dim;
+  config.rope_theta = 500000.0;
+  config.max_position_embeddings = 131072;
+  config.rope_scaling.type = type;
+  config.rope_scaling.factor = type == RopeScaling::Type::kYarn ? 4.0 : 8.0;
+  config.rope_scaling.original_max_position_embeddings = 8192;
+  return cpu::ComputeRopeTable(config);
+}
 
 TYPED_TEST(ElementwiseTest, RopeKvCacheMatchesReference) {
   using T = TypeParam;
   const RopeCase cases[] = {
-      {28, 4, 128, true, false, false, 1.0f},   // Qwen2-7B
-      {16, 8, 128, false, true, false, 1.0f},   // Qwen3
-      {8, 4, 8, false, false, false, 1.0f},     // stories260K
-      {4, 2, 64, true, true, true, 1.2f},       // interleaved, yarn-like scaling
-      {6, 2, 256, false, false, false, 1.0f},
+      {28, 4, 128, true, false, false, RopeScaling::Type::kNone},    // Qwen2-7B
+      {32, 8, 128, false, false, false, RopeScaling::Type::kLlama3}, // Llama-3.1-8B
+      {16, 8, 128, false, true, false, RopeScaling::Type::kNone},    // Qwen3
+      {8, 4, 8, false, false, false, RopeScaling::Type::kNone},      // stories260K
+      {4, 2, 64, true, true, true, RopeScaling::Type::kYarn},        // interleaved, yarn scaling
+      {6, 2, 256, false, false, false, RopeScaling::Type::kLinear},
   };
   const int n = 13, num_slots = 64;
   const float eps = 1e-6f;
@@ -184,10 +189,8 @@ TYPED_TEST(ElementwiseTest, RopeKvCacheMatchesReference) {
       slots[t] = perm[t];
     }
     slots[3] = -1;  // padding token: no cache write
-    std::vector<float> inv_freq(D / 2);
-    for (int i = 0; i < D / 2; ++i) {
-      inv_freq[i] = static_cast<float>(1.0 / std::pow(1e6, 2.0 * i / D));
-    }
+    const cpu::RopeTable table = RopeTableFor(D, c.scaling);
+    const std::vector<float>& inv_freq = table.inv_freq;
     DeviceBuffer<T> d_qkv(qkv), d_qb(qb), d_kb(kb), d_vb(vb), d_qn(qn), d_kn(kn);
     DeviceBuffer<int32_t> d_pos(positions);
     DeviceBuffer<int64_t> d_slots(slots);
@@ -215,7 +218,7 @@ TYPED_TEST(ElementwiseTest, RopeKvCacheMatchesReference) {
     p.norm_eps = eps;
     p.positions = d_pos.get();
     p.inv_freq = d_inv.get();
-    p.attention_scaling = c.attention_scaling;
+    p.attention_scaling = table.attention_scaling;
     p.interleaved = c.interleaved;
     p.slot_mapping = d_slots.get();
     p.k_cache = d_kc.get();
@@ -227,47 +230,31 @@ TYPED_TEST(ElementwiseTest, RopeKvCacheMatchesReference) {
     KILN_CUDA_OK(RopeKvCache(p, nullptr));
     KILN_CUDA_OK(cudaDeviceSynchronize());
 
-    // Reference: bias → head norm → rotate, float64 except the float32 angle (as HF).
-    auto transform = [&](const float* x, const float* bias, const float* norm, bool rotate,
-                         int pos, double* out) {
-      std::vector<double> v(D);
-      for (int i = 0; i < D; ++i) v[i] = x[i] + (bias != nullptr ? bias[i] : 0.0);
-      if (norm != nullptr) {
-        double ss = 0;
-        for (double e : v) ss += e * e;
-        const double inv = 1.0 / std::sqrt(ss / D + eps);
-        for (int i = 0; i < D; ++i) v[i] = v[i] * inv * norm[i];
-      }
-      for (int i = 0; i < D; ++i) out[i] = v[i];
-      if (!rotate) return;
-      for (int i = 0; i < D / 2; ++i) {
-        const int ia = c.interleaved ? 2 * i : i;
-        const int ib = c.interleaved ? 2 * i + 1 : i + D / 2;
-        const float angle = static_cast<float>(pos) * inv_freq[i];
-        const double co = std::cos(static_cast<double>(angle)) * c.attention_scaling;
-        const double si = std::sin(static_cast<double>(angle)) * c.attention_scaling;
-        out[ia] = v[ia] * co - v[ib] * si;
-        out[ib] = v[ib] * co + v[ia] * si;
-      }
-    };
-    std::vector<double> want_qkv(qkv_f.begin(), qkv_f.end());
-    std::vector<double> want_kc(cache_size, std::nan("")), want_vc(cache_size, std::nan(""));
+    // Twin: bias (the CPU backend adds it in its GEMM) → cpu::HeadRmsNorm → cpu::ApplyRope →
+    // cpu::WriteKvCache, in float32 on the same rounded inputs.
+    std::vector<float> q_t(static_cast<size_t>(n) * H * D), k_t(static_cast<size_t>(n) * Hkv * D),
+        v_t(static_cast<size_t>(n) * Hkv * D);
     for (int t = 0; t < n; ++t) {
       const float* row = qkv_f.data() + static_cast<size_t>(t) * qkv_width;
-      for (int h = 0; h < H; ++h) {
-        transform(row + h * D, c.bias ? qb_f.data() + h * D : nullptr,
-                  c.qk_norm ? qn_f.data() : nullptr, true, positions[t],
-                  want_qkv.data() + static_cast<size_t>(t) * qkv_width + h * D);
-      }
-      if (slots[t] < 0) continue;
-      for (int h = 0; h < Hkv; ++h) {
-        const size_t dst = (static_cast<size_t>(slots[t]) * Hkv + h) * D;
-        transform(row + (H + h) * D, c.bias ? kb_f.data() + h * D : nullptr,
-                  c.qk_norm ? kn_f.data() : nullptr, true, positions[t], want_kc.data() + dst);
-        transform(row + (H + Hkv + h) * D, c.bias ? vb_f.data() + h * D : nullptr, nullptr,
-                  false, positions[t], want_vc.data() + dst);
+      for (int i = 0; i < H * D; ++i) q_t[t * H * D + i] = row[i] + (c.bias ? qb_f[i] : 0.0f);
+      for (int i = 0; i < Hkv * D; ++i) {
+        k_t[t * Hkv * D + i] = row[H * D + i] + (c.bias ? kb_f[i] : 0.0f);
+        v_t[t * Hkv * D + i] = row[(H + Hkv) * D + i] + (c.bias ? vb_f[i] : 0.0f);
       }
     }
+    if (c.qk_norm) {
+      cpu::HeadRmsNorm(q_t.data(), qn_f.data(), n, H, D, eps);
+      cpu::HeadRmsNorm(k_t.data(), kn_f.data(), n, Hkv, D, eps);
+    }
+    cpu::ApplyRope(q_t.data(), k_t.data(), positions.data(), n, H, Hkv, D, inv_freq.data(),
+                   table.attention_scaling, c.interleaved);
+    std::vector<float> kc_t(cache_size, std::nanf("")), vc_t(cache_size, std::nanf(""));
+    cpu::WriteKvCache(k_t.data(), v_t.data(), slots.data(), n, Hkv, D, kc_t.data(), vc_t.data());
+    std::vector<double> want_qkv(qkv_f.begin(), qkv_f.end());  // k, v columns stay untouched
+    for (int t = 0; t < n; ++t) {
+      for (int i = 0; i < H * D; ++i) want_qkv[t * qkv_width + i] = q_t[t * H * D + i];
+    }
+    const std::vector<double> want_kc(kc_t.begin(), kc_t.end()), want_vc(vc_t.begin(), vc_t.end());
     // The kernel must leave unwritten slots alone (still the NaN poison): compare only written
     // slots, and check that the padding token's would-be slot stayed untouched.
     auto written = [&](const std::vector<T>& cache, const std::vector<double>& want) {
@@ -284,7 +271,8 @@ TYPED_TEST(ElementwiseTest, RopeKvCacheMatchesReference) {
       }
       return CompareClose(got, ref, 1e-4, testing::kRtol<T>);
     };
-    const std::string label = "H " + std::to_string(H) + " D " + std::to_string(D);
+    const std::string label = "H " + std::to_string(H) + " D " + std::to_string(D) + " scaling " +
+                              std::to_string(static_cast<int>(c.scaling));
     EXPECT_EQ(CompareClose(ToFloats(d_qkv.ToHost()), want_qkv, 1e-4, testing::kRtol<T>), "")
         << "q / untouched k,v input, " << label;
     EXPECT_EQ(written(d_kc.ToHost(), want_kc), "") << "k cache, " << label;

@@ -132,6 +132,6 @@ inline std::string CompareClose(const std::vector<float>& got, const std::vector
 
 // Tolerances for an output of type T: bf16 rounding is 2^-9 relative; allow a few ulps.
 template <typename T>
-constexpr double kRtol = std::is_same_v<T, float> ? 1e-5 : 1.0 / 64;
+constexpr double kRtol = std::is_same_v<T, float> ? 3e-5 : 1.0 / 64;
 
 }  // namespace kiln::kernels::testing
