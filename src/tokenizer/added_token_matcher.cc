@@ -1,9 +1,9 @@
 #include "tokenizer/added_token_matcher.h"
 
+#include <utf8proc.h>
+
 #include <algorithm>
 #include <cstring>
-
-#include <utf8proc.h>
 
 #include "tokenizer/utf8.h"
 
@@ -33,7 +33,8 @@ bool IsWordChar(char32_t cp) {
 char32_t LastChar(std::string_view text, size_t end, size_t* length = nullptr) {
   if (end == 0) return 0;
   size_t begin = end - 1;
-  while (begin > 0 && (static_cast<uint8_t>(text[begin]) & 0xC0) == 0x80 && end - begin < 4) --begin;
+  while (begin > 0 && (static_cast<uint8_t>(text[begin]) & 0xC0) == 0x80 && end - begin < 4)
+    --begin;
   char32_t cp = 0;
   if (DecodeUtf8(text, begin, &cp) != end - begin) return 0;
   if (length != nullptr) *length = end - begin;
@@ -128,7 +129,8 @@ void AddedTokenMatcher::Split(std::string_view text, std::vector<TextSegment>* s
     if (token.single_word) {
       char32_t cp = 0;
       const bool start_ok = start == 0 || !IsWordChar(LastChar(text, start));
-      const bool stop_ok = stop == text.size() || DecodeUtf8(text, stop, &cp) == 0 || !IsWordChar(cp);
+      const bool stop_ok =
+          stop == text.size() || DecodeUtf8(text, stop, &cp) == 0 || !IsWordChar(cp);
       if (!start_ok || !stop_ok) continue;
     }
     if (token.lstrip) {
@@ -139,7 +141,8 @@ void AddedTokenMatcher::Split(std::string_view text, std::vector<TextSegment>* s
     if (token.rstrip) {
       char32_t cp = 0;
       size_t n = 0;
-      while (stop < text.size() && (n = DecodeUtf8(text, stop, &cp)) > 0 && IsUnicodeWhitespace(cp)) {
+      while (stop < text.size() && (n = DecodeUtf8(text, stop, &cp)) > 0 &&
+             IsUnicodeWhitespace(cp)) {
         stop += n;
       }
       pos = stop;

@@ -17,15 +17,15 @@ namespace kiln::tokenizer {
 struct AddedToken {
   int32_t id = -1;
   std::string content;
-  bool special = false;      // skipped by Decode(skip_special_tokens)
+  bool special = false;  // skipped by Decode(skip_special_tokens)
   bool lstrip = false;
   bool rstrip = false;
   bool single_word = false;
-  bool normalized = false;   // matched in the normalized text instead of the raw text
+  bool normalized = false;  // matched in the normalized text instead of the raw text
 };
 
 struct TextSegment {
-  size_t begin;      // byte range in the text
+  size_t begin;  // byte range in the text
   size_t end;
   int32_t token_id;  // the matched added token, or -1 for plain text
 };
@@ -53,7 +53,7 @@ class AddedTokenMatcher final {
   size_t LongestMatch(std::string_view text, size_t pos, int32_t* token) const;
 
   std::vector<AddedToken> tokens_;
-  std::vector<Node> nodes_;       // nodes_[0] is the root
+  std::vector<Node> nodes_;  // nodes_[0] is the root
   bool first_byte_[256] = {};
   int single_first_byte_ = -1;  // the only first byte of all tokens, when there is one
 };

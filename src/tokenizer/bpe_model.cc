@@ -205,7 +205,8 @@ void BpeModel::InitialSymbols(std::string_view word, std::vector<int32_t>* symbo
       bool done = false;
       if (options_.byte_fallback) {
         bool all = true;
-        for (size_t k = 0; k < len; ++k) all &= byte_fallback_ids_[static_cast<uint8_t>(word[i + k])] >= 0;
+        for (size_t k = 0; k < len; ++k)
+          all &= byte_fallback_ids_[static_cast<uint8_t>(word[i + k])] >= 0;
         if (all) {
           for (size_t k = 0; k < len; ++k) {
             symbols->push_back(byte_fallback_ids_[static_cast<uint8_t>(word[i + k])]);
@@ -275,9 +276,7 @@ void BpeModel::MergeHeap(std::vector<int32_t>* symbols_ptr) const {
     int32_t rank;
     int32_t pos;
     int32_t result;
-    bool operator>(const Entry& o) const {
-      return rank != o.rank ? rank > o.rank : pos > o.pos;
-    }
+    bool operator>(const Entry& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
   };
   std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
   auto push_pair = [&](int32_t pos) {

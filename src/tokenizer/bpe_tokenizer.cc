@@ -115,7 +115,8 @@ std::vector<int32_t> BpeTokenizer::Encode(std::string_view text, bool add_specia
       if (segment.token_id >= 0) {
         ids.push_back(segment.token_id);
       } else if (segment.end > segment.begin) {
-        EncodeText(text.substr(segment.begin, segment.end - segment.begin), segment.begin == 0, &ids);
+        EncodeText(text.substr(segment.begin, segment.end - segment.begin), segment.begin == 0,
+                   &ids);
       }
     }
   }
@@ -135,7 +136,8 @@ StatusOr<std::string> BpeTokenizer::Decode(std::span<const int32_t> ids,
   return DecodeValid(ids, skip_special_tokens);
 }
 
-std::string BpeTokenizer::DecodeValid(std::span<const int32_t> ids, bool skip_special_tokens) const {
+std::string BpeTokenizer::DecodeValid(std::span<const int32_t> ids,
+                                      bool skip_special_tokens) const {
   if (decoder_.is_byte_level()) {
     std::string bytes;
     for (int32_t id : ids) {
@@ -153,7 +155,8 @@ std::string BpeTokenizer::DecodeValid(std::span<const int32_t> ids, bool skip_sp
   return decoder_.Decode(std::move(pieces));
 }
 
-std::unique_ptr<IncrementalDetokenizer> BpeTokenizer::NewDetokenizer(bool skip_special_tokens) const {
+std::unique_ptr<IncrementalDetokenizer> BpeTokenizer::NewDetokenizer(
+    bool skip_special_tokens) const {
   return std::make_unique<StreamingDetokenizer>(*this, skip_special_tokens);
 }
 
@@ -163,7 +166,9 @@ std::string BpeTokenizer::TokenBytes(int32_t id) const {
   return token_bytes_[id];
 }
 
-std::string BpeTokenizer::IdToPiece(int32_t id) const { return IsValidId(id) ? pieces_[id] : std::string(); }
+std::string BpeTokenizer::IdToPiece(int32_t id) const {
+  return IsValidId(id) ? pieces_[id] : std::string();
+}
 
 int32_t BpeTokenizer::PieceToId(std::string_view piece) const {
   auto it = piece_to_id_.find(piece);
@@ -189,7 +194,8 @@ StatusOr<std::string> BpeTokenizer::ApplyChatTemplate(const nlohmann::json& mess
   if (it == parsed_templates_.end()) it = parsed_templates_.find("default");
   if (it == parsed_templates_.end()) {
     if (parsed_templates_.size() != 1) {
-      return Status::InvalidArgument("the tokenizer has several named chat templates and none is 'default'");
+      return Status::InvalidArgument(
+          "the tokenizer has several named chat templates and none is 'default'");
     }
     it = parsed_templates_.begin();
   }
@@ -199,7 +205,8 @@ StatusOr<std::string> BpeTokenizer::ApplyChatTemplate(const nlohmann::json& mess
 #else
   (void)messages;
   (void)options;
-  return Status::Unimplemented("chat templates are not available: kiln was built without kiln_jinja");
+  return Status::Unimplemented(
+      "chat templates are not available: kiln was built without kiln_jinja");
 #endif
 }
 

@@ -54,7 +54,8 @@ class BpeTokenizer final : public Tokenizer {
   ~BpeTokenizer() override;
 
   std::vector<int32_t> Encode(std::string_view text, bool add_special_tokens) const override;
-  StatusOr<std::string> Decode(std::span<const int32_t> ids, bool skip_special_tokens) const override;
+  StatusOr<std::string> Decode(std::span<const int32_t> ids,
+                               bool skip_special_tokens) const override;
   std::unique_ptr<IncrementalDetokenizer> NewDetokenizer(bool skip_special_tokens) const override;
 
   int vocab_size() const override { return static_cast<int>(pieces_.size()); }

@@ -1,6 +1,7 @@
 #include "tokenizer/decoder.h"
 
 #include "tokenizer/byte_level.h"
+#include "tokenizer/pipeline_json.h"
 #include "tokenizer/utf8.h"
 
 namespace kiln::tokenizer {
@@ -44,10 +45,11 @@ size_t Utf8CharLen(char lead) {
 }
 
 // HF Strip on one piece: up to `start` leading and `stop` trailing `content` characters go.
-std::string StripPiece(const std::string& piece, std::string_view content, size_t start, size_t stop) {
+std::string StripPiece(const std::string& piece, std::string_view content, size_t start,
+                       size_t stop) {
   size_t begin = 0;
-  for (size_t i = 0; i < start && begin < piece.size() &&
-                     piece.compare(begin, content.size(), content) == 0;
+  for (size_t i = 0;
+       i < start && begin < piece.size() && piece.compare(begin, content.size(), content) == 0;
        ++i) {
     begin += content.size();
   }
@@ -71,7 +73,12 @@ int ParseByteFallbackPiece(std::string_view piece) {
 
 StatusOr<Decoder> Decoder::FromJson(const json& j) {
   std::vector<Step> steps;
-  if (!j.is_null()) KILN_RETURN_IF_ERROR(AddFromJson(j, &steps));
+  if (!j.is_null()) {
+    KILN_RETURN_IF_ERROR(
+        ForEachComponent(j, "decoder", "decoders", [&](const json& item, const std::string& type) {
+          return AddFromJson(item, type, &steps);
+        }));
+  }
   return Decoder(std::move(steps));
 }
 
@@ -92,18 +99,9 @@ bool Decoder::has_byte_fallback() const {
   return false;
 }
 
-Status Decoder::AddFromJson(const json& j, std::vector<Step>* steps) {
-  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
-    return Status::InvalidArgument("decoder: an object with a string 'type' expected");
-  }
-  const std::string type = j["type"].get<std::string>();
+Status Decoder::AddFromJson(const json& j, const std::string& type, std::vector<Step>* steps) {
   Step step;
-  if (type == "Sequence") {
-    const json& list = j.value("decoders", json());
-    if (!list.is_array()) return Status::InvalidArgument("decoder Sequence: 'decoders' array expected");
-    for (const json& item : list) KILN_RETURN_IF_ERROR(AddFromJson(item, steps));
-    return Status::Ok();
-  } else if (type == "ByteLevel") {
+  if (type == "ByteLevel") {
     step.kind = Kind::kByteLevel;
   } else if (type == "ByteFallback") {
     step.kind = Kind::kByteFallback;
@@ -113,7 +111,8 @@ Status Decoder::AddFromJson(const json& j, std::vector<Step>* steps) {
     step.kind = Kind::kReplace;
     const json& pattern = j.value("pattern", json());
     if (!pattern.is_object() || !pattern.contains("String") || !pattern["String"].is_string()) {
-      return Status::Unimplemented("decoder Replace: only {\"String\": ...} patterns are supported");
+      return Status::Unimplemented(
+          "decoder Replace: only {\"String\": ...} patterns are supported");
     }
     step.pattern = pattern["String"].get<std::string>();
     if (!j.contains("content") || !j["content"].is_string()) {

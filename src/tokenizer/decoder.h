@@ -8,11 +8,10 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "kiln/status.h"
 
@@ -51,7 +50,8 @@ class Decoder final {
   std::string PieceBytes(std::string_view piece) const;
 
  private:
-  static Status AddFromJson(const nlohmann::json& json, std::vector<Step>* steps);
+  static Status AddFromJson(const nlohmann::json& json, const std::string& type,
+                            std::vector<Step>* steps);
   std::vector<Step> steps_;
 };
 

@@ -60,7 +60,8 @@ Status Validate(const GgufVocab& vocab) {
 std::vector<tokenizer::BpeMerge> MergesFromScores(const GgufVocab& vocab, const StringIdMap& ids) {
   std::vector<float> distinct;
   for (size_t id = 0; id < vocab.tokens.size(); ++id) {
-    if (IsMergeable(TypeOf(vocab, id))) distinct.push_back(vocab.scores.empty() ? 0.f : vocab.scores[id]);
+    if (IsMergeable(TypeOf(vocab, id)))
+      distinct.push_back(vocab.scores.empty() ? 0.f : vocab.scores[id]);
   }
   std::sort(distinct.begin(), distinct.end(), std::greater<float>());
   distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
@@ -87,7 +88,8 @@ std::vector<tokenizer::BpeMerge> MergesFromScores(const GgufVocab& vocab, const 
 StatusOr<std::string_view> PreTokenizerPattern(const std::string& pre) {
   if (pre == "qwen2") return tokenizer::kQwen2Pattern;
   if (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3") return tokenizer::kLlama3Pattern;
-  if (pre.empty() || pre == "default" || pre == "gpt2" || pre == "gpt-2") return tokenizer::kGpt2Pattern;
+  if (pre.empty() || pre == "default" || pre == "gpt2" || pre == "gpt-2")
+    return tokenizer::kGpt2Pattern;
   return Status::Unimplemented("GGUF tokenizer.ggml.pre '" + pre +
                                "' is not supported (qwen2, llama-bpe, default/gpt2 are)");
 }

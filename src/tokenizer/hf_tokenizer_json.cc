@@ -43,14 +43,16 @@ struct ModelTables {
   std::string error;  // the first malformed entry
 };
 
-StatusOr<json> ParseTokenizerJson(const std::string& text, const std::string& name, ModelTables* tables) {
+StatusOr<json> ParseTokenizerJson(const std::string& text, const std::string& name,
+                                  ModelTables* tables) {
   std::string key1, key2, pending_key;
   auto under_model = [&](const char* key) { return key2 == key && key1 == "model"; };
   auto fail = [&](const std::string& message) {
     if (tables->error.empty()) tables->error = message;
     return false;
   };
-  json::parser_callback_t callback = [&](int depth, json::parse_event_t event, json& parsed) -> bool {
+  json::parser_callback_t callback = [&](int depth, json::parse_event_t event,
+                                         json& parsed) -> bool {
     using Event = json::parse_event_t;
     if (event == Event::key) {
       if (depth == 1) key1 = parsed.get<std::string>();
@@ -79,7 +81,8 @@ StatusOr<json> ParseTokenizerJson(const std::string& text, const std::string& na
     if (under_model("merges")) {
       if (event == Event::value) {
         std::pair<std::string, std::string> pair;
-        if (!parsed.is_string() || !tokenizer::SplitMergeString(parsed.get<std::string>(), &pair).ok()) {
+        if (!parsed.is_string() ||
+            !tokenizer::SplitMergeString(parsed.get<std::string>(), &pair).ok()) {
           return fail("merge " + parsed.dump() + " is not \"a b\" or [\"a\", \"b\"]");
         }
         tables->merges.push_back(std::move(pair));
@@ -121,8 +124,8 @@ std::string TokenName(const json& value) {
 }
 
 Status ReadAddedToken(const json& j, AddedToken* token) {
-  if (!j.is_object() || !j.contains("id") || !j["id"].is_number_integer() || !j.contains("content") ||
-      !j["content"].is_string()) {
+  if (!j.is_object() || !j.contains("id") || !j["id"].is_number_integer() ||
+      !j.contains("content") || !j["content"].is_string()) {
     return Status::DataLoss("added token: 'id' and 'content' expected");
   }
   token->id = j["id"].get<int32_t>();
@@ -133,14 +136,16 @@ Status ReadAddedToken(const json& j, AddedToken* token) {
   token->single_word = j.value("single_word", false);
   token->normalized = j.value("normalized", !token->special);
   if (token->id < 0 || token->id >= kMaxVocabSize) {
-    return Status::DataLoss("added token '" + token->content + "' has id " + std::to_string(token->id));
+    return Status::DataLoss("added token '" + token->content + "' has id " +
+                            std::to_string(token->id));
   }
   return Status::Ok();
 }
 
 // Adds "A"-relative prefix/suffix ids of a post-processor (TemplateProcessing, Bert, Roberta,
 // ByteLevel, Sequence).
-Status ReadPostProcessor(const json& j, std::vector<int32_t>* prefix, std::vector<int32_t>* suffix) {
+Status ReadPostProcessor(const json& j, std::vector<int32_t>* prefix,
+                         std::vector<int32_t>* suffix) {
   if (j.is_null()) return Status::Ok();
   const std::string type = j.value("type", std::string());
   if (type == "ByteLevel") return Status::Ok();
@@ -207,8 +212,8 @@ void ReadChatTemplates(const json& config, const std::filesystem::path& dir,
   if (jinja.ok()) (*templates)["default"] = std::move(jinja).value();
 }
 
-StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, ModelTables tables,
-                                           const json& config, const std::filesystem::path& dir) {
+StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, ModelTables tables, const json& config,
+                                           const std::filesystem::path& dir) {
   if (!root.is_object()) return Status::DataLoss("tokenizer.json: a JSON object expected");
   const json& model = Member(root, "model");
   if (!model.is_object()) return Status::DataLoss("tokenizer.json: 'model' object expected");
@@ -225,12 +230,13 @@ StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, ModelTables tables,
   }
 
   BpeTokenizerParts parts;
-  KILN_ASSIGN_OR_RETURN(parts.normalizer, tokenizer::Normalizer::FromJson(Member(root, "normalizer")));
+  KILN_ASSIGN_OR_RETURN(parts.normalizer,
+                        tokenizer::Normalizer::FromJson(Member(root, "normalizer")));
   KILN_ASSIGN_OR_RETURN(parts.pre_tokenizer,
                         tokenizer::PreTokenizer::FromJson(Member(root, "pre_tokenizer")));
   KILN_ASSIGN_OR_RETURN(parts.decoder, tokenizer::Decoder::FromJson(Member(root, "decoder")));
-  KILN_RETURN_IF_ERROR(ReadPostProcessor(Member(root, "post_processor"), &parts.prefix_ids,
-                                         &parts.suffix_ids));
+  KILN_RETURN_IF_ERROR(
+      ReadPostProcessor(Member(root, "post_processor"), &parts.prefix_ids, &parts.suffix_ids));
 
   // Vocabulary (taken out of the document by ParseTokenizerJson).
   if (!Member(model, "vocab").is_object()) {
@@ -241,7 +247,8 @@ StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, ModelTables tables,
   for (const auto& entry : entries) max_id = std::max<int64_t>(max_id, entry.second);
   std::vector<AddedToken> added;
   const json& added_json = Member(root, "added_tokens");
-  if (!added_json.is_array() && !added_json.is_null()) return Status::DataLoss("tokenizer.json: 'added_tokens' array expected");
+  if (!added_json.is_array() && !added_json.is_null())
+    return Status::DataLoss("tokenizer.json: 'added_tokens' array expected");
   for (const json& item : added_json) {
     AddedToken token;
     KILN_RETURN_IF_ERROR(ReadAddedToken(item, &token));
@@ -302,7 +309,8 @@ StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, ModelTables tables,
   if (unk.is_string()) {
     auto it = piece_ids.find(unk.get<std::string>());
     if (it == piece_ids.end()) {
-      return Status::DataLoss("tokenizer.json: unk_token '" + unk.get<std::string>() + "' is not in the vocabulary");
+      return Status::DataLoss("tokenizer.json: unk_token '" + unk.get<std::string>() +
+                              "' is not in the vocabulary");
     }
     options.unk_id = it->second;
   }
@@ -328,10 +336,12 @@ StatusOr<std::unique_ptr<Tokenizer>> Build(const json& root, ModelTables tables,
     parts.bos_id = parts.prefix_ids.front();  // no config: the token the post-processor prepends
   }
   for (int32_t id : parts.prefix_ids) {
-    if (id < 0 || id > max_id || !parts.id_used[id]) return Status::DataLoss("post_processor: id out of range");
+    if (id < 0 || id > max_id || !parts.id_used[id])
+      return Status::DataLoss("post_processor: id out of range");
   }
   for (int32_t id : parts.suffix_ids) {
-    if (id < 0 || id > max_id || !parts.id_used[id]) return Status::DataLoss("post_processor: id out of range");
+    if (id < 0 || id > max_id || !parts.id_used[id])
+      return Status::DataLoss("post_processor: id out of range");
   }
   return std::unique_ptr<Tokenizer>(std::make_unique<tokenizer::BpeTokenizer>(std::move(parts)));
 }
@@ -351,7 +361,8 @@ StatusOr<std::unique_ptr<Tokenizer>> CreateTokenizerFromJson(const std::string& 
   json config = json::object();
   if (fs::exists(dir / "tokenizer_config.json", ec)) {
     KILN_ASSIGN_OR_RETURN(config, ReadJson(dir / "tokenizer_config.json"));
-    if (!config.is_object()) return Status::DataLoss("tokenizer_config.json: a JSON object expected");
+    if (!config.is_object())
+      return Status::DataLoss("tokenizer_config.json: a JSON object expected");
   }
   // nlohmann's typed accessors throw on a value of the wrong type: that is bad input here.
   try {

@@ -13,7 +13,8 @@ std::string StreamingDetokenizer::DecodeFrom(size_t begin, size_t end) const {
 }
 
 std::string StreamingDetokenizer::Delta(const std::string& text) const {
-  if (text.compare(0, prefix_text_.size(), prefix_text_) == 0) return text.substr(prefix_text_.size());
+  if (text.compare(0, prefix_text_.size(), prefix_text_) == 0)
+    return text.substr(prefix_text_.size());
   // The window's start decoded differently (should not happen with the supported decoders):
   // emit from the first character boundary after the old text rather than a broken sequence.
   size_t cut = std::min(prefix_text_.size(), text.size());
@@ -26,8 +27,7 @@ std::string StreamingDetokenizer::Push(int32_t id) {
   ids_.push_back(id);
   if (tokenizer_.IsByteFallbackPiece(id)) return {};
   const std::string text = DecodeFrom(prefix_offset_, ids_.size());
-  if (text.size() <= prefix_text_.size() ||
-      std::string_view(text).ends_with(kReplacementChar)) {
+  if (text.size() <= prefix_text_.size() || std::string_view(text).ends_with(kReplacementChar)) {
     return {};
   }
   std::string delta = Delta(text);

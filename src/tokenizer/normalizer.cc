@@ -1,11 +1,12 @@
 #include "tokenizer/normalizer.h"
 
+#include <utf8proc.h>
+
 #include <algorithm>
 #include <cstdlib>
 
-#include <utf8proc.h>
-
 #include "tokenizer/added_token_matcher.h"
+#include "tokenizer/pipeline_json.h"
 #include "tokenizer/utf8.h"
 
 namespace kiln::tokenizer {
@@ -17,16 +18,16 @@ using json = nlohmann::json;
 // changes under composition, combining class 0, and never the second half of a composition.
 // Conservative ranges; anything else goes through utf8proc.
 bool IsNfcInert(char32_t cp) {
-  if (cp < 0x300) return true;                        // ASCII, Latin-1, Latin Extended-A/B
-  if (cp >= 0x4E00 && cp <= 0x9FFF) return true;      // CJK Unified Ideographs
-  if (cp >= 0x3400 && cp <= 0x4DBF) return true;      // CJK Extension A
-  if (cp >= 0x3000 && cp <= 0x3029) return true;      // CJK symbols and punctuation
-  if (cp >= 0x3030 && cp <= 0x3098) return true;      // ... and hiragana (not U+3099/309A)
-  if (cp >= 0x309B && cp <= 0x30FF) return true;      // katakana
-  if (cp >= 0xFF00 && cp <= 0xFFEF) return true;      // half/fullwidth forms
-  if (cp >= 0x2010 && cp <= 0x2027) return true;      // general punctuation (no singletons)
+  if (cp < 0x300) return true;                    // ASCII, Latin-1, Latin Extended-A/B
+  if (cp >= 0x4E00 && cp <= 0x9FFF) return true;  // CJK Unified Ideographs
+  if (cp >= 0x3400 && cp <= 0x4DBF) return true;  // CJK Extension A
+  if (cp >= 0x3000 && cp <= 0x3029) return true;  // CJK symbols and punctuation
+  if (cp >= 0x3030 && cp <= 0x3098) return true;  // ... and hiragana (not U+3099/309A)
+  if (cp >= 0x309B && cp <= 0x30FF) return true;  // katakana
+  if (cp >= 0xFF00 && cp <= 0xFFEF) return true;  // half/fullwidth forms
+  if (cp >= 0x2010 && cp <= 0x2027) return true;  // general punctuation (no singletons)
   if (cp >= 0x2030 && cp <= 0x205E) return true;
-  if (cp >= 0x1F300 && cp <= 0x1FAFF) return true;    // emoji
+  if (cp >= 0x1F300 && cp <= 0x1FAFF) return true;  // emoji
   return false;
 }
 
@@ -70,7 +71,8 @@ Status ReadPattern(const json& step, std::string* literal, std::shared_ptr<const
     *regex = std::move(compiled).value();
     return Status::Ok();
   }
-  return Status::InvalidArgument("Replace: 'pattern' must be {\"String\": ...} or {\"Regex\": ...}");
+  return Status::InvalidArgument(
+      "Replace: 'pattern' must be {\"String\": ...} or {\"Regex\": ...}");
 }
 
 }  // namespace
@@ -80,16 +82,23 @@ namespace {
 void NormalizeWithUtf8proc(std::string_view text, UnicodeForm form, std::string* out) {
   int options = UTF8PROC_STABLE;
   switch (form) {
-    case UnicodeForm::kNfc: options |= UTF8PROC_COMPOSE; break;
-    case UnicodeForm::kNfd: options |= UTF8PROC_DECOMPOSE; break;
-    case UnicodeForm::kNfkc: options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
-    case UnicodeForm::kNfkd: options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+    case UnicodeForm::kNfc:
+      options |= UTF8PROC_COMPOSE;
+      break;
+    case UnicodeForm::kNfd:
+      options |= UTF8PROC_DECOMPOSE;
+      break;
+    case UnicodeForm::kNfkc:
+      options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+      break;
+    case UnicodeForm::kNfkd:
+      options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+      break;
   }
   utf8proc_uint8_t* result = nullptr;
-  const utf8proc_ssize_t n =
-      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
-                   static_cast<utf8proc_ssize_t>(text.size()), &result,
-                   static_cast<utf8proc_option_t>(options));
+  const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+                                          static_cast<utf8proc_ssize_t>(text.size()), &result,
+                                          static_cast<utf8proc_option_t>(options));
   if (n < 0 || result == nullptr) {
     out->append(text);  // only for invalid UTF-8, which callers never pass
   } else {
@@ -142,24 +151,20 @@ void NormalizeUnicode(std::string_view text, UnicodeForm form, std::string* out)
   out->append(text, copied, text.size() - copied);
 }
 
-StatusOr<Normalizer> Normalizer::FromJson(const json& json) {
+StatusOr<Normalizer> Normalizer::FromJson(const json& j) {
   std::vector<Step> steps;
-  if (!json.is_null()) KILN_RETURN_IF_ERROR(AddFromJson(json, &steps));
+  if (!j.is_null()) {
+    KILN_RETURN_IF_ERROR(ForEachComponent(j, "normalizer", "normalizers",
+                                          [&](const json& item, const std::string& type) {
+                                            return AddFromJson(item, type, &steps);
+                                          }));
+  }
   return Normalizer(std::move(steps));
 }
 
-Status Normalizer::AddFromJson(const json& j, std::vector<Step>* steps) {
-  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
-    return Status::InvalidArgument("normalizer: an object with a string 'type' expected");
-  }
-  const std::string type = j["type"].get<std::string>();
+Status Normalizer::AddFromJson(const json& j, const std::string& type, std::vector<Step>* steps) {
   Step step;
-  if (type == "Sequence") {
-    const json& list = j.value("normalizers", json());
-    if (!list.is_array()) return Status::InvalidArgument("normalizer Sequence: 'normalizers' array expected");
-    for (const json& item : list) KILN_RETURN_IF_ERROR(AddFromJson(item, steps));
-    return Status::Ok();
-  } else if (type == "NFC") {
+  if (type == "NFC") {
     step.kind = Kind::kNfc;
   } else if (type == "NFD") {
     step.kind = Kind::kNfd;
@@ -202,10 +207,18 @@ void Normalizer::Apply(std::string_view text, std::string* out) const {
   for (const Step& step : steps_) {
     next.clear();
     switch (step.kind) {
-      case Kind::kNfc: NormalizeUnicode(*out, UnicodeForm::kNfc, &next); break;
-      case Kind::kNfd: NormalizeUnicode(*out, UnicodeForm::kNfd, &next); break;
-      case Kind::kNfkc: NormalizeUnicode(*out, UnicodeForm::kNfkc, &next); break;
-      case Kind::kNfkd: NormalizeUnicode(*out, UnicodeForm::kNfkd, &next); break;
+      case Kind::kNfc:
+        NormalizeUnicode(*out, UnicodeForm::kNfc, &next);
+        break;
+      case Kind::kNfd:
+        NormalizeUnicode(*out, UnicodeForm::kNfd, &next);
+        break;
+      case Kind::kNfkc:
+        NormalizeUnicode(*out, UnicodeForm::kNfkc, &next);
+        break;
+      case Kind::kNfkd:
+        NormalizeUnicode(*out, UnicodeForm::kNfkd, &next);
+        break;
       case Kind::kPrepend:
         if (out->empty()) continue;
         next = step.text;
@@ -241,7 +254,8 @@ void Normalizer::Apply(std::string_view text, std::string* out) const {
             next.push_back((*out)[i++]);
             continue;
           }
-          AppendUtf8(static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(cp))), &next);
+          AppendUtf8(static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(cp))),
+                     &next);
           i += n;
         }
         break;

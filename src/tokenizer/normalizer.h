@@ -6,11 +6,10 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "kiln/status.h"
 #include "tokenizer/regex.h"
@@ -22,10 +21,10 @@ class Normalizer final {
   enum class Kind { kNfc, kNfd, kNfkc, kNfkd, kPrepend, kReplace, kLowercase, kStrip };
   struct Step {
     Kind kind = Kind::kNfc;
-    std::string text;                     // kPrepend: prefix; kReplace: literal pattern
-    std::string content;                  // kReplace: replacement
+    std::string text;                    // kPrepend: prefix; kReplace: literal pattern
+    std::string content;                 // kReplace: replacement
     std::shared_ptr<const Regex> regex;  // kReplace with a regex pattern
-    bool left = false, right = false;     // kStrip
+    bool left = false, right = false;    // kStrip
   };
 
   Normalizer() = default;
@@ -38,7 +37,8 @@ class Normalizer final {
   void Apply(std::string_view text, std::string* out) const;
 
  private:
-  static Status AddFromJson(const nlohmann::json& json, std::vector<Step>* steps);
+  static Status AddFromJson(const nlohmann::json& json, const std::string& type,
+                            std::vector<Step>* steps);
   std::vector<Step> steps_;
 };
 

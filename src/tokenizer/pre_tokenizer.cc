@@ -1,5 +1,7 @@
 #include "tokenizer/pre_tokenizer.h"
 
+#include "tokenizer/pipeline_json.h"
+
 namespace kiln::tokenizer {
 namespace {
 
@@ -18,7 +20,8 @@ void SplitByMatches(const PreTokenizer::Step& step, std::string_view piece,
   } else if (!step.literal.empty()) {
     for (size_t at = piece.find(step.literal); at != std::string_view::npos;
          at = piece.find(step.literal, at + step.literal.size())) {
-      matches.push_back({static_cast<uint32_t>(at), static_cast<uint32_t>(at + step.literal.size())});
+      matches.push_back(
+          {static_cast<uint32_t>(at), static_cast<uint32_t>(at + step.literal.size())});
     }
   }
   // (begin, end, is_match) over the whole piece; with invert the roles swap.
@@ -91,12 +94,18 @@ void SplitByMatches(const PreTokenizer::Step& step, std::string_view piece,
 Status ReadBehavior(const json& j, PreTokenizer::Behavior* behavior) {
   const std::string name = j.value("behavior", std::string("Isolated"));
   using Behavior = PreTokenizer::Behavior;
-  if (name == "Isolated") *behavior = Behavior::kIsolated;
-  else if (name == "Removed") *behavior = Behavior::kRemoved;
-  else if (name == "MergedWithPrevious") *behavior = Behavior::kMergedWithPrevious;
-  else if (name == "MergedWithNext") *behavior = Behavior::kMergedWithNext;
-  else if (name == "Contiguous") *behavior = Behavior::kContiguous;
-  else return Status::InvalidArgument("Split: unknown behavior '" + name + "'");
+  if (name == "Isolated")
+    *behavior = Behavior::kIsolated;
+  else if (name == "Removed")
+    *behavior = Behavior::kRemoved;
+  else if (name == "MergedWithPrevious")
+    *behavior = Behavior::kMergedWithPrevious;
+  else if (name == "MergedWithNext")
+    *behavior = Behavior::kMergedWithNext;
+  else if (name == "Contiguous")
+    *behavior = Behavior::kContiguous;
+  else
+    return Status::InvalidArgument("Split: unknown behavior '" + name + "'");
   return Status::Ok();
 }
 
@@ -110,7 +119,12 @@ StatusOr<std::shared_ptr<const Regex>> CompileShared(std::string_view pattern) {
 
 StatusOr<PreTokenizer> PreTokenizer::FromJson(const json& j) {
   std::vector<Step> steps;
-  if (!j.is_null()) KILN_RETURN_IF_ERROR(AddFromJson(j, &steps));
+  if (!j.is_null()) {
+    KILN_RETURN_IF_ERROR(ForEachComponent(j, "pre_tokenizer", "pretokenizers",
+                                          [&](const json& item, const std::string& type) {
+                                            return AddFromJson(item, type, &steps);
+                                          }));
+  }
   return PreTokenizer(std::move(steps));
 }
 
@@ -129,24 +143,11 @@ PreTokenizer::PreTokenizer(std::vector<Step> steps) : steps_(std::move(steps)) {
   }
 }
 
-bool PreTokenizer::has_byte_level() const {
-  return byte_level_;
-}
+bool PreTokenizer::has_byte_level() const { return byte_level_; }
 
-Status PreTokenizer::AddFromJson(const json& j, std::vector<Step>* steps) {
-  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
-    return Status::InvalidArgument("pre_tokenizer: an object with a string 'type' expected");
-  }
-  const std::string type = j["type"].get<std::string>();
+Status PreTokenizer::AddFromJson(const json& j, const std::string& type, std::vector<Step>* steps) {
   Step step;
-  if (type == "Sequence") {
-    const json& list = j.value("pretokenizers", json());
-    if (!list.is_array()) {
-      return Status::InvalidArgument("pre_tokenizer Sequence: 'pretokenizers' array expected");
-    }
-    for (const json& item : list) KILN_RETURN_IF_ERROR(AddFromJson(item, steps));
-    return Status::Ok();
-  } else if (type == "Split") {
+  if (type == "Split") {
     step.kind = Kind::kSplit;
     const json& pattern = j.value("pattern", json());
     if (pattern.is_object() && pattern.contains("Regex") && pattern["Regex"].is_string()) {
@@ -172,18 +173,22 @@ Status PreTokenizer::AddFromJson(const json& j, std::vector<Step>* steps) {
     step.replacement = j.value("replacement", std::string("\xE2\x96\x81"));
     step.split = j.value("split", true);
     const std::string scheme = j.value("prepend_scheme", std::string());
-    if (scheme == "always") step.prepend_scheme = PrependScheme::kAlways;
-    else if (scheme == "first") step.prepend_scheme = PrependScheme::kFirst;
-    else if (scheme == "never") step.prepend_scheme = PrependScheme::kNever;
+    if (scheme == "always")
+      step.prepend_scheme = PrependScheme::kAlways;
+    else if (scheme == "first")
+      step.prepend_scheme = PrependScheme::kFirst;
+    else if (scheme == "never")
+      step.prepend_scheme = PrependScheme::kNever;
     else if (scheme.empty()) {
-      step.prepend_scheme = j.value("add_prefix_space", true) ? PrependScheme::kAlways : PrependScheme::kNever;
+      step.prepend_scheme =
+          j.value("add_prefix_space", true) ? PrependScheme::kAlways : PrependScheme::kNever;
     } else {
       return Status::InvalidArgument("Metaspace: unknown prepend_scheme '" + scheme + "'");
     }
   } else if (type == "Digits") {
     step.kind = Kind::kSplit;
-    KILN_ASSIGN_OR_RETURN(step.regex,
-                          CompileShared(j.value("individual_digits", false) ? "\\p{N}" : "\\p{N}+"));
+    KILN_ASSIGN_OR_RETURN(
+        step.regex, CompileShared(j.value("individual_digits", false) ? "\\p{N}" : "\\p{N}+"));
   } else {
     return Status::Unimplemented("pre_tokenizer type '" + type + "' is not supported");
   }
@@ -214,8 +219,8 @@ void PreTokenizer::ApplyStep(const Step& step, std::string_view piece, bool firs
     }
     case Kind::kMetaspace: {
       std::string& s = arena->emplace_back();
-      const bool starts = piece.substr(0, 1) == " " ||
-                          piece.substr(0, step.replacement.size()) == step.replacement;
+      const bool starts =
+          piece.substr(0, 1) == " " || piece.substr(0, step.replacement.size()) == step.replacement;
       if (!starts && ((step.prepend_scheme == PrependScheme::kAlways) ||
                       (step.prepend_scheme == PrependScheme::kFirst && first_piece))) {
         s = step.replacement;

@@ -11,11 +11,10 @@
 
 #include <deque>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "kiln/status.h"
 #include "tokenizer/regex.h"
@@ -41,11 +40,11 @@ class PreTokenizer final {
     std::string literal;                 // kSplit with a string pattern
     Behavior behavior = Behavior::kIsolated;
     bool invert = false;
-    bool add_prefix_space = false;       // kByteLevel
+    bool add_prefix_space = false;             // kByteLevel
     std::string replacement = "\xE2\x96\x81";  // kMetaspace (▁)
     PrependScheme prepend_scheme = PrependScheme::kAlways;
-    bool split = true;                   // kMetaspace
-    bool identity = false;               // changes nothing in model space (skipped)
+    bool split = true;      // kMetaspace
+    bool identity = false;  // changes nothing in model space (skipped)
   };
 
   // Scratch space that owns rewritten text; words may point into it. Reuse it across calls.
@@ -69,7 +68,8 @@ class PreTokenizer final {
              Arena* arena) const;
 
  private:
-  static Status AddFromJson(const nlohmann::json& json, std::vector<Step>* steps);
+  static Status AddFromJson(const nlohmann::json& json, const std::string& type,
+                            std::vector<Step>* steps);
   static void ApplyStep(const Step& step, std::string_view piece, bool first_piece,
                         std::vector<std::string_view>* out, Arena* arena);
   std::vector<Step> steps_;

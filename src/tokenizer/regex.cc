@@ -76,9 +76,9 @@ StatusOr<std::unique_ptr<Regex>> Regex::Compile(std::string_view pattern) {
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof(message));
-    return Status::InvalidArgument("regex '" + std::string(pattern) + "' does not compile at offset " +
-                                   std::to_string(error_offset) + ": " +
-                                   reinterpret_cast<const char*>(message));
+    return Status::InvalidArgument("regex '" + std::string(pattern) +
+                                   "' does not compile at offset " + std::to_string(error_offset) +
+                                   ": " + reinterpret_cast<const char*>(message));
   }
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter when unavailable
   regex->code_ = code;

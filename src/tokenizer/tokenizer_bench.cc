@@ -101,7 +101,8 @@ int main(int argc, char** argv) {
   const size_t num_tokens = ids.size();
   const double mb = static_cast<double>(text.size()) / 1e6;
   std::printf("text %s: %zu bytes -> %zu tokens\n", argv[2], text.size(), num_tokens);
-  auto report = [&](const char* name, const std::vector<double>& wall, const std::vector<double>& cpu) {
+  auto report = [&](const char* name, const std::vector<double>& wall,
+                    const std::vector<double>& cpu) {
     const double w = median(wall), c = median(cpu);
     std::printf("encode %s, median of %d: %8.2f MB/s %10.0f tokens/s wall | %8.2f MB/s CPU time\n",
                 name, iterations, mb / w, num_tokens / w, mb / c);

@@ -40,7 +40,7 @@ const Tokenizer* SharedQwen(const std::string& name) {
   return it->second.get();
 }
 
-#define SKIP_IF_MISSING(path)                                                     \
+#define SKIP_IF_MISSING(path) \
   if (!std::filesystem::exists(path)) GTEST_SKIP() << "missing " << (path).string()
 
 // Every case: encode (no special tokens), decode, streaming decode.
@@ -60,9 +60,12 @@ void CheckCases(const Tokenizer& tok, const json& cases, const std::string& name
       const std::vector<int32_t> with_special = Ids(c["ids_special"]);
       EXPECT_EQ(tok.Encode(text, true), with_special) << name << " (add_special_tokens): " << text;
       EXPECT_EQ(*tok.Decode(with_special, false), c["decoded_special"].get<std::string>()) << text;
-      EXPECT_EQ(*tok.Decode(with_special, true), c["decoded_special_skipped"].get<std::string>()) << text;
-      EXPECT_EQ(StreamDecode(tok, with_special, false), c["decoded_special"].get<std::string>()) << text;
-      EXPECT_EQ(StreamDecode(tok, with_special, true), c["decoded_special_skipped"].get<std::string>())
+      EXPECT_EQ(*tok.Decode(with_special, true), c["decoded_special_skipped"].get<std::string>())
+          << text;
+      EXPECT_EQ(StreamDecode(tok, with_special, false), c["decoded_special"].get<std::string>())
+          << text;
+      EXPECT_EQ(StreamDecode(tok, with_special, true),
+                c["decoded_special_skipped"].get<std::string>())
           << text;
     }
   }
@@ -203,8 +206,8 @@ TEST(QwenTokenizerTest, GgufGpt2VocabularyMatchesTokenizerJson) {
   for (const json& added : root["added_tokens"]) {
     const int32_t id = added["id"].get<int32_t>();
     vocab.tokens[id] = added["content"].get<std::string>();
-    vocab.token_types[id] = static_cast<int32_t>(added["special"].get<bool>() ? GgufTokenType::kControl
-                                                                              : GgufTokenType::kUserDefined);
+    vocab.token_types[id] = static_cast<int32_t>(
+        added["special"].get<bool>() ? GgufTokenType::kControl : GgufTokenType::kUserDefined);
   }
   for (const json& m : root["model"]["merges"]) vocab.merges.push_back(m.get<std::string>());
   vocab.eos_id = 151645;
@@ -238,7 +241,8 @@ GgufVocab ReadLlama2cVocab(const std::filesystem::path& path, int vocab_size) {
     std::string piece = bytes.substr(pos, len);
     pos += len;
     // llama2.c exports "▁" as a space; GGUF keeps SentencePiece's "▁".
-    for (size_t at; (at = piece.find(' ')) != std::string::npos;) piece.replace(at, 1, "\xE2\x96\x81");
+    for (size_t at; (at = piece.find(' ')) != std::string::npos;)
+      piece.replace(at, 1, "\xE2\x96\x81");
     GgufTokenType type = GgufTokenType::kNormal;
     if (id == 0) {
       type = GgufTokenType::kUnknown;
@@ -345,14 +349,17 @@ TEST_P(StoriesTokenizerTest, StreamsByteFallbackCharacters) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sources, StoriesTokenizerTest, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "GgufLlama" : "TokenizerJson"; });
+                         [](const auto& info) {
+                           return info.param ? "GgufLlama" : "TokenizerJson";
+                         });
 
 // ---- Llama-3-style byte-level tokenizer (synthetic file, HF tokenizers outputs) --------------
 
 TEST(Llama3StyleTokenizerTest, MatchesHfTokenizers) {
   auto tok = LoadOrSkip(TestDataDir() / "llama3_style_tokenizer.json");
   ASSERT_NE(tok, nullptr);
-  CheckCases(*tok, ReadJsonFile(TestDataDir() / "llama3_style_cases.json")["cases"], "llama3-style");
+  CheckCases(*tok, ReadJsonFile(TestDataDir() / "llama3_style_cases.json")["cases"],
+             "llama3-style");
   // No tokenizer_config.json: BOS is what the post-processor prepends; no EOS.
   EXPECT_EQ(tok->bos_token(), "<|begin_of_text|>");
   EXPECT_EQ(tok->eos_token_id(), -1);
@@ -373,7 +380,8 @@ TEST(TokenizerErrorsTest, BadFilesAreStatuses) {
   };
   EXPECT_EQ(write("{not json").code(), StatusCode::kDataLoss);
   EXPECT_EQ(write("[]").code(), StatusCode::kDataLoss);
-  EXPECT_EQ(write(R"({"model": {"type": "Unigram", "vocab": []}})").code(), StatusCode::kUnimplemented);
+  EXPECT_EQ(write(R"({"model": {"type": "Unigram", "vocab": []}})").code(),
+            StatusCode::kUnimplemented);
   EXPECT_EQ(write(R"({"model": {"type": "BPE", "vocab": {"a": "x"}, "merges": []}})").code(),
             StatusCode::kDataLoss);
   EXPECT_EQ(write(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}})").code(),
@@ -386,16 +394,22 @@ TEST(TokenizerErrorsTest, BadFilesAreStatuses) {
                       "normalizer": {"type": "BertNormalizer"}})")
                 .code(),
             StatusCode::kUnimplemented);
-  EXPECT_EQ(write(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "byte_fallback": "yes"},
+  EXPECT_EQ(
+      write(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "byte_fallback": "yes"},
                       "added_tokens": [{"id": "zero", "content": "x"}]})")
-                .code(),
-            StatusCode::kDataLoss);
+          .code(),
+      StatusCode::kDataLoss);
   // A minimal valid one.
-  EXPECT_TRUE(write(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["a", "b"]]}})").ok());
+  EXPECT_TRUE(
+      write(
+          R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["a", "b"]]}})")
+          .ok());
   auto tok = CreateTokenizerFromJson((dir / "tokenizer.json").string());
   ASSERT_TRUE(tok.ok());
-  EXPECT_EQ((*tok)->Encode("abab", false), (std::vector<int32_t>{2, 2}));  // no pre-tokenizer: one word
-  EXPECT_EQ(*(*tok)->Decode(std::vector<int32_t>{2, 0}, false), "ab a");  // no decoder: joined by spaces
+  EXPECT_EQ((*tok)->Encode("abab", false),
+            (std::vector<int32_t>{2, 2}));  // no pre-tokenizer: one word
+  EXPECT_EQ(*(*tok)->Decode(std::vector<int32_t>{2, 0}, false),
+            "ab a");  // no decoder: joined by spaces
   std::filesystem::remove_all(dir);
 
   GgufVocab empty;
@@ -409,7 +423,8 @@ TEST(TokenizerErrorsTest, BadFilesAreStatuses) {
   unknown_model.model = "bert";
   unknown_model.tokens = {"a"};
   unknown_model.add_bos = false;
-  EXPECT_EQ(CreateTokenizerFromGgufVocab(unknown_model).status().code(), StatusCode::kUnimplemented);
+  EXPECT_EQ(CreateTokenizerFromGgufVocab(unknown_model).status().code(),
+            StatusCode::kUnimplemented);
   GgufVocab bad_pre = unknown_model;
   bad_pre.model = "gpt2";
   bad_pre.pre = "some-new-model";
@@ -425,7 +440,12 @@ TEST(TokenizerErrorsTest, InvalidUtf8InputIsEncodedLossily) {
   SKIP_IF_MISSING(dir / "tokenizer.json");
   const Tokenizer* tok = SharedQwen("qwen2.5");
   ASSERT_NE(tok, nullptr);
-  EXPECT_EQ(tok->Encode("a\xFF" "b", false), tok->Encode("a\xEF\xBF\xBD" "b", false));
+  EXPECT_EQ(tok->Encode("a\xFF"
+                        "b",
+                        false),
+            tok->Encode("a\xEF\xBF\xBD"
+                        "b",
+                        false));
 }
 
 }  // namespace

@@ -5,11 +5,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "kiln/tokenizer.h"
 
@@ -17,7 +16,8 @@ namespace kiln::tokenizer::testing {
 
 inline std::filesystem::path SharedDir() {
   if (const char* env = std::getenv("KILN_SHARED")) return env;
-  if (const char* src = std::getenv("KILN_SOURCE_DIR")) return std::filesystem::path(src) / ".." / "shared";
+  if (const char* src = std::getenv("KILN_SOURCE_DIR"))
+    return std::filesystem::path(src) / ".." / "shared";
   return "../shared";
 }
 

@@ -25,12 +25,14 @@ const std::string kFffd = "\xEF\xBF\xBD";
 TEST(Utf8Test, LossyReplacesEachMaximalInvalidSubpart) {
   EXPECT_EQ(Utf8Lossy("abc"), "abc");
   EXPECT_EQ(Utf8Lossy("\xE4\xB8\xAD"), "\xE4\xB8\xAD");
-  EXPECT_EQ(Utf8Lossy("\xE4\xB8"), kFffd);                            // truncated: one
+  EXPECT_EQ(Utf8Lossy("\xE4\xB8"), kFffd);  // truncated: one
   EXPECT_EQ(Utf8Lossy("a\xC3"), "a" + kFffd);
-  EXPECT_EQ(Utf8Lossy("\xF0\x80\x80"), kFffd + kFffd + kFffd);        // bad second byte
-  EXPECT_EQ(Utf8Lossy("\xED\xA0\x80"), kFffd + kFffd + kFffd);        // surrogate
-  EXPECT_EQ(Utf8Lossy("\xC0\xAF"), kFffd + kFffd);                    // overlong
-  EXPECT_EQ(Utf8Lossy("\xE4\xB8" "a"), kFffd + "a");
+  EXPECT_EQ(Utf8Lossy("\xF0\x80\x80"), kFffd + kFffd + kFffd);  // bad second byte
+  EXPECT_EQ(Utf8Lossy("\xED\xA0\x80"), kFffd + kFffd + kFffd);  // surrogate
+  EXPECT_EQ(Utf8Lossy("\xC0\xAF"), kFffd + kFffd);              // overlong
+  EXPECT_EQ(Utf8Lossy("\xE4\xB8"
+                      "a"),
+            kFffd + "a");
   EXPECT_EQ(Utf8Lossy("\xF4\x90\x80\x80"), kFffd + kFffd + kFffd + kFffd);  // > U+10FFFF
   EXPECT_TRUE(IsValidUtf8("\xF0\x9F\x98\x80 ok"));
   EXPECT_FALSE(IsValidUtf8("12345678\xFF"));
@@ -45,11 +47,14 @@ TEST(NormalizerTest, NfcComposesAcrossFastPathBoundaries) {
     NormalizeUnicode(in, UnicodeForm::kNfc, &out);
     return out;
   };
-  EXPECT_EQ(nfc("e\xCC\x81"), "\xC3\xA9");                                 // e + U+0301 → é
-  EXPECT_EQ(nfc("\xE4\xB8\xAD" "e\xCC\x81" "\xE4\xB8\xAD"), "\xE4\xB8\xAD\xC3\xA9\xE4\xB8\xAD");
-  EXPECT_EQ(nfc("\xEA\xB0\x80\xE1\x86\xA8"), "\xEA\xB0\x81");              // 가 + ᆨ → 각
-  EXPECT_EQ(nfc("\xE3\x81\x8B\xE3\x82\x99"), "\xE3\x81\x8C");              // か + ゙ → が
-  EXPECT_EQ(nfc("\xE2\x84\xAB"), "\xC3\x85");                              // Å (U+212B) → Å
+  EXPECT_EQ(nfc("e\xCC\x81"), "\xC3\xA9");  // e + U+0301 → é
+  EXPECT_EQ(nfc("\xE4\xB8\xAD"
+                "e\xCC\x81"
+                "\xE4\xB8\xAD"),
+            "\xE4\xB8\xAD\xC3\xA9\xE4\xB8\xAD");
+  EXPECT_EQ(nfc("\xEA\xB0\x80\xE1\x86\xA8"), "\xEA\xB0\x81");  // 가 + ᆨ → 각
+  EXPECT_EQ(nfc("\xE3\x81\x8B\xE3\x82\x99"), "\xE3\x81\x8C");  // か + ゙ → が
+  EXPECT_EQ(nfc("\xE2\x84\xAB"), "\xC3\x85");                  // Å (U+212B) → Å
   EXPECT_EQ(nfc("plain ascii"), "plain ascii");
   EXPECT_EQ(nfc("\xEF\xBC\x8C\xE4\xB8\xAD"), "\xEF\xBC\x8C\xE4\xB8\xAD");  // ，中 unchanged
   NormalizeUnicode("\xEF\xAC\x81", UnicodeForm::kNfkc, &out);              // ﬁ → fi
@@ -70,7 +75,7 @@ TEST(RegexTest, WhitespaceIncludesNextLineAsInOniguruma) {
 }
 
 TEST(ByteLevelTest, AlphabetRoundTrips) {
-  EXPECT_EQ(ByteToUnicodeChar(' '), "\xC4\xA0");  // Ġ
+  EXPECT_EQ(ByteToUnicodeChar(' '), "\xC4\xA0");   // Ġ
   EXPECT_EQ(ByteToUnicodeChar('\n'), "\xC4\x8A");  // Ċ
   EXPECT_EQ(ByteToUnicodeChar('a'), "a");
   std::string all;
@@ -97,7 +102,9 @@ TEST(AddedTokenMatcherTest, LeftmostLongestWithStrip) {
       {0, 1, -1}, {1, 7, 11}, {7, 8, -1}, {8, 11, 10}, {11, 18, 12}, {18, 19, -1}};
   ASSERT_EQ(segments.size(), expected.size());
   for (size_t i = 0; i < expected.size(); ++i) {
-    EXPECT_EQ(std::make_tuple(segments[i].begin, segments[i].end, segments[i].token_id), expected[i]) << i;
+    EXPECT_EQ(std::make_tuple(segments[i].begin, segments[i].end, segments[i].token_id),
+              expected[i])
+        << i;
   }
 }
 
@@ -113,10 +120,12 @@ TEST(MetaspaceTokenizerTest, MatchesHfTokenizers) {
     EXPECT_EQ((*tok)->Encode(text, false), ids) << text;
     EXPECT_EQ((*tok)->Encode(text, true), with_special) << text;
     EXPECT_EQ(*(*tok)->Decode(ids, false), c["decoded"].get<std::string>()) << text;
-    EXPECT_EQ(*(*tok)->Decode(with_special, false), c["decoded_special"].get<std::string>()) << text;
+    EXPECT_EQ(*(*tok)->Decode(with_special, false), c["decoded_special"].get<std::string>())
+        << text;
     EXPECT_EQ(*(*tok)->Decode(with_special, true), c["decoded_special_skipped"].get<std::string>());
     EXPECT_EQ(StreamDecode(**tok, with_special, false), c["decoded_special"].get<std::string>());
-    EXPECT_EQ(StreamDecode(**tok, with_special, true), c["decoded_special_skipped"].get<std::string>());
+    EXPECT_EQ(StreamDecode(**tok, with_special, true),
+              c["decoded_special_skipped"].get<std::string>());
   }
 }
 
@@ -136,7 +145,8 @@ TEST(ConcurrencyTest, EncodeFromManyThreads) {
       for (int round = 0; round < 200; ++round) {
         const size_t i = (round * 7 + t) % texts.size();
         if ((*tok)->Encode(texts[i], true) != expected[i]) ++mismatches;
-        if (*(*tok)->Decode(expected[i], false) != *(*tok)->Decode(expected[i], false)) ++mismatches;
+        if (*(*tok)->Decode(expected[i], false) != *(*tok)->Decode(expected[i], false))
+          ++mismatches;
       }
     });
   }

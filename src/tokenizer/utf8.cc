@@ -65,9 +65,15 @@ size_t DecodeUtf8(std::string_view s, size_t pos, char32_t* cp) {
   if (!complete) return 0;
   const auto* p = reinterpret_cast<const uint8_t*>(s.data()) + pos;
   switch (n) {
-    case 1: *cp = p[0]; break;
-    case 2: *cp = (char32_t(p[0] & 0x1F) << 6) | (p[1] & 0x3F); break;
-    case 3: *cp = (char32_t(p[0] & 0x0F) << 12) | (char32_t(p[1] & 0x3F) << 6) | (p[2] & 0x3F); break;
+    case 1:
+      *cp = p[0];
+      break;
+    case 2:
+      *cp = (char32_t(p[0] & 0x1F) << 6) | (p[1] & 0x3F);
+      break;
+    case 3:
+      *cp = (char32_t(p[0] & 0x0F) << 12) | (char32_t(p[1] & 0x3F) << 6) | (p[2] & 0x3F);
+      break;
     default:
       *cp = (char32_t(p[0] & 0x07) << 18) | (char32_t(p[1] & 0x3F) << 12) |
             (char32_t(p[2] & 0x3F) << 6) | (p[3] & 0x3F);

@@ -6,7 +6,8 @@
 
 namespace kiln::tokenizer {
 
-StringIdMap PieceIds(const std::vector<std::string>& pieces, const std::vector<uint8_t>& mergeable) {
+StringIdMap PieceIds(const std::vector<std::string>& pieces,
+                     const std::vector<uint8_t>& mergeable) {
   StringIdMap ids;
   ids.reserve(pieces.size());
   for (size_t id = 0; id < pieces.size(); ++id) {
