@@ -155,6 +155,17 @@ std::string BpeTokenizer::DecodeValid(std::span<const int32_t> ids,
   return decoder_.Decode(std::move(pieces));
 }
 
+bool BpeTokenizer::EndsInsideCharacter(std::span<const int32_t> ids,
+                                       bool skip_special_tokens) const {
+  std::string tail;  // the last few bytes are enough: a character has at most 4
+  for (size_t i = ids.size(); i > 0 && tail.size() < 4; --i) {
+    const int32_t id = ids[i - 1];
+    if (skip_special_tokens && special_[id]) continue;
+    tail.insert(0, token_bytes_[id]);
+  }
+  return EndsWithIncompleteUtf8(tail);
+}
+
 std::unique_ptr<IncrementalDetokenizer> BpeTokenizer::NewDetokenizer(
     bool skip_special_tokens) const {
   return std::make_unique<StreamingDetokenizer>(*this, skip_special_tokens);

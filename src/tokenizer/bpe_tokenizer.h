@@ -78,6 +78,9 @@ class BpeTokenizer final : public Tokenizer {
   bool IsValidId(int32_t id) const {
     return id >= 0 && static_cast<size_t>(id) < pieces_.size() && id_used_[id] != 0;
   }
+  bool is_byte_level() const { return decoder_.is_byte_level(); }
+  // Byte-level decoders: whether the raw bytes of `ids` end with an incomplete UTF-8 sequence.
+  bool EndsInsideCharacter(std::span<const int32_t> ids, bool skip_special_tokens) const;
   // True for <0xXX> pieces when the decoder has ByteFallback (their text depends on neighbours).
   bool IsByteFallbackPiece(int32_t id) const { return byte_fallback_piece_[id] != 0; }
 

@@ -27,9 +27,15 @@ std::string StreamingDetokenizer::Push(int32_t id) {
   ids_.push_back(id);
   if (tokenizer_.IsByteFallbackPiece(id)) return {};
   const std::string text = DecodeFrom(prefix_offset_, ids_.size());
-  if (text.size() <= prefix_text_.size() || std::string_view(text).ends_with(kReplacementChar)) {
-    return {};
-  }
+  if (text.size() <= prefix_text_.size()) return {};
+  // Byte-level: hold exactly while the raw bytes end inside a character (an invalid sequence's
+  // U+FFFD is final at once). Other decoders: hold while the text ends with U+FFFD.
+  const bool incomplete =
+      tokenizer_.is_byte_level()
+          ? tokenizer_.EndsInsideCharacter(std::span<const int32_t>(ids_).subspan(read_offset_),
+                                           skip_special_tokens_)
+          : std::string_view(text).ends_with(kReplacementChar);
+  if (incomplete) return {};
   std::string delta = Delta(text);
   prefix_offset_ = read_offset_;
   read_offset_ = ids_.size();

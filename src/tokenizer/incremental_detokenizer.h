@@ -1,10 +1,11 @@
 // StreamingDetokenizer: BpeTokenizer's IncrementalDetokenizer. It keeps a small window of ids
 // [prefix_offset, end) and emits the part of Decode(window) that follows
-// Decode([prefix_offset, read_offset)) once it is final: it holds back text that ends in U+FFFD
-// (an incomplete UTF-8 sequence) and while the last id is a byte-fallback piece (a <0xXX> run can
-// still turn into a character, or into one U+FFFD per byte). Decoding from a token boundary on
-// both sides makes SentencePiece's leading-space strip and skipped special tokens come out as
-// in a full decode. Ids outside the vocabulary are ignored.
+// Decode([prefix_offset, read_offset)) once it is final: it holds back text while the bytes of a
+// byte-level decoder end inside a UTF-8 character (other decoders: while the text ends with
+// U+FFFD), and while the last id is a byte-fallback piece (a <0xXX> run can still turn into a
+// character, or into one U+FFFD per byte). Flush() ends the stream. Decoding from a token boundary
+// on both sides makes SentencePiece's leading-space strip and skipped special tokens come out as in
+// a full decode. Ids outside the vocabulary are ignored.
 //
 // Thread-safety: one stream, one thread; the tokenizer must outlive it.
 #pragma once

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <map>
 
+#include "tokenizer/byte_level.h"
 #include "tokenizer/gguf_vocab.h"
 #include "tokenizer/tokenizer_factory.h"
 #include "tokenizer/tokenizer_test_util.h"
@@ -188,6 +189,38 @@ TEST(QwenTokenizerTest, ChatTemplateCases) {
   options.chat_template = "{% for m in messages %}";
   EXPECT_FALSE(tok->ApplyChatTemplate(json::array(), options).ok());
 #endif
+}
+
+// Byte-level streaming: nothing is emitted inside a character, an invalid byte's U+FFFD at once,
+// and the whole equals the full decode.
+TEST(QwenTokenizerTest, StreamingHoldsOnlyIncompleteCharacters) {
+  const Tokenizer* tok = SharedQwen("qwen2.5");
+  if (tok == nullptr) GTEST_SKIP() << "missing ../shared/tokenizers/qwen2.5";
+  auto byte_id = [&](uint8_t b) {
+    return tok->PieceToId(tokenizer::BytesToByteLevel(std::string(1, static_cast<char>(b))));
+  };
+  const std::vector<int32_t> ids = {9707,          byte_id(0xE4), byte_id(0xB8), byte_id(0xAD),
+                                    byte_id(0xFF), byte_id(0xFF), byte_id(0xF0), 1879};
+  auto stream = tok->NewDetokenizer(false);
+  std::vector<std::string> pieces;
+  for (int32_t id : ids) pieces.push_back(stream->Push(id));
+  const std::string flushed = stream->Flush();
+  EXPECT_EQ(pieces[0], "Hello");
+  EXPECT_EQ(pieces[1], "");
+  EXPECT_EQ(pieces[2], "");
+  EXPECT_EQ(pieces[3], "\xE4\xB8\xAD");
+  EXPECT_EQ(pieces[4], "\xEF\xBF\xBD");
+  EXPECT_EQ(pieces[5], "\xEF\xBF\xBD");
+  EXPECT_EQ(pieces[6], "");  // F0 starts a 4-byte character
+  EXPECT_EQ(pieces[7], "\xEF\xBF\xBD world");
+  EXPECT_EQ(flushed, "");
+  std::string all;
+  for (const auto& p : pieces) all += p;
+  EXPECT_EQ(all, *tok->Decode(ids, false));
+  // A stream that ends inside a character gives its U+FFFD at Flush.
+  auto tail = tok->NewDetokenizer(false);
+  EXPECT_EQ(tail->Push(byte_id(0xE4)), "");
+  EXPECT_EQ(tail->Flush(), "\xEF\xBF\xBD");
 }
 
 // The GGUF gpt2 path on the real Qwen2.5 vocabulary: the same cases must come out.
