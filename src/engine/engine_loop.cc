@@ -407,6 +407,15 @@ void Engine::Impl::OutputLoop() {
 }
 
 void Engine::Impl::Shutdown(bool abort_running) {
+  if (std::this_thread::get_id() == output_thread_.get_id()) {
+    // Called from a callback: the output thread cannot join itself. Stop accepting and let the
+    // owner's later Shutdown (or the destructor) join.
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    abort_running_ = abort_running_ || abort_running;
+    engine_cv_.notify_one();
+    return;
+  }
   std::lock_guard<std::mutex> shutdown_lock(shutdown_mu_);
   if (joined_) return;
   {

@@ -212,6 +212,29 @@ TEST(EngineTest, CallbackMaySubmitAndAbort) {
   EXPECT_EQ(finals.load(), 5);
 }
 
+// Regression guard: Shutdown from a callback (the output thread) must not try to join itself.
+TEST(EngineTest, ShutdownFromCallbackDoesNotDeadlock) {
+  auto engine = FakeEngine();
+  std::atomic<bool> called{false};
+  Engine* e = engine.get();
+  ASSERT_TRUE(engine
+                  ->Submit(Greedy({1, 2}, 3),
+                           [&](RequestOutput out) {
+                             if (out.finished) {
+                               e->Shutdown(/*abort_running=*/false);
+                               called = true;
+                             }
+                           })
+                  .ok());
+  for (int i = 0; i < 1000 && !called.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  EXPECT_TRUE(called.load());
+  EXPECT_EQ(engine->Submit(Greedy({1}, 1), [](RequestOutput) {}).status().code(),
+            StatusCode::kFailedPrecondition);
+  engine->Shutdown(false);
+}
+
 TEST(EngineTest, WaitingQueueLimit) {
   EngineOptions o;
   o.scheduler.max_waiting_requests = 3;
