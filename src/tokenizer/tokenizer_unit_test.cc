@@ -3,6 +3,7 @@
 // Metaspace tokenizer.json (HF outputs in testdata/), and concurrent use of one Tokenizer.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <thread>
 
 #include "tokenizer/added_token_matcher.h"
@@ -127,6 +128,41 @@ TEST(MetaspaceTokenizerTest, MatchesHfTokenizers) {
     EXPECT_EQ(StreamDecode(**tok, with_special, true),
               c["decoded_special_skipped"].get<std::string>());
   }
+}
+
+// tokenizer_config.json beside tokenizer.json: special-token names in the {"content": ...} form,
+// named chat templates (the list form; "tool_use" is chosen when tools are given) and
+// chat_template.jinja, which newer transformers write and which wins over the config's default.
+TEST(TokenizerConfigTest, SpecialTokensAndNamedTemplates) {
+  const auto dir = std::filesystem::temp_directory_path() / "kiln_tokenizer_config_test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(TestDataDir() / "llama3_style_tokenizer.json", dir / "tokenizer.json");
+  std::ofstream(dir / "tokenizer_config.json") << R"({
+    "bos_token": {"content": "<|begin_of_text|>", "lstrip": false},
+    "eos_token": "<|eot_id|>",
+    "chat_template": [
+      {"name": "default", "template": "D{{ messages | length }}{{ bos_token }}"},
+      {"name": "tool_use", "template": "T{{ tools | length }}"}
+    ]})";
+  auto tok = CreateTokenizerFromJson(dir.string());
+  ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+  EXPECT_EQ((*tok)->bos_token(), "<|begin_of_text|>");
+  EXPECT_EQ((*tok)->eos_token(), "<|eot_id|>");
+  EXPECT_EQ((*tok)->eos_token_id(), (*tok)->PieceToId("<|eot_id|>"));
+  EXPECT_TRUE((*tok)->has_chat_template());
+#ifdef KILN_HAVE_JINJA
+  const auto messages = nlohmann::json::parse(R"([{"role": "user", "content": "hi"}])");
+  ChatTemplateOptions options;
+  EXPECT_EQ(*(*tok)->ApplyChatTemplate(messages, options), "D1<|begin_of_text|>");
+  options.tools = nlohmann::json::parse(R"([{"type": "function"}, {"type": "function"}])");
+  EXPECT_EQ(*(*tok)->ApplyChatTemplate(messages, options), "T2");
+  std::ofstream(dir / "chat_template.jinja") << "J{{ messages[0].content }}";
+  auto with_file = CreateTokenizerFromJson(dir.string());
+  ASSERT_TRUE(with_file.ok()) << with_file.status().ToString();
+  EXPECT_EQ(*(*with_file)->ApplyChatTemplate(messages, ChatTemplateOptions()), "Jhi");
+#endif
+  std::filesystem::remove_all(dir);
 }
 
 // One Tokenizer, many threads (each with its own word cache): the same ids as on one thread.
