@@ -35,7 +35,15 @@ struct Nfa {
     return static_cast<int>(eps.size()) - 1;
   }
 
-  // Adds `e` between `from` and a new end state; returns the end state.
+  // from -ε-> fresh state -(e)-> end; returns end (0 after overflow).
+  int BuildBranch(const ExprPtr& e, int from) {
+    int s = NewState();
+    if (overflow) return 0;
+    eps[from].push_back(s);
+    return Build(e, s);
+  }
+
+  // Adds `e` starting at `from`; returns the state where it ends.
   int Build(const ExprPtr& e, int from) {
     if (overflow) return 0;
     switch (e->kind) {
@@ -63,10 +71,7 @@ struct Nfa {
       case Expr::Kind::kAlt: {
         int to = NewState();
         for (const auto& c : e->children) {
-          int s = NewState();
-          if (overflow) return 0;
-          eps[from].push_back(s);
-          int end = Build(c, s);
+          int end = BuildBranch(c, from);
           if (overflow) return 0;
           eps[end].push_back(to);
         }
@@ -75,12 +80,7 @@ struct Nfa {
       case Expr::Kind::kRepeat: {
         const ExprPtr& c = e->children[0];
         int cur = from;
-        for (int i = 0; i < e->min_repeat && !overflow; ++i) {
-          int s = NewState();
-          if (overflow) return 0;
-          eps[cur].push_back(s);
-          cur = Build(c, s);
-        }
+        for (int i = 0; i < e->min_repeat && !overflow; ++i) cur = BuildBranch(c, cur);
         if (overflow) return 0;
         if (e->max_repeat < 0) {
           // cur -> loop_start -(c)-> loop_end -> loop_start ; loop_start -> out
@@ -89,10 +89,7 @@ struct Nfa {
           if (overflow) return 0;
           eps[cur].push_back(loop);
           eps[loop].push_back(out);
-          int body_start = NewState();
-          if (overflow) return 0;
-          eps[loop].push_back(body_start);
-          int end = Build(c, body_start);
+          int end = BuildBranch(c, loop);
           if (overflow) return 0;
           eps[end].push_back(loop);
           return out;
@@ -101,10 +98,7 @@ struct Nfa {
         if (overflow) return 0;
         eps[cur].push_back(out);
         for (int i = e->min_repeat; i < e->max_repeat && !overflow; ++i) {
-          int s = NewState();
-          if (overflow) return 0;
-          eps[cur].push_back(s);
-          cur = Build(c, s);
+          cur = BuildBranch(c, cur);
           if (overflow) return 0;
           eps[cur].push_back(out);
         }
@@ -245,7 +239,8 @@ void Minimize(RuleDfa* dfa) {
       out.next[c][b] = t < 0 ? -1 : order[cls[t]];
     }
     std::vector<std::pair<int, int>> calls;
-    for (const auto& call : dfa->calls[s]) calls.push_back({call.rule, order[cls[call.return_state]]});
+    for (const auto& call : dfa->calls[s])
+      calls.push_back({call.rule, order[cls[call.return_state]]});
     std::sort(calls.begin(), calls.end());
     calls.erase(std::unique(calls.begin(), calls.end()), calls.end());
     for (const auto& [r, t] : calls) out.calls[c].push_back({r, t});
@@ -270,8 +265,9 @@ StatusOr<Automaton> BuildAutomaton(const Grammar& grammar, const AutomatonLimits
     int start = nfa.NewState();
     int end = nfa.Build(rule.body, start);
     if (nfa.overflow) {
-      return Status::InvalidArgument("grammar too large: rule '" + rule.name + "' needs more than " +
-                                     std::to_string(limits.max_nfa_states) + " NFA states");
+      return Status::InvalidArgument("grammar too large: rule '" + rule.name +
+                                     "' needs more than " + std::to_string(limits.max_nfa_states) +
+                                     " NFA states");
     }
     total_nfa += static_cast<int>(nfa.eps.size());
     for (auto& edges : nfa.call_edges) {
@@ -362,9 +358,10 @@ StatusOr<Automaton> BuildAutomaton(const Grammar& grammar, const AutomatonLimits
         if (d.next[s][b] >= 0 && !live[r][d.next[s][b]]) d.next[s][b] = -1;
       }
       auto& calls = d.calls[s];
-      calls.erase(std::remove_if(calls.begin(), calls.end(),
-                                 [&](const Automaton::Call& c) { return !live[r][c.return_state]; }),
-                  calls.end());
+      calls.erase(
+          std::remove_if(calls.begin(), calls.end(),
+                         [&](const Automaton::Call& c) { return !live[r][c.return_state]; }),
+          calls.end());
     }
   }
 

@@ -25,14 +25,14 @@ struct Automaton {
     int32_t return_state;  // state of the caller after the callee completes
   };
   int32_t num_states = 0;
-  std::vector<int32_t> next;        // [num_states * 256]: byte transition target, -1 = none
-  std::vector<uint8_t> is_final;    // [num_states]: the rule may end here
-  std::vector<uint8_t> has_bytes;   // [num_states]: some byte transition exists
-  std::vector<int32_t> rule_of;     // [num_states]
-  std::vector<std::vector<Call>> calls;  // [num_states]
-  std::vector<int32_t> rule_start;  // [num_rules]
+  std::vector<int32_t> next;              // [num_states * 256]: byte transition target, -1 = none
+  std::vector<uint8_t> is_final;          // [num_states]: the rule may end here
+  std::vector<uint8_t> has_bytes;         // [num_states]: some byte transition exists
+  std::vector<int32_t> rule_of;           // [num_states]
+  std::vector<std::vector<Call>> calls;   // [num_states]
+  std::vector<int32_t> rule_start;        // [num_rules]
   std::vector<int32_t> rule_state_begin;  // [num_rules + 1]: a rule's states are contiguous
-  std::vector<uint8_t> rule_has_calls;  // [num_rules]: some state of the rule calls a rule
+  std::vector<uint8_t> rule_has_calls;    // [num_rules]: some state of the rule calls a rule
   int32_t root_rule = 0;
 
   int32_t Next(int32_t state, uint8_t byte) const { return next[state * 256 + byte]; }

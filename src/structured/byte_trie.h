@@ -37,8 +37,8 @@ class ByteTrie final {
   size_t MemoryBytes() const { return nodes_.size() * sizeof(Node) + tags_.size() * 4; }
 
  private:
-  void BuildRec(const std::vector<std::pair<std::string, int32_t>>& entries, int32_t lo,
-                int32_t hi, size_t depth, uint8_t byte);
+  void BuildRec(const std::vector<std::pair<std::string, int32_t>>& entries, int32_t lo, int32_t hi,
+                size_t depth, uint8_t byte);
 
   std::vector<Node> nodes_;
   std::vector<int32_t> tags_;

@@ -9,9 +9,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <random>
-
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "structured/structured_output.h"
 #include "structured/test_vocab.h"
@@ -105,6 +104,7 @@ const CorpusRun& RunCorpus() {
           res.terminated = rest.terminated || res.terminated;
         }
         ++walks;
+        EXPECT_FALSE(res.stuck) << cs.name << ": empty mask before completion after " << res.output;
         std::printf(" %d%s", static_cast<int>(res.output.size()), res.terminated ? "" : "(cut)");
         if (!res.terminated) continue;  // cut by max_tokens
         ++terminated;

@@ -34,7 +34,8 @@ class GbnfParser {
       SkipSpace();
     }
     for (const auto& [name, id] : ids_) {
-      if (!g_.rules[id].body) return Status::InvalidArgument("grammar: undefined rule '" + name + "'");
+      if (!g_.rules[id].body)
+        return Status::InvalidArgument("grammar: undefined rule '" + name + "'");
     }
     auto root = ids_.find("root");
     if (root == ids_.end()) return Status::InvalidArgument("grammar: no 'root' rule");
@@ -175,24 +176,27 @@ class GbnfParser {
         uint32_t v = 0;
         for (int i = 0; i < n; ++i) {
           if (AtEnd()) return Error("malformed hex escape");
-          char h = s_[pos_++];
-          int d = h >= '0' && h <= '9'   ? h - '0'
-                  : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                  : h >= 'A' && h <= 'F' ? h - 'A' + 10
-                                         : -1;
+          int d = HexDigitValue(static_cast<uint8_t>(s_[pos_++]));
           if (d < 0) return Error("malformed hex escape");
           v = v * 16 + d;
         }
         return v;
       };
       switch (e) {
-        case 'n': return uint32_t{'\n'};
-        case 'r': return uint32_t{'\r'};
-        case 't': return uint32_t{'\t'};
-        case 'x': return hex(2);
-        case 'u': return hex(4);
-        case 'U': return hex(8);
-        default: return static_cast<uint32_t>(static_cast<uint8_t>(e));
+        case 'n':
+          return uint32_t{'\n'};
+        case 'r':
+          return uint32_t{'\r'};
+        case 't':
+          return uint32_t{'\t'};
+        case 'x':
+          return hex(2);
+        case 'u':
+          return hex(4);
+        case 'U':
+          return hex(8);
+        default:
+          return static_cast<uint32_t>(static_cast<uint8_t>(e));
       }
     }
     // UTF-8 decode.

@@ -91,8 +91,8 @@ void Render(const ExprPtr& e, const Grammar& g, std::string* out) {
               (e->max_repeat < 0 ? std::string() : std::to_string(e->max_repeat)) + "}";
       return;
     case Expr::Kind::kRef:
-      *out += e->rule >= 0 && e->rule < static_cast<int>(g.rules.size()) ? g.rules[e->rule].name
-                                                                          : "?";
+      *out +=
+          e->rule >= 0 && e->rule < static_cast<int>(g.rules.size()) ? g.rules[e->rule].name : "?";
       return;
   }
 }
@@ -265,9 +265,9 @@ ExprPtr JsonEncodedClass(const std::vector<CodePointRange>& ranges) {
       } else if (c == '\\') {
         alts.push_back(Literal("\\\\"));
       } else if (c < 0x20) {
-        static const char* kShort[32] = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-                                         nullptr, nullptr, "\\b",    "\\t",    "\\n",    nullptr,
-                                         "\\f",    "\\r"};
+        static const char* kShort[32] = {nullptr, nullptr, nullptr, nullptr, nullptr,
+                                         nullptr, nullptr, nullptr, "\\b",   "\\t",
+                                         "\\n",   nullptr, "\\f",   "\\r"};
         if (c < 14 && kShort[c] != nullptr) {
           alts.push_back(Literal(kShort[c]));
         } else {
@@ -302,12 +302,12 @@ ExprPtr JsonStringChar() {
     std::bitset<256> oct;
     for (char c = '0'; c <= '7'; ++c) oct.set(static_cast<uint8_t>(c));
     // \uXXXX without surrogates: first digit not d/D, or d/D followed by 0-7.
-    ExprPtr u = Seq({Literal("\\u"),
-                     Alt({Seq({Bytes(hex_no_d), Bytes(hex), Bytes(hex), Bytes(hex)}),
-                          Seq({Alt({Literal("d"), Literal("D")}), Bytes(oct), Bytes(hex),
-                               Bytes(hex)})})});
-    return Alt({Bytes(plain), Seq({Literal("\\"), Bytes(esc)}), u,
-                Utf8Class({{0x80, kMaxCodePoint}})});
+    ExprPtr u =
+        Seq({Literal("\\u"),
+             Alt({Seq({Bytes(hex_no_d), Bytes(hex), Bytes(hex), Bytes(hex)}),
+                  Seq({Alt({Literal("d"), Literal("D")}), Bytes(oct), Bytes(hex), Bytes(hex)})})});
+    return Alt(
+        {Bytes(plain), Seq({Literal("\\"), Bytes(esc)}), u, Utf8Class({{0x80, kMaxCodePoint}})});
   }();
   return e;
 }

@@ -64,6 +64,13 @@ std::vector<CodePointRange> NormalizeRanges(std::vector<CodePointRange> ranges);
 std::vector<CodePointRange> ComplementRanges(const std::vector<CodePointRange>& ranges);
 // The UTF-8 encodings of every code point in `ranges` (valid UTF-8 only).
 ExprPtr Utf8Class(const std::vector<CodePointRange>& ranges);
+// Value of a hexadecimal digit, -1 if `c` is not one.
+inline int HexDigitValue(uint32_t c) {
+  return c >= '0' && c <= '9'   ? static_cast<int>(c - '0')
+         : c >= 'a' && c <= 'f' ? static_cast<int>(c - 'a' + 10)
+         : c >= 'A' && c <= 'F' ? static_cast<int>(c - 'A' + 10)
+                                : -1;
+}
 // Appends the UTF-8 encoding of `cp` to `out`.
 void AppendUtf8(uint32_t cp, std::string* out);
 

@@ -14,9 +14,10 @@ namespace {
 
 const std::vector<std::string>& ExtraTokens() {
   static const std::vector<std::string> t = {
-      "\",", "\":", "\"}", "{\"", "true", "null", ", \"", "12", "3.", "ab", "\n  ", "}]", "],",
-      "\"a", "abc", "\": \"", "\"}}", "-1", "e+", "\\u00", "\\n", "yes", "no", "[\"", "00",
-      "\u00e9t\u00e9", "\xe2\x82", "\xac", " ", "  ", "\":{", "\"},{\"", "2024-", "01-", "T12:"};
+      "\",",  "\":",     "\"}",   "{\"", "true", "null",          ", \"",     "12",   "3.", "ab",
+      "\n  ", "}]",      "],",    "\"a", "abc",  "\": \"",        "\"}}",     "-1",   "e+", "\\u00",
+      "\\n",  "yes",     "no",    "[\"", "00",   "\u00e9t\u00e9", "\xe2\x82", "\xac", " ",  "  ",
+      "\":{", "\"},{\"", "2024-", "01-", "T12:"};
   return t;
 }
 
@@ -68,7 +69,9 @@ TEST(RegexTest, LiteralsClassesQuantifiers) {
   EXPECT_TRUE(RegexFull("[^0-9]+", "abc"));
   EXPECT_FALSE(RegexFull("[^0-9]+", "a1"));
   EXPECT_TRUE(RegexFull("^yes|no$", "no"));
-  EXPECT_TRUE(RegexFull("a.c", "a\xc3\xa9" "c"));  // '.' is one code point (UTF-8)
+  EXPECT_TRUE(RegexFull("a.c",
+                        "a\xc3\xa9"
+                        "c"));  // '.' is one code point (UTF-8)
   EXPECT_FALSE(RegexFull("a.c", "a\nc"));
   EXPECT_TRUE(RegexFull("\\.\\*\\[", ".*["));
   EXPECT_TRUE(RegexFull("[\\u00e0-\\u00ff]x", "\xc3\xa9x"));
@@ -77,8 +80,8 @@ TEST(RegexTest, LiteralsClassesQuantifiers) {
 }
 
 TEST(RegexTest, UnsupportedConstructsAreErrors) {
-  for (const char* re : {"(?=a)b", "(a)\\1", "a\\bb", "a^b", "(ab", "ab)", "[a-", "*a",
-                         "a{3,2}", "\\p{L}"}) {
+  for (const char* re :
+       {"(?=a)b", "(a)\\1", "a\\bb", "a^b", "(ab", "ab)", "[a-", "*a", "a{3,2}", "\\p{L}"}) {
     auto r = ParseRegex(re, RegexMode::kRaw);
     EXPECT_FALSE(r.ok()) << re;
     if (!r.ok()) EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
@@ -133,12 +136,11 @@ TEST(GbnfTest, ErrorsNameTheProblem) {
     const char* text;
     const char* needle;
   };
-  for (const Case& c : {Case{"root ::= foo", "undefined rule 'foo'"},
-                        Case{"start ::= \"a\"", "no 'root' rule"},
-                        Case{"root ::= \"a", "unterminated"},
-                        Case{"root ::= root \"a\" | \"b\"", "left recursion"},
-                        Case{"root ::= x \"a\" | \"b\"\nx ::= root", "left recursion"},
-                        Case{"root ::= x\nx ::= x", "admits no complete output"}}) {
+  for (const Case& c :
+       {Case{"root ::= foo", "undefined rule 'foo'"}, Case{"start ::= \"a\"", "no 'root' rule"},
+        Case{"root ::= \"a", "unterminated"}, Case{"root ::= root \"a\" | \"b\"", "left recursion"},
+        Case{"root ::= x \"a\" | \"b\"\nx ::= root", "left recursion"},
+        Case{"root ::= x\nx ::= x", "admits no complete output"}}) {
     auto r = Compiler().Compile(Format(ResponseFormat::Type::kGrammar, c.text));
     ASSERT_FALSE(r.ok()) << c.text;
     EXPECT_NE(r.status().message().find(c.needle), std::string::npos) << r.status().message();
@@ -219,9 +221,11 @@ TEST(MatcherTest, MaskEqualsByteLevelAcceptanceOnRandomWalks) {
         std::vector<int32_t> allowed;
         for (int32_t id = 0; id < v.vocab_size(); ++id) {
           bool bit = mask[id >> 5] >> (id & 31) & 1;
-          bool expect = v.is_eos(id) ? m.CanTerminate()
-                                     : !v.token_bytes(id).empty() && m.WouldAccept(v.token_bytes(id));
-          ASSERT_EQ(bit, expect) << "token " << id << " '" << v.token_bytes(id) << "' step " << step;
+          bool expect = v.is_eos(id)
+                            ? m.CanTerminate()
+                            : !v.token_bytes(id).empty() && m.WouldAccept(v.token_bytes(id));
+          ASSERT_EQ(bit, expect) << "token " << id << " '" << v.token_bytes(id) << "' step "
+                                 << step;
           if (bit) allowed.push_back(id);
         }
         ASSERT_FALSE(allowed.empty());

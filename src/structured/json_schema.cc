@@ -4,12 +4,11 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "structured/regex.h"
 
@@ -18,7 +17,7 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-constexpr int kMaxIntDigits = 15;   // unbounded integers: at most 15 digits (exact in doubles)
+constexpr int kMaxIntDigits = 15;  // unbounded integers: at most 15 digits (exact in doubles)
 constexpr int64_t kBoundLimit = 1000000000000000;  // |bounds| >= 1e15 are treated as open
 constexpr int kMaxFracDigits = 16;
 constexpr int kMaxStringLength = 512;
@@ -26,23 +25,44 @@ constexpr int kMaxArrayItems = 256;
 
 const std::set<std::string>& IgnoredKeywords() {
   static const std::set<std::string> k = {
-      "$schema", "$id",      "$comment", "title",           "description",      "default",
-      "examples", "deprecated", "readOnly", "writeOnly", "contentEncoding", "contentMediaType",
-      "$defs",   "definitions", "strict", "name"};
+      "$schema",  "$id",         "$comment", "title",     "description",     "default",
+      "examples", "deprecated",  "readOnly", "writeOnly", "contentEncoding", "contentMediaType",
+      "$defs",    "definitions", "strict",   "name"};
   return k;
 }
 
 const std::set<std::string>& SupportedKeywords() {
-  static const std::set<std::string> k = {
-      "type",     "properties", "required",  "additionalProperties", "items", "prefixItems",
-      "additionalItems", "minItems", "maxItems", "enum", "const", "anyOf", "oneOf", "allOf",
-      "$ref",     "minLength",  "maxLength", "pattern", "format", "minimum", "maximum",
-      "exclusiveMinimum", "exclusiveMaximum", "nullable", "uniqueItems"};
+  static const std::set<std::string> k = {"type",
+                                          "properties",
+                                          "required",
+                                          "additionalProperties",
+                                          "items",
+                                          "prefixItems",
+                                          "additionalItems",
+                                          "minItems",
+                                          "maxItems",
+                                          "enum",
+                                          "const",
+                                          "anyOf",
+                                          "oneOf",
+                                          "allOf",
+                                          "$ref",
+                                          "minLength",
+                                          "maxLength",
+                                          "pattern",
+                                          "format",
+                                          "minimum",
+                                          "maximum",
+                                          "exclusiveMinimum",
+                                          "exclusiveMaximum",
+                                          "nullable",
+                                          "uniqueItems"};
   return k;
 }
 
 ExprPtr Ws() {
-  static const ExprPtr e = Opt(Alt({Literal(" "), Seq({Literal("\n"), Repeat(Literal(" "), 0, 8)})}));
+  static const ExprPtr e =
+      Opt(Alt({Literal(" "), Seq({Literal("\n"), Repeat(Literal(" "), 0, 8)})}));
   return e;
 }
 
@@ -62,13 +82,15 @@ ExprPtr SameLengthRange(const std::string& lo, const std::string& hi) {
   char first_full = lo_zeros ? lo[0] : static_cast<char>(lo[0] + 1);
   char last_full = hi_nines ? hi[0] : static_cast<char>(hi[0] - 1);
   if (!lo_zeros) {
-    alts.push_back(Seq({Literal(lo.substr(0, 1)), SameLengthRange(lo_rest, std::string(n - 1, '9'))}));
+    alts.push_back(
+        Seq({Literal(lo.substr(0, 1)), SameLengthRange(lo_rest, std::string(n - 1, '9'))}));
   }
   if (first_full <= last_full) {
     alts.push_back(Seq({ByteRange(first_full, last_full), Digits(n - 1, n - 1)}));
   }
   if (!hi_nines) {
-    alts.push_back(Seq({Literal(hi.substr(0, 1)), SameLengthRange(std::string(n - 1, '0'), hi_rest)}));
+    alts.push_back(
+        Seq({Literal(hi.substr(0, 1)), SameLengthRange(std::string(n - 1, '0'), hi_rest)}));
   }
   return Alt(std::move(alts));
 }
@@ -85,8 +107,7 @@ ExprPtr MagnitudeRange(int64_t a, int64_t b) {
   }
   std::vector<ExprPtr> alts;
   for (int len = static_cast<int>(as.size()); len <= max_len; ++len) {
-    std::string lo = len == static_cast<int>(as.size()) ? as
-                                                        : "1" + std::string(len - 1, '0');
+    std::string lo = len == static_cast<int>(as.size()) ? as : "1" + std::string(len - 1, '0');
     std::string hi = PowTenMinusOne(len);
     if (b >= 0 && len == max_len) hi = std::to_string(b);
     if (len == 1 && lo == "0") {
@@ -145,8 +166,8 @@ ExprPtr NumberExpr(const Bounds& b, bool integer) {
   }
   std::vector<ExprPtr> alts{ints};
   // Positive decimals I.F with I in [max(0, ceil(lo)), floor(hi) - 1].
-  std::optional<double> plo = b.lo ? std::optional<double>(std::max(0.0, std::ceil(*b.lo)))
-                                   : std::optional<double>(0.0);
+  std::optional<double> plo =
+      b.lo ? std::optional<double>(std::max(0.0, std::ceil(*b.lo))) : std::optional<double>(0.0);
   std::optional<double> phi;
   if (b.hi) phi = std::floor(*b.hi) - 1;
   if (!phi || *phi >= *plo) {
@@ -159,8 +180,8 @@ ExprPtr NumberExpr(const Bounds& b, bool integer) {
   if (b.lo) nhi = std::floor(-*b.lo) - 1;
   if (!nhi || *nhi >= nlo) {
     std::optional<int64_t> h = ClampBound(nhi);
-    alts.push_back(Seq({Literal("-"), MagnitudeRange(static_cast<int64_t>(nlo), h ? *h : -1),
-                        Fraction()}));
+    alts.push_back(
+        Seq({Literal("-"), MagnitudeRange(static_cast<int64_t>(nlo), h ? *h : -1), Fraction()}));
   }
   return Alt(std::move(alts));
 }
@@ -183,15 +204,17 @@ std::optional<ExprPtr> FormatExpr(const std::string& format) {
   if (format == "date-time") return RegexOrDie((std::string(kDate) + "T" + kTime).c_str());
   if (format == "email") {
     return RegexOrDie(
-        "[a-zA-Z0-9_+-]+(?:\\.[a-zA-Z0-9_+-]+)*@(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,20}[a-zA-Z0-9])?\\.)"
+        "[a-zA-Z0-9_+-]+(?:\\.[a-zA-Z0-9_+-]+)*@(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,20}[a-zA-Z0-9])?\\."
+        ")"
         "{1,4}[a-zA-Z]{2,12}");
   }
   if (format == "uuid") {
     return RegexOrDie("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}");
   }
   if (format == "ipv4") {
-    return RegexOrDie("(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}"
-                      "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])");
+    return RegexOrDie(
+        "(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}"
+        "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])");
   }
   return std::nullopt;
 }
@@ -240,8 +263,8 @@ class Converter {
     int arr = g_.AddRule("array");
     ExprPtr value = Ref(any_value_rule_);
     ExprPtr sep = Seq({Ws(), Literal(","), Ws()});
-    g_.rules[arr].body = Seq({Literal("["), Ws(), Opt(Seq({value, Star(Seq({sep, value}))})), Ws(),
-                              Literal("]")});
+    g_.rules[arr].body =
+        Seq({Literal("["), Ws(), Opt(Seq({value, Star(Seq({sep, value}))})), Ws(), Literal("]")});
     g_.rules[any_value_rule_].body =
         Alt({Ref(obj), Ref(arr), Ref(StringRule()), NumberExpr({}, false), Literal("true"),
              Literal("false"), Literal("null")});
@@ -254,9 +277,8 @@ class Converter {
     int value = AnyValueRule();
     ExprPtr member = Seq({Ref(StringRule()), Ws(), Literal(":"), Ws(), Ref(value)});
     ExprPtr sep = Seq({Ws(), Literal(","), Ws()});
-    g_.rules[any_object_rule_].body = Seq({Literal("{"), Ws(),
-                                           Opt(Seq({member, Star(Seq({sep, member}))})), Ws(),
-                                           Literal("}")});
+    g_.rules[any_object_rule_].body =
+        Seq({Literal("{"), Ws(), Opt(Seq({member, Star(Seq({sep, member}))})), Ws(), Literal("}")});
     return any_object_rule_;
   }
 
@@ -266,7 +288,8 @@ class Converter {
     }
     const Json* cur = &root_;
     std::string rest = ref.substr(1);
-    if (!rest.empty() && rest[0] != '/') return Err(path, "$ref '" + ref + "' is not a JSON pointer");
+    if (!rest.empty() && rest[0] != '/')
+      return Err(path, "$ref '" + ref + "' is not a JSON pointer");
     size_t i = 0;
     while (i < rest.size()) {
       size_t j = rest.find('/', i + 1);
@@ -369,10 +392,12 @@ class Converter {
         av = both.size() == 1 ? both[0] : both;
       } else if (key == "minimum" || key == "exclusiveMinimum" || key == "minLength" ||
                  key == "minItems") {
-        if (value.is_number() && av.is_number() && value.get<double>() > av.get<double>()) av = value;
+        if (value.is_number() && av.is_number() && value.get<double>() > av.get<double>())
+          av = value;
       } else if (key == "maximum" || key == "exclusiveMaximum" || key == "maxLength" ||
                  key == "maxItems") {
-        if (value.is_number() && av.is_number() && value.get<double>() < av.get<double>()) av = value;
+        if (value.is_number() && av.is_number() && value.get<double>() < av.get<double>())
+          av = value;
       } else {
         return Err(path, "allOf: conflicting '" + key + "' is not supported");
       }
@@ -590,8 +615,9 @@ class Converter {
     std::string key = std::to_string(min_len) + ":" + std::to_string(max_len);
     auto it = length_rules_.find(key);
     if (it != length_rules_.end()) return Ref(it->second);
-    int id = NewRule("string_" + key, Seq({Literal("\""), Repeat(JsonStringChar(), min_len, max_len),
-                                           Literal("\"")}));
+    int id =
+        NewRule("string_" + key,
+                Seq({Literal("\""), Repeat(JsonStringChar(), min_len, max_len), Literal("\"")}));
     length_rules_[key] = id;
     return Ref(id);
   }
@@ -639,8 +665,8 @@ class Converter {
     if (prefix_json) {
       if (!prefix_json->is_array()) return Err(path, "prefixItems must be an array");
       for (size_t i = 0; i < prefix_json->size(); ++i) {
-        KILN_ASSIGN_OR_RETURN(ExprPtr e,
-                              Convert((*prefix_json)[i], path + "/prefixItems/" + std::to_string(i)));
+        KILN_ASSIGN_OR_RETURN(
+            ExprPtr e, Convert((*prefix_json)[i], path + "/prefixItems/" + std::to_string(i)));
         prefix.push_back(e);
       }
     }
@@ -793,8 +819,11 @@ class Converter {
         std::string d = Json(k).dump();
         encoded.push_back(d.substr(1, d.size() - 2));
       }
-      ExprPtr key = listed.empty() ? Ref(StringRule())
-                                   : Seq({Literal("\""), KeyExcluding(encoded), Literal("\"")});
+      // The key is a leaf rule of its own: its token tables are then computed by the fast walk.
+      ExprPtr key = listed.empty()
+                        ? Ref(StringRule())
+                        : Ref(NewRule("other_key",
+                                      Seq({Literal("\""), KeyExcluding(encoded), Literal("\"")})));
       extra = Seq({key, colon, extra_value});
     }
     const int n = static_cast<int>(props.size());
@@ -819,7 +848,8 @@ class Converter {
       firsts.push_back(Empty());
     }
     std::string name = "object" + std::to_string(g_.rules.size());
-    return Ref(NewRule(name, Seq({Literal("{"), Ws(), Alt(std::move(firsts)), Ws(), Literal("}")})));
+    return Ref(
+        NewRule(name, Seq({Literal("{"), Ws(), Alt(std::move(firsts)), Ws(), Literal("}")})));
   }
 
   const Json& root_;

@@ -1,8 +1,11 @@
 // JSON Schema features: for each, strings the matcher must accept as complete outputs and strings
 // it must reject (not a viable prefix, or not complete). Plus errors for unsupported keywords.
+#include "structured/json_schema.h"
+
 #include <gtest/gtest.h>
 
-#include "structured/json_schema.h"
+#include <thread>
+
 #include "structured/structured_output.h"
 #include "structured/test_vocab.h"
 
@@ -29,94 +32,156 @@ bool Complete(const std::shared_ptr<const CompiledGrammar>& g, const std::string
 
 const std::vector<Case>& Cases() {
   static const std::vector<Case> cases = {
-      {"string", R"({"type":"string"})",
+      {"string",
+       R"({"type":"string"})",
        {R"("")", R"("hello")", R"("a\"b\\c\n\u00e9")", "\"\xc3\xa9t\xc3\xa9\""},
        {R"(hello)", R"("abc)", "\"a\nb\"", R"("\x")", R"("\ud800")", "\"\xff\""}},
       {"integer", R"({"type":"integer"})", {"0", "-7", "123456"}, {"01", "-0", "1.5", "+1", "1e3"}},
-      {"number", R"({"type":"number"})",
-       {"0", "-1.25", "3e10", "2.5E-3", "7"}, {"1.", ".5", "--1", "1e"}},
-      {"boolean_null", R"({"type":["boolean","null"]})", {"true", "false", "null"}, {"1", "\"true\""}},
-      {"integer_range", R"({"type":"integer","minimum":-12,"maximum":305})",
-       {"-12", "-1", "0", "9", "10", "99", "100", "299", "305"}, {"-13", "306", "310", "1000", "-20"}},
-      {"integer_exclusive", R"({"type":"integer","exclusiveMinimum":5,"exclusiveMaximum":10})",
-       {"6", "9"}, {"5", "10", "4", "11"}},
-      {"integer_open_above", R"({"type":"integer","minimum":17})",
-       {"17", "18", "99", "100", "123456789"}, {"16", "9", "0", "-17"}},
-      {"number_range", R"({"type":"number","minimum":0,"maximum":1})",
-       {"0", "1", "0.5", "0.999", "0.001"}, {"1.5", "-0.5", "2", "1.0001"}},
-      {"number_exclusive", R"({"type":"number","exclusiveMinimum":0,"maximum":10})",
-       {"0.5", "10", "9.75", "1"}, {"0", "10.5", "-1"}},
-      {"number_negative", R"({"type":"number","minimum":-2.5,"maximum":-1})",
-       {"-1", "-2", "-1.5"}, {"0", "-3", "-0.5", "1"}},
-      {"enum", R"({"enum":["red","green",3,null]})",
-       {R"("red")", R"("green")", "3", "null"}, {R"("blue")", "4", R"("re")"}},
+      {"number",
+       R"({"type":"number"})",
+       {"0", "-1.25", "3e10", "2.5E-3", "7"},
+       {"1.", ".5", "--1", "1e"}},
+      {"boolean_null",
+       R"({"type":["boolean","null"]})",
+       {"true", "false", "null"},
+       {"1", "\"true\""}},
+      {"integer_range",
+       R"({"type":"integer","minimum":-12,"maximum":305})",
+       {"-12", "-1", "0", "9", "10", "99", "100", "299", "305"},
+       {"-13", "306", "310", "1000", "-20"}},
+      {"integer_exclusive",
+       R"({"type":"integer","exclusiveMinimum":5,"exclusiveMaximum":10})",
+       {"6", "9"},
+       {"5", "10", "4", "11"}},
+      {"integer_open_above",
+       R"({"type":"integer","minimum":17})",
+       {"17", "18", "99", "100", "123456789"},
+       {"16", "9", "0", "-17"}},
+      {"number_range",
+       R"({"type":"number","minimum":0,"maximum":1})",
+       {"0", "1", "0.5", "0.999", "0.001"},
+       {"1.5", "-0.5", "2", "1.0001"}},
+      {"number_exclusive",
+       R"({"type":"number","exclusiveMinimum":0,"maximum":10})",
+       {"0.5", "10", "9.75", "1"},
+       {"0", "10.5", "-1"}},
+      {"number_negative",
+       R"({"type":"number","minimum":-2.5,"maximum":-1})",
+       {"-1", "-2", "-1.5"},
+       {"0", "-3", "-0.5", "1"}},
+      {"enum",
+       R"({"enum":["red","green",3,null]})",
+       {R"("red")", R"("green")", "3", "null"},
+       {R"("blue")", "4", R"("re")"}},
       {"const", R"({"const":{"a":[1,"x"]}})", {R"({"a":[1,"x"]})"}, {R"({"a":[1]})"}},
       {"object_required_optional",
        R"({"type":"object","properties":{"a":{"type":"integer"},"b":{"type":"string"},
            "c":{"type":"boolean"}},"required":["b"]})",
-       {R"({"b":"x"})", R"({"a":1,"b":"x"})", R"({"b":"x","c":true})", R"({"a": 1, "b": "x", "c": false})",
-        "{\n  \"a\": 1,\n  \"b\": \"\"\n}"},
+       {R"({"b":"x"})", R"({"a":1,"b":"x"})", R"({"b":"x","c":true})",
+        R"({"a": 1, "b": "x", "c": false})", "{\n  \"a\": 1,\n  \"b\": \"\"\n}"},
        {R"({})", R"({"a":1})", R"({"b":"x","d":1})", R"({"b":1})", R"({"c":true,"b":"x"})",
         R"({"b":"x",})", "{  \"b\":\"x\"}"}},
-      {"object_all_optional", R"({"type":"object","properties":{"a":{"type":"integer"}}})",
-       {"{}", R"({"a":5})", "{ }"}, {R"({"b":5})"}},
+      {"object_all_optional",
+       R"({"type":"object","properties":{"a":{"type":"integer"}}})",
+       {"{}", R"({"a":5})", "{ }"},
+       {R"({"b":5})"}},
       {"additional_true",
        R"({"type":"object","properties":{"a":{"type":"integer"}},"additionalProperties":true})",
        {R"({"a":1,"zz":[1,{"q":null}]})", R"({"x":"y"})", R"({"ab":1})", R"({"":1})"},
        {R"({"a":1,"a":2})", R"({"x":1,"a":2})"}},
       {"additional_schema",
        R"({"type":"object","additionalProperties":{"type":"integer"}})",
-       {R"({"k":1,"j":2})", "{}"}, {R"({"k":"v"})"}},
-      {"additional_false", R"({"type":"object","properties":{"a":{"type":"null"}},
+       {R"({"k":1,"j":2})", "{}"},
+       {R"({"k":"v"})"}},
+      {"additional_false",
+       R"({"type":"object","properties":{"a":{"type":"null"}},
            "additionalProperties":false,"required":["a"]})",
-       {R"({"a":null})"}, {R"({"a":null,"b":1})"}},
-      {"array_items", R"({"type":"array","items":{"type":"integer"}})",
-       {"[]", "[1]", "[1, 2,3]", "[\n  1\n]"}, {"[1,]", "[\"a\"]", "[,1]"}},
-      {"array_min_max", R"({"type":"array","items":{"type":"boolean"},"minItems":2,"maxItems":3})",
-       {"[true,false]", "[true,true,true]"}, {"[]", "[true]", "[true,true,true,true]"}},
-      {"prefix_items", R"({"type":"array","prefixItems":[{"type":"string"},{"type":"integer"}],
+       {R"({"a":null})"},
+       {R"({"a":null,"b":1})"}},
+      {"array_items",
+       R"({"type":"array","items":{"type":"integer"}})",
+       {"[]", "[1]", "[1, 2,3]", "[\n  1\n]"},
+       {"[1,]", "[\"a\"]", "[,1]"}},
+      {"array_min_max",
+       R"({"type":"array","items":{"type":"boolean"},"minItems":2,"maxItems":3})",
+       {"[true,false]", "[true,true,true]"},
+       {"[]", "[true]", "[true,true,true,true]"}},
+      {"prefix_items",
+       R"({"type":"array","prefixItems":[{"type":"string"},{"type":"integer"}],
            "items":false})",
-       {R"(["a",1])", R"(["a"])", "[]"}, {R"([1,"a"])", R"(["a",1,2])"}},
-      {"prefix_then_items", R"({"type":"array","prefixItems":[{"const":"h"}],
+       {R"(["a",1])", R"(["a"])", "[]"},
+       {R"([1,"a"])", R"(["a",1,2])"}},
+      {"prefix_then_items",
+       R"({"type":"array","prefixItems":[{"const":"h"}],
            "items":{"type":"integer"},"minItems":2})",
-       {R"(["h",1])", R"(["h",1,2,3])"}, {R"(["h"])", R"([1,2])"}},
-      {"anyof", R"({"anyOf":[{"type":"integer"},{"type":"object","properties":{"k":{"const":1}},
+       {R"(["h",1])", R"(["h",1,2,3])"},
+       {R"(["h"])", R"([1,2])"}},
+      {"anyof",
+       R"({"anyOf":[{"type":"integer"},{"type":"object","properties":{"k":{"const":1}},
            "required":["k"]}]})",
-       {"5", R"({"k":1})"}, {R"({"k":2})", R"("s")"}},
-      {"oneof", R"({"oneOf":[{"type":"string","maxLength":2},{"type":"null"}]})",
-       {R"("ab")", "null"}, {R"("abc")", "1"}},
-      {"allof_objects", R"({"allOf":[{"type":"object","properties":{"a":{"type":"integer"}},
+       {"5", R"({"k":1})"},
+       {R"({"k":2})", R"("s")"}},
+      {"oneof",
+       R"({"oneOf":[{"type":"string","maxLength":2},{"type":"null"}]})",
+       {R"("ab")", "null"},
+       {R"("abc")", "1"}},
+      {"allof_objects",
+       R"({"allOf":[{"type":"object","properties":{"a":{"type":"integer"}},
            "required":["a"]},{"properties":{"b":{"type":"string"}},"required":["b"]}]})",
-       {R"({"a":1,"b":"x"})"}, {R"({"a":1})", R"({"b":"x"})"}},
-      {"ref_defs", R"({"$defs":{"pt":{"type":"object","properties":{"x":{"type":"integer"},
+       {R"({"a":1,"b":"x"})"},
+       {R"({"a":1})", R"({"b":"x"})"}},
+      {"ref_defs",
+       R"({"$defs":{"pt":{"type":"object","properties":{"x":{"type":"integer"},
            "y":{"type":"integer"}},"required":["x","y"]}},"type":"object","properties":{
            "from":{"$ref":"#/$defs/pt"},"to":{"$ref":"#/$defs/pt"}},"required":["from","to"]})",
-       {R"({"from":{"x":1,"y":2},"to":{"x":3,"y":4}})"}, {R"({"from":{"x":1},"to":{"x":3,"y":4}})"}},
-      {"recursion", R"({"type":"object","properties":{"name":{"type":"string"},"children":{
+       {R"({"from":{"x":1,"y":2},"to":{"x":3,"y":4}})"},
+       {R"({"from":{"x":1},"to":{"x":3,"y":4}})"}},
+      {"recursion",
+       R"({"type":"object","properties":{"name":{"type":"string"},"children":{
            "type":"array","items":{"$ref":"#"}}},"required":["name"]})",
        {R"({"name":"a"})", R"({"name":"a","children":[{"name":"b","children":[{"name":"c"}]}]})"},
        {R"({"name":"a","children":[{}]})"}},
-      {"string_length", R"({"type":"string","minLength":2,"maxLength":4})",
-       {R"("ab")", R"("abcd")", R"("\n\t")", "\"\xc3\xa9\xc3\xa9\""}, {R"("a")", R"("abcde")"}},
-      {"pattern_anchored", R"({"type":"string","pattern":"^[A-Z]{2}-\\d{3}$"})",
-       {R"("AB-123")"}, {R"("AB-12")", R"("xAB-123")", R"("ab-123")"}},
-      {"pattern_unanchored", R"({"type":"string","pattern":"\\d{3}"})",
-       {R"("abc123def")", R"("123")"}, {R"("12")"}},
-      {"format_date", R"({"type":"string","format":"date"})",
-       {R"("2024-02-28")", R"("1999-12-31")"}, {R"("2024-13-01")", R"("2024-02-30")", R"("24-01-01")"}},
-      {"format_time", R"({"type":"string","format":"time"})",
-       {R"("23:59:59Z")", R"("08:30:00.123+02:00")"}, {R"("24:00:00Z")", R"("12:00:00")"}},
-      {"format_date_time", R"({"type":"string","format":"date-time"})",
-       {R"("2024-01-15T10:20:30Z")"}, {R"("2024-01-15 10:20:30Z")"}},
-      {"format_email", R"({"type":"string","format":"email"})",
-       {R"("john.doe@example.com")"}, {R"("john@")", R"("@x.com")"}},
-      {"format_uuid", R"({"type":"string","format":"uuid"})",
-       {R"("123e4567-e89b-12d3-a456-426614174000")"}, {R"("123e4567e89b12d3a456426614174000")"}},
-      {"format_ipv4", R"({"type":"string","format":"ipv4"})",
-       {R"("192.168.0.1")", R"("255.255.255.255")"}, {R"("256.1.1.1")", R"("1.2.3")"}},
-      {"annotations_ignored", R"({"title":"T","description":"d","default":1,"examples":[1],
+      {"string_length",
+       R"({"type":"string","minLength":2,"maxLength":4})",
+       {R"("ab")", R"("abcd")", R"("\n\t")", "\"\xc3\xa9\xc3\xa9\""},
+       {R"("a")", R"("abcde")"}},
+      {"pattern_anchored",
+       R"({"type":"string","pattern":"^[A-Z]{2}-\\d{3}$"})",
+       {R"("AB-123")"},
+       {R"("AB-12")", R"("xAB-123")", R"("ab-123")"}},
+      {"pattern_unanchored",
+       R"({"type":"string","pattern":"\\d{3}"})",
+       {R"("abc123def")", R"("123")"},
+       {R"("12")"}},
+      {"format_date",
+       R"({"type":"string","format":"date"})",
+       {R"("2024-02-28")", R"("1999-12-31")"},
+       {R"("2024-13-01")", R"("2024-02-30")", R"("24-01-01")"}},
+      {"format_time",
+       R"({"type":"string","format":"time"})",
+       {R"("23:59:59Z")", R"("08:30:00.123+02:00")"},
+       {R"("24:00:00Z")", R"("12:00:00")"}},
+      {"format_date_time",
+       R"({"type":"string","format":"date-time"})",
+       {R"("2024-01-15T10:20:30Z")"},
+       {R"("2024-01-15 10:20:30Z")"}},
+      {"format_email",
+       R"({"type":"string","format":"email"})",
+       {R"("john.doe@example.com")"},
+       {R"("john@")", R"("@x.com")"}},
+      {"format_uuid",
+       R"({"type":"string","format":"uuid"})",
+       {R"("123e4567-e89b-12d3-a456-426614174000")"},
+       {R"("123e4567e89b12d3a456426614174000")"}},
+      {"format_ipv4",
+       R"({"type":"string","format":"ipv4"})",
+       {R"("192.168.0.1")", R"("255.255.255.255")"},
+       {R"("256.1.1.1")", R"("1.2.3")"}},
+      {"annotations_ignored",
+       R"({"title":"T","description":"d","default":1,"examples":[1],
            "$schema":"https://json-schema.org/draft/2020-12/schema","type":"integer"})",
-       {"1"}, {"\"x\""}},
+       {"1"},
+       {"\"x\""}},
       {"nullable", R"({"type":"string","nullable":true})", {"null", R"("x")"}, {"1"}},
       {"empty_schema_any", R"({})", {"1", R"({"a":[true,null]})", R"("s")"}, {"tru"}},
   };
@@ -131,7 +196,8 @@ TEST(JsonSchemaTest, AcceptAndRejectPerFeature) {
     auto g = Compiler().Compile(f);
     ASSERT_TRUE(g.ok()) << c.name << ": " << g.status().ToString();
     for (const auto& s : c.accept) EXPECT_TRUE(Complete(*g, s)) << c.name << " should accept " << s;
-    for (const auto& s : c.reject) EXPECT_FALSE(Complete(*g, s)) << c.name << " should reject " << s;
+    for (const auto& s : c.reject)
+      EXPECT_FALSE(Complete(*g, s)) << c.name << " should reject " << s;
   }
 }
 
@@ -168,17 +234,17 @@ TEST(JsonSchemaTest, UnsupportedKeywordsNameTheKeyword) {
     const char* schema;
     const char* needle;
   };
-  for (const Bad& b : {Bad{R"({"type":"object","patternProperties":{"a":{}}})", "'patternProperties'"},
-                       Bad{R"({"type":"number","multipleOf":3})", "'multipleOf'"},
-                       Bad{R"({"not":{"type":"string"}})", "'not'"},
-                       Bad{R"({"type":"array","uniqueItems":true})", "'uniqueItems'"},
-                       Bad{R"({"if":{},"then":{}})", "'if'"},
-                       Bad{R"({"type":"string","format":"hostname"})", "'hostname'"},
-                       Bad{R"({"$ref":"http://x/y"})", "not a local reference"},
-                       Bad{R"({"$ref":"#/$defs/missing"})", "does not resolve"},
-                       Bad{R"({"type":"object","properties":{"a":{"minProperties":1}}})",
-                           "/properties/a"},
-                       Bad{"{not json", "not valid JSON"}}) {
+  for (const Bad& b :
+       {Bad{R"({"type":"object","patternProperties":{"a":{}}})", "'patternProperties'"},
+        Bad{R"({"type":"number","multipleOf":3})", "'multipleOf'"},
+        Bad{R"({"not":{"type":"string"}})", "'not'"},
+        Bad{R"({"type":"array","uniqueItems":true})", "'uniqueItems'"},
+        Bad{R"({"if":{},"then":{}})", "'if'"},
+        Bad{R"({"type":"string","format":"hostname"})", "'hostname'"},
+        Bad{R"({"$ref":"http://x/y"})", "not a local reference"},
+        Bad{R"({"$ref":"#/$defs/missing"})", "does not resolve"},
+        Bad{R"({"type":"object","properties":{"a":{"minProperties":1}}})", "/properties/a"},
+        Bad{"{not json", "not valid JSON"}}) {
     ResponseFormat f;
     f.type = ResponseFormat::Type::kJsonSchema;
     f.json_schema = b.schema;
@@ -206,6 +272,30 @@ TEST(JsonSchemaTest, CompiledGrammarsAreCachedByFormat) {
   auto b = Compiler().Compile(f);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(a->get(), b->get());
+}
+
+TEST(JsonSchemaTest, ConcurrentCompilesAgree) {
+  // GrammarCompiler is thread-safe: concurrent compiles of the same and different schemas.
+  std::vector<std::thread> threads;
+  std::vector<std::shared_ptr<const CompiledGrammar>> out(4);
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([i, &out] {
+      ResponseFormat f;
+      f.type = ResponseFormat::Type::kJsonSchema;
+      f.json_schema = std::string(R"({"type":"object","properties":{"k)") + std::to_string(i % 2) +
+                      R"(":{"type":"string","maxLength":3}},"required":["k)" +
+                      std::to_string(i % 2) + R"("]})";
+      auto g = Compiler().Compile(f);
+      if (g.ok()) out[i] = *g;
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_NE(out[i], nullptr);
+    std::string key = "k" + std::to_string(i % 2);
+    EXPECT_TRUE(Complete(out[i], "{\"" + key + "\":\"abc\"}"));
+    EXPECT_FALSE(Complete(out[i], "{\"" + key + "\":\"abcd\"}"));
+  }
 }
 
 }  // namespace

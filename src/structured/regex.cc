@@ -13,7 +13,7 @@ using Ranges = std::vector<CodePointRange>;
 Ranges DigitRanges() { return {{'0', '9'}}; }
 Ranges WordRanges() { return {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}}; }
 Ranges SpaceRanges() {
-  return {{'\t', '\r'}, {' ', ' '},       {0xA0, 0xA0},     {0x1680, 0x1680}, {0x2000, 0x200A},
+  return {{'\t', '\r'},     {' ', ' '},       {0xA0, 0xA0},     {0x1680, 0x1680}, {0x2000, 0x200A},
           {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000}, {0xFEFF, 0xFEFF}};
 }
 Ranges DotRanges() { return ComplementRanges({{'\n', '\n'}, {'\r', '\r'}, {0x2028, 0x2029}}); }
@@ -157,11 +157,7 @@ class Parser {
       uint32_t v = 0;
       for (int i = 0; i < n; ++i) {
         if (AtEnd()) return false;
-        uint32_t h = Peek();
-        int d = h >= '0' && h <= '9'   ? h - '0'
-                : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                : h >= 'A' && h <= 'F' ? h - 'A' + 10
-                                       : -1;
+        int d = HexDigitValue(Peek());
         if (d < 0) return false;
         v = v * 16 + d;
         ++pos_;
@@ -171,25 +167,50 @@ class Parser {
     };
     uint32_t cp = c;
     switch (c) {
-      case 'd': *ranges = DigitRanges(); return Status::Ok();
-      case 'D': *ranges = ComplementRanges(DigitRanges()); return Status::Ok();
-      case 'w': *ranges = WordRanges(); return Status::Ok();
-      case 'W': *ranges = ComplementRanges(WordRanges()); return Status::Ok();
-      case 's': *ranges = SpaceRanges(); return Status::Ok();
-      case 'S': *ranges = ComplementRanges(SpaceRanges()); return Status::Ok();
-      case 'n': cp = '\n'; break;
-      case 't': cp = '\t'; break;
-      case 'r': cp = '\r'; break;
-      case 'f': cp = '\f'; break;
-      case 'v': cp = '\v'; break;
-      case '0': cp = 0; break;
+      case 'd':
+        *ranges = DigitRanges();
+        return Status::Ok();
+      case 'D':
+        *ranges = ComplementRanges(DigitRanges());
+        return Status::Ok();
+      case 'w':
+        *ranges = WordRanges();
+        return Status::Ok();
+      case 'W':
+        *ranges = ComplementRanges(WordRanges());
+        return Status::Ok();
+      case 's':
+        *ranges = SpaceRanges();
+        return Status::Ok();
+      case 'S':
+        *ranges = ComplementRanges(SpaceRanges());
+        return Status::Ok();
+      case 'n':
+        cp = '\n';
+        break;
+      case 't':
+        cp = '\t';
+        break;
+      case 'r':
+        cp = '\r';
+        break;
+      case 'f':
+        cp = '\f';
+        break;
+      case 'v':
+        cp = '\v';
+        break;
+      case '0':
+        cp = 0;
+        break;
       case 'b':
         if (in_class) {
           cp = '\b';
           break;
         }
         return Error("word boundary \\b is not supported");
-      case 'B': return Error("\\B is not supported");
+      case 'B':
+        return Error("\\B is not supported");
       case 'x':
         if (!hex(2, &cp)) return Error("malformed \\x escape");
         break;
@@ -210,8 +231,11 @@ class Parser {
           return Error("malformed \\u escape");
         }
         break;
-      case 'p': case 'P': return Error("unicode property escapes are not supported");
-      case 'k': return Error("named backreferences are not supported");
+      case 'p':
+      case 'P':
+        return Error("unicode property escapes are not supported");
+      case 'k':
+        return Error("named backreferences are not supported");
       default:
         if (c >= '1' && c <= '9') return Error("backreferences are not supported");
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
@@ -250,8 +274,8 @@ class Parser {
         item = {{c, c}};
       }
       // Range a-b (only between single code points).
-      if (item.size() == 1 && item[0].lo == item[0].hi && pos_ + 1 < cps_.size() &&
-          Peek() == '-' && cps_[pos_ + 1] != ']') {
+      if (item.size() == 1 && item[0].lo == item[0].hi && pos_ + 1 < cps_.size() && Peek() == '-' &&
+          cps_[pos_ + 1] != ']') {
         ++pos_;
         uint32_t hc = cps_[pos_++];
         Ranges hi_item;
@@ -311,7 +335,9 @@ class Parser {
         return Error("'^' anchor inside the pattern is not supported");
       case '$':
         return Error("'$' anchor inside the pattern is not supported");
-      case '*': case '+': case '?':
+      case '*':
+      case '+':
+      case '?':
         return Error("quantifier without an operand");
       default:
         return Class({{c, c}});

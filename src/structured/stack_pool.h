@@ -44,8 +44,8 @@ class StackPool final {
   };
 
   int32_t Get(int32_t state, int32_t parent) {
-    uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(state)) << 32) |
-                   static_cast<uint32_t>(parent);
+    uint64_t key =
+        (static_cast<uint64_t>(static_cast<uint32_t>(state)) << 32) | static_cast<uint32_t>(parent);
     auto [it, inserted] = index_.try_emplace(key, static_cast<int32_t>(nodes_.size()));
     if (inserted) {
       nodes_.push_back({state, parent});

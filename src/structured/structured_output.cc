@@ -137,10 +137,11 @@ Status GrammarCompilerOptions::Validate() const {
 }
 
 StatusOr<std::unique_ptr<GrammarCompiler>> GrammarCompiler::Create(const VocabInfo& vocab,
-                                                                  GrammarCompilerOptions options) {
+                                                                   GrammarCompilerOptions options) {
   KILN_RETURN_IF_ERROR(options.Validate());
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<const VocabIndex> index, VocabIndex::Build(vocab));
-  return std::unique_ptr<GrammarCompiler>(new GrammarCompiler(std::move(index), std::move(options)));
+  return std::unique_ptr<GrammarCompiler>(
+      new GrammarCompiler(std::move(index), std::move(options)));
 }
 
 StatusOr<std::shared_ptr<const CompiledGrammar>> GrammarCompiler::Compile(
@@ -156,9 +157,8 @@ StatusOr<std::shared_ptr<const CompiledGrammar>> GrammarCompiler::Compile(
   }
   auto t0 = std::chrono::steady_clock::now();
   KILN_ASSIGN_OR_RETURN(Grammar grammar, FormatToGrammar(format));
-  KILN_ASSIGN_OR_RETURN(std::shared_ptr<const CompiledGrammar> compiled, CompileGrammar(grammar));
-  const_cast<CompiledGrammar&>(*compiled).stats_.compile_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<const CompiledGrammar> compiled,
+                        CompileGrammarSince(grammar, t0));
   std::lock_guard<std::mutex> lock(mu_);
   auto it = by_key_.find(key);
   if (it != by_key_.end()) return it->second->second;
@@ -173,7 +173,11 @@ StatusOr<std::shared_ptr<const CompiledGrammar>> GrammarCompiler::Compile(
 
 StatusOr<std::shared_ptr<const CompiledGrammar>> GrammarCompiler::CompileGrammar(
     const Grammar& grammar) {
-  auto t0 = std::chrono::steady_clock::now();
+  return CompileGrammarSince(grammar, std::chrono::steady_clock::now());
+}
+
+StatusOr<std::shared_ptr<const CompiledGrammar>> GrammarCompiler::CompileGrammarSince(
+    const Grammar& grammar, std::chrono::steady_clock::time_point t0) {
   KILN_ASSIGN_OR_RETURN(Automaton automaton, BuildAutomaton(grammar, options_.limits));
   auto compiled = std::make_shared<CompiledGrammar>();
   compiled->vocab_ = vocab_;

@@ -38,10 +38,10 @@ namespace kiln::structured {
 
 struct GrammarStats {
   int num_rules = 0;
-  int num_states = 0;          // automaton states
+  int num_states = 0;            // automaton states
   int num_entries_computed = 0;  // token tables computed (not taken from the shared cache)
-  int64_t entry_bytes = 0;     // memory of this grammar's token tables
-  double compile_ms = 0;       // wall time of Compile (front end + automaton + token tables)
+  int64_t entry_bytes = 0;       // memory of this grammar's token tables
+  double compile_ms = 0;         // wall time of Compile (front end + automaton + token tables)
 };
 
 class CompiledGrammar final {
@@ -61,7 +61,7 @@ class CompiledGrammar final {
 };
 
 struct GrammarCompilerOptions {
-  size_t grammar_cache_capacity = 128;  // compiled grammars kept (LRU by format)
+  size_t grammar_cache_capacity = 128;      // compiled grammars kept (LRU by format)
   size_t rule_table_cache_capacity = 4096;  // shared per-rule token tables kept
   AutomatonLimits limits;
   Status Validate() const;
@@ -70,7 +70,7 @@ struct GrammarCompilerOptions {
 class GrammarCompiler final {
  public:
   static StatusOr<std::unique_ptr<GrammarCompiler>> Create(const VocabInfo& vocab,
-                                                          GrammarCompilerOptions options = {});
+                                                           GrammarCompilerOptions options = {});
   GrammarCompiler(const GrammarCompiler&) = delete;
   GrammarCompiler& operator=(const GrammarCompiler&) = delete;
 
@@ -83,6 +83,9 @@ class GrammarCompiler final {
 
  private:
   struct RuleTables;
+  // compile_ms counts from t0 (the front end's start when called from Compile).
+  StatusOr<std::shared_ptr<const CompiledGrammar>> CompileGrammarSince(
+      const Grammar& grammar, std::chrono::steady_clock::time_point t0);
   GrammarCompiler(std::shared_ptr<const VocabIndex> vocab, GrammarCompilerOptions options)
       : vocab_(std::move(vocab)), options_(std::move(options)) {}
 

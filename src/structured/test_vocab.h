@@ -5,11 +5,10 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "structured/vocab_index.h"
 
@@ -26,7 +25,9 @@ inline std::string SourceDir() {
   return ".";
 }
 
-inline std::string QwenTokenizerPath() { return SharedDir() + "/tokenizers/qwen2.5/tokenizer.json"; }
+inline std::string QwenTokenizerPath() {
+  return SharedDir() + "/tokenizers/qwen2.5/tokenizer.json";
+}
 
 // Returns false when the file is missing or malformed.
 inline bool LoadQwenVocab(const std::string& path, VocabInfo* out) {
@@ -60,7 +61,8 @@ inline bool LoadQwenVocab(const std::string& path, VocabInfo* out) {
       uint32_t cp;
       int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : 4;
       cp = len == 1 ? c : (c & (0x7F >> len));
-      for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(tok[i + k]) & 0x3F);
+      for (int k = 1; k < len; ++k)
+        cp = (cp << 6) | (static_cast<unsigned char>(tok[i + k]) & 0x3F);
       i += len;
       if (cp >= cp_to_byte.size() || cp_to_byte[cp] < 0) return false;
       bytes.push_back(static_cast<char>(cp_to_byte[cp]));
@@ -93,6 +95,7 @@ inline VocabInfo TinyVocab(const std::vector<std::string>& extra = {}) {
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <random>
 
@@ -124,9 +127,11 @@ inline std::vector<CorpusSchema> LoadCorpus(const std::string& dir) {
 struct WalkResult {
   std::string output;
   int num_tokens = 0;
+  bool stuck = false;       // no token allowed before termination (must never happen)
   bool terminated = false;  // the matcher reached a state where only EOS (or nothing) may follow,
                             // or EOS was sampled
-  std::vector<double> mask_us;  // FillNextTokenBitmask time per step
+  std::vector<double> mask_us;      // FillNextTokenBitmask wall time per step
+  std::vector<double> mask_cpu_us;  // ... and this thread's CPU time (immune to preemption)
 };
 
 // Samples uniformly among the allowed tokens at every step (a temperature-1 model with flat
@@ -137,17 +142,24 @@ inline WalkResult RandomWalk(GrammarMatcher* m, std::mt19937* rng, int max_token
   std::vector<uint32_t> mask(m->num_mask_words());
   std::vector<int32_t> allowed;
   while (r.num_tokens < max_tokens && !m->IsTerminated()) {
+    timespec c0, c1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
     auto t0 = std::chrono::steady_clock::now();
     m->FillNextTokenBitmask(mask.data());
     r.mask_us.push_back(
         std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+    r.mask_cpu_us.push_back((c1.tv_sec - c0.tv_sec) * 1e6 + (c1.tv_nsec - c0.tv_nsec) / 1e3);
     allowed.clear();
     for (int w = 0; w < static_cast<int>(mask.size()); ++w) {
       for (uint32_t bits = mask[w]; bits != 0; bits &= bits - 1) {
         allowed.push_back(w * 32 + __builtin_ctz(bits));
       }
     }
-    if (allowed.empty()) break;
+    if (allowed.empty()) {
+      r.stuck = true;
+      break;
+    }
     int32_t id = allowed[(*rng)() % allowed.size()];
     if (!m->AcceptToken(id)) break;
     ++r.num_tokens;

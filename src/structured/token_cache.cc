@@ -18,7 +18,8 @@ struct Collector {
   void Uncertain(int32_t id) {
     const std::string& bytes = vocab->token_bytes(id);
     for (int32_t k : pops) {
-      if (k > 0 && k < static_cast<int32_t>(bytes.size())) uncertain.emplace_back(bytes.substr(k), id);
+      if (k > 0 && k < static_cast<int32_t>(bytes.size()))
+        uncertain.emplace_back(bytes.substr(k), id);
     }
   }
 };
@@ -52,8 +53,8 @@ void Visit(const ByteTrie& trie, int32_t node, int32_t depth, bool alive, bool c
   if (complete) col->pops.pop_back();
 }
 
-void WalkLeaf(const Automaton& a, const ByteTrie& trie, int32_t node, int32_t depth,
-              int32_t state, Collector* col) {
+void WalkLeaf(const Automaton& a, const ByteTrie& trie, int32_t node, int32_t depth, int32_t state,
+              Collector* col) {
   const auto& nodes = trie.nodes();
   const int32_t end = nodes[node].end;
   for (int32_t c = node + 1; c < end; c = nodes[c].end) {
