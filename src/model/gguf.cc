@@ -187,13 +187,16 @@ StatusOr<std::shared_ptr<const GgufFile>> GgufFile::Parse(std::shared_ptr<const 
     uint32_t n_dims = 0, type = 0;
     if (!r.ReadString(&info.name) || !r.Read(&n_dims)) return fail("truncated tensor info");
     if (n_dims == 0 || n_dims > kMaxDims) return fail("tensor '" + info.name + "': bad dimension count " + std::to_string(n_dims));
-    uint64_t numel = 1;
+    // The product of the non-zero dims is bounded too, so that no ordering of the
+    // multiplication can overflow (a zero dim must not hide two huge ones).
+    uint64_t numel = 1, nonzero_product = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       uint64_t dim = 0;
       if (!r.Read(&dim)) return fail("truncated tensor info");
-      if (dim > (uint64_t{1} << 40) || (dim != 0 && numel > (uint64_t{1} << 50) / dim))
+      if (dim > (uint64_t{1} << 40) || (dim != 0 && nonzero_product > (uint64_t{1} << 50) / dim))
         return fail("tensor '" + info.name + "': absurd shape");
       numel *= dim;
+      if (dim != 0) nonzero_product *= dim;
       info.dims.push_back(static_cast<int64_t>(dim));
     }
     if (!r.Read(&type) || !r.Read(&info.offset)) return fail("truncated tensor info");

@@ -188,6 +188,10 @@ TEST(GgufTest, RejectsBadHeaders) {
   GgufWriter w3;
   w3.Tensor("huge", {uint64_t{1} << 40, uint64_t{1} << 40}, 0, "");
   EXPECT_FALSE(ParseImage(w3.Finish()).ok());
+  // Regression (found by the fuzzer): a zero dim beside two huge ones made Tensor::numel overflow.
+  GgufWriter w_zero;
+  w_zero.Tensor("zero", {uint64_t{1} << 40, uint64_t{1} << 40, 0}, 0, "");
+  EXPECT_FALSE(ParseImage(w_zero.Finish()).ok());
   GgufWriter w4;
   w4.KvU32("general.alignment", 3);
   EXPECT_FALSE(ParseImage(w4.Finish()).ok());

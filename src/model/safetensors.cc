@@ -66,13 +66,15 @@ StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Parse(
     info.element_size = SafetensorsElementSize(info.dtype);
     if (info.element_size == 0) return tfail("unknown dtype '" + info.dtype + "'");
     if (sh->size() > 8) return tfail("too many dimensions");
-    uint64_t numel = 1;
+    // Bound the product of the non-zero dims as well, so a zero dim cannot hide huge ones.
+    uint64_t numel = 1, nonzero_product = 1;
     for (const json& d : *sh) {
       if (!d.is_number_unsigned()) return tfail("shape entries must be non-negative integers");
       const uint64_t dim = d.get<uint64_t>();
-      if (dim > (uint64_t{1} << 40) || (dim != 0 && numel > (uint64_t{1} << 62) / dim))
+      if (dim > (uint64_t{1} << 40) || (dim != 0 && nonzero_product > (uint64_t{1} << 50) / dim))
         return tfail("absurd shape");
       numel *= dim;
+      if (dim != 0) nonzero_product *= dim;
       info.shape.push_back(static_cast<int64_t>(dim));
     }
     if (!(*off)[0].is_number_unsigned() || !(*off)[1].is_number_unsigned())

@@ -79,6 +79,8 @@ TEST(SafetensorsTest, RejectsMalformedHeaders) {
       R"({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [20, 36]}})",  // past the end
       R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296, 4294967296], "data_offsets": [0, 16]}})",
       R"({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 18446744073709551615]}})",
+      // Regression: a zero dim must not hide two huge ones (numel overflow).
+      R"({"a": {"dtype": "F32", "shape": [1099511627776, 1099511627776, 0], "data_offsets": [0, 0]}})",
       R"({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [-1, 15]}})",
       R"({"a": {"dtype": 7, "shape": [2, 2], "data_offsets": [0, 16]}})",
   };

@@ -42,8 +42,11 @@ for target in safetensors gguf config; do
     config) printf '{"architectures":["Qwen2ForCausalLM"],"hidden_size":64,"intermediate_size":128,"num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,"rope_scaling":{"rope_type":"yarn","factor":4.0}}' > "$corpus/seed" ;;
   esac
   echo "== fuzzing $target for ${seconds}s"
+  # New units go to the work corpus; src/model/fuzz/corpus/<target> holds committed seeds and
+  # regression inputs (each a crash the fuzzer once found), replayed on every run.
   if ! "$bin" -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 -print_final_stats=1 \
-       -artifact_prefix="$work/${target}_" "$corpus" > "$work/${target}.log" 2>&1; then
+       -artifact_prefix="$work/${target}_" "$corpus" "$src/src/model/fuzz/corpus/$target" \
+       > "$work/${target}.log" 2>&1; then
     echo "FAILED: $target fuzzer found a crash; see $work/${target}.log"
     tail -40 "$work/${target}.log"
     status=1
