@@ -20,8 +20,7 @@ void SplitByMatches(const PreTokenizer::Step& step, std::string_view piece,
   } else if (!step.literal.empty()) {
     for (size_t at = piece.find(step.literal); at != std::string_view::npos;
          at = piece.find(step.literal, at + step.literal.size())) {
-      matches.push_back(
-          {static_cast<uint32_t>(at), static_cast<uint32_t>(at + step.literal.size())});
+      matches.push_back({at, at + step.literal.size()});
     }
   }
   // (begin, end, is_match) over the whole piece; with invert the roles swap.

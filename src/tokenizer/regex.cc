@@ -106,7 +106,7 @@ Status Regex::FindAll(std::string_view text, std::vector<MatchSpan>* matches) co
     const size_t begin = ovector[0];
     const size_t end = ovector[1];
     if (end > begin) {
-      matches->push_back({static_cast<uint32_t>(begin), static_cast<uint32_t>(end)});
+      matches->push_back({begin, end});
       pos = end;
     } else {
       // Empty match: step over one character.

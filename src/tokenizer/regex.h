@@ -17,8 +17,8 @@
 namespace kiln::tokenizer {
 
 struct MatchSpan {
-  uint32_t begin;  // byte offsets into the subject
-  uint32_t end;
+  size_t begin;  // byte offsets into the subject
+  size_t end;
 };
 
 class Regex final {

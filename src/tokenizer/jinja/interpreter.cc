@@ -28,7 +28,7 @@ void Scope::Set(std::string_view name, Value value) {
 }
 
 void ThrowUndefined(const Value& undefined, SourceLoc loc) {
-  ThrowRuntime(loc, undefined.str().empty() ? std::string("value is undefined") : undefined.str());
+  ThrowRuntime(loc, UndefinedMessage(undefined));
 }
 
 bool Contains(const Value& container, const Value& item, SourceLoc loc) {
@@ -95,7 +95,8 @@ Interpreter::Flow Interpreter::ExecStmt(const Stmt& s, Scope& scope, std::string
   switch (s.kind) {
     case StmtKind::kText: Append(out, s.text, s.loc); return Flow::kNormal;
     case StmtKind::kOutput: {
-      Value v = Eval(*s.expr, scope);
+      Value scratch;
+      const Value& v = EvalRef(*s.expr, scope, scratch);
       if (v.is_string()) {
         Append(out, v.str(), s.loc);
       } else {
@@ -245,8 +246,8 @@ Interpreter::Flow Interpreter::ExecFor(const Stmt& s, Scope& scope, std::string&
     fields[kRevindex0].second = Value::Int(n - i - 1);
     fields[kFirst].second = Value::Bool(i == 0);
     fields[kLast].second = Value::Bool(i == n - 1);
-    fields[kPrev].second = i > 0 ? items[i - 1] : Value::Undefined("there is no previous item");
-    fields[kNext].second = i + 1 < n ? items[i + 1] : Value::Undefined("there is no next item");
+    fields[kPrev].second = i > 0 ? items[i - 1] : Value::UndefinedName("loop.previtem");
+    fields[kNext].second = i + 1 < n ? items[i + 1] : Value::UndefinedName("loop.nextitem");
     Scope iter_scope(&scope);
     Unpack(s.targets, items[i], iter_scope, s.loc);
     iter_scope.Set("loop", loop);
@@ -265,13 +266,49 @@ CallArgs Interpreter::EvalArgs(const Expr& e, size_t first, Scope& scope) {
   return args;
 }
 
+const Value& Interpreter::EvalRef(const Expr& e, Scope& scope, Value& scratch) {
+  if (e.kind == ExprKind::kLiteral) return e.literal;
+  if (e.kind == ExprKind::kName) {
+    if (const Value* v = scope.Lookup(e.name)) return *v;
+  } else if (e.kind == ExprKind::kGetAttr && (e.args[0]->kind == ExprKind::kName ||
+                                              e.args[0]->kind == ExprKind::kGetAttr ||
+                                              e.args[0]->kind == ExprKind::kGetItem)) {
+    // A member of a dict reached through variables: refer to it in place (the dict is owned by a
+    // scope, not by a temporary, when the object itself came back by reference).
+    Value obj_scratch;
+    const Value& obj = EvalRef(*e.args[0], scope, obj_scratch);
+    if (&obj != &obj_scratch && obj.kind() == ValueKind::kDict && !HasMethod(obj, e.name)) {
+      if (const Value* v = obj.dict().Find(e.name)) return *v;
+    }
+    scratch = GetAttr(obj, e.name, e.loc);
+    return scratch;
+  } else if (e.kind == ExprKind::kGetItem && e.args[0]->kind == ExprKind::kName) {
+    Value key = Eval(*e.args[1], scope);  // first: it could mutate the container
+    Value obj_scratch;
+    const Value& obj = EvalRef(*e.args[0], scope, obj_scratch);
+    if (&obj != &obj_scratch) {
+      if (obj.kind() == ValueKind::kDict && key.is_string()) {
+        if (const Value* v = obj.dict().Find(key.str())) return *v;
+      } else if (obj.is_list() && key.is_integral()) {
+        const int64_t n = static_cast<int64_t>(obj.list().size());
+        int64_t i = key.int_value() < 0 ? key.int_value() + n : key.int_value();
+        if (i >= 0 && i < n) return obj.list()[i];
+      }
+    }
+    scratch = GetItem(obj, key, e.loc);
+    return scratch;
+  }
+  scratch = Eval(e, scope);
+  return scratch;
+}
+
 Value Interpreter::Eval(const Expr& e, Scope& scope) {
   switch (e.kind) {
     case ExprKind::kLiteral: return e.literal;
     case ExprKind::kName: {
       const Value* v = scope.Lookup(e.name);
       if (v != nullptr) return *v;
-      return Value::Undefined("'" + e.name + "' is undefined");
+      return Value::UndefinedName(e.name);
     }
     case ExprKind::kList:
     case ExprKind::kTuple: {
@@ -292,7 +329,10 @@ Value Interpreter::Eval(const Expr& e, Scope& scope) {
       }
       return d;
     }
-    case ExprKind::kGetAttr: return GetAttr(Eval(*e.args[0], scope), e.name, e.loc);
+    case ExprKind::kGetAttr: {
+      Value scratch;
+      return GetAttr(EvalRef(*e.args[0], scope, scratch), e.name, e.loc);
+    }
     case ExprKind::kGetItem: {
       Value obj = Eval(*e.args[0], scope);
       return GetItem(obj, Eval(*e.args[1], scope), e.loc);
@@ -300,13 +340,15 @@ Value Interpreter::Eval(const Expr& e, Scope& scope) {
     case ExprKind::kSlice: return EvalSlice(e, scope);
     case ExprKind::kCall: return EvalCall(e, scope);
     case ExprKind::kFilter: {
-      Value input = Eval(*e.args[0], scope);
       CallArgs args = EvalArgs(e, 1, scope);
+      Value scratch;
+      const Value& input = EvalRef(*e.args[0], scope, scratch);
       return ApplyFilter(*this, e.name, input, args, e.loc);
     }
     case ExprKind::kTest: {
-      Value input = Eval(*e.args[0], scope);
       CallArgs args = EvalArgs(e, 1, scope);
+      Value scratch;
+      const Value& input = EvalRef(*e.args[0], scope, scratch);
       return Value::Bool(ApplyTest(*this, e.name, input, args, e.loc) != e.negated);
     }
     case ExprKind::kUnary: {
@@ -341,8 +383,8 @@ Value Interpreter::GetAttr(const Value& obj, std::string_view name, SourceLoc lo
     case ValueKind::kNamespace: {
       if (obj.kind() == ValueKind::kDict && HasMethod(obj, name)) break;
       if (const Value* v = obj.dict().Find(name)) return *v;
-      return Value::Undefined("'" + std::string(obj.kind() == ValueKind::kDict ? "dict" : "Namespace") +
-                              " object' has no attribute '" + std::string(name) + "'");
+      if (obj.kind() == ValueKind::kDict) return Value::UndefinedDictKey(name);
+      return Value::Undefined("'Namespace object' has no attribute '" + std::string(name) + "'");
     }
     default: break;
   }
@@ -372,6 +414,7 @@ Value Interpreter::GetItem(const Value& obj, const Value& key, SourceLoc loc) {
           return GetAttr(obj, key.str(), loc);
         }
       }
+      if (key.is_string()) return Value::UndefinedDictKey(key.str());
       return Value::Undefined("'dict object' has no attribute " + Repr(key));
     case ValueKind::kList:
     case ValueKind::kString: {
@@ -478,16 +521,18 @@ Value Interpreter::EvalSlice(const Expr& e, Scope& scope) {
 Value Interpreter::EvalCall(const Expr& e, Scope& scope) {
   const Expr& callee = *e.args[0];
   if (callee.kind == ExprKind::kGetAttr) {
-    Value self = Eval(*callee.args[0], scope);
+    // Arguments first, then `self` by reference (nothing runs between fetching and using it).
+    CallArgs args = EvalArgs(e, 1, scope);
+    Value self_scratch;
+    const Value& self = EvalRef(*callee.args[0], scope, self_scratch);
     if (self.is_undefined()) ThrowUndefined(self, callee.loc);
     if (HasMethod(self, callee.name)) {
-      CallArgs args = EvalArgs(e, 1, scope);
       bool found = false;
       Value result = CallMethod(*this, self, callee.name, args, e.loc, &found);
       if (found) return result;
     }
     Value fn = GetAttr(self, callee.name, callee.loc);
-    return CallValue(fn, EvalArgs(e, 1, scope), e.loc);
+    return CallValue(fn, args, e.loc);
   }
   Value fn = Eval(callee, scope);
   return CallValue(fn, EvalArgs(e, 1, scope), e.loc);
@@ -585,10 +630,11 @@ Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
     return Truthy(a) ? a : Eval(*e.args[1], scope);
   }
   Value a = Eval(*e.args[0], scope);
-  Value b = Eval(*e.args[1], scope);
+  Value b_scratch;
+  const Value& b = EvalRef(*e.args[1], scope, b_scratch);
   const SourceLoc loc = e.loc;
   if (op == "~") {
-    std::string s = ToStr(a);
+    std::string s = a.is_string() ? std::move(a).TakeStr() : ToStr(a);
     AppendStr(b, &s);
     CheckSize(s.size(), loc);
     return Value::Str(std::move(s));
@@ -604,7 +650,9 @@ Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
     if (nums) return Value::Float(a.float_value() + b.float_value());
     if (a.is_string() && b.is_string()) {
       CheckSize(a.str().size() + b.str().size(), loc);
-      return Value::Str(a.str() + b.str());
+      std::string s = std::move(a).TakeStr();  // left-associative chains append in place
+      s += b.str();
+      return Value::Str(std::move(s));
     }
     if (a.is_list() && b.is_list()) {
       ValueList items = a.list();
@@ -688,7 +736,8 @@ Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
 Value Interpreter::EvalCompare(const Expr& e, Scope& scope) {
   Value left = Eval(*e.args[0], scope);
   for (size_t i = 0; i < e.ops.size(); ++i) {
-    Value right = Eval(*e.args[i + 1], scope);
+    Value right_scratch;
+    const Value& right = EvalRef(*e.args[i + 1], scope, right_scratch);
     const std::string& op = e.ops[i];
     const SourceLoc loc = e.args[i + 1]->loc;
     bool r;
@@ -707,7 +756,7 @@ Value Interpreter::EvalCompare(const Expr& e, Scope& scope) {
       else r = !LessThan(left, right, loc);
     }
     if (!r) return Value::Bool(false);
-    left = std::move(right);
+    left = right;
   }
   return Value::Bool(true);
 }

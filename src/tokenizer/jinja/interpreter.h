@@ -54,6 +54,10 @@ class Interpreter final {
   std::string Render(const Body& body, const ValueDict& globals);
 
   Value Eval(const Expr& e, Scope& scope);
+  // Like Eval, but may return a reference to a value held by a scope or a container instead of
+  // copying it (else the result is stored in `scratch`). Use the reference before evaluating
+  // anything else (an expression could mutate the container).
+  const Value& EvalRef(const Expr& e, Scope& scope, Value& scratch);
   // obj.name as Jinja resolves it (methods first, then dict keys; missing → Undefined with a
   // hint). Throws if obj is Undefined.
   Value GetAttr(const Value& obj, std::string_view name, SourceLoc loc);

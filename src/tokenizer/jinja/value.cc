@@ -13,6 +13,27 @@ Value Value::Undefined(std::string hint) {
   v.str_ = std::move(hint);
   return v;
 }
+Value Value::UndefinedName(std::string_view name) {
+  Value v;
+  v.str_ = name;
+  v.scalar_.i = 1;
+  return v;
+}
+Value Value::UndefinedDictKey(std::string_view key) {
+  Value v;
+  v.str_ = key;
+  v.scalar_.i = 2;
+  return v;
+}
+
+std::string UndefinedMessage(const Value& undefined) {
+  switch (undefined.int_value()) {
+    case 1: return "'" + undefined.str() + "' is undefined";
+    case 2: return "'dict object' has no attribute '" + undefined.str() + "'";
+    default: return undefined.str().empty() ? std::string("value is undefined") : undefined.str();
+  }
+}
+
 Value Value::None() {
   Value v;
   v.kind_ = ValueKind::kNone;
@@ -408,8 +429,8 @@ void ToJsonImpl(const Value& v, const JsonFormat& f, SourceLoc loc, int level, s
       return;
     }
     case ValueKind::kUndefined:
-      ThrowRuntime(loc, "tojson: Object of type Undefined is not JSON serializable" +
-                            (v.str().empty() ? std::string() : " (" + v.str() + ")"));
+      ThrowRuntime(loc, "tojson: Object of type Undefined is not JSON serializable (" +
+                            UndefinedMessage(v) + ")");
     case ValueKind::kCallable:
       ThrowRuntime(loc, "tojson: Object of type function is not JSON serializable");
   }

@@ -46,6 +46,9 @@ class Value final {
  public:
   Value() = default;  // Undefined with no hint
   static Value Undefined(std::string hint);
+  // Cheap Undefineds for the hot misses; their message is built only if an error reports it.
+  static Value UndefinedName(std::string_view name);       // "'name' is undefined"
+  static Value UndefinedDictKey(std::string_view key);     // "'dict object' has no attribute 'key'"
   static Value None();
   static Value Bool(bool b);
   static Value Int(int64_t i);
@@ -75,7 +78,8 @@ class Value final {
   double float_value() const {  // any number as double
     return kind_ == ValueKind::kFloat ? scalar_.f : static_cast<double>(int_value());
   }
-  const std::string& str() const { return str_; }  // string value, or the Undefined's hint
+  const std::string& str() const { return str_; }  // string value (see UndefinedMessage)
+  std::string TakeStr() && { return std::move(str_); }
   ValueList& list() const { return *static_cast<ValueList*>(ptr_.get()); }
   ValueDict& dict() const { return *static_cast<ValueDict*>(ptr_.get()); }  // dict or namespace
   const Callable& callable() const { return *static_cast<const Callable*>(ptr_.get()); }
@@ -121,6 +125,8 @@ struct Callable final {
   NativeFunction native;        // set for builtins
 };
 
+// What an error about this Undefined says (e.g. "'x' is undefined").
+std::string UndefinedMessage(const Value& undefined);
 // Python type name used in error messages ("dict", "str", "NoneType", ...).
 std::string TypeName(const Value& v);
 bool Truthy(const Value& v);
