@@ -138,55 +138,49 @@ cudaError_t DispatchRows(const PagedAttentionParams<T>& p, int max_q_len, int lo
   }
 }
 
+// One prefill kernel launch: grid (query tiles, heads, sequences), dynamic shared memory raised
+// past 48 KB as needed.
+template <typename Kernel>
+cudaError_t LaunchPrefillKernel(Kernel kernel, int block_m, int threads, size_t smem_bytes,
+                                const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len,
+                                int log2_bs, cudaStream_t stream) {
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem_bytes));
+  if (err != cudaSuccess) return err;
+  const dim3 grid((p.max_seqlen_q + block_m - 1) / block_m, p.num_heads, p.num_seqs);
+  kernel<<<grid, threads, smem_bytes, stream>>>(p, min_q_len, log2_bs);
+  return cudaGetLastError();
+}
+
 template <int D, int kWarps = kPrefillWarps, int kBlockN = kPrefillBlockN>
 cudaError_t LaunchPrefill(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len,
                           int log2_bs, cudaStream_t stream) {
   using Cfg = PrefillConfig<D, kWarps, kBlockN>;
-  auto kernel = PagedAttentionPrefillKernel<D, kWarps, kBlockN>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(Cfg::kSmemBytes));
-  if (err != cudaSuccess) return err;
-  const dim3 grid((p.max_seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.num_heads, p.num_seqs);
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, min_q_len, log2_bs);
-  return cudaGetLastError();
+  return LaunchPrefillKernel(PagedAttentionPrefillKernel<D, kWarps, kBlockN>, Cfg::kBlockM,
+                             Cfg::kThreads, Cfg::kSmemBytes, p, min_q_len, log2_bs, stream);
 }
 
 template <int kBlockN>
 cudaError_t LaunchPrefillSm90(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len,
                               int log2_bs, cudaStream_t stream) {
   using Cfg = Sm90PrefillConfig<kBlockN>;
-  auto kernel = PagedAttentionPrefillSm90Kernel<kBlockN>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(Cfg::kSmemBytes));
-  if (err != cudaSuccess) return err;
-  const dim3 grid((p.max_seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.num_heads, p.num_seqs);
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, min_q_len, log2_bs);
-  return cudaGetLastError();
+  return LaunchPrefillKernel(PagedAttentionPrefillSm90Kernel<kBlockN>, Cfg::kBlockM,
+                             Cfg::kThreads, Cfg::kSmemBytes, p, min_q_len, log2_bs, stream);
 }
 
 cudaError_t LaunchPrefillSm90Pipelined(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len,
                                       int log2_bs, cudaStream_t stream) {
   using Cfg = Sm90PipelinedConfig;
-  auto kernel = PagedAttentionPrefillSm90PipelinedKernel;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(Cfg::kSmemBytes));
-  if (err != cudaSuccess) return err;
-  const dim3 grid((p.max_seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.num_heads, p.num_seqs);
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, min_q_len, log2_bs);
-  return cudaGetLastError();
+  return LaunchPrefillKernel(PagedAttentionPrefillSm90PipelinedKernel, Cfg::kBlockM,
+                             Cfg::kThreads, Cfg::kSmemBytes, p, min_q_len, log2_bs, stream);
 }
 
 template <int kBlockN, int kStages>
 cudaError_t LaunchPrefillSm90Ws(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len,
                                 int log2_bs, cudaStream_t stream) {
   using Cfg = Sm90WsConfig<kBlockN, kStages>;
-  auto kernel = PagedAttentionPrefillSm90WsKernel<kBlockN, kStages>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(Cfg::kSmemBytes));
-  if (err != cudaSuccess) return err;
-  const dim3 grid((p.max_seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.num_heads, p.num_seqs);
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p, min_q_len, log2_bs);
-  return cudaGetLastError();
+  return LaunchPrefillKernel(PagedAttentionPrefillSm90WsKernel<kBlockN, kStages>, Cfg::kBlockM,
+                             Cfg::kThreads, Cfg::kSmemBytes, p, min_q_len, log2_bs, stream);
 }
 
 template <typename T>
@@ -239,7 +233,8 @@ template <typename T>
 cudaError_t PagedAttention(const PagedAttentionParams<T>& p, cudaStream_t stream) {
   if (p.num_tokens == 0) return cudaSuccess;
   if (p.num_tokens < 0 || p.num_seqs <= 0 || p.num_heads <= 0 || p.num_kv_heads <= 0 ||
-      p.num_heads % p.num_kv_heads != 0 || p.head_dim <= 0 || p.head_dim % 8 != 0 ||
+      p.num_seqs > 65535 || p.num_heads % p.num_kv_heads != 0 || p.head_dim <= 0 ||
+      p.head_dim % 8 != 0 ||
       p.block_size < 16 || (p.block_size & (p.block_size - 1)) != 0 ||
       p.q_stride % 8 != 0 || reinterpret_cast<uintptr_t>(p.k_cache) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(p.v_cache) % 16 != 0) {

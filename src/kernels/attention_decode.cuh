@@ -14,6 +14,7 @@
 #include "kernels/attention.h"
 #include "kernels/attention_prefill.cuh"
 #include "kernels/attention_rows.cuh"
+#include "kernels/attention_tile.cuh"
 #include "kernels/common.cuh"
 
 namespace kiln::kernels {
@@ -50,33 +51,17 @@ __global__ void __launch_bounds__(128)
   __shared__ float s_wm[Cfg::kWarps][16], s_wl[Cfg::kWarps][16];
   __shared__ float s_row_m[16], s_row_l[16];
 
-  // Grid: x = query row within its sequence, y = sequence, z = KV head × split.
-  const int seq = blockIdx.y;
-  const int kvh = blockIdx.z / num_splits;
-  const int split = blockIdx.z - kvh * num_splits;
+  const ShortQueryBlock blk = LocateShortQueryBlock(p, max_q_len, num_splits, kTile);
+  if (!blk.valid) return;
+  const int seq = blk.seq, kvh = blk.kvh, split = blk.split, t = blk.t;
+  const int begin = blk.begin, end = blk.end;
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
-
-  const int q_start = p.cu_seqlens_q[seq];
-  const int q_len = p.cu_seqlens_q[seq + 1] - q_start;
-  // Rows past the sequence's end, or sequences the prefill kernel owns.
-  if (static_cast<int>(blockIdx.x) >= q_len || q_len > max_q_len) return;
-  const int t = q_start + blockIdx.x;
-  const int ctx = p.seq_lens[seq] - q_len + static_cast<int>(blockIdx.x) + 1;
-  int chunk = (ctx + num_splits - 1) / num_splits;
-  chunk = (chunk + kTile - 1) / kTile * kTile;
-  const int begin = split * chunk;
-  const int end = min(ctx, begin + chunk);
   const int G = p.num_heads / p.num_kv_heads;
   const int h0 = kvh * G;
-
   if (begin >= end) {
-    for (int g = tid; g < G; g += Cfg::kThreads) {
-      const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + t) * p.num_heads + h0 + g;
-      ws.m[idx] = -CUDART_INF_F;
-      ws.l[idx] = 0.0f;
-    }
+    WriteEmptySplit(p, ws, blk, G);
     return;
   }
 
@@ -92,25 +77,12 @@ __global__ void __launch_bounds__(128)
   CpAsyncCommit();
 
   const int32_t* block_table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
-  const int block_mask = (1 << log2_block_size) - 1;
   auto load_kv = [&](int tile, int stage) {
-    const int key0 = begin + tile * kTile;
-    for (int i = tid; i < kTile * kChunks; i += Cfg::kThreads) {
-      const int j = i / kChunks;
-      const int c = i - j * kChunks;
-      const int key = key0 + j;
-      const bool valid = key < end;
-      int64_t offset = 0;
-      if (valid) {
-        const int64_t slot =
-            static_cast<int64_t>(block_table[key >> log2_block_size]) << log2_block_size |
-            (key & block_mask);
-        offset = (slot * p.num_kv_heads + kvh) * D + c * 8;
-      }
-      const int sidx = stage * kTile * D + SwizzledOffset<kChunks>(j, c);
-      CpAsync16(SmemAddr(s_k + sidx), p.k_cache + offset, valid ? 16 : 0);
-      CpAsync16(SmemAddr(s_v + sidx), p.v_cache + offset, valid ? 16 : 0);
-    }
+    GatherKvTile<__nv_bfloat16, kTile, D, Cfg::kThreads>(
+        p, block_table, log2_block_size, kvh, begin + tile * kTile, end, SmemAddr(s_k),
+        SmemAddr(s_v), tid, [&](int j, int c) {
+          return static_cast<uint32_t>((stage * kTile * D + SwizzledOffset<kChunks>(j, c)) * 2);
+        });
   };
   load_kv(0, 0);
   CpAsyncCommit();
@@ -120,8 +92,7 @@ __global__ void __launch_bounds__(128)
   float o_acc[kDTiles][4];
 #pragma unroll
   for (int i = 0; i < kDTiles; ++i) o_acc[i][0] = o_acc[i][1] = o_acc[i][2] = o_acc[i][3] = 0.0f;
-  float m_lo = -CUDART_INF_F, m_hi = -CUDART_INF_F;
-  float l_lo = 0.0f, l_hi = 0.0f;
+  AttentionRowState st{-CUDART_INF_F, -CUDART_INF_F, 0.0f, 0.0f, end - 1, end - 1};
 
   const int num_tiles = (end - begin + kTile - 1) / kTile;
   for (int n = 0; n < num_tiles; ++n) {
@@ -151,59 +122,20 @@ __global__ void __launch_bounds__(128)
         MmaBf16(s_acc[0], q_frag[ks], b[0], b[1]);
         MmaBf16(s_acc[1], q_frag[ks], b[2], b[3]);
       }
-      float mx_lo = -CUDART_INF_F, mx_hi = -CUDART_INF_F;
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = key_w + i * 8 + 2 * (lane & 3) + (e & 1);
-          s_acc[i][e] = key < end ? s_acc[i][e] * scale_log2 : -CUDART_INF_F;
-        }
-        mx_lo = fmaxf(mx_lo, fmaxf(s_acc[i][0], s_acc[i][1]));
-        mx_hi = fmaxf(mx_hi, fmaxf(s_acc[i][2], s_acc[i][3]));
-      }
-      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
-      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
-      const float m_new_lo = fmaxf(m_lo, mx_lo);
-      const float m_new_hi = fmaxf(m_hi, mx_hi);
-      const float base_lo = m_new_lo == -CUDART_INF_F ? 0.0f : m_new_lo;
-      const float base_hi = m_new_hi == -CUDART_INF_F ? 0.0f : m_new_hi;
-      const float corr_lo = FastExp2(m_lo - base_lo);
-      const float corr_hi = FastExp2(m_hi - base_hi);
-      m_lo = m_new_lo;
-      m_hi = m_new_hi;
-      uint32_t p_frag[4];
-      float sum_lo = 0.0f, sum_hi = 0.0f;
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const float p0 = FastExp2(s_acc[i][0] - base_lo);
-        const float p1 = FastExp2(s_acc[i][1] - base_lo);
-        const float p2 = FastExp2(s_acc[i][2] - base_hi);
-        const float p3 = FastExp2(s_acc[i][3] - base_hi);
-        sum_lo += p0 + p1;
-        sum_hi += p2 + p3;
-        p_frag[i * 2 + 0] = PackBf16x2(p0, p1);
-        p_frag[i * 2 + 1] = PackBf16x2(p2, p3);
-      }
-      l_lo = l_lo * corr_lo + sum_lo;
-      l_hi = l_hi * corr_hi + sum_hi;
-#pragma unroll
-      for (int i = 0; i < kDTiles; ++i) {
-        o_acc[i][0] *= corr_lo;
-        o_acc[i][1] *= corr_lo;
-        o_acc[i][2] *= corr_hi;
-        o_acc[i][3] *= corr_hi;
-      }
+      // Keys at or past `end` are masked (st.pos_* = end - 1); no causal mask within a row run.
+      uint32_t p_frag[1][4];
+      float corr_lo, corr_hi;
+      OnlineSoftmaxStep<16>(AsFlat(s_acc), p_frag, st, key_w, true, scale_log2, lane, corr_lo,
+                            corr_hi);
+      RescaleO<kDTiles>(AsFlat(o_acc), corr_lo, corr_hi);
 #pragma unroll
       for (int dp = 0; dp < kDTiles / 2; ++dp) {
         uint32_t b[4];
         const int r = warp * 16 + (lane & 15);
         const int c = 2 * dp + (lane >> 4);
         LdMatrixX4Trans(b, SmemAddr(v_tile + SwizzledOffset<kChunks>(r, c)));
-        MmaBf16(o_acc[2 * dp], p_frag, b[0], b[1]);
-        MmaBf16(o_acc[2 * dp + 1], p_frag, b[2], b[3]);
+        MmaBf16(o_acc[2 * dp], p_frag[0], b[0], b[1]);
+        MmaBf16(o_acc[2 * dp + 1], p_frag[0], b[2], b[3]);
       }
     }
     __syncthreads();
@@ -211,6 +143,7 @@ __global__ void __launch_bounds__(128)
   CpAsyncWait<0>();
 
   // Merge the four warps: per row r, M = max_w m_w, L = sum_w l_w 2^(m_w - M).
+  float m_lo = st.m_lo, m_hi = st.m_hi, l_lo = st.l_lo, l_hi = st.l_hi;
   l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
   l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
   l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);

@@ -12,6 +12,7 @@
 #include <math_constants.h>
 
 #include "kernels/attention.h"
+#include "kernels/attention_tile.cuh"
 #include "kernels/common.cuh"
 
 namespace kiln::kernels {
@@ -78,25 +79,12 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   const int kv_end = min(seq_len, ctx_start + m0 + kBlockM);  // keys the tile's last row sees
   const int num_tiles = (kv_end + kBlockN - 1) / kBlockN;
   const int32_t* block_table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
-  const int block_mask = (1 << log2_block_size) - 1;
   auto load_kv = [&](int tile, int stage) {
-    const int key0 = tile * kBlockN;
-    for (int i = tid; i < kBlockN * kChunks; i += Cfg::kThreads) {
-      const int j = i / kChunks;
-      const int c = i - j * kChunks;
-      const int key = key0 + j;
-      const bool valid = key < kv_end;
-      int64_t offset = 0;
-      if (valid) {
-        const int64_t slot =
-            static_cast<int64_t>(block_table[key >> log2_block_size]) << log2_block_size |
-            (key & block_mask);
-        offset = (slot * p.num_kv_heads + kvh) * D + c * 8;
-      }
-      const int sidx = stage * kBlockN * D + SwizzledOffset<kChunks>(j, c);
-      CpAsync16(SmemAddr(s_k + sidx), p.k_cache + offset, valid ? 16 : 0);
-      CpAsync16(SmemAddr(s_v + sidx), p.v_cache + offset, valid ? 16 : 0);
-    }
+    GatherKvTile<__nv_bfloat16, kBlockN, D, Cfg::kThreads>(
+        p, block_table, log2_block_size, kvh, tile * kBlockN, kv_end, SmemAddr(s_k),
+        SmemAddr(s_v), tid, [&](int j, int c) {
+          return static_cast<uint32_t>((stage * kBlockN * D + SwizzledOffset<kChunks>(j, c)) * 2);
+        });
   };
   load_kv(0, 0);
   CpAsyncCommit();
@@ -112,8 +100,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   float o_acc[kDTiles][4];
 #pragma unroll
   for (int i = 0; i < kDTiles; ++i) o_acc[i][0] = o_acc[i][1] = o_acc[i][2] = o_acc[i][3] = 0.0f;
-  float m_lo = -CUDART_INF_F, m_hi = -CUDART_INF_F;
-  float l_lo = 0.0f, l_hi = 0.0f;
+  AttentionRowState st{-CUDART_INF_F, -CUDART_INF_F, 0.0f, 0.0f, pos_lo, pos_hi};
 
   for (int n = 0; n < num_tiles; ++n) {
     const int stage = n & 1;
@@ -151,59 +138,13 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
         }
       }
 
-      // Scale, mask (causal; keys past seq_len are past every valid row's position), row max.
+      // Scale, mask (causal; keys past seq_len are past every valid row's position), softmax.
       const bool need_mask = key0 + kBlockN - 1 > warp_first_pos;
-      float mx_lo = -CUDART_INF_F, mx_hi = -CUDART_INF_F;
-#pragma unroll
-      for (int i = 0; i < kNTiles; ++i) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float s = s_acc[i][e] * scale_log2;
-          if (need_mask) {
-            const int key = key0 + i * 8 + 2 * (lane & 3) + (e & 1);
-            const int pos = e < 2 ? pos_lo : pos_hi;
-            if (key > pos) s = -CUDART_INF_F;
-          }
-          s_acc[i][e] = s;
-        }
-        mx_lo = fmaxf(mx_lo, fmaxf(s_acc[i][0], s_acc[i][1]));
-        mx_hi = fmaxf(mx_hi, fmaxf(s_acc[i][2], s_acc[i][3]));
-      }
-      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
-      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
-      const float m_new_lo = fmaxf(m_lo, mx_lo);
-      const float m_new_hi = fmaxf(m_hi, mx_hi);
-      // A row fully masked so far keeps m = -inf; use 0 as the base to avoid (-inf) - (-inf).
-      const float base_lo = m_new_lo == -CUDART_INF_F ? 0.0f : m_new_lo;
-      const float base_hi = m_new_hi == -CUDART_INF_F ? 0.0f : m_new_hi;
-      const float corr_lo = FastExp2(m_lo - base_lo);
-      const float corr_hi = FastExp2(m_hi - base_hi);
-      m_lo = m_new_lo;
-      m_hi = m_new_hi;
-      float sum_lo = 0.0f, sum_hi = 0.0f;
       uint32_t p_frag[kBlockN / 16][4];
-#pragma unroll
-      for (int i = 0; i < kNTiles; ++i) {
-        const float p0 = FastExp2(s_acc[i][0] - base_lo);
-        const float p1 = FastExp2(s_acc[i][1] - base_lo);
-        const float p2 = FastExp2(s_acc[i][2] - base_hi);
-        const float p3 = FastExp2(s_acc[i][3] - base_hi);
-        sum_lo += p0 + p1;
-        sum_hi += p2 + p3;
-        p_frag[i / 2][(i & 1) * 2 + 0] = PackBf16x2(p0, p1);
-        p_frag[i / 2][(i & 1) * 2 + 1] = PackBf16x2(p2, p3);
-      }
-      l_lo = l_lo * corr_lo + sum_lo;
-      l_hi = l_hi * corr_hi + sum_hi;
-#pragma unroll
-      for (int i = 0; i < kDTiles; ++i) {
-        o_acc[i][0] *= corr_lo;
-        o_acc[i][1] *= corr_lo;
-        o_acc[i][2] *= corr_hi;
-        o_acc[i][3] *= corr_hi;
-      }
+      float corr_lo, corr_hi;
+      OnlineSoftmaxStep<kBlockN>(AsFlat(s_acc), p_frag, st, key0, need_mask, scale_log2, lane,
+                                 corr_lo, corr_hi);
+      RescaleO<kDTiles>(AsFlat(o_acc), corr_lo, corr_hi);
 
       // O += P·V.
 #pragma unroll
@@ -222,30 +163,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     __syncthreads();  // the stage is overwritten by the next iteration's load
   }
 
-  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
-  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
-  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
-  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
-  const float inv_lo = l_lo > 0.0f ? 1.0f / l_lo : 0.0f;
-  const float inv_hi = l_hi > 0.0f ? 1.0f / l_hi : 0.0f;
-  const int col = 2 * (lane & 3);
-  if (row_lo < q_len) {
-    __nv_bfloat16* o = p.out + (q_start + row_lo) * p.out_stride + static_cast<int64_t>(head) * D;
-#pragma unroll
-    for (int i = 0; i < kDTiles; ++i) {
-      *reinterpret_cast<uint32_t*>(o + i * 8 + col) =
-          PackBf16x2(o_acc[i][0] * inv_lo, o_acc[i][1] * inv_lo);
-    }
-  }
-  if (row_lo + 8 < q_len) {
-    __nv_bfloat16* o =
-        p.out + (q_start + row_lo + 8) * p.out_stride + static_cast<int64_t>(head) * D;
-#pragma unroll
-    for (int i = 0; i < kDTiles; ++i) {
-      *reinterpret_cast<uint32_t*>(o + i * 8 + col) =
-          PackBf16x2(o_acc[i][2] * inv_hi, o_acc[i][3] * inv_hi);
-    }
-  }
+  WriteOutputRows<kDTiles>(p, AsFlat(o_acc), st, q_start, q_len, row_lo, head, lane);
 }
 
 }  // namespace kiln::kernels

@@ -13,6 +13,7 @@
 #include <math_constants.h>
 
 #include "kernels/attention.h"
+#include "kernels/attention_tile.cuh"
 #include "kernels/common.cuh"
 #include "kernels/wgmma.cuh"
 
@@ -58,28 +59,52 @@ __device__ __forceinline__ void Sm90LoadQ(const PagedAttentionParams<__nv_bfloat
   }
 }
 
-// Issues cp.async for K and V of keys [key0, key0 + kBlockN) through the block table.
+// Issues cp.async for K and V of keys [key0, key0 + kBlockN) into a two-half swizzled stage.
 template <int kBlockN, int kThreads>
 __device__ __forceinline__ void Sm90LoadKv(const PagedAttentionParams<__nv_bfloat16>& p,
                                            const Sm90TileSource& src, int kvh, int key0,
                                            uint32_t s_k, uint32_t s_v, int tid) {
-  const int block_mask = (1 << src.log2_block_size) - 1;
-  for (int i = tid; i < kBlockN * 16; i += kThreads) {
-    const int j = i >> 4;
-    const int c = i & 15;
-    const int key = key0 + j;
-    const bool valid = key < src.kv_end;
-    int64_t offset = 0;
-    if (valid) {
-      const int64_t slot = static_cast<int64_t>(src.block_table[key >> src.log2_block_size])
-                               << src.log2_block_size |
-                           (key & block_mask);
-      offset = (slot * p.num_kv_heads + kvh) * 128 + c * 8;
-    }
-    const uint32_t sidx = Sm90TileOffset(kBlockN * 128, j, c);
-    CpAsync16(s_k + sidx, p.k_cache + offset, valid ? 16 : 0);
-    CpAsync16(s_v + sidx, p.v_cache + offset, valid ? 16 : 0);
-  }
+  GatherKvTile<__nv_bfloat16, kBlockN, 128, kThreads>(
+      p, src.block_table, src.log2_block_size, kvh, key0, src.kv_end, s_k, s_v, tid,
+      [](int j, int c) { return Sm90TileOffset(kBlockN * 128, j, c); });
+}
+
+// The query tile of one prefill block: grid (query tile, head, sequence), tiles visited
+// longest-first (reverse order) to balance the causal triangle. valid = false: nothing to do
+// (a sequence the short-query kernels own, or a tile past the sequence's end).
+struct PrefillBlock {
+  bool valid;
+  int seq, head, kvh, q_start, q_len, m0, seq_len, ctx_start;
+  int kv_end;  // keys the tile's last row sees: [0, kv_end)
+};
+
+template <int kBlockM>
+__device__ __forceinline__ PrefillBlock LocatePrefillBlock(
+    const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len) {
+  PrefillBlock b{};
+  b.seq = blockIdx.z;
+  b.head = blockIdx.y;
+  b.q_start = p.cu_seqlens_q[b.seq];
+  b.q_len = p.cu_seqlens_q[b.seq + 1] - b.q_start;
+  b.m0 = (gridDim.x - 1 - blockIdx.x) * kBlockM;
+  b.valid = b.q_len >= min_q_len && b.m0 < b.q_len;
+  if (!b.valid) return b;
+  b.seq_len = p.seq_lens[b.seq];
+  b.ctx_start = b.seq_len - b.q_len;  // position of the first new token
+  b.kvh = b.head / (p.num_heads / p.num_kv_heads);
+  b.kv_end = min(b.seq_len, b.ctx_start + b.m0 + kBlockM);
+  return b;
+}
+
+// The loads' source for a block (Q rows from m0, the sequence's block table).
+template <int kBlockM>
+__device__ __forceinline__ Sm90TileSource MakeTileSource(const PagedAttentionParams<__nv_bfloat16>& p,
+                                                         const PrefillBlock& b,
+                                                         int log2_block_size) {
+  return Sm90TileSource{
+      p.q + (b.q_start + b.m0) * p.q_stride + static_cast<int64_t>(b.head) * 128, b.q_len - b.m0,
+      p.block_tables + static_cast<int64_t>(b.seq) * p.max_blocks_per_seq, b.kv_end,
+      log2_block_size};
 }
 
 template <int kBlockN>
@@ -120,120 +145,6 @@ __device__ __forceinline__ void Sm90IssuePv(float (&o_acc)[64],
   }
 }
 
-// Online-softmax step of one warpgroup on an S tile held in wgmma accumulators (base-2 logits
-// after scaling): masks keys past each row's position when needed, updates the running max m and
-// sum l of the thread's two rows (lo = row r, hi = row r + 8), packs P as the bf16 A operand of
-// the P·V wgmma and returns the factors O must be rescaled by (Sm90RescaleO).
-struct Sm90RowState {
-  float m_lo, m_hi, l_lo, l_hi;
-  int pos_lo, pos_hi;
-};
-
-template <int kBlockN>
-__device__ __forceinline__ void Sm90SoftmaxStep(float (&s_acc)[kBlockN / 2],
-                                                uint32_t (&p_frag)[kBlockN / 16][4],
-                                                Sm90RowState& st, int key0, bool need_mask,
-                                                float scale_log2, int lane, float& corr_lo_out,
-                                                float& corr_hi_out) {
-  constexpr int kNTiles = kBlockN / 8;
-  float& m_lo = st.m_lo;
-  float& m_hi = st.m_hi;
-  float& l_lo = st.l_lo;
-  float& l_hi = st.l_hi;
-  const int pos_lo = st.pos_lo;
-  const int pos_hi = st.pos_hi;
-  float mx_lo = -CUDART_INF_F, mx_hi = -CUDART_INF_F;
-#pragma unroll
-  for (int i = 0; i < kNTiles; ++i) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      float s = s_acc[4 * i + e] * scale_log2;
-      if (need_mask) {
-        const int key = key0 + i * 8 + 2 * (lane & 3) + (e & 1);
-        if (key > (e < 2 ? pos_lo : pos_hi)) s = -CUDART_INF_F;
-      }
-      s_acc[4 * i + e] = s;
-    }
-    mx_lo = fmaxf(mx_lo, fmaxf(s_acc[4 * i], s_acc[4 * i + 1]));
-    mx_hi = fmaxf(mx_hi, fmaxf(s_acc[4 * i + 2], s_acc[4 * i + 3]));
-  }
-  mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
-  mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
-  mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
-  mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
-  const float m_new_lo = fmaxf(m_lo, mx_lo);
-  const float m_new_hi = fmaxf(m_hi, mx_hi);
-  const float base_lo = m_new_lo == -CUDART_INF_F ? 0.0f : m_new_lo;
-  const float base_hi = m_new_hi == -CUDART_INF_F ? 0.0f : m_new_hi;
-  const float corr_lo = FastExp2(m_lo - base_lo);
-  const float corr_hi = FastExp2(m_hi - base_hi);
-  m_lo = m_new_lo;
-  m_hi = m_new_hi;
-  float sum_lo = 0.0f, sum_hi = 0.0f;
-#pragma unroll
-  for (int i = 0; i < kNTiles; ++i) {
-    const float p0 = FastExp2(s_acc[4 * i + 0] - base_lo);
-    const float p1 = FastExp2(s_acc[4 * i + 1] - base_lo);
-    const float p2 = FastExp2(s_acc[4 * i + 2] - base_hi);
-    const float p3 = FastExp2(s_acc[4 * i + 3] - base_hi);
-    sum_lo += p0 + p1;
-    sum_hi += p2 + p3;
-    p_frag[i / 2][(i & 1) * 2 + 0] = PackBf16x2(p0, p1);
-    p_frag[i / 2][(i & 1) * 2 + 1] = PackBf16x2(p2, p3);
-  }
-  l_lo = l_lo * corr_lo + sum_lo;
-  l_hi = l_hi * corr_hi + sum_hi;
-  corr_lo_out = corr_lo;
-  corr_hi_out = corr_hi;
-}
-
-// O *= the softmax correction of the thread's two rows.
-template <int kDTiles>
-__device__ __forceinline__ void Sm90RescaleO(float (&o_acc)[kDTiles * 4], float corr_lo,
-                                             float corr_hi) {
-#pragma unroll
-  for (int i = 0; i < kDTiles; ++i) {
-    o_acc[4 * i + 0] *= corr_lo;
-    o_acc[4 * i + 1] *= corr_lo;
-    o_acc[4 * i + 2] *= corr_hi;
-    o_acc[4 * i + 3] *= corr_hi;
-  }
-}
-
-// Normalizes O by the row sums and writes the thread's two rows (those inside the sequence).
-template <int kDTiles>
-__device__ __forceinline__ void Sm90WriteOutput(const PagedAttentionParams<__nv_bfloat16>& p,
-                                                const float (&o_acc)[kDTiles * 4], Sm90RowState st,
-                                                int q_start, int q_len, int row_lo, int head,
-                                                int lane) {
-  constexpr int D = kDTiles * 8;
-  float l_lo = st.l_lo, l_hi = st.l_hi;
-  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
-  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
-  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
-  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
-  const float inv_lo = l_lo > 0.0f ? 1.0f / l_lo : 0.0f;
-  const float inv_hi = l_hi > 0.0f ? 1.0f / l_hi : 0.0f;
-  const int col = 2 * (lane & 3);
-  if (row_lo < q_len) {
-    __nv_bfloat16* o = p.out + (q_start + row_lo) * p.out_stride + static_cast<int64_t>(head) * D;
-#pragma unroll
-    for (int i = 0; i < kDTiles; ++i) {
-      *reinterpret_cast<uint32_t*>(o + i * 8 + col) =
-          PackBf16x2(o_acc[4 * i] * inv_lo, o_acc[4 * i + 1] * inv_lo);
-    }
-  }
-  if (row_lo + 8 < q_len) {
-    __nv_bfloat16* o =
-        p.out + (q_start + row_lo + 8) * p.out_stride + static_cast<int64_t>(head) * D;
-#pragma unroll
-    for (int i = 0; i < kDTiles; ++i) {
-      *reinterpret_cast<uint32_t*>(o + i * 8 + col) =
-          PackBf16x2(o_acc[4 * i + 2] * inv_hi, o_acc[4 * i + 3] * inv_hi);
-    }
-  }
-}
-
 template <int kBlockN>
 __global__ void __launch_bounds__(256, 1)
     PagedAttentionPrefillSm90Kernel(PagedAttentionParams<__nv_bfloat16> p, int min_q_len,
@@ -247,27 +158,16 @@ __global__ void __launch_bounds__(256, 1)
   const uint32_t s_k = s_q + 2 * Cfg::kQHalfBytes;
   const uint32_t s_v = s_k + 2 * Cfg::kKvTileBytes;
 
-  const int seq = blockIdx.z;
-  const int head = blockIdx.y;
-  const int m_block = gridDim.x - 1 - blockIdx.x;
-  const int q_start = p.cu_seqlens_q[seq];
-  const int q_len = p.cu_seqlens_q[seq + 1] - q_start;
-  if (q_len < min_q_len) return;
-  const int m0 = m_block * kBlockM;
-  if (m0 >= q_len) return;
-  const int seq_len = p.seq_lens[seq];
-  const int ctx_start = seq_len - q_len;
-  const int kvh = head / (p.num_heads / p.num_kv_heads);
+  const PrefillBlock blk = LocatePrefillBlock<kBlockM>(p, min_q_len);
+  if (!blk.valid) return;
+  const int head = blk.head, kvh = blk.kvh, q_start = blk.q_start, q_len = blk.q_len;
+  const int m0 = blk.m0, ctx_start = blk.ctx_start, kv_end = blk.kv_end;
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
   const int wg = warp >> 2;
 
-  const int kv_end = min(seq_len, ctx_start + m0 + kBlockM);  // keys the tile's last row sees
-  const Sm90TileSource src{p.q + (q_start + m0) * p.q_stride + static_cast<int64_t>(head) * D,
-                           q_len - m0,
-                           p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq,
-                           kv_end, log2_block_size};
+  const Sm90TileSource src = MakeTileSource<kBlockM>(p, blk, log2_block_size);
   Sm90LoadQ<kBlockM, Cfg::kThreads>(p, src, s_q, tid);
   CpAsyncCommit();
 
@@ -290,7 +190,7 @@ __global__ void __launch_bounds__(256, 1)
   float o_acc[kDTiles * 4];
 #pragma unroll
   for (int i = 0; i < kDTiles * 4; ++i) o_acc[i] = 0.0f;
-  Sm90RowState st{-CUDART_INF_F, -CUDART_INF_F, 0.0f, 0.0f, pos_lo, pos_hi};
+  AttentionRowState st{-CUDART_INF_F, -CUDART_INF_F, 0.0f, 0.0f, pos_lo, pos_hi};
 
   for (int n = 0; n < num_tiles; ++n) {
     const int stage = n & 1;
@@ -312,9 +212,9 @@ __global__ void __launch_bounds__(256, 1)
       const bool need_mask = key0 + kBlockN - 1 > warp_first_pos;
       uint32_t p_frag[kBlockN / 16][4];
       float corr_lo, corr_hi;
-      Sm90SoftmaxStep<kBlockN>(s_acc, p_frag, st, key0, need_mask, scale_log2, lane, corr_lo,
+      OnlineSoftmaxStep<kBlockN>(s_acc, p_frag, st, key0, need_mask, scale_log2, lane, corr_lo,
                                corr_hi);
-      Sm90RescaleO<kDTiles>(o_acc, corr_lo, corr_hi);
+      RescaleO<kDTiles>(o_acc, corr_lo, corr_hi);
       WgmmaFence();
       Sm90IssuePv<kBlockN>(o_acc, p_frag, s_v + stage * Cfg::kKvTileBytes);
       WgmmaCommit();
@@ -323,7 +223,7 @@ __global__ void __launch_bounds__(256, 1)
     __syncthreads();
   }
 
-  Sm90WriteOutput<kDTiles>(p, o_acc, st, q_start, q_len, row_lo, head, lane);
+  WriteOutputRows<kDTiles>(p, o_acc, st, q_start, q_len, row_lo, head, lane);
 }
 
 // The software-pipelined variant (kBlockN 64, three K/V stages): in iteration n a warpgroup
@@ -354,27 +254,16 @@ __global__ void __launch_bounds__(256, 1)
   const uint32_t s_k = s_q + 2 * Cfg::kQHalfBytes;
   const uint32_t s_v = s_k + Cfg::kStages * Cfg::kKvTileBytes;
 
-  const int seq = blockIdx.z;
-  const int head = blockIdx.y;
-  const int m_block = gridDim.x - 1 - blockIdx.x;
-  const int q_start = p.cu_seqlens_q[seq];
-  const int q_len = p.cu_seqlens_q[seq + 1] - q_start;
-  if (q_len < min_q_len) return;
-  const int m0 = m_block * kBlockM;
-  if (m0 >= q_len) return;
-  const int seq_len = p.seq_lens[seq];
-  const int ctx_start = seq_len - q_len;
-  const int kvh = head / (p.num_heads / p.num_kv_heads);
+  const PrefillBlock blk = LocatePrefillBlock<kBlockM>(p, min_q_len);
+  if (!blk.valid) return;
+  const int head = blk.head, kvh = blk.kvh, q_start = blk.q_start, q_len = blk.q_len;
+  const int m0 = blk.m0, ctx_start = blk.ctx_start, kv_end = blk.kv_end;
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
   const int wg = warp >> 2;
 
-  const int kv_end = min(seq_len, ctx_start + m0 + kBlockM);
-  const Sm90TileSource src{p.q + (q_start + m0) * p.q_stride + static_cast<int64_t>(head) * D,
-                           q_len - m0,
-                           p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq,
-                           kv_end, log2_block_size};
+  const Sm90TileSource src = MakeTileSource<kBlockM>(p, blk, log2_block_size);
   const int num_tiles = (kv_end + kBlockN - 1) / kBlockN;
   auto load_kv = [&](int tile) {
     const uint32_t stage = (tile % Cfg::kStages) * Cfg::kKvTileBytes;
@@ -394,7 +283,7 @@ __global__ void __launch_bounds__(256, 1)
   float o_acc[kDTiles * 4];
 #pragma unroll
   for (int i = 0; i < kDTiles * 4; ++i) o_acc[i] = 0.0f;
-  Sm90RowState st{-CUDART_INF_F, -CUDART_INF_F, 0.0f, 0.0f, ctx_start + row_lo,
+  AttentionRowState st{-CUDART_INF_F, -CUDART_INF_F, 0.0f, 0.0f, ctx_start + row_lo,
                   ctx_start + row_lo + 8};
   uint32_t p_frag[kBlockN / 16][4];  // P of the previous tile, the A operand of its P·V
 
@@ -410,7 +299,7 @@ __global__ void __launch_bounds__(256, 1)
     WgmmaWait<0>();
     WgmmaFenceOperand(s_acc);
     float corr_lo, corr_hi;  // O is zero: nothing to rescale
-    Sm90SoftmaxStep<kBlockN>(s_acc, p_frag, st, 0, kBlockN - 1 > warp_first_pos, scale_log2, lane,
+    OnlineSoftmaxStep<kBlockN>(s_acc, p_frag, st, 0, kBlockN - 1 > warp_first_pos, scale_log2, lane,
                              corr_lo, corr_hi);
   }
   // Iteration n: p_prev holds P(n - 1) (read by the in-flight P·V(n - 1)), p_new receives P(n).
@@ -441,11 +330,11 @@ __global__ void __launch_bounds__(256, 1)
     WgmmaFenceOperand(s_acc);
     const int key0 = n * kBlockN;
     float corr_lo, corr_hi;
-    Sm90SoftmaxStep<kBlockN>(s_acc, p_new, st, key0, key0 + kBlockN - 1 > warp_first_pos,
+    OnlineSoftmaxStep<kBlockN>(s_acc, p_new, st, key0, key0 + kBlockN - 1 > warp_first_pos,
                              scale_log2, lane, corr_lo, corr_hi);
     WgmmaWait<0>();
     WgmmaFenceOperand(o_acc);
-    Sm90RescaleO<kDTiles>(o_acc, corr_lo, corr_hi);
+    RescaleO<kDTiles>(o_acc, corr_lo, corr_hi);
   };
   auto last_pv = [&](const uint32_t (&p_last)[kBlockN / 16][4]) {
     WgmmaFenceOperand(o_acc);
@@ -468,7 +357,7 @@ __global__ void __launch_bounds__(256, 1)
   } else {
     last_pv(p_frag);
   }
-  Sm90WriteOutput<kDTiles>(p, o_acc, st, q_start, q_len, row_lo, head, lane);
+  WriteOutputRows<kDTiles>(p, o_acc, st, q_start, q_len, row_lo, head, lane);
 }
 
 // mbarrier helpers (shared::cta).
@@ -523,26 +412,15 @@ __global__ void __launch_bounds__(288, 1)
   const uint32_t s_k = s_q + 2 * Cfg::kQHalfBytes;
   const uint32_t s_v = s_k + kStages * Cfg::kKvTileBytes;
 
-  const int seq = blockIdx.z;
-  const int head = blockIdx.y;
-  const int m_block = gridDim.x - 1 - blockIdx.x;
-  const int q_start = p.cu_seqlens_q[seq];
-  const int q_len = p.cu_seqlens_q[seq + 1] - q_start;
-  if (q_len < min_q_len) return;
-  const int m0 = m_block * kBlockM;
-  if (m0 >= q_len) return;
-  const int seq_len = p.seq_lens[seq];
-  const int ctx_start = seq_len - q_len;
-  const int kvh = head / (p.num_heads / p.num_kv_heads);
+  const PrefillBlock blk = LocatePrefillBlock<kBlockM>(p, min_q_len);
+  if (!blk.valid) return;
+  const int head = blk.head, kvh = blk.kvh, q_start = blk.q_start, q_len = blk.q_len;
+  const int m0 = blk.m0, ctx_start = blk.ctx_start, kv_end = blk.kv_end;
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
 
-  const int kv_end = min(seq_len, ctx_start + m0 + kBlockM);
-  const Sm90TileSource src{p.q + (q_start + m0) * p.q_stride + static_cast<int64_t>(head) * D,
-                           q_len - m0,
-                           p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq,
-                           kv_end, log2_block_size};
+  const Sm90TileSource src = MakeTileSource<kBlockM>(p, blk, log2_block_size);
   const int num_tiles = (kv_end + kBlockN - 1) / kBlockN;
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
@@ -581,7 +459,7 @@ __global__ void __launch_bounds__(288, 1)
   float o_acc[kDTiles * 4];
 #pragma unroll
   for (int i = 0; i < kDTiles * 4; ++i) o_acc[i] = 0.0f;
-  Sm90RowState st{-CUDART_INF_F, -CUDART_INF_F, 0.0f, 0.0f, ctx_start + row_lo,
+  AttentionRowState st{-CUDART_INF_F, -CUDART_INF_F, 0.0f, 0.0f, ctx_start + row_lo,
                   ctx_start + row_lo + 8};
 
   for (int n = 0; n < num_tiles; ++n) {
@@ -601,9 +479,9 @@ __global__ void __launch_bounds__(288, 1)
       WgmmaFenceOperand(s_acc);
       uint32_t p_frag[kBlockN / 16][4];
       float corr_lo, corr_hi;
-      Sm90SoftmaxStep<kBlockN>(s_acc, p_frag, st, key0, key0 + kBlockN - 1 > warp_first_pos,
+      OnlineSoftmaxStep<kBlockN>(s_acc, p_frag, st, key0, key0 + kBlockN - 1 > warp_first_pos,
                                scale_log2, lane, corr_lo, corr_hi);
-      Sm90RescaleO<kDTiles>(o_acc, corr_lo, corr_hi);
+      RescaleO<kDTiles>(o_acc, corr_lo, corr_hi);
       WgmmaFenceOperand(o_acc);
       WgmmaFence();
       Sm90IssuePv<kBlockN>(o_acc, p_frag, s_v + s * Cfg::kKvTileBytes);
@@ -614,7 +492,7 @@ __global__ void __launch_bounds__(288, 1)
     __syncwarp();
     if (lane == 0) MbarArrive(SmemAddr(&bar_empty[s]));
   }
-  Sm90WriteOutput<kDTiles>(p, o_acc, st, q_start, q_len, row_lo, head, lane);
+  WriteOutputRows<kDTiles>(p, o_acc, st, q_start, q_len, row_lo, head, lane);
 }
 
 }  // namespace kiln::kernels

@@ -14,6 +14,7 @@
 #include <math_constants.h>
 
 #include "kernels/attention.h"
+#include "kernels/attention_tile.cuh"
 #include "kernels/common.cuh"
 
 namespace kiln::kernels {
@@ -45,6 +46,49 @@ struct RowsSplitWorkspace {
   float* l = nullptr;  // [splits, num_tokens, num_heads]
 };
 
+// The work of one short-query block: query row t (within sequence seq) against keys
+// [begin, end) of its context, for the KV head kvh and split `split`. Grid: x = query row within
+// its sequence, y = sequence, z = KV head × split. valid = false: the block has nothing to do
+// (a row past the sequence's end, or a sequence the prefill kernel owns).
+struct ShortQueryBlock {
+  bool valid;
+  int seq, kvh, split, t, begin, end;
+};
+
+template <typename T>
+__device__ __forceinline__ ShortQueryBlock LocateShortQueryBlock(const PagedAttentionParams<T>& p,
+                                                                 int max_q_len, int num_splits,
+                                                                 int tile) {
+  ShortQueryBlock b{};
+  b.seq = blockIdx.y;
+  b.kvh = blockIdx.z / num_splits;
+  b.split = blockIdx.z - b.kvh * num_splits;
+  const int q_start = p.cu_seqlens_q[b.seq];
+  const int q_len = p.cu_seqlens_q[b.seq + 1] - q_start;
+  b.valid = static_cast<int>(blockIdx.x) < q_len && q_len <= max_q_len;
+  if (!b.valid) return b;
+  b.t = q_start + blockIdx.x;
+  const int ctx = p.seq_lens[b.seq] - q_len + static_cast<int>(blockIdx.x) + 1;  // keys 0..ctx-1
+  int chunk = (ctx + num_splits - 1) / num_splits;
+  chunk = (chunk + tile - 1) / tile * tile;
+  b.begin = b.split * chunk;
+  b.end = min(ctx, b.begin + chunk);
+  return b;
+}
+
+// An empty split (short context) contributes nothing: m = -inf, l = 0 for its heads.
+template <typename T>
+__device__ __forceinline__ void WriteEmptySplit(const PagedAttentionParams<T>& p,
+                                                RowsSplitWorkspace ws, const ShortQueryBlock& b,
+                                                int group) {
+  for (int g = threadIdx.x; g < group; g += blockDim.x) {
+    const int64_t idx =
+        (static_cast<int64_t>(b.split) * p.num_tokens + b.t) * p.num_heads + b.kvh * group + g;
+    ws.m[idx] = -CUDART_INF_F;
+    ws.l[idx] = 0.0f;
+  }
+}
+
 template <typename T, int D>
 __global__ void __launch_bounds__(128)
     PagedAttentionRowsKernel(PagedAttentionParams<T> p, RowsSplitWorkspace ws, int max_q_len,
@@ -62,32 +106,16 @@ __global__ void __launch_bounds__(128)
   float* s_l = s_m + G;
   float* s_corr = s_l + G;
 
-  // Grid: x = query row within its sequence, y = sequence, z = KV head × split.
-  const int seq = blockIdx.y;
-  const int kvh = blockIdx.z / num_splits;
-  const int split = blockIdx.z - kvh * num_splits;
+  const ShortQueryBlock blk = LocateShortQueryBlock(p, max_q_len, num_splits, kTile);
+  if (!blk.valid) return;
+  const int seq = blk.seq, kvh = blk.kvh, split = blk.split, t = blk.t;
+  const int begin = blk.begin, end = blk.end;
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
-
-  const int q_start = p.cu_seqlens_q[seq];
-  const int q_len = p.cu_seqlens_q[seq + 1] - q_start;
-  // Rows past the sequence's end, or sequences the prefill kernel owns.
-  if (static_cast<int>(blockIdx.x) >= q_len || q_len > max_q_len) return;
-  const int t = q_start + blockIdx.x;
-  const int ctx = p.seq_lens[seq] - q_len + static_cast<int>(blockIdx.x) + 1;  // keys 0..ctx-1
-  int chunk = (ctx + num_splits - 1) / num_splits;
-  chunk = (chunk + kTile - 1) / kTile * kTile;
-  const int begin = split * chunk;
-  const int end = min(ctx, begin + chunk);
   const int h0 = kvh * G;
-
-  if (begin >= end) {  // empty split (short context): contributes nothing
-    for (int g = tid; g < G; g += blockDim.x) {
-      const int64_t idx = (static_cast<int64_t>(split) * p.num_tokens + t) * p.num_heads + h0 + g;
-      ws.m[idx] = -CUDART_INF_F;
-      ws.l[idx] = 0.0f;
-    }
+  if (begin >= end) {
+    WriteEmptySplit(p, ws, blk, G);
     return;
   }
 
@@ -101,25 +129,13 @@ __global__ void __launch_bounds__(128)
   }
 
   const int32_t* block_table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
-  const int block_mask = (1 << log2_block_size) - 1;
   auto load_tile = [&](int tile, int stage) {
-    const int key0 = begin + tile * kTile;
-    for (int i = tid; i < kTile * Cfg::kChunks; i += blockDim.x) {
-      const int j = i / Cfg::kChunks;
-      const int c = i - j * Cfg::kChunks;
-      const int key = key0 + j;
-      const bool valid = key < end;
-      int64_t offset = 0;
-      if (valid) {
-        const int64_t slot =
-            static_cast<int64_t>(block_table[key >> log2_block_size]) << log2_block_size |
-            (key & block_mask);
-        offset = (slot * p.num_kv_heads + kvh) * D + c * kVe;
-      }
-      const int sidx = (stage * kTile + j) * Cfg::kRowStride + c * kVe;
-      CpAsync16(SmemAddr(s_k + sidx), p.k_cache + offset, valid ? 16 : 0);
-      CpAsync16(SmemAddr(s_v + sidx), p.v_cache + offset, valid ? 16 : 0);
-    }
+    GatherKvTile<T, kTile, D, Cfg::kThreads>(
+        p, block_table, log2_block_size, kvh, begin + tile * kTile, end, SmemAddr(s_k),
+        SmemAddr(s_v), tid, [&](int j, int c) {
+          return static_cast<uint32_t>(((stage * kTile + j) * Cfg::kRowStride + c * kVe) *
+                                       sizeof(T));
+        });
   };
 
   // P·V ownership: column pair cp (columns 2cp, 2cp+1), heads hg, hg + kHeadGroups, ...

@@ -130,14 +130,7 @@ void RunCase(const AttentionCase& c, std::mt19937& rng,
 }
 
 template <typename T>
-class AttentionTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const std::string reason = testing::GpuMissingReason();
-    if (!reason.empty()) GTEST_SKIP() << reason;
-  }
-  std::mt19937 rng_{4321};
-};
+class AttentionTest : public testing::GpuTest {};
 
 using Types = ::testing::Types<float, __nv_bfloat16>;
 TYPED_TEST_SUITE(AttentionTest, Types);
@@ -172,10 +165,10 @@ TYPED_TEST(AttentionTest, LongPrefillOverPrefix) {
 }
 
 // Every tensor-core configuration on the same batch (the dispatcher uses one of them).
-TEST(AttentionVariantsTest, EveryPrefillAndDecodeConfigurationMatches) {
-  const std::string reason = testing::GpuMissingReason();
-  if (!reason.empty()) GTEST_SKIP() << reason;
-  std::mt19937 rng(99);
+using AttentionVariantsTest = testing::GpuTest;
+
+TEST_F(AttentionVariantsTest, EveryPrefillAndDecodeConfigurationMatches) {
+  std::mt19937& rng = rng_;
   using bf16 = __nv_bfloat16;
   const AttentionCase prefill{14, 2, 128, 16, {{300, 300}, {200, 731}, {1, 90}, {130, 130}}};
   const int configs[][2] = {{4, 64}, {8, 64}, {4, 128}, {8, 32}, {-1, 64}, {-1, 128}, {-2, 64},

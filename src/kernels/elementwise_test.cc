@@ -25,14 +25,7 @@ using testing::RandomValues;
 using testing::ToFloats;
 
 template <typename T>
-class ElementwiseTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const std::string reason = testing::GpuMissingReason();
-    if (!reason.empty()) GTEST_SKIP() << reason;
-  }
-  std::mt19937 rng_{1234};
-};
+class ElementwiseTest : public testing::GpuTest {};
 
 using Types = ::testing::Types<float, __nv_bfloat16>;
 TYPED_TEST_SUITE(ElementwiseTest, Types);

@@ -5,6 +5,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
@@ -23,6 +24,16 @@ inline std::string GpuMissingReason() {
   if (count == 0) return "no CUDA device present";
   return "";
 }
+
+// Fixture base: skips (with the reason) when no GPU is present; a seeded generator per test.
+class GpuTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string reason = GpuMissingReason();
+    if (!reason.empty()) GTEST_SKIP() << reason;
+  }
+  std::mt19937 rng_{1234};
+};
 
 #define KILN_CUDA_OK(expr)                                                              \
   do {                                                                                  \
