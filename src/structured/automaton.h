@@ -40,7 +40,7 @@ struct Automaton {
 
 struct AutomatonLimits {
   int max_nfa_states = 400000;
-  int max_dfa_states = 60000;
+  int max_dfa_states = 20000;  // bounds compile time: every state gets a token table
 };
 
 // InvalidArgument when the grammar is empty, left-recursive or too large.

@@ -8,6 +8,7 @@ namespace kiln::structured {
 namespace {
 
 constexpr int kMaxRepeat = 1000;
+constexpr int kMaxNesting = 256;
 
 bool IsNameChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
@@ -118,7 +119,8 @@ class GbnfParser {
   }
 
   StatusOr<ExprPtr> ParsePostfix(ExprPtr item) {
-    while (!AtEnd()) {
+    for (int count = 0; !AtEnd(); ++count) {
+      if (count > 8) return Error("too many stacked repetition operators");
       char c = s_[pos_];
       if (c == '*') {
         item = Star(item);
@@ -257,6 +259,7 @@ class GbnfParser {
     }
     if (c == '(') {
       ++pos_;
+      if (depth >= kMaxNesting) return Error("groups nested too deeply");
       KILN_ASSIGN_OR_RETURN(ExprPtr inner, ParseAlternatives(depth + 1));
       SkipSpace();
       if (AtEnd() || s_[pos_] != ')') return Error("missing ')'");

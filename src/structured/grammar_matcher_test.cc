@@ -8,6 +8,7 @@
 #include "structured/regex.h"
 #include "structured/structured_output.h"
 #include "structured/test_vocab.h"
+#include "structured/vocab_from_tokenizer.h"
 
 namespace kiln::structured {
 namespace {
@@ -234,6 +235,81 @@ TEST(MatcherTest, MaskEqualsByteLevelAcceptanceOnRandomWalks) {
       }
     }
   }
+}
+
+// Bad input never crashes or hangs: random byte soup and deep nesting into every front end give a
+// Status (or a grammar), never an abort.
+TEST(RobustnessTest, GarbageAndDeepNestingGiveStatuses) {
+  std::mt19937 rng(11);
+  const std::string alphabet = "()[]{}|*+?.^$\\\"-,:0123456789abcxyz:=#\n dux";
+  for (int i = 0; i < 3000; ++i) {
+    std::string s;
+    int len = rng() % 24;
+    for (int k = 0; k < len; ++k) s += alphabet[rng() % alphabet.size()];
+    (void)ParseRegex(s, RegexMode::kRaw);
+    (void)GbnfToGrammar("root ::= " + s);
+    ResponseFormat f = Format(ResponseFormat::Type::kJsonSchema, "{\"pattern\":\"" + s + "\"}");
+    (void)Compiler().Compile(f);
+  }
+  std::string deep(100000, '(');
+  EXPECT_FALSE(ParseRegex(deep + "a" + std::string(100000, ')'), RegexMode::kRaw).ok());
+  EXPECT_FALSE(GbnfToGrammar("root ::= " + deep + "\"a\"" + std::string(100000, ')')).ok());
+  EXPECT_FALSE(ParseRegex("a" + std::string(100000, '*'), RegexMode::kRaw).ok());
+  std::string nested_schema;
+  for (int i = 0; i < 5000; ++i) nested_schema += "{\"items\":";
+  nested_schema += "{}" + std::string(5000, '}');
+  EXPECT_FALSE(Compiler().Compile(Format(ResponseFormat::Type::kJsonSchema, nested_schema)).ok());
+  // Too large: a 20,000+ state automaton is refused, not compiled for minutes.
+  EXPECT_FALSE(Compiler().Compile(Format(ResponseFormat::Type::kRegex, "(.{1000}){1000}")).ok());
+}
+
+// A 4-token tokenizer: "a", "b", a special token and EOS.
+class FakeTokenizer final : public Tokenizer {
+ public:
+  std::vector<int32_t> Encode(std::string_view, bool) const override { return {}; }
+  StatusOr<std::string> Decode(std::span<const int32_t>, bool) const override { return ""; }
+  std::unique_ptr<IncrementalDetokenizer> NewDetokenizer(bool) const override { return nullptr; }
+  int vocab_size() const override { return 4; }
+  std::string TokenBytes(int32_t id) const override {
+    return id == 0 ? "a" : id == 1 ? "b" : id == 2 ? "<tool>" : "</s>";
+  }
+  std::string IdToPiece(int32_t id) const override { return TokenBytes(id); }
+  int32_t PieceToId(std::string_view) const override { return -1; }
+  bool IsSpecial(int32_t id) const override { return id >= 2; }
+  int32_t bos_token_id() const override { return -1; }
+  int32_t eos_token_id() const override { return 3; }
+  std::string bos_token() const override { return ""; }
+  std::string eos_token() const override { return "</s>"; }
+  bool has_chat_template() const override { return false; }
+  StatusOr<std::string> ApplyChatTemplate(const nlohmann::json&,
+                                          const ChatTemplateOptions&) const override {
+    return Status::Unimplemented("none");
+  }
+};
+
+TEST(VocabFromTokenizerTest, SpecialTokensNeverAllowedEosOnlyAtTheEnd) {
+  FakeTokenizer tok;
+  VocabInfo info = VocabInfoFromTokenizer(tok, /*vocab_size=*/40);
+  EXPECT_EQ(info.vocab_size, 40);
+  EXPECT_EQ(info.token_bytes[0], "a");
+  EXPECT_EQ(info.token_bytes[2], "");
+  EXPECT_EQ(info.eos_token_ids, std::vector<int32_t>{3});
+  auto compiler = GrammarCompiler::Create(info);
+  ASSERT_TRUE(compiler.ok());
+  ResponseFormat f;
+  f.type = ResponseFormat::Type::kRegex;
+  f.regex = "(ab)+|<tool>";
+  auto g = (*compiler)->Compile(f);
+  ASSERT_TRUE(g.ok());
+  GrammarMatcher m(*g);
+  uint32_t mask[2];
+  m.FillNextTokenBitmask(mask);
+  EXPECT_EQ(mask[0], 1u);  // only "a": the special token's text is not emittable
+  EXPECT_EQ(mask[1], 0u);
+  ASSERT_TRUE(m.AcceptToken(0));
+  ASSERT_TRUE(m.AcceptToken(1));
+  m.FillNextTokenBitmask(mask);
+  EXPECT_EQ(mask[0], (1u << 0) | (1u << 3));
 }
 
 }  // namespace

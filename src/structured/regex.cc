@@ -7,6 +7,7 @@ namespace kiln::structured {
 namespace {
 
 constexpr int kMaxRepeat = 1000;
+constexpr int kMaxNesting = 256;
 
 using Ranges = std::vector<CodePointRange>;
 
@@ -109,7 +110,8 @@ class Parser {
   }
 
   StatusOr<ExprPtr> ParseQuantifiers(ExprPtr atom) {
-    while (!AtEnd()) {
+    for (int count = 0; !AtEnd(); ++count) {
+      if (count > 8) return Error("too many stacked quantifiers");
       uint32_t c = Peek();
       int lo = 0, hi = -1;
       if (c == '*') {
@@ -317,7 +319,9 @@ class Parser {
             return Error("inline flags / unknown group syntax are not supported");
           }
         }
+        if (++depth_ > kMaxNesting) return Error("groups nested too deeply");
         KILN_ASSIGN_OR_RETURN(ExprPtr inner, ParseAlt());
+        --depth_;
         if (AtEnd() || Peek() != ')') return Error("missing ')'");
         ++pos_;
         return inner;
@@ -347,6 +351,7 @@ class Parser {
   RegexMode mode_;
   std::vector<uint32_t> cps_;
   size_t pos_ = 0;
+  int depth_ = 0;
 };
 
 }  // namespace
