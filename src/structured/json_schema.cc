@@ -473,11 +473,30 @@ class Converter {
       }
       return Alt(std::move(alts));
     }
-    if (schema.contains("const")) return Literal(schema["const"].dump());
+    // enum / const values must also satisfy a sibling "type".
+    auto type_allows = [&](const Json& v) {
+      if (!schema.contains("type")) return true;
+      const Json& t = schema["type"];
+      Json types = t.is_array() ? t : Json::array({t});
+      for (const auto& ty : types) {
+        if ((ty == "string" && v.is_string()) || (ty == "boolean" && v.is_boolean()) ||
+            (ty == "null" && v.is_null()) || (ty == "object" && v.is_object()) ||
+            (ty == "array" && v.is_array()) || (ty == "number" && v.is_number()) ||
+            (ty == "integer" && v.is_number() && v.get<double>() == std::floor(v.get<double>()))) {
+          return true;
+        }
+      }
+      return false;
+    };
+    if (schema.contains("const")) {
+      return type_allows(schema["const"]) ? Literal(schema["const"].dump()) : Nothing();
+    }
     if (schema.contains("enum")) {
       if (!schema["enum"].is_array()) return Err(path, "enum must be an array");
       std::vector<ExprPtr> alts;
-      for (const auto& v : schema["enum"]) alts.push_back(Literal(v.dump()));
+      for (const auto& v : schema["enum"]) {
+        if (type_allows(v)) alts.push_back(Literal(v.dump()));
+      }
       return Alt(std::move(alts));
     }
     std::vector<std::string> types;
@@ -801,10 +820,10 @@ class Converter {
     // Required keys not among the properties take the additionalProperties schema.
     for (const auto& r : required) {
       if (listed.count(r)) continue;
-      if (!extra_value) {
+      if (s.contains("additionalProperties") && s["additionalProperties"] == false) {
         return Err(path, "required property '" + r + "' is not allowed by the schema");
       }
-      props.push_back({r, extra_value, true});
+      props.push_back({r, extra_value ? extra_value : Ref(AnyValueRule()), true});
       listed.insert(r);
     }
     auto key_lit = [](const std::string& key) { return Literal(Json(key).dump()); };

@@ -13,7 +13,10 @@
 // Anything else is InvalidArgument naming the keyword and where it is.
 //
 // Output shape: properties appear in schema order (required ones always, optional ones may be
-// skipped), extra properties (when allowed) after them with keys different from the listed ones;
+// skipped), extra properties (only when additionalProperties is true or a schema: an absent
+// additionalProperties is treated as false, as in OpenAI's strict mode — outputs stay valid) after
+// them with keys different from the listed ones; required keys missing from properties take the
+// additionalProperties schema (any value when absent); enum/const values are filtered by "type";
 // whitespace between tokens is at most one space, or a newline followed by at most 8 spaces.
 // Unbounded integers have at most 15 digits, fractions at most 16, exponents at most 2.
 //
