@@ -6,15 +6,22 @@
 // the cache, see rope.h). Query head h uses KV head h / (num_heads / num_kv_heads) (GQA).
 // out = softmax(q·k * scale) v; softmax in float32 with max subtraction, accumulation in float32.
 //
-// Two kernels behind one launcher:
-//  - prefill (bf16, head_dim 64 or 128): FlashAttention-2 style, tensor cores (mma.sync
-//    m16n8k16), Q tile of 128 rows per block, K/V tiles of 64 keys double-buffered with cp.async
-//    through the block table, online softmax. Handles sequences with q_len > kDecodeMaxQueryLen.
-//  - rows (every dtype and head_dim): one block per (query row, KV head, KV split); the whole GQA
-//    group of q heads shares each K/V tile (read once); split-KV (flash-decoding) with a combine
-//    kernel when there are too few rows to fill the GPU. Handles sequences with
-//    q_len <= kDecodeMaxQueryLen, or all of them when the prefill kernel does not apply.
-// Both are launched when a batch mixes the two kinds.
+// Kernels behind the one launcher (FlashAttention-style: K/V tiles gathered through the block
+// table with cp.async, online softmax, fp32 accumulation):
+//  - prefill, sequences with q_len > kDecodeMaxQueryLen (bf16 only):
+//      head_dim 128: wgmma (sm_90a), 2 warpgroups × 64 query rows, K/V tiles of 128 keys
+//                    (attention_prefill_sm90.cuh);
+//      head_dim 64:  mma.sync m16n8k16, 8 warps × 16 query rows, tiles of 64 keys
+//                    (attention_prefill.cuh).
+//  - short query runs (decode), sequences with q_len <= kDecodeMaxQueryLen: one block per
+//    (query row, KV head, KV split); the GQA group's q heads share each K/V tile (read once);
+//    split-KV (flash-decoding) plus a combine kernel when (rows × KV heads) blocks would not cover
+//    the multiprocessors.
+//      bf16, head_dim 64/128, group <= 16: mma.sync with the group as the MMA rows
+//                    (attention_decode.cuh);
+//      otherwise (float32, other head dims): CUDA cores (attention_rows.cuh), which then also
+//                    take the long sequences.
+// A batch that mixes both kinds gets both launches; each kernel skips the other's sequences.
 //
 // KV cache layout: [num_blocks, block_size, num_kv_heads, head_dim]; block_size a power of two
 // >= 16. Block table entries past a sequence's last block are never read.
