@@ -278,12 +278,20 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
   // ---- writing ----
 
   void Enqueue(std::string data) {
+    pending_write_bytes_ += static_cast<int64_t>(data.size());
+    if (pending_write_bytes_ > shared_->options.max_pending_write_bytes) {
+      KILN_LOG(WARNING) << "peer too slow (" << pending_write_bytes_
+                        << " bytes unsent); closing the connection";
+      return OnPeerGone();
+    }
     write_queue_.push_back(std::move(data));
     if (!writing_) WriteNext();
   }
 
   void WriteNext() {
     if (disconnected_) return;
+    pending_write_bytes_ = 0;
+    for (const auto& q : write_queue_) pending_write_bytes_ += static_cast<int64_t>(q.size());
     if (write_queue_.empty()) {
       writing_ = false;
       if (completing_) FinishExchange();
@@ -362,6 +370,7 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
   bool watching_ = false;
   bool writing_ = false;
   std::deque<std::string> write_queue_;
+  int64_t pending_write_bytes_ = 0;  // queued + in flight
   std::function<void()> on_disconnect_;
   std::string drain_buf_;
 };
@@ -410,6 +419,9 @@ Status HttpServerOptions::Validate() const {
   if (num_threads < 1) return Status::InvalidArgument("num_threads must be at least 1");
   if (max_body_bytes < 1) return Status::InvalidArgument("max_body_bytes must be positive");
   if (max_header_bytes < 1024) return Status::InvalidArgument("max_header_bytes must be >= 1024");
+  if (max_pending_write_bytes < 1) {
+    return Status::InvalidArgument("max_pending_write_bytes must be positive");
+  }
   if (!(read_timeout_s > 0) || !(idle_timeout_s > 0) || !(write_timeout_s > 0)) {
     return Status::InvalidArgument("timeouts must be positive");
   }

@@ -73,6 +73,9 @@ struct HttpServerOptions {
   double read_timeout_s = 60.0;   // from the first byte of a request to its complete body
   double idle_timeout_s = 65.0;   // keep-alive connections with no request
   double write_timeout_s = 60.0;  // one write to a slow reader
+  // A streaming peer that falls this far behind (bytes queued, not yet written) is treated as
+  // gone: its request is aborted instead of buffering without bound.
+  int64_t max_pending_write_bytes = int64_t{32} << 20;
   Status Validate() const;
 };
 

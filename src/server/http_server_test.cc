@@ -51,6 +51,14 @@ class HttpServerTest : public ::testing::Test {
         std::this_thread::sleep_for(std::chrono::milliseconds(30));
         r->Send(200, "text/plain", "late");
       });
+    } else if (req.path == "/flood") {
+      r->OnDisconnect([this] { disconnects_++; });
+      std::lock_guard<std::mutex> lock(mu_);
+      threads_.emplace_back([r] {
+        r->StartStream(200, "text/plain");
+        for (int i = 0; i < 1024; ++i) r->Write(std::string(64 << 10, 'x'));  // 64 MiB
+        r->End();
+      });
     } else if (req.path == "/hang") {
       r->OnDisconnect([this] { disconnects_++; });
     } else {
@@ -152,6 +160,19 @@ TEST_F(HttpServerTest, PeerDisconnectWhileResponsePendingIsReported) {
     EXPECT_EQ(server_->num_pending_exchanges(), 1);
   }
   for (int i = 0; i < 200 && disconnects_ == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(disconnects_, 1);
+  EXPECT_EQ(server_->num_pending_exchanges(), 0);
+}
+
+TEST_F(HttpServerTest, PeerThatStopsReadingIsCutOffNotBuffered) {
+  HttpServerOptions o;
+  o.max_pending_write_bytes = 1 << 20;
+  StartServer(o);
+  Client c(server_->port());
+  c.Send("GET /flood HTTP/1.1\r\n\r\n");  // and never read
+  for (int i = 0; i < 500 && disconnects_ == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(disconnects_, 1);
