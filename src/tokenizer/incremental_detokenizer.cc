@@ -25,7 +25,11 @@ std::string StreamingDetokenizer::Delta(const std::string& text) const {
 std::string StreamingDetokenizer::Push(int32_t id) {
   if (!tokenizer_.IsValidId(id)) return {};
   ids_.push_back(id);
-  if (tokenizer_.IsByteFallbackPiece(id)) return {};
+  // A <0xXX> run stays open until another piece comes; a skipped special token is invisible to
+  // the decoder, so it neither closes the run nor adds text.
+  if (tokenizer_.IsByteFallbackPiece(id) || (skip_special_tokens_ && tokenizer_.IsSpecial(id))) {
+    return {};
+  }
   const std::string text = DecodeFrom(prefix_offset_, ids_.size());
   if (text.size() <= prefix_text_.size()) return {};
   // Byte-level: hold exactly while the raw bytes end inside a character (an invalid sequence's

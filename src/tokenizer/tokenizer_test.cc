@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <map>
+#include <random>
 
 #include "tokenizer/byte_level.h"
 #include "tokenizer/gguf_vocab.h"
@@ -221,6 +222,28 @@ TEST(QwenTokenizerTest, StreamingHoldsOnlyIncompleteCharacters) {
   auto tail = tok->NewDetokenizer(false);
   EXPECT_EQ(tail->Push(byte_id(0xE4)), "");
   EXPECT_EQ(tail->Flush(), "\xEF\xBF\xBD");
+}
+
+// Random id sequences (fixed seed), byte tokens and special tokens included: streaming equals
+// the full decode, with and without skipping special tokens.
+TEST(QwenTokenizerTest, StreamingEqualsDecodeOnRandomIds) {
+  const Tokenizer* tok = SharedQwen("qwen2.5");
+  if (tok == nullptr) GTEST_SKIP() << "missing ../shared/tokenizers/qwen2.5";
+  std::mt19937 rng(99);
+  const std::vector<int32_t> interesting = {151643, 151644, 151645, 220, 198, 9707};
+  for (int round = 0; round < 2000; ++round) {
+    std::vector<int32_t> ids(1 + rng() % 10);
+    for (int32_t& id : ids) {
+      const uint32_t r = rng();
+      // Mostly single-byte tokens (ids 0..255 hold the byte alphabet), some specials, some words.
+      id = r % 3 == 0   ? static_cast<int32_t>(r % 256)
+           : r % 3 == 1 ? interesting[r % interesting.size()]
+                        : static_cast<int32_t>(r % tok->vocab_size());
+    }
+    for (bool skip : {false, true}) {
+      EXPECT_EQ(StreamDecode(*tok, ids, skip), *tok->Decode(ids, skip)) << "round " << round;
+    }
+  }
 }
 
 // The GGUF gpt2 path on the real Qwen2.5 vocabulary: the same cases must come out.

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <random>
 #include <thread>
 
 #include "tokenizer/added_token_matcher.h"
@@ -163,6 +164,64 @@ TEST(TokenizerConfigTest, SpecialTokensAndNamedTemplates) {
   EXPECT_EQ(*(*with_file)->ApplyChatTemplate(messages, ChatTemplateOptions()), "Jhi");
 #endif
   std::filesystem::remove_all(dir);
+}
+
+// Property tests on random input (fixed seed): streaming equals the full decode for any id
+// sequence, and byte-level / byte-fallback tokenizers round-trip any valid UTF-8 text.
+TEST(RandomizedTest, StreamingEqualsDecodeAndTextRoundTrips) {
+  std::mt19937 rng(1234);
+  const std::vector<std::string> files = {"llama3_style_tokenizer.json",
+                                          "metaspace_tokenizer.json"};
+  std::vector<std::unique_ptr<Tokenizer>> toks;
+  for (const auto& f : files) {
+    auto tok = CreateTokenizerFromJson((TestDataDir() / f).string());
+    ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+    toks.push_back(std::move(tok).value());
+  }
+  const auto stories = testing::SharedDir() / "models" / "stories260K" / "hf";
+  if (std::filesystem::exists(stories / "tokenizer.json")) {
+    auto tok = CreateTokenizerFromJson(stories.string());
+    ASSERT_TRUE(tok.ok()) << tok.status().ToString();
+    toks.push_back(std::move(tok).value());
+  }
+  // Characters of 1-4 bytes, spaces, newlines and special-token text.
+  const std::vector<std::string> alphabet = {"a",
+                                             "b",
+                                             "the",
+                                             " ",
+                                             "  ",
+                                             "\n",
+                                             "'s",
+                                             "1",
+                                             "123",
+                                             "\xC3\xA9",
+                                             "\xE4\xB8\xAD",
+                                             "\xE6\x96\x87",
+                                             "\xF0\x9F\x98\x80",
+                                             "<s>",
+                                             "<|eot_id|>",
+                                             "\t",
+                                             "."};
+  for (const auto& tok : toks) {
+    const int vocab = tok->vocab_size();
+    for (int round = 0; round < 300; ++round) {
+      std::vector<int32_t> ids(1 + rng() % 12);
+      for (int32_t& id : ids) id = static_cast<int32_t>(rng() % vocab);
+      for (bool skip : {false, true}) {
+        auto full = tok->Decode(ids, skip);
+        ASSERT_TRUE(full.ok());
+        EXPECT_TRUE(IsValidUtf8(*full));
+        EXPECT_EQ(StreamDecode(*tok, ids, skip), *full) << "round " << round << " skip " << skip;
+      }
+      std::string text;
+      for (int k = 0, n = 1 + rng() % 10; k < n; ++k) text += alphabet[rng() % alphabet.size()];
+      const std::vector<int32_t> encoded = tok->Encode(text, false);
+      auto decoded = tok->Decode(encoded, false);
+      ASSERT_TRUE(decoded.ok());
+      EXPECT_EQ(StreamDecode(*tok, encoded, false), *decoded);
+      if (tok.get() == toks[0].get()) EXPECT_EQ(*decoded, text);  // byte-level: lossless
+    }
+  }
 }
 
 // One Tokenizer, many threads (each with its own word cache): the same ids as on one thread.

@@ -6,7 +6,9 @@
 #pragma once
 
 #include <memory>
+#include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -39,15 +41,23 @@ enum class ExprKind {
   kCondExpr,  // args[0] if args[1] else args[2] (args[2] may be null)
 };
 
+// Operators of kUnary / kBinary / kCompare nodes (resolved once at parse time).
+enum class Op : uint8_t {
+  kNone, kAnd, kOr, kNot, kNeg, kPos, kAdd, kSub, kMul, kDiv, kFloorDiv, kMod, kPow, kConcat,
+  kEq, kNe, kLt, kLe, kGt, kGe, kIn, kNotIn,
+};
+Op OpFromString(std::string_view text);  // kNone when unknown
+
 struct Expr final {
   ExprKind kind;
   SourceLoc loc;
-  std::string name;  // kName, kGetAttr attribute, kFilter/kTest name, kUnary/kBinary op
+  std::string name;  // kName, kGetAttr attribute, kFilter/kTest name, kUnary/kBinary op text
+  Op op = Op::kNone;  // kUnary / kBinary
   Value literal;     // kLiteral
   bool negated = false;                      // kTest: "is not"
   std::vector<ExprPtr> args;                 // operands, see ExprKind
   std::vector<std::pair<std::string, ExprPtr>> kwargs;  // kCall/kFilter/kTest keyword arguments
-  std::vector<std::string> ops;              // kCompare operators
+  std::vector<Op> ops;                       // kCompare operators
 };
 
 enum class StmtKind {

@@ -353,12 +353,12 @@ Value Interpreter::Eval(const Expr& e, Scope& scope) {
     }
     case ExprKind::kUnary: {
       Value v = Eval(*e.args[0], scope);
-      if (e.name == "not") return Value::Bool(!Truthy(v));
+      if (e.op == Op::kNot) return Value::Bool(!Truthy(v));
       if (v.is_undefined()) ThrowUndefined(v, e.loc);
       if (!v.is_number()) {
         ThrowRuntime(e.loc, "bad operand type for unary " + e.name + ": '" + TypeName(v) + "'");
       }
-      if (e.name == "+") return v.kind() == ValueKind::kFloat ? v : Value::Int(v.int_value());
+      if (e.op == Op::kPos) return v.kind() == ValueKind::kFloat ? v : Value::Int(v.int_value());
       if (v.kind() == ValueKind::kFloat) return Value::Float(-v.float_value());
       if (v.int_value() == std::numeric_limits<int64_t>::min()) {
         ThrowRuntime(e.loc, "integer overflow");
@@ -620,12 +620,13 @@ int64_t FloorMod(int64_t a, int64_t b) {
 }  // namespace
 
 Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
-  const std::string& op = e.name;
-  if (op == "and") {
+  const Op op = e.op;
+  const std::string& op_text = e.name;
+  if (op == Op::kAnd) {
     Value a = Eval(*e.args[0], scope);
     return Truthy(a) ? Eval(*e.args[1], scope) : a;
   }
-  if (op == "or") {
+  if (op == Op::kOr) {
     Value a = Eval(*e.args[0], scope);
     return Truthy(a) ? a : Eval(*e.args[1], scope);
   }
@@ -633,7 +634,7 @@ Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
   Value b_scratch;
   const Value& b = EvalRef(*e.args[1], scope, b_scratch);
   const SourceLoc loc = e.loc;
-  if (op == "~") {
+  if (op == Op::kConcat) {
     std::string s = a.is_string() ? std::move(a).TakeStr() : ToStr(a);
     AppendStr(b, &s);
     CheckSize(s.size(), loc);
@@ -641,7 +642,7 @@ Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
   }
   const bool ints = a.is_integral() && b.is_integral();
   const bool nums = a.is_number() && b.is_number();
-  if (op == "+") {
+  if (op == Op::kAdd) {
     if (ints) {
       int64_t r;
       if (__builtin_add_overflow(a.int_value(), b.int_value(), &r)) ThrowRuntime(loc, "integer overflow");
@@ -659,18 +660,18 @@ Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
       items.insert(items.end(), b.list().begin(), b.list().end());
       return Value::List(std::move(items));
     }
-    ThrowOperandError(op, a, b, loc);
+    ThrowOperandError(op_text, a, b, loc);
   }
-  if (op == "-") {
+  if (op == Op::kSub) {
     if (ints) {
       int64_t r;
       if (__builtin_sub_overflow(a.int_value(), b.int_value(), &r)) ThrowRuntime(loc, "integer overflow");
       return Value::Int(r);
     }
     if (nums) return Value::Float(a.float_value() - b.float_value());
-    ThrowOperandError(op, a, b, loc);
+    ThrowOperandError(op_text, a, b, loc);
   }
-  if (op == "*") {
+  if (op == Op::kMul) {
     if (ints) {
       int64_t r;
       if (__builtin_mul_overflow(a.int_value(), b.int_value(), &r)) ThrowRuntime(loc, "integer overflow");
@@ -695,28 +696,28 @@ Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
       for (int64_t i = 0; i < n; ++i) items.insert(items.end(), seq->list().begin(), seq->list().end());
       return Value::List(std::move(items));
     }
-    ThrowOperandError(op, a, b, loc);
+    ThrowOperandError(op_text, a, b, loc);
   }
-  if (op == "/" || op == "//" || op == "%") {
-    if (!nums) ThrowOperandError(op, a, b, loc);
+  if (op == Op::kDiv || op == Op::kFloorDiv || op == Op::kMod) {
+    if (!nums) ThrowOperandError(op_text, a, b, loc);
     if (b.float_value() == 0.0) ThrowRuntime(loc, "division by zero");
-    if (op == "/") return Value::Float(a.float_value() / b.float_value());
+    if (op == Op::kDiv) return Value::Float(a.float_value() / b.float_value());
     if (ints) {
       if (a.int_value() == std::numeric_limits<int64_t>::min() && b.int_value() == -1) {
         ThrowRuntime(loc, "integer overflow");
       }
-      return Value::Int(op == "//" ? FloorDiv(a.int_value(), b.int_value())
+      return Value::Int(op == Op::kFloorDiv ? FloorDiv(a.int_value(), b.int_value())
                                    : FloorMod(a.int_value(), b.int_value()));
     }
     double x = a.float_value();
     double y = b.float_value();
-    if (op == "//") return Value::Float(std::floor(x / y));
+    if (op == Op::kFloorDiv) return Value::Float(std::floor(x / y));
     double r = std::fmod(x, y);
     if (r != 0 && ((r < 0) != (y < 0))) r += y;
     return Value::Float(r);
   }
-  if (op == "**") {
-    if (!nums) ThrowOperandError(op, a, b, loc);
+  if (op == Op::kPow) {
+    if (!nums) ThrowOperandError(op_text, a, b, loc);
     if (ints && b.int_value() >= 0) {
       int64_t base = a.int_value();
       int64_t exp = b.int_value();
@@ -730,7 +731,7 @@ Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
     }
     return Value::Float(std::pow(a.float_value(), b.float_value()));
   }
-  ThrowRuntime(loc, "unknown operator '" + op + "'");
+  ThrowRuntime(loc, "unknown operator '" + op_text + "'");
 }
 
 Value Interpreter::EvalCompare(const Expr& e, Scope& scope) {
@@ -738,21 +739,21 @@ Value Interpreter::EvalCompare(const Expr& e, Scope& scope) {
   for (size_t i = 0; i < e.ops.size(); ++i) {
     Value right_scratch;
     const Value& right = EvalRef(*e.args[i + 1], scope, right_scratch);
-    const std::string& op = e.ops[i];
+    const Op op = e.ops[i];
     const SourceLoc loc = e.args[i + 1]->loc;
     bool r;
-    if (op == "==") {
+    if (op == Op::kEq) {
       r = Equals(left, right);
-    } else if (op == "!=") {
+    } else if (op == Op::kNe) {
       r = !Equals(left, right);
-    } else if (op == "in" || op == "not in") {
-      r = Contains(right, left, loc) == (op == "in");
+    } else if (op == Op::kIn || op == Op::kNotIn) {
+      r = Contains(right, left, loc) == (op == Op::kIn);
     } else {
       if (left.is_undefined()) ThrowUndefined(left, loc);
       if (right.is_undefined()) ThrowUndefined(right, loc);
-      if (op == "<") r = LessThan(left, right, loc);
-      else if (op == ">") r = LessThan(right, left, loc);
-      else if (op == "<=") r = !LessThan(right, left, loc);
+      if (op == Op::kLt) r = LessThan(left, right, loc);
+      else if (op == Op::kGt) r = LessThan(right, left, loc);
+      else if (op == Op::kLe) r = !LessThan(right, left, loc);
       else r = !LessThan(left, right, loc);
     }
     if (!r) return Value::Bool(false);

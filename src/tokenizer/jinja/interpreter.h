@@ -32,7 +32,7 @@ struct RenderLimits final {
 // A variable scope: a list of (name, value) with a parent to fall back to.
 class Scope final {
  public:
-  explicit Scope(const Scope* parent) : parent_(parent) {}
+  explicit Scope(const Scope* parent) : parent_(parent) { vars_.reserve(4); }
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;
 

@@ -25,11 +25,6 @@ const std::unordered_set<std::string_view>& ListMethods() {
       "append", "extend", "pop", "insert", "index", "count"};
   return *names;
 }
-const std::unordered_set<std::string_view>& DictMethods() {
-  static const auto* names = new std::unordered_set<std::string_view>{
-      "items", "keys", "values", "get", "update", "copy"};
-  return *names;
-}
 
 const std::string* OptStr(const Value& v, std::string* storage, SourceLoc loc, std::string_view what) {
   if (v.is_undefined() || v.is_none()) return nullptr;
@@ -384,7 +379,9 @@ bool HasMethod(const Value& self, std::string_view name) {
   switch (self.kind()) {
     case ValueKind::kString: return StrMethods().count(name) != 0;
     case ValueKind::kList: return ListMethods().count(name) != 0;
-    case ValueKind::kDict: return DictMethods().count(name) != 0;
+    case ValueKind::kDict:  // hot (every message.role): a few compares beat hashing
+      return name == "items" || name == "keys" || name == "values" || name == "get" ||
+             name == "update" || name == "copy";
     default: return false;
   }
 }

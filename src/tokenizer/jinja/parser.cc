@@ -365,6 +365,7 @@ class Parser final {
 
   ExprPtr Binary(std::string op, SourceLoc loc, ExprPtr a, ExprPtr b) {
     auto e = MakeExpr(ExprKind::kBinary, loc);
+    e->op = OpFromString(op);
     e->name = std::move(op);
     e->args.push_back(std::move(a));
     e->args.push_back(std::move(b));
@@ -394,6 +395,7 @@ class Parser final {
       DepthGuard guard(this, Peek());
       auto e = MakeExpr(ExprKind::kUnary, Next().loc);
       e->name = "not";
+      e->op = Op::kNot;
       e->args.push_back(ParseNot());
       return e;
     }
@@ -426,7 +428,7 @@ class Parser final {
         cmp = MakeExpr(ExprKind::kCompare, loc);
         cmp->args.push_back(std::move(first));
       }
-      cmp->ops.push_back(op);
+      cmp->ops.push_back(OpFromString(op));
       cmp->args.push_back(ParseMath1());
     }
     return cmp ? std::move(cmp) : std::move(first);
@@ -475,6 +477,7 @@ class Parser final {
       const Token& op = Next();
       node = MakeExpr(ExprKind::kUnary, op.loc);
       node->name = op.value;
+      node->op = op.value == "-" ? Op::kNeg : Op::kPos;
       node->args.push_back(ParseUnary(false));
     } else {
       node = ParsePrimary();
@@ -700,6 +703,19 @@ class Parser final {
 };
 
 }  // namespace
+
+Op OpFromString(std::string_view text) {
+  static constexpr std::pair<std::string_view, Op> kOps[] = {
+      {"and", Op::kAnd},  {"or", Op::kOr},       {"not", Op::kNot}, {"+", Op::kAdd},
+      {"-", Op::kSub},    {"*", Op::kMul},       {"/", Op::kDiv},   {"//", Op::kFloorDiv},
+      {"%", Op::kMod},    {"**", Op::kPow},      {"~", Op::kConcat}, {"==", Op::kEq},
+      {"!=", Op::kNe},    {"<", Op::kLt},        {"<=", Op::kLe},   {">", Op::kGt},
+      {">=", Op::kGe},    {"in", Op::kIn},       {"not in", Op::kNotIn}};
+  for (const auto& [t, op] : kOps) {
+    if (t == text) return op;
+  }
+  return Op::kNone;
+}
 
 Body ParseTemplate(const std::vector<Token>& tokens) { return Parser(tokens).ParseAll(); }
 
