@@ -184,8 +184,8 @@ class CudaBackend final : public Backend {
 
   cuda::GpuSampler sampler_;
 
-  // Decode graphs per bucket size.
-  std::map<int, cudaGraphExec_t> graphs_;
+  // Decode graphs per (batch bucket, context band).
+  std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;
 };
 
 CudaBackend::~CudaBackend() {
@@ -598,11 +598,17 @@ Status CudaBackend::Forward(const ForwardBatch& batch) {
 }
 
 Status CudaBackend::RunDecodeGraph(const RunShape& shape) {
-  // Inside a graph the attention grid must not depend on the step: fix the context bound.
+  // Inside a graph the attention grid must not depend on the step: the context bound is fixed to
+  // the band's top (512, 1024, 2048, ... tokens), so the KV split count matches what an eager step
+  // of that band would choose, and a graph exists per (batch bucket, band).
+  int band = 512;
+  while (band < shape.max_seq_len) band *= 2;
+  band = std::min(band, max_blocks_per_seq_ * options_.block_size);
   RunShape fixed = shape;
-  fixed.max_seq_len = max_blocks_per_seq_ * options_.block_size;
+  fixed.max_seq_len = std::max(band, shape.max_seq_len);
   fixed.max_seqlen_q = 1;
-  auto it = graphs_.find(shape.num_seqs);
+  const std::pair<int, int> key(shape.num_seqs, fixed.max_seq_len);
+  auto it = graphs_.find(key);
   if (it == graphs_.end()) {
     // First time at this size: run eagerly (warms cuBLASLt plans), then capture for next time.
     KILN_RETURN_IF_ERROR(RunModel(fixed));
@@ -616,7 +622,7 @@ Status CudaBackend::RunDecodeGraph(const RunShape& shape) {
     const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
     cudaGraphDestroy(graph);
     KILN_CUDA_RETURN_IF_ERROR(inst);
-    graphs_.emplace(shape.num_seqs, exec);
+    graphs_.emplace(key, exec);
     return Status::Ok();
   }
   KILN_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(it->second, stream_));

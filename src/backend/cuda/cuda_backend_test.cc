@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/cpu/cpu_backend.h"
 #include "model/safetensors.h"
 #include "model/test_data.h"
 
@@ -32,7 +33,7 @@ std::unique_ptr<Backend> MakeBackend(const std::string& path, const std::string&
   CudaBackendOptions o;
   o.block_size = kBlockSize;
   o.num_kv_blocks = num_blocks;
-  o.max_num_batched_tokens = 512;
+  o.max_num_batched_tokens = 1024;
   o.max_num_seqs = 320;  // logits rows of a teacher-forced 257-token forward
   o.enable_cuda_graphs = graphs;
   o.dtype = dtype;
@@ -255,6 +256,63 @@ TEST(CudaBackendTest, ChunkedBatchedAndGraphRunsAgree) {
     ASSERT_TRUE(graphs->GetLogits(&g).ok());
     EXPECT_LE(RelativeError(g, a), 1e-4) << "decode step " << step;
   }
+}
+
+// Long contexts (KV split across blocks of the decode kernels, eager and graph-replayed) against
+// the CPU reference backend: prefill `prompt_len` tokens, then decode steps, logits compared at
+// every step. Regression test for decode steps whose context crosses a 64-key tile.
+void CheckDecodeAgainstCpu(const std::string& name, const std::string& dtype, int prompt_len,
+                           bool graphs) {
+  const std::string dir = SharedPath("models/" + name);
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/" << name;
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  auto gpu = MakeBackend(dir, dtype, graphs);
+  ASSERT_NE(gpu, nullptr);
+  ModelOptions mo;
+  mo.model_path = dir;
+  auto model = LoadModel(mo);
+  ASSERT_TRUE(model.ok());
+  CpuBackendOptions co;
+  co.block_size = kBlockSize;
+  co.num_kv_blocks = 64;
+  co.num_threads = 4;
+  auto cpu = CreateCpuBackend(*model, co);
+  ASSERT_TRUE(cpu.ok());
+  const int vocab = gpu->config().vocab_size;
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < prompt_len; ++i) prompt.push_back((i * 131 + 7) % vocab);
+  const double tol = dtype == "float32" ? 1e-3 : 3e-2;
+  ForwardBatch b = SingleSequenceBatch(prompt, 0, kBlockSize, 64, false);
+  for (int step = 0; step < 6; ++step) {
+    std::vector<float> g, c;
+    ASSERT_TRUE(gpu->Forward(b).ok());
+    ASSERT_TRUE(gpu->GetLogits(&g).ok());
+    ASSERT_TRUE((*cpu)->Forward(b).ok());
+    ASSERT_TRUE((*cpu)->GetLogits(&c).ok());
+    const double err = RelativeError(g, c);
+    EXPECT_LE(err, tol) << name << " " << dtype << " graphs " << graphs << " context "
+                        << prompt_len + step;
+    if (step == 0 || err > tol) {
+      std::printf("[decode] %s %s graphs=%d context %d: max|d|/max|ref| = %.3g\n", name.c_str(),
+                  dtype.c_str(), graphs, prompt_len + step, err);
+    }
+    b = SingleSequenceBatch({Argmax(c.data(), vocab)}, prompt_len + step, kBlockSize, 64, false);
+  }
+}
+
+TEST(CudaBackendTest, Qwen3DecodeAcrossTileBoundaryGraphs) {
+  CheckDecodeAgainstCpu("tiny-qwen3", "float32", 62, true);
+}
+TEST(CudaBackendTest, Qwen3DecodeAcrossTileBoundaryEager) {
+  CheckDecodeAgainstCpu("tiny-qwen3", "float32", 62, false);
+}
+TEST(CudaBackendTest, Qwen3DecodeLongContextSplitKv) {
+  CheckDecodeAgainstCpu("tiny-qwen3", "float32", 700, true);
+  CheckDecodeAgainstCpu("tiny-qwen3", "float32", 700, false);
+}
+TEST(CudaBackendTest, Qwen2DecodeLongContextSplitKv) {
+  CheckDecodeAgainstCpu("tiny-qwen2", "float32", 700, true);
+  CheckDecodeAgainstCpu("tiny-qwen2", "bfloat16", 700, true);
 }
 
 TEST(CudaBackendTest, KvCacheSizedFromMemoryUtilization) {

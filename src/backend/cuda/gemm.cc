@@ -30,7 +30,7 @@ Status Gemm::Init(size_t workspace_bytes) {
   return workspace_.Allocate(workspace_bytes);
 }
 
-StatusOr<Gemm::Plan*> Gemm::GetPlan(const Key& key) {
+StatusOr<Gemm::Plan*> Gemm::GetPlan(const Key& key, const Operands& ops, cudaStream_t stream) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return &it->second;
   Plan plan;
@@ -61,10 +61,11 @@ StatusOr<Gemm::Plan*> Gemm::GetPlan(const Key& key) {
   const size_t ws = workspace_.size_bytes();
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                        sizeof(ws));
-  cublasLtMatmulHeuristicResult_t result{};
+  constexpr int kCandidates = 8;
+  cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
   int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, plan.desc, plan.a, plan.b,
-                                                           plan.c, plan.c, pref, 1, &result, &found);
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
+      handle_, plan.desc, plan.a, plan.b, plan.c, plan.c, pref, kCandidates, results, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
     cublasLtMatmulDescDestroy(plan.desc);
@@ -74,9 +75,56 @@ StatusOr<Gemm::Plan*> Gemm::GetPlan(const Key& key) {
     return Status::Internal("cuBLASLt found no algorithm for m=" + std::to_string(key.m) +
                             " n=" + std::to_string(key.n) + " k=" + std::to_string(key.k));
   }
-  plan.algo = result.algo;
+  plan.algo = results[0].algo;
+  if (found > 1) {
+    KILN_ASSIGN_OR_RETURN(int best, Autotune(plan, results, found, ops, stream));
+    plan.algo = results[best].algo;
+  }
   auto [pos, inserted] = plans_.emplace(key, plan);
   return &pos->second;
+}
+
+// Times each candidate algorithm on the call's own operands (its output is rewritten by the real
+// call that follows) and returns the fastest; the heuristic's first choice when the stream is
+// being captured into a graph (timing is impossible there).
+StatusOr<int> Gemm::Autotune(Plan& plan, const cublasLtMatmulHeuristicResult_t* results,
+                             int found, const Operands& ops, cudaStream_t stream) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  KILN_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return 0;
+  if (ops.bias != nullptr) {
+    KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ops.bias, sizeof(ops.bias)));
+  }
+  cudaEvent_t start, stop;
+  KILN_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
+  KILN_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
+  const float alpha = 1.0f, beta = 0.0f;
+  int best = 0;
+  float best_ms = 0.0f;
+  for (int i = 0; i < found; ++i) {
+    auto run = [&]() {
+      return cublasLtMatmul(handle_, plan.desc, &alpha, ops.w, plan.a, ops.x, plan.b, &beta, ops.y,
+                            plan.c, ops.y, plan.c, &results[i].algo, workspace_.get(),
+                            workspace_.size_bytes(), stream);
+    };
+    if (run() != CUBLAS_STATUS_SUCCESS) continue;  // warm-up; unusable candidates are skipped
+    cudaEventRecord(start, stream);
+    constexpr int kReps = 5;
+    for (int r = 0; r < kReps; ++r) run();
+    cudaEventRecord(stop, stream);
+    cudaEventSynchronize(stop);
+    float ms = 0.0f;
+    cudaEventElapsedTime(&ms, start, stop);
+    if (i == 0 || ms < best_ms) {
+      best = i;
+      best_ms = ms;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return best;
 }
 
 Status Gemm::Run(cudaDataType_t in_type, cudaDataType_t out_type, const void* x, const void* w,
@@ -87,7 +135,7 @@ Status Gemm::Run(cudaDataType_t in_type, cudaDataType_t out_type, const void* x,
   if (ldy == 0) ldy = m;
   Key key{m, n, k, ldx, ldy, static_cast<int>(in_type), static_cast<int>(out_type),
           bias != nullptr};
-  KILN_ASSIGN_OR_RETURN(Plan * plan, GetPlan(key));
+  KILN_ASSIGN_OR_RETURN(Plan * plan, GetPlan(key, Operands{x, w, bias, y}, stream));
   if (bias != nullptr) {
     KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
         plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));

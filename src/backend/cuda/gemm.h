@@ -6,9 +6,10 @@
 // float32 logits). float32 mode: everything float32 with CUBLAS_COMPUTE_32F (TF32 off), for the
 // exact-parity checks. The bias is fused as a cuBLASLt epilogue.
 //
-// The algorithm for each (m, n, k, dtypes, bias) shape is chosen once by cuBLASLt's heuristic and
-// cached; every call uses the same preallocated workspace, so calls are legal inside CUDA graph
-// capture once the shape has been seen (the heuristic query itself is host-only as well).
+// The algorithm for each (m, n, k, dtypes, bias) shape is chosen once and cached: cuBLASLt's
+// heuristic proposes up to 8 candidates and the fastest on the first call's operands wins (the
+// first candidate when that call is being graph-captured). Every call uses the same preallocated
+// workspace, so calls are legal inside CUDA graph capture once the shape has been seen.
 //
 // Thread-safety: one Gemm per backend, used by one thread.
 #pragma once
@@ -37,8 +38,7 @@ class Gemm final {
   Status Init(size_t workspace_bytes = size_t{32} << 20);
 
   // Y = X W^T (+ bias). in_type is the type of X and W (CUDA_R_16BF or CUDA_R_32F); out_type is
-  // the type of Y (in_type, or CUDA_R_32F for bf16 inputs); bias (nullable) has out_type... except
-  // that for bf16 inputs with float32 output the bias must be bf16-free (not supported: pass null).
+  // the type of Y (in_type, or CUDA_R_32F for bf16 inputs); bias (nullable, [m]) has out_type.
   // ldx / ldy: row strides of X and Y in elements (0 → k and m).
   Status Run(cudaDataType_t in_type, cudaDataType_t out_type, const void* x, const void* w,
              const void* bias, void* y, int64_t n, int64_t m, int64_t k, cudaStream_t stream,
@@ -61,7 +61,15 @@ class Gemm final {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
   };
-  StatusOr<Plan*> GetPlan(const Key& key);
+  struct Operands {
+    const void* x;
+    const void* w;
+    const void* bias;
+    void* y;
+  };
+  StatusOr<Plan*> GetPlan(const Key& key, const Operands& ops, cudaStream_t stream);
+  StatusOr<int> Autotune(Plan& plan, const cublasLtMatmulHeuristicResult_t* results, int found,
+                         const Operands& ops, cudaStream_t stream);
 
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer workspace_;
