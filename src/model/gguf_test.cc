@@ -322,5 +322,82 @@ TEST(GgufTest, Q8_0ModelLoads) {
   EXPECT_LT(max_diff, max_ref / 100.0);   // int8 with per-block scales: < 1% of the range
 }
 
+// A qwen2 GGUF written from tiny-qwen2's safetensors (BF16 tensors, llama.cpp names, no rotary
+// permutation for qwen2) loads to the same config and weights as the HF directory.
+TEST(GgufTest, Qwen2GgufMatchesHfDirectory) {
+  const std::string dir = testing::SharedPath("models/tiny-qwen2");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tiny-qwen2";
+  ModelOptions options;
+  options.model_path = dir;
+  auto hf = LoadModel(options);
+  ASSERT_TRUE(hf.ok()) << hf.status().ToString();
+  const ModelConfig& c = (*hf)->config;
+  GgufWriter w;
+  w.KvString("general.architecture", "qwen2");
+  w.KvU32("qwen2.embedding_length", c.hidden_size);
+  w.KvU32("qwen2.feed_forward_length", c.intermediate_size);
+  w.KvU32("qwen2.block_count", c.num_hidden_layers);
+  w.KvU32("qwen2.attention.head_count", c.num_attention_heads);
+  w.KvU32("qwen2.attention.head_count_kv", c.num_key_value_heads);
+  w.KvU32("qwen2.context_length", c.max_position_embeddings);
+  GgufValue f;
+  f.type = GgufType::kFloat32;
+  f.f = c.rms_norm_eps;
+  w.KvValue("qwen2.attention.layer_norm_rms_epsilon", f);
+  f.f = c.rope_theta;
+  w.KvValue("qwen2.rope.freq_base", f);
+  auto put = [&](const std::string& name, const Tensor& t) {
+    ASSERT_EQ(t.dtype, DType::kBF16);
+    std::vector<uint64_t> dims(t.shape.rbegin(), t.shape.rend());
+    w.Tensor(name, dims, 30, Bytes(t.data, t.size_bytes));
+  };
+  const LlamaWeights& hw = (*hf)->weights;
+  put("token_embd.weight", hw.embed_tokens);
+  put("output_norm.weight", hw.norm);
+  put("output.weight", hw.lm_head);
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    const LlamaWeights::Layer& l = hw.layers[i];
+    const std::string p = "blk." + std::to_string(i) + ".";
+    put(p + "attn_norm.weight", l.input_layernorm);
+    put(p + "attn_q.weight", l.q_proj);
+    put(p + "attn_k.weight", l.k_proj);
+    put(p + "attn_v.weight", l.v_proj);
+    put(p + "attn_q.bias", l.q_bias);
+    put(p + "attn_k.bias", l.k_bias);
+    put(p + "attn_v.bias", l.v_bias);
+    put(p + "attn_output.weight", l.o_proj);
+    put(p + "ffn_norm.weight", l.post_attention_layernorm);
+    put(p + "ffn_gate.weight", l.gate_proj);
+    put(p + "ffn_up.weight", l.up_proj);
+    put(p + "ffn_down.weight", l.down_proj);
+  }
+  char tmpl[] = "/tmp/kiln_qwen2_XXXXXX";
+  const int fd = mkstemp(tmpl);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  const std::string path = std::string(tmpl) + ".gguf";
+  std::ofstream(path, std::ios::binary) << w.Finish();
+  options.model_path = path;
+  auto gguf = LoadModel(options);
+  std::remove(path.c_str());
+  std::remove(tmpl);
+  ASSERT_TRUE(gguf.ok()) << gguf.status().ToString();
+  const ModelConfig& g = (*gguf)->config;
+  EXPECT_EQ(g.architecture, "qwen2");
+  EXPECT_TRUE(g.attention_bias);
+  EXPECT_EQ(g.head_dim, c.head_dim);
+  EXPECT_EQ(g.vocab_size, c.vocab_size);
+  EXPECT_FALSE(g.tie_word_embeddings);
+  EXPECT_FLOAT_EQ(static_cast<float>(g.rms_norm_eps), static_cast<float>(c.rms_norm_eps));
+  EXPECT_EQ(g.rope_theta, c.rope_theta);
+  const LlamaWeights& gw = (*gguf)->weights;
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    EXPECT_EQ(gw.layers[i].q_proj.ToFloatVector(), hw.layers[i].q_proj.ToFloatVector());  // no permute
+    EXPECT_EQ(gw.layers[i].k_bias.ToFloatVector(), hw.layers[i].k_bias.ToFloatVector());
+    EXPECT_EQ(gw.layers[i].down_proj.ToFloatVector(), hw.layers[i].down_proj.ToFloatVector());
+  }
+  EXPECT_EQ(gw.lm_head.ToFloatVector(), hw.lm_head.ToFloatVector());
+}
+
 }  // namespace
 }  // namespace kiln
