@@ -10,19 +10,30 @@
 namespace kiln::tokenizer {
 namespace {
 
-// Rust's char::is_alphanumeric || '_' (the word test of single_word tokens).
+// The word test of single_word tokens: HF checks its neighbours with the Rust regex `\w`, i.e.
+// Alphabetic, marks, connector punctuation (_), decimal digits and the join controls.
 bool IsWordChar(char32_t cp) {
-  if (cp == '_') return true;
-  if (cp < 0x80) return (cp >= '0' && cp <= '9') || ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z');
+  if (cp < 0x80) {
+    return cp == '_' || (cp >= '0' && cp <= '9') || ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z');
+  }
+  if (cp == 0x200C || cp == 0x200D) return true;
+  // Other_Alphabetic symbols: circled / parenthesized / squared Latin letters.
+  if ((cp >= 0x24B6 && cp <= 0x24E9) || (cp >= 0x1F130 && cp <= 0x1F149) ||
+      (cp >= 0x1F150 && cp <= 0x1F169) || (cp >= 0x1F170 && cp <= 0x1F189)) {
+    return true;
+  }
   switch (utf8proc_category(static_cast<utf8proc_int32_t>(cp))) {
     case UTF8PROC_CATEGORY_LU:
     case UTF8PROC_CATEGORY_LL:
     case UTF8PROC_CATEGORY_LT:
     case UTF8PROC_CATEGORY_LM:
     case UTF8PROC_CATEGORY_LO:
-    case UTF8PROC_CATEGORY_ND:
     case UTF8PROC_CATEGORY_NL:
-    case UTF8PROC_CATEGORY_NO:
+    case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_MN:
+    case UTF8PROC_CATEGORY_MC:
+    case UTF8PROC_CATEGORY_ME:
+    case UTF8PROC_CATEGORY_PC:
       return true;
     default:
       return false;
