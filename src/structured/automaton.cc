@@ -183,6 +183,14 @@ Status Determinize(const Nfa& nfa, int start, int end, int max_states, RuleDfa* 
   return Status::Ok();
 }
 
+struct IntVectorHash {
+  size_t operator()(const std::vector<int>& v) const {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ v.size();
+    for (int x : v) h = (h ^ static_cast<uint32_t>(x)) * 0x100000001B3ull;
+    return static_cast<size_t>(h ^ (h >> 29));
+  }
+};
+
 // Moore partition refinement: merges states with identical futures (finality, byte transitions
 // and calls up to equivalence). Keeps state 0 as the start state.
 void Minimize(RuleDfa* dfa) {
@@ -191,7 +199,7 @@ void Minimize(RuleDfa* dfa) {
   for (int s = 0; s < n; ++s) cls[s] = dfa->is_final[s];
   int num_classes = 0;
   for (int round = 0; round < n + 1; ++round) {
-    std::map<std::vector<int>, int> ids;
+    std::unordered_map<std::vector<int>, int, IntVectorHash> ids;
     std::vector<int> next_cls(n);
     for (int s = 0; s < n; ++s) {
       std::vector<int> sig;

@@ -209,8 +209,14 @@ StatusOr<std::shared_ptr<const CompiledGrammar>> GrammarCompiler::CompileGrammar
       }
       tables = fresh;
       std::lock_guard<std::mutex> lock(mu_);
-      if (rule_tables_.size() >= options_.rule_table_cache_capacity) rule_tables_.clear();
-      rule_tables_.emplace(sigs[r], tables);
+      size_t bytes = sigs[r].size();
+      for (const auto& e : fresh->entries) bytes += e ? e->MemoryBytes() : 0;
+      if (rule_tables_.size() >= options_.rule_table_cache_capacity ||
+          rule_table_bytes_ + bytes > options_.rule_table_cache_bytes) {
+        rule_tables_.clear();
+        rule_table_bytes_ = 0;
+      }
+      if (rule_tables_.emplace(sigs[r], tables).second) rule_table_bytes_ += bytes;
     }
     KILN_CHECK_EQ(static_cast<int32_t>(tables->entries.size()), end - begin);
     for (int32_t s = begin; s < end; ++s) {

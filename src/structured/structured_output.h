@@ -63,6 +63,9 @@ class CompiledGrammar final {
 struct GrammarCompilerOptions {
   size_t grammar_cache_capacity = 128;      // compiled grammars kept (LRU by format)
   size_t rule_table_cache_capacity = 4096;  // shared per-rule token tables kept
+  // Bound on the memory of the shared tables and their keys (rule signatures); the cache is
+  // emptied when it would pass either bound (grammars keep the tables they hold).
+  size_t rule_table_cache_bytes = size_t{512} << 20;
   AutomatonLimits limits;
   Status Validate() const;
 };
@@ -98,6 +101,7 @@ class GrammarCompiler final {
   // Token tables shared across grammars, keyed by a rule's canonical signature (its DFA and the
   // DFAs of every rule it can call).
   std::unordered_map<std::string, std::shared_ptr<const RuleTables>> rule_tables_;
+  size_t rule_table_bytes_ = 0;
 };
 
 class GrammarMatcher final {
