@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <random>
 
 #include "engine/engine_test_util.h"
@@ -380,6 +381,69 @@ TEST(EngineCoreTest, NoChunkedPrefillSchedulesWholePrompts) {
               RunAlone(prompts[static_cast<size_t>(i)], CoreHarness::Greedy(8), o));
   }
   ExpectDrained(h);
+}
+
+// Randomized: generate / embed / score requests arrive and get aborted at random over a small
+// pool (preemption, chunking, prefix hits); invariants are checked after every step by the
+// harness; every request ends with exactly one final output, and generated ids always equal the
+// request's solo run.
+TEST(EngineCoreTest, RandomizedSubmitAbortStressAgainstSoloRuns) {
+  std::mt19937 rng(2024);
+  CoreHarnessOptions o;
+  o.num_blocks = 24;
+  o.max_model_len = 24 * 16;
+  o.max_num_batched_tokens = 48;
+  o.max_num_seqs = 6;
+  CoreHarness h(o);
+  std::vector<std::vector<int32_t>> bases;
+  for (int i = 0; i < 3; ++i) bases.push_back(RandomTokens(&rng, 120, 64));
+  struct Sent {
+    std::vector<int32_t> prompt;
+    SamplingParams sp;
+    RequestKind kind;
+    bool aborted = false;
+  };
+  std::map<std::string, Sent> sent;
+  int next = 0;
+  for (int op = 0; op < 3000; ++op) {
+    const int kind = static_cast<int>(rng() % 10);
+    if (kind < 2) {
+      Sent s;
+      const auto& base = bases[rng() % bases.size()];
+      s.prompt.assign(base.begin(), base.begin() + 1 + rng() % base.size());
+      auto extra = RandomTokens(&rng, static_cast<int>(rng() % 30), 64);
+      s.prompt.insert(s.prompt.end(), extra.begin(), extra.end());
+      s.sp = CoreHarness::Greedy(1 + static_cast<int>(rng() % 40));
+      s.kind = rng() % 6 == 0 ? RequestKind::kEmbed : RequestKind::kGenerate;
+      if (rng() % 8 == 0) {
+        s.kind = RequestKind::kScore;
+        s.sp.chosen_logprob_token_ids = {1, 2, 3};
+      }
+      const std::string id = "q" + std::to_string(next++);
+      h.Add(id, s.prompt, s.sp, s.kind, s.kind == RequestKind::kEmbed && rng() % 2 == 0);
+      sent[id] = s;
+    } else if (kind == 2 && next > 0) {
+      const std::string id = "q" + std::to_string(rng() % next);
+      if (h.Abort(id)) sent[id].aborted = true;
+    } else {
+      h.Step();
+    }
+  }
+  h.RunUntilIdle();
+  ExpectDrained(h);
+  int checked = 0;
+  for (const auto& [id, s] : sent) {
+    const auto& c = h.results[id];
+    ASSERT_EQ(c.num_finals, 1) << id;
+    if (s.aborted) {
+      EXPECT_EQ(c.final_output.finish_reason, FinishReason::kAbort);
+    } else if (s.kind == RequestKind::kGenerate && checked < 60) {
+      EXPECT_EQ(c.ids, RunAlone(s.prompt, s.sp)) << id;
+      ++checked;
+    }
+  }
+  EXPECT_GT(h.core->metrics().num_preemptions, 0);
+  EXPECT_GT(h.core->metrics().prefix_cache_hits, 0);
 }
 
 }  // namespace
