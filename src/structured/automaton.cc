@@ -183,6 +183,28 @@ Status Determinize(const Nfa& nfa, int start, int end, int max_states, RuleDfa* 
   return Status::Ok();
 }
 
+// Depth-first search over a rule's states from its start: visit(s, push) handles state s, calls
+// push(t) for the successors to explore (t < 0 ignored), and returns true to stop the search.
+// Returns whether some visit stopped it.
+template <typename Visit>
+bool SearchFromStart(const RuleDfa& d, Visit&& visit) {
+  std::vector<char> seen(d.next.size(), 0);
+  std::vector<int> stack{0};
+  seen[0] = 1;
+  auto push = [&](int t) {
+    if (t >= 0 && !seen[t]) {
+      seen[t] = 1;
+      stack.push_back(t);
+    }
+  };
+  while (!stack.empty()) {
+    int s = stack.back();
+    stack.pop_back();
+    if (visit(s, push)) return true;
+  }
+  return false;
+}
+
 struct IntVectorHash {
   size_t operator()(const std::vector<int>& v) const {
     uint64_t h = 0x9E3779B97F4A7C15ull ^ v.size();
@@ -293,25 +315,14 @@ StatusOr<Automaton> BuildAutomaton(const Grammar& grammar, const AutomatonLimits
   std::vector<char> productive(num_rules, 0);
   auto reaches_final = [&](int r) {
     const RuleDfa& d = dfas[r];
-    std::vector<char> seen(d.next.size(), 0);
-    std::vector<int> stack{0};
-    seen[0] = 1;
-    while (!stack.empty()) {
-      int s = stack.back();
-      stack.pop_back();
+    return SearchFromStart(d, [&](int s, auto& push) {
       if (d.is_final[s]) return true;
-      auto visit = [&](int t) {
-        if (t >= 0 && !seen[t]) {
-          seen[t] = 1;
-          stack.push_back(t);
-        }
-      };
-      for (int b = 0; b < 256; ++b) visit(d.next[s][b]);
+      for (int b = 0; b < 256; ++b) push(d.next[s][b]);
       for (const auto& c : d.calls[s]) {
-        if (productive[c.rule]) visit(c.return_state);
+        if (productive[c.rule]) push(c.return_state);
       }
-    }
-    return false;
+      return false;
+    });
   };
   for (bool changed = true; changed;) {
     changed = false;
@@ -380,21 +391,13 @@ StatusOr<Automaton> BuildAutomaton(const Grammar& grammar, const AutomatonLimits
     for (int r = 0; r < num_rules; ++r) {
       if (nullable[r] || !productive[r]) continue;
       const RuleDfa& d = dfas[r];
-      std::vector<char> seen(d.next.size(), 0);
-      std::vector<int> stack{0};
-      seen[0] = 1;
-      bool found = false;
-      while (!stack.empty() && !found) {
-        int s = stack.back();
-        stack.pop_back();
-        if (d.is_final[s]) found = true;
+      bool found = SearchFromStart(d, [&](int s, auto& push) {
+        if (d.is_final[s]) return true;
         for (const auto& c : d.calls[s]) {
-          if (nullable[c.rule] && !seen[c.return_state]) {
-            seen[c.return_state] = 1;
-            stack.push_back(c.return_state);
-          }
+          if (nullable[c.rule]) push(c.return_state);
         }
-      }
+        return false;
+      });
       if (found) {
         nullable[r] = 1;
         changed = true;
@@ -404,20 +407,13 @@ StatusOr<Automaton> BuildAutomaton(const Grammar& grammar, const AutomatonLimits
   std::vector<std::vector<int>> left_calls(num_rules);
   for (int r = 0; r < num_rules; ++r) {
     const RuleDfa& d = dfas[r];
-    std::vector<char> seen(d.next.size(), 0);
-    std::vector<int> stack{0};
-    seen[0] = 1;
-    while (!stack.empty()) {
-      int s = stack.back();
-      stack.pop_back();
+    SearchFromStart(d, [&](int s, auto& push) {
       for (const auto& c : d.calls[s]) {
         left_calls[r].push_back(c.rule);
-        if (nullable[c.rule] && !seen[c.return_state]) {
-          seen[c.return_state] = 1;
-          stack.push_back(c.return_state);
-        }
+        if (nullable[c.rule]) push(c.return_state);
       }
-    }
+      return false;
+    });
   }
   std::vector<int> color(num_rules, 0);
   std::function<int(int)> find_cycle = [&](int r) -> int {
