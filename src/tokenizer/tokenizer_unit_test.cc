@@ -63,6 +63,27 @@ TEST(NormalizerTest, NfcComposesAcrossFastPathBoundaries) {
   EXPECT_EQ(out, "fi");
 }
 
+TEST(NormalizerTest, JsonStepsApplyInOrder) {
+  auto normalizer =
+      Normalizer::FromJson(nlohmann::json::parse(R"({"type": "Sequence", "normalizers": [
+      {"type": "Strip", "strip_left": true, "strip_right": true},
+      {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
+      {"type": "Lowercase"},
+      {"type": "Replace", "pattern": {"String": " "}, "content": "_"},
+      {"type": "Prepend", "prepend": ">"}]})"));
+  ASSERT_TRUE(normalizer.ok()) << normalizer.status().ToString();
+  std::string out;
+  normalizer->Apply("  Hello \t\n WORLD ÄÖ \u3000", &out);
+  EXPECT_EQ(out, ">hello_world_äö");
+  normalizer->Apply("", &out);
+  EXPECT_EQ(out, "");  // Prepend leaves empty text alone
+  EXPECT_EQ(Normalizer::FromJson(nlohmann::json::parse(R"({"type": "Sequence"})")).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      Normalizer::FromJson(nlohmann::json::parse(R"({"type": "Precompiled"})")).status().code(),
+      StatusCode::kUnimplemented);
+}
+
 TEST(RegexTest, WhitespaceIncludesNextLineAsInOniguruma) {
   EXPECT_EQ(OnigurumaCompatiblePattern(R"(\s+(?!\S)|[^\s\p{L}])"),
             R"([\s\x{85}]+(?![^\s\x{85}])|[^\s\x{85}\p{L}])");
