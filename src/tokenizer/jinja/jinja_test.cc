@@ -451,6 +451,18 @@ TEST(JinjaTest, CyclicListsDoNotCrashTojson) {
   EXPECT_NE(r.text.find("nested too deeply"), std::string::npos) << r.text;
 }
 
+// Regression: values are read by reference (EvalRef); a call whose arguments grow the dict that
+// holds `self` must not leave `self` dangling (run under ASan to see a failure).
+TEST(JinjaTest, MutationDuringMethodCallIsSafe) {
+  Rendered r = RenderWith(
+      "{% set d = {'x': []} %}"
+      "{% do d.x.append(d.update({'a': 1, 'b': 2, 'c': 3, 'e': 4, 'f': 5, 'g': 6, 'h': 7})) %}"
+      "{{ d.x }} {{ d|length }}",
+      "{}");
+  ASSERT_TRUE(r.ok) << r.text;
+  EXPECT_EQ(r.text, "[None] 8");  // jinja2 renders the same
+}
+
 TEST(JinjaTest, LexerWhitespaceRulesMatchHf) {
   // keep_trailing_newline=False drops exactly one trailing newline.
   EXPECT_EQ(RenderWith("a\n\n", "{}").text, "a\n");

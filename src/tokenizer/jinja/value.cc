@@ -174,21 +174,10 @@ void AppendRepr(const Value& v, std::string* out, int depth) {
       *out += v.is_tuple() ? ')' : ']';
       return;
     }
-    case ValueKind::kDict: {
-      *out += '{';
-      bool first = true;
-      for (const auto& [k, item] : v.dict().items) {
-        if (!first) *out += ", ";
-        first = false;
-        *out += PyReprString(k);
-        *out += ": ";
-        AppendRepr(item, out, depth + 1);
-      }
-      *out += '}';
-      return;
-    }
+    case ValueKind::kDict:
     case ValueKind::kNamespace: {
-      *out += "<Namespace {";
+      const bool ns = v.kind() == ValueKind::kNamespace;
+      *out += ns ? "<Namespace {" : "{";
       bool first = true;
       for (const auto& [k, item] : v.dict().items) {
         if (!first) *out += ", ";
@@ -197,7 +186,7 @@ void AppendRepr(const Value& v, std::string* out, int depth) {
         *out += ": ";
         AppendRepr(item, out, depth + 1);
       }
-      *out += "}>";
+      *out += ns ? "}>" : "}";
       return;
     }
     case ValueKind::kUndefined: *out += "Undefined"; return;
