@@ -2,7 +2,8 @@
 //
 //   kiln serve --model PATH [--tokenizer PATH] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
 //       [--served-model-name NAME] [--max-model-len N] [--max-num-seqs N] [--device cpu|cuda]
-//       [--load-format dummy] [--chat-template FILE|TEXT] [--max-body-bytes N] ... (engine flags)
+//       [--load-format dummy] [--chat-template FILE|TEXT] [--max-body-bytes N]
+//       [--embedding-head FILE.safetensors] ... (engine flags)
 //
 // Prints "kiln serve: listening on http://HOST:PORT" once ready (--port 0 picks a free port).
 // SIGTERM / SIGINT: stop accepting, let in-flight requests finish for up to
@@ -78,6 +79,7 @@ Status Serve(int argc, char** argv) {
   f.Value("keep-alive-timeout", "seconds an idle keep-alive connection stays open (default 65)");
   f.Value("shutdown-grace-period", "seconds in-flight requests may finish on SIGTERM (default 30)");
   f.Value("retry-after", "Retry-After seconds sent with 503 (default 1)");
+  f.Value("embedding-head", "safetensors projection head for /v1/embeddings (+ .json description)");
   KILN_RETURN_IF_ERROR(f.Parse(argc, argv, 2));
 
   EngineOptions engine_options;
@@ -103,7 +105,18 @@ Status Serve(int argc, char** argv) {
 
   KILN_RETURN_IF_ERROR(InstallSignalHandlers());
 
+  if (f.Has("embedding-head")) {
+    KILN_ASSIGN_OR_RETURN(std::unique_ptr<server::EmbeddingHead> head,
+                          server::EmbeddingHead::Load(f.GetString("embedding-head")));
+    api.embedding_head = std::move(head);
+  }
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(engine_options));
+  if (api.embedding_head && api.embedding_head->input_size() != engine->model_info().hidden_size) {
+    return Status::InvalidArgument(
+        "--embedding-head takes " + std::to_string(api.embedding_head->input_size()) +
+        " inputs but the model's hidden size is " +
+        std::to_string(engine->model_info().hidden_size));
+  }
   auto openai = std::make_unique<server::OpenAiServer>(engine.get(), api);
   KILN_ASSIGN_OR_RETURN(
       std::unique_ptr<server::HttpServer> http_server,

@@ -20,6 +20,7 @@
 
 #include "kiln/engine.h"
 #include "server/api_error.h"
+#include "server/embedding_head.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 
@@ -31,6 +32,8 @@ struct OpenAiServerOptions {
   std::string chat_template;       // non-empty → overrides the tokenizer's chat template
   int retry_after_s = 1;           // Retry-After on 503 (queue full)
   int detokenizer_context_tokens = 4;  // prompt tokens fed to a detokenizer before the output
+  // Projection applied to pooled embeddings (POST /v1/embeddings); null → none.
+  std::shared_ptr<const EmbeddingHead> embedding_head;
 };
 
 struct GenerateRequest;
@@ -52,6 +55,7 @@ class OpenAiServer final {
 
   // For the pooling endpoints (pooling.cc).
   Engine* engine() const { return engine_; }
+  const EmbeddingHead* embedding_head() const { return options_.embedding_head.get(); }
   int max_model_len() const;
   std::string NewId(const char* prefix);
   // 404 unless `model` is empty or the served name.

@@ -11,7 +11,10 @@
 #include <cstring>
 #include <optional>
 #include <filesystem>
+#include <fstream>
 #include <thread>
+
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -52,7 +55,8 @@ struct Stack {
   std::unique_ptr<HttpServer> http;
 
   static std::unique_ptr<Stack> Start(const std::string& api_key, int max_num_seqs,
-                                      int max_waiting) {
+                                      int max_waiting,
+                                      std::shared_ptr<const EmbeddingHead> head = nullptr) {
     EngineOptions o;
     o.model.model_path = ModelPath();
     o.cache.kv_cache_memory_bytes = int64_t{64} << 20;
@@ -70,6 +74,7 @@ struct Stack {
     ao.api_key = api_key;
     ao.chat_template = kTemplate;
     ao.served_model_name = "stories";
+    ao.embedding_head = std::move(head);
     s->api = std::make_unique<OpenAiServer>(s->engine.get(), ao);
     HttpServerOptions ho;
     ho.port = 0;
@@ -609,6 +614,78 @@ TEST_F(ReferenceTest, ChosenTokenLogprobsAreReferenceLogSoftmax) {
   EXPECT_EQ(chat["choices"][0]["logprobs"]["content"][0]["requested_logprobs"][0]["token_id"], 7);
   ExpectError(Post("/v1/completions", {{"prompt", "x"}, {"logprob_token_ids", {"Once upon a time"}}}),
               400, "not one", "logprob_token_ids");
+}
+
+TEST_F(ReferenceTest, EmbeddingHeadIsAppliedAfterPooling) {
+  // A 64 → 8 → 4 head (relu between) with known weights, written as safetensors + JSON.
+  const int h = ref_->hidden;
+  std::vector<float> w1(8 * h), b1(8), w2(4 * 8), b2(4);
+  for (size_t i = 0; i < w1.size(); ++i) w1[i] = std::sin(0.37 * i);
+  for (size_t i = 0; i < b1.size(); ++i) b1[i] = 0.1f * i - 0.3f;
+  for (size_t i = 0; i < w2.size(); ++i) w2[i] = std::cos(0.53 * i);
+  for (size_t i = 0; i < b2.size(); ++i) b2[i] = -0.2f * i;
+  const auto dir = std::filesystem::temp_directory_path() / ("kiln_head_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  json header = json::object();
+  std::string data;
+  auto add = [&](const std::string& name, const std::vector<float>& v, json shape) {
+    header[name] = {{"dtype", "F32"}, {"shape", shape},
+                    {"data_offsets", {data.size(), data.size() + v.size() * 4}}};
+    data.append(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+  };
+  add("0.weight", w1, {8, h});
+  add("0.bias", b1, {8});
+  add("2.weight", w2, {4, 8});
+  add("2.bias", b2, {4});
+  const std::string header_text = header.dump();
+  const uint64_t n = header_text.size();
+  {
+    std::ofstream out(dir / "head.safetensors", std::ios::binary);
+    out.write(reinterpret_cast<const char*>(&n), 8);
+    out << header_text << data;
+    std::ofstream desc(dir / "head.json");
+    desc << R"({"layers": [{"weight": "0.weight", "bias": "0.bias"},
+                           {"weight": "2.weight", "bias": "2.bias"}], "activation": "relu"})";
+  }
+  auto head = EmbeddingHead::Load((dir / "head.safetensors").string());
+  ASSERT_TRUE(head.ok()) << head.status().ToString();
+  EXPECT_EQ((*head)->input_size(), h);
+  EXPECT_EQ((*head)->output_size(), 4);
+  auto with_head = Stack::Start("", 4, 100, std::shared_ptr<const EmbeddingHead>(std::move(*head)));
+  ASSERT_NE(with_head, nullptr);
+
+  const int k = 7;
+  std::vector<double> hidden(ref_->final_hidden.begin() + (k - 1) * h,
+                             ref_->final_hidden.begin() + k * h);
+  std::vector<double> mid(8), expected(4);
+  for (int o = 0; o < 8; ++o) {
+    double acc = b1[o];
+    for (int i = 0; i < h; ++i) acc += double{w1[o * h + i]} * hidden[i];
+    mid[o] = std::max(acc, 0.0);
+  }
+  for (int o = 0; o < 4; ++o) {
+    double acc = b2[o];
+    for (int i = 0; i < 8; ++i) acc += double{w2[o * 8 + i]} * mid[i];
+    expected[o] = acc;
+  }
+  const HttpResult r = Fetch(with_head->port(), "POST", "/v1/embeddings",
+                             json{{"input", ref_->Prompt(k)}, {"normalize", false}}.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json v = json::parse(r.body)["data"][0]["embedding"];
+  ASSERT_EQ(v.size(), 4u);
+  for (int o = 0; o < 4; ++o) EXPECT_NEAR(v[o].get<double>(), expected[o], 1e-3) << o;
+  ExpectError(Fetch(with_head->port(), "POST", "/v1/embeddings",
+                    json{{"input", "x"}, {"dimensions", 5}}.dump()),
+              400, "embedding head", "dimensions");
+  // Bad descriptions are errors naming the problem.
+  {
+    std::ofstream desc(dir / "head.json");
+    desc << R"({"layers": [{"weight": "2.weight"}, {"weight": "0.weight"}]})";
+  }
+  auto bad = EmbeddingHead::Load((dir / "head.safetensors").string());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("do not chain"), std::string::npos);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

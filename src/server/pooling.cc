@@ -325,15 +325,19 @@ void RunEmbeddings(OpenAiServer* server, const HttpRequest& request,
       return server->SendApiError(*responder, *e);
     }
   }
-  const int hidden_size = server->engine()->model_info().hidden_size;
+  const EmbeddingHead* head = server->embedding_head();
+  const int hidden_size =
+      head ? head->output_size() : server->engine()->model_info().hidden_size;
   int dimensions = 0;
   if (const auto it = body.find("dimensions"); it != body.end() && !it->is_null()) {
     if (!it->is_number_integer() || it->get<int64_t>() < 1 ||
         it->get<int64_t>() > hidden_size) {
       return server->SendApiError(
-          *responder, ApiError::BadRequest("'dimensions' must be an integer in [1, " +
-                                               std::to_string(hidden_size) + "]",
-                                           "dimensions"));
+          *responder,
+          ApiError::BadRequest("'dimensions' must be an integer in [1, " +
+                                   std::to_string(hidden_size) + "] (the " +
+                                   (head ? "embedding head's" : "model's hidden") + " size)",
+                               "dimensions"));
     }
     dimensions = static_cast<int>(it->get<int64_t>());
   }
@@ -375,12 +379,13 @@ void RunEmbeddings(OpenAiServer* server, const HttpRequest& request,
   const std::string id = server->NewId("embd-");
   auto job = std::make_shared<PoolingJob>(
       server, responder,
-      [server, responder, pooling, dimensions, normalize, encoding](
+      [server, responder, pooling, dimensions, normalize, encoding, head](
           std::vector<RequestOutput>& outputs) {
         json data = json::array();
         for (size_t i = 0; i < outputs.size(); ++i) {
           std::vector<float> v = PoolHidden(outputs[i].hidden_states, outputs[i].hidden_size,
                                             pooling);
+          if (head != nullptr) v = head->Apply(v);
           FinishEmbedding(&v, dimensions, normalize);
           json e = {{"object", "embedding"}, {"index", i}};
           if (encoding == "base64") {
