@@ -69,6 +69,17 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "tests" ]; then
     TABLE+=("test $t: rc=$rc ok=$pass failed=$fail skipped=$skip")
     grep -E "^\[parity\]|Failure|FAILED|error" "$LOG/$t.log" | head -40
   done
+  # compute-sanitizer memcheck over the runner's tests (skipped where the tool is absent).
+  SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+  if [ -n "$SAN" ] && [ -z "${KILN_SKIP_SANITIZER:-}" ]; then
+    for t in cuda_sampling_test cuda_backend_test; do
+      [ -x "$G/bin/$t" ] || continue
+      timeout 90 "$SAN" --tool memcheck --leak-check no --error-exitcode 99 "$G/bin/$t" \
+        --gtest_filter=-*LongContext*:*QwenVocab* > "$LOG/memcheck_$t.log" 2>&1
+      rc=$?
+      TABLE+=("memcheck $t: rc=$rc $(grep -E 'ERROR SUMMARY' "$LOG/memcheck_$t.log" | tail -1)")
+    done
+  fi
 fi
 
 if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ]; then
@@ -85,8 +96,10 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ]; then
   run_bench qwen2-7b_b64_ctx2000 300 latency --model "$Q7" --load-format dummy --batch-size 64 --input-len 2000 --output-len 32
   run_bench qwen2-7b_prefill8k 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 8192 --output-len 4 --max-num-batched-tokens 8192
   if [ -n "${KILN_THROUGHPUT_PROMPTS:-}" ]; then
-    run_bench qwen2-7b_throughput 400 throughput --model "$Q7" --load-format dummy --device cuda \
-      --num-prompts "$KILN_THROUGHPUT_PROMPTS" --input-len 1000 --output-len 1000
+    for m in qwen2-7b-instruct llama-3.1-8b-instruct; do
+      run_bench "${m}_throughput" 300 throughput --model "$G/shared/configs/$m" --load-format dummy \
+        --device cuda --num-prompts "$KILN_THROUGHPUT_PROMPTS" --input-len 1000 --output-len 1000
+    done
   fi
 fi
 
