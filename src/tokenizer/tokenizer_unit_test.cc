@@ -240,7 +240,9 @@ TEST(RandomizedTest, StreamingEqualsDecodeAndTextRoundTrips) {
       auto decoded = tok->Decode(encoded, false);
       ASSERT_TRUE(decoded.ok());
       EXPECT_EQ(StreamDecode(*tok, encoded, false), *decoded);
-      if (tok.get() == toks[0].get()) EXPECT_EQ(*decoded, text);  // byte-level: lossless
+      if (tok.get() == toks[0].get()) {
+        EXPECT_EQ(*decoded, text);  // byte-level: lossless
+      }
     }
   }
 }
