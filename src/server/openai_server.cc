@@ -165,6 +165,9 @@ void OpenAiServer::HandleCompletion(const HttpRequest& request,
 std::optional<ApiError> OpenAiServer::RenderChatPrompt(const GenerateRequest& g,
                                                        std::vector<int32_t>* ids) const {
   const Tokenizer* tok = engine_->tokenizer();
+  if (tok == nullptr) {
+    return ApiError::BadRequest("the served model has no tokenizer for chat messages", "messages");
+  }
   ChatTemplateOptions co = g.chat_options;
   if (co.chat_template.empty()) co.chat_template = options_.chat_template;
   if (co.chat_template.empty() && !tok->has_chat_template()) {

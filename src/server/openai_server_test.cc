@@ -36,7 +36,7 @@ constexpr char kTemplate[] =
     "{% endif %}{% else %}{{ m['content'] }}\n{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}";
 
-std::string ModelPath() {
+std::string SharedDir() {
   std::string shared;
   if (const char* s = std::getenv("KILN_SHARED")) {
     shared = s;
@@ -45,8 +45,10 @@ std::string ModelPath() {
   } else {
     shared = "../shared";
   }
-  return shared + "/models/stories260K/hf";
+  return shared;
 }
+
+std::string ModelPath() { return SharedDir() + "/models/stories260K/hf"; }
 
 // One engine with an HTTP front; optionally an API key and engine limits.
 struct Stack {
@@ -56,9 +58,10 @@ struct Stack {
 
   static std::unique_ptr<Stack> Start(const std::string& api_key, int max_num_seqs,
                                       int max_waiting,
-                                      std::shared_ptr<const EmbeddingHead> head = nullptr) {
+                                      std::shared_ptr<const EmbeddingHead> head = nullptr,
+                                      const std::string& model_path = ModelPath()) {
     EngineOptions o;
-    o.model.model_path = ModelPath();
+    o.model.model_path = model_path;
     o.cache.kv_cache_memory_bytes = int64_t{64} << 20;
     o.scheduler.max_num_seqs = max_num_seqs;
     o.scheduler.max_waiting_requests = max_waiting;
@@ -462,8 +465,10 @@ struct Reference {
   std::vector<float> logits, final_hidden;
   int vocab = 512, hidden = 64;
 
-  static std::optional<Reference> Load() {
-    const std::string path = ModelPath() + "/reference.safetensors";
+  static std::optional<Reference> Load(const std::string& path = ModelPath() +
+                                                                 "/reference.safetensors",
+                                      const std::string& prefix = "", int vocab_size = 512,
+                                      int hidden_size = 64) {
     FILE* f = std::fopen(path.c_str(), "rb");
     if (f == nullptr) return std::nullopt;
     uint64_t n = 0;
@@ -483,8 +488,10 @@ struct Reference {
     const json h = json::parse(header, nullptr, false);
     if (!ok || h.is_discarded()) return std::nullopt;
     Reference r;
+    r.vocab = vocab_size;
+    r.hidden = hidden_size;
     auto copy = [&](const char* name, auto* out) {
-      const auto& off = h[name]["data_offsets"];
+      const auto& off = h[prefix + name]["data_offsets"];
       const size_t begin = off[0], end = off[1];
       out->resize((end - begin) / sizeof((*out)[0]));
       std::memcpy(out->data(), data.data() + begin, end - begin);
@@ -686,6 +693,52 @@ TEST_F(ReferenceTest, EmbeddingHeadIsAppliedAfterPooling) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("do not chain"), std::string::npos);
   std::filesystem::remove_all(dir);
+}
+
+TEST_F(ReferenceTest, ClassifyOnTinyQwen2WithoutTokenizerMatchesReference) {
+  const std::string dir = SharedDir() + "/models/tiny-qwen2";
+  if (!std::filesystem::exists(dir + "/config.json")) GTEST_SKIP() << "missing " << dir;
+  auto qwen = Stack::Start("", 4, 100, nullptr, dir);
+  ASSERT_NE(qwen, nullptr);
+  for (const char* p : {"p1.", "p2."}) {
+    auto ref = Reference::Load(dir + "/reference.safetensors", p, 1024, 128);
+    ASSERT_TRUE(ref.has_value());
+    // The prompt plus the first generated tokens (teacher forced in the reference).
+    const int k = static_cast<int>(ref->input_ids.size());
+    const std::vector<int32_t> ids = {3, 500, 1000, 77};
+    const HttpResult r = Fetch(qwen->port(), "POST", "/v1/classify",
+                               json{{"input", ref->Prompt(k)},
+                                    {"labels", {"a", "b", "c", "d"}},
+                                    {"label_token_ids", ids}}.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json j = json::parse(r.body);
+    std::vector<double> l;
+    for (int id : ids) l.push_back(ref->logits[static_cast<size_t>(k - 1) * 1024 + id]);
+    const double mx = *std::max_element(l.begin(), l.end());
+    double sum = 0;
+    for (double& x : l) sum += x = std::exp(x - mx);
+    const char* names[] = {"a", "b", "c", "d"};
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_NEAR(j["data"][0]["probs"][names[i]].get<double>(), l[i] / sum, 2e-3) << p << i;
+    }
+    // Embeddings of the same prompt: the reference's last final_hidden row.
+    const HttpResult e = Fetch(qwen->port(), "POST", "/v1/embeddings",
+                               json{{"input", ref->Prompt(k)}, {"normalize", false}}.dump());
+    ASSERT_EQ(e.status, 200) << e.body;
+    const json v = json::parse(e.body)["data"][0]["embedding"];
+    ASSERT_EQ(v.size(), 128u);
+    double scale = 0;
+    for (int j2 = 0; j2 < 128; ++j2) {
+      scale = std::max(scale, std::fabs(double{ref->final_hidden[(k - 1) * 128 + j2]}));
+    }
+    for (int j2 = 0; j2 < 128; ++j2) {
+      EXPECT_NEAR(v[j2].get<double>(), ref->final_hidden[(k - 1) * 128 + j2], 1e-3 * scale) << j2;
+    }
+  }
+  // Text needs a tokenizer, which this model lacks: a 400 that says so.
+  ExpectError(Fetch(qwen->port(), "POST", "/v1/classify",
+                    json{{"input", "hello"}, {"labels", {"a", "b"}}, {"label_token_ids", {1, 2}}}.dump()),
+              400, "no tokenizer", "input");
 }
 
 }  // namespace

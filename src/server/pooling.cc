@@ -79,8 +79,11 @@ json UsageJson(const std::vector<RequestOutput>& outputs) {
 std::optional<ApiError> InputPrompts(OpenAiServer* server, const json& input, bool allow_messages,
                                      std::vector<std::vector<int32_t>>* out) {
   const Tokenizer* tok = server->engine()->tokenizer();
-  const int vocab = tok->vocab_size();
+  const int vocab = server->engine()->model_info().vocab_size;
+  const ApiError no_tokenizer = ApiError::BadRequest(
+      "the served model has no tokenizer: give 'input' as token ids", "input");
   auto messages_prompt = [&](const json& messages) -> std::optional<ApiError> {
+    if (tok == nullptr) return no_tokenizer;
     GenerateRequest g;
     if (auto e = ParseChatRequest(json{{"messages", messages}}, &g)) return e;
     std::vector<int32_t> ids;
@@ -112,6 +115,7 @@ std::optional<ApiError> InputPrompts(OpenAiServer* server, const json& input, bo
       return ApiError::BadRequest("an input is empty (an empty string)", "input");
     }
     if (p.is_text) {
+      if (tok == nullptr) return no_tokenizer;
       out->push_back(tok->Encode(p.text, /*add_special_tokens=*/true));
     } else {
       if (auto e = CheckTokenIds(p.token_ids, vocab, "input")) return e;
@@ -195,11 +199,8 @@ void RunClassify(OpenAiServer* server, const HttpRequest& request,
                  std::shared_ptr<HttpResponder> responder) {
   json body;
   if (auto e = ParseJsonBody(request.body, &body)) return server->SendApiError(*responder, *e);
-  const Tokenizer* tok = server->engine()->tokenizer();
-  if (tok == nullptr) {
-    return server->SendApiError(
-        *responder, ApiError::FromStatus(Status::FailedPrecondition("no tokenizer loaded")));
-  }
+  const Tokenizer* tok = server->engine()->tokenizer();  // may be null: ids only
+  const int vocab = server->engine()->model_info().vocab_size;
   if (body.contains("model") && body["model"].is_string()) {
     if (auto e = server->CheckModel(body["model"].get<std::string>())) {
       return server->SendApiError(*responder, *e);
@@ -227,16 +228,20 @@ void RunClassify(OpenAiServer* server, const HttpRequest& request,
                                            "label_token_ids"));
     }
     for (const auto& v : *it) {
-      if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
-          v.get<int64_t>() >= tok->vocab_size()) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= vocab) {
         return server->SendApiError(
             *responder, ApiError::BadRequest("'label_token_ids' must be ids in the vocabulary "
-                                             "(size " + std::to_string(tok->vocab_size()) + ")",
+                                             "(size " + std::to_string(vocab) + ")",
                                              "label_token_ids"));
       }
       label_ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
     }
   } else {
+    if (tok == nullptr) {
+      return server->SendApiError(
+          *responder, ApiError::BadRequest("the served model has no tokenizer: give "
+                                           "'label_token_ids'", "labels"));
+    }
     for (const auto& l : labels) {
       const auto ids = tok->Encode(l, /*add_special_tokens=*/false);
       if (ids.empty()) {
@@ -316,10 +321,6 @@ void RunEmbeddings(OpenAiServer* server, const HttpRequest& request,
                    std::shared_ptr<HttpResponder> responder) {
   json body;
   if (auto e = ParseJsonBody(request.body, &body)) return server->SendApiError(*responder, *e);
-  if (server->engine()->tokenizer() == nullptr) {
-    return server->SendApiError(
-        *responder, ApiError::FromStatus(Status::FailedPrecondition("no tokenizer loaded")));
-  }
   if (body.contains("model") && body["model"].is_string()) {
     if (auto e = server->CheckModel(body["model"].get<std::string>())) {
       return server->SendApiError(*responder, *e);
