@@ -122,51 +122,43 @@ TEST(EngineCoreTest, PrefixReuseReportsFullBlocksAndMatchesColdRun) {
   ExpectDrained(h);
 }
 
-TEST(EngineCoreTest, PoolTooSmallForAllRequestsPreemptsAndStillMatches) {
-  std::mt19937 rng(3);
-  CoreHarnessOptions o;
-  o.num_blocks = 14;  // 224 token slots; each request needs up to 7 blocks
-  o.max_model_len = 14 * 16;
+// Submits n requests that cannot all hold their KV at once; each must still produce its solo
+// output, through preemption (resumed from the prefix cache or recomputed).
+void ExpectPreemptionKeepsOutputs(const CoreHarnessOptions& o, int n, int base_len, int len_step,
+                                  int max_tokens, uint32_t seed) {
+  std::mt19937 rng(seed);
   CoreHarness h(o);
   std::vector<std::vector<int32_t>> prompts;
-  SamplingParams sp = CoreHarness::Greedy(60);
+  SamplingParams sp = CoreHarness::Greedy(max_tokens);
   sp.ignore_eos = true;
-  for (int i = 0; i < 8; ++i) {
-    prompts.push_back(RandomTokens(&rng, 20 + 5 * i, 64));
+  for (int i = 0; i < n; ++i) {
+    prompts.push_back(RandomTokens(&rng, base_len + len_step * i, 64));
     h.Add("p" + std::to_string(i), prompts.back(), sp);
   }
   h.RunUntilIdle();
-  for (int i = 0; i < 8; ++i) {
+  for (int i = 0; i < n; ++i) {
     const auto& c = h.results["p" + std::to_string(i)];
-    EXPECT_EQ(c.ids.size(), 60u);
+    EXPECT_EQ(c.ids.size(), static_cast<size_t>(max_tokens));
     EXPECT_EQ(c.ids, RunAlone(prompts[static_cast<size_t>(i)], sp)) << "request " << i;
   }
   EXPECT_GT(h.core->metrics().num_preemptions, 0);
   ExpectDrained(h);
 }
 
+TEST(EngineCoreTest, PoolTooSmallForAllRequestsPreemptsAndStillMatches) {
+  CoreHarnessOptions o;
+  o.num_blocks = 14;  // 224 token slots; each request needs up to 7 blocks
+  o.max_model_len = 14 * 16;
+  ExpectPreemptionKeepsOutputs(o, 8, 20, 5, 60, 3);
+}
+
 TEST(EngineCoreTest, PreemptionWithoutPrefixCachingRecomputes) {
-  std::mt19937 rng(5);
   CoreHarnessOptions o;
   o.num_blocks = 10;
   o.max_model_len = 160;
   o.prefix_caching = false;
   o.max_num_batched_tokens = 32;
-  CoreHarness h(o);
-  std::vector<std::vector<int32_t>> prompts;
-  SamplingParams sp = CoreHarness::Greedy(50);
-  sp.ignore_eos = true;
-  for (int i = 0; i < 6; ++i) {
-    prompts.push_back(RandomTokens(&rng, 30 + 7 * i, 64));
-    h.Add("p" + std::to_string(i), prompts.back(), sp);
-  }
-  h.RunUntilIdle();
-  for (int i = 0; i < 6; ++i) {
-    EXPECT_EQ(h.results["p" + std::to_string(i)].ids,
-              RunAlone(prompts[static_cast<size_t>(i)], sp));
-  }
-  EXPECT_GT(h.core->metrics().num_preemptions, 0);
-  ExpectDrained(h);
+  ExpectPreemptionKeepsOutputs(o, 6, 30, 7, 50, 5);
 }
 
 TEST(EngineCoreTest, AbortFreesBlocksAlsoMidPrefill) {
