@@ -438,5 +438,41 @@ TEST(EngineCoreTest, RandomizedSubmitAbortStressAgainstSoloRuns) {
   EXPECT_GT(h.core->metrics().prefix_cache_hits, 0);
 }
 
+class OnlyEosAfterTwo final : public TokenConstraint {
+ public:
+  void FillNextTokenBitmask(uint32_t* bitmask) override {
+    bitmask[0] = accepted_ < 2 ? 0xFFFFFFF0u : (1u << 3);  // ids >= 4, then only EOS (3)
+    bitmask[1] = accepted_ < 2 ? 0xFFFFFFFFu : 0u;
+  }
+  Status AcceptToken(int32_t) override {
+    ++accepted_;
+    return Status::Ok();
+  }
+  bool IsTerminated() const override { return accepted_ > 2; }
+
+ private:
+  int accepted_ = 0;
+};
+
+// Regression guard: min_tokens must not ban the only token a grammar allows (that would mask
+// every token and fail the whole batch).
+TEST(EngineCoreTest, GrammarThatOnlyAllowsEosOverridesMinTokens) {
+  CoreHarness h;
+  auto r = std::make_unique<RequestState>();
+  r->request_id = "g";
+  r->token_ids = {1, 2, 4, 5};
+  r->sampling = CoreHarness::Greedy(20);
+  r->sampling.min_tokens = 10;
+  r->constraint = std::make_unique<OnlyEosAfterTwo>();
+  h.core->AddRequest(std::move(r));
+  h.Add("other", {1, 2, 4, 6}, CoreHarness::Greedy(8));
+  h.RunUntilIdle();
+  ASSERT_EQ(h.results["g"].ids.size(), 3u);
+  EXPECT_EQ(h.results["g"].ids[2], 3);
+  EXPECT_EQ(h.results["g"].final_output.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(h.results["other"].final_output.finish_reason, FinishReason::kLength);
+  ExpectDrained(h);
+}
+
 }  // namespace
 }  // namespace kiln

@@ -1,6 +1,7 @@
 #include "engine/sampler.h"
 
 #include <algorithm>
+#include <bit>
 
 namespace kiln {
 
@@ -38,6 +39,19 @@ void BuildSamplingRow(const RequestState& r, SamplingRow* row) {
   row->requested_token_ids = p.chosen_logprob_token_ids;
   if (r.constraint != nullptr) row->allowed_token_bitmask = r.allowed_bitmask.data();
   if (r.num_output_tokens() < p.min_tokens) row->banned_token_ids = r.min_tokens_banned_ids;
+  if (r.constraint != nullptr && !row->banned_token_ids.empty()) {
+    // The grammar wins over min_tokens: when it allows only banned ids (e.g. only EOS, once the
+    // output is complete), drop the bans instead of masking every token.
+    int64_t allowed = 0;
+    for (uint32_t w : r.allowed_bitmask) allowed += std::popcount(w);
+    for (int32_t id : row->banned_token_ids) {
+      const size_t word = static_cast<size_t>(id) / 32;
+      if (word < r.allowed_bitmask.size() && ((r.allowed_bitmask[word] >> (id % 32)) & 1u)) {
+        --allowed;
+      }
+    }
+    if (allowed <= 0) row->banned_token_ids = {};
+  }
 }
 
 FinishReason CheckStop(const RequestState& r, std::span<const int32_t> eos_token_ids,

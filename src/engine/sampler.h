@@ -4,7 +4,8 @@
 //  - seed: the request's seed (a random one is drawn at submit when none was given); step = the
 //    output position being sampled, so sampling is reproducible and independent of batching.
 //  - penalties see the prompt and the output ids; EOS (unless ignore_eos) and stop_token_ids are
-//    banned while fewer than min_tokens tokens were generated.
+//    banned while fewer than min_tokens tokens were generated — unless a constraint (grammar)
+//    allows nothing else, then the grammar wins (a fully masked row would fail the whole batch).
 //  - stop conditions, checked after appending a token, in order: EOS id (unless ignore_eos) or a
 //    stop_token_id → kStop (the id is kept in the output and reported as stop_token_id);
 //    max_tokens reached or the sequence reached max_model_len → kLength.
