@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -112,18 +112,18 @@ Status Serve(int argc, char** argv) {
   }
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(engine_options));
   if (api.embedding_head && api.embedding_head->input_size() != engine->model_info().hidden_size) {
-    return Status::InvalidArgument(
-        "--embedding-head takes " + std::to_string(api.embedding_head->input_size()) +
-        " inputs but the model's hidden size is " +
-        std::to_string(engine->model_info().hidden_size));
+    return Status::InvalidArgument("--embedding-head takes " +
+                                   std::to_string(api.embedding_head->input_size()) +
+                                   " inputs but the model's hidden size is " +
+                                   std::to_string(engine->model_info().hidden_size));
   }
   auto openai = std::make_unique<server::OpenAiServer>(engine.get(), api);
   KILN_ASSIGN_OR_RETURN(
       std::unique_ptr<server::HttpServer> http_server,
-      server::HttpServer::Create(http, [&openai](server::HttpRequest request,
-                                                 std::shared_ptr<server::HttpResponder> r) {
-        openai->Handle(std::move(request), std::move(r));
-      }));
+      server::HttpServer::Create(
+          http, [&openai](server::HttpRequest request, std::shared_ptr<server::HttpResponder> r) {
+            openai->Handle(std::move(request), std::move(r));
+          }));
   http_server->Start();
   std::printf("kiln serve: listening on http://%s:%d (model %s, device %s)\n", http.host.c_str(),
               http_server->port(), openai->model_name().c_str(),

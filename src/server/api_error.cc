@@ -61,10 +61,10 @@ ApiError ApiError::FromStatus(const Status& status, std::string param) {
 
 nlohmann::json ApiError::Body() const {
   return {{"error",
-                       {{"message", message},
-                        {"type", type},
-                        {"param", param.empty() ? nlohmann::json(nullptr) : nlohmann::json(param)},
-                        {"code", code.empty() ? nlohmann::json(nullptr) : nlohmann::json(code)}}}};
+           {{"message", message},
+            {"type", type},
+            {"param", param.empty() ? nlohmann::json(nullptr) : nlohmann::json(param)},
+            {"code", code.empty() ? nlohmann::json(nullptr) : nlohmann::json(code)}}}};
 }
 
 std::string ApiError::ToJson() const {

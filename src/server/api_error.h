@@ -5,9 +5,8 @@
 // Value type; thread-safe to copy.
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "kiln/status.h"
 
@@ -17,8 +16,8 @@ struct ApiError {
   int http_status = 400;
   std::string message;
   std::string type = "invalid_request_error";
-  std::string param;  // the offending request field, or empty
-  std::string code;   // machine-readable code, or empty
+  std::string param;      // the offending request field, or empty
+  std::string code;       // machine-readable code, or empty
   int retry_after_s = 0;  // > 0 → a Retry-After header is sent (503)
 
   static ApiError BadRequest(std::string message, std::string param = "");

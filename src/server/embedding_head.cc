@@ -3,9 +3,8 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 namespace kiln::server {
 namespace {
@@ -98,8 +97,8 @@ StatusOr<std::unique_ptr<EmbeddingHead>> EmbeddingHead::Load(const std::string& 
   if (header_size > file.size() - 8) {
     return Status::DataLoss("embedding head: '" + path + "' has a truncated header");
   }
-  const json header = json::parse(file.begin() + 8, file.begin() + 8 + static_cast<ptrdiff_t>(header_size),
-                                  nullptr, false);
+  const json header = json::parse(
+      file.begin() + 8, file.begin() + 8 + static_cast<ptrdiff_t>(header_size), nullptr, false);
   if (header.is_discarded() || !header.is_object()) {
     return Status::DataLoss("embedding head: '" + path + "' has a malformed header");
   }
@@ -107,7 +106,8 @@ StatusOr<std::unique_ptr<EmbeddingHead>> EmbeddingHead::Load(const std::string& 
 
   std::string desc_path = path;
   const std::string ext = ".safetensors";
-  if (desc_path.size() > ext.size() && desc_path.compare(desc_path.size() - ext.size(), ext.size(), ext) == 0) {
+  if (desc_path.size() > ext.size() &&
+      desc_path.compare(desc_path.size() - ext.size(), ext.size(), ext) == 0) {
     desc_path.resize(desc_path.size() - ext.size());
   }
   desc_path += ".json";
@@ -122,7 +122,8 @@ StatusOr<std::unique_ptr<EmbeddingHead>> EmbeddingHead::Load(const std::string& 
   head->activation_ = desc.value("activation", "identity");
   if (head->activation_ != "relu" && head->activation_ != "gelu" && head->activation_ != "tanh" &&
       head->activation_ != "silu" && head->activation_ != "identity") {
-    return Status::InvalidArgument("embedding head: unknown activation '" + head->activation_ + "'");
+    return Status::InvalidArgument("embedding head: unknown activation '" + head->activation_ +
+                                   "'");
   }
   for (const auto& l : desc["layers"]) {
     if (!l.is_object() || !l.contains("weight") || !l["weight"].is_string()) {
@@ -162,7 +163,8 @@ std::vector<float> EmbeddingHead::Apply(std::span<const float> x) const {
     for (int o = 0; o < l.out; ++o) {
       double acc = l.bias.empty() ? 0.0 : l.bias[o];
       const float* w = &l.weight[static_cast<size_t>(o) * l.in];
-      for (int i = 0; i < l.in && i < static_cast<int>(cur.size()); ++i) acc += double{w[i]} * cur[i];
+      for (int i = 0; i < l.in && i < static_cast<int>(cur.size()); ++i)
+        acc += double{w[i]} * cur[i];
       next[o] = static_cast<float>(acc);
     }
     if (li + 1 < layers_.size()) {

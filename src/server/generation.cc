@@ -7,11 +7,16 @@ namespace {
 
 const char* ReasonName(FinishReason r) {
   switch (r) {
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kAbort: return "abort";
-    case FinishReason::kError: return "error";
-    case FinishReason::kNone: return "";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kAbort:
+      return "abort";
+    case FinishReason::kError:
+      return "error";
+    case FinishReason::kNone:
+      return "";
   }
   return "";
 }
@@ -72,10 +77,9 @@ std::optional<ApiError> Generation::Start(std::vector<PreparedPrompt> prompts) {
         finished_ = true;
         for (size_t k = 0; k < idx; ++k) engine_->Abort(choices_[k].request_id);
         const char* param = request_.kind == ApiKind::kChat ? "messages" : "prompt";
-        return ApiError::FromStatus(submitted.status(),
-                                    submitted.status().code() == StatusCode::kResourceExhausted
-                                        ? ""
-                                        : param);
+        return ApiError::FromStatus(
+            submitted.status(),
+            submitted.status().code() == StatusCode::kResourceExhausted ? "" : param);
       }
     }
   }
@@ -160,9 +164,9 @@ void Generation::OnOutput(size_t choice_index, RequestOutput out) {
 void Generation::SendChunk(size_t choice_index, const std::string& text,
                            const std::vector<PositionLogprobs>& logprobs,
                            const std::string& finish_reason, int text_offset) {
-  responder_->Write(SseEvent(RenderStreamChunk(meta_, request_, choices_[choice_index].result.index,
-                                               false, text, logprobs, text_offset, finish_reason,
-                                               *tokenizer_)));
+  responder_->Write(
+      SseEvent(RenderStreamChunk(meta_, request_, choices_[choice_index].result.index, false, text,
+                                 logprobs, text_offset, finish_reason, *tokenizer_)));
 }
 
 void Generation::Finish() {
@@ -180,7 +184,8 @@ void Generation::Finish() {
     if (!c.error.ok() && failed == nullptr) failed = &c;
   }
   if (request_.stream) {
-    if (request_.include_usage) responder_->Write(SseEvent(RenderUsageChunk(meta_, request_, usage)));
+    if (request_.include_usage)
+      responder_->Write(SseEvent(RenderUsageChunk(meta_, request_, usage)));
     responder_->Write(SseDone());
     responder_->End();
     return;

@@ -42,8 +42,8 @@ class Generation final : public std::enable_shared_from_this<Generation> {
     std::unique_ptr<IncrementalDetokenizer> detokenizer;
     std::unique_ptr<StopMatcher> stop;
     ChoiceResult result;
-    int num_tokens = 0;       // generated tokens consumed (up to a stop string)
-    int text_offset = 0;      // completions logprobs: offset of the next token's text
+    int num_tokens = 0;   // generated tokens consumed (up to a stop string)
+    int text_offset = 0;  // completions logprobs: offset of the next token's text
     bool stopped_by_string = false;
     bool done = false;
     Usage usage;

@@ -1,14 +1,13 @@
 #include "server/http_server.h"
 
 #include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <chrono>
 #include <deque>
 #include <optional>
 #include <thread>
-
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 
 #include "common/logging.h"
 
@@ -137,10 +136,9 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
     parser_->header_limit(static_cast<uint32_t>(shared_->options.max_header_bytes));
     stream_.expires_after(Seconds(exchange_id_ == 0 ? shared_->options.read_timeout_s
                                                     : shared_->options.idle_timeout_s));
-    http::async_read_header(stream_, buffer_, *parser_,
-                            [self = shared_from_this()](beast::error_code ec, size_t) {
-                              self->OnHeader(ec);
-                            });
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
   }
 
   void OnHeader(beast::error_code ec) {
@@ -167,10 +165,9 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
   }
 
   void ReadBody() {
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) {
-                       self->OnBody(ec);
-                     });
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnBody(ec); });
   }
 
   void OnReadError(beast::error_code ec) {
@@ -241,22 +238,22 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
   void Watch() {
     if (watching_ || disconnected_) return;
     watching_ = true;
-    stream_.socket().async_wait(
-        tcp::socket::wait_read, [self = shared_from_this(), id = exchange_id_](beast::error_code ec) {
-          self->watching_ = false;
-          if (ec || self->disconnected_) return;
-          if (id != self->exchange_id_) {
-            // Stale: armed for an earlier exchange on this keep-alive connection; the readiness
-            // was the next request, which has been read. Re-arm for the current exchange.
-            if (self->exchange_active_ && !self->completing_) self->Watch();
-            return;
-          }
-          if (!self->exchange_active_ || self->completing_) return;
-          beast::error_code aec;
-          const size_t n = self->stream_.socket().available(aec);
-          if (aec || n == 0) self->OnPeerGone();
-          // else: a pipelined request; it is read after this response.
-        });
+    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(),
+                                                         id = exchange_id_](beast::error_code ec) {
+      self->watching_ = false;
+      if (ec || self->disconnected_) return;
+      if (id != self->exchange_id_) {
+        // Stale: armed for an earlier exchange on this keep-alive connection; the readiness
+        // was the next request, which has been read. Re-arm for the current exchange.
+        if (self->exchange_active_ && !self->completing_) self->Watch();
+        return;
+      }
+      if (!self->exchange_active_ || self->completing_) return;
+      beast::error_code aec;
+      const size_t n = self->stream_.socket().available(aec);
+      if (aec || n == 0) self->OnPeerGone();
+      // else: a pipelined request; it is read after this response.
+    });
   }
 
   void OnPeerGone() {
@@ -384,9 +381,8 @@ HttpResponder::~HttpResponder() = default;
 void HttpResponder::Send(int status, std::string content_type, std::string body,
                          HttpHeaders headers) {
   session_->Post([s = session_, id = exchange_id_, status, ct = std::move(content_type),
-                  b = std::move(body), h = std::move(headers)]() mutable {
-    s->Send(id, status, ct, std::move(b), h);
-  });
+                  b = std::move(body),
+                  h = std::move(headers)]() mutable { s->Send(id, status, ct, std::move(b), h); });
 }
 
 void HttpResponder::StartStream(int status, std::string content_type, HttpHeaders headers) {

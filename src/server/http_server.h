@@ -89,8 +89,8 @@ class HttpServer final {
   HttpServer& operator=(const HttpServer&) = delete;
 
   int port() const;
-  void Start();           // runs the io threads
-  void StopAccepting();   // closes the listener; later responses carry Connection: close
+  void Start();          // runs the io threads
+  void StopAccepting();  // closes the listener; later responses carry Connection: close
   // Requests whose response has not completed yet.
   int64_t num_pending_exchanges() const;
   int64_t num_open_connections() const;

@@ -1,5 +1,6 @@
 #include "server/http_server.h"
-#include "server/test_http_client.h"
+
+#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
@@ -7,7 +8,7 @@
 #include <mutex>
 #include <thread>
 
-#include <gtest/gtest.h>
+#include "server/test_http_client.h"
 
 namespace kiln::server {
 namespace {
@@ -18,10 +19,10 @@ class HttpServerTest : public ::testing::Test {
  protected:
   void StartServer(HttpServerOptions options = {}) {
     options.port = 0;
-    auto server = HttpServer::Create(options, [this](HttpRequest req,
-                                                     std::shared_ptr<HttpResponder> r) {
-      Handle(std::move(req), std::move(r));
-    });
+    auto server =
+        HttpServer::Create(options, [this](HttpRequest req, std::shared_ptr<HttpResponder> r) {
+          Handle(std::move(req), std::move(r));
+        });
     ASSERT_TRUE(server.ok()) << server.status().ToString();
     server_ = std::move(server).value();
     server_->Start();
@@ -76,7 +77,8 @@ TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   StartServer();
   Client c(server_->port());
   ASSERT_TRUE(c.connected());
-  c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: 3\r\n\r\nabc");
+  c.Send(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: 3\r\n\r\nabc");
   std::string r1 = c.ReadResponse();
   EXPECT_NE(r1.find("HTTP/1.1 200 OK"), std::string::npos) << r1;
   EXPECT_NE(r1.find("Connection: keep-alive"), std::string::npos);
@@ -107,8 +109,9 @@ TEST_F(HttpServerTest, KeepAliveDelayedResponsesAreNotMistakenForDisconnects) {
 TEST_F(HttpServerTest, PipelinedRequestsAreAnsweredInOrder) {
   StartServer();
   Client c(server_->port());
-  c.Send("POST /echo HTTP/1.1\r\nContent-Length: 1\r\n\r\n1POST /echo HTTP/1.1\r\n"
-         "Content-Length: 1\r\n\r\n2");
+  c.Send(
+      "POST /echo HTTP/1.1\r\nContent-Length: 1\r\n\r\n1POST /echo HTTP/1.1\r\n"
+      "Content-Length: 1\r\n\r\n2");
   EXPECT_NE(c.ReadResponse().find("POST 1"), std::string::npos);
   EXPECT_NE(c.ReadResponse().find("POST 2"), std::string::npos);
 }

@@ -82,8 +82,9 @@ std::string ServerMetrics::Render(const EngineMetrics& m, const std::string& mod
          labels, static_cast<double>(m.num_kv_blocks_cached));
   Series(&out, "kiln_prefix_cache_queries_total", "counter", "Prompt tokens looked up.", labels,
          static_cast<double>(m.prefix_cache_queries));
-  Series(&out, "kiln_prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache.",
-         labels, static_cast<double>(m.prefix_cache_hits));
+  Series(&out, "kiln_prefix_cache_hits_total", "counter",
+         "Prompt tokens found in the prefix cache.", labels,
+         static_cast<double>(m.prefix_cache_hits));
   const double hit_rate =
       m.prefix_cache_queries > 0
           ? static_cast<double>(m.prefix_cache_hits) / static_cast<double>(m.prefix_cache_queries)
@@ -104,14 +105,16 @@ std::string ServerMetrics::Render(const EngineMetrics& m, const std::string& mod
   tpot_.Render("kiln_time_per_output_token_seconds", "Mean time per output token after the first.",
                &out);
   e2e_.Render("kiln_e2e_request_latency_seconds", "End-to-end request latency.", &out);
-  out += "# HELP kiln_request_success_total Finished requests by finish reason.\n"
-         "# TYPE kiln_request_success_total counter\n";
+  out +=
+      "# HELP kiln_request_success_total Finished requests by finish reason.\n"
+      "# TYPE kiln_request_success_total counter\n";
   for (const auto& [reason, n] : finished_by_reason_) {
     out += "kiln_request_success_total{model_name=\"" + model_name + "\",finished_reason=\"" +
            reason + "\"} " + std::to_string(n) + "\n";
   }
-  out += "# HELP kiln_http_requests_total HTTP responses by status code.\n"
-         "# TYPE kiln_http_requests_total counter\n";
+  out +=
+      "# HELP kiln_http_requests_total HTTP responses by status code.\n"
+      "# TYPE kiln_http_requests_total counter\n";
   for (const auto& [status, n] : http_by_status_) {
     out += "kiln_http_requests_total{code=\"" + std::to_string(status) + "\"} " +
            std::to_string(n) + "\n";

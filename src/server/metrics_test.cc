@@ -14,8 +14,7 @@ TEST(HistogramTest, CumulativeBucketsSumAndCount) {
   std::string out;
   h.Render("x_seconds", "help", &out);
   EXPECT_NE(out.find("# TYPE x_seconds histogram"), std::string::npos);
-  EXPECT_NE(out.find("x_seconds_bucket{le=\"0.10000000000000001\"} 1\n"), std::string::npos)
-      << out;
+  EXPECT_NE(out.find("x_seconds_bucket{le=\"0.10000000000000001\"} 1\n"), std::string::npos) << out;
   EXPECT_NE(out.find("x_seconds_bucket{le=\"1\"} 3\n"), std::string::npos) << out;
   EXPECT_NE(out.find("x_seconds_bucket{le=\"+Inf\"} 4\n"), std::string::npos) << out;
   EXPECT_NE(out.find("x_seconds_sum 4.0499999999999998\n"), std::string::npos) << out;
@@ -45,7 +44,8 @@ TEST(ServerMetricsTest, RendersEngineGaugesAndLatencies) {
   EXPECT_NE(text.find("kiln_kv_blocks_used{model_name=\"tiny\"} 5\n"), std::string::npos);
   EXPECT_NE(text.find("kiln_prefix_cache_hit_rate{model_name=\"tiny\"} 0.25\n"), std::string::npos);
   EXPECT_NE(text.find("kiln_prompt_tokens_total{model_name=\"tiny\"} 123\n"), std::string::npos);
-  EXPECT_NE(text.find("kiln_generation_tokens_total{model_name=\"tiny\"} 456\n"), std::string::npos);
+  EXPECT_NE(text.find("kiln_generation_tokens_total{model_name=\"tiny\"} 456\n"),
+            std::string::npos);
   EXPECT_NE(text.find("kiln_time_to_first_token_seconds_count 1\n"), std::string::npos);
   EXPECT_NE(text.find("kiln_time_per_output_token_seconds_sum 0.10000000000000001\n"),
             std::string::npos)

@@ -11,13 +11,20 @@ constexpr int kMaxTopLogprobs = 20;
 
 std::string TypeName(const json& j) {
   switch (j.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::boolean: return "boolean";
-    case json::value_t::string: return "string";
-    case json::value_t::array: return "array";
-    case json::value_t::object: return "object";
-    case json::value_t::number_float: return "number";
-    default: return "integer";
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return "boolean";
+    case json::value_t::string:
+      return "string";
+    case json::value_t::array:
+      return "array";
+    case json::value_t::object:
+      return "object";
+    case json::value_t::number_float:
+      return "number";
+    default:
+      return "integer";
   }
 }
 
@@ -241,8 +248,9 @@ void ParseCommon(FieldReader& r, const json& body, GenerateRequest* out) {
   const json* response_format = nullptr;
   if (r.Object("response_format", &response_format)) {
     const auto type_it = response_format->find("type");
-    const std::string type =
-        type_it != response_format->end() && type_it->is_string() ? type_it->get<std::string>() : "";
+    const std::string type = type_it != response_format->end() && type_it->is_string()
+                                 ? type_it->get<std::string>()
+                                 : "";
     if (type == "text") {
     } else if (type == "json_object") {
       rf.type = ResponseFormat::Type::kJsonObject;
@@ -330,9 +338,10 @@ void ParseCommon(FieldReader& r, const json& body, GenerateRequest* out) {
     if (sr.error()) r.Fail("structured_outputs: " + sr.error()->message, "structured_outputs");
   }
   if (num_formats > 1) {
-    r.Fail("only one kind of structured output (response_format, guided_*, structured_outputs) "
-           "may be given",
-           "response_format");
+    r.Fail(
+        "only one kind of structured output (response_format, guided_*, structured_outputs) "
+        "may be given",
+        "response_format");
   }
   (void)body;
 }
@@ -432,19 +441,24 @@ std::optional<ApiError> ParseChatRequest(const json& body, GenerateRequest* out)
   if (r.Object("chat_template_kwargs", &kwargs)) co.extra_kwargs = *kwargs;
   r.String("chat_template", &co.chat_template);
   if (const json* tools = r.Get("tools")) {
-    if (!tools->is_array()) r.WrongType("tools", "an array", *tools);
-    else co.tools = *tools;
+    if (!tools->is_array())
+      r.WrongType("tools", "an array", *tools);
+    else
+      co.tools = *tools;
   }
   if (const json* docs = r.Get("documents")) {
-    if (!docs->is_array()) r.WrongType("documents", "an array", *docs);
-    else co.documents = *docs;
+    if (!docs->is_array())
+      r.WrongType("documents", "an array", *docs);
+    else
+      co.documents = *docs;
   }
   if (r.error()) return r.error();
 
   const json& last = out->messages.back();
   const bool last_is_assistant = last["role"] == "assistant";
-  const bool partial = last_is_assistant && ((last.contains("partial") && last["partial"] == true) ||
-                                             (last.contains("prefix") && last["prefix"] == true));
+  const bool partial =
+      last_is_assistant && ((last.contains("partial") && last["partial"] == true) ||
+                            (last.contains("prefix") && last["prefix"] == true));
   if (partial && !continue_set) {
     co.continue_final_message = true;
     if (!add_generation_prompt_set) co.add_generation_prompt = false;
@@ -520,8 +534,7 @@ std::optional<ApiError> ParseCompletionRequest(const json& body, GenerateRequest
         PromptSpec p{false, "", {}};
         if (!e.is_array() || e.empty()) return ApiError::BadRequest(kShape, "prompt");
         if (!id_list(e, &p.token_ids)) {
-          return ApiError::BadRequest("'prompt' token ids must be non-negative integers",
-                                      "prompt");
+          return ApiError::BadRequest("'prompt' token ids must be non-negative integers", "prompt");
         }
         out->prompts.push_back(std::move(p));
       }
@@ -636,7 +649,8 @@ json RenderChatLogprobs(const std::vector<PositionLogprobs>& positions, const To
       top.push_back(ChatTokenEntry(tokenizer, p.top[i]));
     }
     entry["top_logprobs"] = std::move(top);
-    if (!p.requested.empty()) entry["requested_logprobs"] = RequestedEntries(tokenizer, p.requested);
+    if (!p.requested.empty())
+      entry["requested_logprobs"] = RequestedEntries(tokenizer, p.requested);
     content.push_back(std::move(entry));
   }
   return {{"content", std::move(content)}};
@@ -692,12 +706,9 @@ std::string RenderChatResponse(const ResponseMeta& meta, const GenerateRequest& 
     }
     out_choices.push_back(std::move(choice));
   }
-  json body = {{"id", meta.id},
-               {"object", "chat.completion"},
-               {"created", meta.created},
-               {"model", meta.model},
-               {"choices", std::move(out_choices)},
-               {"usage", RenderUsage(usage)}};
+  json body = {
+      {"id", meta.id},       {"object", "chat.completion"},       {"created", meta.created},
+      {"model", meta.model}, {"choices", std::move(out_choices)}, {"usage", RenderUsage(usage)}};
   return DumpJson(body);
 }
 
@@ -711,17 +722,13 @@ std::string RenderCompletionResponse(const ResponseMeta& meta, const GenerateReq
                    {"logprobs", nullptr},
                    {"finish_reason", FinishReasonJson(c.finish_reason)}};
     if (request.logprobs) {
-      choice["logprobs"] =
-          RenderCompletionLogprobs(c.logprobs, tokenizer, request.top_logprobs, 0);
+      choice["logprobs"] = RenderCompletionLogprobs(c.logprobs, tokenizer, request.top_logprobs, 0);
     }
     out_choices.push_back(std::move(choice));
   }
-  json body = {{"id", meta.id},
-               {"object", "text_completion"},
-               {"created", meta.created},
-               {"model", meta.model},
-               {"choices", std::move(out_choices)},
-               {"usage", RenderUsage(usage)}};
+  json body = {
+      {"id", meta.id},       {"object", "text_completion"},       {"created", meta.created},
+      {"model", meta.model}, {"choices", std::move(out_choices)}, {"usage", RenderUsage(usage)}};
   return DumpJson(body);
 }
 

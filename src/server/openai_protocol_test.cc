@@ -64,7 +64,7 @@ TEST(OpenAiProtocolTest, ChatParsesSamplingAndContentParts) {
       "stream":true,"stream_options":{"include_usage":true},"ignore_eos":true,
       "stop_token_ids":[5],"min_tokens":2,"skip_special_tokens":false,
       "include_stop_str_in_output":true,"user":"u1"})",
-               &r);
+                &r);
   ASSERT_FALSE(e) << e->message;
   EXPECT_EQ(r.model, "m");
   EXPECT_EQ(r.messages[1]["content"], "a\nb");
@@ -105,8 +105,8 @@ TEST(OpenAiProtocolTest, ChatErrorsNameTheField) {
       {R"({"messages":"hi"})", "messages", "non-empty array"},
       {R"({"messages":[{"content":"x"}]})", "messages[0].role", "role"},
       {R"({"messages":[{"role":"user","content":5}]})", "messages[0].content", "string"},
-      {R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})",
-       "messages[0].content", "image_url"},
+      {R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})", "messages[0].content",
+       "image_url"},
       {R"({"messages":[{"role":"user","content":"x"}],"temperature":"hot"})", "temperature",
        "must be a number, got string"},
       {R"({"messages":[{"role":"user","content":"x"}],"temperature":-1})", "temperature",
@@ -115,8 +115,7 @@ TEST(OpenAiProtocolTest, ChatErrorsNameTheField) {
       {R"({"messages":[{"role":"user","content":"x"}],"top_p":1.5})", "top_p", "(0, 1]"},
       {R"({"messages":[{"role":"user","content":"x"}],"n":0})", "n", "[1, 128]"},
       {R"({"messages":[{"role":"user","content":"x"}],"max_tokens":0})", "max_tokens", "[1,"},
-      {R"({"messages":[{"role":"user","content":"x"}],"max_tokens":1.5})", "max_tokens",
-       "integer"},
+      {R"({"messages":[{"role":"user","content":"x"}],"max_tokens":1.5})", "max_tokens", "integer"},
       {R"({"messages":[{"role":"user","content":"x"}],"presence_penalty":3})", "presence_penalty",
        "[-2, 2]"},
       {R"({"messages":[{"role":"user","content":"x"}],"stop":[1]})", "stop", "strings"},
@@ -152,7 +151,8 @@ TEST(OpenAiProtocolTest, PrefillSpellings) {
   for (const char* flag : {"partial", "prefix"}) {
     GenerateRequest r;
     const std::string body = std::string(R"({"messages":[{"role":"user","content":"x"},
-        {"role":"assistant","content":"Once",")") + flag + "\":true}]}";
+        {"role":"assistant","content":"Once",")") +
+                             flag + "\":true}]}";
     auto e = Chat(body, &r);
     ASSERT_FALSE(e) << e->message;
     EXPECT_TRUE(r.chat_options.continue_final_message) << flag;
@@ -179,7 +179,8 @@ TEST(OpenAiProtocolTest, StructuredOutputSpellings) {
                     &r));
   EXPECT_EQ(r.sampling.response_format.type, ResponseFormat::Type::kJsonSchema);
   EXPECT_EQ(r.sampling.response_format.json_schema, R"({"type":"object"})");
-  ASSERT_FALSE(Chat(R"({"messages":[{"role":"user","content":"x"}],"guided_choice":["a","b"]})", &r));
+  ASSERT_FALSE(
+      Chat(R"({"messages":[{"role":"user","content":"x"}],"guided_choice":["a","b"]})", &r));
   EXPECT_EQ(r.sampling.response_format.type, ResponseFormat::Type::kChoice);
   EXPECT_EQ(r.sampling.response_format.choices, (std::vector<std::string>{"a", "b"}));
   ASSERT_FALSE(Chat(R"({"messages":[{"role":"user","content":"x"}],"guided_regex":"[0-9]+"})", &r));
@@ -222,9 +223,9 @@ TEST(OpenAiProtocolTest, CompletionPromptShapes) {
   ASSERT_FALSE(Completion(R"({"prompt":"x","max_tokens":null})", &r));
   EXPECT_FALSE(r.max_tokens_set);
 
-  for (const char* bad : {R"({"prompt":5})", R"({"prompt":[]})", R"({"prompt":["a",1]})",
-                          R"({"prompt":[1,"a"]})", R"({"prompt":[[1],[]]})", R"({"prompt":[-1]})",
-                          R"({"prompt":[{"a":1}]})", R"({})"}) {
+  for (const char* bad :
+       {R"({"prompt":5})", R"({"prompt":[]})", R"({"prompt":["a",1]})", R"({"prompt":[1,"a"]})",
+        R"({"prompt":[[1],[]]})", R"({"prompt":[-1]})", R"({"prompt":[{"a":1}]})", R"({})"}) {
     auto e = Completion(bad, &r);
     ASSERT_TRUE(e) << bad;
     EXPECT_EQ(e->param, "prompt") << bad;
@@ -298,7 +299,7 @@ TEST(OpenAiProtocolTest, RendersCompletionLogprobsShape) {
   EXPECT_EQ(j["tokens"][0], "<3>");
   EXPECT_EQ(j["text_offset"], json::array({10, 13}));
   EXPECT_EQ(j["top_logprobs"][0].size(), 1u);
-  EXPECT_EQ(j["top_logprobs"][1].size(), 2u);  // top-1 plus the chosen token
+  EXPECT_EQ(j["top_logprobs"][1].size(), 2u);                      // top-1 plus the chosen token
   EXPECT_NE(DumpJson(j).find("\xEF\xBF\xBD"), std::string::npos);  // U+FFFD replacement
 }
 

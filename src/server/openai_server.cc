@@ -185,8 +185,8 @@ std::optional<ApiError> OpenAiServer::RenderChatPrompt(const GenerateRequest& g,
 std::optional<ApiError> OpenAiServer::PreparePrompts(GenerateRequest* g,
                                                      std::vector<PreparedPrompt>* out) const {
   const Tokenizer* tok = engine_->tokenizer();
-  const int vocab = engine_->model_info().vocab_size > 0 ? engine_->model_info().vocab_size
-                                                         : tok->vocab_size();
+  const int vocab =
+      engine_->model_info().vocab_size > 0 ? engine_->model_info().vocab_size : tok->vocab_size();
   for (const auto& s : g->logprob_token_strings) {
     const auto ids = tok->Encode(s, false);
     if (ids.size() != 1) {
@@ -273,9 +273,9 @@ void OpenAiServer::HandleTokenize(const HttpRequest& request,
   } else {
     const auto prompt = body.find("prompt");
     if (prompt == body.end() || !prompt->is_string()) {
-      return SendError(&metrics_, *responder,
-                       ApiError::BadRequest("'prompt' (a string) or 'messages' is required",
-                                            "prompt"));
+      return SendError(
+          &metrics_, *responder,
+          ApiError::BadRequest("'prompt' (a string) or 'messages' is required", "prompt"));
     }
     if (body.contains("model") && body["model"].is_string()) {
       if (auto e = CheckModel(body["model"].get<std::string>())) {
@@ -285,9 +285,9 @@ void OpenAiServer::HandleTokenize(const HttpRequest& request,
     bool add_special = true;
     if (const auto it = body.find("add_special_tokens"); it != body.end() && !it->is_null()) {
       if (!it->is_boolean()) {
-        return SendError(&metrics_, *responder,
-                         ApiError::BadRequest("'add_special_tokens' must be a boolean",
-                                              "add_special_tokens"));
+        return SendError(
+            &metrics_, *responder,
+            ApiError::BadRequest("'add_special_tokens' must be a boolean", "add_special_tokens"));
       }
       add_special = it->get<bool>();
     }
@@ -315,9 +315,9 @@ void OpenAiServer::HandleDetokenize(const HttpRequest& request,
   }
   const auto tokens = body.find("tokens");
   if (tokens == body.end() || !tokens->is_array()) {
-    return SendError(&metrics_, *responder,
-                     ApiError::BadRequest("'tokens' (an array of token ids) is required",
-                                          "tokens"));
+    return SendError(
+        &metrics_, *responder,
+        ApiError::BadRequest("'tokens' (an array of token ids) is required", "tokens"));
   }
   std::vector<int32_t> ids;
   for (const auto& t : *tokens) {
@@ -327,10 +327,10 @@ void OpenAiServer::HandleDetokenize(const HttpRequest& request,
     }
     const int64_t v = t.get<int64_t>();
     if (v < 0 || v > INT32_MAX) {
-      return SendError(&metrics_, *responder,
-                       ApiError::BadRequest("token id " + std::to_string(v) +
-                                                " is outside the vocabulary",
-                                            "tokens"));
+      return SendError(
+          &metrics_, *responder,
+          ApiError::BadRequest("token id " + std::to_string(v) + " is outside the vocabulary",
+                               "tokens"));
     }
     ids.push_back(static_cast<int32_t>(v));
   }

@@ -27,10 +27,10 @@
 namespace kiln::server {
 
 struct OpenAiServerOptions {
-  std::string api_key;             // non-empty → /v1/*, /tokenize, /detokenize need the bearer
-  std::string served_model_name;   // empty → Engine::model_info().served_model_name
-  std::string chat_template;       // non-empty → overrides the tokenizer's chat template
-  int retry_after_s = 1;           // Retry-After on 503 (queue full)
+  std::string api_key;            // non-empty → /v1/*, /tokenize, /detokenize need the bearer
+  std::string served_model_name;  // empty → Engine::model_info().served_model_name
+  std::string chat_template;      // non-empty → overrides the tokenizer's chat template
+  int retry_after_s = 1;          // Retry-After on 503 (queue full)
   int detokenizer_context_tokens = 4;  // prompt tokens fed to a detokenizer before the output
   // Projection applied to pooled embeddings (POST /v1/embeddings); null → none.
   std::shared_ptr<const EmbeddingHead> embedding_head;

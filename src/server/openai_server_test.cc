@@ -3,21 +3,20 @@
 // equivalence, stop strings, n > 1 seeds, assistant prefill, disconnect → abort → KV released.
 #include "server/openai_server.h"
 
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <optional>
 #include <filesystem>
 #include <fstream>
-#include <thread>
-
-#include <unistd.h>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
 
 #include "server/test_http_client.h"
 
@@ -56,8 +55,7 @@ struct Stack {
   std::unique_ptr<OpenAiServer> api;
   std::unique_ptr<HttpServer> http;
 
-  static std::unique_ptr<Stack> Start(const std::string& api_key, int max_num_seqs,
-                                      int max_waiting,
+  static std::unique_ptr<Stack> Start(const std::string& api_key, int max_num_seqs, int max_waiting,
                                       std::shared_ptr<const EmbeddingHead> head = nullptr,
                                       const std::string& model_path = ModelPath()) {
     EngineOptions o;
@@ -83,10 +81,9 @@ struct Stack {
     ho.port = 0;
     ho.max_body_bytes = 1 << 20;
     OpenAiServer* api = s->api.get();
-    auto http = HttpServer::Create(
-        ho, [api](HttpRequest r, std::shared_ptr<HttpResponder> resp) {
-          api->Handle(std::move(r), std::move(resp));
-        });
+    auto http = HttpServer::Create(ho, [api](HttpRequest r, std::shared_ptr<HttpResponder> resp) {
+      api->Handle(std::move(r), std::move(resp));
+    });
     if (!http.ok()) {
       ADD_FAILURE() << http.status().ToString();
       return nullptr;
@@ -121,7 +118,8 @@ class OpenAiServerTest : public ::testing::Test {
     if (stack_ == nullptr) GTEST_SKIP() << "missing " << ModelPath() << " (set KILN_SHARED)";
   }
 
-  static HttpResult Post(const std::string& path, const json& body, const std::string& headers = "") {
+  static HttpResult Post(const std::string& path, const json& body,
+                         const std::string& headers = "") {
     return Fetch(stack_->port(), "POST", path, body.dump(), headers);
   }
   static json PostJson(const std::string& path, const json& body) {
@@ -275,8 +273,8 @@ TEST_F(OpenAiServerTest, QueueFull503WithRetryAfter) {
 }
 
 TEST_F(OpenAiServerTest, StreamedTextEqualsNonStreamedForSameSeed) {
-  const json completion = {{"prompt", "Once upon a time"}, {"max_tokens", 40},
-                           {"temperature", 0.9}, {"seed", 1234}};
+  const json completion = {
+      {"prompt", "Once upon a time"}, {"max_tokens", 40}, {"temperature", 0.9}, {"seed", 1234}};
   const json full = PostJson("/v1/completions", completion);
   std::vector<std::string> texts, reasons;
   json usage;
@@ -290,7 +288,9 @@ TEST_F(OpenAiServerTest, StreamedTextEqualsNonStreamedForSameSeed) {
   EXPECT_FALSE(texts[0].empty());
 
   const json chat = {{"messages", json::array({{{"role", "user"}, {"content", "Tell a story"}}})},
-                     {"max_completion_tokens", 30}, {"temperature", 1.0}, {"seed", 7}};
+                     {"max_completion_tokens", 30},
+                     {"temperature", 1.0},
+                     {"seed", 7}};
   const json chat_full = PostJson("/v1/chat/completions", chat);
   texts.clear();
   reasons.clear();
@@ -301,10 +301,9 @@ TEST_F(OpenAiServerTest, StreamedTextEqualsNonStreamedForSameSeed) {
 
 TEST_F(OpenAiServerTest, StopStringSplitAcrossTokensNeverLeaks) {
   // The greedy reference and its tokens.
-  const json ref = PostJson("/v1/completions", {{"prompt", "Once upon a time"},
-                                                {"max_tokens", 30},
-                                                {"temperature", 0},
-                                                {"logprobs", 0}});
+  const json ref = PostJson(
+      "/v1/completions",
+      {{"prompt", "Once upon a time"}, {"max_tokens", 30}, {"temperature", 0}, {"logprobs", 0}});
   const std::string text = ref["choices"][0]["text"];
   const auto& tokens = ref["choices"][0]["logprobs"]["tokens"];
   const auto& offsets = ref["choices"][0]["logprobs"]["text_offset"];
@@ -319,8 +318,8 @@ TEST_F(OpenAiServerTest, StopStringSplitAcrossTokensNeverLeaks) {
   }
   ASSERT_FALSE(stop.empty()) << text;
   const std::string expected = text.substr(0, text.find(stop));
-  const json req = {{"prompt", "Once upon a time"}, {"max_tokens", 30}, {"temperature", 0},
-                    {"stop", {stop}}};
+  const json req = {
+      {"prompt", "Once upon a time"}, {"max_tokens", 30}, {"temperature", 0}, {"stop", {stop}}};
   const json full = PostJson("/v1/completions", req);
   EXPECT_EQ(full["choices"][0]["text"], expected) << "stop " << json(stop);
   EXPECT_EQ(full["choices"][0]["finish_reason"], "stop");
@@ -345,51 +344,57 @@ TEST_F(OpenAiServerTest, NChoicesUseSeedPlusIndex) {
   for (int i = 0; i < 2; ++i) {
     json one = base;
     one["seed"] = 100 + i;
-    EXPECT_EQ(PostJson("/v1/completions", one)["choices"][0]["text"],
-              both["choices"][i]["text"]) << i;
+    EXPECT_EQ(PostJson("/v1/completions", one)["choices"][0]["text"], both["choices"][i]["text"])
+        << i;
   }
   EXPECT_EQ(both["usage"]["prompt_tokens"], 5);  // counted once per prompt
   EXPECT_EQ(both["usage"]["completion_tokens"], 24);
   // A list of prompts: choices are prompt-major.
-  const json multi = PostJson("/v1/completions", {{"prompt", {"Once upon a time", "The cat"}},
-                                                  {"max_tokens", 3},
-                                                  {"temperature", 0}});
+  const json multi = PostJson(
+      "/v1/completions",
+      {{"prompt", {"Once upon a time", "The cat"}}, {"max_tokens", 3}, {"temperature", 0}});
   ASSERT_EQ(multi["choices"].size(), 2u);
   EXPECT_EQ(multi["choices"][0]["text"],
-            PostJson("/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 3},
+            PostJson("/v1/completions", {{"prompt", "Once upon a time"},
+                                         {"max_tokens", 3},
                                          {"temperature", 0}})["choices"][0]["text"]);
 }
 
 TEST_F(OpenAiServerTest, AssistantPrefillContinuesTheMessage) {
-  const json messages = json::array(
-      {{{"role", "user"}, {"content", "Tell me a story"}},
-       {{"role", "assistant"}, {"content", "Once upon a time"}, {"partial", true}}});
+  const json messages =
+      json::array({{{"role", "user"}, {"content", "Tell me a story"}},
+                   {{"role", "assistant"}, {"content", "Once upon a time"}, {"partial", true}}});
   // The prompt ends inside the assistant message: no generation prompt after it.
   const json tok = PostJson("/tokenize", {{"messages", messages}});
-  const json plain = PostJson("/tokenize", {{"prompt", "Once upon a time"},
-                                            {"add_special_tokens", false}});
+  const json plain =
+      PostJson("/tokenize", {{"prompt", "Once upon a time"}, {"add_special_tokens", false}});
   const auto& ids = tok["tokens"];
   const auto& tail = plain["tokens"];
   ASSERT_GE(ids.size(), tail.size());
   EXPECT_EQ(json(std::vector<json>(ids.end() - tail.size(), ids.end())), tail) << ids;
   const json chat = PostJson("/v1/chat/completions",
                              {{"messages", messages}, {"max_tokens", 10}, {"temperature", 0}});
-  const json completion = PostJson("/v1/completions",
-                                   {{"prompt", ids}, {"max_tokens", 10}, {"temperature", 0}});
+  const json completion =
+      PostJson("/v1/completions", {{"prompt", ids}, {"max_tokens", 10}, {"temperature", 0}});
   EXPECT_EQ(chat["choices"][0]["message"]["content"], completion["choices"][0]["text"]);
   // vLLM spelling.
-  json vllm = {{"messages", messages}, {"max_tokens", 10}, {"temperature", 0},
-               {"continue_final_message", true}, {"add_generation_prompt", false}};
+  json vllm = {{"messages", messages},
+               {"max_tokens", 10},
+               {"temperature", 0},
+               {"continue_final_message", true},
+               {"add_generation_prompt", false}};
   vllm["messages"][1].erase("partial");
   EXPECT_EQ(PostJson("/v1/chat/completions", vllm)["choices"][0]["message"]["content"],
             chat["choices"][0]["message"]["content"]);
 }
 
 TEST_F(OpenAiServerTest, LogprobsShapes) {
-  const json chat = PostJson(
-      "/v1/chat/completions",
-      {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})}, {"max_tokens", 4},
-       {"temperature", 0}, {"logprobs", true}, {"top_logprobs", 3}});
+  const json chat = PostJson("/v1/chat/completions",
+                             {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
+                              {"max_tokens", 4},
+                              {"temperature", 0},
+                              {"logprobs", true},
+                              {"top_logprobs", 3}});
   const auto& content = chat["choices"][0]["logprobs"]["content"];
   ASSERT_EQ(content.size(), 4u);
   std::string joined;
@@ -402,8 +407,9 @@ TEST_F(OpenAiServerTest, LogprobsShapes) {
     joined += e["token"].get<std::string>();
   }
   EXPECT_EQ(joined, chat["choices"][0]["message"]["content"]);
-  const json comp = PostJson("/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 3},
-                                                 {"temperature", 0}, {"logprobs", 2}});
+  const json comp = PostJson(
+      "/v1/completions",
+      {{"prompt", "Once upon a time"}, {"max_tokens", 3}, {"temperature", 0}, {"logprobs", 2}});
   const auto& lp = comp["choices"][0]["logprobs"];
   ASSERT_EQ(lp["tokens"].size(), 3u);
   ASSERT_EQ(lp["token_logprobs"].size(), 3u);
@@ -414,9 +420,11 @@ TEST_F(OpenAiServerTest, LogprobsShapes) {
 TEST_F(OpenAiServerTest, DisconnectMidStreamAbortsAndFreesKv) {
   for (int i = 0; i < 5; ++i) {
     Client c(stack_->port());
-    const std::string body = json{{"prompt", "Once upon a time"}, {"max_tokens", 400},
-                                  {"ignore_eos", true}, {"stream", true}}
-                                 .dump();
+    const std::string body = json{
+        {"prompt", "Once upon a time"},
+        {"max_tokens", 400},
+        {"ignore_eos", true},
+        {"stream", true}}.dump();
     c.Send("POST /v1/completions HTTP/1.1\r\nContent-Length: " + std::to_string(body.size()) +
            "\r\n\r\n" + body);
     c.ReadUntil(i % 2 == 0 ? "data: " : "\r\n\r\n");  // sometimes before the first token
@@ -467,8 +475,8 @@ struct Reference {
 
   static std::optional<Reference> Load(const std::string& path = ModelPath() +
                                                                  "/reference.safetensors",
-                                      const std::string& prefix = "", int vocab_size = 512,
-                                      int hidden_size = 64) {
+                                       const std::string& prefix = "", int vocab_size = 512,
+                                       int hidden_size = 64) {
     FILE* f = std::fopen(path.c_str(), "rb");
     if (f == nullptr) return std::nullopt;
     uint64_t n = 0;
@@ -482,7 +490,8 @@ struct Reference {
     if (ok) {
       char buf[65536];
       size_t got;
-      while ((got = std::fread(buf, 1, sizeof(buf), f)) > 0) data.insert(data.end(), buf, buf + got);
+      while ((got = std::fread(buf, 1, sizeof(buf), f)) > 0)
+        data.insert(data.end(), buf, buf + got);
     }
     std::fclose(f);
     const json h = json::parse(header, nullptr, false);
@@ -508,7 +517,9 @@ struct Reference {
     for (int i = 0; i < vocab; ++i) sum += std::exp(l[i] - mx);
     return l[id] - mx - std::log(sum);
   }
-  json Prompt(int k) const { return json(std::vector<int32_t>(input_ids.begin(), input_ids.begin() + k)); }
+  json Prompt(int k) const {
+    return json(std::vector<int32_t>(input_ids.begin(), input_ids.begin() + k));
+  }
 };
 
 class ReferenceTest : public OpenAiServerTest {
@@ -525,9 +536,9 @@ class ReferenceTest : public OpenAiServerTest {
 TEST_F(ReferenceTest, ClassifyProbabilitiesAreSoftmaxOfReferenceLogits) {
   for (int k : {1, 5, 40}) {
     const std::vector<int32_t> ids = {ref_->input_ids[k], 100, 200};
-    const json r = PostJson("/v1/classify", {{"input", ref_->Prompt(k)},
-                                             {"labels", {"next", "x", "y"}},
-                                             {"label_token_ids", ids}});
+    const json r = PostJson(
+        "/v1/classify",
+        {{"input", ref_->Prompt(k)}, {"labels", {"next", "x", "y"}}, {"label_token_ids", ids}});
     std::vector<double> l;
     for (int id : ids) l.push_back(ref_->logits[static_cast<size_t>(k - 1) * ref_->vocab + id]);
     const double mx = *std::max_element(l.begin(), l.end());
@@ -537,14 +548,16 @@ TEST_F(ReferenceTest, ClassifyProbabilitiesAreSoftmaxOfReferenceLogits) {
     for (int i = 0; i < 3; ++i) {
       EXPECT_NEAR(r["data"][0]["probs"][names[i]].get<double>(), l[i] / sum, 1e-4) << k;
       EXPECT_NEAR(r["data"][0]["logprobs"][names[i]].get<double>(), ref_->LogSoftmax(k - 1, ids[i]),
-                  1e-3) << k;
+                  1e-3)
+          << k;
     }
     EXPECT_EQ(r["data"][0]["label"], "next");  // the greedy reference token wins
   }
   // Several inputs in one call, answered in order.
-  const json many = PostJson("/v1/classify", {{"input", {ref_->Prompt(3), ref_->Prompt(9)}},
-                                              {"labels", {"a", "b"}},
-                                              {"label_token_ids", {ref_->input_ids[3], ref_->input_ids[9]}}});
+  const json many =
+      PostJson("/v1/classify", {{"input", {ref_->Prompt(3), ref_->Prompt(9)}},
+                                {"labels", {"a", "b"}},
+                                {"label_token_ids", {ref_->input_ids[3], ref_->input_ids[9]}}});
   ASSERT_EQ(many["data"].size(), 2u);
   EXPECT_EQ(many["data"][0]["label"], "a");
   EXPECT_EQ(many["data"][1]["label"], "b");
@@ -588,11 +601,13 @@ TEST_F(ReferenceTest, EmbeddingsArePooledReferenceHiddenStates) {
     double scale = 0;
     for (double x : c.expected) scale = std::max(scale, std::fabs(x));
     for (size_t j = 0; j < v.size(); ++j) {
-      EXPECT_NEAR(v[j].get<double>(), c.expected[j], 1e-4 * std::max(1.0, scale)) << req << " " << j;
+      EXPECT_NEAR(v[j].get<double>(), c.expected[j], 1e-4 * std::max(1.0, scale))
+          << req << " " << j;
     }
   }
-  const json b64 = PostJson("/v1/embeddings", {{"input", ref_->Prompt(k)}, {"encoding_format", "base64"},
-                                               {"normalize", false}});
+  const json b64 =
+      PostJson("/v1/embeddings",
+               {{"input", ref_->Prompt(k)}, {"encoding_format", "base64"}, {"normalize", false}});
   EXPECT_EQ(b64["data"][0]["embedding"].get<std::string>().size(), (64 * 4 + 2) / 3 * 4);
 }
 
@@ -609,18 +624,22 @@ TEST_F(ReferenceTest, ChosenTokenLogprobsAreReferenceLogSoftmax) {
     ASSERT_EQ(requested[pos].size(), watched.size());
     for (size_t i = 0; i < watched.size(); ++i) {
       EXPECT_EQ(requested[pos][i]["token_id"], watched[i]);
-      EXPECT_NEAR(requested[pos][i]["logprob"].get<double>(), ref_->LogSoftmax(pos, watched[i]), 1e-3)
+      EXPECT_NEAR(requested[pos][i]["logprob"].get<double>(), ref_->LogSoftmax(pos, watched[i]),
+                  1e-3)
           << "position " << pos << " id " << watched[i];
     }
   }
   // Chat shape, and a label given as a string must be one token.
   const json chat = PostJson("/v1/chat/completions",
                              {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
-                              {"max_tokens", 2}, {"temperature", 0}, {"logprobs", true},
+                              {"max_tokens", 2},
+                              {"temperature", 0},
+                              {"logprobs", true},
                               {"logprob_token_ids", {7}}});
   EXPECT_EQ(chat["choices"][0]["logprobs"]["content"][0]["requested_logprobs"][0]["token_id"], 7);
-  ExpectError(Post("/v1/completions", {{"prompt", "x"}, {"logprob_token_ids", {"Once upon a time"}}}),
-              400, "not one", "logprob_token_ids");
+  ExpectError(
+      Post("/v1/completions", {{"prompt", "x"}, {"logprob_token_ids", {"Once upon a time"}}}), 400,
+      "not one", "logprob_token_ids");
 }
 
 TEST_F(ReferenceTest, EmbeddingHeadIsAppliedAfterPooling) {
@@ -631,12 +650,14 @@ TEST_F(ReferenceTest, EmbeddingHeadIsAppliedAfterPooling) {
   for (size_t i = 0; i < b1.size(); ++i) b1[i] = 0.1f * i - 0.3f;
   for (size_t i = 0; i < w2.size(); ++i) w2[i] = std::cos(0.53 * i);
   for (size_t i = 0; i < b2.size(); ++i) b2[i] = -0.2f * i;
-  const auto dir = std::filesystem::temp_directory_path() / ("kiln_head_" + std::to_string(getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("kiln_head_" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   json header = json::object();
   std::string data;
   auto add = [&](const std::string& name, const std::vector<float>& v, json shape) {
-    header[name] = {{"dtype", "F32"}, {"shape", shape},
+    header[name] = {{"dtype", "F32"},
+                    {"shape", shape},
                     {"data_offsets", {data.size(), data.size() + v.size() * 4}}};
     data.append(reinterpret_cast<const char*>(v.data()), v.size() * 4);
   };
@@ -706,10 +727,10 @@ TEST_F(ReferenceTest, ClassifyOnTinyQwen2WithoutTokenizerMatchesReference) {
     // The prompt plus the first generated tokens (teacher forced in the reference).
     const int k = static_cast<int>(ref->input_ids.size());
     const std::vector<int32_t> ids = {3, 500, 1000, 77};
-    const HttpResult r = Fetch(qwen->port(), "POST", "/v1/classify",
-                               json{{"input", ref->Prompt(k)},
-                                    {"labels", {"a", "b", "c", "d"}},
-                                    {"label_token_ids", ids}}.dump());
+    const HttpResult r = Fetch(
+        qwen->port(), "POST", "/v1/classify",
+        json{{"input", ref->Prompt(k)}, {"labels", {"a", "b", "c", "d"}}, {"label_token_ids", ids}}
+            .dump());
     ASSERT_EQ(r.status, 200) << r.body;
     const json j = json::parse(r.body);
     std::vector<double> l;
@@ -736,9 +757,10 @@ TEST_F(ReferenceTest, ClassifyOnTinyQwen2WithoutTokenizerMatchesReference) {
     }
   }
   // Text needs a tokenizer, which this model lacks: a 400 that says so.
-  ExpectError(Fetch(qwen->port(), "POST", "/v1/classify",
-                    json{{"input", "hello"}, {"labels", {"a", "b"}}, {"label_token_ids", {1, 2}}}.dump()),
-              400, "no tokenizer", "input");
+  ExpectError(
+      Fetch(qwen->port(), "POST", "/v1/classify",
+            json{{"input", "hello"}, {"labels", {"a", "b"}}, {"label_token_ids", {1, 2}}}.dump()),
+      400, "no tokenizer", "input");
 }
 
 }  // namespace

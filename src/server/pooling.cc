@@ -80,8 +80,8 @@ std::optional<ApiError> InputPrompts(OpenAiServer* server, const json& input, bo
                                      std::vector<std::vector<int32_t>>* out) {
   const Tokenizer* tok = server->engine()->tokenizer();
   const int vocab = server->engine()->model_info().vocab_size;
-  const ApiError no_tokenizer = ApiError::BadRequest(
-      "the served model has no tokenizer: give 'input' as token ids", "input");
+  const ApiError no_tokenizer =
+      ApiError::BadRequest("the served model has no tokenizer: give 'input' as token ids", "input");
   auto messages_prompt = [&](const json& messages) -> std::optional<ApiError> {
     if (tok == nullptr) return no_tokenizer;
     GenerateRequest g;
@@ -209,8 +209,8 @@ void RunClassify(OpenAiServer* server, const HttpRequest& request,
   const auto labels_it = body.find("labels");
   if (labels_it == body.end() || !labels_it->is_array() || labels_it->size() < 2) {
     return server->SendApiError(
-        *responder, ApiError::BadRequest("'labels' must be an array of at least 2 strings",
-                                         "labels"));
+        *responder,
+        ApiError::BadRequest("'labels' must be an array of at least 2 strings", "labels"));
   }
   std::vector<std::string> labels;
   for (const auto& l : *labels_it) {
@@ -224,23 +224,25 @@ void RunClassify(OpenAiServer* server, const HttpRequest& request,
   if (const auto it = body.find("label_token_ids"); it != body.end() && !it->is_null()) {
     if (!it->is_array() || it->size() != labels.size()) {
       return server->SendApiError(
-          *responder, ApiError::BadRequest("'label_token_ids' must hold one id per label",
-                                           "label_token_ids"));
+          *responder,
+          ApiError::BadRequest("'label_token_ids' must hold one id per label", "label_token_ids"));
     }
     for (const auto& v : *it) {
       if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= vocab) {
         return server->SendApiError(
             *responder, ApiError::BadRequest("'label_token_ids' must be ids in the vocabulary "
-                                             "(size " + std::to_string(vocab) + ")",
+                                             "(size " +
+                                                 std::to_string(vocab) + ")",
                                              "label_token_ids"));
       }
       label_ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
     }
   } else {
     if (tok == nullptr) {
-      return server->SendApiError(
-          *responder, ApiError::BadRequest("the served model has no tokenizer: give "
-                                           "'label_token_ids'", "labels"));
+      return server->SendApiError(*responder,
+                                  ApiError::BadRequest("the served model has no tokenizer: give "
+                                                       "'label_token_ids'",
+                                                       "labels"));
     }
     for (const auto& l : labels) {
       const auto ids = tok->Encode(l, /*add_special_tokens=*/false);
@@ -256,11 +258,10 @@ void RunClassify(OpenAiServer* server, const HttpRequest& request,
     auto [it, inserted] = seen.emplace(label_ids[i], i);
     if (!inserted) {
       return server->SendApiError(
-          *responder,
-          ApiError::BadRequest("labels '" + labels[it->second] + "' and '" + labels[i] +
-                                   "' start with the same token (id " +
-                                   std::to_string(label_ids[i]) + ")",
-                               "labels"));
+          *responder, ApiError::BadRequest("labels '" + labels[it->second] + "' and '" + labels[i] +
+                                               "' start with the same token (id " +
+                                               std::to_string(label_ids[i]) + ")",
+                                           "labels"));
     }
   }
   const auto input = body.find("input");
@@ -327,26 +328,23 @@ void RunEmbeddings(OpenAiServer* server, const HttpRequest& request,
     }
   }
   const EmbeddingHead* head = server->embedding_head();
-  const int hidden_size =
-      head ? head->output_size() : server->engine()->model_info().hidden_size;
+  const int hidden_size = head ? head->output_size() : server->engine()->model_info().hidden_size;
   int dimensions = 0;
   if (const auto it = body.find("dimensions"); it != body.end() && !it->is_null()) {
-    if (!it->is_number_integer() || it->get<int64_t>() < 1 ||
-        it->get<int64_t>() > hidden_size) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > hidden_size) {
       return server->SendApiError(
-          *responder,
-          ApiError::BadRequest("'dimensions' must be an integer in [1, " +
-                                   std::to_string(hidden_size) + "] (the " +
-                                   (head ? "embedding head's" : "model's hidden") + " size)",
-                               "dimensions"));
+          *responder, ApiError::BadRequest(
+                          "'dimensions' must be an integer in [1, " + std::to_string(hidden_size) +
+                              "] (the " + (head ? "embedding head's" : "model's hidden") + " size)",
+                          "dimensions"));
     }
     dimensions = static_cast<int>(it->get<int64_t>());
   }
   const std::string encoding = body.value("encoding_format", std::string("float"));
   if (encoding != "float" && encoding != "base64") {
     return server->SendApiError(
-        *responder, ApiError::BadRequest("'encoding_format' must be float or base64",
-                                         "encoding_format"));
+        *responder,
+        ApiError::BadRequest("'encoding_format' must be float or base64", "encoding_format"));
   }
   const std::string pooling = body.value("pooling", std::string("last"));
   if (pooling != "last" && pooling != "mean" && pooling != "first") {
@@ -355,8 +353,8 @@ void RunEmbeddings(OpenAiServer* server, const HttpRequest& request,
   }
   const auto norm_it = body.find("normalize");
   if (norm_it != body.end() && !norm_it->is_null() && !norm_it->is_boolean()) {
-    return server->SendApiError(
-        *responder, ApiError::BadRequest("'normalize' must be a boolean", "normalize"));
+    return server->SendApiError(*responder,
+                                ApiError::BadRequest("'normalize' must be a boolean", "normalize"));
   }
   const bool normalize = norm_it == body.end() || norm_it->is_null() || norm_it->get<bool>();
   const auto input = body.find("input");
@@ -380,12 +378,12 @@ void RunEmbeddings(OpenAiServer* server, const HttpRequest& request,
   const std::string id = server->NewId("embd-");
   auto job = std::make_shared<PoolingJob>(
       server, responder,
-      [server, responder, pooling, dimensions, normalize, encoding, head](
-          std::vector<RequestOutput>& outputs) {
+      [server, responder, pooling, dimensions, normalize, encoding,
+       head](std::vector<RequestOutput>& outputs) {
         json data = json::array();
         for (size_t i = 0; i < outputs.size(); ++i) {
-          std::vector<float> v = PoolHidden(outputs[i].hidden_states, outputs[i].hidden_size,
-                                            pooling);
+          std::vector<float> v =
+              PoolHidden(outputs[i].hidden_states, outputs[i].hidden_size, pooling);
           if (head != nullptr) v = head->Apply(v);
           FinishEmbedding(&v, dimensions, normalize);
           json e = {{"object", "embedding"}, {"index", i}};

@@ -24,7 +24,8 @@ std::string StopMatcher::Push(std::string_view text) {
   const std::string* best = nullptr;
   for (const auto& s : stops_) {
     const size_t pos = pending_.find(s, search_from);
-    if (pos != std::string::npos && (pos < best_pos || (pos == best_pos && s.size() > best->size()))) {
+    if (pos != std::string::npos &&
+        (pos < best_pos || (pos == best_pos && s.size() > best->size()))) {
       best_pos = pos;
       best = &s;
     }

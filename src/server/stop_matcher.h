@@ -1,6 +1,6 @@
-// StopMatcher: applies OpenAI `stop` strings to a stream of detokenized text pieces. Text that could
-// still turn out to be the start of a stop string is held back until it is disambiguated, so a
-// stop string never leaks into the output, also when it is split across several tokens.
+// StopMatcher: applies OpenAI `stop` strings to a stream of detokenized text pieces. Text that
+// could still turn out to be the start of a stop string is held back until it is disambiguated, so
+// a stop string never leaks into the output, also when it is split across several tokens.
 //
 // Not responsible for stop token ids (the engine handles those). Not thread-safe: one matcher per
 // generated sequence, used from one strand. Invariant: the concatenation of every returned piece

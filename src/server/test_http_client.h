@@ -91,7 +91,6 @@ class Client final {
   std::string buf_;
 };
 
-
 struct HttpResult {
   int status = 0;
   std::string head;  // status line + headers
