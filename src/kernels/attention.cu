@@ -3,6 +3,7 @@
 #include "kernels/attention_decode.cuh"
 #include "kernels/attention_prefill.cuh"
 #include "kernels/attention_prefill_sm90.cuh"
+#include "kernels/attention_prefill_sm90_tma.cuh"
 #include "kernels/attention_rows.cuh"
 
 namespace kiln::kernels {
@@ -168,6 +169,64 @@ cudaError_t LaunchPrefillSm90(const PagedAttentionParams<__nv_bfloat16>& p, int 
                              Cfg::kThreads, Cfg::kSmemBytes, p, min_q_len, log2_bs, stream);
 }
 
+// cuTensorMapEncodeTiled from the driver, resolved once through the runtime (no libcuda link).
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
+                                   const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                                   const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                   CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+EncodeTiledFn GetEncodeTiled() {
+  static const EncodeTiledFn fn = []() -> EncodeTiledFn {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult result = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault,
+                                         &result) != cudaSuccess ||
+        result != cudaDriverEntryPointSuccess) {
+      return nullptr;
+    }
+    return reinterpret_cast<EncodeTiledFn>(ptr);
+  }();
+  return fn;
+}
+
+// Tensor map of one layer's K or V cache seen as [slots, num_kv_heads * 128] bf16 (head_dim
+// 128), box [rows slots][64 columns], 128-byte swizzle (the layout wgmma.cuh describes). The row
+// count is not known here (the cache size is not a parameter); only slots named by the block
+// table are ever addressed, so the bound is the largest one a coordinate can express.
+bool MakeKvTensorMap(CUtensorMap* map, const __nv_bfloat16* cache, int num_kv_heads, int rows) {
+  const EncodeTiledFn encode = GetEncodeTiled();
+  if (encode == nullptr) return false;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(num_kv_heads) * 128, 0x7fffffffull};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(num_kv_heads) * 128 * 2};
+  const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(rows)};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
+                const_cast<__nv_bfloat16*>(cache), dims, strides, box, elem_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
+         CUDA_SUCCESS;
+}
+
+// The TMA + ping-pong kernel (attention_prefill_sm90_tma.cuh); cudaErrorNotSupported when the
+// driver offers no tensor-map encoder (the caller then takes the cp.async kernel).
+cudaError_t LaunchPrefillSm90Tma(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len,
+                                 int log2_bs, cudaStream_t stream) {
+  using Cfg = Sm90TmaConfig;
+  CUtensorMap k_map, v_map;
+  const int rows = p.block_size < Cfg::kBlockN ? p.block_size : Cfg::kBlockN;
+  if (!MakeKvTensorMap(&k_map, p.k_cache, p.num_kv_heads, rows) ||
+      !MakeKvTensorMap(&v_map, p.v_cache, p.num_kv_heads, rows)) {
+    return cudaErrorNotSupported;
+  }
+  auto kernel = PagedAttentionPrefillSm90TmaKernel;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(Cfg::kSmemBytes));
+  if (err != cudaSuccess) return err;
+  const dim3 grid(p.num_heads, (p.max_seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM, p.num_seqs);
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(k_map, v_map, p, min_q_len, log2_bs);
+  return cudaGetLastError();
+}
+
 cudaError_t LaunchPrefillSm90Pipelined(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len,
                                       int log2_bs, cudaStream_t stream) {
   using Cfg = Sm90PipelinedConfig;
@@ -211,6 +270,7 @@ cudaError_t PagedAttentionPrefillVariant(const PagedAttentionParams<__nv_bfloat1
   if (warps == -2 && block_n == 64) return LaunchPrefillSm90Pipelined(p, 1, log2_bs, stream);
   if (warps == -3 && block_n == 64) return LaunchPrefillSm90Ws<64, 4>(p, 1, log2_bs, stream);
   if (warps == -3 && block_n == 128) return LaunchPrefillSm90Ws<128, 2>(p, 1, log2_bs, stream);
+  if (warps == -4 && block_n == 128) return LaunchPrefillSm90Tma(p, 1, log2_bs, stream);
   return cudaErrorInvalidValue;
 }
 
@@ -250,9 +310,15 @@ cudaError_t PagedAttention(const PagedAttentionParams<T>& p, cudaStream_t stream
 
   if (PrefillApplies(p)) {
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-      err = p.head_dim == 64
-                ? LaunchPrefill<64>(p, kDecodeMaxQueryLen + 1, log2_bs, stream)
-                : LaunchPrefillSm90<kSm90BlockN>(p, kDecodeMaxQueryLen + 1, log2_bs, stream);
+      constexpr int kMinQ = kDecodeMaxQueryLen + 1;
+      if (p.head_dim == 64) {
+        err = LaunchPrefill<64>(p, kMinQ, log2_bs, stream);
+      } else {
+        err = LaunchPrefillSm90Tma(p, kMinQ, log2_bs, stream);
+        if (err == cudaErrorNotSupported) {
+          err = LaunchPrefillSm90<kSm90BlockN>(p, kMinQ, log2_bs, stream);
+        }
+      }
       if (err != cudaSuccess) return err;
     }
     // Rows kernel for the short-query sequences of a mixed batch (exits at once for the others).

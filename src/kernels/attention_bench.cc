@@ -230,7 +230,8 @@ int main(int argc, char** argv) {
                                 {"wgmma 2 warpgroups, BlockM 128, BlockN 128", -1, 128},
                                 {"wgmma pipelined, BlockM 128, BlockN 64", -2, 64},
                                 {"wgmma warp-specialized, BlockN 64, 4 stages", -3, 64},
-                                {"wgmma warp-specialized, BlockN 128, 2 stages", -3, 128}};
+                                {"wgmma warp-specialized, BlockN 128, 2 stages", -3, 128},
+                                {"wgmma TMA producer + ping-pong, BlockN 128", -4, 128}};
     for (const Variant& v : variants) {
       const double ms = MedianMs(
           [&] {

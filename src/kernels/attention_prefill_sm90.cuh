@@ -78,15 +78,17 @@ struct PrefillBlock {
   int kv_end;  // keys the tile's last row sees: [0, kv_end)
 };
 
+// The tile `tile_from_end` query tiles before the last possible one (grid-wide, from
+// max_seqlen_q) of head `head` of sequence blockIdx.z.
 template <int kBlockM>
-__device__ __forceinline__ PrefillBlock LocatePrefillBlock(
-    const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len) {
+__device__ __forceinline__ PrefillBlock LocatePrefillBlockAt(
+    const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len, int tile_from_end, int head) {
   PrefillBlock b{};
   b.seq = blockIdx.z;
-  b.head = blockIdx.y;
+  b.head = head;
   b.q_start = p.cu_seqlens_q[b.seq];
   b.q_len = p.cu_seqlens_q[b.seq + 1] - b.q_start;
-  b.m0 = (gridDim.x - 1 - blockIdx.x) * kBlockM;
+  b.m0 = tile_from_end * kBlockM;
   b.valid = b.q_len >= min_q_len && b.m0 < b.q_len;
   if (!b.valid) return b;
   b.seq_len = p.seq_lens[b.seq];
@@ -94,6 +96,13 @@ __device__ __forceinline__ PrefillBlock LocatePrefillBlock(
   b.kvh = b.head / (p.num_heads / p.num_kv_heads);
   b.kv_end = min(b.seq_len, b.ctx_start + b.m0 + kBlockM);
   return b;
+}
+
+// Grid (query tile, head, sequence).
+template <int kBlockM>
+__device__ __forceinline__ PrefillBlock LocatePrefillBlock(
+    const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len) {
+  return LocatePrefillBlockAt<kBlockM>(p, min_q_len, gridDim.x - 1 - blockIdx.x, blockIdx.y);
 }
 
 // The loads' source for a block (Q rows from m0, the sequence's block table).

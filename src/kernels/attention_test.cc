@@ -164,6 +164,20 @@ TYPED_TEST(AttentionTest, LongPrefillOverPrefix) {
   RunCase<TypeParam>({4, 1, 128, 128, {{700, 1500}, {257, 257}}}, this->rng_);
 }
 
+// The TMA prefill kernel copies whole pages (block_size < 128) or 128-row slices of a page
+// (block_size >= 128) per tensor copy, and gathers a tile that ends inside the sequence with
+// cp.async; cover page sizes on both sides of the tile and sequence ends on and off the tile grid.
+using AttentionTmaPrefillTest = testing::GpuTest;
+
+TEST_F(AttentionTmaPrefillTest, BlockSizesAndTileEnds) {
+  std::mt19937& rng = rng_;
+  const std::vector<SeqSpec> seqs = {{512, 512}, {384, 1024}, {129, 700}, {9, 9}, {1, 300}};
+  for (int block_size : {16, 32, 64, 256}) {
+    SCOPED_TRACE("block_size " + std::to_string(block_size));
+    RunCase<__nv_bfloat16>({14, 2, 128, block_size, seqs}, rng);
+  }
+}
+
 // Every tensor-core configuration on the same batch (the dispatcher uses one of them).
 using AttentionVariantsTest = testing::GpuTest;
 
@@ -172,7 +186,7 @@ TEST_F(AttentionVariantsTest, EveryPrefillAndDecodeConfigurationMatches) {
   using bf16 = __nv_bfloat16;
   const AttentionCase prefill{14, 2, 128, 16, {{300, 300}, {200, 731}, {1, 90}, {130, 130}}};
   const int configs[][2] = {{4, 64}, {8, 64}, {4, 128}, {8, 32}, {-1, 64}, {-1, 128}, {-2, 64},
-                             {-3, 64}, {-3, 128}};
+                             {-3, 64}, {-3, 128}, {-4, 128}};
   for (const auto& cfg : configs) {
     SCOPED_TRACE("prefill warps " + std::to_string(cfg[0]) + " block_n " + std::to_string(cfg[1]));
     RunCase<bf16>(prefill, rng, [&](const PagedAttentionParams<bf16>& p) {
