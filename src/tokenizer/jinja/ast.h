@@ -5,8 +5,8 @@
 // Thread-safety: immutable after parsing; any number of renders may walk it at once.
 #pragma once
 
-#include <memory>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -43,21 +43,41 @@ enum class ExprKind {
 
 // Operators of kUnary / kBinary / kCompare nodes (resolved once at parse time).
 enum class Op : uint8_t {
-  kNone, kAnd, kOr, kNot, kNeg, kPos, kAdd, kSub, kMul, kDiv, kFloorDiv, kMod, kPow, kConcat,
-  kEq, kNe, kLt, kLe, kGt, kGe, kIn, kNotIn,
+  kNone,
+  kAnd,
+  kOr,
+  kNot,
+  kNeg,
+  kPos,
+  kAdd,
+  kSub,
+  kMul,
+  kDiv,
+  kFloorDiv,
+  kMod,
+  kPow,
+  kConcat,
+  kEq,
+  kNe,
+  kLt,
+  kLe,
+  kGt,
+  kGe,
+  kIn,
+  kNotIn,
 };
 Op OpFromString(std::string_view text);  // kNone when unknown
 
 struct Expr final {
   ExprKind kind;
   SourceLoc loc;
-  std::string name;  // kName, kGetAttr attribute, kFilter/kTest name, kUnary/kBinary op text
-  Op op = Op::kNone;  // kUnary / kBinary
-  Value literal;     // kLiteral
-  bool negated = false;                      // kTest: "is not"
-  std::vector<ExprPtr> args;                 // operands, see ExprKind
+  std::string name;      // kName, kGetAttr attribute, kFilter/kTest name, kUnary/kBinary op text
+  Op op = Op::kNone;     // kUnary / kBinary
+  Value literal;         // kLiteral
+  bool negated = false;  // kTest: "is not"
+  std::vector<ExprPtr> args;                            // operands, see ExprKind
   std::vector<std::pair<std::string, ExprPtr>> kwargs;  // kCall/kFilter/kTest keyword arguments
-  std::vector<Op> ops;                       // kCompare operators
+  std::vector<Op> ops;                                  // kCompare operators
 };
 
 enum class StmtKind {
@@ -68,23 +88,24 @@ enum class StmtKind {
   kSet,          // set targets = expr (target_attr non-empty: set targets[0].target_attr = expr)
   kSetBlock,     // {% set targets[0] %}body{% endset %} (filters applied by expr when non-null)
   kMacro,        // macro name(params = defaults) body
-  kFilterBlock,  // {% filter expr %}body{% endfilter %}: expr is a kFilter chain over a kName "__body"
+  kFilterBlock,  // {% filter expr %}body{% endfilter %}: expr is a kFilter chain over a kName
+                 // "__body"
   kBreak,
   kContinue,
-  kDo,           // {% do expr %}
-  kScope,        // body (generation blocks and similar no-op wrappers)
+  kDo,     // {% do expr %}
+  kScope,  // body (generation blocks and similar no-op wrappers)
 };
 
 struct Stmt final {
   StmtKind kind;
   SourceLoc loc;
-  std::string text;                // kText
-  ExprPtr expr;                    // kOutput / kFor iterable / kSet value / kDo
-  ExprPtr cond;                    // kFor loop filter
-  std::vector<ExprPtr> conditions; // kIf
-  std::vector<Body> bodies;        // kIf
-  Body body;                       // kFor / kSetBlock / kMacro / kFilterBlock / kScope
-  Body else_body;                  // kIf / kFor
+  std::string text;                  // kText
+  ExprPtr expr;                      // kOutput / kFor iterable / kSet value / kDo
+  ExprPtr cond;                      // kFor loop filter
+  std::vector<ExprPtr> conditions;   // kIf
+  std::vector<Body> bodies;          // kIf
+  Body body;                         // kFor / kSetBlock / kMacro / kFilterBlock / kScope
+  Body else_body;                    // kIf / kFor
   std::vector<std::string> targets;  // kFor / kSet names; kMacro: [0] = macro name
   std::string target_attr;           // kSet namespace attribute
   std::vector<std::string> params;   // kMacro

@@ -22,8 +22,8 @@ bool IsKnownTest(std::string_view name);
 Value ApplyFilter(Interpreter& interp, std::string_view name, const Value& input,
                   const CallArgs& args, SourceLoc loc);
 // `input is name(args)`.
-bool ApplyTest(Interpreter& interp, std::string_view name, const Value& input,
-               const CallArgs& args, SourceLoc loc);
+bool ApplyTest(Interpreter& interp, std::string_view name, const Value& input, const CallArgs& args,
+               SourceLoc loc);
 // `self.name(args)` for str/list/dict values. Sets *found = false (and returns Undefined) when
 // `self` has no such method.
 Value CallMethod(Interpreter& interp, const Value& self, std::string_view name,

@@ -20,9 +20,8 @@
 #pragma once
 
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "kiln/status.h"
 #include "kiln/tokenizer.h"
@@ -55,8 +54,7 @@ class ChatTemplate final {
  private:
   template <typename Json>
   StatusOr<std::string> RenderImpl(const Json& messages, const Json& tools, const Json& documents,
-                                   const ChatTemplateOptions& options,
-                                   const std::string& bos_token,
+                                   const ChatTemplateOptions& options, const std::string& bos_token,
                                    const std::string& eos_token) const;
   struct Parsed;
   explicit ChatTemplate(std::shared_ptr<const Parsed> parsed) : parsed_(std::move(parsed)) {}

@@ -5,14 +5,14 @@
 // prompt format), plus continue_final_message and error handling.
 #include "tokenizer/jinja/chat_template.h"
 
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 namespace kiln {
 namespace {
@@ -89,7 +89,8 @@ TEST(ChatTemplateTest, Qwen25MatchesTransformersCases) {
 }
 
 TEST(ChatTemplateTest, Qwen25ToolsAndToolCalls) {
-  std::string source = LoadConfigTemplate(SharedDir() + "/tokenizers/qwen2.5/tokenizer_config.json");
+  std::string source =
+      LoadConfigTemplate(SharedDir() + "/tokenizers/qwen2.5/tokenizer_config.json");
   if (source.empty()) GTEST_SKIP() << "missing tokenizers/qwen2.5/tokenizer_config.json";
   ChatTemplate tmpl = MustParse(source);
   ordered_json tools = ordered_json::array({ordered_json::parse(kWeatherTool)});
@@ -101,20 +102,21 @@ TEST(ChatTemplateTest, Qwen25ToolsAndToolCalls) {
   ChatTemplateOptions options;
   // No system message → the default Qwen system text; tools as one tojson line each; the tool
   // call's arguments through tojson; the tool result wrapped as a user turn.
-  EXPECT_EQ(MustRender(tmpl, messages, options, tools),
-            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
-            "assistant.\n\n# Tools\n\nYou may call one or more functions to assist with the user "
-            "query.\n\nYou are provided with function signatures within <tools></tools> XML "
-            "tags:\n<tools>\n"
-            R"({"type": "function", "function": {"name": "get_weather", "description": "Get the current weather", "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}, "required": ["city"]}}})"
-            "\n</tools>\n\nFor each function call, return a json object with function name and "
-            "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
-            "<function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n"
-            "<|im_start|>user\nWeather in Paris?<|im_end|>\n"
-            "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
-            "{\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n"
-            "<|im_start|>user\n<tool_response>\n20C\n</tool_response><|im_end|>\n"
-            "<|im_start|>assistant\n");
+  EXPECT_EQ(
+      MustRender(tmpl, messages, options, tools),
+      "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+      "assistant.\n\n# Tools\n\nYou may call one or more functions to assist with the user "
+      "query.\n\nYou are provided with function signatures within <tools></tools> XML "
+      "tags:\n<tools>\n"
+      R"({"type": "function", "function": {"name": "get_weather", "description": "Get the current weather", "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}, "required": ["city"]}}})"
+      "\n</tools>\n\nFor each function call, return a json object with function name and "
+      "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
+      "<function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n"
+      "<|im_start|>user\nWeather in Paris?<|im_end|>\n"
+      "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
+      "{\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n"
+      "<|im_start|>user\n<tool_response>\n20C\n</tool_response><|im_end|>\n"
+      "<|im_start|>assistant\n");
 }
 
 // ---- Qwen3 ----------------------------------------------------------------------------------
@@ -122,7 +124,8 @@ TEST(ChatTemplateTest, Qwen25ToolsAndToolCalls) {
 class Qwen3Test : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string source = LoadConfigTemplate(SharedDir() + "/tokenizers/qwen3/tokenizer_config.json");
+    std::string source =
+        LoadConfigTemplate(SharedDir() + "/tokenizers/qwen3/tokenizer_config.json");
     if (source.empty()) GTEST_SKIP() << "missing tokenizers/qwen3/tokenizer_config.json";
     StatusOr<ChatTemplate> t = ChatTemplate::Parse(source);
     ASSERT_TRUE(t.ok()) << t.status().ToString();
@@ -183,19 +186,20 @@ TEST_F(Qwen3Test, ToolsToolCallsAndToolResponses) {
   // reasoning) is rendered without a think block; content "" → no newline before <tool_call>;
   // dict arguments go through tojson. The tool turn opens "<|im_start|>user" (previous role is
   // not tool) and closes with <|im_end|> (it is loop.last).
-  EXPECT_EQ(MustRender(*tmpl_, messages, options, tools),
-            "<|im_start|>system\nS\n\n# Tools\n\nYou may call one or more functions to assist "
-            "with the user query.\n\nYou are provided with function signatures within "
-            "<tools></tools> XML tags:\n<tools>\n"
-            R"({"type": "function", "function": {"name": "get_weather", "description": "Get the current weather", "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}, "required": ["city"]}}})"
-            "\n</tools>\n\nFor each function call, return a json object with function name and "
-            "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
-            "<function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n"
-            "<|im_start|>user\nWeather in Paris?<|im_end|>\n"
-            "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
-            "{\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n"
-            "<|im_start|>user\n<tool_response>\n20C\n</tool_response><|im_end|>\n"
-            "<|im_start|>assistant\n");
+  EXPECT_EQ(
+      MustRender(*tmpl_, messages, options, tools),
+      "<|im_start|>system\nS\n\n# Tools\n\nYou may call one or more functions to assist "
+      "with the user query.\n\nYou are provided with function signatures within "
+      "<tools></tools> XML tags:\n<tools>\n"
+      R"({"type": "function", "function": {"name": "get_weather", "description": "Get the current weather", "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}, "required": ["city"]}}})"
+      "\n</tools>\n\nFor each function call, return a json object with function name and "
+      "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
+      "<function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n"
+      "<|im_start|>user\nWeather in Paris?<|im_end|>\n"
+      "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
+      "{\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n"
+      "<|im_start|>user\n<tool_response>\n20C\n</tool_response><|im_end|>\n"
+      "<|im_start|>assistant\n");
 }
 
 TEST_F(Qwen3Test, ReasoningContentWithinTheCurrentAgentTurn) {
@@ -237,8 +241,8 @@ class Llama31Test : public ::testing::Test {
  protected:
   void SetUp() override {
     std::string source;
-    ASSERT_TRUE(ReadFile(std::string(KILN_JINJA_TESTDATA) + "/llama3.1_chat_template.jinja",
-                         &source));
+    ASSERT_TRUE(
+        ReadFile(std::string(KILN_JINJA_TESTDATA) + "/llama3.1_chat_template.jinja", &source));
     StatusOr<ChatTemplate> t = ChatTemplate::Parse(source);
     ASSERT_TRUE(t.ok()) << t.status().ToString();
     tmpl_ = std::make_unique<ChatTemplate>(std::move(t).value());
@@ -309,9 +313,9 @@ TEST_F(Llama31Test, TemplateErrorsBecomeStatuses) {
   ChatTemplateOptions options;
   ordered_json tools = ordered_json::array({ordered_json::parse(kWeatherTool)});
   // Tools need a first user message; the template raises otherwise.
-  StatusOr<std::string> r = tmpl_->Render(
-      ordered_json::parse(R"([{"role": "system", "content": "s"}])"), tools, nullptr, options,
-      "", "");
+  StatusOr<std::string> r =
+      tmpl_->Render(ordered_json::parse(R"([{"role": "system", "content": "s"}])"), tools, nullptr,
+                    options, "", "");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find(
@@ -364,8 +368,8 @@ TEST(ChatTemplateTest, Llama32StyleDateFromStrftimeNow) {
 // ---- continue_final_message and errors ------------------------------------------------------
 
 TEST(ChatTemplateTest, ContinueFinalMessageKeepsUntrimmedTrailingSpace) {
-  ChatTemplate tmpl = MustParse(
-      "{% for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>{% endfor %}");
+  ChatTemplate tmpl =
+      MustParse("{% for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>{% endfor %}");
   ChatTemplateOptions options;
   options.add_generation_prompt = false;
   options.continue_final_message = true;
@@ -401,8 +405,7 @@ TEST(ChatTemplateTest, ContinueFinalMessageErrors) {
   r = tmpl.Render(ordered_json::parse(R"([{"role": "user", "content": "u"}])"), nullptr, nullptr,
                   options, "", "");
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("last message to be from the assistant"),
-            std::string::npos);
+  EXPECT_NE(r.status().message().find("last message to be from the assistant"), std::string::npos);
   // The template does not render the content.
   ChatTemplate hides = MustParse("{% for m in messages %}{{ m.role }}{% endfor %}");
   r = hides.Render(ends_with_assistant, nullptr, nullptr, options, "", "");
@@ -419,8 +422,7 @@ TEST(ChatTemplateTest, BadTemplatesAndInputsAreStatuses) {
       << bad.status().ToString();
 
   ChatTemplate tmpl = MustParse("{{ messages[0].content.upper() }}");
-  StatusOr<std::string> r =
-      tmpl.Render(nlohmann::json::object(), ChatTemplateOptions{}, "", "");
+  StatusOr<std::string> r = tmpl.Render(nlohmann::json::object(), ChatTemplateOptions{}, "", "");
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("messages must be a JSON array"), std::string::npos);
   r = tmpl.Render(nlohmann::json::array(), ChatTemplateOptions{}, "", "");
@@ -437,8 +439,8 @@ TEST(ChatTemplateTest, VariablesVisibleToTheTemplate) {
   ChatTemplateOptions options;
   options.extra_kwargs = {{"custom", "x"}, {"messages", "ignored"}};
   options.documents = nlohmann::json::array({{{"title", "t"}}});
-  StatusOr<std::string> r = tmpl.Render(nlohmann::json::array({{{"role", "user"}}}), options,
-                                        "<s>", "</s>");
+  StatusOr<std::string> r =
+      tmpl.Render(nlohmann::json::array({{{"role", "user"}}}), options, "<s>", "</s>");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r.value(), "<s>|</s>|True|None|[{'title': 't'}]|x|1");
 }

@@ -18,9 +18,9 @@ struct SourceLoc {
 };
 
 enum class TemplateErrorKind {
-  kSyntax,     // the template text is malformed (unknown tag, unclosed block, unknown filter)
-  kRuntime,    // evaluation failed (type error, undefined attribute, limits)
-  kRaised,     // the template called raise_exception(msg)
+  kSyntax,   // the template text is malformed (unknown tag, unclosed block, unknown filter)
+  kRuntime,  // evaluation failed (type error, undefined attribute, limits)
+  kRaised,   // the template called raise_exception(msg)
 };
 
 class TemplateError final : public std::runtime_error {

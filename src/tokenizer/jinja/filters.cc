@@ -61,7 +61,8 @@ Value StrValue(std::string s) { return Value::Str(std::move(s)); }
 Value FTrim(Interpreter&, const Value& in, const CallArgs& a, SourceLoc) {
   Value chars = a.Take(0, "chars");
   std::string s = ToStr(in);
-  if (chars.is_undefined() || chars.is_none()) return StrValue(std::string(PyStrip(s, nullptr, true, true)));
+  if (chars.is_undefined() || chars.is_none())
+    return StrValue(std::string(PyStrip(s, nullptr, true, true)));
   std::string c = ToStr(chars);
   return StrValue(std::string(PyStrip(s, &c, true, true)));
 }
@@ -69,8 +70,10 @@ Value FTrim(Interpreter&, const Value& in, const CallArgs& a, SourceLoc) {
 Value FToJson(Interpreter&, const Value& in, const CallArgs& a, SourceLoc loc) {
   JsonFormat f;
   Value indent = a.Take(0, "indent");
-  if (indent.is_integral()) f.indent = static_cast<int>(std::clamp<int64_t>(indent.int_value(), 0, 64));
-  else if (indent.is_string()) ThrowRuntime(loc, "tojson: string indent is not supported");
+  if (indent.is_integral())
+    f.indent = static_cast<int>(std::clamp<int64_t>(indent.int_value(), 0, 64));
+  else if (indent.is_string())
+    ThrowRuntime(loc, "tojson: string indent is not supported");
   f.ensure_ascii = ArgBool(a.Take(99, "ensure_ascii"), false);
   f.sort_keys = ArgBool(a.Take(99, "sort_keys"), false);
   Value seps = a.Take(99, "separators");
@@ -86,11 +89,16 @@ Value FToJson(Interpreter&, const Value& in, const CallArgs& a, SourceLoc loc) {
 
 int64_t Length(const Value& v, SourceLoc loc) {
   switch (v.kind()) {
-    case ValueKind::kString: return static_cast<int64_t>(CodepointCount(v.str()));
-    case ValueKind::kList: return static_cast<int64_t>(v.list().size());
-    case ValueKind::kDict: return static_cast<int64_t>(v.dict().items.size());
-    case ValueKind::kUndefined: return 0;
-    default: ThrowRuntime(loc, "object of type '" + TypeName(v) + "' has no len()");
+    case ValueKind::kString:
+      return static_cast<int64_t>(CodepointCount(v.str()));
+    case ValueKind::kList:
+      return static_cast<int64_t>(v.list().size());
+    case ValueKind::kDict:
+      return static_cast<int64_t>(v.dict().items.size());
+    case ValueKind::kUndefined:
+      return 0;
+    default:
+      ThrowRuntime(loc, "object of type '" + TypeName(v) + "' has no len()");
   }
 }
 
@@ -100,7 +108,8 @@ Value FLength(Interpreter&, const Value& in, const CallArgs&, SourceLoc loc) {
 
 Value FItems(Interpreter&, const Value& in, const CallArgs&, SourceLoc loc) {
   if (in.is_undefined()) return Value::List();
-  if (!in.is_dict()) ThrowRuntime(loc, "items: can only get item pairs from a mapping, not " + TypeName(in));
+  if (!in.is_dict())
+    ThrowRuntime(loc, "items: can only get item pairs from a mapping, not " + TypeName(in));
   ValueList pairs;
   for (const auto& [k, v] : in.dict().items) pairs.push_back(Value::Tuple({Value::Str(k), v}));
   return Value::List(std::move(pairs));
@@ -114,15 +123,22 @@ Value FJoin(Interpreter& interp, const Value& in, const CallArgs& a, SourceLoc l
   for (const Value& item : interp.Iterate(in, loc)) {
     if (!first) out += sep;
     first = false;
-    AppendStr(attr.is_undefined() || attr.is_none() ? item : GetAttrPath(interp, item, attr, loc), &out);
+    AppendStr(attr.is_undefined() || attr.is_none() ? item : GetAttrPath(interp, item, attr, loc),
+              &out);
     interp.CheckSize(out.size(), loc);
   }
   return StrValue(std::move(out));
 }
 
-Value FUpper(Interpreter&, const Value& in, const CallArgs&, SourceLoc) { return StrValue(PyUpper(ToStr(in))); }
-Value FLower(Interpreter&, const Value& in, const CallArgs&, SourceLoc) { return StrValue(PyLower(ToStr(in))); }
-Value FCapitalize(Interpreter&, const Value& in, const CallArgs&, SourceLoc) { return StrValue(PyCapitalize(ToStr(in))); }
+Value FUpper(Interpreter&, const Value& in, const CallArgs&, SourceLoc) {
+  return StrValue(PyUpper(ToStr(in)));
+}
+Value FLower(Interpreter&, const Value& in, const CallArgs&, SourceLoc) {
+  return StrValue(PyLower(ToStr(in)));
+}
+Value FCapitalize(Interpreter&, const Value& in, const CallArgs&, SourceLoc) {
+  return StrValue(PyCapitalize(ToStr(in)));
+}
 // Jinja's title filter (not str.title): words start after runs of whitespace, '-', '(', '{', '[',
 // '<'; each word is capitalized.
 Value FTitle(Interpreter&, const Value& in, const CallArgs&, SourceLoc) {
@@ -137,8 +153,10 @@ Value FTitle(Interpreter&, const Value& in, const CallArgs&, SourceLoc) {
       word_start = true;
       continue;
     }
-    if (word_start) out += PyUpper(std::string_view(&c, 1));
-    else out += PyLower(std::string_view(&c, 1));
+    if (word_start)
+      out += PyUpper(std::string_view(&c, 1));
+    else
+      out += PyLower(std::string_view(&c, 1));
     word_start = false;
   }
   return StrValue(std::move(out));
@@ -175,7 +193,9 @@ Value FList(Interpreter& interp, const Value& in, const CallArgs&, SourceLoc loc
   return Value::List(interp.Iterate(in, loc));
 }
 
-Value FString(Interpreter&, const Value& in, const CallArgs&, SourceLoc) { return StrValue(ToStr(in)); }
+Value FString(Interpreter&, const Value& in, const CallArgs&, SourceLoc) {
+  return StrValue(ToStr(in));
+}
 
 Value FInt(Interpreter&, const Value& in, const CallArgs& a, SourceLoc loc) {
   Value dflt = a.Take(0, "default");
@@ -199,7 +219,8 @@ Value FInt(Interpreter&, const Value& in, const CallArgs& a, SourceLoc loc) {
       long long v = std::strtoll(digits.c_str(), &end, static_cast<int>(base));
       if (errno == 0 && end == digits.c_str() + digits.size()) return Value::Int(v);
       double d = std::strtod(digits.c_str(), &end);
-      if (base == 10 && end == digits.c_str() + digits.size() && std::isfinite(d) && std::fabs(d) < 9.2e18) {
+      if (base == 10 && end == digits.c_str() + digits.size() && std::isfinite(d) &&
+          std::fabs(d) < 9.2e18) {
         return Value::Int(static_cast<int64_t>(d));
       }
     }
@@ -236,10 +257,14 @@ Value FRound(Interpreter&, const Value& in, const CallArgs& a, SourceLoc loc) {
   double scale = std::pow(10.0, static_cast<double>(std::clamp<int64_t>(precision, -300, 300)));
   double x = in.float_value() * scale;
   double r;
-  if (method == "common") r = std::nearbyint(x);  // Python round(): half to even
-  else if (method == "ceil") r = std::ceil(x);
-  else if (method == "floor") r = std::floor(x);
-  else ThrowRuntime(loc, "round: method must be 'common', 'ceil' or 'floor'");
+  if (method == "common")
+    r = std::nearbyint(x);  // Python round(): half to even
+  else if (method == "ceil")
+    r = std::ceil(x);
+  else if (method == "floor")
+    r = std::floor(x);
+  else
+    ThrowRuntime(loc, "round: method must be 'common', 'ceil' or 'floor'");
   return Value::Float(r / scale);
 }
 
@@ -260,7 +285,8 @@ Value FMap(Interpreter& interp, const Value& in, const CallArgs& a, SourceLoc lo
   CallArgs rest;
   rest.positional.assign(a.positional.begin() + 1, a.positional.end());
   rest.keyword = a.keyword;
-  for (const Value& item : interp.Iterate(in, loc)) out.push_back(ApplyFilter(interp, filter, item, rest, loc));
+  for (const Value& item : interp.Iterate(in, loc))
+    out.push_back(ApplyFilter(interp, filter, item, rest, loc));
   return Value::List(std::move(out));
 }
 
@@ -287,10 +313,18 @@ Value SelectImpl(Interpreter& interp, const Value& in, const CallArgs& a, Source
   return Value::List(std::move(out));
 }
 
-Value FSelect(Interpreter& i, const Value& in, const CallArgs& a, SourceLoc l) { return SelectImpl(i, in, a, l, false, true); }
-Value FReject(Interpreter& i, const Value& in, const CallArgs& a, SourceLoc l) { return SelectImpl(i, in, a, l, false, false); }
-Value FSelectAttr(Interpreter& i, const Value& in, const CallArgs& a, SourceLoc l) { return SelectImpl(i, in, a, l, true, true); }
-Value FRejectAttr(Interpreter& i, const Value& in, const CallArgs& a, SourceLoc l) { return SelectImpl(i, in, a, l, true, false); }
+Value FSelect(Interpreter& i, const Value& in, const CallArgs& a, SourceLoc l) {
+  return SelectImpl(i, in, a, l, false, true);
+}
+Value FReject(Interpreter& i, const Value& in, const CallArgs& a, SourceLoc l) {
+  return SelectImpl(i, in, a, l, false, false);
+}
+Value FSelectAttr(Interpreter& i, const Value& in, const CallArgs& a, SourceLoc l) {
+  return SelectImpl(i, in, a, l, true, true);
+}
+Value FRejectAttr(Interpreter& i, const Value& in, const CallArgs& a, SourceLoc l) {
+  return SelectImpl(i, in, a, l, true, false);
+}
 
 Value FUnique(Interpreter& interp, const Value& in, const CallArgs& a, SourceLoc loc) {
   bool case_sensitive = ArgBool(a.Take(0, "case_sensitive"), false);
@@ -298,7 +332,9 @@ Value FUnique(Interpreter& interp, const Value& in, const CallArgs& a, SourceLoc
   ValueList out;
   ValueList seen;
   for (const Value& item : interp.Iterate(in, loc)) {
-    Value key = FoldCase(attr.is_undefined() || attr.is_none() ? item : GetAttrPath(interp, item, attr, loc), case_sensitive);
+    Value key = FoldCase(
+        attr.is_undefined() || attr.is_none() ? item : GetAttrPath(interp, item, attr, loc),
+        case_sensitive);
     bool dup = false;
     for (const Value& s : seen) dup = dup || Equals(s, key);
     if (!dup) {
@@ -316,7 +352,8 @@ Value FSort(Interpreter& interp, const Value& in, const CallArgs& a, SourceLoc l
   ValueList items = interp.Iterate(in, loc);
   std::vector<std::pair<Value, size_t>> keyed;
   for (size_t i = 0; i < items.size(); ++i) {
-    Value key = attr.is_undefined() || attr.is_none() ? items[i] : GetAttrPath(interp, items[i], attr, loc);
+    Value key =
+        attr.is_undefined() || attr.is_none() ? items[i] : GetAttrPath(interp, items[i], attr, loc);
     keyed.emplace_back(FoldCase(key, case_sensitive), i);
   }
   std::stable_sort(keyed.begin(), keyed.end(), [&](const auto& x, const auto& y) {
@@ -361,12 +398,23 @@ Value FEscape(Interpreter&, const Value& in, const CallArgs&, SourceLoc) {
   std::string out;
   for (char c : ToStr(in)) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out.push_back(c);
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out.push_back(c);
     }
   }
   return StrValue(std::move(out));
@@ -388,8 +436,11 @@ std::vector<std::string> SplitLines(const std::string& s) {
 
 Value FIndent(Interpreter& interp, const Value& in, const CallArgs& a, SourceLoc loc) {
   Value width = a.Take(0, "width");
-  std::string pad = width.is_string() ? width.str()
-                                      : std::string(static_cast<size_t>(std::clamp<int64_t>(ArgInt(width, 4, "indent width", loc), 0, 1024)), ' ');
+  std::string pad = width.is_string()
+                        ? width.str()
+                        : std::string(static_cast<size_t>(std::clamp<int64_t>(
+                                          ArgInt(width, 4, "indent width", loc), 0, 1024)),
+                                      ' ');
   bool first = ArgBool(a.Take(1, "first"), false);
   bool blank = ArgBool(a.Take(2, "blank"), false);
   std::vector<std::string> lines = SplitLines(ToStr(in) + "\n");
@@ -440,14 +491,19 @@ Value FBatch(Interpreter& interp, const Value& in, const CallArgs& a, SourceLoc 
   return Value::List(std::move(out));
 }
 
-Value MinMax(Interpreter& interp, const Value& in, const CallArgs& a, SourceLoc loc, bool want_max) {
+Value MinMax(Interpreter& interp, const Value& in, const CallArgs& a, SourceLoc loc,
+             bool want_max) {
   bool case_sensitive = ArgBool(a.Take(0, "case_sensitive"), false);
   Value attr = a.Take(1, "attribute");
   ValueList items = interp.Iterate(in, loc);
-  if (items.empty()) return Value::Undefined(want_max ? "No aggregated item, sequence was empty." : "No aggregated item, sequence was empty.");
+  if (items.empty())
+    return Value::Undefined(want_max ? "No aggregated item, sequence was empty."
+                                     : "No aggregated item, sequence was empty.");
   size_t best = 0;
   auto key = [&](size_t i) {
-    return FoldCase(attr.is_undefined() || attr.is_none() ? items[i] : GetAttrPath(interp, items[i], attr, loc), case_sensitive);
+    return FoldCase(
+        attr.is_undefined() || attr.is_none() ? items[i] : GetAttrPath(interp, items[i], attr, loc),
+        case_sensitive);
   };
   for (size_t i = 1; i < items.size(); ++i) {
     bool better = want_max ? LessThan(key(best), key(i), loc) : LessThan(key(i), key(best), loc);
@@ -456,8 +512,12 @@ Value MinMax(Interpreter& interp, const Value& in, const CallArgs& a, SourceLoc 
   return items[best];
 }
 
-Value FMin(Interpreter& i, const Value& in, const CallArgs& a, SourceLoc l) { return MinMax(i, in, a, l, false); }
-Value FMax(Interpreter& i, const Value& in, const CallArgs& a, SourceLoc l) { return MinMax(i, in, a, l, true); }
+Value FMin(Interpreter& i, const Value& in, const CallArgs& a, SourceLoc l) {
+  return MinMax(i, in, a, l, false);
+}
+Value FMax(Interpreter& i, const Value& in, const CallArgs& a, SourceLoc l) {
+  return MinMax(i, in, a, l, true);
+}
 
 Value FSum(Interpreter& interp, const Value& in, const CallArgs& a, SourceLoc loc) {
   Value attr = a.Take(0, "attribute");
@@ -465,9 +525,12 @@ Value FSum(Interpreter& interp, const Value& in, const CallArgs& a, SourceLoc lo
   if (total.is_undefined()) total = Value::Int(0);
   for (const Value& item : interp.Iterate(in, loc)) {
     Value v = attr.is_undefined() || attr.is_none() ? item : GetAttrPath(interp, item, attr, loc);
-    if (!v.is_number() || !total.is_number()) ThrowRuntime(loc, "sum: unsupported operand type " + TypeName(v));
-    if (v.is_integral() && total.is_integral()) total = Value::Int(total.int_value() + v.int_value());
-    else total = Value::Float(total.float_value() + v.float_value());
+    if (!v.is_number() || !total.is_number())
+      ThrowRuntime(loc, "sum: unsupported operand type " + TypeName(v));
+    if (v.is_integral() && total.is_integral())
+      total = Value::Int(total.int_value() + v.int_value());
+    else
+      total = Value::Float(total.float_value() + v.float_value());
   }
   return total;
 }
@@ -476,7 +539,9 @@ Value FAttr(Interpreter& interp, const Value& in, const CallArgs& a, SourceLoc l
   return interp.GetAttr(in, ToStr(a.Take(0, "name")), loc);
 }
 
-Value FPprint(Interpreter&, const Value& in, const CallArgs&, SourceLoc) { return StrValue(Repr(in)); }
+Value FPprint(Interpreter&, const Value& in, const CallArgs&, SourceLoc) {
+  return StrValue(Repr(in));
+}
 
 Value FCenter(Interpreter&, const Value& in, const CallArgs& a, SourceLoc loc) {
   std::string s = ToStr(in);
@@ -504,15 +569,21 @@ Value FFormat(Interpreter&, const Value& in, const CallArgs& a, SourceLoc loc) {
       out.push_back('%');
       continue;
     }
-    if (next >= a.positional.size()) ThrowRuntime(loc, "format: not enough arguments for format string");
+    if (next >= a.positional.size())
+      ThrowRuntime(loc, "format: not enough arguments for format string");
     const Value& v = a.positional[next++];
     switch (c) {
-      case 's': out += ToStr(v); break;
-      case 'r': out += Repr(v); break;
+      case 's':
+        out += ToStr(v);
+        break;
+      case 'r':
+        out += Repr(v);
+        break;
       case 'd':
       case 'i':
         if (!v.is_number()) ThrowRuntime(loc, "format: %d needs a number");
-        out += std::to_string(v.kind() == ValueKind::kFloat ? static_cast<int64_t>(v.float_value()) : v.int_value());
+        out += std::to_string(v.kind() == ValueKind::kFloat ? static_cast<int64_t>(v.float_value())
+                                                            : v.int_value());
         break;
       case 'f': {
         if (!v.is_number()) ThrowRuntime(loc, "format: %f needs a number");
@@ -521,7 +592,8 @@ Value FFormat(Interpreter&, const Value& in, const CallArgs& a, SourceLoc loc) {
         out += buf;
         break;
       }
-      default: ThrowRuntime(loc, std::string("format: unsupported conversion %") + c);
+      default:
+        ThrowRuntime(loc, std::string("format: unsupported conversion %") + c);
     }
   }
   return StrValue(std::move(out));
@@ -529,21 +601,50 @@ Value FFormat(Interpreter&, const Value& in, const CallArgs& a, SourceLoc loc) {
 
 const std::unordered_map<std::string_view, FilterFn>& Filters() {
   static const auto* filters = new std::unordered_map<std::string_view, FilterFn>{
-      {"trim", FTrim},           {"tojson", FToJson},         {"length", FLength},
-      {"count", FLength},        {"items", FItems},           {"join", FJoin},
-      {"upper", FUpper},         {"lower", FLower},           {"capitalize", FCapitalize},
-      {"title", FTitle},         {"replace", FReplace},       {"default", FDefault},
-      {"d", FDefault},           {"first", FFirst},           {"last", FLast},
-      {"list", FList},           {"string", FString},         {"int", FInt},
-      {"float", FFloat},         {"abs", FAbs},               {"round", FRound},
-      {"map", FMap},             {"select", FSelect},         {"reject", FReject},
-      {"selectattr", FSelectAttr}, {"rejectattr", FRejectAttr}, {"unique", FUnique},
-      {"sort", FSort},           {"dictsort", FDictSort},     {"reverse", FReverse},
-      {"safe", FSafe},           {"e", FEscape},              {"escape", FEscape},
-      {"forceescape", FEscape},  {"indent", FIndent},         {"wordcount", FWordCount},
-      {"batch", FBatch},         {"min", FMin},               {"max", FMax},
-      {"sum", FSum},             {"attr", FAttr},             {"pprint", FPprint},
-      {"center", FCenter},       {"format", FFormat},
+      {"trim", FTrim},
+      {"tojson", FToJson},
+      {"length", FLength},
+      {"count", FLength},
+      {"items", FItems},
+      {"join", FJoin},
+      {"upper", FUpper},
+      {"lower", FLower},
+      {"capitalize", FCapitalize},
+      {"title", FTitle},
+      {"replace", FReplace},
+      {"default", FDefault},
+      {"d", FDefault},
+      {"first", FFirst},
+      {"last", FLast},
+      {"list", FList},
+      {"string", FString},
+      {"int", FInt},
+      {"float", FFloat},
+      {"abs", FAbs},
+      {"round", FRound},
+      {"map", FMap},
+      {"select", FSelect},
+      {"reject", FReject},
+      {"selectattr", FSelectAttr},
+      {"rejectattr", FRejectAttr},
+      {"unique", FUnique},
+      {"sort", FSort},
+      {"dictsort", FDictSort},
+      {"reverse", FReverse},
+      {"safe", FSafe},
+      {"e", FEscape},
+      {"escape", FEscape},
+      {"forceescape", FEscape},
+      {"indent", FIndent},
+      {"wordcount", FWordCount},
+      {"batch", FBatch},
+      {"min", FMin},
+      {"max", FMax},
+      {"sum", FSum},
+      {"attr", FAttr},
+      {"pprint", FPprint},
+      {"center", FCenter},
+      {"format", FFormat},
   };
   return *filters;
 }
@@ -555,13 +656,21 @@ const Value& Arg0(const CallArgs& a, SourceLoc loc, std::string_view test) {
   return a.positional[0];
 }
 
-bool TDefined(Interpreter&, const Value& v, const CallArgs&, SourceLoc) { return !v.is_undefined(); }
-bool TUndefined(Interpreter&, const Value& v, const CallArgs&, SourceLoc) { return v.is_undefined(); }
+bool TDefined(Interpreter&, const Value& v, const CallArgs&, SourceLoc) {
+  return !v.is_undefined();
+}
+bool TUndefined(Interpreter&, const Value& v, const CallArgs&, SourceLoc) {
+  return v.is_undefined();
+}
 bool TNone(Interpreter&, const Value& v, const CallArgs&, SourceLoc) { return v.is_none(); }
 bool TString(Interpreter&, const Value& v, const CallArgs&, SourceLoc) { return v.is_string(); }
 bool TNumber(Interpreter&, const Value& v, const CallArgs&, SourceLoc) { return v.is_number(); }
-bool TInteger(Interpreter&, const Value& v, const CallArgs&, SourceLoc) { return v.kind() == ValueKind::kInt; }
-bool TFloat(Interpreter&, const Value& v, const CallArgs&, SourceLoc) { return v.kind() == ValueKind::kFloat; }
+bool TInteger(Interpreter&, const Value& v, const CallArgs&, SourceLoc) {
+  return v.kind() == ValueKind::kInt;
+}
+bool TFloat(Interpreter&, const Value& v, const CallArgs&, SourceLoc) {
+  return v.kind() == ValueKind::kFloat;
+}
 bool TMapping(Interpreter&, const Value& v, const CallArgs&, SourceLoc) { return v.is_dict(); }
 bool TIterable(Interpreter&, const Value& v, const CallArgs&, SourceLoc) {
   return v.is_string() || v.is_list() || v.is_dict() || v.is_undefined();
@@ -569,35 +678,61 @@ bool TIterable(Interpreter&, const Value& v, const CallArgs&, SourceLoc) {
 bool TSequence(Interpreter&, const Value& v, const CallArgs&, SourceLoc) {
   return v.is_string() || v.is_list() || v.is_dict() || v.is_undefined();
 }
-bool TBoolean(Interpreter&, const Value& v, const CallArgs&, SourceLoc) { return v.kind() == ValueKind::kBool; }
-bool TTrue(Interpreter&, const Value& v, const CallArgs&, SourceLoc) { return v.kind() == ValueKind::kBool && v.bool_value(); }
-bool TFalse(Interpreter&, const Value& v, const CallArgs&, SourceLoc) { return v.kind() == ValueKind::kBool && !v.bool_value(); }
+bool TBoolean(Interpreter&, const Value& v, const CallArgs&, SourceLoc) {
+  return v.kind() == ValueKind::kBool;
+}
+bool TTrue(Interpreter&, const Value& v, const CallArgs&, SourceLoc) {
+  return v.kind() == ValueKind::kBool && v.bool_value();
+}
+bool TFalse(Interpreter&, const Value& v, const CallArgs&, SourceLoc) {
+  return v.kind() == ValueKind::kBool && !v.bool_value();
+}
 bool TCallable(Interpreter&, const Value& v, const CallArgs&, SourceLoc) {
   return v.kind() == ValueKind::kCallable || v.is_undefined();  // jinja2's Undefined has __call__
 }
-bool TEq(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) { return Equals(v, Arg0(a, l, "==")); }
-bool TNe(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) { return !Equals(v, Arg0(a, l, "!=")); }
-bool TLt(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) { return LessThan(v, Arg0(a, l, "<"), l); }
-bool TLe(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) { return !LessThan(Arg0(a, l, "<="), v, l); }
-bool TGt(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) { return LessThan(Arg0(a, l, ">"), v, l); }
-bool TGe(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) { return !LessThan(v, Arg0(a, l, ">="), l); }
-bool TIn(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) { return Contains(Arg0(a, l, "in"), v, l); }
+bool TEq(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) {
+  return Equals(v, Arg0(a, l, "=="));
+}
+bool TNe(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) {
+  return !Equals(v, Arg0(a, l, "!="));
+}
+bool TLt(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) {
+  return LessThan(v, Arg0(a, l, "<"), l);
+}
+bool TLe(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) {
+  return !LessThan(Arg0(a, l, "<="), v, l);
+}
+bool TGt(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) {
+  return LessThan(Arg0(a, l, ">"), v, l);
+}
+bool TGe(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) {
+  return !LessThan(v, Arg0(a, l, ">="), l);
+}
+bool TIn(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) {
+  return Contains(Arg0(a, l, "in"), v, l);
+}
 bool TSameAs(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) {
   const Value& o = Arg0(a, l, "sameas");
   if (v.kind() != o.kind()) return false;
   if (v.is_none() || v.is_undefined()) return true;
   if (v.kind() == ValueKind::kBool) return v.bool_value() == o.bool_value();
-  if (v.is_list() || v.is_dict() || v.kind() == ValueKind::kNamespace || v.kind() == ValueKind::kCallable) {
+  if (v.is_list() || v.is_dict() || v.kind() == ValueKind::kNamespace ||
+      v.kind() == ValueKind::kCallable) {
     return v.identity() == o.identity();
   }
   return Equals(v, o);
 }
 int64_t IntOf(const Value& v, SourceLoc loc, std::string_view test) {
-  if (!v.is_integral()) ThrowRuntime(loc, "test '" + std::string(test) + "' needs an integer, got " + TypeName(v));
+  if (!v.is_integral())
+    ThrowRuntime(loc, "test '" + std::string(test) + "' needs an integer, got " + TypeName(v));
   return v.int_value();
 }
-bool TOdd(Interpreter&, const Value& v, const CallArgs&, SourceLoc l) { return IntOf(v, l, "odd") % 2 != 0; }
-bool TEven(Interpreter&, const Value& v, const CallArgs&, SourceLoc l) { return IntOf(v, l, "even") % 2 == 0; }
+bool TOdd(Interpreter&, const Value& v, const CallArgs&, SourceLoc l) {
+  return IntOf(v, l, "odd") % 2 != 0;
+}
+bool TEven(Interpreter&, const Value& v, const CallArgs&, SourceLoc l) {
+  return IntOf(v, l, "even") % 2 == 0;
+}
 bool TDivisibleBy(Interpreter&, const Value& v, const CallArgs& a, SourceLoc l) {
   int64_t d = IntOf(Arg0(a, l, "divisibleby"), l, "divisibleby");
   if (d == 0) ThrowRuntime(l, "divisibleby: division by zero");
@@ -613,18 +748,42 @@ bool TEscaped(Interpreter&, const Value&, const CallArgs&, SourceLoc) { return f
 
 const std::unordered_map<std::string_view, TestFn>& Tests() {
   static const auto* tests = new std::unordered_map<std::string_view, TestFn>{
-      {"defined", TDefined},     {"undefined", TUndefined}, {"none", TNone},
-      {"string", TString},       {"number", TNumber},       {"integer", TInteger},
-      {"float", TFloat},         {"mapping", TMapping},     {"iterable", TIterable},
-      {"sequence", TSequence},   {"boolean", TBoolean},     {"true", TTrue},
-      {"false", TFalse},         {"callable", TCallable},   {"equalto", TEq},
-      {"eq", TEq},               {"==", TEq},               {"ne", TNe},
-      {"!=", TNe},               {"lt", TLt},               {"lessthan", TLt},
-      {"<", TLt},                {"le", TLe},               {"<=", TLe},
-      {"gt", TGt},               {"greaterthan", TGt},      {">", TGt},
-      {"ge", TGe},               {">=", TGe},               {"in", TIn},
-      {"sameas", TSameAs},       {"odd", TOdd},             {"even", TEven},
-      {"divisibleby", TDivisibleBy}, {"lower", TLowerCase}, {"upper", TUpperCase},
+      {"defined", TDefined},
+      {"undefined", TUndefined},
+      {"none", TNone},
+      {"string", TString},
+      {"number", TNumber},
+      {"integer", TInteger},
+      {"float", TFloat},
+      {"mapping", TMapping},
+      {"iterable", TIterable},
+      {"sequence", TSequence},
+      {"boolean", TBoolean},
+      {"true", TTrue},
+      {"false", TFalse},
+      {"callable", TCallable},
+      {"equalto", TEq},
+      {"eq", TEq},
+      {"==", TEq},
+      {"ne", TNe},
+      {"!=", TNe},
+      {"lt", TLt},
+      {"lessthan", TLt},
+      {"<", TLt},
+      {"le", TLe},
+      {"<=", TLe},
+      {"gt", TGt},
+      {"greaterthan", TGt},
+      {">", TGt},
+      {"ge", TGe},
+      {">=", TGe},
+      {"in", TIn},
+      {"sameas", TSameAs},
+      {"odd", TOdd},
+      {"even", TEven},
+      {"divisibleby", TDivisibleBy},
+      {"lower", TLowerCase},
+      {"upper", TUpperCase},
       {"escaped", TEscaped},
   };
   return *tests;
@@ -642,8 +801,8 @@ Value ApplyFilter(Interpreter& interp, std::string_view name, const Value& input
   return it->second(interp, input, args, loc);
 }
 
-bool ApplyTest(Interpreter& interp, std::string_view name, const Value& input,
-               const CallArgs& args, SourceLoc loc) {
+bool ApplyTest(Interpreter& interp, std::string_view name, const Value& input, const CallArgs& args,
+               SourceLoc loc) {
   auto it = Tests().find(name);
   if (it == Tests().end()) ThrowRuntime(loc, "unknown test '" + std::string(name) + "'");
   return it->second(interp, input, args, loc);

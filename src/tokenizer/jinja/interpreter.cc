@@ -45,7 +45,8 @@ bool Contains(const Value& container, const Value& item, SourceLoc loc) {
       return false;
     case ValueKind::kDict:
       return item.is_string() && container.dict().Find(item.str()) != nullptr;
-    case ValueKind::kUndefined: return false;
+    case ValueKind::kUndefined:
+      return false;
     default:
       ThrowRuntime(loc, "argument of type '" + TypeName(container) + "' is not iterable");
   }
@@ -53,8 +54,8 @@ bool Contains(const Value& container, const Value& item, SourceLoc loc) {
 
 void Interpreter::CheckSize(size_t size, SourceLoc loc) const {
   if (size > limits_.max_output_bytes) {
-    ThrowRuntime(loc, "output too large (limit " + std::to_string(limits_.max_output_bytes) +
-                          " bytes)");
+    ThrowRuntime(loc,
+                 "output too large (limit " + std::to_string(limits_.max_output_bytes) + " bytes)");
   }
 }
 
@@ -93,7 +94,9 @@ Interpreter::Flow Interpreter::Exec(const Body& body, Scope& scope, std::string&
 Interpreter::Flow Interpreter::ExecStmt(const Stmt& s, Scope& scope, std::string& out) {
   Tick(s.loc);
   switch (s.kind) {
-    case StmtKind::kText: Append(out, s.text, s.loc); return Flow::kNormal;
+    case StmtKind::kText:
+      Append(out, s.text, s.loc);
+      return Flow::kNormal;
     case StmtKind::kOutput: {
       Value scratch;
       const Value& v = EvalRef(*s.expr, scope, scratch);
@@ -112,8 +115,11 @@ Interpreter::Flow Interpreter::ExecStmt(const Stmt& s, Scope& scope, std::string
       }
       return Exec(s.else_body, scope, out);
     }
-    case StmtKind::kFor: return ExecFor(s, scope, out);
-    case StmtKind::kSet: Assign(s, scope, Eval(*s.expr, scope)); return Flow::kNormal;
+    case StmtKind::kFor:
+      return ExecFor(s, scope, out);
+    case StmtKind::kSet:
+      Assign(s, scope, Eval(*s.expr, scope));
+      return Flow::kNormal;
     case StmtKind::kSetBlock: {
       std::string text;
       Exec(s.body, scope, text);
@@ -142,17 +148,23 @@ Interpreter::Flow Interpreter::ExecStmt(const Stmt& s, Scope& scope, std::string
       Append(out, ToStr(v), s.loc);
       return Flow::kNormal;
     }
-    case StmtKind::kBreak: return Flow::kBreak;
-    case StmtKind::kContinue: return Flow::kContinue;
-    case StmtKind::kDo: Eval(*s.expr, scope); return Flow::kNormal;
-    case StmtKind::kScope: return Exec(s.body, scope, out);
+    case StmtKind::kBreak:
+      return Flow::kBreak;
+    case StmtKind::kContinue:
+      return Flow::kContinue;
+    case StmtKind::kDo:
+      Eval(*s.expr, scope);
+      return Flow::kNormal;
+    case StmtKind::kScope:
+      return Exec(s.body, scope, out);
   }
   return Flow::kNormal;
 }
 
 ValueList Interpreter::Iterate(const Value& v, SourceLoc loc) const {
   switch (v.kind()) {
-    case ValueKind::kList: return v.list();
+    case ValueKind::kList:
+      return v.list();
     case ValueKind::kDict: {
       ValueList keys;
       keys.reserve(v.dict().items.size());
@@ -169,8 +181,10 @@ ValueList Interpreter::Iterate(const Value& v, SourceLoc loc) const {
       }
       return chars;
     }
-    case ValueKind::kUndefined: return {};
-    default: ThrowRuntime(loc, "'" + TypeName(v) + "' object is not iterable");
+    case ValueKind::kUndefined:
+      return {};
+    default:
+      ThrowRuntime(loc, "'" + TypeName(v) + "' object is not iterable");
   }
 }
 
@@ -216,11 +230,24 @@ Interpreter::Flow Interpreter::ExecFor(const Stmt& s, Scope& scope, std::string&
   if (items.empty()) return Exec(s.else_body, scope, out);
 
   // One `loop` dict per loop, updated in place each iteration (cheaper than a fresh dict).
-  enum { kIndex, kIndex0, kRevindex, kRevindex0, kFirst, kLast, kLength, kPrev, kNext, kDepth,
-         kDepth0, kCycle, kNumFields };
-  static constexpr const char* kNames[kNumFields] = {
-      "index", "index0", "revindex", "revindex0", "first", "last", "length", "previtem",
-      "nextitem", "depth", "depth0", "cycle"};
+  enum {
+    kIndex,
+    kIndex0,
+    kRevindex,
+    kRevindex0,
+    kFirst,
+    kLast,
+    kLength,
+    kPrev,
+    kNext,
+    kDepth,
+    kDepth0,
+    kCycle,
+    kNumFields
+  };
+  static constexpr const char* kNames[kNumFields] = {"index",    "index0", "revindex", "revindex0",
+                                                     "first",    "last",   "length",   "previtem",
+                                                     "nextitem", "depth",  "depth0",   "cycle"};
   Value loop = Value::Dict();
   auto& fields = loop.dict().items;
   for (const char* name : kNames) fields.emplace_back(name, Value());
@@ -270,9 +297,9 @@ const Value& Interpreter::EvalRef(const Expr& e, Scope& scope, Value& scratch) {
   if (e.kind == ExprKind::kLiteral) return e.literal;
   if (e.kind == ExprKind::kName) {
     if (const Value* v = scope.Lookup(e.name)) return *v;
-  } else if (e.kind == ExprKind::kGetAttr && (e.args[0]->kind == ExprKind::kName ||
-                                              e.args[0]->kind == ExprKind::kGetAttr ||
-                                              e.args[0]->kind == ExprKind::kGetItem)) {
+  } else if (e.kind == ExprKind::kGetAttr &&
+             (e.args[0]->kind == ExprKind::kName || e.args[0]->kind == ExprKind::kGetAttr ||
+              e.args[0]->kind == ExprKind::kGetItem)) {
     // A member of a dict reached through variables: refer to it in place (the dict is owned by a
     // scope, not by a temporary, when the object itself came back by reference).
     Value obj_scratch;
@@ -304,7 +331,8 @@ const Value& Interpreter::EvalRef(const Expr& e, Scope& scope, Value& scratch) {
 
 Value Interpreter::Eval(const Expr& e, Scope& scope) {
   switch (e.kind) {
-    case ExprKind::kLiteral: return e.literal;
+    case ExprKind::kLiteral:
+      return e.literal;
     case ExprKind::kName: {
       const Value* v = scope.Lookup(e.name);
       if (v != nullptr) return *v;
@@ -337,8 +365,10 @@ Value Interpreter::Eval(const Expr& e, Scope& scope) {
       Value obj = Eval(*e.args[0], scope);
       return GetItem(obj, Eval(*e.args[1], scope), e.loc);
     }
-    case ExprKind::kSlice: return EvalSlice(e, scope);
-    case ExprKind::kCall: return EvalCall(e, scope);
+    case ExprKind::kSlice:
+      return EvalSlice(e, scope);
+    case ExprKind::kCall:
+      return EvalCall(e, scope);
     case ExprKind::kFilter: {
       CallArgs args = EvalArgs(e, 1, scope);
       Value scratch;
@@ -365,8 +395,10 @@ Value Interpreter::Eval(const Expr& e, Scope& scope) {
       }
       return Value::Int(-v.int_value());
     }
-    case ExprKind::kBinary: return EvalBinary(e, scope);
-    case ExprKind::kCompare: return EvalCompare(e, scope);
+    case ExprKind::kBinary:
+      return EvalBinary(e, scope);
+    case ExprKind::kCompare:
+      return EvalCompare(e, scope);
     case ExprKind::kCondExpr: {
       if (Truthy(Eval(*e.args[1], scope))) return Eval(*e.args[0], scope);
       if (e.args[2]) return Eval(*e.args[2], scope);
@@ -378,7 +410,8 @@ Value Interpreter::Eval(const Expr& e, Scope& scope) {
 
 Value Interpreter::GetAttr(const Value& obj, std::string_view name, SourceLoc loc) {
   switch (obj.kind()) {
-    case ValueKind::kUndefined: ThrowUndefined(obj, loc);
+    case ValueKind::kUndefined:
+      ThrowUndefined(obj, loc);
     case ValueKind::kDict:
     case ValueKind::kNamespace: {
       if (obj.kind() == ValueKind::kDict && HasMethod(obj, name)) break;
@@ -386,7 +419,8 @@ Value Interpreter::GetAttr(const Value& obj, std::string_view name, SourceLoc lo
       if (obj.kind() == ValueKind::kDict) return Value::UndefinedDictKey(name);
       return Value::Undefined("'Namespace object' has no attribute '" + std::string(name) + "'");
     }
-    default: break;
+    default:
+      break;
   }
   if (HasMethod(obj, name)) {
     // A bound method used as a value (e.g. passed around); calls normally go through EvalCall.
@@ -405,7 +439,8 @@ Value Interpreter::GetAttr(const Value& obj, std::string_view name, SourceLoc lo
 
 Value Interpreter::GetItem(const Value& obj, const Value& key, SourceLoc loc) {
   switch (obj.kind()) {
-    case ValueKind::kUndefined: ThrowUndefined(obj, loc);
+    case ValueKind::kUndefined:
+      ThrowUndefined(obj, loc);
     case ValueKind::kDict:
     case ValueKind::kNamespace:
       if (key.is_string()) {
@@ -492,8 +527,8 @@ Value Interpreter::EvalSlice(const Expr& e, Scope& scope) {
   if (obj.is_list()) {
     const ValueList& list = obj.list();
     ValueList out;
-    for (int64_t i : SliceIndices(static_cast<int64_t>(list.size()), parts[0], parts[1], parts[2],
-                                  e.loc)) {
+    for (int64_t i :
+         SliceIndices(static_cast<int64_t>(list.size()), parts[0], parts[1], parts[2], e.loc)) {
       out.push_back(list[i]);
     }
     return Value::List(std::move(out));
@@ -502,8 +537,8 @@ Value Interpreter::EvalSlice(const Expr& e, Scope& scope) {
     const std::string& s = obj.str();
     std::string out;
     if (IsAscii(s)) {
-      for (int64_t i : SliceIndices(static_cast<int64_t>(s.size()), parts[0], parts[1], parts[2],
-                                    e.loc)) {
+      for (int64_t i :
+           SliceIndices(static_cast<int64_t>(s.size()), parts[0], parts[1], parts[2], e.loc)) {
         out.push_back(s[i]);
       }
     } else {
@@ -550,8 +585,8 @@ Value Interpreter::CallValue(const Value& callee, const CallArgs& args, SourceLo
 
 Value Interpreter::CallMacro(const Callable& macro, const CallArgs& args, SourceLoc loc) {
   if (call_depth_ >= limits_.max_call_depth) {
-    ThrowRuntime(loc, "maximum macro call depth (" + std::to_string(limits_.max_call_depth) +
-                          ") exceeded");
+    ThrowRuntime(
+        loc, "maximum macro call depth (" + std::to_string(limits_.max_call_depth) + ") exceeded");
   }
   Tick(loc);
   const Stmt& def = *macro.macro;
@@ -564,8 +599,8 @@ Value Interpreter::CallMacro(const Callable& macro, const CallArgs& args, Source
     for (const auto& [k, v] : args.keyword) {
       if (k == p) {
         if (given != nullptr) {
-          ThrowRuntime(loc, "macro '" + macro.name + "' got multiple values for argument '" + p +
-                                "'");
+          ThrowRuntime(loc,
+                       "macro '" + macro.name + "' got multiple values for argument '" + p + "'");
         }
         given = &v;
       }
@@ -579,7 +614,8 @@ Value Interpreter::CallMacro(const Callable& macro, const CallArgs& args, Source
     }
   }
   ValueList varargs;
-  for (size_t i = num_params; i < args.positional.size(); ++i) varargs.push_back(args.positional[i]);
+  for (size_t i = num_params; i < args.positional.size(); ++i)
+    varargs.push_back(args.positional[i]);
   scope.Set("varargs", Value::Tuple(std::move(varargs)));
   Value kwargs = Value::Dict();
   for (const auto& [k, v] : args.keyword) {
@@ -645,7 +681,8 @@ Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
   if (op == Op::kAdd) {
     if (ints) {
       int64_t r;
-      if (__builtin_add_overflow(a.int_value(), b.int_value(), &r)) ThrowRuntime(loc, "integer overflow");
+      if (__builtin_add_overflow(a.int_value(), b.int_value(), &r))
+        ThrowRuntime(loc, "integer overflow");
       return Value::Int(r);
     }
     if (nums) return Value::Float(a.float_value() + b.float_value());
@@ -665,7 +702,8 @@ Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
   if (op == Op::kSub) {
     if (ints) {
       int64_t r;
-      if (__builtin_sub_overflow(a.int_value(), b.int_value(), &r)) ThrowRuntime(loc, "integer overflow");
+      if (__builtin_sub_overflow(a.int_value(), b.int_value(), &r))
+        ThrowRuntime(loc, "integer overflow");
       return Value::Int(r);
     }
     if (nums) return Value::Float(a.float_value() - b.float_value());
@@ -674,7 +712,8 @@ Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
   if (op == Op::kMul) {
     if (ints) {
       int64_t r;
-      if (__builtin_mul_overflow(a.int_value(), b.int_value(), &r)) ThrowRuntime(loc, "integer overflow");
+      if (__builtin_mul_overflow(a.int_value(), b.int_value(), &r))
+        ThrowRuntime(loc, "integer overflow");
       return Value::Int(r);
     }
     if (nums) return Value::Float(a.float_value() * b.float_value());
@@ -693,7 +732,8 @@ Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
         return Value::Str(std::move(s));
       }
       ValueList items;
-      for (int64_t i = 0; i < n; ++i) items.insert(items.end(), seq->list().begin(), seq->list().end());
+      for (int64_t i = 0; i < n; ++i)
+        items.insert(items.end(), seq->list().begin(), seq->list().end());
       return Value::List(std::move(items));
     }
     ThrowOperandError(op_text, a, b, loc);
@@ -707,7 +747,7 @@ Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
         ThrowRuntime(loc, "integer overflow");
       }
       return Value::Int(op == Op::kFloorDiv ? FloorDiv(a.int_value(), b.int_value())
-                                   : FloorMod(a.int_value(), b.int_value()));
+                                            : FloorMod(a.int_value(), b.int_value()));
     }
     double x = a.float_value();
     double y = b.float_value();
@@ -725,7 +765,8 @@ Value Interpreter::EvalBinary(const Expr& e, Scope& scope) {
       while (exp > 0) {
         if ((exp & 1) && __builtin_mul_overflow(r, base, &r)) ThrowRuntime(loc, "integer overflow");
         exp >>= 1;
-        if (exp > 0 && __builtin_mul_overflow(base, base, &base)) ThrowRuntime(loc, "integer overflow");
+        if (exp > 0 && __builtin_mul_overflow(base, base, &base))
+          ThrowRuntime(loc, "integer overflow");
       }
       return Value::Int(r);
     }
@@ -751,10 +792,14 @@ Value Interpreter::EvalCompare(const Expr& e, Scope& scope) {
     } else {
       if (left.is_undefined()) ThrowUndefined(left, loc);
       if (right.is_undefined()) ThrowUndefined(right, loc);
-      if (op == Op::kLt) r = LessThan(left, right, loc);
-      else if (op == Op::kGt) r = LessThan(right, left, loc);
-      else if (op == Op::kLe) r = !LessThan(right, left, loc);
-      else r = !LessThan(left, right, loc);
+      if (op == Op::kLt)
+        r = LessThan(left, right, loc);
+      else if (op == Op::kGt)
+        r = LessThan(right, left, loc);
+      else if (op == Op::kLe)
+        r = !LessThan(right, left, loc);
+      else
+        r = !LessThan(left, right, loc);
     }
     if (!r) return Value::Bool(false);
     left = right;

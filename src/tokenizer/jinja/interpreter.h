@@ -25,8 +25,8 @@ namespace kiln::jinja {
 
 struct RenderLimits final {
   size_t max_output_bytes = size_t{256} << 20;  // 256 MiB
-  int max_call_depth = 64;                       // nested macro calls
-  int64_t max_steps = 50'000'000;                // statements executed + loop iterations
+  int max_call_depth = 64;                      // nested macro calls
+  int64_t max_steps = 50'000'000;               // statements executed + loop iterations
 };
 
 // A variable scope: a list of (name, value) with a parent to fall back to.

@@ -2,12 +2,12 @@
 // produced by the reference implementation, jinja2 3.1.6, configured as HF transformers renders
 // chat templates (trim_blocks=True, lstrip_blocks=True, tojson = json.dumps(ensure_ascii=False),
 // loopcontrols + do extensions), so each case checks kiln against real Jinja behaviour.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "tokenizer/jinja/builtins.h"
 #include "tokenizer/jinja/interpreter.h"
@@ -30,7 +30,8 @@ Rendered RenderWith(const std::string& source, const std::string& vars_json,
     ValueDict globals;
     AddGlobalFunctions(&globals);
     nlohmann::ordered_json vars = nlohmann::ordered_json::parse(vars_json);
-    for (auto it = vars.begin(); it != vars.end(); ++it) globals.Set(it.key(), FromJson(it.value()));
+    for (auto it = vars.begin(); it != vars.end(); ++it)
+      globals.Set(it.key(), FromJson(it.value()));
     Interpreter interp(limits);
     r.text = interp.Render(body, globals);
     r.ok = true;
@@ -48,281 +49,304 @@ struct Case {
 };
 
 const Case kCases[] = {
-// ---- Whitespace
-    {"Whitespace", "  {% if true %}\n  yes\n  {% endif %}\n  {# c #}\nend\n",
-     "{}",
-     "  yes\nend"},
-    {"Whitespace", "a  {%+ if true %}x{% endif +%}\nb",
-     "{}",
-     "a  x\nb"},
-    {"Whitespace", "{% for i in range(3) %}\n  {{ i }}\n{% endfor %}\n",
-     "{}",
-     "  0\n  1\n  2\n"},
-    {"Whitespace", "{%- for i in range(3) -%}\n  {{ i }}\n{%- endfor -%}\n",
-     "{}",
-     "012"},
-    {"Whitespace", "x {{- ' y ' -}} z",
-     "{}",
-     "x y z"},
-    {"Whitespace", "{#- comment -#}  x  {#- c #}\n  y",
-     "{}",
-     "x  y"},
-    {"Whitespace", "{%- set x = 1 -%}\n\n  {{- x -}}\n\n",
-     "{}",
-     "1"},
-    {"Whitespace", "a\n{% if true %}\nb\n{% endif %}\nc\n",
-     "{}",
-     "a\nb\nc"},
-    {"Whitespace", "line1\n    {%- if true %}\n    t\n    {%- endif %}\nend",
-     "{}",
+    // ---- Whitespace
+    {"Whitespace", "  {% if true %}\n  yes\n  {% endif %}\n  {# c #}\nend\n", "{}", "  yes\nend"},
+    {"Whitespace", "a  {%+ if true %}x{% endif +%}\nb", "{}", "a  x\nb"},
+    {"Whitespace", "{% for i in range(3) %}\n  {{ i }}\n{% endfor %}\n", "{}", "  0\n  1\n  2\n"},
+    {"Whitespace", "{%- for i in range(3) -%}\n  {{ i }}\n{%- endfor -%}\n", "{}", "012"},
+    {"Whitespace", "x {{- ' y ' -}} z", "{}", "x y z"},
+    {"Whitespace", "{#- comment -#}  x  {#- c #}\n  y", "{}", "x  y"},
+    {"Whitespace", "{%- set x = 1 -%}\n\n  {{- x -}}\n\n", "{}", "1"},
+    {"Whitespace", "a\n{% if true %}\nb\n{% endif %}\nc\n", "{}", "a\nb\nc"},
+    {"Whitespace", "line1\n    {%- if true %}\n    t\n    {%- endif %}\nend", "{}",
      "line1    tend"},
-    {"Whitespace", "{{ 'x' }}\n{% if true %}y{% endif %}\n  {{ 'z' }}  \n",
-     "{}",
-     "x\ny  z  "},
-    {"Whitespace", "a\r\nb\r\n{% if true %}\r\nc{% endif %}\r\n",
-     "{}",
-     "a\nb\nc"},
-    {"Whitespace", "{% raw %}{{ not }} {% if %}{% endraw %}",
-     "{}",
-     "{{ not }} {% if %}"},
-// ---- Literals
-    {"Literals", "{{ 1 + 2 }} {{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }} {{ 2 ** 10 }} {{ 1 / 2 }} {{ 4 / 2 }}",
-     "{}",
-     "3 3 -4 1 2 1024 0.5 2.0"},
-    {"Literals", "{{ 1.5 + 1 }} {{ 0.1 + 0.2 }} {{ 1e20 }} {{ 1.5e-7 }} {{ 3.0 }} {{ 100.0 * 3 }} {{ 1e16 }}",
-     "{}",
-     "2.5 0.30000000000000004 1e+20 1.5e-07 3.0 300.0 1e+16"},
-    {"Literals", "{{ 'a' ~ 1 ~ none ~ true ~ x }}",
-     "{}",
-     "a1NoneTrue"},
-    {"Literals", "{{ [1, 'a', none, true, {'k': 1.0}] }} {{ (1, 2) }} {{ (1,) }}",
-     "{}",
+    {"Whitespace", "{{ 'x' }}\n{% if true %}y{% endif %}\n  {{ 'z' }}  \n", "{}", "x\ny  z  "},
+    {"Whitespace", "a\r\nb\r\n{% if true %}\r\nc{% endif %}\r\n", "{}", "a\nb\nc"},
+    {"Whitespace", "{% raw %}{{ not }} {% if %}{% endraw %}", "{}", "{{ not }} {% if %}"},
+    // ---- Literals
+    {"Literals",
+     "{{ 1 + 2 }} {{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }} {{ 2 ** 10 }} {{ 1 / 2 }} {{ "
+     "4 / 2 }}",
+     "{}", "3 3 -4 1 2 1024 0.5 2.0"},
+    {"Literals",
+     "{{ 1.5 + 1 }} {{ 0.1 + 0.2 }} {{ 1e20 }} {{ 1.5e-7 }} {{ 3.0 }} {{ 100.0 * 3 }} {{ 1e16 }}",
+     "{}", "2.5 0.30000000000000004 1e+20 1.5e-07 3.0 300.0 1e+16"},
+    {"Literals", "{{ 'a' ~ 1 ~ none ~ true ~ x }}", "{}", "a1NoneTrue"},
+    {"Literals", "{{ [1, 'a', none, true, {'k': 1.0}] }} {{ (1, 2) }} {{ (1,) }}", "{}",
      "[1, 'a', None, True, {'k': 1.0}] (1, 2) (1,)"},
-    {"Literals", "{{ \"it's\" }} {{ [\"it's\", 'say \"hi\"'] }}",
-     "{}",
+    {"Literals", "{{ \"it's\" }} {{ [\"it's\", 'say \"hi\"'] }}", "{}",
      "it's [\"it's\", 'say \"hi\"']"},
-    {"Literals", "{{ 'abc' 'def' }} {{ \"a\\u00e9\\x41\" }} {{ 'tab\\there' }} {{ 'back\\\\slash' }}",
-     "{}",
+    {"Literals",
+     "{{ 'abc' 'def' }} {{ \"a\\u00e9\\x41\" }} {{ 'tab\\there' }} {{ 'back\\\\slash' }}", "{}",
      "abcdef aéA tab\there back\\slash"},
     {"Literals", "{{ d }}",
-     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}}",
+     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", "
+     "\"f\": 1.5}}",
      "{'a': 1, 'b': [1, 2, {'c': 'x'}], 'z': None, 'u': 'héllo wörld', 'f': 1.5}"},
-    {"Literals", "{{ [1,2] + [3] }} {{ 'ab' * 3 }} {{ [0] * 3 }} {{ 3 * 'x' }}",
-     "{}",
+    {"Literals", "{{ [1,2] + [3] }} {{ 'ab' * 3 }} {{ [0] * 3 }} {{ 3 * 'x' }}", "{}",
      "[1, 2, 3] ababab [0, 0, 0] xxx"},
-    {"Literals", "{{ (1, 2) }} {{ [1,2,3]|length - 1 }} {{ -2 ** 2 }}",
-     "{}",
-     "(1, 2) 2 4"},
-    {"Literals", "{{ 1 + 2 * 3 - 4 / 2 }} {{ (1 + 2) * 3 }} {{ 10 - 2 - 3 }} {{ 2 * 3 % 4 }}",
-     "{}",
+    {"Literals", "{{ (1, 2) }} {{ [1,2,3]|length - 1 }} {{ -2 ** 2 }}", "{}", "(1, 2) 2 4"},
+    {"Literals", "{{ 1 + 2 * 3 - 4 / 2 }} {{ (1 + 2) * 3 }} {{ 10 - 2 - 3 }} {{ 2 * 3 % 4 }}", "{}",
      "5.0 9 5 2"},
-// ---- Operators
-    {"Operators", "{{ true and 'x' }} {{ false or 'y' }} {{ not 1 }} {{ 1 in [1,2] }} {{ 'a' not in 'bcd' }} {{ 'k' in {'k':1} }}",
-     "{}",
-     "x y False True True True"},
-    {"Operators", "{{ 1 < 2 < 3 }} {{ 3 > 2 > 5 }} {{ 'a' if x else 'b' }} [{{ 'a' if x }}] {{ 1 != 2 }} {{ 2 >= 2 }} {{ 1 <= 0 }}",
-     "{}",
-     "True False b [] True True False"},
-    {"Operators", "{{ 1 == 1.0 }} {{ true == 1 }} {{ [1,2] == [1,2] }} {{ {'a':1} == {'a':1} }} {{ 'a' < 'b' }} {{ [1,2] < [1,3] }} {{ none == none }} {{ x == y }}",
-     "{}",
-     "True True True True True True True True"},
-    {"Operators", "{% set t = 'x' %}{{ t is string and t|length == 1 }} {{ not t is defined }} {{ not (t is defined) }}",
-     "{}",
-     "True False False"},
-    {"Operators", "{{ x in [1] }} {{ 'a' in x }}",
-     "{}",
-     "False False"},
-// ---- Loops
-    {"Loops", "{% for m in M %}{{ loop.index }}/{{ loop.index0 }}/{{ loop.revindex }}/{{ loop.revindex0 }}/{{ loop.first }}/{{ loop.last }}/{{ loop.length }}/{{ loop.previtem.role if loop.previtem is defined }}/{{ loop.nextitem.role if loop.nextitem is defined }};{% endfor %}",
-     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
-     "1/0/3/2/True/False/3//user;2/1/2/1/False/False/3/system/assistant;3/2/1/0/False/True/3/user/;"},
+    // ---- Operators
+    {"Operators",
+     "{{ true and 'x' }} {{ false or 'y' }} {{ not 1 }} {{ 1 in [1,2] }} {{ 'a' not in 'bcd' }} {{ "
+     "'k' in {'k':1} }}",
+     "{}", "x y False True True True"},
+    {"Operators",
+     "{{ 1 < 2 < 3 }} {{ 3 > 2 > 5 }} {{ 'a' if x else 'b' }} [{{ 'a' if x }}] {{ 1 != 2 }} {{ 2 "
+     ">= 2 }} {{ 1 <= 0 }}",
+     "{}", "True False b [] True True False"},
+    {"Operators",
+     "{{ 1 == 1.0 }} {{ true == 1 }} {{ [1,2] == [1,2] }} {{ {'a':1} == {'a':1} }} {{ 'a' < 'b' }} "
+     "{{ [1,2] < [1,3] }} {{ none == none }} {{ x == y }}",
+     "{}", "True True True True True True True True"},
+    {"Operators",
+     "{% set t = 'x' %}{{ t is string and t|length == 1 }} {{ not t is defined }} {{ not (t is "
+     "defined) }}",
+     "{}", "True False False"},
+    {"Operators", "{{ x in [1] }} {{ 'a' in x }}", "{}", "False False"},
+    // ---- Loops
+    {"Loops",
+     "{% for m in M %}{{ loop.index }}/{{ loop.index0 }}/{{ loop.revindex }}/{{ loop.revindex0 "
+     "}}/{{ loop.first }}/{{ loop.last }}/{{ loop.length }}/{{ loop.previtem.role if loop.previtem "
+     "is defined }}/{{ loop.nextitem.role if loop.nextitem is defined }};{% endfor %}",
+     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": "
+     "\"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
+     "1/0/3/2/True/False/3//user;2/1/2/1/False/False/3/system/assistant;3/2/1/0/False/True/3/user/"
+     ";"},
     {"Loops", "{% for k, v in d.items() %}{{ k }}={{ v }},{% endfor %}",
-     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}}",
+     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", "
+     "\"f\": 1.5}}",
      "a=1,b=[1, 2, {'c': 'x'}],z=None,u=héllo wörld,f=1.5,"},
     {"Loops", "{% for k, v in d|items %}{{ k }}={{ v }},{% endfor %}",
-     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}}",
+     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", "
+     "\"f\": 1.5}}",
      "a=1,b=[1, 2, {'c': 'x'}],z=None,u=héllo wörld,f=1.5,"},
     {"Loops", "{% for k in d %}{{ k }},{% endfor %}",
-     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}}",
+     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", "
+     "\"f\": 1.5}}",
      "a,b,z,u,f,"},
-    {"Loops", "{% for x in [] %}a{% else %}empty{% endfor %}",
-     "{}",
-     "empty"},
-    {"Loops", "{% for x in [1,2,3,4,5] if x is odd %}{{ x }}{{ loop.length }}{% endfor %}",
-     "{}",
+    {"Loops", "{% for x in [] %}a{% else %}empty{% endfor %}", "{}", "empty"},
+    {"Loops", "{% for x in [1,2,3,4,5] if x is odd %}{{ x }}{{ loop.length }}{% endfor %}", "{}",
      "133353"},
-    {"Loops", "{% for x in [1,2,3,4,5] %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% break %}{% endif %}{{ x }}{% endfor %}",
-     "{}",
-     "13"},
-    {"Loops", "{% for a in [1] %}{% for b in [2,3] %}{{ loop.index }}{{ a }}{{ b }}{% endfor %}{{ loop.index }}{% endfor %}",
-     "{}",
-     "1122131"},
-    {"Loops", "{% for a, b in [[1, 2], [3, 4]] %}{{ a + b }}{% endfor %}",
-     "{}",
-     "37"},
-    {"Loops", "{% for c in 'héllo' %}{{ c }}.{% endfor %}",
-     "{}",
-     "h.é.l.l.o."},
-    {"Loops", "{% for i in range(4) %}{{ loop.cycle('a', 'b') }}{% endfor %}",
-     "{}",
-     "abab"},
-// ---- Scoping
+    {"Loops",
+     "{% for x in [1,2,3,4,5] %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% break "
+     "%}{% endif %}{{ x }}{% endfor %}",
+     "{}", "13"},
+    {"Loops",
+     "{% for a in [1] %}{% for b in [2,3] %}{{ loop.index }}{{ a }}{{ b }}{% endfor %}{{ "
+     "loop.index }}{% endfor %}",
+     "{}", "1122131"},
+    {"Loops", "{% for a, b in [[1, 2], [3, 4]] %}{{ a + b }}{% endfor %}", "{}", "37"},
+    {"Loops", "{% for c in 'héllo' %}{{ c }}.{% endfor %}", "{}", "h.é.l.l.o."},
+    {"Loops", "{% for i in range(4) %}{{ loop.cycle('a', 'b') }}{% endfor %}", "{}", "abab"},
+    // ---- Scoping
     {"Scoping", "{% set x = 5 %}{% for i in [1,2] %}[{{ x }}]{% set x = i %}{% endfor %}{{ x }}",
-     "{}",
-     "[5][5]5"},
-    {"Scoping", "{% for x in range(2) %}{% set y = x %}{% endfor %}[{{ y }}]",
-     "{}",
-     "[]"},
-    {"Scoping", "{% if true %}{% set y = 3 %}{% endif %}{{ y }}",
-     "{}",
-     "3"},
-    {"Scoping", "{% set ns = namespace(a=1, b='x') %}{% for i in [1,2,3] %}{% set ns.a = ns.a + i %}{% endfor %}{{ ns.a }}{{ ns.b }}",
-     "{}",
-     "7x"},
-    {"Scoping", "{% set n = namespace(items=[]) %}{% for i in range(3) %}{% set n.items = n.items + [i] %}{% endfor %}{{ n.items }}",
-     "{}",
-     "[0, 1, 2]"},
-    {"Scoping", "{% set a, b = 1, 2 %}{{ a }}{{ b }}",
-     "{}",
-     "12"},
-    {"Scoping", "{% set x %}  block {{ 1 }} {% endset %}[{{ x }}]",
-     "{}",
-     "[  block 1 ]"},
-    {"Scoping", "{% set x | upper %}abc{% endset %}{{ x }}",
-     "{}",
-     "ABC"},
-    {"Scoping", "{% set l = [] %}{% do l.append(1) %}{% set _ = l.append(2) %}{{ l }}",
-     "{}",
+     "{}", "[5][5]5"},
+    {"Scoping", "{% for x in range(2) %}{% set y = x %}{% endfor %}[{{ y }}]", "{}", "[]"},
+    {"Scoping", "{% if true %}{% set y = 3 %}{% endif %}{{ y }}", "{}", "3"},
+    {"Scoping",
+     "{% set ns = namespace(a=1, b='x') %}{% for i in [1,2,3] %}{% set ns.a = ns.a + i %}{% endfor "
+     "%}{{ ns.a }}{{ ns.b }}",
+     "{}", "7x"},
+    {"Scoping",
+     "{% set n = namespace(items=[]) %}{% for i in range(3) %}{% set n.items = n.items + [i] %}{% "
+     "endfor %}{{ n.items }}",
+     "{}", "[0, 1, 2]"},
+    {"Scoping", "{% set a, b = 1, 2 %}{{ a }}{{ b }}", "{}", "12"},
+    {"Scoping", "{% set x %}  block {{ 1 }} {% endset %}[{{ x }}]", "{}", "[  block 1 ]"},
+    {"Scoping", "{% set x | upper %}abc{% endset %}{{ x }}", "{}", "ABC"},
+    {"Scoping", "{% set l = [] %}{% do l.append(1) %}{% set _ = l.append(2) %}{{ l }}", "{}",
      "[1, 2]"},
-    {"Scoping", "{% filter upper %}hello {{ 'x' }}{% endfilter %}",
-     "{}",
-     "HELLO X"},
-// ---- Macros
-    {"Macros", "{% macro greet(name, greeting='Hello') %}{{ greeting }}, {{ name }}!{% endmacro %}{{ greet('Bob') }} {{ greet('Al', greeting='Hi') }} {{ greet('C', 'Yo') }}",
-     "{}",
-     "Hello, Bob! Hi, Al! Yo, C!"},
-    {"Macros", "{% macro r(n) %}{% if n > 0 %}{{ n }}{{ r(n - 1) }}{% endif %}{% endmacro %}{{ r(5) }}",
-     "{}",
+    {"Scoping", "{% filter upper %}hello {{ 'x' }}{% endfilter %}", "{}", "HELLO X"},
+    // ---- Macros
+    {"Macros",
+     "{% macro greet(name, greeting='Hello') %}{{ greeting }}, {{ name }}!{% endmacro %}{{ "
+     "greet('Bob') }} {{ greet('Al', greeting='Hi') }} {{ greet('C', 'Yo') }}",
+     "{}", "Hello, Bob! Hi, Al! Yo, C!"},
+    {"Macros",
+     "{% macro r(n) %}{% if n > 0 %}{{ n }}{{ r(n - 1) }}{% endif %}{% endmacro %}{{ r(5) }}", "{}",
      "54321"},
-    {"Macros", "{% macro m(a) %}[{{ a }}|{{ varargs }}|{{ kwargs }}]{% endmacro %}{{ m() }}{{ m(1, 2, 3) }}{{ m(1, k='v') }}",
-     "{}",
-     "[|()|{}][1|(2, 3)|{}][1|()|{'k': 'v'}]"},
-    {"Macros", "{% macro render(msg) %}{{ msg.role }}: {{ msg['content'] | trim }}{% endmacro %}{% for m in M %}{{ render(m) }}\n{% endfor %}",
-     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
+    {"Macros",
+     "{% macro m(a) %}[{{ a }}|{{ varargs }}|{{ kwargs }}]{% endmacro %}{{ m() }}{{ m(1, 2, 3) "
+     "}}{{ m(1, k='v') }}",
+     "{}", "[|()|{}][1|(2, 3)|{}][1|()|{'k': 'v'}]"},
+    {"Macros",
+     "{% macro render(msg) %}{{ msg.role }}: {{ msg['content'] | trim }}{% endmacro %}{% for m in "
+     "M %}{{ render(m) }}\n{% endfor %}",
+     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": "
+     "\"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
      "system: sys\nuser: hi\nassistant: yo\n"},
-// ---- Filters
+    // ---- Filters
     {"Filters", "{{ '  abc  '|trim }}|{{ 'xxabcxx'|trim('x') }}|{{ '\\u3000wide\\u00a0'|trim }}",
-     "{}",
-     "abc|abc|wide"},
+     "{}", "abc|abc|wide"},
     {"Filters", "{{ d|tojson }}\n{{ d|tojson(indent=2) }}\n{{ [1,[2,[]],{}]|tojson(indent=4) }}",
-     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}}",
-     "{\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}\n{\n  \"a\": 1,\n  \"b\": [\n    1,\n    2,\n    {\n      \"c\": \"x\"\n    }\n  ],\n  \"z\": null,\n  \"u\": \"héllo wörld\",\n  \"f\": 1.5\n}\n[\n    1,\n    [\n        2,\n        []\n    ],\n    {}\n]"},
-    {"Filters", "{{ 'é\"\\\\\\n\\t\\u0001'|tojson }} {{ {'b':1,'a':2}|tojson(sort_keys=true) }} {{ 'é😀'|tojson(ensure_ascii=true) }}",
-     "{}",
-     "\"é\\\"\\\\\\n\\t\\u0001\" {\"a\": 2, \"b\": 1} \"\\u00e9\\ud83d\\ude00\""},
-    {"Filters", "{{ [1,2,3]|tojson(separators=(',', ':')) }} {{ d.f|tojson }} {{ d.z|tojson }} {{ 1e100|tojson }} {{ true|tojson }}",
-     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}}",
+     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", "
+     "\"f\": 1.5}}",
+     "{\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": "
+     "1.5}\n{\n  \"a\": 1,\n  \"b\": [\n    1,\n    2,\n    {\n      \"c\": \"x\"\n    }\n  ],\n  "
+     "\"z\": null,\n  \"u\": \"héllo wörld\",\n  \"f\": 1.5\n}\n[\n    1,\n    [\n        2,\n     "
+     "   []\n    ],\n    {}\n]"},
+    {"Filters",
+     "{{ 'é\"\\\\\\n\\t\\u0001'|tojson }} {{ {'b':1,'a':2}|tojson(sort_keys=true) }} {{ "
+     "'é😀'|tojson(ensure_ascii=true) }}",
+     "{}", "\"é\\\"\\\\\\n\\t\\u0001\" {\"a\": 2, \"b\": 1} \"\\u00e9\\ud83d\\ude00\""},
+    {"Filters",
+     "{{ [1,2,3]|tojson(separators=(',', ':')) }} {{ d.f|tojson }} {{ d.z|tojson }} {{ "
+     "1e100|tojson }} {{ true|tojson }}",
+     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", "
+     "\"f\": 1.5}}",
      "[1,2,3] 1.5 null 1e+100 true"},
     {"Filters", "{{ M|length }} {{ 'héllo'|length }} {{ d|length }} {{ M|count }} {{ x|length }}",
-     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}], \"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}}",
+     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": "
+     "\"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}], \"d\": {\"a\": 1, \"b\": [1, 2, "
+     "{\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}}",
      "3 5 5 3 0"},
     {"Filters", "{{ ['a','b']|join(', ') }} {{ M|join('|', attribute='role') }} {{ [1,2]|join }}",
-     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
+     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": "
+     "\"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
      "a, b system|user|assistant 12"},
-    {"Filters", "{{ 'abc DEF'|upper }} {{ 'abc DEF'|lower }} {{ 'abc DEF'|capitalize }} {{ 'hello wORLD-foo bar_baz'|title }} {{ 'héllo'|upper }}",
-     "{}",
-     "ABC DEF abc def Abc def Hello World-Foo Bar_baz HÉLLO"},
-    {"Filters", "{{ 'aaa'|replace('a','b') }} {{ 'aaa'|replace('a','b',2) }}",
-     "{}",
-     "bbb bba"},
-    {"Filters", "{{ x|default('dflt') }} {{ none|default('d2') }} {{ ''|default('d3', true) }} {{ x|d('d4') }} {{ 0|default('d5', boolean=true) }}",
-     "{}",
-     "dflt None d3 d4 d5"},
-    {"Filters", "{{ [3,1,2]|first }} {{ [3,1,2]|last }} {{ 'abc'|first }} {{ 'abc'|list }} {{ d|list }}",
-     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}}",
+    {"Filters",
+     "{{ 'abc DEF'|upper }} {{ 'abc DEF'|lower }} {{ 'abc DEF'|capitalize }} {{ 'hello wORLD-foo "
+     "bar_baz'|title }} {{ 'héllo'|upper }}",
+     "{}", "ABC DEF abc def Abc def Hello World-Foo Bar_baz HÉLLO"},
+    {"Filters", "{{ 'aaa'|replace('a','b') }} {{ 'aaa'|replace('a','b',2) }}", "{}", "bbb bba"},
+    {"Filters",
+     "{{ x|default('dflt') }} {{ none|default('d2') }} {{ ''|default('d3', true) }} {{ x|d('d4') "
+     "}} {{ 0|default('d5', boolean=true) }}",
+     "{}", "dflt None d3 d4 d5"},
+    {"Filters",
+     "{{ [3,1,2]|first }} {{ [3,1,2]|last }} {{ 'abc'|first }} {{ 'abc'|list }} {{ d|list }}",
+     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", "
+     "\"f\": 1.5}}",
      "3 2 a ['a', 'b', 'c'] ['a', 'b', 'z', 'u', 'f']"},
-    {"Filters", "{{ 12|string ~ 'x' }} {{ '42'|int + 1 }} {{ '4.7'|int }} {{ 'x'|int }} {{ 'x'|int(7) }} {{ '3.5'|float }} {{ 3|float }} {{ -3|abs }} {{ -3.5|abs }}",
-     "{}",
-     "12x 43 4 0 7 3.5 3.0 3 3.5"},
-    {"Filters", "{{ 3.14159|round }} {{ 3.14159|round(2) }} {{ 2.5|round }} {{ 3.7|round(0, 'floor') }} {{ 3.2|round(method='ceil') }}",
-     "{}",
-     "3.0 3.14 2.0 3.0 4.0"},
-    {"Filters", "{{ M|map(attribute='role')|list }} {{ ['a','b']|map('upper')|join }} {{ M|selectattr('role', 'equalto', 'user')|list }} {{ M|rejectattr('role', 'equalto', 'user')|map(attribute='content')|list }}",
-     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
+    {"Filters",
+     "{{ 12|string ~ 'x' }} {{ '42'|int + 1 }} {{ '4.7'|int }} {{ 'x'|int }} {{ 'x'|int(7) }} {{ "
+     "'3.5'|float }} {{ 3|float }} {{ -3|abs }} {{ -3.5|abs }}",
+     "{}", "12x 43 4 0 7 3.5 3.0 3 3.5"},
+    {"Filters",
+     "{{ 3.14159|round }} {{ 3.14159|round(2) }} {{ 2.5|round }} {{ 3.7|round(0, 'floor') }} {{ "
+     "3.2|round(method='ceil') }}",
+     "{}", "3.0 3.14 2.0 3.0 4.0"},
+    {"Filters",
+     "{{ M|map(attribute='role')|list }} {{ ['a','b']|map('upper')|join }} {{ M|selectattr('role', "
+     "'equalto', 'user')|list }} {{ M|rejectattr('role', 'equalto', "
+     "'user')|map(attribute='content')|list }}",
+     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": "
+     "\"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
      "['system', 'user', 'assistant'] AB [{'role': 'user', 'content': 'hi'}] ['sys', 'yo']"},
-    {"Filters", "{{ [1,2,3,4]|select('odd')|list }} {{ [1,2,3,4]|reject('even')|list }} {{ [0,1,'',none,'a']|select|list }} {{ [1,2,3,4,5,6]|select('divisibleby', 3)|list }}",
-     "{}",
-     "[1, 3] [1, 3] [1, 'a'] [3, 6]"},
-    {"Filters", "{{ ['a','B','a','b']|unique|list }} {{ [3,1,2]|sort }} {{ [3,1,2]|sort(reverse=true) }} {{ ['b','A','c']|sort }} {{ M|sort(attribute='role')|map(attribute='role')|join(',') }}",
-     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
+    {"Filters",
+     "{{ [1,2,3,4]|select('odd')|list }} {{ [1,2,3,4]|reject('even')|list }} {{ "
+     "[0,1,'',none,'a']|select|list }} {{ [1,2,3,4,5,6]|select('divisibleby', 3)|list }}",
+     "{}", "[1, 3] [1, 3] [1, 'a'] [3, 6]"},
+    {"Filters",
+     "{{ ['a','B','a','b']|unique|list }} {{ [3,1,2]|sort }} {{ [3,1,2]|sort(reverse=true) }} {{ "
+     "['b','A','c']|sort }} {{ M|sort(attribute='role')|map(attribute='role')|join(',') }}",
+     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": "
+     "\"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
      "['a', 'B'] [1, 2, 3] [3, 2, 1] ['A', 'b', 'c'] assistant,system,user"},
-    {"Filters", "{{ {'b':1,'a':2}|dictsort }} {{ [1,2,3]|reverse|list }} {{ 'abc'|reverse }} {{ '<a&b>'|e }} {{ '<x>'|safe }} {{ '<\\'\">'|escape }}",
-     "{}",
-     "[('a', 2), ('b', 1)] [3, 2, 1] cba &lt;a&amp;b&gt; <x> &lt;&#39;&#34;&gt;"},
-    {"Filters", "{{ 'a\\nb\\n\\nc'|indent }}|{{ 'a\\nb'|indent(2, true) }}|{{ 'a\\n\\nb'|indent(2, blank=true) }}|{{ 'one two  three'|wordcount }}",
-     "{}",
-     "a\n    b\n\n    c|  a\n  b|a\n  \n  b|3"},
-    {"Filters", "{{ [1,2,3,4,5]|batch(2)|list }} {{ [1,2,3]|batch(2, 'x')|list }} {{ [3,1,2]|min }} {{ [3,1,2]|max }} {{ [1,2,3]|sum }}",
-     "{}",
-     "[[1, 2], [3, 4], [5]] [[1, 2], [3, 'x']] 1 3 6"},
-    {"Filters", "{{ 'abc'|center(9) }}|{{ '%s-%d'|format('a', 3) }}|{{ [1,[2]]|pprint }}",
-     "{}",
+    {"Filters",
+     "{{ {'b':1,'a':2}|dictsort }} {{ [1,2,3]|reverse|list }} {{ 'abc'|reverse }} {{ '<a&b>'|e }} "
+     "{{ '<x>'|safe }} {{ '<\\'\">'|escape }}",
+     "{}", "[('a', 2), ('b', 1)] [3, 2, 1] cba &lt;a&amp;b&gt; <x> &lt;&#39;&#34;&gt;"},
+    {"Filters",
+     "{{ 'a\\nb\\n\\nc'|indent }}|{{ 'a\\nb'|indent(2, true) }}|{{ 'a\\n\\nb'|indent(2, "
+     "blank=true) }}|{{ 'one two  three'|wordcount }}",
+     "{}", "a\n    b\n\n    c|  a\n  b|a\n  \n  b|3"},
+    {"Filters",
+     "{{ [1,2,3,4,5]|batch(2)|list }} {{ [1,2,3]|batch(2, 'x')|list }} {{ [3,1,2]|min }} {{ "
+     "[3,1,2]|max }} {{ [1,2,3]|sum }}",
+     "{}", "[[1, 2], [3, 4], [5]] [[1, 2], [3, 'x']] 1 3 6"},
+    {"Filters", "{{ 'abc'|center(9) }}|{{ '%s-%d'|format('a', 3) }}|{{ [1,[2]]|pprint }}", "{}",
      "   abc   |a-3|[1, [2]]"},
-    {"Filters", "{{ ['brave_search', 'code_interpreter', 'wolfram']|reject('equalto', 'code_interpreter')|join(', ') }}",
-     "{}",
-     "brave_search, wolfram"},
-// ---- Tests
-    {"Tests", "{{ x is defined }} {{ x is undefined }} {{ none is none }} {{ 'a' is string }} {{ 1 is number }} {{ 1.0 is number }} {{ true is number }} {{ 1 is integer }} {{ 1.0 is integer }} {{ true is integer }} {{ d is mapping }} {{ M is mapping }}",
-     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}, \"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
+    {"Filters",
+     "{{ ['brave_search', 'code_interpreter', 'wolfram']|reject('equalto', "
+     "'code_interpreter')|join(', ') }}",
+     "{}", "brave_search, wolfram"},
+    // ---- Tests
+    {"Tests",
+     "{{ x is defined }} {{ x is undefined }} {{ none is none }} {{ 'a' is string }} {{ 1 is "
+     "number }} {{ 1.0 is number }} {{ true is number }} {{ 1 is integer }} {{ 1.0 is integer }} "
+     "{{ true is integer }} {{ d is mapping }} {{ M is mapping }}",
+     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", "
+     "\"f\": 1.5}, \"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", "
+     "\"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
      "False True True True True True True True False False True False"},
-    {"Tests", "{{ 'a' is iterable }} {{ M is iterable }} {{ d is iterable }} {{ 1 is iterable }} {{ x is iterable }} {{ 'a' is sequence }} {{ d is sequence }} {{ 1 is sequence }} {{ true is boolean }} {{ 1 is boolean }} {{ true is true }} {{ 1 is true }} {{ false is false }} {{ 0 is false }}",
-     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}, \"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
+    {"Tests",
+     "{{ 'a' is iterable }} {{ M is iterable }} {{ d is iterable }} {{ 1 is iterable }} {{ x is "
+     "iterable }} {{ 'a' is sequence }} {{ d is sequence }} {{ 1 is sequence }} {{ true is boolean "
+     "}} {{ 1 is boolean }} {{ true is true }} {{ 1 is true }} {{ false is false }} {{ 0 is false "
+     "}}",
+     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", "
+     "\"f\": 1.5}, \"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", "
+     "\"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
      "True True True False True True True False True False True False True False"},
-    {"Tests", "{{ 1 is equalto 1 }} {{ 'a' is equalto('a') }} {{ 2 is eq 3 }} {{ 2 is in [1,2] }} {{ 3 is odd }} {{ 4 is even }} {{ 9 is divisibleby 3 }} {{ 2 is not none }} {{ x is not defined }}",
-     "{}",
-     "True True False True True True True True True"},
-    {"Tests", "{{ [] is sequence }} {{ {} is iterable }} {{ none is mapping }} {{ '' is none }} {{ 5 is float }} {{ 5.0 is float }} {{ 3 is gt 2 }} {{ 'ab' is lower }}",
-     "{}",
-     "True True False False False True True True"},
-// ---- Access
-    {"Access", "{{ 'abcdef'[1:3] }} {{ 'abcdef'[::-1] }} {{ 'abcdef'[-2:] }} {{ 'abcdef'[:-2] }} {{ [1,2,3,4][::2] }} {{ [1,2,3,4][::-1] }} {{ [1,2,3,4][-1] }}",
-     "{}",
-     "bc fedcba ef abcd [1, 3] [4, 3, 2, 1] 4"},
-    {"Access", "{{ 'héllo'[1] }} {{ 'héllo'[::-1] }} {{ [1,2,3][5:] }} {{ [1,2,3,4,5][4:1:-2] }} {{ M[::-1]|map(attribute='role')|join(',') }}",
-     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
+    {"Tests",
+     "{{ 1 is equalto 1 }} {{ 'a' is equalto('a') }} {{ 2 is eq 3 }} {{ 2 is in [1,2] }} {{ 3 is "
+     "odd }} {{ 4 is even }} {{ 9 is divisibleby 3 }} {{ 2 is not none }} {{ x is not defined }}",
+     "{}", "True True False True True True True True True"},
+    {"Tests",
+     "{{ [] is sequence }} {{ {} is iterable }} {{ none is mapping }} {{ '' is none }} {{ 5 is "
+     "float }} {{ 5.0 is float }} {{ 3 is gt 2 }} {{ 'ab' is lower }}",
+     "{}", "True True False False False True True True"},
+    // ---- Access
+    {"Access",
+     "{{ 'abcdef'[1:3] }} {{ 'abcdef'[::-1] }} {{ 'abcdef'[-2:] }} {{ 'abcdef'[:-2] }} {{ "
+     "[1,2,3,4][::2] }} {{ [1,2,3,4][::-1] }} {{ [1,2,3,4][-1] }}",
+     "{}", "bc fedcba ef abcd [1, 3] [4, 3, 2, 1] 4"},
+    {"Access",
+     "{{ 'héllo'[1] }} {{ 'héllo'[::-1] }} {{ [1,2,3][5:] }} {{ [1,2,3,4,5][4:1:-2] }} {{ "
+     "M[::-1]|map(attribute='role')|join(',') }}",
+     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": "
+     "\"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}",
      "é olléh [] [5, 3] assistant,user,system"},
-    {"Access", "{{ M[0].role }} {{ M[0]['content'] }} {{ M[-1].content }} {{ d.b[2].c }} {{ d['b'][2]['c'] }} [{{ d.missing }}] {{ d.b.0 }} [{{ M[7] }}]",
-     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}], \"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}}",
+    {"Access",
+     "{{ M[0].role }} {{ M[0]['content'] }} {{ M[-1].content }} {{ d.b[2].c }} {{ d['b'][2]['c'] "
+     "}} [{{ d.missing }}] {{ d.b.0 }} [{{ M[7] }}]",
+     "{\"M\": [{\"role\": \"system\", \"content\": \"sys\"}, {\"role\": \"user\", \"content\": "
+     "\"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}], \"d\": {\"a\": 1, \"b\": [1, 2, "
+     "{\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}}",
      "system sys yo x x [] 1 []"},
     {"Access", "{{ none.foo is defined }} {{ d.items is defined }} {{ d['items'] is defined }}",
-     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}}",
+     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", "
+     "\"f\": 1.5}}",
      "False True True"},
-// ---- Methods
-    {"Methods", "{{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} {{ 'a,b,c'.split(',', 1) }} {{ 'a,b,c'.rsplit(',', 1) }}",
-     "{}",
-     "['a', 'b', '', 'c'] ['a', 'b'] ['a', 'b,c'] ['a,b', 'c']"},
-    {"Methods", "{{ 'abc'.startswith('a') }} {{ 'abc'.endswith(('x','c')) }} {{ 'abc'.upper() }} {{ 'ABC'.lower() }} {{ 'hello world'.title() }} {{ 'abcb'.find('b') }} {{ 'abcb'.rfind('b') }} {{ 'abc'.find('z') }}",
-     "{}",
-     "True True ABC abc Hello World 1 3 -1"},
-    {"Methods", "{{ ' a '.strip() }}|{{ 'xxaxx'.lstrip('x') }}|{{ 'xxaxx'.rstrip('x') }}|{{ '\\n\\nx\\n'.strip('\\n') }}",
-     "{}",
-     "a|axx|xxa|x"},
-    {"Methods", "{{ '{} and {}'.format('a', 1) }} {{ '{0}{0}{name}'.format('x', name='n') }} {{ ', '.join(['a','b']) }} {{ 'a\\nb'.splitlines() }} {{ '12'.isdigit() }} {{ 'ab'.count('a') }}",
-     "{}",
-     "a and 1 xxn a, b ['a', 'b'] True 1"},
-    {"Methods", "{{ d.get('a') }} {{ d.get('nope') }} {{ d.get('nope', 5) }} {{ d.keys()|list }} {{ d.values()|list|length }} {{ d.items()|list|first }}",
-     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", \"f\": 1.5}}",
+    // ---- Methods
+    {"Methods",
+     "{{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} {{ 'a,b,c'.split(',', 1) }} {{ "
+     "'a,b,c'.rsplit(',', 1) }}",
+     "{}", "['a', 'b', '', 'c'] ['a', 'b'] ['a', 'b,c'] ['a,b', 'c']"},
+    {"Methods",
+     "{{ 'abc'.startswith('a') }} {{ 'abc'.endswith(('x','c')) }} {{ 'abc'.upper() }} {{ "
+     "'ABC'.lower() }} {{ 'hello world'.title() }} {{ 'abcb'.find('b') }} {{ 'abcb'.rfind('b') }} "
+     "{{ 'abc'.find('z') }}",
+     "{}", "True True ABC abc Hello World 1 3 -1"},
+    {"Methods",
+     "{{ ' a '.strip() }}|{{ 'xxaxx'.lstrip('x') }}|{{ 'xxaxx'.rstrip('x') }}|{{ "
+     "'\\n\\nx\\n'.strip('\\n') }}",
+     "{}", "a|axx|xxa|x"},
+    {"Methods",
+     "{{ '{} and {}'.format('a', 1) }} {{ '{0}{0}{name}'.format('x', name='n') }} {{ ', "
+     "'.join(['a','b']) }} {{ 'a\\nb'.splitlines() }} {{ '12'.isdigit() }} {{ 'ab'.count('a') }}",
+     "{}", "a and 1 xxn a, b ['a', 'b'] True 1"},
+    {"Methods",
+     "{{ d.get('a') }} {{ d.get('nope') }} {{ d.get('nope', 5) }} {{ d.keys()|list }} {{ "
+     "d.values()|list|length }} {{ d.items()|list|first }}",
+     "{\"d\": {\"a\": 1, \"b\": [1, 2, {\"c\": \"x\"}], \"z\": null, \"u\": \"héllo wörld\", "
+     "\"f\": 1.5}}",
      "1 None 5 ['a', 'b', 'z', 'u', 'f'] 5 ('a', 1)"},
-    {"Methods", "{{ m.content.split('</think>')[-1].lstrip('\\n') }}|{{ m.content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') }}",
-     "{\"m\": {\"content\": \"<think>\\nreason\\n</think>\\n\\nanswer\"}}",
-     "answer|reason"},
+    {"Methods",
+     "{{ m.content.split('</think>')[-1].lstrip('\\n') }}|{{ "
+     "m.content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') }}",
+     "{\"m\": {\"content\": \"<think>\\nreason\\n</think>\\n\\nanswer\"}}", "answer|reason"},
     {"Methods", "{{ u|upper }} {{ u|length }} {{ u[1:4] }} {{ u.split(' ') }} {{ u.find('w') }}",
-     "{\"u\": \"héllo wörld\"}",
-     "HÉLLO WÖRLD 11 éll ['héllo', 'wörld'] 6"},
-// ---- Globals
-    {"Globals", "{{ range(5)|list }} {{ range(1, 10, 3)|list }} {{ range(5, 0, -2)|list }} {{ dict(a=1, b=2) }} {{ namespace(x=1).x }}",
-     "{}",
-     "[0, 1, 2, 3, 4] [1, 4, 7] [5, 3, 1] {'a': 1, 'b': 2} 1"},
+     "{\"u\": \"héllo wörld\"}", "HÉLLO WÖRLD 11 éll ['héllo', 'wörld'] 6"},
+    // ---- Globals
+    {"Globals",
+     "{{ range(5)|list }} {{ range(1, 10, 3)|list }} {{ range(5, 0, -2)|list }} {{ dict(a=1, b=2) "
+     "}} {{ namespace(x=1).x }}",
+     "{}", "[0, 1, 2, 3, 4] [1, 4, 7] [5, 3, 1] {'a': 1, 'b': 2} 1"},
 };
 
 TEST(JinjaTest, MatchesJinja2Reference) {
@@ -344,7 +368,9 @@ struct ErrorCase {
 
 TEST(JinjaTest, SyntaxErrorsNameLineColumnAndProblem) {
   const ErrorCase cases[] = {
-      {"{% if x %}a", "{}", "line 1, column 12: unexpected end of template: the 'if' block opened at line 1, column 4 was never closed (expected 'elif' or 'else' or 'endif')"},
+      {"{% if x %}a", "{}",
+       "line 1, column 12: unexpected end of template: the 'if' block opened at line 1, column 4 "
+       "was never closed (expected 'elif' or 'else' or 'endif')"},
       {"ok\n{{ x | nosuchfilter }}", "{}", "line 2, column 8: unknown filter 'nosuchfilter'"},
       {"{{ x is nosuchtest }}", "{}", "line 1, column 9: unknown test 'nosuchtest'"},
       {"{% for x in y %}{% endif %}", "{}", "unexpected 'endif'"},
@@ -438,9 +464,9 @@ TEST(JinjaTest, OutputSizeIsLimited) {
 TEST(JinjaTest, RunawayLoopsHitTheStepLimit) {
   RenderLimits limits;
   limits.max_steps = 100000;
-  Rendered r = RenderWith(
-      "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "{}",
-      limits);
+  Rendered r =
+      RenderWith("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                 "{}", limits);
   EXPECT_FALSE(r.ok);
   EXPECT_NE(r.text.find("step limit"), std::string::npos) << r.text;
 }

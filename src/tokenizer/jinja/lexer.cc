@@ -8,7 +8,9 @@
 namespace kiln::jinja {
 namespace {
 
-bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+bool IsSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
 // Non-ASCII bytes are accepted in names (Jinja allows Unicode identifiers).
 bool IsNameStart(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
@@ -158,8 +160,8 @@ class Lexer final {
     while (true) {
       while (i < src_.size() && IsSpace(src_[i])) ++i;
       if (i >= src_.size()) {
-        ThrowSyntax(Loc(at), std::string("unexpected end of template: tag is missing its '") +
-                                 close + "'");
+        ThrowSyntax(Loc(at),
+                    std::string("unexpected end of template: tag is missing its '") + close + "'");
       }
       char c = src_[i];
       if (brackets.empty()) {
@@ -191,8 +193,8 @@ class Lexer final {
   size_t LexNumber(size_t start) {
     size_t i = start;
     auto digits = [&] {
-      while (i < src_.size() && (IsDigit(src_[i]) || (src_[i] == '_' && i + 1 < src_.size() &&
-                                                       IsDigit(src_[i + 1])))) {
+      while (i < src_.size() && (IsDigit(src_[i]) ||
+                                 (src_[i] == '_' && i + 1 < src_.size() && IsDigit(src_[i + 1])))) {
         ++i;
       }
     };
@@ -244,18 +246,41 @@ class Lexer final {
       char e = src_[i + 1];
       i += 2;
       switch (e) {
-        case 'n': value.push_back('\n'); break;
-        case 't': value.push_back('\t'); break;
-        case 'r': value.push_back('\r'); break;
-        case 'b': value.push_back('\b'); break;
-        case 'f': value.push_back('\f'); break;
-        case 'v': value.push_back('\v'); break;
-        case 'a': value.push_back('\a'); break;
-        case '0': value.push_back('\0'); break;
-        case '\\': value.push_back('\\'); break;
-        case '\'': value.push_back('\''); break;
-        case '"': value.push_back('"'); break;
-        case '\n': break;  // line continuation
+        case 'n':
+          value.push_back('\n');
+          break;
+        case 't':
+          value.push_back('\t');
+          break;
+        case 'r':
+          value.push_back('\r');
+          break;
+        case 'b':
+          value.push_back('\b');
+          break;
+        case 'f':
+          value.push_back('\f');
+          break;
+        case 'v':
+          value.push_back('\v');
+          break;
+        case 'a':
+          value.push_back('\a');
+          break;
+        case '0':
+          value.push_back('\0');
+          break;
+        case '\\':
+          value.push_back('\\');
+          break;
+        case '\'':
+          value.push_back('\'');
+          break;
+        case '"':
+          value.push_back('"');
+          break;
+        case '\n':
+          break;  // line continuation
         case 'x':
         case 'u':
         case 'U': {

@@ -14,21 +14,23 @@ namespace {
 
 const std::unordered_set<std::string_view>& StrMethods() {
   static const auto* names = new std::unordered_set<std::string_view>{
-      "strip", "lstrip", "rstrip", "split", "rsplit", "startswith", "endswith", "upper", "lower",
-      "title", "capitalize", "replace", "find", "rfind", "index", "count", "format", "join",
-      "splitlines", "isdigit", "isalpha", "isalnum", "isspace", "isupper", "islower",
-      "removeprefix", "removesuffix"};
+      "strip",   "lstrip",  "rstrip",  "split",      "rsplit",       "startswith",  "endswith",
+      "upper",   "lower",   "title",   "capitalize", "replace",      "find",        "rfind",
+      "index",   "count",   "format",  "join",       "splitlines",   "isdigit",     "isalpha",
+      "isalnum", "isspace", "isupper", "islower",    "removeprefix", "removesuffix"};
   return *names;
 }
 const std::unordered_set<std::string_view>& ListMethods() {
-  static const auto* names = new std::unordered_set<std::string_view>{
-      "append", "extend", "pop", "insert", "index", "count"};
+  static const auto* names = new std::unordered_set<std::string_view>{"append", "extend", "pop",
+                                                                      "insert", "index",  "count"};
   return *names;
 }
 
-const std::string* OptStr(const Value& v, std::string* storage, SourceLoc loc, std::string_view what) {
+const std::string* OptStr(const Value& v, std::string* storage, SourceLoc loc,
+                          std::string_view what) {
   if (v.is_undefined() || v.is_none()) return nullptr;
-  if (!v.is_string()) ThrowRuntime(loc, std::string(what) + " must be a string or None, not " + TypeName(v));
+  if (!v.is_string())
+    ThrowRuntime(loc, std::string(what) + " must be a string or None, not " + TypeName(v));
   *storage = v.str();
   return storage;
 }
@@ -54,10 +56,12 @@ bool AllChars(const std::string& s, int (*pred)(int)) {
 
 bool PrefixMatch(const Value& arg, const std::string& s, bool at_end, SourceLoc loc) {
   auto one = [&](const Value& p) {
-    if (!p.is_string()) ThrowRuntime(loc, "startswith/endswith arguments must be str or a tuple of str");
+    if (!p.is_string())
+      ThrowRuntime(loc, "startswith/endswith arguments must be str or a tuple of str");
     const std::string& x = p.str();
     if (x.size() > s.size()) return false;
-    return at_end ? s.compare(s.size() - x.size(), x.size(), x) == 0 : s.compare(0, x.size(), x) == 0;
+    return at_end ? s.compare(s.size() - x.size(), x.size(), x) == 0
+                  : s.compare(0, x.size(), x) == 0;
   };
   if (arg.is_list()) {
     for (const Value& p : arg.list()) {
@@ -82,7 +86,8 @@ std::string PyFormat(const std::string& fmt, const CallArgs& args, SourceLoc loc
       ++i;
     } else if (c == '{') {
       size_t close = fmt.find('}', i);
-      if (close == std::string::npos) ThrowRuntime(loc, "format: single '{' encountered in format string");
+      if (close == std::string::npos)
+        ThrowRuntime(loc, "format: single '{' encountered in format string");
       std::string field = fmt.substr(i + 1, close - i - 1);
       if (field.find_first_of(":!") != std::string::npos) {
         ThrowRuntime(loc, "format: format specs and conversions are not supported");
@@ -93,7 +98,8 @@ std::string PyFormat(const std::string& fmt, const CallArgs& args, SourceLoc loc
         if (auto_index < args.positional.size()) v = &args.positional[auto_index];
         ++auto_index;
       } else if (ParseIntLiteral(field, &idx)) {
-        if (idx >= 0 && static_cast<size_t>(idx) < args.positional.size()) v = &args.positional[idx];
+        if (idx >= 0 && static_cast<size_t>(idx) < args.positional.size())
+          v = &args.positional[idx];
       } else {
         for (const auto& [k, kv] : args.keyword) {
           if (k == field) v = &kv;
@@ -111,8 +117,8 @@ std::string PyFormat(const std::string& fmt, const CallArgs& args, SourceLoc loc
   return out;
 }
 
-Value StrMethod(Interpreter& interp, const std::string& s, std::string_view name,
-                const CallArgs& a, SourceLoc loc) {
+Value StrMethod(Interpreter& interp, const std::string& s, std::string_view name, const CallArgs& a,
+                SourceLoc loc) {
   std::string storage;
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
     const std::string* chars = OptStr(a.Take(0, "chars"), &storage, loc, "strip chars");
@@ -122,7 +128,8 @@ Value StrMethod(Interpreter& interp, const std::string& s, std::string_view name
     const std::string* sep = OptStr(a.Take(0, "sep"), &storage, loc, "split separator");
     if (sep != nullptr && sep->empty()) ThrowRuntime(loc, "split: empty separator");
     ValueList parts;
-    for (std::string& p : PySplit(s, sep, OptInt(a.Take(1, "maxsplit"), -1, loc, "maxsplit"), name == "rsplit")) {
+    for (std::string& p :
+         PySplit(s, sep, OptInt(a.Take(1, "maxsplit"), -1, loc, "maxsplit"), name == "rsplit")) {
       parts.push_back(Value::Str(std::move(p)));
     }
     return Value::List(std::move(parts));
@@ -153,7 +160,8 @@ Value StrMethod(Interpreter& interp, const std::string& s, std::string_view name
     std::string sub = ToStr(a.Take(0, "sub"));
     if (sub.empty()) return Value::Int(static_cast<int64_t>(CodepointCount(s)) + 1);
     int64_t n = 0;
-    for (size_t pos = s.find(sub); pos != std::string::npos; pos = s.find(sub, pos + sub.size())) ++n;
+    for (size_t pos = s.find(sub); pos != std::string::npos; pos = s.find(sub, pos + sub.size()))
+      ++n;
     return Value::Int(n);
   }
   if (name == "format") return Value::Str(PyFormat(s, a, loc));
@@ -161,7 +169,8 @@ Value StrMethod(Interpreter& interp, const std::string& s, std::string_view name
     std::string out;
     bool first = true;
     for (const Value& item : interp.Iterate(a.Take(0, "iterable"), loc)) {
-      if (!item.is_string()) ThrowRuntime(loc, "join: expected str instance, " + TypeName(item) + " found");
+      if (!item.is_string())
+        ThrowRuntime(loc, "join: expected str instance, " + TypeName(item) + " found");
       if (!first) out += s;
       first = false;
       out += item.str();
@@ -182,7 +191,8 @@ Value StrMethod(Interpreter& interp, const std::string& s, std::string_view name
     if (start < s.size()) lines.push_back(Value::Str(s.substr(start)));
     return Value::List(std::move(lines));
   }
-  if (name == "isdigit") return Value::Bool(AllChars(s, [](int c) { return c >= '0' && c <= '9' ? 1 : 0; }));
+  if (name == "isdigit")
+    return Value::Bool(AllChars(s, [](int c) { return c >= '0' && c <= '9' ? 1 : 0; }));
   if (name == "isalpha") return Value::Bool(AllChars(s, [](int c) { return std::isalpha(c); }));
   if (name == "isalnum") return Value::Bool(AllChars(s, [](int c) { return std::isalnum(c); }));
   if (name == "isspace") return Value::Bool(AllChars(s, [](int c) { return std::isspace(c); }));
@@ -199,8 +209,10 @@ Value StrMethod(Interpreter& interp, const std::string& s, std::string_view name
   }
   if (name == "removeprefix" || name == "removesuffix") {
     std::string x = ToStr(a.Take(0, "affix"));
-    if (name == "removeprefix" && s.compare(0, x.size(), x) == 0) return Value::Str(s.substr(x.size()));
-    if (name == "removesuffix" && x.size() <= s.size() && s.compare(s.size() - x.size(), x.size(), x) == 0) {
+    if (name == "removeprefix" && s.compare(0, x.size(), x) == 0)
+      return Value::Str(s.substr(x.size()));
+    if (name == "removesuffix" && x.size() <= s.size() &&
+        s.compare(s.size() - x.size(), x.size(), x) == 0) {
       return Value::Str(s.substr(0, s.size() - x.size()));
     }
     return Value::Str(s);
@@ -261,9 +273,12 @@ Value DictMethod(const Value& self, std::string_view name, const CallArgs& a, So
     ValueList out;
     out.reserve(d.items.size());
     for (const auto& [k, v] : d.items) {
-      if (name == "items") out.push_back(Value::Tuple({Value::Str(k), v}));
-      else if (name == "keys") out.push_back(Value::Str(k));
-      else out.push_back(v);
+      if (name == "items")
+        out.push_back(Value::Tuple({Value::Str(k), v}));
+      else if (name == "keys")
+        out.push_back(Value::Str(k));
+      else
+        out.push_back(v);
     }
     return Value::List(std::move(out));
   }
@@ -302,7 +317,8 @@ Value DictMethod(const Value& self, std::string_view name, const CallArgs& a, So
 constexpr int64_t kMaxRange = 100000;  // jinja2.sandbox.MAX_RANGE
 
 Value Range(Interpreter&, const CallArgs& a, SourceLoc loc) {
-  if (a.positional.empty() || a.positional.size() > 3) ThrowRuntime(loc, "range expected 1 to 3 arguments");
+  if (a.positional.empty() || a.positional.size() > 3)
+    ThrowRuntime(loc, "range expected 1 to 3 arguments");
   int64_t v[3] = {0, 0, 1};
   for (size_t i = 0; i < a.positional.size(); ++i) {
     if (!a.positional[i].is_integral()) ThrowRuntime(loc, "range: arguments must be integers");
@@ -327,7 +343,8 @@ Value Range(Interpreter&, const CallArgs& a, SourceLoc loc) {
 
 void FillDict(ValueDict* d, const CallArgs& a, SourceLoc loc, std::string_view fn) {
   for (const Value& p : a.positional) {
-    if (!p.is_dict()) ThrowRuntime(loc, std::string(fn) + ": positional arguments must be mappings");
+    if (!p.is_dict())
+      ThrowRuntime(loc, std::string(fn) + ": positional arguments must be mappings");
     for (const auto& [k, v] : p.dict().items) d->Set(k, v);
   }
   for (const auto& [k, v] : a.keyword) d->Set(k, v);
@@ -366,7 +383,8 @@ Value StrftimeNow(Interpreter&, const CallArgs& a, SourceLoc loc) {
   return Value::Str(std::move(buf));
 }
 
-void AddFunction(ValueDict* globals, const char* name, Value (*fn)(Interpreter&, const CallArgs&, SourceLoc)) {
+void AddFunction(ValueDict* globals, const char* name,
+                 Value (*fn)(Interpreter&, const CallArgs&, SourceLoc)) {
   auto c = std::make_shared<Callable>();
   c->name = name;
   c->native = fn;
@@ -377,12 +395,15 @@ void AddFunction(ValueDict* globals, const char* name, Value (*fn)(Interpreter&,
 
 bool HasMethod(const Value& self, std::string_view name) {
   switch (self.kind()) {
-    case ValueKind::kString: return StrMethods().count(name) != 0;
-    case ValueKind::kList: return ListMethods().count(name) != 0;
+    case ValueKind::kString:
+      return StrMethods().count(name) != 0;
+    case ValueKind::kList:
+      return ListMethods().count(name) != 0;
     case ValueKind::kDict:  // hot (every message.role): a few compares beat hashing
       return name == "items" || name == "keys" || name == "values" || name == "get" ||
              name == "update" || name == "copy";
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -391,9 +412,12 @@ Value CallMethod(Interpreter& interp, const Value& self, std::string_view name,
   *found = HasMethod(self, name);
   if (!*found) return Value();
   switch (self.kind()) {
-    case ValueKind::kString: return StrMethod(interp, self.str(), name, args, loc);
-    case ValueKind::kList: return ListMethod(interp, self, name, args, loc);
-    default: return DictMethod(self, name, args, loc);
+    case ValueKind::kString:
+      return StrMethod(interp, self.str(), name, args, loc);
+    case ValueKind::kList:
+      return ListMethod(interp, self, name, args, loc);
+    default:
+      return DictMethod(self, name, args, loc);
   }
 }
 

@@ -12,17 +12,27 @@ namespace {
 
 std::string Describe(const Token& t) {
   switch (t.type) {
-    case TokenType::kText: return "template text";
-    case TokenType::kVarBegin: return "'{{'";
-    case TokenType::kVarEnd: return "'}}'";
-    case TokenType::kBlockBegin: return "'{%'";
-    case TokenType::kBlockEnd: return "'%}'";
-    case TokenType::kName: return "'" + t.value + "'";
-    case TokenType::kString: return "string literal";
+    case TokenType::kText:
+      return "template text";
+    case TokenType::kVarBegin:
+      return "'{{'";
+    case TokenType::kVarEnd:
+      return "'}}'";
+    case TokenType::kBlockBegin:
+      return "'{%'";
+    case TokenType::kBlockEnd:
+      return "'%}'";
+    case TokenType::kName:
+      return "'" + t.value + "'";
+    case TokenType::kString:
+      return "string literal";
     case TokenType::kInt:
-    case TokenType::kFloat: return "number '" + t.value + "'";
-    case TokenType::kOperator: return "'" + t.value + "'";
-    case TokenType::kEof: return "end of template";
+    case TokenType::kFloat:
+      return "number '" + t.value + "'";
+    case TokenType::kOperator:
+      return "'" + t.value + "'";
+    case TokenType::kEof:
+      return "end of template";
   }
   return "token";
 }
@@ -80,8 +90,8 @@ class Parser final {
   }
   void ExpectBlockEnd(std::string_view tag) {
     if (Peek().type != TokenType::kBlockEnd) {
-      Fail(Peek(), "expected end of '" + std::string(tag) + "' tag ('%}'), got " +
-                       Describe(Peek()));
+      Fail(Peek(),
+           "expected end of '" + std::string(tag) + "' tag ('%}'), got " + Describe(Peek()));
     }
     Next();
   }
@@ -154,15 +164,16 @@ class Parser final {
               if (!expected.empty()) expected += " or ";
               expected += "'" + std::string(t) + "'";
             }
-            Fail(tok, "unexpected end of template: the '" + opener->value + "' block opened at line " +
-                          std::to_string(opener->loc.line) + ", column " +
-                          std::to_string(opener->loc.col) + " was never closed (expected " +
-                          expected + ")");
+            Fail(tok, "unexpected end of template: the '" + opener->value +
+                          "' block opened at line " + std::to_string(opener->loc.line) +
+                          ", column " + std::to_string(opener->loc.col) +
+                          " was never closed (expected " + expected + ")");
           }
           *found = "";
           return body;
         }
-        default: Fail(tok, "unexpected " + Describe(tok));
+        default:
+          Fail(tok, "unexpected " + Describe(tok));
       }
     }
   }
@@ -562,7 +573,8 @@ class Parser final {
         }
         break;
       }
-      default: break;
+      default:
+        break;
     }
     Fail(tok, "unexpected " + Describe(tok) + " (expected an expression)");
   }
@@ -706,11 +718,11 @@ class Parser final {
 
 Op OpFromString(std::string_view text) {
   static constexpr std::pair<std::string_view, Op> kOps[] = {
-      {"and", Op::kAnd},  {"or", Op::kOr},       {"not", Op::kNot}, {"+", Op::kAdd},
-      {"-", Op::kSub},    {"*", Op::kMul},       {"/", Op::kDiv},   {"//", Op::kFloorDiv},
-      {"%", Op::kMod},    {"**", Op::kPow},      {"~", Op::kConcat}, {"==", Op::kEq},
-      {"!=", Op::kNe},    {"<", Op::kLt},        {"<=", Op::kLe},   {">", Op::kGt},
-      {">=", Op::kGe},    {"in", Op::kIn},       {"not in", Op::kNotIn}};
+      {"and", Op::kAnd}, {"or", Op::kOr},  {"not", Op::kNot},     {"+", Op::kAdd},
+      {"-", Op::kSub},   {"*", Op::kMul},  {"/", Op::kDiv},       {"//", Op::kFloorDiv},
+      {"%", Op::kMod},   {"**", Op::kPow}, {"~", Op::kConcat},    {"==", Op::kEq},
+      {"!=", Op::kNe},   {"<", Op::kLt},   {"<=", Op::kLe},       {">", Op::kGt},
+      {">=", Op::kGe},   {"in", Op::kIn},  {"not in", Op::kNotIn}};
   for (const auto& [t, op] : kOps) {
     if (t == text) return op;
   }

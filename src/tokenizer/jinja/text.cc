@@ -1,10 +1,10 @@
 #include "tokenizer/jinja/text.h"
 
+#include <utf8proc.h>
+
 #include <charconv>
 #include <cmath>
 #include <cstdio>
-
-#include <utf8proc.h>
 
 namespace kiln::jinja {
 
@@ -94,9 +94,24 @@ std::vector<size_t> CodepointOffsets(std::string_view s) {
 
 bool IsPyWhitespace(uint32_t cp) {
   switch (cp) {
-    case 0x09: case 0x0A: case 0x0B: case 0x0C: case 0x0D: case 0x1C: case 0x1D: case 0x1E:
-    case 0x1F: case 0x20: case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029:
-    case 0x202F: case 0x205F: case 0x3000:
+    case 0x09:
+    case 0x0A:
+    case 0x0B:
+    case 0x0C:
+    case 0x0D:
+    case 0x1C:
+    case 0x1D:
+    case 0x1E:
+    case 0x1F:
+    case 0x20:
+    case 0x85:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
+    case 0x3000:
       return true;
     default:
       return cp >= 0x2000 && cp <= 0x200A;

@@ -28,9 +28,12 @@ Value Value::UndefinedDictKey(std::string_view key) {
 
 std::string UndefinedMessage(const Value& undefined) {
   switch (undefined.int_value()) {
-    case 1: return "'" + undefined.str() + "' is undefined";
-    case 2: return "'dict object' has no attribute '" + undefined.str() + "'";
-    default: return undefined.str().empty() ? std::string("value is undefined") : undefined.str();
+    case 1:
+      return "'" + undefined.str() + "' is undefined";
+    case 2:
+      return "'dict object' has no attribute '" + undefined.str() + "'";
+    default:
+      return undefined.str().empty() ? std::string("value is undefined") : undefined.str();
   }
 }
 
@@ -123,16 +126,26 @@ Value CallArgs::Take(size_t index, std::string_view name) const {
 
 std::string TypeName(const Value& v) {
   switch (v.kind()) {
-    case ValueKind::kUndefined: return "Undefined";
-    case ValueKind::kNone: return "NoneType";
-    case ValueKind::kBool: return "bool";
-    case ValueKind::kInt: return "int";
-    case ValueKind::kFloat: return "float";
-    case ValueKind::kString: return "str";
-    case ValueKind::kList: return "list";
-    case ValueKind::kDict: return "dict";
-    case ValueKind::kNamespace: return "Namespace";
-    case ValueKind::kCallable: return "function";
+    case ValueKind::kUndefined:
+      return "Undefined";
+    case ValueKind::kNone:
+      return "NoneType";
+    case ValueKind::kBool:
+      return "bool";
+    case ValueKind::kInt:
+      return "int";
+    case ValueKind::kFloat:
+      return "float";
+    case ValueKind::kString:
+      return "str";
+    case ValueKind::kList:
+      return "list";
+    case ValueKind::kDict:
+      return "dict";
+    case ValueKind::kNamespace:
+      return "Namespace";
+    case ValueKind::kCallable:
+      return "function";
   }
   return "object";
 }
@@ -140,15 +153,23 @@ std::string TypeName(const Value& v) {
 bool Truthy(const Value& v) {
   switch (v.kind()) {
     case ValueKind::kUndefined:
-    case ValueKind::kNone: return false;
-    case ValueKind::kBool: return v.bool_value();
-    case ValueKind::kInt: return v.int_value() != 0;
-    case ValueKind::kFloat: return v.float_value() != 0.0;
-    case ValueKind::kString: return !v.str().empty();
-    case ValueKind::kList: return !v.list().empty();
-    case ValueKind::kDict: return !v.dict().items.empty();
+    case ValueKind::kNone:
+      return false;
+    case ValueKind::kBool:
+      return v.bool_value();
+    case ValueKind::kInt:
+      return v.int_value() != 0;
+    case ValueKind::kFloat:
+      return v.float_value() != 0.0;
+    case ValueKind::kString:
+      return !v.str().empty();
+    case ValueKind::kList:
+      return !v.list().empty();
+    case ValueKind::kDict:
+      return !v.dict().items.empty();
     case ValueKind::kNamespace:
-    case ValueKind::kCallable: return true;
+    case ValueKind::kCallable:
+      return true;
   }
   return false;
 }
@@ -161,7 +182,9 @@ void AppendRepr(const Value& v, std::string* out, int depth) {
     return;
   }
   switch (v.kind()) {
-    case ValueKind::kString: *out += PyReprString(v.str()); return;
+    case ValueKind::kString:
+      *out += PyReprString(v.str());
+      return;
     case ValueKind::kList: {
       *out += v.is_tuple() ? '(' : '[';
       bool first = true;
@@ -189,8 +212,12 @@ void AppendRepr(const Value& v, std::string* out, int depth) {
       *out += ns ? "}>" : "}";
       return;
     }
-    case ValueKind::kUndefined: *out += "Undefined"; return;
-    default: AppendStr(v, out); return;
+    case ValueKind::kUndefined:
+      *out += "Undefined";
+      return;
+    default:
+      AppendStr(v, out);
+      return;
   }
 }
 
@@ -198,14 +225,29 @@ void AppendRepr(const Value& v, std::string* out, int depth) {
 
 void AppendStr(const Value& v, std::string* out) {
   switch (v.kind()) {
-    case ValueKind::kUndefined: return;
-    case ValueKind::kNone: *out += "None"; return;
-    case ValueKind::kBool: *out += v.bool_value() ? "True" : "False"; return;
-    case ValueKind::kInt: *out += std::to_string(v.int_value()); return;
-    case ValueKind::kFloat: *out += PyFloatRepr(v.float_value()); return;
-    case ValueKind::kString: *out += v.str(); return;
-    case ValueKind::kCallable: *out += "<function " + v.callable().name + ">"; return;
-    default: AppendRepr(v, out, 0); return;
+    case ValueKind::kUndefined:
+      return;
+    case ValueKind::kNone:
+      *out += "None";
+      return;
+    case ValueKind::kBool:
+      *out += v.bool_value() ? "True" : "False";
+      return;
+    case ValueKind::kInt:
+      *out += std::to_string(v.int_value());
+      return;
+    case ValueKind::kFloat:
+      *out += PyFloatRepr(v.float_value());
+      return;
+    case ValueKind::kString:
+      *out += v.str();
+      return;
+    case ValueKind::kCallable:
+      *out += "<function " + v.callable().name + ">";
+      return;
+    default:
+      AppendRepr(v, out, 0);
+      return;
   }
 }
 
@@ -230,8 +272,10 @@ bool Equals(const Value& a, const Value& b) {
   if (a.kind() != b.kind()) return false;
   switch (a.kind()) {
     case ValueKind::kUndefined:
-    case ValueKind::kNone: return true;
-    case ValueKind::kString: return a.str() == b.str();
+    case ValueKind::kNone:
+      return true;
+    case ValueKind::kString:
+      return a.str() == b.str();
     case ValueKind::kList: {
       const ValueList& x = a.list();
       const ValueList& y = b.list();
@@ -251,7 +295,8 @@ bool Equals(const Value& a, const Value& b) {
       }
       return true;
     }
-    default: return a.identity() == b.identity();
+    default:
+      return a.identity() == b.identity();
   }
 }
 
@@ -278,16 +323,21 @@ template <typename Json>
 Value FromJson(const Json& j, int max_depth) {
   if (max_depth < 0) ThrowRuntime({}, "JSON input nested too deeply");
   switch (j.type()) {
-    case Json::value_t::null: return Value::None();
-    case Json::value_t::boolean: return Value::Bool(j.template get<bool>());
-    case Json::value_t::number_integer: return Value::Int(j.template get<int64_t>());
+    case Json::value_t::null:
+      return Value::None();
+    case Json::value_t::boolean:
+      return Value::Bool(j.template get<bool>());
+    case Json::value_t::number_integer:
+      return Value::Int(j.template get<int64_t>());
     case Json::value_t::number_unsigned: {
       uint64_t u = j.template get<uint64_t>();
       if (u > static_cast<uint64_t>(INT64_MAX)) return Value::Float(static_cast<double>(u));
       return Value::Int(static_cast<int64_t>(u));
     }
-    case Json::value_t::number_float: return Value::Float(j.template get<double>());
-    case Json::value_t::string: return Value::Str(j.template get<std::string>());
+    case Json::value_t::number_float:
+      return Value::Float(j.template get<double>());
+    case Json::value_t::string:
+      return Value::Str(j.template get<std::string>());
     case Json::value_t::array: {
       ValueList items;
       items.reserve(j.size());
@@ -302,7 +352,8 @@ Value FromJson(const Json& j, int max_depth) {
       }
       return d;
     }
-    default: return Value::None();  // binary / discarded: nothing a template can use
+    default:
+      return Value::None();  // binary / discarded: nothing a template can use
   }
 }
 
@@ -318,13 +369,27 @@ void AppendJsonString(std::string_view s, bool ensure_ascii, std::string* out) {
     if (c < 0x80) {
       ++pos;
       switch (c) {
-        case '"': *out += "\\\""; break;
-        case '\\': *out += "\\\\"; break;
-        case '\n': *out += "\\n"; break;
-        case '\r': *out += "\\r"; break;
-        case '\t': *out += "\\t"; break;
-        case '\b': *out += "\\b"; break;
-        case '\f': *out += "\\f"; break;
+        case '"':
+          *out += "\\\"";
+          break;
+        case '\\':
+          *out += "\\\\";
+          break;
+        case '\n':
+          *out += "\\n";
+          break;
+        case '\r':
+          *out += "\\r";
+          break;
+        case '\t':
+          *out += "\\t";
+          break;
+        case '\b':
+          *out += "\\b";
+          break;
+        case '\f':
+          *out += "\\f";
+          break;
         default:
           if (c < 0x20 || (ensure_ascii && c == 0x7F)) {
             char buf[8];
@@ -364,17 +429,28 @@ void ToJsonImpl(const Value& v, const JsonFormat& f, SourceLoc loc, int level, s
   const std::string& item_sep =
       f.custom_separators ? f.item_separator : (f.indent >= 0 ? "," : ", ");
   switch (v.kind()) {
-    case ValueKind::kNone: *out += "null"; return;
-    case ValueKind::kBool: *out += v.bool_value() ? "true" : "false"; return;
-    case ValueKind::kInt: *out += std::to_string(v.int_value()); return;
+    case ValueKind::kNone:
+      *out += "null";
+      return;
+    case ValueKind::kBool:
+      *out += v.bool_value() ? "true" : "false";
+      return;
+    case ValueKind::kInt:
+      *out += std::to_string(v.int_value());
+      return;
     case ValueKind::kFloat: {
       double d = v.float_value();
-      if (std::isnan(d)) *out += "NaN";
-      else if (std::isinf(d)) *out += d < 0 ? "-Infinity" : "Infinity";
-      else *out += PyFloatRepr(d);
+      if (std::isnan(d))
+        *out += "NaN";
+      else if (std::isinf(d))
+        *out += d < 0 ? "-Infinity" : "Infinity";
+      else
+        *out += PyFloatRepr(d);
       return;
     }
-    case ValueKind::kString: AppendJsonString(v.str(), f.ensure_ascii, out); return;
+    case ValueKind::kString:
+      AppendJsonString(v.str(), f.ensure_ascii, out);
+      return;
     case ValueKind::kList: {
       const ValueList& items = v.list();
       if (items.empty()) {

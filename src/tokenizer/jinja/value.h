@@ -13,12 +13,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "tokenizer/jinja/error.h"
 
@@ -47,8 +46,8 @@ class Value final {
   Value() = default;  // Undefined with no hint
   static Value Undefined(std::string hint);
   // Cheap Undefineds for the hot misses; their message is built only if an error reports it.
-  static Value UndefinedName(std::string_view name);       // "'name' is undefined"
-  static Value UndefinedDictKey(std::string_view key);     // "'dict object' has no attribute 'key'"
+  static Value UndefinedName(std::string_view name);    // "'name' is undefined"
+  static Value UndefinedDictKey(std::string_view key);  // "'dict object' has no attribute 'key'"
   static Value None();
   static Value Bool(bool b);
   static Value Int(int64_t i);
@@ -141,8 +140,8 @@ bool Equals(const Value& a, const Value& b);
 bool LessThan(const Value& a, const Value& b, SourceLoc loc);
 
 // JSON in. Integers stay ints, other numbers become floats; nesting deeper than max_depth throws.
-// Defined for nlohmann::json (objects arrive sorted by key) and nlohmann::ordered_json (objects keep
-// their document order, as Python dicts do).
+// Defined for nlohmann::json (objects arrive sorted by key) and nlohmann::ordered_json (objects
+// keep their document order, as Python dicts do).
 template <typename Json>
 Value FromJson(const Json& j, int max_depth = 256);
 
