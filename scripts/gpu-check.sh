@@ -93,6 +93,7 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ]; then
     TABLE+=("bench $name (rc=$rc): $(grep '^RESULT' "$LOG/bench_$name.log" | cut -c8-)")
   }
   run_bench qwen2-7b_b1 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 128 --output-len 128
+  run_bench qwen2-7b_b1_eager 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 128 --output-len 128 --enforce-eager
   run_bench qwen2-7b_b64_ctx2000 300 latency --model "$Q7" --load-format dummy --batch-size 64 --input-len 2000 --output-len 32
   run_bench qwen2-7b_prefill8k 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 8192 --output-len 4 --max-num-batched-tokens 8192
   if [ -n "${KILN_THROUGHPUT_PROMPTS:-}" ]; then
