@@ -1,6 +1,7 @@
 #include "backend/cpu/cpu_backend.h"
 
 #include <cblas.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -286,6 +287,23 @@ StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(std::shared_ptr<const Loaded
                                      " bytes holds no block of " + std::to_string(bytes_per_block) + " bytes");
   if (num_blocks > (int64_t{1} << 40) / bytes_per_block)
     return Status::ResourceExhausted("KV cache of " + std::to_string(num_blocks) + " blocks is too large");
+  // Float32 weights + KV cache must fit in physical memory (a 7B dummy model would need ~30 GB).
+  const LlamaWeights& w = model->weights;
+  double weight_elements = static_cast<double>(w.embed_tokens.numel()) + w.norm.numel();
+  if (!model->config.tie_word_embeddings) weight_elements += static_cast<double>(w.lm_head.numel());
+  for (const LlamaWeights::Layer& l : w.layers)
+    for (const Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.q_bias, &l.k_bias,
+                            &l.v_bias, &l.q_norm, &l.k_norm, &l.o_proj, &l.post_attention_layernorm,
+                            &l.gate_proj, &l.up_proj, &l.down_proj})
+      weight_elements += static_cast<double>(t->numel());
+  const double needed_bytes = 4.0 * weight_elements + static_cast<double>(num_blocks) * bytes_per_block;
+  const double physical_bytes =
+      static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+  if (physical_bytes > 0 && needed_bytes > physical_bytes)
+    return Status::ResourceExhausted(
+        "CPU backend needs " + std::to_string(static_cast<int64_t>(needed_bytes / 1e6)) +
+        " MB (float32 weights + KV cache) but the machine has " +
+        std::to_string(static_cast<int64_t>(physical_bytes / 1e6)) + " MB");
   int threads = options.num_threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   return std::unique_ptr<Backend>(new CpuBackend(std::move(model), options, num_blocks, threads));

@@ -243,6 +243,23 @@ TEST(CpuBackendTest, RejectsMalformedBatch) {
   EXPECT_TRUE(logits.empty());
 }
 
+TEST(CpuBackendTest, RefusesModelsLargerThanMemory) {
+  const std::string dir = SharedPath("models/tiny-qwen2");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tiny-qwen2";
+  ModelOptions options;
+  options.model_path = dir;
+  options.load_format = "dummy";
+  auto model = LoadModel(options);
+  ASSERT_TRUE(model.ok());
+  CpuBackendOptions bo;
+  bo.num_kv_blocks = 30000000;  // 30M blocks x 32 KiB ≈ 983 GB: beyond this machine's RAM
+  auto backend = CreateCpuBackend(*model, bo);
+  ASSERT_FALSE(backend.ok());
+  EXPECT_EQ(backend.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(backend.status().message().find("machine has"), std::string::npos)
+      << backend.status().ToString();
+}
+
 TEST(CpuBackendTest, DummyWeightsAreDeterministic) {
   const std::string dir = SharedPath("models/tiny-qwen3");
   if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tiny-qwen3";
