@@ -9,8 +9,12 @@
 // Kernels behind the one launcher (FlashAttention-style: K/V tiles gathered through the block
 // table with cp.async, online softmax, fp32 accumulation):
 //  - prefill, sequences with q_len > kDecodeMaxQueryLen (bf16 only):
-//      head_dim 128: wgmma (sm_90a), 2 warpgroups × 64 query rows, K/V tiles of 128 keys
-//                    (attention_prefill_sm90.cuh);
+//      head_dim 128: wgmma (sm_90a), a producer warpgroup that fills K/V tiles of 128 keys with
+//                    the bulk tensor copy engine (TMA, one copy per page and 64-column half;
+//                    tensor maps encoded per launch on the host) and 2 consumer warpgroups × 64
+//                    query rows that take turns on the tensor cores (ping-pong)
+//                    (attention_prefill_sm90_tma.cuh); if the driver offers no tensor-map
+//                    encoder, the cp.async wgmma kernel (attention_prefill_sm90.cuh);
 //      head_dim 64:  mma.sync m16n8k16, 8 warps × 16 query rows, tiles of 64 keys
 //                    (attention_prefill.cuh).
 //  - short query runs (decode), sequences with q_len <= kDecodeMaxQueryLen: one block per

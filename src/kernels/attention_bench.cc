@@ -3,6 +3,8 @@
 //  2. (printed last) causal prefill attention, one 8,192-token sequence, Qwen2-7B heads (28 q, 4 kv, head_dim
 //     128), bf16, paged (block_size 16, shuffled blocks): TFLOP/s (4·S²/2·D·H FLOPs, the
 //     FlashAttention convention) for each tensor-core tile shape and the dispatcher's choice;
+//     then a batch of 4 × 2,048 and 16 × 512 prompts and a 2,048-token chunk over a 6,144-token
+//     cached prefix (cp.async wgmma kernel, TMA kernel, dispatcher);
 //  3. (printed first) decode attention, batch 64 × 2,000-token contexts, same heads: GB/s of K/V read vs copy.
 // Each figure is the median of timed repetitions after warm-up, timed with CUDA events.
 #include <cuda_bf16.h>
@@ -246,6 +248,34 @@ int main(int argc, char** argv) {
         MedianMs([&] { CHECK_CUDA(kiln::kernels::PagedAttention(b.params, nullptr)); }, 2, 10);
     std::printf("%-44s %10.3f %12.1f %6.0f%%\n", "PagedAttention (dispatcher)", ms,
                 flops / (ms * 1e-3) / 1e12, 100.0 * flops / (ms * 1e-3) / 1e12 / 350);
+  }
+  // 2b. Other prefill shapes: a batch of shorter prompts and a chunk over a cached prefix.
+  // FLOPs: every new row attends to its position + 1 keys.
+  struct Shape {
+    const char* name;
+    int num_seqs, seq_len, q_len;
+  };
+  const Shape shapes[] = {{"prefill 4 x 2048 causal", 4, 2048, 2048},
+                          {"prefill 16 x 512 causal", 16, 512, 512},
+                          {"chunk 2048 over 6144 cached (1 seq)", 1, 8192, 2048}};
+  for (const Shape& sh : shapes) {
+    Batch b;
+    MakeBatch(sh.num_seqs, sh.seq_len, sh.q_len, rng, &b);
+    const double ctx = sh.seq_len - sh.q_len;
+    const double flops = 4.0 * 128 * 28 * sh.num_seqs *
+                         (static_cast<double>(sh.q_len) * ctx + sh.q_len * (sh.q_len + 1.0) / 2);
+    std::printf("\n%-44s %10s %12s\n", sh.name, "ms", "TFLOP/s");
+    auto row = [&](const char* name, const std::function<cudaError_t()>& fn) {
+      const double ms = MedianMs([&] { CHECK_CUDA(fn()); }, 2, 10);
+      std::printf("%-44s %10.3f %12.1f\n", name, ms, flops / (ms * 1e-3) / 1e12);
+    };
+    row("wgmma 2 warpgroups, BlockN 128 (cp.async)", [&] {
+      return kiln::kernels::PagedAttentionPrefillVariant(b.params, -1, 128, nullptr);
+    });
+    row("wgmma TMA producer + ping-pong, BlockN 128", [&] {
+      return kiln::kernels::PagedAttentionPrefillVariant(b.params, -4, 128, nullptr);
+    });
+    row("PagedAttention (dispatcher)", [&] { return kiln::kernels::PagedAttention(b.params, nullptr); });
   }
 
   std::printf("\ncopy bandwidth (D2D memcpy, read + write): %.0f GB/s\n", copy_gbs);
