@@ -109,6 +109,22 @@ uint16_t FloatToHalfBits(float f) {  // exact for the test values used
   return static_cast<uint16_t>(sign | (exp << 10) | ((b >> 13) & 0x3FF));
 }
 
+// Writes a GGUF image to a temporary .gguf file, loads it with LoadModel, removes the file.
+StatusOr<std::shared_ptr<const LoadedModel>> LoadGgufImage(const std::string& image) {
+  char tmpl[] = "/tmp/kiln_gguf_XXXXXX";
+  const int fd = mkstemp(tmpl);
+  if (fd < 0) return Status::IOError("mkstemp failed");
+  close(fd);
+  const std::string path = std::string(tmpl) + ".gguf";
+  std::ofstream(path, std::ios::binary) << image;
+  ModelOptions options;
+  options.model_path = path;
+  auto model = LoadModel(options);
+  std::remove(path.c_str());
+  std::remove(tmpl);
+  return model;
+}
+
 std::string SyntheticImage() {
   GgufWriter w;
   w.KvString("general.architecture", "test");
@@ -296,19 +312,10 @@ TEST(GgufTest, Q8_0ModelLoads) {
     }
   }
   EXPECT_GT(quantized, 10);
-  char tmpl[] = "/tmp/kiln_q8_XXXXXX";
-  const int fd = mkstemp(tmpl);
-  ASSERT_GE(fd, 0);
-  close(fd);
-  const std::string q8_path = std::string(tmpl) + ".gguf";
-  std::ofstream(q8_path, std::ios::binary) << w.Finish();
+  auto q8_model = LoadGgufImage(w.Finish());
   ModelOptions options;
-  options.model_path = q8_path;
-  auto q8_model = LoadModel(options);
   options.model_path = path;
   auto f32_model = LoadModel(options);
-  std::remove(q8_path.c_str());
-  std::remove(tmpl);
   ASSERT_TRUE(q8_model.ok()) << q8_model.status().ToString();
   ASSERT_TRUE(f32_model.ok());
   const auto a = (*q8_model)->weights.layers[2].q_proj.ToFloatVector();
@@ -371,16 +378,7 @@ TEST(GgufTest, Qwen2GgufMatchesHfDirectory) {
     put(p + "ffn_up.weight", l.up_proj);
     put(p + "ffn_down.weight", l.down_proj);
   }
-  char tmpl[] = "/tmp/kiln_qwen2_XXXXXX";
-  const int fd = mkstemp(tmpl);
-  ASSERT_GE(fd, 0);
-  close(fd);
-  const std::string path = std::string(tmpl) + ".gguf";
-  std::ofstream(path, std::ios::binary) << w.Finish();
-  options.model_path = path;
-  auto gguf = LoadModel(options);
-  std::remove(path.c_str());
-  std::remove(tmpl);
+  auto gguf = LoadGgufImage(w.Finish());
   ASSERT_TRUE(gguf.ok()) << gguf.status().ToString();
   const ModelConfig& g = (*gguf)->config;
   EXPECT_EQ(g.architecture, "qwen2");

@@ -122,7 +122,7 @@ void BM_Decode(benchmark::State& state, const std::string& relative, const std::
 BENCHMARK_CAPTURE(BM_Decode, stories260K_gguf, std::string("models/stories260K/stories260K.gguf"), std::string("auto"))
     ->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond)->MinTime(2.0)->UseRealTime();
 BENCHMARK_CAPTURE(BM_Decode, qwen2_5_0_5b_dummy, std::string("configs/qwen2.5-0.5b-instruct"), std::string("dummy"))
-    ->Arg(2)->Unit(benchmark::kMillisecond)->Iterations(20)->UseRealTime();
+    ->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->Iterations(20)->UseRealTime();
 
 }  // namespace
 }  // namespace kiln
