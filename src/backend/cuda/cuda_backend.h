@@ -2,8 +2,11 @@
 // It owns the weights on the device (bf16, or float32 in the exact-parity mode; q/k/v fused into
 // one [q_size + 2 * kv_size, hidden] matrix and gate/up into one [2 * intermediate, hidden]
 // matrix), the paged KV cache (per layer K and V, [num_kv_blocks * block_size, num_kv_heads,
-// head_dim]), cuBLASLt GEMM plans, activation buffers sized for max_num_batched_tokens, and
-// CUDA graphs captured lazily per decode batch-size bucket.
+// head_dim]), cuBLASLt GEMM plans (autotuned per shape on first use), activation buffers sized
+// for max_num_batched_tokens, and CUDA graphs of decode-only steps captured lazily per (batch-size
+// bucket, context band of 512·2^k tokens); padded rows write no KV. Per-step metadata goes up in
+// one async copy from one of two pinned buffers; Forward does not synchronize (Sample, GetLogits
+// and GetHidden do). Sampling runs on the GPU (gpu_sampler.h, kernels/sampling.h).
 //
 // Not responsible for: scheduling, block allocation (the engine's KV manager hands out block ids
 // in [0, num_kv_blocks())), tokenization.
