@@ -105,6 +105,7 @@ StatusOr<std::string> ChatTemplate::RenderImpl(const Json& messages, const Json&
 
   std::string rendered;
   try {
+    jinja::ContainerArena arena;  // frees whatever the render built, cycles included
     jinja::ValueDict globals;
     jinja::AddGlobalFunctions(&globals);
     globals.Set("messages", jinja::FromJson(messages));

@@ -73,6 +73,9 @@ void Interpreter::Tick(SourceLoc loc) {
 
 std::string Interpreter::Render(const Body& body, const ValueDict& globals) {
   Scope root(nullptr);
+  // Declared after `root`, so it empties what the render built before the scopes are destroyed:
+  // no reference cycle survives and no deep structure is freed recursively.
+  ContainerArena arena;
   for (const auto& [k, v] : globals.items) root.Set(k, v);
   root_ = &root;
   std::string out;

@@ -26,6 +26,7 @@ Rendered RenderWith(const std::string& source, const std::string& vars_json,
                     RenderLimits limits = {}) {
   Rendered r;
   try {
+    ContainerArena arena;
     Body body = ParseTemplate(Tokenize(source));
     ValueDict globals;
     AddGlobalFunctions(&globals);
@@ -489,6 +490,26 @@ TEST(JinjaTest, MutationDuringMethodCallIsSafe) {
   EXPECT_EQ(r.text, "[None] 8");  // jinja2 renders the same
 }
 
+// Regression: 200k nested lists are released without recursing 200k destructors deep, and a
+// self-containing list does not leak (the render's ContainerArena empties both).
+TEST(JinjaTest, DeepAndCyclicStructuresAreReleased) {
+  Rendered deep = RenderWith(
+      "{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = [ns.l] %}"
+      "{% endfor %}{% for i in range(100000) %}{% set ns.l = [ns.l] %}{% endfor %}done",
+      "{}");
+  ASSERT_TRUE(deep.ok) << deep.text;
+  EXPECT_EQ(deep.text, "done");
+  Rendered cmp = RenderWith(
+      "{% set ns = namespace(l=[]) %}{% for i in range(1000) %}{% set ns.l = [ns.l] %}"
+      "{% endfor %}{{ ns.l == ns.l }}",
+      "{}");
+  EXPECT_FALSE(cmp.ok);
+  EXPECT_NE(cmp.text.find("nested too deeply"), std::string::npos) << cmp.text;
+  Rendered cyclic = RenderWith("{% set l = [1] %}{% do l.append(l) %}{{ l|length }}", "{}");
+  ASSERT_TRUE(cyclic.ok) << cyclic.text;
+  EXPECT_EQ(cyclic.text, "2");
+}
+
 TEST(JinjaTest, LexerWhitespaceRulesMatchHf) {
   // keep_trailing_newline=False drops exactly one trailing newline.
   EXPECT_EQ(RenderWith("a\n\n", "{}").text, "a\n");
@@ -516,6 +537,7 @@ TEST(JinjaTest, ParsedTemplateIsSharedAcrossThreads) {
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&, t] {
       for (int rep = 0; rep < 200; ++rep) {
+        ContainerArena arena;
         ValueDict globals;
         AddGlobalFunctions(&globals);
         globals.Set("messages", FromJson(nlohmann::json::array({t, t, t})));

@@ -66,10 +66,39 @@ Value Value::Str(std::string s) {
   v.str_ = std::move(s);
   return v;
 }
+namespace {
+thread_local ContainerArena* current_arena = nullptr;
+}  // namespace
+
+ContainerArena::ContainerArena() : previous_(current_arena) { current_arena = this; }
+
+ContainerArena::~ContainerArena() {
+  current_arena = previous_;
+  // Keep every live container alive, empty them all, then let go: cycles are broken and no
+  // destructor recurses through a deep structure (each container is already empty when it dies).
+  std::vector<std::pair<std::shared_ptr<void>, bool>> alive;
+  alive.reserve(containers_.size());
+  for (const auto& [weak, is_list] : containers_) {
+    if (std::shared_ptr<void> p = weak.lock()) alive.emplace_back(std::move(p), is_list);
+  }
+  for (auto& [p, is_list] : alive) {
+    if (is_list) {
+      ValueList().swap(*static_cast<ValueList*>(p.get()));
+    } else {
+      decltype(ValueDict::items)().swap(static_cast<ValueDict*>(p.get())->items);
+    }
+  }
+}
+
+void ContainerArena::Register(const std::shared_ptr<void>& container, bool is_list) {
+  if (current_arena != nullptr) current_arena->containers_.emplace_back(container, is_list);
+}
+
 Value Value::List(ValueList items) {
   Value v;
   v.kind_ = ValueKind::kList;
   v.ptr_ = std::make_shared<ValueList>(std::move(items));
+  ContainerArena::Register(v.ptr_, true);
   return v;
 }
 Value Value::Tuple(ValueList items) {
@@ -81,12 +110,14 @@ Value Value::Dict() {
   Value v;
   v.kind_ = ValueKind::kDict;
   v.ptr_ = std::make_shared<ValueDict>();
+  ContainerArena::Register(v.ptr_, false);
   return v;
 }
 Value Value::Namespace() {
   Value v;
   v.kind_ = ValueKind::kNamespace;
   v.ptr_ = std::make_shared<ValueDict>();
+  ContainerArena::Register(v.ptr_, false);
   return v;
 }
 Value Value::Function(std::shared_ptr<const Callable> callable) {
@@ -264,7 +295,14 @@ std::string Repr(const Value& v) {
   return out;
 }
 
-bool Equals(const Value& a, const Value& b) {
+namespace {
+constexpr int kMaxCompareDepth = 256;
+}  // namespace
+
+bool Equals(const Value& a, const Value& b) { return EqualsAt(a, b, 0); }
+
+bool EqualsAt(const Value& a, const Value& b, int depth) {
+  if (depth > kMaxCompareDepth) ThrowRuntime({}, "comparison of values nested too deeply");
   if (a.is_number() && b.is_number()) {
     if (a.is_integral() && b.is_integral()) return a.int_value() == b.int_value();
     return a.float_value() == b.float_value();
@@ -281,7 +319,7 @@ bool Equals(const Value& a, const Value& b) {
       const ValueList& y = b.list();
       if (x.size() != y.size()) return false;
       for (size_t i = 0; i < x.size(); ++i) {
-        if (!Equals(x[i], y[i])) return false;
+        if (!EqualsAt(x[i], y[i], depth + 1)) return false;
       }
       return true;
     }
@@ -291,7 +329,7 @@ bool Equals(const Value& a, const Value& b) {
       if (x.items.size() != y.items.size()) return false;
       for (const auto& [k, v] : x.items) {
         const Value* other = y.Find(k);
-        if (other == nullptr || !Equals(v, *other)) return false;
+        if (other == nullptr || !EqualsAt(v, *other, depth + 1)) return false;
       }
       return true;
     }
@@ -300,7 +338,10 @@ bool Equals(const Value& a, const Value& b) {
   }
 }
 
-bool LessThan(const Value& a, const Value& b, SourceLoc loc) {
+bool LessThan(const Value& a, const Value& b, SourceLoc loc) { return LessThanAt(a, b, loc, 0); }
+
+bool LessThanAt(const Value& a, const Value& b, SourceLoc loc, int depth) {
+  if (depth > kMaxCompareDepth) ThrowRuntime(loc, "comparison of values nested too deeply");
   if (a.is_number() && b.is_number()) {
     if (a.is_integral() && b.is_integral()) return a.int_value() < b.int_value();
     return a.float_value() < b.float_value();
@@ -310,8 +351,8 @@ bool LessThan(const Value& a, const Value& b, SourceLoc loc) {
     const ValueList& x = a.list();
     const ValueList& y = b.list();
     for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
-      if (LessThan(x[i], y[i], loc)) return true;
-      if (LessThan(y[i], x[i], loc)) return false;
+      if (LessThanAt(x[i], y[i], loc, depth + 1)) return true;
+      if (LessThanAt(y[i], x[i], loc, depth + 1)) return false;
     }
     return x.size() < y.size();
   }

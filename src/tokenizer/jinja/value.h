@@ -134,10 +134,29 @@ bool Truthy(const Value& v);
 std::string ToStr(const Value& v);
 void AppendStr(const Value& v, std::string* out);
 std::string Repr(const Value& v);
-// Python ==.
+// Python ==. Values nested deeper than 256 levels throw a runtime TemplateError.
 bool Equals(const Value& a, const Value& b);
+bool EqualsAt(const Value& a, const Value& b, int depth);
 // Python <: numbers, strings, lists; anything else throws a runtime TemplateError at loc.
 bool LessThan(const Value& a, const Value& b, SourceLoc loc);
+bool LessThanAt(const Value& a, const Value& b, SourceLoc loc, int depth);
+
+// Collects every list/dict/namespace created on this thread while it is alive; its destructor
+// empties those still alive. One per render: it breaks the reference cycles a template can build
+// (`l.append(l)`, which would otherwise leak) and keeps the release of deep structures from
+// recursing. Values must not be used after their arena is gone (they would read as empty).
+class ContainerArena final {
+ public:
+  ContainerArena();
+  ~ContainerArena();
+  ContainerArena(const ContainerArena&) = delete;
+  ContainerArena& operator=(const ContainerArena&) = delete;
+  static void Register(const std::shared_ptr<void>& container, bool is_list);
+
+ private:
+  std::vector<std::pair<std::weak_ptr<void>, bool>> containers_;
+  ContainerArena* previous_;
+};
 
 // JSON in. Integers stay ints, other numbers become floats; nesting deeper than max_depth throws.
 // Defined for nlohmann::json (objects arrive sorted by key) and nlohmann::ordered_json (objects
