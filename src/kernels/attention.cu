@@ -1,10 +1,10 @@
 #include "kernels/attention.h"
-#include "kernels/attention_variants.h"
 #include "kernels/attention_decode.cuh"
 #include "kernels/attention_prefill.cuh"
 #include "kernels/attention_prefill_sm90.cuh"
 #include "kernels/attention_prefill_sm90_tma.cuh"
 #include "kernels/attention_rows.cuh"
+#include "kernels/attention_variants.h"
 
 namespace kiln::kernels {
 namespace {
@@ -47,8 +47,8 @@ int ChooseSplits(const PagedAttentionParams<T>& p, int rows, int sm_count) {
   }
   splits = splits < 1 ? 1 : (splits > kMaxKvSplits ? kMaxKvSplits : splits);
   while (splits > 1 && (p.workspace == nullptr ||
-                        SplitFloats(p.num_tokens, p.num_heads, p.head_dim, splits) *
-                                sizeof(float) > p.workspace_size_bytes)) {
+                        SplitFloats(p.num_tokens, p.num_heads, p.head_dim, splits) * sizeof(float) >
+                            p.workspace_size_bytes)) {
     --splits;
   }
   return splits;
@@ -62,16 +62,16 @@ dim3 ShortQueryGrid(const PagedAttentionParams<T>& p, int max_q_len, int z) {
 }
 
 template <typename T, int D>
-cudaError_t LaunchRows(const PagedAttentionParams<T>& p, int max_q_len, int log2_bs,
-                       int sm_count, cudaStream_t stream) {
+cudaError_t LaunchRows(const PagedAttentionParams<T>& p, int max_q_len, int log2_bs, int sm_count,
+                       cudaStream_t stream) {
   using Cfg = RowsConfig<T, D>;
   const int group = p.num_heads / p.num_kv_heads;
   if (group > Cfg::kMaxGroupSize) return cudaErrorInvalidValue;
   const int splits = ChooseSplits(p, p.num_tokens, sm_count);  // rows = tokens (upper bound)
   const size_t smem = Cfg::SmemBytes(group);
   auto kernel = PagedAttentionRowsKernel<T, D>;
-  cudaError_t err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem));
   if (err != cudaSuccess) return err;
   RowsSplitWorkspace ws;
   if (splits > 1) ws = CarveWorkspace(p.workspace, p.num_tokens, p.num_heads, p.head_dim, splits);
@@ -80,14 +80,14 @@ cudaError_t LaunchRows(const PagedAttentionParams<T>& p, int max_q_len, int log2
   err = cudaGetLastError();
   if (err != cudaSuccess || splits == 1) return err;
   const int threads = p.head_dim < 128 ? ((p.head_dim + 31) / 32) * 32 : 128;
-  AttentionCombineKernel<T><<<ShortQueryGrid(p, max_q_len, p.num_heads), threads, 0, stream>>>(
-      p, ws, max_q_len, splits);
+  AttentionCombineKernel<T>
+      <<<ShortQueryGrid(p, max_q_len, p.num_heads), threads, 0, stream>>>(p, ws, max_q_len, splits);
   return cudaGetLastError();
 }
 
 template <int D>
-cudaError_t LaunchDecode(const PagedAttentionParams<__nv_bfloat16>& p, int max_q_len,
-                         int log2_bs, int sm_count, cudaStream_t stream) {
+cudaError_t LaunchDecode(const PagedAttentionParams<__nv_bfloat16>& p, int max_q_len, int log2_bs,
+                         int sm_count, cudaStream_t stream) {
   using Cfg = DecodeConfig<D>;
   const int splits = ChooseSplits(p, p.num_tokens, sm_count);  // rows = tokens (upper bound)
   auto kernel = PagedAttentionDecodeKernel<D>;
@@ -118,8 +118,8 @@ bool DecodeTensorCoresApply(const PagedAttentionParams<T>& p) {
 
 // Short query runs (decode): the tensor-core decode kernel where it applies, else the rows kernel.
 template <typename T>
-cudaError_t DispatchRows(const PagedAttentionParams<T>& p, int max_q_len, int log2_bs,
-                         int sm_count, cudaStream_t stream, bool allow_tensor_cores = true) {
+cudaError_t DispatchRows(const PagedAttentionParams<T>& p, int max_q_len, int log2_bs, int sm_count,
+                         cudaStream_t stream, bool allow_tensor_cores = true) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     if (allow_tensor_cores && DecodeTensorCoresApply(p)) {
       return p.head_dim == 64 ? LaunchDecode<64>(p, max_q_len, log2_bs, sm_count, stream)
@@ -127,15 +127,24 @@ cudaError_t DispatchRows(const PagedAttentionParams<T>& p, int max_q_len, int lo
     }
   }
   switch (p.head_dim) {
-    case 8: return LaunchRows<T, 8>(p, max_q_len, log2_bs, sm_count, stream);
-    case 16: return LaunchRows<T, 16>(p, max_q_len, log2_bs, sm_count, stream);
-    case 32: return LaunchRows<T, 32>(p, max_q_len, log2_bs, sm_count, stream);
-    case 64: return LaunchRows<T, 64>(p, max_q_len, log2_bs, sm_count, stream);
-    case 80: return LaunchRows<T, 80>(p, max_q_len, log2_bs, sm_count, stream);
-    case 96: return LaunchRows<T, 96>(p, max_q_len, log2_bs, sm_count, stream);
-    case 128: return LaunchRows<T, 128>(p, max_q_len, log2_bs, sm_count, stream);
-    case 256: return LaunchRows<T, 256>(p, max_q_len, log2_bs, sm_count, stream);
-    default: return cudaErrorInvalidValue;
+    case 8:
+      return LaunchRows<T, 8>(p, max_q_len, log2_bs, sm_count, stream);
+    case 16:
+      return LaunchRows<T, 16>(p, max_q_len, log2_bs, sm_count, stream);
+    case 32:
+      return LaunchRows<T, 32>(p, max_q_len, log2_bs, sm_count, stream);
+    case 64:
+      return LaunchRows<T, 64>(p, max_q_len, log2_bs, sm_count, stream);
+    case 80:
+      return LaunchRows<T, 80>(p, max_q_len, log2_bs, sm_count, stream);
+    case 96:
+      return LaunchRows<T, 96>(p, max_q_len, log2_bs, sm_count, stream);
+    case 128:
+      return LaunchRows<T, 128>(p, max_q_len, log2_bs, sm_count, stream);
+    case 256:
+      return LaunchRows<T, 256>(p, max_q_len, log2_bs, sm_count, stream);
+    default:
+      return cudaErrorInvalidValue;
   }
 }
 
@@ -154,8 +163,8 @@ cudaError_t LaunchPrefillKernel(Kernel kernel, int block_m, int threads, size_t 
 }
 
 template <int D, int kWarps = kPrefillWarps, int kBlockN = kPrefillBlockN>
-cudaError_t LaunchPrefill(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len,
-                          int log2_bs, cudaStream_t stream) {
+cudaError_t LaunchPrefill(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len, int log2_bs,
+                          cudaStream_t stream) {
   using Cfg = PrefillConfig<D, kWarps, kBlockN>;
   return LaunchPrefillKernel(PagedAttentionPrefillKernel<D, kWarps, kBlockN>, Cfg::kBlockM,
                              Cfg::kThreads, Cfg::kSmemBytes, p, min_q_len, log2_bs, stream);
@@ -165,8 +174,8 @@ template <int kBlockN>
 cudaError_t LaunchPrefillSm90(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len,
                               int log2_bs, cudaStream_t stream) {
   using Cfg = Sm90PrefillConfig<kBlockN>;
-  return LaunchPrefillKernel(PagedAttentionPrefillSm90Kernel<kBlockN>, Cfg::kBlockM,
-                             Cfg::kThreads, Cfg::kSmemBytes, p, min_q_len, log2_bs, stream);
+  return LaunchPrefillKernel(PagedAttentionPrefillSm90Kernel<kBlockN>, Cfg::kBlockM, Cfg::kThreads,
+                             Cfg::kSmemBytes, p, min_q_len, log2_bs, stream);
 }
 
 // cuTensorMapEncodeTiled from the driver, resolved once through the runtime (no libcuda link).
@@ -200,11 +209,10 @@ bool MakeKvTensorMap(CUtensorMap* map, const __nv_bfloat16* cache, int num_kv_he
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(num_kv_heads) * 128 * 2};
   const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(rows)};
   const cuuint32_t elem_strides[2] = {1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
-                const_cast<__nv_bfloat16*>(cache), dims, strides, box, elem_strides,
-                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
-         CUDA_SUCCESS;
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<__nv_bfloat16*>(cache), dims,
+                strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 // The TMA + ping-pong kernel (attention_prefill_sm90_tma.cuh); cudaErrorNotSupported when the
@@ -228,10 +236,10 @@ cudaError_t LaunchPrefillSm90Tma(const PagedAttentionParams<__nv_bfloat16>& p, i
 }
 
 cudaError_t LaunchPrefillSm90Pipelined(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len,
-                                      int log2_bs, cudaStream_t stream) {
+                                       int log2_bs, cudaStream_t stream) {
   using Cfg = Sm90PipelinedConfig;
-  return LaunchPrefillKernel(PagedAttentionPrefillSm90PipelinedKernel, Cfg::kBlockM,
-                             Cfg::kThreads, Cfg::kSmemBytes, p, min_q_len, log2_bs, stream);
+  return LaunchPrefillKernel(PagedAttentionPrefillSm90PipelinedKernel, Cfg::kBlockM, Cfg::kThreads,
+                             Cfg::kSmemBytes, p, min_q_len, log2_bs, stream);
 }
 
 template <int kBlockN, int kStages>
@@ -294,8 +302,7 @@ cudaError_t PagedAttention(const PagedAttentionParams<T>& p, cudaStream_t stream
   if (p.num_tokens == 0) return cudaSuccess;
   if (p.num_tokens < 0 || p.num_seqs <= 0 || p.num_heads <= 0 || p.num_kv_heads <= 0 ||
       p.num_seqs > 65535 || p.num_heads % p.num_kv_heads != 0 || p.head_dim <= 0 ||
-      p.head_dim % 8 != 0 ||
-      p.block_size < 16 || (p.block_size & (p.block_size - 1)) != 0 ||
+      p.head_dim % 8 != 0 || p.block_size < 16 || (p.block_size & (p.block_size - 1)) != 0 ||
       p.q_stride % 8 != 0 || reinterpret_cast<uintptr_t>(p.k_cache) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(p.v_cache) % 16 != 0) {
     return cudaErrorInvalidValue;

@@ -53,7 +53,7 @@ struct PagedAttentionParams {
   int64_t q_stride = 0;
   const T* k_cache = nullptr;  // [num_slots, num_kv_heads, head_dim]
   const T* v_cache = nullptr;  // [num_slots, num_kv_heads, head_dim]
-  T* out = nullptr;  // [num_tokens, num_heads * head_dim], rows out_stride elements apart
+  T* out = nullptr;            // [num_tokens, num_heads * head_dim], rows out_stride elements apart
   int64_t out_stride = 0;
   const int32_t* cu_seqlens_q = nullptr;  // [num_seqs + 1] (device)
   const int32_t* seq_lens = nullptr;      // [num_seqs] (device)

@@ -1,11 +1,13 @@
 // kernels_bench: attention kernel figures against the card's limits, printed as a table.
 //  1. device-to-device copy bandwidth (bytes read + written), the decode limit;
-//  2. (printed last) causal prefill attention, one 8,192-token sequence, Qwen2-7B heads (28 q, 4 kv, head_dim
+//  2. (printed last) causal prefill attention, one 8,192-token sequence, Qwen2-7B heads (28 q, 4
+//  kv, head_dim
 //     128), bf16, paged (block_size 16, shuffled blocks): TFLOP/s (4·S²/2·D·H FLOPs, the
 //     FlashAttention convention) for each tensor-core tile shape and the dispatcher's choice;
 //     then a batch of 4 × 2,048 and 16 × 512 prompts and a 2,048-token chunk over a 6,144-token
 //     cached prefix (cp.async wgmma kernel, TMA kernel, dispatcher);
-//  3. (printed first) decode attention, batch 64 × 2,000-token contexts, same heads: GB/s of K/V read vs copy.
+//  3. (printed first) decode attention, batch 64 × 2,000-token contexts, same heads: GB/s of K/V
+//  read vs copy.
 // Each figure is the median of timed repetitions after warm-up, timed with CUDA events.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -27,13 +29,13 @@ namespace {
 using kiln::kernels::PagedAttentionParams;
 using bf16 = __nv_bfloat16;
 
-#define CHECK_CUDA(expr)                                                                \
-  do {                                                                                  \
-    const cudaError_t _e = (expr);                                                      \
-    if (_e != cudaSuccess) {                                                            \
+#define CHECK_CUDA(expr)                                                                         \
+  do {                                                                                           \
+    const cudaError_t _e = (expr);                                                               \
+    if (_e != cudaSuccess) {                                                                     \
       std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(_e)); \
-      std::exit(1);                                                                     \
-    }                                                                                   \
+      std::exit(1);                                                                              \
+    }                                                                                            \
   } while (0)
 
 // Median milliseconds of `reps` runs of fn after `warmup` runs.
@@ -187,14 +189,14 @@ int main(int argc, char** argv) {
         b.params.num_kv_splits = splits;
         const double ms = MedianMs(
             [&] {
-              CHECK_CUDA(kiln::kernels::PagedAttentionDecodeVariant(b.params, tensor_cores,
-                                                                    nullptr));
+              CHECK_CUDA(
+                  kiln::kernels::PagedAttentionDecodeVariant(b.params, tensor_cores, nullptr));
             },
             3, 20);
         char name[64];
         std::snprintf(name, sizeof(name), "%s, splits %s%d",
-                      tensor_cores ? "mma.sync decode" : "CUDA-core rows", splits == 0 ? "auto " : "",
-                      splits);
+                      tensor_cores ? "mma.sync decode" : "CUDA-core rows",
+                      splits == 0 ? "auto " : "", splits);
         row(name, ms);
       }
     }
@@ -213,8 +215,8 @@ int main(int argc, char** argv) {
                 bytes / (ms * 1e-3) / 1e9, 100.0 * bytes / (ms * 1e-3) / 1e9 / copy_gbs);
   }
   // 2. Prefill, 8k causal.
-  std::printf("\n%-44s %10s %12s %s\n", "prefill 8192 causal, 28q/4kv x 128, bf16", "ms",
-              "TFLOP/s", "vs goal 350 (FA2 317, cuDNN 599)");
+  std::printf("\n%-44s %10s %12s %s\n", "prefill 8192 causal, 28q/4kv x 128, bf16", "ms", "TFLOP/s",
+              "vs goal 350 (FA2 317, cuDNN 599)");
   {
     Batch b;
     const int S = 8192;
@@ -237,8 +239,8 @@ int main(int argc, char** argv) {
     for (const Variant& v : variants) {
       const double ms = MedianMs(
           [&] {
-            CHECK_CUDA(kiln::kernels::PagedAttentionPrefillVariant(b.params, v.warps, v.block_n,
-                                                                   nullptr));
+            CHECK_CUDA(
+                kiln::kernels::PagedAttentionPrefillVariant(b.params, v.warps, v.block_n, nullptr));
           },
           2, 10);
       std::printf("%-44s %10.3f %12.1f %6.0f%%\n", v.name, ms, flops / (ms * 1e-3) / 1e12,
@@ -269,13 +271,12 @@ int main(int argc, char** argv) {
       const double ms = MedianMs([&] { CHECK_CUDA(fn()); }, 2, 10);
       std::printf("%-44s %10.3f %12.1f\n", name, ms, flops / (ms * 1e-3) / 1e12);
     };
-    row("wgmma 2 warpgroups, BlockN 128 (cp.async)", [&] {
-      return kiln::kernels::PagedAttentionPrefillVariant(b.params, -1, 128, nullptr);
-    });
-    row("wgmma TMA producer + ping-pong, BlockN 128", [&] {
-      return kiln::kernels::PagedAttentionPrefillVariant(b.params, -4, 128, nullptr);
-    });
-    row("PagedAttention (dispatcher)", [&] { return kiln::kernels::PagedAttention(b.params, nullptr); });
+    row("wgmma 2 warpgroups, BlockN 128 (cp.async)",
+        [&] { return kiln::kernels::PagedAttentionPrefillVariant(b.params, -1, 128, nullptr); });
+    row("wgmma TMA producer + ping-pong, BlockN 128",
+        [&] { return kiln::kernels::PagedAttentionPrefillVariant(b.params, -4, 128, nullptr); });
+    row("PagedAttention (dispatcher)",
+        [&] { return kiln::kernels::PagedAttention(b.params, nullptr); });
   }
 
   std::printf("\ncopy bandwidth (D2D memcpy, read + write): %.0f GB/s\n", copy_gbs);

@@ -41,9 +41,9 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   using Cfg = PrefillConfig<D, kWarps, kBlockN>;
   constexpr int kBlockM = Cfg::kBlockM;
   constexpr int kChunks = Cfg::kChunks;
-  constexpr int kKSteps = D / 16;        // k16 steps of Q·Kᵀ
-  constexpr int kNTiles = kBlockN / 8;   // n8 tiles of S
-  constexpr int kDTiles = D / 8;         // n8 tiles of O
+  constexpr int kKSteps = D / 16;       // k16 steps of Q·Kᵀ
+  constexpr int kNTiles = kBlockN / 8;  // n8 tiles of S
+  constexpr int kDTiles = D / 8;        // n8 tiles of O
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __nv_bfloat16* s_q = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __nv_bfloat16* s_k = s_q + kBlockM * D;
@@ -70,8 +70,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     const int c = i - r * kChunks;
     const bool valid = m0 + r < q_len;
     const __nv_bfloat16* src =
-        p.q + (valid ? (q_start + m0 + r) * p.q_stride + static_cast<int64_t>(head) * D + c * 8
-                     : 0);
+        p.q +
+        (valid ? (q_start + m0 + r) * p.q_stride + static_cast<int64_t>(head) * D + c * 8 : 0);
     CpAsync16(SmemAddr(s_q + SwizzledOffset<kChunks>(r, c)), src, valid ? 16 : 0);
   }
   CpAsyncCommit();
@@ -81,8 +81,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   const int32_t* block_table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
   auto load_kv = [&](int tile, int stage) {
     GatherKvTile<__nv_bfloat16, kBlockN, D, Cfg::kThreads>(
-        p, block_table, log2_block_size, kvh, tile * kBlockN, kv_end, SmemAddr(s_k),
-        SmemAddr(s_v), tid, [&](int j, int c) {
+        p, block_table, log2_block_size, kvh, tile * kBlockN, kv_end, SmemAddr(s_k), SmemAddr(s_v),
+        tid, [&](int j, int c) {
           return static_cast<uint32_t>((stage * kBlockN * D + SwizzledOffset<kChunks>(j, c)) * 2);
         });
   };
@@ -124,7 +124,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
       const __nv_bfloat16* v_tile = s_v + stage * kBlockN * D;
       float s_acc[kNTiles][4];
 #pragma unroll
-      for (int i = 0; i < kNTiles; ++i) s_acc[i][0] = s_acc[i][1] = s_acc[i][2] = s_acc[i][3] = 0.0f;
+      for (int i = 0; i < kNTiles; ++i)
+        s_acc[i][0] = s_acc[i][1] = s_acc[i][2] = s_acc[i][3] = 0.0f;
 #pragma unroll
       for (int ks = 0; ks < kKSteps; ++ks) {
 #pragma unroll

@@ -39,10 +39,10 @@ __device__ __forceinline__ uint32_t Sm90TileOffset(uint32_t half_bytes, int r, i
 
 // Where one block's loads come from: its sequence's rows of Q and its KV head's cache rows.
 struct Sm90TileSource {
-  const __nv_bfloat16* q;        // row q_row0 of the sequence, this head
-  int num_q_rows;                // valid rows from q_row0 (rows past it are zero-filled)
-  const int32_t* block_table;    // the sequence's block table
-  int kv_end;                    // keys >= kv_end are zero-filled
+  const __nv_bfloat16* q;      // row q_row0 of the sequence, this head
+  int num_q_rows;              // valid rows from q_row0 (rows past it are zero-filled)
+  const int32_t* block_table;  // the sequence's block table
+  int kv_end;                  // keys >= kv_end are zero-filled
   int log2_block_size;
 };
 
@@ -100,20 +100,19 @@ __device__ __forceinline__ PrefillBlock LocatePrefillBlockAt(
 
 // Grid (query tile, head, sequence).
 template <int kBlockM>
-__device__ __forceinline__ PrefillBlock LocatePrefillBlock(
-    const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len) {
+__device__ __forceinline__ PrefillBlock
+LocatePrefillBlock(const PagedAttentionParams<__nv_bfloat16>& p, int min_q_len) {
   return LocatePrefillBlockAt<kBlockM>(p, min_q_len, gridDim.x - 1 - blockIdx.x, blockIdx.y);
 }
 
 // The loads' source for a block (Q rows from m0, the sequence's block table).
 template <int kBlockM>
-__device__ __forceinline__ Sm90TileSource MakeTileSource(const PagedAttentionParams<__nv_bfloat16>& p,
-                                                         const PrefillBlock& b,
-                                                         int log2_block_size) {
-  return Sm90TileSource{
-      p.q + (b.q_start + b.m0) * p.q_stride + static_cast<int64_t>(b.head) * 128, b.q_len - b.m0,
-      p.block_tables + static_cast<int64_t>(b.seq) * p.max_blocks_per_seq, b.kv_end,
-      log2_block_size};
+__device__ __forceinline__ Sm90TileSource MakeTileSource(
+    const PagedAttentionParams<__nv_bfloat16>& p, const PrefillBlock& b, int log2_block_size) {
+  return Sm90TileSource{p.q + (b.q_start + b.m0) * p.q_stride + static_cast<int64_t>(b.head) * 128,
+                        b.q_len - b.m0,
+                        p.block_tables + static_cast<int64_t>(b.seq) * p.max_blocks_per_seq,
+                        b.kv_end, log2_block_size};
 }
 
 template <int kBlockN>
@@ -183,7 +182,7 @@ __global__ void __launch_bounds__(256, 1)
   const int num_tiles = (kv_end + kBlockN - 1) / kBlockN;
   auto load_kv = [&](int tile, int stage) {
     Sm90LoadKv<kBlockN, Cfg::kThreads>(p, src, kvh, tile * kBlockN, s_k + stage * Cfg::kKvTileBytes,
-                                      s_v + stage * Cfg::kKvTileBytes, tid);
+                                       s_v + stage * Cfg::kKvTileBytes, tid);
   };
   load_kv(0, 0);
   CpAsyncCommit();
@@ -222,7 +221,7 @@ __global__ void __launch_bounds__(256, 1)
       uint32_t p_frag[kBlockN / 16][4];
       float corr_lo, corr_hi;
       OnlineSoftmaxStep<kBlockN>(s_acc, p_frag, st, key0, need_mask, scale_log2, lane, corr_lo,
-                               corr_hi);
+                                 corr_hi);
       RescaleO<kDTiles>(o_acc, corr_lo, corr_hi);
       WgmmaFence();
       Sm90IssuePv<kBlockN>(o_acc, p_frag, s_v + stage * Cfg::kKvTileBytes);
@@ -292,8 +291,8 @@ __global__ void __launch_bounds__(256, 1)
   float o_acc[kDTiles * 4];
 #pragma unroll
   for (int i = 0; i < kDTiles * 4; ++i) o_acc[i] = 0.0f;
-  AttentionRowState st{-CUDART_INF_F, -CUDART_INF_F, 0.0f, 0.0f, ctx_start + row_lo,
-                  ctx_start + row_lo + 8};
+  AttentionRowState st{-CUDART_INF_F, -CUDART_INF_F,      0.0f,
+                       0.0f,          ctx_start + row_lo, ctx_start + row_lo + 8};
   uint32_t p_frag[kBlockN / 16][4];  // P of the previous tile, the A operand of its P·V
 
   CpAsyncWait<1>();  // Q and tile 0
@@ -309,13 +308,13 @@ __global__ void __launch_bounds__(256, 1)
     WgmmaFenceOperand(s_acc);
     float corr_lo, corr_hi;  // O is zero: nothing to rescale
     OnlineSoftmaxStep<kBlockN>(s_acc, p_frag, st, 0, kBlockN - 1 > warp_first_pos, scale_log2, lane,
-                             corr_lo, corr_hi);
+                               corr_lo, corr_hi);
   }
   // Iteration n: p_prev holds P(n - 1) (read by the in-flight P·V(n - 1)), p_new receives P(n).
   // The two arrays swap roles every iteration (unrolled by two) instead of being copied, so no
   // instruction ever writes a register that an in-flight wgmma reads.
-  auto iteration = [&](int n, uint32_t (&p_prev)[kBlockN / 16][4],
-                       uint32_t (&p_new)[kBlockN / 16][4]) {
+  auto iteration = [&](int n, uint32_t(&p_prev)[kBlockN / 16][4],
+                       uint32_t(&p_new)[kBlockN / 16][4]) {
     CpAsyncWait<0>();  // tile n (this thread's copies)
     FenceProxyAsyncShared();
     // Everyone's copies of tile n have landed, and every warpgroup has finished iteration n - 1
@@ -340,16 +339,15 @@ __global__ void __launch_bounds__(256, 1)
     const int key0 = n * kBlockN;
     float corr_lo, corr_hi;
     OnlineSoftmaxStep<kBlockN>(s_acc, p_new, st, key0, key0 + kBlockN - 1 > warp_first_pos,
-                             scale_log2, lane, corr_lo, corr_hi);
+                               scale_log2, lane, corr_lo, corr_hi);
     WgmmaWait<0>();
     WgmmaFenceOperand(o_acc);
     RescaleO<kDTiles>(o_acc, corr_lo, corr_hi);
   };
-  auto last_pv = [&](const uint32_t (&p_last)[kBlockN / 16][4]) {
+  auto last_pv = [&](const uint32_t(&p_last)[kBlockN / 16][4]) {
     WgmmaFenceOperand(o_acc);
     WgmmaFence();
-    Sm90IssuePv<kBlockN>(o_acc, p_last,
-                         s_v + ((num_tiles - 1) % Cfg::kStages) * Cfg::kKvTileBytes);
+    Sm90IssuePv<kBlockN>(o_acc, p_last, s_v + ((num_tiles - 1) % Cfg::kStages) * Cfg::kKvTileBytes);
     WgmmaCommit();
     WgmmaWait<0>();
     WgmmaFenceOperand(o_acc);
@@ -468,8 +466,8 @@ __global__ void __launch_bounds__(288, 1)
   float o_acc[kDTiles * 4];
 #pragma unroll
   for (int i = 0; i < kDTiles * 4; ++i) o_acc[i] = 0.0f;
-  AttentionRowState st{-CUDART_INF_F, -CUDART_INF_F, 0.0f, 0.0f, ctx_start + row_lo,
-                  ctx_start + row_lo + 8};
+  AttentionRowState st{-CUDART_INF_F, -CUDART_INF_F,      0.0f,
+                       0.0f,          ctx_start + row_lo, ctx_start + row_lo + 8};
 
   for (int n = 0; n < num_tiles; ++n) {
     const int s = n % kStages;
@@ -489,7 +487,7 @@ __global__ void __launch_bounds__(288, 1)
       uint32_t p_frag[kBlockN / 16][4];
       float corr_lo, corr_hi;
       OnlineSoftmaxStep<kBlockN>(s_acc, p_frag, st, key0, key0 + kBlockN - 1 > warp_first_pos,
-                               scale_log2, lane, corr_lo, corr_hi);
+                                 scale_log2, lane, corr_lo, corr_hi);
       RescaleO<kDTiles>(o_acc, corr_lo, corr_hi);
       WgmmaFenceOperand(o_acc);
       WgmmaFence();

@@ -188,8 +188,8 @@ __global__ void __launch_bounds__(384, 1)
   float o_acc[kDTiles * 4];
 #pragma unroll
   for (int i = 0; i < kDTiles * 4; ++i) o_acc[i] = 0.0f;
-  AttentionRowState st{-CUDART_INF_F, -CUDART_INF_F, 0.0f, 0.0f, blk.ctx_start + row_lo,
-                       blk.ctx_start + row_lo + 8};
+  AttentionRowState st{-CUDART_INF_F, -CUDART_INF_F,          0.0f,
+                       0.0f,          blk.ctx_start + row_lo, blk.ctx_start + row_lo + 8};
   uint32_t p_frag[kBlockN / 16][4];  // P of the previous tile, the A operand of its P·V
 
   wait_full(0);
@@ -204,14 +204,14 @@ __global__ void __launch_bounds__(384, 1)
     WgmmaWait<0>();
     WgmmaFenceOperand(s_acc);
     float corr_lo, corr_hi;  // O is zero: nothing to rescale
-    OnlineSoftmaxStep<kBlockN>(s_acc, p_frag, st, 0, kBlockN - 1 > warp_first_pos, scale_log2,
-                               lane, corr_lo, corr_hi);
+    OnlineSoftmaxStep<kBlockN>(s_acc, p_frag, st, 0, kBlockN - 1 > warp_first_pos, scale_log2, lane,
+                               corr_lo, corr_hi);
   }
   // p_prev holds P(n - 1) (read by the in-flight P·V(n - 1)), p_new receives P(n); the arrays
   // swap roles every iteration (unrolled by two), so nothing writes a register an in-flight
   // wgmma reads.
-  auto iteration = [&](int n, uint32_t (&p_prev)[kBlockN / 16][4],
-                       uint32_t (&p_new)[kBlockN / 16][4]) {
+  auto iteration = [&](int n, uint32_t(&p_prev)[kBlockN / 16][4],
+                       uint32_t(&p_new)[kBlockN / 16][4]) {
     wait_full(n);
     float s_acc[kBlockN / 2];
     NamedBarSync(my_turn, 256);
@@ -233,7 +233,7 @@ __global__ void __launch_bounds__(384, 1)
     release(n - 1);
     RescaleO<kDTiles>(o_acc, corr_lo, corr_hi);
   };
-  auto last_pv = [&](const uint32_t (&p_last)[kBlockN / 16][4]) {
+  auto last_pv = [&](const uint32_t(&p_last)[kBlockN / 16][4]) {
     NamedBarSync(my_turn, 256);
     WgmmaFenceOperand(o_acc);
     WgmmaFence();

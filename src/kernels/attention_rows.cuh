@@ -33,8 +33,8 @@ struct RowsConfig {
   static_assert(D % kVe == 0 && kColPairs <= kThreads && kTile % 32 == 0);
 
   static size_t SmemBytes(int group_size) {
-    return 2 * 2 * kTile * kRowStride * sizeof(T) +           // K, V × 2 stages
-           static_cast<size_t>(group_size) * D * sizeof(float) +  // q
+    return 2 * 2 * kTile * kRowStride * sizeof(T) +                   // K, V × 2 stages
+           static_cast<size_t>(group_size) * D * sizeof(float) +      // q
            static_cast<size_t>(group_size) * kTile * sizeof(float) +  // scores / probs
            3 * static_cast<size_t>(group_size) * sizeof(float);       // m, l, corr
   }

@@ -1,19 +1,20 @@
 // Parity tests of PagedAttention (tensor-core prefill kernels, decode kernels, split-KV combine)
-// against its CPU twin cpu::PagedAttention (float32, same rounded inputs), on random paged caches with
-// shuffled block tables: pure prefill, prefill over a cached prefix (chunked prefill), short
+// against its CPU twin cpu::PagedAttention (float32, same rounded inputs), on random paged caches
+// with shuffled block tables: pure prefill, prefill over a cached prefix (chunked prefill), short
 // query runs and decodes, mixed in one batch. Skips when no GPU is present.
+#include "kernels/attention.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <functional>
 #include <cmath>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <vector>
 
 #include "backend/cpu/ops.h"
 #include "backend/forward_batch.h"
-#include "kernels/attention.h"
 #include "kernels/attention_variants.h"
 #include "kernels/test_util.h"
 
@@ -40,10 +41,11 @@ template <typename T>
 using Launcher = std::function<cudaError_t(const PagedAttentionParams<T>&)>;
 
 template <typename T>
-void RunCase(const AttentionCase& c, std::mt19937& rng,
-             Launcher<T> launch = [](const PagedAttentionParams<T>& p) {
-               return PagedAttention(p, nullptr);
-             }) {
+void RunCase(
+    const AttentionCase& c, std::mt19937& rng,
+    Launcher<T> launch = [](const PagedAttentionParams<T>& p) {
+      return PagedAttention(p, nullptr);
+    }) {
   const int H = c.num_heads, Hkv = c.num_kv_heads, D = c.head_dim, bs = c.block_size;
   const int num_seqs = static_cast<int>(c.seqs.size());
   std::vector<int32_t> cu{0}, seq_lens;
@@ -185,8 +187,8 @@ TEST_F(AttentionVariantsTest, EveryPrefillAndDecodeConfigurationMatches) {
   std::mt19937& rng = rng_;
   using bf16 = __nv_bfloat16;
   const AttentionCase prefill{14, 2, 128, 16, {{300, 300}, {200, 731}, {1, 90}, {130, 130}}};
-  const int configs[][2] = {{4, 64}, {8, 64}, {4, 128}, {8, 32}, {-1, 64}, {-1, 128}, {-2, 64},
-                             {-3, 64}, {-3, 128}, {-4, 128}};
+  const int configs[][2] = {{4, 64},   {8, 64},  {4, 128}, {8, 32},   {-1, 64},
+                            {-1, 128}, {-2, 64}, {-3, 64}, {-3, 128}, {-4, 128}};
   for (const auto& cfg : configs) {
     SCOPED_TRACE("prefill warps " + std::to_string(cfg[0]) + " block_n " + std::to_string(cfg[1]));
     RunCase<bf16>(prefill, rng, [&](const PagedAttentionParams<bf16>& p) {

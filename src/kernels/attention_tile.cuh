@@ -1,8 +1,9 @@
 // The per-tile pieces shared by the attention kernels: the gather of a K/V tile through the block
 // table into shared memory, and (tensor-core kernels) the online softmax of a warp's 16 query rows
-// over one tile of keys held in MMA accumulators, the O rescale, and the normalized output write. Accumulator layout (mma.sync m16n8k16 C, also wgmma's
-// per-warp layout): for n8 tile i, elements 4i, 4i+1 are row lane/4, columns 8i + 2(lane%4) + {0,1};
-// elements 4i+2, 4i+3 the same columns of row lane/4 + 8. Header-only, __device__ only.
+// over one tile of keys held in MMA accumulators, the O rescale, and the normalized output write.
+// Accumulator layout (mma.sync m16n8k16 C, also wgmma's per-warp layout): for n8 tile i, elements
+// 4i, 4i+1 are row lane/4, columns 8i + 2(lane%4) + {0,1}; elements 4i+2, 4i+3 the same columns of
+// row lane/4 + 8. Header-only, __device__ only.
 #pragma once
 
 #include <math_constants.h>
@@ -30,9 +31,9 @@ __device__ __forceinline__ void GatherKvTile(const PagedAttentionParams<T>& p,
     const bool valid = key < kv_end;
     int64_t offset = 0;
     if (valid) {
-      const int64_t slot =
-          static_cast<int64_t>(block_table[key >> log2_block_size]) << log2_block_size |
-          (key & block_mask);
+      const int64_t slot = static_cast<int64_t>(block_table[key >> log2_block_size])
+                               << log2_block_size |
+                           (key & block_mask);
       offset = (slot * p.num_kv_heads + kvh) * D + c * kVe;
     }
     const uint32_t o = dst(j, c);
@@ -120,7 +121,7 @@ __device__ __forceinline__ void OnlineSoftmaxStep(float (&s_acc)[kBlockN / 2],
 // O *= the softmax correction of the thread's two rows.
 template <int kDTiles>
 __device__ __forceinline__ void RescaleO(float (&o_acc)[kDTiles * 4], float corr_lo,
-                                             float corr_hi) {
+                                         float corr_hi) {
 #pragma unroll
   for (int i = 0; i < kDTiles; ++i) {
     o_acc[4 * i + 0] *= corr_lo;
@@ -133,9 +134,9 @@ __device__ __forceinline__ void RescaleO(float (&o_acc)[kDTiles * 4], float corr
 // Normalizes O by the row sums and writes the thread's two rows (those inside the sequence).
 template <int kDTiles>
 __device__ __forceinline__ void WriteOutputRows(const PagedAttentionParams<__nv_bfloat16>& p,
-                                                const float (&o_acc)[kDTiles * 4], AttentionRowState st,
-                                                int q_start, int q_len, int row_lo, int head,
-                                                int lane) {
+                                                const float (&o_acc)[kDTiles * 4],
+                                                AttentionRowState st, int q_start, int q_len,
+                                                int row_lo, int head, int lane) {
   constexpr int D = kDTiles * 8;
   float l_lo = st.l_lo, l_hi = st.l_hi;
   l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);

@@ -11,8 +11,9 @@ namespace kiln::kernels {
 // the wgmma kernel (2 warpgroups, BlockM 128) with block_n 64 or 128; warps = -2, block_n = 64
 // the software-pipelined wgmma kernel; warps = -3, block_n = 64 (4 stages) or 128 (2 stages) the
 // warp-specialized wgmma kernel (producer warp + mbarrier pipeline); warps = -4, block_n = 128
-// the TMA-producer ping-pong wgmma kernel (attention_prefill_sm90_tma.cuh, the dispatcher's). Only sequences with
-// q_len >= 1 are processed (no rows-kernel companion launch). Other shapes → cudaErrorInvalidValue.
+// the TMA-producer ping-pong wgmma kernel (attention_prefill_sm90_tma.cuh, the dispatcher's). Only
+// sequences with q_len >= 1 are processed (no rows-kernel companion launch). Other shapes →
+// cudaErrorInvalidValue.
 cudaError_t PagedAttentionPrefillVariant(const PagedAttentionParams<__nv_bfloat16>& params,
                                          int warps, int block_n, cudaStream_t stream);
 
