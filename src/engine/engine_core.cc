@@ -35,7 +35,7 @@ void EngineCore::AddRequest(std::unique_ptr<RequestState> request) {
   RequestState* r = request.get();
   KILN_CHECK(!r->token_ids.empty());
   r->num_prompt_tokens = static_cast<int>(r->token_ids.size());
-  InitStopIds(config_.eos_token_ids, r);
+  InitStopIds(config_.eos_token_ids, config_.never_sample_ids, r);
   if (r->constraint != nullptr) {
     r->allowed_bitmask.assign(static_cast<size_t>((config_.vocab_size + 31) / 32), 0);
   }

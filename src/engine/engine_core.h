@@ -38,6 +38,9 @@ struct EngineCoreConfig {
   int vocab_size = 0;
   int hidden_size = 0;
   std::vector<int32_t> eos_token_ids;
+  // Ids the model has logits for but the tokenizer cannot decode (e.g. Qwen2.5's lm_head has
+  // 151,936 rows, its tokenizer 151,665 ids): never sampled. Sorted.
+  std::vector<int32_t> never_sample_ids;
   // Test/debug aid: run CheckInvariants() after every step and abort when it fails.
   bool check_invariants_every_step = false;
 };

@@ -208,6 +208,11 @@ StatusOr<std::unique_ptr<Engine>> Engine::Impl::CreateWithBackend(
   core.vocab_size = cfg.vocab_size;
   core.hidden_size = cfg.hidden_size;
   core.eos_token_ids = cfg.eos_token_ids;
+  if (tokenizer != nullptr && tokenizer->vocab_size() < cfg.vocab_size) {
+    for (int32_t id = tokenizer->vocab_size(); id < cfg.vocab_size; ++id) {
+      core.never_sample_ids.push_back(id);
+    }
+  }
   core.check_invariants_every_step = check_invariants_every_step;
 
   ModelInfo info;

@@ -41,9 +41,10 @@ struct RequestState {
   RequestStatus status = RequestStatus::kWaiting;
   int num_preemptions = 0;
 
-  // Ids masked while fewer than min_tokens were generated: EOS (unless ignore_eos) and
-  // stop_token_ids.
-  std::vector<int32_t> min_tokens_banned_ids;
+  // Ids masked while fewer than min_tokens were generated: EOS (unless ignore_eos),
+  // stop_token_ids and the never-sampled ids.
+  std::vector<int32_t> min_tokens_banned_ids;  // stop ids ∪ never_sample_ids, sorted
+  std::vector<int32_t> never_sample_ids;       // banned at every position, sorted
   std::unique_ptr<TokenConstraint> constraint;  // null → unconstrained
   std::vector<uint32_t> allowed_bitmask;        // [ceil(vocab / 32)] when constrained
 

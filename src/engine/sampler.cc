@@ -5,12 +5,15 @@
 
 namespace kiln {
 
-void InitStopIds(std::span<const int32_t> eos_token_ids, RequestState* request) {
+void InitStopIds(std::span<const int32_t> eos_token_ids,
+                 std::span<const int32_t> never_sample_ids, RequestState* request) {
+  request->never_sample_ids.assign(never_sample_ids.begin(), never_sample_ids.end());
   auto& banned = request->min_tokens_banned_ids;
   banned.clear();
   if (!request->sampling.ignore_eos) banned.assign(eos_token_ids.begin(), eos_token_ids.end());
   banned.insert(banned.end(), request->sampling.stop_token_ids.begin(),
                 request->sampling.stop_token_ids.end());
+  banned.insert(banned.end(), never_sample_ids.begin(), never_sample_ids.end());
   std::sort(banned.begin(), banned.end());
   banned.erase(std::unique(banned.begin(), banned.end()), banned.end());
 }
@@ -38,7 +41,9 @@ void BuildSamplingRow(const RequestState& r, SamplingRow* row) {
   if (row->num_top_logprobs < 0 && !p.chosen_logprob_token_ids.empty()) row->num_top_logprobs = 0;
   row->requested_token_ids = p.chosen_logprob_token_ids;
   if (r.constraint != nullptr) row->allowed_token_bitmask = r.allowed_bitmask.data();
-  if (r.num_output_tokens() < p.min_tokens) row->banned_token_ids = r.min_tokens_banned_ids;
+  row->banned_token_ids = r.num_output_tokens() < p.min_tokens
+                              ? std::span<const int32_t>(r.min_tokens_banned_ids)
+                              : std::span<const int32_t>(r.never_sample_ids);
   if (r.constraint != nullptr && !row->banned_token_ids.empty()) {
     // The grammar wins over min_tokens: when it allows only banned ids (e.g. only EOS, once the
     // output is complete), drop the bans instead of masking every token.
@@ -50,7 +55,7 @@ void BuildSamplingRow(const RequestState& r, SamplingRow* row) {
         --allowed;
       }
     }
-    if (allowed <= 0) row->banned_token_ids = {};
+    if (allowed <= 0) row->banned_token_ids = r.never_sample_ids;
   }
 }
 

@@ -21,8 +21,10 @@
 
 namespace kiln {
 
-// Fills request->min_tokens_banned_ids from its params and the model's EOS ids.
-void InitStopIds(std::span<const int32_t> eos_token_ids, RequestState* request);
+// Fills request->min_tokens_banned_ids from its params and the model's EOS ids, and the ids that
+// are never sampled (logit rows past the tokenizer's vocabulary).
+void InitStopIds(std::span<const int32_t> eos_token_ids,
+                 std::span<const int32_t> never_sample_ids, RequestState* request);
 
 // The row for the request's next position (kGenerate) or its score position (kScore).
 // The spans point into `request`, which must not change until sampling is done.
