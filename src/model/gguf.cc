@@ -41,11 +41,23 @@ class Reader final {
 
 size_t ScalarSize(GgufType t) {
   switch (t) {
-    case GgufType::kUint8: case GgufType::kInt8: case GgufType::kBool: return 1;
-    case GgufType::kUint16: case GgufType::kInt16: return 2;
-    case GgufType::kUint32: case GgufType::kInt32: case GgufType::kFloat32: return 4;
-    case GgufType::kUint64: case GgufType::kInt64: case GgufType::kFloat64: return 8;
-    default: return 0;
+    case GgufType::kUint8:
+    case GgufType::kInt8:
+    case GgufType::kBool:
+      return 1;
+    case GgufType::kUint16:
+    case GgufType::kInt16:
+      return 2;
+    case GgufType::kUint32:
+    case GgufType::kInt32:
+    case GgufType::kFloat32:
+      return 4;
+    case GgufType::kUint64:
+    case GgufType::kInt64:
+    case GgufType::kFloat64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -58,23 +70,90 @@ bool IsIntegerType(GgufType t) {
 // Reads one scalar of type t into (i, u, f). Returns false on truncation.
 bool ReadScalar(Reader& r, GgufType t, int64_t* i, uint64_t* u, double* f) {
   switch (t) {
-    case GgufType::kUint8: { uint8_t v; if (!r.Read(&v)) return false; *u = v; *i = v; return true; }
-    case GgufType::kBool: { uint8_t v; if (!r.Read(&v)) return false; *u = v != 0; *i = v != 0; return true; }
-    case GgufType::kInt8: { int8_t v; if (!r.Read(&v)) return false; *i = v; *u = static_cast<uint64_t>(v); return true; }
-    case GgufType::kUint16: { uint16_t v; if (!r.Read(&v)) return false; *u = v; *i = v; return true; }
-    case GgufType::kInt16: { int16_t v; if (!r.Read(&v)) return false; *i = v; *u = static_cast<uint64_t>(v); return true; }
-    case GgufType::kUint32: { uint32_t v; if (!r.Read(&v)) return false; *u = v; *i = v; return true; }
-    case GgufType::kInt32: { int32_t v; if (!r.Read(&v)) return false; *i = v; *u = static_cast<uint64_t>(v); return true; }
-    case GgufType::kUint64: { uint64_t v; if (!r.Read(&v)) return false; *u = v; *i = static_cast<int64_t>(v); return true; }
-    case GgufType::kInt64: { int64_t v; if (!r.Read(&v)) return false; *i = v; *u = static_cast<uint64_t>(v); return true; }
-    case GgufType::kFloat32: { float v; if (!r.Read(&v)) return false; *f = v; return true; }
-    case GgufType::kFloat64: { double v; if (!r.Read(&v)) return false; *f = v; return true; }
-    default: return false;
+    case GgufType::kUint8: {
+      uint8_t v;
+      if (!r.Read(&v)) return false;
+      *u = v;
+      *i = v;
+      return true;
+    }
+    case GgufType::kBool: {
+      uint8_t v;
+      if (!r.Read(&v)) return false;
+      *u = v != 0;
+      *i = v != 0;
+      return true;
+    }
+    case GgufType::kInt8: {
+      int8_t v;
+      if (!r.Read(&v)) return false;
+      *i = v;
+      *u = static_cast<uint64_t>(v);
+      return true;
+    }
+    case GgufType::kUint16: {
+      uint16_t v;
+      if (!r.Read(&v)) return false;
+      *u = v;
+      *i = v;
+      return true;
+    }
+    case GgufType::kInt16: {
+      int16_t v;
+      if (!r.Read(&v)) return false;
+      *i = v;
+      *u = static_cast<uint64_t>(v);
+      return true;
+    }
+    case GgufType::kUint32: {
+      uint32_t v;
+      if (!r.Read(&v)) return false;
+      *u = v;
+      *i = v;
+      return true;
+    }
+    case GgufType::kInt32: {
+      int32_t v;
+      if (!r.Read(&v)) return false;
+      *i = v;
+      *u = static_cast<uint64_t>(v);
+      return true;
+    }
+    case GgufType::kUint64: {
+      uint64_t v;
+      if (!r.Read(&v)) return false;
+      *u = v;
+      *i = static_cast<int64_t>(v);
+      return true;
+    }
+    case GgufType::kInt64: {
+      int64_t v;
+      if (!r.Read(&v)) return false;
+      *i = v;
+      *u = static_cast<uint64_t>(v);
+      return true;
+    }
+    case GgufType::kFloat32: {
+      float v;
+      if (!r.Read(&v)) return false;
+      *f = v;
+      return true;
+    }
+    case GgufType::kFloat64: {
+      double v;
+      if (!r.Read(&v)) return false;
+      *f = v;
+      return true;
+    }
+    default:
+      return false;
   }
 }
 
 Status ReadValue(Reader& r, GgufType type, GgufValue* value, const std::string& key) {
-  auto fail = [&](const std::string& what) { return Status::DataLoss("metadata '" + key + "': " + what); };
+  auto fail = [&](const std::string& what) {
+    return Status::DataLoss("metadata '" + key + "': " + what);
+  };
   value->type = type;
   if (type == GgufType::kString) {
     if (!r.ReadString(&value->s)) return fail("truncated string");
@@ -85,9 +164,11 @@ Status ReadValue(Reader& r, GgufType type, GgufValue* value, const std::string& 
     uint64_t count = 0;
     if (!r.Read(&et) || !r.Read(&count)) return fail("truncated array header");
     value->element_type = static_cast<GgufType>(et);
-    if (value->element_type == GgufType::kArray) return Status::Unimplemented("metadata '" + key + "': nested arrays");
+    if (value->element_type == GgufType::kArray)
+      return Status::Unimplemented("metadata '" + key + "': nested arrays");
     if (value->element_type == GgufType::kString) {
-      if (count > r.remaining() / 8) return fail("array count " + std::to_string(count) + " past end of file");
+      if (count > r.remaining() / 8)
+        return fail("array count " + std::to_string(count) + " past end of file");
       value->strings.resize(count);
       for (uint64_t k = 0; k < count; ++k)
         if (!r.ReadString(&value->strings[k])) return fail("truncated string array");
@@ -95,17 +176,28 @@ Status ReadValue(Reader& r, GgufType type, GgufValue* value, const std::string& 
     }
     const size_t es = ScalarSize(value->element_type);
     if (es == 0) return fail("unknown array element type " + std::to_string(et));
-    if (count > r.remaining() / es) return fail("array count " + std::to_string(count) + " past end of file");
-    const bool is_float = value->element_type == GgufType::kFloat32 || value->element_type == GgufType::kFloat64;
-    if (is_float) value->floats.resize(count); else value->ints.resize(count);
+    if (count > r.remaining() / es)
+      return fail("array count " + std::to_string(count) + " past end of file");
+    const bool is_float =
+        value->element_type == GgufType::kFloat32 || value->element_type == GgufType::kFloat64;
+    if (is_float)
+      value->floats.resize(count);
+    else
+      value->ints.resize(count);
     for (uint64_t k = 0; k < count; ++k) {
-      int64_t i = 0; uint64_t u = 0; double f = 0;
+      int64_t i = 0;
+      uint64_t u = 0;
+      double f = 0;
       if (!ReadScalar(r, value->element_type, &i, &u, &f)) return fail("truncated array");
-      if (is_float) value->floats[k] = f; else value->ints[k] = i;
+      if (is_float)
+        value->floats[k] = f;
+      else
+        value->ints[k] = i;
     }
     return Status::Ok();
   }
-  if (ScalarSize(type) == 0) return fail("unknown value type " + std::to_string(static_cast<uint32_t>(type)));
+  if (ScalarSize(type) == 0)
+    return fail("unknown value type " + std::to_string(static_cast<uint32_t>(type)));
   if (!ReadScalar(r, type, &value->i, &value->u, &value->f)) return fail("truncated value");
   return Status::Ok();
 }
@@ -115,23 +207,72 @@ Status ReadValue(Reader& r, GgufType type, GgufValue* value, const std::string& 
 uint64_t GgmlTensorBytes(GgmlType type, uint64_t ne0, uint64_t numel) {
   uint64_t block = 1, block_bytes = 0;
   switch (type) {
-    case GgmlType::kF32: case GgmlType::kI32: block_bytes = 4; break;
-    case GgmlType::kF16: case GgmlType::kBF16: case GgmlType::kI16: block_bytes = 2; break;
-    case GgmlType::kI8: block_bytes = 1; break;
-    case GgmlType::kI64: case GgmlType::kF64: block_bytes = 8; break;
-    case GgmlType::kQ4_0: block = 32; block_bytes = 18; break;
-    case GgmlType::kQ4_1: block = 32; block_bytes = 20; break;
-    case GgmlType::kQ5_0: block = 32; block_bytes = 22; break;
-    case GgmlType::kQ5_1: block = 32; block_bytes = 24; break;
-    case GgmlType::kQ8_0: block = 32; block_bytes = 34; break;
-    case GgmlType::kQ8_1: block = 32; block_bytes = 36; break;
-    case GgmlType::kQ2_K: block = 256; block_bytes = 84; break;
-    case GgmlType::kQ3_K: block = 256; block_bytes = 110; break;
-    case GgmlType::kQ4_K: block = 256; block_bytes = 144; break;
-    case GgmlType::kQ5_K: block = 256; block_bytes = 176; break;
-    case GgmlType::kQ6_K: block = 256; block_bytes = 210; break;
-    case GgmlType::kQ8_K: block = 256; block_bytes = 292; break;
-    default: return 0;
+    case GgmlType::kF32:
+    case GgmlType::kI32:
+      block_bytes = 4;
+      break;
+    case GgmlType::kF16:
+    case GgmlType::kBF16:
+    case GgmlType::kI16:
+      block_bytes = 2;
+      break;
+    case GgmlType::kI8:
+      block_bytes = 1;
+      break;
+    case GgmlType::kI64:
+    case GgmlType::kF64:
+      block_bytes = 8;
+      break;
+    case GgmlType::kQ4_0:
+      block = 32;
+      block_bytes = 18;
+      break;
+    case GgmlType::kQ4_1:
+      block = 32;
+      block_bytes = 20;
+      break;
+    case GgmlType::kQ5_0:
+      block = 32;
+      block_bytes = 22;
+      break;
+    case GgmlType::kQ5_1:
+      block = 32;
+      block_bytes = 24;
+      break;
+    case GgmlType::kQ8_0:
+      block = 32;
+      block_bytes = 34;
+      break;
+    case GgmlType::kQ8_1:
+      block = 32;
+      block_bytes = 36;
+      break;
+    case GgmlType::kQ2_K:
+      block = 256;
+      block_bytes = 84;
+      break;
+    case GgmlType::kQ3_K:
+      block = 256;
+      block_bytes = 110;
+      break;
+    case GgmlType::kQ4_K:
+      block = 256;
+      block_bytes = 144;
+      break;
+    case GgmlType::kQ5_K:
+      block = 256;
+      block_bytes = 176;
+      break;
+    case GgmlType::kQ6_K:
+      block = 256;
+      block_bytes = 210;
+      break;
+    case GgmlType::kQ8_K:
+      block = 256;
+      block_bytes = 292;
+      break;
+    default:
+      return 0;
   }
   if (ne0 % block != 0) return 0;
   return numel / block * block_bytes;
@@ -157,11 +298,14 @@ StatusOr<std::shared_ptr<const GgufFile>> GgufFile::Parse(std::shared_ptr<const 
   uint64_t tensor_count = 0, kv_count = 0;
   if (!r.Read(&magic) || magic != kGgufMagic) return fail("not a GGUF file (bad magic)");
   if (!r.Read(&version)) return fail("truncated header");
-  if (version != 2 && version != 3) return fail("unsupported GGUF version " + std::to_string(version));
+  if (version != 2 && version != 3)
+    return fail("unsupported GGUF version " + std::to_string(version));
   if (!r.Read(&tensor_count) || !r.Read(&kv_count)) return fail("truncated header");
   // Each kv takes at least 12 bytes, each tensor info at least 24: reject impossible counts early.
-  if (kv_count > r.remaining() / 12) return fail("metadata count " + std::to_string(kv_count) + " past end of file");
-  if (tensor_count > r.remaining() / 24) return fail("tensor count " + std::to_string(tensor_count) + " past end of file");
+  if (kv_count > r.remaining() / 12)
+    return fail("metadata count " + std::to_string(kv_count) + " past end of file");
+  if (tensor_count > r.remaining() / 24)
+    return fail("tensor count " + std::to_string(tensor_count) + " past end of file");
 
   std::shared_ptr<GgufFile> file(new GgufFile());
   file->name_ = std::move(name);
@@ -186,7 +330,8 @@ StatusOr<std::shared_ptr<const GgufFile>> GgufFile::Parse(std::shared_ptr<const 
     GgufTensorInfo info;
     uint32_t n_dims = 0, type = 0;
     if (!r.ReadString(&info.name) || !r.Read(&n_dims)) return fail("truncated tensor info");
-    if (n_dims == 0 || n_dims > kMaxDims) return fail("tensor '" + info.name + "': bad dimension count " + std::to_string(n_dims));
+    if (n_dims == 0 || n_dims > kMaxDims)
+      return fail("tensor '" + info.name + "': bad dimension count " + std::to_string(n_dims));
     // The product of the non-zero dims is bounded too, so that no ordering of the
     // multiplication can overflow (a zero dim must not hide two huge ones).
     uint64_t numel = 1, nonzero_product = 1;
@@ -203,13 +348,16 @@ StatusOr<std::shared_ptr<const GgufFile>> GgufFile::Parse(std::shared_ptr<const 
     info.type = static_cast<GgmlType>(type);
     info.size_bytes = GgmlTensorBytes(info.type, static_cast<uint64_t>(info.dims[0]), numel);
     if (info.size_bytes == 0 && numel != 0)
-      return fail("tensor '" + info.name + "': unsupported type " + std::to_string(type) + " or row length");
-    if (info.offset % file->alignment_ != 0) return fail("tensor '" + info.name + "': misaligned offset");
+      return fail("tensor '" + info.name + "': unsupported type " + std::to_string(type) +
+                  " or row length");
+    if (info.offset % file->alignment_ != 0)
+      return fail("tensor '" + info.name + "': misaligned offset");
     if (file->tensor_index_.count(info.name)) return fail("duplicate tensor '" + info.name + "'");
     file->tensor_index_[info.name] = file->tensors_.size();
     file->tensors_.push_back(std::move(info));
   }
-  const uint64_t data_start = (r.pos() + file->alignment_ - 1) / file->alignment_ * file->alignment_;
+  const uint64_t data_start =
+      (r.pos() + file->alignment_ - 1) / file->alignment_ * file->alignment_;
   if (data_start > size && !file->tensors_.empty()) return fail("data section past end of file");
   const uint64_t data_size = data_start <= size ? size - data_start : 0;
   for (GgufTensorInfo& info : file->tensors_) {
@@ -267,21 +415,24 @@ StatusOr<bool> GgufFile::GetBool(const std::string& key) const {
 StatusOr<std::vector<std::string>> GgufFile::GetStringArray(const std::string& key) const {
   const GgufValue* v = Find(key);
   if (v == nullptr) return Missing(name_, key);
-  if (!v->is_array() || v->element_type != GgufType::kString) return WrongType(name_, key, "a string array");
+  if (!v->is_array() || v->element_type != GgufType::kString)
+    return WrongType(name_, key, "a string array");
   return v->strings;
 }
 
 StatusOr<std::vector<int64_t>> GgufFile::GetIntArray(const std::string& key) const {
   const GgufValue* v = Find(key);
   if (v == nullptr) return Missing(name_, key);
-  if (!v->is_array() || !IsIntegerType(v->element_type)) return WrongType(name_, key, "an integer array");
+  if (!v->is_array() || !IsIntegerType(v->element_type))
+    return WrongType(name_, key, "an integer array");
   return v->ints;
 }
 
 StatusOr<std::vector<double>> GgufFile::GetFloatArray(const std::string& key) const {
   const GgufValue* v = Find(key);
   if (v == nullptr) return Missing(name_, key);
-  if (!v->is_array() || v->element_type == GgufType::kString) return WrongType(name_, key, "a numeric array");
+  if (!v->is_array() || v->element_type == GgufType::kString)
+    return WrongType(name_, key, "a numeric array");
   if (!v->floats.empty() || v->ints.empty()) return v->floats;
   return std::vector<double>(v->ints.begin(), v->ints.end());
 }
@@ -297,9 +448,15 @@ StatusOr<Tensor> GgufFile::GetTensor(const std::string& tensor_name) const {
   Tensor t;
   t.shape.assign(info->dims.rbegin(), info->dims.rend());
   switch (info->type) {
-    case GgmlType::kF32: t.dtype = DType::kF32; break;
-    case GgmlType::kF16: t.dtype = DType::kF16; break;
-    case GgmlType::kBF16: t.dtype = DType::kBF16; break;
+    case GgmlType::kF32:
+      t.dtype = DType::kF32;
+      break;
+    case GgmlType::kF16:
+      t.dtype = DType::kF16;
+      break;
+    case GgmlType::kBF16:
+      t.dtype = DType::kBF16;
+      break;
     case GgmlType::kQ8_0: {
       const int64_t n = t.numel();
       auto buffer = std::make_shared<std::vector<float>>(static_cast<size_t>(n));

@@ -88,7 +88,7 @@ struct GgufTensorInfo {
   std::string name;
   std::vector<int64_t> dims;  // ggml order: dims[0] fastest-varying
   GgmlType type = GgmlType::kF32;
-  uint64_t offset = 0;         // relative to the data section
+  uint64_t offset = 0;  // relative to the data section
   uint64_t size_bytes = 0;
   const uint8_t* data = nullptr;
 };

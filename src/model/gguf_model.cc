@@ -12,7 +12,8 @@ Status OptionalInt(const GgufFile& f, const std::string& key, int* out) {
   if (f.Find(key) == nullptr) return Status::Ok();
   KILN_ASSIGN_OR_RETURN(int64_t v, f.GetInt(key));
   if (v == 0xFFFFFFFFll) return Status::Ok();  // uint32 "none" as llama.cpp writes it
-  if (v < 0 || v > (int64_t{1} << 30)) return Status::InvalidArgument("metadata '" + key + "' out of range");
+  if (v < 0 || v > (int64_t{1} << 30))
+    return Status::InvalidArgument("metadata '" + key + "' out of range");
   *out = static_cast<int>(v);
   return Status::Ok();
 }
@@ -57,7 +58,8 @@ StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& f) {
     c.architecture = "qwen2";
     c.attention_bias = true;
   } else {
-    return Status::Unimplemented("GGUF architecture '" + arch + "' is not supported (llama, qwen2)");
+    return Status::Unimplemented("GGUF architecture '" + arch +
+                                 "' is not supported (llama, qwen2)");
   }
   const std::string p = arch + ".";
   KILN_RETURN_IF_ERROR(OptionalInt(f, p + "embedding_length", &c.hidden_size));
@@ -71,7 +73,8 @@ StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& f) {
   KILN_RETURN_IF_ERROR(OptionalInt(f, p + "attention.key_length", &c.head_dim));
   int rope_dim = c.head_dim;
   KILN_RETURN_IF_ERROR(OptionalInt(f, p + "rope.dimension_count", &rope_dim));
-  if (rope_dim != c.head_dim) return Status::Unimplemented("partial rotary (rope.dimension_count != head_dim)");
+  if (rope_dim != c.head_dim)
+    return Status::Unimplemented("partial rotary (rope.dimension_count != head_dim)");
   c.rms_norm_eps = 1e-5;
   KILN_RETURN_IF_ERROR(OptionalFloat(f, p + "attention.layer_norm_rms_epsilon", &c.rms_norm_eps));
   KILN_RETURN_IF_ERROR(OptionalFloat(f, p + "rope.freq_base", &c.rope_theta));

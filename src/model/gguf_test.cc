@@ -55,17 +55,36 @@ class GgufWriter {
   }
   void PutScalar(GgufType t, int64_t i, double f) {
     switch (t) {
-      case GgufType::kUint8: case GgufType::kInt8: case GgufType::kBool: Put<uint8_t>(&kv_, static_cast<uint8_t>(i)); break;
-      case GgufType::kUint16: case GgufType::kInt16: Put<uint16_t>(&kv_, static_cast<uint16_t>(i)); break;
-      case GgufType::kUint32: case GgufType::kInt32: Put<uint32_t>(&kv_, static_cast<uint32_t>(i)); break;
-      case GgufType::kUint64: case GgufType::kInt64: Put<uint64_t>(&kv_, static_cast<uint64_t>(i)); break;
-      case GgufType::kFloat32: Put<float>(&kv_, static_cast<float>(f)); break;
-      case GgufType::kFloat64: Put<double>(&kv_, f); break;
-      default: break;
+      case GgufType::kUint8:
+      case GgufType::kInt8:
+      case GgufType::kBool:
+        Put<uint8_t>(&kv_, static_cast<uint8_t>(i));
+        break;
+      case GgufType::kUint16:
+      case GgufType::kInt16:
+        Put<uint16_t>(&kv_, static_cast<uint16_t>(i));
+        break;
+      case GgufType::kUint32:
+      case GgufType::kInt32:
+        Put<uint32_t>(&kv_, static_cast<uint32_t>(i));
+        break;
+      case GgufType::kUint64:
+      case GgufType::kInt64:
+        Put<uint64_t>(&kv_, static_cast<uint64_t>(i));
+        break;
+      case GgufType::kFloat32:
+        Put<float>(&kv_, static_cast<float>(f));
+        break;
+      case GgufType::kFloat64:
+        Put<double>(&kv_, f);
+        break;
+      default:
+        break;
     }
   }
   // dims in ggml order (ne0 first).
-  void Tensor(const std::string& name, std::vector<uint64_t> dims, uint32_t type, const std::string& bytes) {
+  void Tensor(const std::string& name, std::vector<uint64_t> dims, uint32_t type,
+              const std::string& bytes) {
     PutString(&infos_, name);
     Put<uint32_t>(&infos_, static_cast<uint32_t>(dims.size()));
     for (uint64_t d : dims) Put<uint64_t>(&infos_, d);
@@ -325,8 +344,8 @@ TEST(GgufTest, Q8_0ModelLoads) {
     max_diff = std::max(max_diff, std::fabs(static_cast<double>(a[i]) - b[i]));
     max_ref = std::max(max_ref, std::fabs(static_cast<double>(b[i])));
   }
-  EXPECT_GT(max_diff, 0.0);               // really quantized
-  EXPECT_LT(max_diff, max_ref / 100.0);   // int8 with per-block scales: < 1% of the range
+  EXPECT_GT(max_diff, 0.0);              // really quantized
+  EXPECT_LT(max_diff, max_ref / 100.0);  // int8 with per-block scales: < 1% of the range
 }
 
 // A qwen2 GGUF written from tiny-qwen2's safetensors (BF16 tensors, llama.cpp names, no rotary
@@ -390,7 +409,8 @@ TEST(GgufTest, Qwen2GgufMatchesHfDirectory) {
   EXPECT_EQ(g.rope_theta, c.rope_theta);
   const LlamaWeights& gw = (*gguf)->weights;
   for (int i = 0; i < c.num_hidden_layers; ++i) {
-    EXPECT_EQ(gw.layers[i].q_proj.ToFloatVector(), hw.layers[i].q_proj.ToFloatVector());  // no permute
+    EXPECT_EQ(gw.layers[i].q_proj.ToFloatVector(),
+              hw.layers[i].q_proj.ToFloatVector());  // no permute
     EXPECT_EQ(gw.layers[i].k_bias.ToFloatVector(), hw.layers[i].k_bias.ToFloatVector());
     EXPECT_EQ(gw.layers[i].down_proj.ToFloatVector(), hw.layers[i].down_proj.ToFloatVector());
   }

@@ -1,7 +1,6 @@
 #include "model/model_config.h"
 
 #include <cmath>
-
 #include <nlohmann/json.hpp>
 
 #include "model/mapped_file.h"
@@ -17,9 +16,11 @@ constexpr int64_t kMaxDim = int64_t{1} << 20;  // any single size past this is a
 Status GetInt(const json& j, const char* key, int* out) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return Status::Ok();
-  if (!it->is_number_integer()) return Status::InvalidArgument(std::string("config: ") + key + " must be an integer");
+  if (!it->is_number_integer())
+    return Status::InvalidArgument(std::string("config: ") + key + " must be an integer");
   const int64_t v = it->get<int64_t>();
-  if (v < -1 || v > (int64_t{1} << 30)) return Status::InvalidArgument(std::string("config: ") + key + " out of range");
+  if (v < -1 || v > (int64_t{1} << 30))
+    return Status::InvalidArgument(std::string("config: ") + key + " out of range");
   *out = static_cast<int>(v);
   return Status::Ok();
 }
@@ -27,16 +28,19 @@ Status GetInt(const json& j, const char* key, int* out) {
 Status GetDouble(const json& j, const char* key, double* out) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return Status::Ok();
-  if (!it->is_number()) return Status::InvalidArgument(std::string("config: ") + key + " must be a number");
+  if (!it->is_number())
+    return Status::InvalidArgument(std::string("config: ") + key + " must be a number");
   *out = it->get<double>();
-  if (!std::isfinite(*out)) return Status::InvalidArgument(std::string("config: ") + key + " is not finite");
+  if (!std::isfinite(*out))
+    return Status::InvalidArgument(std::string("config: ") + key + " is not finite");
   return Status::Ok();
 }
 
 Status GetBool(const json& j, const char* key, bool* out) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return Status::Ok();
-  if (!it->is_boolean()) return Status::InvalidArgument(std::string("config: ") + key + " must be a boolean");
+  if (!it->is_boolean())
+    return Status::InvalidArgument(std::string("config: ") + key + " must be a boolean");
   *out = it->get<bool>();
   return Status::Ok();
 }
@@ -49,7 +53,8 @@ Status GetTokenIds(const json& j, const char* key, std::vector<int32_t>* out, bo
   std::vector<int32_t> ids;
   auto add = [&](const json& v) -> Status {
     if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > (int64_t{1} << 30))
-      return Status::InvalidArgument(std::string("config: ") + key + " must hold non-negative integers");
+      return Status::InvalidArgument(std::string("config: ") + key +
+                                     " must hold non-negative integers");
     ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
     return Status::Ok();
   };
@@ -66,7 +71,8 @@ Status GetTokenIds(const json& j, const char* key, std::vector<int32_t>* out, bo
 // Parses a rope_scaling / rope_parameters object into config->rope_scaling (and rope_theta when
 // the object carries it, as transformers-5 does).
 Status ParseRope(const json& r, ModelConfig* config) {
-  if (!r.is_object()) return Status::InvalidArgument("config: rope_scaling/rope_parameters must be an object");
+  if (!r.is_object())
+    return Status::InvalidArgument("config: rope_scaling/rope_parameters must be an object");
   KILN_RETURN_IF_ERROR(GetDouble(r, "rope_theta", &config->rope_theta));
   std::string type = "default";
   for (const char* key : {"rope_type", "type"}) {
@@ -95,7 +101,8 @@ Status ParseRope(const json& r, ModelConfig* config) {
   KILN_RETURN_IF_ERROR(GetDouble(r, "factor", &s.factor));
   KILN_RETURN_IF_ERROR(GetDouble(r, "low_freq_factor", &s.low_freq_factor));
   KILN_RETURN_IF_ERROR(GetDouble(r, "high_freq_factor", &s.high_freq_factor));
-  KILN_RETURN_IF_ERROR(GetInt(r, "original_max_position_embeddings", &s.original_max_position_embeddings));
+  KILN_RETURN_IF_ERROR(
+      GetInt(r, "original_max_position_embeddings", &s.original_max_position_embeddings));
   KILN_RETURN_IF_ERROR(GetDouble(r, "beta_fast", &s.beta_fast));
   KILN_RETURN_IF_ERROR(GetDouble(r, "beta_slow", &s.beta_slow));
   KILN_RETURN_IF_ERROR(GetDouble(r, "attention_factor", &s.attention_factor));
@@ -112,7 +119,8 @@ Status ModelConfig::Validate() const {
   if (architecture != "llama" && architecture != "qwen2" && architecture != "qwen3")
     return Status::Unimplemented("config: architecture '" + architecture + "' is not supported");
   auto positive = [&](const char* name, int64_t v) -> Status {
-    if (v <= 0 || v > kMaxDim) return bad(std::string(name) + " = " + std::to_string(v) + " is out of range");
+    if (v <= 0 || v > kMaxDim)
+      return bad(std::string(name) + " = " + std::to_string(v) + " is out of range");
     return Status::Ok();
   };
   KILN_RETURN_IF_ERROR(positive("vocab_size", vocab_size));
@@ -127,15 +135,20 @@ Status ModelConfig::Validate() const {
   if (num_attention_heads % num_key_value_heads != 0)
     return bad("num_attention_heads must be a multiple of num_key_value_heads");
   if (head_dim % 2 != 0 || head_dim > 1024) return bad("head_dim must be even and <= 1024");
-  if (static_cast<int64_t>(num_attention_heads) * head_dim > kMaxDim) return bad("q size too large");
+  if (static_cast<int64_t>(num_attention_heads) * head_dim > kMaxDim)
+    return bad("q size too large");
   if (!(rms_norm_eps > 0.0) || rms_norm_eps > 1.0) return bad("rms_norm_eps out of range");
   if (!(rope_theta > 1.0) || !std::isfinite(rope_theta)) return bad("rope_theta must be > 1");
-  if (hidden_act != "silu") return Status::Unimplemented("config: hidden_act '" + hidden_act + "' is not supported");
+  if (hidden_act != "silu")
+    return Status::Unimplemented("config: hidden_act '" + hidden_act + "' is not supported");
   if (rope_scaling.type != RopeScaling::Type::kNone) {
-    if (!(rope_scaling.factor > 0.0) || rope_scaling.factor > 1e6) return bad("rope scaling factor out of range");
+    if (!(rope_scaling.factor > 0.0) || rope_scaling.factor > 1e6)
+      return bad("rope scaling factor out of range");
     if (rope_scaling.type == RopeScaling::Type::kLlama3) {
-      if (rope_scaling.original_max_position_embeddings <= 0) return bad("llama3 rope needs original_max_position_embeddings");
-      if (!(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor) || !(rope_scaling.low_freq_factor > 0))
+      if (rope_scaling.original_max_position_embeddings <= 0)
+        return bad("llama3 rope needs original_max_position_embeddings");
+      if (!(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor) ||
+          !(rope_scaling.low_freq_factor > 0))
         return bad("llama3 rope needs 0 < low_freq_factor < high_freq_factor");
     }
     if (rope_scaling.type == RopeScaling::Type::kYarn &&
@@ -143,7 +156,8 @@ Status ModelConfig::Validate() const {
       return bad("yarn beta_fast/beta_slow must be > 0");
   }
   for (int32_t id : eos_token_ids)
-    if (id < 0 || id >= vocab_size) return bad("eos_token_id " + std::to_string(id) + " outside vocabulary");
+    if (id < 0 || id >= vocab_size)
+      return bad("eos_token_id " + std::to_string(id) + " outside vocabulary");
   if (bos_token_id >= vocab_size) return bad("bos_token_id outside vocabulary");
   return Status::Ok();
 }
@@ -161,8 +175,8 @@ StatusOr<ModelConfig> ParseHfConfig(std::string_view config_json) {
   } else {
     return Status::InvalidArgument("config.json: no architectures or model_type");
   }
-  if (arch_name == "LlamaForCausalLM" || arch_name == "MistralForCausalLM" || arch_name == "llama" ||
-      arch_name == "mistral") {
+  if (arch_name == "LlamaForCausalLM" || arch_name == "MistralForCausalLM" ||
+      arch_name == "llama" || arch_name == "mistral") {
     c.architecture = "llama";
   } else if (arch_name == "Qwen2ForCausalLM" || arch_name == "qwen2") {
     c.architecture = "qwen2";
@@ -182,17 +196,20 @@ StatusOr<ModelConfig> ParseHfConfig(std::string_view config_json) {
   KILN_RETURN_IF_ERROR(GetInt(j, "num_key_value_heads", &c.num_key_value_heads));
   c.head_dim = 0;
   KILN_RETURN_IF_ERROR(GetInt(j, "head_dim", &c.head_dim));
-  if (c.head_dim <= 0 && c.num_attention_heads > 0) c.head_dim = c.hidden_size / c.num_attention_heads;
+  if (c.head_dim <= 0 && c.num_attention_heads > 0)
+    c.head_dim = c.hidden_size / c.num_attention_heads;
   KILN_RETURN_IF_ERROR(GetDouble(j, "rms_norm_eps", &c.rms_norm_eps));
   KILN_RETURN_IF_ERROR(GetDouble(j, "rope_theta", &c.rope_theta));
   KILN_RETURN_IF_ERROR(GetInt(j, "max_position_embeddings", &c.max_position_embeddings));
   KILN_RETURN_IF_ERROR(GetBool(j, "tie_word_embeddings", &c.tie_word_embeddings));
-  if (c.architecture != "qwen2") KILN_RETURN_IF_ERROR(GetBool(j, "attention_bias", &c.attention_bias));
+  if (c.architecture != "qwen2")
+    KILN_RETURN_IF_ERROR(GetBool(j, "attention_bias", &c.attention_bias));
   for (const char* key : {"rope_scaling", "rope_parameters"}) {
     auto it = j.find(key);
     if (it != j.end() && !it->is_null()) KILN_RETURN_IF_ERROR(ParseRope(*it, &c));
   }
-  if (c.rope_scaling.type == RopeScaling::Type::kLlama3 || c.rope_scaling.type == RopeScaling::Type::kYarn ||
+  if (c.rope_scaling.type == RopeScaling::Type::kLlama3 ||
+      c.rope_scaling.type == RopeScaling::Type::kYarn ||
       c.rope_scaling.type == RopeScaling::Type::kDynamic) {
     if (c.rope_scaling.original_max_position_embeddings <= 0)
       c.rope_scaling.original_max_position_embeddings = c.max_position_embeddings;
@@ -217,8 +234,10 @@ StatusOr<ModelConfig> ParseHfConfig(std::string_view config_json) {
 }
 
 Status ApplyGenerationConfig(std::string_view generation_config_json, ModelConfig* config) {
-  json j = json::parse(generation_config_json.begin(), generation_config_json.end(), nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return Status::DataLoss("generation_config.json: not a JSON object");
+  json j =
+      json::parse(generation_config_json.begin(), generation_config_json.end(), nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return Status::DataLoss("generation_config.json: not a JSON object");
   ModelConfig c = *config;
   bool present = false;
   std::vector<int32_t> eos;
@@ -229,7 +248,8 @@ Status ApplyGenerationConfig(std::string_view generation_config_json, ModelConfi
   c.bos_token_id = bos;
   double v = -1;
   KILN_RETURN_IF_ERROR(GetDouble(j, "temperature", &v));
-  if (j.contains("temperature") && !j["temperature"].is_null()) c.default_temperature = static_cast<float>(v);
+  if (j.contains("temperature") && !j["temperature"].is_null())
+    c.default_temperature = static_cast<float>(v);
   v = -1;
   KILN_RETURN_IF_ERROR(GetDouble(j, "top_p", &v));
   if (j.contains("top_p") && !j["top_p"].is_null()) c.default_top_p = static_cast<float>(v);

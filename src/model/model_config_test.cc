@@ -95,21 +95,26 @@ TEST(ModelConfigTest, RejectsBadConfigs) {
   ASSERT_FALSE(arch.ok());
   EXPECT_NE(arch.status().message().find("GPTNeoXForCausalLM"), std::string::npos);
   EXPECT_EQ(arch.status().code(), StatusCode::kUnimplemented);
-  for (const std::string bad : {
-           std::string("not json"), std::string("[1, 2]"), std::string("{}"), ok,  // truncated
-           ok + R"(, "num_key_value_heads": 3})",          // 4 % 3 != 0
-           ok + R"(, "hidden_size": -64})",                // negative
-           ok + R"(, "vocab_size": "10"})",                // wrong type
-           ok + R"(, "num_hidden_layers": 1e9})",          // float / absurd
-           ok + R"(, "num_attention_heads": 2000000000})", // absurd
-           ok + R"(, "head_dim": 7})",                     // odd head_dim
-           ok + R"(, "rms_norm_eps": 0})",
-           ok + R"(, "hidden_act": "gelu"})",
-           ok + R"(, "eos_token_id": [1, 99]})",           // outside vocab
-           ok + R"(, "eos_token_id": "x"})",
-           ok + R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0}})",
-           ok + R"(, "rope_scaling": 5})",
-       }) {
+  for (
+      const std::string bad : {
+          std::string("not json"),
+          std::string("[1, 2]"),
+          std::string("{}"),
+          ok,                                              // truncated
+          ok + R"(, "num_key_value_heads": 3})",           // 4 % 3 != 0
+          ok + R"(, "hidden_size": -64})",                 // negative
+          ok + R"(, "vocab_size": "10"})",                 // wrong type
+          ok + R"(, "num_hidden_layers": 1e9})",           // float / absurd
+          ok + R"(, "num_attention_heads": 2000000000})",  // absurd
+          ok + R"(, "head_dim": 7})",                      // odd head_dim
+          ok + R"(, "rms_norm_eps": 0})",
+          ok + R"(, "hidden_act": "gelu"})",
+          ok + R"(, "eos_token_id": [1, 99]})",  // outside vocab
+          ok + R"(, "eos_token_id": "x"})",
+          ok +
+              R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0}})",
+          ok + R"(, "rope_scaling": 5})",
+      }) {
     EXPECT_FALSE(ParseHfConfig(bad).ok()) << bad;
   }
   ModelConfig c = *ParseHfConfig(ok + "}");

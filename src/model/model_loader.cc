@@ -68,27 +68,28 @@ StatusOr<std::shared_ptr<const LoadedModel>> LoadHfDirectory(const ModelOptions&
   if (options.load_format == "dummy") {
     model->format = "dummy";
     KILN_ASSIGN_OR_RETURN(DType dtype, DummyDType(options, c));
-    ForEachHfTensor(c, &model->weights, [&](Tensor* t, const std::string& name,
-                                            std::vector<int64_t> shape, bool is_norm) {
-      t->dtype = dtype;
-      t->shape = std::move(shape);
-      t->size_bytes = static_cast<size_t>(t->numel()) * DTypeSize(dtype);
-      t->dummy_fill = is_norm ? Tensor::DummyFill::kOnes : Tensor::DummyFill::kUniform;
-      t->dummy_seed = DummyTensorSeed(options.dummy_seed, name);
-    });
+    ForEachHfTensor(
+        c, &model->weights,
+        [&](Tensor* t, const std::string& name, std::vector<int64_t> shape, bool is_norm) {
+          t->dtype = dtype;
+          t->shape = std::move(shape);
+          t->size_bytes = static_cast<size_t>(t->numel()) * DTypeSize(dtype);
+          t->dummy_fill = is_norm ? Tensor::DummyFill::kOnes : Tensor::DummyFill::kUniform;
+          t->dummy_seed = DummyTensorSeed(options.dummy_seed, name);
+        });
   } else if (options.load_format == "auto" || options.load_format == "safetensors") {
     model->format = "safetensors";
     KILN_ASSIGN_OR_RETURN(SafetensorsModel st, SafetensorsModel::Open(options.model_path));
-    ForEachHfTensor(c, &model->weights, [&](Tensor* t, const std::string& name,
-                                            std::vector<int64_t>, bool) {
-      if (!status.ok()) return;
-      StatusOr<Tensor> got = st.GetTensor(name);
-      if (!got.ok()) {
-        status = got.status();
-        return;
-      }
-      *t = std::move(got).value();
-    });
+    ForEachHfTensor(c, &model->weights,
+                    [&](Tensor* t, const std::string& name, std::vector<int64_t>, bool) {
+                      if (!status.ok()) return;
+                      StatusOr<Tensor> got = st.GetTensor(name);
+                      if (!got.ok()) {
+                        status = got.status();
+                        return;
+                      }
+                      *t = std::move(got).value();
+                    });
     KILN_RETURN_IF_ERROR(status.WithContext(options.model_path));
   } else {
     return Status::InvalidArgument("load_format '" + options.load_format + "' is not supported");
@@ -123,7 +124,8 @@ StatusOr<std::shared_ptr<const LoadedModel>> LoadModel(const ModelOptions& optio
   if (options.model_path.empty()) return Status::InvalidArgument("model_path is empty");
   if (IsDirectory(options.model_path)) return LoadHfDirectory(options);
   if (EndsWith(options.model_path, ".gguf")) return LoadGguf(options);
-  if (!FileExists(options.model_path)) return Status::NotFound(options.model_path + ": no such file or directory");
+  if (!FileExists(options.model_path))
+    return Status::NotFound(options.model_path + ": no such file or directory");
   return Status::InvalidArgument(options.model_path +
                                  ": expected an HF model directory or a .gguf file");
 }

@@ -2,7 +2,6 @@
 
 #include <cstring>
 #include <limits>
-
 #include <nlohmann/json.hpp>
 
 namespace kiln {
@@ -16,8 +15,7 @@ size_t SafetensorsElementSize(std::string_view dtype) {
   if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
   if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
   if (dtype == "F16" || dtype == "BF16" || dtype == "I16" || dtype == "U16") return 2;
-  if (dtype == "I8" || dtype == "U8" || dtype == "BOOL" || dtype == "F8_E4M3" ||
-      dtype == "F8_E5M2")
+  if (dtype == "I8" || dtype == "U8" || dtype == "BOOL" || dtype == "F8_E4M3" || dtype == "F8_E5M2")
     return 1;
   return 0;
 }
@@ -37,8 +35,10 @@ StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Parse(
   if (size < 8) return fail("file too small for a safetensors header");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | data[i];
-  if (header_len > kMaxHeaderBytes) return fail("header length " + std::to_string(header_len) + " too large");
-  if (header_len > size - 8) return fail("header length " + std::to_string(header_len) + " past end of file");
+  if (header_len > kMaxHeaderBytes)
+    return fail("header length " + std::to_string(header_len) + " too large");
+  if (header_len > size - 8)
+    return fail("header length " + std::to_string(header_len) + " past end of file");
   const std::string_view header(reinterpret_cast<const char*>(data + 8), header_len);
   json j = json::parse(header.begin(), header.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return fail("header is not valid JSON");
@@ -142,7 +142,8 @@ StatusOr<std::vector<int32_t>> ReadSafetensorsInt32(const SafetensorsFile& file,
       out[i] = static_cast<int32_t>(v);
     }
   } else {
-    return Status::InvalidArgument(tensor_name + ": dtype " + info.dtype + " is not an integer type");
+    return Status::InvalidArgument(tensor_name + ": dtype " + info.dtype +
+                                   " is not an integer type");
   }
   return out;
 }
@@ -154,12 +155,15 @@ StatusOr<SafetensorsModel> SafetensorsModel::Open(const std::string& directory) 
   if (FileExists(index_path)) {
     KILN_ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path));
     json j = json::parse(text, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return Status::DataLoss(index_path + ": not a JSON object");
+    if (j.is_discarded() || !j.is_object())
+      return Status::DataLoss(index_path + ": not a JSON object");
     auto wm = j.find("weight_map");
-    if (wm == j.end() || !wm->is_object()) return Status::DataLoss(index_path + ": no weight_map object");
+    if (wm == j.end() || !wm->is_object())
+      return Status::DataLoss(index_path + ": no weight_map object");
     std::map<std::string, size_t> shard_index;
     for (auto it = wm->begin(); it != wm->end(); ++it) {
-      if (!it->is_string()) return Status::DataLoss(index_path + ": weight_map values must be strings");
+      if (!it->is_string())
+        return Status::DataLoss(index_path + ": weight_map values must be strings");
       const std::string shard = it->get<std::string>();
       if (shard.empty() || shard.find('/') != std::string::npos || shard == "..")
         return Status::DataLoss(index_path + ": bad shard file name '" + shard + "'");
@@ -170,7 +174,8 @@ StatusOr<SafetensorsModel> SafetensorsModel::Open(const std::string& directory) 
       }
       const auto& file = model.files_[sit->second];
       if (!file->Has(it.key()))
-        return Status::DataLoss(file->name() + ": tensor '" + it.key() + "' named by index is missing");
+        return Status::DataLoss(file->name() + ": tensor '" + it.key() +
+                                "' named by index is missing");
       model.index_[it.key()] = sit->second;
     }
   } else if (FileExists(single_path)) {
@@ -178,7 +183,8 @@ StatusOr<SafetensorsModel> SafetensorsModel::Open(const std::string& directory) 
     for (const auto& [name, info] : file->tensors()) model.index_[name] = 0;
     model.files_.push_back(std::move(file));
   } else {
-    return Status::NotFound(directory + ": neither model.safetensors nor model.safetensors.index.json");
+    return Status::NotFound(directory +
+                            ": neither model.safetensors nor model.safetensors.index.json");
   }
   return model;
 }

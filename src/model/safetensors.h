@@ -25,10 +25,10 @@
 namespace kiln {
 
 struct SafetensorsTensorInfo {
-  std::string dtype;            // as written: "F32", "BF16", "I32", ...
-  size_t element_size = 0;      // bytes per element of dtype
+  std::string dtype;        // as written: "F32", "BF16", "I32", ...
+  size_t element_size = 0;  // bytes per element of dtype
   std::vector<int64_t> shape;
-  uint64_t begin = 0;           // byte offsets relative to the data section
+  uint64_t begin = 0;  // byte offsets relative to the data section
   uint64_t end = 0;
 };
 
@@ -36,9 +36,8 @@ class SafetensorsFile final {
  public:
   static StatusOr<std::shared_ptr<const SafetensorsFile>> Open(const std::string& path);
   // Parses an in-memory image; `keep_alive` owns `data` (may be null when the caller keeps it).
-  static StatusOr<std::shared_ptr<const SafetensorsFile>> Parse(std::shared_ptr<const void> keep_alive,
-                                                                const uint8_t* data, size_t size,
-                                                                std::string name);
+  static StatusOr<std::shared_ptr<const SafetensorsFile>> Parse(
+      std::shared_ptr<const void> keep_alive, const uint8_t* data, size_t size, std::string name);
 
   const std::string& name() const { return name_; }
   const std::map<std::string, SafetensorsTensorInfo>& tensors() const { return tensors_; }

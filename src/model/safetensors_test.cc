@@ -124,9 +124,11 @@ class TempDir {
 TEST(SafetensorsTest, ShardedCheckpoint) {
   TempDir dir;
   dir.Write("model-00001-of-00002.safetensors",
-            Image(R"({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", FloatBytes({1, 2})));
-  dir.Write("model-00002-of-00002.safetensors",
-            Image(R"({"y": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", FloatBytes({3})));
+            Image(R"({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})",
+                  FloatBytes({1, 2})));
+  dir.Write(
+      "model-00002-of-00002.safetensors",
+      Image(R"({"y": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", FloatBytes({3})));
   dir.Write("model.safetensors.index.json",
             R"({"metadata": {}, "weight_map": {"x": "model-00001-of-00002.safetensors",
                                                "y": "model-00002-of-00002.safetensors"}})");
@@ -152,18 +154,23 @@ TEST(SafetensorsTest, LoadModelNamesMissingAndMisshapenTensors) {
   if (src.empty()) GTEST_SKIP() << "missing ../shared/models/stories260K/hf";
   TempDir dir;
   dir.Write("config.json", *ReadFileToString(src + "/config.json"));
-  dir.Write("model.safetensors",
-            Image(R"({"model.embed_tokens.weight": {"dtype": "F32", "shape": [512, 64], "data_offsets": [0, 131072]}})",
-                  std::string(131072, '\0')));
+  dir.Write(
+      "model.safetensors",
+      Image(
+          R"({"model.embed_tokens.weight": {"dtype": "F32", "shape": [512, 64], "data_offsets": [0, 131072]}})",
+          std::string(131072, '\0')));
   ModelOptions options;
   options.model_path = dir.path();
   auto model = LoadModel(options);
   ASSERT_FALSE(model.ok());
-  EXPECT_NE(model.status().message().find("model.layers.0.input_layernorm.weight"), std::string::npos)
+  EXPECT_NE(model.status().message().find("model.layers.0.input_layernorm.weight"),
+            std::string::npos)
       << model.status().ToString();
-  dir.Write("model.safetensors",
-            Image(R"({"model.embed_tokens.weight": {"dtype": "F32", "shape": [512, 32], "data_offsets": [0, 65536]}})",
-                  std::string(65536, '\0')));
+  dir.Write(
+      "model.safetensors",
+      Image(
+          R"({"model.embed_tokens.weight": {"dtype": "F32", "shape": [512, 32], "data_offsets": [0, 65536]}})",
+          std::string(65536, '\0')));
   model = LoadModel(options);
   ASSERT_FALSE(model.ok());
   options.model_path = dir.path() + "/nothing";

@@ -11,7 +11,8 @@ Status OptionalId(const GgufFile& f, const std::string& key, int32_t* out) {
   if (f.Find(key) == nullptr) return Status::Ok();
   KILN_ASSIGN_OR_RETURN(int64_t v, f.GetInt(key));
   if (v == 0xFFFFFFFFll) v = -1;  // uint32 "none" as llama.cpp writes it
-  if (v < -1 || v > (int64_t{1} << 30)) return Status::InvalidArgument(f.name() + ": " + key + " out of range");
+  if (v < -1 || v > (int64_t{1} << 30))
+    return Status::InvalidArgument(f.name() + ": " + key + " out of range");
   *out = static_cast<int32_t>(v);
   return Status::Ok();
 }
@@ -68,8 +69,9 @@ StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path) {
     return CreateTokenizerFromGgufVocab(vocab);
   }
   if (EndsWith(path, ".json")) return CreateTokenizerFromJson(path);
-  return Status::InvalidArgument(path + ": expected a directory with tokenizer.json, a tokenizer.json "
-                                        "file or a .gguf file");
+  return Status::InvalidArgument(path +
+                                 ": expected a directory with tokenizer.json, a tokenizer.json "
+                                 "file or a .gguf file");
 }
 
 }  // namespace kiln

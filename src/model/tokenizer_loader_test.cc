@@ -26,7 +26,8 @@ TEST(TokenizerLoaderTest, Stories260KDecodesGreedyReference) {
   ASSERT_TRUE(text.ok()) << text.status().ToString();
   // The reference file may end with a newline the ids do not produce.
   std::string want = expected;
-  while (!want.empty() && want.back() == '\n' && (text->empty() || text->back() != '\n')) want.pop_back();
+  while (!want.empty() && want.back() == '\n' && (text->empty() || text->back() != '\n'))
+    want.pop_back();
   EXPECT_EQ(*text, want);
   const std::string hf = testing::SharedPath("models/stories260K/hf");
   if (!hf.empty()) {

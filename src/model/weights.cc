@@ -8,19 +8,27 @@ namespace kiln {
 
 std::string_view DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
-    case DType::kQ8_0: return "Q8_0";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kQ8_0:
+      return "Q8_0";
   }
   return "?";
 }
 
 size_t DTypeSize(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return 4;
-    case DType::kF16: case DType::kBF16: return 2;
-    case DType::kQ8_0: return 0;
+    case DType::kF32:
+      return 4;
+    case DType::kF16:
+    case DType::kBF16:
+      return 2;
+    case DType::kQ8_0:
+      return 0;
   }
   return 0;
 }
@@ -100,9 +108,10 @@ Status CheckTensor(const Tensor& t, const std::string& name, std::vector<int64_t
                                    str(want));
   }
   if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBF16)
-    return Status::Unimplemented("tensor " + name + " has dtype " + std::string(DTypeName(t.dtype)));
-  if (!t.is_dummy() && (t.data == nullptr ||
-                        t.size_bytes != static_cast<size_t>(t.numel()) * DTypeSize(t.dtype)))
+    return Status::Unimplemented("tensor " + name + " has dtype " +
+                                 std::string(DTypeName(t.dtype)));
+  if (!t.is_dummy() &&
+      (t.data == nullptr || t.size_bytes != static_cast<size_t>(t.numel()) * DTypeSize(t.dtype)))
     return Status::DataLoss("tensor " + name + " has inconsistent data size");
   return Status::Ok();
 }
@@ -131,7 +140,8 @@ Status ValidateWeights(const ModelConfig& c, const LlamaWeights& w) {
     KILN_RETURN_IF_ERROR(CheckTensor(l.q_norm, p + "q_norm", {d}, c.qk_norm));
     KILN_RETURN_IF_ERROR(CheckTensor(l.k_norm, p + "k_norm", {d}, c.qk_norm));
     KILN_RETURN_IF_ERROR(CheckTensor(l.o_proj, p + "o_proj", {h, q}, true));
-    KILN_RETURN_IF_ERROR(CheckTensor(l.post_attention_layernorm, p + "post_attention_layernorm", {h}, true));
+    KILN_RETURN_IF_ERROR(
+        CheckTensor(l.post_attention_layernorm, p + "post_attention_layernorm", {h}, true));
     KILN_RETURN_IF_ERROR(CheckTensor(l.gate_proj, p + "gate_proj", {inter, h}, true));
     KILN_RETURN_IF_ERROR(CheckTensor(l.up_proj, p + "up_proj", {inter, h}, true));
     KILN_RETURN_IF_ERROR(CheckTensor(l.down_proj, p + "down_proj", {h, inter}, true));

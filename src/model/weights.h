@@ -10,9 +10,9 @@
 //
 // Dummy weights (ModelOptions::load_format == "dummy"): tensors carry a shape, a dtype (the
 // checkpoint's torch_dtype) and size_bytes, but data == nullptr; element i of such a tensor is
-// Tensor::DummyValue(i): 1.0 for norm weights (dummy_fill == kOnes) and DummyWeightValue(dummy_seed,
-// i) otherwise. Every backend materializes dummy tensors through exactly these functions, so the CPU
-// and CUDA backends compute on identical weights.
+// Tensor::DummyValue(i): 1.0 for norm weights (dummy_fill == kOnes) and
+// DummyWeightValue(dummy_seed, i) otherwise. Every backend materializes dummy tensors through
+// exactly these functions, so the CPU and CUDA backends compute on identical weights.
 //
 // Thread-safety: a LoadedModel is immutable after LoadModel returns and may be shared by any number
 // of threads (it is handed out as shared_ptr<const LoadedModel>).

@@ -54,7 +54,8 @@ class CpuBackend final : public Backend {
         num_threads_(num_threads) {
     const LlamaWeights& w = model_->weights;
     embed_ = ToFloat(w.embed_tokens);
-    tied_ = w.lm_head.data == w.embed_tokens.data && w.lm_head.dummy_seed == w.embed_tokens.dummy_seed &&
+    tied_ = w.lm_head.data == w.embed_tokens.data &&
+            w.lm_head.dummy_seed == w.embed_tokens.dummy_seed &&
             w.lm_head.dummy_fill == w.embed_tokens.dummy_fill;
     if (!tied_) lm_head_ = ToFloat(w.lm_head);
     final_norm_ = ToFloat(w.norm);
@@ -103,14 +104,14 @@ class CpuBackend final : public Backend {
 
  private:
   struct Layer {
-    std::vector<float> input_norm;  // [h]
-    std::vector<float> qkv;         // [q + 2 kv, h]
-    std::vector<float> qkv_bias;    // [q + 2 kv] or empty
-    std::vector<float> q_norm, k_norm;  // [D] or empty
-    std::vector<float> o;           // [h, q]
-    std::vector<float> post_norm;   // [h]
-    std::vector<float> gate_up;     // [2 inter, h]
-    std::vector<float> down;        // [h, inter]
+    std::vector<float> input_norm;        // [h]
+    std::vector<float> qkv;               // [q + 2 kv, h]
+    std::vector<float> qkv_bias;          // [q + 2 kv] or empty
+    std::vector<float> q_norm, k_norm;    // [D] or empty
+    std::vector<float> o;                 // [h, q]
+    std::vector<float> post_norm;         // [h]
+    std::vector<float> gate_up;           // [2 inter, h]
+    std::vector<float> down;              // [h, inter]
     std::vector<float> k_cache, v_cache;  // [num_slots, Hkv, D]
   };
 
@@ -138,7 +139,8 @@ Status CpuBackend::ValidateBatch(const ForwardBatch& b) const {
   auto bad = [](const std::string& m) { return Status::InvalidArgument("ForwardBatch: " + m); };
   const int n = b.num_tokens(), num_seqs = b.num_seqs();
   if (n == 0) return bad("no tokens");
-  if (b.positions.size() != static_cast<size_t>(n) || b.slot_mapping.size() != static_cast<size_t>(n))
+  if (b.positions.size() != static_cast<size_t>(n) ||
+      b.slot_mapping.size() != static_cast<size_t>(n))
     return bad("token_ids, positions and slot_mapping differ in length");
   if (b.cu_seqlens_q.size() != static_cast<size_t>(num_seqs) + 1 || b.cu_seqlens_q[0] != 0 ||
       b.cu_seqlens_q.back() != n)
@@ -147,12 +149,14 @@ Status CpuBackend::ValidateBatch(const ForwardBatch& b) const {
       b.block_tables.size() != static_cast<size_t>(num_seqs) * b.max_blocks_per_seq)
     return bad("block_tables must be [num_seqs, max_blocks_per_seq]");
   for (int32_t id : b.token_ids)
-    if (id < 0 || id >= config_.vocab_size) return bad("token id " + std::to_string(id) + " outside vocabulary");
+    if (id < 0 || id >= config_.vocab_size)
+      return bad("token id " + std::to_string(id) + " outside vocabulary");
   for (int s = 0; s < num_seqs; ++s) {
     const int begin = b.cu_seqlens_q[s], end = b.cu_seqlens_q[s + 1];
     const int q_len = end - begin, seq_len = b.seq_lens[s];
     if (q_len <= 0) return bad("sequence " + std::to_string(s) + " has no new tokens");
-    if (seq_len < q_len || static_cast<int64_t>(seq_len) > static_cast<int64_t>(b.max_blocks_per_seq) * block_size_)
+    if (seq_len < q_len ||
+        static_cast<int64_t>(seq_len) > static_cast<int64_t>(b.max_blocks_per_seq) * block_size_)
       return bad("sequence " + std::to_string(s) + " has an inconsistent seq_len");
     const int32_t* table = b.block_tables.data() + static_cast<int64_t>(s) * b.max_blocks_per_seq;
     for (int blk = 0; blk < (seq_len + block_size_ - 1) / block_size_; ++blk)
@@ -160,20 +164,25 @@ Status CpuBackend::ValidateBatch(const ForwardBatch& b) const {
         return bad("block id " + std::to_string(table[blk]) + " outside the KV cache");
     for (int t = begin; t < end; ++t) {
       const int pos = seq_len - q_len + (t - begin);
-      if (b.positions[t] != pos) return bad("position of token row " + std::to_string(t) + " is not " + std::to_string(pos));
-      const int64_t slot = static_cast<int64_t>(table[pos / block_size_]) * block_size_ + pos % block_size_;
+      if (b.positions[t] != pos)
+        return bad("position of token row " + std::to_string(t) + " is not " + std::to_string(pos));
+      const int64_t slot =
+          static_cast<int64_t>(table[pos / block_size_]) * block_size_ + pos % block_size_;
       if (b.slot_mapping[t] != slot)
-        return bad("slot_mapping of token row " + std::to_string(t) + " disagrees with the block table");
+        return bad("slot_mapping of token row " + std::to_string(t) +
+                   " disagrees with the block table");
     }
   }
   for (const auto* indices : {&b.logits_indices, &b.hidden_indices})
     for (int32_t r : *indices)
-      if (r < 0 || r >= n) return bad("logits/hidden index " + std::to_string(r) + " outside the batch");
+      if (r < 0 || r >= n)
+        return bad("logits/hidden index " + std::to_string(r) + " outside the batch");
   return Status::Ok();
 }
 
 void CpuBackend::Attention(const ForwardBatch& b, Layer& layer, int n) {
-  const int H = config_.num_attention_heads, Hkv = config_.num_key_value_heads, D = config_.head_dim;
+  const int H = config_.num_attention_heads, Hkv = config_.num_key_value_heads,
+            D = config_.head_dim;
   const int q_size = config_.q_size(), kv_size = config_.kv_size(), row = q_size + 2 * kv_size;
   const float eps = static_cast<float>(config_.rms_norm_eps);
   Linear(normed_.data(), n, config_.hidden_size, layer.qkv, row, qkv_out_.data(), &layer.qkv_bias);
@@ -223,10 +232,12 @@ Status CpuBackend::Forward(const ForwardBatch& b) {
     if (l == 0) {
       cpu::RmsNorm(residual_.data(), layer.input_norm.data(), n, h, eps, normed_.data());
     } else {  // proj_ holds the previous layer's MLP output
-      cpu::AddRmsNorm(residual_.data(), proj_.data(), layer.input_norm.data(), n, h, eps, normed_.data());
+      cpu::AddRmsNorm(residual_.data(), proj_.data(), layer.input_norm.data(), n, h, eps,
+                      normed_.data());
     }
     Attention(b, layer, n);
-    cpu::AddRmsNorm(residual_.data(), proj_.data(), layer.post_norm.data(), n, h, eps, normed_.data());
+    cpu::AddRmsNorm(residual_.data(), proj_.data(), layer.post_norm.data(), n, h, eps,
+                    normed_.data());
     Linear(normed_.data(), n, h, layer.gate_up, 2 * inter, gate_up_out_.data());
     cpu::SiluMul(gate_up_out_.data(), n, inter, act_.data());
     Linear(act_.data(), n, inter, layer.down, h, proj_.data());
@@ -235,14 +246,16 @@ Status CpuBackend::Forward(const ForwardBatch& b) {
 
   hidden_.resize(b.hidden_indices.size() * h);
   for (size_t i = 0; i < b.hidden_indices.size(); ++i)
-    std::copy_n(normed_.data() + static_cast<int64_t>(b.hidden_indices[i]) * h, h, hidden_.data() + i * h);
+    std::copy_n(normed_.data() + static_cast<int64_t>(b.hidden_indices[i]) * h, h,
+                hidden_.data() + i * h);
   const int rows = static_cast<int>(b.logits_indices.size());
   vocab_rows_ = rows;
   logits_.resize(static_cast<size_t>(rows) * config_.vocab_size);
   if (rows > 0) {
     std::vector<float> selected(static_cast<size_t>(rows) * h);
     for (int i = 0; i < rows; ++i)
-      std::copy_n(normed_.data() + static_cast<int64_t>(b.logits_indices[i]) * h, h, selected.data() + static_cast<int64_t>(i) * h);
+      std::copy_n(normed_.data() + static_cast<int64_t>(b.logits_indices[i]) * h, h,
+                  selected.data() + static_cast<int64_t>(i) * h);
     Linear(selected.data(), rows, h, tied_ ? embed_ : lm_head_, config_.vocab_size, logits_.data());
   }
   return Status::Ok();
@@ -264,11 +277,13 @@ Status CpuBackend::Sample(std::span<const SamplingRow> rows, std::vector<SampleR
 }  // namespace
 
 Status CpuBackendOptions::Validate() const {
-  if (block_size <= 0 || block_size > 4096) return Status::InvalidArgument("block_size out of range");
+  if (block_size <= 0 || block_size > 4096)
+    return Status::InvalidArgument("block_size out of range");
   if (num_kv_blocks < 0) return Status::InvalidArgument("num_kv_blocks must be >= 0");
   if (num_kv_blocks == 0 && kv_cache_memory_bytes <= 0)
     return Status::InvalidArgument("kv_cache_memory_bytes must be > 0");
-  if (num_threads < 0 || num_threads > 1024) return Status::InvalidArgument("num_threads out of range");
+  if (num_threads < 0 || num_threads > 1024)
+    return Status::InvalidArgument("num_threads out of range");
   return Status::Ok();
 }
 
@@ -283,20 +298,23 @@ StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(std::shared_ptr<const Loaded
   int64_t num_blocks = options.num_kv_blocks;
   if (num_blocks == 0) num_blocks = options.kv_cache_memory_bytes / bytes_per_block;
   if (num_blocks <= 0)
-    return Status::ResourceExhausted("KV cache budget of " + std::to_string(options.kv_cache_memory_bytes) +
-                                     " bytes holds no block of " + std::to_string(bytes_per_block) + " bytes");
+    return Status::ResourceExhausted(
+        "KV cache budget of " + std::to_string(options.kv_cache_memory_bytes) +
+        " bytes holds no block of " + std::to_string(bytes_per_block) + " bytes");
   if (num_blocks > (int64_t{1} << 40) / bytes_per_block)
-    return Status::ResourceExhausted("KV cache of " + std::to_string(num_blocks) + " blocks is too large");
+    return Status::ResourceExhausted("KV cache of " + std::to_string(num_blocks) +
+                                     " blocks is too large");
   // Float32 weights + KV cache must fit in physical memory (a 7B dummy model would need ~30 GB).
   const LlamaWeights& w = model->weights;
   double weight_elements = static_cast<double>(w.embed_tokens.numel()) + w.norm.numel();
   if (!model->config.tie_word_embeddings) weight_elements += static_cast<double>(w.lm_head.numel());
   for (const LlamaWeights::Layer& l : w.layers)
-    for (const Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.q_bias, &l.k_bias,
-                            &l.v_bias, &l.q_norm, &l.k_norm, &l.o_proj, &l.post_attention_layernorm,
-                            &l.gate_proj, &l.up_proj, &l.down_proj})
+    for (const Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.q_bias,
+                            &l.k_bias, &l.v_bias, &l.q_norm, &l.k_norm, &l.o_proj,
+                            &l.post_attention_layernorm, &l.gate_proj, &l.up_proj, &l.down_proj})
       weight_elements += static_cast<double>(t->numel());
-  const double needed_bytes = 4.0 * weight_elements + static_cast<double>(num_blocks) * bytes_per_block;
+  const double needed_bytes =
+      4.0 * weight_elements + static_cast<double>(num_blocks) * bytes_per_block;
   const double physical_bytes =
       static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
   if (physical_bytes > 0 && needed_bytes > physical_bytes)

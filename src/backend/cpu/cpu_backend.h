@@ -22,10 +22,10 @@
 namespace kiln {
 
 struct CpuBackendOptions {
-  int block_size = 16;                             // tokens per KV block
-  int64_t num_kv_blocks = 0;                       // 0 → kv_cache_memory_bytes / bytes per block
+  int block_size = 16;        // tokens per KV block
+  int64_t num_kv_blocks = 0;  // 0 → kv_cache_memory_bytes / bytes per block
   int64_t kv_cache_memory_bytes = int64_t{1} << 30;  // budget when num_kv_blocks == 0
-  int num_threads = 0;                             // 0 → hardware concurrency
+  int num_threads = 0;                               // 0 → hardware concurrency
   Status Validate() const;
 };
 

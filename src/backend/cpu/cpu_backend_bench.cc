@@ -53,12 +53,14 @@ double StepBytes(const ModelConfig& c, int context) {
   const double h = c.hidden_size, q = c.q_size(), kv = c.kv_size(), inter = c.intermediate_size;
   const double per_layer = h * (q + 2 * kv) + q * h + 2 * inter * h + inter * h + 2 * h +
                            (c.attention_bias ? q + 2 * kv : 0) + (c.qk_norm ? 2 * c.head_dim : 0);
-  const double weights = c.num_hidden_layers * per_layer + static_cast<double>(c.vocab_size) * h + h + h;
+  const double weights =
+      c.num_hidden_layers * per_layer + static_cast<double>(c.vocab_size) * h + h + h;
   const double kv_cache = 2.0 * c.num_hidden_layers * kv * context;
   return 4.0 * (weights + kv_cache);
 }
 
-void BM_Decode(benchmark::State& state, const std::string& relative, const std::string& load_format) {
+void BM_Decode(benchmark::State& state, const std::string& relative,
+               const std::string& load_format) {
   const std::string path = testing::SharedPath(relative);
   if (path.empty()) {
     state.SkipWithError(("missing ../shared/" + relative).c_str());
@@ -84,7 +86,9 @@ void BM_Decode(benchmark::State& state, const std::string& relative, const std::
   const ModelConfig& c = (*model)->config;
   std::vector<int32_t> prompt;
   for (int i = 0; i < kPrefill; ++i) prompt.push_back((i * 7919 + 1) % c.vocab_size);
-  if (!(*backend)->Forward(testing::SingleSequenceBatch(prompt, 0, kBlockSize, kNumBlocks, false)).ok()) {
+  if (!(*backend)
+           ->Forward(testing::SingleSequenceBatch(prompt, 0, kBlockSize, kNumBlocks, false))
+           .ok()) {
     state.SkipWithError("prefill failed");
     return;
   }
@@ -97,7 +101,8 @@ void BM_Decode(benchmark::State& state, const std::string& relative, const std::
   const double cpu0 = ProcessCpuSeconds();
   for (auto _ : state) {
     if (pos >= max_pos) pos = kPrefill;
-    Status s = (*backend)->Forward(testing::SingleSequenceBatch({token}, pos, kBlockSize, kNumBlocks, false));
+    Status s = (*backend)->Forward(
+        testing::SingleSequenceBatch({token}, pos, kBlockSize, kNumBlocks, false));
     if (s.ok()) s = (*backend)->Sample(rows, &results);
     if (!s.ok()) {
       state.SkipWithError(s.ToString().c_str());
@@ -107,22 +112,34 @@ void BM_Decode(benchmark::State& state, const std::string& relative, const std::
     bytes += StepBytes(c, pos + 1);
     ++pos;
   }
-  const double cpu_per_step = (ProcessCpuSeconds() - cpu0) / static_cast<double>(state.iterations());
+  const double cpu_per_step =
+      (ProcessCpuSeconds() - cpu0) / static_cast<double>(state.iterations());
   const double bw = CopyBandwidthBytesPerSecond();
   // CPU seconds of all threads per step: on a loaded machine, wall time waits for cores; this
   // does not (up to cache effects).
   state.counters["proc_cpu_ms_per_step"] = cpu_per_step * 1e3;
   const double bytes_per_step = bytes / static_cast<double>(state.iterations());
-  state.counters["tok_per_s"] = benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["tok_per_s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
   state.counters["MB_per_step"] = bytes_per_step / 1e6;
   state.counters["copy_GBps"] = bw / 1e9;
   state.counters["floor_tok_per_s"] = bw / bytes_per_step;
 }
 
-BENCHMARK_CAPTURE(BM_Decode, stories260K_gguf, std::string("models/stories260K/stories260K.gguf"), std::string("auto"))
-    ->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond)->MinTime(2.0)->UseRealTime();
-BENCHMARK_CAPTURE(BM_Decode, qwen2_5_0_5b_dummy, std::string("configs/qwen2.5-0.5b-instruct"), std::string("dummy"))
-    ->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->Iterations(20)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Decode, stories260K_gguf, std::string("models/stories260K/stories260K.gguf"),
+                  std::string("auto"))
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMicrosecond)
+    ->MinTime(2.0)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_Decode, qwen2_5_0_5b_dummy, std::string("configs/qwen2.5-0.5b-instruct"),
+                  std::string("dummy"))
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(20)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace kiln

@@ -117,7 +117,8 @@ void CheckTinyModel(const std::string& name) {
               std::vector<int32_t>(generated->begin(), generated->begin() + consistent))
         << name << " prompt " << p;
     if (consistent < generated->size()) {
-      std::cout << "[ NOTE ] " << name << " prompt " << p << ": reference generated_ids diverge from "
+      std::cout << "[ NOTE ] " << name << " prompt " << p
+                << ": reference generated_ids diverge from "
                 << "their own logits' argmax at step " << consistent << "; compared up to there\n";
       const float* row = ref_logits->data() + (prompt_len - 1 + consistent) * vocab;
       EXPECT_EQ(greedy[consistent], Argmax(row, vocab)) << name << " prompt " << p;
@@ -177,7 +178,8 @@ TEST(CpuBackendTest, ChunkedPrefillAndBatchingAgree) {
   ASSERT_TRUE(backend->Forward(SingleSequenceBatch(tokens, 0, kBlockSize, 8, false)).ok());
   ASSERT_TRUE(backend->GetLogits(&full).ok());
   // Two chunks: 23 then 17 tokens.
-  std::vector<int32_t> first(tokens.begin(), tokens.begin() + 23), second(tokens.begin() + 23, tokens.end());
+  std::vector<int32_t> first(tokens.begin(), tokens.begin() + 23),
+      second(tokens.begin() + 23, tokens.end());
   ASSERT_TRUE(backend->Forward(SingleSequenceBatch(first, 0, kBlockSize, 8, false)).ok());
   ASSERT_TRUE(backend->Forward(SingleSequenceBatch(second, 23, kBlockSize, 8, false)).ok());
   ASSERT_TRUE(backend->GetLogits(&chunked).ok());

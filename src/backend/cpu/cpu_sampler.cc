@@ -15,7 +15,8 @@ bool Before(const std::vector<float>& v, int32_t a, int32_t b) {
 
 }  // namespace
 
-Status SampleLogitsRow(std::span<const float> logits, const SamplingRow& row, SampleResult* result) {
+Status SampleLogitsRow(std::span<const float> logits, const SamplingRow& row,
+                       SampleResult* result) {
   const int vocab = static_cast<int>(logits.size());
   auto in_vocab = [&](int32_t id) { return id >= 0 && id < vocab; };
   *result = SampleResult();
@@ -35,7 +36,9 @@ Status SampleLogitsRow(std::span<const float> logits, const SamplingRow& row, Sa
   // 2. Processed logits: masks, then penalties.
   std::vector<float> x(logits.begin(), logits.end());
   for (int32_t id : row.banned_token_ids) {
-    if (!in_vocab(id)) return Status::InvalidArgument("banned token id " + std::to_string(id) + " outside vocabulary");
+    if (!in_vocab(id))
+      return Status::InvalidArgument("banned token id " + std::to_string(id) +
+                                     " outside vocabulary");
     x[id] = -INFINITY;
   }
   if (row.allowed_token_bitmask != nullptr) {
@@ -45,18 +48,24 @@ Status SampleLogitsRow(std::span<const float> logits, const SamplingRow& row, Sa
   const bool any_penalty = row.repetition_penalty != 1.0f || row.presence_penalty != 0.0f ||
                            row.frequency_penalty != 0.0f;
   if (any_penalty) {
-    std::unordered_map<int32_t, int> output_counts;  // distinct ids of prompt ∪ output → count in output
+    std::unordered_map<int32_t, int>
+        output_counts;  // distinct ids of prompt ∪ output → count in output
     for (int32_t id : row.prompt_token_ids) {
-      if (!in_vocab(id)) return Status::InvalidArgument("prompt token id " + std::to_string(id) + " outside vocabulary");
+      if (!in_vocab(id))
+        return Status::InvalidArgument("prompt token id " + std::to_string(id) +
+                                       " outside vocabulary");
       output_counts.emplace(id, 0);
     }
     for (int32_t id : row.output_token_ids) {
-      if (!in_vocab(id)) return Status::InvalidArgument("output token id " + std::to_string(id) + " outside vocabulary");
+      if (!in_vocab(id))
+        return Status::InvalidArgument("output token id " + std::to_string(id) +
+                                       " outside vocabulary");
       ++output_counts[id];
     }
     for (const auto& [id, count] : output_counts) {
       float& v = x[id];
-      if (row.repetition_penalty != 1.0f) v = v > 0.0f ? v / row.repetition_penalty : v * row.repetition_penalty;
+      if (row.repetition_penalty != 1.0f)
+        v = v > 0.0f ? v / row.repetition_penalty : v * row.repetition_penalty;
       if (count > 0) v -= row.frequency_penalty * static_cast<float>(count) + row.presence_penalty;
     }
   }
@@ -80,7 +89,8 @@ Status SampleLogitsRow(std::span<const float> logits, const SamplingRow& row, Sa
     for (float& p : probs) p = static_cast<float>(p / z);
     std::vector<int32_t> order(static_cast<size_t>(vocab));
     std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return Before(probs, a, b); });
+    std::sort(order.begin(), order.end(),
+              [&](int32_t a, int32_t b) { return Before(probs, a, b); });
     int n = vocab;
     if (row.top_k > 0 && row.top_k < n) n = row.top_k;
     if (row.min_p > 0.0f) {
@@ -128,7 +138,9 @@ Status SampleLogitsRow(std::span<const float> logits, const SamplingRow& row, Sa
       for (int i = 0; i < k; ++i) result->top.push_back({ids[i], logprobs[ids[i]]});
     }
     for (int32_t id : row.requested_token_ids) {
-      if (!in_vocab(id)) return Status::InvalidArgument("requested token id " + std::to_string(id) + " outside vocabulary");
+      if (!in_vocab(id))
+        return Status::InvalidArgument("requested token id " + std::to_string(id) +
+                                       " outside vocabulary");
       result->requested.push_back({id, logprobs[id]});
     }
   }

@@ -80,7 +80,7 @@ TEST(CpuSamplerTest, Penalties) {
   EXPECT_EQ(MustSample(logits, freq).token_id, 1);
   freq.frequency_penalty = 0.04f;  // 1.92 > 1.9
   EXPECT_EQ(MustSample(logits, freq).token_id, 0);
-  freq.presence_penalty = 0.05f;   // 1.87
+  freq.presence_penalty = 0.05f;  // 1.87
   EXPECT_EQ(MustSample(logits, freq).token_id, 1);
   SamplingRow prompt_only;
   prompt_only.prompt_token_ids = prompt;

@@ -205,7 +205,8 @@ void AttendOne(const float* q_vec, const float* k_cache, const float* v_cache,
   const int64_t row = static_cast<int64_t>(num_kv_heads) * head_dim;
   float max_score = -INFINITY;
   for (int p = 0; p <= pos; ++p) {
-    const int64_t slot = static_cast<int64_t>(block_table[p / block_size]) * block_size + p % block_size;
+    const int64_t slot =
+        static_cast<int64_t>(block_table[p / block_size]) * block_size + p % block_size;
     const float* k_vec = k_cache + slot * row + static_cast<int64_t>(kv_head) * head_dim;
     float dot = 0.0f;
     for (int d = 0; d < head_dim; ++d) dot += q_vec[d] * k_vec[d];
@@ -219,7 +220,8 @@ void AttendOne(const float* q_vec, const float* k_cache, const float* v_cache,
   }
   std::fill_n(out, head_dim, 0.0f);
   for (int p = 0; p <= pos; ++p) {
-    const int64_t slot = static_cast<int64_t>(block_table[p / block_size]) * block_size + p % block_size;
+    const int64_t slot =
+        static_cast<int64_t>(block_table[p / block_size]) * block_size + p % block_size;
     const float* v_vec = v_cache + slot * row + static_cast<int64_t>(kv_head) * head_dim;
     const float w = scores[p] / denom;
     for (int d = 0; d < head_dim; ++d) out[d] += w * v_vec[d];
@@ -247,9 +249,8 @@ void PagedAttention(const float* q, const float* k_cache, const float* v_cache,
       scores.resize(static_cast<size_t>(pos) + 1);
       const int64_t qo = (static_cast<int64_t>(t) * num_heads + h) * head_dim;
       AttendOne(q + qo, k_cache, v_cache,
-                batch.block_tables.data() + static_cast<int64_t>(s) * batch.max_blocks_per_seq,
-                pos, h / group, num_kv_heads, head_dim, block_size, scale, scores.data(),
-                out + qo);
+                batch.block_tables.data() + static_cast<int64_t>(s) * batch.max_blocks_per_seq, pos,
+                h / group, num_kv_heads, head_dim, block_size, scale, scores.data(), out + qo);
     }
   };
   // Thread start-up costs tens of microseconds: only split work that is large enough.

@@ -65,7 +65,8 @@ void HeadRmsNorm(float* x, const float* weight, int num_tokens, int num_heads, i
 void SiluMul(const float* gate_up, int num_tokens, int intermediate_size, float* out);
 
 // Writes each token's K and V into the paged cache of one layer at its slot.
-// Slots < 0 are skipped (padding). A cache is [num_blocks, block_size, Hkv, D] = [num_slots, Hkv, D].
+// Slots < 0 are skipped (padding). A cache is [num_blocks, block_size, Hkv, D] = [num_slots, Hkv,
+// D].
 //   k, v: [n, Hkv, D]   slot_mapping: [n]   k_cache, v_cache: [num_blocks * block_size, Hkv, D]
 void WriteKvCache(const float* k, const float* v, const int64_t* slot_mapping, int num_tokens,
                   int num_kv_heads, int head_dim, float* k_cache, float* v_cache);
