@@ -11,11 +11,15 @@ PKGS=(build-essential cmake ninja-build ccache pkg-config git
       nlohmann-json3-dev libpcre2-dev libutf8proc-dev libopenblas-dev
       libboost-dev libboost-system-dev libgtest-dev libgmock-dev libbenchmark-dev
       libsqlite3-dev libhiredis-dev redis-server clang-14 libclang-rt-14-dev
-      nodejs npm python3 curl espeak-ng)
+      python3 curl espeak-ng)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# Node.js + npm (for the tokenizer package, the OpenAI client tests and the JSON Schema validator):
+# keep an existing installation (it may not come from Debian's packages).
+if ! command -v node >/dev/null 2>&1; then missing+=(nodejs); fi
+if ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
