@@ -130,5 +130,23 @@ TEST(CliTokenizeTest, Qwen25CasesThroughJsonLines) {
             "assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
 }
 
+// Regression: tool schemas reach the chat template in document key order (HF's tojson keeps the
+// order of the Python dict, sort_keys=False); a sorted-key JSON type used to reorder them.
+TEST(CliTokenizeTest, ToolSchemaKeepsKeyOrder) {
+  std::string dir = SharedDir() + "/tokenizers/qwen2.5";
+  if (!std::filesystem::exists(KilnBinary())) GTEST_SKIP() << "kiln binary not built";
+  if (!std::filesystem::exists(dir)) GTEST_SKIP() << "missing " << dir;
+  const std::string tool =
+      R"({"type": "function", "function": {"name": "get_weather", "description": "d", )"
+      R"("parameters": {"type": "object", "properties": {"city": {"type": "string"}}, )"
+      R"("required": ["city"]}}})";
+  std::string line = R"({"messages": [{"role": "user", "content": "hi"}], "tools": [)" + tool +
+                     R"(], "add_generation_prompt": true})";
+  auto r = RunCommand(KilnBinary() + " tokenize --tokenizer " + dir, line + "\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string prompt = json::parse(r.out)["prompt"].get<std::string>();
+  EXPECT_NE(prompt.find(tool), std::string::npos) << prompt;
+}
+
 }  // namespace
 }  // namespace kiln

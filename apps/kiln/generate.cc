@@ -84,7 +84,8 @@ Status Generate(int argc, char** argv) {
     if (f.Has("prompt")) {
       request.prompt_token_ids = tok->Encode(f.GetString("prompt"), /*add_special_tokens=*/true);
     } else {
-      nlohmann::json messages = nlohmann::json::parse(f.GetString("chat"), nullptr, false);
+      nlohmann::ordered_json messages =
+          nlohmann::ordered_json::parse(f.GetString("chat"), nullptr, false);
       if (messages.is_discarded() || !messages.is_array()) {
         return Status::InvalidArgument("--chat must be a JSON array of messages");
       }

@@ -24,9 +24,11 @@ struct ChatTemplateOptions {
   // Assistant prefill: render, then cut right after the final assistant message's content (HF
   // transformers / vLLM semantics). Requires the last message to be from the assistant.
   bool continue_final_message = false;
-  nlohmann::json tools;              // null or an array of tool definitions
-  nlohmann::json documents;          // null or an array
-  nlohmann::json extra_kwargs;       // object of extra template variables (e.g. enable_thinking)
+  // ordered_json: objects keep their key order as Python dicts do, so `tojson` of a tool schema
+  // renders byte for byte as HF transformers renders it.
+  nlohmann::ordered_json tools;         // null or an array of tool definitions
+  nlohmann::ordered_json documents;     // null or an array
+  nlohmann::ordered_json extra_kwargs;  // object of extra template variables (enable_thinking)
   std::string chat_template;         // non-empty → overrides the tokenizer's template
 };
 
@@ -70,7 +72,7 @@ class Tokenizer {
 
   // Renders `messages` (an array of {role, content, ...}) with the chat template.
   virtual bool has_chat_template() const = 0;
-  virtual StatusOr<std::string> ApplyChatTemplate(const nlohmann::json& messages,
+  virtual StatusOr<std::string> ApplyChatTemplate(const nlohmann::ordered_json& messages,
                                                   const ChatTemplateOptions& options) const = 0;
 };
 

@@ -22,7 +22,8 @@
 
 namespace kiln::server {
 
-using nlohmann::json;
+// Requests are parsed keeping object key order (tool schemas reach the chat template as written).
+using json = nlohmann::ordered_json;
 
 enum class ApiKind { kChat, kCompletion };
 

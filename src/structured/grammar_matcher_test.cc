@@ -281,7 +281,7 @@ class FakeTokenizer final : public Tokenizer {
   std::string bos_token() const override { return ""; }
   std::string eos_token() const override { return "</s>"; }
   bool has_chat_template() const override { return false; }
-  StatusOr<std::string> ApplyChatTemplate(const nlohmann::json&,
+  StatusOr<std::string> ApplyChatTemplate(const nlohmann::ordered_json&,
                                           const ChatTemplateOptions&) const override {
     return Status::Unimplemented("none");
   }

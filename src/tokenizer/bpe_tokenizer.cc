@@ -188,7 +188,7 @@ int32_t BpeTokenizer::PieceToId(std::string_view piece) const {
 
 bool BpeTokenizer::IsSpecial(int32_t id) const { return IsValidId(id) && special_[id] != 0; }
 
-StatusOr<std::string> BpeTokenizer::ApplyChatTemplate(const nlohmann::json& messages,
+StatusOr<std::string> BpeTokenizer::ApplyChatTemplate(const nlohmann::ordered_json& messages,
                                                       const ChatTemplateOptions& options) const {
 #ifdef KILN_HAVE_JINJA
   if (!options.chat_template.empty()) {

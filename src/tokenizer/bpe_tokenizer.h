@@ -70,7 +70,7 @@ class BpeTokenizer final : public Tokenizer {
   std::string eos_token() const override { return IdToPiece(eos_id_); }
 
   bool has_chat_template() const override { return !chat_templates_.empty(); }
-  StatusOr<std::string> ApplyChatTemplate(const nlohmann::json& messages,
+  StatusOr<std::string> ApplyChatTemplate(const nlohmann::ordered_json& messages,
                                           const ChatTemplateOptions& options) const override;
 
   // Decode without id checks (ids must be valid): used by the streaming detokenizer.

@@ -61,7 +61,7 @@ StatusOr<std::string> FinalMessageText(const Json& message) {
 
 }  // namespace
 
-StatusOr<std::string> ChatTemplate::Render(const nlohmann::json& messages,
+StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& messages,
                                            const ChatTemplateOptions& options,
                                            const std::string& bos_token,
                                            const std::string& eos_token) const {

@@ -36,9 +36,12 @@ class ChatTemplate final {
   static StatusOr<ChatTemplate> Parse(std::string source);
 
   // `messages`: an array of objects ({role, content, ...}); content may be a string, null or an
-  // array of parts, whatever the template handles.
-  StatusOr<std::string> Render(const nlohmann::json& messages, const ChatTemplateOptions& options,
-                               const std::string& bos_token, const std::string& eos_token) const;
+  // array of parts, whatever the template handles. ordered_json keeps object keys in document
+  // order, as Python dicts do (it shows in `tojson` of tool schemas); a nlohmann::json argument
+  // converts implicitly (its keys are already sorted).
+  StatusOr<std::string> Render(const nlohmann::ordered_json& messages,
+                               const ChatTemplateOptions& options, const std::string& bos_token,
+                               const std::string& eos_token) const;
 
   // The same for callers that parsed their JSON as nlohmann::ordered_json, so that objects keep
   // their key order as Python dicts do (it shows in `tojson` of tool schemas). `tools` and
