@@ -15,7 +15,7 @@ G="$ROOT/.gpu"
 MODE=${1:-all}
 SHARED_SRC=${KILN_SHARED:-$ROOT/../shared}
 GPU_TESTS="cuda_sampling_test cuda_backend_test kernels_test"
-BINS="kiln kernels_bench $GPU_TESTS"
+BINS="kiln kernels_bench gemv_bench $GPU_TESTS"
 
 if [ "$MODE" = "--stage" ]; then
   BUILD=${2:-$ROOT/build-cuda}

@@ -1,6 +1,10 @@
 #include "backend/cuda/gemm.h"
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
+
+#include "kernels/gemv.h"
 
 namespace kiln::cuda {
 namespace {
@@ -12,6 +16,23 @@ Status LtStatus(cublasStatus_t st, const char* what) {
 }
 
 #define KILN_LT_RETURN_IF_ERROR(expr) KILN_RETURN_IF_ERROR(LtStatus((expr), #expr))
+
+// Y[n, m] = X[n, k] W[m, k]^T (+ bias) through kernels::Gemv; OutT is the type of Y and bias.
+template <typename OutT>
+cudaError_t LaunchGemv(const void* x, const void* w, const void* bias, void* y, int64_t n,
+                       int64_t m, int64_t k, cudaStream_t stream, int64_t ldx, int64_t ldy) {
+  kernels::GemvParams<OutT> p;
+  p.x = static_cast<const __nv_bfloat16*>(x);
+  p.w = static_cast<const __nv_bfloat16*>(w);
+  p.bias = static_cast<const OutT*>(bias);
+  p.y = static_cast<OutT*>(y);
+  p.rows = static_cast<int>(n);
+  p.out_features = m;
+  p.in_features = k;
+  p.ldx = ldx;
+  p.ldy = ldy;
+  return kernels::Gemv(p, stream);
+}
 
 }  // namespace
 
@@ -26,6 +47,8 @@ Gemm::~Gemm() {
 }
 
 Status Gemm::Init(size_t workspace_bytes) {
+  const char* gemv_env = std::getenv("KILN_GEMV");
+  if (gemv_env != nullptr && std::strcmp(gemv_env, "0") == 0) use_gemv_ = false;
   KILN_LT_RETURN_IF_ERROR(cublasLtCreate(&handle_));
   return workspace_.Allocate(workspace_bytes);
 }
@@ -133,6 +156,9 @@ Status Gemm::Run(cudaDataType_t in_type, cudaDataType_t out_type, const void* x,
   if (n == 0) return Status::Ok();
   if (ldx == 0) ldx = k;
   if (ldy == 0) ldy = m;
+  if (use_gemv_ && in_type == CUDA_R_16BF && n <= kernels::kGemvMaxRows) {
+    return RunGemv(out_type, x, w, bias, y, n, m, k, stream, ldx, ldy);
+  }
   Key key{m, n, k, ldx, ldy, static_cast<int>(in_type), static_cast<int>(out_type),
           bias != nullptr};
   KILN_ASSIGN_OR_RETURN(Plan * plan, GetPlan(key, Operands{x, w, bias, y}, stream));
@@ -144,6 +170,24 @@ Status Gemm::Run(cudaDataType_t in_type, cudaDataType_t out_type, const void* x,
   KILN_LT_RETURN_IF_ERROR(cublasLtMatmul(handle_, plan->desc, &alpha, w, plan->a, x, plan->b,
                                          &beta, y, plan->c, y, plan->c, &plan->algo,
                                          workspace_.get(), workspace_.size_bytes(), stream));
+  return Status::Ok();
+}
+
+Status Gemm::RunGemv(cudaDataType_t out_type, const void* x, const void* w, const void* bias,
+                     void* y, int64_t n, int64_t m, int64_t k, cudaStream_t stream, int64_t ldx,
+                     int64_t ldy) {
+  cudaError_t err;
+  if (out_type == CUDA_R_16BF) {
+    err = LaunchGemv<__nv_bfloat16>(x, w, bias, y, n, m, k, stream, ldx, ldy);
+  } else if (out_type == CUDA_R_32F) {
+    err = LaunchGemv<float>(x, w, bias, y, n, m, k, stream, ldx, ldy);
+  } else {
+    return Status::InvalidArgument("Gemm: bf16 inputs need a bf16 or float32 output");
+  }
+  if (err != cudaSuccess) {
+    return Status::Internal("Gemv (n=" + std::to_string(n) + " m=" + std::to_string(m) +
+                            " k=" + std::to_string(k) + ") failed: " + cudaGetErrorString(err));
+  }
   return Status::Ok();
 }
 

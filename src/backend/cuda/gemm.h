@@ -11,6 +11,10 @@
 // first candidate when that call is being graph-captured). Every call uses the same preallocated
 // workspace, so calls are legal inside CUDA graph capture once the shape has been seen.
 //
+// bf16 calls with at most kernels::kGemvMaxRows rows of X (decode) go to kernels::Gemv instead,
+// which streams W at close to copy bandwidth where cuBLASLt does not; set_use_gemv(false), or
+// KILN_GEMV=0 in the environment at Init, keeps every call on cuBLASLt (for A/B measurements).
+//
 // Thread-safety: one Gemm per backend, used by one thread.
 #pragma once
 
@@ -46,6 +50,10 @@ class Gemm final {
 
   size_t workspace_bytes() const { return workspace_.size_bytes(); }
 
+  // Whether bf16 calls with n <= kernels::kGemvMaxRows use kernels::Gemv (default on).
+  void set_use_gemv(bool on) { use_gemv_ = on; }
+  bool use_gemv() const { return use_gemv_; }
+
  private:
   struct Key {
     int64_t m, n, k, ldx, ldy;
@@ -67,6 +75,9 @@ class Gemm final {
     const void* bias;
     void* y;
   };
+  // The kernels::Gemv path of Run (bf16 inputs, n <= kGemvMaxRows).
+  Status RunGemv(cudaDataType_t out_type, const void* x, const void* w, const void* bias, void* y,
+                 int64_t n, int64_t m, int64_t k, cudaStream_t stream, int64_t ldx, int64_t ldy);
   StatusOr<Plan*> GetPlan(const Key& key, const Operands& ops, cudaStream_t stream);
   StatusOr<int> Autotune(Plan& plan, const cublasLtMatmulHeuristicResult_t* results, int found,
                          const Operands& ops, cudaStream_t stream);
@@ -74,6 +85,7 @@ class Gemm final {
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer workspace_;
   std::map<Key, Plan> plans_;
+  bool use_gemv_ = true;
 };
 
 }  // namespace kiln::cuda

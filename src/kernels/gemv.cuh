@@ -1,0 +1,130 @@
+// Gemv kernels (see gemv.h). One warp per kWarpRows output rows, kGemvWarps warps per block (small
+// blocks, so the last wave of a call is spread evenly over the SMs). The vectorized kernel keeps
+// kUnroll × kWarpRows 16-byte weight loads in flight per lane (ld.global.nc, no L1 allocation,
+// 256-byte L2 prefetch), reads the matching x vectors through L1, accumulates in float32 per lane
+// and reduces across the warp once at the end. Rows past out_features clamp their loads to the
+// last row and skip the store.
+#pragma once
+
+#include "kernels/common.cuh"
+#include "kernels/gemv.h"
+
+namespace kiln::kernels {
+
+constexpr int kGemvWarps = 4;
+
+// Streams 16 bytes of weights: read-only path, no L1 allocation (each byte is used once).
+__device__ __forceinline__ uint4 GemvLoadStreaming(const uint4* ptr) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(ptr));
+  return v;
+}
+
+// 8 packed bf16 → float32 (bf16 is the top half of a float32).
+__device__ __forceinline__ void GemvUnpack(const uint4& v, float* out) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    out[2 * i] = __uint_as_float(words[i] << 16);
+    out[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+  }
+}
+
+template <typename OutT>
+__device__ __forceinline__ void GemvStore(const GemvParams<OutT>& p, int r, int64_t o, float v) {
+  if (p.bias != nullptr) v += ToFloat(p.bias[o]);
+  p.y[r * p.ldy + o] = FromFloat<OutT>(v);
+}
+
+// Requires in_features % 8 == 0, ldx % 8 == 0, 16-byte aligned x and w; rows == kRows.
+template <int kRows, int kWarpRows, int kUnroll, typename OutT>
+__global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT> p) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warp = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  const int64_t row0 = warp * kWarpRows;
+  if (row0 >= p.out_features) return;  // the whole warp leaves together
+  const int64_t num_vecs = p.in_features / 8;
+  const uint4* w_rows[kWarpRows];
+#pragma unroll
+  for (int j = 0; j < kWarpRows; ++j) {
+    const int64_t o = min(row0 + j, p.out_features - 1);
+    w_rows[j] = reinterpret_cast<const uint4*>(p.w + o * p.in_features);
+  }
+  const uint4* x_rows[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) x_rows[r] = reinterpret_cast<const uint4*>(p.x + r * p.ldx);
+
+  float acc[kRows][kWarpRows] = {};
+  for (int64_t base = lane; base < num_vecs; base += 32 * kUnroll) {
+    uint4 wv[kUnroll][kWarpRows];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t i = base + u * 32;
+      if (i < num_vecs) {
+#pragma unroll
+        for (int j = 0; j < kWarpRows; ++j) wv[u][j] = GemvLoadStreaming(w_rows[j] + i);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t i = base + u * 32;
+      if (i < num_vecs) {
+        float wf[kWarpRows][8];
+#pragma unroll
+        for (int j = 0; j < kWarpRows; ++j) GemvUnpack(wv[u][j], wf[j]);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          float xf[8];
+          GemvUnpack(__ldg(x_rows[r] + i), xf);
+#pragma unroll
+          for (int j = 0; j < kWarpRows; ++j) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[r][j] = fmaf(xf[e], wf[j][e], acc[r][j]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int j = 0; j < kWarpRows; ++j) acc[r][j] = WarpSum(acc[r][j]);
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int j = 0; j < kWarpRows; ++j) {
+      const int64_t o = row0 + j;
+      if (o >= p.out_features) break;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) GemvStore(p, r, o, acc[r][j]);
+    }
+  }
+}
+
+// Any shape and alignment: one warp per output row, element loads.
+template <typename OutT>
+__global__ void __launch_bounds__(kGemvWarps * 32) GemvScalarKernel(GemvParams<OutT> p) {
+  const int lane = threadIdx.x & 31;
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  if (o >= p.out_features) return;
+  const __nv_bfloat16* w_row = p.w + o * p.in_features;
+  float acc[kGemvMaxRows] = {};
+  for (int64_t i = lane; i < p.in_features; i += 32) {
+    const float w = ToFloat(w_row[i]);
+#pragma unroll
+    for (int r = 0; r < kGemvMaxRows; ++r) {
+      if (r < p.rows) acc[r] = fmaf(ToFloat(p.x[r * p.ldx + i]), w, acc[r]);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kGemvMaxRows; ++r) {
+    if (r < p.rows) {
+      const float v = WarpSum(acc[r]);
+      if (lane == 0) GemvStore(p, r, o, v);
+    }
+  }
+}
+
+}  // namespace kiln::kernels

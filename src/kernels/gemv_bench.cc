@@ -1,0 +1,140 @@
+// gemv_bench: kernels::Gemv against cuBLASLt (kiln::cuda::Gemm with the Gemv route off) for the
+// GEMMs of a Qwen2-7B decode step, as weight-streaming bandwidth against the card's copy
+// bandwidth (device-to-device memcpy, bytes read + written), then the step's GEMM time summed
+// (28 layers × qkv, o, gate_up, down + lm_head) against its bandwidth floor. Each shape cycles
+// through enough weight copies (>= 256 MB) that no call finds its weights in L2; each figure is
+// the median of 15 timed passes (CUDA events) after 3 warm-up passes.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <vector>
+
+#include "backend/cuda/gemm.h"
+#include "kernels/gemv.h"
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+#define CHECK_CUDA(expr)                                                                  \
+  do {                                                                                    \
+    const cudaError_t _e = (expr);                                                        \
+    if (_e != cudaSuccess) {                                                              \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(_e)); \
+      std::exit(1);                                                                       \
+    }                                                                                     \
+  } while (0)
+
+// Median milliseconds of one call of `pass` (which makes `calls` calls).
+double MedianMs(const std::function<void()>& pass, int calls) {
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  for (int i = 0; i < 3; ++i) pass();
+  std::vector<double> ms;
+  for (int i = 0; i < 15; ++i) {
+    CHECK_CUDA(cudaEventRecord(start));
+    pass();
+    CHECK_CUDA(cudaEventRecord(stop));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float t = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t / calls);
+  }
+  CHECK_CUDA(cudaGetLastError());
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+struct Shape {
+  const char* name;
+  int64_t out, in;
+  int per_step;  // calls per decode step
+  bool float_out;
+};
+
+}  // namespace
+
+int main() {
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+
+  const size_t copy_bytes = size_t{1} << 30;
+  void *src = nullptr, *dst = nullptr;
+  CHECK_CUDA(cudaMalloc(&src, copy_bytes));
+  CHECK_CUDA(cudaMalloc(&dst, copy_bytes));
+  CHECK_CUDA(cudaMemset(src, 1, copy_bytes));
+  const double copy_ms = MedianMs(
+      [&] { CHECK_CUDA(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice)); }, 1);
+  const double copy_gbs = 2.0 * copy_bytes / (copy_ms * 1e-3) / 1e9;
+  CHECK_CUDA(cudaFree(src));
+  CHECK_CUDA(cudaFree(dst));
+  std::printf("copy bandwidth (D2D memcpy, read + write): %.0f GB/s\n\n", copy_gbs);
+
+  kiln::cuda::Gemm gemm;
+  if (!gemm.Init().ok()) {
+    std::fprintf(stderr, "Gemm::Init failed\n");
+    return 1;
+  }
+  const Shape shapes[] = {{"qkv", 4608, 3584, 28, false},   {"o", 3584, 3584, 28, false},
+                          {"gate_up", 37888, 3584, 28, false}, {"down", 3584, 18944, 28, false},
+                          {"lm_head", 152064, 3584, 1, true}};
+  std::printf("%-8s %4s %8s %6s | %9s %7s %6s | %9s %7s %6s\n", "gemm", "rows", "N", "K",
+              "gemv us", "GB/s", "copy%", "cublas us", "GB/s", "copy%");
+  for (int rows : {1, 2, 4, 8}) {
+    double step_gemv = 0, step_lt = 0, step_bytes = 0;
+    for (const Shape& s : shapes) {
+      const size_t w_bytes = static_cast<size_t>(s.out) * s.in * sizeof(bf16);
+      const int copies = static_cast<int>(std::max<size_t>(1, (size_t{256} << 20) / w_bytes + 1));
+      std::vector<bf16*> ws(copies);
+      for (auto& w : ws) {
+        CHECK_CUDA(cudaMalloc(&w, w_bytes));
+        CHECK_CUDA(cudaMemset(w, 0x3c, w_bytes));  // bf16 0x3c3c ≈ 0.0115
+      }
+      bf16* x = nullptr;
+      void* y = nullptr;
+      CHECK_CUDA(cudaMalloc(&x, rows * s.in * sizeof(bf16)));
+      CHECK_CUDA(cudaMemset(x, 0x3c, rows * s.in * sizeof(bf16)));
+      CHECK_CUDA(cudaMalloc(&y, rows * s.out * sizeof(float)));
+      const cudaDataType_t out_type = s.float_out ? CUDA_R_32F : CUDA_R_16BF;
+      double ms[2];
+      for (int lt = 0; lt < 2; ++lt) {
+        gemm.set_use_gemv(lt == 0);
+        ms[lt] = MedianMs(
+            [&] {
+              for (bf16* w : ws) {
+                if (!gemm.Run(CUDA_R_16BF, out_type, x, w, nullptr, y, rows, s.out, s.in, nullptr)
+                         .ok()) {
+                  std::fprintf(stderr, "Gemm::Run failed\n");
+                  std::exit(1);
+                }
+              }
+            },
+            copies);
+      }
+      const double gbs[2] = {w_bytes / (ms[0] * 1e-3) / 1e9, w_bytes / (ms[1] * 1e-3) / 1e9};
+      std::printf("%-8s %4d %8lld %6lld | %9.1f %7.0f %5.0f%% | %9.1f %7.0f %5.0f%%\n", s.name, rows,
+                  static_cast<long long>(s.out), static_cast<long long>(s.in), ms[0] * 1e3, gbs[0],
+                  100 * gbs[0] / copy_gbs, ms[1] * 1e3, gbs[1], 100 * gbs[1] / copy_gbs);
+      step_gemv += ms[0] * s.per_step;
+      step_lt += ms[1] * s.per_step;
+      step_bytes += static_cast<double>(w_bytes) * s.per_step;
+      for (bf16* w : ws) CHECK_CUDA(cudaFree(w));
+      CHECK_CUDA(cudaFree(x));
+      CHECK_CUDA(cudaFree(y));
+    }
+    const double floor_ms = step_bytes / (copy_gbs * 1e9) * 1e3;
+    std::printf("step GEMMs, %d row(s): %.2f GB, floor %.3f ms | gemv %.3f ms (%.2fx) | cublasLt "
+                "%.3f ms (%.2fx)\n\n",
+                rows, step_bytes / 1e9, floor_ms, step_gemv, step_gemv / floor_ms, step_lt,
+                step_lt / floor_ms);
+  }
+  return 0;
+}
