@@ -83,6 +83,12 @@ class Engine final {
   // full), FailedPrecondition (shutting down). Returns the request id.
   StatusOr<std::string> Submit(Request request, OutputCallback callback);
   StatusOr<std::unique_ptr<RequestStream>> Submit(Request request);
+  // Submits several requests atomically: all are validated first (the first error is returned and
+  // nothing is enqueued), then enqueued together, so the engine admits them in the same step and
+  // runs them as one batch (as far as max_num_batched_tokens / max_num_seqs allow).
+  // callbacks.size() must equal requests.size(). Returns the ids in order.
+  StatusOr<std::vector<std::string>> SubmitBatch(std::vector<Request> requests,
+                                                 std::vector<OutputCallback> callbacks);
   void Abort(const std::string& request_id);
 
   // Stops accepting, lets running requests finish (or aborts them when `abort_running`), joins.

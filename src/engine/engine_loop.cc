@@ -275,6 +275,34 @@ void Engine::Impl::Start() {
 }
 
 StatusOr<std::string> Engine::Impl::Submit(Request request, OutputCallback callback) {
+  std::vector<std::unique_ptr<RequestState>> states;
+  KILN_ASSIGN_OR_RETURN(auto state, PrepareRequest(std::move(request), std::move(callback)));
+  states.push_back(std::move(state));
+  std::lock_guard<std::mutex> lock(mu_);
+  KILN_ASSIGN_OR_RETURN(std::vector<std::string> ids, EnqueueLocked(&states));
+  return ids.front();
+}
+
+StatusOr<std::vector<std::string>> Engine::Impl::SubmitBatch(
+    std::vector<Request> requests, std::vector<OutputCallback> callbacks) {
+  if (requests.size() != callbacks.size()) {
+    return Status::InvalidArgument("SubmitBatch: one callback per request is required");
+  }
+  if (requests.empty()) return std::vector<std::string>{};
+  std::vector<std::unique_ptr<RequestState>> states;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    auto state = PrepareRequest(std::move(requests[i]), std::move(callbacks[i]));
+    if (!state.ok()) {
+      return state.status().WithContext("request " + std::to_string(i) + " of the batch");
+    }
+    states.push_back(std::move(state).value());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  return EnqueueLocked(&states);
+}
+
+StatusOr<std::unique_ptr<RequestState>> Engine::Impl::PrepareRequest(Request request,
+                                                                     OutputCallback callback) {
   KILN_RETURN_IF_ERROR(ValidateRequest(request, info_.vocab_size, info_.max_model_len));
   auto state = std::make_unique<RequestState>();
   if (request.kind == RequestKind::kGenerate &&
@@ -299,30 +327,46 @@ StatusOr<std::string> Engine::Impl::Submit(Request request, OutputCallback callb
   state->arrival_time = std::chrono::steady_clock::now();
   state->user_data = std::make_shared<OutputCallback>(std::move(callback));
   state->sampling = std::move(request.sampling);
+  state->request_id = std::move(request.request_id);  // empty → assigned when enqueued
+  return state;
+}
 
-  std::lock_guard<std::mutex> lock(mu_);
+StatusOr<std::vector<std::string>> Engine::Impl::EnqueueLocked(
+    std::vector<std::unique_ptr<RequestState>>* states) {
   if (stopping_) return Status::FailedPrecondition("the engine is shutting down");
   const int64_t waiting = metrics_.num_waiting + static_cast<int64_t>(pending_submits_.size());
-  if (waiting >= options_.scheduler.max_waiting_requests) {
+  if (waiting + static_cast<int64_t>(states->size()) > options_.scheduler.max_waiting_requests) {
     return Status::ResourceExhausted("the waiting queue is full (" +
                                      std::to_string(options_.scheduler.max_waiting_requests) +
                                      " requests)");
   }
-  std::string id = std::move(request.request_id);
-  if (id.empty()) {
-    do {
-      id = "req-" + std::to_string(next_id_++);
-    } while (live_ids_.count(id) != 0);
-  } else if (live_ids_.count(id) != 0) {
-    return Status::InvalidArgument("request_id \"" + id + "\" is already in use");
+  // Check every explicit id first, so that a rejected batch enqueues nothing.
+  for (size_t i = 0; i < states->size(); ++i) {
+    const std::string& id = (*states)[i]->request_id;
+    if (id.empty()) continue;
+    bool dup_in_batch = false;
+    for (size_t k = 0; k < i; ++k) dup_in_batch |= (*states)[k]->request_id == id;
+    if (live_ids_.count(id) != 0 || dup_in_batch) {
+      return Status::InvalidArgument("request_id \"" + id + "\" is already in use");
+    }
   }
-  state->request_id = id;
-  state->seed = state->sampling.seed.has_value() ? *state->sampling.seed : seed_rng_();
-  state->arrival_seq = static_cast<int64_t>(next_id_);
-  live_ids_.insert(id);
-  pending_submits_.push_back(std::move(state));
+  std::vector<std::string> ids;
+  for (auto& state : *states) {
+    std::string id = std::move(state->request_id);
+    if (id.empty()) {
+      do {
+        id = "req-" + std::to_string(next_id_++);
+      } while (live_ids_.count(id) != 0);
+    }
+    state->request_id = id;
+    state->seed = state->sampling.seed.has_value() ? *state->sampling.seed : seed_rng_();
+    state->arrival_seq = static_cast<int64_t>(next_id_++);
+    live_ids_.insert(id);
+    pending_submits_.push_back(std::move(state));
+    ids.push_back(std::move(id));
+  }
   engine_cv_.notify_one();
-  return id;
+  return ids;
 }
 
 void Engine::Impl::Abort(const std::string& request_id) {
@@ -457,6 +501,11 @@ StatusOr<std::unique_ptr<RequestStream>> Engine::Submit(Request request) {
                         }));
   stream->request_id_ = std::move(id);
   return stream;
+}
+
+StatusOr<std::vector<std::string>> Engine::SubmitBatch(std::vector<Request> requests,
+                                                       std::vector<OutputCallback> callbacks) {
+  return impl_->SubmitBatch(std::move(requests), std::move(callbacks));
 }
 
 void Engine::Abort(const std::string& request_id) { impl_->Abort(request_id); }

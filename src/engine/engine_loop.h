@@ -53,6 +53,8 @@ class Engine::Impl final {
   ~Impl();
 
   StatusOr<std::string> Submit(Request request, OutputCallback callback);
+  StatusOr<std::vector<std::string>> SubmitBatch(std::vector<Request> requests,
+                                                 std::vector<OutputCallback> callbacks);
   void Abort(const std::string& request_id);
   void Shutdown(bool abort_running);
   EngineMetrics Metrics() const;
@@ -73,6 +75,10 @@ class Engine::Impl final {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<EngineCore> core_;  // engine thread only (after Start)
   TokenConstraintFactory constraint_factory_;
+  // Submit, split: validation and state building (no lock), then enqueueing under mu_.
+  StatusOr<std::unique_ptr<RequestState>> PrepareRequest(Request request, OutputCallback callback);
+  StatusOr<std::vector<std::string>> EnqueueLocked(
+      std::vector<std::unique_ptr<RequestState>>* states);
 
   mutable std::mutex mu_;
   std::condition_variable engine_cv_;

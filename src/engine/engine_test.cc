@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <condition_variable>
 #include <mutex>
 #include <random>
 #include <set>
@@ -233,6 +234,47 @@ TEST(EngineTest, ShutdownFromCallbackDoesNotDeadlock) {
   EXPECT_EQ(engine->Submit(Greedy({1}, 1), [](RequestOutput) {}).status().code(),
             StatusCode::kFailedPrecondition);
   engine->Shutdown(false);
+}
+
+// Issue 7: many inputs of one call run as one batch — SubmitBatch enqueues atomically, so every
+// request is admitted in the same step; a bad request rejects the whole batch.
+TEST(EngineTest, SubmitBatchRunsAsOneStep) {
+  auto engine = FakeEngine();
+  std::vector<Request> requests;
+  std::vector<OutputCallback> callbacks;
+  std::mutex mu;
+  std::condition_variable cv;
+  int finished = 0;
+  for (int i = 0; i < 8; ++i) {
+    Request r = Greedy({1, 2, 3, static_cast<int32_t>(4 + i)}, 1);
+    r.kind = RequestKind::kEmbed;
+    requests.push_back(std::move(r));
+    callbacks.push_back([&](RequestOutput out) {
+      if (!out.finished) return;
+      EXPECT_EQ(out.finish_reason, FinishReason::kStop) << out.error.ToString();
+      std::lock_guard<std::mutex> lock(mu);
+      ++finished;
+      cv.notify_all();
+    });
+  }
+  const int64_t steps_before = engine->Metrics().num_steps;
+  auto ids = engine->SubmitBatch(std::move(requests), std::move(callbacks));
+  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+  EXPECT_EQ(ids->size(), 8u);
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return finished == 8; }));
+  }
+  EXPECT_EQ(engine->Metrics().num_steps - steps_before, 1);
+
+  std::vector<Request> bad;
+  bad.push_back(Greedy({1, 2}, 1));
+  bad.push_back(Greedy({}, 1));  // empty prompt
+  std::vector<OutputCallback> cbs(2, [](RequestOutput) {});
+  auto rejected = engine->SubmitBatch(std::move(bad), std::move(cbs));
+  ASSERT_FALSE(rejected.ok());
+  EXPECT_NE(rejected.status().message().find("request 1"), std::string::npos);
+  EXPECT_EQ(engine->Metrics().num_waiting + engine->Metrics().num_running, 0);
 }
 
 TEST(EngineTest, WaitingQueueLimit) {

@@ -24,19 +24,21 @@ class PoolingJob final : public std::enable_shared_from_this<PoolingJob> {
   std::optional<ApiError> Start(std::vector<Request> requests, const std::string& id) {
     outputs_.resize(requests.size());
     auto self = shared_from_this();
+    // All inputs of one call go to the engine atomically, so they run as one batch.
+    std::vector<OutputCallback> callbacks;
     for (size_t i = 0; i < requests.size(); ++i) {
       requests[i].request_id = id + "-" + std::to_string(i);
       ids_.push_back(requests[i].request_id);
-      auto s = server_->engine()->Submit(std::move(requests[i]), [self, i](RequestOutput out) {
+      callbacks.push_back([self, i](RequestOutput out) {
         if (!out.finished) return;
         self->responder_->Post(
             [self, i, out = std::move(out)]() mutable { self->OnFinal(i, std::move(out)); });
       });
-      if (!s.ok()) {
-        failed_ = true;
-        for (size_t k = 0; k < i; ++k) server_->engine()->Abort(ids_[k]);
-        return ApiError::FromStatus(s.status(), "input");
-      }
+    }
+    auto s = server_->engine()->SubmitBatch(std::move(requests), std::move(callbacks));
+    if (!s.ok()) {
+      failed_ = true;
+      return ApiError::FromStatus(s.status(), "input");
     }
     responder_->OnDisconnect([self] {
       self->failed_ = true;
