@@ -130,6 +130,19 @@ TEST(CliTokenizeTest, Qwen25CasesThroughJsonLines) {
             "assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
 }
 
+// Issue 3: stories260K's tokenizer from the GGUF file and from hf/tokenizer.json encode the first
+// sentence of greedy256.txt to the same ids, which are the first 15 reference greedy ids.
+TEST_F(CliTest, StoriesTokenizerFromGgufAndHfEncodeLikeTheReference) {
+  const std::string line = R"({"text": "Once upon a time, there was a little girl named Lily."})";
+  std::vector<int32_t> greedy = ReadIds(stories_ + "/greedy256.ids");
+  std::vector<int32_t> expected(greedy.begin(), greedy.begin() + 15);
+  for (const std::string path : {stories_ + "/stories260K.gguf", stories_ + "/hf"}) {
+    auto r = RunCommand(KilnBinary() + " tokenize --tokenizer " + path, line + "\n");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out)["ids"].get<std::vector<int32_t>>(), expected) << path;
+  }
+}
+
 // Regression: tool schemas reach the chat template in document key order (HF's tojson keeps the
 // order of the Python dict, sort_keys=False); a sorted-key JSON type used to reorder them.
 TEST(CliTokenizeTest, ToolSchemaKeepsKeyOrder) {
