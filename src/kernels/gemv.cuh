@@ -22,6 +22,15 @@ __device__ __forceinline__ uint4 GemvLoadStreaming(const uint4* ptr) {
   return v;
 }
 
+// Asks the TMA unit to bring [ptr, ptr + bytes) into L2 (16-byte aligned, bytes % 16 == 0).
+__device__ __forceinline__ void GemvPrefetchL2(const void* ptr, int64_t bytes) {
+  if (bytes > 0) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(ptr),
+                 "r"(static_cast<uint32_t>(bytes))
+                 : "memory");
+  }
+}
+
 // 8 packed bf16 → float32 (bf16 is the top half of a float32).
 __device__ __forceinline__ void GemvUnpack(const uint4& v, float* out) {
   const uint32_t words[4] = {v.x, v.y, v.z, v.w};
@@ -56,8 +65,28 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
 #pragma unroll
   for (int r = 0; r < kRows; ++r) x_rows[r] = reinterpret_cast<const uint4*>(p.x + r * p.ldx);
 
+  // Prefetch window: vectors [round * kRoundVecs, (round + kAhead) * kRoundVecs) of each row.
+  constexpr int64_t kRoundVecs = 32 * kUnroll;
+  constexpr int64_t kAhead = 2;
+  const bool prefetch = p.l2_prefetch && lane == 0;
+  if (prefetch) {
+#pragma unroll
+    for (int j = 0; j < kWarpRows; ++j) {
+      GemvPrefetchL2(w_rows[j], min(num_vecs, kAhead * kRoundVecs) * 16);
+    }
+  }
+
   float acc[kRows][kWarpRows] = {};
-  for (int64_t base = lane; base < num_vecs; base += 32 * kUnroll) {
+  for (int64_t base = lane; base < num_vecs; base += kRoundVecs) {
+    if (prefetch) {
+      const int64_t first = base + kAhead * kRoundVecs;  // lane 0: base is a round start
+      if (first < num_vecs) {
+#pragma unroll
+        for (int j = 0; j < kWarpRows; ++j) {
+          GemvPrefetchL2(w_rows[j] + first, min(kRoundVecs, num_vecs - first) * 16);
+        }
+      }
+    }
     uint4 wv[kUnroll][kWarpRows];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {

@@ -34,6 +34,10 @@ struct GemvParams {
   int64_t in_features = 0;
   int64_t ldx = 0;  // row stride of x in elements (0 → in_features)
   int64_t ldy = 0;  // row stride of y in elements (0 → out_features)
+  // Vectorized kernel only: each warp also issues bulk L2 prefetches (cp.async.bulk.prefetch) of
+  // its weight rows two load rounds (8 KB) ahead of its register loads, so more bytes are in
+  // flight per SM; a hint, results are identical either way.
+  bool l2_prefetch = false;
 };
 
 template <typename OutT>

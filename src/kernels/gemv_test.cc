@@ -1,6 +1,6 @@
 // Parity tests of kernels::Gemv (bf16 skinny GEMM for decode) against a float64 CPU reference on
 // random inputs: every row count 1..kGemvMaxRows, bf16 and float32 outputs, with and without
-// bias, the vectorized path (in_features % 8 == 0, aligned) at tiny and Qwen2-7B widths with
+// bias, with and without the L2 bulk prefetch, the vectorized path (in_features % 8 == 0, aligned) at tiny and Qwen2-7B widths with
 // out_features not a multiple of anything, the scalar fallback (odd widths, unaligned x or ldx),
 // strided outputs (padding left untouched) and the argument checks. Skips when no GPU is present.
 #include <gtest/gtest.h>
@@ -45,7 +45,6 @@ class GemvTest : public testing::GpuTest {
     auto b = RandomValues<T>(s.out_features, 1.0f, this->rng_, &bf);
     DeviceBuffer<__nv_bfloat16> dx(x), dw(w);
     DeviceBuffer<T> db(b), dy(s.rows * ldy);
-    dy.Poison();
 
     GemvParams<T> p;
     p.x = dx.get() + s.x_offset;
@@ -57,12 +56,23 @@ class GemvTest : public testing::GpuTest {
     p.in_features = s.in_features;
     p.ldx = s.ldx;
     p.ldy = s.ldy;
-    KILN_CUDA_OK(Gemv(p, nullptr));
-    KILN_CUDA_OK(cudaDeviceSynchronize());
+    for (bool l2_prefetch : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "l2_prefetch=" << l2_prefetch);
+      p.l2_prefetch = l2_prefetch;
+      dy.Poison();
+      KILN_CUDA_OK(Gemv(p, nullptr));
+      KILN_CUDA_OK(cudaDeviceSynchronize());
+      Compare(s, with_bias, xf, wf, bf, ToFloats(dy.ToHost()));
+    }
+  }
 
+  void Compare(const Shape& s, bool with_bias, const std::vector<float>& xf,
+               const std::vector<float>& wf, const std::vector<float>& bf,
+               const std::vector<float>& y) {
+    const int64_t ldx = s.ldx ? s.ldx : s.in_features;
+    const int64_t ldy = s.ldy ? s.ldy : s.out_features;
     std::vector<double> want(s.rows * s.out_features);
     std::vector<float> got(want.size());
-    const std::vector<float> y = ToFloats(dy.ToHost());
     double max_abs_sum = 0;
     for (int r = 0; r < s.rows; ++r) {
       const float* xr = xf.data() + s.x_offset + r * ldx;

@@ -20,7 +20,8 @@ Status LtStatus(cublasStatus_t st, const char* what) {
 // Y[n, m] = X[n, k] W[m, k]^T (+ bias) through kernels::Gemv; OutT is the type of Y and bias.
 template <typename OutT>
 cudaError_t LaunchGemv(const void* x, const void* w, const void* bias, void* y, int64_t n,
-                       int64_t m, int64_t k, cudaStream_t stream, int64_t ldx, int64_t ldy) {
+                       int64_t m, int64_t k, cudaStream_t stream, int64_t ldx, int64_t ldy,
+                       bool l2_prefetch) {
   kernels::GemvParams<OutT> p;
   p.x = static_cast<const __nv_bfloat16*>(x);
   p.w = static_cast<const __nv_bfloat16*>(w);
@@ -31,6 +32,7 @@ cudaError_t LaunchGemv(const void* x, const void* w, const void* bias, void* y, 
   p.in_features = k;
   p.ldx = ldx;
   p.ldy = ldy;
+  p.l2_prefetch = l2_prefetch;
   return kernels::Gemv(p, stream);
 }
 
@@ -47,10 +49,18 @@ Gemm::~Gemm() {
 }
 
 Status Gemm::Init(size_t workspace_bytes) {
-  const char* gemv_env = std::getenv("KILN_GEMV");
-  if (gemv_env != nullptr && std::strcmp(gemv_env, "0") == 0) use_gemv_ = false;
+  if (const char* env = std::getenv("KILN_GEMV"); env != nullptr && *env != '\0') {
+    set_gemv_max_rows(std::atoi(env));
+  }
+  if (const char* env = std::getenv("KILN_GEMV_PREFETCH"); env != nullptr && *env != '\0') {
+    gemv_prefetch_ = std::strcmp(env, "0") != 0;
+  }
   KILN_LT_RETURN_IF_ERROR(cublasLtCreate(&handle_));
   return workspace_.Allocate(workspace_bytes);
+}
+
+void Gemm::set_gemv_max_rows(int rows) {
+  gemv_max_rows_ = rows < 0 ? 0 : (rows > kernels::kGemvMaxRows ? kernels::kGemvMaxRows : rows);
 }
 
 StatusOr<Gemm::Plan*> Gemm::GetPlan(const Key& key, const Operands& ops, cudaStream_t stream) {
@@ -156,7 +166,7 @@ Status Gemm::Run(cudaDataType_t in_type, cudaDataType_t out_type, const void* x,
   if (n == 0) return Status::Ok();
   if (ldx == 0) ldx = k;
   if (ldy == 0) ldy = m;
-  if (use_gemv_ && in_type == CUDA_R_16BF && n <= kernels::kGemvMaxRows) {
+  if (in_type == CUDA_R_16BF && n <= gemv_max_rows_) {
     return RunGemv(out_type, x, w, bias, y, n, m, k, stream, ldx, ldy);
   }
   Key key{m, n, k, ldx, ldy, static_cast<int>(in_type), static_cast<int>(out_type),
@@ -178,9 +188,9 @@ Status Gemm::RunGemv(cudaDataType_t out_type, const void* x, const void* w, cons
                      int64_t ldy) {
   cudaError_t err;
   if (out_type == CUDA_R_16BF) {
-    err = LaunchGemv<__nv_bfloat16>(x, w, bias, y, n, m, k, stream, ldx, ldy);
+    err = LaunchGemv<__nv_bfloat16>(x, w, bias, y, n, m, k, stream, ldx, ldy, gemv_prefetch_);
   } else if (out_type == CUDA_R_32F) {
-    err = LaunchGemv<float>(x, w, bias, y, n, m, k, stream, ldx, ldy);
+    err = LaunchGemv<float>(x, w, bias, y, n, m, k, stream, ldx, ldy, gemv_prefetch_);
   } else {
     return Status::InvalidArgument("Gemm: bf16 inputs need a bf16 or float32 output");
   }

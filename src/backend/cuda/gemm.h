@@ -11,9 +11,11 @@
 // first candidate when that call is being graph-captured). Every call uses the same preallocated
 // workspace, so calls are legal inside CUDA graph capture once the shape has been seen.
 //
-// bf16 calls with at most kernels::kGemvMaxRows rows of X (decode) go to kernels::Gemv instead,
-// which streams W at close to copy bandwidth where cuBLASLt does not; set_use_gemv(false), or
-// KILN_GEMV=0 in the environment at Init, keeps every call on cuBLASLt (for A/B measurements).
+// bf16 calls with at most gemv_max_rows() rows of X (decode; default kDefaultGemvMaxRows) go to
+// kernels::Gemv instead, which streams W closer to copy bandwidth than cuBLASLt does at those
+// sizes (on H100, cuBLASLt wins from 3-4 rows on: see docs/PERFORMANCE.md). For A/B measurements
+// the environment at Init can override: KILN_GEMV=R (0 = every call on cuBLASLt, 1..8 = route up
+// to R rows) and KILN_GEMV_PREFETCH=0|1 (the kernel's L2 bulk prefetch).
 //
 // Thread-safety: one Gemm per backend, used by one thread.
 #pragma once
@@ -50,9 +52,11 @@ class Gemm final {
 
   size_t workspace_bytes() const { return workspace_.size_bytes(); }
 
-  // Whether bf16 calls with n <= kernels::kGemvMaxRows use kernels::Gemv (default on).
-  void set_use_gemv(bool on) { use_gemv_ = on; }
-  bool use_gemv() const { return use_gemv_; }
+  static constexpr int kDefaultGemvMaxRows = 2;
+  // bf16 calls with n <= rows (clamped to [0, kernels::kGemvMaxRows]) use kernels::Gemv.
+  void set_gemv_max_rows(int rows);
+  int gemv_max_rows() const { return gemv_max_rows_; }
+  void set_gemv_prefetch(bool on) { gemv_prefetch_ = on; }
 
  private:
   struct Key {
@@ -85,7 +89,8 @@ class Gemm final {
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer workspace_;
   std::map<Key, Plan> plans_;
-  bool use_gemv_ = true;
+  int gemv_max_rows_ = kDefaultGemvMaxRows;
+  bool gemv_prefetch_ = true;
 };
 
 }  // namespace kiln::cuda
