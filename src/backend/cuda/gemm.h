@@ -11,11 +11,12 @@
 // first candidate when that call is being graph-captured). Every call uses the same preallocated
 // workspace, so calls are legal inside CUDA graph capture once the shape has been seen.
 //
-// bf16 calls with at most gemv_max_rows() rows of X (decode; default kDefaultGemvMaxRows) go to
-// kernels::Gemv instead, which streams W closer to copy bandwidth than cuBLASLt does at those
-// sizes (on H100, cuBLASLt wins from 3-4 rows on: see docs/PERFORMANCE.md). For A/B measurements
-// the environment at Init can override: KILN_GEMV=R (0 = every call on cuBLASLt, 1..8 = route up
-// to R rows) and KILN_GEMV_PREFETCH=0|1 (the kernel's L2 bulk prefetch).
+// bf16 calls with at most gemv_max_rows() rows of X (default kDefaultGemvMaxRows = 1: batch-1
+// decode) go to kernels::Gemv instead, which streams W closer to copy bandwidth than cuBLASLt
+// does there (H100: Qwen2-7B step 6.18 → 5.82 ms); from 2 rows on cuBLASLt is as fast or faster
+// (docs/PERFORMANCE.md, "bf16 GEMV"). For A/B measurements the environment at Init can override:
+// KILN_GEMV=R (0 = every call on cuBLASLt, 1..8 = route up to R rows) and KILN_GEMV_PREFETCH=1
+// (the kernel's L2 bulk prefetch; measured slower, off by default).
 //
 // Thread-safety: one Gemm per backend, used by one thread.
 #pragma once
@@ -52,7 +53,7 @@ class Gemm final {
 
   size_t workspace_bytes() const { return workspace_.size_bytes(); }
 
-  static constexpr int kDefaultGemvMaxRows = 2;
+  static constexpr int kDefaultGemvMaxRows = 1;
   // bf16 calls with n <= rows (clamped to [0, kernels::kGemvMaxRows]) use kernels::Gemv.
   void set_gemv_max_rows(int rows);
   int gemv_max_rows() const { return gemv_max_rows_; }
@@ -90,7 +91,7 @@ class Gemm final {
   DeviceBuffer workspace_;
   std::map<Key, Plan> plans_;
   int gemv_max_rows_ = kDefaultGemvMaxRows;
-  bool gemv_prefetch_ = true;
+  bool gemv_prefetch_ = false;
 };
 
 }  // namespace kiln::cuda
