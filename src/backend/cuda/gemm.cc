@@ -49,12 +49,6 @@ Gemm::~Gemm() {
 }
 
 Status Gemm::Init(size_t workspace_bytes) {
-  if (const char* env = std::getenv("KILN_GEMV"); env != nullptr && *env != '\0') {
-    set_gemv_max_rows(std::atoi(env));
-  }
-  if (const char* env = std::getenv("KILN_GEMV_PREFETCH"); env != nullptr && *env != '\0') {
-    gemv_prefetch_ = std::strcmp(env, "0") != 0;
-  }
   KILN_LT_RETURN_IF_ERROR(cublasLtCreate(&handle_));
   return workspace_.Allocate(workspace_bytes);
 }

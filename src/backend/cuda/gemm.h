@@ -14,9 +14,8 @@
 // bf16 calls with at most gemv_max_rows() rows of X (default kDefaultGemvMaxRows = 1: batch-1
 // decode) go to kernels::Gemv instead, which streams W closer to copy bandwidth than cuBLASLt
 // does there (H100: Qwen2-7B step 6.18 → 5.82 ms); from 2 rows on cuBLASLt is as fast or faster
-// (docs/PERFORMANCE.md, "bf16 GEMV"). For A/B measurements the environment at Init can override:
-// KILN_GEMV=R (0 = every call on cuBLASLt, 1..8 = route up to R rows) and KILN_GEMV_PREFETCH=1
-// (the kernel's L2 bulk prefetch; measured slower, off by default).
+// (docs/PERFORMANCE.md, "bf16 GEMV"). set_gemv_max_rows() / set_gemv_prefetch() change the routing
+// for A/B measurements (no environment switches in core code, DESIGN.md).
 //
 // Thread-safety: one Gemm per backend, used by one thread.
 #pragma once
