@@ -7,6 +7,10 @@ function(kiln_test name)
   add_test(NAME ${name} COMMAND ${name})
   set(_env "KILN_SOURCE_DIR=${CMAKE_SOURCE_DIR}" "KILN_BUILD_DIR=${CMAKE_BINARY_DIR}")
   set_tests_properties(${name} PROPERTIES ENVIRONMENT "${_env}" LABELS "${KT_LABELS}")
+  if("gpu" IN_LIST KT_LABELS)
+    # GPU-only binaries: reported as skipped (gtest's reason is in the log) without a GPU.
+    set_tests_properties(${name} PROPERTIES SKIP_REGULAR_EXPRESSION "\\[  SKIPPED \\]")
+  endif()
 endfunction()
 
 # kiln_bench(NAME SOURCES... LIBS lib...) — a Google Benchmark binary (not a test).
