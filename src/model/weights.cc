@@ -44,14 +44,24 @@ void Tensor::ToFloat(int64_t begin, int64_t count, float* out) const {
     case DType::kF32:
       std::memcpy(out, static_cast<const float*>(data) + begin, static_cast<size_t>(count) * 4);
       return;
+    // safetensors does not align tensor data: read 16-bit values with memcpy (no misaligned
+    // loads; regression: fuzz corpus safetensors/misaligned-bf16).
     case DType::kF16: {
-      const uint16_t* p = static_cast<const uint16_t*>(data) + begin;
-      for (int64_t i = 0; i < count; ++i) out[i] = HalfToFloat(p[i]);
+      const unsigned char* p = static_cast<const unsigned char*>(data) + begin * 2;
+      for (int64_t i = 0; i < count; ++i) {
+        uint16_t v;
+        std::memcpy(&v, p + i * 2, 2);
+        out[i] = HalfToFloat(v);
+      }
       return;
     }
     case DType::kBF16: {
-      const uint16_t* p = static_cast<const uint16_t*>(data) + begin;
-      for (int64_t i = 0; i < count; ++i) out[i] = BFloat16ToFloat(p[i]);
+      const unsigned char* p = static_cast<const unsigned char*>(data) + begin * 2;
+      for (int64_t i = 0; i < count; ++i) {
+        uint16_t v;
+        std::memcpy(&v, p + i * 2, 2);
+        out[i] = BFloat16ToFloat(v);
+      }
       return;
     }
     case DType::kQ8_0:

@@ -44,7 +44,7 @@ for target in safetensors gguf config; do
   echo "== fuzzing $target for ${seconds}s"
   # New units go to the work corpus; src/model/fuzz/corpus/<target> holds committed seeds and
   # regression inputs (each a crash the fuzzer once found), replayed on every run.
-  if ! "$bin" -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 -print_final_stats=1 \
+  if ! "$bin" -seed="${KILN_FUZZ_SEED:-1}" -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 -print_final_stats=1 \
        -artifact_prefix="$work/${target}_" "$corpus" "$src/src/model/fuzz/corpus/$target" \
        > "$work/${target}.log" 2>&1; then
     echo "FAILED: $target fuzzer found a crash; see $work/${target}.log"
