@@ -1,5 +1,6 @@
 // GGUF → ModelConfig and LlamaWeights for the llama and qwen2 architectures (llama.cpp names:
 // token_embd, blk.N.attn_{norm,q,k,v,output}, blk.N.ffn_{norm,gate,up,down}, output_norm, output).
+#include <cmath>
 #include <cstring>
 
 #include "model/gguf.h"
@@ -92,8 +93,21 @@ StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& f) {
     KILN_RETURN_IF_ERROR(OptionalInt(f, p + "rope.scaling.original_context_length",
                                      &c.rope_scaling.original_max_position_embeddings));
   }
-  if (f.FindTensor("rope_freqs.weight") != nullptr)
-    return Status::Unimplemented("GGUF rope_freqs tensor (llama3 rope scaling) is not supported");
+  if (f.FindTensor("rope_freqs.weight") != nullptr) {
+    KILN_ASSIGN_OR_RETURN(Tensor freqs, f.GetTensor("rope_freqs.weight"));
+    c.rope_freq_factors = freqs.ToFloatVector();
+    const int half = c.head_dim / 2;
+    if (static_cast<int>(c.rope_freq_factors.size()) != half) {
+      return Status::InvalidArgument("rope_freqs.weight has " +
+                                     std::to_string(c.rope_freq_factors.size()) +
+                                     " values; head_dim / 2 = " + std::to_string(half));
+    }
+    for (float v : c.rope_freq_factors) {
+      if (!(v > 0.0f) || !std::isfinite(v)) {
+        return Status::InvalidArgument("rope_freqs.weight holds a non-positive or non-finite value");
+      }
+    }
+  }
   const GgufTensorInfo* embd = f.FindTensor("token_embd.weight");
   if (embd == nullptr) return Status::NotFound("no tensor token_embd.weight");
   if (embd->dims.size() != 2) return Status::InvalidArgument("token_embd.weight is not a matrix");

@@ -348,6 +348,34 @@ TEST(GgufTest, Q8_0ModelLoads) {
   EXPECT_LT(max_diff, max_ref / 100.0);  // int8 with per-block scales: < 1% of the range
 }
 
+// Llama-3.x GGUFs carry their llama3 rope scaling as a `rope_freqs.weight` tensor
+// ([head_dim / 2] divisors of inv_freq); it reaches ModelConfig::rope_freq_factors, and a tensor of
+// the wrong size is an error naming it.
+TEST(GgufTest, RopeFreqsTensorBecomesRopeFreqFactors) {
+  const std::string path = testing::SharedPath("models/stories260K/stories260K.gguf");
+  if (path.empty()) GTEST_SKIP() << "missing ../shared/models/stories260K/stories260K.gguf";
+  auto f = GgufFile::Open(path);
+  ASSERT_TRUE(f.ok());
+  auto with_freqs = [&](const std::vector<float>& freqs) {
+    GgufWriter w;
+    for (const auto& [key, value] : (*f)->metadata())
+      if (key != "general.alignment") w.KvValue(key, value);
+    for (const GgufTensorInfo& t : (*f)->tensors()) {
+      std::vector<uint64_t> dims(t.dims.begin(), t.dims.end());
+      w.Tensor(t.name, dims, 0, Bytes(t.data, t.size_bytes));
+    }
+    w.Tensor("rope_freqs.weight", {freqs.size()}, 0, Bytes(freqs.data(), freqs.size() * 4));
+    return LoadGgufImage(w.Finish());
+  };
+  const std::vector<float> freqs = {1.0f, 1.5f, 4.0f, 8.0f};  // stories260K: head_dim 8
+  auto model = with_freqs(freqs);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  EXPECT_EQ((*model)->config.rope_freq_factors, freqs);
+  auto bad = with_freqs({1.0f, 2.0f});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("rope_freqs"), std::string::npos);
+}
+
 // A qwen2 GGUF written from tiny-qwen2's safetensors (BF16 tensors, llama.cpp names, no rotary
 // permutation for qwen2) loads to the same config and weights as the HF directory.
 TEST(GgufTest, Qwen2GgufMatchesHfDirectory) {

@@ -47,6 +47,9 @@ struct ModelConfig {
   // Weights are always stored in HF layout in kiln (GGUF llama q/k are un-permuted at load), so
   // this is false for every supported checkpoint; kernels support both.
   bool rope_interleaved = false;
+  // Per-dimension divisors of inv_freq ([head_dim / 2]; empty = none): GGUF files of Llama-3.x
+  // store their llama3 rope scaling as this `rope_freqs` tensor instead of metadata.
+  std::vector<float> rope_freq_factors;
   int max_position_embeddings = 2048;
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2)

@@ -131,6 +131,10 @@ RopeTable ComputeRopeTable(const ModelConfig& config) {
       break;
     }
   }
+  if (!config.rope_freq_factors.empty()) {
+    KILN_CHECK_EQ(static_cast<int>(config.rope_freq_factors.size()), half);
+    for (int i = 0; i < half; ++i) inv[i] /= config.rope_freq_factors[i];
+  }
   table.inv_freq.assign(inv.begin(), inv.end());
   for (float& f : table.inv_freq) f = RoundToCheckpointDType(f, config.torch_dtype);
   return table;

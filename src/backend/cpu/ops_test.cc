@@ -54,6 +54,26 @@ TEST(RopeTableTest, Llama3RopeInvFreqMatchesFormula) {
   EXPECT_EQ(table.attention_scaling, 1.0f);
 }
 
+// GGUF Llama-3.x files carry llama3 scaling as per-dimension divisors (the rope_freqs tensor,
+// llama.cpp: factor_i = unscaled_i / llama3_i): plain RoPE + those factors = the llama3 table.
+TEST(RopeTableTest, RopeFreqFactorsReproduceLlama3Scaling) {
+  auto scaled = ParseHfConfig(kLlamaTopLevel);
+  ASSERT_TRUE(scaled.ok());
+  ModelConfig plain = *scaled;
+  plain.rope_scaling = RopeScaling{};
+  const cpu::RopeTable want = cpu::ComputeRopeTable(*scaled);
+  const cpu::RopeTable unscaled = cpu::ComputeRopeTable(plain);
+  ASSERT_EQ(want.inv_freq.size(), unscaled.inv_freq.size());
+  for (size_t i = 0; i < want.inv_freq.size(); ++i) {
+    plain.rope_freq_factors.push_back(unscaled.inv_freq[i] / want.inv_freq[i]);
+  }
+  const cpu::RopeTable got = cpu::ComputeRopeTable(plain);
+  for (size_t i = 0; i < want.inv_freq.size(); ++i) {
+    EXPECT_NEAR(got.inv_freq[i], want.inv_freq[i], 1e-6 * want.inv_freq[i]) << i;
+  }
+  EXPECT_NE(plain.rope_freq_factors.back(), 1.0f);  // the low-frequency end is really scaled
+}
+
 TEST(RopeTableTest, LinearAndDynamicAndYarnRope) {
   std::string base = R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64,
     "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 10,
