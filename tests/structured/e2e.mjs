@@ -55,6 +55,24 @@ const UNBOUNDED = new Set(['01_person', '06_nested_order', '12_union_types', '21
   '22_extra_props_schema', '23_json_any', '31_description_noise', '35_pattern_slug',
   '36_pattern_unanchored', '37_nullable_fields', '48_inventory_map', '55_chat_message']);
 
+// Also detected from the schema itself, so a corpus schema added later (or missed above, like
+// 47_geo's optional free "label") cannot make the test flaky: a string without maxLength / enum /
+// const / format (a pattern without maxLength counts as unbounded too), free extra keys, or an
+// any-JSON subschema.
+function hasUnboundedString(node) {
+  if (Array.isArray(node)) return node.some(hasUnboundedString);
+  if (node === null || typeof node !== 'object') return false;
+  const types = Array.isArray(node.type) ? node.type : node.type ? [node.type] : [];
+  if (types.includes('string') && !('maxLength' in node) && !('enum' in node) &&
+      !('const' in node) && !('format' in node)) return true;
+  if (node.additionalProperties === true ||
+      (node.additionalProperties && typeof node.additionalProperties === 'object')) return true;
+  const keys = Object.keys(node).filter((k) => !['title', 'description', 'default', 'examples',
+    '$schema', '$id'].includes(k));
+  if (keys.length === 0) return true;  // {}: any JSON value
+  return Object.values(node).some(hasUnboundedString);
+}
+
 function skip(why) {
   console.log(`SKIP: ${why}`);
   process.exit(77);
@@ -136,7 +154,7 @@ function buildCases() {
   const cases = [];
   schemas.forEach(({ name, schema }, i) => {
     cases.push({
-      name: `chat/${name}`, api: 'chat', check: { schema }, unbounded: UNBOUNDED.has(name),
+      name: `chat/${name}`, api: 'chat', check: { schema }, unbounded: UNBOUNDED.has(name) || hasUnboundedString(schema),
       params: {
         messages: user(`Fill in the ${name} record.`), seed: 1000 + i,
         response_format: { type: 'json_schema', json_schema: { name, schema, strict: true } },
@@ -146,7 +164,7 @@ function buildCases() {
   // Completions + guided_json (as a string, as vLLM clients send it, and as an object).
   schemas.filter((_, i) => i % 11 === 0).forEach(({ name, schema }, i) => {
     cases.push({
-      name: `completions/guided_json/${name}`, api: 'completions', check: { schema }, unbounded: UNBOUNDED.has(name),
+      name: `completions/guided_json/${name}`, api: 'completions', check: { schema }, unbounded: UNBOUNDED.has(name) || hasUnboundedString(schema),
       params: { prompt: `${name}:`, seed: 2000 + i, guided_json: i % 2 ? schema : JSON.stringify(schema) },
     });
   });
