@@ -1,4 +1,5 @@
 #include "structured/grammar.h"
+#include "common/utf8_encode.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -223,21 +224,7 @@ std::vector<CodePointRange> ComplementRanges(const std::vector<CodePointRange>& 
 }
 
 void AppendUtf8(uint32_t cp, std::string* out) {
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
+  EncodeUtf8(static_cast<uint32_t>(cp), out);
 }
 
 ExprPtr Utf8Class(const std::vector<CodePointRange>& ranges) {
