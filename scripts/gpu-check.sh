@@ -11,7 +11,9 @@
 # staged .gpu/lib is put first on LD_LIBRARY_PATH; `ldd` output is printed for the record.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-G="$ROOT/.gpu"
+# KILN_GPU_DIR: the staging folder (default .gpu; e.g. .gpu-NAME so that several builds can be
+# staged side by side: carry [".gpu-NAME/payload.tgz", ".gpu-NAME/shared"] then).
+G="$ROOT/${KILN_GPU_DIR:-.gpu}"
 MODE=${1:-all}
 SHARED_SRC=${KILN_SHARED:-$ROOT/../shared}
 GPU_TESTS="cuda_sampling_test cuda_backend_test kernels_test"
