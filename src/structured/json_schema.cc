@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "structured/regex.h"
+#include "structured/schema_exclusivity.h"
 
 namespace kiln::structured {
 namespace {
@@ -25,9 +26,12 @@ constexpr int kMaxArrayItems = 256;
 
 const std::set<std::string>& IgnoredKeywords() {
   static const std::set<std::string> k = {
-      "$schema",  "$id",         "$comment", "title",     "description",     "default",
-      "examples", "deprecated",  "readOnly", "writeOnly", "contentEncoding", "contentMediaType",
-      "$defs",    "definitions", "strict",   "name"};
+      "$schema", "$id", "$comment", "title", "description", "default", "examples", "deprecated",
+      "readOnly", "writeOnly", "contentEncoding", "contentMediaType", "$defs", "definitions",
+      "strict", "name", kExcludeExtraKeys,
+      // OpenAPI / Pydantic: names the property that tells oneOf branches apart; the exclusivity
+      // of the branches is proven from the branches themselves (schema_exclusivity.h).
+      "discriminator"};
   return k;
 }
 
@@ -139,11 +143,6 @@ ExprPtr Fraction() {
   return Seq({Literal("."), Digits(0, kMaxFracDigits - 1), ByteRange('1', '9')});
 }
 
-struct Bounds {
-  std::optional<double> lo, hi;
-  bool lo_exclusive = false, hi_exclusive = false;
-};
-
 std::optional<int64_t> ClampBound(std::optional<double> v) {
   if (!v || !std::isfinite(*v) || std::fabs(*v) >= static_cast<double>(kBoundLimit)) {
     return std::nullopt;
@@ -151,7 +150,7 @@ std::optional<int64_t> ClampBound(std::optional<double> v) {
   return static_cast<int64_t>(*v);
 }
 
-ExprPtr NumberExpr(const Bounds& b, bool integer) {
+ExprPtr NumberExpr(const NumberBounds& b, bool integer) {
   // Integers in range.
   std::optional<double> ilo, ihi;
   if (b.lo) ilo = b.lo_exclusive ? std::floor(*b.lo) + 1 : std::ceil(*b.lo);
@@ -405,6 +404,38 @@ class Converter {
     return Status::Ok();
   }
 
+  static std::string BranchPath(const std::string& path, const char* comb, size_t i) {
+    return path + "/" + comb + "/" + std::to_string(i);
+  }
+
+  // oneOf = exactly one branch. Compiled as a union only when no value kiln generates for one
+  // branch is valid under another (schema_exclusivity.h); some proofs need kiln to leave a key
+  // out of a branch's extra properties, which is recorded in that branch's schema.
+  Status MakeOneOfExclusive(const Json& branches, std::vector<Json>* generated,
+                            const std::string& path) {
+    ExclusivityProver prover([this, &path](Json* a, const Json& b) { return Merge(a, b, path); });
+    for (size_t i = 0; i < generated->size(); ++i) {
+      std::set<std::string> exclude;
+      for (size_t j = 0; j < branches.size(); ++j) {
+        if (j == i || prover.NoGeneratedValueIsValid((*generated)[i], branches[j], &exclude)) {
+          continue;
+        }
+        return Err(path, "oneOf branches " + std::to_string(std::min(i, j)) + " and " +
+                             std::to_string(std::max(i, j)) +
+                             " may both match the same value (oneOf requires exactly one); kiln "
+                             "compiles oneOf only when its branches are provably exclusive (e.g. "
+                             "different types, disjoint const/enum values or ranges, a "
+                             "discriminator property) — use anyOf if a value may match several");
+      }
+      if (exclude.empty()) continue;
+      Json restricted = Json::object();  // $ref / allOf inlined, so the object rule is this one
+      KILN_RETURN_IF_ERROR(Merge(&restricted, (*generated)[i], BranchPath(path, "oneOf", i)));
+      restricted[kExcludeExtraKeys] = Json(exclude);
+      (*generated)[i] = std::move(restricted);
+    }
+    return Status::Ok();
+  }
+
   StatusOr<ExprPtr> Convert(const Json& schema, const std::string& path) {
     if (++depth_ > 200) return Err(path, "schema nesting too deep");
     auto result = ConvertImpl(schema, path);
@@ -452,24 +483,33 @@ class Converter {
       KILN_ASSIGN_OR_RETURN(int rule, RefRule(schema["$ref"].get<std::string>(), path));
       return Ref(rule);
     }
+    if (schema.contains("anyOf") && schema.contains("oneOf")) {
+      return Err(path, "anyOf and oneOf in the same schema are not supported (wrap one in allOf)");
+    }
     for (const char* comb : {"anyOf", "oneOf"}) {
       if (!schema.contains(comb)) continue;
       const Json& branches = schema[comb];
       if (!branches.is_array() || branches.empty()) {
         return Err(path, std::string(comb) + " must be a non-empty array");
       }
-      std::vector<ExprPtr> alts;
+      // What kiln generates for branch i: the branch with the sibling keywords merged in.
+      std::vector<Json> generated;
       for (size_t i = 0; i < branches.size(); ++i) {
-        std::string bp = path + "/" + comb + "/" + std::to_string(i);
         if (siblings.empty()) {
-          KILN_ASSIGN_OR_RETURN(ExprPtr e, Convert(branches[i], bp));
-          alts.push_back(e);
+          generated.push_back(branches[i]);
         } else {
           Json merged = siblings;
-          KILN_RETURN_IF_ERROR(Merge(&merged, branches[i], bp));
-          KILN_ASSIGN_OR_RETURN(ExprPtr e, Convert(merged, bp));
-          alts.push_back(e);
+          KILN_RETURN_IF_ERROR(Merge(&merged, branches[i], BranchPath(path, comb, i)));
+          generated.push_back(std::move(merged));
         }
+      }
+      if (std::string(comb) == "oneOf") {
+        KILN_RETURN_IF_ERROR(MakeOneOfExclusive(branches, &generated, path));
+      }
+      std::vector<ExprPtr> alts;
+      for (size_t i = 0; i < branches.size(); ++i) {
+        KILN_ASSIGN_OR_RETURN(ExprPtr e, Convert(generated[i], BranchPath(path, comb, i)));
+        alts.push_back(e);
       }
       return Alt(std::move(alts));
     }
@@ -542,29 +582,7 @@ class Converter {
     if (type == "null") return Literal("null");
     if (type == "boolean") return Alt({Literal("true"), Literal("false")});
     if (type == "integer" || type == "number") {
-      Bounds b;
-      auto num = [&](const char* key) -> StatusOr<std::optional<double>> {
-        if (!s.contains(key)) return std::optional<double>();
-        if (s[key].is_boolean()) return std::optional<double>();  // draft-4 exclusive flags
-        if (!s[key].is_number()) return Err(path, std::string(key) + " must be a number");
-        return std::optional<double>(s[key].get<double>());
-      };
-      KILN_ASSIGN_OR_RETURN(std::optional<double> mn, num("minimum"));
-      KILN_ASSIGN_OR_RETURN(std::optional<double> mx, num("maximum"));
-      KILN_ASSIGN_OR_RETURN(std::optional<double> emn, num("exclusiveMinimum"));
-      KILN_ASSIGN_OR_RETURN(std::optional<double> emx, num("exclusiveMaximum"));
-      b.lo = mn;
-      b.hi = mx;
-      if (s.contains("exclusiveMinimum") && s["exclusiveMinimum"] == true) b.lo_exclusive = true;
-      if (s.contains("exclusiveMaximum") && s["exclusiveMaximum"] == true) b.hi_exclusive = true;
-      if (emn && (!b.lo || *emn >= *b.lo)) {
-        b.lo = emn;
-        b.lo_exclusive = true;
-      }
-      if (emx && (!b.hi || *emx <= *b.hi)) {
-        b.hi = emx;
-        b.hi_exclusive = true;
-      }
+      KILN_ASSIGN_OR_RETURN(NumberBounds b, ParseNumberBounds(s, path));
       return NumberExpr(b, type == "integer");
     }
     if (type == "string") return StringExpr(s, path);
@@ -833,13 +851,19 @@ class Converter {
     for (const auto& p : props) pexpr.push_back(Seq({key_lit(p.key), colon, p.value}));
     ExprPtr extra;
     if (extra_value) {
+      std::set<std::string> excluded = listed;  // listed keys, and keys a oneOf keeps out
+      if (s.contains(kExcludeExtraKeys) && s[kExcludeExtraKeys].is_array()) {
+        for (const auto& k : s[kExcludeExtraKeys]) {
+          if (k.is_string()) excluded.insert(k.get<std::string>());
+        }
+      }
       std::vector<std::string> encoded;
-      for (const auto& k : listed) {
+      for (const auto& k : excluded) {
         std::string d = Json(k).dump();
         encoded.push_back(d.substr(1, d.size() - 2));
       }
       // The key is a leaf rule of its own: its token tables are then computed by the fast walk.
-      ExprPtr key = listed.empty()
+      ExprPtr key = excluded.empty()
                         ? Ref(StringRule())
                         : Ref(NewRule("other_key",
                                       Seq({Literal("\""), KeyExcluding(encoded), Literal("\"")})));

@@ -2,14 +2,17 @@
 //
 // Supported: type (single, unions, "null"), properties / required / additionalProperties
 // (false / true / schema), items (schema, false, or a draft-07 tuple array) / prefixItems /
-// additionalItems / minItems / maxItems, enum, const, anyOf, oneOf (as anyOf: branches are assumed
-// disjoint), allOf (merged: objects, or compatible keywords), $ref / $defs / definitions (local
+// additionalItems / minItems / maxItems, enum, const, anyOf, oneOf (a union only where the branches
+// are provably exclusive — schema_exclusivity.h — else InvalidArgument naming the overlapping
+// branches; anyOf and oneOf side by side are refused), allOf (merged: objects, or compatible
+// keywords), $ref / $defs / definitions (local
 // JSON pointers, recursion allowed), string minLength / maxLength / pattern / format (date, time,
 // date-time, email, uuid, ipv4), integer / number minimum / maximum / exclusiveMinimum /
 // exclusiveMaximum (integers exactly within ±10^15; numbers by a sound digit automaton: integers in
 // range plus decimals I.F whose whole interval (I, I+1) lies in range), nullable (OpenAPI).
 // Ignored (annotations): title, description, default, examples, $schema, $id, $comment,
-// deprecated, readOnly, writeOnly, contentEncoding, contentMediaType, uniqueItems: false.
+// deprecated, readOnly, writeOnly, contentEncoding, contentMediaType, discriminator (OpenAPI),
+// uniqueItems: false.
 // Anything else is InvalidArgument naming the keyword and where it is.
 //
 // Output shape: properties appear in schema order (required ones always, optional ones may be

@@ -12,11 +12,7 @@
 namespace kiln::structured {
 namespace {
 
-GrammarCompiler& Compiler() {
-  static std::unique_ptr<GrammarCompiler> c =
-      std::move(GrammarCompiler::Create(testing::TinyVocab({"\":", "{\"", "\",", "12"})).value());
-  return *c;
-}
+GrammarCompiler& Compiler() { return testing::TinyJsonCompiler(); }
 
 struct Case {
   const char* name;
@@ -26,8 +22,7 @@ struct Case {
 };
 
 bool Complete(const std::shared_ptr<const CompiledGrammar>& g, const std::string& s) {
-  GrammarMatcher m(g);
-  return m.AcceptBytes(s) && m.CanTerminate();
+  return testing::CompleteOutput(g, s);
 }
 
 const std::vector<Case>& Cases() {

@@ -103,6 +103,19 @@ inline VocabInfo TinyVocab(const std::vector<std::string>& extra = {}) {
 
 namespace kiln::structured::testing {
 
+// A compiler over TinyVocab plus a few multi-byte JSON tokens, shared by the schema unit tests.
+inline GrammarCompiler& TinyJsonCompiler() {
+  static std::unique_ptr<GrammarCompiler> c =
+      std::move(GrammarCompiler::Create(TinyVocab({"\":", "{\"", "\",", "12"})).value());
+  return *c;
+}
+
+// `s` is a complete output of `g`.
+inline bool CompleteOutput(const std::shared_ptr<const CompiledGrammar>& g, const std::string& s) {
+  GrammarMatcher m(g);
+  return m.AcceptBytes(s) && m.CanTerminate();
+}
+
 struct CorpusSchema {
   std::string name;  // file stem
   std::string text;  // the schema JSON
