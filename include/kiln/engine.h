@@ -89,6 +89,12 @@ class Engine final {
   // callbacks.size() must equal requests.size(). Returns the ids in order.
   StatusOr<std::vector<std::string>> SubmitBatch(std::vector<Request> requests,
                                                  std::vector<OutputCallback> callbacks);
+  // Compiles the constraint of `format` on the calling thread and keeps it in the engine's
+  // grammar cache, so that a Submit with the same format shortly after does not compile (a large
+  // JSON schema can take seconds: servers call this on a worker thread, not an I/O thread).
+  // Returns the error Submit would return for the format (InvalidArgument for a schema kiln cannot
+  // honour, Unimplemented without structured-output support); kText is Ok. Thread-safe.
+  Status PrepareResponseFormat(const ResponseFormat& format);
   void Abort(const std::string& request_id);
 
   // Stops accepting, lets running requests finish (or aborts them when `abort_running`), joins.

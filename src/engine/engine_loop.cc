@@ -307,18 +307,7 @@ StatusOr<std::unique_ptr<RequestState>> Engine::Impl::PrepareRequest(Request req
   auto state = std::make_unique<RequestState>();
   if (request.kind == RequestKind::kGenerate &&
       request.sampling.response_format.type != ResponseFormat::Type::kText) {
-    TokenConstraintFactory factory;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      factory = constraint_factory_;
-    }
-    if (!factory) {
-      return Status::Unimplemented(
-          "response_format (structured output) is not supported yet by this engine (it needs "
-          "kiln's structured-output module and a tokenizer)");
-    }
-    KILN_ASSIGN_OR_RETURN(state->constraint,
-                          factory(request.sampling.response_format, info_.vocab_size));
+    KILN_ASSIGN_OR_RETURN(state->constraint, MakeConstraint(request.sampling.response_format));
   }
   state->kind = request.kind;
   state->return_all_hidden = request.return_all_hidden;
@@ -329,6 +318,26 @@ StatusOr<std::unique_ptr<RequestState>> Engine::Impl::PrepareRequest(Request req
   state->sampling = std::move(request.sampling);
   state->request_id = std::move(request.request_id);  // empty → assigned when enqueued
   return state;
+}
+
+StatusOr<std::unique_ptr<TokenConstraint>> Engine::Impl::MakeConstraint(
+    const ResponseFormat& format) {
+  TokenConstraintFactory factory;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    factory = constraint_factory_;
+  }
+  if (!factory) {
+    return Status::Unimplemented(
+        "response_format (structured output) is not supported yet by this engine (it needs "
+        "kiln's structured-output module and a tokenizer)");
+  }
+  return factory(format, info_.vocab_size);
+}
+
+Status Engine::Impl::PrepareResponseFormat(const ResponseFormat& format) {
+  if (format.type == ResponseFormat::Type::kText) return Status::Ok();
+  return MakeConstraint(format).status();
 }
 
 StatusOr<std::vector<std::string>> Engine::Impl::EnqueueLocked(
@@ -506,6 +515,10 @@ StatusOr<std::unique_ptr<RequestStream>> Engine::Submit(Request request) {
 StatusOr<std::vector<std::string>> Engine::SubmitBatch(std::vector<Request> requests,
                                                        std::vector<OutputCallback> callbacks) {
   return impl_->SubmitBatch(std::move(requests), std::move(callbacks));
+}
+
+Status Engine::PrepareResponseFormat(const ResponseFormat& format) {
+  return impl_->PrepareResponseFormat(format);
 }
 
 void Engine::Abort(const std::string& request_id) { impl_->Abort(request_id); }

@@ -55,6 +55,7 @@ class Engine::Impl final {
   StatusOr<std::string> Submit(Request request, OutputCallback callback);
   StatusOr<std::vector<std::string>> SubmitBatch(std::vector<Request> requests,
                                                  std::vector<OutputCallback> callbacks);
+  Status PrepareResponseFormat(const ResponseFormat& format);
   void Abort(const std::string& request_id);
   void Shutdown(bool abort_running);
   EngineMetrics Metrics() const;
@@ -77,6 +78,8 @@ class Engine::Impl final {
   TokenConstraintFactory constraint_factory_;
   // Submit, split: validation and state building (no lock), then enqueueing under mu_.
   StatusOr<std::unique_ptr<RequestState>> PrepareRequest(Request request, OutputCallback callback);
+  // The constraint of a structured request (the factory compiles or takes the cached grammar).
+  StatusOr<std::unique_ptr<TokenConstraint>> MakeConstraint(const ResponseFormat& format);
   StatusOr<std::vector<std::string>> EnqueueLocked(
       std::vector<std::unique_ptr<RequestState>>* states);
 
