@@ -9,21 +9,18 @@
 #include <vector>
 
 #include "backend/cpu/cpu_sampler.h"
+#include "backend/cpu/linear.h"
 #include "backend/cpu/ops.h"
 #include "common/check.h"
 
 namespace kiln {
 namespace {
 
-// y[n, out] = x[n, in] · w[out, in]^T (+ bias[out]).
+// y[n, out] = x[n, in] · w[out, in]^T (+ bias[out]); each row independent of the others in the
+// batch (see linear.h).
 void Linear(const float* x, int n, int in, const std::vector<float>& w, int out, float* y,
-            const std::vector<float>* bias = nullptr) {
-  if (n == 1) {  // decode of one sequence: a matrix-vector product
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w.data(), in, x, 1, 0.0f, y, 1);
-  } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w.data(), in,
-                0.0f, y, out);
-  }
+            int num_threads, const std::vector<float>* bias = nullptr) {
+  cpu::LinearRows(x, n, in, w.data(), out, y, num_threads);
   if (bias != nullptr && !bias->empty()) {
     for (int t = 0; t < n; ++t)
       for (int j = 0; j < out; ++j) y[static_cast<int64_t>(t) * out + j] += (*bias)[j];
@@ -185,7 +182,8 @@ void CpuBackend::Attention(const ForwardBatch& b, Layer& layer, int n) {
             D = config_.head_dim;
   const int q_size = config_.q_size(), kv_size = config_.kv_size(), row = q_size + 2 * kv_size;
   const float eps = static_cast<float>(config_.rms_norm_eps);
-  Linear(normed_.data(), n, config_.hidden_size, layer.qkv, row, qkv_out_.data(), &layer.qkv_bias);
+  Linear(normed_.data(), n, config_.hidden_size, layer.qkv, row, qkv_out_.data(), num_threads_,
+         &layer.qkv_bias);
   for (int t = 0; t < n; ++t) {
     const float* src = qkv_out_.data() + static_cast<int64_t>(t) * row;
     std::copy_n(src, q_size, q_.data() + static_cast<int64_t>(t) * q_size);
@@ -203,7 +201,7 @@ void CpuBackend::Attention(const ForwardBatch& b, Layer& layer, int n) {
   cpu::PagedAttention(q_.data(), layer.k_cache.data(), layer.v_cache.data(), b, H, Hkv, D,
                       block_size_, 1.0f / std::sqrt(static_cast<float>(D)), attn_.data(),
                       num_threads_);
-  Linear(attn_.data(), n, q_size, layer.o, config_.hidden_size, proj_.data());
+  Linear(attn_.data(), n, q_size, layer.o, config_.hidden_size, proj_.data(), num_threads_);
 }
 
 Status CpuBackend::Forward(const ForwardBatch& b) {
@@ -238,9 +236,9 @@ Status CpuBackend::Forward(const ForwardBatch& b) {
     Attention(b, layer, n);
     cpu::AddRmsNorm(residual_.data(), proj_.data(), layer.post_norm.data(), n, h, eps,
                     normed_.data());
-    Linear(normed_.data(), n, h, layer.gate_up, 2 * inter, gate_up_out_.data());
+    Linear(normed_.data(), n, h, layer.gate_up, 2 * inter, gate_up_out_.data(), num_threads_);
     cpu::SiluMul(gate_up_out_.data(), n, inter, act_.data());
-    Linear(act_.data(), n, inter, layer.down, h, proj_.data());
+    Linear(act_.data(), n, inter, layer.down, h, proj_.data(), num_threads_);
   }
   cpu::AddRmsNorm(residual_.data(), proj_.data(), final_norm_.data(), n, h, eps, normed_.data());
 
@@ -256,7 +254,8 @@ Status CpuBackend::Forward(const ForwardBatch& b) {
     for (int i = 0; i < rows; ++i)
       std::copy_n(normed_.data() + static_cast<int64_t>(b.logits_indices[i]) * h, h,
                   selected.data() + static_cast<int64_t>(i) * h);
-    Linear(selected.data(), rows, h, tied_ ? embed_ : lm_head_, config_.vocab_size, logits_.data());
+    Linear(selected.data(), rows, h, tied_ ? embed_ : lm_head_, config_.vocab_size, logits_.data(),
+           num_threads_);
   }
   return Status::Ok();
 }

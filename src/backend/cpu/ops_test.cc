@@ -9,6 +9,8 @@
 #include <cstring>
 #include <random>
 
+#include "backend/cpu/linear.h"
+
 namespace kiln::cpu {
 namespace {
 
@@ -224,6 +226,75 @@ TEST(OpsTest, PagedAttentionMatchesDense) {
         }
       }
   }
+}
+
+// ---- LinearRows (linear.h) ----
+
+// Shapes: `in` below, at and off multiples of 8; `out` off multiples of 4.
+const int kIns[] = {1, 7, 8, 13, 64, 100, 256};
+const int kOuts[] = {1, 3, 4, 37, 1001};
+
+TEST(LinearRowsTest, MatchesDoubleReference) {
+  for (int in : kIns) {
+    for (int out : kOuts) {
+      const int n = 5;
+      const std::vector<float> x = RandomVector(static_cast<size_t>(n) * in, in);
+      const std::vector<float> w = RandomVector(static_cast<size_t>(out) * in, out + 7);
+      std::vector<float> y(static_cast<size_t>(n) * out, NAN);
+      LinearRows(x.data(), n, in, w.data(), out, y.data(), 2);
+      for (int t = 0; t < n; ++t) {
+        for (int j = 0; j < out; ++j) {
+          double want = 0.0, mag = 0.0;
+          for (int k = 0; k < in; ++k) {
+            want += static_cast<double>(x[t * in + k]) * w[static_cast<size_t>(j) * in + k];
+            mag +=
+                std::fabs(static_cast<double>(x[t * in + k]) * w[static_cast<size_t>(j) * in + k]);
+          }
+          ASSERT_NEAR(y[static_cast<size_t>(t) * out + j], want, 1e-6 * mag + 1e-7)
+              << "in " << in << " out " << out << " t " << t << " j " << j;
+        }
+      }
+    }
+  }
+}
+
+// A row's result is bit-identical whether it is computed alone, at any position of a batch of any
+// size, or with any number of threads.
+TEST(LinearRowsTest, RowsDoNotDependOnTheBatch) {
+  if (!LinearRowsIsBatchIndependent()) GTEST_SKIP() << "no AVX2 + FMA: BLAS fallback";
+  for (int in : kIns) {
+    const int out = 1001, max_n = 19;
+    const std::vector<float> x = RandomVector(static_cast<size_t>(max_n) * in, 3 * in);
+    const std::vector<float> w = RandomVector(static_cast<size_t>(out) * in, 5 * in);
+    std::vector<float> alone(static_cast<size_t>(max_n) * out);
+    for (int t = 0; t < max_n; ++t)
+      LinearRows(x.data() + static_cast<size_t>(t) * in, 1, in, w.data(), out,
+                 alone.data() + static_cast<size_t>(t) * out, 1);
+    for (int n : {2, 3, 4, 5, 7, 16, 17}) {
+      for (int first : {0, 1, 2}) {
+        for (int threads : {1, 2, 3}) {
+          std::vector<float> y(static_cast<size_t>(n) * out);
+          LinearRows(x.data() + static_cast<size_t>(first) * in, n, in, w.data(), out, y.data(),
+                     threads);
+          ASSERT_EQ(std::memcmp(y.data(), alone.data() + static_cast<size_t>(first) * out,
+                                y.size() * sizeof(float)),
+                    0)
+              << "in " << in << " n " << n << " first " << first << " threads " << threads;
+        }
+      }
+    }
+  }
+}
+
+// Large enough to be split across threads: the same bits as one thread.
+TEST(LinearRowsTest, ThreadSplitDoesNotChangeResults) {
+  const int n = 16, in = 64, out = 151936 / 8 + 3;
+  const std::vector<float> x = RandomVector(static_cast<size_t>(n) * in, 11);
+  const std::vector<float> w = RandomVector(static_cast<size_t>(out) * in, 12);
+  std::vector<float> one(static_cast<size_t>(n) * out), many(one.size());
+  LinearRows(x.data(), n, in, w.data(), out, one.data(), 1);
+  LinearRows(x.data(), n, in, w.data(), out, many.data(), 4);
+  EXPECT_EQ(std::memcmp(one.data(), many.data(), one.size() * sizeof(float)), 0);
 }
 
 }  // namespace
