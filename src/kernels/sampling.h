@@ -8,9 +8,9 @@
 // side (the CUDA backend) flattens each SamplingRow into a SampleRowParams plus ranges of shared
 // index arrays. Includable from host C++ (no device code here).
 //
-// Work: one thread block per row for the elementwise passes and reductions; random rows are
-// sorted with cub's segmented radix sort (stable, so equal probabilities keep ascending ids),
-// chunk_rows rows at a time to bound the workspace.
+// Work: one thread block per row, chunk_rows rows at a time to bound the workspace (one float
+// probability row per row). Random rows are never sorted: top-k / min-p / top-p cuts and the draw
+// are radix selects over the probabilities' bit patterns (sampling.cuh), O(vocab) per row.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -50,7 +50,7 @@ struct SampleInputs {
   const uint32_t* bitmasks = nullptr;
   const int32_t* requested_token_ids = nullptr;
   int max_top_logprobs = 0;  // stride of top_* outputs; >= every row's num_top_logprobs
-  bool any_random = false;   // some row has temperature > 0 (enables the sort)
+  bool any_random = false;   // some row has temperature > 0 (enables the select pass)
   bool any_logprobs = false; // some row has num_top_logprobs >= 0
 };
 

@@ -1,6 +1,9 @@
 #include "backend/cpu/cpu_sampler.h"
 
 #include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <limits>
 #include <cmath>
 #include <numeric>
 #include <unordered_map>
@@ -13,7 +16,133 @@ bool Before(const std::vector<float>& v, int32_t a, int32_t b) {
   return v[a] > v[b] || (v[a] == v[b] && a < b);
 }
 
+// The draw of SamplingRow semantics step 3 over unsorted probabilities, as the GPU's SelectKernel
+// (kernels/sampling.cuh) does it: the order is (probability descending, id ascending); masses are
+// sums of round(p * 2^31) as integers (exact, so any summation order gives the same
+// result, and CPU and GPU agree bit for bit). Each cut and the draw is a radix select over the
+// floats' bit patterns (non-negative floats order like their unsigned bits): O(vocab), no sort.
+constexpr double kMassScale = 2147483648.0;  // 2^31: a row's total fits 32 bits (GPU histograms)
+
+uint64_t MassFixed(float p) {
+  return static_cast<uint64_t>(std::llrint(static_cast<double>(p) * kMassScale));
+}
+uint32_t Key(float p) { return std::bit_cast<uint32_t>(p); }
+
+// An order-prefix: every element with key > key, or key == key and id <= id.
+struct Cut {
+  uint32_t key = 0;
+  int id = std::numeric_limits<int>::max();
+  bool Contains(uint32_t k, int i) const { return k > key || (k == key && i <= id); }
+};
+
+struct Selected {
+  bool found = false;
+  uint32_t key = 0;
+  int id = 0;
+  int count = 0;      // elements of the order up to and including this one
+  uint64_t mass = 0;  // their fixed-point mass
+};
+
+enum class SelectBy { kPosition, kMassAtLeast, kMassAbove };
+
+Selected RadixSelect(const std::vector<float>& probs, Cut cut, SelectBy by, int position,
+                     double mass_target) {
+  const int vocab = static_cast<int>(probs.size());
+  auto reached = [&](uint64_t count, uint64_t mass) {
+    switch (by) {
+      case SelectBy::kPosition: return count > static_cast<uint64_t>(position);
+      case SelectBy::kMassAtLeast: return static_cast<double>(mass) >= mass_target;
+      default: return static_cast<double>(mass) > mass_target;
+    }
+  };
+  uint32_t prefix = 0;
+  uint64_t count_ahead = 0, mass_ahead = 0;
+  for (int round = 0; round < 4; ++round) {
+    const int shift = 24 - 8 * round;
+    const uint32_t high_mask = round == 0 ? 0u : (0xffffffffu << (shift + 8));
+    uint64_t count[256] = {}, mass[256] = {};
+    for (int i = 0; i < vocab; ++i) {
+      const uint32_t k = Key(probs[i]);
+      if ((k & high_mask) != prefix || !cut.Contains(k, i)) continue;
+      const int d = static_cast<int>((k >> shift) & 255u);
+      ++count[d];
+      mass[d] += MassFixed(probs[i]);
+    }
+    int digit = -1;
+    for (int d = 255; d >= 0; --d) {
+      if (count[d] > 0 && reached(count_ahead + count[d], mass_ahead + mass[d])) {
+        digit = d;
+        break;
+      }
+      count_ahead += count[d];
+      mass_ahead += mass[d];
+    }
+    if (digit < 0) return Selected{};
+    prefix |= static_cast<uint32_t>(digit) << shift;
+  }
+  // The ties at the found value, by id: pick the j-th (0-based).
+  const uint64_t q = MassFixed(std::bit_cast<float>(prefix));
+  int j;
+  if (by == SelectBy::kPosition) {
+    j = position - static_cast<int>(count_ahead);
+  } else {
+    const double need = (mass_target - static_cast<double>(mass_ahead)) / static_cast<double>(q);
+    j = std::max(0, static_cast<int>(std::ceil(need)) - 1);
+    auto reached_at = [&](int jj) {
+      return reached(0, mass_ahead + static_cast<uint64_t>(jj + 1) * q);
+    };
+    while (j > 0 && reached_at(j - 1)) --j;
+    while (!reached_at(j)) ++j;
+  }
+  int seen = 0;
+  for (int i = 0; i < vocab; ++i) {
+    const uint32_t k = Key(probs[i]);
+    if (k != prefix || !cut.Contains(k, i)) continue;
+    if (seen++ == j) {
+      return Selected{true, prefix, i, static_cast<int>(count_ahead) + j + 1,
+                      mass_ahead + static_cast<uint64_t>(j + 1) * q};
+    }
+  }
+  return Selected{};
+}
+
+
 }  // namespace
+
+int32_t DrawFromProbs(const std::vector<float>& probs, int top_k, float min_p, float top_p,
+                      float uniform) {
+  const int vocab = static_cast<int>(probs.size());
+  Cut cut;
+  int n = vocab;
+  bool have_mass = false;
+  uint64_t cut_mass = 0;
+  auto set_cut = [&](const Selected& sel) {
+    cut = Cut{sel.key, sel.id};
+    n = sel.count;
+    cut_mass = sel.mass;
+    have_mass = true;
+  };
+  if (top_k > 0 && top_k < n) set_cut(RadixSelect(probs, cut, SelectBy::kPosition, top_k - 1, 0.0));
+  if (min_p > 0.0f) {
+    const float threshold = min_p * *std::max_element(probs.begin(), probs.end());
+    int count = 0;
+    for (int i = 0; i < vocab; ++i) count += cut.Contains(Key(probs[i]), i) && probs[i] >= threshold;
+    count = std::max(count, 1);
+    if (count < n) set_cut(RadixSelect(probs, cut, SelectBy::kPosition, count - 1, 0.0));
+  }
+  if (top_p < 1.0f) {
+    const Selected sel = RadixSelect(probs, cut, SelectBy::kMassAtLeast, 0,
+                                     static_cast<double>(top_p) * kMassScale);
+    if (sel.found && sel.count < n) set_cut(sel);
+  }
+  if (!have_mass) {
+    for (float p : probs) cut_mass += MassFixed(p);
+  }
+  const double target = static_cast<double>(uniform) * static_cast<double>(cut_mass);
+  Selected chosen = RadixSelect(probs, cut, SelectBy::kMassAbove, 0, target);
+  if (!chosen.found) chosen = RadixSelect(probs, cut, SelectBy::kPosition, n - 1, 0.0);
+  return chosen.id;
+}
 
 Status SampleLogitsRow(std::span<const float> logits, const SamplingRow& row,
                        SampleResult* result) {
@@ -87,43 +216,8 @@ Status SampleLogitsRow(std::span<const float> logits, const SamplingRow& row,
       z += probs[i];
     }
     for (float& p : probs) p = static_cast<float>(p / z);
-    std::vector<int32_t> order(static_cast<size_t>(vocab));
-    std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(),
-              [&](int32_t a, int32_t b) { return Before(probs, a, b); });
-    int n = vocab;
-    if (row.top_k > 0 && row.top_k < n) n = row.top_k;
-    if (row.min_p > 0.0f) {
-      const float threshold = row.min_p * probs[order[0]];
-      int count = 0;
-      while (count < vocab && probs[order[count]] >= threshold) ++count;
-      n = std::min(n, std::max(count, 1));
-    }
-    if (row.top_p < 1.0f) {
-      double mass = 0.0;
-      int cut = vocab;
-      for (int i = 0; i < n; ++i) {
-        mass += probs[order[i]];
-        if (mass >= row.top_p) {
-          cut = i + 1;
-          break;
-        }
-      }
-      n = std::min(n, std::max(cut, 1));
-    }
-    double total = 0.0;
-    for (int i = 0; i < n; ++i) total += probs[order[i]];
-    const double target = static_cast<double>(SamplingUniform(row.seed, row.step)) * total;
-    int chosen = n - 1;
-    double running = 0.0;
-    for (int i = 0; i < n; ++i) {
-      running += probs[order[i]];
-      if (target < running) {
-        chosen = i;
-        break;
-      }
-    }
-    result->token_id = order[chosen];
+    result->token_id = DrawFromProbs(probs, row.top_k, row.min_p, row.top_p,
+                                     SamplingUniform(row.seed, row.step));
   }
 
   // Logprobs from the raw distribution.

@@ -2,8 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <map>
+#include <numeric>
+#include <random>
 
 namespace kiln::cpu {
 namespace {
@@ -169,6 +173,86 @@ TEST(CpuSamplerTest, Filters) {
     zeros += MustSample(logits, k2).token_id == 0;
   }
   EXPECT_NEAR(zeros / 20000.0, 4.0 / 7, 0.015);
+}
+
+
+// DrawFromProbs (radix selects, no sort) against the literal reading of the contract: sort by
+// (p descending, id ascending), cut, sum masses as round(p * 2^31) integers, walk the prefix.
+int32_t DrawBySorting(const std::vector<float>& probs, int top_k, float min_p, float top_p,
+                      float u) {
+  const int vocab = static_cast<int>(probs.size());
+  auto fixed = [](float p) {
+    return static_cast<uint64_t>(std::llrint(static_cast<double>(p) * 2147483648.0));
+  };
+  std::vector<int32_t> order(static_cast<size_t>(vocab));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return probs[a] > probs[b]; });
+  int n = vocab;
+  if (top_k > 0 && top_k < n) n = top_k;
+  if (min_p > 0.0f) {
+    const float threshold = min_p * probs[order[0]];
+    int count = 0;
+    while (count < vocab && probs[order[count]] >= threshold) ++count;
+    n = std::min(n, std::max(count, 1));
+  }
+  if (top_p < 1.0f) {
+    uint64_t mass = 0;
+    for (int i = 0; i < n; ++i) {
+      mass += fixed(probs[order[i]]);
+      if (static_cast<double>(mass) >= static_cast<double>(top_p) * 2147483648.0) {
+        n = i + 1;
+        break;
+      }
+    }
+  }
+  uint64_t total = 0;
+  for (int i = 0; i < n; ++i) total += fixed(probs[order[i]]);
+  const double target = static_cast<double>(u) * static_cast<double>(total);
+  uint64_t running = 0;
+  for (int i = 0; i < n; ++i) {
+    running += fixed(probs[order[i]]);
+    if (target < static_cast<double>(running)) return order[i];
+  }
+  return order[n - 1];
+}
+
+TEST(CpuSamplerTest, DrawFromProbsEqualsSortedInverseCdf) {
+  std::mt19937 rng(7);
+  int checked = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    const int vocab = trial % 3 == 0 ? 5 + trial % 17 : 2000 + trial * 37;
+    std::vector<float> probs(static_cast<size_t>(vocab));
+    std::normal_distribution<float> normal(0.0f, trial % 2 == 0 ? 0.05f : 3.0f);
+    const int kind = trial % 5;
+    for (int i = 0; i < vocab; ++i) {
+      float logit = normal(rng);
+      if (kind == 1) logit = std::round(logit);          // many exact ties
+      if (kind == 2 && rng() % 3 == 0) logit = -INFINITY;  // zero probabilities (masked)
+      if (kind == 3) logit = 0.0f;                       // flat: one value, all ties
+      probs[i] = logit;
+    }
+    float m = -INFINITY;
+    for (float x : probs) m = std::max(m, x);
+    double z = 0.0;
+    for (float& x : probs) {
+      x = std::isinf(x) ? 0.0f : std::exp(x - m);
+      z += x;
+    }
+    for (float& x : probs) x = static_cast<float>(x / z);
+    const int top_k = trial % 4 == 1 ? 1 + static_cast<int>(rng() % 50) : 0;
+    const float top_p = trial % 3 == 1 ? 0.05f + 0.9f * static_cast<float>(rng() % 100) / 100.0f : 1.0f;
+    const float min_p = trial % 7 == 2 ? 0.01f * static_cast<float>(1 + rng() % 30) : 0.0f;
+    for (int draw = 0; draw < 8; ++draw) {
+      const float u = draw == 0 ? 0.0f : SamplingUniform(trial, draw);
+      ASSERT_EQ(DrawFromProbs(probs, top_k, min_p, top_p, u),
+                DrawBySorting(probs, top_k, min_p, top_p, u))
+          << "trial " << trial << " vocab " << vocab << " top_k " << top_k << " top_p " << top_p
+          << " min_p " << min_p << " u " << u;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 2400);
 }
 
 }  // namespace

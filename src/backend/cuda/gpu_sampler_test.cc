@@ -5,7 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <random>
 
 #include "backend/cpu/cpu_sampler.h"
@@ -59,24 +61,38 @@ SamplingRow MakeRow(int r, int vocab, std::mt19937* rng, RowData* d) {
   return row;
 }
 
-void CheckParity(int vocab, int num_rows, float logit_scale) {
+// Logits copied to the device for the duration of a test.
+struct DeviceLogits {
+  float* ptr = nullptr;
+  explicit DeviceLogits(const std::vector<float>& host) {
+    EXPECT_EQ(cudaMalloc(&ptr, host.size() * 4), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(ptr, host.data(), host.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  ~DeviceLogits() { cudaFree(ptr); }
+};
+
+std::vector<float> RandomLogits(size_t n, float scale, uint32_t seed, bool round_logits) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> logits(n);
+  for (float& x : logits) x = round_logits ? std::round(normal(rng)) : normal(rng);
+  return logits;
+}
+
+void CheckParity(int vocab, int num_rows, float logit_scale, bool round_logits = false) {
   if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
   std::mt19937 rng(vocab + num_rows);
-  std::normal_distribution<float> normal(0.0f, logit_scale);
-  std::vector<float> logits(static_cast<size_t>(num_rows) * vocab);
-  for (float& x : logits) x = normal(rng);
+  const std::vector<float> logits = RandomLogits(static_cast<size_t>(num_rows) * vocab, logit_scale,
+                                                 rng(), round_logits);
   std::vector<RowData> data(static_cast<size_t>(num_rows));
   std::vector<SamplingRow> rows;
   for (int r = 0; r < num_rows; ++r) rows.push_back(MakeRow(r, vocab, &rng, &data[r]));
 
-  float* d_logits = nullptr;
-  ASSERT_EQ(cudaMalloc(&d_logits, logits.size() * 4), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(d_logits, logits.data(), logits.size() * 4, cudaMemcpyHostToDevice),
-            cudaSuccess);
+  DeviceLogits d_logits(logits);
   GpuSampler sampler;
   ASSERT_TRUE(sampler.Init(num_rows, vocab).ok());
   std::vector<SampleResult> gpu;
-  const Status st = sampler.Sample(d_logits, rows, &gpu, nullptr);
+  const Status st = sampler.Sample(d_logits.ptr, rows, &gpu, nullptr);
   ASSERT_TRUE(st.ok()) << st.ToString();
   ASSERT_EQ(gpu.size(), rows.size());
   int mismatches = 0;
@@ -106,21 +122,57 @@ void CheckParity(int vocab, int num_rows, float logit_scale) {
     }
   }
   EXPECT_EQ(mismatches, 0);
-  cudaFree(d_logits);
+
 }
 
 TEST(GpuSamplerTest, MatchesCpuSamplerSmallVocab) { CheckParity(1000, 96, 3.0f); }
 // Qwen's vocabulary, nearly flat logits (like dummy weights): top-p keeps most of the vocabulary.
 TEST(GpuSamplerTest, MatchesCpuSamplerQwenVocabFlat) { CheckParity(151936, 24, 0.05f); }
 TEST(GpuSamplerTest, MatchesCpuSamplerQwenVocabPeaked) { CheckParity(151936, 24, 4.0f); }
+// Integer logits: thousands of exactly equal probabilities, so cuts and draws land inside ties.
+TEST(GpuSamplerTest, MatchesCpuSamplerQwenVocabTies) { CheckParity(151936, 48, 2.0f, true); }
+
+// Time of one Sample() over 64 Qwen-vocabulary rows, greedy vs temperature 0.7 / top_p 0.9, to
+// show that random rows cost about as much as greedy ones (no vocabulary sort). Prints a [perf]
+// line; asserts only that both succeed and agree with the CPU sampler on the first row.
+TEST(GpuSamplerTest, RandomRowsCostLikeGreedyRows) {
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  const int vocab = 151936, num_rows = 64;
+  const std::vector<float> logits =
+      RandomLogits(static_cast<size_t>(num_rows) * vocab, 2.0f, 11, false);
+  DeviceLogits d_logits(logits);
+  GpuSampler sampler;
+  ASSERT_TRUE(sampler.Init(num_rows, vocab).ok());
+  double ms[2] = {0, 0};
+  for (int mode = 0; mode < 2; ++mode) {
+    std::vector<SamplingRow> rows(num_rows);
+    for (int r = 0; r < num_rows; ++r) {
+      rows[r].seed = 5 + r;
+      if (mode == 1) {
+        rows[r].temperature = 0.7f;
+        rows[r].top_p = 0.9f;
+      }
+    }
+    std::vector<SampleResult> out;
+    ASSERT_TRUE(sampler.Sample(d_logits.ptr, rows, &out, nullptr).ok());  // warm-up
+    const int iters = 20;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) ASSERT_TRUE(sampler.Sample(d_logits.ptr, rows, &out, nullptr).ok());
+    ms[mode] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / iters;
+    SampleResult cpu;
+    ASSERT_TRUE(cpu::SampleLogitsRow(std::span<const float>(logits.data(), vocab), rows[0], &cpu).ok());
+    EXPECT_EQ(out[0].token_id, cpu.token_id);
+  }
+  std::printf("[perf] GpuSampler 64 x %d rows: greedy %.3f ms, temperature 0.7 + top_p 0.9 %.3f ms\n",
+              vocab, ms[0], ms[1]);
+
+}
 
 TEST(GpuSamplerTest, EveryTokenMaskedIsAnError) {
   if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
   const int vocab = 64;
   std::vector<float> logits(vocab, 0.5f);
-  float* d_logits = nullptr;
-  ASSERT_EQ(cudaMalloc(&d_logits, vocab * 4), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(d_logits, logits.data(), vocab * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  DeviceLogits d_logits(logits);
   GpuSampler sampler;
   ASSERT_TRUE(sampler.Init(4, vocab).ok());
   std::vector<uint32_t> mask(2, 0u);
@@ -129,16 +181,15 @@ TEST(GpuSamplerTest, EveryTokenMaskedIsAnError) {
     row.temperature = temperature;
     row.allowed_token_bitmask = mask.data();
     std::vector<SampleResult> out;
-    const Status st = sampler.Sample(d_logits, std::span<const SamplingRow>(&row, 1), &out, nullptr);
+    const Status st = sampler.Sample(d_logits.ptr, std::span<const SamplingRow>(&row, 1), &out, nullptr);
     EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
   }
   SamplingRow bad;
   std::vector<int32_t> ids = {vocab};
   bad.banned_token_ids = ids;
   std::vector<SampleResult> out;
-  EXPECT_EQ(sampler.Sample(d_logits, std::span<const SamplingRow>(&bad, 1), &out, nullptr).code(),
+  EXPECT_EQ(sampler.Sample(d_logits.ptr, std::span<const SamplingRow>(&bad, 1), &out, nullptr).code(),
             StatusCode::kInvalidArgument);
-  cudaFree(d_logits);
 }
 
 }  // namespace
