@@ -71,6 +71,13 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "tests" ]; then
     TABLE+=("test $t: rc=$rc ok=$pass failed=$fail skipped=$skip")
     grep -E "^\[parity\]|Failure|FAILED|error" "$LOG/$t.log" | head -40
   done
+  # The yardstick for bf16 parity: HF transformers itself in bf16 against the same references
+  # (where python3 has torch + transformers, as on the GPU machine).
+  if python3 -c "import torch, transformers" 2>/dev/null; then
+    python3 "$ROOT/scripts/hf_bf16_parity.py" "$G/shared/models/tiny-qwen2" "$G/shared/models/tiny-qwen3" \
+      2>/dev/null | grep "^\[hf-parity\]" | tee "$LOG/hf_parity.log"
+    TABLE+=("HF transformers bf16 vs references: $(grep bfloat16 "$LOG/hf_parity.log" | sed -E 's/.*\] ([^ ]+) [^ ]+ bfloat16 ([a-z]+): worst [^ ]+ ([^,]+), top-1 ([^ ]+).*/\1 \2 \3 top1 \4/' | tr '\n' ';')")
+  fi
   # compute-sanitizer memcheck over the runner's tests (skipped where the tool is absent).
   SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
   if [ -n "$SAN" ] && [ -z "${KILN_SKIP_SANITIZER:-}" ]; then
