@@ -110,6 +110,39 @@ __device__ double BlockInclusiveScan(double v, double* scratch, double* total) {
   return v;
 }
 
+// Calls f(i, v) for every i < vocab with v = probs[i] (a row of logits or probabilities): 16 elements per thread per iteration with
+// all four 16-byte loads issued first (a row pass is bound by loads in flight, not by the work).
+template <typename F>
+__device__ __forceinline__ void ForEachValue(const float* probs, int vocab, F&& f) {
+  if ((vocab & 3) == 0 && (reinterpret_cast<uintptr_t>(probs) & 15) == 0) {
+    const float4* p4 = reinterpret_cast<const float4*>(probs);
+    const int n4 = vocab >> 2;
+    int v = threadIdx.x;
+    for (; v + 3 * kThreads < n4; v += 4 * kThreads) {
+      float4 x[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) x[u] = __ldcg(p4 + v + u * kThreads);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int i = 4 * (v + u * kThreads);
+        f(i, x[u].x);
+        f(i + 1, x[u].y);
+        f(i + 2, x[u].z);
+        f(i + 3, x[u].w);
+      }
+    }
+    for (; v < n4; v += kThreads) {
+      const float4 x = __ldcg(p4 + v);
+      f(4 * v, x.x);
+      f(4 * v + 1, x.y);
+      f(4 * v + 2, x.z);
+      f(4 * v + 3, x.w);
+    }
+  } else {
+    for (int i = threadIdx.x; i < vocab; i += kThreads) f(i, probs[i]);
+  }
+}
+
 // Pass 1: raw log-sum-exp, processed logits (mask, penalties, bans), then greedy argmax or
 // temperature softmax probabilities into probs.
 __global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, SampleOutputs out,
@@ -135,6 +168,18 @@ __global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, Sampl
   }
 
   const uint32_t* mask = p.bitmask_offset >= 0 ? in.bitmasks + p.bitmask_offset : nullptr;
+  if (p.temperature <= 0.0f && p.penalty_begin == p.penalty_end && p.ban_begin == p.ban_end) {
+    // Greedy without penalties or bans (the common case): one vectorized pass over the logits.
+    ArgBest best{-INFINITY, INT_MAX};
+    ForEachValue(x, vocab, [&](int i, float v) {
+      if (mask != nullptr && ((mask[i >> 5] >> (i & 31)) & 1u) == 0) return;
+      const ArgBest c{v, i};
+      if (Better(c, best)) best = c;
+    });
+    best = BlockBest(best, fscratch, iscratch);
+    if (threadIdx.x == 0) out.token_ids[row] = best.value > -INFINITY ? best.index : -1;
+    return;
+  }
   for (int i = threadIdx.x; i < vocab; i += kThreads) {
     float v = x[i];
     if (mask != nullptr && ((mask[i >> 5] >> (i & 31)) & 1u) == 0) v = -INFINITY;
@@ -249,39 +294,6 @@ struct SelectScratch {
   int warp_count[kWarps];
 };
 
-// Calls f(i, p) for every i < vocab with p = probs[i]: 16 elements per thread per iteration with
-// all four 16-byte loads issued first (a row pass is bound by loads in flight, not by the work).
-template <typename F>
-__device__ __forceinline__ void ForEachProb(const float* probs, int vocab, F&& f) {
-  if ((vocab & 3) == 0 && (reinterpret_cast<uintptr_t>(probs) & 15) == 0) {
-    const float4* p4 = reinterpret_cast<const float4*>(probs);
-    const int n4 = vocab >> 2;
-    int v = threadIdx.x;
-    for (; v + 3 * kThreads < n4; v += 4 * kThreads) {
-      float4 x[4];
-#pragma unroll
-      for (int u = 0; u < 4; ++u) x[u] = __ldcg(p4 + v + u * kThreads);
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        const int i = 4 * (v + u * kThreads);
-        f(i, x[u].x);
-        f(i + 1, x[u].y);
-        f(i + 2, x[u].z);
-        f(i + 3, x[u].w);
-      }
-    }
-    for (; v < n4; v += kThreads) {
-      const float4 x = __ldcg(p4 + v);
-      f(4 * v, x.x);
-      f(4 * v + 1, x.y);
-      f(4 * v + 2, x.z);
-      f(4 * v + 3, x.w);
-    }
-  } else {
-    for (int i = threadIdx.x; i < vocab; i += kThreads) f(i, probs[i]);
-  }
-}
-
 // Adds (count, mass) runs of equal digits into a shared histogram: a thread sums consecutive
 // elements with the same digit in registers and flushes on change (flat distributions put most
 // of a row into one or two digits, which would serialize the shared atomics).
@@ -319,7 +331,7 @@ __device__ float BuildTopHistogram(const float* probs, int vocab, SelectScratch*
   __syncthreads();
   RunAccumulator acc{s->top_count, s->top_mass};
   float pmax = 0.0f;
-  ForEachProb(probs, vocab, [&](int, float p) {
+  ForEachValue(probs, vocab, [&](int, float p) {
     pmax = fmaxf(pmax, p);
     acc.Add(static_cast<int>(__float_as_uint(p) >> kTopShift), static_cast<unsigned int>(MassFixed(p)));
   });
@@ -419,7 +431,7 @@ __device__ Selected RadixSelect(const float* probs, int vocab, Cut cut, SelectBy
     }
     __syncthreads();
     RunAccumulator acc{s->count, s->mass};
-    ForEachProb(probs, vocab, [&](int i, float p) {
+    ForEachValue(probs, vocab, [&](int i, float p) {
       const uint32_t k = __float_as_uint(p);
       if ((k & high_mask) != prefix || !cut.Contains(k, i)) return;
       const int d = static_cast<int>((k >> shift) & static_cast<uint32_t>(kLowBins - 1));
@@ -522,7 +534,7 @@ __global__ void __launch_bounds__(kThreads) SelectKernel(SampleInputs in, Sample
   if (p.min_p > 0.0f) {
     const float threshold = p.min_p * pmax;
     int count = 0;
-    ForEachProb(probs, vocab, [&](int i, float x) {
+    ForEachValue(probs, vocab, [&](int i, float x) {
       count += cut.Contains(__float_as_uint(x), i) && x >= threshold ? 1 : 0;
     });
     count = max(BlockSumInt(count, iscratch), 1);
