@@ -23,6 +23,11 @@ const char* ReasonName(FinishReason r) {
 
 }  // namespace
 
+ApiError EngineSubmitError(const Status& status, ApiKind kind) {
+  const char* param = kind == ApiKind::kChat ? "messages" : "prompt";
+  return ApiError::FromStatus(status, status.code() == StatusCode::kResourceExhausted ? "" : param);
+}
+
 Generation::Generation(Engine* engine, ServerMetrics* metrics,
                        std::shared_ptr<HttpResponder> responder, GenerateRequest request,
                        ResponseMeta meta, int detokenizer_context_tokens)
@@ -76,10 +81,7 @@ std::optional<ApiError> Generation::Start(std::vector<PreparedPrompt> prompts) {
       if (!submitted.ok()) {
         finished_ = true;
         for (size_t k = 0; k < idx; ++k) engine_->Abort(choices_[k].request_id);
-        const char* param = request_.kind == ApiKind::kChat ? "messages" : "prompt";
-        return ApiError::FromStatus(
-            submitted.status(),
-            submitted.status().code() == StatusCode::kResourceExhausted ? "" : param);
+        return EngineSubmitError(submitted.status(), request_.kind);
       }
     }
   }

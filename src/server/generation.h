@@ -27,6 +27,10 @@ struct PreparedPrompt {
   std::string echo_text;    // completions with echo: the prompt text
 };
 
+// The API error for a Submit failure (or a PrepareResponseFormat failure: the same errors) of a
+// request of this kind: the prompt parameter is named, except for a full queue.
+ApiError EngineSubmitError(const Status& status, ApiKind kind);
+
 class Generation final : public std::enable_shared_from_this<Generation> {
  public:
   Generation(Engine* engine, ServerMetrics* metrics, std::shared_ptr<HttpResponder> responder,

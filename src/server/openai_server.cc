@@ -1,7 +1,11 @@
 #include "server/openai_server.h"
 
+#include <algorithm>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <chrono>
 #include <ctime>
+#include <functional>
 #include <random>
 
 #include "server/generation.h"
@@ -33,8 +37,21 @@ bool SecretEquals(const std::string& a, const std::string& b) {
 
 }  // namespace
 
+// Threads that compile the grammars of structured requests (off the I/O threads).
+class CompilePool final {
+ public:
+  explicit CompilePool(int num_threads) : pool_(static_cast<size_t>(std::max(1, num_threads))) {}
+  ~CompilePool() { pool_.join(); }  // queued compiles still run; their responders then no-op
+  void Post(std::function<void()> fn) { boost::asio::post(pool_, std::move(fn)); }
+
+ private:
+  boost::asio::thread_pool pool_;
+};
+
 OpenAiServer::OpenAiServer(Engine* engine, OpenAiServerOptions options)
-    : engine_(engine), options_(std::move(options)) {
+    : engine_(engine),
+      options_(std::move(options)),
+      compile_pool_(std::make_unique<CompilePool>(options_.num_compile_threads)) {
   model_name_ = options_.served_model_name.empty() ? engine_->model_info().served_model_name
                                                    : options_.served_model_name;
   id_salt_ = std::random_device{}();
@@ -245,6 +262,31 @@ void OpenAiServer::HandleGenerate(const HttpRequest& request,
   }
   std::vector<PreparedPrompt> prompts;
   if (auto e = PreparePrompts(&g, &prompts)) return SendError(&metrics_, *responder, *e);
+  if (g.sampling.response_format.type == ResponseFormat::Type::kText) {
+    return StartGeneration(std::move(responder), std::move(g), std::move(prompts));
+  }
+  // Compile the grammar on the compile pool (into the engine's cache), then submit on the strand.
+  struct Pending {
+    GenerateRequest g;
+    std::vector<PreparedPrompt> prompts;
+    Status compiled;
+  };
+  auto pending = std::make_shared<Pending>(Pending{std::move(g), std::move(prompts), {}});
+  compile_pool_->Post([this, responder, pending] {
+    pending->compiled = engine_->PrepareResponseFormat(pending->g.sampling.response_format);
+    responder->Post([this, responder, pending] {
+      if (!pending->compiled.ok()) {
+        return SendError(&metrics_, *responder,
+                         EngineSubmitError(pending->compiled, pending->g.kind));
+      }
+      StartGeneration(responder, std::move(pending->g), std::move(pending->prompts));
+    });
+  });
+}
+
+void OpenAiServer::StartGeneration(std::shared_ptr<HttpResponder> responder, GenerateRequest g,
+                                   std::vector<PreparedPrompt> prompts) {
+  const bool chat = g.kind == ApiKind::kChat;
   ResponseMeta meta{NewId(chat ? "chatcmpl-" : "cmpl-"), static_cast<int64_t>(std::time(nullptr)),
                     model_name_};
   auto gen = std::make_shared<Generation>(engine_, &metrics_, responder, std::move(g),

@@ -5,7 +5,11 @@
 // Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health,
 // GET /metrics, POST /tokenize, POST /detokenize, POST /v1/classify, POST /v1/embeddings.
 //
-// Threading: Handle() runs on a connection's strand. Engine outputs arrive on the engine's output
+// Threading: Handle() runs on a connection's strand. A structured request's grammar is compiled on
+// a small compile pool (Engine::PrepareResponseFormat; a large schema takes up to seconds), not on
+// the I/O thread, and the request resumes on its strand when that is done: an invalid schema is
+// still a 400 before anything is streamed, and other connections on the same I/O thread keep being
+// served meanwhile. Engine outputs arrive on the engine's output
 // thread; the callback only posts them to the connection's strand, where detokenization, stop
 // strings and rendering happen (never on the engine thread). All per-request state is touched only
 // on that strand. A client that disconnects before its response completes gets its engine requests
@@ -34,10 +38,12 @@ struct OpenAiServerOptions {
   int detokenizer_context_tokens = 4;  // prompt tokens fed to a detokenizer before the output
   // Projection applied to pooled embeddings (POST /v1/embeddings); null → none.
   std::shared_ptr<const EmbeddingHead> embedding_head;
+  int num_compile_threads = 2;  // grammar compiles of structured requests (response_format)
 };
 
 struct GenerateRequest;
 struct PreparedPrompt;
+class CompilePool;
 
 class OpenAiServer final {
  public:
@@ -82,6 +88,8 @@ class OpenAiServer final {
   // Tokenizes every prompt, checks ids and lengths, resolves max_tokens per prompt.
   std::optional<ApiError> PreparePrompts(GenerateRequest* g,
                                          std::vector<PreparedPrompt>* out) const;
+  void StartGeneration(std::shared_ptr<HttpResponder> responder, GenerateRequest g,
+                       std::vector<PreparedPrompt> prompts);
 
   Engine* engine_;
   OpenAiServerOptions options_;
@@ -90,6 +98,7 @@ class OpenAiServer final {
   std::atomic<bool> draining_{false};
   std::atomic<uint64_t> next_id_{0};
   uint64_t id_salt_ = 0;
+  std::unique_ptr<CompilePool> compile_pool_;  // last: joined first, while the rest is alive
 };
 
 }  // namespace kiln::server

@@ -9,15 +9,19 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
 
+#include "engine/engine_loop.h"
+#include "engine/structured_constraint.h"
 #include "server/test_http_client.h"
 
 namespace kiln::server {
@@ -57,7 +61,8 @@ struct Stack {
 
   static std::unique_ptr<Stack> Start(const std::string& api_key, int max_num_seqs, int max_waiting,
                                       std::shared_ptr<const EmbeddingHead> head = nullptr,
-                                      const std::string& model_path = ModelPath()) {
+                                      const std::string& model_path = ModelPath(),
+                                      int num_io_threads = 2) {
     EngineOptions o;
     o.model.model_path = model_path;
     o.cache.kv_cache_memory_bytes = int64_t{64} << 20;
@@ -80,6 +85,7 @@ struct Stack {
     HttpServerOptions ho;
     ho.port = 0;
     ho.max_body_bytes = 1 << 20;
+    ho.num_threads = num_io_threads;
     OpenAiServer* api = s->api.get();
     auto http = HttpServer::Create(ho, [api](HttpRequest r, std::shared_ptr<HttpResponder> resp) {
       api->Handle(std::move(r), std::move(resp));
@@ -456,6 +462,101 @@ TEST_F(OpenAiServerTest, ModelsHealthMetricsTokenize) {
   EXPECT_EQ(tok["count"], 5);
   const json detok = PostJson("/detokenize", {{"tokens", {403, 407, 261, 378}}});
   EXPECT_EQ(detok["prompt"], "Once upon a time");
+}
+
+// Regression (issue 6, "compilation happens off the engine thread"): a structured request's
+// grammar compile ran inside Engine::Submit on the Beast I/O thread, so a slow compile (seconds for
+// a large schema) stalled every connection on that thread. With one I/O thread and a compile held
+// open by a gate, /health on another connection must still be answered; the structured request
+// then completes, and an invalid schema is still a 400 before any streaming.
+TEST(OpenAiServerCompileTest, SlowGrammarCompileDoesNotBlockTheIoThread) {
+  if (!std::filesystem::exists(ModelPath() + "/config.json")) {
+    GTEST_SKIP() << "missing " << ModelPath() << " (set KILN_SHARED)";
+  }
+  auto stack = Stack::Start("", 4, 100, nullptr, ModelPath(), /*num_io_threads=*/1);
+  ASSERT_NE(stack, nullptr);
+  Engine* engine = stack->engine.get();
+  struct Gate {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool open = false;
+    int entered = 0;
+  };
+  auto gate = std::make_shared<Gate>();
+  TokenConstraintFactory real = MakeStructuredConstraintFactory(
+      engine->tokenizer(), engine->model_info().vocab_size, engine->model_info().eos_token_ids);
+  Engine::Impl::SetTokenConstraintFactory(
+      engine, [gate, real](const ResponseFormat& format, int vocab_size) {
+        std::unique_lock<std::mutex> lock(gate->mu);
+        ++gate->entered;
+        gate->cv.notify_all();
+        gate->cv.wait(lock, [&] { return gate->open; });  // a compile that takes until released
+        lock.unlock();
+        return real(format, vocab_size);
+      });
+  auto open_gate = [&] {
+    std::lock_guard<std::mutex> lock(gate->mu);
+    gate->open = true;
+    gate->cv.notify_all();
+  };
+  const json schema = {{"type", "object"},
+                       {"properties", {{"ok", {{"type", "boolean"}}}}},
+                       {"required", {"ok"}},
+                       {"additionalProperties", false}};
+  const json body = {
+      {"messages", {{{"role", "user"}, {"content", "hi"}}}},
+      {"max_tokens", 100},
+      {"seed", 1},
+      {"response_format",
+       {{"type", "json_schema"}, {"json_schema", {{"name", "flag"}, {"schema", schema}}}}}};
+  Client structured(stack->port());
+  ASSERT_TRUE(structured.connected());
+  const std::string payload = body.dump();
+  structured.Send(
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+      "application/json\r\nContent-Length: " +
+      std::to_string(payload.size()) + "\r\n\r\n" + payload);
+  {
+    std::unique_lock<std::mutex> lock(gate->mu);
+    ASSERT_TRUE(gate->cv.wait_for(lock, std::chrono::seconds(20), [&] {
+      return gate->entered > 0;
+    })) << "the structured request never reached the grammar compile";
+  }
+  // The compile is in progress (held by the gate). The only I/O thread must still serve others.
+  const auto t0 = std::chrono::steady_clock::now();
+  const HttpResult health = Fetch(stack->port(), "GET", "/health");
+  const double health_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  bool compile_still_running;
+  {
+    std::lock_guard<std::mutex> lock(gate->mu);
+    compile_still_running = !gate->open;
+  }
+  open_gate();
+  EXPECT_EQ(health.status, 200) << "/health was not answered while a grammar compiled (" << health_s
+                                << " s)";
+  EXPECT_TRUE(compile_still_running);
+
+  const HttpResult r = ReadHttpResult(structured);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json out = json::parse(r.body);
+  EXPECT_EQ(out["choices"][0]["finish_reason"], "stop") << r.body;
+  const json content =
+      json::parse(out["choices"][0]["message"]["content"].get<std::string>(), nullptr, false);
+  ASSERT_TRUE(content.is_object()) << r.body;
+  ASSERT_EQ(content.size(), 1u) << content.dump();
+  EXPECT_TRUE(content["ok"].is_boolean()) << content.dump();
+
+  // Errors keep their meaning: an invalid schema is a 400 (not a started stream).
+  json bad = body;
+  bad["stream"] = true;
+  bad["response_format"]["json_schema"]["schema"] = {
+      {"oneOf", {{{"type", "integer"}}, {{"type", "number"}}}}};
+  const HttpResult e = Fetch(stack->port(), "POST", "/v1/chat/completions", bad.dump(),
+                             "Content-Type: application/json\r\n");
+  EXPECT_EQ(e.status, 400) << e.body;
+  EXPECT_NE(e.body.find("oneOf branches 0 and 1"), std::string::npos) << e.body;
+  EXPECT_EQ(e.head.find("text/event-stream"), std::string::npos) << e.head;
 }
 
 }  // namespace
