@@ -159,10 +159,10 @@ __global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, Sampl
 
   if (p.num_top_logprobs >= 0) {  // raw log-sum-exp, only when logprobs are reported
     float m = -INFINITY;
-    for (int i = threadIdx.x; i < vocab; i += kThreads) m = fmaxf(m, x[i]);
+    ForEachValue(x, vocab, [&](int, float v) { m = fmaxf(m, v); });
     m = BlockMax(m, fscratch);
     double s = 0.0;
-    for (int i = threadIdx.x; i < vocab; i += kThreads) s += exp(static_cast<double>(x[i]) - m);
+    ForEachValue(x, vocab, [&](int, float v) { s += exp(static_cast<double>(v) - m); });
     s = BlockSumDouble(s, dscratch);
     if (threadIdx.x == 0) lse_out[local] = m + static_cast<float>(log(s));
   }
@@ -180,11 +180,9 @@ __global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, Sampl
     if (threadIdx.x == 0) out.token_ids[row] = best.value > -INFINITY ? best.index : -1;
     return;
   }
-  for (int i = threadIdx.x; i < vocab; i += kThreads) {
-    float v = x[i];
-    if (mask != nullptr && ((mask[i >> 5] >> (i & 31)) & 1u) == 0) v = -INFINITY;
-    y[i] = v;
-  }
+  ForEachValue(x, vocab, [&](int i, float v) {
+    y[i] = mask != nullptr && ((mask[i >> 5] >> (i & 31)) & 1u) == 0 ? -INFINITY : v;
+  });
   __syncthreads();
   for (int e = p.penalty_begin + threadIdx.x; e < p.penalty_end; e += kThreads) {
     const int id = in.penalty_token_ids[e];
@@ -202,10 +200,10 @@ __global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, Sampl
 
   if (p.temperature <= 0.0f) {
     ArgBest best{-INFINITY, INT_MAX};
-    for (int i = threadIdx.x; i < vocab; i += kThreads) {
-      const ArgBest c{y[i], i};
+    ForEachValue(y, vocab, [&](int i, float v) {
+      const ArgBest c{v, i};
       if (Better(c, best)) best = c;
-    }
+    });
     best = BlockBest(best, fscratch, iscratch);
     // -1: every token is banned or masked (the host turns it into InvalidArgument).
     if (threadIdx.x == 0) out.token_ids[row] = best.value > -INFINITY ? best.index : -1;
@@ -213,16 +211,19 @@ __global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, Sampl
   }
   const float inv_t = 1.0f / p.temperature;
   float mt = -INFINITY;
-  for (int i = threadIdx.x; i < vocab; i += kThreads) mt = fmaxf(mt, __fmul_rn(y[i], inv_t));
+  ForEachValue(y, vocab, [&](int, float v) { mt = fmaxf(mt, __fmul_rn(v, inv_t)); });
   mt = BlockMax(mt, fscratch);
   // exp as the reference computes it: float argument (no FMA contraction), correctly rounded.
   auto scaled_exp = [&](float v) {
     return static_cast<float>(exp(static_cast<double>(__fsub_rn(__fmul_rn(v, inv_t), mt))));
   };
+  // y becomes the unnormalized exp (each thread rewrites only the elements it just read).
   double z = 0.0;
-  for (int i = threadIdx.x; i < vocab; i += kThreads) {
-    if (y[i] > -INFINITY) z += scaled_exp(y[i]);
-  }
+  ForEachValue(y, vocab, [&](int i, float v) {
+    const float e = v > -INFINITY ? scaled_exp(v) : 0.0f;
+    y[i] = e;
+    z += e;
+  });
   z = BlockSumDouble(z, dscratch);
   if (mt == -INFINITY) {
     if (threadIdx.x == 0) out.token_ids[row] = -1;  // every token banned or masked
@@ -230,9 +231,7 @@ __global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, Sampl
     return;
   }
   if (threadIdx.x == 0) out.token_ids[row] = 0;  // SelectKernel draws the real one
-  for (int i = threadIdx.x; i < vocab; i += kThreads) {
-    y[i] = y[i] > -INFINITY ? static_cast<float>(scaled_exp(y[i]) / z) : 0.0f;
-  }
+  ForEachValue(y, vocab, [&](int i, float e) { y[i] = static_cast<float>(e / z); });
 }
 
 // ---- Pass 2 (random rows): top-k / min-p / top-p cuts and the inverse-CDF draw over the
