@@ -15,6 +15,9 @@
 // with a warm grammar cache would have them. Rounds alternate the two runs; medians are reported.
 //
 // Usage: structured_decode_bench [--batch B] [--max-tokens M] [--rounds R] [--threads T]
+//                                [--device cpu|cuda] [--model DIR] [--kv-cache-gib G]
+// --model takes any config.json directory (weights are always dummy), e.g. a 7B config on a GPU
+// with the Qwen2.5 tokenizer (Qwen2's vocabulary).
 // Reads KILN_SOURCE_DIR (default: the source tree it was built from) and KILN_SHARED (default
 // $KILN_SOURCE_DIR/../shared) for the Qwen2.5 tokenizer.
 #include <algorithm>
@@ -111,7 +114,12 @@ double Median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   int batch = 8, max_tokens = 128, rounds = 3, threads = 1;
+  double kv_gib = 0.25;
+  std::string device = "cpu", model;
   for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--device")) device = argv[i + 1];
+    if (!std::strcmp(argv[i], "--model")) model = argv[i + 1];
+    if (!std::strcmp(argv[i], "--kv-cache-gib")) kv_gib = std::atof(argv[i + 1]);
     if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--max-tokens")) max_tokens = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
@@ -131,11 +139,12 @@ int main(int argc, char** argv) {
   }
 
   kiln::EngineOptions options;
-  options.model.model_path = source + "/models/qwen2.5-tiny-dummy";
+  options.model.model_path = model.empty() ? source + "/models/qwen2.5-tiny-dummy" : model;
   options.model.load_format = "dummy";
   options.model.tokenizer_path = shared + "/tokenizers/qwen2.5";
-  options.cache.kv_cache_memory_bytes = int64_t{256} << 20;
+  options.cache.kv_cache_memory_bytes = static_cast<int64_t>(kv_gib * (1 << 30));
   options.device.num_threads = threads;
+  options.device.device = device;
   auto created = Engine::Create(options);
   if (!created.ok()) {
     std::fprintf(stderr, "Engine::Create: %s\n", created.status().ToString().c_str());
@@ -195,9 +204,9 @@ int main(int argc, char** argv) {
 
   int total_tokens = 0;
   for (int n : warm.num_tokens) total_tokens += n;
-  std::printf("structured_decode_bench: model qwen2.5-tiny-dummy (dummy weights, vocab %d), "
-              "device %s, %d threads\n",
-              engine->model_info().vocab_size, engine->model_info().device.c_str(), threads);
+  std::printf("structured_decode_bench: model %s (dummy weights, vocab %d), device %s, %d threads\n",
+              options.model.model_path.c_str(), engine->model_info().vocab_size,
+              engine->model_info().device.c_str(), threads);
   std::printf("batch %d requests (schemas %s .. %s), %d tokens in total, "
               "%d/%d constrained requests finished with stop (max_tokens %d)\n",
               batch, names.front().c_str(), names.back().c_str(), total_tokens, warm.num_stop,

@@ -17,7 +17,7 @@ G="$ROOT/${KILN_GPU_DIR:-.gpu}"
 MODE=${1:-all}
 SHARED_SRC=${KILN_SHARED:-$ROOT/../shared}
 GPU_TESTS="cuda_sampling_test cuda_backend_test kernels_test"
-BINS="kiln kernels_bench gemv_bench $GPU_TESTS"
+BINS="kiln kernels_bench gemv_bench structured_decode_bench $GPU_TESTS"
 
 if [ "$MODE" = "--stage" ]; then
   BUILD=${2:-$ROOT/build-cuda}
@@ -42,6 +42,7 @@ if [ "$MODE" = "--stage" ]; then
   cp -r "$SHARED_SRC/models/stories260K/hf" "$SHARED_SRC/models/stories260K/greedy256.ids" \
     "$G/shared/models/stories260K/"
   cp -r "$SHARED_SRC/configs/"* "$G/shared/configs/"
+  mkdir -p "$G/shared/tokenizers" && cp -r "$SHARED_SRC/tokenizers/qwen2.5" "$G/shared/tokenizers/"
   chmod -R u+w "$G/shared"
   # The carried tree must stay under 64 MiB: binaries and libraries travel compressed.
   tar -C "$G" -czf "$G/payload.tgz" bin lib && rm -rf "$G/bin" "$G/lib"
@@ -105,6 +106,16 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ]; then
   run_bench qwen2-7b_b1_eager 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 128 --output-len 128 --enforce-eager
   run_bench qwen2-7b_b64_ctx2000 300 latency --model "$Q7" --load-format dummy --batch-size 64 --input-len 2000 --output-len 32
   run_bench qwen2-7b_prefill8k 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 8192 --output-len 4 --max-num-batched-tokens 8192
+  # Structured output on the GPU: decode step with grammar constraints (32 corpus schemas) vs the
+  # same batch unconstrained (issue 6 goal: <= 1.1x).
+  if [ -x "$G/bin/structured_decode_bench" ]; then
+    KILN_SOURCE_DIR="$ROOT" KILN_SHARED="$G/shared" timeout 300 "$G/bin/structured_decode_bench" \
+      --device cuda --model "$Q7" --batch 32 --max-tokens 256 --rounds 3 --kv-cache-gib 8 \
+      > "$LOG/structured_decode.log" 2>&1
+    rc=$?
+    tail -8 "$LOG/structured_decode.log"
+    TABLE+=("structured decode qwen2-7b b32 (rc=$rc): $(grep 'median wall' "$LOG/structured_decode.log")")
+  fi
   if [ -n "${KILN_THROUGHPUT_PROMPTS:-}" ]; then
     for m in qwen2-7b-instruct llama-3.1-8b-instruct; do
       run_bench "${m}_throughput" 300 throughput --model "$G/shared/configs/$m" --load-format dummy \
