@@ -4,7 +4,11 @@
 //  latency    drives the CUDA backend directly with synthetic ForwardBatches: one prefill of
 //             --input-len tokens (model FLOPs vs the measured bf16 GEMM rate), then --output-len
 //             decode steps of --batch-size sequences (step time vs the bandwidth floor: weight bytes
-//             + KV bytes read per step, over the measured device copy bandwidth).
+//             + KV bytes read per step, over the measured device copy bandwidth), three ways:
+//             synchronous (Forward, then Sample waits), pipelined like the engine's async
+//             scheduling (step n+1 is launched with deferred tokens before step n's samples are
+//             read) and back to back without sampling (device time). GPU idle time between the
+//             pieces of device work is measured with CUDA events (ReadDeviceTimeline).
 //  throughput runs --num-prompts requests of --input-len random tokens, --output-len generated
 //             tokens each (ignore_eos, greedy) through the Engine; output tokens/s.
 #include <algorithm>
@@ -127,6 +131,7 @@ int RunLatency(const Flags& flags) {
   o.max_model_len = ctx;
   o.enable_cuda_graphs = options.device.enable_cuda_graphs;
   o.dtype = options.model.dtype == "auto" ? "bfloat16" : options.model.dtype;
+  o.record_device_timeline = true;
   auto created = CreateCudaBackend(*model, o);
   if (!created.ok()) {
     std::fprintf(stderr, "kiln bench: %s\n", created.status().ToString().c_str());
@@ -168,22 +173,23 @@ int RunLatency(const Flags& flags) {
   }
   const double prefill_s = Median(prefill_times);
 
-  // Decode: output_len steps of `batch` single-token rows.
-  std::vector<double> step_times;
+  // Decode: output_len steps of `batch` single-token rows at positions input_len + step.
   std::vector<SamplingRow> rows(static_cast<size_t>(batch));
   std::vector<SampleResult> results;
   std::vector<int32_t> next = RandomIds(&rng, batch, c.vocab_size);
   double kv_bytes_sum = 0;
   const double elem = o.dtype == "float32" ? 4.0 : 2.0;
   const double kv_bytes_per_token = 2.0 * c.num_hidden_layers * c.kv_size() * elem;
-  for (int step = 0; step < output_len; ++step) {
+  // deferred: every row takes the id sampled for its sequence by the previous step.
+  auto decode_batch = [&](int step, bool deferred) {
     ForwardBatch b;
     b.is_decode_only = true;
     b.max_blocks_per_seq = blocks_per_seq;
     b.cu_seqlens_q.push_back(0);
     const int pos = input_len + step;
     for (int s = 0; s < batch; ++s) {
-      b.token_ids.push_back(next[static_cast<size_t>(s)]);
+      b.token_ids.push_back(deferred ? 0 : next[static_cast<size_t>(s)]);
+      if (deferred) b.deferred_tokens.push_back({s, s});
       b.positions.push_back(pos);
       b.slot_mapping.push_back(static_cast<int64_t>(s) * blocks_per_seq * bs + pos);
       b.cu_seqlens_q.push_back(s + 1);
@@ -191,36 +197,60 @@ int RunLatency(const Flags& flags) {
       b.logits_indices.push_back(s);
       for (int j = 0; j < blocks_per_seq; ++j) b.block_tables.push_back(s * blocks_per_seq + j);
     }
+    return b;
+  };
+  auto fail = [](const char* what, const Status& st) {
+    std::fprintf(stderr, "kiln bench: %s: %s\n", what, st.ToString().c_str());
+    return 1;
+  };
+  // The device timeline since the last read (busy and idle time between pieces of work).
+  auto idle_since_last = [&](std::nullptr_t) { return ReadDeviceTimeline(backend, true); };
+  if (auto t = idle_since_last(nullptr); !t.ok()) return fail("device timeline", t.status());
+
+  // 1. Synchronous: Forward, then Sample (waits) — what a step cost before async scheduling.
+  std::vector<double> step_times;
+  for (int step = 0; step < output_len; ++step) {
+    const ForwardBatch b = decode_batch(step, false);
     const auto t0 = Clock::now();
     Status st = backend->Forward(b);
     if (st.ok()) st = backend->Sample(rows, &results);
     const double dt = Seconds(t0, Clock::now());
-    if (!st.ok()) {
-      std::fprintf(stderr, "kiln bench: decode: %s\n", st.ToString().c_str());
-      return 1;
-    }
+    if (!st.ok()) return fail("decode", st);
     for (int s = 0; s < batch; ++s) next[static_cast<size_t>(s)] = results[static_cast<size_t>(s)].token_id;
     step_times.push_back(dt);
-    kv_bytes_sum += static_cast<double>(batch) * (pos + 1) * kv_bytes_per_token;
+    kv_bytes_sum += static_cast<double>(batch) * (input_len + step + 1) * kv_bytes_per_token;
   }
-  // Device time per decode step: the last step's batch replayed back to back without sampling
+  auto sync_timeline = idle_since_last(nullptr);
+  if (!sync_timeline.ok()) return fail("device timeline", sync_timeline.status());
+
+  // 2. Pipelined (the engine's async scheduling): Forward(n+1) with deferred tokens is queued
+  // before WaitSample(n); the host builds the next batch while the device runs this one. The same
+  // positions again (the KV of each position is rewritten with the same shapes).
+  std::vector<double> pipelined_times;
+  {
+    Status st = backend->Forward(decode_batch(0, false));
+    if (st.ok()) st = backend->SampleAsync(rows);
+    auto t_prev = Clock::now();
+    for (int step = 1; step < output_len && st.ok(); ++step) {
+      const ForwardBatch b = decode_batch(step, true);
+      st = backend->Forward(b);
+      if (st.ok()) st = backend->WaitSample(&results);
+      const auto t = Clock::now();
+      if (step > 1) pipelined_times.push_back(Seconds(t_prev, t));  // WaitSample to WaitSample
+      t_prev = t;
+      if (st.ok()) st = backend->SampleAsync(rows);
+    }
+    if (st.ok()) st = backend->WaitSample(&results);
+    if (!st.ok()) return fail("pipelined decode", st);
+  }
+  auto pipe_timeline = idle_since_last(nullptr);
+  if (!pipe_timeline.ok()) return fail("device timeline", pipe_timeline.status());
+
+  // 3. Device time per decode step: the last step's batch replayed back to back without sampling
   // (Forward does not synchronize), then one sync; host work and the per-step sync are hidden.
   double device_step_s = 0;
   {
-    ForwardBatch b;
-    b.is_decode_only = true;
-    b.max_blocks_per_seq = blocks_per_seq;
-    b.cu_seqlens_q.push_back(0);
-    const int pos = input_len + output_len - 1;
-    for (int s = 0; s < batch; ++s) {
-      b.token_ids.push_back(next[static_cast<size_t>(s)]);
-      b.positions.push_back(pos);
-      b.slot_mapping.push_back(static_cast<int64_t>(s) * blocks_per_seq * bs + pos);
-      b.cu_seqlens_q.push_back(s + 1);
-      b.seq_lens.push_back(pos + 1);
-      b.logits_indices.push_back(s);
-      for (int j = 0; j < blocks_per_seq; ++j) b.block_tables.push_back(s * blocks_per_seq + j);
-    }
+    const ForwardBatch b = decode_batch(output_len - 1, false);
     constexpr int kReps = 20;
     Status st = backend->Forward(b);
     if (st.ok()) st = backend->Sample(rows, &results);
@@ -228,15 +258,16 @@ int RunLatency(const Flags& flags) {
     for (int r = 0; r < kReps && st.ok(); ++r) st = backend->Forward(b);
     if (st.ok()) st = backend->Sample(rows, &results);  // synchronizes
     device_step_s = Seconds(t0, Clock::now()) / kReps;
-    if (!st.ok()) {
-      std::fprintf(stderr, "kiln bench: back-to-back decode: %s\n", st.ToString().c_str());
-      return 1;
-    }
+    if (!st.ok()) return fail("back-to-back decode", st);
   }
   const double step_s = Median(step_times);
-  double mean_step = 0;
-  for (double x : step_times) mean_step += x;
-  mean_step /= step_times.size();
+  const double pipelined_s = Median(pipelined_times);
+  auto idle_share = [](const DeviceTimeline& t) {
+    return t.busy_s + t.idle_s > 0 ? t.idle_s / (t.busy_s + t.idle_s) : 0.0;
+  };
+  // Pieces: one Forward and one SampleAsync per step.
+  const double sync_idle_step = sync_timeline->idle_s / std::max<int64_t>(sync_timeline->num_pieces / 2, 1);
+  const double pipe_idle_step = pipe_timeline->idle_s / std::max<int64_t>(pipe_timeline->num_pieces / 2, 1);
 
   const ModelSize size = SizeOf(c);
   // Bytes a decode step must read: every layer weight, the final norm, the lm_head (the embedding
@@ -262,10 +293,17 @@ int RunLatency(const Flags& flags) {
               bw / 1e9, limits->gemm_size, peak / 1e12);
   std::printf("  batch %d, input %d, output %d; weights read/step %.2f GB, KV read/step %.2f GB\n",
               batch, input_len, output_len, weight_bytes / 1e9, kv_bytes / 1e9);
-  PrintRow("decode step (median, wall)", step_s * 1e3, "ms", floor_s * 1e3,
-           "bandwidth floor", batch == 1 ? "<= 1.15" : "<= 1.25");
-  std::printf("  %-34s %12.3f ms   | output tok/s %.0f\n", "decode step (mean, wall)",
-              mean_step * 1e3, batch / step_s);
+  auto decode_rows = [&](const char* label, double s, const char* goal, double idle_step,
+                         const DeviceTimeline& t) {
+    PrintRow(label, s * 1e3, "ms", floor_s * 1e3, "bandwidth floor", goal);
+    std::printf("  %-34s output tok/s %.0f; GPU idle %.3f ms/step = %.2f%% of device time "
+                "(goal < 3%%)\n",
+                "", batch / s, idle_step * 1e3, 100.0 * idle_share(t));
+  };
+  decode_rows("decode step (pipelined, wall)", pipelined_s, batch == 1 ? "<= 1.15" : "<= 1.25",
+              pipe_idle_step, *pipe_timeline);
+  decode_rows("decode step (synchronous, wall)", step_s, "(before async scheduling)",
+              sync_idle_step, *sync_timeline);
   PrintRow("decode step (20 back-to-back)", device_step_s * 1e3, "ms", floor_s * 1e3,
            "bandwidth floor", "device time, host hidden");
   const double mfu = prefill_flops / prefill_s / peak;
@@ -273,10 +311,12 @@ int RunLatency(const Flags& flags) {
               "(goal >= 60%% at 8k)\n",
               "prefill (median, wall)", prefill_s * 1e3, prefill_flops / prefill_s / 1e12,
               100.0 * mfu);
-  std::printf("RESULT latency batch=%d input=%d output=%d step_ms=%.4f b2b_step_ms=%.4f "
-              "floor_ms=%.4f prefill_ms=%.3f mfu=%.4f copy_gbps=%.1f gemm_tflops=%.1f\n",
-              batch, input_len, output_len, step_s * 1e3, device_step_s * 1e3, floor_s * 1e3,
-              prefill_s * 1e3, mfu, bw / 1e9, peak / 1e12);
+  std::printf("RESULT latency batch=%d input=%d output=%d step_ms=%.4f sync_step_ms=%.4f "
+              "b2b_step_ms=%.4f floor_ms=%.4f gpu_idle_pct=%.3f sync_gpu_idle_pct=%.3f "
+              "prefill_ms=%.3f mfu=%.4f copy_gbps=%.1f gemm_tflops=%.1f\n",
+              batch, input_len, output_len, pipelined_s * 1e3, step_s * 1e3, device_step_s * 1e3,
+              floor_s * 1e3, 100.0 * idle_share(*pipe_timeline),
+              100.0 * idle_share(*sync_timeline), prefill_s * 1e3, mfu, bw / 1e9, peak / 1e12);
   return 0;
 }
 #endif
@@ -329,8 +369,9 @@ int RunThroughput(const Flags& flags) {
   }
   const double secs = Seconds(t0, Clock::now());
   const EngineMetrics m = (*engine)->Metrics();
-  std::printf("kiln bench throughput — device %s, model %s\n", options.device.device.c_str(),
-              options.model.model_path.c_str());
+  std::printf("kiln bench throughput — device %s, model %s, async scheduling %s\n",
+              options.device.device.c_str(), options.model.model_path.c_str(),
+              options.scheduler.async_scheduling ? "on" : "off");
   std::printf("  %d prompts x (%d in, %d out), greedy, ignore_eos: %.2f s, %.1f requests/s, "
               "%.0f output tok/s, %.0f total tok/s, %lld steps, %lld preemptions\n",
               num_prompts, input_len, output_len, secs, num_prompts / secs, out_tokens / secs,

@@ -22,6 +22,8 @@ void DeclareEngineFlags(Flags* f) {
   f->Value("max-model-len", "context length limit (default: the model's)");
   f->Value("max-waiting-requests", "queue limit before 503 (default 100000)");
   f->Bool("enforce-eager", "disable CUDA graphs");
+  f->Bool("async-scheduling",
+          "launch step n+1 before reading step n's samples (default on; =false to wait)");
 }
 
 Status EngineOptionsFromFlags(const Flags& f, EngineOptions* o) {
@@ -55,6 +57,7 @@ Status EngineOptionsFromFlags(const Flags& f, EngineOptions* o) {
   KILN_ASSIGN_OR_RETURN(int64_t mwr,
                         f.GetInt("max-waiting-requests", o->scheduler.max_waiting_requests));
   o->scheduler.max_waiting_requests = static_cast<int>(mwr);
+  o->scheduler.async_scheduling = f.GetBool("async-scheduling", true);
   return o->Validate();
 }
 

@@ -36,6 +36,9 @@ struct SchedulerOptions {
   int max_model_len = 0;               // 0 → the model's max_position_embeddings
   int max_waiting_requests = 100000;   // Submit() past this → ResourceExhausted (HTTP 503)
   bool enable_chunked_prefill = true;
+  // Launch step n+1 before step n's samples are read (host work overlaps the device); off → each
+  // step waits for its samples before the next one is scheduled.
+  bool async_scheduling = true;
   Status Validate() const;
 };
 

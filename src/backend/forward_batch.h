@@ -14,12 +14,22 @@
 // Paged KV: physical slot s = block_id * block_size + offset. block_tables is row-major
 // [num_seqs, max_blocks_per_seq] (unused entries -1); slot_mapping[t] is where token row t's K/V
 // goes. Attention for a new token at position p sees positions 0..p of its own sequence (causal).
+//
+// Deferred tokens (async scheduling): an entry {token_row, sample_row} says "token row token_row
+// takes the id sampled for logits row sample_row by the backend's most recent SampleAsync", so
+// the engine can launch step n+1 before it has read step n's samples. token_ids[token_row] is a
+// placeholder (0) then. Entries are sorted by token_row, each row at most once.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 namespace kiln {
+
+struct DeferredToken {
+  int32_t token_row = 0;   // row of ForwardBatch::token_ids to fill
+  int32_t sample_row = 0;  // logits row of the previous step's SampleAsync
+};
 
 struct ForwardBatch {
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
@@ -35,6 +45,7 @@ struct ForwardBatch {
   std::vector<int32_t> logits_indices;  // token rows whose logits are needed (ascending)
   std::vector<int32_t> hidden_indices;  // token rows whose final (normed) hidden states are needed
   bool is_decode_only = false;          // every sequence has exactly one new token
+  std::vector<DeferredToken> deferred_tokens;  // token ids still being sampled (see above)
 
   void Clear() {
     token_ids.clear();
@@ -47,6 +58,7 @@ struct ForwardBatch {
     logits_indices.clear();
     hidden_indices.clear();
     is_decode_only = false;
+    deferred_tokens.clear();
   }
 };
 

@@ -73,6 +73,15 @@ void EngineCore::Emit(RequestState* r, std::vector<EngineOutput>* outputs, int32
 
 void EngineCore::Finish(RequestState* r, FinishReason reason, int32_t stop_token_id, Status error,
                         std::vector<EngineOutput>* outputs, bool merge_with_last) {
+  if (r->has_pending_token()) {  // aborted or failed while its next token was being sampled
+    KILN_DCHECK(r->token_ids.back() == RequestState::kPendingTokenId);
+    r->token_ids.pop_back();
+    r->pending_sample_row = -1;
+  }
+  if (r->inflight_entry >= 0) {  // that sample is discarded
+    inflight_[static_cast<size_t>(r->inflight_entry)].request = nullptr;
+    r->inflight_entry = -1;
+  }
   // The final output: merged into the output this step just produced for r when asked to.
   if (merge_with_last) {
     KILN_DCHECK(outputs->back().output.request_id == r->request_id);
@@ -131,72 +140,30 @@ void EngineCore::FailStep(const SchedulerOutput& so, const Status& status,
                           std::vector<EngineOutput>* outputs) {
   KILN_LOG(ERROR) << "engine step failed: " << status.ToString();
   for (const ScheduledRequest& s : so.scheduled) {
+    if (s.request->status == RequestStatus::kFinished) continue;  // finished by step n's samples
     Finish(s.request, FinishReason::kError, -1, status, outputs);
   }
 }
 
-void EngineCore::Step(std::vector<EngineOutput>* outputs) {
-  if (!scheduler_.has_work()) return;
-  now_ = std::chrono::steady_clock::now();
-  const SchedulerOutput& so = scheduler_.Schedule();
-  ++num_steps_;
-  if (so.scheduled.empty()) {
-    if (so.preempted.empty() && scheduler_.num_running() == 0 && scheduler_.num_waiting() > 0) {
-      // Nothing can ever run (cannot happen when every request fits the cache; a guard, not a
-      // policy): fail the head instead of spinning.
-      RequestState* head = scheduler_.waiting().front();
-      Finish(head, FinishReason::kError, -1,
-             Status::ResourceExhausted("request " + head->request_id +
-                                       " does not fit in the KV cache"),
-             outputs);
-      EraseFinished();
-    }
-    return;
+void EngineCore::ResolveInFlight(std::vector<EngineOutput>* outputs) {
+  KILN_DCHECK(sample_in_flight_);
+  sample_in_flight_ = false;
+  Status status = backend_->WaitSample(&sample_results_);
+  if (status.ok() && sample_results_.size() < inflight_.size()) {
+    status = Status::Internal("backend returned " + std::to_string(sample_results_.size()) +
+                              " samples for " + std::to_string(inflight_.size()) + " rows");
   }
-  runner_.Build(so);
-  const ForwardBatch& batch = runner_.batch();
-  Status status = backend_->Forward(batch);
-  // Sampling rows, aligned with batch.logits_indices.
-  sampling_rows_.clear();
-  for (size_t i = 0; i < so.scheduled.size() && status.ok(); ++i) {
-    if (runner_.rows()[i].logits_row < 0) continue;
-    RequestState* r = so.scheduled[i].request;
-    sampling_rows_.emplace_back();
-    if (r->constraint != nullptr) r->constraint->FillNextTokenBitmask(r->allowed_bitmask.data());
-    BuildSamplingRow(*r, &sampling_rows_.back());
-  }
-  if (status.ok() && !sampling_rows_.empty()) {
-    status = backend_->Sample(sampling_rows_, &sample_results_);
-    if (status.ok() && sample_results_.size() != sampling_rows_.size()) {
-      status = Status::Internal("backend returned " + std::to_string(sample_results_.size()) +
-                                " samples for " + std::to_string(sampling_rows_.size()) + " rows");
-    }
-  }
-  if (status.ok() && !batch.hidden_indices.empty()) status = backend_->GetHidden(&hidden_);
   now_ = std::chrono::steady_clock::now();  // one clock read per step for all outputs
-  if (!status.ok()) {
-    FailStep(so, status, outputs);
-    EraseFinished();
-    return;
-  }
-
-  for (size_t i = 0; i < so.scheduled.size(); ++i) {
-    RequestState* r = so.scheduled[i].request;
-    const ScheduledRows& rows = runner_.rows()[i];
-    r->num_computed_tokens += so.scheduled[i].num_tokens;
-    kv_.CacheComputedBlocks(&r->kv, r->token_ids, r->num_computed_tokens);
-    if (rows.hidden_count > 0) {
-      const size_t h = static_cast<size_t>(config_.hidden_size);
-      r->hidden_states.insert(
-          r->hidden_states.end(), hidden_.begin() + static_cast<ptrdiff_t>(rows.hidden_begin * h),
-          hidden_.begin() + static_cast<ptrdiff_t>((rows.hidden_begin + rows.hidden_count) * h));
-    }
-    if (r->num_computed_tokens < r->num_tokens()) continue;  // prefill chunk
-    if (r->kind == RequestKind::kEmbed) {
-      Finish(r, FinishReason::kStop, -1, Status::Ok(), outputs);
+  if (!status.ok()) KILN_LOG(ERROR) << "engine step failed: " << status.ToString();
+  for (size_t e = 0; e < inflight_.size(); ++e) {
+    RequestState* r = inflight_[e].request;
+    if (r == nullptr) continue;  // finished or aborted meanwhile: the row is discarded
+    r->inflight_entry = -1;
+    if (!status.ok()) {
+      Finish(r, FinishReason::kError, -1, status, outputs);
       continue;
     }
-    const SampleResult& sample = sample_results_[static_cast<size_t>(rows.logits_row)];
+    const SampleResult& sample = sample_results_[static_cast<size_t>(inflight_[e].logits_row)];
     if (r->kind == RequestKind::kScore) {
       RequestOutput out = MakeOutput(*r);
       out.score_logprobs = sample.requested;
@@ -211,7 +178,13 @@ void EngineCore::Step(std::vector<EngineOutput>* outputs) {
              outputs);
       continue;
     }
-    r->token_ids.push_back(token);
+    if (inflight_[e].placeholder) {
+      KILN_DCHECK(r->has_pending_token() && r->token_ids.back() == RequestState::kPendingTokenId);
+      r->token_ids.back() = token;
+      r->pending_sample_row = -1;
+    } else {
+      r->token_ids.push_back(token);
+    }
     ++generation_tokens_total_;
     if (r->time_to_first_token_s < 0) {
       r->time_to_first_token_s = SecondsBetween(r->arrival_time, now_);
@@ -230,8 +203,125 @@ void EngineCore::Step(std::vector<EngineOutput>* outputs) {
         r->constraint->IsTerminated()) {
       reason = FinishReason::kStop;
     }
+    // A request launched without a placeholder ends by length at this token at the latest.
+    KILN_DCHECK(inflight_[e].placeholder || reason != FinishReason::kNone);
     if (reason != FinishReason::kNone) {
       Finish(r, reason, stop_id, Status::Ok(), outputs, /*merge_with_last=*/true);
+    }
+  }
+  inflight_.clear();
+}
+
+void EngineCore::Step(std::vector<EngineOutput>* outputs) {
+  if (!has_work()) return;
+  now_ = std::chrono::steady_clock::now();
+  // Samples already there (synchronous backend, or the host fell behind): read them first, so
+  // this step feeds known tokens.
+  if (sample_in_flight_ && backend_->SampleReady()) {
+    ResolveInFlight(outputs);
+    EraseFinished();  // before scheduling: finished requests must not be scheduled
+  }
+  const SchedulerOutput& so = scheduler_.Schedule();
+  ++num_steps_;
+  if (so.scheduled.empty()) {
+    if (sample_in_flight_) {
+      ResolveInFlight(outputs);
+    } else if (so.preempted.empty() && scheduler_.num_running() == 0 &&
+               scheduler_.num_waiting() > 0) {
+      // Nothing can ever run (cannot happen when every request fits the cache; a guard, not a
+      // policy): fail the head instead of spinning.
+      RequestState* head = scheduler_.waiting().front();
+      Finish(head, FinishReason::kError, -1,
+             Status::ResourceExhausted("request " + head->request_id +
+                                       " does not fit in the KV cache"),
+             outputs);
+    }
+    EraseFinished();
+    if (config_.check_invariants_every_step) KILN_CHECK_OK(CheckInvariants());
+    return;
+  }
+  runner_.Build(so);
+  const ForwardBatch& batch = runner_.batch();
+  // Grammar masks of rows that sample this step: on the worker during Forward when the request's
+  // last token is known, else after step n's samples were read (while the device runs Forward).
+  early_masks_.clear();
+  late_masks_.clear();
+  for (size_t i = 0; i < so.scheduled.size(); ++i) {
+    RequestState* r = so.scheduled[i].request;
+    if (runner_.rows()[i].logits_row < 0 || r->constraint == nullptr) continue;
+    if (r->num_computed_tokens + so.scheduled[i].num_tokens < r->num_tokens()) continue;
+    (r->has_pending_token() ? late_masks_ : early_masks_).push_back(r);
+  }
+  mask_worker_.Start(early_masks_);
+  Status status = backend_->Forward(batch);
+  if (status.ok() && !batch.hidden_indices.empty()) status = backend_->GetHidden(&hidden_);
+  if (sample_in_flight_) ResolveInFlight(outputs);
+  for (RequestState* r : late_masks_) {
+    if (r->status != RequestStatus::kFinished && status.ok()) {
+      r->constraint->FillNextTokenBitmask(r->allowed_bitmask.data());
+    }
+  }
+  mask_worker_.Wait();
+  now_ = std::chrono::steady_clock::now();
+  if (!status.ok()) {
+    FailStep(so, status, outputs);
+    EraseFinished();
+    return;
+  }
+
+  // Bookkeeping of the launched step, and one sampling row per logits row.
+  sampling_rows_.clear();
+  inflight_.clear();
+  for (size_t i = 0; i < so.scheduled.size(); ++i) {
+    RequestState* r = so.scheduled[i].request;
+    const ScheduledRows& rows = runner_.rows()[i];
+    if (r->status == RequestStatus::kFinished) {  // finished by step n's sample: row discarded
+      if (rows.logits_row >= 0) {
+        sampling_rows_.emplace_back();
+        inflight_.push_back({nullptr, rows.logits_row, false});
+      }
+      continue;
+    }
+    r->num_computed_tokens += so.scheduled[i].num_tokens;
+    kv_.CacheComputedBlocks(&r->kv, r->token_ids, r->num_computed_tokens);
+    if (rows.hidden_count > 0) {
+      const size_t h = static_cast<size_t>(config_.hidden_size);
+      r->hidden_states.insert(
+          r->hidden_states.end(), hidden_.begin() + static_cast<ptrdiff_t>(rows.hidden_begin * h),
+          hidden_.begin() + static_cast<ptrdiff_t>((rows.hidden_begin + rows.hidden_count) * h));
+    }
+    if (r->num_computed_tokens < r->num_tokens()) continue;  // prefill chunk
+    if (r->kind == RequestKind::kEmbed) {
+      Finish(r, FinishReason::kStop, -1, Status::Ok(), outputs);
+      continue;
+    }
+    KILN_DCHECK(rows.logits_row == static_cast<int>(sampling_rows_.size()));
+    sampling_rows_.emplace_back();
+    BuildSamplingRow(*r, &sampling_rows_.back());
+    InFlightRow row{r, rows.logits_row, false};
+    // The sampled token becomes a placeholder so that the next step can feed it, unless it ends
+    // the request by length anyway (then nothing schedules the request again).
+    if (r->kind == RequestKind::kGenerate &&
+        r->num_output_tokens() + 1 < r->sampling.max_tokens &&
+        r->num_tokens() + 1 < config_.max_model_len) {
+      r->token_ids.push_back(RequestState::kPendingTokenId);
+      r->pending_sample_row = rows.logits_row;
+      row.placeholder = true;
+    }
+    r->inflight_entry = static_cast<int>(inflight_.size());
+    inflight_.push_back(row);
+  }
+  if (!sampling_rows_.empty()) {
+    status = backend_->SampleAsync(sampling_rows_);
+    if (status.ok()) {
+      sample_in_flight_ = true;
+      if (!config_.async_scheduling) ResolveInFlight(outputs);
+    } else {
+      KILN_LOG(ERROR) << "engine step failed: " << status.ToString();
+      for (const InFlightRow& row : inflight_) {
+        if (row.request != nullptr) Finish(row.request, FinishReason::kError, -1, status, outputs);
+      }
+      inflight_.clear();
     }
   }
   EraseFinished();

@@ -11,6 +11,20 @@
 // error (a failed Forward/Sample fails the requests of that step). After it, the request's
 // blocks are released.
 //
+// Async scheduling (one step in flight): Step() schedules and launches step n+1 (Forward, which
+// the CUDA backend runs asynchronously) before it reads step n's samples; tokens still being
+// sampled are placeholders fed through ForwardBatch::deferred_tokens (request_state.h). Then it
+// waits for step n's samples, appends them, emits outputs and applies stop rules — while the
+// device runs step n+1 — and launches step n+1's sampling (Backend::SampleAsync) without waiting.
+// A request that finished at step n wastes its row of step n+1 (its result is discarded; its
+// blocks are freed at once: later steps run after n+1 on the device). When the backend's samples
+// are ready at the start of a step (SampleReady: the CPU backend, or a host that fell behind) they
+// are read first, and step n+1 needs no placeholders.
+//
+// Grammar bitmasks overlap the forward pass by design: masks of constrained rows whose last
+// token is known are filled on a MaskWorker thread during Forward; masks that need step n's
+// sample are filled after it was read, while the device runs step n+1.
+//
 // Not thread-safe: used by one thread (the engine loop's thread, or a test). Requests are
 // validated before AddRequest (engine_loop.cc); EngineCore CHECKs only its own invariants.
 #pragma once
@@ -23,6 +37,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "engine/mask_worker.h"
 #include "engine/model_runner.h"
 #include "engine/request_state.h"
 #include "engine/scheduler.h"
@@ -41,6 +56,9 @@ struct EngineCoreConfig {
   // Ids the model has logits for but the tokenizer cannot decode (e.g. Qwen2.5's lm_head has
   // 151,936 rows, its tokenizer 151,665 ids): never sampled. Sorted.
   std::vector<int32_t> never_sample_ids;
+  // Launch step n+1 before reading step n's samples (see above); false → every step waits for its
+  // own samples (masks still overlap Forward on the MaskWorker).
+  bool async_scheduling = true;
   // Test/debug aid: run CheckInvariants() after every step and abort when it fails.
   bool check_invariants_every_step = false;
 };
@@ -64,6 +82,8 @@ class EngineCore final {
   bool AbortRequest(const std::string& request_id, std::vector<EngineOutput>* outputs);
   void AbortAll(std::vector<EngineOutput>* outputs);
 
+  // (A sample still in flight always belongs to a live request, or to none: then the next step
+  // with work waits for it first.)
   bool has_work() const { return scheduler_.has_work(); }
   // Runs one step; appends the outputs it produced.
   void Step(std::vector<EngineOutput>* outputs);
@@ -88,6 +108,8 @@ class EngineCore final {
   void FailStep(const SchedulerOutput& so, const Status& status,
                 std::vector<EngineOutput>* outputs);
   void EraseFinished();
+  // Waits for the in-flight step's samples and applies them (tokens, outputs, stop rules).
+  void ResolveInFlight(std::vector<EngineOutput>* outputs);
 
   EngineCoreConfig config_;
   Backend* backend_;
@@ -100,6 +122,17 @@ class EngineCore final {
   std::vector<SamplingRow> sampling_rows_;
   std::vector<SampleResult> sample_results_;
   std::vector<float> hidden_;
+  // The launched step whose samples are not read yet: one entry per logits row (request null when
+  // it finished or was aborted meanwhile: the row is discarded).
+  struct InFlightRow {
+    RequestState* request = nullptr;
+    int logits_row = 0;
+    bool placeholder = false;  // the request's token_ids.back() is this row's pending token
+  };
+  std::vector<InFlightRow> inflight_;
+  bool sample_in_flight_ = false;
+  MaskWorker mask_worker_;
+  std::vector<RequestState*> early_masks_, late_masks_;
   std::chrono::steady_clock::time_point now_;  // time of the current step's outputs
   // Counters.
   int64_t num_steps_ = 0;

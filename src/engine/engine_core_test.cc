@@ -15,6 +15,7 @@ namespace {
 
 using testing::CoreHarness;
 using testing::CoreHarnessOptions;
+using testing::ExpectDrained;
 using testing::RandomTokens;
 
 std::vector<int32_t> RunAlone(const std::vector<int32_t>& prompt, const SamplingParams& sp,
@@ -25,15 +26,6 @@ std::vector<int32_t> RunAlone(const std::vector<int32_t>& prompt, const Sampling
   h.Add("alone", prompt, sp);
   h.RunUntilIdle();
   return h.results["alone"].ids;
-}
-
-void ExpectDrained(CoreHarness& h) {
-  EXPECT_FALSE(h.core->has_work());
-  EXPECT_EQ(h.core->num_live_requests(), 0);
-  EXPECT_EQ(h.core->kv_cache().pool().num_used_blocks(), 0);
-  Status s = h.core->CheckInvariants();
-  EXPECT_TRUE(s.ok()) << s.ToString();
-  for (const auto& [id, c] : h.results) EXPECT_EQ(c.num_finals, 1) << id;
 }
 
 TEST(EngineCoreTest, BatchInvarianceWithStaggeredArrivalsAndChunking) {

@@ -201,6 +201,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Impl::CreateWithBackend(
   core.scheduler.max_num_seqs = options.scheduler.max_num_seqs;
   core.scheduler.max_num_batched_tokens = options.scheduler.max_num_batched_tokens;
   core.scheduler.enable_chunked_prefill = options.scheduler.enable_chunked_prefill;
+  core.async_scheduling = options.scheduler.async_scheduling;
   core.cache.block_size = options.cache.block_size;
   core.cache.num_blocks = num_blocks;
   core.cache.enable_prefix_caching = options.cache.enable_prefix_caching;

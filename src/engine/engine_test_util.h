@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <random>
@@ -22,6 +23,13 @@ struct Collected {
   RequestOutput final_output;
 };
 
+// KILN_TEST_ASYNC_BACKEND=1 runs every harness with the FakeBackend in pipelined mode (samples
+// never ready before WaitSample, as on a GPU): ctest runs engine_core_test both ways.
+inline bool AsyncBackendByDefault() {
+  const char* v = std::getenv("KILN_TEST_ASYNC_BACKEND");
+  return v != nullptr && std::string(v) == "1";
+}
+
 struct CoreHarnessOptions {
   int vocab_size = 64;
   int hidden_size = 8;
@@ -33,6 +41,8 @@ struct CoreHarnessOptions {
   bool chunked = true;
   bool prefix_caching = true;
   std::vector<int32_t> eos = {3};
+  bool async_backend = AsyncBackendByDefault();
+  bool async_scheduling = true;
 };
 
 class CoreHarness {
@@ -51,6 +61,8 @@ class CoreHarness {
     c.hidden_size = o.hidden_size;
     c.eos_token_ids = o.eos;
     c.check_invariants_every_step = true;
+    c.async_scheduling = o.async_scheduling;
+    backend.set_async(o.async_backend);
     core = std::make_unique<EngineCore>(c, &backend);
   }
 
@@ -115,6 +127,17 @@ class CoreHarness {
   std::unique_ptr<EngineCore> core;
   std::map<std::string, Collected> results;
 };
+
+// The core is idle, holds no request and no block, its invariants hold, and every request got
+// exactly one final output.
+inline void ExpectDrained(CoreHarness& h) {
+  EXPECT_FALSE(h.core->has_work());
+  EXPECT_EQ(h.core->num_live_requests(), 0);
+  EXPECT_EQ(h.core->kv_cache().pool().num_used_blocks(), 0);
+  Status s = h.core->CheckInvariants();
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  for (const auto& [id, c] : h.results) EXPECT_EQ(c.num_finals, 1) << id;
+}
 
 inline std::vector<int32_t> RandomTokens(std::mt19937* rng, int n, int vocab, int avoid = 3) {
   std::vector<int32_t> t;

@@ -46,6 +46,9 @@ Status FakeBackend::Forward(const ForwardBatch& b) {
     return bad("cu_seqlens_q");
   if (b.block_tables.size() != static_cast<size_t>(s) * static_cast<size_t>(b.max_blocks_per_seq))
     return bad("block_tables size");
+  KILN_RETURN_IF_ERROR(ResolveDeferredTokens(b, sampled_ids_, &token_ids_));
+  num_deferred_tokens_ += static_cast<int64_t>(b.deferred_tokens.size());
+  if (forward_hook_) forward_hook_();
   bool all_one = s > 0;
   // Write every new token's KV first (like each layer of a real model does).
   for (int i = 0; i < s; ++i) {
@@ -63,7 +66,7 @@ Status FakeBackend::Forward(const ForwardBatch& b) {
       const int64_t slot = int64_t{block} * block_size_ + pos % block_size_;
       if (slot != b.slot_mapping[static_cast<size_t>(t)])
         return bad("slot_mapping disagrees with block table");
-      const int32_t tok = b.token_ids[static_cast<size_t>(t)];
+      const int32_t tok = token_ids_[static_cast<size_t>(t)];
       if (tok < 0 || tok >= config_.vocab_size) return bad("token id out of range");
       cache_[static_cast<size_t>(slot)] =
           Mix((static_cast<uint64_t>(static_cast<uint32_t>(tok)) << 32) ^
@@ -106,9 +109,14 @@ void FakeBackend::RowLogits(uint64_t h, float* out) const {
     out[v] = 4.0f * Unit(h * 31 + static_cast<uint64_t>(v));
 }
 
-Status FakeBackend::Sample(std::span<const SamplingRow> rows, std::vector<SampleResult>* results) {
+Status FakeBackend::SampleAsync(std::span<const SamplingRow> rows) {
+  if (sample_pending_) return Status::FailedPrecondition("FakeBackend: SampleAsync twice");
+  std::vector<SampleResult>* results = &samples_;
   if (rows.size() != logits_hashes_.size())
     return Status::InvalidArgument("FakeBackend: row count");
+  sample_pending_ = true;
+  sampled_ids_.assign(rows.size(), 0);
+  sample_status_ = Status::Ok();
   const int V = config_.vocab_size;
   results->resize(rows.size());
   std::vector<float> logits(static_cast<size_t>(V)), processed(static_cast<size_t>(V));
@@ -134,7 +142,10 @@ Status FakeBackend::Sample(std::span<const SamplingRow> rows, std::vector<Sample
       if (best < 0 || processed[static_cast<size_t>(v)] > processed[static_cast<size_t>(best)])
         best = v;
     }
-    if (best < 0) return Status::InvalidArgument("FakeBackend: every token masked");
+    if (best < 0) {
+      sample_status_ = Status::InvalidArgument("FakeBackend: every token masked");
+      return Status::Ok();  // reported by WaitSample, like a device-side failure
+    }
     int chosen = best;
     if (row.temperature > 0.0f) {
       double total = 0;
@@ -157,6 +168,7 @@ Status FakeBackend::Sample(std::span<const SamplingRow> rows, std::vector<Sample
     SampleResult& res = (*results)[r];
     res = SampleResult{};
     res.token_id = chosen;
+    sampled_ids_[r] = chosen;
     res.logprob = logits[static_cast<size_t>(chosen)] - lse;
     for (int32_t id : row.requested_token_ids)
       res.requested.push_back({id, logits[static_cast<size_t>(id)] - lse});
@@ -172,6 +184,15 @@ Status FakeBackend::Sample(std::span<const SamplingRow> rows, std::vector<Sample
       }
     }
   }
+  return Status::Ok();
+}
+
+Status FakeBackend::WaitSample(std::vector<SampleResult>* results) {
+  if (!sample_pending_) return Status::FailedPrecondition("FakeBackend: WaitSample without SampleAsync");
+  sample_pending_ = false;
+  KILN_RETURN_IF_ERROR(sample_status_);
+  results->swap(samples_);
+  samples_.clear();
   return Status::Ok();
 }
 

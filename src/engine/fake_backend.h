@@ -10,9 +10,14 @@
 // by inverse CDF of softmax(logits / temperature) with SamplingUniform otherwise (no top-k/p).
 // Forward validates the batch's shape and returns InvalidArgument on any inconsistency, and
 // fails reads of never-written slots. Counters expose what was computed.
+//
+// Sampling happens in SampleAsync; with set_async(true) SampleReady() stays false until
+// WaitSample, like a GPU whose sampler is still running, so the engine takes its pipelined path
+// (deferred tokens resolved from the last SampleAsync's ids).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "backend/backend.h"
@@ -28,7 +33,9 @@ class FakeBackend final : public Backend {
   int block_size() const override { return block_size_; }
   int64_t num_kv_blocks() const override { return num_kv_blocks_; }
   Status Forward(const ForwardBatch& batch) override;
-  Status Sample(std::span<const SamplingRow> rows, std::vector<SampleResult>* results) override;
+  Status SampleAsync(std::span<const SamplingRow> rows) override;
+  bool SampleReady() override { return !async_ || !sample_pending_; }
+  Status WaitSample(std::vector<SampleResult>* results) override;
   Status GetLogits(std::vector<float>* logits) override;
   Status GetHidden(std::vector<float>* hidden) override;
 
@@ -36,6 +43,11 @@ class FakeBackend final : public Backend {
   int64_t num_tokens_computed() const { return num_tokens_computed_; }
   // When > 0, Forward fails on its n-th call from now (error injection).
   void FailForwardAfter(int n) { fail_after_ = n; }
+  // Pipelined mode (see above).
+  void set_async(bool async) { async_ = async; }
+  // Called inside every Forward, after validation (tests observe what overlaps a forward pass).
+  void set_forward_hook(std::function<void()> hook) { forward_hook_ = std::move(hook); }
+  int64_t num_deferred_tokens() const { return num_deferred_tokens_; }
 
  private:
   void RowLogits(uint64_t h, float* out) const;
@@ -47,6 +59,14 @@ class FakeBackend final : public Backend {
   std::vector<uint64_t> logits_hashes_;
   std::vector<uint64_t> hidden_hashes_;
   std::vector<float> scratch_;
+  std::vector<SampleResult> samples_;  // the last SampleAsync's results, until WaitSample
+  Status sample_status_;
+  std::vector<int32_t> sampled_ids_;  // the last SampleAsync's ids (deferred tokens read them)
+  std::vector<int32_t> token_ids_;
+  bool async_ = false;
+  bool sample_pending_ = false;
+  std::function<void()> forward_hook_;
+  int64_t num_deferred_tokens_ = 0;
   int64_t num_forward_calls_ = 0;
   int64_t num_tokens_computed_ = 0;
   int fail_after_ = 0;

@@ -33,6 +33,11 @@ void ModelRunner::Build(const SchedulerOutput& out) {
     std::fill(row, b.block_tables.begin() + static_cast<ptrdiff_t>(i + 1) * max_blocks, -1);
     const int row0 = b.num_tokens();
     b.token_ids.insert(b.token_ids.end(), r.token_ids.begin() + start, r.token_ids.begin() + end);
+    if (r.has_pending_token() && end == r.num_tokens()) {  // its last token is still being sampled
+      const int32_t row = row0 + (end - 1 - start);
+      b.token_ids[static_cast<size_t>(row)] = 0;
+      b.deferred_tokens.push_back({row, r.pending_sample_row});
+    }
     for (int pos = start; pos < end; ++pos) {
       b.positions.push_back(pos);
       b.slot_mapping.push_back(int64_t{table[pos / bs]} * bs + pos % bs);

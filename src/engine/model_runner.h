@@ -6,6 +6,9 @@
 // completes its prompt, or it decodes) and it is not an embedding request; an embedding request
 // gets hidden rows for every computed row (return_all_hidden) or only its last prompt row.
 //
+// A request whose last token is a placeholder (RequestState::has_pending_token) gets a deferred
+// token entry for it: the backend fills it from the previous step's sample.
+//
 // All vectors are reused across steps: no allocation in steady state. Engine thread only.
 #pragma once
 

@@ -7,6 +7,12 @@
 // exactly one: the last sampled token). A preempted request restarts at num_computed_tokens = 0
 // (or at its cached prefix).
 //
+// Async scheduling: once a step that samples the request's next token is launched, that token is
+// appended as a placeholder (kPendingTokenId) so that the next step can be scheduled (and feed it,
+// through ForwardBatch::deferred_tokens) before its value is known; pending_sample_row then names
+// the logits row it is sampled from. At most one token is pending; it is always token_ids.back().
+// A request whose pending token ends it by length gets no placeholder (nothing schedules it).
+//
 // Thread-safety: engine thread only.
 #pragma once
 
@@ -26,6 +32,8 @@ namespace kiln {
 enum class RequestStatus { kWaiting, kRunning, kFinished };
 
 struct RequestState {
+  static constexpr int32_t kPendingTokenId = -1;
+
   std::string request_id;
   RequestKind kind = RequestKind::kGenerate;
   SamplingParams sampling;
@@ -56,10 +64,15 @@ struct RequestState {
 
   // Scheduler scratch: index in the current SchedulerOutput, -1 when not scheduled this step.
   int scheduled_index = -1;
+  // Async scheduling (see above): logits row of the launched step whose sample is the placeholder
+  // token_ids.back() (-1: no placeholder), and this request's entry in the core's in-flight rows.
+  int pending_sample_row = -1;
+  int inflight_entry = -1;
 
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
   int num_output_tokens() const { return num_tokens() - num_prompt_tokens; }
   int num_tokens_to_compute() const { return num_tokens() - num_computed_tokens; }
+  bool has_pending_token() const { return pending_sample_row >= 0; }
   std::span<const int32_t> prompt_ids() const {
     return {token_ids.data(), static_cast<size_t>(num_prompt_tokens)};
   }

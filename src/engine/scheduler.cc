@@ -79,6 +79,8 @@ const SchedulerOutput& Scheduler::Schedule() {
          static_cast<int>(running_.size()) < config_.max_num_seqs) {
     RequestState* r = waiting_.front();
     KILN_DCHECK(r->num_computed_tokens == 0);
+    // Preempted while its last token was being sampled: admitted once that token is known.
+    if (r->has_pending_token()) break;
     int cached = 0;
     hit_blocks_.clear();
     const bool needs_every_row = r->kind == RequestKind::kEmbed && r->return_all_hidden;

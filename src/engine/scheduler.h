@@ -6,7 +6,8 @@
 //  2. running requests still prefilling (chunks), oldest first;
 //  3. waiting requests in order (preempted ones at the front), each after a prefix-cache lookup,
 //     while blocks, budget and seats allow (head-of-line: a request that does not fit stops
-//     admission; nothing is admitted in a step that preempted).
+//     admission; nothing is admitted in a step that preempted; nor a request whose last token is
+//     still being sampled, see request_state.h).
 // When a running request cannot get blocks, the newest running request is preempted (its blocks
 // are freed, full ones stay cached; it goes back to the front of the waiting queue and later
 // resumes from the cache or by recompute), repeatedly, until the allocation fits or the request

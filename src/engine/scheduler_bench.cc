@@ -109,8 +109,13 @@ class NullBackend final : public Backend {
   int block_size() const override { return kBlockSize; }
   int64_t num_kv_blocks() const override { return kNumBlocks; }
   Status Forward(const ForwardBatch&) override { return Status::Ok(); }
-  Status Sample(std::span<const SamplingRow> rows, std::vector<SampleResult>* results) override {
-    results->resize(rows.size());
+  Status SampleAsync(std::span<const SamplingRow> rows) override {
+    num_rows_ = rows.size();
+    return Status::Ok();
+  }
+  bool SampleReady() override { return true; }
+  Status WaitSample(std::vector<SampleResult>* results) override {
+    results->assign(num_rows_, SampleResult{});
     for (auto& r : *results) r.token_id = 7;
     return Status::Ok();
   }
@@ -119,6 +124,7 @@ class NullBackend final : public Backend {
 
  private:
   ModelConfig config_;
+  size_t num_rows_ = 0;
 };
 
 void BM_EngineCoreStep(benchmark::State& state) {

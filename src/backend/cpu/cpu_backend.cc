@@ -89,7 +89,10 @@ class CpuBackend final : public Backend {
   int64_t num_kv_blocks() const override { return num_kv_blocks_; }
 
   Status Forward(const ForwardBatch& batch) override;
-  Status Sample(std::span<const SamplingRow> rows, std::vector<SampleResult>* results) override;
+  // Synchronous: SampleAsync samples, WaitSample hands the results over.
+  Status SampleAsync(std::span<const SamplingRow> rows) override;
+  bool SampleReady() override { return true; }
+  Status WaitSample(std::vector<SampleResult>* results) override;
   Status GetLogits(std::vector<float>* logits) override {
     *logits = logits_;
     return Status::Ok();
@@ -130,6 +133,11 @@ class CpuBackend final : public Backend {
   int vocab_rows_ = 0;
   std::vector<float> logits_;  // [logits_indices.size(), vocab]
   std::vector<float> hidden_;  // [hidden_indices.size(), h]
+  // The last SampleAsync: its results (until WaitSample) and its ids (for deferred tokens).
+  std::vector<SampleResult> samples_;
+  Status sample_status_;
+  std::vector<int32_t> sampled_ids_;
+  std::vector<int32_t> token_ids_;  // the batch's ids with deferred tokens filled
 };
 
 Status CpuBackend::ValidateBatch(const ForwardBatch& b) const {
@@ -145,7 +153,7 @@ Status CpuBackend::ValidateBatch(const ForwardBatch& b) const {
   if (b.max_blocks_per_seq <= 0 ||
       b.block_tables.size() != static_cast<size_t>(num_seqs) * b.max_blocks_per_seq)
     return bad("block_tables must be [num_seqs, max_blocks_per_seq]");
-  for (int32_t id : b.token_ids)
+  for (int32_t id : token_ids_)
     if (id < 0 || id >= config_.vocab_size)
       return bad("token id " + std::to_string(id) + " outside vocabulary");
   for (int s = 0; s < num_seqs; ++s) {
@@ -209,6 +217,7 @@ Status CpuBackend::Forward(const ForwardBatch& b) {
   vocab_rows_ = 0;
   logits_.clear();
   hidden_.clear();
+  KILN_RETURN_IF_ERROR(ResolveDeferredTokens(b, sampled_ids_, &token_ids_));
   KILN_RETURN_IF_ERROR(ValidateBatch(b));
   const int n = b.num_tokens(), h = config_.hidden_size, inter = config_.intermediate_size;
   const float eps = static_cast<float>(config_.rms_norm_eps);
@@ -224,7 +233,7 @@ Status CpuBackend::Forward(const ForwardBatch& b) {
   gate_up_out_.resize(nn * 2 * inter);
   act_.resize(nn * inter);
 
-  cpu::EmbeddingGather(b.token_ids.data(), n, embed_.data(), h, residual_.data());
+  cpu::EmbeddingGather(token_ids_.data(), n, embed_.data(), h, residual_.data());
   for (size_t l = 0; l < layers_.size(); ++l) {
     Layer& layer = layers_[l];
     if (l == 0) {
@@ -260,16 +269,31 @@ Status CpuBackend::Forward(const ForwardBatch& b) {
   return Status::Ok();
 }
 
-Status CpuBackend::Sample(std::span<const SamplingRow> rows, std::vector<SampleResult>* results) {
-  if (rows.size() != static_cast<size_t>(vocab_rows_))
-    return Status::InvalidArgument("Sample: " + std::to_string(rows.size()) + " rows for " +
-                                   std::to_string(vocab_rows_) + " logits rows");
-  results->resize(rows.size());
-  const size_t vocab = static_cast<size_t>(config_.vocab_size);
-  for (size_t i = 0; i < rows.size(); ++i) {
-    KILN_RETURN_IF_ERROR(cpu::SampleLogitsRow(
-        std::span<const float>(logits_.data() + i * vocab, vocab), rows[i], &(*results)[i]));
+Status CpuBackend::SampleAsync(std::span<const SamplingRow> rows) {
+  sampled_ids_.clear();
+  samples_.clear();
+  if (rows.size() != static_cast<size_t>(vocab_rows_)) {
+    sample_status_ = Status::InvalidArgument("Sample: " + std::to_string(rows.size()) +
+                                             " rows for " + std::to_string(vocab_rows_) +
+                                             " logits rows");
+    return sample_status_;
   }
+  samples_.resize(rows.size());
+  sampled_ids_.assign(rows.size(), 0);
+  const size_t vocab = static_cast<size_t>(config_.vocab_size);
+  sample_status_ = Status::Ok();
+  for (size_t i = 0; i < rows.size() && sample_status_.ok(); ++i) {
+    sample_status_ = cpu::SampleLogitsRow(std::span<const float>(logits_.data() + i * vocab, vocab),
+                                          rows[i], &samples_[i]);
+    sampled_ids_[i] = samples_[i].token_id;
+  }
+  return Status::Ok();
+}
+
+Status CpuBackend::WaitSample(std::vector<SampleResult>* results) {
+  KILN_RETURN_IF_ERROR(sample_status_);
+  results->swap(samples_);
+  samples_.clear();
   return Status::Ok();
 }
 

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <iostream>
 
+#include "backend/backend_test_util.h"
 #include "model/safetensors.h"
 #include "model/test_data.h"
 
@@ -160,6 +161,21 @@ void CheckStoriesGreedy(const std::string& model_relative) {
   auto backend = MakeBackend(path);
   ASSERT_NE(backend, nullptr);
   EXPECT_EQ(Greedy(backend.get(), {1}, 256), expected);
+}
+
+// The async-scheduling contract on the (synchronous) CPU backend: tokens deferred to the last
+// SampleAsync's ids reproduce greedy decoding; a deferred entry naming a missing row is refused.
+TEST(CpuBackendTest, DeferredTokensReproduceGreedy256) {
+  const std::string path = SharedPath("models/stories260K/hf");
+  const std::string ids_path = SharedPath("models/stories260K/greedy256.ids");
+  if (path.empty() || ids_path.empty()) GTEST_SKIP() << "missing ../shared/models/stories260K";
+  auto backend = MakeBackend(path);
+  ASSERT_NE(backend, nullptr);
+  EXPECT_EQ(testing::PipelinedGreedy(backend.get(), {1}, 256, kBlockSize, 64),
+            testing::ReadIdsFile(ids_path));
+  ForwardBatch bad = SingleSequenceBatch({0}, 0, kBlockSize, 64, false);
+  bad.deferred_tokens.push_back({0, 1});  // the last sample had one row
+  EXPECT_EQ(backend->Forward(bad).code(), StatusCode::kInvalidArgument);
 }
 
 TEST(CpuBackendTest, Stories260KHfGreedy256) { CheckStoriesGreedy("models/stories260K/hf"); }

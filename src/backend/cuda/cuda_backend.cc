@@ -11,6 +11,7 @@
 
 #include "backend/cpu/ops.h"
 #include "backend/cuda/cuda_util.h"
+#include "backend/cuda/deferred_tokens.h"
 #include "backend/cuda/device_fill.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/gpu_sampler.h"
@@ -58,11 +59,13 @@ struct DeviceLayer {
 // decode bucket always gets the same one (its graph reads the device buffer at fixed offsets).
 struct MetaLayout {
   size_t slot_mapping = 0, token_ids = 0, positions = 0, cu_seqlens_q = 0, seq_lens = 0,
-         logits_indices = 0, hidden_indices = 0, block_tables = 0, total = 0;
+         logits_indices = 0, hidden_indices = 0, block_tables = 0, deferred = 0, total = 0;
 };
 
+// deferred (last, so that a graph's offsets do not depend on it): [num_deferred, 2] int32 pairs
+// (token row, sample row).
 MetaLayout PackLayout(int num_tokens, int num_seqs, int num_logits, int num_hidden,
-                      int blocks_per_seq) {
+                      int blocks_per_seq, int num_deferred = 0) {
   MetaLayout l;
   size_t off = 0;
   auto take = [&](size_t bytes) {
@@ -78,6 +81,7 @@ MetaLayout PackLayout(int num_tokens, int num_seqs, int num_logits, int num_hidd
   l.logits_indices = take(static_cast<size_t>(num_logits) * 4);
   l.hidden_indices = take(static_cast<size_t>(num_hidden) * 4);
   l.block_tables = take(static_cast<size_t>(num_seqs) * blocks_per_seq * 4);
+  l.deferred = take(static_cast<size_t>(num_deferred) * 8);
   l.total = off;
   return l;
 }
@@ -108,7 +112,9 @@ class CudaBackend final : public Backend {
   int block_size() const override { return options_.block_size; }
   int64_t num_kv_blocks() const override { return num_kv_blocks_; }
   Status Forward(const ForwardBatch& batch) override;
-  Status Sample(std::span<const SamplingRow> rows, std::vector<SampleResult>* results) override;
+  Status SampleAsync(std::span<const SamplingRow> rows) override;
+  bool SampleReady() override { return sampler_.Ready(); }
+  Status WaitSample(std::vector<SampleResult>* results) override;
   Status GetLogits(std::vector<float>* logits) override;
   Status GetHidden(std::vector<float>* hidden) override;
 
@@ -132,7 +138,9 @@ class CudaBackend final : public Backend {
     return reinterpret_cast<U*>(static_cast<char*>(meta_dev_.get()) + offset);
   }
   size_t MetaCapacity() const {
-    return PackLayout(max_tokens_, max_seqs_, max_logits_, max_tokens_, max_blocks_per_seq_).total;
+    return PackLayout(max_tokens_, max_seqs_, max_logits_, max_tokens_, max_blocks_per_seq_,
+                      max_tokens_)
+        .total;
   }
   cudaDataType_t gemm_type() const {
     return dtype_ == ElemType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
@@ -184,12 +192,35 @@ class CudaBackend final : public Backend {
 
   cuda::GpuSampler sampler_;
 
+  // Device timeline (options_.record_device_timeline): timing events around each piece of queued
+  // work, folded into timeline_ once complete.
+ public:
+  Status CollectTimeline(bool wait, bool reset, DeviceTimeline* out);
+
+ private:
+  cudaEvent_t TimelineEvent();
+  void TimelineBegin();
+  void TimelineEnd();
+  struct TimelinePiece {
+    cudaEvent_t begin = nullptr, end = nullptr;
+  };
+  std::vector<TimelinePiece> pieces_;  // queued, not folded in yet
+  std::vector<cudaEvent_t> spare_events_;
+  cudaEvent_t last_end_ = nullptr;  // end of the last folded piece
+  DeviceTimeline timeline_;
+
   // Decode graphs per (batch bucket, context band).
   std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;
 };
 
 CudaBackend::~CudaBackend() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  for (const TimelinePiece& p : pieces_) {
+    spare_events_.push_back(p.begin);
+    spare_events_.push_back(p.end);
+  }
+  if (last_end_ != nullptr) spare_events_.push_back(last_end_);
+  for (cudaEvent_t e : spare_events_) cudaEventDestroy(e);
   for (auto& [bucket, exec] : graphs_) cudaGraphExecDestroy(exec);
   for (cudaEvent_t e : meta_done_) {
     if (e != nullptr) cudaEventDestroy(e);
@@ -503,6 +534,16 @@ Status CudaBackend::ValidateBatch(const ForwardBatch& b) const {
   for (int32_t r : b.hidden_indices) {
     if (r < 0 || r >= n) return Status::InvalidArgument("hidden index outside the batch");
   }
+  for (const DeferredToken& d : b.deferred_tokens) {
+    if (d.token_row < 0 || d.token_row >= n) {
+      return Status::InvalidArgument("deferred token row outside the batch");
+    }
+    if (d.sample_row < 0 || d.sample_row >= sampler_.last_num_rows()) {
+      return Status::InvalidArgument("deferred token takes sample row " +
+                                     std::to_string(d.sample_row) + " of a step that sampled " +
+                                     std::to_string(sampler_.last_num_rows()) + " rows");
+    }
+  }
   return Status::Ok();
 }
 
@@ -514,7 +555,8 @@ Status CudaBackend::UploadMetadata(const ForwardBatch& b, int padded_seqs, RunSh
   const int nh = static_cast<int>(b.hidden_indices.size());
   // Block tables keep the batch's stride, except inside graphs (fixed at the device maximum).
   const int stride = padded_seqs > 0 ? max_blocks_per_seq_ : b.max_blocks_per_seq;
-  const MetaLayout l = PackLayout(pn, ps, nl, nh, stride);
+  const int nd = static_cast<int>(b.deferred_tokens.size());
+  const MetaLayout l = PackLayout(pn, ps, nl, nh, stride, nd);
   meta_cur_ ^= 1;
   KILN_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(meta_done_[meta_cur_]));
   char* host = meta_host_[meta_cur_].as<char>();
@@ -529,6 +571,8 @@ Status CudaBackend::UploadMetadata(const ForwardBatch& b, int padded_seqs, RunSh
     std::memcpy(i32(l.logits_indices), b.logits_indices.data(), b.logits_indices.size() * 4);
   }
   if (nh > 0) std::memcpy(i32(l.hidden_indices), b.hidden_indices.data(), static_cast<size_t>(nh) * 4);
+  static_assert(sizeof(DeferredToken) == 8);
+  if (nd > 0) std::memcpy(i32(l.deferred), b.deferred_tokens.data(), static_cast<size_t>(nd) * 8);
   int32_t* tables = i32(l.block_tables);
   if (stride == b.max_blocks_per_seq) {
     std::memcpy(tables, b.block_tables.data(), b.block_tables.size() * 4);
@@ -556,6 +600,7 @@ Status CudaBackend::UploadMetadata(const ForwardBatch& b, int padded_seqs, RunSh
     max_q = std::max(max_q, b.cu_seqlens_q[i + 1] - b.cu_seqlens_q[i]);
     max_len = std::max(max_len, b.seq_lens[static_cast<size_t>(i)]);
   }
+  TimelineBegin();
   KILN_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(meta_dev_.get(), host, l.total, cudaMemcpyHostToDevice, stream_));
   KILN_CUDA_RETURN_IF_ERROR(cudaEventRecord(meta_done_[meta_cur_], stream_));
@@ -586,11 +631,18 @@ Status CudaBackend::Forward(const ForwardBatch& batch) {
   }
   RunShape shape;
   KILN_RETURN_IF_ERROR(UploadMetadata(batch, bucket, &shape));
+  if (!batch.deferred_tokens.empty()) {  // ids the last SampleAsync left on the device
+    KILN_CUDA_RETURN_IF_ERROR(cuda::LaunchFillDeferredTokens(
+        Meta<int32_t>(shape.meta.token_ids), Meta<int32_t>(shape.meta.deferred),
+        static_cast<int>(batch.deferred_tokens.size()), sampler_.device_token_ids(),
+        config_.vocab_size, stream_));
+  }
   if (bucket > 0) {
     KILN_RETURN_IF_ERROR(RunDecodeGraph(shape));
   } else {
     KILN_RETURN_IF_ERROR(RunModel(shape));
   }
+  TimelineEnd();
   last_num_logits_ = static_cast<int>(batch.logits_indices.size());
   last_num_hidden_ = static_cast<int>(batch.hidden_indices.size());
   has_forward_ = true;
@@ -780,14 +832,89 @@ Status CudaBackend::GetHidden(std::vector<float>* hidden) {
   return Status::Ok();
 }
 
-Status CudaBackend::Sample(std::span<const SamplingRow> rows, std::vector<SampleResult>* results) {
+Status CudaBackend::SampleAsync(std::span<const SamplingRow> rows) {
   if (!has_forward_) return Status::FailedPrecondition("Sample before a successful Forward");
   if (static_cast<int>(rows.size()) != last_num_logits_) {
     return Status::InvalidArgument("Sample got " + std::to_string(rows.size()) +
                                    " rows for " + std::to_string(last_num_logits_) +
                                    " logits rows");
   }
-  return sampler_.Sample(logits_.as<float>(), rows, results, stream_);
+  cudaEvent_t begin = options_.record_device_timeline ? TimelineEvent() : nullptr;
+  if (begin != nullptr) pieces_.push_back({begin, nullptr});
+  KILN_RETURN_IF_ERROR(sampler_.Launch(logits_.as<float>(), rows, stream_, begin));
+  TimelineEnd();
+  return Status::Ok();
+}
+
+Status CudaBackend::WaitSample(std::vector<SampleResult>* results) {
+  KILN_RETURN_IF_ERROR(sampler_.Wait(results));
+  if (options_.record_device_timeline) return CollectTimeline(false, false, nullptr);
+  return Status::Ok();
+}
+
+cudaEvent_t CudaBackend::TimelineEvent() {
+  if (!spare_events_.empty()) {
+    cudaEvent_t e = spare_events_.back();
+    spare_events_.pop_back();
+    return e;
+  }
+  cudaEvent_t e = nullptr;
+  if (cudaEventCreate(&e) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return e;
+}
+
+void CudaBackend::TimelineBegin() {
+  if (!options_.record_device_timeline) return;
+  cudaEvent_t e = TimelineEvent();
+  if (e == nullptr) return;
+  cudaEventRecord(e, stream_);
+  pieces_.push_back({e, nullptr});
+}
+
+void CudaBackend::TimelineEnd() {
+  if (!options_.record_device_timeline || pieces_.empty() || pieces_.back().end != nullptr) return;
+  cudaEvent_t e = TimelineEvent();
+  if (e == nullptr) return;
+  cudaEventRecord(e, stream_);
+  pieces_.back().end = e;
+}
+
+Status CudaBackend::CollectTimeline(bool wait, bool reset, DeviceTimeline* out) {
+  if (wait) KILN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  size_t done = 0;
+  for (; done < pieces_.size(); ++done) {
+    TimelinePiece& p = pieces_[done];
+    if (p.end == nullptr) {  // a failed launch: drop the piece
+      spare_events_.push_back(p.begin);
+      continue;
+    }
+    if (cudaEventQuery(p.end) != cudaSuccess) {
+      cudaGetLastError();
+      break;
+    }
+    float busy_ms = 0, gap_ms = 0;
+    KILN_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&busy_ms, p.begin, p.end));
+    if (last_end_ != nullptr) {
+      KILN_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&gap_ms, last_end_, p.begin));
+      timeline_.idle_s += std::max(gap_ms, 0.0f) * 1e-3;
+      spare_events_.push_back(last_end_);
+    }
+    timeline_.busy_s += busy_ms * 1e-3;
+    ++timeline_.num_pieces;
+    spare_events_.push_back(p.begin);
+    last_end_ = p.end;
+  }
+  pieces_.erase(pieces_.begin(), pieces_.begin() + static_cast<ptrdiff_t>(done));
+  if (out != nullptr) *out = timeline_;
+  if (reset) {
+    timeline_ = DeviceTimeline{};
+    if (last_end_ != nullptr) spare_events_.push_back(last_end_);
+    last_end_ = nullptr;
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -811,6 +938,14 @@ Status CudaBackendOptions::Validate() const {
     return Status::InvalidArgument("dtype must be bfloat16 or float32, got '" + dtype + "'");
   }
   return Status::Ok();
+}
+
+StatusOr<DeviceTimeline> ReadDeviceTimeline(Backend* backend, bool reset) {
+  auto* cuda = dynamic_cast<CudaBackend*>(backend);
+  if (cuda == nullptr) return Status::FailedPrecondition("not a CUDA backend");
+  DeviceTimeline t;
+  KILN_RETURN_IF_ERROR(cuda->CollectTimeline(true, reset, &t));
+  return t;
 }
 
 bool CudaDeviceAvailable() {

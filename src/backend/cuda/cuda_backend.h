@@ -41,8 +41,24 @@ struct CudaBackendOptions {
   // "bfloat16": bf16 weights/activations/KV, fp32 accumulation (the fast path).
   // "float32": float32 everywhere with TF32 off (exact-parity mode for the references).
   std::string dtype = "bfloat16";
+  // Benchmarks: bracket the device work of every Forward and SampleAsync with timing events so
+  // that ReadDeviceTimeline can report how long the GPU sat idle between them.
+  bool record_device_timeline = false;
   Status Validate() const;
 };
+
+// Device time of the work a CUDA backend queued since the last reset: `busy_s` inside Forward /
+// SampleAsync work (first upload to last kernel or copy), `idle_s` in the gaps between
+// consecutive pieces (the GPU waiting for the host).
+struct DeviceTimeline {
+  int64_t num_pieces = 0;
+  double busy_s = 0;
+  double idle_s = 0;
+};
+
+// Waits for the backend's queued work and returns its timeline (then resets it when `reset`).
+// FailedPrecondition unless `backend` is a CUDA backend created with record_device_timeline.
+StatusOr<DeviceTimeline> ReadDeviceTimeline(Backend* backend, bool reset);
 
 // Creates the backend: selects the device, uploads (or, for dummy weights, generates on the
 // device) the weights, plans memory and allocates the KV cache. Errors: no CUDA device, out of

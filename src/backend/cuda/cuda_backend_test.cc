@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/backend_test_util.h"
 #include "backend/cpu/cpu_backend.h"
 #include "model/safetensors.h"
 #include "model/test_data.h"
@@ -24,7 +25,8 @@ using testing::SingleSequenceBatch;
 constexpr int kBlockSize = 16;
 
 std::unique_ptr<Backend> MakeBackend(const std::string& path, const std::string& dtype,
-                                     bool graphs = true, int64_t num_blocks = 64) {
+                                     bool graphs = true, int64_t num_blocks = 64,
+                                     bool timeline = false) {
   ModelOptions options;
   options.model_path = path;
   auto model = LoadModel(options);
@@ -37,6 +39,7 @@ std::unique_ptr<Backend> MakeBackend(const std::string& path, const std::string&
   o.max_num_seqs = 320;  // logits rows of a teacher-forced 257-token forward
   o.enable_cuda_graphs = graphs;
   o.dtype = dtype;
+  o.record_device_timeline = timeline;
   auto backend = CreateCudaBackend(*model, o);
   EXPECT_TRUE(backend.ok()) << backend.status().ToString();
   return backend.ok() ? std::move(backend).value() : nullptr;
@@ -193,6 +196,107 @@ void CheckStories(const std::string& dtype) {
 
 TEST(CudaBackendTest, Stories260KFloat32LogitsAndGreedy256) { CheckStories("float32"); }
 TEST(CudaBackendTest, Stories260KBf16Logits) { CheckStories("bfloat16"); }
+
+TEST(CudaBackendTest, PipelinedDecodeWithDeferredTokensMatchesGreedy256) {
+  const std::string dir = SharedPath("models/stories260K/hf");
+  const std::string ids_path = SharedPath("models/stories260K/greedy256.ids");
+  if (dir.empty() || ids_path.empty()) GTEST_SKIP() << "missing ../shared/models/stories260K";
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  const std::vector<int32_t> expected = testing::ReadIdsFile(ids_path);
+  for (bool graphs : {true, false}) {
+    auto backend = MakeBackend(dir, "float32", graphs, 64, /*timeline=*/true);
+    ASSERT_NE(backend, nullptr);
+    EXPECT_EQ(testing::PipelinedGreedy(backend.get(), {1}, 256, kBlockSize, 64), expected) << "graphs " << graphs;
+    // The device timeline saw one Forward and one SampleAsync per step.
+    auto t = ReadDeviceTimeline(backend.get(), true);
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    EXPECT_EQ(t->num_pieces, 2 * 256);
+    EXPECT_GT(t->busy_s, 0.0);
+    EXPECT_GE(t->idle_s, 0.0);
+    std::printf("[timeline] stories260K pipelined, graphs %d: busy %.3f ms, idle %.3f ms\n",
+                graphs, t->busy_s * 1e3, t->idle_s * 1e3);
+  }
+}
+
+// Two sequences whose logits rows come in the other order than their token rows in the next step:
+// each deferred entry names its own sample row.
+TEST(CudaBackendTest, DeferredTokensFollowTheirSampleRows) {
+  const std::string dir = SharedPath("models/stories260K/hf");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/stories260K";
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  auto backend = MakeBackend(dir, "float32", true, 128);
+  ASSERT_NE(backend, nullptr);
+  const std::vector<int32_t> pa = {1, 400, 20}, pb = {1, 30, 31, 32, 33};
+  // Sequence a owns blocks 0..63, sequence b blocks 64..127 (slot = block * 16 + offset).
+  auto two = [&](const std::vector<std::pair<int, std::vector<int32_t>>>& seqs,
+                 const std::vector<int>& starts) {
+    ForwardBatch b;
+    b.cu_seqlens_q.push_back(0);
+    b.max_blocks_per_seq = 64;
+    bool decode = true;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const int base = seqs[i].first * 64;
+      const auto& toks = seqs[i].second;
+      for (size_t t = 0; t < toks.size(); ++t) {
+        const int pos = starts[i] + static_cast<int>(t);
+        b.token_ids.push_back(toks[t]);
+        b.positions.push_back(pos);
+        b.slot_mapping.push_back(int64_t{base} * kBlockSize + pos);
+      }
+      decode = decode && toks.size() == 1;
+      b.cu_seqlens_q.push_back(b.cu_seqlens_q.back() + static_cast<int>(toks.size()));
+      b.seq_lens.push_back(starts[i] + static_cast<int>(toks.size()));
+      b.logits_indices.push_back(b.cu_seqlens_q.back() - 1);
+      for (int j = 0; j < 64; ++j) b.block_tables.push_back(base + j);
+    }
+    b.is_decode_only = decode;
+    return b;
+  };
+  std::vector<SamplingRow> rows(2);
+  std::vector<SampleResult> res;
+  // Synchronous reference: a then b, 6 steps, ids read back each step.
+  std::vector<int32_t> ref_a, ref_b;
+  ASSERT_TRUE(backend->Forward(two({{0, pa}, {1, pb}}, {0, 0})).ok());
+  ASSERT_TRUE(backend->Sample(rows, &res).ok());
+  int la = 3, lb = 5;
+  for (int s = 0; s < 6; ++s) {
+    ref_a.push_back(res[0].token_id);
+    ref_b.push_back(res[1].token_id);
+    ASSERT_TRUE(backend->Forward(two({{0, {res[0].token_id}}, {1, {res[1].token_id}}}, {la++, lb++})).ok());
+    ASSERT_TRUE(backend->Sample(rows, &res).ok());
+  }
+  // Pipelined, with the sequences alternating order every step.
+  std::vector<int32_t> got_a, got_b;
+  ASSERT_TRUE(backend->Forward(two({{0, pa}, {1, pb}}, {0, 0})).ok());
+  ASSERT_TRUE(backend->SampleAsync(rows).ok());
+  bool a_first = true;  // order of the step whose sample is in flight
+  la = 3;
+  lb = 5;
+  for (int s = 0; s < 6; ++s) {
+    const bool next_a_first = !a_first;
+    ForwardBatch next = next_a_first ? two({{0, {0}}, {1, {0}}}, {la, lb})
+                                     : two({{1, {0}}, {0, {0}}}, {lb, la});
+    ++la;
+    ++lb;
+    const int row_a = a_first ? 0 : 1, row_b = a_first ? 1 : 0;
+    next.deferred_tokens = next_a_first
+                               ? std::vector<DeferredToken>{{0, row_a}, {1, row_b}}
+                               : std::vector<DeferredToken>{{0, row_b}, {1, row_a}};
+    ASSERT_TRUE(backend->Forward(next).ok());
+    ASSERT_TRUE(backend->WaitSample(&res).ok());
+    got_a.push_back(res[static_cast<size_t>(row_a)].token_id);
+    got_b.push_back(res[static_cast<size_t>(row_b)].token_id);
+    ASSERT_TRUE(backend->SampleAsync(rows).ok());
+    a_first = next_a_first;
+  }
+  ASSERT_TRUE(backend->WaitSample(&res).ok());
+  EXPECT_EQ(got_a, ref_a);
+  EXPECT_EQ(got_b, ref_b);
+  // A deferred entry naming a row the last sample did not have is refused.
+  ForwardBatch bad = two({{0, {0}}}, {la});
+  bad.deferred_tokens.push_back({0, 5});
+  EXPECT_EQ(backend->Forward(bad).code(), StatusCode::kInvalidArgument);
+}
 
 // Chunked prefill, a two-sequence batch, and graph-replayed decode steps give the logits of one
 // eager single-sequence run.

@@ -16,7 +16,17 @@ size_t AlignUp(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 }  // namespace
 
+GpuSampler::~GpuSampler() {
+  if (done_ != nullptr) {
+    cudaEventSynchronize(done_);
+    cudaEventDestroy(done_);
+  }
+}
+
 Status GpuSampler::Init(int max_rows, int vocab_size) {
+  if (done_ == nullptr) {
+    KILN_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+  }
   max_rows_ = max_rows;
   vocab_size_ = vocab_size;
   KILN_RETURN_IF_ERROR(
@@ -31,6 +41,21 @@ Status GpuSampler::Init(int max_rows, int vocab_size) {
 
 Status GpuSampler::Sample(const float* logits, std::span<const SamplingRow> rows,
                           std::vector<SampleResult>* results, cudaStream_t stream) {
+  KILN_RETURN_IF_ERROR(Launch(logits, rows, stream));
+  return Wait(results);
+}
+
+bool GpuSampler::Ready() const {
+  if (!pending_) return true;
+  const cudaError_t e = cudaEventQuery(done_);
+  if (e == cudaErrorNotReady) return false;
+  cudaGetLastError();  // an error is reported by Wait
+  return true;
+}
+
+Status GpuSampler::Launch(const float* logits, std::span<const SamplingRow> rows,
+                          cudaStream_t stream, cudaEvent_t before_upload) {
+  if (pending_) return Status::FailedPrecondition("GpuSampler::Launch before Wait");
   if (static_cast<int>(rows.size()) > max_rows_) {
     return Status::InvalidArgument("Sample got " + std::to_string(rows.size()) +
                                    " rows, more than " + std::to_string(max_rows_));
@@ -39,7 +64,9 @@ Status GpuSampler::Sample(const float* logits, std::span<const SamplingRow> rows
   const int vocab = vocab_size_;
   const int mask_words = (vocab + 31) / 32;
   std::vector<kernels::SampleRowParams> params(rows.size());
-  std::vector<int32_t> penalty_ids, penalty_counts, banned, requested;
+  std::vector<int32_t> penalty_ids, penalty_counts, banned;
+  std::vector<int32_t>& requested = requested_;
+  requested.clear();
   std::vector<uint32_t> masks;
   bool any_random = false, any_logprobs = false;
   int max_top = 0;
@@ -126,6 +153,7 @@ Status GpuSampler::Sample(const float* logits, std::span<const SamplingRow> rows
   std::memcpy(h + o_banned, banned.data(), banned.size() * 4);
   std::memcpy(h + o_masks, masks.data(), masks.size() * 4);
   std::memcpy(h + o_requested, requested.data(), requested.size() * 4);
+  if (before_upload != nullptr) KILN_CUDA_RETURN_IF_ERROR(cudaEventRecord(before_upload, stream));
   KILN_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(in_dev_.get(), h, off, cudaMemcpyHostToDevice, stream));
   char* d = in_dev_.as<char>();
@@ -164,28 +192,51 @@ Status GpuSampler::Sample(const float* logits, std::span<const SamplingRow> rows
       kernels::LaunchSample(in, out, workspace_.get(), kSampleChunkRows, stream));
   KILN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out_host_.get(), od, out_total,
                                             cudaMemcpyDeviceToHost, stream));
-  KILN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
-
-  const char* oh = out_host_.as<char>();
-  const int32_t* tok = reinterpret_cast<const int32_t*>(oh + o_tok);
-  const float* lp = reinterpret_cast<const float*>(oh + o_lp);
-  const int32_t* top_ids = reinterpret_cast<const int32_t*>(oh + o_top_ids);
-  const float* top_lp = reinterpret_cast<const float*>(oh + o_top_lp);
-  const float* req_lp = reinterpret_cast<const float*>(oh + o_req);
-  results->assign(rows.size(), SampleResult{});
+  KILN_CUDA_RETURN_IF_ERROR(cudaEventRecord(done_, stream));
+  pending_ = true;
+  num_rows_ = num_rows;
+  max_top_stride_ = in.max_top_logprobs;
+  o_lp_ = o_lp;
+  o_top_ids_ = o_top_ids;
+  o_top_lp_ = o_top_lp;
+  o_req_ = o_req;
+  num_top_.resize(rows.size());
+  requested_begin_.resize(rows.size());
+  requested_end_.resize(rows.size());
   for (int r = 0; r < num_rows; ++r) {
-    const kernels::SampleRowParams& p = params[static_cast<size_t>(r)];
+    num_top_[static_cast<size_t>(r)] = params[static_cast<size_t>(r)].num_top_logprobs;
+    requested_begin_[static_cast<size_t>(r)] = params[static_cast<size_t>(r)].requested_begin;
+    requested_end_[static_cast<size_t>(r)] = params[static_cast<size_t>(r)].requested_end;
+  }
+  return Status::Ok();
+}
+
+Status GpuSampler::Wait(std::vector<SampleResult>* results) {
+  if (!pending_) return Status::FailedPrecondition("GpuSampler::Wait without Launch");
+  pending_ = false;
+  KILN_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(done_));
+  const int num_rows = num_rows_;
+  const char* oh = out_host_.as<char>();
+  const int32_t* tok = reinterpret_cast<const int32_t*>(oh);
+  const float* lp = reinterpret_cast<const float*>(oh + o_lp_);
+  const int32_t* top_ids = reinterpret_cast<const int32_t*>(oh + o_top_ids_);
+  const float* top_lp = reinterpret_cast<const float*>(oh + o_top_lp_);
+  const float* req_lp = reinterpret_cast<const float*>(oh + o_req_);
+  results->assign(static_cast<size_t>(num_rows), SampleResult{});
+  for (int r = 0; r < num_rows; ++r) {
     SampleResult& res = (*results)[static_cast<size_t>(r)];
     if (tok[r] < 0) return Status::InvalidArgument("every token is banned or masked");
     res.token_id = tok[r];
-    if (p.num_top_logprobs < 0) continue;
+    const int num_top = num_top_[static_cast<size_t>(r)];
+    if (num_top < 0) continue;
     res.logprob = lp[r];
-    for (int i = 0; i < p.num_top_logprobs; ++i) {
-      const size_t k = static_cast<size_t>(r) * in.max_top_logprobs + i;
+    for (int i = 0; i < num_top; ++i) {
+      const size_t k = static_cast<size_t>(r) * max_top_stride_ + i;
       res.top.push_back({top_ids[k], top_lp[k]});
     }
-    for (int e = p.requested_begin; e < p.requested_end; ++e) {
-      res.requested.push_back({requested[static_cast<size_t>(e)], req_lp[e]});
+    for (int e = requested_begin_[static_cast<size_t>(r)]; e < requested_end_[static_cast<size_t>(r)];
+         ++e) {
+      res.requested.push_back({requested_[static_cast<size_t>(e)], req_lp[e]});
     }
   }
   return Status::Ok();
