@@ -145,6 +145,7 @@ Status Serve(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   engine->Shutdown(/*abort_running=*/true);
+  openai->StopCompiles();  // grammar compiles in flight use the engine
   // Let aborted requests' final events reach their clients.
   for (int i = 0; i < 40 && http_server->num_pending_exchanges() > 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(25));

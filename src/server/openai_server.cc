@@ -41,8 +41,9 @@ bool SecretEquals(const std::string& a, const std::string& b) {
 class CompilePool final {
  public:
   explicit CompilePool(int num_threads) : pool_(static_cast<size_t>(std::max(1, num_threads))) {}
-  ~CompilePool() { pool_.join(); }  // queued compiles still run; their responders then no-op
+  ~CompilePool() { Join(); }
   void Post(std::function<void()> fn) { boost::asio::post(pool_, std::move(fn)); }
+  void Join() { pool_.join(); }  // queued compiles still run
 
  private:
   boost::asio::thread_pool pool_;
@@ -262,7 +263,7 @@ void OpenAiServer::HandleGenerate(const HttpRequest& request,
   }
   std::vector<PreparedPrompt> prompts;
   if (auto e = PreparePrompts(&g, &prompts)) return SendError(&metrics_, *responder, *e);
-  if (g.sampling.response_format.type == ResponseFormat::Type::kText) {
+  if (g.sampling.response_format.type == ResponseFormat::Type::kText || compiles_stopped_) {
     return StartGeneration(std::move(responder), std::move(g), std::move(prompts));
   }
   // Compile the grammar on the compile pool (into the engine's cache), then submit on the strand.
@@ -282,6 +283,11 @@ void OpenAiServer::HandleGenerate(const HttpRequest& request,
       StartGeneration(responder, std::move(pending->g), std::move(pending->prompts));
     });
   });
+}
+
+void OpenAiServer::StopCompiles() {
+  compiles_stopped_ = true;
+  compile_pool_->Join();
 }
 
 void OpenAiServer::StartGeneration(std::shared_ptr<HttpResponder> responder, GenerateRequest g,

@@ -54,6 +54,9 @@ class OpenAiServer final {
   OpenAiServer& operator=(const OpenAiServer&) = delete;
 
   void Handle(HttpRequest request, std::shared_ptr<HttpResponder> responder);
+  // Waits for the grammar compiles in flight (they use the engine: call before destroying it).
+  // Structured requests after this compile on the calling thread.
+  void StopCompiles();
   // While draining, /health answers 503 (load balancers stop sending).
   void SetDraining(bool draining) { draining_ = draining; }
   const std::string& model_name() const { return model_name_; }
@@ -96,6 +99,7 @@ class OpenAiServer final {
   std::string model_name_;
   ServerMetrics metrics_;
   std::atomic<bool> draining_{false};
+  std::atomic<bool> compiles_stopped_{false};
   std::atomic<uint64_t> next_id_{0};
   uint64_t id_salt_ = 0;
   std::unique_ptr<CompilePool> compile_pool_;  // last: joined first, while the rest is alive

@@ -101,6 +101,7 @@ struct Stack {
 
   ~Stack() {
     if (engine) engine->Shutdown(/*abort_running=*/true);
+    if (api) api->StopCompiles();
     engine.reset();
     if (http) http->Stop();
   }
