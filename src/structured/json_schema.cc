@@ -583,6 +583,14 @@ class Converter {
     if (type == "boolean") return Alt({Literal("true"), Literal("false")});
     if (type == "integer" || type == "number") {
       KILN_ASSIGN_OR_RETURN(NumberBounds b, ParseNumberBounds(s, path));
+      // Bounds beyond ±10^15 are treated as open (numbers have at most 15 integer digits), which
+      // is sound only on the far side: a minimum of 10^15 or more would let 0 through.
+      if ((b.lo && *b.lo >= static_cast<double>(kBoundLimit)) ||
+          (b.hi && *b.hi <= -static_cast<double>(kBoundLimit))) {
+        return Err(path,
+                   "a minimum at or above 1e15 (or a maximum at or below -1e15) is not "
+                   "supported");
+      }
       return NumberExpr(b, type == "integer");
     }
     if (type == "string") return StringExpr(s, path);

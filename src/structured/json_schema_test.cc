@@ -241,6 +241,9 @@ TEST(JsonSchemaTest, UnsupportedKeywordsNameTheKeyword) {
   for (const Bad& b :
        {Bad{R"({"type":"object","patternProperties":{"a":{}}})", "'patternProperties'"},
         Bad{R"({"type":"number","multipleOf":3})", "'multipleOf'"},
+        // Regression: a minimum of 2e15 was treated as open and let "5" through.
+        Bad{R"({"type":"integer","minimum":2e15})", "1e15"},
+        Bad{R"({"type":"number","exclusiveMaximum":-1e16})", "1e15"},
         Bad{R"({"not":{"type":"string"}})", "'not'"},
         Bad{R"({"type":"array","uniqueItems":true})", "'uniqueItems'"},
         Bad{R"({"if":{},"then":{}})", "'if'"},

@@ -412,12 +412,15 @@ bool ExclusivityProver::ValueExcluded(const SchemaJson& v, const SchemaJson& sch
     if (OutsideCount(static_cast<int64_t>(v.size()), CountRange(s, "minItems", "maxItems"))) {
       return true;
     }
+    // prefixItems is kiln's tuple form; a draft-07 validator ignores it (and then applies an
+    // object "items" to every element), so with prefixItems only the generated side is judged.
+    const bool has_prefix = Has(s, "prefixItems");
     const Json* prefix =
-        Has(s, "prefixItems") && s["prefixItems"].is_array() ? &s["prefixItems"] : nullptr;
+        generated && has_prefix && s["prefixItems"].is_array() ? &s["prefixItems"] : nullptr;
     for (size_t i = 0; i < v.size(); ++i) {
       if (prefix && i < prefix->size()) {
         if (ValueExcluded(v[i], (*prefix)[i], generated, depth + 1)) return true;
-      } else if (!prefix && Has(s, "items") && s["items"].is_object()) {
+      } else if (!has_prefix && Has(s, "items") && s["items"].is_object()) {
         if (ValueExcluded(v[i], s["items"], generated, depth + 1)) return true;
       }
     }

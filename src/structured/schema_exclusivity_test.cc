@@ -207,6 +207,11 @@ TEST(OneOfTest, ProverIsConservativeOnValues) {
   // maxLength counts code points, not bytes.
   EXPECT_FALSE(prover.NoGeneratedValueIsValid(j("{\"const\":\"\xc3\xa9\xc3\xa9\"}"),
                                               j(R"({"type":"string","maxLength":2})"), nullptr));
+  // A draft-07 validator ignores prefixItems: a value is not excluded by it on the valid side.
+  EXPECT_FALSE(prover.NoGeneratedValueIsValid(
+      j(R"({"const":[1]})"), j(R"({"type":"array","prefixItems":[{"type":"string"}]})"), nullptr));
+  EXPECT_TRUE(prover.NoGeneratedValueIsValid(
+      j(R"({"const":[1]})"), j(R"({"type":"array","items":{"type":"string"}})"), nullptr));
   // The restriction is reported, never applied silently.
   std::set<std::string> exclude;
   EXPECT_TRUE(prover.NoGeneratedValueIsValid(j(R"({"type":"object","additionalProperties":true})"),
