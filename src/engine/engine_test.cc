@@ -109,6 +109,10 @@ TEST(EngineTest, ValidationErrorsNameTheProblem) {
   Request json = Greedy({1}, 4);
   json.sampling.response_format.type = ResponseFormat::Type::kJsonObject;
   expect(json, StatusCode::kUnimplemented, "response_format");
+  // PrepareResponseFormat reports what Submit would (no constraint factory here); kText is Ok.
+  EXPECT_EQ(engine->PrepareResponseFormat(json.sampling.response_format).code(),
+            StatusCode::kUnimplemented);
+  EXPECT_TRUE(engine->PrepareResponseFormat(ResponseFormat{}).ok());
   Request score = Greedy({1}, 4);
   score.kind = RequestKind::kScore;
   expect(score, StatusCode::kInvalidArgument, "chosen_logprob_token_ids");
@@ -537,6 +541,20 @@ TEST(EngineRealModelTest, ResponseFormatConstrainsTheOutput) {
   auto s = engine->Submit(bad, [](RequestOutput) {});
   EXPECT_FALSE(s.ok());
   EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument) << s.status().ToString();
+  // PrepareResponseFormat (what servers run on a compile thread) gives the same error, and
+  // compiles a valid format ahead of its Submit.
+  const Status prepared = engine->PrepareResponseFormat(bad.sampling.response_format);
+  EXPECT_EQ(prepared.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(prepared.message(), s.status().message());
+  ResponseFormat overlap;
+  overlap.type = ResponseFormat::Type::kJsonSchema;
+  overlap.json_schema = R"({"oneOf":[{"type":"integer"},{"type":"number"}]})";
+  EXPECT_NE(engine->PrepareResponseFormat(overlap).message().find("oneOf branches 0 and 1"),
+            std::string::npos);
+  ResponseFormat choice;
+  choice.type = ResponseFormat::Type::kChoice;
+  choice.choices = {" yes", " no"};
+  EXPECT_TRUE(engine->PrepareResponseFormat(choice).ok());
 }
 
 }  // namespace
