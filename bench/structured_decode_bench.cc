@@ -16,6 +16,7 @@
 //
 // Usage: structured_decode_bench [--batch B] [--max-tokens M] [--rounds R] [--threads T]
 //                                [--device cpu|cuda] [--model DIR] [--kv-cache-gib G]
+//                                [--async-scheduling true|false]
 // --model takes any config.json directory (weights are always dummy), e.g. a 7B config on a GPU
 // with the Qwen2.5 tokenizer (Qwen2's vocabulary).
 // Reads KILN_SOURCE_DIR (default: the source tree it was built from) and KILN_SHARED (default
@@ -115,6 +116,7 @@ double Median(std::vector<double> v) {
 int main(int argc, char** argv) {
   int batch = 8, max_tokens = 128, rounds = 3, threads = 1;
   double kv_gib = 0.25;
+  bool async = true;
   std::string device = "cpu", model;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--device")) device = argv[i + 1];
@@ -124,6 +126,9 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--max-tokens")) max_tokens = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--async-scheduling")) {
+      async = std::strcmp(argv[i + 1], "false") != 0;
+    }
   }
   const std::string source = EnvOr("KILN_SOURCE_DIR", KILN_BENCH_SOURCE_DIR);
   const std::string shared = EnvOr("KILN_SHARED", source + "/../shared");
@@ -145,6 +150,7 @@ int main(int argc, char** argv) {
   options.cache.kv_cache_memory_bytes = static_cast<int64_t>(kv_gib * (1 << 30));
   options.device.num_threads = threads;
   options.device.device = device;
+  options.scheduler.async_scheduling = async;
   auto created = Engine::Create(options);
   if (!created.ok()) {
     std::fprintf(stderr, "Engine::Create: %s\n", created.status().ToString().c_str());
@@ -204,9 +210,10 @@ int main(int argc, char** argv) {
 
   int total_tokens = 0;
   for (int n : warm.num_tokens) total_tokens += n;
-  std::printf("structured_decode_bench: model %s (dummy weights, vocab %d), device %s, %d threads\n",
+  std::printf("structured_decode_bench: model %s (dummy weights, vocab %d), device %s, %d threads, "
+              "async scheduling %s\n",
               options.model.model_path.c_str(), engine->model_info().vocab_size,
-              engine->model_info().device.c_str(), threads);
+              engine->model_info().device.c_str(), threads, async ? "on" : "off");
   std::printf("batch %d requests (schemas %s .. %s), %d tokens in total, "
               "%d/%d constrained requests finished with stop (max_tokens %d)\n",
               batch, names.front().c_str(), names.back().c_str(), total_tokens, warm.num_stop,

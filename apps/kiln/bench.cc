@@ -266,8 +266,11 @@ int RunLatency(const Flags& flags) {
     return t.busy_s + t.idle_s > 0 ? t.idle_s / (t.busy_s + t.idle_s) : 0.0;
   };
   // Pieces: one Forward and one SampleAsync per step.
-  const double sync_idle_step = sync_timeline->idle_s / std::max<int64_t>(sync_timeline->num_pieces / 2, 1);
-  const double pipe_idle_step = pipe_timeline->idle_s / std::max<int64_t>(pipe_timeline->num_pieces / 2, 1);
+  auto idle_per_step = [](const DeviceTimeline& t) {
+    return t.idle_s / static_cast<double>(std::max<int64_t>(t.num_pieces / 2, 1));
+  };
+  const double sync_idle_step = idle_per_step(*sync_timeline);
+  const double pipe_idle_step = idle_per_step(*pipe_timeline);
 
   const ModelSize size = SizeOf(c);
   // Bytes a decode step must read: every layer weight, the final norm, the lm_head (the embedding

@@ -267,8 +267,7 @@ TEST(AsyncPipelineTest, PrefixCacheHitWhileTheFirstRequestIsInFlight) {
 // computed before the previous token was accepted would allow the wrong one.
 class CountingConstraint final : public TokenConstraint {
  public:
-  explicit CountingConstraint(std::atomic<int>* fills, std::condition_variable* cv,
-                              std::mutex* mu)
+  explicit CountingConstraint(std::atomic<int>* fills, std::condition_variable* cv, std::mutex* mu)
       : fills_(fills), cv_(cv), mu_(mu) {}
   void FillNextTokenBitmask(uint32_t* bitmask) override {
     const int32_t want = 4 + 2 * accepted_;

@@ -301,8 +301,7 @@ void EngineCore::Step(std::vector<EngineOutput>* outputs) {
     InFlightRow row{r, rows.logits_row, false};
     // The sampled token becomes a placeholder so that the next step can feed it, unless it ends
     // the request by length anyway (then nothing schedules the request again).
-    if (r->kind == RequestKind::kGenerate &&
-        r->num_output_tokens() + 1 < r->sampling.max_tokens &&
+    if (r->kind == RequestKind::kGenerate && r->num_output_tokens() + 1 < r->sampling.max_tokens &&
         r->num_tokens() + 1 < config_.max_model_len) {
       r->token_ids.push_back(RequestState::kPendingTokenId);
       r->pending_sample_row = rows.logits_row;

@@ -188,7 +188,8 @@ Status FakeBackend::SampleAsync(std::span<const SamplingRow> rows) {
 }
 
 Status FakeBackend::WaitSample(std::vector<SampleResult>* results) {
-  if (!sample_pending_) return Status::FailedPrecondition("FakeBackend: WaitSample without SampleAsync");
+  if (!sample_pending_)
+    return Status::FailedPrecondition("FakeBackend: WaitSample without SampleAsync");
   sample_pending_ = false;
   KILN_RETURN_IF_ERROR(sample_status_);
   results->swap(samples_);

@@ -3,8 +3,11 @@
 // the allowed-token bitmask and after sampling it reports the chosen token. The grammar machinery
 // itself lives in src/structured/; the engine only drives this interface.
 //
-// Thread-safety: a TokenConstraint is used by the engine thread only. A TokenConstraintFactory is
-// called on the engine thread when a request is admitted.
+// Thread-safety: a TokenConstraint is used by one thread at a time: the engine thread, or the
+// engine's MaskWorker, which calls FillNextTokenBitmask while the engine thread runs the forward
+// pass (handed over and back through the worker's mutex; engine/mask_worker.h). Different
+// constraints may be used concurrently, so state they share must be immutable or synchronized.
+// A TokenConstraintFactory is called on the engine thread when a request is admitted.
 #pragma once
 
 #include <cstdint>

@@ -206,7 +206,8 @@ TEST(CudaBackendTest, PipelinedDecodeWithDeferredTokensMatchesGreedy256) {
   for (bool graphs : {true, false}) {
     auto backend = MakeBackend(dir, "float32", graphs, 64, /*timeline=*/true);
     ASSERT_NE(backend, nullptr);
-    EXPECT_EQ(testing::PipelinedGreedy(backend.get(), {1}, 256, kBlockSize, 64), expected) << "graphs " << graphs;
+    EXPECT_EQ(testing::PipelinedGreedy(backend.get(), {1}, 256, kBlockSize, 64), expected)
+        << "graphs " << graphs;
     // The device timeline saw one Forward and one SampleAsync per step.
     auto t = ReadDeviceTimeline(backend.get(), true);
     ASSERT_TRUE(t.ok()) << t.status().ToString();
@@ -262,7 +263,8 @@ TEST(CudaBackendTest, DeferredTokensFollowTheirSampleRows) {
   for (int s = 0; s < 6; ++s) {
     ref_a.push_back(res[0].token_id);
     ref_b.push_back(res[1].token_id);
-    ASSERT_TRUE(backend->Forward(two({{0, {res[0].token_id}}, {1, {res[1].token_id}}}, {la++, lb++})).ok());
+    const ForwardBatch next = two({{0, {res[0].token_id}}, {1, {res[1].token_id}}}, {la++, lb++});
+    ASSERT_TRUE(backend->Forward(next).ok());
     ASSERT_TRUE(backend->Sample(rows, &res).ok());
   }
   // Pipelined, with the sequences alternating order every step.

@@ -234,8 +234,8 @@ Status GpuSampler::Wait(std::vector<SampleResult>* results) {
       const size_t k = static_cast<size_t>(r) * max_top_stride_ + i;
       res.top.push_back({top_ids[k], top_lp[k]});
     }
-    for (int e = requested_begin_[static_cast<size_t>(r)]; e < requested_end_[static_cast<size_t>(r)];
-         ++e) {
+    const size_t row = static_cast<size_t>(r);
+    for (int e = requested_begin_[row]; e < requested_end_[row]; ++e) {
       res.requested.push_back({requested_[static_cast<size_t>(e)], req_lp[e]});
     }
   }
