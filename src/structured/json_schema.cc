@@ -413,12 +413,19 @@ class Converter {
   // out of a branch's extra properties, which is recorded in that branch's schema.
   Status MakeOneOfExclusive(const Json& branches, std::vector<Json>* generated,
                             const std::string& path) {
-    ExclusivityProver prover([this, &path](Json* a, const Json& b) { return Merge(a, b, path); });
+    ExclusivityProver prover([this, &path](Json* a, const Json& b) { return Merge(a, b, path); },
+                             &proof_budget_);
     for (size_t i = 0; i < generated->size(); ++i) {
       std::set<std::string> exclude;
       for (size_t j = 0; j < branches.size(); ++j) {
         if (j == i || prover.NoGeneratedValueIsValid((*generated)[i], branches[j], &exclude)) {
           continue;
+        }
+        if (prover.exhausted()) {
+          return Err(path, "oneOf: could not prove branches " + std::to_string(std::min(i, j)) +
+                               " and " + std::to_string(std::max(i, j)) +
+                               " exclusive within the proof budget (oneOf requires exactly one "
+                               "match) — use anyOf if a value may match several");
         }
         return Err(path, "oneOf branches " + std::to_string(std::min(i, j)) + " and " +
                              std::to_string(std::max(i, j)) +
@@ -909,6 +916,7 @@ class Converter {
   int any_value_rule_ = -1;
   int any_object_rule_ = -1;
   int depth_ = 0;
+  int64_t proof_budget_ = ExclusivityProver::kProofBudget;  // oneOf proofs, whole schema
   std::map<std::string, int> ref_rules_;
   std::map<std::string, int> length_rules_;
   std::map<std::string, int> format_rules_;

@@ -282,7 +282,7 @@ std::optional<std::vector<SchemaJson>> ExclusivityProver::Branches(const SchemaJ
 
 bool ExclusivityProver::NoGenValid(const SchemaJson& gen_in, const SchemaJson& valid_in, int depth,
                                    std::set<std::string>* exclude) {
-  if (depth > kMaxDepth) return false;
+  if (depth > kMaxDepth || --*budget_ < 0) return false;
   auto gen_n = Normalize(gen_in);
   auto valid_n = Normalize(valid_in);
   if (!gen_n || !valid_n) return false;
@@ -357,9 +357,18 @@ bool ExclusivityProver::ObjectsExclusive(const SchemaJson& gen, const SchemaJson
   // always emitted), or required by `valid` (an instance without it is invalid anyway).
   std::set<std::string> keys = gen_required;
   keys.insert(valid_required.begin(), valid_required.end());
-  for (const auto& k : keys) {
-    auto g = GeneratedValueSchema(gen, k, exclude);
-    if (g && NoGenValid(*g, ValidValueSchema(valid, k), depth + 1, nullptr)) return true;
+  // Discriminators (a const/enum on either side) first: cheap, and the usual proof; then the
+  // rest, which may recurse deep into the values.
+  for (const bool discriminators : {true, false}) {
+    for (const auto& k : keys) {
+      auto g = GeneratedValueSchema(gen, k, exclude);
+      if (!g) continue;
+      const Json v = ValidValueSchema(valid, k);
+      const bool discriminator =
+          Has(*g, "const") || Has(*g, "enum") || Has(v, "const") || Has(v, "enum");
+      if (discriminator != discriminators) continue;
+      if (NoGenValid(*g, v, depth + 1, nullptr)) return true;
+    }
   }
   // Restriction: keep kiln from emitting, as an extra key, a key the valid side requires.
   if (exclude && !GeneratesAnyValue(gen)) {
@@ -375,7 +384,7 @@ bool ExclusivityProver::ObjectsExclusive(const SchemaJson& gen, const SchemaJson
 
 bool ExclusivityProver::ValueExcluded(const SchemaJson& v, const SchemaJson& schema_in,
                                       bool generated, int depth) {
-  if (depth > kMaxDepth) return false;
+  if (depth > kMaxDepth || --*budget_ < 0) return false;
   auto schema_n = Normalize(schema_in);
   if (!schema_n) return false;
   const Json& s = *schema_n;

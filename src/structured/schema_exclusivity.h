@@ -19,11 +19,14 @@
 // Restriction: when this branch's object allows extra keys and the other branch requires a key this
 // branch does not list, the key can be added to `exclude_extra_keys` (the caller then keeps kiln's
 // grammar from emitting it, which makes the pair exclusive). Nested anyOf/oneOf are handled branch
-// by branch; $ref and allOf are resolved through the converter's merge function.
+// by branch; $ref and allOf are resolved through the converter's merge function. The work is
+// bounded by a step budget the caller shares across one compile (kProofBudget steps): past it,
+// nothing more is proven (recursive schemas could otherwise make a proof branch exponentially).
 //
 // Thread-safety: a prover is used by one thread (it is part of one compile).
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -52,12 +55,19 @@ using SchemaMerge = std::function<Status(SchemaJson* a, const SchemaJson& b)>;
 
 class ExclusivityProver final {
  public:
-  explicit ExclusivityProver(SchemaMerge merge) : merge_(std::move(merge)) {}
+  // Proof steps one compile may spend (~20 µs each on recursive schemas: ≤ ~1 s in all).
+  static constexpr int64_t kProofBudget = 50000;
+
+  // `budget` (steps left, shared by the provers of one compile) must outlive the prover.
+  ExclusivityProver(SchemaMerge merge, int64_t* budget)
+      : merge_(std::move(merge)), budget_(budget) {}
 
   // True when no value kiln generates for `gen` is valid under `valid`. `exclude_extra_keys` (may
   // be null) receives keys that `gen`'s top-level object must not emit for the proof to hold.
   bool NoGeneratedValueIsValid(const SchemaJson& gen, const SchemaJson& valid,
                                std::set<std::string>* exclude_extra_keys);
+  // The budget is spent: a false answer may only mean "ran out of steps".
+  bool exhausted() const { return *budget_ < 0; }
 
  private:
   bool NoGenValid(const SchemaJson& gen, const SchemaJson& valid, int depth,
@@ -73,6 +83,7 @@ class ExclusivityProver final {
   std::optional<std::vector<SchemaJson>> Branches(const SchemaJson& schema, bool with_siblings);
 
   SchemaMerge merge_;
+  int64_t* budget_;
 };
 
 }  // namespace kiln::structured

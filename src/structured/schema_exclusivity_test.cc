@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include "structured/json_schema.h"
 #include "structured/structured_output.h"
 #include "structured/test_vocab.h"
@@ -170,6 +172,46 @@ TEST(OneOfTest, OverlappingBranchesAreAnErrorNamingThem) {
   }
 }
 
+TEST(OneOfTest, RecursiveBranchesAreRefusedQuickly) {
+  // Two recursive branches with two required self-references each: without a bound the proof
+  // would branch 2^depth times. It ends when the step budget is spent (refused: not proven).
+  const auto t0 = std::chrono::steady_clock::now();
+  auto g = CompileSchema(
+      R"({"$defs":{"T":{"type":"object","properties":{"l":{"$ref":"#/$defs/T"},
+          "r":{"$ref":"#/$defs/T"},"v":{"type":"integer"}},"required":["l","r"]},
+          "U":{"type":"object","properties":{"l":{"$ref":"#/$defs/U"},"r":{"$ref":"#/$defs/U"},
+          "w":{"type":"integer"}},"required":["l","r"]}},
+          "oneOf":[{"$ref":"#/$defs/T"},{"$ref":"#/$defs/U"}]})");
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.status().message().find("branches 0 and 1"), std::string::npos)
+      << g.status().message();
+  EXPECT_NE(g.status().message().find("use anyOf"), std::string::npos);
+  EXPECT_NE(g.status().message().find("proof budget"), std::string::npos);
+  EXPECT_LT(s, 30.0);  // a hang guard (sanitizer builds are slow); ~1 s here
+}
+
+TEST(OneOfTest, RecursiveDiscriminatedUnionCompiles) {
+  // Expression trees (Pydantic style): recursive branches told apart without walking the
+  // recursion (the discriminator "op", or the sizes of "args").
+  auto g = CompileSchema(
+      R"({"$defs":{"Num":{"type":"object","properties":{"op":{"const":"num"},
+          "args":{"type":"array","maxItems":0},"value":{"type":"integer","minimum":0,
+          "maximum":9}},"required":["args","op","value"],"additionalProperties":false},
+          "Add":{"type":"object","properties":{"op":{"const":"add"},"args":{"type":"array",
+          "items":{"$ref":"#/$defs/Expr"},"minItems":2,"maxItems":2}},
+          "required":["args","op"],"additionalProperties":false},
+          "Expr":{"oneOf":[{"$ref":"#/$defs/Num"},{"$ref":"#/$defs/Add"}]}},
+          "$ref":"#/$defs/Expr"})");
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_TRUE(Complete(*g, R"({"op":"num","args":[],"value":3})"));  // properties in schema order
+  EXPECT_TRUE(Complete(
+      *g,
+      R"({"op":"add","args":[{"op":"num","args":[],"value":1},{"op":"num","args":[],"value":2}]})"));
+  EXPECT_FALSE(Complete(*g, R"({"op":"add","args":[]})"));
+  EXPECT_FALSE(Complete(*g, R"({"op":"num","args":[]})"));
+}
+
 TEST(OneOfTest, AnyOfWithTheSameBranchesStillCompiles) {
   // The refusal is specific to oneOf: anyOf has no exactly-one requirement.
   auto g = CompileSchema(R"({"anyOf":[{"type":"integer"},{"type":"number"}]})");
@@ -186,10 +228,13 @@ TEST(OneOfTest, AnyOfAndOneOfTogetherAreRefused) {
 }
 
 TEST(OneOfTest, ProverIsConservativeOnValues) {
-  ExclusivityProver prover([](SchemaJson* a, const SchemaJson& b) {
-    for (auto& [k, v] : b.items()) (*a)[k] = v;
-    return Status::Ok();
-  });
+  int64_t budget = ExclusivityProver::kProofBudget;
+  ExclusivityProver prover(
+      [](SchemaJson* a, const SchemaJson& b) {
+        for (auto& [k, v] : b.items()) (*a)[k] = v;
+        return Status::Ok();
+      },
+      &budget);
   auto j = [](const char* s) { return SchemaJson::parse(s); };
   // Object key order and 1 vs 1.0 do not make values different.
   EXPECT_FALSE(prover.NoGeneratedValueIsValid(j(R"({"const":{"a":1,"b":2}})"),
