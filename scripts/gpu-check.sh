@@ -17,7 +17,7 @@ G="$ROOT/${KILN_GPU_DIR:-.gpu}"
 MODE=${1:-all}
 SHARED_SRC=${KILN_SHARED:-$ROOT/../shared}
 GPU_TESTS="cuda_sampling_test cuda_backend_test kernels_test"
-BINS="kiln kernels_bench gemv_bench structured_decode_bench $GPU_TESTS"
+BINS="kiln kernels_bench gemv_bench structured_decode_bench engine_decode_bench $GPU_TESTS"
 
 if [ "$MODE" = "--stage" ]; then
   BUILD=${2:-$ROOT/build-cuda}
@@ -105,6 +105,13 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ]; then
   run_bench qwen2-7b_b1 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 128 --output-len 128
   run_bench qwen2-7b_b1_eager 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 128 --output-len 128 --enforce-eager
   run_bench qwen2-7b_b64_ctx2000 300 latency --model "$Q7" --load-format dummy --batch-size 64 --input-len 2000 --output-len 32
+  # The same batch through the engine's step, async scheduling on / off: GPU idle between steps.
+  if [ -x "$G/bin/engine_decode_bench" ]; then
+    timeout 300 "$G/bin/engine_decode_bench" --model "$Q7" --batch 64 > "$LOG/engine_decode.log" 2>&1
+    rc=$?
+    grep -v "^\[\|^I " "$LOG/engine_decode.log" | tail -4
+    TABLE+=("engine decode qwen2-7b b64 (rc=$rc): $(grep '^RESULT' "$LOG/engine_decode.log" | cut -c8- | tr '\n' ' ')")
+  fi
   run_bench qwen2-7b_prefill8k 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 8192 --output-len 4 --max-num-batched-tokens 8192
   # Structured output on the GPU: decode step with grammar constraints (32 corpus schemas) vs the
   # same batch unconstrained (issue 6 goal: <= 1.1x).
