@@ -108,8 +108,9 @@ int Main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
   }
   if (model.empty() || batch < 1 || input_len < 1 || output_len < 8 || steps < 1) {
-    std::fprintf(stderr, "usage: engine_decode_bench --model DIR [--batch B] [--input-len N] "
-                         "[--output-len M >= 8] [--steps S]\n");
+    std::fprintf(stderr,
+                 "usage: engine_decode_bench --model DIR [--batch B] [--input-len N] "
+                 "[--output-len M >= 8] [--steps S]\n");
     return 2;
   }
   ModelOptions mo;
@@ -143,14 +144,16 @@ int Main(int argc, char** argv) {
     const double n = std::max(r->steps, 1);
     const double pairs = static_cast<double>(std::max<int64_t>(t.num_pieces / 2, 1));
     const double share = t.busy_s + t.idle_s > 0 ? t.idle_s / (t.busy_s + t.idle_s) : 0.0;
-    std::printf("  async scheduling %-3s: %2d decode steps of %d sequences, wall %.3f ms/step, "
-                "device busy %.3f ms/step, GPU idle %.3f ms/step = %.2f%% (goal < 3%%)\n",
-                async ? "on" : "off", r->steps, batch, r->wall_s * 1e3 / n, t.busy_s * 1e3 / pairs,
-                t.idle_s * 1e3 / pairs, 100.0 * share);
-    std::printf("RESULT engine_decode async=%d batch=%d steps=%d wall_ms=%.4f busy_ms=%.4f "
-                "idle_ms=%.4f idle_pct=%.3f\n",
-                async ? 1 : 0, batch, r->steps, r->wall_s * 1e3 / n, t.busy_s * 1e3 / pairs,
-                t.idle_s * 1e3 / pairs, 100.0 * share);
+    std::printf(
+        "  async scheduling %-3s: %2d decode steps of %d sequences, wall %.3f ms/step, "
+        "device busy %.3f ms/step, GPU idle %.3f ms/step = %.2f%% (goal < 3%%)\n",
+        async ? "on" : "off", r->steps, batch, r->wall_s * 1e3 / n, t.busy_s * 1e3 / pairs,
+        t.idle_s * 1e3 / pairs, 100.0 * share);
+    std::printf(
+        "RESULT engine_decode async=%d batch=%d steps=%d wall_ms=%.4f busy_ms=%.4f "
+        "idle_ms=%.4f idle_pct=%.3f\n",
+        async ? 1 : 0, batch, r->steps, r->wall_s * 1e3 / n, t.busy_s * 1e3 / pairs,
+        t.idle_s * 1e3 / pairs, 100.0 * share);
   }
   return 0;
 }
