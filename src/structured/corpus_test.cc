@@ -3,7 +3,8 @@
 // flat logits, the hardest case) terminate and produce JSON that parses; at sampled steps the mask
 // equals byte-level acceptance of every one of the 151k tokens; and the outputs validate against
 // their schemas with an independent validator (tests/structured/validate.mjs: ajv + ajv-formats).
-// Regex and choice constraints are walked and validated the same way.
+// Regex and choice constraints, and 300 random oneOf schemas (exact "exactly one" compiles, or
+// refusals), are walked and validated the same way.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -65,6 +66,106 @@ void WriteRecord(std::ofstream& out, const std::string& name, const nlohmann::js
   out << rec.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
 }
 
+// A random bounded schema for one oneOf branch: numbers with ranges, strings with lengths,
+// enums/consts over a small pool, booleans, null, arrays with sizes, and small objects (keys from
+// a, b, c; required subsets; additionalProperties absent / false / a schema) — the shapes whose
+// exclusivity the prover reasons about, so overlapping and exclusive pairs both come up.
+nlohmann::json RandomBranch(std::mt19937* rng, int depth) {
+  using nlohmann::json;
+  auto pick = [&](int n) { return static_cast<int>((*rng)() % static_cast<uint32_t>(n)); };
+  const json pool = json::array({"a", "b", "c", 1, 2, 2.5, true, false, nullptr});
+  switch (pick(depth > 0 ? 8 : 9)) {
+    case 0: {
+      const int lo = pick(20) - 10;
+      return {{"type", "integer"}, {"minimum", lo}, {"maximum", lo + pick(15)}};
+    }
+    case 1: {
+      const int lo = pick(20) - 10;
+      json j = {{"type", "number"}, {"minimum", lo}};
+      j[pick(2) ? "maximum" : "exclusiveMaximum"] = lo + 1 + pick(10);
+      return j;
+    }
+    case 2: {
+      const int lo = pick(4);
+      return {{"type", "string"}, {"minLength", lo}, {"maxLength", lo + pick(4)}};
+    }
+    case 3: {
+      json e = json::array();
+      for (int i = 0, n = 1 + pick(3); i < n; ++i) e.push_back(pool[pick(9)]);
+      return {{"enum", e}};
+    }
+    case 4:
+      return {{"const", pool[pick(9)]}};
+    case 5:
+      return {{"type", pick(2) ? "boolean" : "null"}};
+    case 6: {
+      const int lo = pick(3);
+      return {{"type", "array"},
+              {"items", {{"type", "integer"}, {"minimum", 0}, {"maximum", 9}}},
+              {"minItems", lo},
+              {"maxItems", lo + pick(3)}};
+    }
+    case 7:
+      return {{"type", "string"}, {"enum", json::array({"x", "y"})}};
+    default: {
+      json props = json::object(), required = json::array();
+      for (const char* k : {"a", "b", "c"}) {
+        if (pick(2)) continue;
+        props[k] = RandomBranch(rng, depth + 1);
+        if (pick(2)) required.push_back(k);
+      }
+      json j = {{"type", "object"}, {"properties", props}, {"required", required}};
+      const int extra = pick(4);
+      if (extra == 1) j["additionalProperties"] = false;
+      if (extra == 2)
+        j["additionalProperties"] = {{"type", "integer"}, {"minimum", 0}, {"maximum", 9}};
+      return j;
+    }
+  }
+}
+
+// Random oneOf schemas (2-3 branches): each either compiles, and then its random walks must be
+// valid under ajv (which checks "exactly one branch"), or is refused naming oneOf.
+void WalkRandomOneOfs(GrammarCompiler* compiler, std::ofstream& out, std::mt19937* rng,
+                      int* num_outputs) {
+  constexpr int kSchemas = 300;
+  int compiled = 0, refused = 0;
+  for (int i = 0; i < kSchemas; ++i) {
+    nlohmann::json branches = nlohmann::json::array();
+    for (int b = 0, n = 2 + static_cast<int>((*rng)() % 2); b < n; ++b) {
+      branches.push_back(RandomBranch(rng, 0));
+    }
+    const nlohmann::json schema = {{"oneOf", branches}};
+    ResponseFormat f;
+    f.type = ResponseFormat::Type::kJsonSchema;
+    f.json_schema = schema.dump();
+    auto g = compiler->Compile(f);
+    if (!g.ok()) {
+      const std::string& msg = g.status().message();
+      // Refused as overlapping, or every branch unsatisfiable; nothing else is expected here.
+      EXPECT_TRUE(msg.find("oneOf") != std::string::npos ||
+                  msg.find("empty language") != std::string::npos)
+          << schema.dump() << ": " << msg;
+      ++refused;
+      continue;
+    }
+    ++compiled;
+    for (int w = 0; w < kWalksPerSchema; ++w) {
+      GrammarMatcher m(*g);
+      testing::WalkResult res = testing::RandomWalk(&m, rng, 400);
+      EXPECT_FALSE(res.stuck) << schema.dump() << ": empty mask after " << res.output;
+      if (!res.terminated) continue;  // an unbounded extra key, cut
+      WriteRecord(out, "random_oneof_" + std::to_string(i) + "#" + std::to_string(w),
+                  {{"schema", schema}}, res.output);
+      ++*num_outputs;
+    }
+  }
+  std::printf("random oneOf schemas: %d compiled (outputs validated below), %d refused\n", compiled,
+              refused);
+  EXPECT_GE(compiled, kSchemas / 5);
+  EXPECT_GE(refused, kSchemas / 5);
+}
+
 const CorpusRun& RunCorpus() {
   static CorpusRun run = [] {
     CorpusRun r;
@@ -116,6 +217,7 @@ const CorpusRun& RunCorpus() {
       std::printf("\n");
       std::fflush(stdout);
     }
+    WalkRandomOneOfs(compiler, out, &rng, &r.num_outputs);
     // Regex and choice constraints.
     struct Re {
       const char* name;
