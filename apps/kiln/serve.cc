@@ -75,6 +75,8 @@ Status Serve(int argc, char** argv) {
   f.Value("chat-template", "chat template (Jinja) file or text; overrides the tokenizer's");
   f.Value("max-body-bytes", "largest request body accepted (default 64 MiB; larger → 413)");
   f.Value("http-threads", "io threads serving connections (default 2)");
+  f.Value("compile-threads",
+          "threads compiling structured-output grammars, off the io threads (default 2)");
   f.Value("request-timeout", "seconds to receive one request's headers and body (default 60)");
   f.Value("keep-alive-timeout", "seconds an idle keep-alive connection stays open (default 65)");
   f.Value("shutdown-grace-period", "seconds in-flight requests may finish on SIGTERM (default 30)");
@@ -102,6 +104,12 @@ Status Serve(int argc, char** argv) {
   KILN_ASSIGN_OR_RETURN(api.chat_template, LoadChatTemplate(f.GetString("chat-template")));
   KILN_ASSIGN_OR_RETURN(int64_t retry_after, f.GetInt("retry-after", 1));
   api.retry_after_s = static_cast<int>(retry_after);
+  KILN_ASSIGN_OR_RETURN(int64_t compile_threads,
+                        f.GetInt("compile-threads", api.num_compile_threads));
+  if (compile_threads < 1 || compile_threads > 256) {
+    return Status::InvalidArgument("--compile-threads must be in [1, 256]");
+  }
+  api.num_compile_threads = static_cast<int>(compile_threads);
 
   KILN_RETURN_IF_ERROR(InstallSignalHandlers());
 
