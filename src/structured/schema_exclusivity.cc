@@ -391,10 +391,15 @@ bool ExclusivityProver::ValueExcluded(const SchemaJson& v, const SchemaJson& sch
   if (s == false) return true;
   if (!s.is_object()) return false;
   if (s.contains("anyOf") || s.contains("oneOf")) {
-    Json siblings = s;
-    siblings.erase("anyOf");
-    siblings.erase("oneOf");
-    if (ValueExcluded(v, siblings, generated, depth + 1)) return true;
+    // Valid: the other keywords hold too. Generated: kiln emits a branch merged with them, whose
+    // values need not be values kiln generates for the other keywords alone (a merged branch may
+    // add properties), so only the merged branches tell.
+    if (!generated) {
+      Json siblings = s;
+      siblings.erase("anyOf");
+      siblings.erase("oneOf");
+      if (ValueExcluded(v, siblings, generated, depth + 1)) return true;
+    }
     auto branches = Branches(s, /*with_siblings=*/generated);
     if (!branches) return false;
     for (const auto& b : *branches) {

@@ -257,6 +257,12 @@ TEST(OneOfTest, ProverIsConservativeOnValues) {
       j(R"({"const":[1]})"), j(R"({"type":"array","prefixItems":[{"type":"string"}]})"), nullptr));
   EXPECT_TRUE(prover.NoGeneratedValueIsValid(
       j(R"({"const":[1]})"), j(R"({"type":"array","items":{"type":"string"}})"), nullptr));
+  // Regression: kiln generates {"b":1} for p's merged branch, although p's other keywords alone
+  // ({"properties":{"a":…}}: no extra keys) would never generate it.
+  const SchemaJson nested = j(R"({"type":"object","required":["p"],"properties":{"p":{
+      "properties":{"a":{"type":"integer"}},
+      "anyOf":[{"type":"object","properties":{"b":{"type":"integer"}}}]}}})");
+  EXPECT_FALSE(prover.NoGeneratedValueIsValid(nested, j(R"({"const":{"p":{"b":1}}})"), nullptr));
   // The restriction is reported, never applied silently.
   std::set<std::string> exclude;
   EXPECT_TRUE(prover.NoGeneratedValueIsValid(j(R"({"type":"object","additionalProperties":true})"),
