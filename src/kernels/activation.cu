@@ -15,11 +15,9 @@ cudaError_t SiluMul(const SiluMulParams<T>& p, cudaStream_t stream) {
   const int64_t blocks64 = (work + threads - 1) / threads;
   const int blocks = static_cast<int>(blocks64 < 65535 * 16 ? blocks64 : 65535 * 16);
   if (vectorized) {
-    SiluMulKernel<T, true><<<blocks, threads, 0, stream>>>(p);
-  } else {
-    SiluMulKernel<T, false><<<blocks, threads, 0, stream>>>(p);
+    return LaunchPdl(SiluMulKernel<T, true>, dim3(blocks), dim3(threads), 0, stream, p);
   }
-  return cudaGetLastError();
+  return LaunchPdl(SiluMulKernel<T, false>, dim3(blocks), dim3(threads), 0, stream, p);
 }
 
 template cudaError_t SiluMul<float>(const SiluMulParams<float>&, cudaStream_t);

@@ -3,6 +3,7 @@
 
 #include "kernels/activation.h"
 #include "kernels/common.cuh"
+#include "kernels/pdl.cuh"
 
 namespace kiln::kernels {
 
@@ -10,6 +11,8 @@ __device__ __forceinline__ float Silu(float g) { return g / (1.0f + expf(-g)); }
 
 template <typename T, bool kVectorized>
 __global__ void SiluMulKernel(SiluMulParams<T> p) {
+  PdlLaunchDependents();
+  PdlWait();
   constexpr int kVe = kVectorized ? kVecElems<T> : 1;
   const int per_row = p.intermediate_size / kVe;
   const int64_t total = static_cast<int64_t>(p.num_tokens) * per_row;

@@ -75,14 +75,12 @@ cudaError_t LaunchRows(const PagedAttentionParams<T>& p, int max_q_len, int log2
   if (err != cudaSuccess) return err;
   RowsSplitWorkspace ws;
   if (splits > 1) ws = CarveWorkspace(p.workspace, p.num_tokens, p.num_heads, p.head_dim, splits);
-  kernel<<<ShortQueryGrid(p, max_q_len, p.num_kv_heads * splits), Cfg::kThreads, smem, stream>>>(
-      p, ws, max_q_len, splits, log2_bs);
-  err = cudaGetLastError();
+  err = LaunchPdl(kernel, ShortQueryGrid(p, max_q_len, p.num_kv_heads * splits),
+                  dim3(Cfg::kThreads), smem, stream, p, ws, max_q_len, splits, log2_bs);
   if (err != cudaSuccess || splits == 1) return err;
   const int threads = p.head_dim < 128 ? ((p.head_dim + 31) / 32) * 32 : 128;
-  AttentionCombineKernel<T>
-      <<<ShortQueryGrid(p, max_q_len, p.num_heads), threads, 0, stream>>>(p, ws, max_q_len, splits);
-  return cudaGetLastError();
+  return LaunchPdl(AttentionCombineKernel<T>, ShortQueryGrid(p, max_q_len, p.num_heads),
+                   dim3(threads), 0, stream, p, ws, max_q_len, splits);
 }
 
 template <int D>
@@ -96,13 +94,11 @@ cudaError_t LaunchDecode(const PagedAttentionParams<__nv_bfloat16>& p, int max_q
   if (err != cudaSuccess) return err;
   RowsSplitWorkspace ws;
   if (splits > 1) ws = CarveWorkspace(p.workspace, p.num_tokens, p.num_heads, p.head_dim, splits);
-  kernel<<<ShortQueryGrid(p, max_q_len, p.num_kv_heads * splits), Cfg::kThreads, Cfg::kSmemBytes,
-           stream>>>(p, ws, max_q_len, splits, log2_bs);
-  err = cudaGetLastError();
+  err = LaunchPdl(kernel, ShortQueryGrid(p, max_q_len, p.num_kv_heads * splits),
+                  dim3(Cfg::kThreads), Cfg::kSmemBytes, stream, p, ws, max_q_len, splits, log2_bs);
   if (err != cudaSuccess || splits == 1) return err;
-  AttentionCombineKernel<__nv_bfloat16>
-      <<<ShortQueryGrid(p, max_q_len, p.num_heads), D, 0, stream>>>(p, ws, max_q_len, splits);
-  return cudaGetLastError();
+  return LaunchPdl(AttentionCombineKernel<__nv_bfloat16>, ShortQueryGrid(p, max_q_len, p.num_heads),
+                   dim3(D), 0, stream, p, ws, max_q_len, splits);
 }
 
 template <typename T>

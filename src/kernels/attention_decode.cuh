@@ -16,6 +16,7 @@
 #include "kernels/attention_rows.cuh"
 #include "kernels/attention_tile.cuh"
 #include "kernels/common.cuh"
+#include "kernels/pdl.cuh"
 
 namespace kiln::kernels {
 
@@ -51,6 +52,8 @@ __global__ void __launch_bounds__(128)
   __shared__ float s_wm[Cfg::kWarps][16], s_wl[Cfg::kWarps][16];
   __shared__ float s_row_m[16], s_row_l[16];
 
+  PdlLaunchDependents();
+  PdlWait();
   const ShortQueryBlock blk = LocateShortQueryBlock(p, max_q_len, num_splits, kTile);
   if (!blk.valid) return;
   const int seq = blk.seq, kvh = blk.kvh, split = blk.split, t = blk.t;

@@ -16,6 +16,7 @@
 #include "kernels/attention.h"
 #include "kernels/attention_tile.cuh"
 #include "kernels/common.cuh"
+#include "kernels/pdl.cuh"
 
 namespace kiln::kernels {
 
@@ -106,6 +107,8 @@ __global__ void __launch_bounds__(128)
   float* s_l = s_m + G;
   float* s_corr = s_l + G;
 
+  PdlLaunchDependents();
+  PdlWait();
   const ShortQueryBlock blk = LocateShortQueryBlock(p, max_q_len, num_splits, kTile);
   if (!blk.valid) return;
   const int seq = blk.seq, kvh = blk.kvh, split = blk.split, t = blk.t;
@@ -268,6 +271,8 @@ __global__ void __launch_bounds__(128)
 template <typename T>
 __global__ void AttentionCombineKernel(PagedAttentionParams<T> p, RowsSplitWorkspace ws,
                                        int max_q_len, int num_splits) {
+  PdlLaunchDependents();
+  PdlWait();
   const int seq = blockIdx.y;
   const int h = blockIdx.z;
   const int q_start = p.cu_seqlens_q[seq];

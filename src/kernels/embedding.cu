@@ -11,11 +11,11 @@ cudaError_t EmbeddingGather(const EmbeddingGatherParams<T>& p, cudaStream_t stre
                           reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
   const int threads = 256;
   if (vectorized) {
-    EmbeddingGatherKernel<T, true><<<p.num_tokens, threads, 0, stream>>>(p);
-  } else {
-    EmbeddingGatherKernel<T, false><<<p.num_tokens, threads, 0, stream>>>(p);
+    return LaunchPdl(EmbeddingGatherKernel<T, true>, dim3(p.num_tokens), dim3(threads), 0, stream,
+                     p);
   }
-  return cudaGetLastError();
+  return LaunchPdl(EmbeddingGatherKernel<T, false>, dim3(p.num_tokens), dim3(threads), 0, stream,
+                   p);
 }
 
 template cudaError_t EmbeddingGather<float>(const EmbeddingGatherParams<float>&, cudaStream_t);

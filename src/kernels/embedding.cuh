@@ -3,11 +3,14 @@
 
 #include "kernels/common.cuh"
 #include "kernels/embedding.h"
+#include "kernels/pdl.cuh"
 
 namespace kiln::kernels {
 
 template <typename T, bool kVectorized>
 __global__ void EmbeddingGatherKernel(EmbeddingGatherParams<T> p) {
+  PdlLaunchDependents();
+  PdlWait();
   const int t = blockIdx.x;
   const int32_t id = p.token_ids[t];
   const bool valid = id >= 0 && id < p.vocab_size;

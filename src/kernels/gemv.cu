@@ -13,9 +13,8 @@ cudaError_t LaunchVec(const GemvParams<OutT>& p, cudaStream_t stream) {
   constexpr int kUnroll = 8 / kWarpRows;
   const int64_t warps = (p.out_features + kWarpRows - 1) / kWarpRows;
   const int64_t blocks = (warps + kGemvWarps - 1) / kGemvWarps;
-  GemvVecKernel<kRows, kWarpRows, kUnroll, OutT>
-      <<<static_cast<unsigned>(blocks), kGemvWarps * 32, 0, stream>>>(p);
-  return cudaGetLastError();
+  return LaunchPdl(GemvVecKernel<kRows, kWarpRows, kUnroll, OutT>,
+                   dim3(static_cast<unsigned>(blocks)), dim3(kGemvWarps * 32), 0, stream, p);
 }
 
 }  // namespace
@@ -36,8 +35,8 @@ cudaError_t Gemv(const GemvParams<OutT>& params, cudaStream_t stream) {
       p.in_features % 8 == 0 && p.ldx % 8 == 0 && Aligned16(p.x) && Aligned16(p.w);
   if (!vectorized) {
     const int64_t blocks = (p.out_features + kGemvWarps - 1) / kGemvWarps;
-    GemvScalarKernel<OutT><<<static_cast<unsigned>(blocks), kGemvWarps * 32, 0, stream>>>(p);
-    return cudaGetLastError();
+    return LaunchPdl(GemvScalarKernel<OutT>, dim3(static_cast<unsigned>(blocks)),
+                     dim3(kGemvWarps * 32), 0, stream, p);
   }
   switch (p.rows) {
     case 1: return LaunchVec<1>(p, stream);

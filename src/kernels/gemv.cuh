@@ -4,10 +4,19 @@
 // 256-byte L2 prefetch), reads the matching x vectors through L1, accumulates in float32 per lane
 // and reduces across the warp once at the end. Rows past out_features clamp their loads to the
 // last row and skip the store.
+//
+// Programmatic dependent launch (pdl.cuh): the first round of weight loads is issued before
+// PdlWait (weights never depend on the previous kernel), and PdlLaunchDependents comes only after
+// the main loop. Measured on H100 (Qwen2-7B decode, PERFORMANCE.md): an early trigger lets the
+// next GEMV's blocks fill the SMs that free up first, unbalancing it (6.17 vs 5.79 ms per step);
+// a grid of one resident wave splitting the bytes statically (balanced whatever the placement)
+// loses to blocks that start late behind a co-resident small kernel (6.8 ms); an extra L2 bulk
+// prefetch of the row's next rounds before PdlWait costs more than it hides (6.17 ms).
 #pragma once
 
 #include "kernels/common.cuh"
 #include "kernels/gemv.h"
+#include "kernels/pdl.cuh"
 
 namespace kiln::kernels {
 
@@ -16,9 +25,9 @@ constexpr int kGemvWarps = 4;
 // Streams 16 bytes of weights: read-only path, no L1 allocation (each byte is used once).
 __device__ __forceinline__ uint4 GemvLoadStreaming(const uint4* ptr) {
   uint4 v;
-  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(ptr));
+  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(ptr));
   return v;
 }
 
@@ -53,7 +62,10 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
   const int lane = threadIdx.x & 31;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
   const int64_t row0 = warp * kWarpRows;
-  if (row0 >= p.out_features) return;  // the whole warp leaves together
+  if (row0 >= p.out_features) {  // the whole warp leaves together
+    PdlWait();
+    return;
+  }
   const int64_t num_vecs = p.in_features / 8;
   const uint4* w_rows[kWarpRows];
 #pragma unroll
@@ -76,6 +88,22 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
     }
   }
 
+  uint4 wv[kUnroll][kWarpRows];
+  auto load_round = [&](int64_t base) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t i = base + u * 32;
+      if (i < num_vecs) {
+#pragma unroll
+        for (int j = 0; j < kWarpRows; ++j) wv[u][j] = GemvLoadStreaming(w_rows[j] + i);
+      }
+    }
+  };
+  // The weights do not depend on the previous kernel: the first round streams in while it still
+  // runs (PDL); x is read only after PdlWait.
+  load_round(lane);
+  PdlWait();
+
   float acc[kRows][kWarpRows] = {};
   for (int64_t base = lane; base < num_vecs; base += kRoundVecs) {
     if (prefetch) {
@@ -87,15 +115,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
         }
       }
     }
-    uint4 wv[kUnroll][kWarpRows];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t i = base + u * 32;
-      if (i < num_vecs) {
-#pragma unroll
-        for (int j = 0; j < kWarpRows; ++j) wv[u][j] = GemvLoadStreaming(w_rows[j] + i);
-      }
-    }
+    if (base != lane) load_round(base);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t i = base + u * 32;
@@ -116,6 +136,9 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
       }
     }
   }
+  // Late trigger: the next kernel's blocks are scheduled only once every block of this one has
+  // streamed its weights, so they never pile onto the SMs that free up first.
+  PdlLaunchDependents();
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
 #pragma unroll
@@ -137,6 +160,8 @@ template <typename OutT>
 __global__ void __launch_bounds__(kGemvWarps * 32) GemvScalarKernel(GemvParams<OutT> p) {
   const int lane = threadIdx.x & 31;
   const int64_t o = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
+  PdlLaunchDependents();
+  PdlWait();
   if (o >= p.out_features) return;
   const __nv_bfloat16* w_row = p.w + o * p.in_features;
   float acc[kGemvMaxRows] = {};

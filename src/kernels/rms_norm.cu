@@ -21,11 +21,10 @@ cudaError_t RmsNorm(const RmsNormParams<T>& p, cudaStream_t stream) {
     int threads = (num_vecs + kMaxVecs - 1) / kMaxVecs;
     threads = ((threads + 31) / 32) * 32;
     threads = threads < 64 ? 64 : threads;
-    RmsNormVecKernel<T, kMaxVecs><<<p.num_tokens, threads, 0, stream>>>(p);
-  } else {
-    RmsNormScalarKernel<T><<<p.num_tokens, 256, 0, stream>>>(p);
+    return LaunchPdl(RmsNormVecKernel<T, kMaxVecs>, dim3(p.num_tokens), dim3(threads), 0, stream,
+                     p);
   }
-  return cudaGetLastError();
+  return LaunchPdl(RmsNormScalarKernel<T>, dim3(p.num_tokens), dim3(256), 0, stream, p);
 }
 
 template cudaError_t RmsNorm<float>(const RmsNormParams<float>&, cudaStream_t);

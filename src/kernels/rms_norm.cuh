@@ -3,6 +3,7 @@
 #pragma once
 
 #include "kernels/common.cuh"
+#include "kernels/pdl.cuh"
 #include "kernels/rms_norm.h"
 
 namespace kiln::kernels {
@@ -10,6 +11,8 @@ namespace kiln::kernels {
 template <typename T, int kMaxVecs>
 __global__ void RmsNormVecKernel(RmsNormParams<T> p) {
   constexpr int kVe = kVecElems<T>;
+  PdlLaunchDependents();
+  PdlWait();
   const int64_t row = static_cast<int64_t>(blockIdx.x) * p.hidden_size;
   const int num_vecs = p.hidden_size / kVe;
   float vals[kMaxVecs][kVe];
@@ -47,6 +50,8 @@ __global__ void RmsNormVecKernel(RmsNormParams<T> p) {
 // Any width and alignment: two passes over the row (the second hits L1/L2).
 template <typename T>
 __global__ void RmsNormScalarKernel(RmsNormParams<T> p) {
+  PdlLaunchDependents();
+  PdlWait();
   const int64_t row = static_cast<int64_t>(blockIdx.x) * p.hidden_size;
   float sum_sq = 0.0f;
   for (int i = threadIdx.x; i < p.hidden_size; i += blockDim.x) {

@@ -11,8 +11,7 @@ cudaError_t RopeKvCache(const RopeKvCacheParams<T>& p, cudaStream_t stream) {
   }
   const int heads = p.num_heads + 2 * p.num_kv_heads;
   const int warps = heads < 8 ? heads : 8;
-  RopeKvCacheKernel<T><<<p.num_tokens, warps * 32, 0, stream>>>(p);
-  return cudaGetLastError();
+  return LaunchPdl(RopeKvCacheKernel<T>, dim3(p.num_tokens), dim3(warps * 32), 0, stream, p);
 }
 
 template cudaError_t RopeKvCache<float>(const RopeKvCacheParams<float>&, cudaStream_t);

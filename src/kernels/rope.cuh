@@ -4,6 +4,7 @@
 #pragma once
 
 #include "kernels/common.cuh"
+#include "kernels/pdl.cuh"
 #include "kernels/rope.h"
 
 namespace kiln::kernels {
@@ -12,6 +13,8 @@ constexpr int kRopeMaxPairsPerLane = 4;  // head_dim <= 256
 
 template <typename T>
 __global__ void RopeKvCacheKernel(RopeKvCacheParams<T> p) {
+  PdlLaunchDependents();
+  PdlWait();
   const int t = blockIdx.x;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;

@@ -2,6 +2,7 @@
 #include <cuda_fp16.h>
 
 #include "backend/cuda/device_fill.h"
+#include "kernels/pdl.cuh"
 #include "model/weights.h"
 
 namespace kiln::cuda {
@@ -51,6 +52,8 @@ __global__ void ConvertKernel(const void* src, SrcType src_type, T* dst, int64_t
 
 template <typename T, typename Out>
 __global__ void GatherRowsKernel(const T* src, const int32_t* indices, int cols, Out* dst) {
+  kernels::PdlLaunchDependents();
+  kernels::PdlWait();
   const int r = blockIdx.x;
   const T* s = src + static_cast<int64_t>(indices[r]) * cols;
   Out* d = dst + static_cast<int64_t>(r) * cols;
@@ -95,26 +98,24 @@ cudaError_t LaunchGatherRows(const void* src, const int32_t* indices, int num_ro
                              ElemType t, void* dst, cudaStream_t stream) {
   if (num_rows <= 0) return cudaSuccess;
   if (t == ElemType::kF32) {
-    GatherRowsKernel<<<num_rows, kThreads, 0, stream>>>(static_cast<const float*>(src), indices,
-                                                        cols, static_cast<float*>(dst));
-  } else {
-    GatherRowsKernel<<<num_rows, kThreads, 0, stream>>>(
-        static_cast<const __nv_bfloat16*>(src), indices, cols, static_cast<__nv_bfloat16*>(dst));
+    return kernels::LaunchPdl(GatherRowsKernel<float, float>, dim3(num_rows), dim3(kThreads), 0,
+                              stream, static_cast<const float*>(src), indices, cols,
+                              static_cast<float*>(dst));
   }
-  return cudaGetLastError();
+  return kernels::LaunchPdl(GatherRowsKernel<__nv_bfloat16, __nv_bfloat16>, dim3(num_rows),
+                            dim3(kThreads), 0, stream, static_cast<const __nv_bfloat16*>(src),
+                            indices, cols, static_cast<__nv_bfloat16*>(dst));
 }
 
 cudaError_t LaunchGatherRowsToFloat(const void* src, const int32_t* indices, int num_rows, int cols,
                                     ElemType t, float* dst, cudaStream_t stream) {
   if (num_rows <= 0) return cudaSuccess;
   if (t == ElemType::kF32) {
-    GatherRowsKernel<<<num_rows, kThreads, 0, stream>>>(static_cast<const float*>(src), indices,
-                                                        cols, dst);
-  } else {
-    GatherRowsKernel<<<num_rows, kThreads, 0, stream>>>(static_cast<const __nv_bfloat16*>(src),
-                                                        indices, cols, dst);
+    return kernels::LaunchPdl(GatherRowsKernel<float, float>, dim3(num_rows), dim3(kThreads), 0,
+                              stream, static_cast<const float*>(src), indices, cols, dst);
   }
-  return cudaGetLastError();
+  return kernels::LaunchPdl(GatherRowsKernel<__nv_bfloat16, float>, dim3(num_rows), dim3(kThreads),
+                            0, stream, static_cast<const __nv_bfloat16*>(src), indices, cols, dst);
 }
 
 }  // namespace kiln::cuda
