@@ -5,8 +5,11 @@
 // head_dim]), cuBLASLt GEMM plans (autotuned per shape on first use), activation buffers sized
 // for max_num_batched_tokens, and CUDA graphs of decode-only steps captured lazily per (batch-size
 // bucket, context band of 512·2^k tokens); padded rows write no KV. Per-step metadata goes up in
-// one async copy from one of two pinned buffers; Forward does not synchronize (Sample, GetLogits
-// and GetHidden do). Sampling runs on the GPU (gpu_sampler.h, kernels/sampling.h).
+// one async copy from one of two pinned buffers; Forward and SampleAsync do not synchronize
+// (WaitSample waits on the sampler's event only, so a Forward queued after SampleAsync keeps
+// running; GetLogits and GetHidden synchronize the stream). Deferred tokens
+// (ForwardBatch::deferred_tokens) are filled on the device from the last SampleAsync's ids
+// (deferred_tokens.h). Sampling runs on the GPU (gpu_sampler.h, kernels/sampling.h).
 //
 // Not responsible for: scheduling, block allocation (the engine's KV manager hands out block ids
 // in [0, num_kv_blocks())), tokenization.
