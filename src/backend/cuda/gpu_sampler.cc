@@ -10,7 +10,7 @@
 namespace kiln::cuda {
 namespace {
 
-constexpr int kSampleChunkRows = 16;
+constexpr int kSampleChunkRows = 64;
 
 size_t AlignUp(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
