@@ -242,7 +242,7 @@ __global__ void __launch_bounds__(kThreads) ProcessKernel(SampleInputs in, Sampl
 // before it; the lowest id per digit, or a last pass over ids, picks the wanted element among the
 // ties of v*. Masses are integers round(p * 2^31) (resolution 4.7e-10): sums are exact and
 // associative, so the shared-memory atomics are deterministic and the CPU twin
-// (cpu::DrawFromProbs) gets the same token bit for bit.
+// (cpu::DrawFromProbs) gets the same token from the same probabilities.
 
 constexpr double kMassScale = 2147483648.0;  // 2^31
 

@@ -19,7 +19,7 @@ bool Before(const std::vector<float>& v, int32_t a, int32_t b) {
 // The draw of SamplingRow semantics step 3 over unsorted probabilities, as the GPU's SelectKernel
 // (kernels/sampling.cuh) does it: the order is (probability descending, id ascending); masses are
 // sums of round(p * 2^31) as integers (exact, so any summation order gives the same
-// result, and CPU and GPU agree bit for bit). Each cut and the draw is a radix select over the
+// result, and CPU and GPU agree given the same probabilities). Each cut and the draw is a radix select over the
 // floats' bit patterns (non-negative floats order like their unsigned bits): O(vocab), no sort.
 constexpr double kMassScale = 2147483648.0;  // 2^31: a row's total fits 32 bits (GPU histograms)
 
