@@ -5,16 +5,28 @@ namespace {
 
 bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
+// y written over a prologue input that other blocks may still be reading.
+template <typename OutT>
+bool AliasesInput(const GemvParams<OutT>& p) {
+  const void* y = p.y;
+  const GemvPrologueParams& q = p.prologue;
+  return y == q.addend || y == q.residual || y == q.residual_out;
+}
+
 // kWarpRows: rows of w per warp. At 3+ activation rows two weight rows share each x load (halves
-// the L1 traffic); the loads in flight per lane stay at 8 × 16 bytes.
-template <int kRows, typename OutT>
+// the L1 traffic); the loads in flight per lane stay at 8 × 16 bytes. With a prologue also two
+// rows per warp: half the blocks, so half the per-block recomputation of x (and its L2 reads);
+// the SiLU·mul epilogue needs its (gate, up) pair in one warp.
+template <int kRows, GemvPrologue kPro, bool kSiluPair, typename OutT>
 cudaError_t LaunchVec(const GemvParams<OutT>& p, cudaStream_t stream) {
-  constexpr int kWarpRows = kRows <= 2 ? 1 : 2;
+  constexpr int kWarpRows = kRows <= 2 && kPro == GemvPrologue::kNone && !kSiluPair ? 1 : 2;
   constexpr int kUnroll = 8 / kWarpRows;
   const int64_t warps = (p.out_features + kWarpRows - 1) / kWarpRows;
   const int64_t blocks = (warps + kGemvWarps - 1) / kGemvWarps;
-  return LaunchPdl(GemvVecKernel<kRows, kWarpRows, kUnroll, OutT>,
-                   dim3(static_cast<unsigned>(blocks)), dim3(kGemvWarps * 32), 0, stream, p);
+  const size_t smem =
+      kPro == GemvPrologue::kNone ? 0 : static_cast<size_t>(p.in_features) * sizeof(__nv_bfloat16);
+  return LaunchPdl(GemvVecKernel<kRows, kWarpRows, kUnroll, kPro, kSiluPair, OutT>,
+                   dim3(static_cast<unsigned>(blocks)), dim3(kGemvWarps * 32), smem, stream, p);
 }
 
 }  // namespace
@@ -22,15 +34,38 @@ cudaError_t LaunchVec(const GemvParams<OutT>& p, cudaStream_t stream) {
 template <typename OutT>
 cudaError_t Gemv(const GemvParams<OutT>& params, cudaStream_t stream) {
   GemvParams<OutT> p = params;
+  const int64_t y_width = p.silu_mul_epilogue ? p.out_features / 2 : p.out_features;
   if (p.ldx == 0) p.ldx = p.in_features;
-  if (p.ldy == 0) p.ldy = p.out_features;
+  if (p.ldy == 0) p.ldy = y_width;
   if (p.rows < 0 || p.rows > kGemvMaxRows || p.out_features < 0 || p.in_features < 0 ||
-      p.ldx < p.in_features || p.ldy < p.out_features) {
+      p.ldx < p.in_features || p.ldy < y_width) {
     return cudaErrorInvalidValue;
+  }
+  if ((p.out_features + kGemvWarps - 1) / kGemvWarps > 0x7fffffff) return cudaErrorInvalidValue;
+  const GemvPrologueParams& q = p.prologue;
+  const bool prologue = q.kind == GemvPrologue::kAddRmsNorm;
+  if (prologue || p.silu_mul_epilogue) {
+    const bool ok = p.rows == 1 && p.in_features % 8 == 0 &&
+                    (!p.silu_mul_epilogue || p.out_features % 2 == 0) && p.w != nullptr &&
+                    p.y != nullptr && Aligned16(p.w) &&
+                    (prologue ? p.in_features <= kGemvPrologueMaxFeatures && !AliasesInput(p) &&
+                                    q.residual != nullptr && q.norm_weight != nullptr &&
+                                    Aligned16(q.residual) && Aligned16(q.norm_weight) &&
+                                    (q.addend == nullptr ||
+                                     (Aligned16(q.addend) && q.residual_out != nullptr &&
+                                      Aligned16(q.residual_out) && q.residual_out != q.residual &&
+                                      q.residual_out != q.addend))
+                              : p.x != nullptr && Aligned16(p.x));
+    if (!ok) return cudaErrorInvalidValue;
+    if (p.out_features == 0) return cudaSuccess;
+    if (prologue && p.silu_mul_epilogue) {
+      return LaunchVec<1, GemvPrologue::kAddRmsNorm, true>(p, stream);
+    }
+    if (prologue) return LaunchVec<1, GemvPrologue::kAddRmsNorm, false>(p, stream);
+    return LaunchVec<1, GemvPrologue::kNone, true>(p, stream);
   }
   if (p.rows == 0 || p.out_features == 0) return cudaSuccess;
   if (p.x == nullptr || p.w == nullptr || p.y == nullptr) return cudaErrorInvalidValue;
-  if ((p.out_features + kGemvWarps - 1) / kGemvWarps > 0x7fffffff) return cudaErrorInvalidValue;
   const bool vectorized =
       p.in_features % 8 == 0 && p.ldx % 8 == 0 && Aligned16(p.x) && Aligned16(p.w);
   if (!vectorized) {
@@ -39,14 +74,14 @@ cudaError_t Gemv(const GemvParams<OutT>& params, cudaStream_t stream) {
                      dim3(kGemvWarps * 32), 0, stream, p);
   }
   switch (p.rows) {
-    case 1: return LaunchVec<1>(p, stream);
-    case 2: return LaunchVec<2>(p, stream);
-    case 3: return LaunchVec<3>(p, stream);
-    case 4: return LaunchVec<4>(p, stream);
-    case 5: return LaunchVec<5>(p, stream);
-    case 6: return LaunchVec<6>(p, stream);
-    case 7: return LaunchVec<7>(p, stream);
-    default: return LaunchVec<8>(p, stream);
+    case 1: return LaunchVec<1, GemvPrologue::kNone, false>(p, stream);
+    case 2: return LaunchVec<2, GemvPrologue::kNone, false>(p, stream);
+    case 3: return LaunchVec<3, GemvPrologue::kNone, false>(p, stream);
+    case 4: return LaunchVec<4, GemvPrologue::kNone, false>(p, stream);
+    case 5: return LaunchVec<5, GemvPrologue::kNone, false>(p, stream);
+    case 6: return LaunchVec<6, GemvPrologue::kNone, false>(p, stream);
+    case 7: return LaunchVec<7, GemvPrologue::kNone, false>(p, stream);
+    default: return LaunchVec<8, GemvPrologue::kNone, false>(p, stream);
   }
 }
 

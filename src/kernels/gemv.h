@@ -29,6 +29,32 @@ namespace kiln::kernels {
 
 constexpr int kGemvMaxRows = 8;
 
+// Batch-1 fusions, which remove the short kernels that would otherwise run between two GEMVs
+// of a decode step (and their place in the chain). Results are bit-identical to the unfused chain
+// (RmsNorm then Gemv; Gemv then SiluMul), which kernels_test checks.
+//
+// Prologue: instead of reading x, every block computes the 1-row x itself into shared memory.
+enum class GemvPrologue {
+  kNone,
+  // r = addend + residual rounded to bf16 (r = residual when addend is null);
+  // x = RmsNorm(r) · norm_weight exactly as kernels::RmsNorm rounds it; block 0 stores r to
+  // residual_out (required with an addend; must alias neither residual nor addend, since other
+  // blocks still read those: callers ping-pong two residual buffers).
+  kAddRmsNorm,
+};
+
+// x of at most this many features fits the prologue's shared-memory row (bf16, 48 KB).
+constexpr int64_t kGemvPrologueMaxFeatures = 24576;
+
+struct GemvPrologueParams {
+  GemvPrologue kind = GemvPrologue::kNone;
+  const __nv_bfloat16* addend = nullptr;       // [in_features] or nullptr
+  const __nv_bfloat16* residual = nullptr;     // [in_features]
+  __nv_bfloat16* residual_out = nullptr;       // [in_features] (with an addend)
+  const __nv_bfloat16* norm_weight = nullptr;  // [in_features]
+  float eps = 1e-6f;
+};
+
 template <typename OutT>
 struct GemvParams {
   const __nv_bfloat16* x = nullptr;  // [rows, ldx]
@@ -45,6 +71,17 @@ struct GemvParams {
   // flight per SM; a hint, results are identical either way. Measured slower on H100 (Qwen2-7B
   // batch-1 step 6.63 vs 5.82 ms): kept for experiments only.
   bool l2_prefetch = false;
+  // kind != kNone: x is unused (may be null) and computed per block as described above; needs
+  // rows == 1, in_features % 8 == 0, in_features <= kGemvPrologueMaxFeatures, 16-byte aligned
+  // pointers, y distinct from the prologue's buffers; otherwise the launcher returns
+  // cudaErrorInvalidValue.
+  GemvPrologueParams prologue;
+  // SiLU·mul epilogue: w holds out_features = 2 · I rows (gate rows, then up rows) and
+  //   y[j] = silu(g) · u,  g = OutT(x·w[j] + bias[j]),  u = OutT(x·w[I + j] + bias[I + j])
+  // for j < I (one warp computes both rows), i.e. kernels::SiluMul applied to the plain Gemv's
+  // output, rounded alike; y has I entries (ldy ≥ I). Needs rows == 1, even out_features and
+  // the vectorized kernel's shapes (cudaErrorInvalidValue otherwise).
+  bool silu_mul_epilogue = false;
 };
 
 template <typename OutT>

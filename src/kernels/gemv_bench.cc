@@ -4,7 +4,8 @@
 // bandwidth (device-to-device memcpy, bytes read + written), then the step's GEMM time summed
 // (28 layers × qkv, o, gate_up, down + lm_head) against its bandwidth floor. Each shape cycles
 // through enough weight copies (>= 256 MB) that no call finds its weights in L2; each figure is
-// the median of 15 timed passes (CUDA events) after 3 warm-up passes.
+// the median of 15 timed passes (CUDA events) after 3 warm-up passes. Last, the batch-1 fusions
+// (gemv.h: add+RMSNorm prologue, SiLU·mul epilogue) against the kernels they replace, per call.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -15,7 +16,9 @@
 #include <vector>
 
 #include "backend/cuda/gemm.h"
+#include "kernels/activation.h"
 #include "kernels/gemv.h"
+#include "kernels/rms_norm.h"
 
 namespace {
 
@@ -59,6 +62,74 @@ struct Shape {
   int per_step;  // calls per decode step
   bool float_out;
 };
+
+// Batch-1 fusions vs the unfused kernels per call, 1 row, chained back to back (the fused
+// add+norm ping-pongs its residual buffers as CudaBackend does):
+//   qkv:     RmsNorm + Gemv                  | Gemv with the add+RMSNorm prologue
+//   gate_up: RmsNorm + Gemv + SiluMul        | prologue + SiLU·mul epilogue | RmsNorm + epilogue
+void PrologueBench(double copy_gbs) {
+  namespace k = kiln::kernels;
+  std::printf("%-8s %8s %6s | %16s | %16s | %16s\n", "batch 1", "N", "K", "unfused us GB/s",
+              "fused us GB/s", "norm+epi us GB/s");
+  for (const bool gate_up : {false, true}) {
+    const int64_t out = gate_up ? 37888 : 4608, in = 3584, inter = out / 2;
+    const size_t w_bytes = static_cast<size_t>(out) * in * sizeof(bf16);
+    const int copies = static_cast<int>(std::max<size_t>(1, (size_t{256} << 20) / w_bytes + 1));
+    std::vector<bf16*> ws(copies);
+    for (auto& w : ws) {
+      CHECK_CUDA(cudaMalloc(&w, w_bytes));
+      CHECK_CUDA(cudaMemset(w, 0x3c, w_bytes));
+    }
+    std::vector<bf16*> bufs(7);  // a, r0, r1, norm weight, x, y (out), act (inter)
+    for (bf16*& b : bufs) {
+      CHECK_CUDA(cudaMalloc(&b, out * sizeof(bf16)));
+      CHECK_CUDA(cudaMemset(b, 0x3c, out * sizeof(bf16)));
+    }
+    bf16 *a = bufs[0], *nw = bufs[3], *x = bufs[4], *y = bufs[5], *act = bufs[6];
+    bf16* r[2] = {bufs[1], bufs[2]};
+    const int variants = gate_up ? 3 : 2;
+    double ms[3] = {0, 0, 0};
+    for (int v = 0; v < variants; ++v) {
+      ms[v] = MedianMs(
+          [&] {
+            int cur = 0;
+            for (bf16* w : ws) {
+              k::GemvParams<bf16> g{x, w, nullptr, y, 1, out, in};
+              if (v == 1) {
+                g.prologue.kind = k::GemvPrologue::kAddRmsNorm;
+                g.prologue.addend = a;
+                g.prologue.residual = r[cur];
+                g.prologue.residual_out = r[1 - cur];
+                g.prologue.norm_weight = nw;
+                cur = 1 - cur;
+              } else {
+                k::RmsNormParams<bf16> np{a, r[0], nw, x, 1, static_cast<int>(in)};
+                CHECK_CUDA(k::RmsNorm(np, nullptr));
+              }
+              if (gate_up && v > 0) {
+                g.y = act;
+                g.silu_mul_epilogue = true;
+              }
+              CHECK_CUDA(k::Gemv(g, nullptr));
+              if (gate_up && v == 0) {
+                k::SiluMulParams<bf16> sp{y, act, 1, static_cast<int>(inter)};
+                CHECK_CUDA(k::SiluMul(sp, nullptr));
+              }
+            }
+          },
+          copies);
+    }
+    std::printf("%-8s %8lld %6lld |", gate_up ? "gate_up" : "qkv", static_cast<long long>(out),
+                static_cast<long long>(in));
+    for (int v = 0; v < variants; ++v) {
+      const double gbs = w_bytes / (ms[v] * 1e-3) / 1e9;
+      std::printf(" %7.1f %5.0f %3.0f%% |", ms[v] * 1e3, gbs, 100 * gbs / copy_gbs);
+    }
+    std::printf("\n");
+    for (bf16* w : ws) CHECK_CUDA(cudaFree(w));
+    for (bf16* b : bufs) CHECK_CUDA(cudaFree(b));
+  }
+}
 
 }  // namespace
 
@@ -151,5 +222,6 @@ int main() {
                 rows, step_bytes / 1e9, floor_ms, step[0], step[0] / floor_ms, step[1],
                 step[1] / floor_ms, step[2], step[2] / floor_ms);
   }
+  PrologueBench(copy_gbs);
   return 0;
 }

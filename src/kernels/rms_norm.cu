@@ -12,17 +12,13 @@ cudaError_t RmsNorm(const RmsNormParams<T>& p, cudaStream_t stream) {
   if (p.num_tokens == 0) return cudaSuccess;
   if (p.num_tokens < 0 || p.hidden_size <= 0) return cudaErrorInvalidValue;
   constexpr int kVe = kVecElems<T>;
-  constexpr int kMaxVecs = 4;
   const int num_vecs = p.hidden_size / kVe;
   const bool vectorized = p.hidden_size % kVe == 0 && Aligned16(p.x) && Aligned16(p.out) &&
                           Aligned16(p.weight) && (p.residual == nullptr || Aligned16(p.residual)) &&
-                          num_vecs <= kMaxVecs * 1024;
+                          num_vecs <= kRmsNormMaxVecs * 1024;
   if (vectorized) {
-    int threads = (num_vecs + kMaxVecs - 1) / kMaxVecs;
-    threads = ((threads + 31) / 32) * 32;
-    threads = threads < 64 ? 64 : threads;
-    return LaunchPdl(RmsNormVecKernel<T, kMaxVecs>, dim3(p.num_tokens), dim3(threads), 0, stream,
-                     p);
+    return LaunchPdl(RmsNormVecKernel<T, kRmsNormMaxVecs>, dim3(p.num_tokens),
+                     dim3(RmsNormVecThreads(num_vecs)), 0, stream, p);
   }
   return LaunchPdl(RmsNormScalarKernel<T>, dim3(p.num_tokens), dim3(256), 0, stream, p);
 }

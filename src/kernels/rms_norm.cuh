@@ -8,6 +8,15 @@
 
 namespace kiln::kernels {
 
+// The vectorized kernel's launch shape: kRmsNormMaxVecs vectors per thread, a multiple of 32
+// threads, at least 64. Thread t sums vectors t, t + threads, ... in that order; the GEMV's fused
+// add+RMSNorm prologue (gemv.cuh) reproduces this order to round exactly as RmsNorm does.
+constexpr int kRmsNormMaxVecs = 4;
+__host__ __device__ constexpr int RmsNormVecThreads(int num_vecs) {
+  const int threads = ((num_vecs + kRmsNormMaxVecs - 1) / kRmsNormMaxVecs + 31) / 32 * 32;
+  return threads < 64 ? 64 : threads;
+}
+
 template <typename T, int kMaxVecs>
 __global__ void RmsNormVecKernel(RmsNormParams<T> p) {
   constexpr int kVe = kVecElems<T>;

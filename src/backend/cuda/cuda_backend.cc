@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/ops.h"
@@ -174,6 +175,7 @@ class CudaBackend final : public Backend {
   int max_seqs_ = 0;
   int max_logits_ = 0;
   DeviceBuffer x_, residual_, normed_, qkv_, attn_, gate_up_, act_, lm_in_;
+  DeviceBuffer residual2_;   // one row of T: the other half of the fused batch-1 residual pair
   DeviceBuffer logits_;      // float32 [max_logits, vocab]
   DeviceBuffer hidden_out_;  // float32 [max_tokens, hidden]
   DeviceBuffer attn_workspace_;
@@ -398,6 +400,7 @@ Status CudaBackend::AllocateActivations() {
   const size_t t = static_cast<size_t>(max_tokens_);
   KILN_RETURN_IF_ERROR(x_.Allocate(t * c.hidden_size * elem_));
   KILN_RETURN_IF_ERROR(residual_.Allocate(t * c.hidden_size * elem_));
+  KILN_RETURN_IF_ERROR(residual2_.Allocate(c.hidden_size * elem_));
   KILN_RETURN_IF_ERROR(normed_.Allocate(t * c.hidden_size * elem_));
   KILN_RETURN_IF_ERROR(qkv_.Allocate(t * (c.q_size() + 2 * c.kv_size()) * elem_));
   KILN_RETURN_IF_ERROR(attn_.Allocate(t * c.q_size() * elem_));
@@ -699,6 +702,27 @@ Status CudaBackend::RunModelT(const RunShape& shape) {
   T* normed = normed_.as<T>();
   T* qkv = qkv_.as<T>();
 
+  // Batch-1 bf16 decode: the add+RMSNorm before qkv / gate_up runs inside those GEMVs, and the
+  // gate_up GEMV stores SiLU·mul of its output (kernels::GemvPrologue, silu_mul_epilogue). A fused
+  // add+norm reads the residual from one buffer and writes the sum to the other (its blocks all
+  // read the old one), so `residual` alternates between residual_ and residual2_ (one row).
+  const bool fuse_norm = gemm_.FusesPrologue(gt, n, h);
+  T* residual_spare = residual2_.as<T>();
+  auto norm_gemv = [&](const T* addend, const void* norm_weight, const void* w, const void* bias,
+                       void* y, int64_t m, bool silu_mul) -> Status {
+    kernels::GemvPrologueParams pro;
+    pro.kind = kernels::GemvPrologue::kAddRmsNorm;
+    pro.addend = reinterpret_cast<const __nv_bfloat16*>(addend);
+    pro.residual = reinterpret_cast<const __nv_bfloat16*>(residual);
+    pro.norm_weight = static_cast<const __nv_bfloat16*>(norm_weight);
+    pro.eps = eps;
+    if (addend != nullptr) {
+      pro.residual_out = reinterpret_cast<__nv_bfloat16*>(residual_spare);
+      std::swap(residual, residual_spare);
+    }
+    return gemm_.RunPrologue(pro, w, bias, y, m, h, stream_, silu_mul);
+  };
+
   kernels::EmbeddingGatherParams<T> emb;
   emb.token_ids = Meta<int32_t>(shape.meta.token_ids);
   emb.table = static_cast<const T*>(embed_);
@@ -718,10 +742,14 @@ Status CudaBackend::RunModelT(const RunShape& shape) {
     norm.num_tokens = n;
     norm.hidden_size = h;
     norm.eps = eps;
-    KILN_CUDA_RETURN_IF_ERROR(kernels::RmsNorm(norm, stream_));
-
-    KILN_RETURN_IF_ERROR(
-        gemm_.Run(gt, gt, normed, L.qkv, L.qkv_bias, qkv, n, qkv_width, h, stream_));
+    if (fuse_norm) {
+      KILN_RETURN_IF_ERROR(
+          norm_gemv(li == 0 ? nullptr : x, L.input_norm, L.qkv, L.qkv_bias, qkv, qkv_width, false));
+    } else {
+      KILN_CUDA_RETURN_IF_ERROR(kernels::RmsNorm(norm, stream_));
+      KILN_RETURN_IF_ERROR(
+          gemm_.Run(gt, gt, normed, L.qkv, L.qkv_bias, qkv, n, qkv_width, h, stream_));
+    }
 
     kernels::RopeKvCacheParams<T> rope;
     rope.q = qkv;
@@ -772,19 +800,23 @@ Status CudaBackend::RunModelT(const RunShape& shape) {
 
     KILN_RETURN_IF_ERROR(gemm_.Run(gt, gt, attn_.get(), L.o, nullptr, x, n, h, q, stream_));
 
-    norm.x = x;
-    norm.residual = residual;
-    norm.weight = static_cast<const T*>(L.post_norm);
-    KILN_CUDA_RETURN_IF_ERROR(kernels::RmsNorm(norm, stream_));
-
-    KILN_RETURN_IF_ERROR(
-        gemm_.Run(gt, gt, normed, L.gate_up, nullptr, gate_up_.get(), n, 2 * inter, h, stream_));
-    kernels::SiluMulParams<T> silu;
-    silu.gate_up = gate_up_.as<T>();
-    silu.out = act_.as<T>();
-    silu.num_tokens = n;
-    silu.intermediate_size = inter;
-    KILN_CUDA_RETURN_IF_ERROR(kernels::SiluMul(silu, stream_));
+    if (fuse_norm) {
+      KILN_RETURN_IF_ERROR(
+          norm_gemv(x, L.post_norm, L.gate_up, nullptr, act_.get(), 2 * inter, true));
+    } else {
+      norm.x = x;
+      norm.residual = residual;
+      norm.weight = static_cast<const T*>(L.post_norm);
+      KILN_CUDA_RETURN_IF_ERROR(kernels::RmsNorm(norm, stream_));
+      KILN_RETURN_IF_ERROR(
+          gemm_.Run(gt, gt, normed, L.gate_up, nullptr, gate_up_.get(), n, 2 * inter, h, stream_));
+      kernels::SiluMulParams<T> silu;
+      silu.gate_up = gate_up_.as<T>();
+      silu.out = act_.as<T>();
+      silu.num_tokens = n;
+      silu.intermediate_size = inter;
+      KILN_CUDA_RETURN_IF_ERROR(kernels::SiluMul(silu, stream_));
+    }
     KILN_RETURN_IF_ERROR(gemm_.Run(gt, gt, act_.get(), L.down, nullptr, x, n, h, inter, stream_));
   }
   kernels::RmsNormParams<T> final_norm;

@@ -177,6 +177,35 @@ Status Gemm::Run(cudaDataType_t in_type, cudaDataType_t out_type, const void* x,
   return Status::Ok();
 }
 
+bool Gemm::FusesPrologue(cudaDataType_t in_type, int64_t n, int64_t k) const {
+  return in_type == CUDA_R_16BF && n == 1 && n <= gemv_max_rows_ && k % 8 == 0 &&
+         k <= kernels::kGemvPrologueMaxFeatures;
+}
+
+Status Gemm::RunPrologue(const kernels::GemvPrologueParams& prologue, const void* w,
+                         const void* bias, void* y, int64_t m, int64_t k, cudaStream_t stream,
+                         bool silu_mul_epilogue) {
+  if (!FusesPrologue(CUDA_R_16BF, 1, k)) {
+    return Status::InvalidArgument("Gemm::RunPrologue: k=" + std::to_string(k) +
+                                   " is not fused (see FusesPrologue)");
+  }
+  kernels::GemvParams<__nv_bfloat16> p;
+  p.w = static_cast<const __nv_bfloat16*>(w);
+  p.bias = static_cast<const __nv_bfloat16*>(bias);
+  p.y = static_cast<__nv_bfloat16*>(y);
+  p.rows = 1;
+  p.out_features = m;
+  p.in_features = k;
+  p.prologue = prologue;
+  p.silu_mul_epilogue = silu_mul_epilogue;
+  const cudaError_t err = kernels::Gemv(p, stream);
+  if (err != cudaSuccess) {
+    return Status::Internal("Gemv with prologue (m=" + std::to_string(m) +
+                            " k=" + std::to_string(k) + ") failed: " + cudaGetErrorString(err));
+  }
+  return Status::Ok();
+}
+
 Status Gemm::RunGemv(cudaDataType_t out_type, const void* x, const void* w, const void* bias,
                      void* y, int64_t n, int64_t m, int64_t k, cudaStream_t stream, int64_t ldx,
                      int64_t ldy) {

@@ -29,6 +29,7 @@
 #include <tuple>
 
 #include "backend/cuda/cuda_util.h"
+#include "kernels/gemv.h"
 #include "kiln/status.h"
 
 namespace kiln::cuda {
@@ -51,6 +52,16 @@ class Gemm final {
              int64_t ldx = 0, int64_t ldy = 0);
 
   size_t workspace_bytes() const { return workspace_.size_bytes(); }
+
+  // Whether a 1-row product of in_type with k input features takes kernels::Gemv with a fused
+  // prologue (bf16, n == 1 routed to Gemv, k % 8 == 0, k <= kernels::kGemvPrologueMaxFeatures).
+  bool FusesPrologue(cudaDataType_t in_type, int64_t n, int64_t k) const;
+  // y[1, m] = x W^T (+ bias), all bf16, with x computed by `prologue` (kernels/gemv.h) from the
+  // outputs of the kernels it replaces; with silu_mul_epilogue, y[1, m / 2] = SiluMul of that
+  // (W = gate | up rows). Only where FusesPrologue(CUDA_R_16BF, 1, k).
+  Status RunPrologue(const kernels::GemvPrologueParams& prologue, const void* w, const void* bias,
+                     void* y, int64_t m, int64_t k, cudaStream_t stream,
+                     bool silu_mul_epilogue = false);
 
   static constexpr int kDefaultGemvMaxRows = 1;
   // bf16 calls with n <= rows (clamped to [0, kernels::kGemvMaxRows]) use kernels::Gemv.
