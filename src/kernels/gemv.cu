@@ -1,3 +1,5 @@
+#include <type_traits>
+
 #include "kernels/gemv.cuh"
 
 namespace kiln::kernels {
@@ -17,16 +19,37 @@ bool AliasesInput(const GemvParams<OutT>& p) {
 // the L1 traffic); the loads in flight per lane stay at 8 × 16 bytes. With a prologue also two
 // rows per warp: half the blocks, so half the per-block recomputation of x (and its L2 reads);
 // the SiLU·mul epilogue needs its (gate, up) pair in one warp.
-template <int kRows, GemvPrologue kPro, bool kSiluPair, typename OutT>
+template <int kRows, GemvPrologue kPro, GemvEpilogue kEpi, typename OutT>
 cudaError_t LaunchVec(const GemvParams<OutT>& p, cudaStream_t stream) {
-  constexpr int kWarpRows = kRows <= 2 && kPro == GemvPrologue::kNone && !kSiluPair ? 1 : 2;
+  constexpr int kWarpRows =
+      kRows <= 2 && kPro == GemvPrologue::kNone && kEpi == GemvEpilogue::kStore ? 1 : 2;
   constexpr int kUnroll = 8 / kWarpRows;
   const int64_t warps = (p.out_features + kWarpRows - 1) / kWarpRows;
   const int64_t blocks = (warps + kGemvWarps - 1) / kGemvWarps;
   const size_t smem =
       kPro == GemvPrologue::kNone ? 0 : static_cast<size_t>(p.in_features) * sizeof(__nv_bfloat16);
-  return LaunchPdl(GemvVecKernel<kRows, kWarpRows, kUnroll, kPro, kSiluPair, OutT>,
+  return LaunchPdl(GemvVecKernel<kRows, kWarpRows, kUnroll, kPro, kEpi, OutT>,
                    dim3(static_cast<unsigned>(blocks)), dim3(kGemvWarps * 32), smem, stream, p);
+}
+
+// The 1-row fused kernels (prologue and/or pairing epilogue), arguments already checked.
+template <GemvPrologue kPro, typename OutT>
+cudaError_t LaunchFused(const GemvParams<OutT>& p, cudaStream_t stream) {
+  if (p.silu_mul_epilogue) return LaunchVec<1, kPro, GemvEpilogue::kSiluMul>(p, stream);
+  if constexpr (std::is_same_v<OutT, __nv_bfloat16>) {
+    if (p.rope.enabled) return LaunchVec<1, kPro, GemvEpilogue::kRope>(p, stream);
+  }
+  return LaunchVec<1, kPro, GemvEpilogue::kStore>(p, stream);
+}
+
+template <typename OutT>
+bool RopeArgsOk(const GemvParams<OutT>& p) {
+  const GemvRopeParams& r = p.rope;
+  return std::is_same_v<OutT, __nv_bfloat16> && !p.silu_mul_epilogue && r.head_dim > 0 &&
+         r.head_dim % 2 == 0 && r.num_heads > 0 && r.num_kv_heads > 0 &&
+         static_cast<int64_t>(r.num_heads + 2 * r.num_kv_heads) * r.head_dim == p.out_features &&
+         r.positions != nullptr && r.inv_freq != nullptr && r.slot_mapping != nullptr &&
+         r.k_cache != nullptr && r.v_cache != nullptr;
 }
 
 }  // namespace
@@ -44,10 +67,11 @@ cudaError_t Gemv(const GemvParams<OutT>& params, cudaStream_t stream) {
   if ((p.out_features + kGemvWarps - 1) / kGemvWarps > 0x7fffffff) return cudaErrorInvalidValue;
   const GemvPrologueParams& q = p.prologue;
   const bool prologue = q.kind == GemvPrologue::kAddRmsNorm;
-  if (prologue || p.silu_mul_epilogue) {
+  if (prologue || p.silu_mul_epilogue || p.rope.enabled) {
     const bool ok = p.rows == 1 && p.in_features % 8 == 0 &&
-                    (!p.silu_mul_epilogue || p.out_features % 2 == 0) && p.w != nullptr &&
-                    p.y != nullptr && Aligned16(p.w) &&
+                    (!p.silu_mul_epilogue || p.out_features % 2 == 0) &&
+                    (!p.rope.enabled || RopeArgsOk(p)) && p.w != nullptr && p.y != nullptr &&
+                    Aligned16(p.w) &&
                     (prologue ? p.in_features <= kGemvPrologueMaxFeatures && !AliasesInput(p) &&
                                     q.residual != nullptr && q.norm_weight != nullptr &&
                                     Aligned16(q.residual) && Aligned16(q.norm_weight) &&
@@ -58,11 +82,8 @@ cudaError_t Gemv(const GemvParams<OutT>& params, cudaStream_t stream) {
                               : p.x != nullptr && Aligned16(p.x));
     if (!ok) return cudaErrorInvalidValue;
     if (p.out_features == 0) return cudaSuccess;
-    if (prologue && p.silu_mul_epilogue) {
-      return LaunchVec<1, GemvPrologue::kAddRmsNorm, true>(p, stream);
-    }
-    if (prologue) return LaunchVec<1, GemvPrologue::kAddRmsNorm, false>(p, stream);
-    return LaunchVec<1, GemvPrologue::kNone, true>(p, stream);
+    if (prologue) return LaunchFused<GemvPrologue::kAddRmsNorm>(p, stream);
+    return LaunchFused<GemvPrologue::kNone>(p, stream);
   }
   if (p.rows == 0 || p.out_features == 0) return cudaSuccess;
   if (p.x == nullptr || p.w == nullptr || p.y == nullptr) return cudaErrorInvalidValue;
@@ -74,14 +95,14 @@ cudaError_t Gemv(const GemvParams<OutT>& params, cudaStream_t stream) {
                      dim3(kGemvWarps * 32), 0, stream, p);
   }
   switch (p.rows) {
-    case 1: return LaunchVec<1, GemvPrologue::kNone, false>(p, stream);
-    case 2: return LaunchVec<2, GemvPrologue::kNone, false>(p, stream);
-    case 3: return LaunchVec<3, GemvPrologue::kNone, false>(p, stream);
-    case 4: return LaunchVec<4, GemvPrologue::kNone, false>(p, stream);
-    case 5: return LaunchVec<5, GemvPrologue::kNone, false>(p, stream);
-    case 6: return LaunchVec<6, GemvPrologue::kNone, false>(p, stream);
-    case 7: return LaunchVec<7, GemvPrologue::kNone, false>(p, stream);
-    default: return LaunchVec<8, GemvPrologue::kNone, false>(p, stream);
+    case 1: return LaunchVec<1, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
+    case 2: return LaunchVec<2, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
+    case 3: return LaunchVec<3, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
+    case 4: return LaunchVec<4, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
+    case 5: return LaunchVec<5, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
+    case 6: return LaunchVec<6, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
+    case 7: return LaunchVec<7, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
+    default: return LaunchVec<8, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
   }
 }
 

@@ -17,7 +17,8 @@
 // into shared memory after PdlWait (two passes over the row, the first in RmsNormVecKernel's
 // order so the rounding matches), then the main loop reads x from shared memory; the per-block
 // recomputation reads the row's inputs from L2 once per block, hence two weight rows per warp
-// there (half the blocks). The SiLU·mul epilogue pairs gate row j and up row I + j in one warp.
+// there (half the blocks). The SiLU·mul epilogue pairs gate row j and up row I + j in one warp,
+// the RoPE epilogue rows i and i + D/2 of a head.
 // A SiLU·mul prologue on the down GEMV (each block recomputing the 18,944-wide activation from
 // 75 KB of gate_up) measured 7 µs a call slower than SiluMul + Gemv on H100 and was dropped.
 #pragma once
@@ -27,6 +28,7 @@
 #include "kernels/gemv.h"
 #include "kernels/pdl.cuh"
 #include "kernels/rms_norm.cuh"
+#include "kernels/rope.cuh"
 
 namespace kiln::kernels {
 
@@ -135,22 +137,37 @@ __device__ __forceinline__ void GemvAddRmsNorm(const GemvParams<OutT>& p, __nv_b
   __syncthreads();
 }
 
+// What the vectorized kernel stores: each row (kStore), or per warp one pair of rows combined
+// (gemv.h): SiLU·mul of (gate j, up I + j), or a RoPE pair (i, i + D/2) of one head.
+enum class GemvEpilogue { kStore, kSiluMul, kRope };
+
+// Row j (0 or 1) of pair `pair` for the pairing epilogues.
+template <GemvEpilogue kEpi, typename OutT>
+__device__ __forceinline__ int64_t GemvPairRow(const GemvParams<OutT>& p, int64_t pair, int j) {
+  if constexpr (kEpi == GemvEpilogue::kSiluMul) {
+    return pair + j * (p.out_features / 2);
+  } else {
+    const int64_t half = p.rope.head_dim / 2;
+    return (pair / half) * p.rope.head_dim + pair % half + j * half;
+  }
+}
+
 // Requires in_features % 8 == 0, ldx % 8 == 0, 16-byte aligned x and w; rows == kRows. With the
-// prologue (kRows == 1) x comes from dynamic shared memory of in_features bf16. kSiluPair
-// (kWarpRows == 2, kRows == 1): the warp's rows are gate row j and up row I + j, stored as
-// silu(gate) · up (gemv.h).
-template <int kRows, int kWarpRows, int kUnroll, GemvPrologue kPro, bool kSiluPair, typename OutT>
+// prologue (kRows == 1) x comes from dynamic shared memory of in_features bf16. Pairing epilogues
+// (kRows == 1, kWarpRows == 2): warp w computes pair w.
+template <int kRows, int kWarpRows, int kUnroll, GemvPrologue kPro, GemvEpilogue kEpi,
+          typename OutT>
 __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT> p) {
+  constexpr bool kPairs = kEpi != GemvEpilogue::kStore;
   static_assert(kPro == GemvPrologue::kNone || kRows == 1, "the prologue computes one row of x");
-  static_assert(!kSiluPair || (kRows == 1 && kWarpRows == 2), "SiLU pairs: 1 row, 2 rows a warp");
+  static_assert(!kPairs || (kRows == 1 && kWarpRows == 2), "pairs: 1 row, 2 rows a warp");
   extern __shared__ uint4 gemv_x_smem[];
   constexpr bool kPrologue = kPro != GemvPrologue::kNone;
   const int lane = threadIdx.x & 31;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
-  // Output rows of this warp: row0 + j, or with kSiluPair (j, half + j) for j = warp.
-  const int64_t half = p.out_features / 2;
-  const int64_t row0 = kSiluPair ? warp : warp * kWarpRows;
-  const int64_t rows_end = kSiluPair ? half : p.out_features;
+  // Output rows of this warp: row0 + j, or pair row0's rows.
+  const int64_t row0 = kPairs ? warp : warp * kWarpRows;
+  const int64_t rows_end = kPairs ? p.out_features / 2 : p.out_features;
   // The whole warp leaves together; with a prologue it stays for the block's barriers (its loads
   // clamp to the last row and it stores nothing).
   if (!kPrologue && row0 >= rows_end) {
@@ -161,7 +178,12 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
   const uint4* w_rows[kWarpRows];
 #pragma unroll
   for (int j = 0; j < kWarpRows; ++j) {
-    const int64_t o = kSiluPair ? min(row0, rows_end - 1) + j * half : min(row0 + j, rows_end - 1);
+    int64_t o;
+    if constexpr (kPairs) {
+      o = GemvPairRow<kEpi>(p, min(row0, rows_end - 1), j);
+    } else {
+      o = min(row0 + j, rows_end - 1);
+    }
     w_rows[j] = reinterpret_cast<const uint4*>(p.w + o * p.in_features);
   }
   const uint4* x_rows[kRows];
@@ -241,15 +263,39 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
     for (int j = 0; j < kWarpRows; ++j) acc[r][j] = WarpSum(acc[r][j]);
   }
   if (lane == 0) {
-    if constexpr (kSiluPair) {
+    if constexpr (kPairs) {
       if (row0 < rows_end) {
+        int64_t o[2];
         float v[2] = {acc[0][0], acc[0][1]};
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
-          if (p.bias != nullptr) v[j] += ToFloat(p.bias[row0 + j * half]);
-          v[j] = ToFloat(FromFloat<OutT>(v[j]));  // the plain Gemv's stored gate / up
+          o[j] = GemvPairRow<kEpi>(p, row0, j);
+          if (p.bias != nullptr) v[j] += ToFloat(p.bias[o[j]]);
+          v[j] = ToFloat(FromFloat<OutT>(v[j]));  // as the plain Gemv stores it
         }
-        p.y[row0] = FromFloat<OutT>(Silu(v[0]) * v[1]);
+        if constexpr (kEpi == GemvEpilogue::kSiluMul) {
+          p.y[row0] = FromFloat<OutT>(Silu(v[0]) * v[1]);
+        } else {
+          const GemvRopeParams& r = p.rope;
+          const int D = r.head_dim;
+          const int head = static_cast<int>(o[0] / D);
+          const int i = static_cast<int>(o[0] % D);
+          if (head < r.num_heads + r.num_kv_heads) {
+            RopeRotate(static_cast<float>(r.positions[0]), r.inv_freq[i], r.attention_scaling, v[0],
+                       v[1]);
+          }
+          if (head < r.num_heads) {
+            p.y[o[0]] = FromFloat<OutT>(v[0]);
+            p.y[o[1]] = FromFloat<OutT>(v[1]);
+          } else if (const int64_t slot = r.slot_mapping[0]; slot >= 0) {
+            const bool is_k = head < r.num_heads + r.num_kv_heads;
+            const int kvh = head - r.num_heads - (is_k ? 0 : r.num_kv_heads);
+            __nv_bfloat16* dst =
+                (is_k ? r.k_cache : r.v_cache) + (slot * r.num_kv_heads + kvh) * D + i;
+            dst[0] = FromFloat<__nv_bfloat16>(v[0]);
+            dst[D / 2] = FromFloat<__nv_bfloat16>(v[1]);
+          }
+        }
       }
     } else {
 #pragma unroll

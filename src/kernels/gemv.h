@@ -55,6 +55,19 @@ struct GemvPrologueParams {
   float eps = 1e-6f;
 };
 
+struct GemvRopeParams {
+  bool enabled = false;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  const int32_t* positions = nullptr;  // [1]
+  const float* inv_freq = nullptr;     // [head_dim / 2]
+  float attention_scaling = 1.0f;
+  const int64_t* slot_mapping = nullptr;  // [1]
+  __nv_bfloat16* k_cache = nullptr;       // [num_slots, num_kv_heads, head_dim]
+  __nv_bfloat16* v_cache = nullptr;       // [num_slots, num_kv_heads, head_dim]
+};
+
 template <typename OutT>
 struct GemvParams {
   const __nv_bfloat16* x = nullptr;  // [rows, ldx]
@@ -82,6 +95,14 @@ struct GemvParams {
   // output, rounded alike; y has I entries (ldy ≥ I). Needs rows == 1, even out_features and
   // the vectorized kernel's shapes (cudaErrorInvalidValue otherwise).
   bool silu_mul_epilogue = false;
+  // RoPE + KV-cache epilogue (rope.enabled; Qwen2 / Llama attention input without q/k norms,
+  // rotate-half pairs): y = [q | k | v] of num_heads, num_kv_heads, num_kv_heads heads; one warp
+  // computes both rows (i, i + D/2) of a head's rotation pair, rounds them to OutT as the plain
+  // Gemv stores them and applies kernels::RopeKvCache's arithmetic: q rotated into y, k rotated
+  // into k_cache and v into v_cache at slot_mapping[0] (no cache write when the slot is < 0); the
+  // k and v parts of y are not written. Needs rows == 1, OutT bf16, even head_dim and
+  // out_features == (num_heads + 2 num_kv_heads) · head_dim; not with silu_mul_epilogue.
+  GemvRopeParams rope;
 };
 
 template <typename OutT>

@@ -15,6 +15,7 @@
 #include "kernels/activation.h"
 #include "kernels/gemv.h"
 #include "kernels/rms_norm.h"
+#include "kernels/rope.h"
 #include "kernels/test_util.h"
 
 namespace kiln::kernels {
@@ -209,6 +210,106 @@ class GemvPrologueTest : public testing::GpuTest {
                 "");
     }
   }
+
+  // Gemv with the RoPE + KV-cache epilogue (optionally after the add+RMSNorm prologue) against
+  // [RmsNorm →] Gemv → RopeKvCache: q part of y and both caches bit-identical.
+  void CheckRope(int heads, int kv_heads, int dim, int64_t in, bool with_norm, int64_t slot,
+                 float scaling) {
+    SCOPED_TRACE(::testing::Message() << "heads=" << heads << "/" << kv_heads << " dim=" << dim
+                                      << " in=" << in << " norm=" << with_norm << " slot=" << slot);
+    const int64_t out = static_cast<int64_t>(heads + 2 * kv_heads) * dim;
+    const int64_t slots = 8, cache = slots * kv_heads * dim;
+    std::vector<float> xf, af, rf, nwf, wf, bf, unused;
+    auto x = RandomValues<Bf16>(in, 1.0f, rng_, &xf);
+    auto a = RandomValues<Bf16>(in, 2.0f, rng_, &af);
+    auto r = RandomValues<Bf16>(in, 2.0f, rng_, &rf);
+    auto nw = RandomValues<Bf16>(in, 1.5f, rng_, &nwf);
+    auto w = RandomValues<Bf16>(out * in, 0.1f, rng_, &wf);
+    auto b = RandomValues<Bf16>(out, 1.0f, rng_, &bf);
+    auto kc0 = RandomValues<Bf16>(cache, 1.0f, rng_, &unused);
+    auto vc0 = RandomValues<Bf16>(cache, 1.0f, rng_, &unused);
+    std::vector<float> inv_freq(dim / 2);
+    for (int i = 0; i < dim / 2; ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / dim);
+    const std::vector<int32_t> pos = {1234};
+    const std::vector<int64_t> slot_map = {slot};
+    DeviceBuffer<Bf16> dx(x), da(a), dr(r), dr_chain(r), dr_out(in), dnw(nw), dw(w), db(b);
+    DeviceBuffer<Bf16> dnormed(in), dy_chain(out), dy(out);
+    DeviceBuffer<Bf16> kc_chain(kc0), vc_chain(vc0), kc(kc0), vc(vc0);
+    DeviceBuffer<float> dfreq(inv_freq);
+    DeviceBuffer<int32_t> dpos(pos);
+    DeviceBuffer<int64_t> dslot(slot_map);
+
+    RmsNormParams<Bf16> norm;
+    norm.x = da.get();
+    norm.residual = dr_chain.get();
+    norm.weight = dnw.get();
+    norm.out = dnormed.get();
+    norm.num_tokens = 1;
+    norm.hidden_size = static_cast<int>(in);
+    if (with_norm) KILN_CUDA_OK(RmsNorm(norm, nullptr));
+    GemvParams<Bf16> chain;
+    chain.x = with_norm ? dnormed.get() : dx.get();
+    chain.w = dw.get();
+    chain.bias = db.get();
+    chain.y = dy_chain.get();
+    chain.rows = 1;
+    chain.out_features = out;
+    chain.in_features = in;
+    KILN_CUDA_OK(Gemv(chain, nullptr));
+    RopeKvCacheParams<Bf16> rope;
+    rope.q = dy_chain.get();
+    rope.q_stride = out;
+    rope.k = dy_chain.get() + heads * dim;
+    rope.k_stride = out;
+    rope.v = dy_chain.get() + (heads + kv_heads) * dim;
+    rope.v_stride = out;
+    rope.positions = dpos.get();
+    rope.inv_freq = dfreq.get();
+    rope.attention_scaling = scaling;
+    rope.slot_mapping = dslot.get();
+    rope.k_cache = kc_chain.get();
+    rope.v_cache = vc_chain.get();
+    rope.num_tokens = 1;
+    rope.num_heads = heads;
+    rope.num_kv_heads = kv_heads;
+    rope.head_dim = dim;
+    KILN_CUDA_OK(RopeKvCache(rope, nullptr));
+
+    GemvParams<Bf16> p = chain;
+    p.y = dy.get();
+    if (with_norm) {
+      p.x = nullptr;
+      p.prologue.kind = GemvPrologue::kAddRmsNorm;
+      p.prologue.addend = da.get();
+      p.prologue.residual = dr.get();
+      p.prologue.residual_out = dr_out.get();
+      p.prologue.norm_weight = dnw.get();
+    }
+    p.rope.enabled = true;
+    p.rope.num_heads = heads;
+    p.rope.num_kv_heads = kv_heads;
+    p.rope.head_dim = dim;
+    p.rope.positions = dpos.get();
+    p.rope.inv_freq = dfreq.get();
+    p.rope.attention_scaling = scaling;
+    p.rope.slot_mapping = dslot.get();
+    p.rope.k_cache = kc.get();
+    p.rope.v_cache = vc.get();
+    dy.Poison();
+    KILN_CUDA_OK(Gemv(p, nullptr));
+    KILN_CUDA_OK(cudaDeviceSynchronize());
+    auto y = dy.ToHost(), y_chain = dy_chain.ToHost();
+    y.resize(heads * dim);  // the q part; k and v go to the caches only
+    y_chain.resize(heads * dim);
+    EXPECT_TRUE(SameBits(y, y_chain))
+        << CountDiffs(y, y_chain) << " of " << y.size() << " q differ";
+    const auto k = kc.ToHost(), k_chain = kc_chain.ToHost();
+    const auto v = vc.ToHost(), v_chain = vc_chain.ToHost();
+    EXPECT_TRUE(SameBits(k, k_chain)) << CountDiffs(k, k_chain) << " k cache entries differ";
+    EXPECT_TRUE(SameBits(v, v_chain)) << CountDiffs(v, v_chain) << " v cache entries differ";
+    if (slot < 0) EXPECT_TRUE(SameBits(k, kc0) && SameBits(v, vc0)) << "padding wrote the cache";
+    if (slot >= 0) EXPECT_FALSE(SameBits(k, kc0)) << "the k cache was not written";
+  }
 };
 
 TEST_F(GemvPrologueTest, AddRmsNormMatchesUnfusedChain) {
@@ -228,6 +329,14 @@ TEST_F(GemvPrologueTest, SiluMulEpilogueMatchesUnfusedChain) {
     CheckSiluEpilogue(1001, 3584, false, bias);
     CheckSiluEpilogue(18944, 3584, true, bias);  // Qwen2-7B gate_up
   }
+}
+
+TEST_F(GemvPrologueTest, RopeEpilogueMatchesUnfusedChain) {
+  CheckRope(4, 2, 64, 64, false, 3, 1.0f);
+  CheckRope(4, 2, 64, 64, true, 5, 1.25f);
+  CheckRope(4, 2, 64, 64, false, -1, 1.0f);    // padding token: no cache write
+  CheckRope(28, 4, 128, 3584, true, 7, 1.0f);  // Qwen2-7B qkv
+  CheckRope(28, 4, 128, 3584, false, 0, 1.0f);
 }
 
 // Decode-like chain of fused calls with PDL launches back to back, the residual alternating
@@ -353,6 +462,42 @@ TEST_F(GemvPrologueTest, RejectsBadArguments) {
   EXPECT_EQ(Gemv(p, nullptr), cudaSuccess) << "epilogue alone";
   p.rows = 2;
   EXPECT_EQ(Gemv(p, nullptr), cudaErrorInvalidValue) << "epilogue with 2 rows";
+  p.rows = 1;
+  DeviceBuffer<float> freq(8);
+  DeviceBuffer<int32_t> pos(1);
+  DeviceBuffer<int64_t> slot(1);
+  p.silu_mul_epilogue = false;
+  p.y = y.get();
+  p.rope.enabled = true;
+  p.rope.num_heads = 2;
+  p.rope.num_kv_heads = 1;
+  p.rope.head_dim = 4;  // (2 + 2 · 1) · 4 = 16 rows
+  p.rope.positions = pos.get();
+  p.rope.inv_freq = freq.get();
+  p.rope.slot_mapping = slot.get();
+  p.rope.k_cache = r.get();
+  p.rope.v_cache = r_out.get();
+  KILN_CUDA_OK(cudaMemset(slot.get(), 0xff, sizeof(int64_t)));  // slot -1: no cache write
+  EXPECT_EQ(Gemv(p, nullptr), cudaSuccess) << "RoPE epilogue";
+  p.rope.num_heads = 3;
+  EXPECT_EQ(Gemv(p, nullptr), cudaErrorInvalidValue) << "heads do not add up to out_features";
+  p.rope.num_heads = 2;
+  p.rope.inv_freq = nullptr;
+  EXPECT_EQ(Gemv(p, nullptr), cudaErrorInvalidValue) << "no inv_freq";
+  p.rope.inv_freq = freq.get();
+  p.silu_mul_epilogue = true;
+  EXPECT_EQ(Gemv(p, nullptr), cudaErrorInvalidValue) << "RoPE and SiLU epilogues together";
+  p.silu_mul_epilogue = false;
+  GemvParams<float> pf;
+  DeviceBuffer<float> yf(16);
+  pf.x = a.get();
+  pf.w = w.get();
+  pf.y = yf.get();
+  pf.rows = 1;
+  pf.out_features = 16;
+  pf.in_features = 256;
+  pf.rope = p.rope;
+  EXPECT_EQ(Gemv(pf, nullptr), cudaErrorInvalidValue) << "RoPE epilogue with float32 output";
   KILN_CUDA_OK(cudaDeviceSynchronize());
 }
 

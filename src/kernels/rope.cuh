@@ -11,6 +11,20 @@ namespace kiln::kernels {
 
 constexpr int kRopeMaxPairsPerLane = 4;  // head_dim <= 256
 
+// Rotates the pair (x, y) by angle pos · inv_freq, scaled (rope.h); shared with the GEMV's RoPE
+// epilogue (gemv.cuh), which must round identically.
+__device__ __forceinline__ void RopeRotate(float pos, float inv_freq, float scaling, float& x,
+                                           float& y) {
+  float s, c;
+  sincosf(pos * inv_freq, &s, &c);
+  c *= scaling;
+  s *= scaling;
+  const float rx = x * c - y * s;
+  const float ry = y * c + x * s;
+  x = rx;
+  y = ry;
+}
+
 template <typename T>
 __global__ void RopeKvCacheKernel(RopeKvCacheParams<T> p) {
   PdlLaunchDependents();
@@ -82,16 +96,7 @@ __global__ void RopeKvCacheKernel(RopeKvCacheParams<T> p) {
           x = x * inv_rms * ToFloat(norm_weight[ia]);
           y = y * inv_rms * ToFloat(norm_weight[ib]);
         }
-        if (!is_v) {
-          float s, c;
-          sincosf(pos * p.inv_freq[i], &s, &c);
-          c *= p.attention_scaling;
-          s *= p.attention_scaling;
-          const float rx = x * c - y * s;
-          const float ry = y * c + x * s;
-          x = rx;
-          y = ry;
-        }
+        if (!is_v) RopeRotate(pos, p.inv_freq[i], p.attention_scaling, x, y);
         dst[ia] = FromFloat<T>(x);
         dst[ib] = FromFloat<T>(y);
       }

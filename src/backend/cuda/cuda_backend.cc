@@ -709,7 +709,8 @@ Status CudaBackend::RunModelT(const RunShape& shape) {
   const bool fuse_norm = gemm_.FusesPrologue(gt, n, h);
   T* residual_spare = residual2_.as<T>();
   auto norm_gemv = [&](const T* addend, const void* norm_weight, const void* w, const void* bias,
-                       void* y, int64_t m, bool silu_mul) -> Status {
+                       void* y, int64_t m, bool silu_mul,
+                       const kernels::GemvRopeParams* rope) -> Status {
     kernels::GemvPrologueParams pro;
     pro.kind = kernels::GemvPrologue::kAddRmsNorm;
     pro.addend = reinterpret_cast<const __nv_bfloat16*>(addend);
@@ -720,7 +721,7 @@ Status CudaBackend::RunModelT(const RunShape& shape) {
       pro.residual_out = reinterpret_cast<__nv_bfloat16*>(residual_spare);
       std::swap(residual, residual_spare);
     }
-    return gemm_.RunPrologue(pro, w, bias, y, m, h, stream_, silu_mul);
+    return gemm_.RunPrologue(pro, w, bias, y, m, h, stream_, silu_mul, rope);
   };
 
   kernels::EmbeddingGatherParams<T> emb;
@@ -742,15 +743,6 @@ Status CudaBackend::RunModelT(const RunShape& shape) {
     norm.num_tokens = n;
     norm.hidden_size = h;
     norm.eps = eps;
-    if (fuse_norm) {
-      KILN_RETURN_IF_ERROR(
-          norm_gemv(li == 0 ? nullptr : x, L.input_norm, L.qkv, L.qkv_bias, qkv, qkv_width, false));
-    } else {
-      KILN_CUDA_RETURN_IF_ERROR(kernels::RmsNorm(norm, stream_));
-      KILN_RETURN_IF_ERROR(
-          gemm_.Run(gt, gt, normed, L.qkv, L.qkv_bias, qkv, n, qkv_width, h, stream_));
-    }
-
     kernels::RopeKvCacheParams<T> rope;
     rope.q = qkv;
     rope.q_stride = qkv_width;
@@ -772,7 +764,29 @@ Status CudaBackend::RunModelT(const RunShape& shape) {
     rope.num_heads = c.num_attention_heads;
     rope.num_kv_heads = c.num_key_value_heads;
     rope.head_dim = c.head_dim;
-    KILN_CUDA_RETURN_IF_ERROR(kernels::RopeKvCache(rope, stream_));
+    // Batch 1 without q/k norms: RoPE and the KV-cache write in the qkv GEMV's epilogue too.
+    const bool fuse_rope =
+        fuse_norm && L.q_norm == nullptr && L.k_norm == nullptr && !c.rope_interleaved;
+    if (fuse_norm) {
+      kernels::GemvRopeParams fused_rope;
+      fused_rope.enabled = fuse_rope;
+      fused_rope.num_heads = c.num_attention_heads;
+      fused_rope.num_kv_heads = c.num_key_value_heads;
+      fused_rope.head_dim = c.head_dim;
+      fused_rope.positions = rope.positions;
+      fused_rope.inv_freq = rope.inv_freq;
+      fused_rope.attention_scaling = rope.attention_scaling;
+      fused_rope.slot_mapping = rope.slot_mapping;
+      fused_rope.k_cache = reinterpret_cast<__nv_bfloat16*>(rope.k_cache);
+      fused_rope.v_cache = reinterpret_cast<__nv_bfloat16*>(rope.v_cache);
+      KILN_RETURN_IF_ERROR(norm_gemv(li == 0 ? nullptr : x, L.input_norm, L.qkv, L.qkv_bias, qkv,
+                                     qkv_width, false, &fused_rope));
+    } else {
+      KILN_CUDA_RETURN_IF_ERROR(kernels::RmsNorm(norm, stream_));
+      KILN_RETURN_IF_ERROR(
+          gemm_.Run(gt, gt, normed, L.qkv, L.qkv_bias, qkv, n, qkv_width, h, stream_));
+    }
+    if (!fuse_rope) KILN_CUDA_RETURN_IF_ERROR(kernels::RopeKvCache(rope, stream_));
 
     kernels::PagedAttentionParams<T> at;
     at.q = qkv;
@@ -802,7 +816,7 @@ Status CudaBackend::RunModelT(const RunShape& shape) {
 
     if (fuse_norm) {
       KILN_RETURN_IF_ERROR(
-          norm_gemv(x, L.post_norm, L.gate_up, nullptr, act_.get(), 2 * inter, true));
+          norm_gemv(x, L.post_norm, L.gate_up, nullptr, act_.get(), 2 * inter, true, nullptr));
     } else {
       norm.x = x;
       norm.residual = residual;

@@ -184,7 +184,7 @@ bool Gemm::FusesPrologue(cudaDataType_t in_type, int64_t n, int64_t k) const {
 
 Status Gemm::RunPrologue(const kernels::GemvPrologueParams& prologue, const void* w,
                          const void* bias, void* y, int64_t m, int64_t k, cudaStream_t stream,
-                         bool silu_mul_epilogue) {
+                         bool silu_mul_epilogue, const kernels::GemvRopeParams* rope) {
   if (!FusesPrologue(CUDA_R_16BF, 1, k)) {
     return Status::InvalidArgument("Gemm::RunPrologue: k=" + std::to_string(k) +
                                    " is not fused (see FusesPrologue)");
@@ -198,6 +198,7 @@ Status Gemm::RunPrologue(const kernels::GemvPrologueParams& prologue, const void
   p.in_features = k;
   p.prologue = prologue;
   p.silu_mul_epilogue = silu_mul_epilogue;
+  if (rope != nullptr) p.rope = *rope;
   const cudaError_t err = kernels::Gemv(p, stream);
   if (err != cudaSuccess) {
     return Status::Internal("Gemv with prologue (m=" + std::to_string(m) +

@@ -58,10 +58,11 @@ class Gemm final {
   bool FusesPrologue(cudaDataType_t in_type, int64_t n, int64_t k) const;
   // y[1, m] = x W^T (+ bias), all bf16, with x computed by `prologue` (kernels/gemv.h) from the
   // outputs of the kernels it replaces; with silu_mul_epilogue, y[1, m / 2] = SiluMul of that
-  // (W = gate | up rows). Only where FusesPrologue(CUDA_R_16BF, 1, k).
+  // (W = gate | up rows); with rope (enabled), the RoPE + KV-cache write of kernels::RopeKvCache
+  // applied to y = [q | k | v]. Only where FusesPrologue(CUDA_R_16BF, 1, k).
   Status RunPrologue(const kernels::GemvPrologueParams& prologue, const void* w, const void* bias,
                      void* y, int64_t m, int64_t k, cudaStream_t stream,
-                     bool silu_mul_epilogue = false);
+                     bool silu_mul_epilogue = false, const kernels::GemvRopeParams* rope = nullptr);
 
   static constexpr int kDefaultGemvMaxRows = 1;
   // bf16 calls with n <= rows (clamped to [0, kernels::kGemvMaxRows]) use kernels::Gemv.
