@@ -1,8 +1,9 @@
 #include "structured/grammar.h"
-#include "common/utf8_encode.h"
 
 #include <algorithm>
 #include <cstdio>
+
+#include "common/utf8_encode.h"
 
 namespace kiln::structured {
 namespace {
@@ -223,9 +224,7 @@ std::vector<CodePointRange> ComplementRanges(const std::vector<CodePointRange>& 
   return NormalizeRanges(out);
 }
 
-void AppendUtf8(uint32_t cp, std::string* out) {
-  EncodeUtf8(static_cast<uint32_t>(cp), out);
-}
+void AppendUtf8(uint32_t cp, std::string* out) { EncodeUtf8(static_cast<uint32_t>(cp), out); }
 
 ExprPtr Utf8Class(const std::vector<CodePointRange>& ranges) {
   std::vector<ExprPtr> alts;
@@ -297,6 +296,52 @@ ExprPtr JsonStringChar() {
         {Bytes(plain), Seq({Literal("\\"), Bytes(esc)}), u, Utf8Class({{0x80, kMaxCodePoint}})});
   }();
   return e;
+}
+
+namespace {
+
+bool Productive(const Expr& e, const std::vector<char>& rules) {
+  switch (e.kind) {
+    case Expr::Kind::kEmpty:
+      return true;
+    case Expr::Kind::kNothing:
+      return false;
+    case Expr::Kind::kBytes:
+      return e.bytes.any();
+    case Expr::Kind::kSeq:
+      for (const auto& c : e.children) {
+        if (!Productive(*c, rules)) return false;
+      }
+      return true;
+    case Expr::Kind::kAlt:
+      for (const auto& c : e.children) {
+        if (Productive(*c, rules)) return true;
+      }
+      return false;
+    case Expr::Kind::kRepeat:
+      return e.min_repeat == 0 || Productive(*e.children[0], rules);
+    case Expr::Kind::kRef:
+      return rules[e.rule] != 0;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool IsEmptyLanguage(const Grammar& grammar) {
+  const size_t n = grammar.rules.size();
+  std::vector<char> productive(n, 0);
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (size_t r = 0; r < n; ++r) {
+      if (!productive[r] && grammar.rules[r].body &&
+          Productive(*grammar.rules[r].body, productive)) {
+        productive[r] = 1;
+        changed = true;
+      }
+    }
+  }
+  return grammar.root < 0 || !productive[grammar.root];
 }
 
 std::string ToString(const Grammar& grammar) {

@@ -97,6 +97,10 @@ struct Grammar {
   }
 };
 
+// True when the root rule derives no string at all (every rule defined; a cheap fixpoint over
+// the IR, so front ends can name the cause before the compiler reports an empty language).
+bool IsEmptyLanguage(const Grammar& grammar);
+
 // Debug rendering (GBNF-like).
 std::string ToString(const Grammar& grammar);
 

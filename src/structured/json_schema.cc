@@ -10,212 +10,24 @@
 #include <string>
 #include <vector>
 
+#include "structured/number_grammar.h"
 #include "structured/regex.h"
 #include "structured/schema_exclusivity.h"
+#include "structured/schema_merge.h"
+#include "structured/schema_value.h"
 
 namespace kiln::structured {
 namespace {
 
 using Json = nlohmann::ordered_json;
 
-constexpr int kMaxIntDigits = 15;  // unbounded integers: at most 15 digits (exact in doubles)
-constexpr int64_t kBoundLimit = 1000000000000000;  // |bounds| >= 1e15 are treated as open
-constexpr int kMaxFracDigits = 16;
 constexpr int kMaxStringLength = 512;
 constexpr int kMaxArrayItems = 256;
-
-const std::set<std::string>& IgnoredKeywords() {
-  static const std::set<std::string> k = {
-      "$schema", "$id", "$comment", "title", "description", "default", "examples", "deprecated",
-      "readOnly", "writeOnly", "contentEncoding", "contentMediaType", "$defs", "definitions",
-      "strict", "name", kExcludeExtraKeys,
-      // OpenAPI / Pydantic: names the property that tells oneOf branches apart; the exclusivity
-      // of the branches is proven from the branches themselves (schema_exclusivity.h).
-      "discriminator"};
-  return k;
-}
-
-const std::set<std::string>& SupportedKeywords() {
-  static const std::set<std::string> k = {"type",
-                                          "properties",
-                                          "required",
-                                          "additionalProperties",
-                                          "items",
-                                          "prefixItems",
-                                          "additionalItems",
-                                          "minItems",
-                                          "maxItems",
-                                          "enum",
-                                          "const",
-                                          "anyOf",
-                                          "oneOf",
-                                          "allOf",
-                                          "$ref",
-                                          "minLength",
-                                          "maxLength",
-                                          "pattern",
-                                          "format",
-                                          "minimum",
-                                          "maximum",
-                                          "exclusiveMinimum",
-                                          "exclusiveMaximum",
-                                          "nullable",
-                                          "uniqueItems"};
-  return k;
-}
 
 ExprPtr Ws() {
   static const ExprPtr e =
       Opt(Alt({Literal(" "), Seq({Literal("\n"), Repeat(Literal(" "), 0, 8)})}));
   return e;
-}
-
-ExprPtr Digits(int lo, int hi) { return Repeat(ByteRange('0', '9'), lo, hi); }
-
-std::string PowTenMinusOne(int len) { return std::string(len, '9'); }
-
-// Decimal strings of equal length, lo <= hi, every value in between.
-ExprPtr SameLengthRange(const std::string& lo, const std::string& hi) {
-  const size_t n = lo.size();
-  if (n == 1) return ByteRange(lo[0], hi[0]);
-  std::string lo_rest = lo.substr(1), hi_rest = hi.substr(1);
-  if (lo[0] == hi[0]) return Seq({Literal(lo.substr(0, 1)), SameLengthRange(lo_rest, hi_rest)});
-  bool lo_zeros = lo_rest.find_first_not_of('0') == std::string::npos;
-  bool hi_nines = hi_rest.find_first_not_of('9') == std::string::npos;
-  std::vector<ExprPtr> alts;
-  char first_full = lo_zeros ? lo[0] : static_cast<char>(lo[0] + 1);
-  char last_full = hi_nines ? hi[0] : static_cast<char>(hi[0] - 1);
-  if (!lo_zeros) {
-    alts.push_back(
-        Seq({Literal(lo.substr(0, 1)), SameLengthRange(lo_rest, std::string(n - 1, '9'))}));
-  }
-  if (first_full <= last_full) {
-    alts.push_back(Seq({ByteRange(first_full, last_full), Digits(n - 1, n - 1)}));
-  }
-  if (!hi_nines) {
-    alts.push_back(
-        Seq({Literal(hi.substr(0, 1)), SameLengthRange(std::string(n - 1, '0'), hi_rest)}));
-  }
-  return Alt(std::move(alts));
-}
-
-// Non-negative integers in [a, b] (b < 0 → unbounded, capped at kMaxIntDigits digits), no
-// leading zeros.
-ExprPtr MagnitudeRange(int64_t a, int64_t b) {
-  if (a < 0) a = 0;
-  std::string as = std::to_string(a);
-  int max_len = kMaxIntDigits;
-  if (b >= 0) {
-    if (b < a) return Nothing();
-    max_len = static_cast<int>(std::to_string(b).size());
-  }
-  std::vector<ExprPtr> alts;
-  for (int len = static_cast<int>(as.size()); len <= max_len; ++len) {
-    std::string lo = len == static_cast<int>(as.size()) ? as : "1" + std::string(len - 1, '0');
-    std::string hi = PowTenMinusOne(len);
-    if (b >= 0 && len == max_len) hi = std::to_string(b);
-    if (len == 1 && lo == "0") {
-      alts.push_back(SameLengthRange(lo, hi));
-    } else {
-      alts.push_back(SameLengthRange(lo, hi));
-    }
-  }
-  return Alt(std::move(alts));
-}
-
-// Integers in [lo, hi] (nullopt = open).
-ExprPtr IntegerRange(std::optional<int64_t> lo, std::optional<int64_t> hi) {
-  if (lo && hi && *lo > *hi) return Nothing();
-  std::vector<ExprPtr> alts;
-  if (!hi || *hi >= 0) {
-    alts.push_back(MagnitudeRange(lo ? std::max<int64_t>(*lo, 0) : 0, hi ? *hi : -1));
-  }
-  if (!lo || *lo < 0) {
-    int64_t mag_lo = hi ? std::max<int64_t>(1, -std::min<int64_t>(*hi, -1)) : 1;
-    int64_t mag_hi = lo ? -*lo : -1;
-    alts.push_back(Seq({Literal("-"), MagnitudeRange(mag_lo, mag_hi)}));
-  }
-  return Alt(std::move(alts));
-}
-
-ExprPtr Fraction() {
-  // '.' then digits ending in a non-zero digit: the value lies strictly inside (I, I+1).
-  return Seq({Literal("."), Digits(0, kMaxFracDigits - 1), ByteRange('1', '9')});
-}
-
-std::optional<int64_t> ClampBound(std::optional<double> v) {
-  if (!v || !std::isfinite(*v) || std::fabs(*v) >= static_cast<double>(kBoundLimit)) {
-    return std::nullopt;
-  }
-  return static_cast<int64_t>(*v);
-}
-
-ExprPtr NumberExpr(const NumberBounds& b, bool integer) {
-  // Integers in range.
-  std::optional<double> ilo, ihi;
-  if (b.lo) ilo = b.lo_exclusive ? std::floor(*b.lo) + 1 : std::ceil(*b.lo);
-  if (b.hi) ihi = b.hi_exclusive ? std::ceil(*b.hi) - 1 : std::floor(*b.hi);
-  ExprPtr ints = IntegerRange(ClampBound(ilo), ClampBound(ihi));
-  if (integer) return ints;
-  if (!b.lo && !b.hi) {
-    return Seq({IntegerRange(std::nullopt, std::nullopt),
-                Opt(Seq({Literal("."), Digits(1, kMaxFracDigits)})),
-                Opt(Seq({Alt({Literal("e"), Literal("E")}), Opt(Alt({Literal("+"), Literal("-")})),
-                         Digits(1, 2)}))});
-  }
-  std::vector<ExprPtr> alts{ints};
-  // Positive decimals I.F with I in [max(0, ceil(lo)), floor(hi) - 1].
-  std::optional<double> plo =
-      b.lo ? std::optional<double>(std::max(0.0, std::ceil(*b.lo))) : std::optional<double>(0.0);
-  std::optional<double> phi;
-  if (b.hi) phi = std::floor(*b.hi) - 1;
-  if (!phi || *phi >= *plo) {
-    std::optional<int64_t> h = ClampBound(phi);
-    alts.push_back(Seq({MagnitudeRange(static_cast<int64_t>(*plo), h ? *h : -1), Fraction()}));
-  }
-  // Negative decimals -I.F with I in [max(0, ceil(-hi)), floor(-lo) - 1].
-  double nlo = b.hi ? std::max(0.0, std::ceil(-*b.hi)) : 0.0;
-  std::optional<double> nhi;
-  if (b.lo) nhi = std::floor(-*b.lo) - 1;
-  if (!nhi || *nhi >= nlo) {
-    std::optional<int64_t> h = ClampBound(nhi);
-    alts.push_back(
-        Seq({Literal("-"), MagnitudeRange(static_cast<int64_t>(nlo), h ? *h : -1), Fraction()}));
-  }
-  return Alt(std::move(alts));
-}
-
-ExprPtr RegexOrDie(const char* pattern) {
-  auto r = RegexToExpr(pattern, RegexMode::kRaw);
-  return r.ok() ? *r : Nothing();
-}
-
-// Formats: sound subsets of what ajv-formats accepts ("full" mode).
-std::optional<ExprPtr> FormatExpr(const std::string& format) {
-  static const char* kDate =
-      "[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|"
-      "(?:0[13578]|1[02])-31)";
-  static const char* kTime =
-      "(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):"
-      "[0-5][0-9])";
-  if (format == "date") return RegexOrDie(kDate);
-  if (format == "time") return RegexOrDie(kTime);
-  if (format == "date-time") return RegexOrDie((std::string(kDate) + "T" + kTime).c_str());
-  if (format == "email") {
-    return RegexOrDie(
-        "[a-zA-Z0-9_+-]+(?:\\.[a-zA-Z0-9_+-]+)*@(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,20}[a-zA-Z0-9])?\\."
-        ")"
-        "{1,4}[a-zA-Z]{2,12}");
-  }
-  if (format == "uuid") {
-    return RegexOrDie("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}");
-  }
-  if (format == "ipv4") {
-    return RegexOrDie(
-        "(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}"
-        "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])");
-  }
-  return std::nullopt;
 }
 
 class Converter {
@@ -227,6 +39,13 @@ class Converter {
     g_.root = root;
     KILN_ASSIGN_OR_RETURN(ExprPtr body, Convert(root_, "#"));
     g_.rules[root].body = body;
+    if (IsEmptyLanguage(g_)) {
+      std::string what = "no JSON value satisfies the schema (empty language)";
+      for (size_t i = 0; i < unsatisfiable_.size() && i < 3; ++i) {
+        what += (i == 0 ? ": " : "; ") + unsatisfiable_[i];
+      }
+      return Err("#", what);
+    }
     return std::move(g_);
   }
 
@@ -330,78 +149,13 @@ class Converter {
     return id;
   }
 
-  // allOf: merges `b` into `a` (objects keyword by keyword).
-  Status Merge(Json* a, const Json& b_in, const std::string& path, int depth = 0) {
-    if (depth > 32) return Err(path, "allOf nesting too deep");
-    if (b_in.is_boolean()) {
-      if (b_in.get<bool>()) return Status::Ok();
-      (*a)["not_satisfiable"] = true;
-      return Status::Ok();
-    }
-    if (!b_in.is_object()) return Err(path, "allOf member is not a schema object");
-    Json b = b_in;
-    if (b.contains("$ref")) {
-      KILN_ASSIGN_OR_RETURN(const Json* target, Resolve(b["$ref"].get<std::string>(), path));
-      b.erase("$ref");
-      KILN_RETURN_IF_ERROR(Merge(a, *target, path, depth + 1));
-    }
-    if (b.contains("allOf")) {
-      Json members = b["allOf"];
-      b.erase("allOf");
-      if (!members.is_array()) return Err(path, "allOf must be an array");
-      for (const auto& m : members) KILN_RETURN_IF_ERROR(Merge(a, m, path, depth + 1));
-    }
-    for (auto& [key, value] : b.items()) {
-      if (IgnoredKeywords().count(key)) continue;
-      if (!a->contains(key)) {
-        (*a)[key] = value;
-        continue;
-      }
-      Json& av = (*a)[key];
-      if (av == value) continue;
-      if (key == "properties") {
-        for (auto& [pk, pv] : value.items()) {
-          if (!av.contains(pk)) {
-            av[pk] = pv;
-          } else if (av[pk] != pv) {
-            av[pk] = Json{{"allOf", Json::array({av[pk], pv})}};
-          }
-        }
-      } else if (key == "required") {
-        for (const auto& r : value) {
-          if (std::find(av.begin(), av.end(), r) == av.end()) av.push_back(r);
-        }
-      } else if (key == "additionalProperties" && (av == false || value == false)) {
-        av = false;
-      } else if (key == "type") {
-        Json ta = av.is_array() ? av : Json::array({av});
-        Json tb = value.is_array() ? value : Json::array({value});
-        Json both = Json::array();
-        for (const auto& t : ta) {
-          if (std::find(tb.begin(), tb.end(), t) != tb.end() ||
-              (t == "number" && std::find(tb.begin(), tb.end(), "integer") != tb.end())) {
-            both.push_back(t == "number" && std::find(tb.begin(), tb.end(), "number") == tb.end()
-                               ? Json("integer")
-                               : t);
-          } else if (t == "integer" && std::find(tb.begin(), tb.end(), "number") != tb.end()) {
-            both.push_back(t);
-          }
-        }
-        if (both.empty()) return Err(path, "allOf: the types do not intersect");
-        av = both.size() == 1 ? both[0] : both;
-      } else if (key == "minimum" || key == "exclusiveMinimum" || key == "minLength" ||
-                 key == "minItems") {
-        if (value.is_number() && av.is_number() && value.get<double>() > av.get<double>())
-          av = value;
-      } else if (key == "maximum" || key == "exclusiveMaximum" || key == "maxLength" ||
-                 key == "maxItems") {
-        if (value.is_number() && av.is_number() && value.get<double>() < av.get<double>())
-          av = value;
-      } else {
-        return Err(path, "allOf: conflicting '" + key + "' is not supported");
-      }
-    }
-    return Status::Ok();
+  // allOf: merges `b` into `a` (schema_merge.h).
+  Status Merge(Json* a, const Json& b, const std::string& path) {
+    return MergeSchemas(a, b, Resolver(path), path);
+  }
+
+  SchemaRefResolver Resolver(const std::string& path) {
+    return [this, path](const std::string& ref) { return Resolve(ref, path); };
   }
 
   static std::string BranchPath(const std::string& path, const char* comb, size_t i) {
@@ -455,7 +209,10 @@ class Converter {
     if (!schema.is_object()) return Err(path, "a schema must be an object or a boolean");
     for (auto& [key, value] : schema.items()) {
       if (IgnoredKeywords().count(key)) continue;
-      if (key == "not_satisfiable") return Nothing();
+      if (key == "not_satisfiable") {
+        if (value.is_string()) unsatisfiable_.push_back(path + ": " + value.get<std::string>());
+        return Nothing();
+      }
       if (!SupportedKeywords().count(key)) {
         return Err(path, "unsupported keyword '" + key + "'");
       }
@@ -520,30 +277,20 @@ class Converter {
       }
       return Alt(std::move(alts));
     }
-    // enum / const values must also satisfy a sibling "type".
-    auto type_allows = [&](const Json& v) {
-      if (!schema.contains("type")) return true;
-      const Json& t = schema["type"];
-      Json types = t.is_array() ? t : Json::array({t});
-      for (const auto& ty : types) {
-        if ((ty == "string" && v.is_string()) || (ty == "boolean" && v.is_boolean()) ||
-            (ty == "null" && v.is_null()) || (ty == "object" && v.is_object()) ||
-            (ty == "array" && v.is_array()) || (ty == "number" && v.is_number()) ||
-            (ty == "integer" && v.is_number() && v.get<double>() == std::floor(v.get<double>()))) {
-          return true;
-        }
+    // enum / const: the values valid under every other keyword too (schema_value.h).
+    if (schema.contains("const") || schema.contains("enum")) {
+      std::vector<std::string> dropped;
+      KILN_ASSIGN_OR_RETURN(std::vector<Json> values,
+                            ValueChecker(Resolver(path)).AllowedValues(schema, path, &dropped));
+      if (values.empty()) {
+        std::string why = dropped.empty() ? "the enum is empty" : dropped[0];
+        if (dropped.size() > 1) why += ", and " + std::to_string(dropped.size() - 1) + " more";
+        unsatisfiable_.push_back(path + ": no " + (schema.contains("const") ? "const" : "enum") +
+                                 " value satisfies the schema's other keywords (" + why + ")");
+        return Nothing();
       }
-      return false;
-    };
-    if (schema.contains("const")) {
-      return type_allows(schema["const"]) ? Literal(schema["const"].dump()) : Nothing();
-    }
-    if (schema.contains("enum")) {
-      if (!schema["enum"].is_array()) return Err(path, "enum must be an array");
       std::vector<ExprPtr> alts;
-      for (const auto& v : schema["enum"]) {
-        if (type_allows(v)) alts.push_back(Literal(v.dump()));
-      }
+      for (const auto& v : values) alts.push_back(Literal(v.dump()));
       return Alt(std::move(alts));
     }
     std::vector<std::string> types;
@@ -592,8 +339,8 @@ class Converter {
       KILN_ASSIGN_OR_RETURN(NumberBounds b, ParseNumberBounds(s, path));
       // Bounds beyond ±10^15 are treated as open (numbers have at most 15 integer digits), which
       // is sound only on the far side: a minimum of 10^15 or more would let 0 through.
-      if ((b.lo && *b.lo >= static_cast<double>(kBoundLimit)) ||
-          (b.hi && *b.hi <= -static_cast<double>(kBoundLimit))) {
+      if ((b.lo && *b.lo >= static_cast<double>(kNumberBoundLimit)) ||
+          (b.hi && *b.hi <= -static_cast<double>(kNumberBoundLimit))) {
         return Err(path,
                    "a minimum at or above 1e15 (or a maximum at or below -1e15) is not "
                    "supported");
@@ -834,8 +581,14 @@ class Converter {
         KILN_ASSIGN_OR_RETURN(ExprPtr v, Convert(sub, path + "/properties/" + key));
         bool req = required.count(key) > 0;
         if (v->kind == Expr::Kind::kNothing) {
-          if (req) return Nothing();
-          continue;  // a property that can have no value is simply absent
+          if (req) {
+            unsatisfiable_.push_back(path + ": required property '" + key +
+                                     "' can have no value (e.g. an allOf member's "
+                                     "additionalProperties: false forbids it)");
+            return Nothing();
+          }
+          listed.insert(key);  // a property that can have no value is absent, never an extra key
+          continue;
         }
         props.push_back({key, v, req});
         listed.insert(key);
@@ -920,6 +673,7 @@ class Converter {
   std::map<std::string, int> ref_rules_;
   std::map<std::string, int> length_rules_;
   std::map<std::string, int> format_rules_;
+  std::vector<std::string> unsatisfiable_;  // enum/const schemas left with no value, and why
 };
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include <limits>
 #include <vector>
 
+#include "structured/schema_value.h"
+
 namespace kiln::structured {
 namespace {
 
@@ -87,11 +89,6 @@ bool IntegerOnly(const Json& s) {
     if (x == "integer") integer = true;
   }
   return integer;
-}
-
-// JSON equality as JSON Schema defines it: object key order ignored, 1 == 1.0.
-bool JsonEqual(const Json& a, const Json& b) {
-  return nlohmann::json::parse(a.dump()) == nlohmann::json::parse(b.dump());
 }
 
 // Values a const/enum schema is limited to; nullopt when it has neither.

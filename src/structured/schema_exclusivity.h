@@ -52,6 +52,8 @@ StatusOr<NumberBounds> ParseNumberBounds(const SchemaJson& schema, const std::st
 
 // Merges `b` into `*a` with allOf semantics, resolving $ref (supplied by the converter).
 using SchemaMerge = std::function<Status(SchemaJson* a, const SchemaJson& b)>;
+// Resolves a local "$ref" ("#/...") to the schema it names (supplied by the converter).
+using SchemaRefResolver = std::function<StatusOr<const SchemaJson*>(const std::string& ref)>;
 
 class ExclusivityProver final {
  public:
