@@ -1,7 +1,9 @@
 // CpuBackend: the reference Backend (backend/backend.h). Runs a Llama-family decoder (Llama,
 // Qwen2, Qwen3 by ModelConfig flags) in float32 on the CPU: weights converted to float32 at
-// creation (dummy weights materialized through Tensor::DummyValue), projections through OpenBLAS
-// sgemm, everything else through the reference ops in cpu/ops.h, attention split over threads.
+// creation (dummy weights materialized through Tensor::DummyValue), projections through
+// cpu/linear.h (each row's result independent of the batch: chunked or batched decode gives the
+// same bits as decoding alone), everything else through the reference ops in cpu/ops.h, attention
+// split over threads.
 // This is the specification the CUDA backend is checked against, so it favours clarity.
 //
 // KV cache: per layer, K and V of [num_kv_blocks * block_size, num_kv_heads, head_dim] float32.
@@ -9,7 +11,7 @@
 // [0, num_kv_blocks())), scheduling, tokenization.
 //
 // Thread-safety: used by one thread at a time (the engine thread); it uses num_threads worker
-// threads internally (OpenBLAS and attention).
+// threads internally (projections and attention).
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 // CPU reference operators of the Llama-family forward pass: float32, raw pointers, row-major,
 // no allocation beyond small scratch. These are the specification: every CUDA kernel in
 // src/kernels/ has a twin here and a parity test against it. They are deliberately simple loops
-// (the CPU backend uses BLAS only for the projections, outside this file).
+// (the CPU backend's projections are in linear.h).
 //
 // Shapes use n = num_tokens, h = hidden_size, H = num_heads, Hkv = num_kv_heads, D = head_dim.
 // Thread-safety: pure functions of their arguments; concurrent calls on disjoint outputs are safe.
