@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <vector>
 
 #include "structured/schema_value.h"
@@ -103,6 +104,48 @@ Status MergeItems(Json* a, const Json& b, const std::string& path) {
   return Status::Ok();
 }
 
+// "type" with OpenAPI "nullable" folded in (null is valid only where both sides allow it): the
+// types valid under both. False when neither side has a "type" (nullable then has no effect).
+bool MergeTypes(Json* a, const Json& b) {
+  auto types = [](const Json& s) -> std::optional<Json> {
+    if (!s.contains("type")) return std::nullopt;
+    Json t = s["type"].is_array() ? s["type"] : Json::array({s["type"]});
+    if (s.contains("nullable") && s["nullable"] == true &&
+        std::find(t.begin(), t.end(), "null") == t.end()) {
+      t.push_back("null");
+    }
+    return t;
+  };
+  const std::optional<Json> ta = types(*a), tb = types(b);
+  if (!ta && !tb) return false;
+  Json both = Json::array();
+  if (!ta || !tb) {
+    both = ta ? *ta : *tb;
+  } else {
+    auto has = [](const Json& t, const char* x) {
+      return std::find(t.begin(), t.end(), x) != t.end();
+    };
+    for (const auto& t : *ta) {
+      Json common;
+      if (has(*tb, t.is_string() ? t.get<std::string>().c_str() : "")) {
+        common = t;
+      } else if ((t == "number" && has(*tb, "integer")) || (t == "integer" && has(*tb, "number"))) {
+        common = "integer";
+      }
+      if (!common.is_null() && !has(both, common.get<std::string>().c_str()))
+        both.push_back(common);
+    }
+  }
+  a->erase("nullable");
+  if (both.empty()) {
+    (*a)["not_satisfiable"] =
+        "the types " + ta->dump() + " and " + tb->dump() + " do not intersect";
+  } else {
+    (*a)["type"] = both.size() == 1 ? both[0] : both;
+  }
+  return true;
+}
+
 Status Merge(Json* a, const Json& b_in, const SchemaRefResolver& resolve, const std::string& path,
              int depth) {
   if (depth > kMaxDepth) return Err(path, "allOf nesting too deep");
@@ -127,9 +170,11 @@ Status Merge(Json* a, const Json& b_in, const SchemaRefResolver& resolve, const 
   }
   KILN_RETURN_IF_ERROR(MergeObjectKeys(a, b, path));
   KILN_RETURN_IF_ERROR(MergeItems(a, b, path));
+  const bool types_merged = MergeTypes(a, b);
   for (auto& [key, value] : b.items()) {
     if (IgnoredKeywords().count(key) || key == "properties" || key == "additionalProperties" ||
-        key == "items" || key == "prefixItems" || key == "additionalItems") {
+        key == "items" || key == "prefixItems" || key == "additionalItems" ||
+        (types_merged && (key == "type" || key == "nullable"))) {
       continue;
     }
     if (!a->contains(key)) {
@@ -141,26 +186,6 @@ Status Merge(Json* a, const Json& b_in, const SchemaRefResolver& resolve, const 
     if (key == "required") {
       for (const auto& r : value) {
         if (std::find(av.begin(), av.end(), r) == av.end()) av.push_back(r);
-      }
-    } else if (key == "type") {
-      Json ta = av.is_array() ? av : Json::array({av});
-      Json tb = value.is_array() ? value : Json::array({value});
-      Json both = Json::array();
-      for (const auto& t : ta) {
-        if (std::find(tb.begin(), tb.end(), t) != tb.end() ||
-            (t == "number" && std::find(tb.begin(), tb.end(), "integer") != tb.end())) {
-          both.push_back(t == "number" && std::find(tb.begin(), tb.end(), "number") == tb.end()
-                             ? Json("integer")
-                             : t);
-        } else if (t == "integer" && std::find(tb.begin(), tb.end(), "number") != tb.end()) {
-          both.push_back(t);
-        }
-      }
-      if (both.empty()) {
-        (*a)["not_satisfiable"] =
-            "the types " + av.dump() + " and " + value.dump() + " do not intersect";
-      } else {
-        av = both.size() == 1 ? both[0] : both;
       }
     } else if (key == "enum") {
       if (!av.is_array() || !value.is_array()) return Err(path, "enum must be an array");

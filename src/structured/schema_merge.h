@@ -9,9 +9,12 @@
 // else its additionalProperties; absent = any), a key some member forbids becomes `false`, and the
 // merged additionalProperties is the conjunction of the members'. Array items likewise position by
 // position (prefixItems / draft-07 items arrays, then items / additionalItems). Conjunctions that
-// are not trivial become {"allOf": [x, y]}. "required" is the union, "type" the intersection,
-// "enum" the intersection, bounds the tighter one; two different "const" make the schema
-// unsatisfiable; any other keyword on both sides with different values is refused.
+// are not trivial become {"allOf": [x, y]}. "required" is the union, "type" the intersection
+// (OpenAPI "nullable" folded in: null only where both sides allow it), "enum" the intersection,
+// bounds the tighter one; disjoint types, two different "const" or a false member make the schema
+// unsatisfiable (the internal keyword "not_satisfiable" holds why: the converter emits nothing for
+// it and names the reason if nothing at all is left); any other keyword on both sides with
+// different values is refused.
 //
 // Thread-safety: pure functions.
 #pragma once

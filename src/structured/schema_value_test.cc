@@ -182,6 +182,29 @@ TEST(SchemaMergeTest, EachMembersAdditionalPropertiesJudgesItsOwnKeys) {
        {"1", R"("ab")"}},
   });
   ExpectRefused(R"({"allOf":[{"type":"string"},{"type":"integer"}]})", "do not intersect");
+}
+
+// Sibling: OpenAPI "nullable" was kept by a merge although the other side forbids null, so
+// {"type":"string","nullable":true,"anyOf":[{"type":"string"}]} emitted null.
+TEST(SchemaMergeTest, NullableOnlyWhereBothSidesAllowNull) {
+  ExpectCases({
+      {"nullable_sibling_of_anyof",
+       R"({"type":"string","nullable":true,"anyOf":[{"type":"string","maxLength":3}]})",
+       {R"("abc")"},
+       {"null", R"("abcd")"}},
+      {"nullable_allof",
+       R"({"allOf":[{"type":"string","nullable":true},{"type":["string","null"]}]})",
+       {"null", R"("a")"},
+       {"1"}},
+      {"nullable_vs_no_type",
+       R"({"allOf":[{"type":"integer","nullable":true},{"maximum":3}]})",
+       {"null", "3"},
+       {"4"}},
+      {"number_and_integer",
+       R"({"allOf":[{"type":["number","integer"]},{"type":"integer"}]})",
+       {"3"},
+       {"1.5"}},
+  });
   // A key one member requires and another member's additionalProperties: false forbids.
   ExpectRefused(R"({"allOf":[{"type":"object","properties":{"a":{"type":"integer"}},
       "additionalProperties":false},{"properties":{"b":{"type":"string"}},"required":["b"]}]})",
