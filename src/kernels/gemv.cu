@@ -21,8 +21,10 @@ bool AliasesInput(const GemvParams<OutT>& p) {
 // the SiLU·mul epilogue needs its (gate, up) pair in one warp.
 template <int kRows, GemvPrologue kPro, GemvEpilogue kEpi, typename OutT>
 cudaError_t LaunchVec(const GemvParams<OutT>& p, cudaStream_t stream) {
-  constexpr int kWarpRows =
-      kRows <= 2 && kPro == GemvPrologue::kNone && kEpi == GemvEpilogue::kStore ? 1 : 2;
+  // SiLU·mul: two pairs a warp (half the blocks again: the prologue before gate_up is paid per
+  // block); RoPE: one pair (qkv is small, more blocks balance better).
+  constexpr bool kPlain = kPro == GemvPrologue::kNone && kEpi == GemvEpilogue::kStore;
+  constexpr int kWarpRows = kEpi == GemvEpilogue::kSiluMul ? 4 : (kRows <= 2 && kPlain ? 1 : 2);
   constexpr int kUnroll = 8 / kWarpRows;
   const int64_t warps = (p.out_features + kWarpRows - 1) / kWarpRows;
   const int64_t blocks = (warps + kGemvWarps - 1) / kGemvWarps;

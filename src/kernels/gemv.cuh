@@ -17,8 +17,8 @@
 // into shared memory after PdlWait (two passes over the row, the first in RmsNormVecKernel's
 // order so the rounding matches), then the main loop reads x from shared memory; the per-block
 // recomputation reads the row's inputs from L2 once per block, hence two weight rows per warp
-// there (half the blocks). The SiLU·mul epilogue pairs gate row j and up row I + j in one warp,
-// the RoPE epilogue rows i and i + D/2 of a head.
+// there (half the blocks). The SiLU·mul epilogue pairs gate row j and up row I + j in one warp
+// (two pairs a warp: a quarter of the blocks), the RoPE epilogue rows i and i + D/2 of a head.
 // A SiLU·mul prologue on the down GEMV (each block recomputing the 18,944-wide activation from
 // 75 KB of gate_up) measured 7 µs a call slower than SiluMul + Gemv on H100 and was dropped.
 #pragma once
@@ -160,13 +160,14 @@ template <int kRows, int kWarpRows, int kUnroll, GemvPrologue kPro, GemvEpilogue
 __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT> p) {
   constexpr bool kPairs = kEpi != GemvEpilogue::kStore;
   static_assert(kPro == GemvPrologue::kNone || kRows == 1, "the prologue computes one row of x");
-  static_assert(!kPairs || (kRows == 1 && kWarpRows == 2), "pairs: 1 row, 2 rows a warp");
+  static_assert(!kPairs || (kRows == 1 && kWarpRows % 2 == 0), "pairs: 1 row, whole pairs");
+  constexpr int kWarpPairs = kWarpRows / 2;
   extern __shared__ uint4 gemv_x_smem[];
   constexpr bool kPrologue = kPro != GemvPrologue::kNone;
   const int lane = threadIdx.x & 31;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
-  // Output rows of this warp: row0 + j, or pair row0's rows.
-  const int64_t row0 = kPairs ? warp : warp * kWarpRows;
+  // Output rows of this warp: row0 + j, or the rows of pairs row0 + q, q < kWarpPairs.
+  const int64_t row0 = kPairs ? warp * kWarpPairs : warp * kWarpRows;
   const int64_t rows_end = kPairs ? p.out_features / 2 : p.out_features;
   // The whole warp leaves together; with a prologue it stays for the block's barriers (its loads
   // clamp to the last row and it stores nothing).
@@ -180,7 +181,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
   for (int j = 0; j < kWarpRows; ++j) {
     int64_t o;
     if constexpr (kPairs) {
-      o = GemvPairRow<kEpi>(p, min(row0, rows_end - 1), j);
+      o = GemvPairRow<kEpi>(p, min(row0 + j / 2, rows_end - 1), j % 2);
     } else {
       o = min(row0 + j, rows_end - 1);
     }
@@ -264,17 +265,20 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
   }
   if (lane == 0) {
     if constexpr (kPairs) {
-      if (row0 < rows_end) {
+#pragma unroll
+      for (int q = 0; q < kWarpPairs; ++q) {
+        const int64_t pair = row0 + q;
+        if (pair >= rows_end) break;
         int64_t o[2];
-        float v[2] = {acc[0][0], acc[0][1]};
+        float v[2] = {acc[0][2 * q], acc[0][2 * q + 1]};
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
-          o[j] = GemvPairRow<kEpi>(p, row0, j);
+          o[j] = GemvPairRow<kEpi>(p, pair, j);
           if (p.bias != nullptr) v[j] += ToFloat(p.bias[o[j]]);
           v[j] = ToFloat(FromFloat<OutT>(v[j]));  // as the plain Gemv stores it
         }
         if constexpr (kEpi == GemvEpilogue::kSiluMul) {
-          p.y[row0] = FromFloat<OutT>(Silu(v[0]) * v[1]);
+          p.y[pair] = FromFloat<OutT>(Silu(v[0]) * v[1]);
         } else {
           const GemvRopeParams& r = p.rope;
           const int D = r.head_dim;
