@@ -9,6 +9,10 @@
 #include <unordered_map>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace kiln::cpu {
 namespace {
 
@@ -16,15 +20,23 @@ bool Before(const std::vector<float>& v, int32_t a, int32_t b) {
   return v[a] > v[b] || (v[a] == v[b] && a < b);
 }
 
-// The draw of SamplingRow semantics step 3 over unsorted probabilities, as the GPU's SelectKernel
-// (kernels/sampling.cuh) does it: the order is (probability descending, id ascending); masses are
-// sums of round(p * 2^31) as integers (exact, so any summation order gives the same
-// result, and CPU and GPU agree given the same probabilities). Each cut and the draw is a radix select over the
-// floats' bit patterns (non-negative floats order like their unsigned bits): O(vocab), no sort.
+// The draw of SamplingRow semantics step 3 over unsorted probabilities, with the GPU's
+// SelectKernel (kernels/sampling.cuh) semantics: the order is (probability descending, id
+// ascending); masses are sums of round(p * 2^31) as integers (exact, so any summation order gives
+// the same result, and CPU and GPU agree given the same probabilities). No sort of the
+// vocabulary: a histogram of the keys' top 11 bits (non-negative floats order like their
+// unsigned bits) is built once per row; a select finds the digit where its target is reached,
+// narrows that digit's elements by the next 11 bits while there are many, and sorts only the few
+// left.
 constexpr double kMassScale = 2147483648.0;  // 2^31: a row's total fits 32 bits (GPU histograms)
 
-uint64_t MassFixed(float p) {
-  return static_cast<uint64_t>(std::llrint(static_cast<double>(p) * kMassScale));
+// round-to-nearest-even of p * 2^31 (exact in float): the GPU's __float2uint_rn.
+uint32_t MassFixed(float p) {
+#if defined(__x86_64__)
+  return static_cast<uint32_t>(_mm_cvtss_si64(_mm_set_ss(p * 2147483648.0f)));
+#else
+  return static_cast<uint32_t>(std::llrint(static_cast<double>(p) * kMassScale));
+#endif
 }
 uint32_t Key(float p) { return std::bit_cast<uint32_t>(p); }
 
@@ -45,73 +57,107 @@ struct Selected {
 
 enum class SelectBy { kPosition, kMassAtLeast, kMassAbove };
 
-Selected RadixSelect(const std::vector<float>& probs, Cut cut, SelectBy by, int position,
-                     double mass_target) {
-  const int vocab = static_cast<int>(probs.size());
-  auto reached = [&](uint64_t count, uint64_t mass) {
-    switch (by) {
-      case SelectBy::kPosition: return count > static_cast<uint64_t>(position);
-      case SelectBy::kMassAtLeast: return static_cast<double>(mass) >= mass_target;
-      default: return static_cast<double>(mass) > mass_target;
-    }
-  };
-  uint32_t prefix = 0;
-  uint64_t count_ahead = 0, mass_ahead = 0;
-  for (int round = 0; round < 4; ++round) {
-    const int shift = 24 - 8 * round;
-    const uint32_t high_mask = round == 0 ? 0u : (0xffffffffu << (shift + 8));
-    uint64_t count[256] = {}, mass[256] = {};
+class OrderSelector {
+ public:
+  explicit OrderSelector(const std::vector<float>& probs) {
+    const int vocab = static_cast<int>(probs.size());
+    keys_.resize(static_cast<size_t>(vocab));
+    masses_.resize(static_cast<size_t>(vocab));
     for (int i = 0; i < vocab; ++i) {
-      const uint32_t k = Key(probs[i]);
-      if ((k & high_mask) != prefix || !cut.Contains(k, i)) continue;
-      const int d = static_cast<int>((k >> shift) & 255u);
-      ++count[d];
-      mass[d] += MassFixed(probs[i]);
+      keys_[i] = Key(probs[i]);
+      masses_[i] = MassFixed(probs[i]);
+      ++top_count_[keys_[i] >> kTopShift];
+      top_mass_[keys_[i] >> kTopShift] += masses_[i];
     }
+  }
+
+  uint64_t total_mass() const {
+    uint64_t m = 0;
+    for (uint64_t x : top_mass_) m += x;
+    return m;
+  }
+
+  // The first element of the order within `cut` whose inclusive prefix reaches the target
+  // (kPosition: the element at 0-based `position`; otherwise the first whose prefix mass is >= /
+  // > mass_target); found == false when no element of the cut does.
+  Selected Select(Cut cut, SelectBy by, int position, double mass_target) {
+    auto reached = [&](uint64_t count, uint64_t mass) {
+      switch (by) {
+        case SelectBy::kPosition: return count > static_cast<uint64_t>(position);
+        case SelectBy::kMassAtLeast: return static_cast<double>(mass) >= mass_target;
+        default: return static_cast<double>(mass) > mass_target;
+      }
+    };
+    // Top digit from the row's histogram: the digits above the cut's own top digit lie wholly
+    // inside the cut, so the first digit reaching a target inside the cut is the same as in the
+    // cut's histogram; one below the cut's top digit means the target is beyond the cut.
+    uint64_t count_ahead = 0, mass_ahead = 0;
     int digit = -1;
-    for (int d = 255; d >= 0; --d) {
-      if (count[d] > 0 && reached(count_ahead + count[d], mass_ahead + mass[d])) {
+    for (int d = kTopBins - 1; d >= 0; --d) {
+      if (top_count_[d] > 0 && reached(count_ahead + top_count_[d], mass_ahead + top_mass_[d])) {
         digit = d;
         break;
       }
-      count_ahead += count[d];
-      mass_ahead += mass[d];
+      count_ahead += top_count_[d];
+      mass_ahead += top_mass_[d];
     }
-    if (digit < 0) return Selected{};
-    prefix |= static_cast<uint32_t>(digit) << shift;
-  }
-  // The ties at the found value, by id: pick the j-th (0-based).
-  const uint64_t q = MassFixed(std::bit_cast<float>(prefix));
-  int j;
-  if (by == SelectBy::kPosition) {
-    j = position - static_cast<int>(count_ahead);
-  } else {
-    const double need = (mass_target - static_cast<double>(mass_ahead)) / static_cast<double>(q);
-    j = std::max(0, static_cast<int>(std::ceil(need)) - 1);
-    auto reached_at = [&](int jj) {
-      return reached(0, mass_ahead + static_cast<uint64_t>(jj + 1) * q);
-    };
-    while (j > 0 && reached_at(j - 1)) --j;
-    while (!reached_at(j)) ++j;
-  }
-  int seen = 0;
-  for (int i = 0; i < vocab; ++i) {
-    const uint32_t k = Key(probs[i]);
-    if (k != prefix || !cut.Contains(k, i)) continue;
-    if (seen++ == j) {
-      return Selected{true, prefix, i, static_cast<int>(count_ahead) + j + 1,
-                      mass_ahead + static_cast<uint64_t>(j + 1) * q};
+    if (digit < static_cast<int>(cut.key >> kTopShift)) return Selected{};
+    cand_.clear();
+    for (int i = 0; i < static_cast<int>(keys_.size()); ++i) {
+      if (static_cast<int>(keys_[i] >> kTopShift) == digit && cut.Contains(keys_[i], i))
+        cand_.push_back(i);
     }
+    // Narrow by the next bits while many elements share the digit (flat distributions).
+    for (int shift = kTopShift - 11; cand_.size() > 256 && shift >= 0; shift -= 11) {
+      const uint32_t bins = 1u << std::min(11, shift + 11);
+      std::vector<uint64_t> count(bins), mass(bins);
+      for (int i : cand_) {
+        const uint32_t d = (keys_[i] >> shift) & (bins - 1);
+        ++count[d];
+        mass[d] += masses_[i];
+      }
+      int sub = -1;
+      for (int d = static_cast<int>(bins) - 1; d >= 0; --d) {
+        if (count[d] > 0 && reached(count_ahead + count[d], mass_ahead + mass[d])) {
+          sub = d;
+          break;
+        }
+        count_ahead += count[d];
+        mass_ahead += mass[d];
+      }
+      if (sub < 0) return Selected{};
+      std::erase_if(cand_, [&](int i) {
+        return ((keys_[i] >> shift) & (bins - 1)) != static_cast<uint32_t>(sub);
+      });
+    }
+    std::sort(cand_.begin(), cand_.end(), [&](int a, int b) {
+      return keys_[a] > keys_[b] || (keys_[a] == keys_[b] && a < b);
+    });
+    for (int i : cand_) {
+      ++count_ahead;
+      mass_ahead += masses_[i];
+      if (reached(count_ahead, mass_ahead)) {
+        return Selected{true, keys_[i], i, static_cast<int>(count_ahead), mass_ahead};
+      }
+    }
+    return Selected{};
   }
-  return Selected{};
-}
 
+ private:
+  static constexpr int kTopShift = 21, kTopBins = 1 << 11;
+  std::vector<uint32_t> keys_;
+  std::vector<uint32_t> masses_;
+  uint64_t top_count_[kTopBins] = {};
+  uint64_t top_mass_[kTopBins] = {};
+  std::vector<int> cand_;
+};
 
 }  // namespace
 
 int32_t DrawFromProbs(const std::vector<float>& probs, int top_k, float min_p, float top_p,
                       float uniform) {
   const int vocab = static_cast<int>(probs.size());
+  OrderSelector selector(probs);
   Cut cut;
   int n = vocab;
   bool have_mass = false;
@@ -122,25 +168,23 @@ int32_t DrawFromProbs(const std::vector<float>& probs, int top_k, float min_p, f
     cut_mass = sel.mass;
     have_mass = true;
   };
-  if (top_k > 0 && top_k < n) set_cut(RadixSelect(probs, cut, SelectBy::kPosition, top_k - 1, 0.0));
+  if (top_k > 0 && top_k < n) set_cut(selector.Select(cut, SelectBy::kPosition, top_k - 1, 0.0));
   if (min_p > 0.0f) {
     const float threshold = min_p * *std::max_element(probs.begin(), probs.end());
     int count = 0;
     for (int i = 0; i < vocab; ++i) count += cut.Contains(Key(probs[i]), i) && probs[i] >= threshold;
     count = std::max(count, 1);
-    if (count < n) set_cut(RadixSelect(probs, cut, SelectBy::kPosition, count - 1, 0.0));
+    if (count < n) set_cut(selector.Select(cut, SelectBy::kPosition, count - 1, 0.0));
   }
   if (top_p < 1.0f) {
-    const Selected sel = RadixSelect(probs, cut, SelectBy::kMassAtLeast, 0,
-                                     static_cast<double>(top_p) * kMassScale);
+    const Selected sel =
+        selector.Select(cut, SelectBy::kMassAtLeast, 0, static_cast<double>(top_p) * kMassScale);
     if (sel.found && sel.count < n) set_cut(sel);
   }
-  if (!have_mass) {
-    for (float p : probs) cut_mass += MassFixed(p);
-  }
+  if (!have_mass) cut_mass = selector.total_mass();
   const double target = static_cast<double>(uniform) * static_cast<double>(cut_mass);
-  Selected chosen = RadixSelect(probs, cut, SelectBy::kMassAbove, 0, target);
-  if (!chosen.found) chosen = RadixSelect(probs, cut, SelectBy::kPosition, n - 1, 0.0);
+  Selected chosen = selector.Select(cut, SelectBy::kMassAbove, 0, target);
+  if (!chosen.found) chosen = selector.Select(cut, SelectBy::kPosition, n - 1, 0.0);
   return chosen.id;
 }
 
