@@ -34,7 +34,8 @@ RowsSplitWorkspace CarveWorkspace(float* base, int num_tokens, int num_heads, in
 
 // KV splits for the short-query kernels: none when the (row, KV head) blocks already cover every
 // multiprocessor (the combine pass costs more than it gains, measured on H100); otherwise enough
-// for about two blocks per multiprocessor, at least 512 keys per split, bounded by kMaxKvSplits
+// for about two blocks per multiprocessor, at least 128 keys per split (batch-1 decode at short
+// context runs one block per KV head otherwise: 4 blocks for Qwen2-7B), bounded by kMaxKvSplits
 // and by the workspace.
 template <typename T>
 int ChooseSplits(const PagedAttentionParams<T>& p, int rows, int sm_count) {
@@ -42,7 +43,7 @@ int ChooseSplits(const PagedAttentionParams<T>& p, int rows, int sm_count) {
   if (splits <= 0) {
     const int blocks = rows * p.num_kv_heads;
     splits = blocks >= sm_count ? 1 : (2 * sm_count + blocks - 1) / blocks;
-    const int by_len = (p.max_seq_len + 511) / 512;
+    const int by_len = (p.max_seq_len + 127) / 128;
     splits = splits < by_len ? splits : by_len;
   }
   splits = splits < 1 ? 1 : (splits > kMaxKvSplits ? kMaxKvSplits : splits);
