@@ -185,6 +185,38 @@ TEST(AsyncPipelineTest, LengthLimitedRequestsWasteNoRow) {
   ExpectDrainedExactly(async);
 }
 
+// The rows handed to SampleAsync point into each request's token ids (prompt / output spans for
+// the penalties); pushing the next step's placeholder must not move those ids under them. Short
+// prompts and long outputs make the token vector grow many times; a moved buffer shows as freed
+// memory (allocator bookkeeping) in the spans.
+TEST(AsyncPipelineTest, SamplingRowsKeepValidTokenSpansWhilePlaceholdersAreAdded) {
+  for (bool async : {false, true}) {
+    CoreHarness h(Mode(async));
+    int checked = 0;
+    std::vector<std::string> bad;
+    h.backend.set_sample_hook([&](std::span<const SamplingRow> rows) {
+      for (const SamplingRow& row : rows) {
+        for (auto span : {row.prompt_token_ids, row.output_token_ids}) {
+          for (int32_t id : span) {
+            ++checked;
+            if (id < 0 || id >= 64) bad.push_back(std::to_string(id));
+          }
+        }
+      }
+    });
+    std::mt19937 r(9);
+    SamplingParams sp = CoreHarness::Greedy(200);
+    sp.ignore_eos = true;
+    sp.presence_penalty = 0.5f;
+    for (int i = 0; i < 6; ++i) h.Add("p" + std::to_string(i), RandomTokens(&r, 1 + i % 2, 64), sp);
+    h.RunUntilIdle();
+    EXPECT_GT(checked, 10000);
+    EXPECT_TRUE(bad.empty()) << (async ? "async" : "sync") << ": " << bad.size()
+                             << " invalid ids in sampling spans, first " << bad.front();
+    for (int i = 0; i < 6; ++i) EXPECT_EQ(h.results["p" + std::to_string(i)].ids.size(), 200u);
+  }
+}
+
 TEST(AsyncPipelineTest, AbortWhileItsSampleIsInFlight) {
   std::mt19937 rng(3);
   SamplingParams sp = CoreHarness::Greedy(30);

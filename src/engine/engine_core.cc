@@ -296,6 +296,11 @@ void EngineCore::Step(std::vector<EngineOutput>* outputs) {
       continue;
     }
     KILN_DCHECK(rows.logits_row == static_cast<int>(sampling_rows_.size()));
+    // The row's prompt / output spans point into token_ids, and the placeholder pushed below
+    // must not move them: make room first (geometric growth, so this stays amortized O(1)).
+    if (r->token_ids.size() == r->token_ids.capacity()) {
+      r->token_ids.reserve(2 * r->token_ids.size() + 16);
+    }
     sampling_rows_.emplace_back();
     BuildSamplingRow(*r, &sampling_rows_.back());
     InFlightRow row{r, rows.logits_row, false};

@@ -111,6 +111,7 @@ void FakeBackend::RowLogits(uint64_t h, float* out) const {
 
 Status FakeBackend::SampleAsync(std::span<const SamplingRow> rows) {
   if (sample_pending_) return Status::FailedPrecondition("FakeBackend: SampleAsync twice");
+  if (sample_hook_) sample_hook_(rows);
   std::vector<SampleResult>* results = &samples_;
   if (rows.size() != logits_hashes_.size())
     return Status::InvalidArgument("FakeBackend: row count");

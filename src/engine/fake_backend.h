@@ -47,6 +47,10 @@ class FakeBackend final : public Backend {
   void set_async(bool async) { async_ = async; }
   // Called inside every Forward, after validation (tests observe what overlaps a forward pass).
   void set_forward_hook(std::function<void()> hook) { forward_hook_ = std::move(hook); }
+  // Called at the start of every SampleAsync with its rows (tests inspect what the engine passes).
+  void set_sample_hook(std::function<void(std::span<const SamplingRow>)> hook) {
+    sample_hook_ = std::move(hook);
+  }
   int64_t num_deferred_tokens() const { return num_deferred_tokens_; }
 
  private:
@@ -55,6 +59,7 @@ class FakeBackend final : public Backend {
   ModelConfig config_;
   int block_size_;
   int64_t num_kv_blocks_;
+  std::function<void(std::span<const SamplingRow>)> sample_hook_;
   std::vector<uint64_t> cache_;  // [num_kv_blocks * block_size]; 0 = never written
   std::vector<uint64_t> logits_hashes_;
   std::vector<uint64_t> hidden_hashes_;
