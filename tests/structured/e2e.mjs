@@ -15,7 +15,7 @@
 // Every request must finish with finish_reason "stop" under max_tokens = MAX_TOKENS (32,000): a
 // random-weight model never "wants" JSON, so this shows that the grammar (bounded whitespace, EOS
 // allowed exactly where the value is complete, termination on completion) ends every output, not
-// the token limit. The exception are the heavy-tailed cases (below).
+// the token limit. That includes the heavy-tailed cases (below), with the seeds as committed.
 //
 // Unbounded strings (`{"type": "string"}` without maxLength/enum/format, an unbounded pattern,
 // free keys) make that expensive: inside such a string every token whose bytes keep it open is
@@ -40,11 +40,13 @@
 // but only a handful that end it with the quote (uniform walks: mean 20,914 tokens, max 104,546;
 // with the model, of 8 seeds 1 stopped at 3,533 tokens, 7 were still open at 5,461). Decoding tens
 // of thousands of tokens of one sequence (attention is O(length²)) does not fit a CI budget on this
-// CPU backend, so these 8 requests run with max_tokens CAPPED_MAX_TOKENS and must either stop with
-// a valid output or end with "length" exactly at that limit with an output that is a prefix of
-// JSON (isJsonPrefix).
-// KILN_E2E_FULL=1 holds them to "stop" under MAX_TOKENS too (long: for a fast machine; they can
-// still be cut, see the figures above).
+// CPU backend in general; but the outputs are deterministic (next paragraph), and with the seeds as
+// committed all 8 stop (2026-11-26: 1,543 – 3,912 tokens; every case within 7,607), so they are held
+// to "stop" under MAX_TOKENS like the rest. A change to the grammar, vocabulary tables, sampler or
+// dummy weights draws other walks: if one then runs past MAX_TOKENS the test fails and says which.
+// KILN_E2E_CAP_HEAVY=1 (for sampling other seeds with KILN_E2E_SEED on a slow machine) runs these 8
+// with max_tokens CAPPED_MAX_TOKENS instead and accepts "length" exactly at that limit with an
+// output that is a prefix of JSON (isJsonPrefix).
 //
 // Same seed → same output: the CPU backend's rows do not depend on the batch (linear.h), so the
 // outputs are reproducible run to run, and the rerun check at the end holds a case decoded alone to
@@ -54,7 +56,7 @@
 // Environment: KILN_BUILD_DIR (binary default and output file), KILN_SHARED (tokenizer),
 // KILN_E2E_CONCURRENCY (requests in flight, default 128), KILN_E2E_ONLY (a RegExp: run only the
 // cases whose names match), KILN_E2E_SEED (added to every seed: another sample of the random
-// walks), KILN_E2E_FULL=1 (heavy-tailed cases too must stop under MAX_TOKENS), KILN_E2E_CLOSE_RATE=N
+// walks), KILN_E2E_CAP_HEAVY=1 (heavy-tailed cases capped, see above), KILN_E2E_CLOSE_RATE=N
 // (instead of the test: measure the closing rate of a free string over N requests, see
 // measureCloseRate).
 import { spawn, spawnSync } from 'node:child_process';
@@ -72,7 +74,7 @@ const MAX_TOKENS = 32000;
 const MAX_MODEL_LEN = 32768;  // prompt (< 100 tokens) + MAX_TOKENS; the model's max_position_embeddings
 const CONCURRENCY = Number(process.env.KILN_E2E_CONCURRENCY ?? 128);
 const SEED_OFFSET = Number(process.env.KILN_E2E_SEED ?? 0);  // added to every request's seed
-const FULL = process.env.KILN_E2E_FULL === '1';
+const FULL = process.env.KILN_E2E_CAP_HEAVY !== '1';  // heavy-tailed cases held to "stop" too
 const CAPPED_MAX_TOKENS = 8192;
 // Heavy-tailed without any-JSON (measured, see the header): a slug pattern without maxLength allows
 // ~18,000 alphanumeric tokens inside the string but only a handful end it with the quote.
