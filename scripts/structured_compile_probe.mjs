@@ -7,7 +7,7 @@
 // for the whole compile; with it, /health stays at its usual latency.
 //
 // Usage: node scripts/structured_compile_probe.mjs KILN_BINARY MODEL_DIR TOKENIZER_DIR [NUM_PROPS]
-import { spawn } from 'node:child_process';
+import { startKilnServe } from '../tests/lib/kiln_serve.mjs';
 import http from 'node:http';
 
 const [kiln, model, tokenizer, numPropsArg] = process.argv.slice(2);
@@ -54,20 +54,8 @@ function bigSchema(n) {
     additionalProperties: false };
 }
 
-const child = spawn(kiln, ['serve', '--model', model, '--load-format', 'dummy', '--tokenizer',
-  tokenizer, '--port', '0', '--http-threads', '1', '--max-model-len', '512'],
-{ stdio: ['ignore', 'pipe', 'pipe'] });
-let log = '';
-const port = await new Promise((resolve, reject) => {
-  const onData = (d) => {
-    log += d;
-    const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(log);
-    if (m) resolve(Number(m[1]));
-  };
-  child.stdout.on('data', onData);
-  child.stderr.on('data', onData);
-  child.on('exit', (code) => reject(new Error(`kiln serve exited (${code}):\n${log}`)));
-});
+const { child, port } = await startKilnServe(kiln, ['--model', model, '--load-format', 'dummy',
+  '--tokenizer', tokenizer, '--port', '0', '--http-threads', '1', '--max-model-len', '512']);
 
 try {
   // Warm up: the vocabulary index is built on the first structured request.

@@ -137,6 +137,24 @@ class GemvPrologueTest : public testing::GpuTest {
         "");
   }
 
+  // The unfused chain's first launch: add+RMSNorm of (a, residual) into `normed` when with_norm
+  // (its params in *norm), and the GEMV params that read `normed` (or x without the norm).
+  static GemvParams<Bf16> NormThenGemv(bool with_norm, Bf16* a, Bf16* residual,
+                                       const Bf16* norm_weight, Bf16* normed, const Bf16* x,
+                                       const Bf16* w, int64_t in, RmsNormParams<Bf16>* norm) {
+    norm->x = a;
+    norm->residual = residual;
+    norm->weight = norm_weight;
+    norm->out = normed;
+    norm->num_tokens = 1;
+    norm->hidden_size = static_cast<int>(in);
+    if (with_norm) EXPECT_EQ(RmsNorm(*norm, nullptr), cudaSuccess);
+    GemvParams<Bf16> chain;
+    chain.x = with_norm ? normed : x;
+    chain.w = w;
+    return chain;
+  }
+
   // Gemv with the SiLU·mul epilogue (optionally after the add+RMSNorm prologue) against
   // [RmsNorm →] Gemv → SiluMul: y[j] = silu(gate_j) · up_j, I = inter pairs of rows.
   void CheckSiluEpilogue(int64_t inter, int64_t in, bool with_norm, bool with_bias) {
@@ -153,16 +171,8 @@ class GemvPrologueTest : public testing::GpuTest {
     DeviceBuffer<Bf16> dx(x), da(a), dr(r), dr_chain(r), dr_out(in), dnw(nw), dw(w), db(b);
     DeviceBuffer<Bf16> dnormed(in), dgu(out), dy_chain(inter), dy(inter);
     RmsNormParams<Bf16> norm;
-    norm.x = da.get();
-    norm.residual = dr_chain.get();
-    norm.weight = dnw.get();
-    norm.out = dnormed.get();
-    norm.num_tokens = 1;
-    norm.hidden_size = static_cast<int>(in);
-    if (with_norm) KILN_CUDA_OK(RmsNorm(norm, nullptr));
-    GemvParams<Bf16> chain;
-    chain.x = with_norm ? dnormed.get() : dx.get();
-    chain.w = dw.get();
+    GemvParams<Bf16> chain = NormThenGemv(with_norm, da.get(), dr_chain.get(), dnw.get(),
+                                          dnormed.get(), dx.get(), dw.get(), in, &norm);
     chain.bias = with_bias ? db.get() : nullptr;
     chain.y = dgu.get();
     chain.rows = 1;
@@ -240,16 +250,8 @@ class GemvPrologueTest : public testing::GpuTest {
     DeviceBuffer<int64_t> dslot(slot_map);
 
     RmsNormParams<Bf16> norm;
-    norm.x = da.get();
-    norm.residual = dr_chain.get();
-    norm.weight = dnw.get();
-    norm.out = dnormed.get();
-    norm.num_tokens = 1;
-    norm.hidden_size = static_cast<int>(in);
-    if (with_norm) KILN_CUDA_OK(RmsNorm(norm, nullptr));
-    GemvParams<Bf16> chain;
-    chain.x = with_norm ? dnormed.get() : dx.get();
-    chain.w = dw.get();
+    GemvParams<Bf16> chain = NormThenGemv(with_norm, da.get(), dr_chain.get(), dnw.get(),
+                                          dnormed.get(), dx.get(), dw.get(), in, &norm);
     chain.bias = db.get();
     chain.y = dy_chain.get();
     chain.rows = 1;

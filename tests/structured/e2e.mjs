@@ -59,7 +59,8 @@
 // walks), KILN_E2E_CAP_HEAVY=1 (heavy-tailed cases capped, see above), KILN_E2E_CLOSE_RATE=N
 // (instead of the test: measure the closing rate of a free string over N requests, see
 // measureCloseRate).
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
+import { startKilnServe } from '../lib/kiln_serve.mjs';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -215,21 +216,9 @@ async function startServer() {
     'dummy', '--tokenizer', tokenizerDir, '--served-model-name', 'qwen-dummy', '--port', '0',
     '--api-key', apiKey, '--kv-cache-memory', String(256 << 20), '--max-model-len',
     String(MAX_MODEL_LEN), '--max-num-seqs', '256', '--shutdown-grace-period', '5'];
-  const child = spawn(kilnBinary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  const port = await new Promise((resolve, reject) => {
-    const onData = (d) => {
-      log += d;
-      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(log);
-      if (m) resolve(Number(m[1]));
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.on('exit', (code) => reject(new Error(`kiln serve exited (${code}) before listening:\n${log}`)));
-    setTimeout(() => reject(new Error(`kiln serve did not start in 60 s:\n${log}`)), 60000);
-  });
+  const { child, port, log } = await startKilnServe(kilnBinary, args.slice(1));
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  return { child, port, apiKey, exited, log: () => log };
+  return { child, port, apiKey, exited, log };
 }
 
 // ---- the cases ---------------------------------------------------------------------------------
