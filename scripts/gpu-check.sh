@@ -5,7 +5,9 @@
 #   scripts/gpu-check.sh --stage [BUILD_DIR]   # here: copy binaries, the non-system shared
 #                                              # libraries they need, and the reference data into
 #                                              # .gpu/ (ignored by git; carry it to the GPU machine)
-#   scripts/gpu-check.sh [tests|bench|all]     # there (default all); logs go to $OUT (or /tmp)
+#   scripts/gpu-check.sh [tests|bench|throughput|all]  # there (default all); logs go to $OUT
+#                                              # (or /tmp); throughput runs in all/bench only
+#                                              # with KILN_THROUGHPUT_PROMPTS set
 #
 # The GPU machine (Ubuntu 24.04, CUDA 13 runtime + cuBLASLt) lacks Debian -dev libraries, so the
 # staged .gpu/lib is put first on LD_LIBRARY_PATH; `ldd` output is printed for the record.
@@ -92,7 +94,7 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "tests" ]; then
   fi
 fi
 
-if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ]; then
+if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ] || [ "$MODE" = "throughput" ]; then
   Q7="$G/shared/configs/qwen2-7b-instruct"
   run_bench() {  # name, timeout, args...
     local name=$1 limit=$2
@@ -102,6 +104,7 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ]; then
     cat "$LOG/bench_$name.log" | grep -v "^\[" | tail -12
     TABLE+=("bench $name (rc=$rc): $(grep '^RESULT' "$LOG/bench_$name.log" | cut -c8-)")
   }
+  if [ "$MODE" != "throughput" ]; then
   run_bench qwen2-7b_b1 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 128 --output-len 128
   run_bench qwen2-7b_b1_eager 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 128 --output-len 128 --enforce-eager
   run_bench qwen2-7b_b64_ctx2000 300 latency --model "$Q7" --load-format dummy --batch-size 64 --input-len 2000 --output-len 32
@@ -123,10 +126,11 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ]; then
     tail -8 "$LOG/structured_decode.log"
     TABLE+=("structured decode qwen2-7b b32 (rc=$rc): $(grep 'median wall' "$LOG/structured_decode.log")")
   fi
-  if [ -n "${KILN_THROUGHPUT_PROMPTS:-}" ]; then
+  fi
+  if [ "$MODE" = "throughput" ] || [ -n "${KILN_THROUGHPUT_PROMPTS:-}" ]; then
     for m in qwen2-7b-instruct llama-3.1-8b-instruct; do
       run_bench "${m}_throughput" 300 throughput --model "$G/shared/configs/$m" --load-format dummy \
-        --device cuda --num-prompts "$KILN_THROUGHPUT_PROMPTS" --input-len 1000 --output-len 1000
+        --device cuda --num-prompts "${KILN_THROUGHPUT_PROMPTS:-1000}" --input-len 1000 --output-len 1000
     done
   fi
 fi
