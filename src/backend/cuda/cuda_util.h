@@ -34,16 +34,29 @@ inline Status CudaStatus(cudaError_t err, const char* what, const char* file, in
 
 namespace kiln::cuda {
 
-// Device memory owned by one object; size 0 → nullptr.
-class DeviceBuffer final {
+// How CudaBuffer allocates: device memory, or page-locked host memory (for async copies).
+struct DeviceMemory {
+  static cudaError_t Allocate(void** ptr, size_t size_bytes) { return cudaMalloc(ptr, size_bytes); }
+  static void Free(void* ptr) { cudaFree(ptr); }
+};
+struct PinnedMemory {
+  static cudaError_t Allocate(void** ptr, size_t size_bytes) {
+    return cudaMallocHost(ptr, size_bytes);
+  }
+  static void Free(void* ptr) { cudaFreeHost(ptr); }
+};
+
+// Memory owned by one object (movable, not copyable); size 0 → nullptr.
+template <typename Memory>
+class CudaBuffer final {
  public:
-  DeviceBuffer() = default;
-  ~DeviceBuffer() { Reset(); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer(DeviceBuffer&& other) noexcept
+  CudaBuffer() = default;
+  ~CudaBuffer() { Reset(); }
+  CudaBuffer(const CudaBuffer&) = delete;
+  CudaBuffer& operator=(const CudaBuffer&) = delete;
+  CudaBuffer(CudaBuffer&& other) noexcept
       : ptr_(std::exchange(other.ptr_, nullptr)), size_bytes_(std::exchange(other.size_bytes_, 0)) {}
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+  CudaBuffer& operator=(CudaBuffer&& other) noexcept {
     if (this != &other) {
       Reset();
       ptr_ = std::exchange(other.ptr_, nullptr);
@@ -55,12 +68,12 @@ class DeviceBuffer final {
   Status Allocate(size_t size_bytes) {
     Reset();
     if (size_bytes == 0) return Status::Ok();
-    KILN_CUDA_RETURN_IF_ERROR(cudaMalloc(&ptr_, size_bytes));
+    KILN_CUDA_RETURN_IF_ERROR(Memory::Allocate(&ptr_, size_bytes));
     size_bytes_ = size_bytes;
     return Status::Ok();
   }
   void Reset() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
+    if (ptr_ != nullptr) Memory::Free(ptr_);
     ptr_ = nullptr;
     size_bytes_ = 0;
   }
@@ -76,36 +89,7 @@ class DeviceBuffer final {
   size_t size_bytes_ = 0;
 };
 
-// Page-locked host memory (for async copies).
-class PinnedBuffer final {
- public:
-  PinnedBuffer() = default;
-  ~PinnedBuffer() { Reset(); }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-
-  Status Allocate(size_t size_bytes) {
-    Reset();
-    if (size_bytes == 0) return Status::Ok();
-    KILN_CUDA_RETURN_IF_ERROR(cudaMallocHost(&ptr_, size_bytes));
-    size_bytes_ = size_bytes;
-    return Status::Ok();
-  }
-  void Reset() {
-    if (ptr_ != nullptr) cudaFreeHost(ptr_);
-    ptr_ = nullptr;
-    size_bytes_ = 0;
-  }
-  void* get() const { return ptr_; }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-  size_t size_bytes() const { return size_bytes_; }
-
- private:
-  void* ptr_ = nullptr;
-  size_t size_bytes_ = 0;
-};
+using DeviceBuffer = CudaBuffer<DeviceMemory>;
+using PinnedBuffer = CudaBuffer<PinnedMemory>;
 
 }  // namespace kiln::cuda
