@@ -14,6 +14,7 @@
 #include "backend/cuda/cuda_util.h"
 #include "backend/cuda/deferred_tokens.h"
 #include "backend/cuda/device_fill.h"
+#include "backend/cuda/device_timeline.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/gpu_sampler.h"
 #include "common/check.h"
@@ -194,35 +195,21 @@ class CudaBackend final : public Backend {
 
   cuda::GpuSampler sampler_;
 
-  // Device timeline (options_.record_device_timeline): timing events around each piece of queued
-  // work, folded into timeline_ once complete.
+  // Device timeline (options_.record_device_timeline): events around each Forward / SampleAsync.
+  cuda::DeviceTimelineRecorder timeline_;
+
  public:
-  Status CollectTimeline(bool wait, bool reset, DeviceTimeline* out);
+  Status CollectTimeline(bool wait, bool reset, DeviceTimeline* out) {
+    return timeline_.Collect(stream_, wait, reset, out);
+  }
 
  private:
-  cudaEvent_t TimelineEvent();
-  void TimelineBegin();
-  void TimelineEnd();
-  struct TimelinePiece {
-    cudaEvent_t begin = nullptr, end = nullptr;
-  };
-  std::vector<TimelinePiece> pieces_;  // queued, not folded in yet
-  std::vector<cudaEvent_t> spare_events_;
-  cudaEvent_t last_end_ = nullptr;  // end of the last folded piece
-  DeviceTimeline timeline_;
-
   // Decode graphs per (batch bucket, context band).
   std::map<std::pair<int, int>, cudaGraphExec_t> graphs_;
 };
 
 CudaBackend::~CudaBackend() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
-  for (const TimelinePiece& p : pieces_) {
-    spare_events_.push_back(p.begin);
-    spare_events_.push_back(p.end);
-  }
-  if (last_end_ != nullptr) spare_events_.push_back(last_end_);
-  for (cudaEvent_t e : spare_events_) cudaEventDestroy(e);
   for (auto& [bucket, exec] : graphs_) cudaGraphExecDestroy(exec);
   for (cudaEvent_t e : meta_done_) {
     if (e != nullptr) cudaEventDestroy(e);
@@ -603,7 +590,7 @@ Status CudaBackend::UploadMetadata(const ForwardBatch& b, int padded_seqs, RunSh
     max_q = std::max(max_q, b.cu_seqlens_q[i + 1] - b.cu_seqlens_q[i]);
     max_len = std::max(max_len, b.seq_lens[static_cast<size_t>(i)]);
   }
-  TimelineBegin();
+  if (options_.record_device_timeline) timeline_.Begin(stream_);
   KILN_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(meta_dev_.get(), host, l.total, cudaMemcpyHostToDevice, stream_));
   KILN_CUDA_RETURN_IF_ERROR(cudaEventRecord(meta_done_[meta_cur_], stream_));
@@ -645,7 +632,7 @@ Status CudaBackend::Forward(const ForwardBatch& batch) {
   } else {
     KILN_RETURN_IF_ERROR(RunModel(shape));
   }
-  TimelineEnd();
+  if (options_.record_device_timeline) timeline_.End(stream_);
   last_num_logits_ = static_cast<int>(batch.logits_indices.size());
   last_num_hidden_ = static_cast<int>(batch.hidden_indices.size());
   has_forward_ = true;
@@ -885,81 +872,15 @@ Status CudaBackend::SampleAsync(std::span<const SamplingRow> rows) {
                                    " rows for " + std::to_string(last_num_logits_) +
                                    " logits rows");
   }
-  cudaEvent_t begin = options_.record_device_timeline ? TimelineEvent() : nullptr;
-  if (begin != nullptr) pieces_.push_back({begin, nullptr});
+  cudaEvent_t begin = options_.record_device_timeline ? timeline_.OpenPiece() : nullptr;
   KILN_RETURN_IF_ERROR(sampler_.Launch(logits_.as<float>(), rows, stream_, begin));
-  TimelineEnd();
+  if (options_.record_device_timeline) timeline_.End(stream_);
   return Status::Ok();
 }
 
 Status CudaBackend::WaitSample(std::vector<SampleResult>* results) {
   KILN_RETURN_IF_ERROR(sampler_.Wait(results));
   if (options_.record_device_timeline) return CollectTimeline(false, false, nullptr);
-  return Status::Ok();
-}
-
-cudaEvent_t CudaBackend::TimelineEvent() {
-  if (!spare_events_.empty()) {
-    cudaEvent_t e = spare_events_.back();
-    spare_events_.pop_back();
-    return e;
-  }
-  cudaEvent_t e = nullptr;
-  if (cudaEventCreate(&e) != cudaSuccess) {
-    cudaGetLastError();
-    return nullptr;
-  }
-  return e;
-}
-
-void CudaBackend::TimelineBegin() {
-  if (!options_.record_device_timeline) return;
-  cudaEvent_t e = TimelineEvent();
-  if (e == nullptr) return;
-  cudaEventRecord(e, stream_);
-  pieces_.push_back({e, nullptr});
-}
-
-void CudaBackend::TimelineEnd() {
-  if (!options_.record_device_timeline || pieces_.empty() || pieces_.back().end != nullptr) return;
-  cudaEvent_t e = TimelineEvent();
-  if (e == nullptr) return;
-  cudaEventRecord(e, stream_);
-  pieces_.back().end = e;
-}
-
-Status CudaBackend::CollectTimeline(bool wait, bool reset, DeviceTimeline* out) {
-  if (wait) KILN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-  size_t done = 0;
-  for (; done < pieces_.size(); ++done) {
-    TimelinePiece& p = pieces_[done];
-    if (p.end == nullptr) {  // a failed launch: drop the piece
-      spare_events_.push_back(p.begin);
-      continue;
-    }
-    if (cudaEventQuery(p.end) != cudaSuccess) {
-      cudaGetLastError();
-      break;
-    }
-    float busy_ms = 0, gap_ms = 0;
-    KILN_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&busy_ms, p.begin, p.end));
-    if (last_end_ != nullptr) {
-      KILN_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&gap_ms, last_end_, p.begin));
-      timeline_.idle_s += std::max(gap_ms, 0.0f) * 1e-3;
-      spare_events_.push_back(last_end_);
-    }
-    timeline_.busy_s += busy_ms * 1e-3;
-    ++timeline_.num_pieces;
-    spare_events_.push_back(p.begin);
-    last_end_ = p.end;
-  }
-  pieces_.erase(pieces_.begin(), pieces_.begin() + static_cast<ptrdiff_t>(done));
-  if (out != nullptr) *out = timeline_;
-  if (reset) {
-    timeline_ = DeviceTimeline{};
-    if (last_end_ != nullptr) spare_events_.push_back(last_end_);
-    last_end_ = nullptr;
-  }
   return Status::Ok();
 }
 
