@@ -20,7 +20,7 @@ void MaskWorker::Start(std::span<RequestState* const> requests) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     KILN_CHECK(!busy_) << "MaskWorker::Start while the previous masks are still being filled";
-    todo_.assign(requests.begin(), requests.end());
+    pending_.assign(requests.begin(), requests.end());
     busy_ = true;
   }
   cv_.notify_all();
@@ -36,10 +36,10 @@ void MaskWorker::Run() {
   for (;;) {
     cv_.wait(lock, [&] { return stop_ || busy_; });
     if (stop_) return;
-    std::vector<RequestState*> todo;
-    todo.swap(todo_);
+    std::vector<RequestState*> batch;
+    batch.swap(pending_);
     lock.unlock();
-    for (RequestState* r : todo) r->constraint->FillNextTokenBitmask(r->allowed_bitmask.data());
+    for (RequestState* r : batch) r->constraint->FillNextTokenBitmask(r->allowed_bitmask.data());
     lock.lock();
     busy_ = false;
     cv_.notify_all();

@@ -36,7 +36,7 @@ class MaskWorker final {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<RequestState*> todo_;  // guarded by mu_
+  std::vector<RequestState*> pending_;  // guarded by mu_
   bool busy_ = false;                // a Start's masks are being filled (guarded by mu_)
   bool stop_ = false;
   std::thread thread_;
