@@ -1,27 +1,9 @@
 #include "server/generation.h"
 
 #include "common/check.h"
+#include "kiln/output.h"
 
 namespace kiln::server {
-namespace {
-
-const char* ReasonName(FinishReason r) {
-  switch (r) {
-    case FinishReason::kStop:
-      return "stop";
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kAbort:
-      return "abort";
-    case FinishReason::kError:
-      return "error";
-    case FinishReason::kNone:
-      return "";
-  }
-  return "";
-}
-
-}  // namespace
 
 ApiError EngineSubmitError(const Status& status, ApiKind kind) {
   const char* param = kind == ApiKind::kChat ? "messages" : "prompt";
@@ -140,7 +122,7 @@ void Generation::OnOutput(size_t choice_index, RequestOutput out) {
         delta += c.stop->Flush();
       }
     }
-    finish_reason = c.stopped_by_string ? "stop" : ReasonName(out.finish_reason);
+    finish_reason = c.stopped_by_string ? "stop" : FinishReasonName(out.finish_reason);
     c.result.finish_reason = finish_reason;
     c.usage = out.usage;
     if (c.stopped_by_string) c.usage.completion_tokens = c.num_tokens;
