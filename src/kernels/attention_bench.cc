@@ -23,20 +23,12 @@
 
 #include "kernels/attention.h"
 #include "kernels/attention_variants.h"
+#include "kernels/bench_util.h"
 
 namespace {
 
 using kiln::kernels::PagedAttentionParams;
 using bf16 = __nv_bfloat16;
-
-#define CHECK_CUDA(expr)                                                                         \
-  do {                                                                                           \
-    const cudaError_t _e = (expr);                                                               \
-    if (_e != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(_e)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
 
 // Median milliseconds of `reps` runs of fn after `warmup` runs.
 double MedianMs(const std::function<void()>& fn, int warmup, int reps) {

@@ -19,19 +19,11 @@
 #include "kernels/activation.h"
 #include "kernels/gemv.h"
 #include "kernels/rms_norm.h"
+#include "kernels/bench_util.h"
 
 namespace {
 
 using bf16 = __nv_bfloat16;
-
-#define CHECK_CUDA(expr)                                                                  \
-  do {                                                                                    \
-    const cudaError_t _e = (expr);                                                        \
-    if (_e != cudaSuccess) {                                                              \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(_e)); \
-      std::exit(1);                                                                       \
-    }                                                                                     \
-  } while (0)
 
 // Median milliseconds of one call of `pass` (which makes `calls` calls).
 double MedianMs(const std::function<void()>& pass, int calls) {
