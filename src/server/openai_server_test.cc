@@ -271,6 +271,13 @@ TEST_F(OpenAiServerTest, QueueFull503WithRetryAfter) {
     holders.back()->Send("POST /v1/completions HTTP/1.1\r\nContent-Length: " +
                          std::to_string(body.size()) + "\r\n\r\n" + body);
   }
+  // The holders' requests arrive asynchronously: wait until they fill the engine (one running,
+  // one waiting) before the probe, so that it cannot overtake them.
+  for (int i = 0; i < 500; ++i) {
+    const EngineMetrics m = small->engine->Metrics();
+    if (m.num_running >= 1 && m.num_waiting >= 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   const HttpResult r = Fetch(small->port(), "POST", "/v1/completions",
                              json{{"prompt", "x"}, {"max_tokens", 2}}.dump());
   ExpectError(r, 503, "");
