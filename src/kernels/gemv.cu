@@ -34,6 +34,13 @@ cudaError_t LaunchVec(const GemvParams<OutT>& p, cudaStream_t stream) {
                    dim3(static_cast<unsigned>(blocks)), dim3(kGemvWarps * 32), smem, stream, p);
 }
 
+// A plain 1-row product: kGemvSplit warps per output row, one row per block.
+template <typename OutT>
+cudaError_t LaunchRow(const GemvParams<OutT>& p, cudaStream_t stream) {
+  return LaunchPdl(GemvRowKernel<OutT>, dim3(static_cast<unsigned>(p.out_features)),
+                   dim3(kGemvSplit * 32), 0, stream, p);
+}
+
 // The 1-row fused kernels (prologue and/or pairing epilogue), arguments already checked.
 template <GemvPrologue kPro, typename OutT>
 cudaError_t LaunchFused(const GemvParams<OutT>& p, cudaStream_t stream) {
@@ -66,7 +73,7 @@ cudaError_t Gemv(const GemvParams<OutT>& params, cudaStream_t stream) {
       p.ldx < p.in_features || p.ldy < y_width) {
     return cudaErrorInvalidValue;
   }
-  if ((p.out_features + kGemvWarps - 1) / kGemvWarps > 0x7fffffff) return cudaErrorInvalidValue;
+  if (p.out_features > 0x7fffffff) return cudaErrorInvalidValue;  // grid.x (GemvRowKernel)
   const GemvPrologueParams& q = p.prologue;
   const bool prologue = q.kind == GemvPrologue::kAddRmsNorm;
   if (prologue || p.silu_mul_epilogue || p.rope.enabled) {
@@ -97,7 +104,7 @@ cudaError_t Gemv(const GemvParams<OutT>& params, cudaStream_t stream) {
                      dim3(kGemvWarps * 32), 0, stream, p);
   }
   switch (p.rows) {
-    case 1: return LaunchVec<1, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
+    case 1: return LaunchRow(p, stream);
     case 2: return LaunchVec<2, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
     case 3: return LaunchVec<3, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
     case 4: return LaunchVec<4, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);

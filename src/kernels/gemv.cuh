@@ -1,26 +1,38 @@
-// Gemv kernels (see gemv.h). One warp per kWarpRows output rows, kGemvWarps warps per block (small
-// blocks, so the last wave of a call is spread evenly over the SMs). The vectorized kernel keeps
-// kUnroll × kWarpRows 16-byte weight loads in flight per lane (ld.global.nc, no L1 allocation,
-// 256-byte L2 prefetch), reads the matching x vectors through L1, accumulates in float32 per lane
-// and reduces across the warp once at the end. Rows past out_features clamp their loads to the
-// last row and skip the store.
+// Gemv kernels (see gemv.h).
 //
-// Programmatic dependent launch (pdl.cuh): the first round of weight loads is issued before
-// PdlWait (weights never depend on the previous kernel), and PdlLaunchDependents comes only after
-// the main loop. Measured on H100 (Qwen2-7B decode, PERFORMANCE.md): an early trigger lets the
-// next GEMV's blocks fill the SMs that free up first, unbalancing it (6.17 vs 5.79 ms per step);
-// a grid of one resident wave splitting the bytes statically (balanced whatever the placement)
-// loses to blocks that start late behind a co-resident small kernel (6.8 ms); an extra L2 bulk
-// prefetch of the row's next rounds before PdlWait costs more than it hides (6.17 ms).
+// Plain 1-row products (batch-1 decode's o, down and lm_head: GemvRowKernel): kGemvSplit warps
+// share each output row, warp p of the row taking the row's 16-byte vectors p·32 + lane +
+// k·32·kGemvSplit; each lane keeps one load in flight while it multiplies the previous one
+// (ld.global.nc, no L1 allocation, 256-byte L2 prefetch), accumulates in float32, and the row's
+// warps combine their warp sums in shared memory in a fixed order; one row per 4-warp block, so
+// the last wave spreads evenly over the SMs. Measured on H100 against one warp per row with 8
+// loads in flight per lane, in a 113-GEMV Qwen2-7B chain: 4.65 vs 5.12 ms (floor 4.69 ms at copy
+// bandwidth; o 89 vs 75% of copy bandwidth, down 98 vs 87%): many short, always-busy streams beat
+// few deep ones.
+//
+// Everything else (GemvVecKernel): one warp per kWarpRows output rows, kUnroll × kWarpRows
+// 16-byte weight loads in flight per lane, x through L1 (or shared memory with a prologue); at 3+
+// activation rows two weight rows share each x load. The fused batch-1 kernels (prologue, pairing
+// epilogues) stay on this design: with four warps per row a prologue block covers a quarter of
+// the rows, and gate_up's 9,472 blocks then recompute the norm wave after wave (Qwen2-7B step
+// 6.67 vs 5.46 ms on H100).
+//
+// Programmatic dependent launch (pdl.cuh): the first weight load is issued before PdlWait
+// (weights never depend on the previous kernel), and PdlLaunchDependents comes only after the
+// main loop. Measured on H100 (Qwen2-7B decode, PERFORMANCE.md): an early trigger lets the next
+// GEMV's blocks fill the SMs that free up first, unbalancing it (6.17 vs 5.79 ms per step); a
+// grid of one resident wave splitting the bytes statically loses to blocks that start late
+// behind a co-resident small kernel (6.8 ms); bulk L2 prefetches of the next rounds cost more
+// than they hide (6.17 – 6.63 ms).
 //
 // Batch-1 fusions (gemv.h): with the add+RMSNorm prologue every block computes the whole x row
 // into shared memory after PdlWait (two passes over the row, the first in RmsNormVecKernel's
 // order so the rounding matches), then the main loop reads x from shared memory; the per-block
-// recomputation reads the row's inputs from L2 once per block, hence two weight rows per warp
-// there (half the blocks). The SiLU·mul epilogue pairs gate row j and up row I + j in one warp
-// (two pairs a warp: a quarter of the blocks), the RoPE epilogue rows i and i + D/2 of a head.
-// A SiLU·mul prologue on the down GEMV (each block recomputing the 18,944-wide activation from
-// 75 KB of gate_up) measured 7 µs a call slower than SiluMul + Gemv on H100 and was dropped.
+// recomputation reads the row's inputs from L2 once per block, hence two or four weight rows per
+// warp there. The SiLU·mul epilogue pairs gate row j and up row I + j in one warp, the RoPE
+// epilogue rows i and i + D/2 of a head. A SiLU·mul prologue on the down GEMV (each block recomputing the
+// 18,944-wide activation from 75 KB of gate_up) measured 7 µs a call slower than SiluMul + Gemv
+// on H100 and was dropped.
 #pragma once
 
 #include "kernels/activation.cuh"
@@ -32,7 +44,8 @@
 
 namespace kiln::kernels {
 
-constexpr int kGemvWarps = 4;
+constexpr int kGemvWarps = 4;  // GemvVecKernel / GemvScalarKernel block
+constexpr int kGemvSplit = 4;  // GemvRowKernel: warps per output row (one row per block)
 
 // Streams 16 bytes of weights: read-only path, no L1 allocation (each byte is used once).
 __device__ __forceinline__ uint4 GemvLoadStreaming(const uint4* ptr) {
@@ -41,15 +54,6 @@ __device__ __forceinline__ uint4 GemvLoadStreaming(const uint4* ptr) {
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "l"(ptr));
   return v;
-}
-
-// Asks the TMA unit to bring [ptr, ptr + bytes) into L2 (16-byte aligned, bytes % 16 == 0).
-__device__ __forceinline__ void GemvPrefetchL2(const void* ptr, int64_t bytes) {
-  if (bytes > 0) {
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(ptr),
-                 "r"(static_cast<uint32_t>(bytes))
-                 : "memory");
-  }
 }
 
 // 8 packed bf16 → float32 (bf16 is the top half of a float32).
@@ -191,17 +195,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
 #pragma unroll
   for (int r = 0; r < kRows; ++r) x_rows[r] = reinterpret_cast<const uint4*>(p.x + r * p.ldx);
 
-  // Prefetch window: vectors [round * kRoundVecs, (round + kAhead) * kRoundVecs) of each row.
   constexpr int64_t kRoundVecs = 32 * kUnroll;
-  constexpr int64_t kAhead = 2;
-  const bool prefetch = p.l2_prefetch && lane == 0;
-  if (prefetch) {
-#pragma unroll
-    for (int j = 0; j < kWarpRows; ++j) {
-      GemvPrefetchL2(w_rows[j], min(num_vecs, kAhead * kRoundVecs) * 16);
-    }
-  }
-
   uint4 wv[kUnroll][kWarpRows];
   auto load_round = [&](int64_t base) {
 #pragma unroll
@@ -221,15 +215,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
 
   float acc[kRows][kWarpRows] = {};
   for (int64_t base = lane; base < num_vecs; base += kRoundVecs) {
-    if (prefetch) {
-      const int64_t first = base + kAhead * kRoundVecs;  // lane 0: base is a round start
-      if (first < num_vecs) {
-#pragma unroll
-        for (int j = 0; j < kWarpRows; ++j) {
-          GemvPrefetchL2(w_rows[j] + first, min(kRoundVecs, num_vecs - first) * 16);
-        }
-      }
-    }
     if (base != lane) load_round(base);
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -310,6 +295,45 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
         for (int r = 0; r < kRows; ++r) GemvStore(p, r, o, acc[r][j]);
       }
     }
+  }
+}
+
+// Plain 1-row products (see the top of this file): block = kGemvSplit warps computing output row
+// blockIdx.x. Requires in_features % 8 == 0 and 16-byte aligned w and x.
+template <typename OutT>
+__global__ void __launch_bounds__(kGemvSplit * 32) GemvRowKernel(GemvParams<OutT> p) {
+  __shared__ float partial[kGemvSplit];
+  const int lane = threadIdx.x & 31;
+  const int part = threadIdx.x >> 5;
+  const int64_t row = blockIdx.x;
+  const uint4* w = reinterpret_cast<const uint4*>(p.w + row * p.in_features);
+  const uint4* x = reinterpret_cast<const uint4*>(p.x);
+  const int64_t num_vecs = p.in_features / 8;
+  constexpr int64_t kStride = 32 * kGemvSplit;
+  int64_t i = part * 32 + lane;
+  // The weights do not depend on the previous kernel: the first load is in flight while it still
+  // runs (PDL); x is read only after PdlWait.
+  uint4 wv = i < num_vecs ? GemvLoadStreaming(w + i) : uint4{};
+  PdlWait();
+  float acc = 0.0f;
+  for (; i < num_vecs; i += kStride) {
+    const uint4 next = i + kStride < num_vecs ? GemvLoadStreaming(w + i + kStride) : uint4{};
+    float wf[8], xf[8];
+    GemvUnpack(wv, wf);
+    GemvUnpack(__ldg(x + i), xf);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc = fmaf(xf[e], wf[e], acc);
+    wv = next;
+  }
+  PdlLaunchDependents();  // late trigger, as in GemvVecKernel
+  acc = WarpSum(acc);
+  if (lane == 0) partial[part] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float v = partial[0];
+#pragma unroll
+    for (int q = 1; q < kGemvSplit; ++q) v += partial[q];
+    GemvStore(p, 0, row, v);
   }
 }
 

@@ -4,13 +4,12 @@
 //   y[r, o] = sum_i x[r, i] * w[o, i] (+ bias[o])      r < rows <= kGemvMaxRows
 //
 // x and w are bf16 (w in HF [out, in] row-major layout), accumulation in float32, y and bias
-// OutT (__nv_bfloat16, or float for the lm_head's logits). Each warp owns whole output rows of w,
-// so every weight byte is read exactly once per call with 16-byte streaming loads; x (a few KB)
-// is read through L1. A vectorized kernel needs in_features % 8 == 0, ldx % 8 == 0 and 16-byte
+// OutT (__nv_bfloat16, or float for the lm_head's logits). Every weight byte is read exactly once
+// per call with 16-byte streaming loads (at 1 row, four warps share each output row; from 2 rows
+// on, each warp owns whole rows: gemv.cuh); x (a few KB) is read through L1. A vectorized kernel needs in_features % 8 == 0, ldx % 8 == 0 and 16-byte
 // aligned x and w; any other shape or alignment takes a scalar kernel (correct, slower).
 //
-// Launched with programmatic dependent launch (kernels/pdl.cuh): a call's first round of weight
-// loads is issued before it waits for the previous kernel, so it overlaps that kernel (and the
+// Launched with programmatic dependent launch (kernels/pdl.cuh): a call's first weight loads is issued before it waits for the previous kernel, so it overlaps that kernel (and the
 // launch latency); the next kernel is let in only once every block has streamed its weights
 // (late trigger: early-scheduled blocks of a following GEMV would pile onto the SMs that free up
 // first, measured 6% slower end to end on Qwen2-7B decode).
@@ -30,8 +29,10 @@ namespace kiln::kernels {
 constexpr int kGemvMaxRows = 8;
 
 // Batch-1 fusions, which remove the short kernels that would otherwise run between two GEMVs
-// of a decode step (and their place in the chain). Results are bit-identical to the unfused chain
-// (RmsNorm then Gemv; Gemv then SiluMul), which kernels_test checks.
+// of a decode step (and their place in the chain). They compute what the unfused chain (RmsNorm
+// then Gemv; Gemv then SiluMul or RopeKvCache) computes, with the same roundings; only the float32
+// summation order of the dot products differs from the plain 1-row Gemv (which splits a row over
+// four warps), so a bf16 output may land on the neighbouring value. kernels_test checks both.
 //
 // Prologue: instead of reading x, every block computes the 1-row x itself into shared memory.
 enum class GemvPrologue {
@@ -79,11 +80,6 @@ struct GemvParams {
   int64_t in_features = 0;
   int64_t ldx = 0;  // row stride of x in elements (0 → in_features)
   int64_t ldy = 0;  // row stride of y in elements (0 → out_features)
-  // Vectorized kernel only: each warp also issues bulk L2 prefetches (cp.async.bulk.prefetch) of
-  // its weight rows two load rounds (8 KB) ahead of its register loads, so more bytes are in
-  // flight per SM; a hint, results are identical either way. Measured slower on H100 (Qwen2-7B
-  // batch-1 step 6.63 vs 5.82 ms): kept for experiments only.
-  bool l2_prefetch = false;
   // kind != kNone: x is unused (may be null) and computed per block as described above; needs
   // rows == 1, in_features % 8 == 0, in_features <= kGemvPrologueMaxFeatures, 16-byte aligned
   // pointers, y distinct from the prologue's buffers; otherwise the launcher returns
@@ -91,12 +87,12 @@ struct GemvParams {
   GemvPrologueParams prologue;
   // SiLU·mul epilogue: w holds out_features = 2 · I rows (gate rows, then up rows) and
   //   y[j] = silu(g) · u,  g = OutT(x·w[j] + bias[j]),  u = OutT(x·w[I + j] + bias[I + j])
-  // for j < I (one warp computes both rows), i.e. kernels::SiluMul applied to the plain Gemv's
+  // for j < I (one block computes both rows), i.e. kernels::SiluMul applied to the plain Gemv's
   // output, rounded alike; y has I entries (ldy ≥ I). Needs rows == 1, even out_features and
   // the vectorized kernel's shapes (cudaErrorInvalidValue otherwise).
   bool silu_mul_epilogue = false;
   // RoPE + KV-cache epilogue (rope.enabled; Qwen2 / Llama attention input without q/k norms,
-  // rotate-half pairs): y = [q | k | v] of num_heads, num_kv_heads, num_kv_heads heads; one warp
+  // rotate-half pairs): y = [q | k | v] of num_heads, num_kv_heads, num_kv_heads heads; one block
   // computes both rows (i, i + D/2) of a head's rotation pair, rounds them to OutT as the plain
   // Gemv stores them and applies kernels::RopeKvCache's arithmetic: q rotated into y, k rotated
   // into k_cache and v into v_cache at slot_mapping[0] (no cache write when the slot is < 0); the

@@ -1,4 +1,4 @@
-// gemv_bench: kernels::Gemv (with and without its L2 bulk prefetch) against cuBLASLt
+// gemv_bench: kernels::Gemv against cuBLASLt
 // (kiln::cuda::Gemm with the Gemv route off) for the
 // GEMMs of a Qwen2-7B decode step, as weight-streaming bandwidth against the card's copy
 // bandwidth (device-to-device memcpy, bytes read + written), then the step's GEMM time summed
@@ -150,11 +150,11 @@ int main() {
   const Shape shapes[] = {{"qkv", 4608, 3584, 28, false},   {"o", 3584, 3584, 28, false},
                           {"gate_up", 37888, 3584, 28, false}, {"down", 3584, 18944, 28, false},
                           {"lm_head", 152064, 3584, 1, true}};
-  std::printf("%-8s %4s %8s %6s | %18s | %18s | %18s\n", "gemm", "rows", "N", "K",
-              "gemv+L2pf us GB/s", "gemv us GB/s", "cublasLt us GB/s");
+  std::printf("%-8s %4s %8s %6s | %18s | %18s\n", "gemm", "rows", "N", "K", "gemv us GB/s",
+              "cublasLt us GB/s");
   gemm.set_gemv_max_rows(0);
   for (int rows : {1, 2, 3, 4, 8}) {
-    double step[3] = {0, 0, 0}, step_bytes = 0;
+    double step[2] = {0, 0}, step_bytes = 0;
     for (const Shape& s : shapes) {
       const size_t w_bytes = static_cast<size_t>(s.out) * s.in * sizeof(bf16);
       const int copies = static_cast<int>(std::max<size_t>(1, (size_t{256} << 20) / w_bytes + 1));
@@ -169,21 +169,19 @@ int main() {
       CHECK_CUDA(cudaMemset(x, 0x3c, rows * s.in * sizeof(bf16)));
       CHECK_CUDA(cudaMalloc(&y, rows * s.out * sizeof(float)));
       const cudaDataType_t out_type = s.float_out ? CUDA_R_32F : CUDA_R_16BF;
-      double ms[3];
-      for (int v = 0; v < 3; ++v) {
+      double ms[2];
+      for (int v = 0; v < 2; ++v) {
         ms[v] = MedianMs(
             [&] {
               for (bf16* w : ws) {
                 cudaError_t err = cudaSuccess;
-                if (v < 2 && s.float_out) {
+                if (v == 0 && s.float_out) {
                   kiln::kernels::GemvParams<float> p{x, w, nullptr, static_cast<float*>(y), rows,
                                                      s.out, s.in};
-                  p.l2_prefetch = v == 0;
                   err = kiln::kernels::Gemv(p, nullptr);
-                } else if (v < 2) {
+                } else if (v == 0) {
                   kiln::kernels::GemvParams<bf16> p{x, w, nullptr, static_cast<bf16*>(y), rows,
                                                     s.out, s.in};
-                  p.l2_prefetch = v == 0;
                   err = kiln::kernels::Gemv(p, nullptr);
                 } else if (!gemm.Run(CUDA_R_16BF, out_type, x, w, nullptr, y, rows, s.out, s.in,
                                      nullptr)
@@ -197,7 +195,7 @@ int main() {
       }
       std::printf("%-8s %4d %8lld %6lld |", s.name, rows, static_cast<long long>(s.out),
                   static_cast<long long>(s.in));
-      for (int v = 0; v < 3; ++v) {
+      for (int v = 0; v < 2; ++v) {
         const double gbs = w_bytes / (ms[v] * 1e-3) / 1e9;
         std::printf(" %7.1f %5.0f %3.0f%% |", ms[v] * 1e3, gbs, 100 * gbs / copy_gbs);
         step[v] += ms[v] * s.per_step;
@@ -209,10 +207,10 @@ int main() {
       CHECK_CUDA(cudaFree(y));
     }
     const double floor_ms = step_bytes / (copy_gbs * 1e9) * 1e3;
-    std::printf("step GEMMs, %d row(s): %.2f GB, floor %.3f ms | gemv+L2pf %.3f ms (%.2fx) | gemv "
-                "%.3f ms (%.2fx) | cublasLt %.3f ms (%.2fx)\n\n",
+    std::printf("step GEMMs, %d row(s): %.2f GB, floor %.3f ms | gemv %.3f ms (%.2fx) | cublasLt "
+                "%.3f ms (%.2fx)\n\n",
                 rows, step_bytes / 1e9, floor_ms, step[0], step[0] / floor_ms, step[1],
-                step[1] / floor_ms, step[2], step[2] / floor_ms);
+                step[1] / floor_ms);
   }
   PrologueBench(copy_gbs);
   return 0;

@@ -1,8 +1,9 @@
 // Parity tests of kernels::Gemv's batch-1 fusions (gemv.h: the add+RMSNorm prologue, the SiLU·mul
-// epilogue) on random inputs. Each fused call must be bit-identical to the unfused chain it
-// replaces in the decode step (RmsNorm with a residual, then Gemv; Gemv, then SiluMul), including
-// the residual it stores,
-// and close to a float64 CPU evaluation of the same chain; the residual ping-pong must hold when
+// and RoPE epilogues) on random inputs. Each fused call must match the unfused chain it replaces
+// in the decode step (RmsNorm with a residual, then Gemv; Gemv, then SiluMul or RopeKvCache): the
+// residual it stores and the normalized x bit for bit, the products up to float32 summation order
+// (the plain 1-row Gemv splits each row over four warps, the fused kernels do not: a bf16 output
+// may land on the neighbouring value), and close to a float64 CPU evaluation of the same chain; the residual ping-pong must hold when
 // fused calls follow each other with programmatic dependent launch, and bad arguments are
 // refused. Skips when no GPU is present.
 #include <gtest/gtest.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "kernels/activation.h"
@@ -40,6 +42,28 @@ size_t CountDiffs(const std::vector<Bf16>& a, const std::vector<Bf16>& b) {
   return n;
 }
 
+// The fused result `got` against the unfused chain's `want`, which differ only in the float32
+// summation order of the dot products: each element within two bf16 steps of want (or of the
+// vector's largest magnitude / 16, where a rotation or SiLU·mul cancels), and at most 2% of the
+// elements different at all (a rounding flip, not a systematic error). Empty when they match.
+std::string ChainMismatch(const std::vector<Bf16>& got, const std::vector<Bf16>& want) {
+  if (got.size() != want.size()) return "size differs";
+  float max_abs = 0;
+  for (const Bf16& w : want) max_abs = std::max(max_abs, std::fabs(__bfloat162float(w)));
+  const size_t diffs = CountDiffs(got, want);
+  for (size_t i = 0; i < got.size(); ++i) {
+    const float g = __bfloat162float(got[i]), w = __bfloat162float(want[i]);
+    if (!(std::fabs(g - w) <= 0x1p-7f * (std::fabs(w) + max_abs / 16))) {
+      return "element " + std::to_string(i) + ": " + std::to_string(g) + " vs the chain's " +
+             std::to_string(w);
+    }
+  }
+  if (diffs * 50 > got.size()) {
+    return std::to_string(diffs) + " of " + std::to_string(got.size()) + " elements differ";
+  }
+  return "";
+}
+
 // y = W x (+ bias) in float64 from float inputs; also the largest sum of |products| (tolerance).
 std::vector<double> CpuGemv(const std::vector<float>& x, const std::vector<float>& w,
                             const std::vector<float>* bias, int64_t out, int64_t in,
@@ -61,7 +85,7 @@ std::vector<double> CpuGemv(const std::vector<float>& x, const std::vector<float
 class GemvPrologueTest : public testing::GpuTest {
  protected:
   // Fused add (optional) + RMSNorm + GEMV against RmsNorm → Gemv on the same inputs.
-  void CheckAddRmsNorm(int64_t out, int64_t in, bool with_addend, bool with_bias, bool exact) {
+  void CheckAddRmsNorm(int64_t out, int64_t in, bool with_addend, bool with_bias) {
     SCOPED_TRACE(::testing::Message() << "out=" << out << " in=" << in << " addend=" << with_addend
                                       << " bias=" << with_bias);
     std::vector<float> af, rf, nwf, wf, bf;
@@ -108,9 +132,7 @@ class GemvPrologueTest : public testing::GpuTest {
     KILN_CUDA_OK(cudaDeviceSynchronize());
 
     const auto y = dy.ToHost(), y_chain = dy_chain.ToHost();
-    if (exact) {
-      EXPECT_TRUE(SameBits(y, y_chain)) << CountDiffs(y, y_chain) << " of " << out << " differ";
-    }
+    EXPECT_EQ(ChainMismatch(y, y_chain), "");
     EXPECT_TRUE(SameBits(dr.ToHost(), r)) << "the input residual was modified";
     if (with_addend) {
       const auto r_out = dr_out.ToHost(), r_chain = dr_chain.ToHost();
@@ -201,7 +223,7 @@ class GemvPrologueTest : public testing::GpuTest {
     KILN_CUDA_OK(Gemv(p, nullptr));
     KILN_CUDA_OK(cudaDeviceSynchronize());
     const auto y = dy.ToHost(), y_chain = dy_chain.ToHost();
-    EXPECT_TRUE(SameBits(y, y_chain)) << CountDiffs(y, y_chain) << " of " << inter << " differ";
+    EXPECT_EQ(ChainMismatch(y, y_chain), "");
     if (with_norm) EXPECT_TRUE(SameBits(dr_out.ToHost(), dr_chain.ToHost()));
 
     // CPU twin (plain x only): g, u = bf16(W x + b); y = bf16(silu(g) · u).
@@ -303,12 +325,11 @@ class GemvPrologueTest : public testing::GpuTest {
     auto y = dy.ToHost(), y_chain = dy_chain.ToHost();
     y.resize(heads * dim);  // the q part; k and v go to the caches only
     y_chain.resize(heads * dim);
-    EXPECT_TRUE(SameBits(y, y_chain))
-        << CountDiffs(y, y_chain) << " of " << y.size() << " q differ";
+    EXPECT_EQ(ChainMismatch(y, y_chain), "") << "q";
     const auto k = kc.ToHost(), k_chain = kc_chain.ToHost();
     const auto v = vc.ToHost(), v_chain = vc_chain.ToHost();
-    EXPECT_TRUE(SameBits(k, k_chain)) << CountDiffs(k, k_chain) << " k cache entries differ";
-    EXPECT_TRUE(SameBits(v, v_chain)) << CountDiffs(v, v_chain) << " v cache entries differ";
+    EXPECT_EQ(ChainMismatch(k, k_chain), "") << "k cache";
+    EXPECT_EQ(ChainMismatch(v, v_chain), "") << "v cache";
     if (slot < 0) EXPECT_TRUE(SameBits(k, kc0) && SameBits(v, vc0)) << "padding wrote the cache";
     if (slot >= 0) EXPECT_FALSE(SameBits(k, kc0)) << "the k cache was not written";
   }
@@ -316,11 +337,11 @@ class GemvPrologueTest : public testing::GpuTest {
 
 TEST_F(GemvPrologueTest, AddRmsNormMatchesUnfusedChain) {
   for (bool addend : {false, true}) {
-    CheckAddRmsNorm(37, 64, addend, false, true);          // RmsNorm launches 64 threads
-    CheckAddRmsNorm(301, 1024, addend, true, true);        // 64 threads, 4 vectors each
-    CheckAddRmsNorm(4608, 3584, addend, true, true);       // Qwen2-7B qkv (128 threads)
-    CheckAddRmsNorm(1001, 4096, addend, false, true);      // 128 threads, the exact limit
-    CheckAddRmsNorm(999, 3584 * 3, addend, false, false);  // wider: own order, close only
+    CheckAddRmsNorm(37, 64, addend, false);         // RmsNorm launches 64 threads
+    CheckAddRmsNorm(301, 1024, addend, true);       // 64 threads, 4 vectors each
+    CheckAddRmsNorm(4608, 3584, addend, true);      // Qwen2-7B qkv (128 threads)
+    CheckAddRmsNorm(1001, 4096, addend, false);     // 128 threads, the exact limit
+    CheckAddRmsNorm(999, 3584 * 3, addend, false);  // wider: own norm order too
   }
 }
 
@@ -342,10 +363,11 @@ TEST_F(GemvPrologueTest, RopeEpilogueMatchesUnfusedChain) {
 }
 
 // Decode-like chain of fused calls with PDL launches back to back, the residual alternating
-// between two buffers (as CudaBackend does), against the unfused chain with a synchronize after
+// between two buffers (as CudaBackend does), against the same calls with a synchronize after
 // every launch: bit-identical. A block reading a residual another block already overwrote, or a
-// prologue reading before PdlWait, would differ.
-TEST_F(GemvPrologueTest, PingPongChainMatchesSerializedUnfusedChain) {
+// prologue reading before PdlWait, would differ. (Each fused call against its unfused chain is
+// checked above.)
+TEST_F(GemvPrologueTest, PingPongChainMatchesSerializedChain) {
   constexpr int64_t kH = 2048, kOut = 2048;
   constexpr int kSteps = 6;
   std::vector<float> unused;
@@ -357,63 +379,49 @@ TEST_F(GemvPrologueTest, PingPongChainMatchesSerializedUnfusedChain) {
   }
   DeviceBuffer<Bf16> dnw(nw);
 
-  // Unfused: x_{s+1} = W_s · RmsNorm(r += x_s); r starts as r0, x_0 = none (plain norm).
-  DeviceBuffer<Bf16> r_chain(r0), x_chain(kH), normed(kH);
-  for (int s = 0; s < kSteps; ++s) {
-    RmsNormParams<Bf16> norm;
-    norm.x = s == 0 ? r_chain.get() : x_chain.get();
-    norm.residual = s == 0 ? nullptr : r_chain.get();
-    norm.weight = dnw.get();
-    norm.out = normed.get();
-    norm.num_tokens = 1;
-    norm.hidden_size = kH;
-    KILN_CUDA_OK(RmsNorm(norm, nullptr));
-    KILN_CUDA_OK(cudaDeviceSynchronize());
-    GemvParams<Bf16> g;
-    g.x = normed.get();
-    g.w = ws[s].get();
-    g.y = x_chain.get();
-    g.rows = 1;
-    g.out_features = kOut;
-    g.in_features = kH;
-    KILN_CUDA_OK(Gemv(g, nullptr));
-    KILN_CUDA_OK(cudaDeviceSynchronize());
-  }
-
-  // Fused, back to back; x alternates too, since a GEMV may not overwrite its own addend.
-  DeviceBuffer<Bf16> ra(r0), rb(kH), xa(kH), xb(kH);
-  Bf16* cur = ra.get();
-  Bf16* spare = rb.get();
-  Bf16* x_in = nullptr;
-  Bf16* x_out = xa.get();
-  cudaStream_t stream;
-  KILN_CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  for (int s = 0; s < kSteps; ++s) {
-    GemvParams<Bf16> g;
-    g.w = ws[s].get();
-    g.y = x_out;
-    g.rows = 1;
-    g.out_features = kOut;
-    g.in_features = kH;
-    g.prologue.kind = GemvPrologue::kAddRmsNorm;
-    g.prologue.addend = x_in;
-    g.prologue.residual = cur;
-    g.prologue.norm_weight = dnw.get();
-    if (x_in != nullptr) {
-      g.prologue.residual_out = spare;
-      std::swap(cur, spare);
+  // x_{s+1} = W_s · RmsNorm(r += x_s); r starts as r0, x_0 = none (plain norm). x alternates
+  // too, since a GEMV may not overwrite its own addend. Returns the last x and r.
+  auto run = [&](bool serialized, std::vector<Bf16>* x_last, std::vector<Bf16>* r_last) {
+    DeviceBuffer<Bf16> ra(r0), rb(kH), xa(kH), xb(kH);
+    Bf16* cur = ra.get();
+    Bf16* spare = rb.get();
+    Bf16* x_in = nullptr;
+    Bf16* x_out = xa.get();
+    cudaStream_t stream;
+    KILN_CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    for (int s = 0; s < kSteps; ++s) {
+      GemvParams<Bf16> g;
+      g.w = ws[s].get();
+      g.y = x_out;
+      g.rows = 1;
+      g.out_features = kOut;
+      g.in_features = kH;
+      g.prologue.kind = GemvPrologue::kAddRmsNorm;
+      g.prologue.addend = x_in;
+      g.prologue.residual = cur;
+      g.prologue.norm_weight = dnw.get();
+      if (x_in != nullptr) {
+        g.prologue.residual_out = spare;
+        std::swap(cur, spare);
+      }
+      KILN_CUDA_OK(Gemv(g, stream));
+      if (serialized) KILN_CUDA_OK(cudaStreamSynchronize(stream));
+      x_in = x_out;
+      x_out = x_out == xa.get() ? xb.get() : xa.get();
     }
-    KILN_CUDA_OK(Gemv(g, stream));
-    x_in = x_out;
-    x_out = x_out == xa.get() ? xb.get() : xa.get();
-  }
-  KILN_CUDA_OK(cudaStreamSynchronize(stream));
-  KILN_CUDA_OK(cudaStreamDestroy(stream));
-  std::vector<Bf16> x_fused(kH), r_fused(kH);
-  KILN_CUDA_OK(cudaMemcpy(x_fused.data(), x_in, kH * sizeof(Bf16), cudaMemcpyDeviceToHost));
-  KILN_CUDA_OK(cudaMemcpy(r_fused.data(), cur, kH * sizeof(Bf16), cudaMemcpyDeviceToHost));
-  EXPECT_TRUE(SameBits(x_fused, x_chain.ToHost()));
-  EXPECT_TRUE(SameBits(r_fused, r_chain.ToHost()));
+    KILN_CUDA_OK(cudaStreamSynchronize(stream));
+    KILN_CUDA_OK(cudaStreamDestroy(stream));
+    x_last->resize(kH);
+    r_last->resize(kH);
+    KILN_CUDA_OK(cudaMemcpy(x_last->data(), x_in, kH * sizeof(Bf16), cudaMemcpyDeviceToHost));
+    KILN_CUDA_OK(cudaMemcpy(r_last->data(), cur, kH * sizeof(Bf16), cudaMemcpyDeviceToHost));
+  };
+  std::vector<Bf16> x_serial, r_serial, x_pdl, r_pdl;
+  run(true, &x_serial, &r_serial);
+  run(false, &x_pdl, &r_pdl);
+  EXPECT_TRUE(SameBits(x_pdl, x_serial)) << CountDiffs(x_pdl, x_serial) << " of x differ";
+  EXPECT_TRUE(SameBits(r_pdl, r_serial)) << CountDiffs(r_pdl, r_serial) << " of r differ";
+  EXPECT_FALSE(SameBits(r_pdl, r0)) << "the residual never changed";
 }
 
 TEST_F(GemvPrologueTest, RejectsBadArguments) {

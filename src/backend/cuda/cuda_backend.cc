@@ -88,6 +88,15 @@ MetaLayout PackLayout(int num_tokens, int num_seqs, int num_logits, int num_hidd
   return l;
 }
 
+// indices == [0, n).
+bool IsIdentity(const std::vector<int32_t>& indices, int n) {
+  if (static_cast<int>(indices.size()) != n) return false;
+  for (int i = 0; i < n; ++i) {
+    if (indices[static_cast<size_t>(i)] != i) return false;
+  }
+  return true;
+}
+
 // The host-side shape of one model run (fixed inside a captured graph).
 struct RunShape {
   int num_tokens = 0;
@@ -97,6 +106,8 @@ struct RunShape {
   int max_seqlen_q = 0;
   int max_seq_len = 0;
   int blocks_per_seq = 0;  // block-table row stride
+  // logits_indices == [0, num_tokens): the lm_head reads the normed rows in place (decode).
+  bool logits_identity = false;
   MetaLayout meta;
 };
 
@@ -585,6 +596,8 @@ Status CudaBackend::UploadMetadata(const ForwardBatch& b, int padded_seqs, RunSh
     tables[static_cast<size_t>(i) * stride] = 0;
     i32(l.logits_indices)[i] = row;
   }
+  bool identity = nl == pn;
+  for (int i = 0; identity && i < nl; ++i) identity = i32(l.logits_indices)[i] == i;
   int max_q = 0, max_len = 0;
   for (int i = 0; i < s; ++i) {
     max_q = std::max(max_q, b.cu_seqlens_q[i + 1] - b.cu_seqlens_q[i]);
@@ -601,6 +614,7 @@ Status CudaBackend::UploadMetadata(const ForwardBatch& b, int padded_seqs, RunSh
   shape->max_seqlen_q = std::max(max_q, 1);
   shape->max_seq_len = max_len;
   shape->blocks_per_seq = stride;
+  shape->logits_identity = identity;
   shape->meta = l;
   return Status::Ok();
 }
@@ -611,7 +625,8 @@ Status CudaBackend::Forward(const ForwardBatch& batch) {
   const int s = batch.num_seqs();
   int bucket = 0;
   if (options_.enable_cuda_graphs && batch.is_decode_only && batch.num_tokens() == s &&
-      batch.hidden_indices.empty() && static_cast<int>(batch.logits_indices.size()) == s) {
+      batch.hidden_indices.empty() && IsIdentity(batch.logits_indices, s)) {
+    // (logits row i is token i, as a graph's lm_head assumes: RunShape::logits_identity)
     for (int b : kGraphBuckets) {
       if (b >= s && b <= max_seqs_ && b <= max_tokens_) {
         bucket = b;
@@ -831,10 +846,14 @@ Status CudaBackend::RunModelT(const RunShape& shape) {
   KILN_CUDA_RETURN_IF_ERROR(kernels::RmsNorm(final_norm, stream_));
 
   if (shape.num_logits > 0) {
-    KILN_CUDA_RETURN_IF_ERROR(cuda::LaunchGatherRows(normed, Meta<int32_t>(shape.meta.logits_indices),
-                                                     shape.num_logits, h, dtype_, lm_in_.get(),
-                                                     stream_));
-    KILN_RETURN_IF_ERROR(gemm_.Run(gt, CUDA_R_32F, lm_in_.get(), lm_head_, nullptr, logits_.get(),
+    const void* lm_in = normed;
+    if (!shape.logits_identity) {
+      KILN_CUDA_RETURN_IF_ERROR(cuda::LaunchGatherRows(
+          normed, Meta<int32_t>(shape.meta.logits_indices), shape.num_logits, h, dtype_,
+          lm_in_.get(), stream_));
+      lm_in = lm_in_.get();
+    }
+    KILN_RETURN_IF_ERROR(gemm_.Run(gt, CUDA_R_32F, lm_in, lm_head_, nullptr, logits_.get(),
                                    shape.num_logits, c.vocab_size, h, stream_));
   }
   if (shape.num_hidden > 0) {

@@ -20,8 +20,7 @@ Status LtStatus(cublasStatus_t st, const char* what) {
 // Y[n, m] = X[n, k] W[m, k]^T (+ bias) through kernels::Gemv; OutT is the type of Y and bias.
 template <typename OutT>
 cudaError_t LaunchGemv(const void* x, const void* w, const void* bias, void* y, int64_t n,
-                       int64_t m, int64_t k, cudaStream_t stream, int64_t ldx, int64_t ldy,
-                       bool l2_prefetch) {
+                       int64_t m, int64_t k, cudaStream_t stream, int64_t ldx, int64_t ldy) {
   kernels::GemvParams<OutT> p;
   p.x = static_cast<const __nv_bfloat16*>(x);
   p.w = static_cast<const __nv_bfloat16*>(w);
@@ -32,7 +31,6 @@ cudaError_t LaunchGemv(const void* x, const void* w, const void* bias, void* y, 
   p.in_features = k;
   p.ldx = ldx;
   p.ldy = ldy;
-  p.l2_prefetch = l2_prefetch;
   return kernels::Gemv(p, stream);
 }
 
@@ -212,9 +210,9 @@ Status Gemm::RunGemv(cudaDataType_t out_type, const void* x, const void* w, cons
                      int64_t ldy) {
   cudaError_t err;
   if (out_type == CUDA_R_16BF) {
-    err = LaunchGemv<__nv_bfloat16>(x, w, bias, y, n, m, k, stream, ldx, ldy, gemv_prefetch_);
+    err = LaunchGemv<__nv_bfloat16>(x, w, bias, y, n, m, k, stream, ldx, ldy);
   } else if (out_type == CUDA_R_32F) {
-    err = LaunchGemv<float>(x, w, bias, y, n, m, k, stream, ldx, ldy, gemv_prefetch_);
+    err = LaunchGemv<float>(x, w, bias, y, n, m, k, stream, ldx, ldy);
   } else {
     return Status::InvalidArgument("Gemm: bf16 inputs need a bf16 or float32 output");
   }

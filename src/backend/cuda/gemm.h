@@ -14,7 +14,7 @@
 // bf16 calls with at most gemv_max_rows() rows of X (default kDefaultGemvMaxRows = 1: batch-1
 // decode) go to kernels::Gemv instead, which streams W closer to copy bandwidth than cuBLASLt
 // does there (H100: Qwen2-7B step 6.18 → 5.82 ms); from 2 rows on cuBLASLt is as fast or faster
-// (docs/PERFORMANCE.md, "bf16 GEMV"). set_gemv_max_rows() / set_gemv_prefetch() change the routing
+// (docs/PERFORMANCE.md, "bf16 GEMV"). set_gemv_max_rows() changes the routing
 // for A/B measurements (no environment switches in core code, DESIGN.md).
 //
 // Thread-safety: one Gemm per backend, used by one thread.
@@ -68,7 +68,6 @@ class Gemm final {
   // bf16 calls with n <= rows (clamped to [0, kernels::kGemvMaxRows]) use kernels::Gemv.
   void set_gemv_max_rows(int rows);
   int gemv_max_rows() const { return gemv_max_rows_; }
-  void set_gemv_prefetch(bool on) { gemv_prefetch_ = on; }
 
  private:
   struct Key {
@@ -102,7 +101,6 @@ class Gemm final {
   DeviceBuffer workspace_;
   std::map<Key, Plan> plans_;
   int gemv_max_rows_ = kDefaultGemvMaxRows;
-  bool gemv_prefetch_ = false;
 };
 
 }  // namespace kiln::cuda
