@@ -80,6 +80,10 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "tests" ]; then
     python3 "$ROOT/scripts/hf_bf16_parity.py" "$G/shared/models/tiny-qwen2" "$G/shared/models/tiny-qwen3" \
       2>/dev/null | grep "^\[hf-parity\]" | tee "$LOG/hf_parity.log"
     TABLE+=("HF transformers bf16 vs references: $(grep bfloat16 "$LOG/hf_parity.log" | sed -E 's/.*\] ([^ ]+) [^ ]+ bfloat16 ([a-z]+): worst [^ ]+ ([^,]+), top-1 ([^ ]+).*/\1 \2 \3 top1 \4/' | tr '\n' ';')")
+    # Where kiln's bf16 error comes from: the forward pass in float32, rounded to bf16 at kiln's points.
+    python3 "$ROOT/scripts/bf16_rounding_sim.py" "$G/shared/models/tiny-qwen2" "$G/shared/models/tiny-qwen3" \
+      > "$LOG/bf16_sim.log" 2>&1
+    TABLE+=("bf16 rounding sim, max|d|/max|ref|: $(sed -n 's/^\[bf16-sim\] //p' "$LOG/bf16_sim.log" | tr '\n' ' ')")
   fi
   # compute-sanitizer memcheck over the runner's tests (skipped where the tool is absent).
   SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
