@@ -85,12 +85,12 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "tests" ]; then
       > "$LOG/bf16_sim.log" 2>&1
     TABLE+=("bf16 rounding sim, max|d|/max|ref|: $(sed -n 's/^\[bf16-sim\] //p' "$LOG/bf16_sim.log" | tr '\n' ' ')")
   fi
-  # compute-sanitizer memcheck over the runner's tests (skipped where the tool is absent).
+  # compute-sanitizer memcheck over the GPU test suite (skipped where the tool is absent).
   SAN=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
   if [ -n "$SAN" ] && [ -z "${KILN_SKIP_SANITIZER:-}" ]; then
-    for t in cuda_sampling_test cuda_backend_test; do
+    for t in $GPU_TESTS; do
       [ -x "$G/bin/$t" ] || continue
-      timeout 90 "$SAN" --tool memcheck --leak-check no --error-exitcode 99 "$G/bin/$t" \
+      timeout 400 "$SAN" --tool memcheck --leak-check no --error-exitcode 99 "$G/bin/$t" \
         --gtest_filter=-*LongContext*:*QwenVocab* > "$LOG/memcheck_$t.log" 2>&1
       rc=$?
       TABLE+=("memcheck $t: rc=$rc $(grep -E 'ERROR SUMMARY' "$LOG/memcheck_$t.log" | tail -1)")

@@ -30,9 +30,9 @@
 // order so the rounding matches), then the main loop reads x from shared memory; the per-block
 // recomputation reads the row's inputs from L2 once per block, hence two or four weight rows per
 // warp there. The SiLU·mul epilogue pairs gate row j and up row I + j in one warp, the RoPE
-// epilogue rows i and i + D/2 of a head. A SiLU·mul prologue on the down GEMV (each block recomputing the
-// 18,944-wide activation from 75 KB of gate_up) measured 7 µs a call slower than SiluMul + Gemv
-// on H100 and was dropped.
+// epilogue rows i and i + D/2 of a head. A SiLU·mul prologue on the down GEMV (each block
+// recomputing the 18,944-wide activation from 75 KB of gate_up) measured 7 µs a call slower than
+// SiluMul + Gemv on H100 and was dropped.
 #pragma once
 
 #include "kernels/activation.cuh"

@@ -6,11 +6,13 @@
 // x and w are bf16 (w in HF [out, in] row-major layout), accumulation in float32, y and bias
 // OutT (__nv_bfloat16, or float for the lm_head's logits). Every weight byte is read exactly once
 // per call with 16-byte streaming loads (at 1 row, four warps share each output row; from 2 rows
-// on, each warp owns whole rows: gemv.cuh); x (a few KB) is read through L1. A vectorized kernel needs in_features % 8 == 0, ldx % 8 == 0 and 16-byte
-// aligned x and w; any other shape or alignment takes a scalar kernel (correct, slower).
+// on, each warp owns whole rows: gemv.cuh); x (a few KB) is read through L1. A vectorized
+// kernel needs in_features % 8 == 0, ldx % 8 == 0 and 16-byte aligned x and w; any other shape or
+// alignment takes a scalar kernel (correct, slower).
 //
-// Launched with programmatic dependent launch (kernels/pdl.cuh): a call's first weight loads is issued before it waits for the previous kernel, so it overlaps that kernel (and the
-// launch latency); the next kernel is let in only once every block has streamed its weights
+// Launched with programmatic dependent launch (kernels/pdl.cuh): a call's first weight loads are
+// issued before it waits for the previous kernel, so they overlap that kernel (and the launch
+// latency); the next kernel is let in only once every block has streamed its weights
 // (late trigger: early-scheduled blocks of a following GEMV would pile onto the SMs that free up
 // first, measured 6% slower end to end on Qwen2-7B decode).
 //

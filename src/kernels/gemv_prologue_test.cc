@@ -3,9 +3,9 @@
 // in the decode step (RmsNorm with a residual, then Gemv; Gemv, then SiluMul or RopeKvCache): the
 // residual it stores and the normalized x bit for bit, the products up to float32 summation order
 // (the plain 1-row Gemv splits each row over four warps, the fused kernels do not: a bf16 output
-// may land on the neighbouring value), and close to a float64 CPU evaluation of the same chain; the residual ping-pong must hold when
-// fused calls follow each other with programmatic dependent launch, and bad arguments are
-// refused. Skips when no GPU is present.
+// may land on the neighbouring value), and close to a float64 CPU evaluation of the same chain;
+// the residual ping-pong must hold when fused calls follow each other with programmatic
+// dependent launch, and bad arguments are refused. Skips when no GPU is present.
 #include <gtest/gtest.h>
 
 #include <algorithm>
