@@ -14,12 +14,12 @@
 // Status: NOT ROUTED. kiln::cuda::Gemm does not call it. Measured on H100 (docs/PERFORMANCE.md,
 // "Skinny tensor-core GEMM for batch 2–64 decode"): at 2..8 rows the Qwen2-7B decode GEMM sum
 // is 0.2–1.9% below cuBLASLt's (cold weights, gemv_bench --skinny; about the run-to-run noise),
-// at 16 rows 2% above, at 32 and 64 rows 15% and 36% above (ncu at 64 rows: DRAM 50–60% busy, ~370
+// at 16 rows 2% above, at 32 and 64 rows 15% and 36% above (ncu at 64 rows: ~370
 // instructions per warp and 64-k iteration, ~2.2 warps per scheduler stalled on weight loads and
-// mma latency). Routed for 2..8 rows inside kiln's decode graph, the batch-8 step went from 6.10
-// to 7.79 ms with the PDL launch below, and back to parity (6.13 ms) launched without PDL: the
-// early-launched blocks of a one-wave grid interact badly with the neighbouring kernels (not
-// understood further).
+// mma latency: latency- and issue-bound, DRAM about half busy). Routed for 2..8 rows inside kiln's
+// decode graph, the batch-8 step went from 6.10 to 7.79 ms with the PDL launch below, and back to
+// parity (6.13 ms) launched without PDL: the early-launched blocks of a one-wave grid interact
+// badly with the neighbouring kernels (not understood further).
 //
 // Split K: when a shape has too few 64-feature tiles (the default) to fill the card, every tile's k
 // range is cut into `splits` parts computed by separate blocks; their float32 partial sums go to a
