@@ -69,8 +69,9 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "tests" ]; then
     timeout 300 "$G/bin/$t" > "$LOG/$t.log" 2>&1
     rc=$?
     pass=$(grep -c "^\[       OK \]" "$LOG/$t.log")
-    fail=$(grep -c "^\[  FAILED  \]" "$LOG/$t.log")
-    skip=$(grep -c "^\[  SKIPPED \]" "$LOG/$t.log")
+    # one line per test (with its time); gtest's closing summary lists them again without one
+    fail=$(grep -cE "^\[  FAILED  \] .* \([0-9]+ ms\)$" "$LOG/$t.log")
+    skip=$(grep -cE "^\[  SKIPPED \] .* \([0-9]+ ms\)$" "$LOG/$t.log")
     TABLE+=("test $t: rc=$rc ok=$pass failed=$fail skipped=$skip")
     grep -E "^\[parity\]|Failure|FAILED|error" "$LOG/$t.log" | head -40
   done
