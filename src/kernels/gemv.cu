@@ -48,7 +48,11 @@ cudaError_t LaunchFused(const GemvParams<OutT>& p, cudaStream_t stream) {
   if constexpr (std::is_same_v<OutT, __nv_bfloat16>) {
     if (p.rope.enabled) return LaunchVec<1, kPro, GemvEpilogue::kRope>(p, stream);
   }
-  return LaunchVec<1, kPro, GemvEpilogue::kStore>(p, stream);
+  if constexpr (kPro == GemvPrologue::kNone) {
+    return LaunchRow(p, stream);
+  } else {
+    return LaunchVec<1, kPro, GemvEpilogue::kStore>(p, stream);
+  }
 }
 
 template <typename OutT>
