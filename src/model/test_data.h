@@ -47,6 +47,31 @@ inline ForwardBatch SingleSequenceBatch(const std::vector<int32_t>& tokens, int 
   return b;
 }
 
+// Two fresh sequences prefilled in one batch, for batched-vs-single parity: A = the first
+// `prefix_len` tokens in blocks 10..13, B = all of `tokens` in blocks 20..23 (4 blocks a sequence:
+// tokens.size() <= 4 · block_size). Logits for the last row of each.
+inline ForwardBatch PrefixAndWholeBatch(const std::vector<int32_t>& tokens, int prefix_len,
+                                        int block_size) {
+  ForwardBatch b;
+  const int n = static_cast<int>(tokens.size());
+  b.max_blocks_per_seq = 4;
+  b.cu_seqlens_q = {0, prefix_len, prefix_len + n};
+  b.seq_lens = {prefix_len, n};
+  b.block_tables = {10, 11, 12, 13, 20, 21, 22, 23};
+  for (int i = 0; i < prefix_len; ++i) {
+    b.token_ids.push_back(tokens[static_cast<size_t>(i)]);
+    b.positions.push_back(i);
+    b.slot_mapping.push_back((10 + i / block_size) * block_size + i % block_size);
+  }
+  for (int i = 0; i < n; ++i) {
+    b.token_ids.push_back(tokens[static_cast<size_t>(i)]);
+    b.positions.push_back(i);
+    b.slot_mapping.push_back((20 + i / block_size) * block_size + i % block_size);
+  }
+  b.logits_indices = {prefix_len - 1, prefix_len + n - 1};
+  return b;
+}
+
 inline std::vector<int32_t> ReadIdsFile(const std::string& path) {
   std::vector<int32_t> ids;
   auto text = ReadFileToString(path);

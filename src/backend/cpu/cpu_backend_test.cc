@@ -18,6 +18,7 @@ namespace kiln {
 namespace {
 
 using testing::SharedPath;
+using testing::PrefixAndWholeBatch;
 using testing::SingleSequenceBatch;
 
 constexpr int kBlockSize = 16;
@@ -205,23 +206,7 @@ TEST(CpuBackendTest, ChunkedPrefillAndBatchingAgree) {
   // the tokens are batched: bit-identical logits.
   if (cpu::LinearRowsIsBatchIndependent()) EXPECT_EQ(chunked, full);
   // Batch: sequence A = first 10 tokens in blocks 10.., sequence B = all 40 tokens in blocks 20...
-  ForwardBatch b;
-  b.max_blocks_per_seq = 4;
-  b.cu_seqlens_q = {0, 10, 50};
-  b.seq_lens = {10, 40};
-  b.block_tables = {10, 11, 12, 13, 20, 21, 22, 23};
-  for (int i = 0; i < 10; ++i) {
-    b.token_ids.push_back(tokens[i]);
-    b.positions.push_back(i);
-    b.slot_mapping.push_back(10 * kBlockSize + i);
-  }
-  for (int i = 0; i < 40; ++i) {
-    b.token_ids.push_back(tokens[i]);
-    b.positions.push_back(i);
-    b.slot_mapping.push_back((20 + i / kBlockSize) * kBlockSize + i % kBlockSize);
-  }
-  b.logits_indices = {9, 49};
-  ASSERT_TRUE(backend->Forward(b).ok());
+  ASSERT_TRUE(backend->Forward(PrefixAndWholeBatch(tokens, 10, kBlockSize)).ok());
   ASSERT_TRUE(backend->GetLogits(&batched).ok());
   std::vector<float> last(batched.begin() + 1024, batched.end());
   EXPECT_LE(RelativeError(last, full), 1e-5);

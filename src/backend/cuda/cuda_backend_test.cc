@@ -20,6 +20,7 @@ namespace kiln {
 namespace {
 
 using testing::SharedPath;
+using testing::PrefixAndWholeBatch;
 using testing::SingleSequenceBatch;
 
 constexpr int kBlockSize = 16;
@@ -321,23 +322,7 @@ TEST(CudaBackendTest, ChunkedBatchedAndGraphRunsAgree) {
   ASSERT_TRUE(eager->Forward(SingleSequenceBatch(second, 23, kBlockSize, 8, false)).ok());
   ASSERT_TRUE(eager->GetLogits(&chunked).ok());
   EXPECT_LE(RelativeError(chunked, full), 1e-4);
-  ForwardBatch b;
-  b.max_blocks_per_seq = 4;
-  b.cu_seqlens_q = {0, 10, 50};
-  b.seq_lens = {10, 40};
-  b.block_tables = {10, 11, 12, 13, 20, 21, 22, 23};
-  for (int i = 0; i < 10; ++i) {
-    b.token_ids.push_back(tokens[i]);
-    b.positions.push_back(i);
-    b.slot_mapping.push_back(10 * kBlockSize + i);
-  }
-  for (int i = 0; i < 40; ++i) {
-    b.token_ids.push_back(tokens[i]);
-    b.positions.push_back(i);
-    b.slot_mapping.push_back((20 + i / kBlockSize) * kBlockSize + i % kBlockSize);
-  }
-  b.logits_indices = {9, 49};
-  ASSERT_TRUE(eager->Forward(b).ok());
+  ASSERT_TRUE(eager->Forward(PrefixAndWholeBatch(tokens, 10, kBlockSize)).ok());
   ASSERT_TRUE(eager->GetLogits(&batched).ok());
   EXPECT_LE(RelativeError(std::vector<float>(batched.begin() + vocab, batched.end()), full), 1e-4);
 
