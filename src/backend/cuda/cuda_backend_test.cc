@@ -19,8 +19,12 @@
 namespace kiln {
 namespace {
 
-using testing::SharedPath;
+using testing::Argmax;
+using testing::LoadReferencePrompts;
 using testing::PrefixAndWholeBatch;
+using testing::RelativeError;
+using testing::SharedPath;
+using testing::Top1Agreement;
 using testing::SingleSequenceBatch;
 
 constexpr int kBlockSize = 16;
@@ -44,32 +48,6 @@ std::unique_ptr<Backend> MakeBackend(const std::string& path, const std::string&
   auto backend = CreateCudaBackend(*model, o);
   EXPECT_TRUE(backend.ok()) << backend.status().ToString();
   return backend.ok() ? std::move(backend).value() : nullptr;
-}
-
-double RelativeError(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double max_diff = 0, max_ref = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
-    max_diff = std::isnan(d) ? INFINITY : std::max(max_diff, d);
-    max_ref = std::max(max_ref, std::fabs(static_cast<double>(b[i])));
-  }
-  return max_ref > 0 ? max_diff / max_ref : max_diff;
-}
-
-int32_t Argmax(const float* row, int n) {
-  return static_cast<int32_t>(std::max_element(row, row + n) - row);
-}
-
-// Fraction of rows whose argmax agrees.
-double Top1Agreement(const std::vector<float>& a, const std::vector<float>& b, int vocab) {
-  const size_t rows = b.size() / vocab;
-  if (rows == 0 || a.size() != b.size()) return 0.0;
-  size_t same = 0;
-  for (size_t r = 0; r < rows; ++r) {
-    same += Argmax(a.data() + r * vocab, vocab) == Argmax(b.data() + r * vocab, vocab);
-  }
-  return static_cast<double>(same) / rows;
 }
 
 // Greedy decoding through Backend::Sample (temperature 0): prefill, then decode steps (these take
@@ -110,53 +88,38 @@ void CheckTinyModel(const std::string& name, const std::string& dtype) {
   ASSERT_NE(backend, nullptr);
   const Tolerance tol = ToleranceFor(dtype);
   const int vocab = backend->config().vocab_size;
-  auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
-  ASSERT_TRUE(ref.ok()) << ref.status().ToString();
-  int checked = 0;
-  for (int p = 0; (*ref)->Has("p" + std::to_string(p) + ".input_ids"); ++p) {
-    const std::string key = "p" + std::to_string(p) + ".";
-    auto input_ids = ReadSafetensorsInt32(**ref, key + "input_ids");
-    auto generated = ReadSafetensorsInt32(**ref, key + "generated_ids");
-    auto ref_logits = ReadSafetensorsFloat(**ref, key + "logits");
-    auto ref_hidden = ReadSafetensorsFloat(**ref, key + "final_hidden");
-    ASSERT_TRUE(input_ids.ok() && generated.ok() && ref_logits.ok() && ref_hidden.ok());
-    std::vector<int32_t> all = *input_ids;
-    all.insert(all.end(), generated->begin(), generated->end());
-    ASSERT_TRUE(backend->Forward(SingleSequenceBatch(all, 0, kBlockSize, 64, true, true)).ok());
+  const std::vector<testing::ReferencePrompt> prompts = LoadReferencePrompts(dir);
+  ASSERT_FALSE(prompts.empty());
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    const testing::ReferencePrompt& ref = prompts[p];
+    ASSERT_TRUE(
+        backend->Forward(SingleSequenceBatch(ref.AllIds(), 0, kBlockSize, 64, true, true)).ok());
     std::vector<float> logits, hidden;
     ASSERT_TRUE(backend->GetLogits(&logits).ok());
     ASSERT_TRUE(backend->GetHidden(&hidden).ok());
-    const double err = RelativeError(logits, *ref_logits);
-    const double top1 = Top1Agreement(logits, *ref_logits, vocab);
-    std::printf("[parity] %s %s prompt %d: logits max|d|/max|ref| = %.3g, top-1 %.3f\n",
+    const double err = RelativeError(logits, ref.logits);
+    const double top1 = Top1Agreement(logits, ref.logits, vocab);
+    std::printf("[parity] %s %s prompt %zu: logits max|d|/max|ref| = %.3g, top-1 %.3f\n",
                 name.c_str(), dtype.c_str(), p, err, top1);
     EXPECT_LE(err, tol.logits) << name << " prompt " << p;
-    EXPECT_LE(RelativeError(hidden, *ref_hidden), tol.logits * 3) << name << " prompt " << p;
+    EXPECT_LE(RelativeError(hidden, ref.hidden), tol.logits * 3) << name << " prompt " << p;
     EXPECT_GE(top1, tol.min_top1) << name << " prompt " << p;
     if (tol.greedy_exact) {
       // The reference's generated ids are compared up to where they stop being the argmax of the
-      // reference's own teacher-forced logits (HF's cached greedy run and its teacher-forced run
-      // disagree where the top-1 margin is ~1e-3; tiny-qwen3 prompt 1 does so at step 1).
-      const size_t prompt_len = input_ids->size();
-      size_t consistent = 0;
-      while (consistent < generated->size() &&
-             Argmax(ref_logits->data() + (prompt_len - 1 + consistent) * vocab, vocab) ==
-                 (*generated)[consistent]) {
-        ++consistent;
-      }
+      // reference's own teacher-forced logits (ReferencePrompt::ConsistentSteps).
+      const size_t consistent = ref.ConsistentSteps(vocab);
       std::vector<int32_t> got =
-          Greedy(backend.get(), *input_ids, static_cast<int>(generated->size()));
+          Greedy(backend.get(), ref.input_ids, static_cast<int>(ref.generated.size()));
       got.resize(std::min(got.size(), consistent));
-      EXPECT_EQ(got, std::vector<int32_t>(generated->begin(), generated->begin() + consistent))
+      EXPECT_EQ(got,
+                std::vector<int32_t>(ref.generated.begin(), ref.generated.begin() + consistent))
           << name << " prompt " << p;
-      if (consistent < generated->size()) {
-        std::printf("[parity] %s prompt %d: reference generated_ids leave their own argmax at "
+      if (consistent < ref.generated.size()) {
+        std::printf("[parity] %s prompt %zu: reference generated_ids leave their own argmax at "
                     "step %zu; compared up to there\n", name.c_str(), p, consistent);
       }
     }
-    ++checked;
   }
-  EXPECT_GT(checked, 0);
 }
 
 TEST(CudaBackendTest, TinyQwen2Float32MatchesReference) { CheckTinyModel("tiny-qwen2", "float32"); }
