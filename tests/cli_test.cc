@@ -1,6 +1,6 @@
 // End-to-end tests of the kiln binary's command-line contract (issues 2 and 3):
-// `kiln generate` greedy output against the published stories260K reference, error exits, and
-// `kiln tokenize` JSON lines against the HF tokenizers reference cases.
+// `kiln generate` greedy output against the published stories260K reference, error exits (also
+// of `kiln bench`), and `kiln tokenize` JSON lines against the HF tokenizers reference cases.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -90,6 +90,28 @@ TEST_F(CliTest, GenerateErrorsExitNonZeroWithOneLine) {
     auto r = RunCommand(KilnBinary() + " " + c.args);
     EXPECT_NE(r.exit_code, 0) << c.args;
     EXPECT_LT(r.exit_code, 128) << "crashed: " << c.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.args << " → " << r.err;
+  }
+}
+
+// `kiln bench` refuses malformed or out-of-range flags before touching a device (exit 2, the
+// flag named), so these run on machines without a GPU.
+TEST(CliBenchTest, BadFlagsExitTwoNamingTheFlag) {
+  if (!std::filesystem::exists(KilnBinary())) GTEST_SKIP() << "kiln binary not built";
+  struct Case {
+    std::string args;
+    std::string needle;
+  } cases[] = {
+      {"bench throughput --model m --num-prompts 0", "--num-prompts must be a positive integer"},
+      {"bench throughput --model m --input-len abc", "input-len"},
+      {"bench throughput --model m --output-len 99999999999", "--output-len must be a positive"},
+      {"bench throughput --model m --seed x", "seed"},
+      {"bench throughput --model m --bogus 1", "--bogus"},
+      {"bench frobnicate", "unknown mode"},
+  };
+  for (const auto& c : cases) {
+    auto r = RunCommand(KilnBinary() + " " + c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.err;
     EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.args << " → " << r.err;
   }
 }

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -82,6 +83,54 @@ void DeclareBenchFlags(Flags* f) {
   f->Value("seed", "random prompt ids seed (default 0)");
 }
 
+// The flags both offline benches read: the engine options (CUDA device), `count_flag` (sequences
+// or requests), --input-len, --output-len and --seed.
+struct BenchArgs {
+  EngineOptions options;
+  int count = 0;
+  int input_len = 0;
+  int output_len = 0;
+  uint32_t seed = 0;
+};
+
+// Prints the problem (a malformed or out-of-range flag) and returns false on bad input.
+bool ParseBenchArgs(const Flags& flags, const char* count_flag, int64_t count_default,
+                    BenchArgs* args) {
+  args->options.device.device = "cuda";
+  if (Status st = EngineOptionsFromFlags(flags, &args->options); !st.ok()) {
+    std::fprintf(stderr, "kiln bench: %s\n", st.ToString().c_str());
+    return false;
+  }
+  struct IntFlag {
+    const char* name;
+    int64_t fallback;
+    int* out;
+  };
+  const IntFlag ints[] = {{count_flag, count_default, &args->count},
+                          {"input-len", 128, &args->input_len},
+                          {"output-len", 128, &args->output_len}};
+  for (const IntFlag& f : ints) {
+    auto v = flags.GetInt(f.name, f.fallback);
+    if (!v.ok()) {
+      std::fprintf(stderr, "kiln bench: %s\n", v.status().ToString().c_str());
+      return false;
+    }
+    if (*v < 1 || *v > std::numeric_limits<int32_t>::max()) {
+      std::fprintf(stderr, "kiln bench: --%s must be a positive integer, got %lld\n", f.name,
+                   static_cast<long long>(*v));
+      return false;
+    }
+    *f.out = static_cast<int>(*v);
+  }
+  auto seed = flags.GetInt("seed", 0);
+  if (!seed.ok()) {
+    std::fprintf(stderr, "kiln bench: %s\n", seed.status().ToString().c_str());
+    return false;
+  }
+  args->seed = static_cast<uint32_t>(*seed);
+  return true;
+}
+
 std::vector<int32_t> RandomIds(std::mt19937* rng, int n, int vocab) {
   std::uniform_int_distribution<int> id(0, std::max(vocab - 1, 0));
   std::vector<int32_t> ids(static_cast<size_t>(n));
@@ -91,23 +140,10 @@ std::vector<int32_t> RandomIds(std::mt19937* rng, int n, int vocab) {
 
 #ifdef KILN_BENCH_CUDA
 int RunLatency(const Flags& flags) {
-  EngineOptions options;
-  options.device.device = "cuda";
-  if (Status st = EngineOptionsFromFlags(flags, &options); !st.ok()) {
-    std::fprintf(stderr, "kiln bench: %s\n", st.ToString().c_str());
-    return 2;
-  }
-  auto get = [&](const char* name, int64_t fallback) {
-    auto v = flags.GetInt(name, fallback);
-    return v.ok() ? *v : -1;
-  };
-  const int batch = static_cast<int>(get("batch-size", 1));
-  const int input_len = static_cast<int>(get("input-len", 128));
-  const int output_len = static_cast<int>(get("output-len", 128));
-  if (batch < 1 || input_len < 1 || output_len < 1) {
-    std::fprintf(stderr, "kiln bench: --batch-size, --input-len, --output-len must be >= 1\n");
-    return 2;
-  }
+  BenchArgs args;
+  if (!ParseBenchArgs(flags, "batch-size", 1, &args)) return 2;
+  EngineOptions& options = args.options;
+  const int batch = args.count, input_len = args.input_len, output_len = args.output_len;
   auto limits = cuda::MeasureDeviceLimits(options.device.cuda_device);
   if (!limits.ok()) {
     std::fprintf(stderr, "kiln bench: %s\n", limits.status().ToString().c_str());
@@ -138,7 +174,7 @@ int RunLatency(const Flags& flags) {
     return 1;
   }
   Backend* backend = created->get();
-  std::mt19937 rng(static_cast<uint32_t>(get("seed", 0)));
+  std::mt19937 rng(args.seed);
 
   // Prefill each sequence (one sequence per Forward); the first one is timed separately after a
   // warm-up prefill of sequence 0 (overwritten).
@@ -325,23 +361,10 @@ int RunLatency(const Flags& flags) {
 #endif
 
 int RunThroughput(const Flags& flags) {
-  EngineOptions options;
-  options.device.device = "cuda";
-  if (Status st = EngineOptionsFromFlags(flags, &options); !st.ok()) {
-    std::fprintf(stderr, "kiln bench: %s\n", st.ToString().c_str());
-    return 2;
-  }
-  auto get = [&](const char* name, int64_t fallback) {
-    auto v = flags.GetInt(name, fallback);
-    return v.ok() ? *v : -1;
-  };
-  const int num_prompts = static_cast<int>(get("num-prompts", 1000));
-  const int input_len = static_cast<int>(get("input-len", 128));
-  const int output_len = static_cast<int>(get("output-len", 128));
-  if (num_prompts < 1 || input_len < 1 || output_len < 1) {
-    std::fprintf(stderr, "kiln bench: --num-prompts, --input-len, --output-len must be >= 1\n");
-    return 2;
-  }
+  BenchArgs args;
+  if (!ParseBenchArgs(flags, "num-prompts", 1000, &args)) return 2;
+  EngineOptions& options = args.options;
+  const int num_prompts = args.count, input_len = args.input_len, output_len = args.output_len;
   if (options.scheduler.max_model_len == 0) options.scheduler.max_model_len = input_len + output_len;
   auto engine = Engine::Create(options);
   if (!engine.ok()) {
@@ -349,7 +372,7 @@ int RunThroughput(const Flags& flags) {
     return 1;
   }
   const int vocab = (*engine)->model_info().vocab_size;
-  std::mt19937 rng(static_cast<uint32_t>(get("seed", 0)));
+  std::mt19937 rng(args.seed);
   std::vector<std::unique_ptr<RequestStream>> streams;
   const auto t0 = Clock::now();
   for (int i = 0; i < num_prompts; ++i) {
