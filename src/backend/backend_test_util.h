@@ -10,10 +10,35 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu_backend.h"
 #include "model/safetensors.h"
 #include "model/test_data.h"
+#include "model/weights.h"
 
 namespace kiln::testing {
+
+// The checkpoint at `path`; nullptr (and a test failure) when it cannot be loaded.
+inline std::shared_ptr<const LoadedModel> LoadModelOrFail(const std::string& path) {
+  ModelOptions options;
+  options.model_path = path;
+  auto model = LoadModel(options);
+  EXPECT_TRUE(model.ok()) << model.status().ToString();
+  return model.ok() ? *model : nullptr;
+}
+
+// The CPU reference backend over the checkpoint at `path`; nullptr (and a test failure) on error.
+inline std::unique_ptr<Backend> MakeCpuBackend(const std::string& path, int block_size,
+                                               int64_t num_blocks, int num_threads) {
+  auto model = LoadModelOrFail(path);
+  if (model == nullptr) return nullptr;
+  CpuBackendOptions options;
+  options.block_size = block_size;
+  options.num_kv_blocks = num_blocks;
+  options.num_threads = num_threads;
+  auto backend = CreateCpuBackend(model, options);
+  EXPECT_TRUE(backend.ok()) << backend.status().ToString();
+  return backend.ok() ? std::move(backend).value() : nullptr;
+}
 
 // max |a - b| / max |b| (infinite where a holds a NaN).
 inline double RelativeError(const std::vector<float>& a, const std::vector<float>& b) {

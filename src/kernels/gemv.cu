@@ -34,10 +34,10 @@ cudaError_t LaunchVec(const GemvParams<OutT>& p, cudaStream_t stream) {
                    dim3(static_cast<unsigned>(blocks)), dim3(kGemvWarps * 32), smem, stream, p);
 }
 
-// A plain 1-row product: kGemvSplit warps per output row, one row per block.
-template <typename OutT>
+// A plain product of kRows activation rows: kGemvSplit warps per output row, one row per block.
+template <int kRows, typename OutT>
 cudaError_t LaunchRow(const GemvParams<OutT>& p, cudaStream_t stream) {
-  return LaunchPdl(GemvRowKernel<OutT>, dim3(static_cast<unsigned>(p.out_features)),
+  return LaunchPdl(GemvRowKernel<kRows, OutT>, dim3(static_cast<unsigned>(p.out_features)),
                    dim3(kGemvSplit * 32), 0, stream, p);
 }
 
@@ -49,7 +49,7 @@ cudaError_t LaunchFused(const GemvParams<OutT>& p, cudaStream_t stream) {
     if (p.rope.enabled) return LaunchVec<1, kPro, GemvEpilogue::kRope>(p, stream);
   }
   if constexpr (kPro == GemvPrologue::kNone) {
-    return LaunchRow(p, stream);
+    return LaunchRow<1>(p, stream);
   } else {
     return LaunchVec<1, kPro, GemvEpilogue::kStore>(p, stream);
   }
@@ -107,10 +107,11 @@ cudaError_t Gemv(const GemvParams<OutT>& params, cudaStream_t stream) {
     return LaunchPdl(GemvScalarKernel<OutT>, dim3(static_cast<unsigned>(blocks)),
                      dim3(kGemvWarps * 32), 0, stream, p);
   }
+  static_assert(kGemvRowKernelMaxRows == 3, "the switch below routes rows 1..3 to LaunchRow");
   switch (p.rows) {
-    case 1: return LaunchRow(p, stream);
-    case 2: return LaunchVec<2, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
-    case 3: return LaunchVec<3, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
+    case 1: return LaunchRow<1>(p, stream);
+    case 2: return LaunchRow<2>(p, stream);
+    case 3: return LaunchRow<3>(p, stream);
     case 4: return LaunchVec<4, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
     case 5: return LaunchVec<5, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);
     case 6: return LaunchVec<6, GemvPrologue::kNone, GemvEpilogue::kStore>(p, stream);

@@ -1,7 +1,7 @@
 // Gemv kernels (see gemv.h).
 //
-// Plain 1-row products (batch-1 decode's o, down and lm_head: GemvRowKernel): kGemvSplit warps
-// share each output row, warp p of the row taking the row's 16-byte vectors p·32 + lane +
+// Plain products of 1..kGemvRowKernelMaxRows activation rows (batch-1 decode's o, down and
+// lm_head; every product at batch 2 and 3: GemvRowKernel): kGemvSplit warps share each output row, warp p of the row taking the row's 16-byte vectors p·32 + lane +
 // k·32·kGemvSplit; each lane keeps one load in flight while it multiplies the previous one
 // (ld.global.nc, no L1 allocation, 256-byte L2 prefetch), accumulates in float32, and the row's
 // warps combine their warp sums in shared memory in a fixed order; one row per 4-warp block, so
@@ -298,16 +298,17 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
   }
 }
 
-// Plain 1-row products (see the top of this file): block = kGemvSplit warps computing output row
-// blockIdx.x. Requires in_features % 8 == 0 and 16-byte aligned w and x.
-template <typename OutT>
+// Plain products of kRows activation rows (see the top of this file): block = kGemvSplit warps
+// computing output row blockIdx.x for every activation row (each weight vector is loaded once and
+// multiplied by the kRows x vectors). Requires in_features % 8 == 0, ldx % 8 == 0 and 16-byte
+// aligned w and x.
+template <int kRows, typename OutT>
 __global__ void __launch_bounds__(kGemvSplit * 32) GemvRowKernel(GemvParams<OutT> p) {
-  __shared__ float partial[kGemvSplit];
+  __shared__ float partial[kRows][kGemvSplit];
   const int lane = threadIdx.x & 31;
   const int part = threadIdx.x >> 5;
   const int64_t row = blockIdx.x;
   const uint4* w = reinterpret_cast<const uint4*>(p.w + row * p.in_features);
-  const uint4* x = reinterpret_cast<const uint4*>(p.x);
   const int64_t num_vecs = p.in_features / 8;
   constexpr int64_t kStride = 32 * kGemvSplit;
   int64_t i = part * 32 + lane;
@@ -315,25 +316,33 @@ __global__ void __launch_bounds__(kGemvSplit * 32) GemvRowKernel(GemvParams<OutT
   // runs (PDL); x is read only after PdlWait.
   uint4 wv = i < num_vecs ? GemvLoadStreaming(w + i) : uint4{};
   PdlWait();
-  float acc = 0.0f;
+  float acc[kRows] = {};
   for (; i < num_vecs; i += kStride) {
     const uint4 next = i + kStride < num_vecs ? GemvLoadStreaming(w + i + kStride) : uint4{};
-    float wf[8], xf[8];
+    float wf[8];
     GemvUnpack(wv, wf);
-    GemvUnpack(__ldg(x + i), xf);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) acc = fmaf(xf[e], wf[e], acc);
+    for (int r = 0; r < kRows; ++r) {
+      float xf[8];
+      GemvUnpack(__ldg(reinterpret_cast<const uint4*>(p.x + r * p.ldx) + i), xf);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[r] = fmaf(xf[e], wf[e], acc[r]);
+    }
     wv = next;
   }
   PdlLaunchDependents();  // late trigger, as in GemvVecKernel
-  acc = WarpSum(acc);
-  if (lane == 0) partial[part] = acc;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float v = partial[0];
 #pragma unroll
-    for (int q = 1; q < kGemvSplit; ++q) v += partial[q];
-    GemvStore(p, 0, row, v);
+  for (int r = 0; r < kRows; ++r) {
+    const float v = WarpSum(acc[r]);
+    if (lane == 0) partial[r][part] = v;
+  }
+  __syncthreads();
+  if (threadIdx.x < kRows) {
+    const int r = threadIdx.x;
+    float v = partial[r][0];
+#pragma unroll
+    for (int q = 1; q < kGemvSplit; ++q) v += partial[r][q];
+    GemvStore(p, r, row, v);
   }
 }
 

@@ -5,8 +5,8 @@
 //
 // x and w are bf16 (w in HF [out, in] row-major layout), accumulation in float32, y and bias
 // OutT (__nv_bfloat16, or float for the lm_head's logits). Every weight byte is read exactly once
-// per call with 16-byte streaming loads (at 1 row, four warps share each output row; from 2 rows
-// on, each warp owns whole rows: gemv.cuh); x (a few KB) is read through L1. A vectorized
+// per call with 16-byte streaming loads (at 1 – 3 rows, four warps share each output row; from 4
+// rows on, each warp owns whole rows: gemv.cuh); x (a few KB) is read through L1. A vectorized
 // kernel needs in_features % 8 == 0, ldx % 8 == 0 and 16-byte aligned x and w; any other shape or
 // alignment takes a scalar kernel (correct, slower).
 //
@@ -29,6 +29,13 @@
 namespace kiln::kernels {
 
 constexpr int kGemvMaxRows = 8;
+
+// Activation rows that take the split-row kernel (gemv.cuh: four warps per weight row); more go
+// to one warp per row. Qwen2-7B step GEMMs on H100 (gemv_bench, cold weights): 2 rows 5.32 vs
+// 5.85 ms (one warp per row) and 5.79 (cuBLASLt), 3 rows 5.44 vs 5.66 / 5.61 ms, 4 rows 5.76 vs
+// 5.98 / 5.60 ms (floor 4.72): from 4 rows the CUDA cores no longer keep up and cuBLASLt wins,
+// which is where Gemm stops routing here (kiln::cuda::Gemm::kDefaultGemvMaxRows).
+constexpr int kGemvRowKernelMaxRows = 3;
 
 // Batch-1 fusions, which remove the short kernels that would otherwise run between two GEMVs
 // of a decode step (and their place in the chain). They compute what the unfused chain (RmsNorm

@@ -27,18 +27,7 @@ using testing::SingleSequenceBatch;
 constexpr int kBlockSize = 16;
 
 std::unique_ptr<Backend> MakeBackend(const std::string& path, int num_blocks = 64) {
-  ModelOptions options;
-  options.model_path = path;
-  auto model = LoadModel(options);
-  EXPECT_TRUE(model.ok()) << model.status().ToString();
-  if (!model.ok()) return nullptr;
-  CpuBackendOptions backend_options;
-  backend_options.block_size = kBlockSize;
-  backend_options.num_kv_blocks = num_blocks;
-  backend_options.num_threads = 2;
-  auto backend = CreateCpuBackend(*model, backend_options);
-  EXPECT_TRUE(backend.ok()) << backend.status().ToString();
-  return backend.ok() ? std::move(backend).value() : nullptr;
+  return testing::MakeCpuBackend(path, kBlockSize, num_blocks, /*num_threads=*/2);
 }
 
 // Greedy decoding: prefill `prompt`, then `steps` single-token decode steps.

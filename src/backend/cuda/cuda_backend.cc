@@ -33,9 +33,10 @@ using cuda::ElemType;
 using cuda::PinnedBuffer;
 
 // Decode batch sizes with a captured CUDA graph; a decode step of n sequences runs the graph of
-// the smallest bucket >= n, padded.
-constexpr int kGraphBuckets[] = {1,  2,  4,  8,  16,  24,  32,  40,  48,  56,  64,  80,
-                                 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512};
+// the smallest bucket >= n, padded. 1 – 3 each have one: those products stream through the
+// split-row GEMV (Gemm::kDefaultGemvMaxRows), a 4th padded row would send them to cuBLASLt.
+constexpr int kGraphBuckets[] = {1,  2,  3,  4,  8,  16,  24,  32,  40,  48,  56,  64,
+                                 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512};
 constexpr size_t kStagingBytes = size_t{64} << 20;
 constexpr size_t kGraphReserveBytes = size_t{512} << 20;  // graphs, cuBLAS/cub lazies, slack
 

@@ -32,11 +32,8 @@ constexpr int kBlockSize = 16;
 std::unique_ptr<Backend> MakeBackend(const std::string& path, const std::string& dtype,
                                      bool graphs = true, int64_t num_blocks = 64,
                                      bool timeline = false) {
-  ModelOptions options;
-  options.model_path = path;
-  auto model = LoadModel(options);
-  EXPECT_TRUE(model.ok()) << model.status().ToString();
-  if (!model.ok()) return nullptr;
+  auto model = testing::LoadModelOrFail(path);
+  if (model == nullptr) return nullptr;
   CudaBackendOptions o;
   o.block_size = kBlockSize;
   o.num_kv_blocks = num_blocks;
@@ -45,7 +42,7 @@ std::unique_ptr<Backend> MakeBackend(const std::string& path, const std::string&
   o.enable_cuda_graphs = graphs;
   o.dtype = dtype;
   o.record_device_timeline = timeline;
-  auto backend = CreateCudaBackend(*model, o);
+  auto backend = CreateCudaBackend(model, o);
   EXPECT_TRUE(backend.ok()) << backend.status().ToString();
   return backend.ok() ? std::move(backend).value() : nullptr;
 }
@@ -289,16 +286,18 @@ TEST(CudaBackendTest, ChunkedBatchedAndGraphRunsAgree) {
   ASSERT_TRUE(eager->GetLogits(&batched).ok());
   EXPECT_LE(RelativeError(std::vector<float>(batched.begin() + vocab, batched.end()), full), 1e-4);
 
-  // Three sequences decoding together: eager vs graph (the 4-bucket, one padded row), 5 steps;
+  // Five sequences decoding together: eager vs graph (the 8-bucket, three padded rows), 5 steps;
   // the graph backend is prefilled identically first.
+  constexpr int kSeqs = 5;
   ForwardBatch pre;
   pre.max_blocks_per_seq = 4;
-  pre.cu_seqlens_q = {0, 10, 20, 30};
-  pre.seq_lens = {10, 10, 10};
-  pre.block_tables = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
-  for (int s = 0; s < 3; ++s) {
+  pre.cu_seqlens_q = {0};
+  for (int s = 0; s < kSeqs; ++s) {
+    pre.cu_seqlens_q.push_back((s + 1) * 10);
+    pre.seq_lens.push_back(10);
+    for (int b = 0; b < 4; ++b) pre.block_tables.push_back(s * 4 + b);
     for (int i = 0; i < 10; ++i) {
-      pre.token_ids.push_back(tokens[s * 10 + i]);
+      pre.token_ids.push_back(tokens[(s * 10 + i) % tokens.size()]);
       pre.positions.push_back(i);
       pre.slot_mapping.push_back(s * 4 * kBlockSize + i);
     }
@@ -311,9 +310,10 @@ TEST(CudaBackendTest, ChunkedBatchedAndGraphRunsAgree) {
     d.max_blocks_per_seq = 4;
     d.is_decode_only = true;
     d.block_tables = pre.block_tables;
-    d.cu_seqlens_q = {0, 1, 2, 3};
-    for (int s = 0; s < 3; ++s) {
+    d.cu_seqlens_q = {0};
+    for (int s = 0; s < kSeqs; ++s) {
       const int pos = 10 + step;
+      d.cu_seqlens_q.push_back(s + 1);
       d.token_ids.push_back((s * 11 + step * 7) % vocab);
       d.positions.push_back(pos);
       d.slot_mapping.push_back(s * 4 * kBlockSize + pos);
@@ -329,6 +329,75 @@ TEST(CudaBackendTest, ChunkedBatchedAndGraphRunsAgree) {
   }
 }
 
+// The CPU reference backend over the checkpoint in `dir` (float32, 64 KV blocks).
+std::unique_ptr<Backend> MakeCpuReference(const std::string& dir) {
+  return testing::MakeCpuBackend(dir, kBlockSize, 64, /*num_threads=*/4);
+}
+
+// Runs `b` on the GPU backend and the CPU reference; their logits go to *g and *c. Returns
+// max|g - c| / max|c|, or infinity (with a test failure) when a call fails.
+double RunOnBoth(Backend* gpu, Backend* cpu, const ForwardBatch& b, std::vector<float>* g,
+                 std::vector<float>* c) {
+  const bool ok = gpu->Forward(b).ok() && gpu->GetLogits(g).ok() && cpu->Forward(b).ok() &&
+                  cpu->GetLogits(c).ok();
+  EXPECT_TRUE(ok) << "a Forward or GetLogits call failed";
+  return ok ? RelativeError(*g, *c) : INFINITY;
+}
+
+// Two and three sequences decoding together in bf16 (their own graph buckets; every projection
+// takes the split-row GEMV at 2 and 3 rows, Gemm::kDefaultGemvMaxRows) against the CPU reference
+// backend running the same batches, at every step.
+TEST(CudaBackendTest, Bf16DecodeOfTwoAndThreeSequencesMatchesCpu) {
+  const std::string dir = SharedPath("models/tiny-qwen3");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tiny-qwen3";
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  for (int seqs : {2, 3}) {
+    auto gpu = MakeBackend(dir, "bfloat16", /*graphs=*/true);
+    ASSERT_NE(gpu, nullptr);
+    auto cpu = MakeCpuReference(dir);
+    ASSERT_NE(cpu, nullptr);
+    const int vocab = gpu->config().vocab_size;
+    ForwardBatch b;  // prefill: sequence s has 10 + s tokens in blocks 4s .. 4s + 3
+    b.max_blocks_per_seq = 4;
+    b.cu_seqlens_q = {0};
+    std::vector<int> lens;
+    for (int s = 0; s < seqs; ++s) {
+      lens.push_back(10 + s);
+      for (int i = 0; i < lens[s]; ++i) {
+        b.token_ids.push_back((s * 97 + i * 131 + 7) % vocab);
+        b.positions.push_back(i);
+        b.slot_mapping.push_back(s * 4 * kBlockSize + i);
+      }
+      b.cu_seqlens_q.push_back(static_cast<int32_t>(b.token_ids.size()));
+      b.seq_lens.push_back(lens[s]);
+      b.logits_indices.push_back(static_cast<int32_t>(b.token_ids.size()) - 1);
+      for (int k = 0; k < 4; ++k) b.block_tables.push_back(s * 4 + k);
+    }
+    for (int step = 0; step < 5; ++step) {
+      std::vector<float> g, c;
+      const double err = RunOnBoth(gpu.get(), cpu.get(), b, &g, &c);
+      ASSERT_LE(err, 3e-2) << seqs << " sequences, step " << step;
+      std::printf("[decode] tiny-qwen3 bfloat16 %d sequences step %d: max|d|/max|ref| = %.3g\n",
+                  seqs, step, err);
+      ForwardBatch d;  // next decode step: each sequence's CPU argmax at its next position
+      d.max_blocks_per_seq = 4;
+      d.is_decode_only = true;
+      d.block_tables = b.block_tables;
+      d.cu_seqlens_q = {0};
+      for (int s = 0; s < seqs; ++s) {
+        const int pos = lens[s]++;
+        d.token_ids.push_back(Argmax(c.data() + static_cast<size_t>(s) * vocab, vocab));
+        d.positions.push_back(pos);
+        d.slot_mapping.push_back(s * 4 * kBlockSize + pos);
+        d.seq_lens.push_back(pos + 1);
+        d.cu_seqlens_q.push_back(s + 1);
+        d.logits_indices.push_back(s);
+      }
+      b = std::move(d);
+    }
+  }
+}
+
 // Long contexts (KV split across blocks of the decode kernels, eager and graph-replayed) against
 // the CPU reference backend: prefill `prompt_len` tokens, then decode steps, logits compared at
 // every step. Regression test for decode steps whose context crosses a 64-key tile.
@@ -339,16 +408,8 @@ void CheckDecodeAgainstCpu(const std::string& name, const std::string& dtype, in
   if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
   auto gpu = MakeBackend(dir, dtype, graphs);
   ASSERT_NE(gpu, nullptr);
-  ModelOptions mo;
-  mo.model_path = dir;
-  auto model = LoadModel(mo);
-  ASSERT_TRUE(model.ok());
-  CpuBackendOptions co;
-  co.block_size = kBlockSize;
-  co.num_kv_blocks = 64;
-  co.num_threads = 4;
-  auto cpu = CreateCpuBackend(*model, co);
-  ASSERT_TRUE(cpu.ok());
+  auto cpu = MakeCpuReference(dir);
+  ASSERT_NE(cpu, nullptr);
   const int vocab = gpu->config().vocab_size;
   std::vector<int32_t> prompt;
   for (int i = 0; i < prompt_len; ++i) prompt.push_back((i * 131 + 7) % vocab);
@@ -356,11 +417,8 @@ void CheckDecodeAgainstCpu(const std::string& name, const std::string& dtype, in
   ForwardBatch b = SingleSequenceBatch(prompt, 0, kBlockSize, 64, false);
   for (int step = 0; step < 6; ++step) {
     std::vector<float> g, c;
-    ASSERT_TRUE(gpu->Forward(b).ok());
-    ASSERT_TRUE(gpu->GetLogits(&g).ok());
-    ASSERT_TRUE((*cpu)->Forward(b).ok());
-    ASSERT_TRUE((*cpu)->GetLogits(&c).ok());
-    const double err = RelativeError(g, c);
+    const double err = RunOnBoth(gpu.get(), cpu.get(), b, &g, &c);
+    if (std::isinf(err)) return;
     EXPECT_LE(err, tol) << name << " " << dtype << " graphs " << graphs << " context "
                         << prompt_len + step;
     if (step == 0 || err > tol) {

@@ -11,10 +11,10 @@
 // first candidate when that call is being graph-captured). Every call uses the same preallocated
 // workspace, so calls are legal inside CUDA graph capture once the shape has been seen.
 //
-// bf16 calls with at most gemv_max_rows() rows of X (default kDefaultGemvMaxRows = 1: batch-1
-// decode) go to kernels::Gemv instead, which streams W closer to copy bandwidth than cuBLASLt
-// does there (H100: Qwen2-7B step 6.18 → 5.82 ms); from 2 rows on cuBLASLt is as fast or faster
-// (docs/PERFORMANCE.md, "bf16 GEMV"). set_gemv_max_rows() changes the routing
+// bf16 calls with at most gemv_max_rows() rows of X (default kDefaultGemvMaxRows = 3: decode at
+// batch 1 – 3) go to kernels::Gemv instead, which streams W closer to copy bandwidth than
+// cuBLASLt does there (H100, Qwen2-7B decode step: batch 1 5.28 ms, batch 2 6.04 → 5.63 ms); from
+// 4 rows on cuBLASLt is faster (docs/PERFORMANCE.md, "Batch-1 GEMV: four warps per weight row"). set_gemv_max_rows() changes the routing
 // for A/B measurements (no environment switches in core code, DESIGN.md).
 //
 // Thread-safety: one Gemm per backend, used by one thread.
@@ -64,7 +64,7 @@ class Gemm final {
                      void* y, int64_t m, int64_t k, cudaStream_t stream,
                      bool silu_mul_epilogue = false, const kernels::GemvRopeParams* rope = nullptr);
 
-  static constexpr int kDefaultGemvMaxRows = 1;
+  static constexpr int kDefaultGemvMaxRows = kernels::kGemvRowKernelMaxRows;
   // bf16 calls with n <= rows (clamped to [0, kernels::kGemvMaxRows]) use kernels::Gemv.
   void set_gemv_max_rows(int rows);
   int gemv_max_rows() const { return gemv_max_rows_; }
