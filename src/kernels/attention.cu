@@ -114,6 +114,7 @@ bool DecodeTensorCoresApply(const PagedAttentionParams<T>& p) {
 }
 
 // Short query runs (decode): the tensor-core decode kernel where it applies, else the rows kernel.
+// Only the tensor-core kernel takes the fused RoPE (checked by the caller, PagedAttention).
 template <typename T>
 cudaError_t DispatchRows(const PagedAttentionParams<T>& p, int max_q_len, int log2_bs, int sm_count,
                          cudaStream_t stream, bool allow_tensor_cores = true) {
@@ -123,6 +124,7 @@ cudaError_t DispatchRows(const PagedAttentionParams<T>& p, int max_q_len, int lo
                               : LaunchDecode<128>(p, max_q_len, log2_bs, sm_count, stream);
     }
   }
+  if (p.rope.enabled) return cudaErrorInvalidValue;
   switch (p.head_dim) {
     case 8:
       return LaunchRows<T, 8>(p, max_q_len, log2_bs, sm_count, stream);
@@ -290,6 +292,12 @@ cudaError_t PagedAttentionDecodeVariant(const PagedAttentionParams<__nv_bfloat16
   return DispatchRows(p, 1 << 30, Log2(p.block_size), sm_count, stream, tensor_cores);
 }
 
+bool PagedAttentionFusesRope(int num_heads, int num_kv_heads, int head_dim, int max_seqlen_q) {
+  return max_seqlen_q == 1 && num_kv_heads > 0 && num_heads % num_kv_heads == 0 &&
+         num_heads / num_kv_heads <= DecodeConfig<64>::kMaxGroupSize &&
+         (head_dim == 64 || head_dim == 128);
+}
+
 size_t PagedAttentionWorkspaceSize(int num_tokens, int num_heads, int head_dim, int num_kv_splits) {
   return SplitFloats(num_tokens, num_heads, head_dim, num_kv_splits) * sizeof(float);
 }
@@ -303,6 +311,16 @@ cudaError_t PagedAttention(const PagedAttentionParams<T>& p, cudaStream_t stream
       p.q_stride % 8 != 0 || reinterpret_cast<uintptr_t>(p.k_cache) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(p.v_cache) % 16 != 0) {
     return cudaErrorInvalidValue;
+  }
+  if (p.rope.enabled) {
+    const PagedAttentionFusedRope<T>& r = p.rope;
+    if (!std::is_same_v<T, __nv_bfloat16> ||
+        !PagedAttentionFusesRope(p.num_heads, p.num_kv_heads, p.head_dim, p.max_seqlen_q) ||
+        r.positions == nullptr || r.inv_freq == nullptr || r.slot_mapping == nullptr ||
+        r.k_new == nullptr || r.v_new == nullptr || r.k_cache_out != p.k_cache ||
+        r.v_cache_out != p.v_cache || r.k_cache_out == nullptr || r.v_cache_out == nullptr) {
+      return cudaErrorInvalidValue;
+    }
   }
   const int log2_bs = Log2(p.block_size);
   int device = 0;

@@ -47,6 +47,30 @@ namespace kiln::kernels {
 constexpr int kDecodeMaxQueryLen = 8;  // q_len at or below this goes to the rows kernel
 constexpr int kMaxKvSplits = 64;
 
+// Decode steps only: RoPE (rotate-half) and the KV-cache write of each row's own token, done by
+// the attention kernel instead of a RopeKvCache launch before it (kernels::RopeKvCache's
+// arithmetic, bit for bit). q then holds the unrotated q (rotated as it is loaded); the block that
+// owns a row's last key first rotates k_new and copies v_new into k_cache_out / v_cache_out at
+// slot_mapping[t] (nothing when the slot is < 0). Needs PagedAttentionFusesRope(...) (bf16,
+// max_seqlen_q == 1, the tensor-core decode kernel), k_cache_out == k_cache and v_cache_out ==
+// v_cache; no q/k norm, no bias (add it in the GEMM); cudaErrorInvalidValue otherwise.
+template <typename T>
+struct PagedAttentionFusedRope {
+  bool enabled = false;
+  const int32_t* positions = nullptr;     // [num_tokens]
+  const float* inv_freq = nullptr;        // [head_dim / 2]
+  float attention_scaling = 1.0f;
+  const int64_t* slot_mapping = nullptr;  // [num_tokens]
+  const T* k_new = nullptr;               // [num_tokens, num_kv_heads * head_dim], kv_stride apart
+  const T* v_new = nullptr;
+  int64_t kv_stride = 0;
+  T* k_cache_out = nullptr;
+  T* v_cache_out = nullptr;
+};
+
+// Whether PagedAttention can take PagedAttentionFusedRope for this shape (bf16 assumed).
+bool PagedAttentionFusesRope(int num_heads, int num_kv_heads, int head_dim, int max_seqlen_q);
+
 template <typename T>
 struct PagedAttentionParams {
   const T* q = nullptr;  // [num_tokens, num_heads * head_dim], rows q_stride elements apart
@@ -72,6 +96,7 @@ struct PagedAttentionParams {
   float* workspace = nullptr;
   size_t workspace_size_bytes = 0;
   int num_kv_splits = 0;  // 0 → chosen from the shape; else forced (clamped to kMaxKvSplits)
+  PagedAttentionFusedRope<T> rope;  // decode steps: RoPE + KV write of the step's tokens here
 };
 
 // Workspace bytes that let the rows kernel use `num_kv_splits` splits over `num_tokens` rows.

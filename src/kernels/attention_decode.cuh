@@ -7,6 +7,11 @@
 // stages deep; warp w owns keys 16w..16w+15 of every tile and keeps its own online-softmax state
 // (m, l) and O accumulators; the four warps are merged through shared memory at the end. With
 // gridDim.z > 1 the block writes its unnormalized partial (O, m, l) for AttentionCombineKernel.
+//
+// With p.rope.enabled (decode steps, attention.h): the block owning the row's last key first
+// writes that token's rotated k and its v into the cache (then a barrier and a fence, so its own
+// cp.async gathers see them), and the q rows are rotated on their way into shared memory instead
+// of copied with cp.async; RopeRotate and the bf16 roundings are RopeKvCacheKernel's.
 #pragma once
 
 #include <math_constants.h>
@@ -17,8 +22,34 @@
 #include "kernels/attention_tile.cuh"
 #include "kernels/common.cuh"
 #include "kernels/pdl.cuh"
+#include "kernels/rope.cuh"
 
 namespace kiln::kernels {
+
+// The fused-RoPE block (see the top of this file) that owns token t's last key: rotated k and v of
+// KV head kvh into the cache at slot_mapping[t]. Every thread of the block calls it.
+template <int D>
+__device__ __forceinline__ void DecodeWriteOwnKv(const PagedAttentionParams<__nv_bfloat16>& p,
+                                                 int t, int kvh) {
+  const PagedAttentionFusedRope<__nv_bfloat16>& r = p.rope;
+  const int64_t slot = r.slot_mapping[t];
+  if (slot >= 0) {
+    const float pos = static_cast<float>(r.positions[t]);
+    const __nv_bfloat16* k = r.k_new + t * r.kv_stride + static_cast<int64_t>(kvh) * D;
+    const __nv_bfloat16* v = r.v_new + t * r.kv_stride + static_cast<int64_t>(kvh) * D;
+    __nv_bfloat16* k_dst = r.k_cache_out + (slot * p.num_kv_heads + kvh) * D;
+    __nv_bfloat16* v_dst = r.v_cache_out + (slot * p.num_kv_heads + kvh) * D;
+    for (int i = threadIdx.x; i < D / 2; i += blockDim.x) {
+      float a = ToFloat(k[i]), b = ToFloat(k[i + D / 2]);
+      RopeRotate(pos, r.inv_freq[i], r.attention_scaling, a, b);
+      k_dst[i] = FromFloat<__nv_bfloat16>(a);
+      k_dst[i + D / 2] = FromFloat<__nv_bfloat16>(b);
+    }
+    for (int i = threadIdx.x; i < D; i += blockDim.x) v_dst[i] = v[i];
+  }
+  __threadfence();
+  __syncthreads();
+}
 
 template <int D>
 struct DecodeConfig {
@@ -68,14 +99,35 @@ __global__ void __launch_bounds__(128)
     return;
   }
 
-  // Q rows (heads of the group) → shared memory; rows >= G zero-filled.
-  for (int i = tid; i < 16 * kChunks; i += Cfg::kThreads) {
-    const int r = i / kChunks;
-    const int c = i - r * kChunks;
-    const bool valid = r < G;
-    const __nv_bfloat16* src =
-        p.q + (valid ? t * p.q_stride + static_cast<int64_t>(h0 + r) * D + c * 8 : 0);
-    CpAsync16(SmemAddr(s_q + SwizzledOffset<kChunks>(r, c)), src, valid ? 16 : 0);
+  if (p.rope.enabled) {
+    if (end == p.seq_lens[seq]) DecodeWriteOwnKv<D>(p, t, kvh);  // this block reads the new key
+    // Q rows rotated into shared memory (element stores; the main loop's first barrier orders
+    // them before the fragment loads); rows >= G zero-filled.
+    const float pos = static_cast<float>(p.rope.positions[t]);
+    for (int i = tid; i < 16 * (D / 2); i += Cfg::kThreads) {
+      const int r = i / (D / 2);
+      const int j = i - r * (D / 2);
+      float a = 0.0f, b = 0.0f;
+      if (r < G) {
+        const __nv_bfloat16* src = p.q + t * p.q_stride + static_cast<int64_t>(h0 + r) * D;
+        a = ToFloat(src[j]);
+        b = ToFloat(src[j + D / 2]);
+        RopeRotate(pos, p.rope.inv_freq[j], p.rope.attention_scaling, a, b);
+      }
+      const int jb = j + D / 2;
+      s_q[SwizzledOffset<kChunks>(r, j / 8) + j % 8] = FromFloat<__nv_bfloat16>(a);
+      s_q[SwizzledOffset<kChunks>(r, jb / 8) + jb % 8] = FromFloat<__nv_bfloat16>(b);
+    }
+  } else {
+    // Q rows (heads of the group) → shared memory; rows >= G zero-filled.
+    for (int i = tid; i < 16 * kChunks; i += Cfg::kThreads) {
+      const int r = i / kChunks;
+      const int c = i - r * kChunks;
+      const bool valid = r < G;
+      const __nv_bfloat16* src =
+          p.q + (valid ? t * p.q_stride + static_cast<int64_t>(h0 + r) * D + c * 8 : 0);
+      CpAsync16(SmemAddr(s_q + SwizzledOffset<kChunks>(r, c)), src, valid ? 16 : 0);
+    }
   }
   CpAsyncCommit();
 

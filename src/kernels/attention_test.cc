@@ -1,13 +1,15 @@
 // Parity tests of PagedAttention (tensor-core prefill kernels, decode kernels, split-KV combine)
 // against its CPU twin cpu::PagedAttention (float32, same rounded inputs), on random paged caches
 // with shuffled block tables: pure prefill, prefill over a cached prefix (chunked prefill), short
-// query runs and decodes, mixed in one batch. Skips when no GPU is present.
+// query runs and decodes, mixed in one batch; and the decode kernel's fused RoPE + KV write
+// against RopeKvCache followed by PagedAttention. Skips when no GPU is present.
 #include "kernels/attention.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <numeric>
 #include <random>
@@ -16,6 +18,7 @@
 #include "backend/cpu/ops.h"
 #include "backend/forward_batch.h"
 #include "kernels/attention_variants.h"
+#include "kernels/rope.h"
 #include "kernels/test_util.h"
 
 namespace kiln::kernels {
@@ -202,6 +205,191 @@ TEST_F(AttentionVariantsTest, EveryPrefillAndDecodeConfigurationMatches) {
       return PagedAttentionDecodeVariant(p, tensor_cores, nullptr);
     });
   }
+}
+
+// Decode with RoPE and the KV write fused into the attention kernel (PagedAttentionFusedRope)
+// against RopeKvCache then PagedAttention on copies of the same inputs: output and both caches
+// bit-identical, with and without KV splits, a padding row (slot -1) included.
+using AttentionFusedRopeTest = testing::GpuTest;
+
+void CheckFusedRope(int H, int Hkv, int D, const std::vector<int>& seq_lens, int splits,
+                    std::mt19937& rng) {
+  using bf16 = __nv_bfloat16;
+  SCOPED_TRACE(::testing::Message() << "H " << H << " Hkv " << Hkv << " D " << D << " splits "
+                                    << splits);
+  constexpr int kBs = 16;
+  const int n = static_cast<int>(seq_lens.size());
+  int max_blocks = 0, max_len = 0;
+  for (int len : seq_lens) {
+    max_blocks = std::max(max_blocks, (len + kBs - 1) / kBs);
+    max_len = std::max(max_len, len);
+  }
+  const int num_blocks = n * max_blocks;
+  std::vector<int32_t> perm(num_blocks), tables(static_cast<size_t>(n) * max_blocks), cu{0};
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::copy(perm.begin(), perm.end(), tables.begin());
+  std::vector<int32_t> positions;
+  std::vector<int64_t> slots;
+  for (int i = 0; i < n; ++i) {
+    cu.push_back(i + 1);
+    const int pos = seq_lens[i] - 1;
+    positions.push_back(pos);
+    // The last row is a graph padding row: no KV write.
+    slots.push_back(i == n - 1 ? -1
+                               : static_cast<int64_t>(tables[i * max_blocks + pos / kBs]) * kBs +
+                                     pos % kBs);
+  }
+  const int width = (H + 2 * Hkv) * D;
+  std::vector<float> unused, inv_freq(D / 2);
+  for (int i = 0; i < D / 2; ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / D);
+  auto qkv = RandomValues<bf16>(static_cast<size_t>(n) * width, 1.0f, rng, &unused);
+  const size_t cache_size = static_cast<size_t>(num_blocks) * kBs * Hkv * D;
+  auto k0 = RandomValues<bf16>(cache_size, 1.0f, rng, &unused);
+  auto v0 = RandomValues<bf16>(cache_size, 1.0f, rng, &unused);
+  DeviceBuffer<bf16> qkv_a(qkv), qkv_b(qkv), k_a(k0), v_a(v0), k_b(k0), v_b(v0);
+  DeviceBuffer<bf16> out_a(static_cast<size_t>(n) * H * D), out_b(static_cast<size_t>(n) * H * D);
+  DeviceBuffer<int32_t> d_cu(cu), d_lens(std::vector<int32_t>(seq_lens.begin(), seq_lens.end())),
+      d_tables(tables), d_pos(positions);
+  DeviceBuffer<int64_t> d_slots(slots);
+  DeviceBuffer<float> d_freq(inv_freq);
+  const size_t ws_bytes = PagedAttentionWorkspaceSize(n, H, D, kMaxKvSplits);
+  DeviceBuffer<float> ws_a(ws_bytes / sizeof(float)), ws_b(ws_bytes / sizeof(float));
+  out_a.Poison();
+  out_b.Poison();
+
+  auto attention = [&](bf16* qkv_ptr, bf16* k, bf16* v, bf16* out, float* ws) {
+    PagedAttentionParams<bf16> p;
+    p.q = qkv_ptr;
+    p.q_stride = width;
+    p.k_cache = k;
+    p.v_cache = v;
+    p.out = out;
+    p.out_stride = H * D;
+    p.cu_seqlens_q = d_cu.get();
+    p.seq_lens = d_lens.get();
+    p.block_tables = d_tables.get();
+    p.max_blocks_per_seq = max_blocks;
+    p.num_seqs = n;
+    p.num_tokens = n;
+    p.num_heads = H;
+    p.num_kv_heads = Hkv;
+    p.head_dim = D;
+    p.block_size = kBs;
+    p.max_seqlen_q = 1;
+    p.max_seq_len = max_len;
+    p.scale = 1.0f / std::sqrt(static_cast<float>(D));
+    p.workspace = ws;
+    p.workspace_size_bytes = ws_bytes;
+    p.num_kv_splits = splits;
+    return p;
+  };
+  // Unfused: RopeKvCache rotates q in place and writes k / v, then attention.
+  RopeKvCacheParams<bf16> rope;
+  rope.q = qkv_a.get();
+  rope.q_stride = width;
+  rope.k = qkv_a.get() + H * D;
+  rope.k_stride = width;
+  rope.v = qkv_a.get() + (H + Hkv) * D;
+  rope.v_stride = width;
+  rope.positions = d_pos.get();
+  rope.inv_freq = d_freq.get();
+  rope.attention_scaling = 1.1f;
+  rope.slot_mapping = d_slots.get();
+  rope.k_cache = k_a.get();
+  rope.v_cache = v_a.get();
+  rope.num_tokens = n;
+  rope.num_heads = H;
+  rope.num_kv_heads = Hkv;
+  rope.head_dim = D;
+  KILN_CUDA_OK(RopeKvCache(rope, nullptr));
+  KILN_CUDA_OK(PagedAttention(attention(qkv_a.get(), k_a.get(), v_a.get(), out_a.get(),
+                                        ws_a.get()),
+                              nullptr));
+  // Fused.
+  PagedAttentionParams<bf16> p = attention(qkv_b.get(), k_b.get(), v_b.get(), out_b.get(),
+                                           ws_b.get());
+  p.rope.enabled = true;
+  p.rope.positions = d_pos.get();
+  p.rope.inv_freq = d_freq.get();
+  p.rope.attention_scaling = 1.1f;
+  p.rope.slot_mapping = d_slots.get();
+  p.rope.k_new = qkv_b.get() + H * D;
+  p.rope.v_new = qkv_b.get() + (H + Hkv) * D;
+  p.rope.kv_stride = width;
+  p.rope.k_cache_out = k_b.get();
+  p.rope.v_cache_out = v_b.get();
+  KILN_CUDA_OK(PagedAttention(p, nullptr));
+  KILN_CUDA_OK(cudaDeviceSynchronize());
+
+  auto same = [](const std::vector<bf16>& a, const std::vector<bf16>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(bf16)) == 0;
+  };
+  EXPECT_TRUE(same(out_b.ToHost(), out_a.ToHost())) << "attention output";
+  EXPECT_TRUE(same(k_b.ToHost(), k_a.ToHost())) << "k cache";
+  EXPECT_TRUE(same(v_b.ToHost(), v_a.ToHost())) << "v cache";
+  EXPECT_FALSE(same(k_b.ToHost(), k0)) << "the k cache was not written";
+}
+
+TEST_F(AttentionFusedRopeTest, DecodeMatchesRopeKvCacheThenAttention) {
+  const std::vector<int> lens = {1, 17, 64, 65, 300, 700, 1};
+  for (int splits : {0, 1, 3, 8}) {
+    CheckFusedRope(28, 4, 128, lens, splits, rng_);
+    CheckFusedRope(8, 8, 64, lens, splits, rng_);
+  }
+}
+
+TEST_F(AttentionFusedRopeTest, RejectsShapesItCannotFuse) {
+  using bf16 = __nv_bfloat16;
+  EXPECT_TRUE(PagedAttentionFusesRope(28, 4, 128, 1));
+  EXPECT_FALSE(PagedAttentionFusesRope(28, 4, 128, 2));   // not a decode step
+  EXPECT_FALSE(PagedAttentionFusesRope(28, 4, 96, 1));    // no tensor-core decode kernel
+  EXPECT_FALSE(PagedAttentionFusesRope(34, 2, 128, 1));   // group 17 > 16
+  DeviceBuffer<bf16> q(4 * 128), k(16 * 128), v(16 * 128), out(4 * 128);
+  DeviceBuffer<int32_t> cu(std::vector<int32_t>{0, 1}), lens(std::vector<int32_t>{1}),
+      table(std::vector<int32_t>{0}), pos(std::vector<int32_t>{0});
+  DeviceBuffer<int64_t> slot(std::vector<int64_t>{0});
+  DeviceBuffer<float> freq(64);
+  PagedAttentionParams<bf16> p;
+  p.q = q.get();
+  p.q_stride = 4 * 128;
+  p.k_cache = k.get();
+  p.v_cache = v.get();
+  p.out = out.get();
+  p.out_stride = 2 * 128;
+  p.cu_seqlens_q = cu.get();
+  p.seq_lens = lens.get();
+  p.block_tables = table.get();
+  p.max_blocks_per_seq = 1;
+  p.num_seqs = 1;
+  p.num_tokens = 1;
+  p.num_heads = 2;
+  p.num_kv_heads = 1;
+  p.head_dim = 128;
+  p.max_seqlen_q = 1;
+  p.max_seq_len = 1;
+  p.rope.enabled = true;
+  p.rope.positions = pos.get();
+  p.rope.inv_freq = freq.get();
+  p.rope.slot_mapping = slot.get();
+  p.rope.k_new = q.get() + 256;
+  p.rope.v_new = q.get() + 384;
+  p.rope.kv_stride = 4 * 128;
+  p.rope.k_cache_out = k.get();
+  p.rope.v_cache_out = v.get();
+  EXPECT_EQ(PagedAttention(p, nullptr), cudaSuccess);
+  KILN_CUDA_OK(cudaDeviceSynchronize());
+  PagedAttentionParams<bf16> bad = p;
+  bad.rope.k_cache_out = v.get();  // must be the cache that is read
+  EXPECT_EQ(PagedAttention(bad, nullptr), cudaErrorInvalidValue);
+  bad = p;
+  bad.max_seqlen_q = 2;
+  EXPECT_EQ(PagedAttention(bad, nullptr), cudaErrorInvalidValue);
+  bad = p;
+  bad.rope.slot_mapping = nullptr;
+  EXPECT_EQ(PagedAttention(bad, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(PagedAttentionDecodeVariant(p, /*tensor_cores=*/false, nullptr),
+            cudaErrorInvalidValue);  // the CUDA-core kernel does not fuse
 }
 
 }  // namespace

@@ -789,7 +789,16 @@ Status CudaBackend::RunModelT(const RunShape& shape) {
       KILN_RETURN_IF_ERROR(
           gemm_.Run(gt, gt, normed, L.qkv, L.qkv_bias, qkv, n, qkv_width, h, stream_));
     }
-    if (!fuse_rope) KILN_CUDA_RETURN_IF_ERROR(kernels::RopeKvCache(rope, stream_));
+    // Decode steps of more rows (bf16, no q/k norms, rotate-half): RoPE and the KV-cache write in
+    // the attention kernel (kernels::PagedAttentionFusedRope) instead of a launch of their own.
+    const bool rope_in_attention =
+        !fuse_rope && dtype_ == ElemType::kBF16 && L.q_norm == nullptr && L.k_norm == nullptr &&
+        !c.rope_interleaved &&
+        kernels::PagedAttentionFusesRope(c.num_attention_heads, c.num_key_value_heads, c.head_dim,
+                                         shape.max_seqlen_q);
+    if (!fuse_rope && !rope_in_attention) {
+      KILN_CUDA_RETURN_IF_ERROR(kernels::RopeKvCache(rope, stream_));
+    }
 
     kernels::PagedAttentionParams<T> at;
     at.q = qkv;
@@ -813,6 +822,18 @@ Status CudaBackend::RunModelT(const RunShape& shape) {
     at.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
     at.workspace = attn_workspace_.as<float>();
     at.workspace_size_bytes = attn_workspace_.size_bytes();
+    if (rope_in_attention) {
+      at.rope.enabled = true;
+      at.rope.positions = rope.positions;
+      at.rope.inv_freq = rope.inv_freq;
+      at.rope.attention_scaling = rope.attention_scaling;
+      at.rope.slot_mapping = rope.slot_mapping;
+      at.rope.k_new = rope.k;
+      at.rope.v_new = rope.v;
+      at.rope.kv_stride = qkv_width;
+      at.rope.k_cache_out = static_cast<T*>(L.k_cache);
+      at.rope.v_cache_out = static_cast<T*>(L.v_cache);
+    }
     KILN_CUDA_RETURN_IF_ERROR(kernels::PagedAttention(at, stream_));
 
     KILN_RETURN_IF_ERROR(gemm_.Run(gt, gt, attn_.get(), L.o, nullptr, x, n, h, q, stream_));
