@@ -66,7 +66,7 @@ declare -a TABLE
 if [ "$MODE" = "all" ] || [ "$MODE" = "tests" ]; then
   for t in $GPU_TESTS; do
     if [ ! -x "$G/bin/$t" ]; then TABLE+=("test $t: not staged"); continue; fi
-    timeout 300 "$G/bin/$t" > "$LOG/$t.log" 2>&1
+    KILN_SOURCE_DIR="$ROOT" timeout 300 "$G/bin/$t" > "$LOG/$t.log" 2>&1
     rc=$?
     pass=$(grep -c "^\[       OK \]" "$LOG/$t.log")
     # one line per test (with its time); gtest's closing summary lists them again without one

@@ -17,10 +17,13 @@
 
 namespace kiln::testing {
 
-// The checkpoint at `path`; nullptr (and a test failure) when it cannot be loaded.
-inline std::shared_ptr<const LoadedModel> LoadModelOrFail(const std::string& path) {
+// The checkpoint at `path` (load_format "dummy": config.json only, seeded dummy weights); nullptr
+// (and a test failure) when it cannot be loaded.
+inline std::shared_ptr<const LoadedModel> LoadModelOrFail(const std::string& path,
+                                                          const std::string& load_format = "") {
   ModelOptions options;
   options.model_path = path;
+  if (!load_format.empty()) options.load_format = load_format;
   auto model = LoadModel(options);
   EXPECT_TRUE(model.ok()) << model.status().ToString();
   return model.ok() ? *model : nullptr;
@@ -28,8 +31,9 @@ inline std::shared_ptr<const LoadedModel> LoadModelOrFail(const std::string& pat
 
 // The CPU reference backend over the checkpoint at `path`; nullptr (and a test failure) on error.
 inline std::unique_ptr<Backend> MakeCpuBackend(const std::string& path, int block_size,
-                                               int64_t num_blocks, int num_threads) {
-  auto model = LoadModelOrFail(path);
+                                               int64_t num_blocks, int num_threads,
+                                               const std::string& load_format = "") {
+  auto model = LoadModelOrFail(path, load_format);
   if (model == nullptr) return nullptr;
   CpuBackendOptions options;
   options.block_size = block_size;

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "backend/backend_test_util.h"
 #include "backend/cpu/cpu_backend.h"
@@ -31,8 +32,8 @@ constexpr int kBlockSize = 16;
 
 std::unique_ptr<Backend> MakeBackend(const std::string& path, const std::string& dtype,
                                      bool graphs = true, int64_t num_blocks = 64,
-                                     bool timeline = false) {
-  auto model = testing::LoadModelOrFail(path);
+                                     bool timeline = false, const std::string& load_format = "") {
+  auto model = testing::LoadModelOrFail(path, load_format);
   if (model == nullptr) return nullptr;
   CudaBackendOptions o;
   o.block_size = kBlockSize;
@@ -330,8 +331,9 @@ TEST(CudaBackendTest, ChunkedBatchedAndGraphRunsAgree) {
 }
 
 // The CPU reference backend over the checkpoint in `dir` (float32, 64 KV blocks).
-std::unique_ptr<Backend> MakeCpuReference(const std::string& dir) {
-  return testing::MakeCpuBackend(dir, kBlockSize, 64, /*num_threads=*/4);
+std::unique_ptr<Backend> MakeCpuReference(const std::string& dir,
+                                          const std::string& load_format = "") {
+  return testing::MakeCpuBackend(dir, kBlockSize, 64, /*num_threads=*/4, load_format);
 }
 
 // Runs `b` on the GPU backend and the CPU reference; their logits go to *g and *c. Returns
@@ -344,58 +346,75 @@ double RunOnBoth(Backend* gpu, Backend* cpu, const ForwardBatch& b, std::vector<
   return ok ? RelativeError(*g, *c) : INFINITY;
 }
 
-// Two and three sequences decoding together in bf16 (their own graph buckets; every projection
-// takes the split-row GEMV at 2 and 3 rows, Gemm::kDefaultGemvMaxRows) against the CPU reference
-// backend running the same batches, at every step.
+// `seqs` sequences decoding together in bf16 through their graph bucket, against the CPU
+// reference backend running the same batches, at every step (prefill, then 4 decode steps).
+void CheckBatchedBf16Decode(const std::string& dir, const std::string& load_format, int seqs,
+                            double tol) {
+  SCOPED_TRACE(::testing::Message() << dir << ", " << seqs << " sequences");
+  auto gpu = MakeBackend(dir, "bfloat16", /*graphs=*/true, 64, false, load_format);
+  ASSERT_NE(gpu, nullptr);
+  auto cpu = MakeCpuReference(dir, load_format);
+  ASSERT_NE(cpu, nullptr);
+  const int vocab = gpu->config().vocab_size;
+  ForwardBatch b;  // prefill: sequence s has 10 + s tokens in blocks 4s .. 4s + 3
+  b.max_blocks_per_seq = 4;
+  b.cu_seqlens_q = {0};
+  std::vector<int> lens;
+  for (int s = 0; s < seqs; ++s) {
+    lens.push_back(10 + s);
+    for (int i = 0; i < lens[s]; ++i) {
+      b.token_ids.push_back((s * 97 + i * 131 + 7) % vocab);
+      b.positions.push_back(i);
+      b.slot_mapping.push_back(s * 4 * kBlockSize + i);
+    }
+    b.cu_seqlens_q.push_back(static_cast<int32_t>(b.token_ids.size()));
+    b.seq_lens.push_back(lens[s]);
+    b.logits_indices.push_back(static_cast<int32_t>(b.token_ids.size()) - 1);
+    for (int k = 0; k < 4; ++k) b.block_tables.push_back(s * 4 + k);
+  }
+  for (int step = 0; step < 5; ++step) {
+    std::vector<float> g, c;
+    const double err = RunOnBoth(gpu.get(), cpu.get(), b, &g, &c);
+    ASSERT_LE(err, tol) << "step " << step;
+    std::printf("[decode] %s bfloat16 %d sequences step %d: max|d|/max|ref| = %.3g\n",
+                dir.c_str(), seqs, step, err);
+    ForwardBatch d;  // next decode step: each sequence's CPU argmax at its next position
+    d.max_blocks_per_seq = 4;
+    d.is_decode_only = true;
+    d.block_tables = b.block_tables;
+    d.cu_seqlens_q = {0};
+    for (int s = 0; s < seqs; ++s) {
+      const int pos = lens[s]++;
+      d.token_ids.push_back(Argmax(c.data() + static_cast<size_t>(s) * vocab, vocab));
+      d.positions.push_back(pos);
+      d.slot_mapping.push_back(s * 4 * kBlockSize + pos);
+      d.seq_lens.push_back(pos + 1);
+      d.cu_seqlens_q.push_back(s + 1);
+      d.logits_indices.push_back(s);
+    }
+    b = std::move(d);
+  }
+}
+
+// Two and three sequences: every projection takes the split-row GEMV at 2 and 3 rows
+// (Gemm::kDefaultGemvMaxRows). tiny-qwen3 has q/k norms, so RoPE runs as its own kernel.
 TEST(CudaBackendTest, Bf16DecodeOfTwoAndThreeSequencesMatchesCpu) {
   const std::string dir = SharedPath("models/tiny-qwen3");
   if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tiny-qwen3";
   if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
-  for (int seqs : {2, 3}) {
-    auto gpu = MakeBackend(dir, "bfloat16", /*graphs=*/true);
-    ASSERT_NE(gpu, nullptr);
-    auto cpu = MakeCpuReference(dir);
-    ASSERT_NE(cpu, nullptr);
-    const int vocab = gpu->config().vocab_size;
-    ForwardBatch b;  // prefill: sequence s has 10 + s tokens in blocks 4s .. 4s + 3
-    b.max_blocks_per_seq = 4;
-    b.cu_seqlens_q = {0};
-    std::vector<int> lens;
-    for (int s = 0; s < seqs; ++s) {
-      lens.push_back(10 + s);
-      for (int i = 0; i < lens[s]; ++i) {
-        b.token_ids.push_back((s * 97 + i * 131 + 7) % vocab);
-        b.positions.push_back(i);
-        b.slot_mapping.push_back(s * 4 * kBlockSize + i);
-      }
-      b.cu_seqlens_q.push_back(static_cast<int32_t>(b.token_ids.size()));
-      b.seq_lens.push_back(lens[s]);
-      b.logits_indices.push_back(static_cast<int32_t>(b.token_ids.size()) - 1);
-      for (int k = 0; k < 4; ++k) b.block_tables.push_back(s * 4 + k);
-    }
-    for (int step = 0; step < 5; ++step) {
-      std::vector<float> g, c;
-      const double err = RunOnBoth(gpu.get(), cpu.get(), b, &g, &c);
-      ASSERT_LE(err, 3e-2) << seqs << " sequences, step " << step;
-      std::printf("[decode] tiny-qwen3 bfloat16 %d sequences step %d: max|d|/max|ref| = %.3g\n",
-                  seqs, step, err);
-      ForwardBatch d;  // next decode step: each sequence's CPU argmax at its next position
-      d.max_blocks_per_seq = 4;
-      d.is_decode_only = true;
-      d.block_tables = b.block_tables;
-      d.cu_seqlens_q = {0};
-      for (int s = 0; s < seqs; ++s) {
-        const int pos = lens[s]++;
-        d.token_ids.push_back(Argmax(c.data() + static_cast<size_t>(s) * vocab, vocab));
-        d.positions.push_back(pos);
-        d.slot_mapping.push_back(s * 4 * kBlockSize + pos);
-        d.seq_lens.push_back(pos + 1);
-        d.cu_seqlens_q.push_back(s + 1);
-        d.logits_indices.push_back(s);
-      }
-      b = std::move(d);
-    }
-  }
+  for (int seqs : {2, 3}) CheckBatchedBf16Decode(dir, "", seqs, 3e-2);
+}
+
+// A Qwen2 with head_dim 64, qkv bias and no q/k norms (the repository's dummy-weight
+// qwen2.5-tiny-dummy, same seeded weights on both backends): decode steps of 2 – 5 rows rotate q
+// and write their K/V inside the decode attention kernel (PagedAttentionFusedRope). The bound is
+// the bf16 one; a wrong stride, slot or rotation in the wiring gives errors of order 1.
+TEST(CudaBackendTest, FusedRopeDecodeOnDummyQwen2MatchesCpu) {
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  const char* src = std::getenv("KILN_SOURCE_DIR");
+  const std::string dir = std::string(src != nullptr ? src : ".") + "/models/qwen2.5-tiny-dummy";
+  if (!FileExists(dir + "/config.json")) GTEST_SKIP() << "missing " << dir;
+  for (int seqs : {2, 5}) CheckBatchedBf16Decode(dir, "dummy", seqs, 5e-2);
 }
 
 // Long contexts (KV split across blocks of the decode kernels, eager and graph-replayed) against
