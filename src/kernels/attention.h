@@ -3,7 +3,8 @@
 // Semantics: token row t of sequence i (rows [cu_seqlens_q[i], cu_seqlens_q[i+1])) sits at
 // position p = seq_lens[i] - q_len_i + (t - cu_seqlens_q[i]) and attends causally to positions
 // 0..p of its own sequence, read through block_tables (the new tokens' K/V must already be in
-// the cache, see rope.h; or, at decode, the kernel writes them itself: PagedAttentionFusedRope). Query head h uses KV head h / (num_heads / num_kv_heads) (GQA).
+// the cache, see rope.h; or, at decode, the kernel writes them itself: PagedAttentionFusedRope).
+// Query head h uses KV head h / (num_heads / num_kv_heads) (GQA).
 // out = softmax(q·k * scale) v; softmax in float32 with max subtraction, accumulation in float32.
 //
 // Kernels behind the one launcher (FlashAttention-style: K/V tiles gathered through the block

@@ -1,8 +1,9 @@
 // Gemv kernels (see gemv.h).
 //
 // Plain products of 1..kGemvRowKernelMaxRows activation rows (batch-1 decode's o, down and
-// lm_head; every product at batch 2 and 3: GemvRowKernel): kGemvSplit warps share each output row, warp p of the row taking the row's 16-byte vectors p·32 + lane +
-// k·32·kGemvSplit; each lane keeps one load in flight while it multiplies the previous one
+// lm_head; every product at batch 2 and 3: GemvRowKernel): kGemvSplit warps share each output
+// row, warp p of the row taking the row's 16-byte vectors p·32 + lane + k·32·kGemvSplit; each
+// lane keeps one load in flight while it multiplies the previous one
 // (ld.global.nc, no L1 allocation, 256-byte L2 prefetch), accumulates in float32, and the row's
 // warps combine their warp sums in shared memory in a fixed order; one row per 4-warp block, so
 // the last wave spreads evenly over the SMs. Measured on H100 against one warp per row with 8

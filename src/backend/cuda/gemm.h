@@ -14,8 +14,9 @@
 // bf16 calls with at most gemv_max_rows() rows of X (default kDefaultGemvMaxRows = 3: decode at
 // batch 1 – 3) go to kernels::Gemv instead, which streams W closer to copy bandwidth than
 // cuBLASLt does there (H100, Qwen2-7B decode step: batch 1 5.28 ms, batch 2 6.04 → 5.63 ms); from
-// 4 rows on cuBLASLt is faster (docs/PERFORMANCE.md, "Batch-1 GEMV: four warps per weight row"). set_gemv_max_rows() changes the routing
-// for A/B measurements (no environment switches in core code, DESIGN.md).
+// 4 rows on cuBLASLt is faster (docs/PERFORMANCE.md, "Batch-1 GEMV: four warps per weight row").
+// set_gemv_max_rows() changes the routing for A/B measurements (no environment switches in core
+// code, DESIGN.md).
 //
 // Thread-safety: one Gemm per backend, used by one thread.
 #pragma once
