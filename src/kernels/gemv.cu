@@ -15,16 +15,20 @@ bool AliasesInput(const GemvParams<OutT>& p) {
   return y == q.addend || y == q.residual || y == q.residual_out;
 }
 
-// kWarpRows: rows of w per warp. At 3+ activation rows two weight rows share each x load (halves
-// the L1 traffic); the loads in flight per lane stay at 8 × 16 bytes. With a prologue also two
+// kWarpRows: rows of w per warp. Plain products (4+ activation rows here) share each x load
+// between two weight rows (halves the L1 traffic); the loads in flight per lane stay at 8 × 16
+// bytes. With a prologue also two
 // rows per warp: half the blocks, so half the per-block recomputation of x (and its L2 reads);
 // the SiLU·mul epilogue needs its (gate, up) pair in one warp.
 template <int kRows, GemvPrologue kPro, GemvEpilogue kEpi, typename OutT>
 cudaError_t LaunchVec(const GemvParams<OutT>& p, cudaStream_t stream) {
   // SiLU·mul: two pairs a warp (half the blocks again: the prologue before gate_up is paid per
   // block); RoPE: one pair (qkv is small, more blocks balance better).
-  constexpr bool kPlain = kPro == GemvPrologue::kNone && kEpi == GemvEpilogue::kStore;
-  constexpr int kWarpRows = kEpi == GemvEpilogue::kSiluMul ? 4 : (kRows <= 2 && kPlain ? 1 : 2);
+  // Plain products reach this kernel only from kGemvRowKernelMaxRows + 1 rows (4+): two rows.
+  static_assert(kPro != GemvPrologue::kNone || kEpi != GemvEpilogue::kStore ||
+                    kRows > kGemvRowKernelMaxRows,
+                "plain products of few rows take GemvRowKernel");
+  constexpr int kWarpRows = kEpi == GemvEpilogue::kSiluMul ? 4 : 2;
   constexpr int kUnroll = 8 / kWarpRows;
   const int64_t warps = (p.out_features + kWarpRows - 1) / kWarpRows;
   const int64_t blocks = (warps + kGemvWarps - 1) / kGemvWarps;
