@@ -93,7 +93,8 @@ class Engine final {
   // grammar cache, so that a Submit with the same format shortly after does not compile (a large
   // JSON schema can take seconds: servers call this on a worker thread, not an I/O thread).
   // Returns the error Submit would return for the format (InvalidArgument for a schema kiln cannot
-  // honour, Unimplemented without structured-output support); kText is Ok. Thread-safe.
+  // honour, Unimplemented when the engine has no tokenizer and so no constraint factory); kText
+  // is Ok. Thread-safe.
   Status PrepareResponseFormat(const ResponseFormat& format);
   void Abort(const std::string& request_id);
 

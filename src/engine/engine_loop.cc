@@ -330,8 +330,8 @@ StatusOr<std::unique_ptr<TokenConstraint>> Engine::Impl::MakeConstraint(
   }
   if (!factory) {
     return Status::Unimplemented(
-        "response_format (structured output) is not supported yet by this engine (it needs "
-        "kiln's structured-output module and a tokenizer)");
+        "response_format (structured output) needs a tokenizer: this engine was created "
+        "without one, so it has no constraint factory (load a model with a tokenizer)");
   }
   return factory(format, info_.vocab_size);
 }
