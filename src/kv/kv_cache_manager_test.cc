@@ -25,7 +25,7 @@ TEST(KvCacheManagerTest, ReusesFullBlocksOfASharedPrefixButNeverTheLastToken) {
   KvCacheManager m({.block_size = 4, .num_blocks = 16, .enable_prefix_caching = true});
   const auto prompt = Seq(10, 1);
   KvSequence a;
-  std::vector<int32_t> hit;
+  PrefixHit hit;
   EXPECT_EQ(m.FindCachedPrefix(&a, prompt, &hit), 0);
   ASSERT_TRUE(m.AllocateSlots(&a, 0, 10));
   EXPECT_EQ(a.block_table.size(), 3u);
@@ -36,9 +36,9 @@ TEST(KvCacheManagerTest, ReusesFullBlocksOfASharedPrefixButNeverTheLastToken) {
   other.push_back(77);
   KvSequence b;
   EXPECT_EQ(m.FindCachedPrefix(&b, other, &hit), 8);
-  EXPECT_EQ(hit, std::vector<int32_t>(a.block_table.begin(), a.block_table.begin() + 2));
-  ASSERT_TRUE(m.AllocateSlots(&b, 8, 3, hit));
-  EXPECT_EQ(m.pool().block(hit[0]).ref_count, 2);
+  EXPECT_EQ(hit.device_blocks, std::vector<int32_t>(a.block_table.begin(), a.block_table.begin() + 2));
+  ASSERT_TRUE(m.AllocateSlots(&b, 8, 3, &hit));
+  EXPECT_EQ(m.pool().block(hit.device_blocks[0]).ref_count, 2);
 
   // A prompt of exactly 8 tokens: only the first block may be reused.
   KvSequence c;
@@ -63,15 +63,15 @@ TEST(KvCacheManagerTest, AllocationFailureChangesNothing) {
   m.CacheComputedBlocks(&a, p, 8);
   m.Free(&a);
   KvSequence b;
-  std::vector<int32_t> hit;
+  PrefixHit hit;
   auto q = p;
   q.push_back(1);
   ASSERT_EQ(m.FindCachedPrefix(&b, q, &hit), 8);
   // 8 cached + 12 new tokens = 5 blocks > 4: refused, the cached blocks stay free and cached.
-  EXPECT_FALSE(m.AllocateSlots(&b, 8, 12, hit));
+  EXPECT_FALSE(m.AllocateSlots(&b, 8, 12, &hit));
   EXPECT_TRUE(b.block_table.empty());
   EXPECT_EQ(m.pool().num_cached_free_blocks(), 2);
-  EXPECT_TRUE(m.AllocateSlots(&b, 8, 8, hit));
+  EXPECT_TRUE(m.AllocateSlots(&b, 8, 8, &hit));
   EXPECT_EQ(b.block_table.size(), 4u);
   EXPECT_EQ(m.num_evictions(), 0);
   EXPECT_TRUE(Check(m, {&b}).ok());
@@ -91,7 +91,7 @@ TEST(KvCacheManagerTest, EvictedPrefixIsRecomputedNotMisread) {
   m.Free(&b);
   EXPECT_EQ(m.num_evictions(), 2);
   KvSequence c;
-  std::vector<int32_t> hit;
+  PrefixHit hit;
   EXPECT_EQ(m.FindCachedPrefix(&c, p, &hit), 0);
   EXPECT_TRUE(Check(m, {}).ok());
 }
@@ -123,19 +123,20 @@ TEST(KvCacheManagerTest, RandomizedOperationsKeepInvariants) {
       const int extra = static_cast<int>(rng() % 6);
       for (int i = 0; i < extra; ++i) l->tokens.push_back(static_cast<int32_t>(rng() % 50));
       if (rng() % 8 == 0) l->kv.extra_keys = "salt";
-      std::vector<int32_t> hit;
+      PrefixHit hit;
       const int cached = m.FindCachedPrefix(&l->kv, l->tokens, &hit);
       ASSERT_LT(cached, static_cast<int>(l->tokens.size()));
-      for (size_t i = 0; i < hit.size(); ++i) {
+      for (size_t i = 0; i < hit.device_blocks.size(); ++i) {
         std::vector<int32_t> want(l->tokens.begin() + static_cast<ptrdiff_t>(i) * bs,
                                   l->tokens.begin() + static_cast<ptrdiff_t>(i + 1) * bs);
-        ASSERT_EQ(block_content[static_cast<size_t>(hit[i])], want) << "hit on wrong KV";
+        ASSERT_EQ(block_content[static_cast<size_t>(hit.device_blocks[i])], want)
+            << "hit on wrong KV";
       }
       hits_seen += cached;
       const int n = static_cast<int>(l->tokens.size()) - cached;
-      if (m.AllocateSlots(&l->kv, cached, n, hit)) {
+      if (m.AllocateSlots(&l->kv, cached, n, &hit)) {
         l->computed = static_cast<int>(l->tokens.size());
-        for (size_t i = hit.size(); i * bs + bs <= l->tokens.size(); ++i) {
+        for (size_t i = hit.device_blocks.size(); i * bs + bs <= l->tokens.size(); ++i) {
           block_content[static_cast<size_t>(l->kv.block_table[i])].assign(
               l->tokens.begin() + static_cast<ptrdiff_t>(i) * bs,
               l->tokens.begin() + static_cast<ptrdiff_t>(i + 1) * bs);
