@@ -65,6 +65,24 @@ Status CacheOptions::Validate() const {
   if (!(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0)) {
     return Bad("gpu_memory_utilization", "must be in (0, 1], got " + Num(gpu_memory_utilization));
   }
+  if (cpu_offload_bytes < 0) {
+    return Bad("cpu_offload_bytes", "must be >= 0, got " + std::to_string(cpu_offload_bytes));
+  }
+  if (!disk_cache_dir.empty() && disk_cache_bytes <= 0) {
+    return Bad("disk_cache_bytes", "must be > 0, got " + std::to_string(disk_cache_bytes));
+  }
+  if (!redis_url.empty()) {
+    if (redis_url.rfind("redis://", 0) != 0) {
+      return Bad("redis_url", "must start with redis://, got \"" + redis_url + "\"");
+    }
+    if (redis_ttl_s <= 0) return Bad("redis_ttl_s", "must be > 0");
+    if (redis_max_bytes <= 0) return Bad("redis_max_bytes", "must be > 0");
+    if (redis_timeout_ms <= 0) return Bad("redis_timeout_ms", "must be > 0");
+  }
+  const bool tiers = cpu_offload_bytes > 0 || !disk_cache_dir.empty() || !redis_url.empty();
+  if (tiers && !enable_prefix_caching) {
+    return Bad("enable_prefix_caching", "must be on for the KV tiers (cpu offload, disk, Redis)");
+  }
   return Status::Ok();
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_sampler.h"
+#include "backend/cpu/kv_transfer.h"
 #include "backend/cpu/linear.h"
 #include "backend/cpu/ops.h"
 #include "common/check.h"
@@ -82,6 +83,13 @@ class CpuBackend final : public Backend {
     }
     rope_ = cpu::ComputeRopeTable(config_);
     openblas_set_num_threads(num_threads_);
+    std::vector<float*> k_caches, v_caches;
+    for (Layer& l : layers_) {
+      k_caches.push_back(l.k_cache.data());
+      v_caches.push_back(l.v_cache.data());
+    }
+    kv_transfer_ = std::make_unique<cpu::KvTransfer>(std::move(k_caches), std::move(v_caches),
+                                                     block_size_, config_.kv_size(), num_kv_blocks_);
   }
 
   const ModelConfig& config() const override { return config_; }
@@ -100,6 +108,25 @@ class CpuBackend final : public Backend {
   Status GetHidden(std::vector<float>* hidden) override {
     *hidden = hidden_;
     return Status::Ok();
+  }
+  // KV block transfers: cpu/kv_transfer.h.
+  int64_t kv_block_record_bytes() const override { return kv_transfer_->record_bytes(); }
+  std::string kv_record_layout() const override {
+    return "cpu-f32 layers=" + std::to_string(config_.num_hidden_layers) +
+           " kv_heads=" + std::to_string(config_.num_key_value_heads) +
+           " head_dim=" + std::to_string(config_.head_dim) +
+           " block=" + std::to_string(block_size_) + " [layer][K,V][block][head][dim]";
+  }
+  Status AllocateHostKvPool(int64_t num_records) override {
+    return kv_transfer_->AllocateHostPool(num_records);
+  }
+  uint8_t* host_kv_pool() override { return kv_transfer_->host_pool(); }
+  StatusOr<uint64_t> CopyKvBlocks(KvCopyDirection direction,
+                                  std::span<const KvBlockCopy> copies) override {
+    return kv_transfer_->Copy(direction, copies);
+  }
+  bool KvCopyDone(uint64_t ticket, double* seconds) override {
+    return kv_transfer_->Done(ticket, seconds);
   }
 
  private:
@@ -138,6 +165,7 @@ class CpuBackend final : public Backend {
   Status sample_status_;
   std::vector<int32_t> sampled_ids_;
   std::vector<int32_t> token_ids_;  // the batch's ids with deferred tokens filled
+  std::unique_ptr<cpu::KvTransfer> kv_transfer_;
 };
 
 Status CpuBackend::ValidateBatch(const ForwardBatch& b) const {

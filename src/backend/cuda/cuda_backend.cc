@@ -1,4 +1,5 @@
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kv_transfer.h"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -131,6 +132,36 @@ class CudaBackend final : public Backend {
   Status WaitSample(std::vector<SampleResult>* results) override;
   Status GetLogits(std::vector<float>* logits) override;
   Status GetHidden(std::vector<float>* hidden) override;
+  // KV block transfers: cuda/kv_transfer.h (a pinned host pool, a copy stream, events).
+  int64_t kv_block_record_bytes() const override {
+    return int64_t{2} * config_.num_hidden_layers * options_.block_size * config_.kv_size() *
+           static_cast<int64_t>(elem_);
+  }
+  std::string kv_record_layout() const override {
+    return std::string("cuda-") + (dtype_ == ElemType::kF32 ? "f32" : "bf16") +
+           " layers=" + std::to_string(config_.num_hidden_layers) +
+           " kv_heads=" + std::to_string(config_.num_key_value_heads) +
+           " head_dim=" + std::to_string(config_.head_dim) +
+           " block=" + std::to_string(options_.block_size) + " [layer][K,V][block][head][dim]";
+  }
+  Status AllocateHostKvPool(int64_t num_records) override {
+    std::vector<void*> halves;
+    for (const DeviceLayer& l : layers_) {
+      halves.push_back(l.k_cache);
+      halves.push_back(l.v_cache);
+    }
+    const int64_t run = int64_t{options_.block_size} * config_.kv_size() *
+                        static_cast<int64_t>(elem_);
+    return kv_transfer_.Init(halves, run, num_kv_blocks_, stream_, num_records);
+  }
+  uint8_t* host_kv_pool() override { return kv_transfer_.host_pool(); }
+  StatusOr<uint64_t> CopyKvBlocks(KvCopyDirection direction,
+                                  std::span<const KvBlockCopy> copies) override {
+    return kv_transfer_.Copy(direction, copies);
+  }
+  bool KvCopyDone(uint64_t ticket, double* seconds) override {
+    return kv_transfer_.Done(ticket, seconds);
+  }
 
  private:
   Status UploadWeights();
@@ -206,6 +237,7 @@ class CudaBackend final : public Backend {
   bool has_forward_ = false;
 
   cuda::GpuSampler sampler_;
+  cuda::KvTransfer kv_transfer_;
 
   // Device timeline (options_.record_device_timeline): events around each Forward / SampleAsync.
   cuda::DeviceTimelineRecorder timeline_;
