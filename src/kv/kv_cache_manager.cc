@@ -153,9 +153,10 @@ int KvCacheManager::FinishLoad(KvSequence* seq, std::span<const int32_t> token_i
 }
 
 bool KvCacheManager::StartFetch(KvSequence* seq, std::span<const int32_t> token_ids) {
-  if (lower_ == nullptr || !enable_prefix_caching_ || seq->fetch_id != 0 || token_ids.empty()) {
+  if (lower_ == nullptr || !enable_prefix_caching_ || token_ids.empty() || FetchPending(*seq)) {
     return false;
   }
+  if (seq->fetch_id != 0 && full_fetches_.erase(seq->fetch_id) == 0) return false;
   const size_t bs = static_cast<size_t>(pool_.block_size());
   const size_t max_blocks = (token_ids.size() - 1) / bs;
   std::vector<int64_t> host_hits;  // pinned while records are reserved, so they stay
@@ -174,8 +175,10 @@ bool KvCacheManager::StartFetch(KvSequence* seq, std::span<const int32_t> token_
   if (first < max_blocks && lower_->MayContain(seq->block_hashes[first])) {
     Fetch fetch;
     TierFetchJob job;
-    const size_t limit = std::min(max_blocks, first + static_cast<size_t>(std::max<int64_t>(
-                                                          1, host_->num_records() / 2)));
+    const int64_t ask = seq->num_fetches == 0 ? 4 : int64_t{64} << std::min(seq->num_fetches, 8);
+    const size_t limit = std::min(
+        max_blocks,
+        first + static_cast<size_t>(std::max<int64_t>(1, std::min(ask, host_->num_records() / 2))));
     for (size_t i = first; i < limit; ++i) {
       const int64_t rec = host_->Reserve();
       if (rec < 0) break;
@@ -192,6 +195,7 @@ bool KvCacheManager::StartFetch(KvSequence* seq, std::span<const int32_t> token_
     if (!fetch.records.empty()) {
       job.id = next_id_++;
       seq->fetch_id = job.id;
+      ++seq->num_fetches;
       fetches_.emplace(job.id, std::move(fetch));
       lower_->EnqueueFetch(std::move(job));
       started = true;
@@ -257,6 +261,8 @@ void KvCacheManager::Free(KvSequence* seq) {
   }
   seq->load_group = 0;
   seq->num_loaded_blocks = 0;
+  full_fetches_.erase(seq->fetch_id);
+  if (FetchPending(*seq)) fetches_.at(seq->fetch_id).orphaned = true;
   for (auto it = seq->block_table.rbegin(); it != seq->block_table.rend(); ++it) pool_.Unref(*it);
   seq->block_table.clear();
   seq->num_registered_blocks = 0;
@@ -325,6 +331,9 @@ void KvCacheManager::PollLowerTiers() {
         host_->Publish(f.records[j], f.metas[j].key, f.metas[j].parent, f.metas[j].token_ids);
       }
       host_->Unpin(f.records[j]);
+    }
+    if (!f.orphaned && c.num_fetched == static_cast<int>(f.records.size())) {
+      full_fetches_.insert(c.fetch_id);
     }
     fetches_.erase(it);
   }

@@ -93,7 +93,8 @@ struct KvSequence {
   std::string extra_keys;               // e.g. the cache_salt; part of every block's hash
   uint64_t load_group = 0;              // host → device load of the leading blocks (0: none)
   int num_loaded_blocks = 0;            // leading blocks computed once load_group completes
-  uint64_t fetch_id = 0;                // lower-tier fetch started for this sequence (0: none)
+  uint64_t fetch_id = 0;                // the last lower-tier fetch of this sequence (0: none)
+  int num_fetches = 0;
 };
 
 class KvCacheManager final {
@@ -128,8 +129,11 @@ class KvCacheManager final {
   // the number of computed tokens; -1 when the load failed (the caller fails the request).
   int FinishLoad(KvSequence* seq, std::span<const int32_t> token_ids);
 
-  // Starts a fetch of the prompt's missing full blocks from the lower tiers into the host tier,
-  // once per sequence; true when one was started (the sequence then waits: FetchPending).
+  // Starts a fetch of the prompt's missing full blocks from the lower tiers into the host tier;
+  // true when one was started (the sequence then waits: FetchPending). The first fetch of a
+  // sequence asks for a few blocks (most prompts miss at once, and every block asked for takes a
+  // host record, possibly evicting one); each fetch that got every block it asked for allows the
+  // next, larger one.
   bool StartFetch(KvSequence* seq, std::span<const int32_t> token_ids);
   bool FetchPending(const KvSequence& seq) const;
 
@@ -179,6 +183,7 @@ class KvCacheManager final {
   struct Fetch {
     std::vector<int64_t> records;
     std::vector<StoreMeta> metas;
+    bool orphaned = false;  // its sequence was freed meanwhile
   };
 
   const BlockHash& HashOfBlock(KvSequence* seq, std::span<const int32_t> token_ids, size_t i);
@@ -203,6 +208,7 @@ class KvCacheManager final {
   uint64_t open_store_group_ = 0;  // the store group collecting this step's blocks (0: none)
   std::unordered_set<uint64_t> failed_loads_;
   std::map<uint64_t, Fetch> fetches_;
+  std::unordered_set<uint64_t> full_fetches_;  // done fetches that got every block asked for
   uint64_t next_id_ = 1;
   std::vector<TierCompletion> completions_;
   mutable std::vector<int32_t> scratch_refs_;
