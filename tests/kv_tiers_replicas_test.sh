@@ -35,11 +35,11 @@ done
 start() {  # start NAME EXTRA_FLAGS... → sets port_NAME
   local name=$1; shift
   "$kiln" serve --model "$model" --port 0 --num-threads 1 --num-kv-blocks 16 --max-model-len 256 \
-    --redis-url "redis://127.0.0.1:$redis_port" "$@" >"$tmp/$name.log" 2>&1 &
+    --redis-url "redis://127.0.0.1:$redis_port" --redis-timeout-ms 2000 "$@" >"$tmp/$name.log" 2>&1 &
   pids+=($!)
   local port=""
   for _ in $(seq 1 300); do
-    port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/$name.log")
+    port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/$name.log" 2>/dev/null)
     [ -n "$port" ] && break
     sleep 0.1
   done

@@ -22,6 +22,7 @@ void DeclareEngineFlags(Flags* f) {
   f->Value("disk-cache-gb", "size bound of the disk KV tier in GiB (default 16)");
   f->Value("redis-url", "redis://host[:port][/db]: KV tier shared by replicas (default off)");
   f->Value("redis-ttl", "seconds a KV block lives in Redis (default 3600)");
+  f->Value("redis-timeout-ms", "slower Redis commands turn the tier off (default 200)");
   f->Value("max-num-seqs", "running requests at once (default 256)");
   f->Value("max-num-batched-tokens", "tokens per engine step (default 8192)");
   f->Value("max-model-len", "context length limit (default: the model's)");
@@ -68,6 +69,12 @@ Status EngineOptionsFromFlags(const Flags& f, EngineOptions* o) {
   o->cache.disk_cache_bytes = static_cast<int64_t>(disk_gb * gib);
   o->cache.redis_url = f.GetString("redis-url");
   KILN_ASSIGN_OR_RETURN(o->cache.redis_ttl_s, f.GetInt("redis-ttl", o->cache.redis_ttl_s));
+  KILN_ASSIGN_OR_RETURN(int64_t redis_timeout,
+                        f.GetInt("redis-timeout-ms", o->cache.redis_timeout_ms));
+  if (redis_timeout <= 0 || redis_timeout > 600000) {
+    return Status::InvalidArgument("--redis-timeout-ms must be in [1, 600000]");
+  }
+  o->cache.redis_timeout_ms = static_cast<int>(redis_timeout);
   KILN_ASSIGN_OR_RETURN(int64_t seqs, f.GetInt("max-num-seqs", o->scheduler.max_num_seqs));
   o->scheduler.max_num_seqs = static_cast<int>(seqs);
   KILN_ASSIGN_OR_RETURN(int64_t mnbt,

@@ -16,19 +16,13 @@
 #include "engine/engine_loop.h"
 #include "kiln/engine.h"
 #include "kv/testing/redis_server.h"
+#include "kv/testing/temp_dir.h"
 #include "model/test_data.h"
 
 namespace kiln {
 namespace {
 
-struct TempDir {
-  TempDir() {
-    char tmpl[] = "/tmp/kiln_tiers_cpu_XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string path;
-};
+using testing::TempDir;
 
 struct Tiers {
   bool host = false;
@@ -48,6 +42,7 @@ std::unique_ptr<Engine> MakeEngine(const Tiers& t) {
   if (t.host) o.cache.cpu_offload_bytes = int64_t{64} << 20;
   o.cache.disk_cache_dir = t.disk;
   o.cache.redis_url = t.redis;
+  o.cache.redis_timeout_ms = 2000;  // generous: CI machines are shared
   auto e = Engine::Create(o);
   EXPECT_TRUE(e.ok()) << e.status().ToString();
   return e.ok() ? std::move(e).value() : nullptr;

@@ -18,6 +18,7 @@
 #include "kv/disk_tier.h"
 #include "kv/redis_tier.h"
 #include "kv/testing/redis_server.h"
+#include "kv/testing/temp_dir.h"
 
 namespace kiln {
 namespace {
@@ -29,14 +30,7 @@ using testing::RandomTokens;
 
 constexpr int kBlock = 16;
 
-struct TempDir {
-  TempDir() {
-    char tmpl[] = "/tmp/kiln_tiers_XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string path;
-};
+using testing::TempDir;
 
 struct TierConfig {
   bool host = false;
@@ -67,6 +61,7 @@ std::unique_ptr<CoreHarness> MakeHarness(const TierConfig& t) {
     r.url = t.redis_url;
     r.namespace_hash = ns;
     r.retry_interval_s = 0.2;
+    r.timeout_ms = 2000;  // generous: CI machines are shared
     auto redis = RedisTier::Create(r);
     KILN_CHECK_OK(redis.status());
     tiers.push_back(std::move(redis).value());

@@ -15,6 +15,7 @@
 #include "kv/host_tier.h"
 #include "kv/redis_tier.h"
 #include "kv/testing/redis_server.h"
+#include "kv/testing/temp_dir.h"
 #include "kv/tier_worker.h"
 
 namespace kiln {
@@ -26,14 +27,7 @@ std::vector<int32_t> Toks(int n, int32_t start) {
   return t;
 }
 
-struct TempDir {
-  TempDir() {
-    char tmpl[] = "/tmp/kiln_kv_XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string path;
-};
+using testing::TempDir;
 
 TEST(HostTierTest, EvictsLeastRecentlyUsedUnpinnedAndVerifiesHits) {
   std::vector<uint8_t> mem(3 * 8);
@@ -160,6 +154,7 @@ TEST(RedisTierTest, RoundTripNamespacedKeysAndOffWhenKilledThenBackOn) {
   o.namespace_hash = 0xABC;
   o.ttl_s = 100;
   o.retry_interval_s = 0.1;
+  o.timeout_ms = 2000;  // generous: CI machines are shared
   auto tier = RedisTier::Create(o);
   ASSERT_TRUE(tier.ok());
   RedisTier& r = **tier;
@@ -198,6 +193,28 @@ TEST(RedisTierTest, RoundTripNamespacedKeysAndOffWhenKilledThenBackOn) {
   ASSERT_TRUE(budget.ok());
   EXPECT_TRUE((*budget)->Put({7, 7}, rec).ok());
   EXPECT_EQ((*budget)->Put({8, 8}, rec).code(), StatusCode::kResourceExhausted);
+}
+
+TEST(RedisTierTest, SlowServerTurnsTheTierOff) {
+  testing::RedisServer server;
+  std::string error;
+  ASSERT_TRUE(server.Start(&error)) << error;
+  RedisTierOptions o;
+  o.url = server.url();
+  o.timeout_ms = 100;
+  o.retry_interval_s = 60;
+  auto tier = RedisTier::Create(o);
+  ASSERT_TRUE(tier.ok());
+  ASSERT_TRUE((*tier)->enabled());
+  std::thread stall = server.Stall(1.0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the server is asleep now
+  std::vector<uint8_t> got;
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ((*tier)->Get({1, 1}, &got).code(), StatusCode::kUnavailable);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(700));
+  EXPECT_FALSE((*tier)->enabled());
+  EXPECT_EQ((*tier)->Get({1, 1}, &got).code(), StatusCode::kUnavailable);  // off: no wait
+  stall.join();
 }
 
 TEST(RedisTierTest, UnreachableServerLeavesTheTierOffNotAnError) {

@@ -31,7 +31,8 @@ class RedisServer final {
       const std::string p = std::to_string(port_);
       freopen("/dev/null", "w", stdout);
       execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save",
-             "", "--appendonly", "no", "--loglevel", "warning", static_cast<char*>(nullptr));
+             "", "--appendonly", "no", "--loglevel", "warning", "--enable-debug-command", "local",
+             static_cast<char*>(nullptr));
       _exit(127);
     }
     for (int i = 0; i < 200; ++i) {
@@ -60,6 +61,21 @@ class RedisServer final {
 
   int port() const { return port_; }
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+
+  // Blocks the server for `seconds` (DEBUG SLEEP from another connection, on a thread), as a
+  // stalled server; returns the thread to join.
+  std::thread Stall(double seconds) const {
+    const int port = port_;
+    return std::thread([port, seconds] {
+      redisContext* c = redisConnect("127.0.0.1", port);
+      if (c == nullptr) return;
+      if (c->err == 0) {
+        auto* r = static_cast<redisReply*>(redisCommand(c, "DEBUG SLEEP %f", seconds));
+        if (r != nullptr) freeReplyObject(r);
+      }
+      redisFree(c);
+    });
+  }
 
   // Number of keys (DBSIZE), -1 on error.
   long long DbSize() const {
