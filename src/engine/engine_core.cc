@@ -291,8 +291,10 @@ void EngineCore::Step(std::vector<EngineOutput>* outputs) {
     if (sample_in_flight_) {
       ResolveInFlight(outputs);
     } else if (kv_.has_pending_io() || !issued_.empty() || scheduler_.num_loading() > 0) {
-      // Only transfers are in flight: give them a moment instead of spinning.
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
+      // Only transfers are in flight: give them a moment instead of spinning (longer when only
+      // background writes to the disk / Redis tiers are left, which no request waits for).
+      const bool urgent = kv_.has_pending_transfers() || !issued_.empty();
+      std::this_thread::sleep_for(std::chrono::microseconds(urgent ? 50 : 1000));
     } else if (so.preempted.empty() && scheduler_.num_running() == 0 &&
                scheduler_.num_waiting() > 0) {
       // Nothing can ever run (cannot happen when every request fits the cache; a guard, not a

@@ -153,6 +153,8 @@ class KvCacheManager final {
   void PollLowerTiers();
   // Copies, fetches or lower-tier writes not yet completed (the engine keeps stepping).
   bool has_pending_io() const;
+  // Copies or fetches not yet completed: requests may be waiting for them.
+  bool has_pending_transfers() const { return !groups_.empty() || !fetches_.empty(); }
 
   // Blocks needed to hold num_tokens tokens.
   int64_t BlocksFor(int64_t num_tokens) const {

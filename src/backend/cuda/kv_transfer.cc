@@ -81,12 +81,17 @@ StatusOr<uint64_t> KvTransfer::Copy(KvCopyDirection direction,
       KILN_CUDA_RETURN_IF_ERROR(
           LaunchKvBlockCopy(halves, num_halves_, run_bytes_, list, staging, true, copy_));
     }
-    for (size_t i = 0; i < n; ++i) {
+    // One cudaMemcpyAsync per run of consecutive host records (staging is consecutive).
+    for (size_t i = 0; i < n;) {
+      size_t j = i + 1;
+      while (j < n && copies[begin + j].host_record == copies[begin + j - 1].host_record + 1) ++j;
       uint8_t* h = host_pool() + static_cast<size_t>(copies[begin + i].host_record) * rec;
       char* d = staging + i * rec;
+      const size_t bytes = (j - i) * rec;
       KILN_CUDA_RETURN_IF_ERROR(to_host
-                                    ? cudaMemcpyAsync(h, d, rec, cudaMemcpyDeviceToHost, copy_)
-                                    : cudaMemcpyAsync(d, h, rec, cudaMemcpyHostToDevice, copy_));
+                                    ? cudaMemcpyAsync(h, d, bytes, cudaMemcpyDeviceToHost, copy_)
+                                    : cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, copy_));
+      i = j;
     }
     if (!to_host) {
       KILN_CUDA_RETURN_IF_ERROR(

@@ -3,8 +3,9 @@
 // records, a dedicated copy stream and events. A copy call first makes the copy stream wait for an
 // event recorded on the compute stream (so it sees every Forward issued before it, and a load
 // never lands in a block a still-running Forward uses), then per chunk of blocks:
-//   device → host: gather kernel (KV cache → staging), then one cudaMemcpyAsync per record;
-//   host → device: one cudaMemcpyAsync per record (host → staging), then the scatter kernel.
+//   device → host: gather kernel (KV cache → staging), then one cudaMemcpyAsync per record (per
+//   run of consecutive host records);
+//   host → device: the same copies host → staging, then the scatter kernel.
 // Each block record therefore crosses PCIe as one contiguous copy (2 × layers runs are gathered on
 // the device), never as 2 × layers small copies. Completion and timing: start / end events per
 // ticket; Done() queries the end event (never a device-wide or stream sync).
