@@ -1,12 +1,55 @@
 #include "engine/kv_tier_setup.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <vector>
 
 #include "kv/block_hash.h"
 #include "kv/disk_tier.h"
 #include "kv/redis_tier.h"
 
 namespace kiln {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A cheap fingerprint of the checkpoint's files: per regular file (sorted by name) its name, size
+// and 4 KiB read at 8 evenly spaced offsets, hashed. Two checkpoints of one architecture (e.g. two
+// fine-tunes in directories of the same name) differ in it, so their KV never mixes.
+std::string WeightsFingerprint(const std::string& path) {
+  std::vector<fs::path> files;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    for (const fs::directory_entry& e : fs::directory_iterator(path, ec)) {
+      if (e.is_regular_file(ec)) files.push_back(e.path());
+    }
+  } else {
+    files.push_back(path);
+  }
+  std::sort(files.begin(), files.end());
+  std::string acc;
+  std::vector<char> buf(4096);
+  for (const fs::path& f : files) {
+    const uintmax_t size = fs::file_size(f, ec);
+    if (ec) continue;
+    acc += f.filename().string() + ":" + std::to_string(size) + ";";
+    std::ifstream in(f, std::ios::binary);
+    for (int k = 0; k < 8 && in; ++k) {
+      in.seekg(static_cast<std::streamoff>(size / 8 * static_cast<uintmax_t>(k)));
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      acc.append(buf.data(), static_cast<size_t>(in.gcount()));
+      in.clear();
+    }
+  }
+  const uint64_t h = Checksum64(acc.data(), acc.size());
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+}  // namespace
 
 std::string KvCacheNamespace(const EngineOptions& options, const Backend& backend) {
   const ModelConfig& c = backend.config();
@@ -19,10 +62,10 @@ std::string KvCacheNamespace(const EngineOptions& options, const Backend& backen
          " hidden=" + std::to_string(c.hidden_size) +
          " heads=" + std::to_string(c.num_attention_heads) + "/" +
          std::to_string(c.num_key_value_heads) + " vocab=" + std::to_string(c.vocab_size) +
-         " weights=" + options.model.load_format +
+         " weights=" +
          (options.model.load_format == "dummy"
-              ? ":" + std::to_string(options.model.dummy_seed)
-              : std::string()) +
+              ? "dummy:" + std::to_string(options.model.dummy_seed)
+              : WeightsFingerprint(options.model.model_path)) +
          " dtype=" + options.model.dtype + " layout=" + backend.kv_record_layout();
 }
 
@@ -30,9 +73,9 @@ StatusOr<KvTierSetup> SetUpKvTiers(const EngineOptions& options, Backend* backen
                                    int max_model_len) {
   const CacheOptions& c = options.cache;
   KvTierSetup setup;
-  setup.cache_namespace = KvCacheNamespace(options, *backend);
   const bool lower = !c.disk_cache_dir.empty() || !c.redis_url.empty();
   if (c.cpu_offload_bytes == 0 && !lower) return setup;
+  setup.cache_namespace = KvCacheNamespace(options, *backend);
   const int64_t record_bytes = backend->kv_block_record_bytes();
   if (record_bytes <= 0) {
     return Status::InvalidArgument(

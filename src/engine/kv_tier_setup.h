@@ -23,10 +23,12 @@ namespace kiln {
 struct KvTierSetup {
   int64_t host_records = 0;
   std::vector<std::unique_ptr<KvTier>> lower_tiers;
-  std::string cache_namespace;
+  std::string cache_namespace;  // empty when no tier is on (nothing outside this process)
 };
 
-// The namespace of a model's KV: architecture and shapes, weights identity, dtype, KV layout.
+// The namespace of a model's KV: architecture and shapes, weights identity (the dummy seed, or a
+// fingerprint of the checkpoint files' names, sizes and sampled bytes), dtype, KV layout. Called
+// only when a tier is on (it reads the checkpoint files).
 std::string KvCacheNamespace(const EngineOptions& options, const Backend& backend);
 
 StatusOr<KvTierSetup> SetUpKvTiers(const EngineOptions& options, Backend* backend,
