@@ -16,6 +16,10 @@ std::string_view DTypeName(DType dtype) {
       return "BF16";
     case DType::kQ8_0:
       return "Q8_0";
+    case DType::kF8E4M3:
+      return "F8_E4M3";
+    case DType::kI8:
+      return "I8";
   }
   return "?";
 }
@@ -29,6 +33,9 @@ size_t DTypeSize(DType dtype) {
       return 2;
     case DType::kQ8_0:
       return 0;
+    case DType::kF8E4M3:
+    case DType::kI8:
+      return 1;
   }
   return 0;
 }
@@ -62,6 +69,16 @@ void Tensor::ToFloat(int64_t begin, int64_t count, float* out) const {
         std::memcpy(&v, p + i * 2, 2);
         out[i] = BFloat16ToFloat(v);
       }
+      return;
+    }
+    case DType::kF8E4M3: {
+      const uint8_t* p = static_cast<const uint8_t*>(data) + begin;
+      for (int64_t i = 0; i < count; ++i) out[i] = Fp8E4M3ToFloat(p[i]);
+      return;
+    }
+    case DType::kI8: {
+      const int8_t* p = static_cast<const int8_t*>(data) + begin;
+      for (int64_t i = 0; i < count; ++i) out[i] = static_cast<float>(p[i]);
       return;
     }
     case DType::kQ8_0:
