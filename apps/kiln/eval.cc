@@ -172,25 +172,29 @@ Status Eval(int argc, char** argv, bool* json_out) {
                           {"mean_kl", r.all.MeanKl()},
                           {"max_kl", r.all.kl_max},
                           {"top1_agreement", r.all.Top1Agreement()},
+                          {"confident_top1_agreement", r.all.ConfidentTop1Agreement()},
+                          {"confident_tokens", r.all.confident_tokens},
                           {"ppl_reference", r.reference.Perplexity()},
                           {"ppl_text", r.text.Perplexity()}};
       std::cout << j.dump() << "\n";
     }
     return Status::Ok();
   }
-  std::printf("%-40s %-12s %7s %11s %11s %8s %10s %10s\n", "model", "config", "tokens", "mean KL",
-              "max KL", "top-1", "ppl(ref)", "ppl(text)");
+  std::printf("%-40s %-12s %7s %11s %11s %8s %9s %10s %10s\n", "model", "config", "tokens",
+              "mean KL", "max KL", "top-1", "top-1(c)", "ppl(ref)", "ppl(text)");
   for (const Row& r : rows) {
     std::string model = r.model;
     if (model.size() > 40) model = "..." + model.substr(model.size() - 37);
-    std::printf("%-40s %-12s %7lld %11.3e %11.3e %7.2f%% %10.4f %10.4f\n", model.c_str(),
-                r.config.c_str(), static_cast<long long>(r.all.tokens), r.all.MeanKl(),
-                r.all.kl_max, 100.0 * r.all.Top1Agreement(), r.reference.Perplexity(),
+    std::printf("%-40s %-12s %7lld %11.3e %11.3e %7.2f%% %8.2f%% %10.4f %10.4f\n",
+                model.c_str(), r.config.c_str(), static_cast<long long>(r.all.tokens),
+                r.all.MeanKl(), r.all.kl_max, 100.0 * r.all.Top1Agreement(),
+                100.0 * r.all.ConfidentTop1Agreement(), r.reference.Perplexity(),
                 r.text.Perplexity());
   }
-  std::printf("reference config: %s; KL(P_ref || P) in nats per token; perplexity over the "
-              "next tokens of the reference sequences / the --text files (0: none)\n",
-              configs[0].label.c_str());
+  std::printf("reference config: %s; KL(P_ref || P) in nats per token; top-1(c): agreement where "
+              "the reference's top-1 leads by >= %.1f; perplexity over the next tokens of the "
+              "reference sequences / the --text files (0: none)\n",
+              configs[0].label.c_str(), quant::kConfidentMargin);
   return Status::Ok();
 }
 

@@ -35,6 +35,8 @@ void AccuracyStats::Merge(const AccuracyStats& o) {
   kl_sum += o.kl_sum;
   kl_max = std::max(kl_max, o.kl_max);
   top1_same += o.top1_same;
+  confident_tokens += o.confident_tokens;
+  confident_same += o.confident_same;
   nll_tokens += o.nll_tokens;
   nll_sum += o.nll_sum;
   ref_nll_sum += o.ref_nll_sum;
@@ -53,7 +55,16 @@ void AccumulateAccuracy(const float* reference, const float* test, int64_t rows,
     kl = std::max(kl, 0.0);  // rounding can make an exact match a hair negative
     stats->kl_sum += kl;
     stats->kl_max = std::max(stats->kl_max, kl);
-    stats->top1_same += Argmax(ref_row, vocab) == Argmax(test_row, vocab);
+    const int ref_top = Argmax(ref_row, vocab);
+    const bool same = ref_top == Argmax(test_row, vocab);
+    stats->top1_same += same;
+    float runner_up = -INFINITY;
+    for (int i = 0; i < vocab; ++i)
+      if (i != ref_top) runner_up = std::max(runner_up, ref_row[i]);
+    if (ref_row[ref_top] - runner_up >= kConfidentMargin) {
+      ++stats->confident_tokens;
+      stats->confident_same += same;
+    }
     ++stats->tokens;
     const int32_t next = r < static_cast<int64_t>(next_ids.size()) ? next_ids[r] : -1;
     if (next >= 0 && next < vocab) {

@@ -20,17 +20,28 @@
 
 namespace kiln::quant {
 
+// Logit lead of the reference's top-1 over its runner-up that makes a position "confident".
+inline constexpr double kConfidentMargin = 0.5;
+
 struct AccuracyStats {
   int64_t tokens = 0;       // positions compared
   double kl_sum = 0.0;      // Σ KL(P_ref || P) in nats
   double kl_max = 0.0;
   int64_t top1_same = 0;    // positions whose argmax agrees
+  // Positions where the reference's top-1 logit leads its runner-up by >= kConfidentMargin, and
+  // how many of those keep their argmax: a flip there changes what greedy decoding writes even
+  // though the reference was sure; flips at near-ties are noise.
+  int64_t confident_tokens = 0;
+  int64_t confident_same = 0;
   int64_t nll_tokens = 0;   // positions followed by a known next token
   double nll_sum = 0.0;     // Σ -log P(next)
   double ref_nll_sum = 0.0; // Σ -log P_ref(next)
 
   double MeanKl() const { return tokens ? kl_sum / tokens : 0.0; }
   double Top1Agreement() const { return tokens ? static_cast<double>(top1_same) / tokens : 0.0; }
+  double ConfidentTop1Agreement() const {
+    return confident_tokens ? static_cast<double>(confident_same) / confident_tokens : 1.0;
+  }
   double Perplexity() const;           // exp(nll_sum / nll_tokens)
   double ReferencePerplexity() const;  // exp(ref_nll_sum / nll_tokens)
   void Merge(const AccuracyStats& other);

@@ -9,6 +9,7 @@
 
 #include "backend/backend_test_util.h"
 #include "backend/cpu/cpu_backend.h"
+#include "model/llama_projections.h"
 #include "model/quantized_weights.h"
 #include "model/test_data.h"
 #include "quant/fp8_quant.h"
@@ -56,6 +57,9 @@ TEST(AccuracyTest, HandComputedKlPerplexityAndTop1) {
   EXPECT_NEAR(s.MeanKl(), 0.25 * (std::log(4.0 / 3.0) + std::log(3.0)), 1e-6);
   EXPECT_NEAR(s.kl_max, 0.5 * std::log(3.0), 1e-6);
   EXPECT_EQ(s.Top1Agreement(), 0.5);
+  // Row 1 is a tie (margin 0); row 2's reference leads by ln 3 > kConfidentMargin and flips.
+  EXPECT_EQ(s.confident_tokens, 1);
+  EXPECT_EQ(s.ConfidentTop1Agreement(), 0.0);
   EXPECT_NEAR(s.Perplexity(), 4.0 / 3.0, 1e-6);  // only row 1 has a next token
 }
 
@@ -100,8 +104,13 @@ TEST(AccuracyTest, TeacherForcedRunnerMatchesReference) {
             StatusCode::kInvalidArgument);
 }
 
-// FP8 E4M3 weights (each granularity, dequantized in memory: weight rounding alone) keep top-1
-// agreement with the float32 model >= 97% over tinystories-656k's reference sequences.
+// FP8 E4M3 weights (each granularity, dequantized in memory: weight rounding alone) against the
+// float32 model over tinystories-656k's reference sequences (375 teacher-forced positions).
+// Measured (per-tensor / per-channel / block 128x128): mean KL 0.0038 / 0.0040 / 0.0038 nats,
+// top-1 93.9% / 95.2% / 95.7%, perplexity 5.667 / 5.662 / 5.653 vs 5.639; every flipped position
+// had a reference margin below 0.23 (bf16-rounded weights flip none). This 656K-parameter model
+// has many near-ties, so 97% top-1 over all positions is out of reach for FP8 weights on it; the
+// bounds below hold with room and still catch a wrong scale or layout (which costs far more).
 TEST(AccuracyTest, Fp8WeightRoundingKeepsTop1OnTinyStories) {
   const std::string dir = testing::SharedPath("models/tinystories-656k");
   if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tinystories-656k";
@@ -123,11 +132,16 @@ TEST(AccuracyTest, Fp8WeightRoundingKeepsTop1OnTinyStories) {
     ASSERT_TRUE(stats.ok()) << stats.status().ToString();
     std::cout << "[ FIGURE ] tinystories-656k fp8 weights (" << q.Describe()
               << ", dequantized): mean KL " << stats->MeanKl() << ", top-1 "
-              << 100 * stats->Top1Agreement() << "%, ppl " << stats->Perplexity() << " vs "
+              << 100 * stats->Top1Agreement() << "% (confident positions: "
+              << 100 * stats->ConfidentTop1Agreement() << "% of " << stats->confident_tokens
+              << "), ppl " << stats->Perplexity() << " vs "
               << stats->ReferencePerplexity() << "\n";
     EXPECT_GT(stats->MeanKl(), 0.0);
-    EXPECT_GE(stats->Top1Agreement(), 0.97) << q.Describe();
-    EXPECT_LE(stats->Perplexity(), stats->ReferencePerplexity() * 1.05) << q.Describe();
+    EXPECT_LE(stats->MeanKl(), 0.01) << q.Describe();
+    EXPECT_GE(stats->Top1Agreement(), 0.93) << q.Describe();
+    EXPECT_GT(stats->confident_tokens, 200);
+    EXPECT_EQ(stats->ConfidentTop1Agreement(), 1.0) << q.Describe();
+    EXPECT_LE(stats->Perplexity(), stats->ReferencePerplexity() * 1.02) << q.Describe();
   }
 }
 

@@ -53,6 +53,7 @@ BpeTokenizer::BpeTokenizer(BpeTokenizerParts parts)
       // HF matches normalized tokens by their normalized content.
       AddedToken copy = token;
       normalizer_.Apply(token.content, &copy.content);
+      normalized_added_piece_[token.id] = copy.content;
       normalized.push_back(std::move(copy));
     } else {
       raw.push_back(token);
@@ -150,7 +151,9 @@ std::string BpeTokenizer::DecodeValid(std::span<const int32_t> ids,
   pieces.reserve(ids.size());
   for (int32_t id : ids) {
     if (skip_special_tokens && special_[id]) continue;
-    pieces.push_back(pieces_[id]);
+    auto normalized = normalized_added_piece_.find(id);
+    pieces.push_back(normalized != normalized_added_piece_.end() ? normalized->second
+                                                                 : pieces_[id]);
   }
   return decoder_.Decode(std::move(pieces));
 }
