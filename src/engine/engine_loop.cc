@@ -132,6 +132,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
     cuda.max_model_len = options.scheduler.max_model_len;
     cuda.enable_cuda_graphs = options.device.enable_cuda_graphs;
     cuda.dtype = options.model.dtype == "auto" ? "bfloat16" : options.model.dtype;
+    cuda.quantization = options.model.quantization;
+    cuda.quantization_scale = options.model.quantization_scale;
     KILN_ASSIGN_OR_RETURN(backend, CreateCudaBackend(model, cuda));
 #else
     return Status::Unimplemented("device \"cuda\": kiln was built without CUDA");
