@@ -7,11 +7,8 @@
 #include "common/check.h"
 #include "common/logging.h"
 #include "engine/backend_factory.h"
-#include "model/weights.h"
-
-#if defined(KILN_HAVE_STRUCTURED)
 #include "engine/structured_constraint.h"
-#endif
+#include "model/weights.h"
 
 namespace kiln {
 
@@ -103,7 +100,6 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> model, LoadModel(options.model));
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(model, options));
   std::unique_ptr<Tokenizer> tokenizer;
-#if defined(KILN_HAVE_LOAD_TOKENIZER)
   const std::string tok_path = options.model.tokenizer_path.empty() ? options.model.model_path
                                                                     : options.model.tokenizer_path;
   StatusOr<std::unique_ptr<Tokenizer>> tok = LoadTokenizer(tok_path);
@@ -113,18 +109,15 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
     KILN_LOG(WARNING) << "no tokenizer loaded from " << tok_path << ": " << tok.status().ToString()
                       << " (the engine works on token ids only)";
   }
-#endif
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
                         Impl::CreateWithBackend(options, std::move(backend), std::move(tokenizer),
                                                 std::shared_ptr<const void>(model)));
-#if defined(KILN_HAVE_STRUCTURED)
   if (engine->tokenizer() != nullptr) {
     Impl::SetTokenConstraintFactory(
         engine.get(),
         MakeStructuredConstraintFactory(engine->tokenizer(), engine->model_info().vocab_size,
                                         engine->model_info().eos_token_ids));
   }
-#endif
   return engine;
 }
 
