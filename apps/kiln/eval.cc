@@ -160,6 +160,15 @@ Status Eval(int argc, char** argv, bool* json_out) {
         row.all.Merge(one);
         (s < num_reference ? row.reference : row.text).Merge(one);
       }
+      if (c > 0 && row.all.kl_sum == 0.0 &&
+          (o.model.quantization != configs[0].quantization ||
+           o.cache.kv_cache_dtype != configs[0].kv_cache_dtype)) {
+        std::fprintf(stderr,
+                     "kiln eval: warning: config %s gives logits identical to the reference on "
+                     "%s: this backend may not honour --quantization %s / --kv-cache-dtype %s\n",
+                     configs[c].label.c_str(), model_path.c_str(), o.model.quantization.c_str(),
+                     o.cache.kv_cache_dtype.c_str());
+      }
       rows.push_back(std::move(row));
     }
   }

@@ -115,12 +115,12 @@ TEST(SafetensorsWriterTest, RoundTripsEveryDtype) {
   const std::vector<uint8_t> f8 = {0x7E, 0x01, 0x80, 0x38};
   const std::vector<int8_t> i8 = {-128, 5, 127};
   std::vector<std::pair<std::string, Tensor>> tensors = {
+      {"odd", OwnedTensor(DType::kF8E4M3, {1}, std::vector<uint8_t>{0x08})},
       {"f32", OwnedTensor(DType::kF32, {3}, f)},
       {"bf16", OwnedTensor(DType::kBF16, {1, 2}, bf)},
       {"f16", OwnedTensor(DType::kF16, {2}, std::vector<uint16_t>{0x3C00, 0xC000})},
       {"f8", OwnedTensor(DType::kF8E4M3, {2, 2}, f8)},
-      {"i8", OwnedTensor(DType::kI8, {3}, i8)},
-      {"odd", OwnedTensor(DType::kF8E4M3, {1}, std::vector<uint8_t>{0x08})}};
+      {"i8", OwnedTensor(DType::kI8, {3}, i8)}};
   ASSERT_TRUE(WriteSafetensors(path, tensors).ok());
   auto file = SafetensorsFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status().ToString();
@@ -131,6 +131,8 @@ TEST(SafetensorsWriterTest, RoundTripsEveryDtype) {
     EXPECT_EQ(got->shape, t.shape) << name;
     ASSERT_EQ(got->size_bytes, t.size_bytes) << name;
     EXPECT_EQ(0, std::memcmp(got->data, t.data, t.size_bytes)) << name;
+    // Written wider-first: each tensor starts at a multiple of its element size.
+    EXPECT_EQ((*file)->tensors().at(name).begin % DTypeSize(t.dtype), 0u) << name;
   }
   EXPECT_EQ((*file)->GetTensor("f8")->ToFloatVector(), (std::vector<float>{448.0f, 1.0f / 512, -0.0f, 1.0f}));
   std::remove(path.c_str());

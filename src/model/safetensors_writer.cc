@@ -1,5 +1,6 @@
 #include "model/safetensors_writer.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -15,11 +16,20 @@ std::string SafetensorsDTypeName(DType dtype) {
 Status WriteSafetensors(const std::string& path,
                         const std::vector<std::pair<std::string, Tensor>>& tensors,
                         const std::map<std::string, std::string>& metadata) {
+  // Wider elements first (stable otherwise): with the header padded to 8 bytes every tensor then
+  // starts at a multiple of its element size, as the reference writer arranges.
+  std::vector<const std::pair<std::string, Tensor>*> order;
+  for (const auto& t : tensors) order.push_back(&t);
+  std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
+    return DTypeSize(a->second.dtype) > DTypeSize(b->second.dtype);
+  });
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::set<std::string> names;
   uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
+  for (const auto* entry : order) {
+    const std::string& name = entry->first;
+    const Tensor& t = entry->second;
     auto bad = [&](const std::string& what) {
       return Status::InvalidArgument(path + ": tensor '" + name + "' " + what);
     };
@@ -43,8 +53,9 @@ Status WriteSafetensors(const std::string& path,
     for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(text.size() >> (8 * i));
     out.write(reinterpret_cast<const char*>(len), 8);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& [name, t] : tensors)
-      out.write(static_cast<const char*>(t.data), static_cast<std::streamsize>(t.size_bytes));
+    for (const auto* entry : order)
+      out.write(static_cast<const char*>(entry->second.data),
+                static_cast<std::streamsize>(entry->second.size_bytes));
     out.close();
     if (!out) return Status::IOError(tmp + ": write failed");
   }

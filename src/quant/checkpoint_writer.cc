@@ -103,7 +103,12 @@ Status WriteQuantizedCheckpoint(const LoadedModel& source, const LlamaWeights& q
                            "generation_config.json", "tokenizer.model"}) {
     const std::string from = source.source_path + "/" + name;
     if (!FileExists(from)) continue;
-    fs::copy_file(from, out_dir + "/" + name, fs::copy_options::overwrite_existing, ec);
+    // The copy keeps the source's permissions; a read-only source (../shared) must not make the
+    // output directory impossible to overwrite.
+    const std::string to = out_dir + "/" + name;
+    fs::remove(to, ec);
+    fs::copy_file(from, to, ec);
+    if (!ec) fs::permissions(to, fs::perms::owner_write, fs::perm_options::add, ec);
     if (ec) return Status::IOError(from + ": copy failed: " + ec.message());
   }
   return Status::Ok();
