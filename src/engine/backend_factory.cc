@@ -15,6 +15,9 @@ StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const LoadedMod
     cpu.num_kv_blocks = options.cache.num_blocks;
     cpu.kv_cache_memory_bytes = options.cache.kv_cache_memory_bytes;
     cpu.num_threads = options.device.num_threads;
+    cpu.quantization = options.model.quantization;
+    cpu.quantization_scale = options.model.quantization_scale;
+    cpu.kv_cache_dtype = options.cache.kv_cache_dtype;
     return CreateCpuBackend(std::move(model), cpu);
   }
 #if defined(KILN_WITH_CUDA)

@@ -1,7 +1,7 @@
 // FP8 checkpoints end to end on the CPU: tinystories-656k quantized (block 128×128, per-channel,
 // per-tensor), written by WriteQuantizedCheckpoint, reloads through LoadModel with every stored
-// byte and scale equal to the quantizer's output; loaded with --quantization none it gives the
-// same logits as the in-memory dequantization; malformed checkpoints are refused with errors
+// byte and scale equal to the quantizer's output and gives identical logits on the CPU backend;
+// loaded with --quantization none it gives the same logits as the in-memory dequantization; malformed checkpoints are refused with errors
 // naming the problem.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -116,6 +116,14 @@ void CheckRoundTrip(ScaleGranularity granularity) {
   const std::vector<float> a = Logits(*none, ids), b = Logits(in_memory, ids);
   ASSERT_FALSE(a.empty());
   EXPECT_EQ(a, b);
+  // As stored (FP8 weights, FP8 activations): the reload computes exactly the logits of the
+  // quantizer's output held in memory.
+  auto fp8_in_memory = std::make_shared<LoadedModel>(**dense);
+  fp8_in_memory->weights = *quantized;
+  const std::vector<float> stored = Logits(*reloaded, ids);
+  ASSERT_FALSE(stored.empty());
+  EXPECT_EQ(stored, Logits(fp8_in_memory, ids));
+  EXPECT_NE(stored, a);  // activation quantization is on
   // And they are FP8's, not the dense model's.
   const std::vector<float> d = Logits(*dense, ids);
   EXPECT_NE(a, d);

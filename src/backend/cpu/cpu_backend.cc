@@ -11,6 +11,8 @@
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/cpu_sampler.h"
 #include "common/check.h"
+#include "model/quantized_weights.h"
+#include "quant/fp8_quant.h"
 
 namespace kiln {
 namespace {
@@ -26,7 +28,8 @@ class CpuBackend final : public Backend {
         num_kv_blocks_(num_kv_blocks),
         num_threads_(num_threads),
         weights_(cpu::CpuWeights::FromModel(*model_)),
-        ops_(*model_, weights_, cache_, block_size_, num_threads_) {
+        ops_(*model_, weights_, cache_, block_size_, num_threads_,
+             options.kv_cache_dtype == "fp8") {
     const size_t cache_floats =
         static_cast<size_t>(num_kv_blocks_) * block_size_ * model_->shape.kv_size();
     cache_.k.assign(static_cast<size_t>(model_->shape.num_layers),
@@ -172,6 +175,16 @@ Status CpuBackendOptions::Validate() const {
     return Status::InvalidArgument("kv_cache_memory_bytes must be > 0");
   if (num_threads < 0 || num_threads > 1024)
     return Status::InvalidArgument("num_threads out of range");
+  if (quantization != "auto" && quantization != "none" && quantization != "fp8")
+    return Status::InvalidArgument("quantization must be auto, none or fp8, got '" + quantization +
+                                   "'");
+  if (quantization_scale != "per-channel" && quantization_scale != "per-tensor")
+    return Status::InvalidArgument("quantization_scale must be per-channel or per-tensor, got '" +
+                                   quantization_scale + "'");
+  if (kv_cache_dtype != "auto" && kv_cache_dtype != "float32" && kv_cache_dtype != "bfloat16" &&
+      kv_cache_dtype != "fp8")
+    return Status::InvalidArgument("kv_cache_dtype must be auto, float32, bfloat16 or fp8, got '" +
+                                   kv_cache_dtype + "'");
   return Status::Ok();
 }
 
@@ -180,6 +193,22 @@ StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(std::shared_ptr<const Loaded
   KILN_RETURN_IF_ERROR(options.Validate());
   if (model == nullptr) return Status::InvalidArgument("CreateCpuBackend: no model");
   KILN_RETURN_IF_ERROR(model->config.Validate());
+  // --quantization: quantize a dense model's projections / dequantize a quantized one.
+  const bool dense = model->weights.quantization.dense();
+  if ((options.quantization == "fp8" && dense) || (options.quantization == "none" && !dense)) {
+    auto converted = std::make_shared<LoadedModel>(*model);
+    if (dense) {
+      KILN_ASSIGN_OR_RETURN(converted->weights,
+                            quant::QuantizeLlamaWeightsFp8(
+                                model->weights, quant::Fp8Quantization(
+                                                    options.quantization_scale == "per-tensor"
+                                                        ? ScaleGranularity::kPerTensor
+                                                        : ScaleGranularity::kPerChannel)));
+    } else {
+      KILN_RETURN_IF_ERROR(DequantizeProjections(&converted->weights));
+    }
+    model = std::move(converted);
+  }
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<const LlamaModel> llama, LlamaModel::Build(model));
   const int64_t bytes_per_block = int64_t{2} * sizeof(float) * options.block_size *
                                   llama->shape.kv_size() * llama->shape.num_layers;

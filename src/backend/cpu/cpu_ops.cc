@@ -32,6 +32,10 @@ CpuWeights CpuWeights::FromModel(const LlamaModel& model) {
     dst.w.resize(static_cast<size_t>(src.out_features * src.in_features));
     src.DequantizeRows(0, src.out_features, dst.w.data());
     dst.data = dst.w.data();
+    if (src.quant.format == WeightFormat::kFp8E4M3) {
+      dst.fp8_input = true;
+      dst.fp8_scheme = quant::ActivationSchemeFor(src);
+    }
     if (src.has_bias()) {
       dst.bias.assign(static_cast<size_t>(src.out_features), 0.0f);
       int64_t row = 0;
@@ -125,7 +129,13 @@ Status CpuOps::Linear(const LinearWeight& w, Act in, Act out) {
   const CpuWeights::Linear& l = weights_.linears[static_cast<size_t>(w.id)];
   const int k = static_cast<int>(w.in_features), m = static_cast<int>(w.out_features);
   float* y = Buffer(out).data();
-  LinearRows(Buffer(in).data(), n_, k, l.data, m, y, num_threads_);
+  const float* x = Buffer(in).data();
+  if (l.fp8_input) {  // W8A8: y = dequant(quant(x)) · dequant(W)^T
+    fp8_input_.assign(x, x + static_cast<size_t>(n_) * k);
+    quant::RoundTripActivationsFp8(fp8_input_.data(), n_, k, l.fp8_scheme);
+    x = fp8_input_.data();
+  }
+  LinearRows(x, n_, k, l.data, m, y, num_threads_);
   if (!l.bias.empty()) {
     for (int t = 0; t < n_; ++t) {
       for (int j = 0; j < m; ++j) y[static_cast<int64_t>(t) * m + j] += l.bias[j];
@@ -155,6 +165,10 @@ Status CpuOps::ApplyRopeKvWrite(const RopeKvWrite& rope) {
             s.head_dim, model_.rope.inv_freq.data(), model_.rope.attention_scaling,
             s.rope_interleaved);
   const size_t l = static_cast<size_t>(rope.layer);
+  if (kv_fp8_) {
+    quant::RoundTripFp8(k_.data(), static_cast<int64_t>(n_) * kv_size, kv_scales_.k_scale);
+    quant::RoundTripFp8(v_.data(), static_cast<int64_t>(n_) * kv_size, kv_scales_.v_scale);
+  }
   WriteKvCache(k_.data(), v_.data(), batch_->slot_mapping.data(), n_, s.num_kv_heads, s.head_dim,
                cache_.k[l].data(), cache_.v[l].data());
   return Status::Ok();

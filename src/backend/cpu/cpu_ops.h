@@ -14,6 +14,7 @@
 
 #include "backend/forward_batch.h"
 #include "model/llama.h"
+#include "quant/fp8_quant.h"
 
 namespace kiln::cpu {
 
@@ -23,6 +24,8 @@ struct CpuWeights {
     std::vector<float> w;     // [out, in]
     std::vector<float> bias;  // [out] or empty
     const float* data = nullptr;  // w.data(), or the embedding table for a tied lm_head
+    bool fp8_input = false;       // FP8 weights: the input is quantized with fp8_scheme first
+    quant::Fp8ActivationScheme fp8_scheme;
   };
   std::vector<float> embed;      // [vocab, hidden]
   std::vector<Linear> linears;   // by LinearWeight::id
@@ -40,10 +43,12 @@ struct CpuKvCache {
 
 class CpuOps final : public LayerOps {
  public:
+  // kv_fp8: K and V are rounded through E4M3 with kv_scales as they are written (the FP8 KV
+  // cache's values, held in the float32 cache).
   CpuOps(const LlamaModel& model, const CpuWeights& weights, CpuKvCache& cache, int block_size,
-         int num_threads)
+         int num_threads, bool kv_fp8 = false, quant::Fp8KvScales kv_scales = {})
       : model_(model), weights_(weights), cache_(cache), block_size_(block_size),
-        num_threads_(num_threads) {}
+        num_threads_(num_threads), kv_fp8_(kv_fp8), kv_scales_(kv_scales) {}
 
   // Binds the step: its batch, its token ids (deferred tokens resolved) and the outputs.
   void BeginStep(const ForwardBatch& batch, const std::vector<int32_t>& token_ids,
@@ -66,6 +71,9 @@ class CpuOps final : public LayerOps {
   CpuKvCache& cache_;
   int block_size_;
   int num_threads_;
+  bool kv_fp8_;
+  quant::Fp8KvScales kv_scales_;
+  std::vector<float> fp8_input_;  // an FP8 projection's input after quantization
   // The current step.
   const ForwardBatch* batch_ = nullptr;
   const std::vector<int32_t>* token_ids_ = nullptr;
