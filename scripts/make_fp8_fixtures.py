@@ -32,8 +32,8 @@ and expected.json: {"hf_logits_dtype": ..., "hf_error": ..., "dequant_fnv1a64": 
 the FNV-1a 64 hash of each projection's dequantized float32 weights (little-endian bytes), so that
 kiln's dequantization can be compared bit for bit without storing the dense weights.
 
-Scales follow the usual recipe (llm-compressor, vLLM, DeepSeek): scale = max(amax / 448, 1/(448*512))
-in float32, stored value = (w / scale).clamp(-448, 448).to(float8_e4m3fn).
+Scales follow the usual recipe (llm-compressor, vLLM, DeepSeek): scale = amax / 448 in float32 (1.0
+for an all-zero group), stored value = (w / scale).clamp(-448, 448).to(float8_e4m3fn).
 """
 
 import argparse
@@ -47,13 +47,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 FP8 = torch.float8_e4m3fn
-MIN_SCALE = 1.0 / (448.0 * 512.0)
 PROJ = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
 
 
 def scale_of(amax):
-    return torch.clamp(amax.float() / 448.0, min=MIN_SCALE)
+    amax = amax.float()
+    return torch.where(amax > 0, amax / 448.0, torch.ones_like(amax))
 
 
 def to_fp8(x, scale):
@@ -221,7 +221,7 @@ def write_checkpoint(out_dir, dense_dir, kind, ids, input_amax=None, dense_dtype
                 q, s = quant_tensor(w)
                 tensors[module + ".weight_scale"] = s.contiguous()
                 amax = input_amax[module]
-                isc = max(amax / 448.0, MIN_SCALE)
+                isc = amax / 448.0 if amax > 0 else 1.0
                 input_scales[module + ".input_scale"] = isc
                 tensors[module + ".input_scale"] = torch.tensor([isc], dtype=torch.float32)
             else:

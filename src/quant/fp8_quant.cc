@@ -16,7 +16,7 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
-float Fp8ScaleForAmax(float amax) { return std::max(amax / kFp8E4M3Max, kFp8MinScale); }
+float Fp8ScaleForAmax(float amax) { return amax > 0.0f ? amax / kFp8E4M3Max : 1.0f; }
 
 float AbsMax(const float* x, int64_t n) {
   float m = 0.0f;

@@ -4,10 +4,11 @@
 // the FP8 KV cache as CPU twins of what the GPU does. The CPU twins define the numerics the CUDA
 // kernels are tested against.
 //
-// Scales (every granularity): scale = max(amax / 448, kFp8MinScale) over the group's values,
-// computed in float32; stored value = Fp8E4M3FromFloatSat(x / scale) (a float32 division, then
-// E4M3 round-to-nearest-even, saturating); real value = Fp8E4M3ToFloat(stored) × scale. The floor
-// kFp8MinScale keeps an all-zero group from dividing by zero (vLLM uses the same floor).
+// Scales (every granularity): scale = amax / 448 over the group's values (1.0 for an all-zero
+// group), computed in float32; stored value = Fp8E4M3FromFloatSat(x / scale) (a float32 division,
+// then E4M3 round-to-nearest-even, saturating); real value = Fp8E4M3ToFloat(stored) × scale. The
+// CUDA kernels use the same rule (kernels/fp8.cuh: Fp8Scale, __fdiv_rn, __NV_SATFINITE), so host
+// and device quantize to the same bytes.
 //
 // Not responsible for: choosing whether a model is quantized (options / the model layer), loading
 // pre-quantized checkpoints (model_loader), the CUDA kernels (backend/cuda, kernels/).
@@ -26,9 +27,7 @@
 
 namespace kiln::quant {
 
-inline constexpr float kFp8MinScale = 1.0f / (448.0f * 512.0f);
-
-// max(amax / 448, kFp8MinScale).
+// amax / 448, or 1.0 when amax is 0 (or NaN).
 float Fp8ScaleForAmax(float amax);
 // max |x[i]| over n values (NaN ignored).
 float AbsMax(const float* x, int64_t n);

@@ -121,11 +121,12 @@ TEST(Fp8QuantTest, WeightFromBf16AndDummyAndErrors) {
   EXPECT_EQ(s, AbsMax(values.data(), 32) / 448.0f);
   for (int i = 0; i < 32; ++i)
     EXPECT_EQ(static_cast<const uint8_t*>(dq->weight.data)[i], Fp8E4M3FromFloatSat(values[i] / s));
-  // An all-zero matrix gets the floor scale, not a division by zero.
+  // An all-zero matrix gets scale 1, not a division by zero.
   auto zero = QuantizeWeightFp8(OwnedFloatTensor({1, 4}, {0, 0, 0, 0}),
                                 Fp8Quantization(ScaleGranularity::kPerTensor));
   ASSERT_TRUE(zero.ok());
-  EXPECT_EQ(zero->scale.ToFloatVector()[0], kFp8MinScale);
+  EXPECT_EQ(zero->scale.ToFloatVector()[0], 1.0f);
+  EXPECT_EQ(zero->weight.ToFloatVector(), (std::vector<float>{0, 0, 0, 0}));
   // Errors: not FP8, not a matrix, per-group scales, already quantized input.
   EXPECT_FALSE(QuantizeWeightFp8(t, WeightQuantization{}).ok());
   EXPECT_FALSE(QuantizeWeightFp8(OwnedFloatTensor({4}, {1, 2, 3, 4}),
@@ -164,7 +165,7 @@ TEST(Fp8QuantTest, ActivationQuantization) {
                                                                           : std::min(in, c0 + 128);
           float amax = 0.0f;
           for (int64_t k = c0; k < c1; ++k) amax = std::max(amax, std::fabs(x[r * in + k]));
-          s = std::max(amax / 448.0f, kFp8MinScale);
+          s = amax > 0.0f ? amax / 448.0f : 1.0f;
           ASSERT_EQ(scales[r * per_row + c0 / (kind == Fp8ActivationScheme::Kind::kPerToken ? in : 128)], s);
         }
         const uint8_t code = q[r * in + c];
