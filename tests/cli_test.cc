@@ -196,8 +196,8 @@ TEST(CliFp8Test, QuantizeAndEval) {
   const std::string out =
       (std::filesystem::temp_directory_path() / ("kiln_cli_fp8_" + std::to_string(getpid())))
           .string();
-  auto r = RunCommand(KilnBinary() + " quantize --model " + tiny + " --quantization fp8 --out " +
-                      out);
+  auto r =
+      RunCommand(KilnBinary() + " quantize --model " + tiny + " --quantization fp8 --out " + out);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const json config = json::parse(testing::ReadFile(out + "/config.json"));
   EXPECT_EQ(config["quantization_config"]["quant_method"], "fp8");
@@ -226,8 +226,10 @@ TEST(CliFp8Test, QuantizeAndEval) {
   for (const std::string& bad :
        {std::string(" quantize --model ") + tiny + " --quantization int4 --out " + out,
         std::string(" quantize --model ") + tiny + " --quantization fp8",
-        std::string(" quantize --model ") + tiny + " --quantization fp8 --quantization-scale "
-                                                   "per-group --out " + out,
+        std::string(" quantize --model ") + tiny +
+            " --quantization fp8 --quantization-scale "
+            "per-group --out " +
+            out,
         std::string(" eval --model ") + tiny + " --configs none",
         std::string(" eval --model ") + tiny + " --max-len 1"}) {
     r = RunCommand(KilnBinary() + bad);

@@ -53,7 +53,8 @@ StatusOr<std::vector<EvalConfig>> ParseConfigs(const std::string& text) {
     configs.push_back(std::move(e));
   }
   if (configs.size() < 2)
-    return Status::InvalidArgument("--configs needs a reference and at least one config to compare");
+    return Status::InvalidArgument(
+        "--configs needs a reference and at least one config to compare");
   return configs;
 }
 
@@ -94,8 +95,9 @@ Status Eval(int argc, char** argv, bool* json_out) {
   Flags f;
   DeclareEngineFlags(&f);
   f.Value("text", "comma-separated text files to evaluate (tokenized with BOS)");
-  f.Value("configs", "comma-separated WEIGHTS[/KV] configs, the first is the reference "
-                     "(default none,fp8,fp8/fp8)");
+  f.Value("configs",
+          "comma-separated WEIGHTS[/KV] configs, the first is the reference "
+          "(default none,fp8,fp8/fp8)");
   f.Value("max-len", "longest sequence in tokens (default 512)");
   f.Bool("json", "print one JSON object per row instead of a table");
   KILN_RETURN_IF_ERROR(f.Parse(argc, argv, 2));
@@ -132,8 +134,9 @@ Status Eval(int argc, char** argv, bool* json_out) {
       if (static_cast<int64_t>(s.size()) > max_len) s.resize(static_cast<size_t>(max_len));
     }
     if (seqs.empty())
-      return Status::InvalidArgument(model_path + ": no reference.json / reference.safetensors "
-                                                  "sequences and no --text");
+      return Status::InvalidArgument(model_path +
+                                     ": no reference.json / reference.safetensors "
+                                     "sequences and no --text");
     // Reference logits once, then each config against them.
     std::vector<std::vector<float>> ref_logits;
     int vocab = 0;
@@ -194,16 +197,16 @@ Status Eval(int argc, char** argv, bool* json_out) {
   for (const Row& r : rows) {
     std::string model = r.model;
     if (model.size() > 40) model = "..." + model.substr(model.size() - 37);
-    std::printf("%-40s %-12s %7lld %11.3e %11.3e %7.2f%% %8.2f%% %10.4f %10.4f\n",
-                model.c_str(), r.config.c_str(), static_cast<long long>(r.all.tokens),
-                r.all.MeanKl(), r.all.kl_max, 100.0 * r.all.Top1Agreement(),
-                100.0 * r.all.ConfidentTop1Agreement(), r.reference.Perplexity(),
-                r.text.Perplexity());
+    std::printf("%-40s %-12s %7lld %11.3e %11.3e %7.2f%% %8.2f%% %10.4f %10.4f\n", model.c_str(),
+                r.config.c_str(), static_cast<long long>(r.all.tokens), r.all.MeanKl(),
+                r.all.kl_max, 100.0 * r.all.Top1Agreement(), 100.0 * r.all.ConfidentTop1Agreement(),
+                r.reference.Perplexity(), r.text.Perplexity());
   }
-  std::printf("reference config: %s; KL(P_ref || P) in nats per token; top-1(c): agreement where "
-              "the reference's top-1 leads by >= %.1f; perplexity over the next tokens of the "
-              "reference sequences / the --text files (0: none)\n",
-              configs[0].label.c_str(), quant::kConfidentMargin);
+  std::printf(
+      "reference config: %s; KL(P_ref || P) in nats per token; top-1(c): agreement where "
+      "the reference's top-1 leads by >= %.1f; perplexity over the next tokens of the "
+      "reference sequences / the --text files (0: none)\n",
+      configs[0].label.c_str(), quant::kConfidentMargin);
   return Status::Ok();
 }
 

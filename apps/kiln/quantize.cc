@@ -37,12 +37,14 @@ Status Quantize(int argc, char** argv) {
     return Status::InvalidArgument("--quantization must be fp8, got '" + method + "'");
   const std::string scale = f.GetString("quantization-scale", "block");
   if (scale != "block" && scale != "per-channel" && scale != "per-tensor")
-    return Status::InvalidArgument("--quantization-scale must be block, per-channel or per-tensor, "
-                                   "got '" + scale + "'");
-  const WeightQuantization target = quant::Fp8Quantization(
-      scale == "block"         ? ScaleGranularity::kPerBlock
-      : scale == "per-channel" ? ScaleGranularity::kPerChannel
-                               : ScaleGranularity::kPerTensor);
+    return Status::InvalidArgument(
+        "--quantization-scale must be block, per-channel or per-tensor, "
+        "got '" +
+        scale + "'");
+  const WeightQuantization target =
+      quant::Fp8Quantization(scale == "block"         ? ScaleGranularity::kPerBlock
+                             : scale == "per-channel" ? ScaleGranularity::kPerChannel
+                                                      : ScaleGranularity::kPerTensor);
   KILN_ASSIGN_OR_RETURN(auto model, LoadModel(options));
   if (!model->weights.quantization.dense())
     return Status::InvalidArgument(options.model_path + " is already quantized (" +

@@ -56,8 +56,8 @@ StatusOr<CheckpointQuantization> ParseFp8(const json& qc) {
 Status CheckFloat8Args(const json& args, const std::string& field) {
   if (!args.is_object()) return Bad(field, "must be an object");
   if (args.value("type", std::string()) != "float" || args.value("num_bits", 0) != 8)
-    return Unsupported(field, "only 8-bit float (FP8 E4M3) quantization is supported, got " +
-                                  args.dump());
+    return Unsupported(field,
+                       "only 8-bit float (FP8 E4M3) quantization is supported, got " + args.dump());
   if (!args.value("symmetric", true)) return Unsupported(field, "asymmetric FP8 quantization");
   return Status::Ok();
 }
@@ -91,8 +91,8 @@ StatusOr<CheckpointQuantization> ParseCompressedTensors(const json& qc) {
     if (bs == weights->end()) return Bad(gname + ".weights.block_structure", "missing");
     KILN_RETURN_IF_ERROR(ParseBlock(*bs, gname + ".weights.block_structure", &out.weights));
   } else {
-    return Unsupported(gname + ".weights.strategy", "'" + strategy +
-                                                        "' (supported: tensor, channel, block)");
+    return Unsupported(gname + ".weights.strategy",
+                       "'" + strategy + "' (supported: tensor, channel, block)");
   }
   if (weights->value("dynamic", false) == true)
     return Unsupported(gname + ".weights.dynamic", "dynamically quantized weights");
@@ -120,7 +120,8 @@ StatusOr<CheckpointQuantization> ParseCompressedTensors(const json& qc) {
 
 StatusOr<CheckpointQuantization> ParseQuantizationConfig(std::string_view config_json) {
   const json j = json::parse(config_json.begin(), config_json.end(), nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return Status::InvalidArgument("config.json is not a JSON object");
+  if (j.is_discarded() || !j.is_object())
+    return Status::InvalidArgument("config.json is not a JSON object");
   auto qc = j.find("quantization_config");
   if (qc == j.end() || qc->is_null()) return CheckpointQuantization{};
   if (!qc->is_object()) return Bad("", "must be an object");

@@ -34,7 +34,7 @@ struct CheckpointQuantization {
   WeightQuantization weights;  // dense (the default) when config.json has no quantization_config
   std::string method;          // "" | "fp8" | "compressed-tensors"
   // The scale tensor of `<module>.weight` is `<module>.<weight_scale_name>`.
-  std::string weight_scale_name;  // "weight_scale_inv" | "weight_scale"
+  std::string weight_scale_name;    // "weight_scale_inv" | "weight_scale"
   bool static_input_scale = false;  // every quantized module has `<module>.input_scale`
   bool quantized() const { return !weights.dense(); }
 };

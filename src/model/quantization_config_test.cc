@@ -3,7 +3,6 @@
 #include "model/quantization_config.h"
 
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <cstdio>
@@ -78,9 +77,14 @@ TEST(QuantizationConfigTest, CompressedTensorsSchemes) {
   EXPECT_EQ(q->weights.block_in, 64);
   // Unsupported: block weights with static activations, int8, 4-bit, per-group strategy.
   EXPECT_EQ(Parse(CompressedTensors(w + R"(block", "block_structure": [128, 128]})", static_act))
-                .status().code(), StatusCode::kUnimplemented);
-  EXPECT_EQ(Parse(CompressedTensors(R"({"num_bits": 8, "type": "int", "strategy": "channel"})",
-                                    "null")).status().code(), StatusCode::kUnimplemented);
+                .status()
+                .code(),
+            StatusCode::kUnimplemented);
+  EXPECT_EQ(
+      Parse(CompressedTensors(R"({"num_bits": 8, "type": "int", "strategy": "channel"})", "null"))
+          .status()
+          .code(),
+      StatusCode::kUnimplemented);
   EXPECT_EQ(Parse(CompressedTensors(w + R"(group", "group_size": 128})", "null")).status().code(),
             StatusCode::kUnimplemented);
 }
@@ -95,21 +99,25 @@ TEST(QuantizationConfigTest, ErrorsNameTheField) {
   EXPECT_EQ(Parse(R"({"quant_method": "fp8", "weight_block_size": [128]})").status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(Parse(R"({"quant_method": "fp8", "weight_block_size": [128, 128],
-                      "activation_scheme": "static"})").status().code(),
+                      "activation_scheme": "static"})")
+                .status()
+                .code(),
             StatusCode::kUnimplemented);
   EXPECT_EQ(Parse(R"({"fmt": "e4m3"})").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(Parse(R"("fp8")").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(Parse(R"({"quant_method": "compressed-tensors", "config_groups": {}})").status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(Parse(R"({"quant_method": "compressed-tensors", "format": "pack-quantized",
-                      "config_groups": {"g": {}}})").status().code(),
+                      "config_groups": {"g": {}}})")
+                .status()
+                .code(),
             StatusCode::kUnimplemented);
 }
 
 TEST(SafetensorsWriterTest, RoundTripsEveryDtype) {
-  const std::string path =
-      (std::filesystem::temp_directory_path() / ("kiln_st_writer_" + std::to_string(getpid()) +
-                                                 ".safetensors")).string();
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("kiln_st_writer_" + std::to_string(getpid()) + ".safetensors"))
+                               .string();
   const std::vector<float> f = {1.5f, -2.0f, 3.25f};
   const std::vector<uint16_t> bf = {0x3F80, 0xC000};
   const std::vector<uint8_t> f8 = {0x7E, 0x01, 0x80, 0x38};
@@ -134,7 +142,8 @@ TEST(SafetensorsWriterTest, RoundTripsEveryDtype) {
     // Written wider-first: each tensor starts at a multiple of its element size.
     EXPECT_EQ((*file)->tensors().at(name).begin % DTypeSize(t.dtype), 0u) << name;
   }
-  EXPECT_EQ((*file)->GetTensor("f8")->ToFloatVector(), (std::vector<float>{448.0f, 1.0f / 512, -0.0f, 1.0f}));
+  EXPECT_EQ((*file)->GetTensor("f8")->ToFloatVector(),
+            (std::vector<float>{448.0f, 1.0f / 512, -0.0f, 1.0f}));
   std::remove(path.c_str());
   // Refused: repeated names, dummy tensors.
   Tensor dummy;

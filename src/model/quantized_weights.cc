@@ -30,8 +30,7 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 }  // namespace
 
 Status LoadQuantizedProjections(const SafetensorsModel& checkpoint,
-                                const CheckpointQuantization& quantization,
-                                LlamaWeights* weights) {
+                                const CheckpointQuantization& quantization, LlamaWeights* weights) {
   weights->quantization = quantization.weights;
   if (!quantization.quantized()) return Status::Ok();
   const WeightQuantization& q = quantization.weights;
@@ -42,10 +41,10 @@ Status LoadQuantizedProjections(const SafetensorsModel& checkpoint,
       if (w.dtype != DType::kF8E4M3)
         return Status::Unimplemented(
             module + ".weight is stored as " + std::string(DTypeName(w.dtype)) + " in a " +
-            q.Describe() + " checkpoint (checkpoints that leave projections unquantized are not "
+            q.Describe() +
+            " checkpoint (checkpoints that leave projections unquantized are not "
             "supported)");
-      if (w.shape.size() != 2)
-        return Status::InvalidArgument(module + ".weight is not a matrix");
+      if (w.shape.size() != 2) return Status::InvalidArgument(module + ".weight is not a matrix");
       const int64_t rows = w.dim(0), in = w.dim(1);
       std::vector<int64_t> shape;
       switch (q.granularity) {
@@ -61,12 +60,11 @@ Status LoadQuantizedProjections(const SafetensorsModel& checkpoint,
         default:
           return Status::Unimplemented(module + ": scales " + q.Describe());
       }
-      KILN_ASSIGN_OR_RETURN(p.scales->weight,
-                            GetScale(checkpoint, module + "." + quantization.weight_scale_name,
-                                     std::move(shape)));
+      KILN_ASSIGN_OR_RETURN(
+          p.scales->weight,
+          GetScale(checkpoint, module + "." + quantization.weight_scale_name, std::move(shape)));
       if (quantization.static_input_scale) {
-        KILN_ASSIGN_OR_RETURN(p.scales->input,
-                              GetScale(checkpoint, module + ".input_scale", {1}));
+        KILN_ASSIGN_OR_RETURN(p.scales->input, GetScale(checkpoint, module + ".input_scale", {1}));
       }
     }
   }

@@ -25,8 +25,7 @@ namespace kiln {
 // weights->quantization. A projection left dense in a quantized checkpoint, a missing scale or a
 // scale of the wrong size is an error naming the tensor.
 Status LoadQuantizedProjections(const SafetensorsModel& checkpoint,
-                                const CheckpointQuantization& quantization,
-                                LlamaWeights* weights);
+                                const CheckpointQuantization& quantization, LlamaWeights* weights);
 
 // One projection as a single-part LinearWeight in `quantization`'s format (views, no copies).
 LinearWeight ProjectionLinearWeight(const WeightQuantization& quantization, const Tensor& weight,

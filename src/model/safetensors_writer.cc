@@ -40,7 +40,8 @@ Status WriteSafetensors(const std::string& path,
     if (t.is_dummy() || t.data == nullptr) return bad("has no data (dummy weights)");
     if (t.size_bytes != static_cast<size_t>(t.numel()) * DTypeSize(t.dtype))
       return bad("has " + std::to_string(t.size_bytes) + " bytes, not numel × element size");
-    header[name] = {{"dtype", dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.size_bytes}}};
+    header[name] = {
+        {"dtype", dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.size_bytes}}};
     offset += t.size_bytes;
   }
   std::string text = header.dump();

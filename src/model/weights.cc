@@ -194,9 +194,11 @@ Status ValidateWeights(const ModelConfig& c, const LlamaWeights& w) {
     KILN_RETURN_IF_ERROR(CheckProjection(w, l.o_proj, l.o_scales, p + "o_proj", {h, q}));
     KILN_RETURN_IF_ERROR(
         CheckTensor(l.post_attention_layernorm, p + "post_attention_layernorm", {h}, true));
-    KILN_RETURN_IF_ERROR(CheckProjection(w, l.gate_proj, l.gate_scales, p + "gate_proj", {inter, h}));
+    KILN_RETURN_IF_ERROR(
+        CheckProjection(w, l.gate_proj, l.gate_scales, p + "gate_proj", {inter, h}));
     KILN_RETURN_IF_ERROR(CheckProjection(w, l.up_proj, l.up_scales, p + "up_proj", {inter, h}));
-    KILN_RETURN_IF_ERROR(CheckProjection(w, l.down_proj, l.down_scales, p + "down_proj", {h, inter}));
+    KILN_RETURN_IF_ERROR(
+        CheckProjection(w, l.down_proj, l.down_scales, p + "down_proj", {h, inter}));
   }
   return Status::Ok();
 }

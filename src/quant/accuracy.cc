@@ -118,8 +118,8 @@ StatusOr<AccuracyStats> CompareOnSequences(Backend& reference, Backend& test,
     KILN_ASSIGN_OR_RETURN(std::vector<float> ref, TeacherForcedLogits(reference, ids));
     KILN_ASSIGN_OR_RETURN(std::vector<float> got, TeacherForcedLogits(test, ids));
     AccumulateAccuracy(ref.data(), got.data(), static_cast<int64_t>(ids.size()),
-                       reference.config().vocab_size,
-                       std::span<const int32_t>(ids).subspan(1), &stats);
+                       reference.config().vocab_size, std::span<const int32_t>(ids).subspan(1),
+                       &stats);
   }
   return stats;
 }

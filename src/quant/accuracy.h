@@ -24,18 +24,18 @@ namespace kiln::quant {
 inline constexpr double kConfidentMargin = 0.5;
 
 struct AccuracyStats {
-  int64_t tokens = 0;       // positions compared
-  double kl_sum = 0.0;      // Σ KL(P_ref || P) in nats
+  int64_t tokens = 0;   // positions compared
+  double kl_sum = 0.0;  // Σ KL(P_ref || P) in nats
   double kl_max = 0.0;
-  int64_t top1_same = 0;    // positions whose argmax agrees
+  int64_t top1_same = 0;  // positions whose argmax agrees
   // Positions where the reference's top-1 logit leads its runner-up by >= kConfidentMargin, and
   // how many of those keep their argmax: a flip there changes what greedy decoding writes even
   // though the reference was sure; flips at near-ties are noise.
   int64_t confident_tokens = 0;
   int64_t confident_same = 0;
-  int64_t nll_tokens = 0;   // positions followed by a known next token
-  double nll_sum = 0.0;     // Σ -log P(next)
-  double ref_nll_sum = 0.0; // Σ -log P_ref(next)
+  int64_t nll_tokens = 0;    // positions followed by a known next token
+  double nll_sum = 0.0;      // Σ -log P(next)
+  double ref_nll_sum = 0.0;  // Σ -log P_ref(next)
 
   double MeanKl() const { return tokens ? kl_sum / tokens : 0.0; }
   double Top1Agreement() const { return tokens ? static_cast<double>(top1_same) / tokens : 0.0; }

@@ -117,8 +117,8 @@ TEST(AccuracyTest, Fp8WeightRoundingKeepsTop1OnTinyStories) {
   ASSERT_NE(dense, nullptr);
   auto reference = CpuBackendFor(dense);
   ASSERT_NE(reference, nullptr);
-  for (ScaleGranularity g : {ScaleGranularity::kPerTensor, ScaleGranularity::kPerChannel,
-                             ScaleGranularity::kPerBlock}) {
+  for (ScaleGranularity g :
+       {ScaleGranularity::kPerTensor, ScaleGranularity::kPerChannel, ScaleGranularity::kPerBlock}) {
     const WeightQuantization q = Fp8Quantization(g);
     auto rounded = std::make_shared<LoadedModel>(*dense);
     auto quantized = QuantizeLlamaWeightsFp8(dense->weights, q);
@@ -131,9 +131,9 @@ TEST(AccuracyTest, Fp8WeightRoundingKeepsTop1OnTinyStories) {
     ASSERT_TRUE(stats.ok()) << stats.status().ToString();
     std::cout << "[ FIGURE ] tinystories-656k fp8 weights (" << q.Describe()
               << ", dequantized): mean KL " << stats->MeanKl() << ", top-1 "
-              << 100 * stats->Top1Agreement() << "% (confident positions: "
-              << 100 * stats->ConfidentTop1Agreement() << "% of " << stats->confident_tokens
-              << "), ppl " << stats->Perplexity() << " vs "
+              << 100 * stats->Top1Agreement()
+              << "% (confident positions: " << 100 * stats->ConfidentTop1Agreement() << "% of "
+              << stats->confident_tokens << "), ppl " << stats->Perplexity() << " vs "
               << stats->ReferencePerplexity() << "\n";
     EXPECT_GT(stats->MeanKl(), 0.0);
     EXPECT_LE(stats->MeanKl(), 0.01) << q.Describe();
@@ -143,7 +143,6 @@ TEST(AccuracyTest, Fp8WeightRoundingKeepsTop1OnTinyStories) {
     EXPECT_LE(stats->Perplexity(), stats->ReferencePerplexity() * 1.02) << q.Describe();
   }
 }
-
 
 // The CPU backend's FP8 path end to end (CpuBackendOptions quantization "fp8": E4M3 projections,
 // FP8-quantized activations; kv_cache_dtype "fp8": K/V through E4M3) against the float32 model over

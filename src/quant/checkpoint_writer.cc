@@ -51,8 +51,10 @@ StatusOr<std::string> QuantizationConfigJson(const WeightQuantization& q) {
 Status WriteQuantizedCheckpoint(const LoadedModel& source, const LlamaWeights& quantized,
                                 const std::string& out_dir) {
   if (source.format != "safetensors")
-    return Status::InvalidArgument("the source model must be an HF directory with safetensors "
-                                   "weights, not " + source.format);
+    return Status::InvalidArgument(
+        "the source model must be an HF directory with safetensors "
+        "weights, not " +
+        source.format);
   KILN_ASSIGN_OR_RETURN(std::string qc_text, QuantizationConfigJson(quantized.quantization));
   std::error_code ec;
   fs::create_directories(out_dir, ec);

@@ -10,8 +10,8 @@
 // multiple of 2^-9), exactly like PyTorch's float → float8_e4m3fn conversion. The two functions
 // differ only past the largest finite value:
 //   Fp8E4M3FromFloat     torch's `x.to(torch.float8_e4m3fn)`: |x| <= 464 rounds to a finite
-//                        value (464 is the tie between 448 and the NaN code and goes to 448), larger
-//                        magnitudes and ±inf give NaN (sign kept), NaN gives NaN.
+//                        value (464 is the tie between 448 and the NaN code and goes to 448),
+//                        larger magnitudes and ±inf give NaN (sign kept), NaN gives NaN.
 //   Fp8E4M3FromFloatSat  `x.clamp(-448, 448).to(torch.float8_e4m3fn)` (CUDA's __NV_SATFINITE):
 //                        |x| >= 448 and ±inf give ±448; NaN gives NaN. What every quantizer uses.
 // Both are bit-exact with PyTorch on every float32 input (fp8_e4m3_test checks all 256 codes, all

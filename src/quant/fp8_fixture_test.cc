@@ -45,9 +45,9 @@ std::string FixtureDir() {
   return FileExists(dir) ? dir : "";
 }
 
-#define SKIP_WITHOUT_FIXTURES(dir)                                                              \
-  if ((dir).empty())                                                                            \
-  GTEST_SKIP() << "no tests/data/fp8 (write it on the GPU machine with "                        \
+#define SKIP_WITHOUT_FIXTURES(dir)                                       \
+  if ((dir).empty())                                                     \
+  GTEST_SKIP() << "no tests/data/fp8 (write it on the GPU machine with " \
                   "scripts/make_fp8_fixtures.py --shared ../shared --out tests/data/fp8)"
 
 uint64_t Fnv1a64(const std::vector<float>& values) {
@@ -112,8 +112,8 @@ TEST_P(Fp8CheckpointFixtureTest, LoadsAndMatchesPyTorch) {
     for (size_t p = 0; p < got.size(); ++p) {
       const std::string name =
           "model.layers." + std::to_string(i) + "." + got[p].module + ".weight";
-      const LinearWeight lw = ProjectionLinearWeight(w.quantization, *got[p].weight,
-                                                     *got[p].scales, name);
+      const LinearWeight lw =
+          ProjectionLinearWeight(w.quantization, *got[p].weight, *got[p].scales, name);
       ASSERT_TRUE(lw.Validate().ok()) << name;
       std::vector<float> deq(static_cast<size_t>(lw.out_features * lw.in_features));
       lw.DequantizeRows(0, lw.out_features, deq.data());
@@ -155,8 +155,8 @@ TEST_P(Fp8CheckpointFixtureTest, LoadsAndMatchesPyTorch) {
   if ((*ref)->Has("hf_logits")) {
     auto hf = ReadSafetensorsFloat(**ref, "hf_logits");
     ASSERT_TRUE(hf.ok());
-    const bool bf16 = expected.value("hf_logits_dtype", std::string()).find("bfloat16") !=
-                      std::string::npos;
+    const bool bf16 =
+        expected.value("hf_logits_dtype", std::string()).find("bfloat16") != std::string::npos;
     EXPECT_LE(testing::RelativeError(*logits, *hf), bf16 ? 5e-2 : 2e-2) << fx.name;
   } else {
     std::cout << "[ NOTE ] " << fx.name << ": no transformers FP8 logits in the fixture ("
@@ -166,13 +166,12 @@ TEST_P(Fp8CheckpointFixtureTest, LoadsAndMatchesPyTorch) {
 
 INSTANTIATE_TEST_SUITE_P(
     PyTorchWritten, Fp8CheckpointFixtureTest,
-    ::testing::Values(
-        Fixture{"tinystories-block", "models/tinystories-656k",
-                Fp8Quantization(ScaleGranularity::kPerBlock), false},
-        Fixture{"stories260k-ct-tensor", "models/stories260K/hf", Fp8Quantization(ScaleGranularity::kPerTensor),
-                true},
-        Fixture{"stories260k-ct-channel", "models/stories260K/hf",
-                Fp8Quantization(ScaleGranularity::kPerChannel), false}),
+    ::testing::Values(Fixture{"tinystories-block", "models/tinystories-656k",
+                              Fp8Quantization(ScaleGranularity::kPerBlock), false},
+                      Fixture{"stories260k-ct-tensor", "models/stories260K/hf",
+                              Fp8Quantization(ScaleGranularity::kPerTensor), true},
+                      Fixture{"stories260k-ct-channel", "models/stories260K/hf",
+                              Fp8Quantization(ScaleGranularity::kPerChannel), false}),
     [](const ::testing::TestParamInfo<Fixture>& info) {
       std::string n = info.param.name;
       for (char& c : n)

@@ -97,7 +97,8 @@ StatusOr<LinearWeight::Part> QuantizeWeightFp8(const Tensor& dense,
         for (int64_t bc = 0; bc < grid_cols; ++bc) {
           const int64_t c0 = bc * bi, c1 = std::min(in, c0 + bi);
           float amax = 0.0f;
-          for (int64_t r = r0; r < r1; ++r) amax = std::max(amax, AbsMax(w.data() + r * in + c0, c1 - c0));
+          for (int64_t r = r0; r < r1; ++r)
+            amax = std::max(amax, AbsMax(w.data() + r * in + c0, c1 - c0));
           const float s = Fp8ScaleForAmax(amax);
           scales[br * grid_cols + bc] = s;
           for (int64_t r = r0; r < r1; ++r)
@@ -107,8 +108,10 @@ StatusOr<LinearWeight::Part> QuantizeWeightFp8(const Tensor& dense,
       break;
     }
     default:
-      return Status::InvalidArgument("QuantizeWeightFp8: FP8 supports per-tensor, per-channel and "
-                                     "block scales, not " + target.Describe());
+      return Status::InvalidArgument(
+          "QuantizeWeightFp8: FP8 supports per-tensor, per-channel and "
+          "block scales, not " +
+          target.Describe());
   }
   LinearWeight::Part part;
   part.weight = OwnedFp8Tensor({rows, in}, std::move(codes));
@@ -149,7 +152,8 @@ StatusOr<LlamaWeights> QuantizeLlamaWeightsFp8(const LlamaWeights& dense,
   for (size_t i = 0; i < out.layers.size(); ++i) {
     for (const ProjectionRef<LlamaWeights::Layer>& p : LayerProjections(out.layers[i])) {
       StatusOr<LinearWeight::Part> q = QuantizeWeightFp8(*p.weight, target);
-      if (!q.ok()) return q.status().WithContext("layers." + std::to_string(i) + "." + p.short_name);
+      if (!q.ok())
+        return q.status().WithContext("layers." + std::to_string(i) + "." + p.short_name);
       *p.weight = q->weight;
       p.scales->weight = q->scale;
       p.scales->input = Tensor();
@@ -237,7 +241,8 @@ void RoundTripActivationsFp8(float* x, int64_t n, int64_t in, const Fp8Activatio
   }
 }
 
-// ---- the FP8 linear twin --------------------------------------------------------------------------
+// ---- the FP8 linear twin
+// --------------------------------------------------------------------------
 
 Status Fp8Linear(const float* x, int64_t n, const LinearWeight& weight, float* y) {
   return Fp8Linear(x, n, weight, ActivationSchemeFor(weight), y);

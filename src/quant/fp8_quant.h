@@ -95,7 +95,8 @@ void QuantizeActivationsFp8(const float* x, int64_t n, int64_t in,
 // x ← dequantize(quantize(x)) in place, with the same scales QuantizeActivationsFp8 picks.
 void RoundTripActivationsFp8(float* x, int64_t n, int64_t in, const Fp8ActivationScheme& scheme);
 
-// ---- the FP8 linear twin --------------------------------------------------------------------------
+// ---- the FP8 linear twin
+// --------------------------------------------------------------------------
 
 // y [n, out_features] = dequant(quantize(x)) · dequant(W)^T (+ bias), float32, x [n, in_features]:
 // the activations quantized with ActivationSchemeFor(weight) (or `scheme` in the second form),
@@ -107,7 +108,8 @@ Status Fp8Linear(const float* x, int64_t n, const LinearWeight& weight, float* y
 Status Fp8Linear(const float* x, int64_t n, const LinearWeight& weight,
                  const Fp8ActivationScheme& scheme, float* y);
 
-// ---- the FP8 KV cache twin ------------------------------------------------------------------------
+// ---- the FP8 KV cache twin
+// ------------------------------------------------------------------------
 
 // Per-tensor (per layer, K and V separately) scales of an FP8 KV cache: a stored code c holds
 // Fp8E4M3ToFloat(c) × scale. 1.0 when the checkpoint gives none (vLLM's default), which keeps

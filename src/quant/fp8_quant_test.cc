@@ -75,7 +75,8 @@ void CheckWeightQuantization(ScaleGranularity g, int block, std::vector<int64_t>
       const uint8_t code = codes[r * in + c];
       ASSERT_EQ(code, Fp8E4M3FromFloatSat(x / s)) << r << "," << c;
       const double deq = Decode(code) * s;
-      EXPECT_LE(std::fabs(deq - x), std::max(std::fabs(x) / 16.0, std::ldexp(static_cast<double>(s), -10)) * 1.0001)
+      EXPECT_LE(std::fabs(deq - x),
+                std::max(std::fabs(x) / 16.0, std::ldexp(static_cast<double>(s), -10)) * 1.0001)
           << r << "," << c;
       if ((code & 0x7F) == 0x7E) saw_max[group(r, c)] = 1;
     }
@@ -83,7 +84,9 @@ void CheckWeightQuantization(ScaleGranularity g, int block, std::vector<int64_t>
   for (size_t i = 0; i < scales.size(); ++i) EXPECT_EQ(saw_max[i], 1) << "group " << i;
 }
 
-TEST(Fp8QuantTest, PerTensorWeight) { CheckWeightQuantization(ScaleGranularity::kPerTensor, 0, {1}); }
+TEST(Fp8QuantTest, PerTensorWeight) {
+  CheckWeightQuantization(ScaleGranularity::kPerTensor, 0, {1});
+}
 TEST(Fp8QuantTest, PerChannelWeight) {
   CheckWeightQuantization(ScaleGranularity::kPerChannel, 0, {200});
 }
@@ -94,7 +97,8 @@ TEST(Fp8QuantTest, BlockWeightWithPartialBlocks) {
 
 TEST(Fp8QuantTest, WeightFromBf16AndDummyAndErrors) {
   // BF16 storage: the same codes as from the float32 values it holds.
-  std::vector<uint16_t> bf16 = {0x3F80, 0xBF00, 0x4120, 0x0000, 0x3E80, 0xC2C8};  // 1 -.5 10 0 .25 -100
+  std::vector<uint16_t> bf16 = {0x3F80, 0xBF00, 0x4120,
+                                0x0000, 0x3E80, 0xC2C8};  // 1 -.5 10 0 .25 -100
   Tensor t;
   t.dtype = DType::kBF16;
   t.shape = {2, 3};
@@ -130,7 +134,8 @@ TEST(Fp8QuantTest, WeightFromBf16AndDummyAndErrors) {
   // Errors: not FP8, not a matrix, per-group scales, already quantized input.
   EXPECT_FALSE(QuantizeWeightFp8(t, WeightQuantization{}).ok());
   EXPECT_FALSE(QuantizeWeightFp8(OwnedFloatTensor({4}, {1, 2, 3, 4}),
-                                 Fp8Quantization(ScaleGranularity::kPerTensor)).ok());
+                                 Fp8Quantization(ScaleGranularity::kPerTensor))
+                   .ok());
   EXPECT_FALSE(QuantizeWeightFp8(t, Fp8Quantization(ScaleGranularity::kPerGroup)).ok());
   EXPECT_FALSE(QuantizeWeightFp8(part->weight, Fp8Quantization(ScaleGranularity::kPerTensor)).ok());
 }
@@ -151,7 +156,7 @@ TEST(Fp8QuantTest, ActivationQuantization) {
     const int64_t per_row = scheme.ScalesPerRow(in);
     EXPECT_EQ(per_row, kind == Fp8ActivationScheme::Kind::kPerToken        ? 1
                        : kind == Fp8ActivationScheme::Kind::kPerTokenGroup ? 3
-                                                                            : 0);
+                                                                           : 0);
     std::vector<float> scales(static_cast<size_t>(n * std::max<int64_t>(per_row, 1)), -1.0f);
     QuantizeActivationsFp8(x.data(), n, in, scheme, q.data(), scales.data());
     std::vector<float> round_trip = x;
@@ -161,12 +166,14 @@ TEST(Fp8QuantTest, ActivationQuantization) {
         float s = scheme.static_scale;
         if (kind != Fp8ActivationScheme::Kind::kStatic) {
           const int64_t c0 = kind == Fp8ActivationScheme::Kind::kPerToken ? 0 : c / 128 * 128;
-          const int64_t c1 = kind == Fp8ActivationScheme::Kind::kPerToken ? in
-                                                                          : std::min(in, c0 + 128);
+          const int64_t c1 =
+              kind == Fp8ActivationScheme::Kind::kPerToken ? in : std::min(in, c0 + 128);
           float amax = 0.0f;
           for (int64_t k = c0; k < c1; ++k) amax = std::max(amax, std::fabs(x[r * in + k]));
           s = amax > 0.0f ? amax / 448.0f : 1.0f;
-          ASSERT_EQ(scales[r * per_row + c0 / (kind == Fp8ActivationScheme::Kind::kPerToken ? in : 128)], s);
+          ASSERT_EQ(
+              scales[r * per_row + c0 / (kind == Fp8ActivationScheme::Kind::kPerToken ? in : 128)],
+              s);
         }
         const uint8_t code = q[r * in + c];
         ASSERT_EQ(code, Fp8E4M3FromFloatSat(x[r * in + c] / s));
@@ -240,7 +247,9 @@ void CheckLinear(ScaleGranularity g, bool static_input, bool bias) {
   EXPECT_GT(max_ref, 0.1);
 }
 
-TEST(Fp8QuantTest, LinearPerTensorDynamic) { CheckLinear(ScaleGranularity::kPerTensor, false, true); }
+TEST(Fp8QuantTest, LinearPerTensorDynamic) {
+  CheckLinear(ScaleGranularity::kPerTensor, false, true);
+}
 TEST(Fp8QuantTest, LinearPerTensorStaticInput) {
   CheckLinear(ScaleGranularity::kPerTensor, true, false);
 }
@@ -250,7 +259,9 @@ TEST(Fp8QuantTest, LinearPerChannelDynamic) {
 TEST(Fp8QuantTest, LinearPerChannelStaticInput) {
   CheckLinear(ScaleGranularity::kPerChannel, true, true);
 }
-TEST(Fp8QuantTest, LinearBlockPerTokenGroup) { CheckLinear(ScaleGranularity::kPerBlock, false, false); }
+TEST(Fp8QuantTest, LinearBlockPerTokenGroup) {
+  CheckLinear(ScaleGranularity::kPerBlock, false, false);
+}
 
 TEST(Fp8QuantTest, LinearErrors) {
   LinearWeight dense;
@@ -262,7 +273,8 @@ TEST(Fp8QuantTest, LinearErrors) {
   EXPECT_EQ(Fp8Linear(x, 1, dense, y).code(), StatusCode::kInvalidArgument);  // not FP8
   auto q = QuantizeLinearWeightFp8(dense, Fp8Quantization(ScaleGranularity::kPerTensor));
   ASSERT_TRUE(q.ok());
-  EXPECT_FALSE(QuantizeLinearWeightFp8(*q, Fp8Quantization(ScaleGranularity::kPerTensor)).ok());  // twice
+  EXPECT_FALSE(
+      QuantizeLinearWeightFp8(*q, Fp8Quantization(ScaleGranularity::kPerTensor)).ok());  // twice
   EXPECT_FALSE(
       Fp8Linear(x, 1, *q, {Fp8ActivationScheme::Kind::kStatic, 0, 0.0f}, y).ok());  // scale 0
   ASSERT_TRUE(Fp8Linear(x, 1, *q, y).ok());

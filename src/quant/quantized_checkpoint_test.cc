@@ -1,8 +1,8 @@
 // FP8 checkpoints end to end on the CPU: tinystories-656k quantized (block 128×128, per-channel,
 // per-tensor), written by WriteQuantizedCheckpoint, reloads through LoadModel with every stored
 // byte and scale equal to the quantizer's output and gives identical logits on the CPU backend;
-// loaded with --quantization none it gives the same logits as the in-memory dequantization; malformed checkpoints are refused with errors
-// naming the problem.
+// loaded with --quantization none it gives the same logits as the in-memory dequantization;
+// malformed checkpoints are refused with errors naming the problem.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -90,8 +90,8 @@ void CheckRoundTrip(ScaleGranularity granularity) {
       EXPECT_EQ(got[p].scales->weight.shape, want[p].scales->weight.shape) << got[p].module;
       EXPECT_EQ(got[p].scales->weight.ToFloatVector(), want[p].scales->weight.ToFloatVector());
       // Dequantized weights equal bit for bit.
-      const LinearWeight a = ProjectionLinearWeight(w.quantization, *got[p].weight,
-                                                    *got[p].scales, "reloaded");
+      const LinearWeight a =
+          ProjectionLinearWeight(w.quantization, *got[p].weight, *got[p].scales, "reloaded");
       const LinearWeight b = ProjectionLinearWeight(quantized->quantization, *want[p].weight,
                                                     *want[p].scales, "quantized");
       std::vector<float> da(static_cast<size_t>(a.out_features * a.in_features)), db(da.size());

@@ -198,12 +198,12 @@ StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(std::shared_ptr<const Loaded
   if ((options.quantization == "fp8" && dense) || (options.quantization == "none" && !dense)) {
     auto converted = std::make_shared<LoadedModel>(*model);
     if (dense) {
-      KILN_ASSIGN_OR_RETURN(converted->weights,
-                            quant::QuantizeLlamaWeightsFp8(
-                                model->weights, quant::Fp8Quantization(
-                                                    options.quantization_scale == "per-tensor"
-                                                        ? ScaleGranularity::kPerTensor
-                                                        : ScaleGranularity::kPerChannel)));
+      KILN_ASSIGN_OR_RETURN(
+          converted->weights,
+          quant::QuantizeLlamaWeightsFp8(
+              model->weights, quant::Fp8Quantization(options.quantization_scale == "per-tensor"
+                                                         ? ScaleGranularity::kPerTensor
+                                                         : ScaleGranularity::kPerChannel)));
     } else {
       KILN_RETURN_IF_ERROR(DequantizeProjections(&converted->weights));
     }

@@ -47,8 +47,13 @@ class CpuOps final : public LayerOps {
   // cache's values, held in the float32 cache).
   CpuOps(const LlamaModel& model, const CpuWeights& weights, CpuKvCache& cache, int block_size,
          int num_threads, bool kv_fp8 = false, quant::Fp8KvScales kv_scales = {})
-      : model_(model), weights_(weights), cache_(cache), block_size_(block_size),
-        num_threads_(num_threads), kv_fp8_(kv_fp8), kv_scales_(kv_scales) {}
+      : model_(model),
+        weights_(weights),
+        cache_(cache),
+        block_size_(block_size),
+        num_threads_(num_threads),
+        kv_fp8_(kv_fp8),
+        kv_scales_(kv_scales) {}
 
   // Binds the step: its batch, its token ids (deferred tokens resolved) and the outputs.
   void BeginStep(const ForwardBatch& batch, const std::vector<int32_t>& token_ids,
