@@ -21,7 +21,7 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-constexpr int kMaxStringLength = 512;
+constexpr int kMaxStringLength = 65536;  // counted rules: a count, not states
 constexpr int kMaxArrayItems = 256;
 
 ExprPtr Ws() {
@@ -382,42 +382,49 @@ class Converter {
       }
       KILN_ASSIGN_OR_RETURN(max_len, IntKeyword(s, "maxLength", -1, kMaxStringLength, path));
     }
+    // The string literal's content: a format, a pattern, or any characters.
+    ExprPtr content;
+    std::string key;  // shares identical rules within the schema
     if (s.contains("format")) {
       if (!s["format"].is_string()) return Err(path, "format must be a string");
       std::string f = s["format"].get<std::string>();
       auto e = FormatExpr(f);
       if (!e) return Err(path, "unsupported format '" + f + "'");
-      if (has_len || s.contains("pattern")) {
-        return Err(path, "format combined with minLength/maxLength/pattern is not supported");
+      if (s.contains("pattern")) {
+        return Err(path, "format combined with pattern is not supported");
       }
-      // A rule of its own: a leaf rule (fast token tables) shared by every use of the format.
-      auto it = format_rules_.find(f);
-      if (it != format_rules_.end()) return Ref(it->second);
-      int id = NewRule("format_" + f, Seq({Literal("\""), *e, Literal("\"")}));
-      format_rules_[f] = id;
-      return Ref(id);
-    }
-    if (s.contains("pattern")) {
+      content = *e;
+      key = "format:" + f;
+    } else if (s.contains("pattern")) {
       if (!s["pattern"].is_string()) return Err(path, "pattern must be a string");
-      if (has_len) return Err(path, "pattern combined with minLength/maxLength is not supported");
       auto r = ParseRegex(s["pattern"].get<std::string>(), RegexMode::kJsonString);
       if (!r.ok()) return Err(path, "pattern: " + r.status().message());
-      std::vector<ExprPtr> seq{Literal("\"")};
+      std::vector<ExprPtr> seq;
       if (!r->anchored_start) seq.push_back(Star(JsonStringChar()));
       seq.push_back(r->expr);
       if (!r->anchored_end) seq.push_back(Star(JsonStringChar()));
-      seq.push_back(Literal("\""));
-      return Ref(NewRule("pattern", Seq(std::move(seq))));
+      content = Seq(std::move(seq));
+      key = "pattern:" + s["pattern"].get<std::string>();
+    } else if (has_len) {
+      content = Star(JsonStringChar());
+      key = "string";
+    } else {
+      return Ref(StringRule());
     }
-    if (!has_len) return Ref(StringRule());
     if (max_len >= 0 && max_len < min_len) return Nothing();
-    std::string key = std::to_string(min_len) + ":" + std::to_string(max_len);
-    auto it = length_rules_.find(key);
-    if (it != length_rules_.end()) return Ref(it->second);
-    int id =
-        NewRule("string_" + key,
-                Seq({Literal("\""), Repeat(JsonStringChar(), min_len, max_len), Literal("\"")}));
-    length_rules_[key] = id;
+    if (has_len) key += ":" + std::to_string(min_len) + ":" + std::to_string(max_len);
+    auto it = string_rules_.find(key);
+    if (it != string_rules_.end()) return Ref(it->second);
+    // A rule of its own: a leaf rule (fast token tables). Length bounds make it a counted rule
+    // (grammar.h): the matcher counts characters, no automaton state per count.
+    int id = NewRule("string_" + std::to_string(string_rules_.size()),
+                     Seq({Literal("\""), content, Literal("\"")}));
+    if (has_len) {
+      g_.rules[id].counted = true;
+      g_.rules[id].min_chars = min_len;
+      g_.rules[id].max_chars = max_len;
+    }
+    string_rules_[key] = id;
     return Ref(id);
   }
 
@@ -671,8 +678,7 @@ class Converter {
   int depth_ = 0;
   int64_t proof_budget_ = ExclusivityProver::kProofBudget;  // oneOf proofs, whole schema
   std::map<std::string, int> ref_rules_;
-  std::map<std::string, int> length_rules_;
-  std::map<std::string, int> format_rules_;
+  std::map<std::string, int> string_rules_;  // format / pattern / length rules by key
   std::vector<std::string> unsatisfiable_;  // enum/const schemas left with no value, and why
 };
 

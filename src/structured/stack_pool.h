@@ -1,5 +1,6 @@
 // Runs the pushdown automaton (automaton.h) on bytes. A parse stack is a chain of hash-consed
-// frames (StackPool node = (state, parent node)), so equal stacks are equal node ids and stacks
+// frames (StackPool node = (state, parent node, character count)); the count is that of a
+// counted rule's frame (automaton.h Counter), 0 elsewhere, so equal stacks are equal node ids and stacks
 // share their common bottoms. A Config is the set of stacks alive after some input: their top
 // frames all sit on states with byte transitions ("byte-consuming" frames), plus a flag saying
 // whether the input may end here because the bottom frame's rule completed.
@@ -41,14 +42,14 @@ class StackPool final {
   struct Node {
     int32_t state;
     int32_t parent;  // node id, kBottom or kBase
+    int32_t count;   // characters so far, counted rules only
   };
 
-  int32_t Get(int32_t state, int32_t parent) {
-    uint64_t key =
-        (static_cast<uint64_t>(static_cast<uint32_t>(state)) << 32) | static_cast<uint32_t>(parent);
+  int32_t Get(int32_t state, int32_t parent, int32_t count = 0) {
+    const Key key{state, parent, count};
     auto [it, inserted] = index_.try_emplace(key, static_cast<int32_t>(nodes_.size()));
     if (inserted) {
-      nodes_.push_back({state, parent});
+      nodes_.push_back({state, parent, count});
       stamp_.push_back(0);
     }
     return it->second;
@@ -70,7 +71,13 @@ class StackPool final {
     for (int32_t n : in.nodes) {
       const Node nd = nodes_[n];
       int32_t t = a_->Next(nd.state, byte);
-      if (t >= 0) CloseRec(Get(t, nd.parent), out);
+      if (t < 0) continue;
+      int32_t count = 0;
+      if (const Automaton::Counter* k = a_->CounterOf(t)) {
+        count = a_->CountAfter(*k, nd.state, byte, t, nd.count);
+        if (count < 0) continue;
+      }
+      CloseRec(Get(t, nd.parent, count), out);
     }
   }
 
@@ -100,11 +107,26 @@ class StackPool final {
     }
   }
 
+  struct Key {
+    int32_t state, parent, count;
+    bool operator==(const Key& o) const {
+      return state == o.state && parent == o.parent && count == o.count;
+    }
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const {
+      uint64_t h = (static_cast<uint64_t>(static_cast<uint32_t>(k.state)) << 32 |
+                    static_cast<uint32_t>(k.parent)) *
+                   0x9E3779B97F4A7C15ull;
+      return static_cast<size_t>((h ^ (h >> 31)) + static_cast<uint32_t>(k.count) * 0x85EBCA6Bu);
+    }
+  };
+
   const Automaton* a_;
   std::vector<Node> nodes_;
   std::vector<uint32_t> stamp_;
   uint32_t epoch_ = 0;
-  std::unordered_map<uint64_t, int32_t> index_;
+  std::unordered_map<Key, int32_t, KeyHash> index_;
 };
 
 }  // namespace kiln::structured
