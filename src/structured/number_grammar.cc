@@ -2,12 +2,19 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace kiln::structured {
 namespace {
+
+std::string FormatNumber(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.10g", v);
+  return buf;
+}
 
 constexpr int kMaxIntDigits = 15;  // unbounded integers: at most 15 digits (exact in doubles)
 constexpr int kMaxFracDigits = 16;
@@ -80,9 +87,9 @@ ExprPtr IntegerRange(std::optional<int64_t> lo, std::optional<int64_t> hi) {
   return Alt(std::move(alts));
 }
 
-ExprPtr Fraction() {
+ExprPtr Fraction(int max_digits) {
   // '.' then digits ending in a non-zero digit: the value lies strictly inside (I, I+1).
-  return Seq({Literal("."), Digits(0, kMaxFracDigits - 1), ByteRange('1', '9')});
+  return Seq({Literal("."), Digits(0, max_digits - 1), ByteRange('1', '9')});
 }
 
 std::optional<int64_t> ClampBound(std::optional<double> v) {
@@ -92,9 +99,76 @@ std::optional<int64_t> ClampBound(std::optional<double> v) {
   return static_cast<int64_t>(*v);
 }
 
+// `scaled` / 10^decimals as the shortest JSON number text ("-1.5", "20", "0.25").
+std::string FixedDecimal(int64_t scaled, int decimals) {
+  const bool neg = scaled < 0;
+  std::string digits = std::to_string(neg ? -scaled : scaled);
+  if (static_cast<int>(digits.size()) <= decimals) {
+    digits.insert(0, decimals + 1 - digits.size(), '0');
+  }
+  std::string whole = digits.substr(0, digits.size() - decimals);
+  std::string frac = digits.substr(digits.size() - decimals);
+  while (!frac.empty() && frac.back() == '0') frac.pop_back();
+  std::string out = whole + (frac.empty() ? "" : "." + frac);
+  return (neg && out != "0" ? "-" : "") + out;
+}
+
 }  // namespace
 
-ExprPtr NumberExpr(const NumberBounds& b, bool integer) {
+StatusOr<ExprPtr> MultipleOfExpr(const NumberBounds& b, double k, bool integer) {
+  const std::string what = "multipleOf " + FormatNumber(k);
+  // k = units / 10^decimals exactly (up to 9 decimals).
+  int decimals = -1;
+  int64_t units = 0;
+  for (int d = 0; d <= 9; ++d) {
+    const double scaled = k * std::pow(10.0, d);
+    if (scaled < 9e15 && std::fabs(scaled - std::round(scaled)) <= 1e-9 * scaled) {
+      decimals = d;
+      units = static_cast<int64_t>(std::llround(scaled));
+      break;
+    }
+  }
+  if (decimals < 0 || units <= 0) {
+    return Status::InvalidArgument(what + " is not supported (at most 9 decimals)");
+  }
+  if (units == 1) {
+    // 1, 0.1, 0.01, ...: integers, or numbers with at most `decimals` decimals.
+    return NumberExpr(b, integer || decimals == 0, integer ? 0 : decimals);
+  }
+  if (!b.lo || !b.hi) {
+    return Status::InvalidArgument(what +
+                                   " needs both a minimum and a maximum (or a multipleOf of the "
+                                   "form 1, 0.1, 0.01, ...)");
+  }
+  // Multiples i * units / 10^decimals within [lo, hi].
+  const double scale = std::pow(10.0, decimals);
+  const double lo = *b.lo * scale / static_cast<double>(units);
+  const double hi = *b.hi * scale / static_cast<double>(units);
+  if (std::fabs(lo) > 1e15 || std::fabs(hi) > 1e15) {
+    return Status::InvalidArgument(what + ": the range is too large");
+  }
+  int64_t first = static_cast<int64_t>(std::ceil(lo - 1e-9));
+  int64_t last = static_cast<int64_t>(std::floor(hi + 1e-9));
+  if (b.lo_exclusive && std::fabs(static_cast<double>(first) - lo) <= 1e-9) ++first;
+  if (b.hi_exclusive && std::fabs(static_cast<double>(last) - hi) <= 1e-9) --last;
+  if (last - first + 1 > kMaxMultiples) {
+    return Status::InvalidArgument(what + " allows more than " + std::to_string(kMaxMultiples) +
+                                   " values in its range (not supported)");
+  }
+  std::vector<ExprPtr> alts;
+  const int64_t one = static_cast<int64_t>(scale);
+  for (int64_t i = first; i <= last; ++i) {
+    const int64_t v = i * units;  // value * 10^decimals
+    if (integer && v % one != 0) continue;
+    alts.push_back(Literal(FixedDecimal(v, decimals)));
+  }
+  return Alt(std::move(alts));
+}
+
+ExprPtr NumberExpr(const NumberBounds& b, bool integer, int max_frac_digits) {
+  if (max_frac_digits == 0) integer = true;
+  const bool limited = max_frac_digits > 0;
+  const int frac_digits = limited ? std::min(max_frac_digits, kMaxFracDigits) : kMaxFracDigits;
   // Integers in range.
   std::optional<double> ilo, ihi;
   if (b.lo) ilo = b.lo_exclusive ? std::floor(*b.lo) + 1 : std::ceil(*b.lo);
@@ -102,6 +176,9 @@ ExprPtr NumberExpr(const NumberBounds& b, bool integer) {
   ExprPtr ints = IntegerRange(ClampBound(ilo), ClampBound(ihi));
   if (integer) return ints;
   if (!b.lo && !b.hi) {
+    if (limited) {
+      return Seq({IntegerRange(std::nullopt, std::nullopt), Opt(Fraction(frac_digits))});
+    }
     return Seq({IntegerRange(std::nullopt, std::nullopt),
                 Opt(Seq({Literal("."), Digits(1, kMaxFracDigits)})),
                 Opt(Seq({Alt({Literal("e"), Literal("E")}), Opt(Alt({Literal("+"), Literal("-")})),
@@ -115,7 +192,7 @@ ExprPtr NumberExpr(const NumberBounds& b, bool integer) {
   if (b.hi) phi = std::floor(*b.hi) - 1;
   if (!phi || *phi >= *plo) {
     std::optional<int64_t> h = ClampBound(phi);
-    alts.push_back(Seq({MagnitudeRange(static_cast<int64_t>(*plo), h ? *h : -1), Fraction()}));
+    alts.push_back(Seq({MagnitudeRange(static_cast<int64_t>(*plo), h ? *h : -1), Fraction(frac_digits)}));
   }
   // Negative decimals -I.F with I in [max(0, ceil(-hi)), floor(-lo) - 1].
   double nlo = b.hi ? std::max(0.0, std::ceil(-*b.hi)) : 0.0;
@@ -124,7 +201,7 @@ ExprPtr NumberExpr(const NumberBounds& b, bool integer) {
   if (!nhi || *nhi >= nlo) {
     std::optional<int64_t> h = ClampBound(nhi);
     alts.push_back(
-        Seq({Literal("-"), MagnitudeRange(static_cast<int64_t>(nlo), h ? *h : -1), Fraction()}));
+        Seq({Literal("-"), MagnitudeRange(static_cast<int64_t>(nlo), h ? *h : -1), Fraction(frac_digits)}));
   }
   return Alt(std::move(alts));
 }

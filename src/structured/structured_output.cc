@@ -179,8 +179,15 @@ StatusOr<std::unique_ptr<GrammarCompiler>> GrammarCompiler::Create(const VocabIn
                                                                    GrammarCompilerOptions options) {
   KILN_RETURN_IF_ERROR(options.Validate());
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<const VocabIndex> index, VocabIndex::Build(vocab));
+  return Create(std::move(index), std::move(options));
+}
+
+StatusOr<std::unique_ptr<GrammarCompiler>> GrammarCompiler::Create(
+    std::shared_ptr<const VocabIndex> vocab, GrammarCompilerOptions options) {
+  KILN_RETURN_IF_ERROR(options.Validate());
+  if (vocab == nullptr) return Status::InvalidArgument("GrammarCompiler needs a vocabulary index");
   return std::unique_ptr<GrammarCompiler>(
-      new GrammarCompiler(std::move(index), std::move(options)));
+      new GrammarCompiler(std::move(vocab), std::move(options)));
 }
 
 StatusOr<std::shared_ptr<const CompiledGrammar>> GrammarCompiler::Compile(
@@ -218,7 +225,47 @@ StatusOr<std::shared_ptr<const CompiledGrammar>> GrammarCompiler::Compile(
   return result;
 }
 
+GrammarCompiler::~GrammarCompiler() {
+  {
+    std::lock_guard<std::mutex> lock(bg_mu_);
+    bg_stop_ = true;
+  }
+  bg_cv_.notify_all();
+  if (bg_thread_.joinable()) bg_thread_.join();
+}
+
+void GrammarCompiler::QueueBackground(const std::shared_ptr<const CompiledGrammar>& grammar) {
+  std::lock_guard<std::mutex> lock(bg_mu_);
+  if (bg_stop_) return;
+  bg_queue_.push_back(grammar);
+  if (!bg_thread_.joinable()) bg_thread_ = std::thread([this] { BackgroundLoop(); });
+  bg_cv_.notify_one();
+}
+
+void GrammarCompiler::BackgroundLoop() {
+  for (;;) {
+    std::shared_ptr<const CompiledGrammar> g;
+    {
+      std::unique_lock<std::mutex> lock(bg_mu_);
+      bg_cv_.wait(lock, [&] { return bg_stop_ || !bg_queue_.empty(); });
+      if (bg_stop_) return;
+      g = bg_queue_.front().lock();
+      bg_queue_.pop_front();
+    }
+    if (!g) continue;  // no longer in use
+    const Automaton& a = g->automaton();
+    for (int32_t s = 0; s < a.num_states; ++s) {
+      if (s % 16 == 0) {
+        std::lock_guard<std::mutex> lock(bg_mu_);
+        if (bg_stop_) return;
+      }
+      g->entry(s);
+    }
+  }
+}
+
 GrammarCompiler::Result GrammarCompiler::CompileUncached(const ResponseFormat& format) {
+  num_compilations_.fetch_add(1);
   const auto t0 = std::chrono::steady_clock::now();
   const double cpu0 = ThreadCpuMs();
   KILN_ASSIGN_OR_RETURN(Grammar grammar, FormatToGrammar(format));
@@ -290,7 +337,9 @@ GrammarCompiler::Result GrammarCompiler::CompileGrammarSince(
   stats.compile_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   stats.compile_cpu_ms = ThreadCpuMs() - cpu0;
-  return std::shared_ptr<const CompiledGrammar>(std::move(compiled));
+  std::shared_ptr<const CompiledGrammar> out = std::move(compiled);
+  if (options_.background_tables) QueueBackground(out);
+  return out;
 }
 
 GrammarMatcher::GrammarMatcher(std::shared_ptr<const CompiledGrammar> grammar)

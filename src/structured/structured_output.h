@@ -5,9 +5,10 @@
 // it decodes to) and compiles a ResponseFormat (json_object, json_schema, regex, choice, GBNF
 // grammar) into a CompiledGrammar: a pushdown automaton (one DFA per grammar rule) plus, per
 // automaton state, the classification of every vocabulary token (token_cache.h). Token tables are
-// computed lazily: Compile computes those of the first mask's states, then others in state order
-// while within `eager_table_budget_ms` of thread CPU time; every other table is computed on its
-// first use by a matcher (once, whichever thread asks first) and kept. Compiled grammars are cached
+// computed lazily: Compile computes those of the first mask's states (then others while within
+// `eager_table_budget_ms` of thread CPU time) and returns; a background thread of the compiler
+// then computes the rest, and a table a matcher needs before that is computed on its first use
+// (once, whichever thread asks first) and kept. Compiled grammars are cached
 // by format (LRU), and concurrent Compile calls for the same format share one compilation; per-rule
 // token tables are also shared between grammars whose rules are identical (e.g. the JSON string
 // and value rules).
@@ -24,12 +25,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <future>
 #include <cstdint>
 #include <list>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -109,7 +113,9 @@ struct GrammarCompilerOptions {
   AutomatonLimits limits;
   // After the first mask's tables, Compile keeps computing tables (in state order) while its
   // thread CPU time stays below this; the rest are computed on first use. 0 = first mask only.
-  double eager_table_budget_ms = 20;
+  double eager_table_budget_ms = 0;
+  // Compute the remaining tables of compiled grammars on a background thread (one per compiler).
+  bool background_tables = true;
   Status Validate() const;
 };
 
@@ -117,8 +123,12 @@ class GrammarCompiler final {
  public:
   static StatusOr<std::unique_ptr<GrammarCompiler>> Create(const VocabInfo& vocab,
                                                            GrammarCompilerOptions options = {});
+  // A compiler over an index already built (e.g. a fresh compiler per cold-compile measurement).
+  static StatusOr<std::unique_ptr<GrammarCompiler>> Create(std::shared_ptr<const VocabIndex> vocab,
+                                                           GrammarCompilerOptions options = {});
   GrammarCompiler(const GrammarCompiler&) = delete;
   GrammarCompiler& operator=(const GrammarCompiler&) = delete;
+  ~GrammarCompiler();
 
   // kText is InvalidArgument (nothing to constrain).
   StatusOr<std::shared_ptr<const CompiledGrammar>> Compile(const ResponseFormat& format);
@@ -126,6 +136,9 @@ class GrammarCompiler final {
   StatusOr<std::shared_ptr<const CompiledGrammar>> CompileGrammar(const Grammar& grammar);
 
   const VocabIndex& vocab() const { return *vocab_; }
+  std::shared_ptr<const VocabIndex> shared_vocab() const { return vocab_; }
+  // Compilations run so far (cache hits and callers that shared an in-flight one not counted).
+  int64_t num_compilations() const { return num_compilations_.load(); }
 
  private:
   using Result = StatusOr<std::shared_ptr<const CompiledGrammar>>;
@@ -136,15 +149,25 @@ class GrammarCompiler final {
   Result CompileUncached(const ResponseFormat& format);
   GrammarCompiler(std::shared_ptr<const VocabIndex> vocab, GrammarCompilerOptions options)
       : vocab_(std::move(vocab)), options_(std::move(options)) {}
+  // Queues `grammar`'s missing tables for the background thread (started on first use).
+  void QueueBackground(const std::shared_ptr<const CompiledGrammar>& grammar);
+  void BackgroundLoop();
 
   std::shared_ptr<const VocabIndex> vocab_;
   GrammarCompilerOptions options_;
+  std::atomic<int64_t> num_compilations_{0};
   std::mutex mu_;
   // LRU of compiled grammars keyed by the format's canonical key.
   std::list<std::pair<std::string, std::shared_ptr<const CompiledGrammar>>> lru_;
   std::unordered_map<std::string, decltype(lru_)::iterator> by_key_;
   // Compilations in progress by format key: later callers wait for the first one's result.
   std::unordered_map<std::string, std::shared_future<Result>> in_flight_;
+  // Background table computation: grammars not yet complete, oldest first.
+  std::mutex bg_mu_;
+  std::condition_variable bg_cv_;
+  std::deque<std::weak_ptr<const CompiledGrammar>> bg_queue_;
+  bool bg_stop_ = false;
+  std::thread bg_thread_;
   // Token tables shared across grammars, keyed by a rule's canonical signature (its DFA and the
   // DFAs of every rule it can call).
   std::unordered_map<std::string, std::shared_ptr<const RuleTables>> rule_tables_;
