@@ -188,11 +188,15 @@ Status Determinize(const Nfa& nfa, int start, int end, int max_states, const Bud
     }
     std::vector<int32_t> row(256, -1);
     std::map<std::vector<int>, int> by_targets;
-    for (int b = 0; b < 256; ++b) {
-      std::vector<int> targets;
-      for (const auto* be : edges) {
-        if (be->bytes.test(b)) targets.push_back(be->target);
+    // Targets per byte, gathered edge by edge (each edge touches only its own bytes).
+    std::vector<std::vector<int>> per_byte(256);
+    for (const auto* be : edges) {
+      for (size_t b = be->bytes._Find_first(); b < 256; b = be->bytes._Find_next(b)) {
+        per_byte[b].push_back(be->target);
       }
+    }
+    for (int b = 0; b < 256; ++b) {
+      std::vector<int>& targets = per_byte[b];
       if (targets.empty()) continue;
       std::sort(targets.begin(), targets.end());
       targets.erase(std::unique(targets.begin(), targets.end()), targets.end());
@@ -245,6 +249,14 @@ Status Minimize(const Budget& budget, RuleDfa* dfa) {
   const int n = static_cast<int>(dfa->next.size());
   std::vector<int> cls(n);
   for (int s = 0; s < n; ++s) cls[s] = dfa->is_final[s];
+  // Rows as runs (first byte, target) of equal targets: a few per state instead of 256.
+  std::vector<std::vector<std::pair<int, int>>> runs(n);
+  for (int s = 0; s < n; ++s) {
+    for (int b = 0; b < 256; ++b) {
+      const int t = dfa->next[s][b];
+      if (b == 0 || t != dfa->next[s][b - 1]) runs[s].push_back({b, t});
+    }
+  }
   int num_classes = 0;
   for (int round = 0; round < n + 1; ++round) {
     KILN_RETURN_IF_ERROR(budget.Check());
@@ -252,12 +264,16 @@ Status Minimize(const Budget& budget, RuleDfa* dfa) {
     std::vector<int> next_cls(n);
     for (int s = 0; s < n; ++s) {
       std::vector<int> sig;
-      sig.reserve(258 + 2 * dfa->calls[s].size());
+      sig.reserve(1 + 2 * runs[s].size() + 2 * dfa->calls[s].size());
       sig.push_back(cls[s]);
-      for (int b = 0; b < 256; ++b) {
-        int t = dfa->next[s][b];
-        sig.push_back(t < 0 ? -1 : cls[t]);
+      for (const auto& [b, t] : runs[s]) {
+        const int c = t < 0 ? -1 : cls[t];
+        // Adjacent runs whose targets share a class merge, so equal rows give equal signatures.
+        if (sig.size() > 1 && sig.back() == c) continue;
+        sig.push_back(b);
+        sig.push_back(c);
       }
+      sig.push_back(-2);  // row ends, calls follow
       std::vector<std::pair<int, int>> calls;
       for (const auto& c : dfa->calls[s]) calls.push_back({c.rule, cls[c.return_state]});
       std::sort(calls.begin(), calls.end());

@@ -91,7 +91,7 @@ struct AutomatonLimits {
   int max_dfa_states = 20000;  // bounds memory and the work of lazy token tables
   // Thread CPU time the whole build may take (a regex such as (a{60}){61} determinizes and
   // minimizes thousands of states); past it the build stops with InvalidArgument.
-  double max_build_ms = 1000;
+  double max_build_ms = 500;
 };
 
 // InvalidArgument when the grammar is empty, left-recursive, too large or too slow to build.

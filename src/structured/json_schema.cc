@@ -498,6 +498,11 @@ class Converter {
     if (!rest_forbidden) {
       if (rest_json) {
         KILN_ASSIGN_OR_RETURN(rest, Convert(*rest_json, path + "/items"));
+        // A counted repetition copies an inline item's states per count: call it instead.
+        if (rest->kind != Expr::Kind::kRef && rest->kind != Expr::Kind::kNothing &&
+            (max_items > 2 || min_items > 2)) {
+          rest = Ref(NewRule("item" + std::to_string(g_.rules.size()), rest));
+        }
       } else {
         rest = Ref(AnyValueRule());
       }
@@ -728,6 +733,7 @@ class Converter {
     if (max_props >= 0 && max_props < min_props) return Nothing();
     const int cap = max_props >= 0 ? max_props : min_props;
     auto sat = [&](int c) { return max_props >= 0 ? c : std::min(c, cap); };
+    const ExprPtr extra_ref = extra ? Ref(NewRule(name + "_extra", extra)) : nullptr;
     std::map<std::pair<int, int>, int> rules;
     std::function<ExprPtr(int, int)> rest = [&](int i, int c) -> ExprPtr {
       if (max_props >= 0 && c > max_props) return Nothing();
@@ -737,11 +743,12 @@ class Converter {
       rules[{i, c}] = id;
       ExprPtr body;
       if (i == n) {
-        if (extra) {
-          body = Repeat(Seq({sep, extra}), std::max(0, min_props - c),
-                        max_props >= 0 ? max_props - c : -1);
+        // Extras one per rule (the count moves on), so no rule repeats the member's states.
+        ExprPtr done = c >= min_props ? Empty() : Nothing();
+        if (extra && (max_props < 0 || c < max_props)) {
+          body = Alt({done, Seq({sep, extra_ref, rest(n, sat(c + 1))})});
         } else {
-          body = c >= min_props ? Empty() : Nothing();
+          body = done;
         }
       } else {
         ExprPtr take = Seq({sep, pexpr[i], rest(i + 1, sat(c + 1))});
@@ -760,10 +767,7 @@ class Converter {
       }
     }
     if (all_optional) {
-      if (extra && max_props != 0) {
-        firsts.push_back(Seq({extra, Repeat(Seq({sep, extra}), std::max(0, min_props - 1),
-                                            max_props >= 0 ? max_props - 1 : -1)}));
-      }
+      if (extra && max_props != 0) firsts.push_back(Seq({extra_ref, rest(n, sat(1))}));
       if (min_props == 0) firsts.push_back(Empty());
     }
     return Alt(std::move(firsts));

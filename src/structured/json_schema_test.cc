@@ -211,6 +211,14 @@ const std::vector<Case>& Cases() {
        R"({"type":"string","pattern":"\\d{2}","maxLength":4})",
        {R"("12")", R"("a12b")", R"("x99")"},
        {R"("ab")", R"("ab12c")"}},
+      {"format_uri",
+       R"({"type":"string","format":"uri"})",
+       {R"("https://example.com")", R"("http://api.example.co.uk:8080/v1/items?id=7&x=")"},
+       {R"("example.com")", R"("ftp://x.org")", R"("https://")"}},
+      {"format_hostname",
+       R"({"type":"string","format":"hostname"})",
+       {R"("db-1.internal.example.com")", R"("localhost")"},
+       {R"("-bad.example.com")", R"("a..b")"}},
       {"format_with_length",
        R"({"type":"string","format":"email","maxLength":8})",
        {R"("a@b.co")"},
@@ -327,7 +335,7 @@ TEST(JsonSchemaTest, UnsupportedKeywordsNameTheKeyword) {
         Bad{R"({"not":{"type":"string"}})", "'not'"},
         Bad{R"({"type":"array","uniqueItems":true})", "'uniqueItems'"},
         Bad{R"({"if":{},"then":{}})", "'if'"},
-        Bad{R"({"type":"string","format":"hostname"})", "'hostname'"},
+        Bad{R"({"type":"string","format":"ipv6"})", "'ipv6'"},
         Bad{R"({"$ref":"http://x/y"})", "not a local reference"},
         Bad{R"({"$ref":"#/$defs/missing"})", "does not resolve"},
         Bad{R"({"type":"object","properties":{"a":{"contains":{}}}})", "/properties/a"},
@@ -420,7 +428,7 @@ TEST(JsonSchemaTest, HugeRepetitionCountsFailFastWithAClearError) {
     EXPECT_TRUE(msg.find("too complex") != std::string::npos ||
                 msg.find("too large") != std::string::npos)
         << msg;
-    EXPECT_LT(s, 10.0) << re << " took " << s << " s";  // budget: 1 s of CPU time
+    EXPECT_LT(s, 10.0) << re << " took " << s << " s";  // budget: 0.5 s of CPU time
   }
 }
 

@@ -135,10 +135,68 @@ StatusOr<ExprPtr> MultipleOfExpr(const NumberBounds& b, double k, bool integer) 
     // 1, 0.1, 0.01, ...: integers, or numbers with at most `decimals` decimals.
     return NumberExpr(b, integer || decimals == 0, integer ? 0 : decimals);
   }
+  const double kd = static_cast<double>(units) / std::pow(10.0, decimals);
+  auto inside = [&](double v) {
+    return (!b.lo || v > *b.lo || (!b.lo_exclusive && v == *b.lo)) &&
+           (!b.hi || v < *b.hi || (!b.hi_exclusive && v == *b.hi));
+  };
+  std::string zeros;
+  for (int64_t u = units; decimals == 0 && u % 10 == 0; u /= 10) zeros += '0';
+  if (decimals == 0 && units == static_cast<int64_t>(std::pow(10.0, zeros.size()))) {
+    // 10, 100, 1000, ...: a quotient in range followed by the zeros, over any range.
+    std::optional<int64_t> qlo, qhi;
+    if (b.lo) qlo = static_cast<int64_t>(std::ceil(*b.lo / kd - 1e-9));
+    if (b.hi) qhi = static_cast<int64_t>(std::floor(*b.hi / kd + 1e-9));
+    if (qlo && !inside(static_cast<double>(*qlo) * kd)) ++*qlo;
+    if (qhi && !inside(static_cast<double>(*qhi) * kd)) --*qhi;
+    std::vector<ExprPtr> alts;
+    if ((!qlo || *qlo <= 0) && (!qhi || *qhi >= 0)) alts.push_back(Literal("0"));
+    if (!qhi || *qhi >= 1) {
+      alts.push_back(Seq({MagnitudeRange(qlo ? std::max<int64_t>(*qlo, 1) : 1, qhi ? *qhi : -1),
+                          Literal(zeros)}));
+    }
+    if (!qlo || *qlo <= -1) {
+      alts.push_back(Seq({Literal("-"),
+                          MagnitudeRange(qhi ? std::max<int64_t>(-*qhi, 1) : 1, qlo ? -*qlo : -1),
+                          Literal(zeros)}));
+    }
+    return Alt(std::move(alts));
+  }
+  const int64_t per_unit = static_cast<int64_t>(std::pow(10.0, decimals));
+  if (decimals > 0 && per_unit % units == 0 && b.lo && *b.lo >= 0 && !integer) {
+    // 0.5, 0.25, 0.2, ...: integers in range, I.f for I strictly inside with every fraction f
+    // of the step, and the fractions next to a non-integer bound listed.
+    std::vector<ExprPtr> fracs;
+    for (int64_t r = units; r < per_unit; r += units) {
+      fracs.push_back(Literal(FixedDecimal(r, decimals).substr(1)));  // ".5", ".25", ...
+    }
+    std::vector<ExprPtr> alts{NumberExpr(b, /*integer=*/true)};
+    const int64_t ilo = static_cast<int64_t>(std::ceil(*b.lo));
+    std::optional<int64_t> ihi;
+    if (b.hi) ihi = static_cast<int64_t>(std::floor(*b.hi)) - 1;
+    if (!ihi || *ihi >= ilo) {
+      alts.push_back(Seq({MagnitudeRange(ilo, ihi ? *ihi : -1), Alt(fracs)}));
+    }
+    std::vector<int64_t> edges{static_cast<int64_t>(std::floor(*b.lo))};
+    if (b.hi && static_cast<int64_t>(std::floor(*b.hi)) != edges[0]) {
+      edges.push_back(static_cast<int64_t>(std::floor(*b.hi)));
+    }
+    for (int64_t whole : edges) {
+      if (whole >= ilo && (!ihi || whole <= *ihi)) continue;  // covered above
+      for (int64_t r = units; r < per_unit; r += units) {
+        const int64_t scaled = whole * per_unit + r;
+        if (inside(static_cast<double>(scaled) / static_cast<double>(per_unit))) {
+          alts.push_back(Literal(FixedDecimal(scaled, decimals)));
+        }
+      }
+    }
+    return Alt(std::move(alts));
+  }
   if (!b.lo || !b.hi) {
     return Status::InvalidArgument(what +
                                    " needs both a minimum and a maximum (or a multipleOf of the "
-                                   "form 1, 0.1, 0.01, ...)");
+                                   "form 1, 0.1, 0.01, 10, 100, ..., or 0.5, 0.25, ... with a "
+                                   "minimum >= 0)");
   }
   // Multiples i * units / 10^decimals within [lo, hi].
   const double scale = std::pow(10.0, decimals);

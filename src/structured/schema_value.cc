@@ -171,6 +171,17 @@ std::optional<ExprPtr> FormatExpr(const std::string& format) {
         "(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}"
         "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])");
   }
+  // Sound subsets of what ajv-formats accepts: http(s) URLs with a DNS name, and DNS names.
+  static const char* kLabel = "[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?";
+  if (format == "uri" || format == "uri-reference" || format == "iri" || format == "url") {
+    return RegexOrDie(
+        "https?://(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\\.)+[a-z]{2,12}(?::[1-9][0-9]{1,4})?"
+        "(?:/[a-zA-Z0-9._~-]+)*/?(?:\\?[a-zA-Z0-9_.~-]+=[a-zA-Z0-9_.~-]*"
+        "(?:&[a-zA-Z0-9_.~-]+=[a-zA-Z0-9_.~-]*)*)?");
+  }
+  if (format == "hostname") {
+    return RegexOrDie((std::string("(?:") + kLabel + "\\.){0,4}" + kLabel).c_str());
+  }
   return std::nullopt;
 }
 

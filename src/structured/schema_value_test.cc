@@ -130,7 +130,7 @@ TEST(SchemaValueTest, NoValueLeftIsAnErrorNamingTheKeyword) {
   ExpectRefused(R"({"enum":[3,5.5],"multipleOf":2})", "not a multiple of 2");
   ExpectRefused(R"({"enum":[{},{"a":1,"b":2}],"minProperties":1,"maxProperties":1})",
                 "minProperties/maxProperties");
-  ExpectRefused(R"({"enum":["a"],"format":"hostname"})", "'hostname'");
+  ExpectRefused(R"({"enum":["a"],"format":"ipv6"})", "'ipv6'");
   ExpectRefused(R"({"enum":["a"],"maxLength":-1})", "maxLength");
 }
 
