@@ -149,6 +149,11 @@ StatusOr<ExprPtr> MultipleOfExpr(const NumberBounds& b, double k, bool integer) 
     if (b.hi) qhi = static_cast<int64_t>(std::floor(*b.hi / kd + 1e-9));
     if (qlo && !inside(static_cast<double>(*qlo) * kd)) ++*qlo;
     if (qhi && !inside(static_cast<double>(*qhi) * kd)) --*qhi;
+    // At most kMaxIntDigits digits with the zeros (exact in doubles, as JSON parsers read them).
+    const int64_t q_cap =
+        static_cast<int64_t>(std::pow(10.0, kMaxIntDigits - static_cast<int>(zeros.size()))) - 1;
+    if (!qhi || *qhi > q_cap) qhi = q_cap;
+    if (!qlo || *qlo < -q_cap) qlo = -q_cap;
     std::vector<ExprPtr> alts;
     if ((!qlo || *qlo <= 0) && (!qhi || *qhi >= 0)) alts.push_back(Literal("0"));
     if (!qhi || *qhi >= 1) {
