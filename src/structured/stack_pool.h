@@ -46,13 +46,21 @@ class StackPool final {
   };
 
   int32_t Get(int32_t state, int32_t parent, int32_t count = 0) {
-    const Key key{state, parent, count};
-    auto [it, inserted] = index_.try_emplace(key, static_cast<int32_t>(nodes_.size()));
-    if (inserted) {
-      nodes_.push_back({state, parent, count});
-      stamp_.push_back(0);
+    const int32_t next_id = static_cast<int32_t>(nodes_.size());
+    std::pair<decltype(index_)::iterator, bool> found;
+    if (count == 0) {  // most frames: one 64-bit key
+      found = index_.try_emplace((static_cast<uint64_t>(static_cast<uint32_t>(state)) << 32) |
+                                     static_cast<uint32_t>(parent),
+                                 next_id);
+    } else {
+      auto [it, inserted] = counted_index_.try_emplace(Key{state, parent, count}, next_id);
+      if (!inserted) return it->second;
+      found.second = true;
     }
-    return it->second;
+    if (!found.second) return found.first->second;
+    nodes_.push_back({state, parent, count});
+    stamp_.push_back(0);
+    return next_id;
   }
   const Node& node(int32_t id) const { return nodes_[id]; }
   size_t size() const { return nodes_.size(); }
@@ -126,7 +134,8 @@ class StackPool final {
   std::vector<Node> nodes_;
   std::vector<uint32_t> stamp_;
   uint32_t epoch_ = 0;
-  std::unordered_map<Key, int32_t, KeyHash> index_;
+  std::unordered_map<uint64_t, int32_t> index_;              // frames with count 0
+  std::unordered_map<Key, int32_t, KeyHash> counted_index_;  // frames with a count
 };
 
 }  // namespace kiln::structured

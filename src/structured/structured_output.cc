@@ -290,6 +290,8 @@ GrammarCompiler::Result GrammarCompiler::CompileGrammarSince(
   stats.num_rules = static_cast<int>(a.rule_start.size());
   stats.num_states = a.num_states;
   compiled->tables_.resize(stats.num_rules);
+  compiled->entry_cache_.reset(new std::atomic<const TokenEntry*>[a.num_states]);
+  for (int32_t s = 0; s < a.num_states; ++s) compiled->entry_cache_[s].store(nullptr);
   {
     std::lock_guard<std::mutex> lock(mu_);
     size_t cached_bytes = 0;

@@ -89,10 +89,12 @@ class CompiledGrammar final {
   // Token table of a byte-consuming state (null for states without byte transitions); computed
   // on first use (thread-safe).
   const TokenEntry* entry(int32_t state) const {
-    if (!automaton_.has_bytes[state]) return nullptr;
+    const TokenEntry* e = entry_cache_[state].load(std::memory_order_acquire);
+    if (e != nullptr || !automaton_.has_bytes[state]) return e;
     const int32_t rule = automaton_.rule_of[state];
-    return tables_[rule]->Get(automaton_, *vocab_, state - automaton_.rule_state_begin[rule],
-                              state);
+    e = tables_[rule]->Get(automaton_, *vocab_, state - automaton_.rule_state_begin[rule], state);
+    entry_cache_[state].store(e, std::memory_order_release);
+    return e;
   }
   const GrammarStats& stats() const { return stats_; }
 
@@ -101,6 +103,8 @@ class CompiledGrammar final {
   Automaton automaton_;
   std::shared_ptr<const VocabIndex> vocab_;
   std::vector<std::shared_ptr<const RuleTables>> tables_;  // [num_rules]
+  // [num_states]: tables_' entries seen by this grammar (one load on the mask path).
+  mutable std::unique_ptr<std::atomic<const TokenEntry*>[]> entry_cache_;
   GrammarStats stats_;
 };
 
