@@ -7,6 +7,7 @@
 // and before the walks (steady state: the figures of a schema seen before).
 //
 // Usage: structured_mask_bench [--walks N] [--max-tokens N] [--schema NAME_SUBSTRING] [--warm 0|1]
+//                              [--eager-ms MS] (GrammarCompilerOptions::eager_table_budget_ms)
 // Reads KILN_SHARED (default ../shared) and KILN_SOURCE_DIR (default .).
 #include <algorithm>
 #include <cstdio>
@@ -35,12 +36,14 @@ double Percentile(std::vector<double> v, double p) {
 int main(int argc, char** argv) {
   int walks = 3, max_tokens = 1000;
   bool warm = false;
+  double eager_ms = GrammarCompilerOptions{}.eager_table_budget_ms;
   std::string filter;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--walks")) walks = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--max-tokens")) max_tokens = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--schema")) filter = argv[i + 1];
     if (!std::strcmp(argv[i], "--warm")) warm = std::atoi(argv[i + 1]) != 0;
+    if (!std::strcmp(argv[i], "--eager-ms")) eager_ms = std::atof(argv[i + 1]);
   }
   VocabInfo vocab;
   if (!testing::LoadQwenVocab(testing::QwenTokenizerPath(), &vocab)) {
@@ -48,7 +51,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto t0 = std::chrono::steady_clock::now();
-  auto compiler_or = GrammarCompiler::Create(vocab);
+  GrammarCompilerOptions options;
+  options.eager_table_budget_ms = eager_ms;
+  auto compiler_or = GrammarCompiler::Create(vocab, options);
   if (!compiler_or.ok()) {
     std::fprintf(stderr, "%s\n", compiler_or.status().ToString().c_str());
     return 1;
