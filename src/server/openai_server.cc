@@ -8,6 +8,7 @@
 #include <ctime>
 #include <functional>
 #include <random>
+#include <string_view>
 
 #include "server/generation.h"
 #include "server/openai_protocol.h"
@@ -177,7 +178,9 @@ void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> re
       return SendError(&metrics_, *responder, e);
     }
   }
-  if (request.method != route->method) {
+  // HEAD is GET without the body (RFC 9110 §9.3.2; the transport leaves the body out).
+  const bool head_of_get = request.method == "HEAD" && std::string_view(route->method) == "GET";
+  if (request.method != route->method && !head_of_get) {
     ApiError e;
     e.http_status = 405;
     e.message = "method " + request.method + " is not allowed for " + request.path + "; use " +

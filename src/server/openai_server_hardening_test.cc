@@ -288,6 +288,23 @@ TEST_F(HardeningTest, TransportRepliesAreCountedInMetrics) {
   EXPECT_EQ(CountOfStatus(port, 400), n400 + 1);
 }
 
+// Regression (issue 18): HEAD got a 405 with a body, which broke keep-alive framing. HEAD of a GET
+// route is that GET without its body; of a POST route a 405 without a body.
+TEST_F(HardeningTest, HeadIsGetWithoutABody) {
+  Client c(stack_->port());
+  c.Send("HEAD /v1/models HTTP/1.1\r\nHost: x\r\n\r\n");
+  const std::string head = c.ReadUntil("\r\n\r\n");
+  EXPECT_NE(head.find("200 OK"), std::string::npos) << head;
+  EXPECT_EQ(head.find("Content-Length: 0"), std::string::npos) << head;  // the GET's length
+  c.Send("HEAD /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n");
+  const std::string head405 = c.ReadUntil("\r\n\r\n");
+  EXPECT_NE(head405.find("405"), std::string::npos) << head405;
+  c.Send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");  // the framing held
+  const HttpResult r = ReadHttpResult(c);
+  EXPECT_EQ(r.status, 200) << r.head << r.body;
+  EXPECT_EQ(r.body, "{}");
+}
+
 TEST_F(HardeningTest, HalfClosedClientStillGetsItsCompletion) {
   for (bool stream : {false, true}) {
     Client c(stack_->port());
