@@ -445,6 +445,9 @@ void DeclareServeBenchFlags(Flags* f) {
   f->Value("sweep-tolerance", "stop bisecting within this fraction of the best rate (default 0.1)");
   f->Value("max-error-rate", "fraction of failed requests a passing point may have (default 0.01)");
   f->Value("out", "directory for result.json, requests.jsonl, report.html");
+  f->Value("warmup-requests",
+           "unmeasured requests first, closed loop (default 0; --preset chat: --conversations)");
+  f->Value("warmup-concurrency", "concurrency of the warm-up (default 16)");
   f->Value("seed", "workload and arrival seed (default 0)");
   f->Value("request-timeout", "seconds one request may take before it fails (default 600)");
   f->Value("input-len", "random/fixed: prompt words (default 128)");
@@ -502,7 +505,8 @@ bool ParseServeBenchArgs(const Flags& flags, bench::ServeBenchOptions* o) {
   o->run.model = flags.GetString("model");
   o->out_dir = flags.GetString("out");
   o->sweep = flags.GetBool("sweep", false);
-  o->run.progress = flags.GetBool("progress", true) && isatty(STDERR_FILENO);
+  o->run.progress =
+      flags.Has("progress") ? flags.GetBool("progress", true) : isatty(STDERR_FILENO) != 0;
   o->run.scrape_metrics = flags.GetBool("metrics", true);
   const std::string workload = flags.GetString("workload", "chat");
   if (workload == "chat" || workload == "random" || workload == "fixed") {
@@ -542,9 +546,11 @@ bool ParseServeBenchArgs(const Flags& flags, bench::ServeBenchOptions* o) {
   const IntFlag ints[] = {{"concurrency", 0, 0, 100000},     {"num-requests", 0, 0, 1LL << 40},
                           {"sweep-max-points", 10, 2, 1000}, {"seed", 0, 0, 1LL << 62},
                           {"input-len", 128, 1, 10000000},   {"output-len", 128, 1, 10000000},
-                          {"conversations", 1000, 1, 10000000}, {"personas", 8, 1, 100000}};
-  int64_t v[8];
-  for (int i = 0; i < 8; ++i) {
+                          {"conversations", 1000, 1, 10000000}, {"personas", 8, 1, 100000},
+                          {"warmup-requests", 0, 0, 1LL << 40}, {"warmup-concurrency", 16, 1, 100000}};
+  constexpr int kNumInts = sizeof(ints) / sizeof(ints[0]);
+  int64_t v[kNumInts];
+  for (int i = 0; i < kNumInts; ++i) {
     auto x = flags.GetInt(ints[i].name, ints[i].fallback);
     if (!x.ok()) return fail(x.status());
     if (*x < ints[i].min || *x > ints[i].max) {
@@ -564,6 +570,8 @@ bool ParseServeBenchArgs(const Flags& flags, bench::ServeBenchOptions* o) {
   o->workload.output_len = static_cast<int>(v[5]);
   o->workload.num_conversations = static_cast<int>(v[6]);
   o->workload.num_personas = static_cast<int>(v[7]);
+  o->warmup_requests = v[8];
+  o->warmup_concurrency = static_cast<int>(v[9]);
   if (!ParseRange(flags, "system-words", &o->workload.system_words_min,
                   &o->workload.system_words_max) ||
       !ParseRange(flags, "user-words", &o->workload.user_words_min,
@@ -629,6 +637,9 @@ int RunServeBenchCommand(int argc, char** argv) {
     p.cpu_offload_gb = static_cast<int>(std::clamp<int64_t>(*gb, 0, 1 << 30));
     p.server_start_timeout_s = *start;
     if (!flags.Has("workload")) options.workload.kind = "chat";
+    if (!flags.Has("warmup-requests") && options.workload.kind == "chat") {
+      options.warmup_requests = options.workload.num_conversations;
+    }
     options.sweep = true;
     options.run.model = "kiln-bench";
     p.bench = options;

@@ -26,6 +26,11 @@ struct ServeBenchOptions {
   bool sweep = false;
   SweepOptions sweep_options;
   double request_timeout_s = 600.0;
+  // Unmeasured requests sent first, closed loop at warmup_concurrency: they put the workload's
+  // prefixes (chat: every conversation's first turn) into the server's caches, so the points
+  // measure the steady state rather than a cold start.
+  int64_t warmup_requests = 0;
+  int warmup_concurrency = 16;
   std::string out_dir;  // empty: no files
   Status Validate() const;
 };

@@ -43,8 +43,9 @@ try {
     for (const arrival of [['--rate', '20'], ['--concurrency', '3']]) {
       const out = tmp(`${name}`);
       const n = 12;
+      const warm = name === 'chat' ? ['--warmup-requests', '4'] : [];
       const r = await runBench(['--base-url', base, '--model', 's260', ...wargs, ...arrival,
-        '--num-requests', String(n), '--seed', '3', '--out', out]);
+        '--num-requests', String(n), '--seed', '3', ...warm, '--out', out]);
       const what = `${name} ${arrival.join(' ')}`;
       assert.equal(r.code, 0, `${what}: ${r.stderr}`);
       const { result, log } = readOutputs(out);
@@ -63,6 +64,7 @@ try {
       assert.equal(point.server.server, 'kiln');
       assert.ok(point.server.prefix_cache_query_tokens > 0, `${what}: prefix-cache queries counted`);
       if (name === 'chat') {
+        assert.equal(result.series[0].warmup.num_sent, 4, 'warm-up sent, not logged');
         assert.ok(log.some((x) => x.turn > 0), 'multi-turn');
         assert.ok(point.server.prefix_cache_hit_rate > 0, 'shared personas and histories hit the cache');
         assert.ok(log.some((x) => x.cached_tokens > 0), 'usage reports cached tokens');
@@ -109,6 +111,7 @@ try {
   const bf16 = result.series[0];
   assert.equal(bf16.error, undefined, `bf16 runs on the CPU backend: ${bf16.error}`);
   assert.ok(bf16.points.length >= 1 && bf16.points[0].summary.num_ok > 0);
+  assert.equal(bf16.warmup.num_sent, 4, 'the preset warms up one request per conversation');
   assert.match(bf16.server_command, /--dtype bfloat16 --no-enable-prefix-caching --device cpu/);
   for (const s of result.series.slice(1)) {
     assert.match(s.server_command, /--quantization fp8/);
