@@ -322,8 +322,9 @@ TEST(SloSweep, ErrorsAndStarvedArrivalsFailAPoint) {
   p.num_failed = 0;
   p.num_delayed_arrivals = 50;
   EXPECT_NE(JudgePoint(p, o).find("conversations"), std::string::npos);
+  p.p99_e2e_s = 2;  // a saturated server also starves the chat workload: latency is the reason
+  EXPECT_NE(JudgePoint(p, o).find("SLO"), std::string::npos);
   p.num_delayed_arrivals = 0;
-  p.p99_e2e_s = 2;
   EXPECT_NE(JudgePoint(p, o).find("SLO"), std::string::npos);
   p.num_sent = 0;
   EXPECT_EQ(JudgePoint(p, o), "no request succeeded");

@@ -93,11 +93,12 @@ class PointRun final {
       if (o_.num_requests > 0 && sent_ >= o_.num_requests) return StopSending();
       const double now = Now();
       double ready_at = std::numeric_limits<double>::infinity();
-      std::optional<BenchRequest> req = workload_->Next(now, &ready_at);
+      // The workload's clock is the steady clock itself: its conversations outlive this point.
+      std::optional<BenchRequest> req = workload_->Next(NowSeconds(), &ready_at);
       if (!req) {
         for (auto& p : pending_) p.second = true;
         if (std::isfinite(ready_at)) {
-          ready_timer_.expires_at(At(t0_ + ready_at));
+          ready_timer_.expires_at(At(ready_at));
           ready_timer_.async_wait([this](boost::system::error_code ec) {
             if (!ec) Dispatch();
           });
@@ -150,7 +151,7 @@ class PointRun final {
     rec.conversation = req.conversation;
     rec.turn = req.turn;
     result_.records.push_back(std::move(rec));
-    workload_->Complete(req, r.text, r.ok, Now());
+    workload_->Complete(req, r.text, r.ok, NowSeconds());
     Dispatch();
     MaybeFinish();
   }

@@ -32,17 +32,17 @@ std::string JudgePoint(const PointVerdictInput& p, const SweepOptions& o) {
                   100 * o.max_error_rate);
     return buf;
   }
+  if (p.p99_e2e_s > o.slo_e2e_s) {
+    std::snprintf(buf, sizeof(buf), "P99 E2E %.0f ms > SLO %.0f ms", p.p99_e2e_s * 1e3,
+                  o.slo_e2e_s * 1e3);
+    return buf;
+  }
   const double delayed =
       static_cast<double>(p.num_delayed_arrivals) / static_cast<double>(p.num_sent);
   if (delayed > o.max_delayed_fraction) {
     std::snprintf(buf, sizeof(buf),
                   "%.0f%% of arrivals waited for a ready conversation (raise --conversations)",
                   100 * delayed);
-    return buf;
-  }
-  if (p.p99_e2e_s > o.slo_e2e_s) {
-    std::snprintf(buf, sizeof(buf), "P99 E2E %.0f ms > SLO %.0f ms", p.p99_e2e_s * 1e3,
-                  o.slo_e2e_s * 1e3);
     return buf;
   }
   return "";

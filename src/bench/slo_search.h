@@ -4,7 +4,7 @@
 // within rel_tolerance of its lower end or max_points points were measured. A point passes when its
 // P99 E2E ≤ the SLO, at most max_error_rate of its requests failed, at least one succeeded and no
 // more than max_delayed_fraction of its arrivals had to wait for a ready request (a starved
-// workload cannot show the rate it was asked for). The search is independent of how a point is
+// workload cannot show the rate it was asked for); a point over the SLO fails for its latency first. The search is independent of how a point is
 // measured (a callback), so it is unit-tested on synthetic latency curves.
 //
 // Thread-compatible.

@@ -93,7 +93,7 @@ export async function startFakeServer(options = {}) {
         break;
     }
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-    await sleep(firstTokenMs);
+    if (firstTokenMs > 0) await sleep(firstTokenMs);
     for (let i = 0; i < n; i++) {
       if (b.kind === 'drop_mid' && i === 2) return req.socket.destroy();
       if (b.kind === 'stream_error' && i === 1) {

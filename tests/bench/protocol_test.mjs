@@ -134,6 +134,30 @@ async function hundredsOfConnections() {
   checkPointAgainstLog(result.series[0].points[0], log, result.config.slo_p99_ms);
 }
 
+async function chatSweepDoesNotStarve() {
+  // Regression: the chat workload's conversations outlive a point; their think times once were
+  // measured on each point's own clock, so every point after the first found no conversation
+  // ready and failed as "starved".
+  const srv = await startFakeServer({ firstTokenMs: 5, tokenMs: 0 });
+  const out = tmp('proto-chat-sweep');
+  const r = await runBench(['--base-url', `http://127.0.0.1:${srv.port}`, '--model', 'm',
+    '--workload', 'chat', '--conversations', '16', '--personas', '2', '--system-words', '10-20',
+    '--think-time', '0.2', '--warmup-requests', '16', '--sweep', '--sweep-start-rate', '4',
+    '--sweep-max-points', '3', '--duration', '1.5', '--out', out]);
+  await srv.close();
+  assert.equal(r.code, 0, r.stderr);
+  const { result, log } = readOutputs(out);
+  const points = result.series[0].points;
+  assert.equal(points.length, 3);
+  for (const p of points) {
+    assert.ok(p.num_delayed_arrivals <= 0.1 * p.summary.num_sent, JSON.stringify(p));
+    assert.equal(p.passes, true, p.reason);
+  }
+  assert.equal(result.series[0].warmup.num_sent, 16);
+  assert.equal(log.length, points.reduce((a, p) => a + p.summary.num_sent, 0), 'warm-up not logged');
+}
+
+await chatSweepDoesNotStarve();
 await hundredsOfConnections();
 await chatClosedLoop();
 await completionsPoissonWithoutUsage();
