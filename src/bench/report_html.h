@@ -57,7 +57,7 @@ function fmt(v) {
 }
 // lines: [{name, color, dash, pts: [[x, y], ...]}]; hline: {y, label} or null.
 function lineChart(id, title, xlabel, ylabel, lines, hline) {
-  const W = 520, H = 320, L = 60, R = 130, T = 28, B = 42;
+  const W = 550, H = 320, L = 60, R = 160, T = 28, B = 42;
   const svg = el('svg', {width: W, height: H, 'data-kind': 'line'}, document.getElementById(id));
   text(svg, W / 2, 16, title, {'text-anchor': 'middle', 'font-size': 13, 'font-weight': 'bold'});
   let xmax = 0, ymax = 0, npts = 0;
@@ -88,12 +88,12 @@ function lineChart(id, title, xlabel, ylabel, lines, hline) {
     }
     for (const [x, y] of pts) el('circle', {cx: sx(x), cy: sy(y), r: 4, fill: l.color, 'class': 'pt'}, svg);
     el('rect', {x: W - R + 6, y: T + 14 * i, width: 10, height: 10, fill: l.color}, svg);
-    text(svg, W - R + 20, T + 14 * i + 9, l.name);
+    text(svg, W - R + 20, T + 14 * i + 9, l.name, {'font-size': 10});
   });
   svg.setAttribute('data-points', npts);
 }
 function histogram(id, title, groups) {
-  const W = 520, H = 320, L = 60, R = 130, T = 28, B = 42, NB = 30;
+  const W = 550, H = 320, L = 60, R = 160, T = 28, B = 42, NB = 30;
   const svg = el('svg', {width: W, height: H, 'data-kind': 'histogram'}, document.getElementById(id));
   text(svg, W / 2, 16, title, {'text-anchor': 'middle', 'font-size': 13, 'font-weight': 'bold'});
   let vmax = 0;
@@ -123,7 +123,7 @@ function histogram(id, title, groups) {
       nbars++;
     });
     el('rect', {x: W - R + 6, y: T + 14 * gi, width: 10, height: 10, fill: g.color}, svg);
-    text(svg, W - R + 20, T + 14 * gi + 9, g.name);
+    text(svg, W - R + 20, T + 14 * gi + 9, g.name, {'font-size': 10});
   });
   el('line', {x1: L, x2: W - R, y1: H - B, y2: H - B, stroke: '#333'}, svg);
   el('line', {x1: L, x2: L, y1: T, y2: H - B, stroke: '#333'}, svg);
