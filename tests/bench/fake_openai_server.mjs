@@ -10,7 +10,7 @@
 //          drop_mid (two chunks, then the socket is destroyed) | hang (never answers) |
 //          stream_error (an error object inside the stream) | json (a non-streaming JSON answer)
 //   options: firstTokenMs (default 20), tokenMs (default 2), usage (default true: honour
-//            stream_options.include_usage)
+//            stream_options.include_usage), closeIdleAfterMs (close idle keep-alive connections)
 import http from 'node:http';
 
 export function replyTokens(id, n) {
@@ -31,6 +31,13 @@ export async function startFakeServer(options = {}) {
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
   const server = http.createServer(async (req, res) => {
+    // closeIdleAfterMs: the server closes a keep-alive connection that stays idle that long.
+    clearTimeout(req.socket.kilnIdle);
+    if (options.closeIdleAfterMs !== undefined) {
+      res.on('finish', () => {
+        req.socket.kilnIdle = setTimeout(() => req.socket.destroy(), options.closeIdleAfterMs);
+      });
+    }
     let raw = '';
     for await (const piece of req) raw += piece;
     const record = { method: req.method, url: req.url, headers: req.headers, raw, time: Date.now() };
@@ -118,7 +125,6 @@ export async function startFakeServer(options = {}) {
     stats.maxOpenSockets = Math.max(stats.maxOpenSockets, sockets.size);
     s.on('close', () => sockets.delete(s));
   });
-  server.keepAliveTimeout = options.keepAliveTimeoutMs ?? 5000;
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   return {
     port: server.address().port,

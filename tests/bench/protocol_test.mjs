@@ -157,6 +157,28 @@ async function chatSweepDoesNotStarve() {
   assert.equal(log.length, points.reduce((a, p) => a + p.summary.num_sent, 0), 'warm-up not logged');
 }
 
+async function serverClosesIdleConnections() {
+  // The server drops keep-alive connections after 30 ms idle; arrivals 100 ms apart find their
+  // pooled connection closed and must retry on a new one, invisibly: no errors, no duplicates.
+  const srv = await startFakeServer({ firstTokenMs: 2, tokenMs: 0, closeIdleAfterMs: 30 });
+  const out = tmp('proto-keepalive');
+  const r = await runBench(['--base-url', `http://127.0.0.1:${srv.port}`, '--model', 'm',
+    '--workload', 'fixed', '--input-len', '4', '--output-len', '4', '--concurrency', '1',
+    '--num-requests', '3', '--out', out]);
+  assert.equal(r.code, 0, r.stderr);
+  const r2 = await runBench(['--base-url', `http://127.0.0.1:${srv.port}`, '--model', 'm',
+    '--workload', 'fixed', '--input-len', '4', '--output-len', '4', '--rate', '10',
+    '--num-requests', '15', '--seed', '9', '--out', out]);
+  await srv.close();
+  assert.equal(r2.code, 0, r2.stderr);
+  const { result, log } = readOutputs(out);
+  assert.ok(log.every((x) => x.ok), JSON.stringify(log.find((x) => !x.ok)));
+  assert.equal(srv.requests.filter((q) => q.method === 'POST').length, 3 + 15, 'no duplicates');
+  // Each arrival found its pooled connection closed by the server and opened a new one.
+  assert.ok(result.series[0].connections_opened >= 10, `${result.series[0].connections_opened}`);
+}
+
+await serverClosesIdleConnections();
 await chatSweepDoesNotStarve();
 await hundredsOfConnections();
 await chatClosedLoop();
