@@ -24,13 +24,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <random>
 #include <sstream>
-#include <csignal>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -478,15 +478,16 @@ bool ParseRange(const Flags& flags, const char* name, int* lo, int* hi) {
   char* end = nullptr;
   const long a = std::strtol(v.c_str(), &end, 10);
   long b = a;
-  bool ok = end != v.c_str() && (dash == std::string::npos ? *end == '\0' : end == v.c_str() + dash);
+  bool ok =
+      end != v.c_str() && (dash == std::string::npos ? *end == '\0' : end == v.c_str() + dash);
   if (ok && dash != std::string::npos) {
     const char* s = v.c_str() + dash + 1;
     b = std::strtol(s, &end, 10);
     ok = end != s && *end == '\0';
   }
   if (!ok || a < 0 || b < a || b > 10000000) {
-    std::fprintf(stderr, "kiln bench serve: --%s takes MIN-MAX (0 <= MIN <= MAX), got '%s'\n",
-                 name, v.c_str());
+    std::fprintf(stderr, "kiln bench serve: --%s takes MIN-MAX (0 <= MIN <= MAX), got '%s'\n", name,
+                 v.c_str());
     return false;
   }
   *lo = static_cast<int>(a);
@@ -543,11 +544,12 @@ bool ParseServeBenchArgs(const Flags& flags, bench::ServeBenchOptions* o) {
     int64_t fallback;
     int64_t min, max;
   };
-  const IntFlag ints[] = {{"concurrency", 0, 0, 100000},     {"num-requests", 0, 0, 1LL << 40},
-                          {"sweep-max-points", 10, 2, 1000}, {"seed", 0, 0, 1LL << 62},
-                          {"input-len", 128, 1, 10000000},   {"output-len", 128, 1, 10000000},
-                          {"conversations", 1000, 1, 10000000}, {"personas", 8, 1, 100000},
-                          {"warmup-requests", 0, 0, 1LL << 40}, {"warmup-concurrency", 16, 1, 100000}};
+  const IntFlag ints[] = {
+      {"concurrency", 0, 0, 100000},        {"num-requests", 0, 0, 1LL << 40},
+      {"sweep-max-points", 10, 2, 1000},    {"seed", 0, 0, 1LL << 62},
+      {"input-len", 128, 1, 10000000},      {"output-len", 128, 1, 10000000},
+      {"conversations", 1000, 1, 10000000}, {"personas", 8, 1, 100000},
+      {"warmup-requests", 0, 0, 1LL << 40}, {"warmup-concurrency", 16, 1, 100000}};
   constexpr int kNumInts = sizeof(ints) / sizeof(ints[0]);
   int64_t v[kNumInts];
   for (int i = 0; i < kNumInts; ++i) {
@@ -574,8 +576,7 @@ bool ParseServeBenchArgs(const Flags& flags, bench::ServeBenchOptions* o) {
   o->warmup_concurrency = static_cast<int>(v[9]);
   if (!ParseRange(flags, "system-words", &o->workload.system_words_min,
                   &o->workload.system_words_max) ||
-      !ParseRange(flags, "user-words", &o->workload.user_words_min,
-                  &o->workload.user_words_max) ||
+      !ParseRange(flags, "user-words", &o->workload.user_words_min, &o->workload.user_words_max) ||
       !ParseRange(flags, "reply-tokens", &o->workload.reply_tokens_min,
                   &o->workload.reply_tokens_max) ||
       !ParseRange(flags, "turns", &o->workload.turns_min, &o->workload.turns_max)) {
@@ -664,7 +665,8 @@ int RunServeBenchCommand(int argc, char** argv) {
     return result.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
   }
   int64_t ok = 0;
-  for (const auto& p : (*result)["series"][0]["points"]) ok += p["summary"]["num_ok"].get<int64_t>();
+  for (const auto& p : (*result)["series"][0]["points"])
+    ok += p["summary"]["num_ok"].get<int64_t>();
   if (ok == 0) {
     std::fprintf(stderr, "kiln bench serve: no request succeeded (see the errors above)\n");
     return 1;
@@ -679,7 +681,8 @@ int RunServeBenchCommand(int argc, char** argv) {
 int RunBench(int argc, char** argv) {
   using namespace kiln::cli;
   if (argc < 3) {
-    std::fprintf(stderr, "usage: kiln bench latency|throughput|serve [flags]  (--help for flags)\n");
+    std::fprintf(stderr,
+                 "usage: kiln bench latency|throughput|serve [flags]  (--help for flags)\n");
     return 2;
   }
   const std::string mode = argv[2];

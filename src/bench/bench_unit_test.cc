@@ -245,8 +245,10 @@ TEST(FileWorkload, ReadsPromptsAndMessagesAndNamesBadLines) {
   const std::string path = ::testing::TempDir() + "/bench_requests.jsonl";
   {
     std::ofstream f(path);
-    f << R"({"prompt":"hello","max_tokens":5,"ignore_eos":true})" << "\n\n"
-      << R"({"messages":[{"role":"user","content":"hi"}]})" << "\n";
+    f << R"({"prompt":"hello","max_tokens":5,"ignore_eos":true})"
+      << "\n\n"
+      << R"({"messages":[{"role":"user","content":"hi"}]})"
+      << "\n";
   }
   WorkloadOptions o;
   o.kind = "file";
@@ -265,7 +267,10 @@ TEST(FileWorkload, ReadsPromptsAndMessagesAndNamesBadLines) {
   EXPECT_EQ(c->prompt, "hello");  // cycles
   {
     std::ofstream f(path);
-    f << R"({"prompt":"ok"})" << "\n" << R"({"prompt":"x","max_tokens":-1})" << "\n";
+    f << R"({"prompt":"ok"})"
+      << "\n"
+      << R"({"prompt":"x","max_tokens":-1})"
+      << "\n";
   }
   w = CreateWorkload(o);
   ASSERT_FALSE(w.ok());
@@ -396,11 +401,12 @@ json FakeResult() {
   p.records = {r};
   p.summary = SummarizeRecords(p.records, 1.5);
   SweepStep step{2, true, ""};
-  json series = {{"name", "s1"},
-                 {"points", json::array({PointToJson(p, &step)})},
-                 {"sweep", {{"found", true}, {"best_rate", 2.0}, {"best_point", 0},
-                            {"first_failing_rate", 4.0}}},
-                 {"e2e_samples_ms", {500.0}}};
+  json series = {
+      {"name", "s1"},
+      {"points", json::array({PointToJson(p, &step)})},
+      {"sweep",
+       {{"found", true}, {"best_rate", 2.0}, {"best_point", 0}, {"first_failing_rate", 4.0}}},
+      {"e2e_samples_ms", {500.0}}};
   return {{"config", {{"model", "</script><script>alert(1)</script>"}, {"slo_p99_ms", 1500}}},
           {"series", json::array({series, {{"name", "FP8"}, {"error", "unknown flag --x"}}})}};
 }

@@ -17,15 +17,16 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 double NowSeconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 StatusOr<Endpoint> ParseBaseUrl(const std::string& base_url) {
   const std::string scheme = "http://";
   if (base_url.rfind("https://", 0) == 0) {
-    return Status::InvalidArgument("--base-url: https is not supported (use http://, e.g. via a "
-                                   "local TLS-terminating proxy): '" + base_url + "'");
+    return Status::InvalidArgument(
+        "--base-url: https is not supported (use http://, e.g. via a "
+        "local TLS-terminating proxy): '" +
+        base_url + "'");
   }
   if (base_url.rfind(scheme, 0) != 0) {
     return Status::InvalidArgument("--base-url must start with http://, got '" + base_url + "'");
@@ -53,8 +54,7 @@ StatusOr<Endpoint> ParseBaseUrl(const std::string& base_url) {
   }
   if (e.host.empty() || e.port.empty() ||
       e.port.find_first_not_of("0123456789") != std::string::npos) {
-    return Status::InvalidArgument("--base-url: cannot read host and port from '" + base_url +
-                                   "'");
+    return Status::InvalidArgument("--base-url: cannot read host and port from '" + base_url + "'");
   }
   return e;
 }
@@ -107,12 +107,13 @@ class HttpClient::Exchange : public std::enable_shared_from_this<Exchange> {
         [self = shared_from_this()](beast::error_code ec, tcp::resolver::results_type results) {
           if (ec) return self->Fail("connect", "resolve: " + ec.message());
           self->conn_->stream.expires_at(self->deadline_);
-          self->conn_->stream.async_connect(
-              results, [self](beast::error_code ec, const tcp::endpoint&) {
-                if (ec == beast::error::timeout) return self->Fail("timeout", "connect timed out");
-                if (ec) return self->Fail("connect", ec.message());
-                self->Write();
-              });
+          self->conn_->stream.async_connect(results,
+                                            [self](beast::error_code ec, const tcp::endpoint&) {
+                                              if (ec == beast::error::timeout)
+                                                return self->Fail("timeout", "connect timed out");
+                                              if (ec) return self->Fail("connect", ec.message());
+                                              self->Write();
+                                            });
         });
   }
 
@@ -149,8 +150,8 @@ class HttpClient::Exchange : public std::enable_shared_from_this<Exchange> {
                               self->response_bytes_ += n;
                               if (ec) {
                                 if (self->MaybeRetry(ec)) return;
-                                return self->Fail(KindOf(ec), "reading the response: " +
-                                                                  ec.message());
+                                return self->Fail(KindOf(ec),
+                                                  "reading the response: " + ec.message());
                               }
                               self->OnHeader();
                             });
@@ -170,16 +171,17 @@ class HttpClient::Exchange : public std::enable_shared_from_this<Exchange> {
     parser_->get().body().data = chunk_;
     parser_->get().body().size = sizeof(chunk_);
     conn_->stream.expires_at(deadline_);
-    http::async_read_some(
-        conn_->stream, conn_->buffer, *parser_,
-        [self = shared_from_this()](beast::error_code ec, size_t n) {
-          self->response_bytes_ += n;
-          const size_t got = sizeof(self->chunk_) - self->parser_->get().body().size;
-          if (ec == http::error::need_buffer) ec = {};
-          if (got > 0) self->OnBytes(std::string_view(self->chunk_, got));
-          if (ec) return self->Fail(KindOf(ec), "reading the body: " + ec.message());
-          self->ReadBody();
-        });
+    http::async_read_some(conn_->stream, conn_->buffer, *parser_,
+                          [self = shared_from_this()](beast::error_code ec, size_t n) {
+                            self->response_bytes_ += n;
+                            const size_t got =
+                                sizeof(self->chunk_) - self->parser_->get().body().size;
+                            if (ec == http::error::need_buffer) ec = {};
+                            if (got > 0) self->OnBytes(std::string_view(self->chunk_, got));
+                            if (ec)
+                              return self->Fail(KindOf(ec), "reading the body: " + ec.message());
+                            self->ReadBody();
+                          });
   }
 
   void OnBytes(std::string_view bytes) {
@@ -202,8 +204,8 @@ class HttpClient::Exchange : public std::enable_shared_from_this<Exchange> {
       return;
     }
     if (c.parse_error) {
-      if (protocol_error_.empty()) protocol_error_ = "stream chunk is not a JSON object: " +
-                                                     data.substr(0, 200);
+      if (protocol_error_.empty())
+        protocol_error_ = "stream chunk is not a JSON object: " + data.substr(0, 200);
       return;
     }
     if (!c.error.empty()) {

@@ -18,14 +18,13 @@
 // Thread-safety: not thread-safe; all calls and callbacks happen on the io_context's thread.
 #pragma once
 
+#include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <boost/asio/io_context.hpp>
 
 #include "kiln/status.h"
 
@@ -51,15 +50,15 @@ struct ResponseResult {
   std::string error_kind;
   std::string error_message;
   int http_status = 0;
-  double start_s = 0.0;                 // steady clock seconds when the call was made
-  double end_s = 0.0;                   // when the response completed or failed
-  std::vector<double> chunk_times_s;    // arrival time of each chunk that carried content
-  std::string text;                     // all content, concatenated
+  double start_s = 0.0;               // steady clock seconds when the call was made
+  double end_s = 0.0;                 // when the response completed or failed
+  std::vector<double> chunk_times_s;  // arrival time of each chunk that carried content
+  std::string text;                   // all content, concatenated
   std::string finish_reason;
-  int64_t prompt_tokens = -1;           // from usage, when the server reported it
+  int64_t prompt_tokens = -1;  // from usage, when the server reported it
   int64_t completion_tokens = -1;
   int64_t cached_tokens = -1;
-  bool done_marker = false;             // "[DONE]" seen
+  bool done_marker = false;  // "[DONE]" seen
 };
 
 // Seconds on the steady clock (the time base of ResponseResult).

@@ -1,9 +1,10 @@
 #include "bench/production_table.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <unistd.h>
 
 #include "bench/report.h"
 #include "bench/server_process.h"
@@ -17,11 +18,14 @@ std::vector<ServerConfig> ProductionConfigs(int cpu_offload_gb) {
   return {
       {"bf16", "bf16", {"--dtype", "bfloat16", "--no-enable-prefix-caching"}},
       {"bf16 + GPU PC", "bf16-pc", {"--dtype", "bfloat16", "--enable-prefix-caching"}},
-      {"FP8", "fp8",
+      {"FP8",
+       "fp8",
        {"--dtype", "bfloat16", "--quantization", "fp8", "--no-enable-prefix-caching"}},
-      {"FP8 + GPU PC", "fp8-pc",
+      {"FP8 + GPU PC",
+       "fp8-pc",
        {"--dtype", "bfloat16", "--quantization", "fp8", "--enable-prefix-caching"}},
-      {"FP8 + GPU + host PC", "fp8-pc-host",
+      {"FP8 + GPU + host PC",
+       "fp8-pc-host",
        {"--dtype", "bfloat16", "--quantization", "fp8", "--enable-prefix-caching",
         "--cpu-offload-gb", gb}},
   };
@@ -76,8 +80,8 @@ StatusOr<json> RunProductionTable(const ProductionTableOptions& o) {
         std::find(o.configs.begin(), o.configs.end(), c.key) == o.configs.end()) {
       continue;
     }
-    std::vector<std::string> argv = {o.kiln_binary, "serve",  "--model",
-                                     o.model_path,  "--port", "0",
+    std::vector<std::string> argv = {o.kiln_binary,         "serve",  "--model",
+                                     o.model_path,          "--port", "0",
                                      "--served-model-name", served};
     argv.insert(argv.end(), c.args.begin(), c.args.end());
     argv.insert(argv.end(), o.server_args.begin(), o.server_args.end());

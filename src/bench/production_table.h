@@ -1,18 +1,17 @@
 // The production-table preset of `kiln bench serve`: for each server configuration (bf16, bf16 +
 // GPU prefix cache, FP8, FP8 + GPU prefix cache, FP8 + GPU + host prefix cache) it starts
-// `kiln serve` itself with that configuration's flags plus the caller's extra server flags, runs the
-// SLO sweep on the chat workload, stops the server, and puts the configurations side by side (max
-// QPS under the SLO, output tokens/s, P99, prefix-cache hit rate). A configuration whose server
-// does not start (e.g. it rejects a flag because the feature does not exist yet) is reported as
-// "not available: <the server's message>", never measured with something else.
+// `kiln serve` itself with that configuration's flags plus the caller's extra server flags, runs
+// the SLO sweep on the chat workload, stops the server, and puts the configurations side by side
+// (max QPS under the SLO, output tokens/s, P99, prefix-cache hit rate). A configuration whose
+// server does not start (e.g. it rejects a flag because the feature does not exist yet) is reported
+// as "not available: <the server's message>", never measured with something else.
 //
 // Thread-compatible: runs on the calling thread; one server at a time.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "bench/serve_bench.h"
 #include "kiln/status.h"
@@ -35,7 +34,7 @@ struct ProductionTableOptions {
   std::vector<std::string> configs;      // keys to run (empty: all)
   int cpu_offload_gb = 64;
   double server_start_timeout_s = 900.0;
-  ServeBenchOptions bench;               // the sweep (base_url and model are set per server)
+  ServeBenchOptions bench;  // the sweep (base_url and model are set per server)
   Status Validate() const;
 };
 

@@ -11,8 +11,8 @@ namespace {
 using json = nlohmann::json;
 
 json LatencyJson(const LatencySummary& l) {
-  return {{"count", l.count}, {"mean_ms", l.mean * 1e3}, {"p50_ms", l.p50 * 1e3},
-          {"p90_ms", l.p90 * 1e3}, {"p99_ms", l.p99 * 1e3}, {"max_ms", l.max * 1e3}};
+  return {{"count", l.count},      {"mean_ms", l.mean * 1e3}, {"p50_ms", l.p50 * 1e3},
+          {"p90_ms", l.p90 * 1e3}, {"p99_ms", l.p99 * 1e3},   {"max_ms", l.max * 1e3}};
 }
 
 std::string Num(const json& v, const char* fmt) {
@@ -129,10 +129,9 @@ std::string PointsTable(const json& series, double slo_ms) {
         sv.value("kv_usage_mean", -1.0) >= 0
             ? Num(json(100 * sv["kv_usage_mean"].get<double>()), "%.1f").c_str()
             : "-",
-        p.contains("passes") ? (p["passes"].get<bool>() ? "pass" : "FAIL: " +
-                                                                    p["reason"].get<std::string>())
-                                   .c_str()
-                             : "");
+        p.contains("passes")
+            ? (p["passes"].get<bool>() ? "pass" : "FAIL: " + p["reason"].get<std::string>()).c_str()
+            : "");
     out += line;
     if (!s["errors"].empty()) out += "             errors: " + s["errors"].dump() + "\n";
   }
@@ -143,16 +142,19 @@ std::string ProductionTable(const json& result) {
   const json& all = result.value("series", json::array());
   const double slo_ms = result["config"].value("slo_p99_ms", 1500.0);
   std::vector<std::vector<std::string>> cols;
-  std::vector<std::string> labels = {"", "max QPS, P99 E2E <= " + Num(json(slo_ms), "%.0f") + " ms",
-                                     "output tokens/s at that rate", "P99 E2E ms at that rate",
-                                     "P99 TTFT ms at that rate", "prefix-cache hit rate"};
+  std::vector<std::string> labels = {"",
+                                     "max QPS, P99 E2E <= " + Num(json(slo_ms), "%.0f") + " ms",
+                                     "output tokens/s at that rate",
+                                     "P99 E2E ms at that rate",
+                                     "P99 TTFT ms at that rate",
+                                     "prefix-cache hit rate"};
   std::string notes;
   for (const json& s : all) {
     std::vector<std::string> c = {s.value("name", "?")};
     if (s.contains("error")) {
       c.insert(c.end(), {"not available", "", "", "", ""});
-      notes += "  " + s.value("name", "?") + ": not available: " + s["error"].get<std::string>() +
-               "\n";
+      notes +=
+          "  " + s.value("name", "?") + ": not available: " + s["error"].get<std::string>() + "\n";
     } else if (!s["sweep"].value("found", false)) {
       c.insert(c.end(), {"none passes", "", "", "", ""});
     } else {

@@ -9,10 +9,9 @@
 // Pure functions (no I/O except WriteFile); thread-compatible.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "bench/runner.h"
 #include "bench/slo_search.h"

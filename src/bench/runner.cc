@@ -16,8 +16,8 @@ namespace asio = boost::asio;
 using json = nlohmann::json;
 
 asio::steady_timer::time_point At(double t_s) {
-  return asio::steady_timer::time_point(std::chrono::duration_cast<asio::steady_timer::duration>(
-      std::chrono::duration<double>(t_s)));
+  return asio::steady_timer::time_point(
+      std::chrono::duration_cast<asio::steady_timer::duration>(std::chrono::duration<double>(t_s)));
 }
 
 class PointRun final {
@@ -84,9 +84,7 @@ class PointRun final {
     });
   }
 
-  bool HaveSlot() const {
-    return o_.rate > 0 ? !pending_.empty() : in_flight_ < o_.concurrency;
-  }
+  bool HaveSlot() const { return o_.rate > 0 ? !pending_.empty() : in_flight_ < o_.concurrency; }
 
   void Dispatch() {
     while (sending_ && HaveSlot()) {
@@ -139,9 +137,8 @@ class PointRun final {
       rec.itl_s.push_back(r.chunk_times_s[i] - r.chunk_times_s[i - 1]);
     }
     rec.prompt_tokens = r.prompt_tokens;
-    rec.output_tokens = r.completion_tokens >= 0
-                            ? r.completion_tokens
-                            : static_cast<int64_t>(r.chunk_times_s.size());
+    rec.output_tokens = r.completion_tokens >= 0 ? r.completion_tokens
+                                                 : static_cast<int64_t>(r.chunk_times_s.size());
     rec.cached_tokens = r.cached_tokens;
     rec.max_tokens = req.max_tokens;
     rec.ok = r.ok;
@@ -178,7 +175,7 @@ class PointRun final {
 
   void Scrape(std::function<void()> then) {
     client_->Get("/metrics", [this, then = std::move(then)](int status, std::string body,
-                                                           std::string error) {
+                                                            std::string error) {
       const MetricsSnapshot s = ReadSnapshot(body);
       if (!error.empty() || status != 200 || (!s.has_prefix_cache && !s.has_kv_usage)) {
         scraping_ = false;  // not a server whose metrics we read; stop asking
@@ -226,8 +223,8 @@ class PointRun final {
                  "\r  %s %6.1f s | sent %lld ok %lld failed %lld | in flight %d | %.2f req/s | "
                  "p99 e2e %.0f ms | %.0f out tok/s   ",
                  o_.label.c_str(), t, static_cast<long long>(sent_), static_cast<long long>(ok),
-                 static_cast<long long>(failed), in_flight_, ok / t,
-                 Percentile(e2e, 99) * 1e3, out_tokens / t);
+                 static_cast<long long>(failed), in_flight_, ok / t, Percentile(e2e, 99) * 1e3,
+                 out_tokens / t);
     std::fflush(stderr);
   }
 

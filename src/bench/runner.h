@@ -1,7 +1,7 @@
 // One measurement point of the load generator: requests from a Workload sent to an
 // OpenAI-compatible server at a Poisson rate (open loop) or at a fixed concurrency (closed loop),
-// for a duration or a number of requests, every request streamed through HttpClient; the per-request
-// records, their summary and the server's /metrics figures over the point.
+// for a duration or a number of requests, every request streamed through HttpClient; the
+// per-request records, their summary and the server's /metrics figures over the point.
 //
 // Arrivals: with a rate, arrival times are a Poisson process from `seed` (exponential gaps); an
 // arrival that finds no request ready (chat: every conversation in flight or thinking) waits for
@@ -59,11 +59,11 @@ struct PointSummary {
   double duration_s = 0;                  // first send → last completion
   double qps = 0;                         // successful requests / s
   double output_tokens_per_s = 0;
-  double total_tokens_per_s = 0;          // prompt (where reported) + output
-  double goodput = 0;                     // successful requests within the SLO / s
+  double total_tokens_per_s = 0;  // prompt (where reported) + output
+  double goodput = 0;             // successful requests within the SLO / s
   int64_t prompt_tokens = 0;
   int64_t output_tokens = 0;
-  double client_cache_hit_rate = -1;      // Σ cached / Σ prompt tokens from usage; −1: n/a
+  double client_cache_hit_rate = -1;  // Σ cached / Σ prompt tokens from usage; −1: n/a
   LatencySummary ttft_s;
   LatencySummary tpot_s;
   LatencySummary itl_s;
@@ -74,16 +74,16 @@ PointSummary SummarizeRecords(const std::vector<RequestRecord>& records, double 
 
 struct RunOptions {
   std::string model;
-  double rate = 0;         // requests/s (Poisson); 0 → closed loop at `concurrency`
+  double rate = 0;  // requests/s (Poisson); 0 → closed loop at `concurrency`
   int concurrency = 0;
-  double duration_s = 0;   // 0: until num_requests
+  double duration_s = 0;     // 0: until num_requests
   int64_t num_requests = 0;  // 0: until duration_s
   double slo_e2e_s = 1.5;
   uint64_t seed = 0;
   bool scrape_metrics = true;
   double scrape_interval_s = 1.0;
-  bool progress = false;   // live line on stderr
-  std::string label;       // shown in the progress line
+  bool progress = false;  // live line on stderr
+  std::string label;      // shown in the progress line
   int point = 0;
   Status Validate() const;
 };

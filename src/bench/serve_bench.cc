@@ -111,29 +111,29 @@ StatusOr<json> RunSeries(const ServeBenchOptions& o, const std::string& name,
                         {"num_ok", warm.summary.num_ok},
                         {"errors", SummaryToJson(warm.summary)["errors"]},
                         {"duration_s", warm.summary.duration_s}};
-    std::printf("  warm-up: %lld requests at concurrency %d in %.1f s (%lld failed), not measured\n",
-                static_cast<long long>(warm.summary.num_sent), o.warmup_concurrency,
-                warm.summary.duration_s, static_cast<long long>(warm.summary.num_failed));
+    std::printf(
+        "  warm-up: %lld requests at concurrency %d in %.1f s (%lld failed), not measured\n",
+        static_cast<long long>(warm.summary.num_sent), o.warmup_concurrency,
+        warm.summary.duration_s, static_cast<long long>(warm.summary.num_failed));
     std::fflush(stdout);
   }
   int best = 0;
   if (o.sweep) {
     SweepOptions so = o.sweep_options;
     so.slo_e2e_s = o.run.slo_e2e_s;
-    KILN_ASSIGN_OR_RETURN(
-        SweepOutcome outcome,
-        SloSweep(so, [&](double rate, int) -> StatusOr<PointVerdictInput> {
-          RunOptions ro = o.run;
-          ro.rate = rate;
-          ro.concurrency = 0;
-          const PointResult& p = run_point(ro);
-          PointVerdictInput v;
-          v.p99_e2e_s = p.summary.e2e_s.p99;
-          v.num_sent = p.summary.num_sent;
-          v.num_failed = p.summary.num_failed;
-          v.num_delayed_arrivals = p.num_delayed_arrivals;
-          return v;
-        }));
+    KILN_ASSIGN_OR_RETURN(SweepOutcome outcome,
+                          SloSweep(so, [&](double rate, int) -> StatusOr<PointVerdictInput> {
+                            RunOptions ro = o.run;
+                            ro.rate = rate;
+                            ro.concurrency = 0;
+                            const PointResult& p = run_point(ro);
+                            PointVerdictInput v;
+                            v.p99_e2e_s = p.summary.e2e_s.p99;
+                            v.num_sent = p.summary.num_sent;
+                            v.num_failed = p.summary.num_failed;
+                            v.num_delayed_arrivals = p.num_delayed_arrivals;
+                            return v;
+                          }));
     for (size_t i = 0; i < points.size(); ++i) {
       series["points"].push_back(PointToJson(points[i], &outcome.steps[i]));
     }

@@ -7,9 +7,8 @@
 // Thread-compatible: runs on the calling thread (its own io_context).
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "bench/runner.h"
 #include "bench/slo_search.h"

@@ -52,8 +52,7 @@ Status ServerProcess::Start(const std::vector<std::string>& argv, const std::str
   close(fd);
   pid_ = pid;
   const std::regex listening(R"(listening on http://([^:/\s]+):(\d+))");
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   while (true) {
     std::smatch m;
     const std::string log = ReadAll(log_path_);
@@ -72,8 +71,8 @@ Status ServerProcess::Start(const std::vector<std::string>& argv, const std::str
     if (std::chrono::steady_clock::now() > deadline) {
       Stop(5.0);
       return Status::Unavailable("the server did not start listening within " +
-                                 std::to_string(static_cast<int>(timeout_s)) + " s; log: " +
-                                 LogTail(3));
+                                 std::to_string(static_cast<int>(timeout_s)) +
+                                 " s; log: " + LogTail(3));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

@@ -7,8 +7,9 @@
 // Thread-compatible; POSIX only.
 #pragma once
 
-#include <string>
 #include <sys/types.h>
+
+#include <string>
 #include <vector>
 
 #include "kiln/status.h"
@@ -23,8 +24,7 @@ class ServerProcess final {
   ServerProcess& operator=(const ServerProcess&) = delete;
 
   // argv[0] is the program path. On success base_url() is "http://HOST:PORT".
-  Status Start(const std::vector<std::string>& argv, const std::string& log_path,
-               double timeout_s);
+  Status Start(const std::vector<std::string>& argv, const std::string& log_path, double timeout_s);
   void Stop(double grace_s = 30.0);
   const std::string& base_url() const { return base_url_; }
   // The last `max_lines` non-empty lines of the log.

@@ -21,20 +21,20 @@ struct MetricsSnapshot {
   double prefix_cache_hits = 0;     // tokens
   double prefix_cache_queries = 0;  // tokens
   bool has_kv_usage = false;
-  double kv_usage = 0;              // fraction of the KV pool in use, 0..1
-  std::string server;               // "kiln", "vllm" or "" (unknown)
+  double kv_usage = 0;  // fraction of the KV pool in use, 0..1
+  std::string server;   // "kiln", "vllm" or "" (unknown)
 };
 
 MetricsSnapshot ReadSnapshot(const std::string& metrics_text);
 
 // Server-side figures over one measurement point.
 struct ServerStats {
-  bool available = false;         // a recognised /metrics answered
+  bool available = false;  // a recognised /metrics answered
   std::string server;
   double prefix_cache_hit_rate = -1;  // hits / queries between the first and last scrape; −1: n/a
   double prefix_cache_hit_tokens = 0;
   double prefix_cache_query_tokens = 0;
-  double kv_usage_mean = -1;      // over the periodic scrapes; −1: n/a
+  double kv_usage_mean = -1;  // over the periodic scrapes; −1: n/a
   double kv_usage_max = -1;
   int num_scrapes = 0;
 };

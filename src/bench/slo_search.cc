@@ -55,8 +55,7 @@ StatusOr<SweepOutcome> SloSweep(
   SweepOutcome out;
   double lo = 0, hi = 0;  // highest passing, lowest failing (0: none yet)
   auto run = [&](double rate) -> StatusOr<bool> {
-    KILN_ASSIGN_OR_RETURN(PointVerdictInput p,
-                          measure(rate, static_cast<int>(out.steps.size())));
+    KILN_ASSIGN_OR_RETURN(PointVerdictInput p, measure(rate, static_cast<int>(out.steps.size())));
     SweepStep step;
     step.rate = rate;
     step.reason = JudgePoint(p, o);

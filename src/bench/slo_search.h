@@ -1,11 +1,12 @@
 // The SLO sweep: the highest Poisson request rate whose measured P99 end-to-end latency meets the
-// SLO, by a bracketing search. From start_rate the rate doubles while points pass (halves while they
-// fail) until a passing and a failing rate bracket the answer, then bisects the bracket until it is
-// within rel_tolerance of its lower end or max_points points were measured. A point passes when its
-// P99 E2E ≤ the SLO, at most max_error_rate of its requests failed, at least one succeeded and no
-// more than max_delayed_fraction of its arrivals had to wait for a ready request (a starved
-// workload cannot show the rate it was asked for); a point over the SLO fails for its latency first. The search is independent of how a point is
-// measured (a callback), so it is unit-tested on synthetic latency curves.
+// SLO, by a bracketing search. From start_rate the rate doubles while points pass (halves while
+// they fail) until a passing and a failing rate bracket the answer, then bisects the bracket until
+// it is within rel_tolerance of its lower end or max_points points were measured. A point passes
+// when its P99 E2E ≤ the SLO, at most max_error_rate of its requests failed, at least one succeeded
+// and no more than max_delayed_fraction of its arrivals had to wait for a ready request (a starved
+// workload cannot show the rate it was asked for); a point over the SLO fails for its latency
+// first. The search is independent of how a point is measured (a callback), so it is unit-tested on
+// synthetic latency curves.
 //
 // Thread-compatible.
 #pragma once
@@ -45,11 +46,11 @@ struct SweepStep {
 };
 
 struct SweepOutcome {
-  std::vector<SweepStep> steps;  // in measurement order
-  bool found = false;            // some rate passed
-  double best_rate = 0;          // the highest passing rate
-  int best_step = -1;            // its index in steps
-  double first_failing_rate = 0; // the lowest failing rate above best_rate (0: none measured)
+  std::vector<SweepStep> steps;   // in measurement order
+  bool found = false;             // some rate passed
+  double best_rate = 0;           // the highest passing rate
+  int best_step = -1;             // its index in steps
+  double first_failing_rate = 0;  // the lowest failing rate above best_rate (0: none measured)
 };
 
 // Judges one point against the options; returns "" when it passes, else the reason.

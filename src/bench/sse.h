@@ -32,15 +32,15 @@ class SseParser final {
 
 // What one stream chunk (or a non-streaming response body) says.
 struct StreamChunk {
-  bool done = false;            // the "[DONE]" sentinel
-  bool parse_error = false;     // not JSON / not an object
-  std::string error;            // an {"error": ...} object's message
-  std::string content;          // choices[0]: text, delta.content / delta.reasoning_content,
-                                // message.content (non-streaming)
-  std::string finish_reason;    // choices[0].finish_reason when set
-  int64_t prompt_tokens = -1;   // usage, when present
+  bool done = false;           // the "[DONE]" sentinel
+  bool parse_error = false;    // not JSON / not an object
+  std::string error;           // an {"error": ...} object's message
+  std::string content;         // choices[0]: text, delta.content / delta.reasoning_content,
+                               // message.content (non-streaming)
+  std::string finish_reason;   // choices[0].finish_reason when set
+  int64_t prompt_tokens = -1;  // usage, when present
   int64_t completion_tokens = -1;
-  int64_t cached_tokens = -1;   // usage.prompt_tokens_details.cached_tokens
+  int64_t cached_tokens = -1;  // usage.prompt_tokens_details.cached_tokens
 };
 
 StreamChunk ParseStreamChunk(const std::string& data);

@@ -3,10 +3,9 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 namespace kiln::bench {
 namespace {
@@ -15,35 +14,32 @@ using json = nlohmann::json;
 
 // Common English words; with a leading space each is one token for most BPE vocabularies.
 constexpr const char* kWords[] = {
-    "time",    "person", "year",    "way",     "day",     "thing",   "man",     "world",
-    "life",    "hand",   "part",    "child",   "eye",     "woman",   "place",   "work",
-    "week",    "case",   "point",   "number",  "group",   "problem", "fact",    "be",
-    "have",    "do",     "say",     "get",     "make",    "go",      "know",    "take",
-    "see",     "come",   "think",   "look",    "want",    "give",    "use",     "find",
-    "tell",    "ask",    "seem",    "feel",    "try",     "leave",   "call",    "good",
-    "new",     "first",  "last",    "long",    "great",   "little",  "own",     "other",
-    "old",     "right",  "big",     "high",    "small",   "large",   "next",    "early",
-    "young",   "few",    "public",  "bad",     "same",    "able",    "to",      "of",
-    "in",      "for",    "on",      "with",    "at",      "by",      "from",    "up",
-    "about",   "into",   "over",    "after",   "the",     "and",     "a",       "that",
-    "it",      "not",    "he",      "as",      "you",     "this",    "but",     "his",
-    "they",    "her",    "she",     "or",      "an",      "will",    "my",      "one",
-    "all",     "would",  "there",   "their",   "what",    "so",      "out",     "if",
-    "who",     "which",  "go",      "me",      "when",    "can",     "like",    "no",
-    "just",    "him",    "your",    "some",    "could",   "them",    "than",    "then",
-    "now",     "only",   "its",     "also",    "back",    "two",     "how",     "our",
-    "well",    "even",   "because", "any",     "these",   "most",    "us",      "water",
-    "house",   "story",  "friend",  "money",   "night",   "room",    "book",    "city",
-    "home",    "school", "food",    "music",   "garden",  "river",   "road",    "train",
-    "morning", "happy",  "quiet",   "bright",  "simple",  "warm",    "clear",   "kind",
-    "help",    "plan",   "answer",  "question", "idea",   "light",   "table",   "window",
-    "paper",   "letter", "game",    "class",   "market",  "office",  "car",     "tree"};
+    "time",     "person", "year",   "way",     "day",    "thing", "man",    "world",   "life",
+    "hand",     "part",   "child",  "eye",     "woman",  "place", "work",   "week",    "case",
+    "point",    "number", "group",  "problem", "fact",   "be",    "have",   "do",      "say",
+    "get",      "make",   "go",     "know",    "take",   "see",   "come",   "think",   "look",
+    "want",     "give",   "use",    "find",    "tell",   "ask",   "seem",   "feel",    "try",
+    "leave",    "call",   "good",   "new",     "first",  "last",  "long",   "great",   "little",
+    "own",      "other",  "old",    "right",   "big",    "high",  "small",  "large",   "next",
+    "early",    "young",  "few",    "public",  "bad",    "same",  "able",   "to",      "of",
+    "in",       "for",    "on",     "with",    "at",     "by",    "from",   "up",      "about",
+    "into",     "over",   "after",  "the",     "and",    "a",     "that",   "it",      "not",
+    "he",       "as",     "you",    "this",    "but",    "his",   "they",   "her",     "she",
+    "or",       "an",     "will",   "my",      "one",    "all",   "would",  "there",   "their",
+    "what",     "so",     "out",    "if",      "who",    "which", "go",     "me",      "when",
+    "can",      "like",   "no",     "just",    "him",    "your",  "some",   "could",   "them",
+    "than",     "then",   "now",    "only",    "its",    "also",  "back",   "two",     "how",
+    "our",      "well",   "even",   "because", "any",    "these", "most",   "us",      "water",
+    "house",    "story",  "friend", "money",   "night",  "room",  "book",   "city",    "home",
+    "school",   "food",   "music",  "garden",  "river",  "road",  "train",  "morning", "happy",
+    "quiet",    "bright", "simple", "warm",    "clear",  "kind",  "help",   "plan",    "answer",
+    "question", "idea",   "light",  "table",   "window", "paper", "letter", "game",    "class",
+    "market",   "office", "car",    "tree"};
 constexpr int kNumWords = sizeof(kWords) / sizeof(kWords[0]);
 
-constexpr const char* kRoles[] = {"travel agent",   "math tutor",     "support engineer",
-                                  "cooking coach",  "legal assistant", "fitness trainer",
-                                  "history teacher", "career adviser", "product expert",
-                                  "writing editor"};
+constexpr const char* kRoles[] = {
+    "travel agent",    "math tutor",      "support engineer", "cooking coach",  "legal assistant",
+    "fitness trainer", "history teacher", "career adviser",   "product expert", "writing editor"};
 
 uint64_t Mix(uint64_t a, uint64_t b) {
   uint64_t x = a * 0x9E3779B97F4A7C15ull ^ (b + 0x632BE59BD9B4E019ull + (a << 6) + (a >> 2));
@@ -74,8 +70,8 @@ class ChatWorkload final : public Workload {
                             ? o_.system_words_min
                             : o_.system_words_min + (o_.system_words_max - o_.system_words_min) *
                                                         p / (o_.num_personas - 1);
-      std::string text = "You are " + std::string(kRoles[p % 10]) + " number " +
-                         std::to_string(p) + ". Answer briefly and kindly. Background notes:";
+      std::string text = "You are " + std::string(kRoles[p % 10]) + " number " + std::to_string(p) +
+                         ". Answer briefly and kindly. Background notes:";
       text += " " + RandomWords(&rng, words);
       personas_.push_back(std::move(text));
     }
@@ -127,8 +123,8 @@ class ChatWorkload final : public Workload {
   std::string Describe() const override {
     return "chat: " + std::to_string(o_.num_conversations) + " conversations, " +
            std::to_string(o_.num_personas) + " personas (" + std::to_string(o_.system_words_min) +
-           "-" + std::to_string(o_.system_words_max) + " words), " +
-           std::to_string(o_.turns_min) + "-" + std::to_string(o_.turns_max) + " turns, user " +
+           "-" + std::to_string(o_.system_words_max) + " words), " + std::to_string(o_.turns_min) +
+           "-" + std::to_string(o_.turns_max) + " turns, user " +
            std::to_string(o_.user_words_min) + "-" + std::to_string(o_.user_words_max) +
            " words, replies " + std::to_string(o_.reply_tokens_min) + "-" +
            std::to_string(o_.reply_tokens_max) + " tokens, think time " +

@@ -41,7 +41,8 @@ struct ChatMessage {
   std::string content;
 };
 
-// One request to send. `chat` selects /v1/chat/completions (messages) over /v1/completions (prompt).
+// One request to send. `chat` selects /v1/chat/completions (messages) over /v1/completions
+// (prompt).
 struct BenchRequest {
   bool chat = true;
   std::vector<ChatMessage> messages;
