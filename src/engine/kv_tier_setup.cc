@@ -66,7 +66,9 @@ std::string KvCacheNamespace(const EngineOptions& options, const Backend& backen
          (options.model.load_format == "dummy"
               ? "dummy:" + std::to_string(options.model.dummy_seed)
               : WeightsFingerprint(options.model.model_path)) +
-         " dtype=" + options.model.dtype + " layout=" + backend.kv_record_layout();
+         " dtype=" + options.model.dtype + " quantization=" + options.model.quantization + "/" +
+         options.model.quantization_scale + " kv_cache_dtype=" + options.cache.kv_cache_dtype +
+         " layout=" + backend.kv_record_layout();
 }
 
 StatusOr<KvTierSetup> SetUpKvTiers(const EngineOptions& options, Backend* backend,

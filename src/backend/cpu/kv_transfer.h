@@ -4,7 +4,8 @@
 // K/V half (2 × layers contiguous runs of block_size × kv_size floats per block); tickets are
 // done as soon as they are issued. The same engine-side tier logic therefore runs in CI.
 //
-// Record layout: [layer][K, V][block_size][num_kv_heads][head_dim] float32.
+// Record layout: [layer][K, V][block_size][num_kv_heads][head_dim] float32 (the CpuKvCache's
+// element type; an FP8 KV cache holds its E4M3-rounded values in float32 too).
 // Thread-safety: used by the backend's one thread.
 #pragma once
 
@@ -14,15 +15,16 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu_ops.h"
 #include "kiln/status.h"
 
 namespace kiln::cpu {
 
 class KvTransfer final {
  public:
-  // k_caches[l] / v_caches[l]: layer l's caches, [num_blocks * block_size, kv_size] floats each.
-  KvTransfer(std::vector<float*> k_caches, std::vector<float*> v_caches, int block_size,
-             int kv_size, int64_t num_blocks);
+  // cache->k[l] / cache->v[l]: layer l's caches, [num_blocks * block_size, kv_size] floats each,
+  // sized before the first copy and never resized; `cache` outlives this object.
+  KvTransfer(CpuKvCache* cache, int block_size, int kv_size, int64_t num_blocks);
   KvTransfer(const KvTransfer&) = delete;
   KvTransfer& operator=(const KvTransfer&) = delete;
 
@@ -33,7 +35,7 @@ class KvTransfer final {
   bool Done(uint64_t ticket, double* seconds);
 
  private:
-  std::vector<float*> k_caches_, v_caches_;
+  CpuKvCache* cache_;
   int block_size_;
   int kv_size_;
   int64_t num_blocks_;

@@ -19,10 +19,32 @@ KvTransfer::~KvTransfer() {
   if (copy_ != nullptr) cudaStreamDestroy(copy_);
 }
 
-Status KvTransfer::Init(const std::vector<void*>& halves, int64_t run_bytes, int64_t num_blocks,
-                        cudaStream_t compute_stream, int64_t num_records) {
+int64_t KvTransfer::RecordBytes(const ModelShape& shape, ElemType kv_dtype, int block_size) {
+  return int64_t{2} * shape.num_layers * block_size * shape.kv_size() *
+         static_cast<int64_t>(ElemSize(kv_dtype));
+}
+
+std::string KvTransfer::RecordLayout(const ModelShape& shape, ElemType kv_dtype,
+                                     int block_size) {
+  return std::string("cuda-") + (kv_dtype == ElemType::kF32 ? "f32" : "bf16") +
+         " layers=" + std::to_string(shape.num_layers) +
+         " kv_heads=" + std::to_string(shape.num_kv_heads) +
+         " head_dim=" + std::to_string(shape.head_dim) + " block=" + std::to_string(block_size) +
+         " [layer][K,V][block][head][dim]";
+}
+
+Status KvTransfer::Init(const KvPool& pool, const ModelShape& shape, ElemType kv_dtype,
+                        int block_size, cudaStream_t compute_stream, int64_t num_records) {
   if (initialized()) return Status::FailedPrecondition("host KV pool already allocated");
   if (num_records <= 0) return Status::InvalidArgument("host KV pool: num_records must be > 0");
+  if (pool.num_blocks() <= 0) return Status::FailedPrecondition("no device KV pool");
+  std::vector<void*> halves;  // [layer][K, V]
+  for (int l = 0; l < shape.num_layers; ++l) {
+    halves.push_back(pool.k(l));
+    halves.push_back(pool.v(l));
+  }
+  const int64_t run_bytes = RecordBytes(shape, kv_dtype, block_size) / (2 * shape.num_layers);
+  const int64_t num_blocks = pool.num_blocks();
   if (run_bytes % 16 != 0) {
     return Status::InvalidArgument("KV block run of " + std::to_string(run_bytes) +
                                    " bytes is not a multiple of 16");
