@@ -8,8 +8,8 @@
 
 namespace kiln::cpu {
 
-KvTransfer::KvTransfer(std::vector<float*> k_caches, std::vector<float*> v_caches,
-                       int block_size, int kv_size, int64_t num_blocks)
+KvTransfer::KvTransfer(std::vector<float*> k_caches, std::vector<float*> v_caches, int block_size,
+                       int kv_size, int64_t num_blocks)
     : k_caches_(std::move(k_caches)),
       v_caches_(std::move(v_caches)),
       block_size_(block_size),

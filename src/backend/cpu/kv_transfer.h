@@ -28,7 +28,9 @@ class KvTransfer final {
 
   int64_t record_bytes() const;
   Status AllocateHostPool(int64_t num_records);
-  uint8_t* host_pool() { return host_.empty() ? nullptr : reinterpret_cast<uint8_t*>(host_.data()); }
+  uint8_t* host_pool() {
+    return host_.empty() ? nullptr : reinterpret_cast<uint8_t*>(host_.data());
+  }
   StatusOr<uint64_t> Copy(KvCopyDirection direction, std::span<const KvBlockCopy> copies);
   bool Done(uint64_t ticket, double* seconds);
 

@@ -34,8 +34,8 @@ Status KvTransfer::Init(const std::vector<void*>& halves, int64_t run_bytes, int
   KILN_RETURN_IF_ERROR(host_.Allocate(static_cast<size_t>(num_records * record_bytes()))
                            .WithContext("pinned host KV pool"));
   // Staging: up to kMaxKvCopyBlocks records, at most 256 MiB.
-  staging_records_ = std::clamp<int64_t>((int64_t{256} << 20) / record_bytes(), 1,
-                                         kMaxKvCopyBlocks);
+  staging_records_ =
+      std::clamp<int64_t>((int64_t{256} << 20) / record_bytes(), 1, kMaxKvCopyBlocks);
   KILN_RETURN_IF_ERROR(staging_.Allocate(static_cast<size_t>(staging_records_ * record_bytes())));
   KILN_RETURN_IF_ERROR(halves_dev_.Allocate(halves.size() * sizeof(void*)));
   KILN_CUDA_RETURN_IF_ERROR(cudaMemcpy(halves_dev_.get(), halves.data(),
