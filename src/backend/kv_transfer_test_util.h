@@ -104,8 +104,7 @@ inline void CheckKvTransferRoundTripAndLoadWhileRunning(Backend* backend) {
   // A decode step over the loaded copy equals one over the original.
   const std::vector<int32_t> next = {static_cast<int32_t>(7 % vocab)};
   const std::vector<float> want = LogitsOf(backend, TableBatch(next, 3 * bs, orig, bs));
-  const std::vector<float> got =
-      LogitsOf(backend, TableBatch(next, 3 * bs, {10, 11, 12, 13}, bs));
+  const std::vector<float> got = LogitsOf(backend, TableBatch(next, 3 * bs, {10, 11, 12, 13}, bs));
   ASSERT_EQ(got.size(), want.size());
   EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0);
 
@@ -114,8 +113,8 @@ inline void CheckKvTransferRoundTripAndLoadWhileRunning(Backend* backend) {
   std::vector<int32_t> q_table;
   for (int i = 0; i < 6; ++i) q_table.push_back(30 + i);
   const std::vector<float> q_alone = LogitsOf(backend, TableBatch(q, 0, q_table, bs));
-  StatusOr<uint64_t> ticket = backend->CopyKvBlocks(KvCopyDirection::kHostToDevice,
-                                                    {{{20, 0}, {21, 1}, {22, 2}}});
+  StatusOr<uint64_t> ticket =
+      backend->CopyKvBlocks(KvCopyDirection::kHostToDevice, {{{20, 0}, {21, 1}, {22, 2}}});
   ASSERT_TRUE(ticket.ok()) << ticket.status().ToString();
   const std::vector<float> q_during = LogitsOf(backend, TableBatch(q, 0, q_table, bs));
   EXPECT_EQ(std::memcmp(q_during.data(), q_alone.data(), q_alone.size() * sizeof(float)), 0);

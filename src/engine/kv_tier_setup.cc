@@ -63,9 +63,8 @@ std::string KvCacheNamespace(const EngineOptions& options, const Backend& backen
          " heads=" + std::to_string(c.num_attention_heads) + "/" +
          std::to_string(c.num_key_value_heads) + " vocab=" + std::to_string(c.vocab_size) +
          " weights=" +
-         (options.model.load_format == "dummy"
-              ? "dummy:" + std::to_string(options.model.dummy_seed)
-              : WeightsFingerprint(options.model.model_path)) +
+         (options.model.load_format == "dummy" ? "dummy:" + std::to_string(options.model.dummy_seed)
+                                               : WeightsFingerprint(options.model.model_path)) +
          " dtype=" + options.model.dtype + " quantization=" + options.model.quantization + "/" +
          options.model.quantization_scale + " kv_cache_dtype=" + options.cache.kv_cache_dtype +
          " layout=" + backend.kv_record_layout();
@@ -91,8 +90,8 @@ StatusOr<KvTierSetup> SetUpKvTiers(const EngineOptions& options, Backend* backen
   }
   if (lower) {
     // Records fetched from disk / Redis are staged in host records: room for two longest prompts.
-    const int64_t staging = std::max<int64_t>(
-        64, 2 * ((int64_t{max_model_len} + c.block_size - 1) / c.block_size));
+    const int64_t staging =
+        std::max<int64_t>(64, 2 * ((int64_t{max_model_len} + c.block_size - 1) / c.block_size));
     setup.host_records = std::max(setup.host_records, staging);
   }
   KILN_RETURN_IF_ERROR(backend->AllocateHostKvPool(setup.host_records));

@@ -82,8 +82,8 @@ Outputs Chat(Engine* engine, int turns, int first_turn = 0, const Outputs* refer
       std::vector<int32_t> ids;
       if (streams[c] != nullptr) {
         RequestOutput o;
-        while (streams[c]->Next(&o)) ids.insert(ids.end(), o.new_token_ids.begin(),
-                                                o.new_token_ids.end());
+        while (streams[c]->Next(&o))
+          ids.insert(ids.end(), o.new_token_ids.begin(), o.new_token_ids.end());
       }
       const std::string id = "c" + std::to_string(c) + "t" + std::to_string(t);
       if (streams[c] == nullptr) ids = reference->at(id);
@@ -138,13 +138,13 @@ TEST(KvTiersCpuTest, GreedyOutputsAreIdenticalWithEveryTierCombination) {
       EXPECT_GT(host->hit_tokens, 0);
       EXPECT_GT(host->bytes_loaded, 0);
       EXPECT_GT(m.prefix_cache_hits, 2 * plain_m.prefix_cache_hits);
-      std::printf("tiers mask %d: prefix hits %lld / %lld prompt tokens (host %lld; no tiers: "
-                  "%lld), host loads %lld bytes in %.3f ms\n",
-                  mask, static_cast<long long>(m.prefix_cache_hits),
-                  static_cast<long long>(m.prefix_cache_queries),
-                  static_cast<long long>(host->hit_tokens),
-                  static_cast<long long>(plain_m.prefix_cache_hits),
-                  static_cast<long long>(host->bytes_loaded), host->load_seconds * 1e3);
+      std::printf(
+          "tiers mask %d: prefix hits %lld / %lld prompt tokens (host %lld; no tiers: "
+          "%lld), host loads %lld bytes in %.3f ms\n",
+          mask, static_cast<long long>(m.prefix_cache_hits),
+          static_cast<long long>(m.prefix_cache_queries), static_cast<long long>(host->hit_tokens),
+          static_cast<long long>(plain_m.prefix_cache_hits),
+          static_cast<long long>(host->bytes_loaded), host->load_seconds * 1e3);
     }
     ExpectNoLeaks(e.get());
     e->Shutdown(false);

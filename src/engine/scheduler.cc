@@ -116,8 +116,7 @@ const SchedulerOutput& Scheduler::Schedule() {
     if (r->has_pending_token()) break;
     const bool needs_every_row = r->kind == RequestKind::kEmbed && r->return_all_hidden;
     // A fetch from the lower tiers in flight (or started now): pass over it meanwhile.
-    if (!needs_every_row &&
-        (kv_->FetchPending(r->kv) || kv_->StartFetch(&r->kv, r->token_ids))) {
+    if (!needs_every_row && (kv_->FetchPending(r->kv) || kv_->StartFetch(&r->kv, r->token_ids))) {
       ++w;
       continue;
     }

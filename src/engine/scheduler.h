@@ -49,8 +49,8 @@ struct SchedulerOutput {
   std::vector<ScheduledRequest> scheduled;  // batch order
   std::vector<RequestState*> preempted;     // preempted this step (now waiting)
   int num_scheduled_tokens = 0;
-  std::vector<KvCopyGroup> copies;          // KV transfers to issue before this step's Forward
-  std::vector<RequestState*> load_failed;   // loading requests whose load failed (still loading)
+  std::vector<KvCopyGroup> copies;         // KV transfers to issue before this step's Forward
+  std::vector<RequestState*> load_failed;  // loading requests whose load failed (still loading)
 };
 
 class Scheduler final {

@@ -1,7 +1,7 @@
 // Block hashing for the prefix cache: a chained XXH3-128 hash of (parent hash, the block's token
-// ids), rooted in a hash of the cache namespace (model, dtype, KV layout: set by the engine) and the
-// request's extra keys (cache_salt, adapter id, ...). Two requests share a cached block only when
-// their whole prefix up to and including that block (and their namespace and extra keys) hash
+// ids), rooted in a hash of the cache namespace (model, dtype, KV layout: set by the engine) and
+// the request's extra keys (cache_salt, adapter id, ...). Two requests share a cached block only
+// when their whole prefix up to and including that block (and their namespace and extra keys) hash
 // equally; every tier additionally verifies the block's token ids and its parent's hash on every
 // hit (block_pool.h, host_tier.h, block_record.h), so a hash collision of one block can never hand
 // out another prompt's KV, and a chain collision needs a 128-bit XXH3 collision.
@@ -42,7 +42,9 @@ struct BlockHashHasher {
 
 // The parent hash of a sequence's first block: a hash of the cache namespace and extra keys.
 BlockHash RootBlockHash(std::string_view cache_namespace, std::string_view extra_keys);
-inline BlockHash RootBlockHash(std::string_view extra_keys) { return RootBlockHash("", extra_keys); }
+inline BlockHash RootBlockHash(std::string_view extra_keys) {
+  return RootBlockHash("", extra_keys);
+}
 
 // Hash of one full block chained to its parent's hash.
 BlockHash ChainBlockHash(const BlockHash& parent, std::span<const int32_t> token_ids);

@@ -65,8 +65,8 @@ Status DecodeBlockRecord(std::span<const uint8_t> record, const BlockRecordKey& 
   if (Get<uint64_t>(p, 24) != expected.parent.lo || Get<uint64_t>(p, 32) != expected.parent.hi)
     return bad("parent differs");
   if (Get<uint64_t>(p, 40) != expected.namespace_hash) return bad("cache namespace differs");
-  if (bs > 0 && std::memcmp(p + kFixedBytes, expected.token_ids.data(),
-                            expected.token_ids.size_bytes()) != 0)
+  if (bs > 0 &&
+      std::memcmp(p + kFixedBytes, expected.token_ids.data(), expected.token_ids.size_bytes()) != 0)
     return bad("token ids differ");
   const uint64_t n = Get<uint64_t>(p, 56);
   if (n != payload.size()) return bad("payload size differs");

@@ -151,8 +151,8 @@ Status HostTier::CheckInvariants() const {
     const size_t i = static_cast<size_t>(r);
     if (pins_[i] < 0) return fail("negative pins");
     if (pins_[i] > 0) ++seen[i];
-    if (seen[i] != 1) return fail("record " + std::to_string(r) + " in " +
-                                  std::to_string(seen[i]) + " states");
+    if (seen[i] != 1)
+      return fail("record " + std::to_string(r) + " in " + std::to_string(seen[i]) + " states");
     if (published_[i]) {
       ++published;
       auto it = index_.find(keys_[i]);

@@ -72,7 +72,7 @@ class HostTier final {
   std::vector<int32_t> pins_;
   std::vector<bool> published_;
   std::vector<BlockHash> keys_, parents_;
-  std::vector<int32_t> token_ids_;  // [num_records * block_size]
+  std::vector<int32_t> token_ids_;    // [num_records * block_size]
   std::vector<int64_t> prev_, next_;  // LRU links (published and unpinned records only)
   std::vector<bool> in_lru_;
   int64_t lru_head_ = -1, lru_tail_ = -1;

@@ -14,8 +14,8 @@ double SecondsSince(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 int PrefixHit::num_host_blocks() const {
-  return static_cast<int>(std::count_if(host_records.begin(), host_records.end(),
-                                        [](int64_t r) { return r >= 0; }));
+  return static_cast<int>(
+      std::count_if(host_records.begin(), host_records.end(), [](int64_t r) { return r >= 0; }));
 }
 
 KvCacheManager::KvCacheManager(const KvCacheOptions& options, HostTier* host, TierWorker* lower)

@@ -178,8 +178,8 @@ class KvCacheManager final {
   struct Group {
     bool to_host = false;
     std::vector<BlockTransfer> transfers;
-    std::vector<StoreMeta> metas;   // stores: what each record will hold
-    std::vector<int32_t> orphans;   // loads: destination blocks pinned after their sequence left
+    std::vector<StoreMeta> metas;  // stores: what each record will hold
+    std::vector<int32_t> orphans;  // loads: destination blocks pinned after their sequence left
     std::chrono::steady_clock::time_point created;
   };
   struct Fetch {

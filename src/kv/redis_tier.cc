@@ -87,7 +87,8 @@ RedisTier::~RedisTier() {
 std::string RedisTier::KeyOf(const BlockHash& key) const {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string ns(16, '0');
-  for (int i = 0; i < 16; ++i) ns[static_cast<size_t>(15 - i)] = kDigits[(options_.namespace_hash >> (4 * i)) & 15];
+  for (int i = 0; i < 16; ++i)
+    ns[static_cast<size_t>(15 - i)] = kDigits[(options_.namespace_hash >> (4 * i)) & 15];
   return options_.key_prefix + ns + ":" + key.Hex();
 }
 

@@ -35,8 +35,8 @@ struct RedisTierOptions {
   std::string url;  // redis://host[:port][/db]
   std::string key_prefix = "kiln:kv:";
   uint64_t namespace_hash = 0;
-  int timeout_ms = 200;            // connect and per-command
-  int64_t ttl_s = 3600;            // > 0
+  int timeout_ms = 200;                  // connect and per-command
+  int64_t ttl_s = 3600;                  // > 0
   int64_t max_bytes = int64_t{1} << 30;  // written per TTL window, > 0
   double retry_interval_s = 5.0;
   Status Validate() const;

@@ -32,12 +32,12 @@ struct TierStats {
   int64_t hit_tokens = 0;    // of those, found here
   int64_t bytes_loaded = 0;
   int64_t bytes_stored = 0;
-  double load_seconds = 0.0;   // time spent moving bytes_loaded
-  double store_seconds = 0.0;  // time spent moving bytes_stored
-  int64_t num_loads = 0;             // load operations (blocks of one request at a time)
+  double load_seconds = 0.0;          // time spent moving bytes_loaded
+  double store_seconds = 0.0;         // time spent moving bytes_stored
+  int64_t num_loads = 0;              // load operations (blocks of one request at a time)
   double load_latency_seconds = 0.0;  // sum over loads: from request to data ready
-  int64_t errors = 0;           // failed or corrupt reads / writes
-  int64_t dropped_writes = 0;   // stores skipped (queue full, tier off, over its size limit)
+  int64_t errors = 0;                 // failed or corrupt reads / writes
+  int64_t dropped_writes = 0;         // stores skipped (queue full, tier off, over its size limit)
 };
 
 class KvTier {

@@ -120,9 +120,9 @@ void TierWorker::DoFetch(TierFetchJob& job, TierCompletion* done) {
   std::vector<double> seconds(tiers_.size(), 0.0);
   size_t got = 0;
   for (; got < n; ++got) {
-    BlockRecordKey key{job.keys[got], job.parents[got], options_.namespace_hash,
-                       std::span<const int32_t>(job.token_ids.data() + got * bs,
-                                                static_cast<size_t>(bs))};
+    BlockRecordKey key{
+        job.keys[got], job.parents[got], options_.namespace_hash,
+        std::span<const int32_t>(job.token_ids.data() + got * bs, static_cast<size_t>(bs))};
     bool found = false;
     for (size_t t = 0; t < tiers_.size() && !found; ++t) {
       if (!tiers_[t]->MayContain(key.key)) continue;
@@ -130,9 +130,9 @@ void TierWorker::DoFetch(TierFetchJob& job, TierCompletion* done) {
       const auto t0 = std::chrono::steady_clock::now();
       Status s = tiers_[t]->Get(key.key, &buf_);
       if (s.ok()) {
-        s = DecodeBlockRecord(buf_, key,
-                              std::span<uint8_t>(job.payloads[got],
-                                                 static_cast<size_t>(options_.record_bytes)));
+        s = DecodeBlockRecord(
+            buf_, key,
+            std::span<uint8_t>(job.payloads[got], static_cast<size_t>(options_.record_bytes)));
         if (s.ok()) {
           found = true;
           hits[t] += bs;

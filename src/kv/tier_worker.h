@@ -39,7 +39,7 @@ struct TierWorkerOptions {
 struct TierWriteJob {
   int64_t host_record = -1;
   BlockHash key, parent;
-  std::vector<int32_t> token_ids;  // [block_size]
+  std::vector<int32_t> token_ids;    // [block_size]
   const uint8_t* payload = nullptr;  // the pinned host record
 };
 

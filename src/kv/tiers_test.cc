@@ -46,10 +46,10 @@ TEST(HostTierTest, EvictsLeastRecentlyUsedUnpinnedAndVerifiesHits) {
   }
   ASSERT_TRUE(host.CheckInvariants().ok());
   EXPECT_EQ(host.Find(keys[1], Toks(2, 10), root), recs[1]);
-  EXPECT_EQ(host.Find(keys[1], Toks(2, 11), root), -1);  // other tokens: a miss
+  EXPECT_EQ(host.Find(keys[1], Toks(2, 11), root), -1);     // other tokens: a miss
   EXPECT_EQ(host.Find(keys[1], Toks(2, 10), keys[0]), -1);  // other parent: a miss
-  host.Touch(recs[0]);   // LRU order now 1, 2, 0
-  host.Pin(recs[1]);     // pinned: never evicted
+  host.Touch(recs[0]);                                      // LRU order now 1, 2, 0
+  host.Pin(recs[1]);                                        // pinned: never evicted
   const int64_t r = host.Reserve();
   EXPECT_EQ(r, recs[2]);  // the least recently used unpinned record
   EXPECT_EQ(host.num_evictions(), 1);
@@ -254,8 +254,8 @@ TEST(TierWorkerTest, FetchStopsAtTheFirstMissAndRemovesCorruptRecords) {
   }
   // Write blocks 0, 1 and 3 (not 2).
   for (int i : {0, 1, 3}) {
-    ASSERT_TRUE(worker.EnqueueWrite({i, keys[i], parents[i], Toks(bs, 10 * i),
-                                     payloads[static_cast<size_t>(i)].data()}));
+    ASSERT_TRUE(worker.EnqueueWrite(
+        {i, keys[i], parents[i], Toks(bs, 10 * i), payloads[static_cast<size_t>(i)].data()}));
   }
   std::vector<TierCompletion> done;
   for (int i = 0; i < 2000 && done.size() < 3; ++i) {

@@ -28,17 +28,27 @@ class CpuBackend final : public Backend {
         block_size_(options.block_size),
         num_kv_blocks_(num_kv_blocks),
         num_threads_(num_threads),
-        kv_fp8_(options.kv_cache_dtype == "fp8"),
         weights_(cpu::CpuWeights::FromModel(*model_)),
-        ops_(*model_, weights_, cache_, block_size_, num_threads_, kv_fp8_) {
+        ops_(*model_, weights_, cache_, block_size_, num_threads_,
+             options.kv_cache_dtype == "fp8") {
     const size_t cache_floats =
         static_cast<size_t>(num_kv_blocks_) * block_size_ * model_->shape.kv_size();
     cache_.k.assign(static_cast<size_t>(model_->shape.num_layers),
                     std::vector<float>(cache_floats, 0.0f));
     cache_.v = cache_.k;
     openblas_set_num_threads(num_threads_);
-    kv_transfer_ = std::make_unique<cpu::KvTransfer>(&cache_, block_size_,
-                                                     model_->shape.kv_size(), num_kv_blocks_);
+    std::vector<float*> k_caches, v_caches;
+    for (size_t l = 0; l < cache_.k.size(); ++l) {
+      k_caches.push_back(cache_.k[l].data());
+      v_caches.push_back(cache_.v[l].data());
+    }
+    kv_transfer_ = std::make_unique<cpu::KvTransfer>(std::move(k_caches), std::move(v_caches),
+                                                     block_size_, model_->shape.kv_size(),
+                                                     num_kv_blocks_);
+    kv_layout_ = std::string(options.kv_cache_dtype == "fp8" ? "cpu-f32(fp8 values)" : "cpu-f32") +
+                 " layers=" + std::to_string(model_->shape.num_layers) +
+                 " kv_size=" + std::to_string(model_->shape.kv_size()) +
+                 " block=" + std::to_string(block_size_) + " [layer][K,V][block][head][dim]";
   }
 
   const ModelConfig& config() const override { return config_; }
@@ -60,14 +70,7 @@ class CpuBackend final : public Backend {
   }
   // KV block transfers: cpu/kv_transfer.h.
   int64_t kv_block_record_bytes() const override { return kv_transfer_->record_bytes(); }
-  std::string kv_record_layout() const override {
-    const ModelShape& shape = model_->shape;
-    // An FP8 KV cache holds E4M3-rounded values in float32: another namespace than plain f32.
-    return std::string(kv_fp8_ ? "cpu-f32(fp8) layers=" : "cpu-f32 layers=") +
-           std::to_string(shape.num_layers) + " kv_heads=" + std::to_string(shape.num_kv_heads) +
-           " head_dim=" + std::to_string(shape.head_dim) + " block=" +
-           std::to_string(block_size_) + " [layer][K,V][block][head][dim]";
-  }
+  std::string kv_record_layout() const override { return kv_layout_; }
   Status AllocateHostKvPool(int64_t num_records) override {
     return kv_transfer_->AllocateHostPool(num_records);
   }
@@ -89,7 +92,6 @@ class CpuBackend final : public Backend {
   int block_size_;
   int64_t num_kv_blocks_;
   int num_threads_;
-  bool kv_fp8_;  // E4M3-rounded KV values (held in float32)
   cpu::CpuWeights weights_;
   cpu::CpuKvCache cache_;
   cpu::CpuOps ops_;
@@ -103,6 +105,7 @@ class CpuBackend final : public Backend {
   std::vector<int32_t> sampled_ids_;
   std::vector<int32_t> token_ids_;  // the batch's ids with deferred tokens filled
   std::unique_ptr<cpu::KvTransfer> kv_transfer_;
+  std::string kv_layout_;
 };
 
 Status CpuBackend::ValidateBatch(const ForwardBatch& b) const {

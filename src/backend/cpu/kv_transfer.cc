@@ -1,6 +1,5 @@
 #include "backend/cpu/kv_transfer.h"
 
-#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -9,14 +8,18 @@
 
 namespace kiln::cpu {
 
-KvTransfer::KvTransfer(CpuKvCache* cache, int block_size, int kv_size, int64_t num_blocks)
-    : cache_(cache), block_size_(block_size), kv_size_(kv_size), num_blocks_(num_blocks) {
-  KILN_CHECK(cache_ != nullptr);
-  KILN_CHECK_EQ(cache_->k.size(), cache_->v.size());
+KvTransfer::KvTransfer(std::vector<float*> k_caches, std::vector<float*> v_caches, int block_size,
+                       int kv_size, int64_t num_blocks)
+    : k_caches_(std::move(k_caches)),
+      v_caches_(std::move(v_caches)),
+      block_size_(block_size),
+      kv_size_(kv_size),
+      num_blocks_(num_blocks) {
+  KILN_CHECK_EQ(k_caches_.size(), v_caches_.size());
 }
 
 int64_t KvTransfer::record_bytes() const {
-  return int64_t{2} * static_cast<int64_t>(cache_->k.size()) * block_size_ * kv_size_ *
+  return int64_t{2} * static_cast<int64_t>(k_caches_.size()) * block_size_ * kv_size_ *
          static_cast<int64_t>(sizeof(float));
 }
 
@@ -43,8 +46,8 @@ StatusOr<uint64_t> KvTransfer::Copy(KvCopyDirection direction,
   for (const KvBlockCopy& c : copies) {
     float* rec = host_.data() + static_cast<size_t>(c.host_record) * record_floats;
     const size_t off = static_cast<size_t>(c.device_block) * run;
-    for (size_t l = 0; l < cache_->k.size(); ++l) {
-      float* halves[2] = {cache_->k[l].data() + off, cache_->v[l].data() + off};
+    for (size_t l = 0; l < k_caches_.size(); ++l) {
+      float* halves[2] = {k_caches_[l] + off, v_caches_[l] + off};
       for (int h = 0; h < 2; ++h) {
         float* r = rec + (2 * l + static_cast<size_t>(h)) * run;
         if (direction == KvCopyDirection::kDeviceToHost) {

@@ -4,8 +4,7 @@
 // K/V half (2 × layers contiguous runs of block_size × kv_size floats per block); tickets are
 // done as soon as they are issued. The same engine-side tier logic therefore runs in CI.
 //
-// Record layout: [layer][K, V][block_size][num_kv_heads][head_dim] float32 (the CpuKvCache's
-// element type; an FP8 KV cache holds its E4M3-rounded values in float32 too).
+// Record layout: [layer][K, V][block_size][num_kv_heads][head_dim] float32.
 // Thread-safety: used by the backend's one thread.
 #pragma once
 
@@ -15,27 +14,28 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "backend/cpu/cpu_ops.h"
 #include "kiln/status.h"
 
 namespace kiln::cpu {
 
 class KvTransfer final {
  public:
-  // cache->k[l] / cache->v[l]: layer l's caches, [num_blocks * block_size, kv_size] floats each,
-  // sized before the first copy and never resized; `cache` outlives this object.
-  KvTransfer(CpuKvCache* cache, int block_size, int kv_size, int64_t num_blocks);
+  // k_caches[l] / v_caches[l]: layer l's caches, [num_blocks * block_size, kv_size] floats each.
+  KvTransfer(std::vector<float*> k_caches, std::vector<float*> v_caches, int block_size,
+             int kv_size, int64_t num_blocks);
   KvTransfer(const KvTransfer&) = delete;
   KvTransfer& operator=(const KvTransfer&) = delete;
 
   int64_t record_bytes() const;
   Status AllocateHostPool(int64_t num_records);
-  uint8_t* host_pool() { return host_.empty() ? nullptr : reinterpret_cast<uint8_t*>(host_.data()); }
+  uint8_t* host_pool() {
+    return host_.empty() ? nullptr : reinterpret_cast<uint8_t*>(host_.data());
+  }
   StatusOr<uint64_t> Copy(KvCopyDirection direction, std::span<const KvBlockCopy> copies);
   bool Done(uint64_t ticket, double* seconds);
 
  private:
-  CpuKvCache* cache_;
+  std::vector<float*> k_caches_, v_caches_;
   int block_size_;
   int kv_size_;
   int64_t num_blocks_;

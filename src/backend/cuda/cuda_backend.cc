@@ -1,4 +1,5 @@
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kv_transfer.h"
 
 #include <cuda_runtime.h>
 
@@ -16,7 +17,6 @@
 #include "backend/cuda/device_weights.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/gpu_sampler.h"
-#include "backend/cuda/kv_transfer.h"
 #include "backend/cuda/step_metadata.h"
 #include "common/logging.h"
 #include "model/llama.h"
@@ -58,14 +58,23 @@ class CudaBackend final : public Backend {
   Status GetHidden(std::vector<float>* hidden) override;
   // KV block transfers: cuda/kv_transfer.h (a pinned host pool, a copy stream, events).
   int64_t kv_block_record_bytes() const override {
-    return cuda::KvTransfer::RecordBytes(model_->shape, dtype_, options_.block_size);
+    return static_cast<int64_t>(
+        cuda::KvPool::BytesPerBlock(model_->shape, dtype_, options_.block_size));
   }
   std::string kv_record_layout() const override {
-    return cuda::KvTransfer::RecordLayout(model_->shape, dtype_, options_.block_size);
+    return std::string("cuda-") + (dtype_ == ElemType::kF32 ? "f32" : "bf16") +
+           " layers=" + std::to_string(model_->shape.num_layers) +
+           " kv_size=" + std::to_string(model_->shape.kv_size()) +
+           " block=" + std::to_string(options_.block_size) + " [layer][K,V][block][head][dim]";
   }
   Status AllocateHostKvPool(int64_t num_records) override {
-    return kv_transfer_.Init(kv_, model_->shape, dtype_, options_.block_size, stream_,
-                             num_records);
+    std::vector<void*> halves;
+    for (int l = 0; l < model_->shape.num_layers; ++l) {
+      halves.push_back(kv_.k(l));
+      halves.push_back(kv_.v(l));
+    }
+    const int64_t run = kv_block_record_bytes() / (2 * int64_t{model_->shape.num_layers});
+    return kv_transfer_.Init(halves, run, kv_.num_blocks(), stream_, num_records);
   }
   uint8_t* host_kv_pool() override { return kv_transfer_.host_pool(); }
   StatusOr<uint64_t> CopyKvBlocks(KvCopyDirection direction,
@@ -99,7 +108,7 @@ class CudaBackend final : public Backend {
   cuda::StepMetadata meta_;
   cuda::DecodeGraphs graphs_;
   cuda::GpuSampler sampler_;
-  cuda::KvTransfer kv_transfer_;  // declared after kv_ and stream_: destroyed (synced) first
+  cuda::KvTransfer kv_transfer_;  // after kv_: destroyed first (its copy stream drains)
   // Device timeline (options_.record_device_timeline): events around each Forward / SampleAsync.
   cuda::DeviceTimelineRecorder timeline_;
 

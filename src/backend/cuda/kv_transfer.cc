@@ -19,32 +19,10 @@ KvTransfer::~KvTransfer() {
   if (copy_ != nullptr) cudaStreamDestroy(copy_);
 }
 
-int64_t KvTransfer::RecordBytes(const ModelShape& shape, ElemType kv_dtype, int block_size) {
-  return int64_t{2} * shape.num_layers * block_size * shape.kv_size() *
-         static_cast<int64_t>(ElemSize(kv_dtype));
-}
-
-std::string KvTransfer::RecordLayout(const ModelShape& shape, ElemType kv_dtype,
-                                     int block_size) {
-  return std::string("cuda-") + (kv_dtype == ElemType::kF32 ? "f32" : "bf16") +
-         " layers=" + std::to_string(shape.num_layers) +
-         " kv_heads=" + std::to_string(shape.num_kv_heads) +
-         " head_dim=" + std::to_string(shape.head_dim) + " block=" + std::to_string(block_size) +
-         " [layer][K,V][block][head][dim]";
-}
-
-Status KvTransfer::Init(const KvPool& pool, const ModelShape& shape, ElemType kv_dtype,
-                        int block_size, cudaStream_t compute_stream, int64_t num_records) {
+Status KvTransfer::Init(const std::vector<void*>& halves, int64_t run_bytes, int64_t num_blocks,
+                        cudaStream_t compute_stream, int64_t num_records) {
   if (initialized()) return Status::FailedPrecondition("host KV pool already allocated");
   if (num_records <= 0) return Status::InvalidArgument("host KV pool: num_records must be > 0");
-  if (pool.num_blocks() <= 0) return Status::FailedPrecondition("no device KV pool");
-  std::vector<void*> halves;  // [layer][K, V]
-  for (int l = 0; l < shape.num_layers; ++l) {
-    halves.push_back(pool.k(l));
-    halves.push_back(pool.v(l));
-  }
-  const int64_t run_bytes = RecordBytes(shape, kv_dtype, block_size) / (2 * shape.num_layers);
-  const int64_t num_blocks = pool.num_blocks();
   if (run_bytes % 16 != 0) {
     return Status::InvalidArgument("KV block run of " + std::to_string(run_bytes) +
                                    " bytes is not a multiple of 16");
@@ -56,8 +34,8 @@ Status KvTransfer::Init(const KvPool& pool, const ModelShape& shape, ElemType kv
   KILN_RETURN_IF_ERROR(host_.Allocate(static_cast<size_t>(num_records * record_bytes()))
                            .WithContext("pinned host KV pool"));
   // Staging: up to kMaxKvCopyBlocks records, at most 256 MiB.
-  staging_records_ = std::clamp<int64_t>((int64_t{256} << 20) / record_bytes(), 1,
-                                         kMaxKvCopyBlocks);
+  staging_records_ =
+      std::clamp<int64_t>((int64_t{256} << 20) / record_bytes(), 1, kMaxKvCopyBlocks);
   KILN_RETURN_IF_ERROR(staging_.Allocate(static_cast<size_t>(staging_records_ * record_bytes())));
   KILN_RETURN_IF_ERROR(halves_dev_.Allocate(halves.size() * sizeof(void*)));
   KILN_CUDA_RETURN_IF_ERROR(cudaMemcpy(halves_dev_.get(), halves.data(),

@@ -10,10 +10,6 @@
 // the device), never as 2 × layers small copies. Completion and timing: start / end events per
 // ticket; Done() queries the end event (never a device-wide or stream sync).
 //
-// The device side is the backend's KvPool (device_memory.h): its per-layer k(l) / v(l) base
-// pointers, bound once the pool has its final size; sizes come from the ModelShape and the KV
-// element type. CudaBackend only forwards the Backend calls here.
-//
 // Thread-safety: used by the backend's one thread.
 #pragma once
 
@@ -22,15 +18,11 @@
 #include <cstdint>
 #include <map>
 #include <span>
-#include <string>
 #include <vector>
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_util.h"
-#include "backend/cuda/device_fill.h"
-#include "backend/cuda/device_memory.h"
 #include "kiln/status.h"
-#include "model/model_shape.h"
 
 namespace kiln::cuda {
 
@@ -41,15 +33,9 @@ class KvTransfer final {
   KvTransfer(const KvTransfer&) = delete;
   KvTransfer& operator=(const KvTransfer&) = delete;
 
-  // Bytes of one block record: 2 × layers × block_size × kv_size elements of kv_dtype.
-  static int64_t RecordBytes(const ModelShape& shape, ElemType kv_dtype, int block_size);
-  // The record layout string (backend.h kv_record_layout).
-  static std::string RecordLayout(const ModelShape& shape, ElemType kv_dtype, int block_size);
-
-  // Binds `pool` (allocated with shape, kv_dtype, block_size, at its final size; it must not be
-  // reallocated afterwards) and allocates num_records pinned host records. Copies are ordered
-  // after the work on compute_stream.
-  Status Init(const KvPool& pool, const ModelShape& shape, ElemType kv_dtype, int block_size,
+  // halves: the per-layer K and V caches, [layer][K, V] (2 × layers device pointers); run_bytes:
+  // one block's bytes in one of them. Allocates num_records pinned host records.
+  Status Init(const std::vector<void*>& halves, int64_t run_bytes, int64_t num_blocks,
               cudaStream_t compute_stream, int64_t num_records);
   bool initialized() const { return num_records_ > 0; }
   int64_t record_bytes() const { return static_cast<int64_t>(num_halves_) * run_bytes_; }

@@ -94,10 +94,11 @@ TEST(CudaKvTransferTest, LoadBandwidthAtQwen2_7BShape) {
     cudaEventElapsedTime(&ms, a, b);
   }
   const double peak_gbs = bytes / (ms * 1e-3) / 1e9;
-  std::printf("KV block loads: %d records of %lld bytes: %.2f GB/s; one pinned memcpy: %.2f GB/s "
-              "(%.0f%%)\n",
-              n, static_cast<long long>(backend->kv_block_record_bytes()), load_gbs, peak_gbs,
-              100.0 * load_gbs / peak_gbs);
+  std::printf(
+      "KV block loads: %d records of %lld bytes: %.2f GB/s; one pinned memcpy: %.2f GB/s "
+      "(%.0f%%)\n",
+      n, static_cast<long long>(backend->kv_block_record_bytes()), load_gbs, peak_gbs,
+      100.0 * load_gbs / peak_gbs);
   EXPECT_GT(load_gbs, 0.5 * peak_gbs);
   cudaFree(dev);
   cudaFreeHost(host);
