@@ -129,9 +129,12 @@ Status Serve(int argc, char** argv) {
   KILN_ASSIGN_OR_RETURN(
       std::unique_ptr<server::HttpServer> http_server,
       server::HttpServer::Create(
-          http, [&openai](server::HttpRequest request, std::shared_ptr<server::HttpResponder> r) {
+          http,
+          [&openai](server::HttpRequest request, std::shared_ptr<server::HttpResponder> r) {
             openai->Handle(std::move(request), std::move(r));
-          }));
+          },
+          // Replies the transport sends itself (malformed HTTP, 413, 501, ...) count too.
+          [&openai](int status) { openai->metrics().ObserveHttpStatus(status); }));
   http_server->Start();
   std::printf("kiln serve: listening on http://%s:%d (model %s, device %s)\n", http.host.c_str(),
               http_server->port(), openai->model_name().c_str(),

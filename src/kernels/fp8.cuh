@@ -35,6 +35,7 @@ __device__ __forceinline__ void Fp8Unpack16(const uint4& v, float* out) {
   }
 }
 
+// amax / 448, 1 for an all-zero group: the CPU twin's rule (src/quant/fp8_quant.h).
 __device__ __forceinline__ float Fp8Scale(float amax) {
   return amax > 0.0f ? amax / kFp8E4M3Max : 1.0f;
 }

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <cctype>
 #include <chrono>
 #include <ctime>
 #include <functional>
 #include <random>
+#include <string_view>
 
 #include "server/generation.h"
 #include "server/openai_protocol.h"
@@ -26,6 +28,31 @@ void SendError(ServerMetrics* metrics, HttpResponder& r, const ApiError& e) {
   if (e.retry_after_s > 0) headers.emplace_back("Retry-After", std::to_string(e.retry_after_s));
   if (e.http_status == 401) headers.emplace_back("WWW-Authenticate", "Bearer");
   SendJson(metrics, r, e.http_status, e.ToJson(), std::move(headers));
+}
+
+// A server without a tokenizer can never serve text: a permanent condition, so 400 (not 503).
+ApiError NoTokenizerError(std::string param) {
+  ApiError e = ApiError::BadRequest(
+      "the served model has no tokenizer, so this route cannot be served; start the server with "
+      "--tokenizer (/v1/embeddings and /v1/classify also accept token ids)",
+      std::move(param));
+  e.code = "no_tokenizer";
+  return e;
+}
+
+// The credentials of an "Authorization: Bearer <token>" header. The scheme name is
+// case-insensitive (RFC 7235 §2.1) and may be followed by more than one space.
+bool BearerToken(std::string_view header, std::string_view* token) {
+  constexpr std::string_view kScheme = "bearer";
+  if (header.size() <= kScheme.size()) return false;
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(header[i])) != kScheme[i]) return false;
+  }
+  size_t i = kScheme.size();
+  if (header[i] != ' ' && header[i] != '\t') return false;
+  while (i < header.size() && (header[i] == ' ' || header[i] == '\t')) ++i;
+  *token = header.substr(i);
+  return !token->empty();
 }
 
 // Constant-time comparison (the API key must not leak through timing).
@@ -57,6 +84,31 @@ OpenAiServer::OpenAiServer(Engine* engine, OpenAiServerOptions options)
                                                    : options_.served_model_name;
   id_salt_ = std::random_device{}();
   id_salt_ = (id_salt_ << 32) ^ std::random_device{}();
+  if (const Tokenizer* tok = engine_->tokenizer()) {
+    for (int32_t id = 0; id < tok->vocab_size(); ++id) {
+      max_token_bytes_ = std::max(max_token_bytes_, tok->TokenBytes(id).size());
+    }
+  }
+}
+
+size_t OpenAiServer::max_prompt_bytes() const {
+  // No text longer than this can be max_model_len tokens or fewer (every token stands for at most
+  // max_token_bytes_ bytes; ×2 leaves room for normalizers that shrink text). A floor of 64 KiB.
+  const size_t bound =
+      static_cast<size_t>(std::max(max_model_len(), 1)) * std::max<size_t>(max_token_bytes_, 1) * 2;
+  return std::max(bound, size_t{64} << 10);
+}
+
+std::optional<ApiError> OpenAiServer::CheckPromptBytes(size_t num_bytes, const char* param) const {
+  if (num_bytes <= max_prompt_bytes()) return std::nullopt;
+  ApiError e = ApiError::BadRequest(
+      "This model's maximum context length is " + std::to_string(max_model_len()) +
+          " tokens, and the prompt's " + std::to_string(num_bytes) +
+          " bytes cannot fit in it (limit " + std::to_string(max_prompt_bytes()) +
+          " bytes); it was rejected without tokenizing.",
+      param);
+  e.code = "context_length_exceeded";
+  return e;
 }
 
 OpenAiServer::~OpenAiServer() = default;
@@ -115,9 +167,9 @@ void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> re
     return SendError(&metrics_, *responder, e);
   }
   if (route->needs_auth && !options_.api_key.empty()) {
-    const std::string prefix = "Bearer ";
-    const bool ok = request.authorization.rfind(prefix, 0) == 0 &&
-                    SecretEquals(request.authorization.substr(prefix.size()), options_.api_key);
+    std::string_view token;
+    const bool ok = BearerToken(request.authorization, &token) &&
+                    SecretEquals(std::string(token), options_.api_key);
     if (!ok) {
       ApiError e = ApiError::FromStatus(Status::Unauthenticated(
           request.authorization.empty() ? "missing API key: send 'Authorization: Bearer <key>'"
@@ -126,7 +178,9 @@ void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> re
       return SendError(&metrics_, *responder, e);
     }
   }
-  if (request.method != route->method) {
+  // HEAD is GET without the body (RFC 9110 §9.3.2; the transport leaves the body out).
+  const bool head_of_get = request.method == "HEAD" && std::string_view(route->method) == "GET";
+  if (request.method != route->method && !head_of_get) {
     ApiError e;
     e.http_status = 405;
     e.message = "method " + request.method + " is not allowed for " + request.path + "; use " +
@@ -188,6 +242,7 @@ std::optional<ApiError> OpenAiServer::RenderChatPrompt(const GenerateRequest& g,
   }
   ChatTemplateOptions co = g.chat_options;
   if (co.chat_template.empty()) co.chat_template = options_.chat_template;
+  co.max_rendered_bytes = max_prompt_bytes();  // bounded while rendering (template amplification)
   if (co.chat_template.empty() && !tok->has_chat_template()) {
     return ApiError::BadRequest(
         "the served model has no chat template; start the server with --chat-template or use "
@@ -195,7 +250,10 @@ std::optional<ApiError> OpenAiServer::RenderChatPrompt(const GenerateRequest& g,
         "messages");
   }
   auto text = tok->ApplyChatTemplate(g.messages, co);
-  if (!text.ok()) return ApiError::FromStatus(text.status(), "messages");
+  if (!text.ok()) {
+    return ApiError::FromStatus(
+        text.status(), g.chat_options.chat_template.empty() ? "messages" : "chat_template");
+  }
   *ids = tok->Encode(*text, g.add_special_tokens);
   return std::nullopt;
 }
@@ -225,6 +283,7 @@ std::optional<ApiError> OpenAiServer::PreparePrompts(GenerateRequest* g,
   } else {
     for (auto& p : g->prompts) {
       if (p.is_text) {
+        if (auto e = CheckPromptBytes(p.text.size(), "prompt")) return e;
         prompts.emplace_back(tok->Encode(p.text, g->add_special_tokens), p.text);
       } else {
         if (auto e = CheckTokenIds(p.token_ids, vocab, "prompt")) return e;
@@ -256,10 +315,8 @@ void OpenAiServer::HandleGenerate(const HttpRequest& request,
     return SendError(&metrics_, *responder, *e);
   }
   if (auto e = CheckModel(g.model)) return SendError(&metrics_, *responder, *e);
-  if (engine_->tokenizer() == nullptr) {
-    return SendError(&metrics_, *responder,
-                     ApiError::FromStatus(Status::FailedPrecondition(
-                         "the served model has no tokenizer; start with --tokenizer")));
+  if (engine_->tokenizer() == nullptr) {  // permanent for this server: 400, not 503
+    return SendError(&metrics_, *responder, NoTokenizerError(chat ? "messages" : "prompt"));
   }
   std::vector<PreparedPrompt> prompts;
   if (auto e = PreparePrompts(&g, &prompts)) return SendError(&metrics_, *responder, *e);
@@ -277,8 +334,11 @@ void OpenAiServer::HandleGenerate(const HttpRequest& request,
     pending->compiled = engine_->PrepareResponseFormat(pending->g.sampling.response_format);
     responder->Post([this, responder, pending] {
       if (!pending->compiled.ok()) {
-        return SendError(&metrics_, *responder,
-                         EngineSubmitError(pending->compiled, pending->g.kind));
+        ApiError e = EngineSubmitError(pending->compiled, pending->g.kind);
+        if (pending->compiled.code() != StatusCode::kResourceExhausted) {
+          e.param = pending->g.structured_param;  // the field whose grammar failed to compile
+        }
+        return SendError(&metrics_, *responder, e);
       }
       StartGeneration(responder, std::move(pending->g), std::move(pending->prompts));
     });
@@ -309,8 +369,11 @@ void OpenAiServer::HandleTokenize(const HttpRequest& request,
   if (auto e = ParseJsonBody(request.body, &body)) return SendError(&metrics_, *responder, *e);
   const Tokenizer* tok = engine_->tokenizer();
   if (tok == nullptr) {
-    return SendError(&metrics_, *responder,
-                     ApiError::FromStatus(Status::FailedPrecondition("no tokenizer loaded")));
+    return SendError(&metrics_, *responder, NoTokenizerError(""));
+  }
+  bool return_token_strs = false;
+  if (auto e = ReadOptionalBool(body, "return_token_strs", &return_token_strs)) {
+    return SendError(&metrics_, *responder, *e);
   }
   std::vector<int32_t> ids;
   if (body.contains("messages")) {
@@ -342,7 +405,7 @@ void OpenAiServer::HandleTokenize(const HttpRequest& request,
     ids = tok->Encode(prompt->get<std::string>(), add_special);
   }
   json out = {{"count", ids.size()}, {"max_model_len", max_model_len()}, {"tokens", ids}};
-  if (body.value("return_token_strs", false)) {
+  if (return_token_strs) {
     json strs = json::array();
     for (int32_t id : ids) strs.push_back(tok->IdToPiece(id));
     out["token_strs"] = std::move(strs);
@@ -358,8 +421,7 @@ void OpenAiServer::HandleDetokenize(const HttpRequest& request,
   if (auto e = ParseJsonBody(request.body, &body)) return SendError(&metrics_, *responder, *e);
   const Tokenizer* tok = engine_->tokenizer();
   if (tok == nullptr) {
-    return SendError(&metrics_, *responder,
-                     ApiError::FromStatus(Status::FailedPrecondition("no tokenizer loaded")));
+    return SendError(&metrics_, *responder, NoTokenizerError(""));
   }
   const auto tokens = body.find("tokens");
   if (tokens == body.end() || !tokens->is_array()) {

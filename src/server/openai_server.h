@@ -66,6 +66,11 @@ class OpenAiServer final {
   Engine* engine() const { return engine_; }
   const EmbeddingHead* embedding_head() const { return options_.embedding_head.get(); }
   int max_model_len() const;
+  // Text longer than this cannot fit max_model_len tokens: rejected before tokenizing, and the
+  // bound on a chat template's rendered size.
+  size_t max_prompt_bytes() const;
+  // context_length_exceeded (400) for a prompt text of num_bytes over max_prompt_bytes().
+  std::optional<ApiError> CheckPromptBytes(size_t num_bytes, const char* param) const;
   std::string NewId(const char* prefix);
   // 404 unless `model` is empty or the served name.
   std::optional<ApiError> CheckModel(const std::string& model) const;
@@ -102,6 +107,7 @@ class OpenAiServer final {
   std::atomic<bool> compiles_stopped_{false};
   std::atomic<uint64_t> next_id_{0};
   uint64_t id_salt_ = 0;
+  size_t max_token_bytes_ = 0;                 // the longest token's text (0 without a tokenizer)
   std::unique_ptr<CompilePool> compile_pool_;  // last: joined first, while the rest is alive
 };
 

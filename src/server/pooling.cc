@@ -98,6 +98,12 @@ std::optional<ApiError> InputPrompts(OpenAiServer* server, const json& input, bo
   }
   if (allow_messages && input.is_array() && !input.empty() && input.front().is_array() &&
       !input.front().empty() && input.front().front().is_object()) {
+    if (input.size() > static_cast<size_t>(kMaxSequencesPerRequest)) {
+      return ApiError::BadRequest("'input' holds " + std::to_string(input.size()) +
+                                      " conversations; one request may run at most " +
+                                      std::to_string(kMaxSequencesPerRequest),
+                                  "input");
+    }
     for (const auto& m : input) {
       if (auto e = messages_prompt(m)) return e;
     }
@@ -118,6 +124,7 @@ std::optional<ApiError> InputPrompts(OpenAiServer* server, const json& input, bo
     }
     if (p.is_text) {
       if (tok == nullptr) return no_tokenizer;
+      if (auto e = server->CheckPromptBytes(p.text.size(), "input")) return e;
       out->push_back(tok->Encode(p.text, /*add_special_tokens=*/true));
     } else {
       if (auto e = CheckTokenIds(p.token_ids, vocab, "input")) return e;
@@ -342,13 +349,19 @@ void RunEmbeddings(OpenAiServer* server, const HttpRequest& request,
     }
     dimensions = static_cast<int>(it->get<int64_t>());
   }
-  const std::string encoding = body.value("encoding_format", std::string("float"));
+  std::string encoding = "float";
+  if (auto e = ReadOptionalString(body, "encoding_format", &encoding)) {
+    return server->SendApiError(*responder, *e);
+  }
   if (encoding != "float" && encoding != "base64") {
     return server->SendApiError(
         *responder,
         ApiError::BadRequest("'encoding_format' must be float or base64", "encoding_format"));
   }
-  const std::string pooling = body.value("pooling", std::string("last"));
+  std::string pooling = "last";
+  if (auto e = ReadOptionalString(body, "pooling", &pooling)) {
+    return server->SendApiError(*responder, *e);
+  }
   if (pooling != "last" && pooling != "mean" && pooling != "first") {
     return server->SendApiError(
         *responder, ApiError::BadRequest("'pooling' must be last, mean or first", "pooling"));

@@ -125,18 +125,24 @@ Status DeviceWeights::UploadFp8(const LinearWeight& l, bool per_tensor, const De
   if (dense_tmp_.size_bytes() < dense_bytes) KILN_RETURN_IF_ERROR(dense_tmp_.Allocate(dense_bytes));
   if (scratch_.get() == nullptr) KILN_RETURN_IF_ERROR(scratch_.Allocate(256));
   KILN_RETURN_IF_ERROR(UploadDense(l, dense_tmp_.get(), stream));
-  kernels::QuantizeFp8Params qp;
-  qp.x = dense_tmp_.get();
-  qp.x_is_f32 = dtype_ == ElemType::kF32;
-  qp.out = q;
-  qp.scales = scale;
-  qp.rows = l.out_features;
-  qp.cols = l.in_features;
-  qp.per_tensor = per_tensor;
-  qp.amax_workspace = scratch_.as<float>();
-  KILN_CUDA_RETURN_IF_ERROR(kernels::QuantizeFp8(qp, stream));
-  if (per_tensor) {  // the kernel wrote one scale: repeat it for every row
-    KILN_CUDA_RETURN_IF_ERROR(LaunchRepeatScalar(scale, l.out_features, stream));
+  // Part by part (a fused q|k|v gets one per-tensor scale per part, as the CPU twin and
+  // checkpoints have it).
+  int64_t row = 0;
+  for (const LinearWeight::Part& p : l.parts) {
+    kernels::QuantizeFp8Params qp;
+    qp.x = static_cast<const char*>(dense_tmp_.get()) + row * l.in_features * ElemSize(dtype_);
+    qp.x_is_f32 = dtype_ == ElemType::kF32;
+    qp.out = q + row * l.in_features;
+    qp.scales = scale + row;
+    qp.rows = p.rows();
+    qp.cols = l.in_features;
+    qp.per_tensor = per_tensor;
+    qp.amax_workspace = scratch_.as<float>();
+    KILN_CUDA_RETURN_IF_ERROR(kernels::QuantizeFp8(qp, stream));
+    if (per_tensor) {  // the kernel wrote one scale: repeat it for every row of the part
+      KILN_CUDA_RETURN_IF_ERROR(LaunchRepeatScalar(scale + row, p.rows(), stream));
+    }
+    row += p.rows();
   }
   return Status::Ok();
 }
