@@ -6,6 +6,7 @@
 // time (robust to other load on the machine) and wall time.
 //
 // Usage: structured_compile_bench [--reps N] [--dir DIR]... [--schema NAME_SUBSTRING]
+//                                 [--eager-ms MS] (GrammarCompilerOptions::eager_table_budget_ms)
 // Default dirs: tests/structured/schemas and tests/structured/heldout. Reads KILN_SHARED (default
 // ../shared) and KILN_SOURCE_DIR (default .).
 #include <algorithm>
@@ -41,12 +42,14 @@ double Percentile(std::vector<double> v, double p) {
 
 int main(int argc, char** argv) {
   int reps = 3;
+  GrammarCompilerOptions options;
   std::string filter;
   std::vector<std::string> dirs;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::atoi(argv[i + 1]));
     if (!std::strcmp(argv[i], "--dir")) dirs.push_back(argv[i + 1]);
     if (!std::strcmp(argv[i], "--schema")) filter = argv[i + 1];
+    if (!std::strcmp(argv[i], "--eager-ms")) options.eager_table_budget_ms = std::atof(argv[i + 1]);
   }
   if (dirs.empty()) {
     dirs = {testing::SourceDir() + "/tests/structured/schemas",
@@ -62,8 +65,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", index.status().ToString().c_str());
     return 1;
   }
-  std::printf("vocabulary: %d tokens (Qwen2.5); %d rep(s) per schema, each on a fresh compiler\n",
-              (*index)->vocab_size(), reps);
+  std::printf("vocabulary: %d tokens (Qwen2.5); %d rep(s) per schema, each on a fresh compiler; "
+              "eager table budget %.0f ms\n",
+              (*index)->vocab_size(), reps, options.eager_table_budget_ms);
   std::vector<double> cpu_ms, wall_ms;
   std::string worst;
   double worst_ms = -1;
@@ -78,7 +82,7 @@ int main(int argc, char** argv) {
       std::string error;
       int states = 0, tables = 0;
       for (int r = 0; r < reps; ++r) {
-        auto compiler = GrammarCompiler::Create(*index).value();
+        auto compiler = GrammarCompiler::Create(*index, options).value();
         std::vector<uint32_t> mask(compiler->vocab().num_mask_words());
         const auto w0 = std::chrono::steady_clock::now();
         const double c0 = ThreadCpuMs();
