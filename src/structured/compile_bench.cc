@@ -65,9 +65,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", index.status().ToString().c_str());
     return 1;
   }
-  std::printf("vocabulary: %d tokens (Qwen2.5); %d rep(s) per schema, each on a fresh compiler; "
-              "eager table budget %.0f ms\n",
-              (*index)->vocab_size(), reps, options.eager_table_budget_ms);
+  std::printf(
+      "vocabulary: %d tokens (Qwen2.5); %d rep(s) per schema, each on a fresh compiler; "
+      "eager table budget %.0f ms\n",
+      (*index)->vocab_size(), reps, options.eager_table_budget_ms);
   std::vector<double> cpu_ms, wall_ms;
   std::string worst;
   double worst_ms = -1;
@@ -116,17 +117,18 @@ int main(int argc, char** argv) {
         worst_ms = mx;
         worst = cs.name;
       }
-      std::printf("%-34s first mask %7.1f ms CPU (median of %d, max %7.1f)  %5d states, %4d tables "
-                  "ready\n",
-                  cs.name.c_str(), med, reps, mx, states, tables);
+      std::printf(
+          "%-34s first mask %7.1f ms CPU (median of %d, max %7.1f)  %5d states, %4d tables "
+          "ready\n",
+          cs.name.c_str(), med, reps, mx, states, tables);
     }
   }
   std::printf("\n%d schemas compiled, %d refused; %zu cold compiles\n", num_schemas, num_refused,
               cpu_ms.size());
-  std::printf("time to first mask, thread CPU: p50 %.1f ms, p99 %.1f ms (goal <= 50), max %.1f ms "
-              "(%s)\n",
-              Percentile(cpu_ms, 0.5), Percentile(cpu_ms, 0.99), Percentile(cpu_ms, 1.0),
-              worst.c_str());
+  std::printf(
+      "time to first mask, thread CPU: p50 %.1f ms, p99 %.1f ms (goal <= 50), max %.1f ms "
+      "(%s)\n",
+      Percentile(cpu_ms, 0.5), Percentile(cpu_ms, 0.99), Percentile(cpu_ms, 1.0), worst.c_str());
   std::printf("time to first mask, wall:       p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
               Percentile(wall_ms, 0.5), Percentile(wall_ms, 0.99), Percentile(wall_ms, 1.0));
   return Percentile(cpu_ms, 0.99) <= 50 ? 0 : 2;

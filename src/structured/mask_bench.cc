@@ -111,8 +111,9 @@ int main(int argc, char** argv) {
       Percentile(mask_cpu_us, 0.5), Percentile(mask_cpu_us, 0.99), Percentile(mask_cpu_us, 1.0));
   std::printf("first mask of a request (wall): p50 %.1f us, p99 %.1f us\n",
               Percentile(first_mask_us, 0.5), Percentile(first_mask_us, 0.99));
-  std::printf("compile time (to the first mask's tables, wall): p50 %.1f ms, max %.1f ms (one "
-              "compiler, in corpus order: shared rule tables reused)\n",
-              Percentile(compile_ms, 0.5), Percentile(compile_ms, 1.0));
+  std::printf(
+      "compile time (to the first mask's tables, wall): p50 %.1f ms, max %.1f ms (one "
+      "compiler, in corpus order: shared rule tables reused)\n",
+      Percentile(compile_ms, 0.5), Percentile(compile_ms, 1.0));
   return 0;
 }

@@ -26,9 +26,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <future>
-#include <cstdint>
 #include <list>
 #include <memory>
 #include <mutex>
