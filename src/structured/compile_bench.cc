@@ -31,13 +31,6 @@ double ThreadCpuMs() {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * (v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -112,7 +105,8 @@ int main(int argc, char** argv) {
         continue;
       }
       ++num_schemas;
-      const double med = Percentile(local_cpu, 0.5), mx = Percentile(local_cpu, 1.0);
+      const double med = testing::Percentile(local_cpu, 0.5),
+                   mx = testing::Percentile(local_cpu, 1.0);
       if (mx > worst_ms) {
         worst_ms = mx;
         worst = cs.name;
@@ -128,8 +122,10 @@ int main(int argc, char** argv) {
   std::printf(
       "time to first mask, thread CPU: p50 %.1f ms, p99 %.1f ms (goal <= 50), max %.1f ms "
       "(%s)\n",
-      Percentile(cpu_ms, 0.5), Percentile(cpu_ms, 0.99), Percentile(cpu_ms, 1.0), worst.c_str());
+      testing::Percentile(cpu_ms, 0.5), testing::Percentile(cpu_ms, 0.99),
+      testing::Percentile(cpu_ms, 1.0), worst.c_str());
   std::printf("time to first mask, wall:       p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
-              Percentile(wall_ms, 0.5), Percentile(wall_ms, 0.99), Percentile(wall_ms, 1.0));
-  return Percentile(cpu_ms, 0.99) <= 50 ? 0 : 2;
+              testing::Percentile(wall_ms, 0.5), testing::Percentile(wall_ms, 0.99),
+              testing::Percentile(wall_ms, 1.0));
+  return testing::Percentile(cpu_ms, 0.99) <= 50 ? 0 : 2;
 }
