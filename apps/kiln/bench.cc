@@ -475,7 +475,7 @@ void DeclareServeBenchFlags(Flags* f) {
   f->Value("turns", "chat: turns per conversation MIN-MAX (default 3-10)");
   f->Value("think-time", "chat: mean think time between turns, seconds (default 5)");
   f->Bool("ignore-eos", "chat: hold replies to their drawn lengths (default on)");
-  f->Bool("progress", "live progress line on stderr (default on)");
+  f->Bool("progress", "live progress line on stderr (default: when stderr is a terminal)");
   f->Bool("metrics", "scrape the server's /metrics for prefix-cache and KV figures (default on)");
   f->Value("preset", "production-table: start kiln serve per configuration and sweep each");
   f->Value("server-args", "--preset: extra kiln serve flags, space-separated");
