@@ -133,6 +133,26 @@ void CheckTinyModel(const std::string& name, const std::string& dtype) {
 TEST(CudaBackendTest, TinyQwen2Float32MatchesReference) { CheckTinyModel("tiny-qwen2", "float32"); }
 TEST(CudaBackendTest, TinyQwen3Float32MatchesReference) { CheckTinyModel("tiny-qwen3", "float32"); }
 TEST(CudaBackendTest, TinyQwen2Bf16MatchesReference) { CheckTinyModel("tiny-qwen2", "bfloat16"); }
+// Real trained weights; tie_word_embeddings with only lm_head.weight stored.
+TEST(CudaBackendTest, TinyStories656KFloat32MatchesReference) {
+  CheckTinyModel("tinystories-656k", "float32");
+}
+
+// float16 is not a compute dtype of the CUDA backend: refused before any device work (no GPU
+// needed), naming the dtype.
+TEST(CudaBackendTest, Float16IsRejectedUpFront) {
+  const std::string dir = SharedPath("models/stories260K/hf");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/stories260K";
+  auto model = testing::LoadModelOrFail(dir);
+  ASSERT_NE(model, nullptr);
+  CudaBackendOptions o;
+  o.dtype = "float16";
+  auto created = CreateCudaBackend(model, o);
+  ASSERT_FALSE(created.ok());
+  EXPECT_EQ(created.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(created.status().message().find("float16"), std::string::npos)
+      << created.status().ToString();
+}
 TEST(CudaBackendTest, TinyQwen3Bf16MatchesReference) { CheckTinyModel("tiny-qwen3", "bfloat16"); }
 
 void CheckStories(const std::string& dtype) {
