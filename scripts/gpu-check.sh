@@ -23,7 +23,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 G="$ROOT/${KILN_GPU_DIR:-.gpu}"
 MODE=${1:-all}
 SHARED_SRC=${KILN_SHARED:-$ROOT/../shared}
-GPU_TESTS="cuda_sampling_test cuda_backend_test kernels_test"
+GPU_TESTS="cuda_sampling_test cuda_backend_test cuda_kv_transfer_test kernels_test"
 BINS="kiln kernels_bench gemv_bench structured_decode_bench engine_decode_bench $GPU_TESTS"
 
 if [ "$MODE" = "--stage" ]; then

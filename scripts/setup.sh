@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 PKGS=(build-essential cmake ninja-build ccache pkg-config git
       nlohmann-json3-dev libpcre2-dev libutf8proc-dev libopenblas-dev
       libboost-dev libboost-system-dev libgtest-dev libgmock-dev libbenchmark-dev
-      libsqlite3-dev libhiredis-dev redis-server clang-14 libclang-rt-14-dev
+      libsqlite3-dev libhiredis-dev libxxhash-dev redis-server clang-14 libclang-rt-14-dev
       python3 curl espeak-ng chromium)
 missing=()
 for p in "${PKGS[@]}"; do

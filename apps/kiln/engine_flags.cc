@@ -21,6 +21,12 @@ void DeclareEngineFlags(Flags* f) {
   f->Value("kv-cache-memory", "CPU KV cache budget in bytes (default 1 GiB)");
   f->Value("gpu-memory-utilization", "fraction of GPU memory kiln may use (default 0.9)");
   f->Bool("enable-prefix-caching", "reuse KV of shared prompt prefixes (default on)");
+  f->Value("cpu-offload-gb", "host-memory KV tier in GiB (pinned on CUDA; default 0: off)");
+  f->Value("disk-cache-dir", "directory of the disk KV tier (survives restarts; default off)");
+  f->Value("disk-cache-gb", "size bound of the disk KV tier in GiB (default 16)");
+  f->Value("redis-url", "redis://host[:port][/db]: KV tier shared by replicas (default off)");
+  f->Value("redis-ttl", "seconds a KV block lives in Redis (default 3600)");
+  f->Value("redis-timeout-ms", "slower Redis commands turn the tier off (default 200)");
   f->Value("max-num-seqs", "running requests at once (default 256)");
   f->Value("max-num-batched-tokens", "tokens per engine step (default 8192)");
   f->Value("max-model-len", "context length limit (default: the model's)");
@@ -54,6 +60,28 @@ Status EngineOptionsFromFlags(const Flags& f, EngineOptions* o) {
   KILN_ASSIGN_OR_RETURN(o->cache.gpu_memory_utilization,
                         f.GetDouble("gpu-memory-utilization", o->cache.gpu_memory_utilization));
   o->cache.enable_prefix_caching = f.GetBool("enable-prefix-caching", true);
+  const double gib = static_cast<double>(int64_t{1} << 30);
+  KILN_ASSIGN_OR_RETURN(double offload_gb, f.GetDouble("cpu-offload-gb", 0.0));
+  if (!(offload_gb >= 0.0 && offload_gb < 1e6)) {
+    return Status::InvalidArgument("--cpu-offload-gb must be in [0, 1e6)");
+  }
+  o->cache.cpu_offload_bytes = static_cast<int64_t>(offload_gb * gib);
+  o->cache.disk_cache_dir = f.GetString("disk-cache-dir");
+  KILN_ASSIGN_OR_RETURN(
+      double disk_gb,
+      f.GetDouble("disk-cache-gb", static_cast<double>(o->cache.disk_cache_bytes) / gib));
+  if (!(disk_gb > 0.0 && disk_gb < 1e6)) {
+    return Status::InvalidArgument("--disk-cache-gb must be in (0, 1e6)");
+  }
+  o->cache.disk_cache_bytes = static_cast<int64_t>(disk_gb * gib);
+  o->cache.redis_url = f.GetString("redis-url");
+  KILN_ASSIGN_OR_RETURN(o->cache.redis_ttl_s, f.GetInt("redis-ttl", o->cache.redis_ttl_s));
+  KILN_ASSIGN_OR_RETURN(int64_t redis_timeout,
+                        f.GetInt("redis-timeout-ms", o->cache.redis_timeout_ms));
+  if (redis_timeout <= 0 || redis_timeout > 600000) {
+    return Status::InvalidArgument("--redis-timeout-ms must be in [1, 600000]");
+  }
+  o->cache.redis_timeout_ms = static_cast<int>(redis_timeout);
   KILN_ASSIGN_OR_RETURN(int64_t seqs, f.GetInt("max-num-seqs", o->scheduler.max_num_seqs));
   o->scheduler.max_num_seqs = static_cast<int>(seqs);
   KILN_ASSIGN_OR_RETURN(int64_t mnbt,

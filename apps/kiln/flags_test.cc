@@ -52,5 +52,35 @@ TEST(FlagsTest, IdList) {
   EXPECT_FALSE(ParseIdList("").ok());
 }
 
+TEST(FlagsTest, KvTierFlags) {
+  Flags f;
+  DeclareEngineFlags(&f);
+  ASSERT_TRUE(ParseArgs(&f, {"--model", "m", "--cpu-offload-gb", "1.5", "--disk-cache-dir", "/tmp/k",
+                             "--disk-cache-gb", "2", "--redis-url", "redis://h:7/1",
+                             "--redis-ttl", "60"})
+                  .ok());
+  EngineOptions o;
+  ASSERT_TRUE(EngineOptionsFromFlags(f, &o).ok());
+  EXPECT_EQ(o.cache.cpu_offload_bytes, int64_t{3} << 29);
+  EXPECT_EQ(o.cache.disk_cache_dir, "/tmp/k");
+  EXPECT_EQ(o.cache.disk_cache_bytes, int64_t{2} << 30);
+  EXPECT_EQ(o.cache.redis_url, "redis://h:7/1");
+  EXPECT_EQ(o.cache.redis_ttl_s, 60);
+  // Bad values are errors that name the flag or field.
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--model", "m", "--cpu-offload-gb", "-1"},
+        std::vector<std::string>{"--model", "m", "--disk-cache-dir", "d", "--disk-cache-gb", "0"},
+        std::vector<std::string>{"--model", "m", "--redis-url", "http://h"},
+        std::vector<std::string>{"--model", "m", "--cpu-offload-gb", "1",
+                                 "--no-enable-prefix-caching"}}) {
+    Flags g;
+    DeclareEngineFlags(&g);
+    ASSERT_TRUE(ParseArgs(&g, bad).ok());
+    EngineOptions e;
+    const Status s = EngineOptionsFromFlags(g, &e);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad[2];
+  }
+}
+
 }  // namespace
 }  // namespace kiln::cli

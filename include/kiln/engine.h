@@ -34,6 +34,27 @@ struct ModelInfo {
   std::string device;  // "cpu" | "cuda"
 };
 
+// Counters of one KV cache tier ("device", "host", "disk", "redis"), cumulative. "Load" is the
+// direction toward the device, "store" away from it; tokens count prompt tokens.
+struct KvTierMetrics {
+  std::string name;
+  bool enabled = true;
+  int64_t capacity_bytes = 0;
+  int64_t used_bytes = 0;
+  int64_t query_tokens = 0;  // looked up in this tier (the tiers above missed them)
+  int64_t hit_tokens = 0;    // found in this tier
+  int64_t bytes_loaded = 0;
+  int64_t bytes_stored = 0;
+  double load_seconds = 0.0;
+  double store_seconds = 0.0;
+  int64_t num_loads = 0;
+  double load_latency_seconds = 0.0;  // summed over num_loads: request to data ready
+  int64_t errors = 0;
+  int64_t dropped_writes = 0;
+  // Record bytes ÷ measured load bandwidth: the predicted time to bring one block in (0: no data).
+  double predicted_block_load_seconds = 0.0;
+};
+
 struct EngineMetrics {
   int num_running = 0;
   int num_waiting = 0;
@@ -48,6 +69,7 @@ struct EngineMetrics {
   int64_t prompt_tokens_total = 0;
   int64_t generation_tokens_total = 0;
   int64_t requests_finished_total = 0;
+  std::vector<KvTierMetrics> kv_tiers;  // "device" first, then the enabled tiers
 };
 
 // Receives a request's outputs, in order, on the engine's output thread. Must not block for long.

@@ -65,7 +65,8 @@ struct Request {
   // Salt mixed into the prefix-cache hash of every block: requests with different salts never
   // share cached KV.
   std::string cache_salt;
-  int priority = 0;  // reserved: lower first; ties by arrival
+  // Waiting-queue order: lower first, ties by arrival (running requests are not reordered).
+  int priority = 0;
 };
 
 }  // namespace kiln

@@ -15,6 +15,16 @@
 //   Forward(n) → SampleAsync(n) → Forward(n+1, deferred from n) → WaitSample(n) → SampleAsync(n+1)
 // Every SampleAsync is followed by exactly one WaitSample before the next SampleAsync. A backend
 // may do all the work in SampleAsync (the CPU backend does: SampleReady() is then always true).
+//
+// KV block transfers (the tiered prefix cache, src/kv/): a backend that supports them owns a host
+// KV pool of block records (AllocateHostKvPool; pinned memory on CUDA) and copies lists of blocks
+// between its device KV cache and that pool (CopyKvBlocks) on a dedicated copy stream, ordered
+// after every Forward issued before the call (an event, never a device-wide sync), and reports
+// completion per ticket (KvCopyDone, non-blocking). A block record is one block's K and V for all
+// layers, contiguous, and moves as one unit: [layer][K, V][block_size][num_kv_heads][head_dim]
+// in the KV cache's element type. The caller guarantees that no Forward issued while a copy is in
+// flight writes its source blocks or reads / writes its destination blocks (the KV manager pins
+// them), and that a host record is not touched while a copy uses it.
 #pragma once
 
 #include <cstdint>
@@ -64,6 +74,14 @@ struct SamplingRow {
   std::span<const int32_t> banned_token_ids;  // e.g. EOS while below min_tokens
 };
 
+// One block copy of a CopyKvBlocks call.
+struct KvBlockCopy {
+  int32_t device_block = 0;  // in [0, num_kv_blocks())
+  int64_t host_record = 0;   // in [0, the host pool's num_records)
+};
+
+enum class KvCopyDirection { kDeviceToHost, kHostToDevice };
+
 struct SampleResult {
   int32_t token_id = 0;
   float logprob = 0.0f;  // raw log-softmax of the chosen id (valid when num_top_logprobs >= 0)
@@ -103,6 +121,21 @@ inline Status ResolveDeferredTokens(const ForwardBatch& batch, std::span<const i
   return Status::Ok();
 }
 
+// InvalidArgument when a copy names a device block outside [0, num_blocks) or a host record
+// outside [0, num_records): the check every CopyKvBlocks makes before it copies anything.
+inline Status ValidateKvBlockCopies(std::span<const KvBlockCopy> copies, int64_t num_blocks,
+                                    int64_t num_records) {
+  for (const KvBlockCopy& c : copies) {
+    if (c.device_block < 0 || c.device_block >= num_blocks || c.host_record < 0 ||
+        c.host_record >= num_records) {
+      return Status::InvalidArgument("KV copy of block " + std::to_string(c.device_block) +
+                                     " / host record " + std::to_string(c.host_record) +
+                                     " out of range");
+    }
+  }
+  return Status::Ok();
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -133,6 +166,36 @@ class Backend {
   // Copies the last Forward's final hidden states (after the final norm), row-major
   // [hidden_indices.size(), hidden_size], float32.
   virtual Status GetHidden(std::vector<float>* hidden) = 0;
+
+  // ---- KV block transfers (see the top of this file) ----
+  // Bytes of one block record; 0 when this backend has no block transfers.
+  virtual int64_t kv_block_record_bytes() const { return 0; }
+  // Describes the record layout (element type, layers, heads, head_dim, block size): part of the
+  // prefix cache's namespace, so records of another layout are never loaded.
+  virtual std::string kv_record_layout() const { return ""; }
+  // Allocates the host pool of num_records block records (once; pinned memory on CUDA).
+  virtual Status AllocateHostKvPool(int64_t num_records) {
+    (void)num_records;
+    return Status::FailedPrecondition("this backend has no KV block transfers");
+  }
+  // The host pool: record r at host_kv_pool() + r * kv_block_record_bytes(); null before
+  // AllocateHostKvPool.
+  virtual uint8_t* host_kv_pool() { return nullptr; }
+  // Enqueues the copies (one direction) and returns a ticket (> 0) for KvCopyDone. Errors:
+  // InvalidArgument for a block or record out of range, FailedPrecondition without a host pool.
+  virtual StatusOr<uint64_t> CopyKvBlocks(KvCopyDirection direction,
+                                          std::span<const KvBlockCopy> copies) {
+    (void)direction;
+    (void)copies;
+    return Status::FailedPrecondition("this backend has no KV block transfers");
+  }
+  // True when the copies of `ticket` have finished (then *seconds = their duration on the copy
+  // engine, and the ticket is retired); false while they run. Never blocks.
+  virtual bool KvCopyDone(uint64_t ticket, double* seconds) {
+    (void)ticket;
+    *seconds = 0.0;
+    return true;
+  }
 };
 
 }  // namespace kiln

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 
 #include "common/check.h"
 #include "common/logging.h"
@@ -15,12 +16,35 @@ double SecondsBetween(std::chrono::steady_clock::time_point from,
   return std::chrono::duration<double>(to - from).count();
 }
 
+std::unique_ptr<HostTier> MakeHostTier(const EngineCoreConfig& config, Backend* backend) {
+  if (config.host_tier_records <= 0) return nullptr;
+  KILN_CHECK(backend->host_kv_pool() != nullptr) << "host tier without a backend host pool";
+  return std::make_unique<HostTier>(backend->host_kv_pool(), backend->kv_block_record_bytes(),
+                                    config.host_tier_records, config.cache.block_size);
+}
+
+std::unique_ptr<TierWorker> MakeTierWorker(const EngineCoreConfig& config, Backend* backend,
+                                           std::vector<std::unique_ptr<KvTier>> tiers) {
+  if (tiers.empty()) return nullptr;
+  KILN_CHECK_GT(config.host_tier_records, 0) << "lower KV tiers need a host tier";
+  TierWorkerOptions o;
+  o.block_size = config.cache.block_size;
+  o.record_bytes = backend->kv_block_record_bytes();
+  o.namespace_hash = Checksum64(config.cache.cache_namespace.data(),
+                                config.cache.cache_namespace.size());
+  o.max_queued_writes = config.max_queued_tier_writes;
+  return std::make_unique<TierWorker>(o, std::move(tiers));
+}
+
 }  // namespace
 
-EngineCore::EngineCore(const EngineCoreConfig& config, Backend* backend)
+EngineCore::EngineCore(const EngineCoreConfig& config, Backend* backend,
+                       std::vector<std::unique_ptr<KvTier>> lower_tiers)
     : config_(config),
       backend_(backend),
-      kv_(config.cache),
+      host_(MakeHostTier(config, backend)),
+      lower_(MakeTierWorker(config, backend, std::move(lower_tiers))),
+      kv_(config.cache, host_.get(), lower_.get()),
       scheduler_(config.scheduler, &kv_),
       runner_(config.cache.block_size) {
   KILN_CHECK_GT(config_.max_model_len, 0);
@@ -212,9 +236,41 @@ void EngineCore::ResolveInFlight(std::vector<EngineOutput>* outputs) {
   inflight_.clear();
 }
 
+void EngineCore::PollTransfers() {
+  for (size_t i = 0; i < issued_.size();) {
+    double seconds = 0.0;
+    if (backend_->KvCopyDone(issued_[i].ticket, &seconds)) {
+      kv_.CompleteCopyGroup(issued_[i].group, true, seconds);
+      issued_.erase(issued_.begin() + static_cast<ptrdiff_t>(i));
+    } else {
+      ++i;
+    }
+  }
+  kv_.PollLowerTiers();
+}
+
+void EngineCore::IssueCopies(const std::vector<KvCopyGroup>& groups) {
+  for (const KvCopyGroup& g : groups) {
+    copy_scratch_.clear();
+    for (const BlockTransfer& t : g.transfers) {
+      copy_scratch_.push_back({t.device_block, t.host_record});
+    }
+    StatusOr<uint64_t> ticket = backend_->CopyKvBlocks(
+        g.to_host ? KvCopyDirection::kDeviceToHost : KvCopyDirection::kHostToDevice,
+        copy_scratch_);
+    if (ticket.ok()) {
+      issued_.push_back({g.id, *ticket});
+    } else {
+      KILN_LOG(ERROR) << "KV copy failed: " << ticket.status().ToString();
+      kv_.CompleteCopyGroup(g.id, false, 0.0);
+    }
+  }
+}
+
 void EngineCore::Step(std::vector<EngineOutput>* outputs) {
   if (!has_work()) return;
   now_ = std::chrono::steady_clock::now();
+  PollTransfers();
   // Samples already there (synchronous backend, or the host fell behind): read them first, so
   // this step feeds known tokens.
   if (sample_in_flight_ && backend_->SampleReady()) {
@@ -223,9 +279,22 @@ void EngineCore::Step(std::vector<EngineOutput>* outputs) {
   }
   const SchedulerOutput& so = scheduler_.Schedule();
   ++num_steps_;
+  // Copies before the Forward: stores of blocks computed by earlier steps, loads for admitted
+  // requests (which run once the loads completed).
+  IssueCopies(so.copies);
+  for (RequestState* r : so.load_failed) {
+    Finish(r, FinishReason::kError, -1,
+           Status::Internal("loading the cached prefix of request " + r->request_id + " failed"),
+           outputs);
+  }
   if (so.scheduled.empty()) {
     if (sample_in_flight_) {
       ResolveInFlight(outputs);
+    } else if (kv_.has_pending_io() || !issued_.empty() || scheduler_.num_loading() > 0) {
+      // Only transfers are in flight: give them a moment instead of spinning (longer when only
+      // background writes to the disk / Redis tiers are left, which no request waits for).
+      const bool urgent = kv_.has_pending_transfers() || !issued_.empty();
+      std::this_thread::sleep_for(std::chrono::microseconds(urgent ? 50 : 1000));
     } else if (so.preempted.empty() && scheduler_.num_running() == 0 &&
                scheduler_.num_waiting() > 0) {
       // Nothing can ever run (cannot happen when every request fits the cache; a guard, not a
@@ -352,15 +421,44 @@ EngineMetrics EngineCore::metrics() const {
   m.prompt_tokens_total = prompt_tokens_total_;
   m.generation_tokens_total = generation_tokens_total_;
   m.requests_finished_total = requests_finished_total_;
+  const int64_t record_bytes = host_ != nullptr ? host_->record_bytes() : 0;
+  for (const TierStats& t : kv_.TierMetrics()) {
+    KvTierMetrics k;
+    k.name = t.name;
+    k.enabled = t.enabled;
+    k.capacity_bytes = t.capacity_bytes;
+    k.used_bytes = t.used_bytes;
+    k.query_tokens = t.query_tokens;
+    k.hit_tokens = t.hit_tokens;
+    k.bytes_loaded = t.bytes_loaded;
+    k.bytes_stored = t.bytes_stored;
+    k.load_seconds = t.load_seconds;
+    k.store_seconds = t.store_seconds;
+    k.num_loads = t.num_loads;
+    k.load_latency_seconds = t.load_latency_seconds;
+    k.errors = t.errors;
+    k.dropped_writes = t.dropped_writes;
+    // Predicted cost of bringing one block in from this tier: record bytes ÷ measured bandwidth.
+    if (t.bytes_loaded > 0 && t.load_seconds > 0.0) {
+      k.predicted_block_load_seconds =
+          static_cast<double>(record_bytes) * t.load_seconds / static_cast<double>(t.bytes_loaded);
+    }
+    m.kv_tiers.push_back(std::move(k));
+  }
   return m;
 }
 
 Status EngineCore::CheckInvariants() const {
   std::vector<const KvSequence*> live;
   live.reserve(requests_.size());
-  size_t running = 0, waiting = 0;
+  size_t running = 0, waiting = 0, loading = 0;
   for (const auto& [id, r] : requests_) {
     live.push_back(&r->kv);
+    if (r->status == RequestStatus::kLoading) {
+      ++loading;
+      if (r->kv.block_table.empty()) return Status::Internal("loading request " + id + " has no blocks");
+      continue;
+    }
     if (r->status == RequestStatus::kRunning) {
       ++running;
       const int64_t need = kv_.BlocksFor(r->num_computed_tokens);
@@ -375,7 +473,8 @@ Status EngineCore::CheckInvariants() const {
       return Status::Internal("finished request " + id + " still live");
     }
   }
-  if (running != scheduler_.running().size() || waiting != scheduler_.waiting().size()) {
+  if (running != scheduler_.running().size() || waiting != scheduler_.waiting().size() ||
+      loading != scheduler_.loading().size()) {
     return Status::Internal("queue sizes disagree with request states");
   }
   return kv_.CheckInvariants(live);

@@ -25,6 +25,12 @@
 // token is known are filled on a MaskWorker thread during Forward; masks that need step n's
 // sample are filled after it was read, while the device runs step n+1.
 //
+// KV tiers (kv_cache_manager.h): with a host tier (config.host_tier_records > 0; the backend's host
+// pool must be allocated) and optional lower tiers (disk, Redis), each step first collects the
+// finished copies (Backend::KvCopyDone) and lower-tier jobs, then issues the scheduler's copy
+// groups (Backend::CopyKvBlocks) before its Forward. has_work() stays true while transfers are in
+// flight, so a drained core holds no pinned block.
+//
 // Not thread-safe: used by one thread (the engine loop's thread, or a test). Requests are
 // validated before AddRequest (engine_loop.cc); EngineCore CHECKs only its own invariants.
 #pragma once
@@ -42,7 +48,10 @@
 #include "engine/request_state.h"
 #include "engine/scheduler.h"
 #include "kiln/engine.h"
+#include "kv/host_tier.h"
 #include "kv/kv_cache_manager.h"
+#include "kv/tier.h"
+#include "kv/tier_worker.h"
 
 namespace kiln {
 
@@ -61,6 +70,9 @@ struct EngineCoreConfig {
   bool async_scheduling = true;
   // Test/debug aid: run CheckInvariants() after every step and abort when it fails.
   bool check_invariants_every_step = false;
+  // Host tier records (0: no host tier); the backend's host pool must hold at least this many.
+  int64_t host_tier_records = 0;
+  size_t max_queued_tier_writes = 1024;
 };
 
 // An output and the opaque user_data of the request it belongs to.
@@ -72,7 +84,9 @@ struct EngineOutput {
 class EngineCore final {
  public:
   // `backend` must outlive the core; its block_size / num_kv_blocks must match config.cache.
-  EngineCore(const EngineCoreConfig& config, Backend* backend);
+  // `lower_tiers` (disk, Redis; tried in this order) need a host tier.
+  EngineCore(const EngineCoreConfig& config, Backend* backend,
+             std::vector<std::unique_ptr<KvTier>> lower_tiers = {});
   EngineCore(const EngineCore&) = delete;
   EngineCore& operator=(const EngineCore&) = delete;
 
@@ -84,7 +98,7 @@ class EngineCore final {
 
   // (A sample still in flight always belongs to a live request, or to none: then the next step
   // with work waits for it first.)
-  bool has_work() const { return scheduler_.has_work(); }
+  bool has_work() const { return scheduler_.has_work() || kv_.has_pending_io() || !issued_.empty(); }
   // Runs one step; appends the outputs it produced.
   void Step(std::vector<EngineOutput>* outputs);
 
@@ -110,9 +124,14 @@ class EngineCore final {
   void EraseFinished();
   // Waits for the in-flight step's samples and applies them (tokens, outputs, stop rules).
   void ResolveInFlight(std::vector<EngineOutput>* outputs);
+  // KV tiers: collects finished copies / lower-tier jobs; issues a step's copy groups.
+  void PollTransfers();
+  void IssueCopies(const std::vector<KvCopyGroup>& groups);
 
   EngineCoreConfig config_;
   Backend* backend_;
+  std::unique_ptr<HostTier> host_;
+  std::unique_ptr<TierWorker> lower_;
   KvCacheManager kv_;
   Scheduler scheduler_;
   ModelRunner runner_;
@@ -133,6 +152,12 @@ class EngineCore final {
   bool sample_in_flight_ = false;
   MaskWorker mask_worker_;
   std::vector<RequestState*> early_masks_, late_masks_;
+  struct IssuedCopy {
+    uint64_t group = 0;
+    uint64_t ticket = 0;
+  };
+  std::vector<IssuedCopy> issued_;
+  std::vector<KvBlockCopy> copy_scratch_;
   std::chrono::steady_clock::time_point now_;  // time of the current step's outputs
   // Counters.
   int64_t num_steps_ = 0;

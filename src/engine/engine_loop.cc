@@ -7,6 +7,7 @@
 #include "common/check.h"
 #include "common/logging.h"
 #include "engine/backend_factory.h"
+#include "engine/kv_tier_setup.h"
 #include "engine/structured_constraint.h"
 #include "model/weights.h"
 
@@ -171,6 +172,9 @@ StatusOr<std::unique_ptr<Engine>> Engine::Impl::CreateWithBackend(
     }
   }
   core.check_invariants_every_step = check_invariants_every_step;
+  KILN_ASSIGN_OR_RETURN(KvTierSetup tiers, SetUpKvTiers(options, backend.get(), max_model_len));
+  core.cache.cache_namespace = tiers.cache_namespace;
+  core.host_tier_records = tiers.host_records;
 
   ModelInfo info;
   info.served_model_name = options.model.served_model_name.empty()
@@ -190,7 +194,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::Impl::CreateWithBackend(
   effective.cache.num_blocks = num_blocks;
   auto impl =
       std::make_unique<Impl>(effective, std::move(info), std::move(core), std::move(backend),
-                             std::move(tokenizer), std::move(keep_alive));
+                             std::move(tokenizer), std::move(keep_alive),
+                             std::move(tiers.lower_tiers));
   impl->Start();
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
@@ -213,14 +218,15 @@ Status Engine::Impl::CheckInvariants(Engine* engine) {
 
 Engine::Impl::Impl(const EngineOptions& options, ModelInfo info, EngineCoreConfig core_config,
                    std::unique_ptr<Backend> backend, std::unique_ptr<Tokenizer> tokenizer,
-                   std::shared_ptr<const void> keep_alive)
+                   std::shared_ptr<const void> keep_alive,
+                   std::vector<std::unique_ptr<KvTier>> lower_tiers)
     : options_(options),
       info_(std::move(info)),
       keep_alive_(std::move(keep_alive)),
       backend_(std::move(backend)),
       tokenizer_(std::move(tokenizer)),
       seed_rng_(std::random_device{}()) {
-  core_ = std::make_unique<EngineCore>(core_config, backend_.get());
+  core_ = std::make_unique<EngineCore>(core_config, backend_.get(), std::move(lower_tiers));
   metrics_ = core_->metrics();
 }
 
@@ -268,6 +274,7 @@ StatusOr<std::unique_ptr<RequestState>> Engine::Impl::PrepareRequest(Request req
   }
   state->kind = request.kind;
   state->return_all_hidden = request.return_all_hidden;
+  state->priority = request.priority;
   state->token_ids = std::move(request.prompt_token_ids);
   state->kv.extra_keys = std::move(request.cache_salt);
   state->arrival_time = std::chrono::steady_clock::now();

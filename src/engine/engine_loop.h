@@ -49,7 +49,7 @@ class Engine::Impl final {
 
   Impl(const EngineOptions& options, ModelInfo info, EngineCoreConfig core_config,
        std::unique_ptr<Backend> backend, std::unique_ptr<Tokenizer> tokenizer,
-       std::shared_ptr<const void> keep_alive);
+       std::shared_ptr<const void> keep_alive, std::vector<std::unique_ptr<KvTier>> lower_tiers);
   ~Impl();
 
   StatusOr<std::string> Submit(Request request, OutputCallback callback);

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/check.h"
 #include "engine/engine_core.h"
 #include "engine/fake_backend.h"
 
@@ -43,11 +44,14 @@ struct CoreHarnessOptions {
   std::vector<int32_t> eos = {3};
   bool async_backend = AsyncBackendByDefault();
   bool async_scheduling = true;
+  int64_t host_records = 0;  // host KV tier (0: off; lower tiers need it)
+  std::string cache_namespace;
 };
 
 class CoreHarness {
  public:
-  explicit CoreHarness(const CoreHarnessOptions& o = {})
+  explicit CoreHarness(const CoreHarnessOptions& o = {},
+                       std::vector<std::unique_ptr<KvTier>> lower_tiers = {})
       : backend(o.vocab_size, o.hidden_size, o.block_size, o.num_blocks, o.eos) {
     EngineCoreConfig c;
     c.scheduler.max_num_seqs = o.max_num_seqs;
@@ -62,14 +66,18 @@ class CoreHarness {
     c.eos_token_ids = o.eos;
     c.check_invariants_every_step = true;
     c.async_scheduling = o.async_scheduling;
+    c.host_tier_records = o.host_records;
+    c.cache.cache_namespace = o.cache_namespace;
+    if (o.host_records > 0) KILN_CHECK_OK(backend.AllocateHostKvPool(o.host_records));
     backend.set_async(o.async_backend);
-    core = std::make_unique<EngineCore>(c, &backend);
+    core = std::make_unique<EngineCore>(c, &backend, std::move(lower_tiers));
   }
 
   void Add(const std::string& id, std::vector<int32_t> prompt, SamplingParams sp = Greedy(16),
            RequestKind kind = RequestKind::kGenerate, bool all_hidden = false,
-           std::string salt = "") {
+           std::string salt = "", int priority = 0) {
     auto r = std::make_unique<RequestState>();
+    r->priority = priority;
     r->request_id = id;
     r->token_ids = std::move(prompt);
     r->kind = kind;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -196,6 +197,53 @@ Status FakeBackend::WaitSample(std::vector<SampleResult>* results) {
   results->swap(samples_);
   samples_.clear();
   return Status::Ok();
+}
+
+Status FakeBackend::AllocateHostKvPool(int64_t num_records) {
+  if (num_records <= 0 || num_host_records_ != 0) {
+    return Status::InvalidArgument("FakeBackend: bad host pool allocation");
+  }
+  host_pool_.assign(static_cast<size_t>(num_records * kv_block_record_bytes()), 0);
+  num_host_records_ = num_records;
+  return Status::Ok();
+}
+
+StatusOr<uint64_t> FakeBackend::CopyKvBlocks(KvCopyDirection direction,
+                                             std::span<const KvBlockCopy> copies) {
+  if (num_host_records_ == 0) return Status::FailedPrecondition("FakeBackend: no host pool");
+  KILN_RETURN_IF_ERROR(ValidateKvBlockCopies(copies, num_kv_blocks_, num_host_records_));
+  PendingCopy pending{direction, {copies.begin(), copies.end()}, copy_latency_polls_,
+                      copy_latency_polls_ > 0};
+  const uint64_t ticket = next_ticket_++;
+  if (pending.polls_left == 0) RunCopy(pending);
+  copies_.emplace(ticket, std::move(pending));
+  return ticket;
+}
+
+void FakeBackend::RunCopy(const PendingCopy& c) {
+  const size_t bytes = static_cast<size_t>(kv_block_record_bytes());
+  for (const KvBlockCopy& k : c.copies) {
+    uint8_t* rec = host_pool_.data() + static_cast<size_t>(k.host_record) * bytes;
+    auto* slots = reinterpret_cast<uint8_t*>(cache_.data() +
+                                             static_cast<size_t>(k.device_block) * block_size_);
+    if (c.direction == KvCopyDirection::kDeviceToHost) {
+      std::memcpy(rec, slots, bytes);
+    } else {
+      std::memcpy(slots, rec, bytes);
+    }
+    ++num_blocks_copied_;
+  }
+}
+
+bool FakeBackend::KvCopyDone(uint64_t ticket, double* seconds) {
+  *seconds = 0.0;
+  auto it = copies_.find(ticket);
+  if (it == copies_.end()) return true;
+  if (it->second.polls_left > 0 && --it->second.polls_left > 0) return false;
+  if (it->second.deferred) RunCopy(it->second);
+  *seconds = 1e-6 * static_cast<double>(it->second.copies.size());
+  copies_.erase(it);
+  return true;
 }
 
 Status FakeBackend::GetLogits(std::vector<float>* logits) {

@@ -11,6 +11,11 @@
 // Forward validates the batch's shape and returns InvalidArgument on any inconsistency, and
 // fails reads of never-written slots. Counters expose what was computed.
 //
+// KV block transfers: a block record is the block's block_size slot values; with
+// set_copy_latency_polls(n) a copy happens (and its ticket completes) only at the n-th KvCopyDone
+// poll, so an engine that used a destination block early, or reused a source block before the
+// copy, would read or store wrong values.
+//
 // Sampling happens in SampleAsync; with set_async(true) SampleReady() stays false until
 // WaitSample, like a GPU whose sampler is still running, so the engine takes its pipelined path
 // (deferred tokens resolved from the last SampleAsync's ids).
@@ -18,6 +23,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -38,6 +45,18 @@ class FakeBackend final : public Backend {
   Status WaitSample(std::vector<SampleResult>* results) override;
   Status GetLogits(std::vector<float>* logits) override;
   Status GetHidden(std::vector<float>* hidden) override;
+
+  int64_t kv_block_record_bytes() const override {
+    return int64_t{block_size_} * static_cast<int64_t>(sizeof(uint64_t));
+  }
+  std::string kv_record_layout() const override { return "fake u64 slots"; }
+  Status AllocateHostKvPool(int64_t num_records) override;
+  uint8_t* host_kv_pool() override { return host_pool_.empty() ? nullptr : host_pool_.data(); }
+  StatusOr<uint64_t> CopyKvBlocks(KvCopyDirection direction,
+                                  std::span<const KvBlockCopy> copies) override;
+  bool KvCopyDone(uint64_t ticket, double* seconds) override;
+  void set_copy_latency_polls(int n) { copy_latency_polls_ = n; }
+  int64_t num_blocks_copied() const { return num_blocks_copied_; }
 
   int64_t num_forward_calls() const { return num_forward_calls_; }
   int64_t num_tokens_computed() const { return num_tokens_computed_; }
@@ -72,6 +91,19 @@ class FakeBackend final : public Backend {
   bool sample_pending_ = false;
   std::function<void()> forward_hook_;
   int64_t num_deferred_tokens_ = 0;
+  struct PendingCopy {
+    KvCopyDirection direction;
+    std::vector<KvBlockCopy> copies;
+    int polls_left = 0;
+    bool deferred = false;  // copied at completion (else at issue)
+  };
+  void RunCopy(const PendingCopy& c);
+  std::vector<uint8_t> host_pool_;
+  int64_t num_host_records_ = 0;
+  int copy_latency_polls_ = 0;
+  uint64_t next_ticket_ = 1;
+  std::map<uint64_t, PendingCopy> copies_;
+  int64_t num_blocks_copied_ = 0;
   int64_t num_forward_calls_ = 0;
   int64_t num_tokens_computed_ = 0;
   int fail_after_ = 0;

@@ -77,6 +77,24 @@ Status CacheOptions::Validate() const {
     return Bad("kv_cache_dtype",
                "must be auto, bfloat16, float32 or fp8, got \"" + kv_cache_dtype + "\"");
   }
+  if (cpu_offload_bytes < 0) {
+    return Bad("cpu_offload_bytes", "must be >= 0, got " + std::to_string(cpu_offload_bytes));
+  }
+  if (!disk_cache_dir.empty() && disk_cache_bytes <= 0) {
+    return Bad("disk_cache_bytes", "must be > 0, got " + std::to_string(disk_cache_bytes));
+  }
+  if (!redis_url.empty()) {
+    if (redis_url.rfind("redis://", 0) != 0) {
+      return Bad("redis_url", "must start with redis://, got \"" + redis_url + "\"");
+    }
+    if (redis_ttl_s <= 0) return Bad("redis_ttl_s", "must be > 0");
+    if (redis_max_bytes <= 0) return Bad("redis_max_bytes", "must be > 0");
+    if (redis_timeout_ms <= 0) return Bad("redis_timeout_ms", "must be > 0");
+  }
+  const bool tiers = cpu_offload_bytes > 0 || !disk_cache_dir.empty() || !redis_url.empty();
+  if (tiers && !enable_prefix_caching) {
+    return Bad("enable_prefix_caching", "must be on for the KV tiers (cpu offload, disk, Redis)");
+  }
   return Status::Ok();
 }
 

@@ -29,7 +29,9 @@
 
 namespace kiln {
 
-enum class RequestStatus { kWaiting, kRunning, kFinished };
+// kLoading: admitted, holding blocks, waiting for its cached prefix to be copied in from the host
+// tier (the scheduler runs the others meanwhile).
+enum class RequestStatus { kWaiting, kLoading, kRunning, kFinished };
 
 struct RequestState {
   static constexpr int32_t kPendingTokenId = -1;
@@ -40,6 +42,8 @@ struct RequestState {
   bool return_all_hidden = false;
   uint64_t seed = 0;        // sampling.seed or a random one drawn at submit
   int64_t arrival_seq = 0;  // submission order
+  int priority = 0;         // waiting-queue order: lower first, ties by arrival (Request::priority)
+  int64_t queue_seq = -1;   // the scheduler's arrival order (assigned by Scheduler::AddRequest)
 
   std::vector<int32_t> token_ids;  // prompt ++ output
   int num_prompt_tokens = 0;

@@ -11,9 +11,19 @@ Scheduler::Scheduler(const SchedulerConfig& config, KvCacheManager* kv) : config
   out_.scheduled.reserve(static_cast<size_t>(config.max_num_seqs));
 }
 
+void Scheduler::InsertWaiting(RequestState* r) {
+  auto later = std::upper_bound(waiting_.begin(), waiting_.end(), r,
+                                [](const RequestState* a, const RequestState* b) {
+                                  if (a->priority != b->priority) return a->priority < b->priority;
+                                  return a->queue_seq < b->queue_seq;
+                                });
+  waiting_.insert(later, r);
+}
+
 void Scheduler::AddRequest(RequestState* request) {
   request->status = RequestStatus::kWaiting;
-  waiting_.push_back(request);
+  if (request->queue_seq < 0) request->queue_seq = next_queue_seq_++;
+  InsertWaiting(request);
 }
 
 void Scheduler::Add(RequestState* r, int num_tokens) {
@@ -43,15 +53,38 @@ void Scheduler::PreemptNewest() {
   victim->status = RequestStatus::kWaiting;
   ++victim->num_preemptions;
   ++num_preemptions_;
-  waiting_.push_front(victim);
+  InsertWaiting(victim);
   out_.preempted.push_back(victim);
+}
+
+void Scheduler::PromoteLoaded() {
+  for (size_t i = 0; i < loading_.size();) {
+    RequestState* r = loading_[i];
+    if (kv_->LoadPending(r->kv)) {
+      ++i;
+      continue;
+    }
+    const int computed = kv_->FinishLoad(&r->kv, r->token_ids);
+    if (computed < 0) {  // the engine fails it (RemoveRequest takes it out of loading_)
+      out_.load_failed.push_back(r);
+      ++i;
+      continue;
+    }
+    loading_.erase(loading_.begin() + static_cast<ptrdiff_t>(i));
+    r->num_computed_tokens = computed;
+    r->status = RequestStatus::kRunning;
+    running_.push_back(r);
+  }
 }
 
 const SchedulerOutput& Scheduler::Schedule() {
   out_.scheduled.clear();
   out_.preempted.clear();
+  out_.copies.clear();
+  out_.load_failed.clear();
   out_.num_scheduled_tokens = 0;
   budget_ = config_.max_num_batched_tokens;
+  PromoteLoaded();
 
   // Running requests: decodes first, then prefill chunks.
   for (int pass = 0; pass < 2; ++pass) {
@@ -75,30 +108,43 @@ const SchedulerOutput& Scheduler::Schedule() {
   }
 
   // Waiting requests.
-  while (!waiting_.empty() && budget_ > 0 && out_.preempted.empty() &&
-         static_cast<int>(running_.size()) < config_.max_num_seqs) {
-    RequestState* r = waiting_.front();
+  for (size_t w = 0; w < waiting_.size() && budget_ > 0 && out_.preempted.empty() &&
+                     static_cast<int>(running_.size() + loading_.size()) < config_.max_num_seqs;) {
+    RequestState* r = waiting_[w];
     KILN_DCHECK(r->num_computed_tokens == 0);
     // Preempted while its last token was being sampled: admitted once that token is known.
     if (r->has_pending_token()) break;
-    int cached = 0;
-    hit_blocks_.clear();
     const bool needs_every_row = r->kind == RequestKind::kEmbed && r->return_all_hidden;
-    if (!needs_every_row) cached = kv_->FindCachedPrefix(&r->kv, r->token_ids, &hit_blocks_);
+    // A fetch from the lower tiers in flight (or started now): pass over it meanwhile.
+    if (!needs_every_row && (kv_->FetchPending(r->kv) || kv_->StartFetch(&r->kv, r->token_ids))) {
+      ++w;
+      continue;
+    }
+    int cached = 0;
+    hit_.Clear();
+    if (!needs_every_row) cached = kv_->FindCachedPrefix(&r->kv, r->token_ids, &hit_);
+    const int num_host_blocks = hit_.num_host_blocks();
     const int remaining = r->num_tokens() - cached;
     const int n = std::min(remaining, budget_);
     if (!config_.enable_chunked_prefill && n < remaining) break;
-    if (!kv_->AllocateSlots(&r->kv, cached, n, hit_blocks_)) break;
-    kv_->RecordLookup(r->num_tokens(), cached);
-    waiting_.pop_front();
-    r->num_computed_tokens = cached;
+    // A request that loads gets only its prefix's blocks now; its chunks come once it runs.
+    if (!kv_->AllocateSlots(&r->kv, cached, num_host_blocks > 0 ? 0 : n, &hit_)) break;
+    kv_->RecordLookup(r->num_tokens(), cached, num_host_blocks);
+    waiting_.erase(waiting_.begin() + static_cast<ptrdiff_t>(w));
     if (r->num_cached_tokens < 0) r->num_cached_tokens = cached;
+    if (num_host_blocks > 0) {
+      r->status = RequestStatus::kLoading;
+      loading_.push_back(r);
+      continue;
+    }
+    r->num_computed_tokens = cached;
     r->status = RequestStatus::kRunning;
     running_.push_back(r);
     Add(r, n);
   }
 
   for (const ScheduledRequest& s : out_.scheduled) s.request->scheduled_index = -1;
+  kv_->TakeCopyGroups(&out_.copies);
   return out_;
 }
 
@@ -107,6 +153,10 @@ void Scheduler::RemoveRequest(RequestState* request) {
     auto it = std::find(running_.begin(), running_.end(), request);
     KILN_CHECK(it != running_.end());
     running_.erase(it);
+  } else if (request->status == RequestStatus::kLoading) {
+    auto it = std::find(loading_.begin(), loading_.end(), request);
+    KILN_CHECK(it != loading_.end());
+    loading_.erase(it);
   } else if (request->status == RequestStatus::kWaiting) {
     auto it = std::find(waiting_.begin(), waiting_.end(), request);
     KILN_CHECK(it != waiting_.end());

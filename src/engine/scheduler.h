@@ -1,17 +1,25 @@
 // Scheduler: decides, each step, how many tokens of which requests the model computes (the
 // token-budget model: prefill, chunked prefill and decode are one mechanism).
 //
-// Policy per step, within max_num_batched_tokens tokens and max_num_seqs running requests:
+// Policy per step, within max_num_batched_tokens tokens and max_num_seqs admitted requests:
+//  0. loading requests whose prefix has been copied in from the host tier become running;
 //  1. running requests with one token to compute (decodes), oldest first;
 //  2. running requests still prefilling (chunks), oldest first;
-//  3. waiting requests in order (preempted ones at the front), each after a prefix-cache lookup,
-//     while blocks, budget and seats allow (head-of-line: a request that does not fit stops
-//     admission; nothing is admitted in a step that preempted; nor a request whose last token is
-//     still being sampled, see request_state.h).
+//  3. waiting requests in queue order — lower Request::priority first, ties by arrival (a
+//     preempted request keeps its place) — each after a prefix-cache lookup, while blocks, budget
+//     and seats allow (head-of-line: a request that does not fit stops admission; nothing is
+//     admitted in a step that preempted; nor a request whose last token is still being sampled,
+//     see request_state.h). A waiting request whose prefix continues in a lower tier (disk,
+//     Redis) first gets a fetch into the host tier and is passed over until it completes. A
+//     request whose hit includes host blocks is admitted into the loading state (its blocks
+//     allocated, the loads in this step's output) and runs once they completed.
 // When a running request cannot get blocks, the newest running request is preempted (its blocks
-// are freed, full ones stay cached; it goes back to the front of the waiting queue and later
-// resumes from the cache or by recompute), repeatedly, until the allocation fits or the request
-// itself was preempted.
+// are freed, full ones stay cached; it goes back to the waiting queue and later resumes from the
+// cache or by recompute), repeatedly, until the allocation fits or the request itself was
+// preempted. Loading requests are never preempted (their loads finish on their own).
+//
+// The output carries the step's KV copies (loads for admitted requests, stores of the blocks the
+// previous step completed) for the engine to issue before the step's Forward.
 //
 // The Scheduler does not own requests (EngineCore does) and does not run the model. Not
 // thread-safe: engine thread only. Schedule() reuses its output's storage across steps.
@@ -41,6 +49,8 @@ struct SchedulerOutput {
   std::vector<ScheduledRequest> scheduled;  // batch order
   std::vector<RequestState*> preempted;     // preempted this step (now waiting)
   int num_scheduled_tokens = 0;
+  std::vector<KvCopyGroup> copies;         // KV transfers to issue before this step's Forward
+  std::vector<RequestState*> load_failed;  // loading requests whose load failed (still loading)
 };
 
 class Scheduler final {
@@ -49,34 +59,41 @@ class Scheduler final {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // Appends a new request to the waiting queue.
+  // Inserts a request into the waiting queue (by priority, then arrival).
   void AddRequest(RequestState* request);
   const SchedulerOutput& Schedule();
-  // Removes a request from the running or waiting queue and frees its blocks (abort).
+  // Removes a request from the running, loading or waiting queue and frees its blocks (abort).
   void RemoveRequest(RequestState* request);
   // Drops running requests whose status is kFinished (their blocks must already be freed).
   void RemoveFinished();
 
-  bool has_work() const { return !running_.empty() || !waiting_.empty(); }
+  bool has_work() const { return !running_.empty() || !waiting_.empty() || !loading_.empty(); }
   int num_running() const { return static_cast<int>(running_.size()); }
   int num_waiting() const { return static_cast<int>(waiting_.size()); }
+  int num_loading() const { return static_cast<int>(loading_.size()); }
   int64_t num_preemptions() const { return num_preemptions_; }
   const std::vector<RequestState*>& running() const { return running_; }
   const std::deque<RequestState*>& waiting() const { return waiting_; }
+  const std::vector<RequestState*>& loading() const { return loading_; }
 
  private:
   void Add(RequestState* r, int num_tokens);
+  void InsertWaiting(RequestState* r);
   // Preempts running_.back().
   void PreemptNewest();
+  // Loading requests whose loads completed → running (or load_failed).
+  void PromoteLoaded();
 
   SchedulerConfig config_;
   KvCacheManager* kv_;
   std::vector<RequestState*> running_;  // admission order
-  std::deque<RequestState*> waiting_;
+  std::deque<RequestState*> waiting_;   // by (priority, queue_seq)
+  std::vector<RequestState*> loading_;
   SchedulerOutput out_;
   int budget_ = 0;
-  std::vector<int32_t> hit_blocks_;
+  PrefixHit hit_;
   int64_t num_preemptions_ = 0;
+  int64_t next_queue_seq_ = 0;
 };
 
 }  // namespace kiln

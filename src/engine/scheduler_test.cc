@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <memory>
 #include <random>
+#include <string>
 
 namespace kiln {
 namespace {
@@ -191,6 +192,39 @@ TEST(SchedulerTest, RandomizedStressKeepsInvariantsAndDrains) {
     EXPECT_EQ(sim.kv.pool().num_used_blocks(), 0);
     EXPECT_GT(sim.kv.prefix_cache_hits(), 0);
   }
+}
+
+// Request::priority: the waiting queue admits lower values first, ties by arrival; a preempted
+// request keeps its place by its own priority and arrival.
+TEST(SchedulerTest, WaitingQueueHonoursPriorityThenArrival) {
+  KvCacheManager kv({.block_size = 4, .num_blocks = 64, .enable_prefix_caching = true});
+  SchedulerConfig sc;
+  sc.max_num_seqs = 1;  // one seat: admissions show the queue order
+  Scheduler sched(sc, &kv);
+  std::vector<std::unique_ptr<RequestState>> rs;
+  const std::vector<int> priorities = {5, 1, 5, 0, 1, -2};
+  for (size_t i = 0; i < priorities.size(); ++i) {
+    auto r = std::make_unique<RequestState>();
+    r->request_id = std::to_string(i);
+    r->token_ids = {1, 2, 3, static_cast<int32_t>(i)};
+    r->num_prompt_tokens = 4;
+    r->priority = priorities[i];
+    sched.AddRequest(r.get());
+    rs.push_back(std::move(r));
+  }
+  std::vector<std::string> order;
+  for (size_t k = 0; k < priorities.size(); ++k) {
+    const SchedulerOutput& out = sched.Schedule();
+    ASSERT_EQ(out.scheduled.size(), 1u);
+    RequestState* r = out.scheduled[0].request;
+    order.push_back(r->request_id);
+    r->num_computed_tokens += out.scheduled[0].num_tokens;
+    kv.Free(&r->kv);
+    r->status = RequestStatus::kFinished;
+    sched.RemoveFinished();
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"5", "3", "1", "4", "0", "2"}));
+  EXPECT_FALSE(sched.has_work());
 }
 
 }  // namespace

@@ -22,12 +22,10 @@ struct KvBlock {
   int32_t next_free = -1;
   bool in_free_list = false;
   bool is_cached = false;  // registered in the hash index under `hash`
-  // Bumped every time the block is handed out with new contents; a child block records its
-  // parent's (id, generation) so a stale parent link is never followed.
-  uint32_t generation = 0;
   BlockHash hash;
-  int32_t parent_block_id = -1;  // the previous block of the prefix when cached (-1: first block)
-  uint32_t parent_generation = 0;
+  // The hash of the previous block of the prefix (the root hash for a first block) when cached:
+  // verified on every hit, so a block is found only under its own chain.
+  BlockHash parent_hash;
 };
 
 }  // namespace kiln

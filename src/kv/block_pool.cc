@@ -15,7 +15,6 @@ BlockPool::BlockPool(int64_t num_blocks, int block_size, bool enable_caching)
   blocks_.resize(static_cast<size_t>(num_blocks));
   if (enable_caching_) {
     token_ids_.resize(static_cast<size_t>(num_blocks) * static_cast<size_t>(block_size));
-    extra_keys_.resize(static_cast<size_t>(num_blocks));
     index_.reserve(static_cast<size_t>(num_blocks));
   }
   for (int64_t i = 0; i < num_blocks; ++i) {
@@ -72,8 +71,7 @@ void BlockPool::Uncache(KvBlock& b) {
   KILN_CHECK(it != index_.end() && it->second == b.block_id) << "index out of sync";
   index_.erase(it);
   b.is_cached = false;
-  b.parent_block_id = -1;
-  if (!extra_keys_.empty()) extra_keys_[static_cast<size_t>(b.block_id)].clear();
+  b.parent_hash = BlockHash{};
 }
 
 bool BlockPool::Allocate(int64_t n, std::vector<int32_t>* out) {
@@ -86,7 +84,6 @@ bool BlockPool::Allocate(int64_t n, std::vector<int32_t>* out) {
       Uncache(b);
       ++num_evictions_;
     }
-    ++b.generation;
     b.ref_count = 1;
     out->push_back(id);
   }
@@ -112,24 +109,19 @@ void BlockPool::Unref(int32_t block_id) {
 }
 
 int32_t BlockPool::Find(const BlockHash& hash, std::span<const int32_t> token_ids,
-                        int32_t parent_block_id, std::string_view extra_keys) const {
+                        const BlockHash& parent_hash) const {
   if (!enable_caching_ || static_cast<int>(token_ids.size()) != block_size_) return -1;
   auto it = index_.find(hash);
   if (it == index_.end()) return -1;
   const KvBlock& b = blocks_[static_cast<size_t>(it->second)];
-  if (b.parent_block_id != parent_block_id) return -1;
-  if (parent_block_id >= 0) {
-    if (blocks_[static_cast<size_t>(parent_block_id)].generation != b.parent_generation) return -1;
-  } else if (extra_keys_[static_cast<size_t>(b.block_id)] != extra_keys) {
-    return -1;
-  }
+  if (!(b.parent_hash == parent_hash)) return -1;
   const int32_t* stored = token_ids_.data() + static_cast<size_t>(b.block_id) * block_size_;
   if (std::memcmp(stored, token_ids.data(), sizeof(int32_t) * token_ids.size()) != 0) return -1;
   return b.block_id;
 }
 
 void BlockPool::Cache(int32_t block_id, const BlockHash& hash, std::span<const int32_t> token_ids,
-                      int32_t parent_block_id, std::string_view extra_keys) {
+                      const BlockHash& parent_hash) {
   if (!enable_caching_) return;
   KILN_CHECK_EQ(static_cast<int>(token_ids.size()), block_size_);
   KvBlock& b = blocks_[static_cast<size_t>(block_id)];
@@ -138,10 +130,7 @@ void BlockPool::Cache(int32_t block_id, const BlockHash& hash, std::span<const i
   if (!index_.emplace(hash, block_id).second) return;  // an equal (or colliding) block is cached
   b.is_cached = true;
   b.hash = hash;
-  b.parent_block_id = parent_block_id;
-  b.parent_generation =
-      parent_block_id >= 0 ? blocks_[static_cast<size_t>(parent_block_id)].generation : 0;
-  if (parent_block_id < 0) extra_keys_[static_cast<size_t>(block_id)].assign(extra_keys);
+  b.parent_hash = parent_hash;
   std::copy(token_ids.begin(), token_ids.end(),
             token_ids_.begin() + static_cast<ptrdiff_t>(block_id) * block_size_);
 }

@@ -7,9 +7,11 @@
 // full blocks (Cache) and find them (Find). Eviction is lazy: a cached block keeps its contents and
 // index entry until Allocate reuses it.
 //
-// Verification: Find only returns a block whose stored token ids equal the caller's, whose parent
-// link is the caller's previous block (same id and generation) and, for a first block, whose extra
-// keys are equal; so a hash collision can never return another prompt's KV.
+// Verification: Find only returns a block whose stored token ids equal the caller's and whose
+// stored parent hash equals the caller's (the root hash, which covers the cache namespace and extra
+// keys, for a first block); so a collision of one block's hash can never return another prompt's
+// KV. A block is found even when its parent block was evicted (the parent may be reloaded from a
+// lower tier: kv_cache_manager.h).
 //
 // Invariants (CheckInvariants): every block is either in use (ref_count > 0, not in the list) or
 // free (ref_count == 0, in the list); num free + num in use == total; index entries point to
@@ -18,8 +20,6 @@
 
 #include <cstdint>
 #include <span>
-#include <string>
-#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -51,14 +51,14 @@ class BlockPool final {
   // Drops one reference; at zero the block becomes free.
   void Unref(int32_t block_id);
 
-  // The cached block holding `token_ids` under `hash`, whose parent is `parent_block_id` (-1 for a
-  // first block, then `extra_keys` must match too); -1 when none.
-  int32_t Find(const BlockHash& hash, std::span<const int32_t> token_ids, int32_t parent_block_id,
-               std::string_view extra_keys) const;
+  // The cached block holding `token_ids` under `hash` whose parent hash is `parent_hash`; -1 when
+  // none.
+  int32_t Find(const BlockHash& hash, std::span<const int32_t> token_ids,
+               const BlockHash& parent_hash) const;
   // Registers a full, computed, in-use block. No-op when caching is off, the block is already
   // cached, or another block already holds `hash`.
   void Cache(int32_t block_id, const BlockHash& hash, std::span<const int32_t> token_ids,
-             int32_t parent_block_id, std::string_view extra_keys);
+             const BlockHash& parent_hash);
 
   const KvBlock& block(int32_t block_id) const { return blocks_[static_cast<size_t>(block_id)]; }
   Status CheckInvariants() const;
@@ -73,7 +73,6 @@ class BlockPool final {
   bool enable_caching_;
   std::vector<KvBlock> blocks_;
   std::vector<int32_t> token_ids_;       // [num_blocks * block_size] of cached blocks
-  std::vector<std::string> extra_keys_;  // [num_blocks], first blocks only
   int32_t free_head_ = -1;               // LRU end: next to be allocated
   int32_t free_tail_ = -1;               // MRU end
   int64_t num_free_ = 0;

@@ -34,8 +34,8 @@ TEST(BlockPoolTest, CachedBlocksAreEvictedLruAndEmptyBlocksFirst) {
   const auto t0 = Tokens(2, 0), t1 = Tokens(2, 10);
   const BlockHash h0 = ChainBlockHash(RootBlockHash(""), t0);
   const BlockHash h1 = ChainBlockHash(h0, t1);
-  pool.Cache(ids[0], h0, t0, -1, "");
-  pool.Cache(ids[1], h1, t1, ids[0], "");
+  pool.Cache(ids[0], h0, t0, RootBlockHash(""));
+  pool.Cache(ids[1], h1, t1, h0);
   pool.Unref(ids[0]);  // cached: LRU tail
   pool.Unref(ids[1]);  // cached: after ids[0]
   pool.Unref(ids[2]);  // empty: list head
@@ -48,9 +48,11 @@ TEST(BlockPoolTest, CachedBlocksAreEvictedLruAndEmptyBlocksFirst) {
   ASSERT_TRUE(pool.Allocate(1, &got));
   EXPECT_EQ(got[1], ids[0]);  // then the least recently freed cached block
   EXPECT_EQ(pool.num_evictions(), 1);
-  EXPECT_EQ(pool.Find(h0, t0, -1, ""), -1);
-  // ids[1]'s parent was reallocated (generation bumped): the stale chain is not followed.
-  EXPECT_EQ(pool.Find(h1, t1, ids[0], ""), -1);
+  EXPECT_EQ(pool.Find(h0, t0, RootBlockHash("")), -1);
+  // ids[1] is still found under its own chain although its parent was evicted (the parent can be
+  // reloaded from a lower tier), but never under another parent.
+  EXPECT_EQ(pool.Find(h1, t1, h0), ids[1]);
+  EXPECT_EQ(pool.Find(h1, t1, RootBlockHash("")), -1);
   EXPECT_TRUE(pool.CheckInvariants().ok());
 }
 
@@ -60,10 +62,10 @@ TEST(BlockPoolTest, ReviveRemovesFromFreeListInConstantTime) {
   ASSERT_TRUE(pool.Allocate(1, &ids));
   const auto t = Tokens(2, 5);
   const BlockHash h = ChainBlockHash(RootBlockHash("salt"), t);
-  pool.Cache(ids[0], h, t, -1, "salt");
+  pool.Cache(ids[0], h, t, RootBlockHash("salt"));
   pool.Unref(ids[0]);
-  EXPECT_EQ(pool.Find(h, t, -1, "salt"), ids[0]);
-  EXPECT_EQ(pool.Find(h, t, -1, "other"), -1);  // extra keys verified on first blocks
+  EXPECT_EQ(pool.Find(h, t, RootBlockHash("salt")), ids[0]);
+  EXPECT_EQ(pool.Find(h, t, RootBlockHash("other")), -1);  // the root (salt) is verified
   pool.Ref(ids[0]);
   EXPECT_EQ(pool.num_free_blocks(), 3);
   EXPECT_EQ(pool.num_cached_free_blocks(), 0);
@@ -78,10 +80,10 @@ TEST(BlockPoolTest, HashHitWithDifferentTokensIsRejected) {
   ASSERT_TRUE(pool.Allocate(1, &ids));
   const auto a = Tokens(4, 0), b = Tokens(4, 100);
   const BlockHash forged = ChainBlockHash(RootBlockHash(""), a);
-  pool.Cache(ids[0], forged, a, -1, "");
-  EXPECT_EQ(pool.Find(forged, a, -1, ""), ids[0]);
-  EXPECT_EQ(pool.Find(forged, b, -1, ""), -1);  // same hash, other tokens
-  EXPECT_EQ(pool.Find(forged, a, 1, ""), -1);   // same hash, other parent
+  pool.Cache(ids[0], forged, a, RootBlockHash(""));
+  EXPECT_EQ(pool.Find(forged, a, RootBlockHash("")), ids[0]);
+  EXPECT_EQ(pool.Find(forged, b, RootBlockHash("")), -1);  // same hash, other tokens
+  EXPECT_EQ(pool.Find(forged, a, RootBlockHash("x")), -1);  // same hash, other parent
 }
 
 TEST(BlockPoolTest, DisabledCachingNeverHits) {
@@ -90,8 +92,8 @@ TEST(BlockPoolTest, DisabledCachingNeverHits) {
   ASSERT_TRUE(pool.Allocate(1, &ids));
   const auto t = Tokens(2, 0);
   const BlockHash h = ChainBlockHash(RootBlockHash(""), t);
-  pool.Cache(ids[0], h, t, -1, "");
-  EXPECT_EQ(pool.Find(h, t, -1, ""), -1);
+  pool.Cache(ids[0], h, t, RootBlockHash(""));
+  EXPECT_EQ(pool.Find(h, t, RootBlockHash("")), -1);
   pool.Unref(ids[0]);
   EXPECT_TRUE(pool.CheckInvariants().ok());
 }
@@ -106,6 +108,18 @@ TEST(BlockHashTest, ChainsAndSaltsDistinguish) {
   EXPECT_FALSE(ChainBlockHash(r, t) == ChainBlockHash(r, t2));
   EXPECT_FALSE(ChainBlockHash(ChainBlockHash(r, t), t) == ChainBlockHash(r, t));
   EXPECT_FALSE(RootBlockHash("a") == RootBlockHash(std::string_view("a\0", 2)));
+  // The namespace (model, dtype, layout) separates roots: ("ab", "") != ("a", "b").
+  EXPECT_FALSE(RootBlockHash("ab", "") == RootBlockHash("a", "b"));
+}
+
+// The hash is persisted by the disk and Redis tiers: pin its values (XXH3-128, format 1) so that a
+// change of function or layout cannot go unnoticed (bump kBlockHashFormat with it).
+TEST(BlockHashTest, FormatIsPinned) {
+  EXPECT_EQ(kBlockHashFormat, 1u);
+  const BlockHash root = RootBlockHash("ns", "salt");
+  const BlockHash h = ChainBlockHash(root, std::vector<int32_t>{1, 2, 3, 4});
+  EXPECT_EQ(root.Hex().size(), 32u);
+  EXPECT_EQ(h.Hex(), "b59826f1aa3e3717864f7ca721b5b03a");
 }
 
 }  // namespace

@@ -25,7 +25,7 @@ TEST(KvCacheManagerTest, ReusesFullBlocksOfASharedPrefixButNeverTheLastToken) {
   KvCacheManager m({.block_size = 4, .num_blocks = 16, .enable_prefix_caching = true});
   const auto prompt = Seq(10, 1);
   KvSequence a;
-  std::vector<int32_t> hit;
+  PrefixHit hit;
   EXPECT_EQ(m.FindCachedPrefix(&a, prompt, &hit), 0);
   ASSERT_TRUE(m.AllocateSlots(&a, 0, 10));
   EXPECT_EQ(a.block_table.size(), 3u);
@@ -36,9 +36,9 @@ TEST(KvCacheManagerTest, ReusesFullBlocksOfASharedPrefixButNeverTheLastToken) {
   other.push_back(77);
   KvSequence b;
   EXPECT_EQ(m.FindCachedPrefix(&b, other, &hit), 8);
-  EXPECT_EQ(hit, std::vector<int32_t>(a.block_table.begin(), a.block_table.begin() + 2));
-  ASSERT_TRUE(m.AllocateSlots(&b, 8, 3, hit));
-  EXPECT_EQ(m.pool().block(hit[0]).ref_count, 2);
+  EXPECT_EQ(hit.device_blocks, std::vector<int32_t>(a.block_table.begin(), a.block_table.begin() + 2));
+  ASSERT_TRUE(m.AllocateSlots(&b, 8, 3, &hit));
+  EXPECT_EQ(m.pool().block(hit.device_blocks[0]).ref_count, 2);
 
   // A prompt of exactly 8 tokens: only the first block may be reused.
   KvSequence c;
@@ -63,15 +63,15 @@ TEST(KvCacheManagerTest, AllocationFailureChangesNothing) {
   m.CacheComputedBlocks(&a, p, 8);
   m.Free(&a);
   KvSequence b;
-  std::vector<int32_t> hit;
+  PrefixHit hit;
   auto q = p;
   q.push_back(1);
   ASSERT_EQ(m.FindCachedPrefix(&b, q, &hit), 8);
   // 8 cached + 12 new tokens = 5 blocks > 4: refused, the cached blocks stay free and cached.
-  EXPECT_FALSE(m.AllocateSlots(&b, 8, 12, hit));
+  EXPECT_FALSE(m.AllocateSlots(&b, 8, 12, &hit));
   EXPECT_TRUE(b.block_table.empty());
   EXPECT_EQ(m.pool().num_cached_free_blocks(), 2);
-  EXPECT_TRUE(m.AllocateSlots(&b, 8, 8, hit));
+  EXPECT_TRUE(m.AllocateSlots(&b, 8, 8, &hit));
   EXPECT_EQ(b.block_table.size(), 4u);
   EXPECT_EQ(m.num_evictions(), 0);
   EXPECT_TRUE(Check(m, {&b}).ok());
@@ -91,9 +91,114 @@ TEST(KvCacheManagerTest, EvictedPrefixIsRecomputedNotMisread) {
   m.Free(&b);
   EXPECT_EQ(m.num_evictions(), 2);
   KvSequence c;
-  std::vector<int32_t> hit;
+  PrefixHit hit;
   EXPECT_EQ(m.FindCachedPrefix(&c, p, &hit), 0);
   EXPECT_TRUE(Check(m, {}).ok());
+}
+
+// The host tier path: a computed full block is stored (its device block pinned until the store
+// completes), found on the host after the device copy was evicted, loaded into a new device block
+// (the sequence waits until the load completes), and a sequence freed while its load is in flight
+// leaves the destination blocks pinned until the copy is done.
+TEST(KvCacheManagerTest, StoresToHostAndLoadsBackWithPins) {
+  std::vector<uint8_t> mem(8 * 16);
+  HostTier host(mem.data(), 16, 8, 4);
+  KvCacheManager m({.block_size = 4, .num_blocks = 8, .enable_prefix_caching = true}, &host);
+  const auto p = Seq(9, 1);
+  KvSequence a;
+  ASSERT_TRUE(m.AllocateSlots(&a, 0, 9));
+  m.CacheComputedBlocks(&a, p, 9);
+  std::vector<KvCopyGroup> groups;
+  m.TakeCopyGroups(&groups);
+  ASSERT_EQ(groups.size(), 1u);
+  EXPECT_TRUE(groups[0].to_host);
+  ASSERT_EQ(groups[0].transfers.size(), 2u);
+  EXPECT_EQ(groups[0].transfers[0].device_block, a.block_table[0]);
+  m.Free(&a);
+  EXPECT_EQ(m.pool().num_used_blocks(), 2) << "store sources stay pinned";
+  EXPECT_TRUE(Check(m, {}).ok());
+  EXPECT_TRUE(m.has_pending_io());
+  m.CompleteCopyGroup(groups[0].id, true, 0.001);
+  EXPECT_EQ(m.pool().num_used_blocks(), 0);
+  EXPECT_EQ(host.num_published(), 2);
+  // Evict the device copies.
+  KvSequence e;
+  ASSERT_TRUE(m.AllocateSlots(&e, 0, 32));
+  m.Free(&e);
+  EXPECT_EQ(m.pool().num_cached_blocks(), 0);
+
+  for (bool free_early : {false, true}) {
+    auto q = p;
+    q.resize(8);
+    q.push_back(99);
+    KvSequence b;
+    PrefixHit hit;
+    ASSERT_EQ(m.FindCachedPrefix(&b, q, &hit), 8);
+    EXPECT_EQ(hit.num_host_blocks(), 2);
+    ASSERT_TRUE(m.AllocateSlots(&b, 8, 0, &hit));
+    EXPECT_TRUE(m.LoadPending(b));
+    groups.clear();
+    m.TakeCopyGroups(&groups);
+    ASSERT_EQ(groups.size(), 1u);
+    EXPECT_FALSE(groups[0].to_host);
+    EXPECT_EQ(groups[0].transfers[0].device_block, b.block_table[0]);
+    EXPECT_EQ(groups[0].transfers[0].host_record, hit.host_records[0]);
+    EXPECT_TRUE(Check(m, {&b}).ok());
+    if (free_early) {
+      m.Free(&b);
+      EXPECT_EQ(m.pool().num_used_blocks(), 2) << "load targets stay pinned";
+      EXPECT_TRUE(Check(m, {}).ok());
+      m.CompleteCopyGroup(groups[0].id, true, 0.001);
+    } else {
+      m.CompleteCopyGroup(groups[0].id, true, 0.001);
+      EXPECT_FALSE(m.LoadPending(b));
+      EXPECT_EQ(m.FinishLoad(&b, q), 8);
+      // The loaded blocks are now device-cached: a new lookup hits them on the device.
+      KvSequence c;
+      PrefixHit again;
+      EXPECT_EQ(m.FindCachedPrefix(&c, q, &again), 8);
+      EXPECT_EQ(again.num_host_blocks(), 0);
+      m.Free(&b);
+    }
+    EXPECT_TRUE(Check(m, {}).ok());
+    EXPECT_EQ(m.pool().num_used_blocks(), 0);
+    EXPECT_FALSE(m.has_pending_io());
+    // Evict again for the next round.
+    KvSequence x;
+    ASSERT_TRUE(m.AllocateSlots(&x, 0, 32));
+    m.Free(&x);
+  }
+  EXPECT_TRUE(host.CheckInvariants().ok());
+}
+
+// A failed load fails only its sequence: FinishLoad reports it and nothing leaks.
+TEST(KvCacheManagerTest, FailedLoadIsReported) {
+  std::vector<uint8_t> mem(4 * 16);
+  HostTier host(mem.data(), 16, 4, 4);
+  KvCacheManager m({.block_size = 4, .num_blocks = 4, .enable_prefix_caching = true}, &host);
+  const auto p = Seq(5, 1);
+  KvSequence a;
+  ASSERT_TRUE(m.AllocateSlots(&a, 0, 5));
+  m.CacheComputedBlocks(&a, p, 5);
+  std::vector<KvCopyGroup> groups;
+  m.TakeCopyGroups(&groups);
+  m.CompleteCopyGroup(groups[0].id, true, 0.0);
+  m.Free(&a);
+  KvSequence e;
+  ASSERT_TRUE(m.AllocateSlots(&e, 0, 16));
+  m.Free(&e);
+  KvSequence b;
+  PrefixHit hit;
+  ASSERT_EQ(m.FindCachedPrefix(&b, p, &hit), 4);
+  ASSERT_TRUE(m.AllocateSlots(&b, 4, 0, &hit));
+  groups.clear();
+  m.TakeCopyGroups(&groups);
+  m.CompleteCopyGroup(groups[0].id, false, 0.0);
+  EXPECT_EQ(m.FinishLoad(&b, p), -1);
+  m.Free(&b);
+  EXPECT_TRUE(Check(m, {}).ok());
+  EXPECT_EQ(m.pool().num_used_blocks(), 0);
+  EXPECT_EQ(m.TierMetrics()[1].errors, 1);
 }
 
 // Randomized: thousands of allocate / extend / cache / free operations over sequences drawn from a
@@ -123,19 +228,20 @@ TEST(KvCacheManagerTest, RandomizedOperationsKeepInvariants) {
       const int extra = static_cast<int>(rng() % 6);
       for (int i = 0; i < extra; ++i) l->tokens.push_back(static_cast<int32_t>(rng() % 50));
       if (rng() % 8 == 0) l->kv.extra_keys = "salt";
-      std::vector<int32_t> hit;
+      PrefixHit hit;
       const int cached = m.FindCachedPrefix(&l->kv, l->tokens, &hit);
       ASSERT_LT(cached, static_cast<int>(l->tokens.size()));
-      for (size_t i = 0; i < hit.size(); ++i) {
+      for (size_t i = 0; i < hit.device_blocks.size(); ++i) {
         std::vector<int32_t> want(l->tokens.begin() + static_cast<ptrdiff_t>(i) * bs,
                                   l->tokens.begin() + static_cast<ptrdiff_t>(i + 1) * bs);
-        ASSERT_EQ(block_content[static_cast<size_t>(hit[i])], want) << "hit on wrong KV";
+        ASSERT_EQ(block_content[static_cast<size_t>(hit.device_blocks[i])], want)
+            << "hit on wrong KV";
       }
       hits_seen += cached;
       const int n = static_cast<int>(l->tokens.size()) - cached;
-      if (m.AllocateSlots(&l->kv, cached, n, hit)) {
+      if (m.AllocateSlots(&l->kv, cached, n, &hit)) {
         l->computed = static_cast<int>(l->tokens.size());
-        for (size_t i = hit.size(); i * bs + bs <= l->tokens.size(); ++i) {
+        for (size_t i = hit.device_blocks.size(); i * bs + bs <= l->tokens.size(); ++i) {
           block_content[static_cast<size_t>(l->kv.block_table[i])].assign(
               l->tokens.begin() + static_cast<ptrdiff_t>(i) * bs,
               l->tokens.begin() + static_cast<ptrdiff_t>(i + 1) * bs);

@@ -17,6 +17,79 @@ void Series(std::string* out, const char* name, const char* type, const char* he
           name + labels + " " + Fmt(value) + "\n";
 }
 
+// One labelled series per tier: "# HELP/# TYPE" once, then a line per tier.
+template <typename Get>
+void TierLines(std::string* out, const EngineMetrics& m, const std::string& model_name,
+               const char* name, Get get, const char* direction = nullptr) {
+  for (const KvTierMetrics& t : m.kv_tiers) {
+    *out += std::string(name) + "{model_name=\"" + model_name + "\",tier=\"" + t.name + "\"" +
+            (direction != nullptr ? std::string(",direction=\"") + direction + "\"" : "") + "} " +
+            Fmt(get(t)) + "\n";
+  }
+}
+
+void Header(std::string* out, const char* name, const char* type, const char* help) {
+  *out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+template <typename Get>
+void TierSeries(std::string* out, const EngineMetrics& m, const std::string& model_name,
+                const char* name, const char* type, const char* help, Get get) {
+  Header(out, name, type, help);
+  TierLines(out, m, model_name, name, get);
+}
+
+// A counter with a direction label: load (toward the device) and store (away from it).
+template <typename GetLoad, typename GetStore>
+void DirectionSeries(std::string* out, const EngineMetrics& m, const std::string& model_name,
+                     const char* name, const char* help, GetLoad load, GetStore store) {
+  Header(out, name, "counter", help);
+  TierLines(out, m, model_name, name, load, "load");
+  TierLines(out, m, model_name, name, store, "store");
+}
+
+// Per-tier series of the tiered prefix cache (device, host, disk, redis).
+void RenderKvTiers(const EngineMetrics& m, const std::string& model_name, std::string* out) {
+  if (m.kv_tiers.empty()) return;
+  auto d = [](int64_t v) { return static_cast<double>(v); };
+  TierSeries(out, m, model_name, "kiln_kv_tier_enabled", "gauge",
+             "1 while the KV tier serves (Redis turns off when down or slow).",
+             [](const KvTierMetrics& t) { return t.enabled ? 1.0 : 0.0; });
+  TierSeries(out, m, model_name, "kiln_kv_tier_capacity_bytes", "gauge", "KV tier capacity.",
+             [&](const KvTierMetrics& t) { return d(t.capacity_bytes); });
+  TierSeries(out, m, model_name, "kiln_kv_tier_used_bytes", "gauge", "KV tier bytes held.",
+             [&](const KvTierMetrics& t) { return d(t.used_bytes); });
+  TierSeries(out, m, model_name, "kiln_kv_tier_query_tokens_total", "counter",
+             "Prompt tokens looked up in the tier (the tiers above missed them).",
+             [&](const KvTierMetrics& t) { return d(t.query_tokens); });
+  TierSeries(out, m, model_name, "kiln_kv_tier_hit_tokens_total", "counter",
+             "Prompt tokens found in the tier.",
+             [&](const KvTierMetrics& t) { return d(t.hit_tokens); });
+  DirectionSeries(out, m, model_name, "kiln_kv_tier_bytes_total",
+                  "Bytes moved toward the device (load) or away from it (store).",
+                  [&](const KvTierMetrics& t) { return d(t.bytes_loaded); },
+                  [&](const KvTierMetrics& t) { return d(t.bytes_stored); });
+  DirectionSeries(out, m, model_name, "kiln_kv_tier_transfer_seconds_total",
+                  "Time spent moving the bytes of kiln_kv_tier_bytes_total.",
+                  [](const KvTierMetrics& t) { return t.load_seconds; },
+                  [](const KvTierMetrics& t) { return t.store_seconds; });
+  TierSeries(out, m, model_name, "kiln_kv_tier_loads_total", "counter",
+             "Loads (one request's blocks at a time).",
+             [&](const KvTierMetrics& t) { return d(t.num_loads); });
+  TierSeries(out, m, model_name, "kiln_kv_tier_load_latency_seconds_total", "counter",
+             "Summed load latency (request to data ready); divide by loads_total.",
+             [](const KvTierMetrics& t) { return t.load_latency_seconds; });
+  TierSeries(out, m, model_name, "kiln_kv_tier_predicted_block_load_seconds", "gauge",
+             "Predicted time to load one block: record bytes / measured load bandwidth.",
+             [](const KvTierMetrics& t) { return t.predicted_block_load_seconds; });
+  TierSeries(out, m, model_name, "kiln_kv_tier_errors_total", "counter",
+             "Failed or corrupt tier reads and writes (served as misses).",
+             [&](const KvTierMetrics& t) { return d(t.errors); });
+  TierSeries(out, m, model_name, "kiln_kv_tier_dropped_writes_total", "counter",
+             "Stores skipped (queue full, tier off, over its size limit).",
+             [&](const KvTierMetrics& t) { return d(t.dropped_writes); });
+}
+
 }  // namespace
 
 Histogram::Histogram(std::vector<double> upper_bounds)
@@ -99,6 +172,8 @@ std::string ServerMetrics::Render(const EngineMetrics& m, const std::string& mod
          static_cast<double>(m.generation_tokens_total));
   Series(&out, "kiln_engine_steps_total", "counter", "Engine steps.", labels,
          static_cast<double>(m.num_steps));
+
+  RenderKvTiers(m, model_name, &out);
 
   std::lock_guard<std::mutex> lock(mu_);
   ttft_.Render("kiln_time_to_first_token_seconds", "Time to first token.", &out);

@@ -55,5 +55,43 @@ TEST(ServerMetricsTest, RendersEngineGaugesAndLatencies) {
   EXPECT_NE(text.find("kiln_http_requests_total{code=\"400\"} 2\n"), std::string::npos);
 }
 
+TEST(ServerMetricsTest, RendersKvTiersWithOneHeaderPerMetric) {
+  ServerMetrics m;
+  EngineMetrics e;
+  KvTierMetrics host;
+  host.name = "host";
+  host.hit_tokens = 640;
+  host.query_tokens = 1000;
+  host.bytes_loaded = 4096;
+  host.bytes_stored = 8192;
+  host.load_seconds = 0.5;
+  host.predicted_block_load_seconds = 0.25;
+  KvTierMetrics redis;
+  redis.name = "redis";
+  redis.enabled = false;
+  e.kv_tiers = {host, redis};
+  const std::string text = m.Render(e, "tiny");
+  EXPECT_NE(text.find("kiln_kv_tier_hit_tokens_total{model_name=\"tiny\",tier=\"host\"} 640\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("kiln_kv_tier_bytes_total{model_name=\"tiny\",tier=\"host\","
+                      "direction=\"load\"} 4096\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("kiln_kv_tier_bytes_total{model_name=\"tiny\",tier=\"host\","
+                      "direction=\"store\"} 8192\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("kiln_kv_tier_enabled{model_name=\"tiny\",tier=\"redis\"} 0\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("kiln_kv_tier_predicted_block_load_seconds{model_name=\"tiny\",tier=\"host\"} "
+                      "0.25\n"),
+            std::string::npos);
+  // Prometheus' text format allows one HELP / TYPE per metric name.
+  size_t n = 0;
+  for (size_t p = text.find("# TYPE kiln_kv_tier_bytes_total"); p != std::string::npos;
+       p = text.find("# TYPE kiln_kv_tier_bytes_total", p + 1))
+    ++n;
+  EXPECT_EQ(n, 1u);
+}
+
 }  // namespace
 }  // namespace kiln::server

@@ -10,6 +10,7 @@
 
 #include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/cpu_sampler.h"
+#include "backend/cpu/kv_transfer.h"
 #include "common/check.h"
 #include "model/quantized_weights.h"
 #include "quant/fp8_quant.h"
@@ -36,6 +37,18 @@ class CpuBackend final : public Backend {
                     std::vector<float>(cache_floats, 0.0f));
     cache_.v = cache_.k;
     openblas_set_num_threads(num_threads_);
+    std::vector<float*> k_caches, v_caches;
+    for (size_t l = 0; l < cache_.k.size(); ++l) {
+      k_caches.push_back(cache_.k[l].data());
+      v_caches.push_back(cache_.v[l].data());
+    }
+    kv_transfer_ = std::make_unique<cpu::KvTransfer>(std::move(k_caches), std::move(v_caches),
+                                                     block_size_, model_->shape.kv_size(),
+                                                     num_kv_blocks_);
+    kv_layout_ = std::string(options.kv_cache_dtype == "fp8" ? "cpu-f32(fp8 values)" : "cpu-f32") +
+                 " layers=" + std::to_string(model_->shape.num_layers) +
+                 " kv_size=" + std::to_string(model_->shape.kv_size()) +
+                 " block=" + std::to_string(block_size_) + " [layer][K,V][block][head][dim]";
   }
 
   const ModelConfig& config() const override { return config_; }
@@ -54,6 +67,20 @@ class CpuBackend final : public Backend {
   Status GetHidden(std::vector<float>* hidden) override {
     *hidden = hidden_;
     return Status::Ok();
+  }
+  // KV block transfers: cpu/kv_transfer.h.
+  int64_t kv_block_record_bytes() const override { return kv_transfer_->record_bytes(); }
+  std::string kv_record_layout() const override { return kv_layout_; }
+  Status AllocateHostKvPool(int64_t num_records) override {
+    return kv_transfer_->AllocateHostPool(num_records);
+  }
+  uint8_t* host_kv_pool() override { return kv_transfer_->host_pool(); }
+  StatusOr<uint64_t> CopyKvBlocks(KvCopyDirection direction,
+                                  std::span<const KvBlockCopy> copies) override {
+    return kv_transfer_->Copy(direction, copies);
+  }
+  bool KvCopyDone(uint64_t ticket, double* seconds) override {
+    return kv_transfer_->Done(ticket, seconds);
   }
 
  private:
@@ -77,6 +104,8 @@ class CpuBackend final : public Backend {
   Status sample_status_;
   std::vector<int32_t> sampled_ids_;
   std::vector<int32_t> token_ids_;  // the batch's ids with deferred tokens filled
+  std::unique_ptr<cpu::KvTransfer> kv_transfer_;
+  std::string kv_layout_;
 };
 
 Status CpuBackend::ValidateBatch(const ForwardBatch& b) const {

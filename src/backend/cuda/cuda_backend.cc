@@ -1,4 +1,5 @@
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kv_transfer.h"
 
 #include <cuda_runtime.h>
 
@@ -55,6 +56,34 @@ class CudaBackend final : public Backend {
   Status WaitSample(std::vector<SampleResult>* results) override;
   Status GetLogits(std::vector<float>* logits) override;
   Status GetHidden(std::vector<float>* hidden) override;
+  // KV block transfers: cuda/kv_transfer.h (a pinned host pool, a copy stream, events).
+  int64_t kv_block_record_bytes() const override {
+    return static_cast<int64_t>(
+        cuda::KvPool::BytesPerBlock(model_->shape, dtype_, options_.block_size));
+  }
+  std::string kv_record_layout() const override {
+    return std::string("cuda-") + (dtype_ == ElemType::kF32 ? "f32" : "bf16") +
+           " layers=" + std::to_string(model_->shape.num_layers) +
+           " kv_size=" + std::to_string(model_->shape.kv_size()) +
+           " block=" + std::to_string(options_.block_size) + " [layer][K,V][block][head][dim]";
+  }
+  Status AllocateHostKvPool(int64_t num_records) override {
+    std::vector<void*> halves;
+    for (int l = 0; l < model_->shape.num_layers; ++l) {
+      halves.push_back(kv_.k(l));
+      halves.push_back(kv_.v(l));
+    }
+    const int64_t run = kv_block_record_bytes() / (2 * int64_t{model_->shape.num_layers});
+    return kv_transfer_.Init(halves, run, kv_.num_blocks(), stream_, num_records);
+  }
+  uint8_t* host_kv_pool() override { return kv_transfer_.host_pool(); }
+  StatusOr<uint64_t> CopyKvBlocks(KvCopyDirection direction,
+                                  std::span<const KvBlockCopy> copies) override {
+    return kv_transfer_.Copy(direction, copies);
+  }
+  bool KvCopyDone(uint64_t ticket, double* seconds) override {
+    return kv_transfer_.Done(ticket, seconds);
+  }
 
   Status CollectTimeline(bool wait, bool reset, DeviceTimeline* out) {
     return timeline_.Collect(stream_, wait, reset, out);
@@ -79,6 +108,7 @@ class CudaBackend final : public Backend {
   cuda::StepMetadata meta_;
   cuda::DecodeGraphs graphs_;
   cuda::GpuSampler sampler_;
+  cuda::KvTransfer kv_transfer_;  // after kv_: destroyed first (its copy stream drains)
   // Device timeline (options_.record_device_timeline): events around each Forward / SampleAsync.
   cuda::DeviceTimelineRecorder timeline_;
 

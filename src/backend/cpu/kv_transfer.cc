@@ -1,0 +1,73 @@
+#include "backend/cpu/kv_transfer.h"
+
+#include <chrono>
+#include <cstring>
+#include <string>
+
+#include "common/check.h"
+
+namespace kiln::cpu {
+
+KvTransfer::KvTransfer(std::vector<float*> k_caches, std::vector<float*> v_caches, int block_size,
+                       int kv_size, int64_t num_blocks)
+    : k_caches_(std::move(k_caches)),
+      v_caches_(std::move(v_caches)),
+      block_size_(block_size),
+      kv_size_(kv_size),
+      num_blocks_(num_blocks) {
+  KILN_CHECK_EQ(k_caches_.size(), v_caches_.size());
+}
+
+int64_t KvTransfer::record_bytes() const {
+  return int64_t{2} * static_cast<int64_t>(k_caches_.size()) * block_size_ * kv_size_ *
+         static_cast<int64_t>(sizeof(float));
+}
+
+Status KvTransfer::AllocateHostPool(int64_t num_records) {
+  if (num_records <= 0) return Status::InvalidArgument("host KV pool: num_records must be > 0");
+  if (num_records_ != 0) return Status::FailedPrecondition("host KV pool already allocated");
+  const int64_t floats = record_bytes() / static_cast<int64_t>(sizeof(float));
+  if (num_records > (int64_t{1} << 40) / std::max<int64_t>(1, record_bytes())) {
+    return Status::ResourceExhausted("host KV pool of " + std::to_string(num_records) +
+                                     " records is too large");
+  }
+  host_.assign(static_cast<size_t>(num_records * floats), 0.0f);
+  num_records_ = num_records;
+  return Status::Ok();
+}
+
+StatusOr<uint64_t> KvTransfer::Copy(KvCopyDirection direction,
+                                    std::span<const KvBlockCopy> copies) {
+  if (num_records_ == 0) return Status::FailedPrecondition("no host KV pool");
+  KILN_RETURN_IF_ERROR(ValidateKvBlockCopies(copies, num_blocks_, num_records_));
+  const auto t0 = std::chrono::steady_clock::now();
+  const size_t run = static_cast<size_t>(block_size_) * static_cast<size_t>(kv_size_);
+  const size_t record_floats = static_cast<size_t>(record_bytes()) / sizeof(float);
+  for (const KvBlockCopy& c : copies) {
+    float* rec = host_.data() + static_cast<size_t>(c.host_record) * record_floats;
+    const size_t off = static_cast<size_t>(c.device_block) * run;
+    for (size_t l = 0; l < k_caches_.size(); ++l) {
+      float* halves[2] = {k_caches_[l] + off, v_caches_[l] + off};
+      for (int h = 0; h < 2; ++h) {
+        float* r = rec + (2 * l + static_cast<size_t>(h)) * run;
+        if (direction == KvCopyDirection::kDeviceToHost) {
+          std::memcpy(r, halves[h], run * sizeof(float));
+        } else {
+          std::memcpy(halves[h], r, run * sizeof(float));
+        }
+      }
+    }
+  }
+  const uint64_t ticket = next_ticket_++;
+  done_[ticket] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return ticket;
+}
+
+bool KvTransfer::Done(uint64_t ticket, double* seconds) {
+  auto it = done_.find(ticket);
+  *seconds = it == done_.end() ? 0.0 : it->second;
+  if (it != done_.end()) done_.erase(it);
+  return true;
+}
+
+}  // namespace kiln::cpu

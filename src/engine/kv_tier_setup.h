@@ -1,0 +1,37 @@
+// SetUpKvTiers: turns the tier options (CacheOptions: cpu_offload_bytes, disk_cache_dir,
+// redis_url, ...) into what EngineCore takes: the number of host records (the backend's host pool
+// is allocated here), the lower tiers (disk, then Redis) and the cache namespace that keys every
+// block (model identity, dtype, the backend's KV record layout), so that persisted or shared
+// records of another model or layout are never loaded.
+//
+// Errors: a backend without block transfers when a tier is asked for, a host budget smaller than
+// one record, a disk directory that cannot be created. An unreachable Redis is not an error (the
+// tier starts off, with a warning). Called once, at engine creation.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "kiln/options.h"
+#include "kv/tier.h"
+
+namespace kiln {
+
+struct KvTierSetup {
+  int64_t host_records = 0;
+  std::vector<std::unique_ptr<KvTier>> lower_tiers;
+  std::string cache_namespace;  // empty when no tier is on (nothing outside this process)
+};
+
+// The namespace of a model's KV: architecture and shapes, weights identity (the dummy seed, or a
+// fingerprint of the checkpoint files' names, sizes and sampled bytes), dtype, KV layout. Called
+// only when a tier is on (it reads the checkpoint files).
+std::string KvCacheNamespace(const EngineOptions& options, const Backend& backend);
+
+StatusOr<KvTierSetup> SetUpKvTiers(const EngineOptions& options, Backend* backend,
+                                   int max_model_len);
+
+}  // namespace kiln

@@ -1,0 +1,312 @@
+// The tiered prefix cache end to end over the deterministic FakeBackend (whose KV values depend
+// on every token and position, so a wrong load changes the output): every combination of host,
+// disk and Redis tiers gives the greedy outputs of no tiers; a multi-turn chat whose working set is
+// several times the device pool is served from the host tier; a restarted disk tier serves hits;
+// corrupted records and a killed redis-server are survived; two engines share a prefix through
+// Redis; aborting a loading request leaks nothing. Every harness checks the block invariants after
+// every step and ExpectDrained at the end.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <random>
+
+#include "engine/engine_test_util.h"
+#include "kv/disk_tier.h"
+#include "kv/redis_tier.h"
+#include "kv/testing/redis_server.h"
+#include "kv/testing/temp_dir.h"
+
+namespace kiln {
+namespace {
+
+using testing::CoreHarness;
+using testing::CoreHarnessOptions;
+using testing::ExpectDrained;
+using testing::RandomTokens;
+
+constexpr int kBlock = 16;
+
+using testing::TempDir;
+
+struct TierConfig {
+  bool host = false;
+  std::string disk_dir;
+  std::string redis_url;
+  int copy_latency_polls = 0;
+  int64_t device_blocks = 24;  // 384 tokens: the chat below needs several times that
+};
+
+std::unique_ptr<CoreHarness> MakeHarness(const TierConfig& t) {
+  CoreHarnessOptions o;
+  o.block_size = kBlock;
+  o.num_blocks = t.device_blocks;
+  o.max_num_batched_tokens = 256;
+  o.max_num_seqs = 8;
+  o.cache_namespace = "fake-model";
+  const bool lower = !t.disk_dir.empty() || !t.redis_url.empty();
+  o.host_records = t.host ? 256 : (lower ? 64 : 0);
+  std::vector<std::unique_ptr<KvTier>> tiers;
+  const uint64_t ns = Checksum64(o.cache_namespace.data(), o.cache_namespace.size());
+  if (!t.disk_dir.empty()) {
+    auto disk = DiskTier::Open({t.disk_dir, int64_t{64} << 20});
+    KILN_CHECK_OK(disk.status());
+    tiers.push_back(std::move(disk).value());
+  }
+  if (!t.redis_url.empty()) {
+    RedisTierOptions r;
+    r.url = t.redis_url;
+    r.namespace_hash = ns;
+    r.retry_interval_s = 0.2;
+    r.timeout_ms = 2000;  // generous: CI machines are shared
+    auto redis = RedisTier::Create(r);
+    KILN_CHECK_OK(redis.status());
+    tiers.push_back(std::move(redis).value());
+  }
+  auto h = std::make_unique<CoreHarness>(o, std::move(tiers));
+  h->backend.set_copy_latency_polls(t.copy_latency_polls);
+  return h;
+}
+
+const KvTierMetrics* Tier(const EngineMetrics& m, const std::string& name) {
+  for (const KvTierMetrics& t : m.kv_tiers) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+struct ChatRun {
+  std::map<std::string, std::vector<int32_t>> outputs;  // "c<conv>t<turn>" → generated ids
+  std::map<std::string, std::vector<int32_t>> prompts;
+  EngineMetrics metrics;
+  int max_loading = 0;
+};
+
+// `convs` conversations of `turns` turns, round robin: each turn's prompt is the previous prompt,
+// its answer and a new user message; all conversations' turn t run together.
+ChatRun RunChat(CoreHarness& h, int convs, int turns,
+                const std::function<void(int turn)>& before_turn = nullptr) {
+  std::mt19937 rng(7);
+  ChatRun run;
+  std::vector<std::vector<int32_t>> history(static_cast<size_t>(convs));
+  for (auto& hist : history) hist = RandomTokens(&rng, 40, 64);  // the system prompt
+  for (int t = 0; t < turns; ++t) {
+    if (before_turn) before_turn(t);
+    for (int c = 0; c < convs; ++c) {
+      auto& hist = history[static_cast<size_t>(c)];
+      const auto user = RandomTokens(&rng, 12 + static_cast<int>(rng() % 20), 64);
+      hist.insert(hist.end(), user.begin(), user.end());
+      SamplingParams sp = CoreHarness::Greedy(10);
+      sp.ignore_eos = true;
+      const std::string id = "c" + std::to_string(c) + "t" + std::to_string(t);
+      run.prompts[id] = hist;
+      h.Add(id, hist, sp);
+    }
+    int steps = 0;
+    while (h.core->has_work()) {
+      EXPECT_LT(steps++, 100000);
+      if (steps > 100000) break;
+      h.Step();
+      run.max_loading = std::max(run.max_loading, h.core->scheduler().num_loading());
+    }
+    for (int c = 0; c < convs; ++c) {
+      const std::string id = "c" + std::to_string(c) + "t" + std::to_string(t);
+      const auto& out = h.results[id].ids;
+      run.outputs[id] = out;
+      auto& hist = history[static_cast<size_t>(c)];
+      hist.insert(hist.end(), out.begin(), out.end());
+    }
+  }
+  run.metrics = h.core->metrics();
+  return run;
+}
+
+TEST(KvTiersTest, EveryTierCombinationGivesTheOutputsOfNoTiers) {
+  auto base_h = MakeHarness({});
+  const ChatRun base = RunChat(*base_h, 8, 4);
+  ExpectDrained(*base_h);
+  TempDir dir;
+  for (int mask = 1; mask < 4; ++mask) {
+    for (int latency : {0, 3}) {
+      SCOPED_TRACE("mask " + std::to_string(mask) + " latency " + std::to_string(latency));
+      std::filesystem::remove_all(dir.path);
+      TierConfig t;
+      t.host = (mask & 1) != 0;
+      if ((mask & 2) != 0) t.disk_dir = dir.path;
+      t.copy_latency_polls = latency;
+      auto h = MakeHarness(t);
+      const ChatRun run = RunChat(*h, 8, 4);
+      EXPECT_EQ(run.outputs, base.outputs);
+      ExpectDrained(*h);
+      EXPECT_GT(h->backend.num_blocks_copied(), 0);
+      if (t.host) {
+        EXPECT_GT(Tier(run.metrics, "host")->hit_tokens, 0);
+        if (latency > 0) EXPECT_GT(run.max_loading, 0) << "no request waited in the loading state";
+      }
+      if (!t.disk_dir.empty()) EXPECT_GT(Tier(run.metrics, "disk")->bytes_stored, 0);
+    }
+  }
+}
+
+// The working set (8 conversations of up to ~400 tokens) is several times the device pool (384
+// tokens): without the host tier most of every prompt is recomputed, with it most is loaded.
+TEST(KvTiersTest, ChatLargerThanTheDevicePoolIsServedFromTheHostTier) {
+  auto plain = MakeHarness({});
+  const ChatRun without = RunChat(*plain, 8, 6);
+  auto tiered = MakeHarness({.host = true});
+  const ChatRun with = RunChat(*tiered, 8, 6);
+  EXPECT_EQ(with.outputs, without.outputs);
+  const KvTierMetrics* host = Tier(with.metrics, "host");
+  ASSERT_NE(host, nullptr);
+  const int64_t queries = with.metrics.prefix_cache_queries;
+  EXPECT_GT(queries, 4 * tiered->core->kv_cache().num_blocks() * kBlock);
+  EXPECT_GT(host->hit_tokens, 0);
+  EXPECT_GT(with.metrics.prefix_cache_hits, 2 * without.metrics.prefix_cache_hits);
+  EXPECT_GT(with.metrics.prefix_cache_hits * 2, queries) << "hit rate below 50%";
+  EXPECT_GT(host->bytes_loaded, 0);
+  EXPECT_GT(host->bytes_stored, 0);
+  EXPECT_GT(host->num_loads, 0);
+  EXPECT_GT(host->predicted_block_load_seconds, 0.0);
+  ExpectDrained(*plain);
+  ExpectDrained(*tiered);
+}
+
+// Replays the last turn of a finished chat on a fresh engine (empty device pool and host tier).
+ChatRun Replay(CoreHarness& h, const ChatRun& first, int turn) {
+  ChatRun run;
+  for (const auto& [id, prompt] : first.prompts) {
+    if (id.substr(id.find('t') + 1) != std::to_string(turn)) continue;
+    SamplingParams sp = CoreHarness::Greedy(10);
+    sp.ignore_eos = true;
+    h.Add(id, prompt, sp);
+    run.prompts[id] = prompt;
+  }
+  h.RunUntilIdle();
+  for (const auto& [id, prompt] : run.prompts) run.outputs[id] = h.results[id].ids;
+  run.metrics = h.core->metrics();
+  return run;
+}
+
+std::map<std::string, std::vector<int32_t>> OutputsOfTurn(const ChatRun& run, int turn) {
+  std::map<std::string, std::vector<int32_t>> out;
+  for (const auto& [id, ids] : run.outputs) {
+    if (id.substr(id.find('t') + 1) == std::to_string(turn)) out[id] = ids;
+  }
+  return out;
+}
+
+// A chat of 4 conversations × 3 turns on an engine with a disk tier in `dir`, shut down after.
+ChatRun ChatOnDisk(const std::string& dir) {
+  auto h = MakeHarness({.disk_dir = dir});
+  ChatRun run = RunChat(*h, 4, 3);
+  ExpectDrained(*h);
+  return run;
+}
+
+TEST(KvTiersTest, RestartedDiskTierServesHits) {
+  TempDir dir;
+  const ChatRun first = ChatOnDisk(dir.path);
+  auto h = MakeHarness({.disk_dir = dir.path});  // a restart: nothing on the device or host
+  const ChatRun again = Replay(*h, first, 2);
+  EXPECT_EQ(again.outputs, OutputsOfTurn(first, 2));
+  const KvTierMetrics* disk = Tier(again.metrics, "disk");
+  ASSERT_NE(disk, nullptr);
+  EXPECT_GT(disk->hit_tokens, 0);
+  EXPECT_GT(disk->bytes_loaded, 0);
+  EXPECT_EQ(disk->errors, 0);
+  ExpectDrained(*h);
+}
+
+TEST(KvTiersTest, CorruptOrTruncatedDiskRecordsAreMissesNotWrongKv) {
+  TempDir dir;
+  const ChatRun first = ChatOnDisk(dir.path);
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path)) {
+    const std::string p = e.path().string();
+    if (++n % 3 == 0) {  // truncate
+      std::filesystem::resize_file(p, std::filesystem::file_size(p) / 2);
+    } else if (n % 3 == 1) {  // flip one byte of the payload (the last byte of the file)
+      std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekg(-1, std::ios::end);
+      char c = 0;
+      f.get(c);
+      f.seekp(-1, std::ios::end);
+      f.put(static_cast<char>(c ^ 0x5A));
+    }
+  }
+  ASSERT_GT(n, 6);
+  auto h = MakeHarness({.disk_dir = dir.path});
+  const ChatRun again = Replay(*h, first, 2);
+  EXPECT_EQ(again.outputs, OutputsOfTurn(first, 2));
+  EXPECT_GT(Tier(again.metrics, "disk")->errors, 0);
+  ExpectDrained(*h);
+}
+
+TEST(KvTiersTest, AbortWhileLoadingLeaksNoBlock) {
+  auto h = MakeHarness({.host = true, .copy_latency_polls = 4, .device_blocks = 16});
+  std::mt19937 rng(3);
+  const auto prompt = RandomTokens(&rng, 100, 64);
+  h->Add("a", prompt, CoreHarness::Greedy(4));
+  h->RunUntilIdle();
+  // Push a's blocks out of the device pool (they stay on the host).
+  h->Add("b", RandomTokens(&rng, 200, 64), CoreHarness::Greedy(4));
+  h->RunUntilIdle();
+  auto again = prompt;
+  again.push_back(5);
+  h->Add("c", again, CoreHarness::Greedy(4));
+  for (int i = 0; i < 50 && h->core->scheduler().num_loading() == 0; ++i) h->Step();
+  ASSERT_EQ(h->core->scheduler().num_loading(), 1);
+  EXPECT_TRUE(h->Abort("c"));
+  h->RunUntilIdle();
+  ExpectDrained(*h);
+  EXPECT_EQ(h->results["c"].final_output.finish_reason, FinishReason::kAbort);
+}
+
+TEST(KvTiersTest, TwoEnginesShareAPrefixThroughRedis) {
+  testing::RedisServer redis;
+  std::string error;
+  ASSERT_TRUE(redis.Start(&error)) << error;
+  ChatRun first;
+  {
+    auto a = MakeHarness({.redis_url = redis.url()});
+    first = RunChat(*a, 4, 2);
+    ExpectDrained(*a);
+  }
+  EXPECT_GT(redis.DbSize(), 0);
+  auto b = MakeHarness({.host = true, .redis_url = redis.url()});  // another replica
+  const ChatRun again = Replay(*b, first, 1);
+  EXPECT_EQ(again.outputs, OutputsOfTurn(first, 1));
+  const KvTierMetrics* r = Tier(again.metrics, "redis");
+  ASSERT_NE(r, nullptr);
+  EXPECT_GT(r->hit_tokens, 0);
+  EXPECT_EQ(r->errors, 0);
+  ExpectDrained(*b);
+}
+
+TEST(KvTiersTest, KilledRedisServerIsSurvivedWithCorrectOutputs) {
+  auto base_h = MakeHarness({});
+  const ChatRun base = RunChat(*base_h, 6, 4);
+  testing::RedisServer redis;
+  std::string error;
+  ASSERT_TRUE(redis.Start(&error)) << error;
+  auto h = MakeHarness({.host = true, .redis_url = redis.url()});
+  // The server dies (SIGKILL) after the second turn; the engine goes on without it.
+  const ChatRun run = RunChat(*h, 6, 4, [&](int turn) {
+    if (turn == 2) {
+      EXPECT_GT(redis.DbSize(), 0);
+      redis.Kill();
+    }
+  });
+  EXPECT_EQ(run.outputs, base.outputs);
+  const KvTierMetrics* r = Tier(run.metrics, "redis");
+  ASSERT_NE(r, nullptr);
+  EXPECT_FALSE(r->enabled);
+  EXPECT_GT(r->bytes_stored, 0);
+  ExpectDrained(*h);
+}
+
+}  // namespace
+}  // namespace kiln

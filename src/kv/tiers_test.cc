@@ -1,0 +1,310 @@
+// The tier building blocks: HostTier (LRU, pins, verification), block records (every corruption
+// is DataLoss), DiskTier (restart index, size bound, atomic files), RedisTier against a private
+// redis-server (round trip, namespaced keys, TTL, off with a warning when killed and back on when
+// it returns), and the TierWorker's fetch / write jobs.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "kv/block_record.h"
+#include "kv/disk_tier.h"
+#include "kv/host_tier.h"
+#include "kv/redis_tier.h"
+#include "kv/testing/redis_server.h"
+#include "kv/testing/temp_dir.h"
+#include "kv/tier_worker.h"
+
+namespace kiln {
+namespace {
+
+std::vector<int32_t> Toks(int n, int32_t start) {
+  std::vector<int32_t> t;
+  for (int i = 0; i < n; ++i) t.push_back(start + i);
+  return t;
+}
+
+using testing::TempDir;
+
+TEST(HostTierTest, EvictsLeastRecentlyUsedUnpinnedAndVerifiesHits) {
+  std::vector<uint8_t> mem(3 * 8);
+  HostTier host(mem.data(), 8, 3, 2);
+  const BlockHash root = RootBlockHash("ns", "");
+  std::vector<BlockHash> keys;
+  std::vector<int64_t> recs;
+  for (int i = 0; i < 3; ++i) {
+    const auto t = Toks(2, 10 * i);
+    keys.push_back(ChainBlockHash(root, t));
+    const int64_t r = host.Reserve();
+    ASSERT_GE(r, 0);
+    ASSERT_TRUE(host.Publish(r, keys.back(), root, t));
+    host.Unpin(r);
+    recs.push_back(r);
+  }
+  ASSERT_TRUE(host.CheckInvariants().ok());
+  EXPECT_EQ(host.Find(keys[1], Toks(2, 10), root), recs[1]);
+  EXPECT_EQ(host.Find(keys[1], Toks(2, 11), root), -1);     // other tokens: a miss
+  EXPECT_EQ(host.Find(keys[1], Toks(2, 10), keys[0]), -1);  // other parent: a miss
+  host.Touch(recs[0]);                                      // LRU order now 1, 2, 0
+  host.Pin(recs[1]);                                        // pinned: never evicted
+  const int64_t r = host.Reserve();
+  EXPECT_EQ(r, recs[2]);  // the least recently used unpinned record
+  EXPECT_EQ(host.num_evictions(), 1);
+  EXPECT_FALSE(host.Contains(keys[2]));
+  // A duplicate key is not published twice; unpinning the unpublished record frees it.
+  EXPECT_FALSE(host.Publish(r, keys[0], root, Toks(2, 0)));
+  host.Unpin(r);
+  EXPECT_EQ(host.Reserve(), r);  // free records come before evictions
+  host.Unpin(r);
+  host.Unpin(recs[1]);
+  EXPECT_EQ(host.num_published(), 2);
+  EXPECT_TRUE(host.CheckInvariants().ok());
+}
+
+TEST(BlockRecordTest, EveryCorruptionIsDataLoss) {
+  const auto tokens = Toks(4, 100);
+  const BlockHash parent = RootBlockHash("ns", "salt");
+  const BlockRecordKey key{ChainBlockHash(parent, tokens), parent, 77, tokens};
+  std::vector<uint8_t> payload(64);
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(i * 3);
+  std::vector<uint8_t> rec;
+  EncodeBlockRecord(key, payload, &rec);
+  ASSERT_EQ(rec.size(), static_cast<size_t>(BlockRecordHeaderBytes(4)) + payload.size());
+  std::vector<uint8_t> out(64);
+  ASSERT_TRUE(DecodeBlockRecord(rec, key, out).ok());
+  EXPECT_EQ(out, payload);
+  // Any flipped byte, any truncation, any other expectation: DataLoss, payload untouched.
+  for (size_t i = 0; i < rec.size(); ++i) {
+    auto bad = rec;
+    bad[i] ^= 0x40;
+    std::vector<uint8_t> o(64, 0xEE);
+    const Status s = DecodeBlockRecord(bad, key, o);
+    ASSERT_EQ(s.code(), StatusCode::kDataLoss) << "byte " << i;
+  }
+  for (size_t n : {size_t{0}, size_t{10}, rec.size() - 1}) {
+    EXPECT_EQ(DecodeBlockRecord(std::span(rec.data(), n), key, out).code(), StatusCode::kDataLoss);
+  }
+  BlockRecordKey other = key;
+  other.namespace_hash = 78;
+  EXPECT_EQ(DecodeBlockRecord(rec, other, out).code(), StatusCode::kDataLoss);
+  auto other_tokens = tokens;
+  other_tokens[3] = 1;
+  other = key;
+  other.token_ids = other_tokens;
+  EXPECT_EQ(DecodeBlockRecord(rec, other, out).code(), StatusCode::kDataLoss);
+  std::vector<uint8_t> small(63);
+  EXPECT_EQ(DecodeBlockRecord(rec, key, small).code(), StatusCode::kDataLoss);
+}
+
+TEST(DiskTierTest, RestartIndexesRecordsAndSizeIsBoundedLru) {
+  TempDir dir;
+  std::vector<uint8_t> rec(1000, 7);
+  BlockHash a{1, 2}, b{3, 4}, c{5, 6};
+  {
+    auto disk = DiskTier::Open({dir.path, 2500});
+    ASSERT_TRUE(disk.ok()) << disk.status().ToString();
+    ASSERT_TRUE((*disk)->Put(a, rec).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_TRUE((*disk)->Put(b, rec).ok());
+    EXPECT_TRUE((*disk)->MayContain(a));
+    EXPECT_FALSE((*disk)->MayContain(c));
+  }
+  std::ofstream(dir.path + "/" + c.Hex() + ".tmp") << "partial";  // a crashed write
+  std::ofstream(dir.path + "/notes.txt") << "not ours";
+  auto disk = DiskTier::Open({dir.path, 2500});
+  ASSERT_TRUE(disk.ok());
+  EXPECT_EQ((*disk)->num_records(), 2);
+  EXPECT_FALSE(std::filesystem::exists(dir.path + "/" + c.Hex() + ".tmp"));
+  std::vector<uint8_t> got;
+  ASSERT_TRUE((*disk)->Get(a, &got).ok());  // a becomes most recently used
+  EXPECT_EQ(got, rec);
+  ASSERT_TRUE((*disk)->Put(c, rec).ok());  // 3000 > 2500: evicts b (LRU), keeps a
+  EXPECT_TRUE((*disk)->MayContain(a));
+  EXPECT_FALSE((*disk)->MayContain(b));
+  EXPECT_FALSE(std::filesystem::exists((*disk)->PathOf(b)));
+  EXPECT_EQ((*disk)->Get(b, &got).code(), StatusCode::kNotFound);
+  (*disk)->Remove(a);
+  EXPECT_FALSE(std::filesystem::exists((*disk)->PathOf(a)));
+  EXPECT_EQ(DiskTier::Open({"", 1}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(DiskTier::Open({dir.path, 0}).status().code(), StatusCode::kInvalidArgument);
+  BlockHash parsed;
+  EXPECT_TRUE(ParseBlockHashHex(c.Hex(), &parsed));
+  EXPECT_EQ(parsed, c);
+  EXPECT_FALSE(ParseBlockHashHex("xyz", &parsed));
+}
+
+TEST(RedisTierTest, RoundTripNamespacedKeysAndOffWhenKilledThenBackOn) {
+  EXPECT_FALSE(RedisTierOptions{.url = "http://x"}.Validate().ok());
+  EXPECT_FALSE(RedisTierOptions{.url = "redis://:99999"}.Validate().ok());
+  std::string host;
+  int port = 0, db = 0;
+  ASSERT_TRUE(ParseRedisUrl("redis://example:6380/2", &host, &port, &db).ok());
+  EXPECT_EQ(host, "example");
+  EXPECT_EQ(port, 6380);
+  EXPECT_EQ(db, 2);
+
+  testing::RedisServer server;
+  std::string error;
+  ASSERT_TRUE(server.Start(&error)) << error;
+  RedisTierOptions o;
+  o.url = server.url();
+  o.namespace_hash = 0xABC;
+  o.ttl_s = 100;
+  o.retry_interval_s = 0.1;
+  o.timeout_ms = 2000;  // generous: CI machines are shared
+  auto tier = RedisTier::Create(o);
+  ASSERT_TRUE(tier.ok());
+  RedisTier& r = **tier;
+  EXPECT_TRUE(r.enabled());
+  EXPECT_NE(r.KeyOf({1, 2}).find("0000000000000abc:"), std::string::npos);
+  std::vector<uint8_t> rec = {1, 2, 3, 0, 5};
+  ASSERT_TRUE(r.Put({1, 2}, rec).ok());
+  std::vector<uint8_t> got;
+  ASSERT_TRUE(r.Get({1, 2}, &got).ok());
+  EXPECT_EQ(got, rec);
+  EXPECT_EQ(r.Get({9, 9}, &got).code(), StatusCode::kNotFound);
+  // Another namespace (model / layout) does not see it.
+  RedisTierOptions o2 = o;
+  o2.namespace_hash = 0xDEF;
+  auto other = RedisTier::Create(o2);
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ((*other)->Get({1, 2}, &got).code(), StatusCode::kNotFound);
+
+  const int p = server.port();
+  server.Kill();
+  EXPECT_EQ(r.Get({1, 2}, &got).code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(r.enabled());
+  EXPECT_FALSE(r.MayContain({1, 2}));
+  EXPECT_EQ(r.Put({1, 2}, rec).code(), StatusCode::kUnavailable);
+  // The server returns: after the retry interval the tier reconnects on its next use.
+  ASSERT_TRUE(server.Start(&error, p)) << error;
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  EXPECT_TRUE(r.MayContain({1, 2}));
+  EXPECT_EQ(r.Get({1, 2}, &got).code(), StatusCode::kNotFound);  // a fresh server
+  EXPECT_TRUE(r.enabled());
+
+  // The write budget per TTL window.
+  RedisTierOptions small = o;
+  small.max_bytes = 8;
+  auto budget = RedisTier::Create(small);
+  ASSERT_TRUE(budget.ok());
+  EXPECT_TRUE((*budget)->Put({7, 7}, rec).ok());
+  EXPECT_EQ((*budget)->Put({8, 8}, rec).code(), StatusCode::kResourceExhausted);
+}
+
+TEST(RedisTierTest, SlowServerTurnsTheTierOff) {
+  testing::RedisServer server;
+  std::string error;
+  ASSERT_TRUE(server.Start(&error)) << error;
+  RedisTierOptions o;
+  o.url = server.url();
+  o.timeout_ms = 100;
+  o.retry_interval_s = 60;
+  auto tier = RedisTier::Create(o);
+  ASSERT_TRUE(tier.ok());
+  ASSERT_TRUE((*tier)->enabled());
+  std::thread stall = server.Stall(1.0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the server is asleep now
+  std::vector<uint8_t> got;
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ((*tier)->Get({1, 1}, &got).code(), StatusCode::kUnavailable);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(700));
+  EXPECT_FALSE((*tier)->enabled());
+  EXPECT_EQ((*tier)->Get({1, 1}, &got).code(), StatusCode::kUnavailable);  // off: no wait
+  stall.join();
+}
+
+TEST(RedisTierTest, UnreachableServerLeavesTheTierOffNotAnError) {
+  RedisTierOptions o;
+  o.url = "redis://127.0.0.1:1";
+  o.timeout_ms = 50;
+  auto tier = RedisTier::Create(o);
+  ASSERT_TRUE(tier.ok());
+  EXPECT_FALSE((*tier)->enabled());
+  std::vector<uint8_t> got;
+  EXPECT_EQ((*tier)->Get({1, 1}, &got).code(), StatusCode::kUnavailable);
+}
+
+TEST(TierWorkerTest, FetchStopsAtTheFirstMissAndRemovesCorruptRecords) {
+  TempDir dir;
+  const int bs = 2;
+  const int64_t payload_bytes = 16;
+  auto disk_or = DiskTier::Open({dir.path, 1 << 20});
+  ASSERT_TRUE(disk_or.ok());
+  DiskTier* disk = disk_or->get();
+  std::vector<std::unique_ptr<KvTier>> tiers;
+  tiers.push_back(std::move(disk_or).value());
+  TierWorker worker({.block_size = bs, .record_bytes = payload_bytes, .namespace_hash = 5},
+                    std::move(tiers));
+  const BlockHash root = RootBlockHash("ns", "");
+  std::vector<BlockHash> keys, parents;
+  std::vector<int32_t> tokens;
+  std::vector<std::vector<uint8_t>> payloads;
+  BlockHash parent = root;
+  for (int i = 0; i < 4; ++i) {
+    const auto t = Toks(bs, 10 * i);
+    tokens.insert(tokens.end(), t.begin(), t.end());
+    parents.push_back(parent);
+    keys.push_back(ChainBlockHash(parent, t));
+    parent = keys.back();
+    payloads.emplace_back(payload_bytes, static_cast<uint8_t>(i + 1));
+  }
+  // Write blocks 0, 1 and 3 (not 2).
+  for (int i : {0, 1, 3}) {
+    ASSERT_TRUE(worker.EnqueueWrite(
+        {i, keys[i], parents[i], Toks(bs, 10 * i), payloads[static_cast<size_t>(i)].data()}));
+  }
+  std::vector<TierCompletion> done;
+  for (int i = 0; i < 2000 && done.size() < 3; ++i) {
+    worker.Poll(&done);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(done.size(), 3u);
+  EXPECT_EQ(disk->num_records(), 3);
+  std::vector<std::vector<uint8_t>> dst(4, std::vector<uint8_t>(payload_bytes, 0));
+  auto fetch = [&](uint64_t id) {
+    TierFetchJob job;
+    job.id = id;
+    job.keys = keys;
+    job.parents = parents;
+    job.token_ids = tokens;
+    for (int i = 0; i < 4; ++i) {
+      job.host_records.push_back(i);
+      job.payloads.push_back(dst[static_cast<size_t>(i)].data());
+    }
+    worker.EnqueueFetch(std::move(job));
+    std::vector<TierCompletion> c;
+    for (int i = 0; i < 2000 && c.empty(); ++i) {
+      worker.Poll(&c);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_EQ(c.size(), 1u);
+    EXPECT_TRUE(c[0].is_fetch);
+    EXPECT_EQ(c[0].fetch_id, id);
+    return c[0].num_fetched;
+  };
+  EXPECT_EQ(fetch(1), 2);  // stops at block 2
+  EXPECT_EQ(dst[0], payloads[0]);
+  EXPECT_EQ(dst[1], payloads[1]);
+  // Corrupt block 1 on disk: the fetch stops before it and removes the file.
+  {
+    std::fstream f(disk->PathOf(keys[1]), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(20);
+    f.put('X');
+  }
+  EXPECT_EQ(fetch(2), 1);
+  EXPECT_FALSE(disk->MayContain(keys[1]));
+  const std::vector<TierStats> stats = worker.Stats();
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_EQ(stats[0].name, "disk");
+  EXPECT_EQ(stats[0].errors, 1);
+  EXPECT_EQ(stats[0].hit_tokens, 3 * bs);
+  EXPECT_GT(stats[0].bytes_stored, 0);
+  EXPECT_EQ(worker.num_pending(), 0);
+}
+
+}  // namespace
+}  // namespace kiln
