@@ -13,7 +13,8 @@ void PrintUsage() {
       "  generate   generate text from a prompt (--model PATH --prompt TEXT ...)\n"
       "  tokenize   JSON lines: text ⇄ ids, chat-template rendering (--model/--tokenizer PATH)\n"
       "  serve      OpenAI-compatible HTTP server (--model PATH --port 8000 ...)\n"
-      "  bench      offline benchmarks: latency | throughput\n",
+      "  bench      offline benchmarks: latency | throughput\n"
+      "  flow       workflows: run | validate | import (a Dify DSL file)\n",
       stderr);
 }
 
@@ -30,6 +31,9 @@ int main(int argc, char** argv) {
   if (cmd == "tokenize") return kiln::cli::RunTokenize(argc, argv);
 #ifdef KILN_HAVE_SERVE
   if (cmd == "serve") return RunServe(argc, argv);
+#endif
+#ifdef KILN_HAVE_FLOW
+  if (cmd == "flow") return kiln::cli::RunFlow(argc, argv);
 #endif
 #ifdef KILN_HAVE_BENCH
   if (cmd == "bench") return RunBench(argc, argv);

@@ -5,6 +5,7 @@
 namespace kiln::cli {
 int RunGenerate(int argc, char** argv);
 int RunTokenize(int argc, char** argv);
+int RunFlow(int argc, char** argv);  // flow.cc (built with kiln_workflow)
 }  // namespace kiln::cli
 
 // Defined in serve.cc / bench.cc (global namespace, as their owners declared them).
