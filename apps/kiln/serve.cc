@@ -77,6 +77,9 @@ Status Serve(int argc, char** argv) {
   f.Value("http-threads", "io threads serving connections (default 2)");
   f.Value("compile-threads",
           "threads compiling structured-output grammars, off the io threads (default 2)");
+  f.Value("tokenize-threads",
+          "threads parsing, rendering chat templates and tokenizing request bodies, off the io "
+          "threads (default 4)");
   f.Value("request-timeout", "seconds to receive one request's headers and body (default 60)");
   f.Value("keep-alive-timeout", "seconds an idle keep-alive connection stays open (default 65)");
   f.Value("shutdown-grace-period", "seconds in-flight requests may finish on SIGTERM (default 30)");
@@ -110,6 +113,12 @@ Status Serve(int argc, char** argv) {
     return Status::InvalidArgument("--compile-threads must be in [1, 256]");
   }
   api.num_compile_threads = static_cast<int>(compile_threads);
+  KILN_ASSIGN_OR_RETURN(int64_t tokenize_threads,
+                        f.GetInt("tokenize-threads", api.num_tokenize_threads));
+  if (tokenize_threads < 1 || tokenize_threads > 256) {
+    return Status::InvalidArgument("--tokenize-threads must be in [1, 256]");
+  }
+  api.num_tokenize_threads = static_cast<int>(tokenize_threads);
 
   KILN_RETURN_IF_ERROR(InstallSignalHandlers());
 
@@ -153,7 +162,7 @@ Status Serve(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   engine->Shutdown(/*abort_running=*/true);
-  openai->StopCompiles();  // grammar compiles in flight use the engine
+  openai->StopCompiles();  // grammar compiles and tokenization in flight use the engine
   // Let aborted requests' final events reach their clients.
   for (int i = 0; i < 40 && http_server->num_pending_exchanges() > 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(25));

@@ -37,11 +37,11 @@ bool SecretEquals(const std::string& a, const std::string& b) {
 
 }  // namespace
 
-// Threads that compile the grammars of structured requests (off the I/O threads).
-class CompilePool final {
+// Threads for work kept off the I/O threads: grammar compiles, request parsing and tokenization.
+class WorkerPool final {
  public:
-  explicit CompilePool(int num_threads) : pool_(static_cast<size_t>(std::max(1, num_threads))) {}
-  ~CompilePool() { Join(); }
+  explicit WorkerPool(int num_threads) : pool_(static_cast<size_t>(std::max(1, num_threads))) {}
+  ~WorkerPool() { Join(); }
   void Post(std::function<void()> fn) { boost::asio::post(pool_, std::move(fn)); }
   void Join() { pool_.join(); }  // queued compiles still run
 
@@ -52,7 +52,10 @@ class CompilePool final {
 OpenAiServer::OpenAiServer(Engine* engine, OpenAiServerOptions options)
     : engine_(engine),
       options_(std::move(options)),
-      compile_pool_(std::make_unique<CompilePool>(options_.num_compile_threads)) {
+      generator_(std::make_unique<Generator>(
+          engine, GeneratorOptions{options_.chat_template, options_.detokenizer_context_tokens})),
+      compile_pool_(std::make_unique<WorkerPool>(options_.num_compile_threads)),
+      tokenize_pool_(std::make_unique<WorkerPool>(options_.num_tokenize_threads)) {
   model_name_ = options_.served_model_name.empty() ? engine_->model_info().served_model_name
                                                    : options_.served_model_name;
   id_salt_ = std::random_device{}();
@@ -69,13 +72,6 @@ std::string OpenAiServer::NewId(const char* prefix) {
   return buf;
 }
 
-int OpenAiServer::max_model_len() const {
-  int len = engine_->model_info().max_model_len;
-  const int configured = engine_->options().scheduler.max_model_len;
-  if (configured > 0 && (len <= 0 || configured < len)) len = configured;
-  return len;
-}
-
 std::optional<ApiError> OpenAiServer::CheckModel(const std::string& model) const {
   if (model.empty() || model == model_name_) return std::nullopt;
   ApiError e = ApiError::NotFound("The model `" + model + "` does not exist.", "model_not_found");
@@ -89,17 +85,18 @@ void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> re
     const char* method;
     bool needs_auth;
     void (OpenAiServer::*fn)(const HttpRequest&, std::shared_ptr<HttpResponder>);
+    bool off_io_thread = false;  // parses a body / tokenizes: runs on the worker pool
   };
   static const Route kRoutes[] = {
-      {"/v1/chat/completions", "POST", true, &OpenAiServer::HandleChat},
-      {"/v1/completions", "POST", true, &OpenAiServer::HandleCompletion},
+      {"/v1/chat/completions", "POST", true, &OpenAiServer::HandleChat, true},
+      {"/v1/completions", "POST", true, &OpenAiServer::HandleCompletion, true},
       {"/v1/models", "GET", true, &OpenAiServer::HandleModels},
       {"/health", "GET", false, &OpenAiServer::HandleHealth},
       {"/metrics", "GET", false, &OpenAiServer::HandleMetrics},
-      {"/tokenize", "POST", true, &OpenAiServer::HandleTokenize},
-      {"/detokenize", "POST", true, &OpenAiServer::HandleDetokenize},
-      {"/v1/classify", "POST", true, &OpenAiServer::HandleClassify},
-      {"/v1/embeddings", "POST", true, &OpenAiServer::HandleEmbeddings},
+      {"/tokenize", "POST", true, &OpenAiServer::HandleTokenize, true},
+      {"/detokenize", "POST", true, &OpenAiServer::HandleDetokenize, true},
+      {"/v1/classify", "POST", true, &OpenAiServer::HandleClassify, true},
+      {"/v1/embeddings", "POST", true, &OpenAiServer::HandleEmbeddings, true},
   };
   const Route* route = nullptr;
   for (const auto& r : kRoutes) {
@@ -136,7 +133,19 @@ void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> re
     responder->Send(405, "application/json", e.ToJson(), {{"Allow", route->method}});
     return;
   }
+  if (route->off_io_thread) {
+    RunOffIoThread([this, fn = route->fn, request = std::move(request),
+                    responder = std::move(responder)]() mutable {
+      (this->*fn)(request, std::move(responder));
+    });
+    return;
+  }
   (this->*(route->fn))(request, std::move(responder));
+}
+
+void OpenAiServer::RunOffIoThread(std::function<void()> fn) {
+  if (compiles_stopped_) return fn();
+  tokenize_pool_->Post(std::move(fn));
 }
 
 void OpenAiServer::HandleHealth(const HttpRequest&, std::shared_ptr<HttpResponder> responder) {
@@ -182,68 +191,18 @@ void OpenAiServer::HandleCompletion(const HttpRequest& request,
 
 std::optional<ApiError> OpenAiServer::RenderChatPrompt(const GenerateRequest& g,
                                                        std::vector<int32_t>* ids) const {
-  const Tokenizer* tok = engine_->tokenizer();
-  if (tok == nullptr) {
-    return ApiError::BadRequest("the served model has no tokenizer for chat messages", "messages");
-  }
-  ChatTemplateOptions co = g.chat_options;
-  if (co.chat_template.empty()) co.chat_template = options_.chat_template;
-  if (co.chat_template.empty() && !tok->has_chat_template()) {
-    return ApiError::BadRequest(
-        "the served model has no chat template; start the server with --chat-template or use "
-        "/v1/completions",
-        "messages");
-  }
-  auto text = tok->ApplyChatTemplate(g.messages, co);
-  if (!text.ok()) return ApiError::FromStatus(text.status(), "messages");
-  *ids = tok->Encode(*text, g.add_special_tokens);
+  auto rendered = generator_->RenderChat(g.messages, g.chat_options, g.add_special_tokens);
+  if (!rendered.ok()) return ApiError::FromStatus(rendered.status(), "messages");
+  *ids = std::move(rendered).value();
   return std::nullopt;
 }
 
 std::optional<ApiError> OpenAiServer::PreparePrompts(GenerateRequest* g,
-                                                     std::vector<PreparedPrompt>* out) const {
-  const Tokenizer* tok = engine_->tokenizer();
-  const int vocab =
-      engine_->model_info().vocab_size > 0 ? engine_->model_info().vocab_size : tok->vocab_size();
-  for (const auto& s : g->logprob_token_strings) {
-    const auto ids = tok->Encode(s, false);
-    if (ids.size() != 1) {
-      return ApiError::BadRequest("'logprob_token_ids' entry '" + s + "' is " +
-                                      std::to_string(ids.size()) + " tokens, not one",
-                                  "logprob_token_ids");
-    }
-    g->logprob_token_ids.push_back(ids[0]);
-  }
-  if (auto e = CheckTokenIds(g->logprob_token_ids, vocab, "logprob_token_ids")) return e;
-  if (auto e = CheckTokenIds(g->sampling.stop_token_ids, vocab, "stop_token_ids")) return e;
-
-  std::vector<std::pair<std::vector<int32_t>, std::string>> prompts;  // ids, echo text
-  if (g->kind == ApiKind::kChat) {
-    std::vector<int32_t> ids;
-    if (auto e = RenderChatPrompt(*g, &ids)) return e;
-    prompts.emplace_back(std::move(ids), "");
-  } else {
-    for (auto& p : g->prompts) {
-      if (p.is_text) {
-        prompts.emplace_back(tok->Encode(p.text, g->add_special_tokens), p.text);
-      } else {
-        if (auto e = CheckTokenIds(p.token_ids, vocab, "prompt")) return e;
-        std::string echo;
-        if (g->echo) {
-          auto text = tok->Decode(p.token_ids, g->skip_special_tokens);
-          if (text.ok()) echo = *text;
-        }
-        prompts.emplace_back(std::move(p.token_ids), std::move(echo));
-      }
-    }
-  }
-  const int limit = max_model_len();
-  const int requested_max_tokens = g->sampling.max_tokens;
-  for (auto& [ids, echo] : prompts) {
-    g->sampling.max_tokens = requested_max_tokens;
-    if (auto e = CheckPromptLength(static_cast<int>(ids.size()), limit, g)) return e;
-    out->push_back({std::move(ids), g->sampling, std::move(echo)});
-  }
+                                                     PreparedGeneration* out) const {
+  std::string field;
+  auto prepared = generator_->Prepare(ToGenerationRequest(g), &field);
+  if (!prepared.ok()) return ApiError::FromStatus(prepared.status(), field);
+  *out = std::move(prepared).value();
   return std::nullopt;
 }
 
@@ -261,18 +220,22 @@ void OpenAiServer::HandleGenerate(const HttpRequest& request,
                      ApiError::FromStatus(Status::FailedPrecondition(
                          "the served model has no tokenizer; start with --tokenizer")));
   }
-  std::vector<PreparedPrompt> prompts;
-  if (auto e = PreparePrompts(&g, &prompts)) return SendError(&metrics_, *responder, *e);
-  if (g.sampling.response_format.type == ResponseFormat::Type::kText || compiles_stopped_) {
-    return StartGeneration(std::move(responder), std::move(g), std::move(prompts));
-  }
-  // Compile the grammar on the compile pool (into the engine's cache), then submit on the strand.
+  PreparedGeneration prepared;
+  if (auto e = PreparePrompts(&g, &prepared)) return SendError(&metrics_, *responder, *e);
   struct Pending {
     GenerateRequest g;
-    std::vector<PreparedPrompt> prompts;
+    PreparedGeneration prepared;
     Status compiled;
   };
-  auto pending = std::make_shared<Pending>(Pending{std::move(g), std::move(prompts), {}});
+  auto pending = std::make_shared<Pending>(Pending{std::move(g), std::move(prepared), {}});
+  // Generations start on the connection's strand, so that their events follow the stream's head.
+  if (pending->g.sampling.response_format.type == ResponseFormat::Type::kText ||
+      compiles_stopped_) {
+    return responder->Post([this, responder, pending] {
+      StartGeneration(responder, std::move(pending->g), std::move(pending->prepared));
+    });
+  }
+  // Compile the grammar on the compile pool (into the engine's cache), then submit on the strand.
   compile_pool_->Post([this, responder, pending] {
     pending->compiled = engine_->PrepareResponseFormat(pending->g.sampling.response_format);
     responder->Post([this, responder, pending] {
@@ -280,24 +243,25 @@ void OpenAiServer::HandleGenerate(const HttpRequest& request,
         return SendError(&metrics_, *responder,
                          EngineSubmitError(pending->compiled, pending->g.kind));
       }
-      StartGeneration(responder, std::move(pending->g), std::move(pending->prompts));
+      StartGeneration(responder, std::move(pending->g), std::move(pending->prepared));
     });
   });
 }
 
 void OpenAiServer::StopCompiles() {
   compiles_stopped_ = true;
+  tokenize_pool_->Join();
   compile_pool_->Join();
 }
 
 void OpenAiServer::StartGeneration(std::shared_ptr<HttpResponder> responder, GenerateRequest g,
-                                   std::vector<PreparedPrompt> prompts) {
+                                   PreparedGeneration prepared) {
   const bool chat = g.kind == ApiKind::kChat;
   ResponseMeta meta{NewId(chat ? "chatcmpl-" : "cmpl-"), static_cast<int64_t>(std::time(nullptr)),
                     model_name_};
-  auto gen = std::make_shared<Generation>(engine_, &metrics_, responder, std::move(g),
-                                          std::move(meta), options_.detokenizer_context_tokens);
-  if (auto e = gen->Start(std::move(prompts))) {
+  auto gen = std::make_shared<GenerationResponse>(generator_.get(), &metrics_, responder,
+                                                  std::move(g), std::move(meta));
+  if (auto e = gen->Start(std::move(prepared))) {
     if (e->retry_after_s > 0) e->retry_after_s = options_.retry_after_s;
     SendError(&metrics_, *responder, *e);
   }
