@@ -106,12 +106,16 @@ void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> re
     static const Route kModel = {"/v1/models/", "GET", true, &OpenAiServer::HandleModels};
     route = &kModel;
   }
-  if (route == nullptr) {
+  const OpenAiServerOptions::ExtraRoute* extra = nullptr;
+  for (const auto& x : options_.extra_routes) {
+    if (route == nullptr && request.path.rfind(x.prefix, 0) == 0) extra = &x;
+  }
+  if (route == nullptr && extra == nullptr) {
     ApiError e = ApiError::NotFound("no route for " + request.method + " " + request.path,
                                     "route_not_found");
     return SendError(&metrics_, *responder, e);
   }
-  if (route->needs_auth && !options_.api_key.empty()) {
+  if ((extra != nullptr || route->needs_auth) && !options_.api_key.empty()) {
     const std::string prefix = "Bearer ";
     const bool ok = request.authorization.rfind(prefix, 0) == 0 &&
                     SecretEquals(request.authorization.substr(prefix.size()), options_.api_key);
@@ -123,6 +127,7 @@ void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> re
       return SendError(&metrics_, *responder, e);
     }
   }
+  if (extra != nullptr) return extra->handler(request, std::move(responder));
   if (request.method != route->method) {
     ApiError e;
     e.http_status = 405;

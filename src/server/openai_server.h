@@ -45,6 +45,14 @@ struct OpenAiServerOptions {
   int num_compile_threads = 2;  // grammar compiles of structured requests (response_format)
   // Parsing, chat-template rendering and tokenization of request bodies, off the I/O threads.
   int num_tokenize_threads = 4;
+  // Routes another component serves under a path prefix (e.g. /v1/workflows, the workflow API):
+  // a request whose path starts with `prefix` and matches no built-in route goes to `handler`
+  // (on the I/O thread: it must not block) after the API-key check.
+  struct ExtraRoute {
+    std::string prefix;
+    std::function<void(const HttpRequest&, std::shared_ptr<HttpResponder>)> handler;
+  };
+  std::vector<ExtraRoute> extra_routes;
 };
 
 struct GenerateRequest;

@@ -287,13 +287,14 @@ Status RunStore::BeginRun(const std::string& run_id, const std::string& workflow
   return s.Run();
 }
 
-Status RunStore::AddNodeRecord(const std::string& run_id, const NodeRecord& r) {
+Status RunStore::AddNodeRecord(const std::string& run_id, const Json& r) {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt s(db_,
          "INSERT INTO node_runs (run_id, seq, node_id, status, path, duration_ms, num_tokens, record) "
          "VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM node_runs WHERE run_id = ?), ?, ?, ?, ?, ?, ?)");
-  s.Text(1, run_id).Text(2, run_id).Text(3, r.node_id).Text(4, r.status).Text(5, r.path)
-      .Real(6, r.duration_ms).Int(7, r.num_tokens).Text(8, r.ToJson().dump());
+  s.Text(1, run_id).Text(2, run_id).Text(3, r.value("node_id", "")).Text(4, r.value("status", ""))
+      .Text(5, r.value("path", "")).Real(6, r.value("duration_ms", 0.0))
+      .Int(7, r.value("num_tokens", int64_t{0})).Text(8, r.dump());
   return s.Run();
 }
 

@@ -74,7 +74,7 @@ class RunStore final {
 
   Status BeginRun(const std::string& run_id, const std::string& workflow, int version,
                   const std::string& user, const Json& inputs);
-  Status AddNodeRecord(const std::string& run_id, const NodeRecord& record);
+  Status AddNodeRecord(const std::string& run_id, const Json& record);  // NodeRecord::ToJson()
   Status FinishRun(const std::string& workflow, const RunResult& result);
   // The run with its node trace ({..., nodes: [...]}).
   StatusOr<Json> GetRun(const std::string& run_id);

@@ -16,6 +16,7 @@
 #include "workflow/node.h"
 #include "workflow/nodes/model_endpoint.h"
 #include "workflow/nodes/node_fields.h"
+#include "workflow/services.h"
 #include "workflow/template.h"
 
 namespace kiln::workflow {
@@ -85,7 +86,19 @@ class LlmNode final : public Node {
 
     std::string content, finish_reason, error;
     Json usage = Json::object();
-    if (stream_) {
+    if (target.local()) {
+      bool first = true;
+      KILN_ASSIGN_OR_RETURN(Json reply, ctx.services->options().local_llm->Chat(
+                                            body, ctx, [&](const std::string& piece) {
+                                              if (!stream_ || !ctx.emit) return;
+                                              ctx.emit("text_chunk", Json{{"text", first ? prefill + piece : piece}});
+                                              first = false;
+                                            }));
+      content = reply.value("content", "");
+      finish_reason = reply.value("finish_reason", "");
+      usage = reply.value("usage", Json::object());
+      if (!stream_ && ctx.emit) ctx.emit("text_chunk", Json{{"text", prefill + content}});
+    } else if (stream_) {
       SseReader sse;
       bool first = true;
       auto on_body = [&](std::string_view bytes) {

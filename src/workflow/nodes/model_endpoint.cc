@@ -6,6 +6,7 @@ namespace kiln::workflow {
 
 StatusOr<ModelEndpoints> ModelEndpoints::FromSpec(const NodeSpec& spec, NodeFields& f) {
   ModelEndpoints e;
+  e.chat_ = spec.type == "llm";
   ModelTarget primary;
   KILN_ASSIGN_OR_RETURN(primary.model, f.String("model", false));
   KILN_ASSIGN_OR_RETURN(primary.base_url, f.String("base_url", false));
@@ -25,7 +26,7 @@ StatusOr<ModelEndpoints> ModelEndpoints::FromSpec(const NodeSpec& spec, NodeFiel
       if (it.key() == "model") {
         t.model = v;
       } else if (it.key() == "base_url") {
-        if (!HasTemplateSyntax(v)) {
+        if (!v.empty() && !HasTemplateSyntax(v)) {
           auto url = ParseHttpUrl(v);
           if (!url.ok()) return f.Error(field + ".base_url", url.status().message());
         }
@@ -56,6 +57,7 @@ StatusOr<ModelTarget> ModelEndpoints::Resolve(const NodeContext& ctx) const {
   ModelTarget t = targets_.at(static_cast<size_t>(ctx.variant));
   KILN_ASSIGN_OR_RETURN(t.base_url, urls_.at(static_cast<size_t>(ctx.variant)).Render(*ctx.vars));
   const ServicesOptions& d = ctx.services->options();
+  if (t.base_url.empty() && chat_ && d.local_llm != nullptr) return t;  // in-process
   if (t.base_url.empty()) t.base_url = d.llm_base_url;
   if (t.api_key.empty() && t.base_url == d.llm_base_url) t.api_key = d.llm_api_key;
   if (t.model.empty()) t.model = d.default_model;

@@ -23,6 +23,7 @@ struct ModelTarget {
   std::string model;
   std::string base_url;
   std::string api_key;
+  bool local() const { return base_url.empty(); }  // Services::local_llm serves it
 };
 
 class ModelEndpoints final {
@@ -32,7 +33,8 @@ class ModelEndpoints final {
 
   int size() const { return static_cast<int>(targets_.size()); }
   std::string Name(int variant) const;
-  // The target of `variant` with Services' defaults filled in; error when no base URL is known.
+  // The target of `variant` with Services' defaults filled in (an llm node's target stays local,
+  // base_url empty, when Services has a local_llm); error when no endpoint is known.
   StatusOr<ModelTarget> Resolve(const NodeContext& ctx) const;
   // POSTs `body` to target.base_url + path; the response when its status is 2xx.
   StatusOr<HttpFetchResponse> Post(const NodeContext& ctx, const ModelTarget& target,
@@ -41,7 +43,8 @@ class ModelEndpoints final {
 
  private:
   std::vector<ModelTarget> targets_;
-  std::vector<Template> urls_;  // targets_[i].base_url as a template (it may read inputs)
+  std::vector<Template> urls_;
+  bool chat_ = false;  // llm nodes: an empty base URL means Services::local_llm when there is one  // targets_[i].base_url as a template (it may read inputs)
 };
 
 }  // namespace kiln::workflow
