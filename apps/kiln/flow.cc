@@ -2,8 +2,9 @@
 //
 //   kiln flow run FILE [--input k=v]... [--inputs JSON] [--base-url URL] [--api-key KEY]
 //       [--model NAME] [--user KEY] [--stream] [--trace] [--timeout S] [--kv PATH]
-//       [--audio-dir DIR]
-//     Runs the workflow once against an OpenAI-compatible server (--base-url, e.g. a `kiln serve`)
+//       [--audio-dir DIR] [--engine MODEL_PATH [--chat-template FILE]]
+//     Runs the workflow once against an OpenAI-compatible server (--base-url, e.g. a `kiln serve`),
+//     or with --engine on a kiln engine in this process (llm nodes without a base_url; CPU)
 //     and prints the result as JSON (with --trace: every node's record; with --stream: the events
 //     as JSON lines while it runs, then the result). Exit 0 when the run succeeded, 1 when it
 //     failed, 2 for bad input.
@@ -21,6 +22,10 @@
 #include <sstream>
 
 #include "subcommands.h"
+#ifdef KILN_HAVE_WORKFLOW_API
+#include "kiln/engine.h"
+#include "workflow/engine_llm.h"
+#endif
 #include "workflow/dify_import.h"
 #include "workflow/executor.h"
 #include "workflow/spec.h"
@@ -40,7 +45,8 @@ struct FlowArgs {
 const char* kUsage =
     "usage: kiln flow run FILE [--input k=v]... [--inputs JSON] [--base-url URL] [--api-key KEY]\n"
     "                         [--model NAME] [--user KEY] [--stream] [--trace] [--timeout S]\n"
-    "                         [--kv PATH] [--audio-dir DIR]\n"
+    "                         [--kv PATH] [--audio-dir DIR] [--engine MODEL_PATH\n"
+    "                         [--chat-template FILE]]\n"
     "       kiln flow validate FILE\n"
     "       kiln flow import DIFY.yml [--output FILE] [--model NAME]\n";
 
@@ -99,7 +105,7 @@ int Run(int argc, char** argv) {
   FlowArgs a;
   if (Status s = ParseArgs(argc, argv,
                            {"input", "inputs", "base-url", "api-key", "model", "user", "timeout",
-                            "kv", "audio-dir"},
+                            "kv", "audio-dir", "engine", "chat-template"},
                            &a);
       !s.ok()) {
     return Fail(s);
@@ -137,6 +143,30 @@ int Run(int argc, char** argv) {
   so.kv_path = Last(a, "kv", ":memory:");
   so.audio_dir = Last(a, "audio-dir");
   if (Status s = so.Validate(); !s.ok()) return Fail(s.WithContext("--base-url"));
+#ifdef KILN_HAVE_WORKFLOW_API
+  // --engine: llm nodes without a base_url generate in this process.
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<Generator> generator;
+  std::unique_ptr<workflow::GeneratorLlm> local_llm;
+  if (const std::string model = Last(a, "engine"); !model.empty()) {
+    EngineOptions eo;
+    eo.model.model_path = model;
+    auto e = Engine::Create(eo);
+    if (!e.ok()) return Fail(e.status().WithContext("--engine"));
+    engine = std::move(*e);
+    GeneratorOptions go;
+    if (const std::string t = Last(a, "chat-template"); !t.empty()) {
+      std::ifstream tf(t, std::ios::binary);
+      if (!tf) return Fail(Status::InvalidArgument("--chat-template: cannot read '" + t + "'"));
+      std::stringstream ts;
+      ts << tf.rdbuf();
+      go.chat_template = ts.str();
+    }
+    generator = std::make_unique<Generator>(engine.get(), go);
+    local_llm = std::make_unique<workflow::GeneratorLlm>(generator.get());
+    so.local_llm = local_llm.get();
+  }
+#endif
   workflow::Services services(so);
   workflow::RunOptions ro;
   ro.inputs = std::move(inputs);
@@ -159,6 +189,9 @@ int Run(int argc, char** argv) {
   }
   workflow::Executor executor(&services);
   workflow::RunResult r = executor.Run(**w, std::move(ro));
+#ifdef KILN_HAVE_WORKFLOW_API
+  if (engine) engine->Shutdown(/*abort_running=*/true);
+#endif
   std::printf("%s\n", r.ToJson(a.trace).dump(2).c_str());
   if (r.status != "succeeded") std::fprintf(stderr, "kiln flow: run %s: %s\n", r.status.c_str(), r.error.c_str());
   return r.status == "succeeded" ? 0 : 1;

@@ -68,6 +68,12 @@ StatusOr<Json> YamlToJson(const YAML::Node& n, int depth) {
   return Json(nullptr);
 }
 
+// Names Jinja resolves as dict methods before keys: nodes.get would be the method, not the node.
+bool IsDictMethodName(const std::string& name) {
+  return name == "items" || name == "keys" || name == "values" || name == "get" ||
+         name == "update" || name == "copy";
+}
+
 Status FieldError(const std::string& where, const std::string& message) {
   return Status::InvalidArgument(where + ": " + message);
 }
@@ -176,6 +182,10 @@ StatusOr<NodeSpec> ParseNode(const Json& n, size_t index) {
   if (std::isdigit(static_cast<unsigned char>(spec.id[0]))) {
     return NodeFieldError(spec.id, "id", "must not start with a digit");
   }
+  if (IsDictMethodName(spec.id)) {
+    return NodeFieldError(spec.id, "id", "'" + spec.id + "' is a method of template objects, so nodes." +
+                                             spec.id + " would not read this node; choose another id");
+  }
   if (!n.contains("type") || !n["type"].is_string()) {
     return NodeFieldError(spec.id, "type", "a string is required");
   }
@@ -206,6 +216,10 @@ Status ParseInputs(const Json& doc, WorkflowSpec* spec) {
     InputSpec s;
     s.name = in.key();
     const std::string where = "inputs." + s.name;
+    if (IsDictMethodName(s.name)) {
+      return FieldError(where, "'" + s.name + "' is a method of template objects, so inputs." + s.name +
+                                   " would not read this input; choose another name");
+    }
     const Json& d = in.value();
     if (d.is_string()) {
       s.type = d.get<std::string>();

@@ -131,6 +131,13 @@ TEST(WorkflowSpecTest, StructuralErrorsNameTheirPlace) {
   s = ParseSpec("nodes: [{id: 'a b', type: start}]");
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.status().message().find("field 'id'"), std::string::npos);
+  // Regression: a node named like a dict method (nodes.get is the method) is refused.
+  s = ParseSpec("nodes: [{id: start, type: start}, {id: get, type: store, key: k}]");
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("node 'get': field 'id'"), std::string::npos) << s.status().message();
+  s = ParseSpec("inputs: {items: string}\nnodes: [{id: start, type: start}]");
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("inputs.items"), std::string::npos) << s.status().message();
   s = ParseSpec("nodes: [oops: {]");
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.status().message().find("line"), std::string::npos) << s.status().message();
@@ -147,6 +154,11 @@ TEST(WorkflowTemplateTest, RendersValuesAndExpressions) {
   auto v = Template::Compile("{{ nodes.cls.json }}");
   ASSERT_TRUE(v.ok());
   EXPECT_EQ(*v->RenderValue(ctx), (Json{{"a", 1}}));  // stays an object
+  auto idx = Template::Compile("{{ nodes.cls.json.a }}");
+  EXPECT_EQ(*idx->RenderValue(ctx), Json(1));
+  auto missing = Template::Compile("{{ nodes.cls.nope }}");  // a miss keeps Jinja's semantics
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(*missing->Render(ctx), "");
   auto n = Template::Compile("{{ inputs.n * 2 }}");
   EXPECT_EQ(*n->RenderValue(ctx), Json(6));
   auto e = Expression::Compile("nodes.cls.label == 'news' and inputs.n > 2");

@@ -94,6 +94,15 @@ StatusOr<Template> Template::Compile(std::string source) {
   std::string expr;
   if (SingleExpression(t.source_, &expr)) {
     KILN_ASSIGN_OR_RETURN(t.value_, CompileBody("{{ (" + expr + ") | tojson }}"));
+    static const std::regex kPath(R"(^\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[\d+\])*)\s*$)");
+    std::smatch m;
+    if (std::regex_match(expr, m, kPath)) {
+      static const std::regex kPart(R"([A-Za-z_]\w*|\[\d+\])");
+      const std::string path = m[1].str();
+      for (auto it = std::sregex_iterator(path.begin(), path.end(), kPart); it != std::sregex_iterator(); ++it) {
+        t.path_.push_back(it->str());
+      }
+    }
   }
   t.node_refs_ = ScanNodeRefs(t.source_);
   return t;
@@ -108,6 +117,20 @@ StatusOr<Json> Template::RenderValue(const Json& context) const {
   if (value_ == nullptr) {
     KILN_ASSIGN_OR_RETURN(std::string s, Render(context));
     return Json(std::move(s));
+  }
+  if (!path_.empty()) {
+    const Json* cur = &context;
+    for (const auto& part : path_) {
+      if (part[0] == '[') {
+        const size_t i = std::stoul(part.substr(1, part.size() - 2));
+        cur = cur->is_array() && i < cur->size() ? &(*cur)[i] : nullptr;
+      } else {
+        const auto it = cur->is_object() ? cur->find(part) : cur->end();
+        cur = cur->is_object() && it != cur->end() ? &*it : nullptr;
+      }
+      if (cur == nullptr) break;
+    }
+    if (cur != nullptr) return *cur;
   }
   KILN_ASSIGN_OR_RETURN(std::string text, RenderBody(value_->body, context));
   Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);

@@ -21,6 +21,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "kiln/status.h"
 #include "workflow/spec.h"
@@ -47,6 +48,9 @@ class Template final {
   std::string source_;
   std::shared_ptr<const Compiled> body_;   // null: no template syntax, the source is the text
   std::shared_ptr<const Compiled> value_;  // set for a single {{ expr }}: renders expr | tojson
+  // A single {{ a.b[0].c }} is looked up in the context directly (no Jinja round trip); a miss
+  // falls back to the Jinja render (for its Undefined semantics).
+  std::vector<std::string> path_;
   std::set<std::string> node_refs_;
 };
 

@@ -143,6 +143,11 @@ try {
     const d = wavDuration(out.outputs.audio_wav_base64);
     assert.ok(Math.abs(d - out.outputs.audio_seconds) < 1e-6, `${d} vs ${out.outputs.audio_seconds}`);
     assert.ok(d > 0.5, `duration ${d}`);
+    // In process (--engine: no server), the same greedy reply.
+    const local = flow(['run', chatYaml, '--engine', model, '--chat-template',
+      path.join(root, 'tests/clients/chat_template.jinja'), '--input', 'message=Tell me a story', '--input', 'user=ada']);
+    assert.equal(local.code, 0, local.err);
+    assert.equal(JSON.parse(local.out).outputs.reply, out.outputs.reply);
     // The calm style takes the other branch and another prefill.
     const calm = JSON.parse(flow(['run', chatYaml, '--base-url', server.base, '--api-key', apiKey, '--model', 'stories',
       '--input', 'message=Hi', '--input', 'style=calm']).out);
