@@ -200,6 +200,12 @@ class Generator final {
                                             const ChatTemplateOptions& options,
                                             bool add_special_tokens) const;
 
+  // A lower bound on the number of tokens a text of `num_bytes` bytes encodes to (0 without a
+  // tokenizer), so that callers can refuse an over-long text without tokenizing it. It allows a
+  // normalizer to shrink text 4× (NFKC, lowercase); a normalizer that deletes most of a text
+  // (Strip, Replace with "") could encode to fewer tokens.
+  size_t MinTokens(size_t num_bytes) const;
+
   const Tokenizer* tokenizer() const { return tokenizer_; }
   Engine* engine() const { return engine_; }
   // min(model's max_model_len, EngineOptions::scheduler.max_model_len when set).

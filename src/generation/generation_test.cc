@@ -292,6 +292,16 @@ TEST_F(GeneratorTest, PromptLengthChecks) {
   EXPECT_NE(p.status().message().find("at least"), std::string::npos) << p.status().message();
   EXPECT_EQ(field, "prompt");
   EXPECT_LT(ms, 200.0);
+
+  // The size bound never exceeds the real count.
+  const Tokenizer& tok = *generator_->tokenizer();
+  std::string prose;
+  while (prose.size() < 100000)
+    prose += "Once upon a time there was a girl. \xe4\xbd\xa0\xf0\x9f\x98\x80 ";
+  for (const std::string& text : {std::string(100000, 'a'), std::string(50000, ' '), prose}) {
+    EXPECT_LE(generator_->MinTokens(text.size()), tok.Encode(text, false).size()) << text.size();
+  }
+  EXPECT_GT(generator_->MinTokens(size_t{10} << 20), static_cast<size_t>(limit));
 }
 
 TEST_F(GeneratorTest, ErrorsNameTheField) {

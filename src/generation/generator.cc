@@ -120,12 +120,16 @@ Status Generator::CheckLength(size_t num_prompt_tokens, bool is_lower_bound,
   return Status::Ok();
 }
 
+size_t Generator::MinTokens(size_t num_bytes) const {
+  // Every token stands for at most max_token_bytes_ bytes of (normalized) text.
+  return max_token_bytes_ == 0 ? 0 : num_bytes / (max_token_bytes_ * kNormalizationSlack);
+}
+
 Status Generator::Encode(const std::string& text, const GenerationRequest& request,
                          std::vector<int32_t>* ids) const {
-  // Every token stands for at most max_token_bytes_ bytes of (normalized) text, so a text this
-  // long cannot fit: refuse it without spending the time to tokenize it.
-  if (max_token_bytes_ > 0 && max_model_len_ > 0) {
-    const size_t min_tokens = text.size() / (max_token_bytes_ * kNormalizationSlack);
+  // A text this long cannot fit: refuse it without spending the time to tokenize it.
+  if (max_model_len_ > 0) {
+    const size_t min_tokens = MinTokens(text.size());
     if (min_tokens > static_cast<size_t>(max_model_len_)) {
       int unused = 0;
       return CheckLength(min_tokens, /*is_lower_bound=*/true, request, &unused);
