@@ -39,6 +39,8 @@ def main():
     for t in threads:
         t.start()
     lat = []
+    slow = []
+    start = time.monotonic()
     time.sleep(0.05)
     while any(t.is_alive() for t in threads):
         t0 = time.monotonic()
@@ -48,6 +50,8 @@ def main():
         r.read()
         if any(t.is_alive() for t in threads):
             lat.append((time.monotonic() - t0) * 1000)
+            if lat[-1] > 100:
+                slow.append(f"{lat[-1]:.0f} ms at {t0 - start:.1f} s")
         time.sleep(0.01)
     for t in threads:
         t.join()
@@ -57,6 +61,8 @@ def main():
     if lat:
         print(f"/health while in flight: {len(lat)} probes, p50 {lat[len(lat) // 2]:.1f} ms, "
               f"p95 {lat[len(lat) * 95 // 100]:.1f} ms, max {lat[-1]:.1f} ms")
+        if slow:
+            print("over 100 ms: " + ", ".join(slow))
 
 
 if __name__ == "__main__":
