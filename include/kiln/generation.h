@@ -185,8 +185,10 @@ class Generator final {
   // "stop_token_ids", "logprob_token_ids".
   StatusOr<PreparedGeneration> Prepare(GenerationRequest request,
                                        std::string* error_field = nullptr) const;
-  // Submits every choice. On an engine error (Engine::Submit's) nothing keeps running and no
-  // callback is called.
+  // Submits every choice at once (Engine::SubmitBatch: admitted in the same step). `prepared`
+  // comes from Prepare. On an engine error (reported as Engine::Submit reports it, e.g.
+  // InvalidArgument for sampling parameters, ResourceExhausted for a full queue) nothing runs and
+  // no callback is called.
   StatusOr<std::unique_ptr<Generation>> Start(PreparedGeneration prepared,
                                               GenerationCallbacks callbacks) const;
   // Prepare + Start + Wait. `on_delta` (optional) runs on the engine's output thread.

@@ -227,7 +227,16 @@ StatusOr<std::unique_ptr<Generation>> Generator::Start(PreparedGeneration prepar
   }
   // All choices go to the engine atomically: on an error nothing runs and no callback is called.
   auto submitted = engine_->SubmitBatch(std::move(requests), std::move(outputs));
-  if (!submitted.ok()) return submitted.status();
+  if (!submitted.ok()) {
+    // Every choice carries the same parameters: report the error as Engine::Submit would, without
+    // SubmitBatch's "request <i> of the batch: " context.
+    const Status& s = submitted.status();
+    const size_t context = s.message().find(" of the batch: ");
+    if (s.message().rfind("request ", 0) == 0 && context != std::string::npos) {
+      return Status(s.code(), s.message().substr(context + 15));
+    }
+    return s;
+  }
   return std::unique_ptr<Generation>(new Generation(std::move(impl)));
 }
 

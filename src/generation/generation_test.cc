@@ -338,6 +338,21 @@ TEST_F(GeneratorTest, ErrorsNameTheField) {
   EXPECT_NE(p.status().message().find("no chat template"), std::string::npos);
   r.chat_options.chat_template = "{{ messages[0]['content'] }}";  // per request
   EXPECT_TRUE(plain.Prepare(r).ok());
+
+  // An engine refusal at Start (parameters Prepare does not judge): Engine::Submit's error, and
+  // nothing runs.
+  GenerationRequest bad = Greedy("x", 4);
+  bad.n = 2;
+  bad.sampling.top_p = 0.0f;
+  auto prepared = generator_->Prepare(bad);
+  ASSERT_TRUE(prepared.ok()) << prepared.status().ToString();
+  auto started = generator_->Start(std::move(prepared).value(), {});
+  ASSERT_FALSE(started.ok());
+  EXPECT_EQ(started.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(started.status().message().find("top_p"), std::string::npos);
+  EXPECT_EQ(started.status().message().find("of the batch"), std::string::npos)
+      << started.status().message();
+  WaitIdle();
 }
 
 TEST_F(GeneratorTest, CancelEndsWithAbortAndStillReportsTheResult) {
