@@ -14,6 +14,16 @@
 // Two steps: Prepare() (render + tokenize + validate; CPU-heavy for long prompts, touches no
 // engine state) and Start() (submit; cheap). Generate() does both and waits.
 //
+// Example (blocking; the reply continues an assistant prefill and streams to stdout):
+//   Generator generator(engine);
+//   GenerationRequest r;
+//   r.messages = nlohmann::ordered_json::array({{{"role", "user"}, {"content", "Hi!"}}});
+//   r.assistant_prefill = "Well,";
+//   r.sampling.max_tokens = 64;
+//   auto result = generator.Generate(r, [](const GenerationDelta& d, const GenerationChoice&) {
+//     std::fputs(d.text.c_str(), stdout);
+//   });  // result->choices[0].text: the reply after "Well,"; result->usage: token counts
+//
 // Threading: Generator is immutable after construction and thread-safe. A Generation's events
 // (on_delta, then on_done exactly once) never run concurrently and arrive in order: through
 // `GenerationCallbacks::executor` when one is given (e.g. a connection's strand), else on the
@@ -171,8 +181,9 @@ class Generation final {
 
 class Generator final {
  public:
-  // `engine` must outlive the Generator and every Generation it started.
-  Generator(Engine* engine, GeneratorOptions options = {});
+  // `engine` must outlive the Generator and every Generation it started; `options` must be valid
+  // (Validate(); checked).
+  explicit Generator(Engine* engine, GeneratorOptions options = {});
   ~Generator();
   Generator(const Generator&) = delete;
   Generator& operator=(const Generator&) = delete;

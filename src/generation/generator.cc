@@ -4,6 +4,7 @@
 #include <random>
 #include <string>
 
+#include "common/check.h"
 #include "kiln/engine.h"
 #include "kiln/generation.h"
 
@@ -42,6 +43,7 @@ Status GeneratorOptions::Validate() const {
 
 Generator::Generator(Engine* engine, GeneratorOptions options)
     : engine_(engine), options_(std::move(options)), tokenizer_(engine->tokenizer()) {
+  KILN_CHECK(options_.Validate().ok()) << options_.Validate().message();
   const ModelInfo& info = engine_->model_info();
   vocab_size_ = info.vocab_size > 0 ? info.vocab_size
                                     : (tokenizer_ != nullptr ? tokenizer_->vocab_size() : 0);
