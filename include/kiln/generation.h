@@ -148,7 +148,9 @@ struct GenerationCallbacks {
   std::function<void(const GenerationDelta& delta, const GenerationChoice& choice)> on_delta;
   // Called once, after the last choice finished.
   std::function<void(const GenerationResult& result)> on_done;
-  // Runs every event handler (including detokenization); null → the engine's output thread.
+  // Runs every event handler (including detokenization); null → the engine's output thread. It
+  // must run the tasks it is given in order, one at a time (a strand, a serial queue), and every
+  // one of them: a dropped task loses its events and on_done.
   std::function<void(std::function<void()>)> executor;
 };
 

@@ -66,6 +66,7 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
   void Dispatch(size_t index, RequestOutput out) {
     if (callbacks_.executor) {
       callbacks_.executor([self = shared_from_this(), index, out = std::move(out)]() mutable {
+        std::lock_guard<std::mutex> lock(self->serial_mu_);
         self->OnOutput(index, std::move(out));
       });
     } else {
@@ -193,7 +194,7 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
   std::vector<ChoiceState> choices_;  // sized in Setup, then touched only by OnOutput / Finish
   size_t num_done_ = 0;
   std::atomic<bool> cancelled_{false};
-  std::mutex serial_mu_;  // serializes OnOutput without an executor
+  std::mutex serial_mu_;  // serializes OnOutput (also behind an executor)
 
   std::mutex done_mu_;
   std::condition_variable done_cv_;
