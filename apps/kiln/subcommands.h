@@ -5,6 +5,8 @@
 namespace kiln::cli {
 int RunGenerate(int argc, char** argv);
 int RunTokenize(int argc, char** argv);
+int RunQuantize(int argc, char** argv);  // quantize.cc
+int RunEval(int argc, char** argv);      // eval.cc
 }  // namespace kiln::cli
 
 // Defined in serve.cc / bench.cc (global namespace, as their owners declared them).
