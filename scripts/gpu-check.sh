@@ -5,9 +5,13 @@
 #   scripts/gpu-check.sh --stage [BUILD_DIR]   # here: copy binaries, the non-system shared
 #                                              # libraries they need, and the reference data into
 #                                              # .gpu/ (ignored by git; carry it to the GPU machine)
-#   scripts/gpu-check.sh [tests|bench|throughput|all]  # there (default all); logs go to $OUT
+#   scripts/gpu-check.sh [tests|bench|fp8|throughput|all]  # there (default all); logs go to $OUT
 #                                              # (or /tmp); throughput runs in all/bench only
 #                                              # with KILN_THROUGHPUT_PROMPTS set
+#
+#   KILN_BASE_GPU_DIR=.gpu-base scripts/gpu-check.sh bench   # the same latency benches with a
+#                                              # second staged build (e.g. the previous commit) in
+#                                              # the same call, rows side by side
 #
 # The GPU machine (Ubuntu 24.04, CUDA 13 runtime + cuBLASLt) lacks Debian -dev libraries, so the
 # staged .gpu/lib is put first on LD_LIBRARY_PATH; `ldd` output is printed for the record.
@@ -99,8 +103,13 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "tests" ]; then
   fi
 fi
 
-if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ] || [ "$MODE" = "throughput" ]; then
+if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ] || [ "$MODE" = "fp8" ] || [ "$MODE" = "throughput" ]; then
   Q7="$G/shared/configs/qwen2-7b-instruct"
+  BASE=""
+  if [ -n "${KILN_BASE_GPU_DIR:-}" ]; then
+    BASE="$ROOT/$KILN_BASE_GPU_DIR"
+    if [ -f "$BASE/payload.tgz" ] && [ ! -d "$BASE/bin" ]; then tar -C "$BASE" -xzf "$BASE/payload.tgz"; fi
+  fi
   run_bench() {  # name, timeout, args...
     local name=$1 limit=$2
     shift 2
@@ -108,8 +117,19 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ] || [ "$MODE" = "throughput" ]; t
     local rc=$?
     cat "$LOG/bench_$name.log" | grep -v "^\[" | tail -12
     TABLE+=("bench $name (rc=$rc): $(grep '^RESULT' "$LOG/bench_$name.log" | cut -c8-)")
+    if [ -n "$BASE" ] && [ -x "$BASE/bin/kiln" ]; then
+      LD_LIBRARY_PATH="$BASE/lib:$LD_LIBRARY_PATH" timeout "$limit" "$BASE/bin/kiln" bench "$@" \
+        > "$LOG/base_$name.log" 2>&1
+      TABLE+=("  base $name (rc=$?): $(grep '^RESULT' "$LOG/base_$name.log" | cut -c8-)")
+    fi
   }
-  if [ "$MODE" != "throughput" ]; then
+  if [ "$MODE" = "fp8" ] || [ "$MODE" = "all" ]; then
+    # FP8 weights (W8A16 decode GEMVs, W8A8 cuBLASLt prefill) against bf16 in the same call.
+    run_bench qwen2-7b_b1_fp8 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 128 --output-len 128 --quantization fp8
+    run_bench qwen2-7b_b64_ctx2000_fp8 300 latency --model "$Q7" --load-format dummy --batch-size 64 --input-len 2000 --output-len 32 --quantization fp8
+    run_bench qwen2-7b_prefill8k_fp8 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 8192 --output-len 4 --max-num-batched-tokens 8192 --quantization fp8
+  fi
+  if [ "$MODE" != "throughput" ] && [ "$MODE" != "fp8" ]; then
   run_bench qwen2-7b_b1 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 128 --output-len 128
   run_bench qwen2-7b_b1_eager 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 128 --output-len 128 --enforce-eager
   run_bench qwen2-7b_b64_ctx2000 300 latency --model "$Q7" --load-format dummy --batch-size 64 --input-len 2000 --output-len 32

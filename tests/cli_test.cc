@@ -2,6 +2,7 @@
 // `kiln generate` greedy output against the published stories260K reference, error exits (also
 // of `kiln bench`), and `kiln tokenize` JSON lines against the HF tokenizers reference cases.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -181,6 +182,68 @@ TEST(CliTokenizeTest, ToolSchemaKeepsKeyOrder) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::string prompt = json::parse(r.out)["prompt"].get<std::string>();
   EXPECT_NE(prompt.find(tool), std::string::npos) << prompt;
+}
+
+// `kiln quantize` writes a block-FP8 checkpoint that loads again (eval runs it dequantized), and
+// `kiln eval` prints one row per model and config: a config against itself has zero KL and full
+// agreement, the perplexities are those of the model. Bad flags exit 2 naming the problem.
+TEST(CliFp8Test, QuantizeAndEval) {
+  const std::string tiny = SharedDir() + "/models/tinystories-656k";
+  const std::string s260 = SharedDir() + "/models/stories260K/hf";
+  if (!std::filesystem::exists(KilnBinary())) GTEST_SKIP() << "kiln binary not built";
+  if (!std::filesystem::exists(tiny) || !std::filesystem::exists(s260))
+    GTEST_SKIP() << "missing ../shared/models/tinystories-656k or stories260K/hf";
+  const std::string out =
+      (std::filesystem::temp_directory_path() / ("kiln_cli_fp8_" + std::to_string(getpid())))
+          .string();
+  auto r =
+      RunCommand(KilnBinary() + " quantize --model " + tiny + " --quantization fp8 --out " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json config = json::parse(testing::ReadFile(out + "/config.json"));
+  EXPECT_EQ(config["quantization_config"]["quant_method"], "fp8");
+  EXPECT_EQ(config["quantization_config"]["weight_block_size"], json::array({128, 128}));
+  EXPECT_TRUE(std::filesystem::exists(out + "/tokenizer.json"));
+
+  const char* src = std::getenv("KILN_SOURCE_DIR");
+  const std::string text = std::string(src ? src : ".") + "/tests/data/heldout_story.txt";
+  r = RunCommand(KilnBinary() + " eval --model " + tiny + "," + s260 + "," + out +
+                 " --configs none,none --text " + text + " --json --num-threads 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string line;
+  int rows = 0;
+  for (; std::getline(lines, line); ++rows) {
+    const json row = json::parse(line);
+    EXPECT_EQ(row["mean_kl"].get<double>(), 0.0) << line;
+    EXPECT_EQ(row["top1_agreement"].get<double>(), 1.0) << line;
+    EXPECT_GT(row["tokens"].get<int>(), 150) << line;
+    EXPECT_GT(row["ppl_text"].get<double>(), 1.0) << line;
+    EXPECT_LT(row["ppl_text"].get<double>(), 50.0) << line;  // a story these models can read
+  }
+  EXPECT_EQ(rows, 6);
+  std::filesystem::remove_all(out);
+
+  for (const std::string& bad :
+       {std::string(" quantize --model ") + tiny + " --quantization int4 --out " + out,
+        std::string(" quantize --model ") + tiny + " --quantization fp8",
+        std::string(" quantize --model ") + tiny +
+            " --quantization fp8 --quantization-scale "
+            "per-group --out " +
+            out,
+        std::string(" eval --model ") + tiny + " --configs none",
+        std::string(" eval --model ") + tiny + " --max-len 1"}) {
+    r = RunCommand(KilnBinary() + bad);
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find("error:"), std::string::npos) << r.err;
+  }
+  // A quantized checkpoint cannot be quantized again.
+  r = RunCommand(KilnBinary() + " quantize --model " + tiny + " --quantization fp8 --out " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = RunCommand(KilnBinary() + " quantize --model " + out + " --quantization fp8 --out " + out +
+                 "2");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("already quantized"), std::string::npos) << r.err;
+  std::filesystem::remove_all(out);
 }
 
 }  // namespace

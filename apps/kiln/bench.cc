@@ -167,7 +167,10 @@ int RunLatency(const Flags& flags) {
   o.max_model_len = ctx;
   o.enable_cuda_graphs = options.device.enable_cuda_graphs;
   o.dtype = options.model.dtype == "auto" ? "bfloat16" : options.model.dtype;
+  o.quantization = options.model.quantization;
+  o.quantization_scale = options.model.quantization_scale;
   o.record_device_timeline = true;
+  const bool fp8 = o.quantization == "fp8";
   auto created = CreateCudaBackend(*model, o);
   if (!created.ok()) {
     std::fprintf(stderr, "kiln bench: %s\n", created.status().ToString().c_str());
@@ -311,8 +314,17 @@ int RunLatency(const Flags& flags) {
   const ModelSize size = SizeOf(c);
   // Bytes a decode step must read: every layer weight, the final norm, the lm_head (the embedding
   // when tied), the KV of every sequence; the embedding gather itself is negligible.
+  // FP8 (--quantization fp8): the layers' projections are 1 byte a weight plus a float32 scale
+  // per output row; norms, biases and the lm_head stay in the compute dtype.
+  const double layer_rows = static_cast<double>(c.num_hidden_layers) *
+                            (c.q_size() + 2.0 * c.kv_size() + c.hidden_size +
+                             2.0 * c.intermediate_size + c.hidden_size);
+  const double layer_bytes =
+      fp8 ? size.matmul_params * 1.0 + layer_rows * 4.0 +
+                (size.layer_params - size.matmul_params) * elem
+          : size.layer_params * elem;
   const double weight_bytes =
-      (size.layer_params + (c.tie_word_embeddings ? size.embed_params : size.lm_head_params)) * elem;
+      layer_bytes + (c.tie_word_embeddings ? size.embed_params : size.lm_head_params) * elem;
   const double kv_bytes = kv_bytes_sum / output_len;
   const double bw = limits->copy_bytes_per_s;
   const double floor_s = (weight_bytes + kv_bytes) / bw;
@@ -323,10 +335,12 @@ int RunLatency(const Flags& flags) {
   const double peak = limits->bf16_gemm_flops;
 
   std::printf("kiln bench latency — %s, %.1f GiB; model %s (%s, %d layers, hidden %d), dtype %s, "
-              "graphs %s\n",
+              "weights %s, graphs %s\n",
               limits->device_name.c_str(), limits->total_memory_bytes / (1 << 30),
               options.model.model_path.c_str(), c.architecture.c_str(), c.num_hidden_layers,
-              c.hidden_size, o.dtype.c_str(), o.enable_cuda_graphs ? "on" : "off");
+              c.hidden_size, o.dtype.c_str(),
+              fp8 ? ("fp8 " + o.quantization_scale).c_str() : "dense",
+              o.enable_cuda_graphs ? "on" : "off");
   std::printf("  measured limits: copy %.0f GB/s (read+write, 1 GiB D2D), bf16 GEMM %d^3 %.0f "
               "TFLOP/s\n",
               bw / 1e9, limits->gemm_size, peak / 1e12);

@@ -9,6 +9,10 @@ void DeclareEngineFlags(Flags* f) {
   f->Value("load-format", "auto | dummy (seeded random weights from config.json)");
   f->Value("dummy-seed", "seed of the dummy weights (--load-format dummy)");
   f->Value("dtype", "auto | float32 | bfloat16 | float16");
+  f->Value("quantization",
+           "linear weights: auto (as stored) | none (dense) | fp8 (E4M3 weights + FP8 activations)");
+  f->Value("quantization-scale", "fp8 weight scales: per-channel (default) | per-tensor");
+  f->Value("kv-cache-dtype", "auto (model dtype) | bfloat16 | float32 | fp8 (E4M3)");
   f->Value("served-model-name", "model name reported by the API");
   f->Value("device", "cpu | cuda");
   f->Value("num-threads", "CPU backend threads (0: all cores)");
@@ -32,6 +36,9 @@ Status EngineOptionsFromFlags(const Flags& f, EngineOptions* o) {
   o->model.tokenizer_path = f.GetString("tokenizer");
   o->model.load_format = f.GetString("load-format", o->model.load_format);
   o->model.dtype = f.GetString("dtype", o->model.dtype);
+  o->model.quantization = f.GetString("quantization", o->model.quantization);
+  o->model.quantization_scale = f.GetString("quantization-scale", o->model.quantization_scale);
+  o->cache.kv_cache_dtype = f.GetString("kv-cache-dtype", o->cache.kv_cache_dtype);
   o->model.served_model_name = f.GetString("served-model-name");
   KILN_ASSIGN_OR_RETURN(int64_t seed, f.GetInt("dummy-seed", 0));
   o->model.dummy_seed = static_cast<uint64_t>(seed);

@@ -14,7 +14,9 @@ void PrintUsage() {
       "  tokenize   JSON lines: text ⇄ ids, chat-template rendering (--model/--tokenizer PATH)\n"
       "  serve      OpenAI-compatible HTTP server (--model PATH --port 8000 ...)\n"
       "  bench      offline benchmarks: latency | throughput\n"
-      "  flow       workflows: run | validate | import (a Dify DSL file)\n",
+      "  flow       workflows: run | validate | import (a Dify DSL file)\n"
+      "  quantize   write an FP8 checkpoint (--model IN --quantization fp8 --out DIR)\n"
+      "  eval       accuracy of quantized configs vs the unquantized model (KL, top-1, ppl)\n",
       stderr);
 }
 
@@ -29,6 +31,8 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   if (cmd == "generate") return kiln::cli::RunGenerate(argc, argv);
   if (cmd == "tokenize") return kiln::cli::RunTokenize(argc, argv);
+  if (cmd == "quantize") return kiln::cli::RunQuantize(argc, argv);
+  if (cmd == "eval") return kiln::cli::RunEval(argc, argv);
 #ifdef KILN_HAVE_SERVE
   if (cmd == "serve") return RunServe(argc, argv);
 #endif

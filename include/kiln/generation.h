@@ -14,6 +14,16 @@
 // Two steps: Prepare() (render + tokenize + validate; CPU-heavy for long prompts, touches no
 // engine state) and Start() (submit; cheap). Generate() does both and waits.
 //
+// Example (blocking; the reply continues an assistant prefill and streams to stdout):
+//   Generator generator(engine);
+//   GenerationRequest r;
+//   r.messages = nlohmann::ordered_json::array({{{"role", "user"}, {"content", "Hi!"}}});
+//   r.assistant_prefill = "Well,";
+//   r.sampling.max_tokens = 64;
+//   auto result = generator.Generate(r, [](const GenerationDelta& d, const GenerationChoice&) {
+//     std::fputs(d.text.c_str(), stdout);
+//   });  // result->choices[0].text: the reply after "Well,"; result->usage: token counts
+//
 // Threading: Generator is immutable after construction and thread-safe. A Generation's events
 // (on_delta, then on_done exactly once) never run concurrently and arrive in order: through
 // `GenerationCallbacks::executor` when one is given (e.g. a connection's strand), else on the
@@ -138,7 +148,9 @@ struct GenerationCallbacks {
   std::function<void(const GenerationDelta& delta, const GenerationChoice& choice)> on_delta;
   // Called once, after the last choice finished.
   std::function<void(const GenerationResult& result)> on_done;
-  // Runs every event handler (including detokenization); null → the engine's output thread.
+  // Runs every event handler (including detokenization); null → the engine's output thread. It
+  // must run the tasks it is given in order, one at a time (a strand, a serial queue), and every
+  // one of them: a dropped task loses its events and on_done.
   std::function<void(std::function<void()>)> executor;
 };
 
@@ -171,8 +183,9 @@ class Generation final {
 
 class Generator final {
  public:
-  // `engine` must outlive the Generator and every Generation it started.
-  Generator(Engine* engine, GeneratorOptions options = {});
+  // `engine` must outlive the Generator and every Generation it started; `options` must be valid
+  // (Validate(); checked).
+  explicit Generator(Engine* engine, GeneratorOptions options = {});
   ~Generator();
   Generator(const Generator&) = delete;
   Generator& operator=(const Generator&) = delete;
@@ -185,8 +198,10 @@ class Generator final {
   // "stop_token_ids", "logprob_token_ids".
   StatusOr<PreparedGeneration> Prepare(GenerationRequest request,
                                        std::string* error_field = nullptr) const;
-  // Submits every choice. On an engine error (Engine::Submit's) nothing keeps running and no
-  // callback is called.
+  // Submits every choice at once (Engine::SubmitBatch: admitted in the same step). `prepared`
+  // comes from Prepare. On an engine error (reported as Engine::Submit reports it, e.g.
+  // InvalidArgument for sampling parameters, ResourceExhausted for a full queue) nothing runs and
+  // no callback is called.
   StatusOr<std::unique_ptr<Generation>> Start(PreparedGeneration prepared,
                                               GenerationCallbacks callbacks) const;
   // Prepare + Start + Wait. `on_delta` (optional) runs on the engine's output thread.
@@ -199,6 +214,12 @@ class Generator final {
   StatusOr<std::vector<int32_t>> RenderChat(const nlohmann::ordered_json& messages,
                                             const ChatTemplateOptions& options,
                                             bool add_special_tokens) const;
+
+  // A lower bound on the number of tokens a text of `num_bytes` bytes encodes to (0 without a
+  // tokenizer), so that callers can refuse an over-long text without tokenizing it. It allows a
+  // normalizer to shrink text 4× (NFKC, lowercase); a normalizer that deletes most of a text
+  // (Strip, Replace with "") could encode to fewer tokens.
+  size_t MinTokens(size_t num_bytes) const;
 
   const Tokenizer* tokenizer() const { return tokenizer_; }
   Engine* engine() const { return engine_; }

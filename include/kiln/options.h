@@ -16,6 +16,12 @@ struct ModelOptions {
   std::string load_format = "auto";  // "auto" | "dummy" (seeded random weights from config.json)
   uint64_t dummy_seed = 0;
   std::string dtype = "auto";   // "auto" | "float32" | "bfloat16" | "float16" (compute/storage)
+  // Linear-layer weight quantization, independent of dtype: "auto" (as the checkpoint stores them:
+  // dense, or its quantization_config), "none" (dense in dtype; a quantized checkpoint is
+  // dequantized), "fp8" (E4M3 weights quantized on the fly from a dense checkpoint, dynamic
+  // per-token FP8 activations). quantization_scale: "per-channel" (default) | "per-tensor".
+  std::string quantization = "auto";
+  std::string quantization_scale = "per-channel";
   std::string served_model_name;  // empty → derived from model_path
   Status Validate() const;
 };
@@ -27,6 +33,9 @@ struct CacheOptions {
   int64_t kv_cache_memory_bytes = int64_t{1} << 30;  // CPU backend KV budget
   double gpu_memory_utilization = 0.90;
   bool enable_prefix_caching = true;
+  // Element type of the KV cache, separate from the activations': "auto" (the model dtype) |
+  // "bfloat16" | "float32" | "fp8" (E4M3 with per-tensor scales; twice the tokens of bf16).
+  std::string kv_cache_dtype = "auto";
   Status Validate() const;
 };
 

@@ -6,19 +6,9 @@
 
 #include "common/check.h"
 #include "common/logging.h"
-#include "model/weights.h"
-
-#if defined(KILN_HAVE_STRUCTURED)
+#include "engine/backend_factory.h"
 #include "engine/structured_constraint.h"
-#endif
-#if defined(KILN_HAVE_CPU_BACKEND)
-#include "backend/cpu/cpu_backend.h"
-#endif
-#if defined(KILN_WITH_CUDA) && defined(KILN_HAVE_CUDA_BACKEND) && \
-    __has_include("backend/cuda/cuda_backend.h")
-#include "backend/cuda/cuda_backend.h"
-#define KILN_ENGINE_CUDA 1
-#endif
+#include "model/weights.h"
 
 namespace kiln {
 
@@ -108,37 +98,8 @@ std::string DeriveServedName(const std::string& path) {
 StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   KILN_RETURN_IF_ERROR(options.Validate());
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> model, LoadModel(options.model));
-  std::unique_ptr<Backend> backend;
-  if (options.device.device == "cpu") {
-#if defined(KILN_HAVE_CPU_BACKEND)
-    CpuBackendOptions cpu;
-    cpu.block_size = options.cache.block_size;
-    cpu.num_kv_blocks = options.cache.num_blocks;
-    cpu.kv_cache_memory_bytes = options.cache.kv_cache_memory_bytes;
-    cpu.num_threads = options.device.num_threads;
-    KILN_ASSIGN_OR_RETURN(backend, CreateCpuBackend(model, cpu));
-#else
-    return Status::Unimplemented("device \"cpu\": kiln was built without the CPU backend");
-#endif
-  } else {
-#if defined(KILN_ENGINE_CUDA)
-    CudaBackendOptions cuda;
-    cuda.device_id = options.device.cuda_device;
-    cuda.block_size = options.cache.block_size;
-    cuda.num_kv_blocks = options.cache.num_blocks;
-    cuda.gpu_memory_utilization = options.cache.gpu_memory_utilization;
-    cuda.max_num_batched_tokens = options.scheduler.max_num_batched_tokens;
-    cuda.max_num_seqs = options.scheduler.max_num_seqs;
-    cuda.max_model_len = options.scheduler.max_model_len;
-    cuda.enable_cuda_graphs = options.device.enable_cuda_graphs;
-    cuda.dtype = options.model.dtype == "auto" ? "bfloat16" : options.model.dtype;
-    KILN_ASSIGN_OR_RETURN(backend, CreateCudaBackend(model, cuda));
-#else
-    return Status::Unimplemented("device \"cuda\": kiln was built without CUDA");
-#endif
-  }
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(model, options));
   std::unique_ptr<Tokenizer> tokenizer;
-#if defined(KILN_HAVE_LOAD_TOKENIZER)
   const std::string tok_path = options.model.tokenizer_path.empty() ? options.model.model_path
                                                                     : options.model.tokenizer_path;
   StatusOr<std::unique_ptr<Tokenizer>> tok = LoadTokenizer(tok_path);
@@ -148,18 +109,15 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
     KILN_LOG(WARNING) << "no tokenizer loaded from " << tok_path << ": " << tok.status().ToString()
                       << " (the engine works on token ids only)";
   }
-#endif
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
                         Impl::CreateWithBackend(options, std::move(backend), std::move(tokenizer),
                                                 std::shared_ptr<const void>(model)));
-#if defined(KILN_HAVE_STRUCTURED)
   if (engine->tokenizer() != nullptr) {
     Impl::SetTokenConstraintFactory(
         engine.get(),
         MakeStructuredConstraintFactory(engine->tokenizer(), engine->model_info().vocab_size,
                                         engine->model_info().eos_token_ids));
   }
-#endif
   return engine;
 }
 

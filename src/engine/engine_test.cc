@@ -323,11 +323,6 @@ std::string SharedDir() {
 
 bool Exists(const std::string& p) { return std::ifstream(p).good(); }
 
-#if defined(KILN_HAVE_CPU_BACKEND)
-#define KILN_REQUIRE_CPU_BACKEND()
-#else
-#define KILN_REQUIRE_CPU_BACKEND() GTEST_SKIP() << "kiln built without the CPU backend"
-#endif
 
 std::unique_ptr<Engine> RealEngine(const std::string& model_dir, EngineOptions o = {}) {
   o.model.model_path = model_dir;
@@ -340,7 +335,6 @@ std::unique_ptr<Engine> RealEngine(const std::string& model_dir, EngineOptions o
 }
 
 #define KILN_REQUIRE_MODEL(dir) \
-  KILN_REQUIRE_CPU_BACKEND();   \
   if (!Exists(dir + "/config.json")) GTEST_SKIP() << "missing test model " << dir
 
 TEST(EngineRealModelTest, StoriesGreedyMatchesReference) {
@@ -356,10 +350,8 @@ TEST(EngineRealModelTest, StoriesGreedyMatchesReference) {
   EXPECT_EQ(engine->model_info().served_model_name, "hf");
   EXPECT_EQ(engine->model_info().max_model_len, 512);
   EXPECT_EQ(engine->model_info().eos_token_ids, std::vector<int32_t>{2});
-#if defined(KILN_HAVE_LOAD_TOKENIZER)
   ASSERT_NE(engine->tokenizer(), nullptr);  // tokenizer.json sits next to the weights
   EXPECT_EQ(engine->tokenizer()->vocab_size(), 512);
-#endif
   auto s = engine->Submit(Greedy({1}, 256));
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_EQ(Drain(s->get()), want);
@@ -502,9 +494,6 @@ TEST(EngineRealModelTest, ChunkedPrefillMatchesOneShotLogits) {
 TEST(EngineRealModelTest, ResponseFormatConstrainsTheOutput) {
   const std::string dir = SharedDir() + "/models/stories260K/hf";
   KILN_REQUIRE_MODEL(dir);
-#if !defined(KILN_HAVE_STRUCTURED) || !defined(KILN_HAVE_LOAD_TOKENIZER)
-  GTEST_SKIP() << "kiln built without structured output or tokenizer loading";
-#endif
   auto engine = RealEngine(dir);
   ASSERT_NE(engine, nullptr);
   ASSERT_NE(engine->tokenizer(), nullptr);

@@ -48,6 +48,13 @@ Status ModelOptions::Validate() const {
   if (dtype != "auto" && dtype != "float32" && dtype != "bfloat16" && dtype != "float16") {
     return Bad("dtype", "must be auto, float32, bfloat16 or float16, got \"" + dtype + "\"");
   }
+  if (quantization != "auto" && quantization != "none" && quantization != "fp8") {
+    return Bad("quantization", "must be auto, none or fp8, got \"" + quantization + "\"");
+  }
+  if (quantization_scale != "per-channel" && quantization_scale != "per-tensor") {
+    return Bad("quantization_scale",
+               "must be per-channel or per-tensor, got \"" + quantization_scale + "\"");
+  }
   return Status::Ok();
 }
 
@@ -64,6 +71,11 @@ Status CacheOptions::Validate() const {
   }
   if (!(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0)) {
     return Bad("gpu_memory_utilization", "must be in (0, 1], got " + Num(gpu_memory_utilization));
+  }
+  if (kv_cache_dtype != "auto" && kv_cache_dtype != "bfloat16" && kv_cache_dtype != "float32" &&
+      kv_cache_dtype != "fp8") {
+    return Bad("kv_cache_dtype",
+               "must be auto, bfloat16, float32 or fp8, got \"" + kv_cache_dtype + "\"");
   }
   return Status::Ok();
 }

@@ -66,6 +66,7 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
   void Dispatch(size_t index, RequestOutput out) {
     if (callbacks_.executor) {
       callbacks_.executor([self = shared_from_this(), index, out = std::move(out)]() mutable {
+        std::lock_guard<std::mutex> lock(self->serial_mu_);
         self->OnOutput(index, std::move(out));
       });
     } else {
@@ -193,7 +194,7 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
   std::vector<ChoiceState> choices_;  // sized in Setup, then touched only by OnOutput / Finish
   size_t num_done_ = 0;
   std::atomic<bool> cancelled_{false};
-  std::mutex serial_mu_;  // serializes OnOutput without an executor
+  std::mutex serial_mu_;  // serializes OnOutput (also behind an executor)
 
   std::mutex done_mu_;
   std::condition_variable done_cv_;
@@ -227,7 +228,16 @@ StatusOr<std::unique_ptr<Generation>> Generator::Start(PreparedGeneration prepar
   }
   // All choices go to the engine atomically: on an error nothing runs and no callback is called.
   auto submitted = engine_->SubmitBatch(std::move(requests), std::move(outputs));
-  if (!submitted.ok()) return submitted.status();
+  if (!submitted.ok()) {
+    // Every choice carries the same parameters: report the error as Engine::Submit would, without
+    // SubmitBatch's "request <i> of the batch: " context.
+    const Status& s = submitted.status();
+    const size_t context = s.message().find(" of the batch: ");
+    if (s.message().rfind("request ", 0) == 0 && context != std::string::npos) {
+      return Status(s.code(), s.message().substr(context + 15));
+    }
+    return s;
+  }
   return std::unique_ptr<Generation>(new Generation(std::move(impl)));
 }
 

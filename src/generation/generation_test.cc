@@ -292,6 +292,16 @@ TEST_F(GeneratorTest, PromptLengthChecks) {
   EXPECT_NE(p.status().message().find("at least"), std::string::npos) << p.status().message();
   EXPECT_EQ(field, "prompt");
   EXPECT_LT(ms, 200.0);
+
+  // The size bound never exceeds the real count.
+  const Tokenizer& tok = *generator_->tokenizer();
+  std::string prose;
+  while (prose.size() < 100000)
+    prose += "Once upon a time there was a girl. \xe4\xbd\xa0\xf0\x9f\x98\x80 ";
+  for (const std::string& text : {std::string(100000, 'a'), std::string(50000, ' '), prose}) {
+    EXPECT_LE(generator_->MinTokens(text.size()), tok.Encode(text, false).size()) << text.size();
+  }
+  EXPECT_GT(generator_->MinTokens(size_t{10} << 20), static_cast<size_t>(limit));
 }
 
 TEST_F(GeneratorTest, ErrorsNameTheField) {
@@ -328,6 +338,21 @@ TEST_F(GeneratorTest, ErrorsNameTheField) {
   EXPECT_NE(p.status().message().find("no chat template"), std::string::npos);
   r.chat_options.chat_template = "{{ messages[0]['content'] }}";  // per request
   EXPECT_TRUE(plain.Prepare(r).ok());
+
+  // An engine refusal at Start (parameters Prepare does not judge): Engine::Submit's error, and
+  // nothing runs.
+  GenerationRequest bad = Greedy("x", 4);
+  bad.n = 2;
+  bad.sampling.top_p = 0.0f;
+  auto prepared = generator_->Prepare(bad);
+  ASSERT_TRUE(prepared.ok()) << prepared.status().ToString();
+  auto started = generator_->Start(std::move(prepared).value(), {});
+  ASSERT_FALSE(started.ok());
+  EXPECT_EQ(started.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(started.status().message().find("top_p"), std::string::npos);
+  EXPECT_EQ(started.status().message().find("of the batch"), std::string::npos)
+      << started.status().message();
+  WaitIdle();
 }
 
 TEST_F(GeneratorTest, CancelEndsWithAbortAndStillReportsTheResult) {

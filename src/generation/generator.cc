@@ -4,6 +4,7 @@
 #include <random>
 #include <string>
 
+#include "common/check.h"
 #include "kiln/engine.h"
 #include "kiln/generation.h"
 
@@ -42,6 +43,7 @@ Status GeneratorOptions::Validate() const {
 
 Generator::Generator(Engine* engine, GeneratorOptions options)
     : engine_(engine), options_(std::move(options)), tokenizer_(engine->tokenizer()) {
+  KILN_CHECK(options_.Validate().ok()) << options_.Validate().message();
   const ModelInfo& info = engine_->model_info();
   vocab_size_ = info.vocab_size > 0 ? info.vocab_size
                                     : (tokenizer_ != nullptr ? tokenizer_->vocab_size() : 0);
@@ -120,12 +122,16 @@ Status Generator::CheckLength(size_t num_prompt_tokens, bool is_lower_bound,
   return Status::Ok();
 }
 
+size_t Generator::MinTokens(size_t num_bytes) const {
+  // Every token stands for at most max_token_bytes_ bytes of (normalized) text.
+  return max_token_bytes_ == 0 ? 0 : num_bytes / (max_token_bytes_ * kNormalizationSlack);
+}
+
 Status Generator::Encode(const std::string& text, const GenerationRequest& request,
                          std::vector<int32_t>* ids) const {
-  // Every token stands for at most max_token_bytes_ bytes of (normalized) text, so a text this
-  // long cannot fit: refuse it without spending the time to tokenize it.
-  if (max_token_bytes_ > 0 && max_model_len_ > 0) {
-    const size_t min_tokens = text.size() / (max_token_bytes_ * kNormalizationSlack);
+  // A text this long cannot fit: refuse it without spending the time to tokenize it.
+  if (max_model_len_ > 0) {
+    const size_t min_tokens = MinTokens(text.size());
     if (min_tokens > static_cast<size_t>(max_model_len_)) {
       int unused = 0;
       return CheckLength(min_tokens, /*is_lower_bound=*/true, request, &unused);

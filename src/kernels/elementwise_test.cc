@@ -138,7 +138,7 @@ struct RopeCase {
 };
 
 // The rotary table of a config with this head_dim and scaling, from the CPU twin.
-cpu::RopeTable RopeTableFor(int head_dim, RopeScaling::Type type) {
+RopeTable RopeTableFor(int head_dim, RopeScaling::Type type) {
   ModelConfig config;
   config.head_dim = head_dim;
   config.rope_theta = 500000.0;
@@ -146,7 +146,7 @@ cpu::RopeTable RopeTableFor(int head_dim, RopeScaling::Type type) {
   config.rope_scaling.type = type;
   config.rope_scaling.factor = type == RopeScaling::Type::kYarn ? 4.0 : 8.0;
   config.rope_scaling.original_max_position_embeddings = 8192;
-  return cpu::ComputeRopeTable(config);
+  return ComputeRopeTable(config);
 }
 
 TYPED_TEST(ElementwiseTest, RopeKvCacheMatchesReference) {
@@ -182,7 +182,7 @@ TYPED_TEST(ElementwiseTest, RopeKvCacheMatchesReference) {
       slots[t] = perm[t];
     }
     slots[3] = -1;  // padding token: no cache write
-    const cpu::RopeTable table = RopeTableFor(D, c.scaling);
+    const RopeTable table = RopeTableFor(D, c.scaling);
     const std::vector<float>& inv_freq = table.inv_freq;
     DeviceBuffer<T> d_qkv(qkv), d_qb(qb), d_kb(kb), d_vb(vb), d_qn(qn), d_kn(kn);
     DeviceBuffer<int32_t> d_pos(positions);

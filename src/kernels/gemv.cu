@@ -22,6 +22,7 @@ bool AliasesInput(const GemvParams<OutT>& p) {
 // the SiLU·mul epilogue needs its (gate, up) pair in one warp.
 template <int kRows, GemvPrologue kPro, GemvEpilogue kEpi, typename OutT>
 cudaError_t LaunchVec(const GemvParams<OutT>& p, cudaStream_t stream) {
+  const bool fp8 = p.w_fp8 != nullptr;
   // SiLU·mul: two pairs a warp (half the blocks again: the prologue before gate_up is paid per
   // block); RoPE: one pair (qkv is small, more blocks balance better).
   // Plain products reach this kernel only from kGemvRowKernelMaxRows + 1 rows (4+): two rows.
@@ -34,14 +35,22 @@ cudaError_t LaunchVec(const GemvParams<OutT>& p, cudaStream_t stream) {
   const int64_t blocks = (warps + kGemvWarps - 1) / kGemvWarps;
   const size_t smem =
       kPro == GemvPrologue::kNone ? 0 : static_cast<size_t>(p.in_features) * sizeof(__nv_bfloat16);
-  return LaunchPdl(GemvVecKernel<kRows, kWarpRows, kUnroll, kPro, kEpi, OutT>,
+  if (fp8) {
+    return LaunchPdl(GemvVecKernel<kRows, kWarpRows, kUnroll, kPro, kEpi, OutT, true>,
+                     dim3(static_cast<unsigned>(blocks)), dim3(kGemvWarps * 32), smem, stream, p);
+  }
+  return LaunchPdl(GemvVecKernel<kRows, kWarpRows, kUnroll, kPro, kEpi, OutT, false>,
                    dim3(static_cast<unsigned>(blocks)), dim3(kGemvWarps * 32), smem, stream, p);
 }
 
 // A plain product of kRows activation rows: kGemvSplit warps per output row, one row per block.
 template <int kRows, typename OutT>
 cudaError_t LaunchRow(const GemvParams<OutT>& p, cudaStream_t stream) {
-  return LaunchPdl(GemvRowKernel<kRows, OutT>, dim3(static_cast<unsigned>(p.out_features)),
+  if (p.w_fp8 != nullptr) {
+    return LaunchPdl(GemvRowKernel<kRows, OutT, true>, dim3(static_cast<unsigned>(p.out_features)),
+                     dim3(kGemvSplit * 32), 0, stream, p);
+  }
+  return LaunchPdl(GemvRowKernel<kRows, OutT, false>, dim3(static_cast<unsigned>(p.out_features)),
                    dim3(kGemvSplit * 32), 0, stream, p);
 }
 
@@ -84,11 +93,13 @@ cudaError_t Gemv(const GemvParams<OutT>& params, cudaStream_t stream) {
   if (p.out_features > 0x7fffffff) return cudaErrorInvalidValue;  // grid.x (GemvRowKernel)
   const GemvPrologueParams& q = p.prologue;
   const bool prologue = q.kind == GemvPrologue::kAddRmsNorm;
+  const bool fp8 = p.w_fp8 != nullptr;
+  if (fp8 && (p.w != nullptr || p.w_scale == nullptr)) return cudaErrorInvalidValue;
+  const bool weights_ok = fp8 ? Aligned16(p.w_fp8) : p.w != nullptr && Aligned16(p.w);
   if (prologue || p.silu_mul_epilogue || p.rope.enabled) {
-    const bool ok = p.rows == 1 && p.in_features % 8 == 0 &&
+    const bool ok = p.rows == 1 && p.in_features % (fp8 ? 16 : 8) == 0 &&
                     (!p.silu_mul_epilogue || p.out_features % 2 == 0) &&
-                    (!p.rope.enabled || RopeArgsOk(p)) && p.w != nullptr && p.y != nullptr &&
-                    Aligned16(p.w) &&
+                    (!p.rope.enabled || RopeArgsOk(p)) && weights_ok && p.y != nullptr &&
                     (prologue ? p.in_features <= kGemvPrologueMaxFeatures && !AliasesInput(p) &&
                                     q.residual != nullptr && q.norm_weight != nullptr &&
                                     Aligned16(q.residual) && Aligned16(q.norm_weight) &&
@@ -103,9 +114,9 @@ cudaError_t Gemv(const GemvParams<OutT>& params, cudaStream_t stream) {
     return LaunchFused<GemvPrologue::kNone>(p, stream);
   }
   if (p.rows == 0 || p.out_features == 0) return cudaSuccess;
-  if (p.x == nullptr || p.w == nullptr || p.y == nullptr) return cudaErrorInvalidValue;
-  const bool vectorized =
-      p.in_features % 8 == 0 && p.ldx % 8 == 0 && Aligned16(p.x) && Aligned16(p.w);
+  if (p.x == nullptr || (p.w == nullptr && !fp8) || p.y == nullptr) return cudaErrorInvalidValue;
+  const bool vectorized = p.in_features % (fp8 ? 16 : 8) == 0 && p.ldx % 8 == 0 &&
+                          Aligned16(p.x) && (fp8 ? Aligned16(p.w_fp8) : Aligned16(p.w));
   if (!vectorized) {
     const int64_t blocks = (p.out_features + kGemvWarps - 1) / kGemvWarps;
     return LaunchPdl(GemvScalarKernel<OutT>, dim3(static_cast<unsigned>(blocks)),

@@ -38,6 +38,7 @@
 
 #include "kernels/activation.cuh"
 #include "kernels/common.cuh"
+#include "kernels/fp8.cuh"
 #include "kernels/gemv.h"
 #include "kernels/pdl.cuh"
 #include "kernels/rms_norm.cuh"
@@ -67,8 +68,59 @@ __device__ __forceinline__ void GemvUnpack(const uint4& v, float* out) {
   }
 }
 
+// Weight elements per 16-byte vector: 8 bf16 or 16 E4M3.
+template <bool kFp8>
+constexpr int kGemvVecElems = kFp8 ? 16 : 8;
+
+template <bool kFp8>
+__device__ __forceinline__ void GemvUnpackW(const uint4& v, float* out) {
+  if constexpr (kFp8) {
+    Fp8Unpack16(v, out);
+  } else {
+    GemvUnpack(v, out);
+  }
+}
+
+// x elements [i · kGemvVecElems, (i + 1) · kGemvVecElems) of a bf16 row (as 16-byte vectors).
+template <bool kFp8>
+__device__ __forceinline__ void GemvLoadX(const uint4* row, int64_t i, float* out) {
+  if constexpr (kFp8) {
+    GemvUnpack(__ldg(row + 2 * i), out);
+    GemvUnpack(__ldg(row + 2 * i + 1), out + 8);
+  } else {
+    GemvUnpack(__ldg(row + i), out);
+  }
+}
+
+// The same from shared memory (the prologue's x row).
+template <bool kFp8>
+__device__ __forceinline__ void GemvLoadXShared(const uint4* row, int64_t i, float* out) {
+  if constexpr (kFp8) {
+    GemvUnpack(row[2 * i], out);
+    GemvUnpack(row[2 * i + 1], out + 8);
+  } else {
+    GemvUnpack(row[i], out);
+  }
+}
+
+template <bool kFp8, typename OutT>
+__device__ __forceinline__ const uint4* GemvWeightRow(const GemvParams<OutT>& p, int64_t o) {
+  if constexpr (kFp8) {
+    return reinterpret_cast<const uint4*>(p.w_fp8 + o * p.in_features);
+  } else {
+    return reinterpret_cast<const uint4*>(p.w + o * p.in_features);
+  }
+}
+
+// The FP8 row scale (1 for bf16 weights).
+template <typename OutT>
+__device__ __forceinline__ float GemvRowScale(const GemvParams<OutT>& p, int64_t o) {
+  return p.w_scale != nullptr ? p.w_scale[o] : 1.0f;
+}
+
 template <typename OutT>
 __device__ __forceinline__ void GemvStore(const GemvParams<OutT>& p, int r, int64_t o, float v) {
+  if (p.w_scale != nullptr) v *= p.w_scale[o];
   if (p.bias != nullptr) v += ToFloat(p.bias[o]);
   p.y[r * p.ldy + o] = FromFloat<OutT>(v);
 }
@@ -161,8 +213,9 @@ __device__ __forceinline__ int64_t GemvPairRow(const GemvParams<OutT>& p, int64_
 // prologue (kRows == 1) x comes from dynamic shared memory of in_features bf16. Pairing epilogues
 // (kRows == 1, kWarpRows == 2): warp w computes pair w.
 template <int kRows, int kWarpRows, int kUnroll, GemvPrologue kPro, GemvEpilogue kEpi,
-          typename OutT>
+          typename OutT, bool kFp8>
 __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT> p) {
+  constexpr int kElems = kGemvVecElems<kFp8>;
   constexpr bool kPairs = kEpi != GemvEpilogue::kStore;
   static_assert(kPro == GemvPrologue::kNone || kRows == 1, "the prologue computes one row of x");
   static_assert(!kPairs || (kRows == 1 && kWarpRows % 2 == 0), "pairs: 1 row, whole pairs");
@@ -180,7 +233,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
     PdlWait();
     return;
   }
-  const int64_t num_vecs = p.in_features / 8;
+  const int64_t num_vecs = p.in_features / kElems;
   const uint4* w_rows[kWarpRows];
 #pragma unroll
   for (int j = 0; j < kWarpRows; ++j) {
@@ -190,7 +243,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
     } else {
       o = min(row0 + j, rows_end - 1);
     }
-    w_rows[j] = reinterpret_cast<const uint4*>(p.w + o * p.in_features);
+    w_rows[j] = GemvWeightRow<kFp8>(p, o);
   }
   const uint4* x_rows[kRows];
 #pragma unroll
@@ -221,21 +274,21 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t i = base + u * 32;
       if (i < num_vecs) {
-        float wf[kWarpRows][8];
+        float wf[kWarpRows][kElems];
 #pragma unroll
-        for (int j = 0; j < kWarpRows; ++j) GemvUnpack(wv[u][j], wf[j]);
+        for (int j = 0; j < kWarpRows; ++j) GemvUnpackW<kFp8>(wv[u][j], wf[j]);
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
-          float xf[8];
+          float xf[kElems];
           if constexpr (kPrologue) {
-            GemvUnpack(gemv_x_smem[i], xf);
+            GemvLoadXShared<kFp8>(gemv_x_smem, i, xf);
           } else {
-            GemvUnpack(__ldg(x_rows[r] + i), xf);
+            GemvLoadX<kFp8>(x_rows[r], i, xf);
           }
 #pragma unroll
           for (int j = 0; j < kWarpRows; ++j) {
 #pragma unroll
-            for (int e = 0; e < 8; ++e) acc[r][j] = fmaf(xf[e], wf[j][e], acc[r][j]);
+            for (int e = 0; e < kElems; ++e) acc[r][j] = fmaf(xf[e], wf[j][e], acc[r][j]);
           }
         }
       }
@@ -260,6 +313,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
           o[j] = GemvPairRow<kEpi>(p, pair, j);
+          if constexpr (kFp8) v[j] *= GemvRowScale(p, o[j]);
           if (p.bias != nullptr) v[j] += ToFloat(p.bias[o[j]]);
           v[j] = ToFloat(FromFloat<OutT>(v[j]));  // as the plain Gemv stores it
         }
@@ -303,14 +357,15 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvVecKernel(GemvParams<OutT
 // computing output row blockIdx.x for every activation row (each weight vector is loaded once and
 // multiplied by the kRows x vectors). Requires in_features % 8 == 0, ldx % 8 == 0 and 16-byte
 // aligned w and x.
-template <int kRows, typename OutT>
+template <int kRows, typename OutT, bool kFp8>
 __global__ void __launch_bounds__(kGemvSplit * 32) GemvRowKernel(GemvParams<OutT> p) {
+  constexpr int kElems = kGemvVecElems<kFp8>;
   __shared__ float partial[kRows][kGemvSplit];
   const int lane = threadIdx.x & 31;
   const int part = threadIdx.x >> 5;
   const int64_t row = blockIdx.x;
-  const uint4* w = reinterpret_cast<const uint4*>(p.w + row * p.in_features);
-  const int64_t num_vecs = p.in_features / 8;
+  const uint4* w = GemvWeightRow<kFp8>(p, row);
+  const int64_t num_vecs = p.in_features / kElems;
   constexpr int64_t kStride = 32 * kGemvSplit;
   int64_t i = part * 32 + lane;
   // The weights do not depend on the previous kernel: the first load is in flight while it still
@@ -320,14 +375,14 @@ __global__ void __launch_bounds__(kGemvSplit * 32) GemvRowKernel(GemvParams<OutT
   float acc[kRows] = {};
   for (; i < num_vecs; i += kStride) {
     const uint4 next = i + kStride < num_vecs ? GemvLoadStreaming(w + i + kStride) : uint4{};
-    float wf[8];
-    GemvUnpack(wv, wf);
+    float wf[kElems];
+    GemvUnpackW<kFp8>(wv, wf);
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-      float xf[8];
-      GemvUnpack(__ldg(reinterpret_cast<const uint4*>(p.x + r * p.ldx) + i), xf);
+      float xf[kElems];
+      GemvLoadX<kFp8>(reinterpret_cast<const uint4*>(p.x + r * p.ldx), i, xf);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) acc[r] = fmaf(xf[e], wf[e], acc[r]);
+      for (int e = 0; e < kElems; ++e) acc[r] = fmaf(xf[e], wf[e], acc[r]);
     }
     wv = next;
   }
@@ -355,10 +410,15 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvScalarKernel(GemvParams<O
   PdlLaunchDependents();
   PdlWait();
   if (o >= p.out_features) return;
-  const __nv_bfloat16* w_row = p.w + o * p.in_features;
   float acc[kGemvMaxRows] = {};
   for (int64_t i = lane; i < p.in_features; i += 32) {
-    const float w = ToFloat(w_row[i]);
+    float w;
+    if (p.w_fp8 != nullptr) {
+      const uint8_t b = p.w_fp8[o * p.in_features + i];
+      w = Fp8x2ToFloat2(static_cast<uint16_t>(b)).x;
+    } else {
+      w = ToFloat(p.w[o * p.in_features + i]);
+    }
 #pragma unroll
     for (int r = 0; r < kGemvMaxRows; ++r) {
       if (r < p.rows) acc[r] = fmaf(ToFloat(p.x[r * p.ldx + i]), w, acc[r]);

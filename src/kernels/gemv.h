@@ -81,7 +81,7 @@ struct GemvRopeParams {
 template <typename OutT>
 struct GemvParams {
   const __nv_bfloat16* x = nullptr;  // [rows, ldx]
-  const __nv_bfloat16* w = nullptr;  // [out_features, in_features]
+  const __nv_bfloat16* w = nullptr;  // [out_features, in_features]; nullptr when w_fp8 is set
   const OutT* bias = nullptr;        // [out_features] or nullptr
   OutT* y = nullptr;                 // [rows, ldy]
   int rows = 0;                      // 1..kGemvMaxRows
@@ -108,6 +108,11 @@ struct GemvParams {
   // k and v parts of y are not written. Needs rows == 1, OutT bf16, even head_dim and
   // out_features == (num_heads + 2 num_kv_heads) · head_dim; not with silu_mul_epilogue.
   GemvRopeParams rope;
+  // FP8 weights instead of w (W8A16; w stays nullptr): E4M3 bytes [out_features, in_features]
+  // and one float32 scale per output row, y = (x · q_row) × w_scale[row] (+ bias); the
+  // vectorized kernels need in_features % 16 == 0. Every kernel and fusion above supports it.
+  const uint8_t* w_fp8 = nullptr;
+  const float* w_scale = nullptr;  // [out_features] (with w_fp8)
 };
 
 template <typename OutT>

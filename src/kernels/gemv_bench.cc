@@ -6,10 +6,6 @@
 // through enough weight copies (>= 256 MB) that no call finds its weights in L2; each figure is
 // the median of 15 timed passes (CUDA events) after 3 warm-up passes. Last, the batch-1 fusions
 // (gemv.h: add+RMSNorm prologue, SiLU·mul epilogue) against the kernels they replace, per call.
-// Then kernels::SkinnyGemm (tensor-core product for 2..64 rows, every tile variant) against
-// cuBLASLt at 2..64 rows, cold weights (>= 400 MB of copies cycled), with the same step sum.
-// `gemv_bench --skinny` runs only that last table; `gemv_bench --skinny-one ROWS SHAPE VARIANT`
-// makes 20 calls of one SkinnyGemm product (shape index 0..4 as listed; for a profiler).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -25,7 +21,6 @@
 #include "kernels/gemv.h"
 #include "kernels/rms_norm.h"
 #include "kernels/bench_util.h"
-#include "kernels/skinny_gemm.h"
 
 namespace {
 
@@ -138,29 +133,9 @@ cudaError_t RunCublasLt(kiln::cuda::Gemm& gemm, const bf16* x, const bf16* w, vo
   return ok ? cudaSuccess : cudaErrorUnknown;
 }
 
-// One kernels::SkinnyGemm product y = x w^T of OutT outputs with the given tile variant and split.
-template <typename OutT>
-cudaError_t RunSkinny(const bf16* x, const bf16* w, void* y, int rows, const Shape& s, void* ws,
-                      size_t ws_bytes, int variant, int blocks_per_sm) {
-  kiln::kernels::SkinnyGemmParams<OutT> p;
-  p = {x, w, nullptr, static_cast<OutT*>(y), rows, s.out, s.in};
-  p.workspace = ws;
-  p.workspace_bytes = ws_bytes;
-  p.variant = variant;
-  p.split_blocks_per_sm = blocks_per_sm;
-  return kiln::kernels::SkinnyGemm(p, nullptr);
-}
-
-// SkinnyGemm in several (tile variant, split-K target) configurations (skinny_gemm.cu; the first
-// column is the default) vs cuBLASLt at 2..64 rows. Weight copies are carved from one pool of
-// >= 1.1 GB, so that every shape cycles >= 400 MB (lm_head: one 1.09 GB copy) and no call finds
-// its weights in L2.
-void SkinnyBench(double copy_gbs, kiln::cuda::Gemm& gemm, const Shape* shapes, int num_shapes);
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool skinny_only = argc > 1 && std::string(argv[1]) == "--skinny";
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
@@ -186,32 +161,6 @@ int main(int argc, char** argv) {
                           {"gate_up", 37888, 3584, 28, false}, {"down", 3584, 18944, 28, false},
                           {"lm_head", 152064, 3584, 1, true}};
   gemm.set_gemv_max_rows(0);
-  if (skinny_only) {
-    SkinnyBench(copy_gbs, gemm, shapes, 5);
-    return 0;
-  }
-  if (argc == 5 && std::string(argv[1]) == "--skinny-one") {
-    const int rows = std::atoi(argv[2]);
-    const Shape& s = shapes[std::clamp(std::atoi(argv[3]), 0, 4)];
-    namespace k = kiln::kernels;
-    bf16 *w = nullptr, *x = nullptr, *y = nullptr;
-    CHECK_CUDA(cudaMalloc(&w, s.out * s.in * sizeof(bf16)));
-    CHECK_CUDA(cudaMemset(w, 0x3c, s.out * s.in * sizeof(bf16)));
-    CHECK_CUDA(cudaMalloc(&x, 64 * s.in * sizeof(bf16)));
-    CHECK_CUDA(cudaMemset(x, 0x3c, 64 * s.in * sizeof(bf16)));
-    CHECK_CUDA(cudaMalloc(&y, 64 * s.out * sizeof(bf16)));
-    void* ws = nullptr;
-    const size_t ws_bytes = k::SkinnyGemmMaxWorkspaceBytes();
-    CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
-    CHECK_CUDA(cudaMemset(ws, 0, ws_bytes));
-    const int variant = std::atoi(argv[4]);
-    for (int i = 0; i < 20; ++i) {
-      CHECK_CUDA(RunSkinny<bf16>(x, w, y, rows, s, ws, ws_bytes, variant, 0));
-    }
-    CHECK_CUDA(cudaDeviceSynchronize());
-    std::printf("%s rows %d variant %d: 20 calls\n", s.name, rows, variant);
-    return 0;
-  }
   std::printf("%-8s %4s %8s %6s | %18s | %18s\n", "gemm", "rows", "N", "K", "gemv us GB/s",
               "cublasLt us GB/s");
   for (int rows : {1, 2, 3, 4, 8}) {
@@ -271,89 +220,5 @@ int main(int argc, char** argv) {
                 step[1] / floor_ms);
   }
   PrologueBench(copy_gbs);
-  std::printf("\n");
-  SkinnyBench(copy_gbs, gemm, shapes, 5);
   return 0;
 }
-
-namespace {
-
-void SkinnyBench(double copy_gbs, kiln::cuda::Gemm& gemm, const Shape* shapes, int num_shapes) {
-  namespace k = kiln::kernels;
-  // (variant, split blocks per SM) of each SkinnyGemm column; cuBLASLt is the last column.
-  struct Config {
-    int variant, blocks_per_sm;
-  };
-  const Config configs[] = {{0, 4}, {0, 2}, {1, 2}, {1, 4}, {2, 4}, {3, 4}};
-  constexpr int kConfigs = sizeof(configs) / sizeof(configs[0]);
-  size_t pool_bytes = size_t{1} << 30;
-  for (int i = 0; i < num_shapes; ++i) {
-    pool_bytes = std::max(pool_bytes, static_cast<size_t>(shapes[i].out) * shapes[i].in * 2);
-  }
-  char* pool = nullptr;
-  CHECK_CUDA(cudaMalloc(&pool, pool_bytes));
-  CHECK_CUDA(cudaMemset(pool, 0x3c, pool_bytes));  // bf16 0x3c3c ≈ 0.0115
-  const size_t ws_bytes = 2 * k::SkinnyGemmMaxWorkspaceBytes();  // 128-feature tiles too
-  void* ws = nullptr;
-  CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
-  CHECK_CUDA(cudaMemset(ws, 0, ws_bytes));
-  bf16* x = nullptr;
-  void* y = nullptr;
-  CHECK_CUDA(cudaMalloc(&x, 64 * 18944 * sizeof(bf16)));
-  CHECK_CUDA(cudaMemset(x, 0x3c, 64 * 18944 * sizeof(bf16)));
-  CHECK_CUDA(cudaMalloc(&y, 64 * size_t{152064} * sizeof(float)));
-  std::printf("SkinnyGemm vA/B = tile variant A (skinny_gemm.cu), split to B blocks per SM, vs "
-              "cuBLASLt; us, %% of copy bw\n");
-  std::printf("%-8s %4s %8s %6s |", "gemm", "rows", "N", "K");
-  for (const Config& c : configs) std::printf("    skinny v%d/%d |", c.variant, c.blocks_per_sm);
-  std::printf("        cublasLt |\n");
-  for (int rows : {2, 4, 8, 16, 32, 64}) {
-    double step[kConfigs + 1] = {}, step_bytes = 0;
-    for (int si = 0; si < num_shapes; ++si) {
-      const Shape& s = shapes[si];
-      const size_t w_bytes = static_cast<size_t>(s.out) * s.in * sizeof(bf16);
-      const int copies = static_cast<int>(pool_bytes / w_bytes);
-      double ms[kConfigs + 1];
-      for (int v = 0; v <= kConfigs; ++v) {
-        ms[v] = MedianMs(
-            [&] {
-              for (int c = 0; c < copies; ++c) {
-                const bf16* w = reinterpret_cast<const bf16*>(pool + c * w_bytes);
-                if (v == kConfigs) {
-                  CHECK_CUDA(RunCublasLt(gemm, x, w, y, rows, s));
-                } else if (s.float_out) {
-                  CHECK_CUDA(RunSkinny<float>(x, w, y, rows, s, ws, ws_bytes, configs[v].variant,
-                                              configs[v].blocks_per_sm));
-                } else {
-                  CHECK_CUDA(RunSkinny<bf16>(x, w, y, rows, s, ws, ws_bytes, configs[v].variant,
-                                             configs[v].blocks_per_sm));
-                }
-              }
-            },
-            copies);
-      }
-      std::printf("%-8s %4d %8lld %6lld |", s.name, rows, static_cast<long long>(s.out),
-                  static_cast<long long>(s.in));
-      for (int v = 0; v <= kConfigs; ++v) {
-        const double gbs = w_bytes / (ms[v] * 1e-3) / 1e9;
-        std::printf(" %7.1f %5.0f%% |", ms[v] * 1e3, 100 * gbs / copy_gbs);
-        step[v] += ms[v] * s.per_step;
-      }
-      std::printf("\n");
-      step_bytes += static_cast<double>(w_bytes) * s.per_step;
-    }
-    const double floor_ms = step_bytes / (copy_gbs * 1e9) * 1e3;
-    std::printf("step GEMMs, %d rows: floor %.3f ms |", rows, floor_ms);
-    for (int v = 0; v < kConfigs; ++v) {
-      std::printf(" v%d/%d %.3f (%.2fx) |", configs[v].variant, configs[v].blocks_per_sm, step[v],
-                  step[v] / floor_ms);
-    }
-    std::printf(" cublasLt %.3f ms (%.2fx)\n\n", step[kConfigs], step[kConfigs] / floor_ms);
-  }
-  CHECK_CUDA(cudaFree(pool));
-  CHECK_CUDA(cudaFree(ws));
-  CHECK_CUDA(cudaFree(x));
-  CHECK_CUDA(cudaFree(y));
-}
-
-}  // namespace

@@ -9,7 +9,7 @@
 // is still rotated.
 // RoPE: angle = float(pos) * inv_freq[i] (float32, as HF); c = cos(angle) * attention_scaling,
 // s = sin(angle) * attention_scaling. rotate-half pairs (x[i], x[i + D/2]); interleaved pairs
-// (x[2i], x[2i+1]); (a, b) → (a c - b s, b c + a s). inv_freq comes from cpu::ComputeRopeTable
+// (x[2i], x[2i+1]); (a, b) → (a c - b s, b c + a s). inv_freq comes from ComputeRopeTable
 // (llama3 / linear / dynamic / yarn scaling already applied).
 // KV cache layout: [num_blocks, block_size, num_kv_heads, head_dim] = [num_slots, Hkv, D]; token
 // t's head h goes to element (slot_mapping[t] * Hkv + h) * D.

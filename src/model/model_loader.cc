@@ -5,6 +5,8 @@
 #include "common/logging.h"
 #include "model/gguf.h"
 #include "model/mapped_file.h"
+#include "model/quantization_config.h"
+#include "model/quantized_weights.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 
@@ -80,16 +82,31 @@ StatusOr<std::shared_ptr<const LoadedModel>> LoadHfDirectory(const ModelOptions&
   } else if (options.load_format == "auto" || options.load_format == "safetensors") {
     model->format = "safetensors";
     KILN_ASSIGN_OR_RETURN(SafetensorsModel st, SafetensorsModel::Open(options.model_path));
+    KILN_ASSIGN_OR_RETURN(std::string config_text,
+                          ReadFileToString(options.model_path + "/config.json"));
+    StatusOr<CheckpointQuantization> quantization = ParseQuantizationConfig(config_text);
+    if (!quantization.ok())
+      return quantization.status().WithContext(options.model_path + "/config.json");
     ForEachHfTensor(c, &model->weights,
                     [&](Tensor* t, const std::string& name, std::vector<int64_t>, bool) {
                       if (!status.ok()) return;
-                      StatusOr<Tensor> got = st.GetTensor(name);
+                      // A tied checkpoint may store the shared matrix as lm_head.weight only
+                      // (HF loads either name into both).
+                      const bool tied_lm_head_only = name == "model.embed_tokens.weight" &&
+                                                     c.tie_word_embeddings && !st.Has(name) &&
+                                                     st.Has("lm_head.weight");
+                      StatusOr<Tensor> got =
+                          st.GetTensor(tied_lm_head_only ? "lm_head.weight" : name);
                       if (!got.ok()) {
                         status = got.status();
                         return;
                       }
                       *t = std::move(got).value();
                     });
+    KILN_RETURN_IF_ERROR(status.WithContext(options.model_path));
+    status = LoadQuantizedProjections(st, *quantization, &model->weights);
+    if (status.ok() && options.quantization == "none")
+      status = DequantizeProjections(&model->weights);
     KILN_RETURN_IF_ERROR(status.WithContext(options.model_path));
   } else {
     return Status::InvalidArgument("load_format '" + options.load_format + "' is not supported");

@@ -110,9 +110,13 @@ StatusOr<Tensor> SafetensorsFile::GetTensor(const std::string& tensor_name) cons
     t.dtype = DType::kF16;
   } else if (info.dtype == "BF16") {
     t.dtype = DType::kBF16;
+  } else if (info.dtype == "F8_E4M3") {
+    t.dtype = DType::kF8E4M3;
+  } else if (info.dtype == "I8") {
+    t.dtype = DType::kI8;
   } else {
     return Status::Unimplemented(name_ + ": tensor '" + tensor_name + "' has dtype " + info.dtype +
-                                 " (supported: F32, F16, BF16)");
+                                 " (supported: F32, F16, BF16, F8_E4M3, I8)");
   }
   t.shape = info.shape;
   t.data = raw.second;

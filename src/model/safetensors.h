@@ -42,7 +42,7 @@ class SafetensorsFile final {
   const std::string& name() const { return name_; }
   const std::map<std::string, SafetensorsTensorInfo>& tensors() const { return tensors_; }
   bool Has(const std::string& tensor_name) const { return tensors_.count(tensor_name) > 0; }
-  // A float tensor (F32/F16/BF16) as a Tensor view; other dtypes → kUnimplemented.
+  // An F32/F16/BF16/F8_E4M3/I8 tensor as a Tensor view; other dtypes → kUnimplemented.
   StatusOr<Tensor> GetTensor(const std::string& tensor_name) const;
   // The raw bytes of any tensor, with its info (for I32/I64 tensors in reference files).
   StatusOr<std::pair<const SafetensorsTensorInfo*, const uint8_t*>> GetRaw(

@@ -3,6 +3,8 @@
 #include <set>
 
 #include "common/check.h"
+#include "model/linear_weight.h"
+#include "model/quantized_weights.h"
 
 namespace kiln {
 
@@ -16,6 +18,10 @@ std::string_view DTypeName(DType dtype) {
       return "BF16";
     case DType::kQ8_0:
       return "Q8_0";
+    case DType::kF8E4M3:
+      return "F8_E4M3";
+    case DType::kI8:
+      return "I8";
   }
   return "?";
 }
@@ -29,6 +35,9 @@ size_t DTypeSize(DType dtype) {
       return 2;
     case DType::kQ8_0:
       return 0;
+    case DType::kF8E4M3:
+    case DType::kI8:
+      return 1;
   }
   return 0;
 }
@@ -62,6 +71,16 @@ void Tensor::ToFloat(int64_t begin, int64_t count, float* out) const {
         std::memcpy(&v, p + i * 2, 2);
         out[i] = BFloat16ToFloat(v);
       }
+      return;
+    }
+    case DType::kF8E4M3: {
+      const uint8_t* p = static_cast<const uint8_t*>(data) + begin;
+      for (int64_t i = 0; i < count; ++i) out[i] = Fp8E4M3ToFloat(p[i]);
+      return;
+    }
+    case DType::kI8: {
+      const int8_t* p = static_cast<const int8_t*>(data) + begin;
+      for (int64_t i = 0; i < count; ++i) out[i] = static_cast<float>(p[i]);
       return;
     }
     case DType::kQ8_0:
@@ -126,6 +145,29 @@ Status CheckTensor(const Tensor& t, const std::string& name, std::vector<int64_t
   return Status::Ok();
 }
 
+// A projection: dense like any tensor, or quantized in weights.quantization's format with scales
+// that LinearWeight::Validate accepts.
+Status CheckProjection(const LlamaWeights& w, const Tensor& t,
+                       const LlamaWeights::Layer::Scales& scales, const std::string& name,
+                       std::vector<int64_t> want) {
+  if (w.quantization.dense()) {
+    if (scales.weight.defined() || scales.input.defined())
+      return Status::InvalidArgument("tensor " + name + " has scales but the weights are dense");
+    return CheckTensor(t, name, std::move(want), true);
+  }
+  if (!t.defined()) return Status::NotFound("missing tensor " + name);
+  const LinearWeight lw = ProjectionLinearWeight(w.quantization, t, scales, name);
+  if (lw.out_features != want[0] || lw.in_features != want[1])
+    return Status::InvalidArgument("tensor " + name + " is [" + std::to_string(lw.out_features) +
+                                   ", " + std::to_string(lw.in_features) + "], expected [" +
+                                   std::to_string(want[0]) + ", " + std::to_string(want[1]) + "]");
+  KILN_RETURN_IF_ERROR(lw.Validate());
+  if (!t.is_dummy() &&
+      (t.data == nullptr || t.size_bytes != static_cast<size_t>(t.numel()) * DTypeSize(t.dtype)))
+    return Status::DataLoss("tensor " + name + " has inconsistent data size");
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status ValidateWeights(const ModelConfig& c, const LlamaWeights& w) {
@@ -141,20 +183,22 @@ Status ValidateWeights(const ModelConfig& c, const LlamaWeights& w) {
     const LlamaWeights::Layer& l = w.layers[i];
     const std::string p = "layers." + std::to_string(i) + ".";
     KILN_RETURN_IF_ERROR(CheckTensor(l.input_layernorm, p + "input_layernorm", {h}, true));
-    KILN_RETURN_IF_ERROR(CheckTensor(l.q_proj, p + "q_proj", {q, h}, true));
-    KILN_RETURN_IF_ERROR(CheckTensor(l.k_proj, p + "k_proj", {kv, h}, true));
-    KILN_RETURN_IF_ERROR(CheckTensor(l.v_proj, p + "v_proj", {kv, h}, true));
+    KILN_RETURN_IF_ERROR(CheckProjection(w, l.q_proj, l.q_scales, p + "q_proj", {q, h}));
+    KILN_RETURN_IF_ERROR(CheckProjection(w, l.k_proj, l.k_scales, p + "k_proj", {kv, h}));
+    KILN_RETURN_IF_ERROR(CheckProjection(w, l.v_proj, l.v_scales, p + "v_proj", {kv, h}));
     KILN_RETURN_IF_ERROR(CheckTensor(l.q_bias, p + "q_bias", {q}, c.attention_bias));
     KILN_RETURN_IF_ERROR(CheckTensor(l.k_bias, p + "k_bias", {kv}, c.attention_bias));
     KILN_RETURN_IF_ERROR(CheckTensor(l.v_bias, p + "v_bias", {kv}, c.attention_bias));
     KILN_RETURN_IF_ERROR(CheckTensor(l.q_norm, p + "q_norm", {d}, c.qk_norm));
     KILN_RETURN_IF_ERROR(CheckTensor(l.k_norm, p + "k_norm", {d}, c.qk_norm));
-    KILN_RETURN_IF_ERROR(CheckTensor(l.o_proj, p + "o_proj", {h, q}, true));
+    KILN_RETURN_IF_ERROR(CheckProjection(w, l.o_proj, l.o_scales, p + "o_proj", {h, q}));
     KILN_RETURN_IF_ERROR(
         CheckTensor(l.post_attention_layernorm, p + "post_attention_layernorm", {h}, true));
-    KILN_RETURN_IF_ERROR(CheckTensor(l.gate_proj, p + "gate_proj", {inter, h}, true));
-    KILN_RETURN_IF_ERROR(CheckTensor(l.up_proj, p + "up_proj", {inter, h}, true));
-    KILN_RETURN_IF_ERROR(CheckTensor(l.down_proj, p + "down_proj", {h, inter}, true));
+    KILN_RETURN_IF_ERROR(
+        CheckProjection(w, l.gate_proj, l.gate_scales, p + "gate_proj", {inter, h}));
+    KILN_RETURN_IF_ERROR(CheckProjection(w, l.up_proj, l.up_scales, p + "up_proj", {inter, h}));
+    KILN_RETURN_IF_ERROR(
+        CheckProjection(w, l.down_proj, l.down_scales, p + "down_proj", {h, inter}));
   }
   return Status::Ok();
 }

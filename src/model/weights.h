@@ -29,6 +29,7 @@
 #include "kiln/options.h"
 #include "kiln/status.h"
 #include "model/model_config.h"
+#include "model/weight_quantization.h"
 
 #if defined(__CUDACC__)
 #define KILN_HOST_DEVICE __host__ __device__
@@ -44,7 +45,9 @@ enum class DType : uint8_t {
   kF32,
   kF16,
   kBF16,
-  kQ8_0,  // GGUF blocks of 32: f16 scale + 32 int8 (34 bytes); dequantized at load
+  kQ8_0,     // GGUF blocks of 32: f16 scale + 32 int8 (34 bytes); dequantized at load
+  kF8E4M3,   // OCP FP8 E4M3 (fn: no infinities, max 448, 0x7F/0xFF NaN); safetensors F8_E4M3
+  kI8,       // int8 (SmoothQuant W8A8 weights)
 };
 
 std::string_view DTypeName(DType dtype);
@@ -73,6 +76,27 @@ KILN_HOST_DEVICE inline float HalfToFloat(uint16_t h) {
     bits = sign | 0x7F800000u | (mantissa << 13);
   } else {
     bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+// OCP FP8 E4M3 (torch.float8_e4m3fn) bit pattern → float (exact): bias 7, subnormals at
+// exponent 0, S.1111.111 is NaN, no infinities.
+KILN_HOST_DEVICE inline float Fp8E4M3ToFloat(uint8_t v) {
+  const uint32_t sign = static_cast<uint32_t>(v & 0x80u) << 24;
+  const uint32_t exponent = (v >> 3) & 0xFu;
+  const uint32_t mantissa = v & 0x7u;
+  uint32_t bits;
+  if (exponent == 0xF && mantissa == 0x7) {
+    bits = sign | 0x7FC00000u;
+  } else if (exponent == 0) {
+    // subnormal: mantissa * 2^-9
+    const float f = static_cast<float>(mantissa) * (1.0f / 512.0f);
+    float r = (v & 0x80u) ? -f : f;
+    return r;
+  } else {
+    bits = sign | ((exponent + 127 - 7) << 23) | (mantissa << 20);
   }
   float f;
   std::memcpy(&f, &bits, sizeof(f));
@@ -128,7 +152,8 @@ struct Tensor {
     return dummy_fill == DummyFill::kOnes ? 1.0f : DummyWeightValue(dummy_seed, i);
   }
   // Converts elements [begin, begin + count) to float32 (any dtype, dummy included).
-  // Requires dtype F32/F16/BF16 or a dummy tensor, and the range inside numel().
+  // Requires dtype F32/F16/BF16/F8_E4M3/I8 (quantized types give the stored value, unscaled) or a
+  // dummy tensor, and the range inside numel().
   void ToFloat(int64_t begin, int64_t count, float* out) const;
   std::vector<float> ToFloatVector() const;
 };
@@ -151,10 +176,19 @@ struct LlamaWeights {
     Tensor gate_proj;                 // [intermediate_size, hidden_size]
     Tensor up_proj;                   // [intermediate_size, hidden_size]
     Tensor down_proj;                 // [hidden_size, intermediate_size]
+    // Quantized checkpoints only (LlamaWeights::quantization not dense): each projection's
+    // weight scale (see linear_weight.h for shapes and meaning) and optional static input scale.
+    struct Scales {
+      Tensor weight;
+      Tensor input;
+    };
+    Scales q_scales, k_scales, v_scales, o_scales, gate_scales, up_scales, down_scales;
   };
   std::vector<Layer> layers;  // [num_hidden_layers]
   Tensor norm;                // [hidden_size]
   Tensor lm_head;             // [vocab_size, hidden_size]; same data as embed_tokens when tied
+  // How q/k/v/o/gate/up/down are stored; embeddings, norms and lm_head are always dense.
+  WeightQuantization quantization;
 
   // Total bytes of all distinct tensors (tied lm_head counted once).
   size_t size_bytes() const;

@@ -4,19 +4,13 @@
 #include "tokenizer/incremental_detokenizer.h"
 #include "tokenizer/utf8.h"
 
-#ifdef KILN_HAVE_JINJA
 #include "tokenizer/jinja/chat_template.h"
-#endif
 
 namespace kiln::tokenizer {
 
-#ifdef KILN_HAVE_JINJA
 struct BpeTokenizer::ParsedTemplate {
   StatusOr<ChatTemplate> chat_template;
 };
-#else
-struct BpeTokenizer::ParsedTemplate {};
-#endif
 
 BpeTokenizer::BpeTokenizer(BpeTokenizerParts parts)
     : pieces_(std::move(parts.pieces)),
@@ -53,6 +47,7 @@ BpeTokenizer::BpeTokenizer(BpeTokenizerParts parts)
       // HF matches normalized tokens by their normalized content.
       AddedToken copy = token;
       normalizer_.Apply(token.content, &copy.content);
+      normalized_added_piece_[token.id] = copy.content;
       normalized.push_back(std::move(copy));
     } else {
       raw.push_back(token);
@@ -60,12 +55,10 @@ BpeTokenizer::BpeTokenizer(BpeTokenizerParts parts)
   }
   raw_matcher_ = AddedTokenMatcher(raw);
   normalized_matcher_ = AddedTokenMatcher(normalized);
-#ifdef KILN_HAVE_JINJA
   for (const auto& [name, source] : chat_templates_) {
     parsed_templates_[name] =
         std::make_shared<const ParsedTemplate>(ParsedTemplate{ChatTemplate::Parse(source)});
   }
-#endif
 }
 
 BpeTokenizer::~BpeTokenizer() = default;
@@ -150,7 +143,9 @@ std::string BpeTokenizer::DecodeValid(std::span<const int32_t> ids,
   pieces.reserve(ids.size());
   for (int32_t id : ids) {
     if (skip_special_tokens && special_[id]) continue;
-    pieces.push_back(pieces_[id]);
+    auto normalized = normalized_added_piece_.find(id);
+    pieces.push_back(normalized != normalized_added_piece_.end() ? normalized->second
+                                                                 : pieces_[id]);
   }
   return decoder_.Decode(std::move(pieces));
 }
@@ -190,7 +185,6 @@ bool BpeTokenizer::IsSpecial(int32_t id) const { return IsValidId(id) && special
 
 StatusOr<std::string> BpeTokenizer::ApplyChatTemplate(const nlohmann::ordered_json& messages,
                                                       const ChatTemplateOptions& options) const {
-#ifdef KILN_HAVE_JINJA
   if (!options.chat_template.empty()) {
     KILN_ASSIGN_OR_RETURN(ChatTemplate parsed, ChatTemplate::Parse(options.chat_template));
     return parsed.Render(messages, options, bos_token(), eos_token());
@@ -213,12 +207,6 @@ StatusOr<std::string> BpeTokenizer::ApplyChatTemplate(const nlohmann::ordered_js
   const StatusOr<ChatTemplate>& parsed = it->second->chat_template;
   if (!parsed.ok()) return parsed.status().WithContext("chat template '" + it->first + "'");
   return parsed->Render(messages, options, bos_token(), eos_token());
-#else
-  (void)messages;
-  (void)options;
-  return Status::Unimplemented(
-      "chat templates are not available: kiln was built without kiln_jinja");
-#endif
 }
 
 }  // namespace kiln::tokenizer

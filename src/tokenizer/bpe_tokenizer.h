@@ -16,6 +16,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "kiln/tokenizer.h"
@@ -90,6 +91,10 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<std::string> pieces_;
   std::vector<uint8_t> id_used_;
   std::vector<uint8_t> special_;
+  // Added tokens with normalized: true decode (outside byte-level vocabularies) as their
+  // normalized content, as HF tokenizers does: with a Prepend("▁") normalizer "<unk>" decodes as
+  // " <unk>" (tinystories-656k's tok_cases.json).
+  std::unordered_map<int32_t, std::string> normalized_added_piece_;
   std::vector<uint8_t> byte_fallback_piece_;
   std::vector<std::string> token_bytes_;
   StringIdMap piece_to_id_;

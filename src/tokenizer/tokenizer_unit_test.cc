@@ -173,7 +173,6 @@ TEST(TokenizerConfigTest, SpecialTokensAndNamedTemplates) {
   EXPECT_EQ((*tok)->eos_token(), "<|eot_id|>");
   EXPECT_EQ((*tok)->eos_token_id(), (*tok)->PieceToId("<|eot_id|>"));
   EXPECT_TRUE((*tok)->has_chat_template());
-#ifdef KILN_HAVE_JINJA
   const auto messages = nlohmann::json::parse(R"([{"role": "user", "content": "hi"}])");
   ChatTemplateOptions options;
   EXPECT_EQ(*(*tok)->ApplyChatTemplate(messages, options), "D1<|begin_of_text|>");
@@ -183,7 +182,6 @@ TEST(TokenizerConfigTest, SpecialTokensAndNamedTemplates) {
   auto with_file = CreateTokenizerFromJson(dir.string());
   ASSERT_TRUE(with_file.ok()) << with_file.status().ToString();
   EXPECT_EQ(*(*with_file)->ApplyChatTemplate(messages, ChatTemplateOptions()), "Jhi");
-#endif
   std::filesystem::remove_all(dir);
 }
 

@@ -8,79 +8,33 @@
 #include <thread>
 #include <vector>
 
+#include "backend/cpu/cpu_ops.h"
 #include "backend/cpu/cpu_sampler.h"
-#include "backend/cpu/linear.h"
-#include "backend/cpu/ops.h"
 #include "common/check.h"
+#include "model/quantized_weights.h"
+#include "quant/fp8_quant.h"
 
 namespace kiln {
 namespace {
 
-// y[n, out] = x[n, in] · w[out, in]^T (+ bias[out]); each row independent of the others in the
-// batch (see linear.h).
-void Linear(const float* x, int n, int in, const std::vector<float>& w, int out, float* y,
-            int num_threads, const std::vector<float>* bias = nullptr) {
-  cpu::LinearRows(x, n, in, w.data(), out, y, num_threads);
-  if (bias != nullptr && !bias->empty()) {
-    for (int t = 0; t < n; ++t)
-      for (int j = 0; j < out; ++j) y[static_cast<int64_t>(t) * out + j] += (*bias)[j];
-  }
-}
-
-// Appends the float32 values of `t` to `out`.
-void AppendFloat(const Tensor& t, std::vector<float>* out) {
-  const size_t old = out->size();
-  out->resize(old + static_cast<size_t>(t.numel()));
-  t.ToFloat(0, t.numel(), out->data() + old);
-}
-
-std::vector<float> ToFloat(const Tensor& t) {
-  std::vector<float> v;
-  if (t.defined()) AppendFloat(t, &v);
-  return v;
-}
-
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(std::shared_ptr<const LoadedModel> model, const CpuBackendOptions& options,
-             int64_t num_kv_blocks, int num_threads)
-      : model_(std::move(model)),
-        config_(model_->config),
+  CpuBackend(std::shared_ptr<const LoadedModel> loaded, std::shared_ptr<const LlamaModel> model,
+             const CpuBackendOptions& options, int64_t num_kv_blocks, int num_threads)
+      : loaded_(std::move(loaded)),
+        model_(std::move(model)),
+        config_(loaded_->config),
         block_size_(options.block_size),
         num_kv_blocks_(num_kv_blocks),
-        num_threads_(num_threads) {
-    const LlamaWeights& w = model_->weights;
-    embed_ = ToFloat(w.embed_tokens);
-    tied_ = w.lm_head.data == w.embed_tokens.data &&
-            w.lm_head.dummy_seed == w.embed_tokens.dummy_seed &&
-            w.lm_head.dummy_fill == w.embed_tokens.dummy_fill;
-    if (!tied_) lm_head_ = ToFloat(w.lm_head);
-    final_norm_ = ToFloat(w.norm);
-    for (const LlamaWeights::Layer& l : w.layers) {
-      Layer f;
-      f.input_norm = ToFloat(l.input_layernorm);
-      AppendFloat(l.q_proj, &f.qkv);
-      AppendFloat(l.k_proj, &f.qkv);
-      AppendFloat(l.v_proj, &f.qkv);
-      if (config_.attention_bias) {
-        AppendFloat(l.q_bias, &f.qkv_bias);
-        AppendFloat(l.k_bias, &f.qkv_bias);
-        AppendFloat(l.v_bias, &f.qkv_bias);
-      }
-      f.q_norm = ToFloat(l.q_norm);
-      f.k_norm = ToFloat(l.k_norm);
-      f.o = ToFloat(l.o_proj);
-      f.post_norm = ToFloat(l.post_attention_layernorm);
-      AppendFloat(l.gate_proj, &f.gate_up);
-      AppendFloat(l.up_proj, &f.gate_up);
-      f.down = ToFloat(l.down_proj);
-      const size_t cache_floats =
-          static_cast<size_t>(num_kv_blocks_) * block_size_ * config_.kv_size();
-      f.k_cache.assign(cache_floats, 0.0f);
-      f.v_cache.assign(cache_floats, 0.0f);
-      layers_.push_back(std::move(f));
-    }
-    rope_ = cpu::ComputeRopeTable(config_);
+        num_threads_(num_threads),
+        weights_(cpu::CpuWeights::FromModel(*model_)),
+        ops_(*model_, weights_, cache_, block_size_, num_threads_,
+             options.kv_cache_dtype == "fp8") {
+    const size_t cache_floats =
+        static_cast<size_t>(num_kv_blocks_) * block_size_ * model_->shape.kv_size();
+    cache_.k.assign(static_cast<size_t>(model_->shape.num_layers),
+                    std::vector<float>(cache_floats, 0.0f));
+    cache_.v = cache_.k;
     openblas_set_num_threads(num_threads_);
   }
 
@@ -103,32 +57,17 @@ class CpuBackend final : public Backend {
   }
 
  private:
-  struct Layer {
-    std::vector<float> input_norm;        // [h]
-    std::vector<float> qkv;               // [q + 2 kv, h]
-    std::vector<float> qkv_bias;          // [q + 2 kv] or empty
-    std::vector<float> q_norm, k_norm;    // [D] or empty
-    std::vector<float> o;                 // [h, q]
-    std::vector<float> post_norm;         // [h]
-    std::vector<float> gate_up;           // [2 inter, h]
-    std::vector<float> down;              // [h, inter]
-    std::vector<float> k_cache, v_cache;  // [num_slots, Hkv, D]
-  };
-
   Status ValidateBatch(const ForwardBatch& b) const;
-  void Attention(const ForwardBatch& b, Layer& layer, int n);
 
-  std::shared_ptr<const LoadedModel> model_;
+  std::shared_ptr<const LoadedModel> loaded_;
+  std::shared_ptr<const LlamaModel> model_;
   const ModelConfig& config_;
   int block_size_;
   int64_t num_kv_blocks_;
   int num_threads_;
-  std::vector<float> embed_, lm_head_, final_norm_;
-  bool tied_ = false;
-  std::vector<Layer> layers_;
-  cpu::RopeTable rope_;
-  // Activations, reused across steps.
-  std::vector<float> residual_, normed_, qkv_out_, q_, k_, v_, attn_, proj_, gate_up_out_, act_;
+  cpu::CpuWeights weights_;
+  cpu::CpuKvCache cache_;
+  cpu::CpuOps ops_;
   // Results of the last Forward.
   int vocab_rows_ = 0;
   std::vector<float> logits_;  // [logits_indices.size(), vocab]
@@ -185,33 +124,6 @@ Status CpuBackend::ValidateBatch(const ForwardBatch& b) const {
   return Status::Ok();
 }
 
-void CpuBackend::Attention(const ForwardBatch& b, Layer& layer, int n) {
-  const int H = config_.num_attention_heads, Hkv = config_.num_key_value_heads,
-            D = config_.head_dim;
-  const int q_size = config_.q_size(), kv_size = config_.kv_size(), row = q_size + 2 * kv_size;
-  const float eps = static_cast<float>(config_.rms_norm_eps);
-  Linear(normed_.data(), n, config_.hidden_size, layer.qkv, row, qkv_out_.data(), num_threads_,
-         &layer.qkv_bias);
-  for (int t = 0; t < n; ++t) {
-    const float* src = qkv_out_.data() + static_cast<int64_t>(t) * row;
-    std::copy_n(src, q_size, q_.data() + static_cast<int64_t>(t) * q_size);
-    std::copy_n(src + q_size, kv_size, k_.data() + static_cast<int64_t>(t) * kv_size);
-    std::copy_n(src + q_size + kv_size, kv_size, v_.data() + static_cast<int64_t>(t) * kv_size);
-  }
-  if (config_.qk_norm) {
-    cpu::HeadRmsNorm(q_.data(), layer.q_norm.data(), n, H, D, eps);
-    cpu::HeadRmsNorm(k_.data(), layer.k_norm.data(), n, Hkv, D, eps);
-  }
-  cpu::ApplyRope(q_.data(), k_.data(), b.positions.data(), n, H, Hkv, D, rope_.inv_freq.data(),
-                 rope_.attention_scaling, config_.rope_interleaved);
-  cpu::WriteKvCache(k_.data(), v_.data(), b.slot_mapping.data(), n, Hkv, D, layer.k_cache.data(),
-                    layer.v_cache.data());
-  cpu::PagedAttention(q_.data(), layer.k_cache.data(), layer.v_cache.data(), b, H, Hkv, D,
-                      block_size_, 1.0f / std::sqrt(static_cast<float>(D)), attn_.data(),
-                      num_threads_);
-  Linear(attn_.data(), n, q_size, layer.o, config_.hidden_size, proj_.data(), num_threads_);
-}
-
 Status CpuBackend::Forward(const ForwardBatch& b) {
   // A failed Forward leaves no rows behind for Sample / GetLogits / GetHidden.
   vocab_rows_ = 0;
@@ -219,53 +131,9 @@ Status CpuBackend::Forward(const ForwardBatch& b) {
   hidden_.clear();
   KILN_RETURN_IF_ERROR(ResolveDeferredTokens(b, sampled_ids_, &token_ids_));
   KILN_RETURN_IF_ERROR(ValidateBatch(b));
-  const int n = b.num_tokens(), h = config_.hidden_size, inter = config_.intermediate_size;
-  const float eps = static_cast<float>(config_.rms_norm_eps);
-  const size_t nn = static_cast<size_t>(n);
-  residual_.resize(nn * h);
-  normed_.resize(nn * h);
-  qkv_out_.resize(nn * (config_.q_size() + 2 * config_.kv_size()));
-  q_.resize(nn * config_.q_size());
-  k_.resize(nn * config_.kv_size());
-  v_.resize(nn * config_.kv_size());
-  attn_.resize(nn * config_.q_size());
-  proj_.resize(nn * h);
-  gate_up_out_.resize(nn * 2 * inter);
-  act_.resize(nn * inter);
-
-  cpu::EmbeddingGather(token_ids_.data(), n, embed_.data(), h, residual_.data());
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    Layer& layer = layers_[l];
-    if (l == 0) {
-      cpu::RmsNorm(residual_.data(), layer.input_norm.data(), n, h, eps, normed_.data());
-    } else {  // proj_ holds the previous layer's MLP output
-      cpu::AddRmsNorm(residual_.data(), proj_.data(), layer.input_norm.data(), n, h, eps,
-                      normed_.data());
-    }
-    Attention(b, layer, n);
-    cpu::AddRmsNorm(residual_.data(), proj_.data(), layer.post_norm.data(), n, h, eps,
-                    normed_.data());
-    Linear(normed_.data(), n, h, layer.gate_up, 2 * inter, gate_up_out_.data(), num_threads_);
-    cpu::SiluMul(gate_up_out_.data(), n, inter, act_.data());
-    Linear(act_.data(), n, inter, layer.down, h, proj_.data(), num_threads_);
-  }
-  cpu::AddRmsNorm(residual_.data(), proj_.data(), final_norm_.data(), n, h, eps, normed_.data());
-
-  hidden_.resize(b.hidden_indices.size() * h);
-  for (size_t i = 0; i < b.hidden_indices.size(); ++i)
-    std::copy_n(normed_.data() + static_cast<int64_t>(b.hidden_indices[i]) * h, h,
-                hidden_.data() + i * h);
-  const int rows = static_cast<int>(b.logits_indices.size());
-  vocab_rows_ = rows;
-  logits_.resize(static_cast<size_t>(rows) * config_.vocab_size);
-  if (rows > 0) {
-    std::vector<float> selected(static_cast<size_t>(rows) * h);
-    for (int i = 0; i < rows; ++i)
-      std::copy_n(normed_.data() + static_cast<int64_t>(b.logits_indices[i]) * h, h,
-                  selected.data() + static_cast<int64_t>(i) * h);
-    Linear(selected.data(), rows, h, tied_ ? embed_ : lm_head_, config_.vocab_size, logits_.data(),
-           num_threads_);
-  }
+  ops_.BeginStep(b, token_ids_, &logits_, &hidden_);
+  KILN_RETURN_IF_ERROR(LlamaForward(*model_, ops_));
+  vocab_rows_ = static_cast<int>(b.logits_indices.size());
   return Status::Ok();
 }
 
@@ -307,6 +175,16 @@ Status CpuBackendOptions::Validate() const {
     return Status::InvalidArgument("kv_cache_memory_bytes must be > 0");
   if (num_threads < 0 || num_threads > 1024)
     return Status::InvalidArgument("num_threads out of range");
+  if (quantization != "auto" && quantization != "none" && quantization != "fp8")
+    return Status::InvalidArgument("quantization must be auto, none or fp8, got '" + quantization +
+                                   "'");
+  if (quantization_scale != "per-channel" && quantization_scale != "per-tensor")
+    return Status::InvalidArgument("quantization_scale must be per-channel or per-tensor, got '" +
+                                   quantization_scale + "'");
+  if (kv_cache_dtype != "auto" && kv_cache_dtype != "float32" && kv_cache_dtype != "bfloat16" &&
+      kv_cache_dtype != "fp8")
+    return Status::InvalidArgument("kv_cache_dtype must be auto, float32, bfloat16 or fp8, got '" +
+                                   kv_cache_dtype + "'");
   return Status::Ok();
 }
 
@@ -315,9 +193,25 @@ StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(std::shared_ptr<const Loaded
   KILN_RETURN_IF_ERROR(options.Validate());
   if (model == nullptr) return Status::InvalidArgument("CreateCpuBackend: no model");
   KILN_RETURN_IF_ERROR(model->config.Validate());
-  KILN_RETURN_IF_ERROR(ValidateWeights(model->config, model->weights));
+  // --quantization: quantize a dense model's projections / dequantize a quantized one.
+  const bool dense = model->weights.quantization.dense();
+  if ((options.quantization == "fp8" && dense) || (options.quantization == "none" && !dense)) {
+    auto converted = std::make_shared<LoadedModel>(*model);
+    if (dense) {
+      KILN_ASSIGN_OR_RETURN(
+          converted->weights,
+          quant::QuantizeLlamaWeightsFp8(
+              model->weights, quant::Fp8Quantization(options.quantization_scale == "per-tensor"
+                                                         ? ScaleGranularity::kPerTensor
+                                                         : ScaleGranularity::kPerChannel)));
+    } else {
+      KILN_RETURN_IF_ERROR(DequantizeProjections(&converted->weights));
+    }
+    model = std::move(converted);
+  }
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<const LlamaModel> llama, LlamaModel::Build(model));
   const int64_t bytes_per_block = int64_t{2} * sizeof(float) * options.block_size *
-                                  model->config.kv_size() * model->config.num_hidden_layers;
+                                  llama->shape.kv_size() * llama->shape.num_layers;
   int64_t num_blocks = options.num_kv_blocks;
   if (num_blocks == 0) num_blocks = options.kv_cache_memory_bytes / bytes_per_block;
   if (num_blocks <= 0)
@@ -328,16 +222,8 @@ StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(std::shared_ptr<const Loaded
     return Status::ResourceExhausted("KV cache of " + std::to_string(num_blocks) +
                                      " blocks is too large");
   // Float32 weights + KV cache must fit in physical memory (a 7B dummy model would need ~30 GB).
-  const LlamaWeights& w = model->weights;
-  double weight_elements = static_cast<double>(w.embed_tokens.numel()) + w.norm.numel();
-  if (!model->config.tie_word_embeddings) weight_elements += static_cast<double>(w.lm_head.numel());
-  for (const LlamaWeights::Layer& l : w.layers)
-    for (const Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.q_bias,
-                            &l.k_bias, &l.v_bias, &l.q_norm, &l.k_norm, &l.o_proj,
-                            &l.post_attention_layernorm, &l.gate_proj, &l.up_proj, &l.down_proj})
-      weight_elements += static_cast<double>(t->numel());
   const double needed_bytes =
-      4.0 * weight_elements + static_cast<double>(num_blocks) * bytes_per_block;
+      cpu::CpuWeights::Float32Bytes(*llama) + static_cast<double>(num_blocks) * bytes_per_block;
   const double physical_bytes =
       static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
   if (physical_bytes > 0 && needed_bytes > physical_bytes)
@@ -347,7 +233,8 @@ StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(std::shared_ptr<const Loaded
         std::to_string(static_cast<int64_t>(physical_bytes / 1e6)) + " MB");
   int threads = options.num_threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  return std::unique_ptr<Backend>(new CpuBackend(std::move(model), options, num_blocks, threads));
+  return std::unique_ptr<Backend>(
+      new CpuBackend(std::move(model), std::move(llama), options, num_blocks, threads));
 }
 
 }  // namespace kiln

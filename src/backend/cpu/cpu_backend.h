@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "backend/backend.h"
 #include "kiln/status.h"
@@ -28,6 +29,16 @@ struct CpuBackendOptions {
   int64_t num_kv_blocks = 0;  // 0 → kv_cache_memory_bytes / bytes per block
   int64_t kv_cache_memory_bytes = int64_t{1} << 30;  // budget when num_kv_blocks == 0
   int num_threads = 0;                               // 0 → hardware concurrency
+  // FP8 (the CPU twin of the CUDA path; see quant/fp8_quant.h). quantization: "auto" (as the
+  // checkpoint stores the projections), "none" (dense: a quantized checkpoint is dequantized),
+  // "fp8" (a dense checkpoint's projections quantized to E4M3 at creation with
+  // quantization_scale "per-channel" | "per-tensor" scales). FP8 projections quantize their
+  // input activations as quant::ActivationSchemeFor says. kv_cache_dtype "fp8": K and V are
+  // rounded through E4M3 (per-tensor scale 1.0) as they are written; "auto" | "float32" |
+  // "bfloat16": float32 cache.
+  std::string quantization = "auto";
+  std::string quantization_scale = "per-channel";
+  std::string kv_cache_dtype = "auto";
   Status Validate() const;
 };
 

@@ -28,7 +28,7 @@ const char* kLlamaTopLevel = R"({
 TEST(RopeTableTest, Llama3RopeInvFreqMatchesFormula) {
   auto c = ParseHfConfig(kLlamaTopLevel);
   ASSERT_TRUE(c.ok());
-  const cpu::RopeTable table = cpu::ComputeRopeTable(*c);
+  const RopeTable table = ComputeRopeTable(*c);
   ASSERT_EQ(table.inv_freq.size(), 16u);
   int low = 0, mid = 0, high = 0;
   for (int i = 0; i < 16; ++i) {
@@ -63,13 +63,13 @@ TEST(RopeTableTest, RopeFreqFactorsReproduceLlama3Scaling) {
   ASSERT_TRUE(scaled.ok());
   ModelConfig plain = *scaled;
   plain.rope_scaling = RopeScaling{};
-  const cpu::RopeTable want = cpu::ComputeRopeTable(*scaled);
-  const cpu::RopeTable unscaled = cpu::ComputeRopeTable(plain);
+  const RopeTable want = ComputeRopeTable(*scaled);
+  const RopeTable unscaled = ComputeRopeTable(plain);
   ASSERT_EQ(want.inv_freq.size(), unscaled.inv_freq.size());
   for (size_t i = 0; i < want.inv_freq.size(); ++i) {
     plain.rope_freq_factors.push_back(unscaled.inv_freq[i] / want.inv_freq[i]);
   }
-  const cpu::RopeTable got = cpu::ComputeRopeTable(plain);
+  const RopeTable got = ComputeRopeTable(plain);
   for (size_t i = 0; i < want.inv_freq.size(); ++i) {
     EXPECT_NEAR(got.inv_freq[i], want.inv_freq[i], 1e-6 * want.inv_freq[i]) << i;
   }
@@ -82,17 +82,17 @@ TEST(RopeTableTest, LinearAndDynamicAndYarnRope) {
     "max_position_embeddings": 4096, "rope_theta": 10000.0, "rope_scaling": )";
   auto linear = ParseHfConfig(base + R"({"type": "linear", "factor": 4.0}})");
   ASSERT_TRUE(linear.ok()) << linear.status().ToString();
-  auto t = cpu::ComputeRopeTable(*linear);
+  auto t = ComputeRopeTable(*linear);
   EXPECT_NEAR(t.inv_freq[3], std::pow(10000.0, -6.0 / 16) / 4.0, 1e-7);
   auto dynamic = ParseHfConfig(base + R"({"type": "dynamic", "factor": 2.0}})");
   ASSERT_TRUE(dynamic.ok());
-  t = cpu::ComputeRopeTable(*dynamic);
+  t = ComputeRopeTable(*dynamic);
   const double dyn_base = 10000.0 * std::pow(2.0, 16.0 / 14.0);
   EXPECT_NEAR(t.inv_freq[5], std::pow(dyn_base, -10.0 / 16), 1e-7);
   auto yarn = ParseHfConfig(base + R"({"rope_type": "yarn", "factor": 4.0,
       "original_max_position_embeddings": 1024}})");
   ASSERT_TRUE(yarn.ok());
-  t = cpu::ComputeRopeTable(*yarn);
+  t = ComputeRopeTable(*yarn);
   EXPECT_NEAR(t.attention_scaling, 0.1 * std::log(4.0) + 1.0, 1e-6);
   EXPECT_FLOAT_EQ(t.inv_freq[0], 1.0f);  // highest frequency: extrapolated (unchanged)
   EXPECT_NEAR(t.inv_freq[7], std::pow(10000.0, -14.0 / 16) / 4.0, 1e-9);  // lowest: interpolated

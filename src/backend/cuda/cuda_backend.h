@@ -44,6 +44,11 @@ struct CudaBackendOptions {
   // "bfloat16": bf16 weights/activations/KV, fp32 accumulation (the fast path).
   // "float32": float32 everywhere with TF32 off (exact-parity mode for the references).
   std::string dtype = "bfloat16";
+  // Linear-layer weights (ModelOptions::quantization): "auto" (as the checkpoint stores them),
+  // "none" (dense), "fp8" (E4M3 weights, per-token dynamic FP8 activations; quantization_scale
+  // "per-channel" or "per-tensor"). lm_head and the embedding stay in dtype.
+  std::string quantization = "auto";
+  std::string quantization_scale = "per-channel";
   // Benchmarks: bracket the device work of every Forward and SampleAsync with timing events so
   // that ReadDeviceTimeline can report how long the GPU sat idle between them.
   bool record_device_timeline = false;

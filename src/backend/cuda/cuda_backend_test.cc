@@ -156,6 +156,78 @@ void CheckStories(const std::string& dtype) {
   if (tol.greedy_exact) EXPECT_EQ(got, expected);
 }
 
+// FP8 weights on real weights (stories260K; its down projection, 172 inputs, stays bf16: FP8
+// needs in_features % 16 == 0): the 257-token prefill runs the W8A8 cuBLASLt path, a
+// teacher-forced decode of the same ids the W8A16 GEMVs (fused norm / RoPE / SiLU forms, CUDA
+// graphs); both against the HF float32 reference.
+void CheckStoriesFp8(const std::string& scale) {
+  const std::string dir = SharedPath("models/stories260K/hf");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/stories260K";
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  auto model = testing::LoadModelOrFail(dir);
+  ASSERT_NE(model, nullptr);
+  CudaBackendOptions o;
+  o.block_size = kBlockSize;
+  o.num_kv_blocks = 64;
+  o.max_num_batched_tokens = 1024;
+  o.max_num_seqs = 320;
+  o.quantization = "fp8";
+  o.quantization_scale = scale;
+  auto created = CreateCudaBackend(model, o);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  std::unique_ptr<Backend> backend = std::move(created).value();
+  auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok());
+  auto ids = ReadSafetensorsInt32(**ref, "input_ids");
+  auto ref_logits = ReadSafetensorsFloat(**ref, "logits");
+  ASSERT_TRUE(ids.ok() && ref_logits.ok());
+  const int vocab = backend->config().vocab_size;
+  ASSERT_TRUE(backend->Forward(SingleSequenceBatch(*ids, 0, kBlockSize, 64, true)).ok());
+  std::vector<float> logits;
+  ASSERT_TRUE(backend->GetLogits(&logits).ok());
+  const double err = RelativeError(logits, *ref_logits);
+  const double top1 = Top1Agreement(logits, *ref_logits, vocab);
+  // Teacher-forced decode: one token per step, logits of each step.
+  std::vector<float> decoded;
+  for (size_t t = 0; t < ids->size(); ++t) {
+    ASSERT_TRUE(backend
+                    ->Forward(SingleSequenceBatch({(*ids)[t]}, static_cast<int>(t), kBlockSize,
+                                                  64, false))
+                    .ok());
+    std::vector<float> step;
+    ASSERT_TRUE(backend->GetLogits(&step).ok());
+    decoded.insert(decoded.end(), step.begin(), step.end());
+  }
+  const double decode_err = RelativeError(decoded, *ref_logits);
+  const double decode_top1 = Top1Agreement(decoded, *ref_logits, vocab);
+  std::printf("[parity] stories260K fp8 %s: prefill max|d|/max|ref| = %.3g, top-1 %.3f; decode "
+              "%.3g, top-1 %.3f\n",
+              scale.c_str(), err, top1, decode_err, decode_top1);
+  EXPECT_LE(err, 0.1);
+  EXPECT_GE(top1, 0.95);
+  EXPECT_LE(decode_err, 0.1);
+  EXPECT_GE(decode_top1, 0.95);
+}
+
+TEST(CudaBackendTest, Stories260KFp8PerChannel) { CheckStoriesFp8("per-channel"); }
+TEST(CudaBackendTest, Stories260KFp8PerTensor) { CheckStoriesFp8("per-tensor"); }
+
+TEST(CudaBackendTest, Fp8NeedsBf16Activations) {
+  const std::string dir = SharedPath("models/stories260K/hf");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/stories260K";
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  auto model = testing::LoadModelOrFail(dir);
+  ASSERT_NE(model, nullptr);
+  CudaBackendOptions o;
+  o.num_kv_blocks = 16;
+  o.dtype = "float32";
+  o.quantization = "fp8";
+  auto created = CreateCudaBackend(model, o);
+  ASSERT_FALSE(created.ok());
+  EXPECT_NE(created.status().message().find("bfloat16"), std::string::npos)
+      << created.status().ToString();
+}
+
 TEST(CudaBackendTest, Stories260KFloat32LogitsAndGreedy256) { CheckStories("float32"); }
 TEST(CudaBackendTest, Stories260KBf16Logits) { CheckStories("bfloat16"); }
 

@@ -66,7 +66,21 @@ __global__ void GatherRowsKernel(const T* src, const int32_t* indices, int cols,
   }
 }
 
+__global__ void RepeatScalarKernel(float* x, int64_t count) {
+  const float v = x[0];
+  for (int64_t i = 1 + static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    x[i] = v;
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchRepeatScalar(float* x, int64_t count, cudaStream_t stream) {
+  if (count <= 1) return cudaSuccess;
+  RepeatScalarKernel<<<Blocks(count), kThreads, 0, stream>>>(x, count);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchFillDummy(void* dst, ElemType dst_type, int64_t count, uint64_t seed, bool ones,
                             cudaStream_t stream) {

@@ -18,6 +18,8 @@ inline size_t ElemSize(ElemType t) { return t == ElemType::kF32 ? 4 : 2; }
 // dst[i] = DummyWeightValue(seed, i) (or 1.0 when ones), i in [0, count), rounded to dst_type.
 cudaError_t LaunchFillDummy(void* dst, ElemType dst_type, int64_t count, uint64_t seed, bool ones,
                             cudaStream_t stream);
+// x[i] = x[0] for i in [1, count).
+cudaError_t LaunchRepeatScalar(float* x, int64_t count, cudaStream_t stream);
 // dst[i] = convert(src[i]) for i in [0, count).
 cudaError_t LaunchConvert(const void* src, SrcType src_type, void* dst, ElemType dst_type,
                           int64_t count, cudaStream_t stream);

@@ -77,6 +77,20 @@ StatusOr<Gemm::Plan*> Gemm::GetPlan(const Key& key, const Operands& ops, cudaStr
     KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
         plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
   }
+  if (key.fp8()) {
+    // W is cuBLASLt's A (m rows after the transpose), X its B (n columns): outer-vector scales.
+    const cublasLtMatmulMatrixScale_t outer = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+    KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &outer, sizeof(outer)));
+    KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &outer, sizeof(outer)));
+    // FP8 products accumulate with the tensor cores' fast accumulation (as TensorRT-LLM and vLLM
+    // run them); the per-token and per-channel scales bound each product's range.
+    const int8_t fast_accum = 1;
+    KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast_accum, sizeof(fast_accum)));
+    KILN_RETURN_IF_ERROR(SetPointers(plan, ops));
+  }
   KILN_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.a, in_type, key.k, key.m, key.k));
   KILN_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.b, in_type, key.k, key.n, key.ldx));
   KILN_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.c, out_type, key.m, key.n, key.ldy));
@@ -117,10 +131,7 @@ StatusOr<int> Gemm::Autotune(Plan& plan, const cublasLtMatmulHeuristicResult_t* 
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   KILN_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
   if (capture != cudaStreamCaptureStatusNone) return 0;
-  if (ops.bias != nullptr) {
-    KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-        plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ops.bias, sizeof(ops.bias)));
-  }
+  KILN_RETURN_IF_ERROR(SetPointers(plan, ops));
   cudaEvent_t start, stop;
   KILN_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
   KILN_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
@@ -163,15 +174,82 @@ Status Gemm::Run(cudaDataType_t in_type, cudaDataType_t out_type, const void* x,
   }
   Key key{m, n, k, ldx, ldy, static_cast<int>(in_type), static_cast<int>(out_type),
           bias != nullptr};
-  KILN_ASSIGN_OR_RETURN(Plan * plan, GetPlan(key, Operands{x, w, bias, y}, stream));
-  if (bias != nullptr) {
-    KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-        plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-  }
+  const Operands ops{x, w, bias, y};
+  KILN_ASSIGN_OR_RETURN(Plan * plan, GetPlan(key, ops, stream));
+  KILN_RETURN_IF_ERROR(SetPointers(*plan, ops));
   const float alpha = 1.0f, beta = 0.0f;
   KILN_LT_RETURN_IF_ERROR(cublasLtMatmul(handle_, plan->desc, &alpha, w, plan->a, x, plan->b,
                                          &beta, y, plan->c, y, plan->c, &plan->algo,
                                          workspace_.get(), workspace_.size_bytes(), stream));
+  return Status::Ok();
+}
+
+Status Gemm::SetPointers(Plan& plan, const Operands& ops) {
+  if (ops.bias != nullptr) {
+    KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ops.bias, sizeof(ops.bias)));
+  }
+  if (ops.w_scale != nullptr) {
+    KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &ops.w_scale, sizeof(ops.w_scale)));
+  }
+  if (ops.x_scale != nullptr) {
+    KILN_LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &ops.x_scale, sizeof(ops.x_scale)));
+  }
+  return Status::Ok();
+}
+
+Status Gemm::RunFp8(const void* xq, const float* x_scale, const void* wq, const float* w_scale,
+                    const void* bias, void* y, cudaDataType_t out_type, int64_t n, int64_t m,
+                    int64_t k, cudaStream_t stream) {
+  if (n == 0) return Status::Ok();
+  if (k % 16 != 0 || x_scale == nullptr || w_scale == nullptr) {
+    return Status::InvalidArgument("Gemm::RunFp8 needs k % 16 == 0 and both scale vectors (k=" +
+                                   std::to_string(k) + ")");
+  }
+  if (out_type != CUDA_R_16BF && out_type != CUDA_R_32F) {
+    return Status::InvalidArgument("Gemm::RunFp8: output must be bf16 or float32");
+  }
+  Key key{m, n, k, k, m, static_cast<int>(CUDA_R_8F_E4M3), static_cast<int>(out_type),
+          bias != nullptr};
+  Operands ops{xq, wq, bias, y, x_scale, w_scale};
+  KILN_ASSIGN_OR_RETURN(Plan * plan, GetPlan(key, ops, stream));
+  KILN_RETURN_IF_ERROR(SetPointers(*plan, ops));
+  const float alpha = 1.0f, beta = 0.0f;
+  KILN_LT_RETURN_IF_ERROR(cublasLtMatmul(handle_, plan->desc, &alpha, wq, plan->a, xq, plan->b,
+                                         &beta, y, plan->c, y, plan->c, &plan->algo,
+                                         workspace_.get(), workspace_.size_bytes(), stream));
+  return Status::Ok();
+}
+
+Status Gemm::RunGemvFp8(cudaDataType_t out_type, const void* x, const void* wq,
+                        const float* w_scale, const void* bias, void* y, int64_t n, int64_t m,
+                        int64_t k, cudaStream_t stream) {
+  auto launch = [&]<typename OutT>(OutT*) {
+    kernels::GemvParams<OutT> p;
+    p.x = static_cast<const __nv_bfloat16*>(x);
+    p.w_fp8 = static_cast<const uint8_t*>(wq);
+    p.w_scale = w_scale;
+    p.bias = static_cast<const OutT*>(bias);
+    p.y = static_cast<OutT*>(y);
+    p.rows = static_cast<int>(n);
+    p.out_features = m;
+    p.in_features = k;
+    return kernels::Gemv(p, stream);
+  };
+  cudaError_t err;
+  if (out_type == CUDA_R_16BF) {
+    err = launch(static_cast<__nv_bfloat16*>(nullptr));
+  } else if (out_type == CUDA_R_32F) {
+    err = launch(static_cast<float*>(nullptr));
+  } else {
+    return Status::InvalidArgument("Gemm: FP8 GEMV needs a bf16 or float32 output");
+  }
+  if (err != cudaSuccess) {
+    return Status::Internal("FP8 Gemv (n=" + std::to_string(n) + " m=" + std::to_string(m) +
+                            " k=" + std::to_string(k) + ") failed: " + cudaGetErrorString(err));
+  }
   return Status::Ok();
 }
 
@@ -182,13 +260,19 @@ bool Gemm::FusesPrologue(cudaDataType_t in_type, int64_t n, int64_t k) const {
 
 Status Gemm::RunPrologue(const kernels::GemvPrologueParams& prologue, const void* w,
                          const void* bias, void* y, int64_t m, int64_t k, cudaStream_t stream,
-                         bool silu_mul_epilogue, const kernels::GemvRopeParams* rope) {
+                         bool silu_mul_epilogue, const kernels::GemvRopeParams* rope,
+                         const float* w_scale) {
   if (!FusesPrologue(CUDA_R_16BF, 1, k)) {
     return Status::InvalidArgument("Gemm::RunPrologue: k=" + std::to_string(k) +
                                    " is not fused (see FusesPrologue)");
   }
   kernels::GemvParams<__nv_bfloat16> p;
-  p.w = static_cast<const __nv_bfloat16*>(w);
+  if (w_scale != nullptr) {
+    p.w_fp8 = static_cast<const uint8_t*>(w);
+    p.w_scale = w_scale;
+  } else {
+    p.w = static_cast<const __nv_bfloat16*>(w);
+  }
   p.bias = static_cast<const __nv_bfloat16*>(bias);
   p.y = static_cast<__nv_bfloat16*>(y);
   p.rows = 1;

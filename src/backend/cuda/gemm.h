@@ -52,6 +52,20 @@ class Gemm final {
              const void* bias, void* y, int64_t n, int64_t m, int64_t k, cudaStream_t stream,
              int64_t ldx = 0, int64_t ldy = 0);
 
+  // FP8 W8A8 through cuBLASLt's FP8 tensor-core kernels: Y[n, m] = (x_scale[r] · w_scale[o]) ·
+  // sum_k xq[r, k] wq[o, k] (+ bias[o]), xq and wq E4M3 (row-major, row strides k), x_scale
+  // [n] (dynamic per-token) and w_scale [m] (per output channel) float32 on the device, applied
+  // as cuBLASLt outer-vector scales; Y and bias of out_type (CUDA_R_16BF or CUDA_R_32F).
+  // k % 16 == 0.
+  Status RunFp8(const void* xq, const float* x_scale, const void* wq, const float* w_scale,
+                const void* bias, void* y, cudaDataType_t out_type, int64_t n, int64_t m,
+                int64_t k, cudaStream_t stream);
+  // W8A16 for the few rows of decode: Y = X W^T (+ bias) with bf16 X and FP8 wq [m, k] scaled by
+  // w_scale [m], through kernels::Gemv (n <= kernels::kGemvMaxRows).
+  Status RunGemvFp8(cudaDataType_t out_type, const void* x, const void* wq, const float* w_scale,
+                    const void* bias, void* y, int64_t n, int64_t m, int64_t k,
+                    cudaStream_t stream);
+
   size_t workspace_bytes() const { return workspace_.size_bytes(); }
 
   // Whether a 1-row product of in_type with k input features takes kernels::Gemv with a fused
@@ -61,9 +75,11 @@ class Gemm final {
   // outputs of the kernels it replaces; with silu_mul_epilogue, y[1, m / 2] = SiluMul of that
   // (W = gate | up rows); with rope (enabled), the RoPE + KV-cache write of kernels::RopeKvCache
   // applied to y = [q | k | v]. Only where FusesPrologue(CUDA_R_16BF, 1, k).
+  // w_scale non-null: w holds FP8 E4M3 rows scaled by w_scale [m] (k % 16 == 0).
   Status RunPrologue(const kernels::GemvPrologueParams& prologue, const void* w, const void* bias,
                      void* y, int64_t m, int64_t k, cudaStream_t stream,
-                     bool silu_mul_epilogue = false, const kernels::GemvRopeParams* rope = nullptr);
+                     bool silu_mul_epilogue = false, const kernels::GemvRopeParams* rope = nullptr,
+                     const float* w_scale = nullptr);
 
   static constexpr int kDefaultGemvMaxRows = kernels::kGemvRowKernelMaxRows;
   // bf16 calls with n <= rows (clamped to [0, kernels::kGemvMaxRows]) use kernels::Gemv.
@@ -79,6 +95,7 @@ class Gemm final {
       return std::tie(m, n, k, ldx, ldy, in_type, out_type, bias) <
              std::tie(o.m, o.n, o.k, o.ldx, o.ldy, o.in_type, o.out_type, o.bias);
     }
+    bool fp8() const { return in_type == CUDA_R_8F_E4M3; }
   };
   struct Plan {
     cublasLtMatmulDesc_t desc = nullptr;
@@ -90,7 +107,11 @@ class Gemm final {
     const void* w;
     const void* bias;
     void* y;
+    const float* x_scale = nullptr;  // FP8: outer-vector scales
+    const float* w_scale = nullptr;
   };
+  // Sets the per-call pointers (bias, FP8 scales) of a plan's descriptor.
+  Status SetPointers(Plan& plan, const Operands& ops);
   // The kernels::Gemv path of Run (bf16 inputs, n <= kGemvMaxRows).
   Status RunGemv(cudaDataType_t out_type, const void* x, const void* w, const void* bias, void* y,
                  int64_t n, int64_t m, int64_t k, cudaStream_t stream, int64_t ldx, int64_t ldy);

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "backend/cpu/ops.h"
+#include "model/rope.h"
 #include "model/model_config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -11,7 +11,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto config = kiln::ParseHfConfig(text);
   if (config.ok()) {
     (void)kiln::ApplyGenerationConfig(text, &config.value());
-    (void)kiln::cpu::ComputeRopeTable(*config);  // every accepted config yields a RoPE table
+    (void)kiln::ComputeRopeTable(*config);  // every accepted config yields a RoPE table
   }
   return 0;
 }

@@ -16,7 +16,7 @@ mkdir -p "$work"
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -I"$src/include" -I"$src/src")
 lib_sources=("$src"/src/common/{status,check,logging}.cc
-             "$src"/src/model/{mapped_file,model_config,safetensors,gguf,gguf_model,weights}.cc)
+             "$src"/src/model/{mapped_file,model_config,safetensors,gguf,gguf_model,weights,linear_weight,rope}.cc)
 # Build the shared parser code once as objects, then each target.
 objs=()
 for s in "${lib_sources[@]}"; do
@@ -26,13 +26,10 @@ for s in "${lib_sources[@]}"; do
   fi
   objs+=("$o")
 done
-ops_obj="$work/ops.o"
-"$clang" "${flags[@]/-fsanitize=fuzzer,address,undefined/-fsanitize=fuzzer-no-link,address,undefined}" \
-  -c "$src/src/backend/cpu/ops.cc" -o "$ops_obj"
 status=0
 for target in safetensors gguf config; do
   bin="$work/${target}_fuzzer"
-  "$clang" "${flags[@]}" "$src/src/model/fuzz/${target}_fuzzer.cc" "${objs[@]}" "$ops_obj" -o "$bin"
+  "$clang" "${flags[@]}" "$src/src/model/fuzz/${target}_fuzzer.cc" "${objs[@]}" -o "$bin"
   corpus="$work/corpus_$target"
   mkdir -p "$corpus"
   # Seeds: a minimal valid input of each format.

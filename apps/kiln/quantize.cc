@@ -1,0 +1,72 @@
+// `kiln quantize`: writes an FP8 checkpoint of a dense HF model.
+//
+//   kiln quantize --model IN --quantization fp8 --out DIR [--quantization-scale block|per-channel|
+//       per-tensor]
+//
+// block (the default) writes the block-FP8 format (128×128 blocks, `weight_scale_inv`,
+// quantization_config quant_method "fp8": what DeepSeek / Qwen FP8 checkpoints use and vLLM and HF
+// transformers load); per-channel / per-tensor write compressed-tensors float-quantized
+// checkpoints with dynamic per-token activations. Embeddings, norms and lm_head stay as stored.
+// See quant/checkpoint_writer.h.
+#include <cstdio>
+#include <string>
+
+#include "flags.h"
+#include "model/weights.h"
+#include "quant/checkpoint_writer.h"
+#include "quant/fp8_quant.h"
+#include "subcommands.h"
+
+namespace kiln::cli {
+namespace {
+
+Status Quantize(int argc, char** argv) {
+  Flags f;
+  f.Value("model", "dense HF model directory (config.json + safetensors)");
+  f.Value("quantization", "fp8 (E4M3)");
+  f.Value("quantization-scale", "block (128x128, default) | per-channel | per-tensor");
+  f.Value("out", "output directory (created; files in it are overwritten)");
+  KILN_RETURN_IF_ERROR(f.Parse(argc, argv, 2));
+  ModelOptions options;
+  options.model_path = f.GetString("model");
+  const std::string out = f.GetString("out");
+  if (options.model_path.empty()) return Status::InvalidArgument("--model is required");
+  if (out.empty()) return Status::InvalidArgument("--out is required");
+  const std::string method = f.GetString("quantization");
+  if (method != "fp8")
+    return Status::InvalidArgument("--quantization must be fp8, got '" + method + "'");
+  const std::string scale = f.GetString("quantization-scale", "block");
+  if (scale != "block" && scale != "per-channel" && scale != "per-tensor")
+    return Status::InvalidArgument(
+        "--quantization-scale must be block, per-channel or per-tensor, "
+        "got '" +
+        scale + "'");
+  const WeightQuantization target =
+      quant::Fp8Quantization(scale == "block"         ? ScaleGranularity::kPerBlock
+                             : scale == "per-channel" ? ScaleGranularity::kPerChannel
+                                                      : ScaleGranularity::kPerTensor);
+  KILN_ASSIGN_OR_RETURN(auto model, LoadModel(options));
+  if (!model->weights.quantization.dense())
+    return Status::InvalidArgument(options.model_path + " is already quantized (" +
+                                   model->weights.quantization.Describe() + ")");
+  KILN_ASSIGN_OR_RETURN(LlamaWeights quantized,
+                        quant::QuantizeLlamaWeightsFp8(model->weights, target));
+  KILN_RETURN_IF_ERROR(quant::WriteQuantizedCheckpoint(*model, quantized, out));
+  std::fprintf(stderr, "kiln quantize: wrote %s (%s, %.2f MB of weights from %.2f MB)\n",
+               out.c_str(), target.Describe().c_str(), quantized.size_bytes() / 1e6,
+               model->weights.size_bytes() / 1e6);
+  return Status::Ok();
+}
+
+}  // namespace
+
+int RunQuantize(int argc, char** argv) {
+  Status s = Quantize(argc, argv);
+  if (!s.ok()) {
+    std::fprintf(stderr, "kiln quantize: error: %s\n", s.message().c_str());
+    return s.code() == StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}
+
+}  // namespace kiln::cli
