@@ -5,7 +5,8 @@
 #   scripts/gpu-check.sh --stage [BUILD_DIR]   # here: copy binaries, the non-system shared
 #                                              # libraries they need, and the reference data into
 #                                              # .gpu/ (ignored by git; carry it to the GPU machine)
-#   scripts/gpu-check.sh [tests|bench|fp8|throughput|all]  # there (default all); logs go to $OUT
+#   scripts/gpu-check.sh [tests|bench|core|fp8|throughput|all]  # there (default all); logs go to
+#                                              # $OUT; core: b1 / b64 decode and 8k prefill only
 #                                              # (or /tmp); throughput runs in all/bench only
 #                                              # with KILN_THROUGHPUT_PROMPTS set
 #
@@ -81,7 +82,7 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "tests" ]; then
   done
   # The yardstick for bf16 parity: HF transformers itself in bf16 against the same references
   # (where python3 has torch + transformers, as on the GPU machine).
-  if python3 -c "import torch, transformers" 2>/dev/null; then
+  if [ -z "${KILN_SKIP_YARDSTICKS:-}" ] && python3 -c "import torch, transformers" 2>/dev/null; then
     python3 "$ROOT/scripts/hf_bf16_parity.py" "$G/shared/models/tiny-qwen2" "$G/shared/models/tiny-qwen3" \
       2>/dev/null | grep "^\[hf-parity\]" | tee "$LOG/hf_parity.log"
     TABLE+=("HF transformers bf16 vs references: $(grep bfloat16 "$LOG/hf_parity.log" | sed -E 's/.*\] ([^ ]+) [^ ]+ bfloat16 ([a-z]+): worst [^ ]+ ([^,]+), top-1 ([^ ]+).*/\1 \2 \3 top1 \4/' | tr '\n' ';')")
@@ -103,7 +104,8 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "tests" ]; then
   fi
 fi
 
-if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ] || [ "$MODE" = "fp8" ] || [ "$MODE" = "throughput" ]; then
+if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ] || [ "$MODE" = "fp8" ] || [ "$MODE" = "core" ] || \
+   [ "$MODE" = "throughput" ]; then
   Q7="$G/shared/configs/qwen2-7b-instruct"
   BASE=""
   if [ -n "${KILN_BASE_GPU_DIR:-}" ]; then
@@ -129,7 +131,13 @@ if [ "$MODE" = "all" ] || [ "$MODE" = "bench" ] || [ "$MODE" = "fp8" ] || [ "$MO
     run_bench qwen2-7b_b64_ctx2000_fp8 300 latency --model "$Q7" --load-format dummy --batch-size 64 --input-len 2000 --output-len 32 --quantization fp8
     run_bench qwen2-7b_prefill8k_fp8 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 8192 --output-len 4 --max-num-batched-tokens 8192 --quantization fp8
   fi
-  if [ "$MODE" != "throughput" ] && [ "$MODE" != "fp8" ]; then
+  if [ "$MODE" = "core" ]; then
+    # The figures the model-layer refactor must keep (batch-1 / batch-64 decode, 8k prefill).
+    run_bench qwen2-7b_b1 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 128 --output-len 128
+    run_bench qwen2-7b_b64_ctx2000 300 latency --model "$Q7" --load-format dummy --batch-size 64 --input-len 2000 --output-len 32
+    run_bench qwen2-7b_prefill8k 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 8192 --output-len 4 --max-num-batched-tokens 8192
+  fi
+  if [ "$MODE" != "throughput" ] && [ "$MODE" != "fp8" ] && [ "$MODE" != "core" ]; then
   run_bench qwen2-7b_b1 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 128 --output-len 128
   run_bench qwen2-7b_b1_eager 240 latency --model "$Q7" --load-format dummy --batch-size 1 --input-len 128 --output-len 128 --enforce-eager
   run_bench qwen2-7b_b64_ctx2000 300 latency --model "$Q7" --load-format dummy --batch-size 64 --input-len 2000 --output-len 32

@@ -11,18 +11,35 @@
 //             pieces of device work is measured with CUDA events (ReadDeviceTimeline).
 //  throughput runs --num-prompts requests of --input-len random tokens, --output-len generated
 //             tokens each (ignore_eos, greedy) through the Engine; output tokens/s.
+//  serve      the SLO load generator against any OpenAI-compatible server (src/bench/): a workload
+//             (chat | random | fixed | FILE) at a Poisson --rate or a closed-loop --concurrency, or
+//             --sweep for the highest rate whose P99 end-to-end latency meets --slo-p99-ms; prints
+//             a summary table and writes result.json, requests.jsonl and report.html to --out.
+//             --preset production-table --model PATH starts `kiln serve` per configuration (bf16,
+//             bf16 + GPU prefix cache, FP8, FP8 + GPU prefix cache, FP8 + GPU + host prefix cache)
+//             and prints the configurations side by side.
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "flags.h"
 #include "kiln/engine.h"
+#ifdef KILN_HAVE_BENCH_SERVE
+#include "bench/production_table.h"
+#include "bench/serve_bench.h"
+#endif
 #include "model/weights.h"
 #include "subcommands.h"
 
@@ -424,16 +441,268 @@ int RunThroughput(const Flags& flags) {
   return 0;
 }
 
+#ifdef KILN_HAVE_BENCH_SERVE
+void DeclareServeBenchFlags(Flags* f) {
+  f->Value("base-url", "server to load (default http://127.0.0.1:8000)");
+  f->Value("model", "model name sent in requests; with --preset: the model PATH for kiln serve");
+  f->Value("api-key", "sent as 'Authorization: Bearer KEY'");
+  f->Value("workload", "chat | random | fixed | FILE.jsonl (default chat)");
+  f->Value("rate", "Poisson arrivals, requests/s");
+  f->Value("concurrency", "closed loop: requests in flight");
+  f->Value("duration", "seconds of arrivals per point (default 60 unless --num-requests)");
+  f->Value("num-requests", "requests per point");
+  f->Value("slo-p99-ms", "P99 end-to-end latency limit (default 1500)");
+  f->Bool("sweep", "find the highest Poisson rate meeting the SLO (bracketing search)");
+  f->Value("sweep-start-rate", "first rate of the sweep (default 1)");
+  f->Value("sweep-max-rate", "highest rate the sweep tries (default 10000)");
+  f->Value("sweep-max-points", "points a sweep may measure (default 10)");
+  f->Value("sweep-tolerance", "stop bisecting within this fraction of the best rate (default 0.1)");
+  f->Value("max-error-rate", "fraction of failed requests a passing point may have (default 0.01)");
+  f->Value("out", "directory for result.json, requests.jsonl, report.html");
+  f->Value("warmup-requests",
+           "unmeasured requests first, closed loop (default 0; --preset chat: --conversations)");
+  f->Value("warmup-concurrency", "concurrency of the warm-up (default 16)");
+  f->Value("seed", "workload and arrival seed (default 0)");
+  f->Value("request-timeout", "seconds one request may take before it fails (default 600)");
+  f->Value("input-len", "random/fixed: prompt words (default 128)");
+  f->Value("output-len", "random/fixed: max_tokens, ignore_eos (default 128)");
+  f->Value("range-ratio", "random: lengths vary by this fraction (default 0.5)");
+  f->Value("conversations", "chat: concurrent conversations (default 1000)");
+  f->Value("personas", "chat: system prompts (default 8)");
+  f->Value("system-words", "chat: persona lengths MIN-MAX words (default 300-1500)");
+  f->Value("user-words", "chat: user turn lengths MIN-MAX words (default 10-120)");
+  f->Value("reply-tokens", "chat: reply lengths MIN-MAX tokens (default 24-64)");
+  f->Value("turns", "chat: turns per conversation MIN-MAX (default 3-10)");
+  f->Value("think-time", "chat: mean think time between turns, seconds (default 5)");
+  f->Bool("ignore-eos", "chat: hold replies to their drawn lengths (default on)");
+  f->Bool("progress", "live progress line on stderr (default on)");
+  f->Bool("metrics", "scrape the server's /metrics for prefix-cache and KV figures (default on)");
+  f->Value("preset", "production-table: start kiln serve per configuration and sweep each");
+  f->Value("server-args", "--preset: extra kiln serve flags, space-separated");
+  f->Value("configs", "--preset: bf16,bf16-pc,fp8,fp8-pc,fp8-pc-host (default all)");
+  f->Value("cpu-offload-gb", "--preset: host prefix-cache size of the host-tier row (default 64)");
+  f->Value("server-start-timeout", "--preset: seconds a server may take to listen (default 900)");
+}
+
+// "A-B" (or a single "A") into min and max.
+bool ParseRange(const Flags& flags, const char* name, int* lo, int* hi) {
+  if (!flags.Has(name)) return true;
+  const std::string v = flags.GetString(name);
+  const size_t dash = v.find('-');
+  char* end = nullptr;
+  const long a = std::strtol(v.c_str(), &end, 10);
+  long b = a;
+  bool ok =
+      end != v.c_str() && (dash == std::string::npos ? *end == '\0' : end == v.c_str() + dash);
+  if (ok && dash != std::string::npos) {
+    const char* s = v.c_str() + dash + 1;
+    b = std::strtol(s, &end, 10);
+    ok = end != s && *end == '\0';
+  }
+  if (!ok || a < 0 || b < a || b > 10000000) {
+    std::fprintf(stderr, "kiln bench serve: --%s takes MIN-MAX (0 <= MIN <= MAX), got '%s'\n", name,
+                 v.c_str());
+    return false;
+  }
+  *lo = static_cast<int>(a);
+  *hi = static_cast<int>(b);
+  return true;
+}
+
+// Prints the problem and returns false on bad input.
+bool ParseServeBenchArgs(const Flags& flags, bench::ServeBenchOptions* o) {
+  auto fail = [](const Status& st) {
+    std::fprintf(stderr, "kiln bench serve: %s\n", st.ToString().c_str());
+    return false;
+  };
+  o->base_url = flags.GetString("base-url", o->base_url);
+  o->api_key = flags.GetString("api-key");
+  o->run.model = flags.GetString("model");
+  o->out_dir = flags.GetString("out");
+  o->sweep = flags.GetBool("sweep", false);
+  o->run.progress =
+      flags.Has("progress") ? flags.GetBool("progress", true) : isatty(STDERR_FILENO) != 0;
+  o->run.scrape_metrics = flags.GetBool("metrics", true);
+  const std::string workload = flags.GetString("workload", "chat");
+  if (workload == "chat" || workload == "random" || workload == "fixed") {
+    o->workload.kind = workload;
+  } else {
+    o->workload.kind = "file";
+    o->workload.path = workload;
+  }
+  o->workload.ignore_eos = flags.GetBool("ignore-eos", true);
+  struct DoubleFlag {
+    const char* name;
+    double* out;
+  };
+  double slo_ms = 1500;
+  const DoubleFlag doubles[] = {{"rate", &o->run.rate},
+                                {"duration", &o->run.duration_s},
+                                {"slo-p99-ms", &slo_ms},
+                                {"sweep-start-rate", &o->sweep_options.start_rate},
+                                {"sweep-max-rate", &o->sweep_options.max_rate},
+                                {"sweep-tolerance", &o->sweep_options.rel_tolerance},
+                                {"max-error-rate", &o->sweep_options.max_error_rate},
+                                {"request-timeout", &o->request_timeout_s},
+                                {"range-ratio", &o->workload.range_ratio},
+                                {"think-time", &o->workload.think_time_s}};
+  for (const DoubleFlag& d : doubles) {
+    auto v = flags.GetDouble(d.name, *d.out);
+    if (!v.ok()) return fail(v.status());
+    *d.out = *v;
+  }
+  o->run.slo_e2e_s = slo_ms / 1e3;
+  o->sweep_options.min_rate = std::min(o->sweep_options.min_rate, o->sweep_options.start_rate);
+  struct IntFlag {
+    const char* name;
+    int64_t fallback;
+    int64_t min, max;
+  };
+  const IntFlag ints[] = {
+      {"concurrency", 0, 0, 100000},        {"num-requests", 0, 0, 1LL << 40},
+      {"sweep-max-points", 10, 2, 1000},    {"seed", 0, 0, 1LL << 62},
+      {"input-len", 128, 1, 10000000},      {"output-len", 128, 1, 10000000},
+      {"conversations", 1000, 1, 10000000}, {"personas", 8, 1, 100000},
+      {"warmup-requests", 0, 0, 1LL << 40}, {"warmup-concurrency", 16, 1, 100000}};
+  constexpr int kNumInts = sizeof(ints) / sizeof(ints[0]);
+  int64_t v[kNumInts];
+  for (int i = 0; i < kNumInts; ++i) {
+    auto x = flags.GetInt(ints[i].name, ints[i].fallback);
+    if (!x.ok()) return fail(x.status());
+    if (*x < ints[i].min || *x > ints[i].max) {
+      std::fprintf(stderr, "kiln bench serve: --%s must be in [%lld, %lld], got %lld\n",
+                   ints[i].name, static_cast<long long>(ints[i].min),
+                   static_cast<long long>(ints[i].max), static_cast<long long>(*x));
+      return false;
+    }
+    v[i] = *x;
+  }
+  o->run.concurrency = static_cast<int>(v[0]);
+  o->run.num_requests = v[1];
+  o->sweep_options.max_points = static_cast<int>(v[2]);
+  o->workload.seed = static_cast<uint64_t>(v[3]);
+  o->run.seed = static_cast<uint64_t>(v[3]);
+  o->workload.input_len = static_cast<int>(v[4]);
+  o->workload.output_len = static_cast<int>(v[5]);
+  o->workload.num_conversations = static_cast<int>(v[6]);
+  o->workload.num_personas = static_cast<int>(v[7]);
+  o->warmup_requests = v[8];
+  o->warmup_concurrency = static_cast<int>(v[9]);
+  if (!ParseRange(flags, "system-words", &o->workload.system_words_min,
+                  &o->workload.system_words_max) ||
+      !ParseRange(flags, "user-words", &o->workload.user_words_min, &o->workload.user_words_max) ||
+      !ParseRange(flags, "reply-tokens", &o->workload.reply_tokens_min,
+                  &o->workload.reply_tokens_max) ||
+      !ParseRange(flags, "turns", &o->workload.turns_min, &o->workload.turns_max)) {
+    return false;
+  }
+  if (!flags.Has("duration") && !flags.Has("num-requests")) o->run.duration_s = 60;
+  return true;
+}
+
+// Hundreds of connections: lift the soft open-files limit to the hard one.
+void RaiseFileLimit() {
+  struct rlimit rl {};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+int RunServeBenchCommand(int argc, char** argv) {
+  Flags flags;
+  DeclareServeBenchFlags(&flags);
+  if (argc > 3 && (std::string(argv[3]) == "--help" || std::string(argv[3]) == "-h")) {
+    std::fprintf(stderr, "usage: kiln bench serve [flags]\n%s", flags.Usage().c_str());
+    return 0;
+  }
+  if (Status st = flags.Parse(argc, argv, 3); !st.ok()) {
+    std::fprintf(stderr, "kiln bench serve: %s\n", st.ToString().c_str());
+    return 2;
+  }
+  bench::ServeBenchOptions options;
+  if (!ParseServeBenchArgs(flags, &options)) return 2;
+  RaiseFileLimit();
+  signal(SIGPIPE, SIG_IGN);
+  const std::string preset = flags.GetString("preset");
+  if (!preset.empty()) {
+    if (preset != "production-table") {
+      std::fprintf(stderr, "kiln bench serve: unknown --preset '%s' (production-table)\n",
+                   preset.c_str());
+      return 2;
+    }
+    bench::ProductionTableOptions p;
+    p.model_path = options.run.model;
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    p.kiln_binary = n > 0 ? std::string(self, static_cast<size_t>(n)) : argv[0];
+    std::istringstream args(flags.GetString("server-args"));
+    for (std::string a; args >> a;) p.server_args.push_back(a);
+    std::istringstream configs(flags.GetString("configs"));
+    for (std::string c; std::getline(configs, c, ',');) {
+      if (!c.empty()) p.configs.push_back(c);
+    }
+    auto gb = flags.GetInt("cpu-offload-gb", p.cpu_offload_gb);
+    auto start = flags.GetDouble("server-start-timeout", p.server_start_timeout_s);
+    if (!gb.ok() || !start.ok()) {
+      std::fprintf(stderr, "kiln bench serve: %s\n",
+                   (!gb.ok() ? gb.status() : start.status()).ToString().c_str());
+      return 2;
+    }
+    p.cpu_offload_gb = static_cast<int>(std::clamp<int64_t>(*gb, 0, 1 << 30));
+    p.server_start_timeout_s = *start;
+    if (!flags.Has("workload")) options.workload.kind = "chat";
+    if (!flags.Has("warmup-requests") && options.workload.kind == "chat") {
+      options.warmup_requests = options.workload.num_conversations;
+    }
+    options.sweep = true;
+    options.run.model = "kiln-bench";
+    p.bench = options;
+    if (Status st = p.Validate(); !st.ok()) {
+      std::fprintf(stderr, "kiln bench serve: %s\n", st.ToString().c_str());
+      return 2;
+    }
+    auto result = bench::RunProductionTable(p);
+    if (!result.ok()) {
+      std::fprintf(stderr, "kiln bench serve: %s\n", result.status().ToString().c_str());
+      return 1;
+    }
+    return 0;
+  }
+  if (Status st = options.Validate(); !st.ok()) {
+    std::fprintf(stderr, "kiln bench serve: %s\n", st.ToString().c_str());
+    return 2;
+  }
+  auto result = bench::RunServeBench(options);
+  if (!result.ok()) {
+    std::fprintf(stderr, "kiln bench serve: %s\n", result.status().ToString().c_str());
+    return result.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  int64_t ok = 0;
+  for (const auto& p : (*result)["series"][0]["points"])
+    ok += p["summary"]["num_ok"].get<int64_t>();
+  if (ok == 0) {
+    std::fprintf(stderr, "kiln bench serve: no request succeeded (see the errors above)\n");
+    return 1;
+  }
+  return 0;
+}
+#endif
+
 }  // namespace
 }  // namespace kiln::cli
 
 int RunBench(int argc, char** argv) {
   using namespace kiln::cli;
   if (argc < 3) {
-    std::fprintf(stderr, "usage: kiln bench latency|throughput [flags]  (--help for flags)\n");
+    std::fprintf(stderr,
+                 "usage: kiln bench latency|throughput|serve [flags]  (--help for flags)\n");
     return 2;
   }
   const std::string mode = argv[2];
+#ifdef KILN_HAVE_BENCH_SERVE
+  if (mode == "serve") return RunServeBenchCommand(argc, argv);
+#endif
   Flags flags;
   DeclareBenchFlags(&flags);
   if (mode == "--help" || mode == "-h") {
@@ -453,6 +722,7 @@ int RunBench(int argc, char** argv) {
 #endif
   }
   if (mode == "throughput") return RunThroughput(flags);
-  std::fprintf(stderr, "kiln bench: unknown mode '%s' (latency | throughput)\n", mode.c_str());
+  std::fprintf(stderr, "kiln bench: unknown mode '%s' (latency | throughput | serve)\n",
+               mode.c_str());
   return 2;
 }

@@ -13,7 +13,7 @@ void PrintUsage() {
       "  generate   generate text from a prompt (--model PATH --prompt TEXT ...)\n"
       "  tokenize   JSON lines: text ⇄ ids, chat-template rendering (--model/--tokenizer PATH)\n"
       "  serve      OpenAI-compatible HTTP server (--model PATH --port 8000 ...)\n"
-      "  bench      offline benchmarks: latency | throughput\n"
+      "  bench      benchmarks: latency | throughput (offline), serve (SLO load generator)\n"
       "  flow       workflows: run | validate | import (a Dify DSL file)\n"
       "  quantize   write an FP8 checkpoint (--model IN --quantization fp8 --out DIR)\n"
       "  eval       accuracy of quantized configs vs the unquantized model (KL, top-1, ppl)\n",

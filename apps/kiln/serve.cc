@@ -159,9 +159,12 @@ Status Serve(int argc, char** argv) {
   KILN_ASSIGN_OR_RETURN(
       std::unique_ptr<server::HttpServer> http_server,
       server::HttpServer::Create(
-          http, [&openai](server::HttpRequest request, std::shared_ptr<server::HttpResponder> r) {
+          http,
+          [&openai](server::HttpRequest request, std::shared_ptr<server::HttpResponder> r) {
             openai->Handle(std::move(request), std::move(r));
-          }));
+          },
+          // Replies the transport sends itself (malformed HTTP, 413, 501, ...) count too.
+          [&openai](int status) { openai->metrics().ObserveHttpStatus(status); }));
 #ifdef KILN_HAVE_WORKFLOW_API
   wf.services.llm_base_url = "http://" + (http.host == "0.0.0.0" ? std::string("127.0.0.1") : http.host) +
                              ":" + std::to_string(http_server->port());

@@ -195,7 +195,7 @@ class Generator final {
   // token, an empty prompt), OutOfRange (prompt + max_tokens > max_model_len; a prompt whose byte
   // size alone proves it too long is refused before it is tokenized). `error_field` (optional)
   // receives the request field at fault, as the OpenAI API names it: "messages", "prompt",
-  // "stop_token_ids", "logprob_token_ids".
+  // "chat_template" (the request's template failed), "stop_token_ids", "logprob_token_ids".
   StatusOr<PreparedGeneration> Prepare(GenerationRequest request,
                                        std::string* error_field = nullptr) const;
   // Submits every choice at once (Engine::SubmitBatch: admitted in the same step). `prepared`
@@ -211,15 +211,22 @@ class Generator final {
       std::string* error_field = nullptr) const;
 
   // Chat messages → prompt token ids (template + tokenize), as Prepare does for chat requests.
+  // The rendered text is bounded by MaxPromptBytes() while rendering. `error_field` (optional)
+  // receives "chat_template" for an error of the template options.chat_template brought, else
+  // "messages".
   StatusOr<std::vector<int32_t>> RenderChat(const nlohmann::ordered_json& messages,
                                             const ChatTemplateOptions& options,
-                                            bool add_special_tokens) const;
+                                            bool add_special_tokens,
+                                            std::string* error_field = nullptr) const;
 
   // A lower bound on the number of tokens a text of `num_bytes` bytes encodes to (0 without a
   // tokenizer), so that callers can refuse an over-long text without tokenizing it. It allows a
   // normalizer to shrink text 4× (NFKC, lowercase); a normalizer that deletes most of a text
   // (Strip, Replace with "") could encode to fewer tokens.
   size_t MinTokens(size_t num_bytes) const;
+  // The largest byte size whose MinTokens is at most max_model_len (0: unbounded, no tokenizer):
+  // the bound on a rendered chat prompt.
+  size_t MaxPromptBytes() const;
 
   const Tokenizer* tokenizer() const { return tokenizer_; }
   Engine* engine() const { return engine_; }
@@ -228,7 +235,8 @@ class Generator final {
 
  private:
   StatusOr<std::string> RenderChatText(const nlohmann::ordered_json& messages,
-                                       const ChatTemplateOptions& options) const;
+                                       const ChatTemplateOptions& options,
+                                       std::string* error_field) const;
   // Tokenizes `text`, unless its byte size alone proves it longer than max_model_len.
   Status Encode(const std::string& text, const GenerationRequest& request,
                 std::vector<int32_t>* ids) const;

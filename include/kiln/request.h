@@ -33,7 +33,7 @@ struct SamplingParams {
   float repetition_penalty = 1.0f;  // HF semantics, over prompt + output tokens; 1 = off
   float presence_penalty = 0.0f;    // OpenAI semantics, over output tokens
   float frequency_penalty = 0.0f;   // OpenAI semantics, over output tokens
-  int max_tokens = 16;              // new tokens to generate
+  int max_tokens = 16;              // new tokens to generate; 0 → prefill the prompt only
   int min_tokens = 0;               // EOS / stop ids masked until this many were generated
   bool ignore_eos = false;
   std::vector<int32_t> stop_token_ids;  // besides the model's EOS ids

@@ -30,6 +30,9 @@ struct ChatTemplateOptions {
   nlohmann::ordered_json documents;     // null or an array
   nlohmann::ordered_json extra_kwargs;  // object of extra template variables (enable_thinking)
   std::string chat_template;         // non-empty → overrides the tokenizer's template
+  // > 0: the rendered text may be at most this long, and the render may build at most 16× this
+  // in strings and containers (checked while rendering); 0 → the renderer's defaults (256 MiB).
+  size_t max_rendered_bytes = 0;
 };
 
 // Streaming decode of one sequence: feed token ids one at a time, get the text that became final.

@@ -295,6 +295,10 @@ void EngineCore::Step(std::vector<EngineOutput>* outputs) {
       Finish(r, FinishReason::kStop, -1, Status::Ok(), outputs);
       continue;
     }
+    if (r->kind == RequestKind::kGenerate && r->sampling.max_tokens == 0) {
+      Finish(r, FinishReason::kLength, -1, Status::Ok(), outputs);  // prompt only (echo)
+      continue;
+    }
     KILN_DCHECK(rows.logits_row == static_cast<int>(sampling_rows_.size()));
     // The row's prompt / output spans point into token_ids, and the placeholder pushed below
     // must not move them: make room first (geometric growth, so this stays amortized O(1)).

@@ -28,10 +28,8 @@ Status ValidateRequest(const Request& request, int vocab_size, int max_model_len
   const int64_t num_prompt = static_cast<int64_t>(prompt.size());
   switch (request.kind) {
     case RequestKind::kGenerate: {
-      if (request.sampling.max_tokens < 1) {
-        return Status::InvalidArgument("max_tokens must be >= 1 for generation, got " +
-                                       std::to_string(request.sampling.max_tokens));
-      }
+      // max_tokens 0 runs the prompt only (completions' echo scoring): it finishes after its
+      // prefill with reason kLength and no output tokens. SamplingParams::Validate refuses < 0.
       const int64_t total = num_prompt + request.sampling.max_tokens;
       if (total > max_model_len) {
         return Status::OutOfRange(

@@ -104,8 +104,8 @@ TEST(EngineTest, ValidationErrorsNameTheProblem) {
   Request bad_stop = Greedy({1}, 4);
   bad_stop.sampling.stop_token_ids = {99};
   expect(bad_stop, StatusCode::kInvalidArgument, "stop_token_ids");
-  Request zero = Greedy({1}, 0);
-  expect(zero, StatusCode::kInvalidArgument, "max_tokens");
+  Request negative = Greedy({1}, -1);
+  expect(negative, StatusCode::kInvalidArgument, "max_tokens");
   Request json = Greedy({1}, 4);
   json.sampling.response_format.type = ResponseFormat::Type::kJsonObject;
   expect(json, StatusCode::kUnimplemented, "response_format");
@@ -124,6 +124,29 @@ TEST(EngineTest, ValidationErrorsNameTheProblem) {
   engine->Abort("dup");
   engine->Shutdown(false);
   expect(Greedy({1}, 4), StatusCode::kFailedPrecondition, "shutting down");
+}
+
+// Regression (issue 18): echo with max_tokens 0 (prompt scoring) was refused by the engine. A
+// generation of max_tokens 0 now prefills its prompt and finishes with kLength and no tokens,
+// alone and batched with ordinary generations, leaving no KV blocks in use.
+TEST(EngineTest, MaxTokensZeroRunsThePromptOnly) {
+  auto engine = FakeEngine();
+  auto stream = engine->Submit(Greedy({1, 2, 4, 5}, 0));
+  ASSERT_TRUE(stream.ok()) << stream.status().ToString();
+  RequestOutput fin;
+  EXPECT_TRUE(Drain(stream->get(), &fin).empty());
+  EXPECT_EQ(fin.finish_reason, FinishReason::kLength);
+  EXPECT_TRUE(fin.error.ok());
+  EXPECT_EQ(fin.usage.prompt_tokens, 4);
+  EXPECT_EQ(fin.usage.completion_tokens, 0);
+  auto a = engine->Submit(Greedy({1, 2, 3}, 5));
+  auto b = engine->Submit(Greedy(std::vector<int32_t>(100, 7), 0));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(Drain(a->get()).size(), 5u);
+  EXPECT_TRUE(Drain(b->get(), &fin).empty());
+  EXPECT_EQ(fin.usage.prompt_tokens, 100);
+  EXPECT_TRUE(Engine::Impl::CheckInvariants(engine.get()).ok());
+  EXPECT_EQ(engine->Metrics().num_kv_blocks_used, 0);
 }
 
 TEST(EngineTest, CallbacksRunOnOneOutputThreadAndEveryRequestGetsOneFinal) {

@@ -57,7 +57,8 @@ void ModelRunner::Build(const SchedulerOutput& out) {
         b.hidden_indices.push_back(row0 + s.num_tokens - 1);
         rows.hidden_count = 1;
       }
-    } else if (completes) {
+    } else if (completes && !(r.kind == RequestKind::kGenerate && r.sampling.max_tokens == 0)) {
+      // (a generation of max_tokens 0 only prefills: nothing is sampled)
       rows.logits_row = static_cast<int>(b.logits_indices.size());
       b.logits_indices.push_back(row0 + s.num_tokens - 1);
     }

@@ -63,7 +63,9 @@ Generator::Generator(Engine* engine, GeneratorOptions options)
 Generator::~Generator() = default;
 
 StatusOr<std::string> Generator::RenderChatText(const nlohmann::ordered_json& messages,
-                                                const ChatTemplateOptions& options) const {
+                                                const ChatTemplateOptions& options,
+                                                std::string* error_field) const {
+  if (error_field != nullptr) *error_field = "messages";
   if (tokenizer_ == nullptr) {
     return Status::InvalidArgument("the served model has no tokenizer for chat messages");
   }
@@ -77,13 +79,24 @@ StatusOr<std::string> Generator::RenderChatText(const nlohmann::ordered_json& me
         "the served model has no chat template; start the server with --chat-template or use "
         "/v1/completions");
   }
-  return tokenizer_->ApplyChatTemplate(messages, co);
+  // Bounded while rendering (template amplification): a longer text cannot fit max_model_len.
+  const size_t max_bytes = MaxPromptBytes();
+  if (max_bytes > 0 && (co.max_rendered_bytes == 0 || co.max_rendered_bytes > max_bytes)) {
+    co.max_rendered_bytes = max_bytes;
+  }
+  auto text = tokenizer_->ApplyChatTemplate(messages, co);
+  // A template error is the request's template's when it brought one.
+  if (!text.ok() && error_field != nullptr && !options.chat_template.empty()) {
+    *error_field = "chat_template";
+  }
+  return text;
 }
 
 StatusOr<std::vector<int32_t>> Generator::RenderChat(const nlohmann::ordered_json& messages,
                                                      const ChatTemplateOptions& options,
-                                                     bool add_special_tokens) const {
-  KILN_ASSIGN_OR_RETURN(std::string text, RenderChatText(messages, options));
+                                                     bool add_special_tokens,
+                                                     std::string* error_field) const {
+  KILN_ASSIGN_OR_RETURN(std::string text, RenderChatText(messages, options, error_field));
   return tokenizer_->Encode(text, add_special_tokens);
 }
 
@@ -93,12 +106,13 @@ Status Generator::CheckLength(size_t num_prompt_tokens, bool is_lower_bound,
   const std::string prompt =
       is_lower_bound ? "at least " + std::to_string(num_prompt_tokens) + " tokens (by its size)"
                      : std::to_string(num_prompt_tokens) + " tokens";
+  const std::string rejected = is_lower_bound ? " It was rejected without tokenizing." : "";
   if (num_prompt_tokens == 0) return Status::InvalidArgument("the prompt is empty (0 tokens)");
   if (request.fill_max_tokens) {
     if (num_prompt_tokens >= static_cast<size_t>(max_model_len_)) {
       return Status::OutOfRange("This model's maximum context length is " + limit +
                                 " tokens. However, your prompt has " + prompt +
-                                ", which leaves no room for the completion.");
+                                ", which leaves no room for the completion." + rejected);
     }
     *max_tokens = max_model_len_ - static_cast<int>(num_prompt_tokens);
     return Status::Ok();
@@ -110,7 +124,7 @@ Status Generator::CheckLength(size_t num_prompt_tokens, bool is_lower_bound,
                                 " tokens. However, your prompt has " + prompt + " and " +
                                 std::to_string(request.sampling.max_tokens) +
                                 " are requested for the completion. Please reduce the prompt or "
-                                "max_tokens.");
+                                "max_tokens." + rejected);
     }
     return Status::OutOfRange("This model's maximum context length is " + limit +
                               " tokens. However, you requested " + std::to_string(total) +
@@ -120,6 +134,12 @@ Status Generator::CheckLength(size_t num_prompt_tokens, bool is_lower_bound,
   }
   *max_tokens = request.sampling.max_tokens;
   return Status::Ok();
+}
+
+size_t Generator::MaxPromptBytes() const {
+  if (max_token_bytes_ == 0 || max_model_len_ <= 0) return 0;
+  // The first size whose MinTokens exceeds max_model_len, less one.
+  return (static_cast<size_t>(max_model_len_) + 1) * max_token_bytes_ * kNormalizationSlack - 1;
 }
 
 size_t Generator::MinTokens(size_t num_bytes) const {
@@ -184,8 +204,9 @@ StatusOr<PreparedGeneration> Generator::Prepare(GenerationRequest request,
       request.chat_options.add_generation_prompt = false;
     }
     PreparedPrompt p;
-    auto text = RenderChatText(request.messages, request.chat_options);
-    if (!text.ok()) return SetField(error_field, "messages", text.status());
+    std::string render_field;
+    auto text = RenderChatText(request.messages, request.chat_options, &render_field);
+    if (!text.ok()) return SetField(error_field, render_field.c_str(), text.status());
     if (Status s = Encode(*text, request, &p.token_ids); !s.ok()) {
       return SetField(error_field, "messages", s);
     }

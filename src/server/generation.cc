@@ -6,8 +6,10 @@
 namespace kiln::server {
 
 ApiError EngineSubmitError(const Status& status, ApiKind kind) {
-  const char* param = kind == ApiKind::kChat ? "messages" : "prompt";
-  return ApiError::FromStatus(status, status.code() == StatusCode::kResourceExhausted ? "" : param);
+  if (status.code() == StatusCode::kResourceExhausted) return ApiError::FromStatus(status, "");
+  std::string param = EngineErrorParam(status.message());  // e.g. "top_p must be in ..."
+  if (param.empty()) param = kind == ApiKind::kChat ? "messages" : "prompt";
+  return ApiError::FromStatus(status, std::move(param));
 }
 
 GenerationRequest ToGenerationRequest(GenerateRequest* g) {

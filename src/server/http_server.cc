@@ -30,6 +30,12 @@ std::string StatusLine(int status) {
   return "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason) + "\r\n";
 }
 
+boost::beast::string_view TrimOws(boost::beast::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
 std::string HexSize(size_t n) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%zx\r\n", n);
@@ -42,6 +48,7 @@ std::string HexSize(size_t n) {
 struct ServerShared {
   HttpServerOptions options;
   HttpHandler handler;
+  HttpStatusObserver observe_status;  // may be empty
   std::atomic<bool> draining{false};
   std::atomic<int64_t> pending_exchanges{0};
   std::atomic<int64_t> open_connections{0};
@@ -74,7 +81,7 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
     std::string head = StatusLine(status);
     AppendHeaders(&head, content_type, headers);
     head += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n";
-    head += body;
+    if (!head_request_) head += body;  // a HEAD response has the headers of a GET, no body
     completing_ = true;
     Enqueue(std::move(head));
   }
@@ -83,14 +90,18 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
                    const HttpHeaders& headers) {
     if (!Accepting(id) || streaming_) return;
     streaming_ = true;
+    // HTTP/1.0 has no chunked encoding: the body runs until the connection closes.
+    if (http10_) keep_alive_ = false;
     std::string head = StatusLine(status);
     AppendHeaders(&head, content_type, headers);
-    head += "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
+    head += "Cache-Control: no-cache\r\n";
+    head += http10_ ? "\r\n" : "Transfer-Encoding: chunked\r\n\r\n";
     Enqueue(std::move(head));
   }
 
   void WriteChunk(uint64_t id, std::string data) {
-    if (!Accepting(id) || !streaming_ || data.empty()) return;
+    if (!Accepting(id) || !streaming_ || data.empty() || head_request_) return;
+    if (http10_) return Enqueue(std::move(data));
     std::string chunk = HexSize(data.size());
     chunk += data;
     chunk += "\r\n";
@@ -101,7 +112,7 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
     if (!Accepting(id) || !streaming_) return;
     accepting_writes_ = false;
     completing_ = true;
-    Enqueue("0\r\n\r\n");
+    Enqueue(http10_ || head_request_ ? std::string() : std::string("0\r\n\r\n"));
   }
 
   void SetOnDisconnect(uint64_t id, std::function<void()> fn) {
@@ -114,6 +125,10 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
   }
 
  private:
+  void Observe(int status) {
+    if (shared_->observe_status) shared_->observe_status(status);
+  }
+
   bool Accepting(uint64_t id) const {
     return id == exchange_id_ && exchange_active_ && accepting_writes_ && !disconnected_;
   }
@@ -150,6 +165,12 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
       return RejectAndClose(413, "request body of " + std::to_string(*length) +
                                      " bytes exceeds the limit of " +
                                      std::to_string(shared_->options.max_body_bytes) + " bytes");
+    }
+    // Only chunked is understood (RFC 9112 §6.1: an unknown coding → 501). Reading the body of
+    // "Transfer-Encoding: gzip" as if it had none would parse that body as the next request.
+    const auto te = req.find(http::field::transfer_encoding);
+    if (te != req.end() && !beast::iequals(TrimOws(te->value()), "chunked")) {
+      return RejectAndClose(501, "Transfer-Encoding other than chunked is not supported");
     }
     auto expect = req.find(http::field::expect);
     if (expect != req.end() && beast::iequals(expect->value(), "100-continue")) {
@@ -192,9 +213,11 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
     ++shared_->pending_exchanges;
     ++exchange_id_;
     keep_alive_ = false;
+    head_request_ = false;
     std::string type = status == 413 ? "request_too_large" : "invalid_request_error";
     std::string body = "{\"error\":{\"message\":\"" + message + "\",\"type\":\"" + type +
                        "\",\"param\":null,\"code\":null}}";
+    Observe(status);
     Send(exchange_id_, status, "application/json", std::move(body), {});
   }
 
@@ -212,6 +235,8 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
     if (auth != msg.end()) request.authorization = std::string(auth->value());
     request.keep_alive = msg.keep_alive();
     keep_alive_ = request.keep_alive && !shared_->draining;
+    head_request_ = msg.method() == http::verb::head;
+    http10_ = msg.version() < 11;
 
     ++exchange_id_;
     exchange_active_ = true;
@@ -225,6 +250,7 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
       shared_->handler(std::move(request), responder);
     } catch (const std::exception& e) {
       KILN_LOG(ERROR) << "request handler threw: " << e.what();
+      Observe(500);
       Send(exchange_id_, 500, "application/json",
            "{\"error\":{\"message\":\"internal error\",\"type\":\"internal_error\","
            "\"param\":null,\"code\":null}}",
@@ -233,27 +259,45 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
     if (exchange_active_) Watch();
   }
 
-  // Waits for the socket to become readable while a response is pending: readable with no bytes
-  // means the peer closed (or reset) the connection.
+  // Reads from the socket while a response is pending, to learn whether the peer left. Only a
+  // read tells: readiness alone is no evidence (a readiness event can be stale, and taking it with
+  // available() == 0 for a disconnect dropped about 1% of replies). What the read returns:
+  //   - an error (reset): the peer is gone → OnPeerGone (the handler aborts its work);
+  //   - EOF: the peer half-closed ("done sending", e.g. shutdown(SHUT_WR)) or closed: the response
+  //     is still written (a closed peer then fails the write → OnPeerGone), and the connection
+  //     closes after it;
+  //   - bytes: a pipelined request, kept in buffer_ and read after this response.
   void Watch() {
-    if (watching_ || disconnected_) return;
+    if (watching_ || disconnected_ || peer_eof_) return;
     watching_ = true;
-    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(),
-                                                         id = exchange_id_](beast::error_code ec) {
-      self->watching_ = false;
-      if (ec || self->disconnected_) return;
-      if (id != self->exchange_id_) {
-        // Stale: armed for an earlier exchange on this keep-alive connection; the readiness
-        // was the next request, which has been read. Re-arm for the current exchange.
-        if (self->exchange_active_ && !self->completing_) self->Watch();
-        return;
-      }
-      if (!self->exchange_active_ || self->completing_) return;
-      beast::error_code aec;
-      const size_t n = self->stream_.socket().available(aec);
-      if (aec || n == 0) self->OnPeerGone();
-      // else: a pipelined request; it is read after this response.
-    });
+    watch_buf_.resize(4096);
+    stream_.socket().async_read_some(
+        net::buffer(watch_buf_),
+        [self = shared_from_this()](beast::error_code ec, size_t n) { self->OnWatchRead(ec, n); });
+  }
+
+  void OnWatchRead(beast::error_code ec, size_t n) {
+    watching_ = false;
+    if (n > 0) {
+      auto dst = buffer_.prepare(n);
+      net::buffer_copy(dst, net::buffer(watch_buf_.data(), n));
+      buffer_.commit(n);
+    }
+    if (disconnected_) return;
+    if (ec == net::error::eof) {
+      peer_eof_ = true;
+      keep_alive_ = false;
+    } else if (ec && ec != net::error::operation_aborted) {
+      if (exchange_active_) return OnPeerGone();
+      peer_eof_ = true;
+      keep_alive_ = false;
+    }
+    if (resume_read_) {  // the exchange completed while this read was pending
+      resume_read_ = false;
+      return keep_alive_ ? ReadHeader() : Close();
+    }
+    // Bytes: not watched further (the pipelined request waits in buffer_ for this response).
+    if (!ec && n == 0 && exchange_active_ && !completing_) Watch();
   }
 
   void OnPeerGone() {
@@ -321,8 +365,14 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
     completing_ = false;
     --shared_->pending_exchanges;
     on_disconnect_ = nullptr;
-    if (keep_alive_ && !shared_->draining) return ReadHeader();
-    Close();
+    if (shared_->draining || peer_eof_) keep_alive_ = false;
+    if (watching_) {  // one read at a time: go on when the watch read ends (cancelled now)
+      resume_read_ = true;
+      beast::error_code ec;
+      stream_.socket().cancel(ec);
+      return;
+    }
+    keep_alive_ ? ReadHeader() : Close();
   }
 
   // Graceful close: stop sending, drain what the peer still sends for a moment (so it reads our
@@ -365,11 +415,16 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
   bool keep_alive_ = true;
   bool disconnected_ = false;
   bool watching_ = false;
+  bool resume_read_ = false;   // read the next request when the watch read completes
+  bool peer_eof_ = false;      // the peer half-closed: answer the current request, then close
+  bool head_request_ = false;  // HEAD: headers only
+  bool http10_ = false;        // HTTP/1.0 peer: no chunked encoding
   bool writing_ = false;
   std::deque<std::string> write_queue_;
   int64_t pending_write_bytes_ = 0;  // queued + in flight
   std::function<void()> on_disconnect_;
   std::string drain_buf_;
+  std::string watch_buf_;
 };
 
 // ---- HttpResponder ---------------------------------------------------------------------------
@@ -426,12 +481,13 @@ Status HttpServerOptions::Validate() const {
 
 class HttpServer::Impl {
  public:
-  Impl(const HttpServerOptions& options, HttpHandler handler)
+  Impl(const HttpServerOptions& options, HttpHandler handler, HttpStatusObserver observer)
       : acceptor_(net::make_strand(ioc_)),
         guard_(net::make_work_guard(ioc_)),
         shared_(std::make_shared<ServerShared>()) {
     shared_->options = options;
     shared_->handler = std::move(handler);
+    shared_->observe_status = std::move(observer);
   }
 
   Status Bind() {
@@ -498,9 +554,10 @@ class HttpServer::Impl {
 };
 
 StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& options,
-                                                         HttpHandler handler) {
+                                                         HttpHandler handler,
+                                                         HttpStatusObserver observer) {
   KILN_RETURN_IF_ERROR(options.Validate());
-  auto impl = std::make_unique<Impl>(options, std::move(handler));
+  auto impl = std::make_unique<Impl>(options, std::move(handler), std::move(observer));
   KILN_RETURN_IF_ERROR(impl->Bind());
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }

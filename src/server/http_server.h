@@ -2,8 +2,13 @@
 // serves many connections; each connection is a chain of async operations on its own strand (no
 // thread per connection). Supports keep-alive, a bounded request body (→ 413), header/body read and
 // keep-alive idle timeouts, a write timeout (slow readers), full responses and chunked streaming
-// responses (SSE), and disconnect detection while a response is pending (the peer closing its
-// socket fires HttpResponder::OnDisconnect, so the handler can abort engine work).
+// responses (SSE), and disconnect detection while a response is pending (a reset, or a write that
+// fails, fires HttpResponder::OnDisconnect, so the handler can abort engine work). A half-close
+// (the peer's FIN: "done sending") is not a disconnect: the pending response is still written, then
+// the connection closes; a peer that closed entirely is therefore noticed at the next write (the
+// next SSE chunk, or the full response). HEAD responses carry headers only; HTTP/1.0 peers get
+// streams without chunked encoding (ended by closing the connection); a Transfer-Encoding other
+// than chunked is answered 501.
 //
 // Not responsible for routing, auth or JSON: every request goes to the one HttpHandler.
 //
@@ -63,6 +68,9 @@ class HttpResponder final {
 
 using HttpHandler =
     std::function<void(HttpRequest request, std::shared_ptr<HttpResponder> responder)>;
+// Told the status of every reply the transport sends by itself, without the handler (400 malformed,
+// 413, 431, 501, 500 after a handler threw), so that metrics count them. Runs on an io thread.
+using HttpStatusObserver = std::function<void(int status)>;
 
 struct HttpServerOptions {
   std::string host = "127.0.0.1";
@@ -83,7 +91,8 @@ class HttpServer final {
  public:
   // Binds and listens (errors: IOError naming host:port); serving starts with Start().
   static StatusOr<std::unique_ptr<HttpServer>> Create(const HttpServerOptions& options,
-                                                      HttpHandler handler);
+                                                      HttpHandler handler,
+                                                      HttpStatusObserver observer = nullptr);
   ~HttpServer();  // Stop()
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

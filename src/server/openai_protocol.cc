@@ -58,7 +58,9 @@ class FieldReader final {
       return false;
     }
     const double x = v->get<double>();
-    if (!std::isfinite(x) || x < lo || x > hi || (lo_open && x == lo)) {
+    // (an open bound is checked after rounding to float too: top_p 1e-50 becomes 0)
+    if (!std::isfinite(x) || x < lo || x > hi ||
+        (lo_open && (x == lo || static_cast<float>(x) == static_cast<float>(lo)))) {
       Fail("'" + std::string(name) + "' must be in " + (lo_open ? "(" : "[") + Num(lo) + ", " +
                Num(hi) + "], got " + Num(x),
            name);
@@ -251,6 +253,7 @@ void ParseCommon(FieldReader& r, const json& body, GenerateRequest* out) {
     const std::string type = type_it != response_format->end() && type_it->is_string()
                                  ? type_it->get<std::string>()
                                  : "";
+    out->structured_param = "response_format";
     if (type == "text") {
     } else if (type == "json_object") {
       rf.type = ResponseFormat::Type::kJsonObject;
@@ -272,7 +275,14 @@ void ParseCommon(FieldReader& r, const json& body, GenerateRequest* out) {
   }
   auto schema_text = [&](const json& v, const char* name) {
     if (v.is_string()) {
-      json parsed = json::parse(v.get<std::string>(), nullptr, false);
+      const std::string& text = v.get_ref<const std::string&>();
+      if (JsonNestingDepth(text, kMaxJsonDepth) > kMaxJsonDepth) {
+        r.Fail(std::string("'") + name + "' nests arrays/objects more than " +
+                   std::to_string(kMaxJsonDepth) + " levels deep",
+               name);
+        return;
+      }
+      json parsed = json::parse(text, nullptr, false);
       if (parsed.is_discarded() || !parsed.is_object()) {
         r.Fail(std::string("'") + name + "' must be a JSON schema", name);
         return;
@@ -285,6 +295,7 @@ void ParseCommon(FieldReader& r, const json& body, GenerateRequest* out) {
       return;
     }
     rf.type = ResponseFormat::Type::kJsonSchema;
+    out->structured_param = name;
     ++num_formats;
   };
   auto choice_list = [&](const json& v, const char* name) {
@@ -300,17 +311,20 @@ void ParseCommon(FieldReader& r, const json& body, GenerateRequest* out) {
       rf.choices.push_back(e.get<std::string>());
     }
     rf.type = ResponseFormat::Type::kChoice;
+    out->structured_param = name;
     ++num_formats;
   };
   if (const json* v = r.Get("guided_json")) schema_text(*v, "guided_json");
   std::string text;
   if (r.String("guided_regex", &text)) {
+    out->structured_param = "guided_regex";
     rf.type = ResponseFormat::Type::kRegex;
     rf.regex = text;
     ++num_formats;
   }
   if (const json* v = r.Get("guided_choice")) choice_list(*v, "guided_choice");
   if (r.String("guided_grammar", &text)) {
+    out->structured_param = "guided_grammar";
     rf.type = ResponseFormat::Type::kGrammar;
     rf.grammar = text;
     ++num_formats;
@@ -320,18 +334,21 @@ void ParseCommon(FieldReader& r, const json& body, GenerateRequest* out) {
     FieldReader sr(*so);
     if (const json* v = sr.Get("json")) schema_text(*v, "structured_outputs.json");
     if (sr.String("regex", &text)) {
+      out->structured_param = "structured_outputs.regex";
       rf.type = ResponseFormat::Type::kRegex;
       rf.regex = text;
       ++num_formats;
     }
     if (const json* v = sr.Get("choice")) choice_list(*v, "structured_outputs.choice");
     if (sr.String("grammar", &text)) {
+      out->structured_param = "structured_outputs.grammar";
       rf.type = ResponseFormat::Type::kGrammar;
       rf.grammar = text;
       ++num_formats;
     }
     bool json_object = false;
     if (sr.Bool("json_object", &json_object) && json_object) {
+      out->structured_param = "structured_outputs.json_object";
       rf.type = ResponseFormat::Type::kJsonObject;
       ++num_formats;
     }
@@ -383,7 +400,51 @@ std::string DumpJson(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+int JsonNestingDepth(std::string_view text, int limit) {
+  int depth = 0, max_depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) {
+        max_depth = depth;
+        if (max_depth > limit) return limit + 1;
+      }
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return max_depth;
+}
+
+std::optional<ApiError> ReadOptionalString(const json& body, const char* name, std::string* out) {
+  FieldReader r(body);
+  r.String(name, out);
+  return r.error();
+}
+
+std::optional<ApiError> ReadOptionalBool(const json& body, const char* name, bool* out) {
+  FieldReader r(body);
+  r.Bool(name, out);
+  return r.error();
+}
+
 std::optional<ApiError> ParseJsonBody(std::string_view text, json* out) {
+  if (JsonNestingDepth(text, kMaxJsonDepth) > kMaxJsonDepth) {
+    return ApiError::BadRequest("the request body nests arrays/objects more than " +
+                                std::to_string(kMaxJsonDepth) + " levels deep");
+  }
   json parsed = json::parse(text.begin(), text.end(), nullptr, false);
   if (parsed.is_discarded()) {
     return ApiError::BadRequest("the request body is not valid JSON");
@@ -446,6 +507,19 @@ std::optional<ApiError> ParseChatRequest(const json& body, GenerateRequest* out)
     else
       co.tools = *tools;
   }
+  // Tools are rendered into the prompt by the chat template; tool calls are not parsed out of
+  // the output (they come back as text in `content`). So only the tool choices that need no
+  // parsing or forcing are accepted: "none" and "auto".
+  if (const json* choice = r.Get("tool_choice")) {
+    if (!choice->is_string() || (*choice != "none" && *choice != "auto")) {
+      r.Fail(
+          "'tool_choice' must be \"none\" or \"auto\": forcing a tool call (\"required\" or a "
+          "named function) is not supported",
+          "tool_choice");
+    }
+  }
+  bool parallel_tool_calls = true;
+  r.Bool("parallel_tool_calls", &parallel_tool_calls);  // no effect: tool calls are not parsed
   if (const json* docs = r.Get("documents")) {
     if (!docs->is_array())
       r.WrongType("documents", "an array", *docs);
@@ -544,6 +618,14 @@ std::optional<ApiError> ParseCompletionRequest(const json& body, GenerateRequest
   } else {
     return ApiError::BadRequest(kShape, "prompt");
   }
+  const int64_t num_sequences = static_cast<int64_t>(out->prompts.size()) * out->n;
+  if (num_sequences > kMaxSequencesPerRequest) {
+    return ApiError::BadRequest(
+        std::to_string(out->prompts.size()) + " 'prompt' entries × n = " + std::to_string(out->n) +
+            " make " + std::to_string(num_sequences) + " sequences; one request may run at most " +
+            std::to_string(kMaxSequencesPerRequest),
+        out->n > 1 ? "n" : "prompt");
+  }
   if (out->echo && out->logprobs) {
     return ApiError::BadRequest("'echo' together with 'logprobs' is not supported", "echo");
   }
@@ -565,6 +647,29 @@ std::optional<ApiError> CheckTokenIds(const std::vector<int32_t>& ids, int vocab
     }
   }
   return std::nullopt;
+}
+
+std::string EngineErrorParam(const std::string& message) {
+  static constexpr std::pair<std::string_view, std::string_view> kFields[] = {
+      {"temperature", "temperature"},
+      {"top_k", "top_k"},
+      {"top_p", "top_p"},
+      {"min_p", "min_p"},
+      {"repetition_penalty", "repetition_penalty"},
+      {"presence_penalty", "presence_penalty"},
+      {"frequency_penalty", "frequency_penalty"},
+      {"max_tokens", "max_tokens"},
+      {"min_tokens", "min_tokens"},
+      {"logprobs", "logprobs"},
+      {"stop_token_ids", "stop_token_ids"},
+      {"chosen_logprob_token_ids", "logprob_token_ids"},
+      {"response_format", "response_format"},
+  };
+  const std::string_view first = std::string_view(message).substr(0, message.find(' '));
+  for (const auto& [field, param] : kFields) {
+    if (first == field) return std::string(param);
+  }
+  return "";
 }
 
 // ---- responses ---------------------------------------------------------------------------------

@@ -61,10 +61,31 @@ struct GenerateRequest {
   std::vector<int32_t> logprob_token_ids;
   std::vector<std::string> logprob_token_strings;
   std::string user;
+  // The request field that asked for structured output ("response_format", "guided_regex",
+  // "structured_outputs.json", ...), named by errors from compiling it; empty when none.
+  std::string structured_param;
 };
 
-// Parses `text` as a JSON object. Malformed JSON or a non-object → 400.
+// Request bodies may nest arrays/objects at most this deep (the top-level object is level 1).
+// Checked on the raw text before parsing, so that no later copy, walk or dump of the value (nor the
+// chat template's conversion of messages, tools or kwargs) can recurse without bound.
+inline constexpr int kMaxJsonDepth = 128;
+
+// Prompts × n of one completions request (and inputs of one embeddings/classify request) at most:
+// one request must not be able to fill the engine's whole waiting queue.
+inline constexpr int kMaxSequencesPerRequest = 1024;
+
+// Parses `text` as a JSON object. Malformed JSON, a non-object or nesting deeper than
+// kMaxJsonDepth → 400.
 std::optional<ApiError> ParseJsonBody(std::string_view text, json* out);
+// The deepest array/object nesting in JSON text (strings skipped); stops counting once it passes
+// `limit` and returns limit + 1. Malformed text gives a meaningless but bounded answer.
+int JsonNestingDepth(std::string_view text, int limit);
+
+// Optional fields read outside the chat/completions parsers (/tokenize, /v1/embeddings): absent or
+// null leave *out unchanged; a value of another type is a 400 naming the field.
+std::optional<ApiError> ReadOptionalString(const json& body, const char* name, std::string* out);
+std::optional<ApiError> ReadOptionalBool(const json& body, const char* name, bool* out);
 
 std::optional<ApiError> ParseChatRequest(const json& body, GenerateRequest* out);
 std::optional<ApiError> ParseCompletionRequest(const json& body, GenerateRequest* out);
@@ -73,6 +94,11 @@ std::optional<ApiError> ParseCompletionRequest(const json& body, GenerateRequest
 // checked by kiln::Generator::Prepare.)
 std::optional<ApiError> CheckTokenIds(const std::vector<int32_t>& ids, int vocab_size,
                                       const char* param);
+
+// The request field an engine validation error is about: Engine::Submit's messages start with the
+// SamplingParams field ("top_p must be in (0, 1], got 0"); mapped to its API name ("top_p",
+// "max_tokens", "logprob_token_ids", ...). Empty when the message names no known field.
+std::string EngineErrorParam(const std::string& message);
 
 // ---- responses ---------------------------------------------------------------------------------
 

@@ -54,6 +54,85 @@ TEST(OpenAiProtocolTest, MalformedJsonAndNonObject) {
   EXPECT_NE(e->message.find("JSON object"), std::string::npos);
 }
 
+// Regression (issue 18): ~120 KB of nested arrays overflowed the stack while the value was
+// walked. The depth is bounded on the raw text, before parsing; brackets in strings do not count.
+TEST(OpenAiProtocolTest, JsonNestingIsBoundedBeforeParsing) {
+  auto nested = [](int n) { return std::string(n, '[') + std::string(n, ']'); };
+  EXPECT_EQ(JsonNestingDepth("{\"a\": [[1], {\"b\": []}]}", 100), 4);
+  EXPECT_EQ(JsonNestingDepth("{\"a\": \"[[[[\\\"[[\"}", 100), 1);
+  EXPECT_EQ(JsonNestingDepth(nested(100000), 128), 129);  // stops counting past the limit
+  json body;
+  EXPECT_FALSE(ParseJsonBody("{\"x\":" + nested(kMaxJsonDepth - 1) + "}", &body));
+  auto e = ParseJsonBody("{\"x\":" + nested(kMaxJsonDepth) + "}", &body);
+  ASSERT_TRUE(e);
+  EXPECT_NE(e->message.find("128 levels"), std::string::npos) << e->message;
+  e = ParseJsonBody("{\"input\":" + nested(100000) + "}", &body);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->http_status, 400);
+}
+
+// Regression (issue 18): wrong-typed optional fields threw from json::value() (a 500).
+TEST(OpenAiProtocolTest, OptionalFieldReadersNameTheFieldAndTreatNullAsAbsent) {
+  std::string s = "dflt";
+  bool b = true;
+  EXPECT_FALSE(ReadOptionalString(json{{"pooling", nullptr}}, "pooling", &s));
+  EXPECT_EQ(s, "dflt");
+  EXPECT_FALSE(ReadOptionalString(json{{"pooling", "mean"}}, "pooling", &s));
+  EXPECT_EQ(s, "mean");
+  auto e = ReadOptionalString(json{{"pooling", 3}}, "pooling", &s);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->param, "pooling");
+  EXPECT_FALSE(ReadOptionalBool(json::object(), "return_token_strs", &b));
+  EXPECT_TRUE(b);
+  e = ReadOptionalBool(json{{"return_token_strs", "yes"}}, "return_token_strs", &b);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->param, "return_token_strs");
+}
+
+// Regression (issue 18): engine validation errors were all reported with param "prompt".
+TEST(OpenAiProtocolTest, EngineErrorParamNamesTheField) {
+  EXPECT_EQ(EngineErrorParam("top_p must be in (0, 1], got 0"), "top_p");
+  EXPECT_EQ(EngineErrorParam("min_tokens (5) must be <= max_tokens (2)"), "min_tokens");
+  EXPECT_EQ(EngineErrorParam("chosen_logprob_token_ids contains id 7"), "logprob_token_ids");
+  EXPECT_EQ(EngineErrorParam("prompt (9 tokens) exceeds max_model_len (4)"), "");
+  GenerateRequest g;
+  auto e = Completion(R"({"prompt": "x", "top_p": 1e-50})", &g);  // 0 once rounded to float
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->param, "top_p");
+  EXPECT_FALSE(Completion(R"({"prompt": "x", "guided_regex": "a+"})", &g));
+  EXPECT_EQ(g.structured_param, "guided_regex");
+}
+
+// Regression (issue 18): one request of n × prompts = 89,600 sequences filled the whole queue.
+TEST(OpenAiProtocolTest, SequencesPerRequestAreCapped) {
+  GenerateRequest g;
+  json prompts = json::array();
+  for (int i = 0; i < 700; ++i) prompts.push_back("p");
+  auto e = ParseCompletionRequest(json{{"prompt", prompts}, {"n", 128}}, &g);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->param, "n");
+  EXPECT_NE(e->message.find("89600 sequences"), std::string::npos) << e->message;
+  EXPECT_FALSE(ParseCompletionRequest(json{{"prompt", prompts}, {"n", 1}}, &g));
+}
+
+// Regression (issue 18): tool_choice / tools were silently ignored. Forcing a tool call needs
+// tool-call parsing, which the server does not do: refused; "none" / "auto" are accepted.
+TEST(OpenAiProtocolTest, ToolChoiceNeedingToolCallParsingIsRefused) {
+  GenerateRequest g;
+  for (const char* choice :
+       {R"("required")", R"({"type": "function", "function": {"name": "f"}})"}) {
+    auto e =
+        Chat(std::string(R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": )") +
+                 choice + "}",
+             &g);
+    ASSERT_TRUE(e) << choice;
+    EXPECT_EQ(e->param, "tool_choice");
+  }
+  EXPECT_FALSE(Chat(
+      R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "auto", "parallel_tool_calls": false})",
+      &g));
+}
+
 TEST(OpenAiProtocolTest, ChatParsesSamplingAndContentParts) {
   GenerateRequest r;
   auto e = Chat(R"({"model":"m","messages":[{"role":"system","content":"be brief"},

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <cctype>
 #include <chrono>
 #include <ctime>
 #include <functional>
 #include <random>
+#include <string_view>
 
 #include "server/generation.h"
 #include "server/openai_protocol.h"
@@ -26,6 +28,31 @@ void SendError(ServerMetrics* metrics, HttpResponder& r, const ApiError& e) {
   if (e.retry_after_s > 0) headers.emplace_back("Retry-After", std::to_string(e.retry_after_s));
   if (e.http_status == 401) headers.emplace_back("WWW-Authenticate", "Bearer");
   SendJson(metrics, r, e.http_status, e.ToJson(), std::move(headers));
+}
+
+// A server without a tokenizer can never serve text: a permanent condition, so 400 (not 503).
+ApiError NoTokenizerError(std::string param) {
+  ApiError e = ApiError::BadRequest(
+      "the served model has no tokenizer, so this route cannot be served; start the server with "
+      "--tokenizer (/v1/embeddings and /v1/classify also accept token ids)",
+      std::move(param));
+  e.code = "no_tokenizer";
+  return e;
+}
+
+// The credentials of an "Authorization: Bearer <token>" header. The scheme name is
+// case-insensitive (RFC 7235 §2.1) and may be followed by more than one space.
+bool BearerToken(std::string_view header, std::string_view* token) {
+  constexpr std::string_view kScheme = "bearer";
+  if (header.size() <= kScheme.size()) return false;
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(header[i])) != kScheme[i]) return false;
+  }
+  size_t i = kScheme.size();
+  if (header[i] != ' ' && header[i] != '\t') return false;
+  while (i < header.size() && (header[i] == ' ' || header[i] == '\t')) ++i;
+  *token = header.substr(i);
+  return !token->empty();
 }
 
 // Constant-time comparison (the API key must not leak through timing).
@@ -116,9 +143,9 @@ void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> re
     return SendError(&metrics_, *responder, e);
   }
   if ((extra != nullptr || route->needs_auth) && !options_.api_key.empty()) {
-    const std::string prefix = "Bearer ";
-    const bool ok = request.authorization.rfind(prefix, 0) == 0 &&
-                    SecretEquals(request.authorization.substr(prefix.size()), options_.api_key);
+    std::string_view token;
+    const bool ok = BearerToken(request.authorization, &token) &&
+                    SecretEquals(std::string(token), options_.api_key);
     if (!ok) {
       ApiError e = ApiError::FromStatus(Status::Unauthenticated(
           request.authorization.empty() ? "missing API key: send 'Authorization: Bearer <key>'"
@@ -128,7 +155,9 @@ void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> re
     }
   }
   if (extra != nullptr) return extra->handler(request, std::move(responder));
-  if (request.method != route->method) {
+  // HEAD is GET without the body (RFC 9110 §9.3.2; the transport leaves the body out).
+  const bool head_of_get = request.method == "HEAD" && std::string_view(route->method) == "GET";
+  if (request.method != route->method && !head_of_get) {
     ApiError e;
     e.http_status = 405;
     e.message = "method " + request.method + " is not allowed for " + request.path + "; use " +
@@ -196,8 +225,10 @@ void OpenAiServer::HandleCompletion(const HttpRequest& request,
 
 std::optional<ApiError> OpenAiServer::RenderChatPrompt(const GenerateRequest& g,
                                                        std::vector<int32_t>* ids) const {
-  auto rendered = generator_->RenderChat(g.messages, g.chat_options, g.add_special_tokens);
-  if (!rendered.ok()) return ApiError::FromStatus(rendered.status(), "messages");
+  std::string field;
+  auto rendered =
+      generator_->RenderChat(g.messages, g.chat_options, g.add_special_tokens, &field);
+  if (!rendered.ok()) return ApiError::FromStatus(rendered.status(), field);
   *ids = std::move(rendered).value();
   return std::nullopt;
 }
@@ -220,10 +251,8 @@ void OpenAiServer::HandleGenerate(const HttpRequest& request,
     return SendError(&metrics_, *responder, *e);
   }
   if (auto e = CheckModel(g.model)) return SendError(&metrics_, *responder, *e);
-  if (engine_->tokenizer() == nullptr) {
-    return SendError(&metrics_, *responder,
-                     ApiError::FromStatus(Status::FailedPrecondition(
-                         "the served model has no tokenizer; start with --tokenizer")));
+  if (engine_->tokenizer() == nullptr) {  // permanent for this server: 400, not 503
+    return SendError(&metrics_, *responder, NoTokenizerError(chat ? "messages" : "prompt"));
   }
   PreparedGeneration prepared;
   if (auto e = PreparePrompts(&g, &prepared)) return SendError(&metrics_, *responder, *e);
@@ -245,8 +274,11 @@ void OpenAiServer::HandleGenerate(const HttpRequest& request,
     pending->compiled = engine_->PrepareResponseFormat(pending->g.sampling.response_format);
     responder->Post([this, responder, pending] {
       if (!pending->compiled.ok()) {
-        return SendError(&metrics_, *responder,
-                         EngineSubmitError(pending->compiled, pending->g.kind));
+        ApiError e = EngineSubmitError(pending->compiled, pending->g.kind);
+        if (pending->compiled.code() != StatusCode::kResourceExhausted) {
+          e.param = pending->g.structured_param;  // the field whose grammar failed to compile
+        }
+        return SendError(&metrics_, *responder, e);
       }
       StartGeneration(responder, std::move(pending->g), std::move(pending->prepared));
     });
@@ -278,8 +310,11 @@ void OpenAiServer::HandleTokenize(const HttpRequest& request,
   if (auto e = ParseJsonBody(request.body, &body)) return SendError(&metrics_, *responder, *e);
   const Tokenizer* tok = engine_->tokenizer();
   if (tok == nullptr) {
-    return SendError(&metrics_, *responder,
-                     ApiError::FromStatus(Status::FailedPrecondition("no tokenizer loaded")));
+    return SendError(&metrics_, *responder, NoTokenizerError(""));
+  }
+  bool return_token_strs = false;
+  if (auto e = ReadOptionalBool(body, "return_token_strs", &return_token_strs)) {
+    return SendError(&metrics_, *responder, *e);
   }
   std::vector<int32_t> ids;
   if (body.contains("messages")) {
@@ -311,7 +346,7 @@ void OpenAiServer::HandleTokenize(const HttpRequest& request,
     ids = tok->Encode(prompt->get<std::string>(), add_special);
   }
   json out = {{"count", ids.size()}, {"max_model_len", max_model_len()}, {"tokens", ids}};
-  if (body.value("return_token_strs", false)) {
+  if (return_token_strs) {
     json strs = json::array();
     for (int32_t id : ids) strs.push_back(tok->IdToPiece(id));
     out["token_strs"] = std::move(strs);
@@ -327,8 +362,7 @@ void OpenAiServer::HandleDetokenize(const HttpRequest& request,
   if (auto e = ParseJsonBody(request.body, &body)) return SendError(&metrics_, *responder, *e);
   const Tokenizer* tok = engine_->tokenizer();
   if (tok == nullptr) {
-    return SendError(&metrics_, *responder,
-                     ApiError::FromStatus(Status::FailedPrecondition("no tokenizer loaded")));
+    return SendError(&metrics_, *responder, NoTokenizerError(""));
   }
   const auto tokens = body.find("tokens");
   if (tokens == body.end() || !tokens->is_array()) {

@@ -98,6 +98,12 @@ std::optional<ApiError> InputPrompts(OpenAiServer* server, const json& input, bo
   }
   if (allow_messages && input.is_array() && !input.empty() && input.front().is_array() &&
       !input.front().empty() && input.front().front().is_object()) {
+    if (input.size() > static_cast<size_t>(kMaxSequencesPerRequest)) {
+      return ApiError::BadRequest("'input' holds " + std::to_string(input.size()) +
+                                      " conversations; one request may run at most " +
+                                      std::to_string(kMaxSequencesPerRequest),
+                                  "input");
+    }
     for (const auto& m : input) {
       if (auto e = messages_prompt(m)) return e;
     }
@@ -121,10 +127,13 @@ std::optional<ApiError> InputPrompts(OpenAiServer* server, const json& input, bo
       // Refused by its size alone, before the time to tokenize it is spent.
       const size_t min_tokens = server->generator().MinTokens(p.text.size());
       if (min_tokens > static_cast<size_t>(server->max_model_len())) {
-        return ApiError::BadRequest("an input has at least " + std::to_string(min_tokens) +
-                                        " tokens (by its size), more than max_model_len (" +
-                                        std::to_string(server->max_model_len()) + ")",
-                                    "input");
+        ApiError e = ApiError::BadRequest(
+            "an input has at least " + std::to_string(min_tokens) +
+                " tokens (by its size), more than max_model_len (" +
+                std::to_string(server->max_model_len()) + "); it was rejected without tokenizing",
+            "input");
+        e.code = "context_length_exceeded";
+        return e;
       }
       out->push_back(tok->Encode(p.text, /*add_special_tokens=*/true));
     } else {
@@ -350,13 +359,19 @@ void RunEmbeddings(OpenAiServer* server, const HttpRequest& request,
     }
     dimensions = static_cast<int>(it->get<int64_t>());
   }
-  const std::string encoding = body.value("encoding_format", std::string("float"));
+  std::string encoding = "float";
+  if (auto e = ReadOptionalString(body, "encoding_format", &encoding)) {
+    return server->SendApiError(*responder, *e);
+  }
   if (encoding != "float" && encoding != "base64") {
     return server->SendApiError(
         *responder,
         ApiError::BadRequest("'encoding_format' must be float or base64", "encoding_format"));
   }
-  const std::string pooling = body.value("pooling", std::string("last"));
+  std::string pooling = "last";
+  if (auto e = ReadOptionalString(body, "pooling", &pooling)) {
+    return server->SendApiError(*responder, *e);
+  }
   if (pooling != "last" && pooling != "mean" && pooling != "first") {
     return server->SendApiError(
         *responder, ApiError::BadRequest("'pooling' must be last, mean or first", "pooling"));

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -79,6 +80,17 @@ class Client final {
     std::string body = buf_.substr(0, len);
     buf_.erase(0, std::min(len, buf_.size()));
     return body;
+  }
+  void NoDelay() {  // each Send() goes out as its own segment at once (no Nagle delay)
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  void ShutdownWrite() { ::shutdown(fd_, SHUT_WR); }  // a half-close: "done sending"
+  // Closes with a reset (SO_LINGER 0) instead of a FIN.
+  void Reset() {
+    linger l{1, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    Close();
   }
   bool PeerClosed() {
     char c;

@@ -85,6 +85,13 @@ ExprPtr JsonEncodedClass(const std::vector<CodePointRange>& ranges);
 struct Rule {
   std::string name;
   ExprPtr body;  // null until defined
+  // A counted rule: `body` is call-free and derives JSON string literals ('"' content '"'); the
+  // rule's language is those whose content has between min_chars and max_chars characters (code
+  // points, an escape sequence counting as one; max -1 = unbounded). The count is carried by the
+  // matcher, not spelled out as one automaton state per count (automaton.h Counter).
+  bool counted = false;
+  int min_chars = 0;
+  int max_chars = -1;
 };
 
 struct Grammar {

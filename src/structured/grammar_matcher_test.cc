@@ -205,6 +205,13 @@ TEST(MatcherTest, MaskEqualsByteLevelAcceptanceOnRandomWalks) {
              R"({"type":"object","properties":{"a":{"type":"string"}},"additionalProperties":
                 {"type":"string","format":"date"}})"),
       Format(ResponseFormat::Type::kJsonObject, ""),
+      // Counted rules: lengths with escapes and multi-byte characters, a pattern with a length.
+      Format(ResponseFormat::Type::kJsonSchema,
+             R"({"type":"object","properties":{"s":{"type":"string","minLength":2,"maxLength":5},
+                "p":{"type":"string","pattern":"^[a-c]+$","maxLength":4},
+                "n":{"type":"number","minimum":0,"multipleOf":0.01}},"required":["s","p"],
+                "maxProperties":2})"),
+      Format(ResponseFormat::Type::kJsonSchema, R"({"type":"string","minLength":1,"maxLength":3})"),
       Format(ResponseFormat::Type::kRegex, "(ab|abc)+[0-9]{2}"),
       Format(ResponseFormat::Type::kGrammar,
              "root ::= item (\", \" item)*\nitem ::= \"\\\"\" [a-c]* \"\\\"\" | [0-9]+"),

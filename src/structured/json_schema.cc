@@ -21,8 +21,9 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-constexpr int kMaxStringLength = 512;
+constexpr int kMaxStringLength = 65536;  // counted rules: a count, not states
 constexpr int kMaxArrayItems = 256;
+constexpr int kMaxPropertyCount = 64;  // minProperties / maxProperties: one rule per count
 
 ExprPtr Ws() {
   static const ExprPtr e =
@@ -207,6 +208,11 @@ class Converter {
   StatusOr<ExprPtr> ConvertImpl(const Json& schema, const std::string& path) {
     if (schema.is_boolean()) return schema.get<bool>() ? Ref(AnyValueRule()) : Nothing();
     if (!schema.is_object()) return Err(path, "a schema must be an object or a boolean");
+    if (schema.contains("unevaluatedProperties")) {
+      Json lowered = schema;
+      // Left in place next to applicators: the allOf merge or the anyOf/oneOf branches take it.
+      if (!LowerUnevaluatedProperties(&lowered)) return ConvertImpl(lowered, path);
+    }
     for (auto& [key, value] : schema.items()) {
       if (IgnoredKeywords().count(key)) continue;
       if (key == "not_satisfiable") {
@@ -313,12 +319,15 @@ class Converter {
         }
         return false;
       };
-      if (has({"properties", "required", "additionalProperties"})) types.push_back("object");
+      if (has({"properties", "required", "additionalProperties", "minProperties",
+               "maxProperties"})) {
+        types.push_back("object");
+      }
       if (has({"items", "prefixItems", "minItems", "maxItems", "additionalItems"})) {
         types.push_back("array");
       }
       if (has({"minLength", "maxLength", "pattern", "format"})) types.push_back("string");
-      if (has({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})) {
+      if (has({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"})) {
         types.push_back("number");
       }
       if (types.empty()) return Ref(AnyValueRule());
@@ -344,6 +353,15 @@ class Converter {
         return Err(path,
                    "a minimum at or above 1e15 (or a maximum at or below -1e15) is not "
                    "supported");
+      }
+      if (s.contains("multipleOf")) {
+        const Json& m = s["multipleOf"];
+        if (!m.is_number() || !(m.get<double>() > 0)) {
+          return Err(path, "multipleOf must be a number greater than 0");
+        }
+        auto e = MultipleOfExpr(b, m.get<double>(), type == "integer");
+        if (!e.ok()) return Err(path, e.status().message());
+        return *e;
       }
       return NumberExpr(b, type == "integer");
     }
@@ -382,42 +400,49 @@ class Converter {
       }
       KILN_ASSIGN_OR_RETURN(max_len, IntKeyword(s, "maxLength", -1, kMaxStringLength, path));
     }
+    // The string literal's content: a format, a pattern, or any characters.
+    ExprPtr content;
+    std::string key;  // shares identical rules within the schema
     if (s.contains("format")) {
       if (!s["format"].is_string()) return Err(path, "format must be a string");
       std::string f = s["format"].get<std::string>();
       auto e = FormatExpr(f);
       if (!e) return Err(path, "unsupported format '" + f + "'");
-      if (has_len || s.contains("pattern")) {
-        return Err(path, "format combined with minLength/maxLength/pattern is not supported");
+      if (s.contains("pattern")) {
+        return Err(path, "format combined with pattern is not supported");
       }
-      // A rule of its own: a leaf rule (fast token tables) shared by every use of the format.
-      auto it = format_rules_.find(f);
-      if (it != format_rules_.end()) return Ref(it->second);
-      int id = NewRule("format_" + f, Seq({Literal("\""), *e, Literal("\"")}));
-      format_rules_[f] = id;
-      return Ref(id);
-    }
-    if (s.contains("pattern")) {
+      content = *e;
+      key = "format:" + f;
+    } else if (s.contains("pattern")) {
       if (!s["pattern"].is_string()) return Err(path, "pattern must be a string");
-      if (has_len) return Err(path, "pattern combined with minLength/maxLength is not supported");
       auto r = ParseRegex(s["pattern"].get<std::string>(), RegexMode::kJsonString);
       if (!r.ok()) return Err(path, "pattern: " + r.status().message());
-      std::vector<ExprPtr> seq{Literal("\"")};
+      std::vector<ExprPtr> seq;
       if (!r->anchored_start) seq.push_back(Star(JsonStringChar()));
       seq.push_back(r->expr);
       if (!r->anchored_end) seq.push_back(Star(JsonStringChar()));
-      seq.push_back(Literal("\""));
-      return Ref(NewRule("pattern", Seq(std::move(seq))));
+      content = Seq(std::move(seq));
+      key = "pattern:" + s["pattern"].get<std::string>();
+    } else if (has_len) {
+      content = Star(JsonStringChar());
+      key = "string";
+    } else {
+      return Ref(StringRule());
     }
-    if (!has_len) return Ref(StringRule());
     if (max_len >= 0 && max_len < min_len) return Nothing();
-    std::string key = std::to_string(min_len) + ":" + std::to_string(max_len);
-    auto it = length_rules_.find(key);
-    if (it != length_rules_.end()) return Ref(it->second);
-    int id =
-        NewRule("string_" + key,
-                Seq({Literal("\""), Repeat(JsonStringChar(), min_len, max_len), Literal("\"")}));
-    length_rules_[key] = id;
+    if (has_len) key += ":" + std::to_string(min_len) + ":" + std::to_string(max_len);
+    auto it = string_rules_.find(key);
+    if (it != string_rules_.end()) return Ref(it->second);
+    // A rule of its own: a leaf rule (fast token tables). Length bounds make it a counted rule
+    // (grammar.h): the matcher counts characters, no automaton state per count.
+    int id = NewRule("string_" + std::to_string(string_rules_.size()),
+                     Seq({Literal("\""), content, Literal("\"")}));
+    if (has_len) {
+      g_.rules[id].counted = true;
+      g_.rules[id].min_chars = min_len;
+      g_.rules[id].max_chars = max_len;
+    }
+    string_rules_[key] = id;
     return Ref(id);
   }
 
@@ -473,6 +498,11 @@ class Converter {
     if (!rest_forbidden) {
       if (rest_json) {
         KILN_ASSIGN_OR_RETURN(rest, Convert(*rest_json, path + "/items"));
+        // A counted repetition copies an inline item's states per count: call it instead.
+        if (rest->kind != Expr::Kind::kRef && rest->kind != Expr::Kind::kNothing &&
+            (max_items > 2 || min_items > 2)) {
+          rest = Ref(NewRule("item" + std::to_string(g_.rules.size()), rest));
+        }
       } else {
         rest = Ref(AnyValueRule());
       }
@@ -638,6 +668,12 @@ class Converter {
       extra = Seq({key, colon, extra_value});
     }
     const int n = static_cast<int>(props.size());
+    const std::string name = "object" + std::to_string(g_.rules.size());
+    if (s.contains("minProperties") || s.contains("maxProperties")) {
+      KILN_ASSIGN_OR_RETURN(ExprPtr body, CountedMembers(s, pexpr, props_required(props), extra,
+                                                         sep, name, path));
+      return Ref(NewRule(name, Seq({Literal("{"), Ws(), body, Ws(), Literal("}")})));
+    }
     // rest[i]: properties i.. each preceded by a separator, then extras.
     std::vector<ExprPtr> rest(n + 1);
     rest[n] = extra ? Star(Seq({sep, extra})) : Empty();
@@ -658,9 +694,83 @@ class Converter {
       if (extra) firsts.push_back(Seq({extra, Star(Seq({sep, extra}))}));
       firsts.push_back(Empty());
     }
-    std::string name = "object" + std::to_string(g_.rules.size());
     return Ref(
         NewRule(name, Seq({Literal("{"), Ws(), Alt(std::move(firsts)), Ws(), Literal("}")})));
+  }
+
+  template <typename P>
+  static std::vector<bool> props_required(const std::vector<P>& props) {
+    std::vector<bool> out;
+    for (const auto& p : props) out.push_back(p.required);
+    return out;
+  }
+
+  // The members of an object with minProperties / maxProperties: rule rest(i, c) = properties i..
+  // (each after a separator) then extras, given c members so far (counts saturate at
+  // minProperties when there is no maximum), so the count is exact.
+  StatusOr<ExprPtr> CountedMembers(const Json& s, const std::vector<ExprPtr>& pexpr,
+                                   const std::vector<bool>& required, const ExprPtr& extra,
+                                   const ExprPtr& sep, const std::string& name,
+                                   const std::string& path) {
+    const int n = static_cast<int>(pexpr.size());
+    KILN_ASSIGN_OR_RETURN(int min_props,
+                          IntKeyword(s, "minProperties", 0, kMaxPropertyCount, path));
+    int max_props = -1;
+    if (s.contains("maxProperties")) {
+      const Json& m = s["maxProperties"];
+      if (!m.is_number_integer() || m.get<int64_t>() < 0) {
+        return Err(path, "maxProperties must be a non-negative integer");
+      }
+      if (m.get<int64_t>() > kMaxPropertyCount) {
+        if (extra || m.get<int64_t>() < n) {
+          return Err(path, "maxProperties " + m.dump() + " above the supported " +
+                               std::to_string(kMaxPropertyCount));
+        }
+      } else {
+        max_props = static_cast<int>(m.get<int64_t>());
+      }
+    }
+    if (max_props >= 0 && max_props < min_props) return Nothing();
+    const int cap = max_props >= 0 ? max_props : min_props;
+    auto sat = [&](int c) { return max_props >= 0 ? c : std::min(c, cap); };
+    const ExprPtr extra_ref = extra ? Ref(NewRule(name + "_extra", extra)) : nullptr;
+    std::map<std::pair<int, int>, int> rules;
+    std::function<ExprPtr(int, int)> rest = [&](int i, int c) -> ExprPtr {
+      if (max_props >= 0 && c > max_props) return Nothing();
+      auto it = rules.find({i, c});
+      if (it != rules.end()) return Ref(it->second);
+      const int id = g_.AddRule(name + "_" + std::to_string(i) + "_" + std::to_string(c));
+      rules[{i, c}] = id;
+      ExprPtr body;
+      if (i == n) {
+        // Extras one per rule (the count moves on), so no rule repeats the member's states.
+        ExprPtr done = c >= min_props ? Empty() : Nothing();
+        if (extra && (max_props < 0 || c < max_props)) {
+          body = Alt({done, Seq({sep, extra_ref, rest(n, sat(c + 1))})});
+        } else {
+          body = done;
+        }
+      } else {
+        ExprPtr take = Seq({sep, pexpr[i], rest(i + 1, sat(c + 1))});
+        body = required[i] ? take : Alt({take, rest(i + 1, c)});
+      }
+      g_.rules[id].body = body;
+      return Ref(id);
+    };
+    std::vector<ExprPtr> firsts;
+    bool all_optional = true;
+    for (int i = 0; i < n; ++i) {
+      if (max_props != 0) firsts.push_back(Seq({pexpr[i], rest(i + 1, sat(1))}));
+      if (required[i]) {
+        all_optional = false;
+        break;
+      }
+    }
+    if (all_optional) {
+      if (extra && max_props != 0) firsts.push_back(Seq({extra_ref, rest(n, sat(1))}));
+      if (min_props == 0) firsts.push_back(Empty());
+    }
+    return Alt(std::move(firsts));
   }
 
   const Json& root_;
@@ -671,8 +781,7 @@ class Converter {
   int depth_ = 0;
   int64_t proof_budget_ = ExclusivityProver::kProofBudget;  // oneOf proofs, whole schema
   std::map<std::string, int> ref_rules_;
-  std::map<std::string, int> length_rules_;
-  std::map<std::string, int> format_rules_;
+  std::map<std::string, int> string_rules_;  // format / pattern / length rules by key
   std::vector<std::string> unsatisfiable_;  // enum/const schemas left with no value, and why
 };
 

@@ -7,10 +7,13 @@
 // branches; anyOf and oneOf side by side are refused), allOf (merged exactly — schema_merge.h:
 // each member's additionalProperties judges only the keys outside its own properties — or
 // refused), $ref / $defs / definitions (local JSON pointers, recursion allowed), string
-// minLength / maxLength / pattern / format (date, time, date-time, email, uuid, ipv4), integer /
-// number minimum / maximum / exclusiveMinimum / exclusiveMaximum (number_grammar.h: integers
-// exactly within ±10^15; numbers by a sound digit automaton: integers in range plus decimals I.F
-// whose whole interval (I, I+1) lies in range), nullable (OpenAPI).
+// minLength / maxLength (up to 65,536; a counted rule, grammar.h: the matcher counts characters)
+// combinable with pattern or format (date, time, date-time, email, uuid, ipv4, uri, hostname),
+// integer / number minimum / maximum / exclusiveMinimum / exclusiveMaximum (number_grammar.h:
+// integers exactly within ±10^15; numbers by a sound digit automaton: integers in range plus
+// decimals I.F whose whole interval (I, I+1) lies in range) and multipleOf (MultipleOfExpr),
+// minProperties / maxProperties (one member rule per count so far), unevaluatedProperties (as
+// additionalProperties where exact: schema_merge.h), nullable (OpenAPI).
 // Ignored (annotations): title, description, default, examples, $schema, $id, $comment,
 // deprecated, readOnly, writeOnly, contentEncoding, contentMediaType, discriminator (OpenAPI),
 // uniqueItems: false.

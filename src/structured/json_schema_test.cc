@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "structured/structured_output.h"
@@ -188,6 +190,98 @@ const std::vector<Case>& Cases() {
        {R"({"a":1})"}},
       {"nullable", R"({"type":"string","nullable":true})", {"null", R"("x")"}, {"1"}},
       {"empty_schema_any", R"({})", {"1", R"({"a":[true,null]})", R"("s")"}, {"tru"}},
+      // Length bounds are counted (no state per count): an escape or a code point is one char.
+      {"string_length_counted",
+       R"({"type":"string","minLength":2,"maxLength":4})",
+       {R"("ab")", R"("abcd")", R"("\u00e9\n")", "\"\xc3\xa9t\xc3\xa9\"", R"("a\"\\b")"},
+       {R"("a")", R"("abcde")", R"("\n\n\n\n\n")", R"("")", "\"\xc3\xa9\""}},
+      {"string_length_large",
+       R"({"type":"string","maxLength":20000})",
+       {R"("")", R"("some text")"},
+       {"\"" + std::string(20001, 'x') + "\""}},
+      {"pattern_with_length",
+       R"({"type":"string","pattern":"^[a-z]+$","minLength":3,"maxLength":5})",
+       {R"("abc")", R"("abcde")"},
+       {R"("ab")", R"("abcdef")", R"("ab1")"}},
+      {"pattern_with_length_gap",
+       R"({"type":"string","pattern":"^(ab|abcdefgh)$","minLength":5})",
+       {R"("abcdefgh")"},
+       {R"("ab")", R"("abcdefg")"}},
+      {"unanchored_pattern_with_length",
+       R"({"type":"string","pattern":"\\d{2}","maxLength":4})",
+       {R"("12")", R"("a12b")", R"("x99")"},
+       {R"("ab")", R"("ab12c")"}},
+      {"format_uri",
+       R"({"type":"string","format":"uri"})",
+       {R"("https://example.com")", R"("http://api.example.co.uk:8080/v1/items?id=7&x=")"},
+       {R"("example.com")", R"("ftp://x.org")", R"("https://")"}},
+      {"format_hostname",
+       R"({"type":"string","format":"hostname"})",
+       {R"("db-1.internal.example.com")", R"("localhost")"},
+       {R"("-bad.example.com")", R"("a..b")"}},
+      {"format_with_length",
+       R"({"type":"string","format":"email","maxLength":8})",
+       {R"("a@b.co")"},
+       {R"("abcdefg@h.io")", R"("abc")"}},
+      {"multiple_of_cents",
+       R"({"type":"number","minimum":0,"multipleOf":0.01})",
+       {"0", "12.5", "3.07", "100"},
+       {"1.234", "-1", "1e2"}},
+      {"multiple_of_range",
+       R"({"type":"integer","minimum":0,"maximum":60,"multipleOf":15})",
+       {"0", "15", "45", "60"},
+       {"10", "75", "-15"}},
+      {"multiple_of_thousand",
+       R"({"type":"integer","minimum":0,"multipleOf":1000})",
+       {"0", "1000", "25000", "999999999999000"},
+       {"500", "1001", "-1000", "10000000000000000000"}},
+      {"multiple_of_quarter",
+       R"({"type":"number","minimum":0.3,"maximum":2.6,"multipleOf":0.25})",
+       {"0.5", "1", "1.75", "2.5"},
+       {"0.25", "2.75", "0.3", "1.2", "3"}},
+      {"multiple_of_half",
+       R"({"type":"number","exclusiveMinimum":-1,"maximum":1,"multipleOf":0.5})",
+       {"-0.5", "0", "0.5", "1"},
+       {"-1", "0.25", "1.5"}},
+      {"multiple_of_one",
+       R"({"type":"number","multipleOf":1})",
+       {"0", "-7", "123"},
+       {"1.5", "1e3"}},
+      {"min_max_properties",
+       R"({"type":"object","properties":{"a":{"type":"integer"},"b":{"type":"integer"},
+           "c":{"type":"integer"}},"minProperties":1,"maxProperties":2})",
+       {R"({"a":1})", R"({"b":1,"c":2})", R"({"a":1,"c":2})"},
+       {"{}", R"({"a":1,"b":2,"c":3})"}},
+      {"min_properties_extras",
+       R"({"type":"object","additionalProperties":{"type":"integer"},"minProperties":2})",
+       {R"({"x":1,"y":2})", R"({"x":1,"y":2,"z":3})"},
+       {R"({"x":1})", "{}"}},
+      {"max_properties_required_and_extras",
+       R"({"type":"object","properties":{"id":{"type":"integer"}},"required":["id"],
+           "additionalProperties":{"type":"boolean"},"maxProperties":2})",
+       {R"({"id":1})", R"({"id":1,"x":true})"},
+       {R"({"id":1,"x":true,"y":false})", R"({"x":true})"}},
+      {"unevaluated_plain",
+       R"({"type":"object","properties":{"a":{"type":"integer"}},"unevaluatedProperties":false})",
+       {R"({"a":1})", "{}"},
+       {R"({"b":1})"}},
+      {"unevaluated_schema",
+       R"({"type":"object","properties":{"a":{"type":"integer"}},
+           "unevaluatedProperties":{"type":"string"}})",
+       {R"({"a":1,"b":"x"})"},
+       {R"({"b":1})"}},
+      {"unevaluated_allof",
+       R"({"allOf":[{"type":"object","properties":{"a":{"type":"integer"}}}],
+           "properties":{"b":{"type":"string"}},"unevaluatedProperties":false})",
+       {R"({"a":1,"b":"x"})", R"({"a":1})"},
+       {R"({"c":1})", R"({"a":1,"c":1})"}},
+      {"unevaluated_anyof",
+       R"({"type":"object","properties":{"kind":{"type":"string"}},"required":["kind"],
+           "anyOf":[{"properties":{"a":{"type":"integer"}},"required":["a"]},
+                    {"properties":{"b":{"type":"boolean"}},"required":["b"]}],
+           "unevaluatedProperties":false})",
+       {R"({"kind":"x","a":1})", R"({"kind":"y","b":true})"},
+       {R"({"kind":"x","a":1,"z":0})", R"({"kind":"x"})"}},
   };
   return cases;
 }
@@ -240,17 +334,19 @@ TEST(JsonSchemaTest, UnsupportedKeywordsNameTheKeyword) {
   };
   for (const Bad& b :
        {Bad{R"({"type":"object","patternProperties":{"a":{}}})", "'patternProperties'"},
-        Bad{R"({"type":"number","multipleOf":3})", "'multipleOf'"},
+        Bad{R"({"type":"number","multipleOf":3})", "multipleOf 3 needs both a minimum"},
+        Bad{R"({"type":"integer","minimum":0,"maximum":1e9,"multipleOf":7})", "more than 4096"},
+        Bad{R"({"type":"object","propertyNames":{"maxLength":3}})", "'propertyNames'"},
         // Regression: a minimum of 2e15 was treated as open and let "5" through.
         Bad{R"({"type":"integer","minimum":2e15})", "1e15"},
         Bad{R"({"type":"number","exclusiveMaximum":-1e16})", "1e15"},
         Bad{R"({"not":{"type":"string"}})", "'not'"},
         Bad{R"({"type":"array","uniqueItems":true})", "'uniqueItems'"},
         Bad{R"({"if":{},"then":{}})", "'if'"},
-        Bad{R"({"type":"string","format":"hostname"})", "'hostname'"},
+        Bad{R"({"type":"string","format":"ipv6"})", "'ipv6'"},
         Bad{R"({"$ref":"http://x/y"})", "not a local reference"},
         Bad{R"({"$ref":"#/$defs/missing"})", "does not resolve"},
-        Bad{R"({"type":"object","properties":{"a":{"minProperties":1}}})", "/properties/a"},
+        Bad{R"({"type":"object","properties":{"a":{"contains":{}}}})", "/properties/a"},
         Bad{"{not json", "not valid JSON"}}) {
     ResponseFormat f;
     f.type = ResponseFormat::Type::kJsonSchema;
@@ -302,6 +398,73 @@ TEST(JsonSchemaTest, ConcurrentCompilesAgree) {
     std::string key = "k" + std::to_string(i % 2);
     EXPECT_TRUE(Complete(out[i], "{\"" + key + "\":\"abc\"}"));
     EXPECT_FALSE(Complete(out[i], "{\"" + key + "\":\"abcd\"}"));
+  }
+}
+
+// A pattern whose only completions break the length bound: the counted rule keeps only counts from
+// which the string can still end in bounds, so no prefix leads to a dead end.
+TEST(JsonSchemaTest, PatternWithLengthHasNoDeadEnds) {
+  ResponseFormat f;
+  f.type = ResponseFormat::Type::kJsonSchema;
+  f.json_schema = R"({"type":"string","pattern":"^a(b|cdef)$","maxLength":3})";
+  auto g = Compiler().Compile(f);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  GrammarMatcher m(*g);
+  EXPECT_TRUE(m.WouldAccept("\"ab\""));
+  EXPECT_FALSE(m.WouldAccept("\"ac"));  // "acdef" is 5 characters
+  f.json_schema = R"({"type":"string","pattern":"^[a-z]{3}$","minLength":5})";
+  auto empty = Compiler().Compile(f);
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.status().message().find("empty language"), std::string::npos)
+      << empty.status().message();
+}
+
+// Regression (issue #18, stalls): nested repetition counts compiled for seconds; the automaton
+// build has a CPU-time budget and answers InvalidArgument when it is spent.
+TEST(JsonSchemaTest, HugeRepetitionCountsFailFastWithAClearError) {
+  for (const char* re : {"(a{60}){61}", "(a{100}){100}", "((a{30}){30}){30}"}) {
+    ResponseFormat f;
+    f.type = ResponseFormat::Type::kRegex;
+    f.regex = re;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto g = Compiler().Compile(f);
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ASSERT_FALSE(g.ok()) << re;
+    EXPECT_EQ(g.status().code(), StatusCode::kInvalidArgument);
+    const std::string& msg = g.status().message();
+    EXPECT_TRUE(msg.find("too complex") != std::string::npos ||
+                msg.find("too large") != std::string::npos)
+        << msg;
+    EXPECT_LT(s, 10.0) << re << " took " << s << " s";  // budget: 0.5 s of CPU time
+  }
+}
+
+// Two requests with the same new schema compile it once (the second waits for the first).
+TEST(JsonSchemaTest, ConcurrentCompilesOfOneNewSchemaCompileOnce) {
+  auto compiler = GrammarCompiler::Create(Compiler().shared_vocab()).value();
+  ResponseFormat f;
+  f.type = ResponseFormat::Type::kJsonSchema;
+  f.json_schema = R"({"type":"object","properties":{"a":{"type":"string","maxLength":300},
+      "b":{"type":"array","items":{"type":"integer","minimum":-5000,"maximum":99999},
+      "maxItems":40},"c":{"anyOf":[{"type":"string","format":"date-time"},{"type":"null"}]}},
+      "required":["a","b","c"]})";
+  std::atomic<int> ready{0};
+  std::vector<std::shared_ptr<const CompiledGrammar>> out(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      ready.fetch_add(1);
+      while (ready.load() < 4) std::this_thread::yield();
+      auto g = compiler->Compile(f);
+      if (g.ok()) out[i] = *g;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(compiler->num_compilations(), 1);
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_NE(out[i], nullptr);
+    EXPECT_EQ(out[i].get(), out[0].get());
   }
 }
 

@@ -2,12 +2,19 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace kiln::structured {
 namespace {
+
+std::string FormatNumber(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.10g", v);
+  return buf;
+}
 
 constexpr int kMaxIntDigits = 15;  // unbounded integers: at most 15 digits (exact in doubles)
 constexpr int kMaxFracDigits = 16;
@@ -80,9 +87,9 @@ ExprPtr IntegerRange(std::optional<int64_t> lo, std::optional<int64_t> hi) {
   return Alt(std::move(alts));
 }
 
-ExprPtr Fraction() {
+ExprPtr Fraction(int max_digits) {
   // '.' then digits ending in a non-zero digit: the value lies strictly inside (I, I+1).
-  return Seq({Literal("."), Digits(0, kMaxFracDigits - 1), ByteRange('1', '9')});
+  return Seq({Literal("."), Digits(0, max_digits - 1), ByteRange('1', '9')});
 }
 
 std::optional<int64_t> ClampBound(std::optional<double> v) {
@@ -92,9 +99,139 @@ std::optional<int64_t> ClampBound(std::optional<double> v) {
   return static_cast<int64_t>(*v);
 }
 
+// `scaled` / 10^decimals as the shortest JSON number text ("-1.5", "20", "0.25").
+std::string FixedDecimal(int64_t scaled, int decimals) {
+  const bool neg = scaled < 0;
+  std::string digits = std::to_string(neg ? -scaled : scaled);
+  if (static_cast<int>(digits.size()) <= decimals) {
+    digits.insert(0, decimals + 1 - digits.size(), '0');
+  }
+  std::string whole = digits.substr(0, digits.size() - decimals);
+  std::string frac = digits.substr(digits.size() - decimals);
+  while (!frac.empty() && frac.back() == '0') frac.pop_back();
+  std::string out = whole + (frac.empty() ? "" : "." + frac);
+  return (neg && out != "0" ? "-" : "") + out;
+}
+
 }  // namespace
 
-ExprPtr NumberExpr(const NumberBounds& b, bool integer) {
+StatusOr<ExprPtr> MultipleOfExpr(const NumberBounds& b, double k, bool integer) {
+  const std::string what = "multipleOf " + FormatNumber(k);
+  // k = units / 10^decimals exactly (up to 9 decimals).
+  int decimals = -1;
+  int64_t units = 0;
+  for (int d = 0; d <= 9; ++d) {
+    const double scaled = k * std::pow(10.0, d);
+    if (scaled < 9e15 && std::fabs(scaled - std::round(scaled)) <= 1e-9 * scaled) {
+      decimals = d;
+      units = static_cast<int64_t>(std::llround(scaled));
+      break;
+    }
+  }
+  if (decimals < 0 || units <= 0) {
+    return Status::InvalidArgument(what + " is not supported (at most 9 decimals)");
+  }
+  if (units == 1) {
+    // 1, 0.1, 0.01, ...: integers, or numbers with at most `decimals` decimals.
+    return NumberExpr(b, integer || decimals == 0, integer ? 0 : decimals);
+  }
+  const double kd = static_cast<double>(units) / std::pow(10.0, decimals);
+  auto inside = [&](double v) {
+    return (!b.lo || v > *b.lo || (!b.lo_exclusive && v == *b.lo)) &&
+           (!b.hi || v < *b.hi || (!b.hi_exclusive && v == *b.hi));
+  };
+  std::string zeros;
+  for (int64_t u = units; decimals == 0 && u % 10 == 0; u /= 10) zeros += '0';
+  if (decimals == 0 && units == static_cast<int64_t>(std::pow(10.0, zeros.size()))) {
+    // 10, 100, 1000, ...: a quotient in range followed by the zeros, over any range.
+    std::optional<int64_t> qlo, qhi;
+    if (b.lo) qlo = static_cast<int64_t>(std::ceil(*b.lo / kd - 1e-9));
+    if (b.hi) qhi = static_cast<int64_t>(std::floor(*b.hi / kd + 1e-9));
+    if (qlo && !inside(static_cast<double>(*qlo) * kd)) ++*qlo;
+    if (qhi && !inside(static_cast<double>(*qhi) * kd)) --*qhi;
+    // At most kMaxIntDigits digits with the zeros (exact in doubles, as JSON parsers read them).
+    const int64_t q_cap =
+        static_cast<int64_t>(std::pow(10.0, kMaxIntDigits - static_cast<int>(zeros.size()))) - 1;
+    if (!qhi || *qhi > q_cap) qhi = q_cap;
+    if (!qlo || *qlo < -q_cap) qlo = -q_cap;
+    std::vector<ExprPtr> alts;
+    if ((!qlo || *qlo <= 0) && (!qhi || *qhi >= 0)) alts.push_back(Literal("0"));
+    if (!qhi || *qhi >= 1) {
+      alts.push_back(Seq({MagnitudeRange(qlo ? std::max<int64_t>(*qlo, 1) : 1, qhi ? *qhi : -1),
+                          Literal(zeros)}));
+    }
+    if (!qlo || *qlo <= -1) {
+      alts.push_back(Seq({Literal("-"),
+                          MagnitudeRange(qhi ? std::max<int64_t>(-*qhi, 1) : 1, qlo ? -*qlo : -1),
+                          Literal(zeros)}));
+    }
+    return Alt(std::move(alts));
+  }
+  const int64_t per_unit = static_cast<int64_t>(std::pow(10.0, decimals));
+  if (decimals > 0 && per_unit % units == 0 && b.lo && *b.lo >= 0 && !integer) {
+    // 0.5, 0.25, 0.2, ...: integers in range, I.f for I strictly inside with every fraction f
+    // of the step, and the fractions next to a non-integer bound listed.
+    std::vector<ExprPtr> fracs;
+    for (int64_t r = units; r < per_unit; r += units) {
+      fracs.push_back(Literal(FixedDecimal(r, decimals).substr(1)));  // ".5", ".25", ...
+    }
+    std::vector<ExprPtr> alts{NumberExpr(b, /*integer=*/true)};
+    const int64_t ilo = static_cast<int64_t>(std::ceil(*b.lo));
+    std::optional<int64_t> ihi;
+    if (b.hi) ihi = static_cast<int64_t>(std::floor(*b.hi)) - 1;
+    if (!ihi || *ihi >= ilo) {
+      alts.push_back(Seq({MagnitudeRange(ilo, ihi ? *ihi : -1), Alt(fracs)}));
+    }
+    std::vector<int64_t> edges{static_cast<int64_t>(std::floor(*b.lo))};
+    if (b.hi && static_cast<int64_t>(std::floor(*b.hi)) != edges[0]) {
+      edges.push_back(static_cast<int64_t>(std::floor(*b.hi)));
+    }
+    for (int64_t whole : edges) {
+      if (whole >= ilo && (!ihi || whole <= *ihi)) continue;  // covered above
+      for (int64_t r = units; r < per_unit; r += units) {
+        const int64_t scaled = whole * per_unit + r;
+        if (inside(static_cast<double>(scaled) / static_cast<double>(per_unit))) {
+          alts.push_back(Literal(FixedDecimal(scaled, decimals)));
+        }
+      }
+    }
+    return Alt(std::move(alts));
+  }
+  if (!b.lo || !b.hi) {
+    return Status::InvalidArgument(what +
+                                   " needs both a minimum and a maximum (or a multipleOf of the "
+                                   "form 1, 0.1, 0.01, 10, 100, ..., or 0.5, 0.25, ... with a "
+                                   "minimum >= 0)");
+  }
+  // Multiples i * units / 10^decimals within [lo, hi].
+  const double scale = std::pow(10.0, decimals);
+  const double lo = *b.lo * scale / static_cast<double>(units);
+  const double hi = *b.hi * scale / static_cast<double>(units);
+  if (std::fabs(lo) > 1e15 || std::fabs(hi) > 1e15) {
+    return Status::InvalidArgument(what + ": the range is too large");
+  }
+  int64_t first = static_cast<int64_t>(std::ceil(lo - 1e-9));
+  int64_t last = static_cast<int64_t>(std::floor(hi + 1e-9));
+  if (b.lo_exclusive && std::fabs(static_cast<double>(first) - lo) <= 1e-9) ++first;
+  if (b.hi_exclusive && std::fabs(static_cast<double>(last) - hi) <= 1e-9) --last;
+  if (last - first + 1 > kMaxMultiples) {
+    return Status::InvalidArgument(what + " allows more than " + std::to_string(kMaxMultiples) +
+                                   " values in its range (not supported)");
+  }
+  std::vector<ExprPtr> alts;
+  const int64_t one = static_cast<int64_t>(scale);
+  for (int64_t i = first; i <= last; ++i) {
+    const int64_t v = i * units;  // value * 10^decimals
+    if (integer && v % one != 0) continue;
+    alts.push_back(Literal(FixedDecimal(v, decimals)));
+  }
+  return Alt(std::move(alts));
+}
+
+ExprPtr NumberExpr(const NumberBounds& b, bool integer, int max_frac_digits) {
+  if (max_frac_digits == 0) integer = true;
+  const bool limited = max_frac_digits > 0;
+  const int frac_digits = limited ? std::min(max_frac_digits, kMaxFracDigits) : kMaxFracDigits;
   // Integers in range.
   std::optional<double> ilo, ihi;
   if (b.lo) ilo = b.lo_exclusive ? std::floor(*b.lo) + 1 : std::ceil(*b.lo);
@@ -102,6 +239,9 @@ ExprPtr NumberExpr(const NumberBounds& b, bool integer) {
   ExprPtr ints = IntegerRange(ClampBound(ilo), ClampBound(ihi));
   if (integer) return ints;
   if (!b.lo && !b.hi) {
+    if (limited) {
+      return Seq({IntegerRange(std::nullopt, std::nullopt), Opt(Fraction(frac_digits))});
+    }
     return Seq({IntegerRange(std::nullopt, std::nullopt),
                 Opt(Seq({Literal("."), Digits(1, kMaxFracDigits)})),
                 Opt(Seq({Alt({Literal("e"), Literal("E")}), Opt(Alt({Literal("+"), Literal("-")})),
@@ -115,7 +255,7 @@ ExprPtr NumberExpr(const NumberBounds& b, bool integer) {
   if (b.hi) phi = std::floor(*b.hi) - 1;
   if (!phi || *phi >= *plo) {
     std::optional<int64_t> h = ClampBound(phi);
-    alts.push_back(Seq({MagnitudeRange(static_cast<int64_t>(*plo), h ? *h : -1), Fraction()}));
+    alts.push_back(Seq({MagnitudeRange(static_cast<int64_t>(*plo), h ? *h : -1), Fraction(frac_digits)}));
   }
   // Negative decimals -I.F with I in [max(0, ceil(-hi)), floor(-lo) - 1].
   double nlo = b.hi ? std::max(0.0, std::ceil(-*b.hi)) : 0.0;
@@ -124,7 +264,7 @@ ExprPtr NumberExpr(const NumberBounds& b, bool integer) {
   if (!nhi || *nhi >= nlo) {
     std::optional<int64_t> h = ClampBound(nhi);
     alts.push_back(
-        Seq({Literal("-"), MagnitudeRange(static_cast<int64_t>(nlo), h ? *h : -1), Fraction()}));
+        Seq({Literal("-"), MagnitudeRange(static_cast<int64_t>(nlo), h ? *h : -1), Fraction(frac_digits)}));
   }
   return Alt(std::move(alts));
 }

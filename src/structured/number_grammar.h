@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "kiln/status.h"
 #include "structured/grammar.h"
 #include "structured/schema_exclusivity.h"
 
@@ -20,6 +21,15 @@ namespace kiln::structured {
 // |bounds| at or above this are treated as open.
 inline constexpr int64_t kNumberBoundLimit = 1000000000000000;
 
-ExprPtr NumberExpr(const NumberBounds& bounds, bool integer);
+// `max_frac_digits` >= 0 limits decimals to that many digits and drops the exponent (multipleOf
+// 0.01 and the like); -1 = the defaults above.
+ExprPtr NumberExpr(const NumberBounds& bounds, bool integer, int max_frac_digits = -1);
+
+// Numbers (integers if `integer`) within `bounds` that are multiples of `multiple_of` (> 0, at most
+// 9 decimals): 1, 0.1, 0.01, ... are "at most d decimals" over any range; any other value needs
+// both bounds and at most kMaxMultiples multiples in them, which are listed. InvalidArgument
+// otherwise (the message names multipleOf).
+inline constexpr int kMaxMultiples = 4096;
+StatusOr<ExprPtr> MultipleOfExpr(const NumberBounds& bounds, double multiple_of, bool integer);
 
 }  // namespace kiln::structured

@@ -66,10 +66,15 @@ int Types(const Json& s, bool generated) {
       }
       return false;
     };
-    if (any({"properties", "required", "additionalProperties"})) bits |= kObject;
+    if (any({"properties", "required", "additionalProperties", "minProperties", "maxProperties",
+             "unevaluatedProperties"})) {
+      bits |= kObject;
+    }
     if (any({"items", "prefixItems", "minItems", "maxItems", "additionalItems"})) bits |= kArray;
     if (any({"minLength", "maxLength", "pattern", "format"})) bits |= kString;
-    if (any({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})) bits |= kNumber;
+    if (any({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"})) {
+      bits |= kNumber;
+    }
     if (bits == 0) return kAllTypes;
   } else {
     return kAllTypes;

@@ -146,6 +146,24 @@ bool MergeTypes(Json* a, const Json& b) {
   return true;
 }
 
+}  // namespace
+
+bool LowerUnevaluatedProperties(SchemaJson* s) {
+  if (!s->is_object() || !s->contains("unevaluatedProperties")) return false;
+  if (s->contains("additionalProperties")) {
+    s->erase("unevaluatedProperties");
+    return false;
+  }
+  for (const char* k : {"allOf", "anyOf", "oneOf", "$ref"}) {
+    if (s->contains(k)) return true;
+  }
+  (*s)["additionalProperties"] = (*s)["unevaluatedProperties"];
+  s->erase("unevaluatedProperties");
+  return false;
+}
+
+namespace {
+
 Status Merge(Json* a, const Json& b_in, const SchemaRefResolver& resolve, const std::string& path,
              int depth) {
   if (depth > kMaxDepth) return Err(path, "allOf nesting too deep");
@@ -156,6 +174,17 @@ Status Merge(Json* a, const Json& b_in, const SchemaRefResolver& resolve, const 
   }
   if (!b_in.is_object()) return Err(path, "allOf member is not a schema object");
   Json b = b_in;
+  // unevaluatedProperties next to applicators sees the keys of all of them: applied to the whole
+  // merge, which must then be this schema alone.
+  std::optional<Json> unevaluated;
+  if (LowerUnevaluatedProperties(&b)) {
+    if (!a->empty()) {
+      return Err(path, "unevaluatedProperties in an allOf member that has allOf/anyOf/oneOf/$ref "
+                       "itself is not supported");
+    }
+    unevaluated = b["unevaluatedProperties"];
+    b.erase("unevaluatedProperties");
+  }
   if (b.contains("$ref")) {
     if (!b["$ref"].is_string()) return Err(path, "$ref must be a string");
     KILN_ASSIGN_OR_RETURN(const Json* target, resolve(b["$ref"].get<std::string>()));
@@ -205,7 +234,8 @@ Status Merge(Json* a, const Json& b_in, const SchemaRefResolver& resolve, const 
       }
     } else if (key == "minimum" || key == "exclusiveMinimum" || key == "minLength" ||
                key == "minItems" || key == "maximum" || key == "exclusiveMaximum" ||
-               key == "maxLength" || key == "maxItems") {
+               key == "maxLength" || key == "maxItems" || key == "minProperties" ||
+               key == "maxProperties") {
       // Draft-4 boolean exclusive flags do not combine with another member's bounds exactly.
       if (!av.is_number() || !value.is_number()) {
         return Err(path, "allOf: conflicting '" + key + "' (" + av.dump() + " and " + value.dump() +
@@ -216,6 +246,12 @@ Status Merge(Json* a, const Json& b_in, const SchemaRefResolver& resolve, const 
     } else {
       return Err(path, "allOf: conflicting '" + key + "' is not supported");
     }
+  }
+  if (unevaluated && !a->contains("additionalProperties") && !a->contains("anyOf") &&
+      !a->contains("oneOf")) {
+    (*a)["additionalProperties"] = *unevaluated;
+  } else if (unevaluated && !a->contains("additionalProperties")) {
+    (*a)["unevaluatedProperties"] = *unevaluated;  // into each anyOf/oneOf branch (converter)
   }
   return Status::Ok();
 }

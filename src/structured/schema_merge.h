@@ -14,7 +14,8 @@
 // bounds the tighter one; disjoint types, two different "const" or a false member make the schema
 // unsatisfiable (the internal keyword "not_satisfiable" holds why: the converter emits nothing for
 // it and names the reason if nothing at all is left); any other keyword on both sides with
-// different values is refused.
+// different values is refused. "unevaluatedProperties" is lowered to additionalProperties where
+// that is exact (LowerUnevaluatedProperties; an allOf's own one sees every member's properties).
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -25,6 +26,12 @@
 #include "structured/schema_exclusivity.h"
 
 namespace kiln::structured {
+
+// unevaluatedProperties of a schema object, where exact: dropped next to additionalProperties
+// (which evaluates every key outside `properties`), renamed to additionalProperties when the schema
+// has no allOf / anyOf / oneOf / $ref (its evaluated keys are then its own properties). Returns
+// whether it remains (next to those applicators).
+bool LowerUnevaluatedProperties(SchemaJson* schema);
 
 // Merges schema `b` into `*a` (start from an empty object to normalize one schema).
 Status MergeSchemas(SchemaJson* a, const SchemaJson& b, const SchemaRefResolver& resolve,

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "structured/regex.h"
+#include "structured/schema_merge.h"
 
 namespace kiln::structured {
 namespace {
@@ -132,7 +133,11 @@ const std::set<std::string>& SupportedKeywords() {
                                           "exclusiveMinimum",
                                           "exclusiveMaximum",
                                           "nullable",
-                                          "uniqueItems"};
+                                          "uniqueItems",
+                                          "multipleOf",
+                                          "minProperties",
+                                          "maxProperties",
+                                          "unevaluatedProperties"};
   return k;
 }
 
@@ -165,6 +170,17 @@ std::optional<ExprPtr> FormatExpr(const std::string& format) {
     return RegexOrDie(
         "(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}"
         "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])");
+  }
+  // Sound subsets of what ajv-formats accepts: http(s) URLs with a DNS name, and DNS names.
+  static const char* kLabel = "[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?";
+  if (format == "uri" || format == "uri-reference" || format == "iri" || format == "url") {
+    return RegexOrDie(
+        "https?://(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\\.)+[a-z]{2,12}(?::[1-9][0-9]{1,4})?"
+        "(?:/[a-zA-Z0-9._~-]+)*/?(?:\\?[a-zA-Z0-9_.~-]+=[a-zA-Z0-9_.~-]*"
+        "(?:&[a-zA-Z0-9_.~-]+=[a-zA-Z0-9_.~-]*)*)?");
+  }
+  if (format == "hostname") {
+    return RegexOrDie((std::string("(?:") + kLabel + "\\.){0,4}" + kLabel).c_str());
   }
   return std::nullopt;
 }
@@ -228,6 +244,14 @@ StatusOr<bool> ValueChecker::ValidAt(const SchemaJson& v, const SchemaJson& s,
   }
   if (s.contains("uniqueItems") && s["uniqueItems"] != false) {
     return Err(path, "unsupported keyword 'uniqueItems' (true)");
+  }
+  if (s.contains("unevaluatedProperties")) {
+    Json lowered = s;
+    if (LowerUnevaluatedProperties(&lowered)) {
+      return Err(path, "unevaluatedProperties next to allOf/anyOf/oneOf/$ref in a schema with enum "
+                       "or const values is not supported");
+    }
+    return ValidAt(v, lowered, path, depth, why);
   }
   auto fail = [&](const std::string& what) {
     *why = what + (path.empty() ? "" : " (at " + path + ")");
@@ -294,6 +318,16 @@ StatusOr<bool> ValueChecker::ValidAt(const SchemaJson& v, const SchemaJson& s,
     if (b.hi && (x > *b.hi || (b.hi_exclusive && x == *b.hi))) {
       return fail(std::string("is above the ") + (b.hi_exclusive ? "exclusive " : "") + "maximum " +
                   Json(*b.hi).dump());
+    }
+    if (s.contains("multipleOf")) {
+      const Json& m = s["multipleOf"];
+      if (!m.is_number() || !(m.get<double>() > 0)) {
+        return Err(path, "multipleOf must be a number greater than 0");
+      }
+      const double q = x / m.get<double>();
+      if (std::fabs(q - std::round(q)) > 1e-9 * std::max(1.0, std::fabs(q))) {
+        return fail("is not a multiple of " + m.dump());
+      }
     }
     return true;
   }
@@ -392,6 +426,14 @@ StatusOr<bool> ValueChecker::ValidArray(const SchemaJson& v, const SchemaJson& s
 
 StatusOr<bool> ValueChecker::ValidObject(const SchemaJson& v, const SchemaJson& s,
                                          const std::string& path, int depth, std::string* why) {
+  KILN_ASSIGN_OR_RETURN(std::optional<int64_t> min_props, Count(s, "minProperties", path));
+  KILN_ASSIGN_OR_RETURN(std::optional<int64_t> max_props, Count(s, "maxProperties", path));
+  const int64_t num_props = static_cast<int64_t>(v.size());
+  if ((min_props && num_props < *min_props) || (max_props && num_props > *max_props)) {
+    *why = "has " + std::to_string(num_props) + " properties, outside minProperties/maxProperties" +
+           " (at " + path + ")";
+    return false;
+  }
   if (s.contains("required")) {
     if (!s["required"].is_array()) return Err(path, "required must be an array");
     for (const auto& r : s["required"]) {

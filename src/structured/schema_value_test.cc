@@ -125,8 +125,12 @@ TEST(SchemaValueTest, NoValueLeftIsAnErrorNamingTheKeyword) {
   ExpectRefused(R"({"type":"array","minItems":1,"items":{"const":"x","pattern":"^y"}})", "pattern");
   // A keyword that cannot be judged on a concrete value is refused, not guessed.
   ExpectRefused(R"({"enum":["a"],"pattern":"(?=a)a"})", "pattern");
-  ExpectRefused(R"({"enum":[{"a":1}],"properties":{"a":{"multipleOf":2}}})", "'multipleOf'");
-  ExpectRefused(R"({"enum":["a"],"format":"hostname"})", "'hostname'");
+  ExpectRefused(R"({"enum":[{"a":1}],"properties":{"a":{"contains":{}}}})", "'contains'");
+  // multipleOf, minProperties / maxProperties judge enum values too.
+  ExpectRefused(R"({"enum":[3,5.5],"multipleOf":2})", "not a multiple of 2");
+  ExpectRefused(R"({"enum":[{},{"a":1,"b":2}],"minProperties":1,"maxProperties":1})",
+                "minProperties/maxProperties");
+  ExpectRefused(R"({"enum":["a"],"format":"ipv6"})", "'ipv6'");
   ExpectRefused(R"({"enum":["a"],"maxLength":-1})", "maxLength");
 }
 

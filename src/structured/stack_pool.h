@@ -1,5 +1,6 @@
 // Runs the pushdown automaton (automaton.h) on bytes. A parse stack is a chain of hash-consed
-// frames (StackPool node = (state, parent node)), so equal stacks are equal node ids and stacks
+// frames (StackPool node = (state, parent node, character count)); the count is that of a
+// counted rule's frame (automaton.h Counter), 0 elsewhere, so equal stacks are equal node ids and stacks
 // share their common bottoms. A Config is the set of stacks alive after some input: their top
 // frames all sit on states with byte transitions ("byte-consuming" frames), plus a flag saying
 // whether the input may end here because the bottom frame's rule completed.
@@ -41,17 +42,25 @@ class StackPool final {
   struct Node {
     int32_t state;
     int32_t parent;  // node id, kBottom or kBase
+    int32_t count;   // characters so far, counted rules only
   };
 
-  int32_t Get(int32_t state, int32_t parent) {
-    uint64_t key =
-        (static_cast<uint64_t>(static_cast<uint32_t>(state)) << 32) | static_cast<uint32_t>(parent);
-    auto [it, inserted] = index_.try_emplace(key, static_cast<int32_t>(nodes_.size()));
-    if (inserted) {
-      nodes_.push_back({state, parent});
-      stamp_.push_back(0);
+  int32_t Get(int32_t state, int32_t parent, int32_t count = 0) {
+    const int32_t next_id = static_cast<int32_t>(nodes_.size());
+    std::pair<decltype(index_)::iterator, bool> found;
+    if (count == 0) {  // most frames: one 64-bit key
+      found = index_.try_emplace((static_cast<uint64_t>(static_cast<uint32_t>(state)) << 32) |
+                                     static_cast<uint32_t>(parent),
+                                 next_id);
+    } else {
+      auto [it, inserted] = counted_index_.try_emplace(Key{state, parent, count}, next_id);
+      if (!inserted) return it->second;
+      found.second = true;
     }
-    return it->second;
+    if (!found.second) return found.first->second;
+    nodes_.push_back({state, parent, count});
+    stamp_.push_back(0);
+    return next_id;
   }
   const Node& node(int32_t id) const { return nodes_[id]; }
   size_t size() const { return nodes_.size(); }
@@ -70,7 +79,13 @@ class StackPool final {
     for (int32_t n : in.nodes) {
       const Node nd = nodes_[n];
       int32_t t = a_->Next(nd.state, byte);
-      if (t >= 0) CloseRec(Get(t, nd.parent), out);
+      if (t < 0) continue;
+      int32_t count = 0;
+      if (const Automaton::Counter* k = a_->CounterOf(t)) {
+        count = a_->CountAfter(*k, nd.state, byte, t, nd.count);
+        if (count < 0) continue;
+      }
+      CloseRec(Get(t, nd.parent, count), out);
     }
   }
 
@@ -100,11 +115,27 @@ class StackPool final {
     }
   }
 
+  struct Key {
+    int32_t state, parent, count;
+    bool operator==(const Key& o) const {
+      return state == o.state && parent == o.parent && count == o.count;
+    }
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const {
+      uint64_t h = (static_cast<uint64_t>(static_cast<uint32_t>(k.state)) << 32 |
+                    static_cast<uint32_t>(k.parent)) *
+                   0x9E3779B97F4A7C15ull;
+      return static_cast<size_t>((h ^ (h >> 31)) + static_cast<uint32_t>(k.count) * 0x85EBCA6Bu);
+    }
+  };
+
   const Automaton* a_;
   std::vector<Node> nodes_;
   std::vector<uint32_t> stamp_;
   uint32_t epoch_ = 0;
-  std::unordered_map<uint64_t, int32_t> index_;
+  std::unordered_map<uint64_t, int32_t> index_;              // frames with count 0
+  std::unordered_map<Key, int32_t, KeyHash> counted_index_;  // frames with a count
 };
 
 }  // namespace kiln::structured

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ctime>
 #include <deque>
 
 #include "common/check.h"
@@ -11,26 +12,53 @@
 
 namespace kiln::structured {
 
-struct GrammarCompiler::RuleTables {
-  std::vector<std::shared_ptr<const TokenEntry>> entries;  // per local state of the rule
-};
+RuleTables::RuleTables(int32_t num_states) : entries_(num_states), owned_(num_states) {
+  for (auto& e : entries_) e.store(nullptr, std::memory_order_relaxed);
+}
+
+const TokenEntry* RuleTables::Get(const Automaton& automaton, const VocabIndex& vocab,
+                                  int32_t local, int32_t state) const {
+  const TokenEntry* e = entries_[local].load(std::memory_order_acquire);
+  if (e != nullptr) return e;
+  std::lock_guard<std::mutex> lock(mu_);
+  e = entries_[local].load(std::memory_order_relaxed);
+  if (e != nullptr) return e;
+  owned_[local] = std::make_unique<const TokenEntry>(ComputeTokenEntry(automaton, vocab, state));
+  e = owned_[local].get();
+  bytes_.fetch_add(e->MemoryBytes(), std::memory_order_relaxed);
+  entries_[local].store(e, std::memory_order_release);
+  return e;
+}
 
 namespace {
 
-// A rule's DFA as text, with calls written as placeholders "C<j>" (j-th call in `calls`).
+double ThreadCpuMs() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+// A rule's DFA as text, with calls written as placeholders "C<j>" (j-th call in `calls`); a
+// counted rule's states also list the bytes that start a character.
 std::string LocalRuleSignature(const Automaton& a, int32_t rule, std::vector<int32_t>* calls) {
   std::string sig;
   const int32_t begin = a.rule_state_begin[rule];
   const int32_t end = a.rule_state_begin[rule + 1];
-  sig += "S" + std::to_string(a.rule_start[rule] - begin);
+  const bool counted = a.counter_of[rule] >= 0;
+  sig += (counted ? "K" : "S") + std::to_string(a.rule_start[rule] - begin);
   for (int32_t s = begin; s < end; ++s) {
     sig += a.is_final[s] ? ";F" : ";N";
     for (int b = 0; b < 256; ++b) {
       int32_t t = a.Next(s, static_cast<uint8_t>(b));
       if (t < 0) continue;
+      const bool starts = counted && a.StartsChar(s, static_cast<uint8_t>(b));
       int c = b;
-      while (c + 1 < 256 && a.Next(s, static_cast<uint8_t>(c + 1)) == t) ++c;
-      sig += "," + std::to_string(b) + "-" + std::to_string(c) + ">" + std::to_string(t - begin);
+      while (c + 1 < 256 && a.Next(s, static_cast<uint8_t>(c + 1)) == t &&
+             (counted && a.StartsChar(s, static_cast<uint8_t>(c + 1))) == starts) {
+        ++c;
+      }
+      sig += "," + std::to_string(b) + "-" + std::to_string(c) + (starts ? "+" : ">") +
+             std::to_string(t - begin);
       b = c;
     }
     for (const auto& call : a.calls[s]) {
@@ -42,7 +70,9 @@ std::string LocalRuleSignature(const Automaton& a, int32_t rule, std::vector<int
 }
 
 // Canonical signature of every rule: its DFA and those of all rules it can reach, with rule ids
-// renumbered in breadth-first order from it. Equal signatures ⇒ equal token tables.
+// renumbered in breadth-first order from it (counted rules reached through calls with their
+// bounds). Equal signatures ⇒ equal token tables. A counted rule's own tables do not depend on
+// its bounds (they record counts), so its own signature leaves them out and all bounds share.
 std::vector<std::string> RuleSignatures(const Automaton& a) {
   const int32_t num_rules = static_cast<int32_t>(a.rule_start.size());
   std::vector<std::string> local(num_rules);
@@ -50,6 +80,11 @@ std::vector<std::string> RuleSignatures(const Automaton& a) {
   for (int32_t r = 0; r < num_rules; ++r) {
     if (a.rule_start[r] >= 0) local[r] = LocalRuleSignature(a, r, &calls[r]);
   }
+  auto bounds = [&](int32_t r) -> std::string {
+    if (a.counter_of[r] < 0) return "";
+    const Automaton::Counter& k = a.counters[a.counter_of[r]];
+    return "<" + std::to_string(k.min_chars) + "," + std::to_string(k.max_chars) + ">";
+  };
   std::vector<std::string> out(num_rules);
   for (int32_t r = 0; r < num_rules; ++r) {
     if (a.rule_start[r] < 0) continue;
@@ -60,6 +95,7 @@ std::vector<std::string> RuleSignatures(const Automaton& a) {
       int32_t q = queue.front();
       queue.pop_front();
       sig += local[q];
+      if (q != r) sig += bounds(q);
       sig += "[";
       for (int32_t c : calls[q]) {
         auto [it, inserted] = order.try_emplace(c, static_cast<int32_t>(order.size()));
@@ -130,8 +166,11 @@ Status GrammarCompilerOptions::Validate() const {
   if (grammar_cache_capacity == 0) {
     return Status::InvalidArgument("grammar_cache_capacity must be positive");
   }
-  if (limits.max_dfa_states <= 0 || limits.max_nfa_states <= 0) {
+  if (limits.max_dfa_states <= 0 || limits.max_nfa_states <= 0 || !(limits.max_build_ms > 0)) {
     return Status::InvalidArgument("automaton limits must be positive");
+  }
+  if (!(eager_table_budget_ms >= 0)) {
+    return Status::InvalidArgument("eager_table_budget_ms must be non-negative");
   }
   return Status::Ok();
 }
@@ -140,93 +179,169 @@ StatusOr<std::unique_ptr<GrammarCompiler>> GrammarCompiler::Create(const VocabIn
                                                                    GrammarCompilerOptions options) {
   KILN_RETURN_IF_ERROR(options.Validate());
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<const VocabIndex> index, VocabIndex::Build(vocab));
+  return Create(std::move(index), std::move(options));
+}
+
+StatusOr<std::unique_ptr<GrammarCompiler>> GrammarCompiler::Create(
+    std::shared_ptr<const VocabIndex> vocab, GrammarCompilerOptions options) {
+  KILN_RETURN_IF_ERROR(options.Validate());
+  if (vocab == nullptr) return Status::InvalidArgument("GrammarCompiler needs a vocabulary index");
   return std::unique_ptr<GrammarCompiler>(
-      new GrammarCompiler(std::move(index), std::move(options)));
+      new GrammarCompiler(std::move(vocab), std::move(options)));
 }
 
 StatusOr<std::shared_ptr<const CompiledGrammar>> GrammarCompiler::Compile(
     const ResponseFormat& format) {
   const std::string key = FormatKey(format);
+  std::promise<Result> promise;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     auto it = by_key_.find(key);
     if (it != by_key_.end()) {
       lru_.splice(lru_.begin(), lru_, it->second);
       return it->second->second;
     }
+    auto flight = in_flight_.find(key);
+    if (flight != in_flight_.end()) {
+      std::shared_future<Result> result = flight->second;
+      lock.unlock();
+      return result.get();  // the same format is being compiled: share its result
+    }
+    in_flight_.emplace(key, promise.get_future().share());
   }
-  auto t0 = std::chrono::steady_clock::now();
-  KILN_ASSIGN_OR_RETURN(Grammar grammar, FormatToGrammar(format));
-  KILN_ASSIGN_OR_RETURN(std::shared_ptr<const CompiledGrammar> compiled,
-                        CompileGrammarSince(grammar, t0));
+  Result result = CompileUncached(format);
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = by_key_.find(key);
-  if (it != by_key_.end()) return it->second->second;
-  lru_.emplace_front(key, compiled);
-  by_key_[key] = lru_.begin();
-  while (lru_.size() > options_.grammar_cache_capacity) {
-    by_key_.erase(lru_.back().first);
-    lru_.pop_back();
+  in_flight_.erase(key);
+  promise.set_value(result);
+  if (!result.ok()) return result;
+  if (by_key_.count(key) == 0) {
+    lru_.emplace_front(key, *result);
+    by_key_[key] = lru_.begin();
+    while (lru_.size() > options_.grammar_cache_capacity) {
+      by_key_.erase(lru_.back().first);
+      lru_.pop_back();
+    }
   }
-  return compiled;
+  return result;
+}
+
+GrammarCompiler::~GrammarCompiler() {
+  {
+    std::lock_guard<std::mutex> lock(bg_mu_);
+    bg_stop_ = true;
+  }
+  bg_cv_.notify_all();
+  if (bg_thread_.joinable()) bg_thread_.join();
+}
+
+void GrammarCompiler::QueueBackground(const std::shared_ptr<const CompiledGrammar>& grammar) {
+  std::lock_guard<std::mutex> lock(bg_mu_);
+  if (bg_stop_) return;
+  bg_queue_.push_back(grammar);
+  if (!bg_thread_.joinable()) bg_thread_ = std::thread([this] { BackgroundLoop(); });
+  bg_cv_.notify_one();
+}
+
+void GrammarCompiler::BackgroundLoop() {
+  for (;;) {
+    std::shared_ptr<const CompiledGrammar> g;
+    {
+      std::unique_lock<std::mutex> lock(bg_mu_);
+      bg_cv_.wait(lock, [&] { return bg_stop_ || !bg_queue_.empty(); });
+      if (bg_stop_) return;
+      g = bg_queue_.front().lock();
+      bg_queue_.pop_front();
+    }
+    if (!g) continue;  // no longer in use
+    const Automaton& a = g->automaton();
+    for (int32_t s = 0; s < a.num_states; ++s) {
+      if (s % 16 == 0) {
+        std::lock_guard<std::mutex> lock(bg_mu_);
+        if (bg_stop_) return;
+      }
+      g->entry(s);
+    }
+  }
+}
+
+GrammarCompiler::Result GrammarCompiler::CompileUncached(const ResponseFormat& format) {
+  num_compilations_.fetch_add(1);
+  const auto t0 = std::chrono::steady_clock::now();
+  const double cpu0 = ThreadCpuMs();
+  KILN_ASSIGN_OR_RETURN(Grammar grammar, FormatToGrammar(format));
+  return CompileGrammarSince(grammar, t0, cpu0);
 }
 
 StatusOr<std::shared_ptr<const CompiledGrammar>> GrammarCompiler::CompileGrammar(
     const Grammar& grammar) {
-  return CompileGrammarSince(grammar, std::chrono::steady_clock::now());
+  return CompileGrammarSince(grammar, std::chrono::steady_clock::now(), ThreadCpuMs());
 }
 
-StatusOr<std::shared_ptr<const CompiledGrammar>> GrammarCompiler::CompileGrammarSince(
-    const Grammar& grammar, std::chrono::steady_clock::time_point t0) {
-  KILN_ASSIGN_OR_RETURN(Automaton automaton, BuildAutomaton(grammar, options_.limits));
+GrammarCompiler::Result GrammarCompiler::CompileGrammarSince(
+    const Grammar& grammar, std::chrono::steady_clock::time_point t0, double cpu0) {
+  AutomatonLimits limits = options_.limits;
+  KILN_ASSIGN_OR_RETURN(Automaton automaton, BuildAutomaton(grammar, limits));
   auto compiled = std::make_shared<CompiledGrammar>();
   compiled->vocab_ = vocab_;
   compiled->automaton_ = std::move(automaton);
   const Automaton& a = compiled->automaton_;
-  compiled->entries_.assign(a.num_states, nullptr);
   std::vector<std::string> sigs = RuleSignatures(a);
   GrammarStats& stats = compiled->stats_;
   stats.num_rules = static_cast<int>(a.rule_start.size());
   stats.num_states = a.num_states;
-  for (int32_t r = 0; r < stats.num_rules; ++r) {
-    const int32_t begin = a.rule_state_begin[r];
-    const int32_t end = a.rule_state_begin[r + 1];
-    if (begin == end) continue;
-    std::shared_ptr<const RuleTables> tables;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = rule_tables_.find(sigs[r]);
-      if (it != rule_tables_.end()) tables = it->second;
+  compiled->tables_.resize(stats.num_rules);
+  compiled->entry_cache_.reset(new std::atomic<const TokenEntry*>[a.num_states]);
+  for (int32_t s = 0; s < a.num_states; ++s) compiled->entry_cache_[s].store(nullptr);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t cached_bytes = 0;
+    for (const auto& [sig, t] : rule_tables_) cached_bytes += sig.size() + t->MemoryBytes();
+    if (rule_tables_.size() + stats.num_rules > options_.rule_table_cache_capacity ||
+        cached_bytes > options_.rule_table_cache_bytes) {
+      rule_tables_.clear();  // grammars keep the tables they hold
     }
-    if (!tables) {
-      auto fresh = std::make_shared<RuleTables>();
-      fresh->entries.resize(end - begin);
-      for (int32_t s = begin; s < end; ++s) {
-        if (!a.has_bytes[s]) continue;
-        fresh->entries[s - begin] =
-            std::make_shared<const TokenEntry>(ComputeTokenEntry(a, *vocab_, s));
-        ++stats.num_entries_computed;
-      }
-      tables = fresh;
-      std::lock_guard<std::mutex> lock(mu_);
-      size_t bytes = sigs[r].size();
-      for (const auto& e : fresh->entries) bytes += e ? e->MemoryBytes() : 0;
-      if (rule_tables_.size() >= options_.rule_table_cache_capacity ||
-          rule_table_bytes_ + bytes > options_.rule_table_cache_bytes) {
-        rule_tables_.clear();
-        rule_table_bytes_ = 0;
-      }
-      if (rule_tables_.emplace(sigs[r], tables).second) rule_table_bytes_ += bytes;
+    for (int32_t r = 0; r < stats.num_rules; ++r) {
+      const int32_t n = a.rule_state_begin[r + 1] - a.rule_state_begin[r];
+      auto [it, inserted] = rule_tables_.try_emplace(sigs[r], nullptr);
+      if (inserted) it->second = std::make_shared<const RuleTables>(n);
+      KILN_CHECK_EQ(it->second->num_states(), n);
+      compiled->tables_[r] = it->second;
     }
-    KILN_CHECK_EQ(static_cast<int32_t>(tables->entries.size()), end - begin);
-    for (int32_t s = begin; s < end; ++s) {
-      compiled->entries_[s] = tables->entries[s - begin];
-      if (compiled->entries_[s]) stats.entry_bytes += compiled->entries_[s]->MemoryBytes();
+  }
+  auto ready = [&](int32_t s) {
+    const int32_t r = a.rule_of[s];
+    return compiled->tables_[r]->Ready(s - a.rule_state_begin[r]);
+  };
+  auto compute = [&](int32_t s) {
+    compiled->entry(s);
+    ++stats.num_entries_computed;
+  };
+  // The first mask's states, then others while within the budget.
+  {
+    StackPool pool(&a);
+    Config start;
+    pool.Close(pool.Get(a.rule_start[a.root_rule], kBottom), &start);
+    for (int32_t n : start.nodes) {
+      if (!ready(pool.node(n).state)) compute(pool.node(n).state);
+    }
+  }
+  for (int32_t s = 0; s < a.num_states; ++s) {
+    if (!a.has_bytes[s] || ready(s)) continue;
+    if (ThreadCpuMs() - cpu0 >= options_.eager_table_budget_ms) break;
+    compute(s);
+  }
+  for (int32_t s = 0; s < a.num_states; ++s) {
+    if (a.has_bytes[s] && ready(s)) {
+      ++stats.num_entries_ready;
+      stats.entry_bytes += compiled->entry(s)->MemoryBytes();
     }
   }
   stats.compile_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  return std::shared_ptr<const CompiledGrammar>(std::move(compiled));
+  stats.compile_cpu_ms = ThreadCpuMs() - cpu0;
+  std::shared_ptr<const CompiledGrammar> out = std::move(compiled);
+  if (options_.background_tables) QueueBackground(out);
+  return out;
 }
 
 GrammarMatcher::GrammarMatcher(std::shared_ptr<const CompiledGrammar> grammar)
@@ -284,6 +399,9 @@ const std::vector<int32_t>& GrammarMatcher::UncertainAllowed(int32_t node) {
   std::vector<int32_t> allowed;
   const StackPool::Node nd = pool_.node(node);
   const TokenEntry* e = grammar_->entry(nd.state);
+  const Automaton& a = grammar_->automaton();
+  const Automaton::Counter* counter = a.CounterOf(nd.state);
+  const int32_t rule_begin = a.rule_state_begin[a.rule_of[nd.state]];
   if (nd.parent >= 0 && e != nullptr && !e->uncertain.empty()) {
     Config base;
     pool_.Close(nd.parent, &base);
@@ -311,7 +429,14 @@ const std::vector<int32_t>& GrammarMatcher::UncertainAllowed(int32_t node) {
       if (!out.viable()) continue;
       const ByteTrie::Node& cn = tnodes[c];
       for (int32_t i = cn.sub_begin; i < cn.sub_begin + cn.num_ending; ++i) {
-        allowed.push_back(tags[i]);
+        if (counter == nullptr) {
+          allowed.push_back(tags[i]);
+          continue;
+        }
+        const TokenEntry::Pending& p = e->pending[tags[i]];
+        if (a.Viable(*counter, rule_begin + p.end_local, int64_t{nd.count} + p.chars)) {
+          allowed.push_back(p.id);
+        }
       }
       if (!out.nodes.empty() && cn.end > c + 1) stack.push_back({c + 1, cn.end, depth + 1});
     }
@@ -342,9 +467,12 @@ void GrammarMatcher::FillNextTokenBitmask(uint32_t* bitmask) {
   std::memset(bitmask, 0, sizeof(uint32_t) * words);
   for (size_t i = 0; i < cur_.nodes.size(); ++i) {
     int32_t n = cur_.nodes[i];
-    const TokenEntry* e = grammar_->entry(pool_.node(n).state);
+    const StackPool::Node& nd = pool_.node(n);
+    const TokenEntry* e = grammar_->entry(nd.state);
     KILN_DCHECK(e != nullptr);
-    if (!e->accepted_bits.empty()) {
+    if (e->counted) {
+      OrCountedAllowed(grammar_->automaton(), *e, nd.state, nd.count, &count_scratch_, bitmask);
+    } else if (!e->accepted_bits.empty()) {
       const uint32_t* src = e->accepted_bits.data();
       for (int w = 0; w < words; ++w) bitmask[w] |= src[w];
     } else {

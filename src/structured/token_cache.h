@@ -9,6 +9,10 @@
 // Tokens R could hand over before consuming anything (s final) are the caller's business: the
 // matcher's config already holds the caller's frames separately.
 //
+// A state of a counted rule (automaton.h Counter) is classified once for every count: its tables
+// record per token the characters it adds and the state it ends in, and the matcher keeps the
+// tokens whose resulting count is viable (CountedAllowed).
+//
 // Thread-safety: TokenEntry is immutable after ComputeTokenEntry; share freely.
 #pragma once
 
@@ -28,12 +32,35 @@ struct TokenEntry {
   std::vector<uint32_t> accepted_bits;
   int32_t num_accepted = 0;
   int32_t num_uncertain = 0;  // (token, k) pairs
-  ByteTrie uncertain;         // suffixes token[k:], tag = token id
+  ByteTrie uncertain;         // suffixes token[k:], tag = token id (counted: index into below)
+
+  // Counted rules only. accepted_* hold every token accepted at some count; `runs` group them by
+  // (end state, characters added), ids in run_ids[begin, end).
+  struct Run {
+    int32_t end_local;  // end state, local to the rule
+    int32_t chars;
+    int32_t begin, end;
+  };
+  bool counted = false;
+  std::vector<Run> runs;
+  std::vector<int32_t> run_ids;
+  struct Pending {  // an uncertain (token, k): the rule ends after token[0:k]
+    int32_t id;
+    int32_t chars;      // characters in token[0:k]
+    int32_t end_local;  // the final state reached at k
+  };
+  std::vector<Pending> pending;  // [uncertain tag]
 
   size_t MemoryBytes() const {
-    return accepted_ids.size() * 4 + accepted_bits.size() * 4 + uncertain.MemoryBytes();
+    return accepted_ids.size() * 4 + accepted_bits.size() * 4 + uncertain.MemoryBytes() +
+           runs.size() * sizeof(Run) + run_ids.size() * 4 + pending.size() * sizeof(Pending);
   }
 };
+
+// OR into `bitmask` the tokens of counted `entry` allowed on a frame of `state` with `count`
+// characters; `scratch` holds ceil(vocab/32) words.
+void OrCountedAllowed(const Automaton& automaton, const TokenEntry& entry, int32_t state,
+                      int32_t count, std::vector<uint32_t>* scratch, uint32_t* bitmask);
 
 // Classifies every token of `vocab` for a frame on `state` (which must have byte transitions).
 TokenEntry ComputeTokenEntry(const Automaton& automaton, const VocabIndex& vocab, int32_t state);

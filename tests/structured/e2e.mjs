@@ -318,7 +318,7 @@ const BAD = [
   ['unsupported keyword: if', chatSchema({ if: { type: 'string' }, then: { minLength: 2 } }), "'if'"],
   ['unsupported keyword: uniqueItems true', chatSchema({ type: 'array', items: { type: 'integer' }, uniqueItems: true }), 'uniqueItems'],
   ['unsupported keyword: multipleOf', chatSchema({ type: 'integer', multipleOf: 5 }), 'multipleOf'],
-  ['unsupported format', chatSchema({ type: 'string', format: 'hostname' }), 'hostname'],
+  ['unsupported format', chatSchema({ type: 'string', format: 'ipv6' }), 'ipv6'],
   ['oneOf with overlapping branches', chatSchema({ oneOf: [{ type: 'integer' }, { type: 'number' }] }), 'oneOf branches 0 and 1'],
   ['malformed: guided_json not JSON', { guided_json: '{"type": "object",' }, 'guided_json'],
   ['malformed: schema not an object', { response_format: { type: 'json_schema', json_schema: { name: 'x', schema: 'object' } } }, 'schema'],

@@ -21,7 +21,10 @@ if (!file) {
   console.error("usage: node validate.mjs outputs.jsonl");
   process.exit(2);
 }
-const options = { strict: false, allErrors: false, validateFormats: true };
+// multipleOfPrecision: JSON Schema's multipleOf is exact decimal arithmetic, but ajv's default
+// check (value / step must be an integer in binary floating point) calls 0.07 no multiple of 0.01;
+// ajv's documented option for decimal steps compares the quotient to an integer within 1e-9.
+const options = { strict: false, allErrors: false, validateFormats: true, multipleOfPrecision: 9 };
 const ajv07 = addFormats(new Ajv(options));
 const ajv20 = addFormats(new Ajv2020(options));
 const cache = new Map();

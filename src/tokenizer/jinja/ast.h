@@ -78,6 +78,7 @@ struct Expr final {
   std::vector<ExprPtr> args;                            // operands, see ExprKind
   std::vector<std::pair<std::string, ExprPtr>> kwargs;  // kCall/kFilter/kTest keyword arguments
   std::vector<Op> ops;                                  // kCompare operators
+  int depth = 1;  // height of this subtree (1: no operands); the parser bounds it
 };
 
 enum class StmtKind {

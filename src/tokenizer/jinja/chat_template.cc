@@ -11,6 +11,10 @@
 #include "tokenizer/jinja/text.h"
 
 namespace kiln {
+namespace {
+// ChatTemplateOptions::max_rendered_bytes → RenderLimits::max_allocated_bytes.
+constexpr size_t kAllocatedPerRenderedByte = 16;
+}  // namespace
 
 namespace jinja {
 std::string TemplateError::Describe() const {
@@ -120,7 +124,12 @@ StatusOr<std::string> ChatTemplate::RenderImpl(const Json& messages, const Json&
         globals.Set(it.key(), jinja::FromJson(it.value()));
       }
     }
-    jinja::Interpreter interpreter{jinja::RenderLimits{}};
+    jinja::RenderLimits limits;
+    if (options.max_rendered_bytes > 0) {
+      limits.max_output_bytes = options.max_rendered_bytes;
+      limits.max_allocated_bytes = options.max_rendered_bytes * kAllocatedPerRenderedByte;
+    }
+    jinja::Interpreter interpreter{limits};
     rendered = interpreter.Render(parsed_->body, globals);
   } catch (const jinja::TemplateError& e) {
     if (e.kind() == jinja::TemplateErrorKind::kRaised) {

@@ -12,9 +12,10 @@
 // OpenAI tool-call arguments from JSON strings to objects (the server does that before rendering).
 //
 // Errors: a malformed template fails Parse with "line L, column C: problem"; a render that fails
-// (raise_exception, type errors, undefined attribute access, output over 256 MiB, runaway loops,
-// recursion) returns a Status naming the position and problem. Nothing here throws or aborts on
-// bad input.
+// (raise_exception, type errors, undefined attribute access, output over
+// ChatTemplateOptions::max_rendered_bytes (default 256 MiB) or building 16× that in strings and
+// containers, runaway loops, recursion) returns a Status naming the position and problem. Nothing
+// here throws or aborts on bad input.
 //
 // Thread-safety: a ChatTemplate is immutable after Parse; Render may run on many threads at once.
 #pragma once

@@ -72,6 +72,7 @@ void Interpreter::Tick(SourceLoc loc) {
 }
 
 std::string Interpreter::Render(const Body& body, const ValueDict& globals) {
+  AllocationMeter meter(limits_.max_allocated_bytes);
   Scope root(nullptr);
   // Declared after `root`, so it empties what the render built before the scopes are destroyed:
   // no reference cycle survives and no deep structure is freed recursively.

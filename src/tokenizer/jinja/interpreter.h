@@ -4,9 +4,11 @@
 // Undefined (a missing variable or attribute is falsy and prints as ""; using it as an object,
 // in arithmetic or calling it is an error).
 //
-// Guards: output and intermediate strings are capped at RenderLimits::max_output_bytes, macro
-// calls nest at most max_call_depth deep, and a render takes at most max_steps statement/loop
-// steps; any breach is a runtime TemplateError, never a crash or hang.
+// Guards: output and intermediate strings are capped at RenderLimits::max_output_bytes, all the
+// strings and containers a render builds at max_allocated_bytes (cumulative, so memory stays
+// bounded while rendering, not checked after), macro calls nest at most max_call_depth deep, and a
+// render takes at most max_steps statement/loop steps; any breach is a runtime TemplateError,
+// never a crash or hang.
 //
 // Thread-safety: one Interpreter per render (it holds the render's scopes); the template it walks
 // is shared read-only.
@@ -25,6 +27,8 @@ namespace kiln::jinja {
 
 struct RenderLimits final {
   size_t max_output_bytes = size_t{256} << 20;  // 256 MiB
+  // Strings and container slots the render creates or copies, cumulative (AllocationMeter).
+  size_t max_allocated_bytes = size_t{4} << 30;
   int max_call_depth = 64;                      // nested macro calls
   int64_t max_steps = 50'000'000;               // statements executed + loop iterations
 };

@@ -462,6 +462,66 @@ TEST(JinjaTest, OutputSizeIsLimited) {
   EXPECT_EQ(ok.text, std::string(1000, 'x'));
 }
 
+// Regression (issue 18): flat chains are parsed by loops but build left-deep trees that the
+// interpreter walks (and frees) recursively; 12,000 '+' or 50,000 '~' overflowed the stack. The
+// tree height is bounded at parse time.
+TEST(JinjaTest, LongFlatChainsAreSyntaxErrorsNotStackOverflows) {
+  auto repeat = [](const std::string& s, int n) {
+    std::string out;
+    for (int i = 0; i < n; ++i) out += s;
+    return out;
+  };
+  for (const std::string& t :
+       {"{{ 1" + repeat("+1", 12000) + " }}", "{{ 'a'" + repeat("|trim", 20000) + " }}",
+        "{{ 'a'" + repeat(" ~ 'a'", 50000) + " }}", "{{ true" + repeat(" and true", 50000) + " }}",
+        "{{ false" + repeat(" or false", 50000) + " }}", "{{ [0]" + repeat("[0]", 50000) + " }}",
+        "{{ x" + repeat(".y", 50000) + " }}", "{{ 2" + repeat("**2", 50000) + " }}",
+        "{{ 'a' if " + repeat("x if y else ", 50000) + " z }}",
+        "{% set x = 1" + repeat(" * 1", 50000) + " %}",
+        "{{ f(k=1" + repeat("+1", 50000) + ") }}"}) {
+    Rendered r = RenderWith(t, "{}");
+    EXPECT_FALSE(r.ok) << t.substr(0, 40);
+    EXPECT_NE(r.text.find("nested too deeply"), std::string::npos) << r.text;
+  }
+  // Chains of ordinary length still work, with Jinja's results.
+  Rendered sum = RenderWith("{{ 1" + repeat("+1", 150) + " }}", "{}");
+  ASSERT_TRUE(sum.ok) << sum.text;
+  EXPECT_EQ(sum.text, "151");
+  Rendered cat = RenderWith("{{ 'a'" + repeat(" ~ 'b'", 150) + " }}", "{}");
+  ASSERT_TRUE(cat.ok) << cat.text;
+  EXPECT_EQ(cat.text, "a" + std::string(150, 'b'));
+}
+
+// Regression (issue 18): a render's memory is bounded while it runs, not only its output: lists
+// of copies, list repetition and quadratic string building fail once they pass
+// max_allocated_bytes (cumulative), before the process grows by gigabytes.
+TEST(JinjaTest, WhatARenderBuildsIsBoundedWhileRendering) {
+  RenderLimits limits;
+  limits.max_output_bytes = 1 << 20;
+  limits.max_allocated_bytes = 16 << 20;
+  for (const char* t : {
+           "{% set l = [] %}{% for i in range(100000) %}{% do l.append('x' * 100000) %}"
+           "{% endfor %}{{ l | length }}",
+           "{% set s = 'x' * 500000 %}{% set l = [] %}{% for i in range(100000) %}"
+           "{% do l.append(s) %}{% endfor %}{{ l | length }}",
+           "{% set ns = namespace(s='') %}{% for i in range(100000) %}"
+           "{% set ns.s = ns.s ~ 'xxxxxxxxxx' %}{% endfor %}{{ ns.s | length }}",
+           "{% set d = {} %}{% for i in range(100000) %}{% do d.update({i|string: 'x' * 10000}) %}"
+           "{% endfor %}{{ d | length }}",
+       }) {
+    Rendered r = RenderWith(t, "{}", limits);
+    EXPECT_FALSE(r.ok) << t;
+    EXPECT_NE(r.text.find("too much data"), std::string::npos) << r.text;
+  }
+  // The same shapes at a modest size render.
+  Rendered ok = RenderWith(
+      "{% set l = [] %}{% for i in range(100) %}{% do l.append('x' * 1000) %}{% endfor %}"
+      "{{ l | length }}",
+      "{}", limits);
+  ASSERT_TRUE(ok.ok) << ok.text;
+  EXPECT_EQ(ok.text, "100");
+}
+
 TEST(JinjaTest, RunawayLoopsHitTheStepLimit) {
   RenderLimits limits;
   limits.max_steps = 100000;

@@ -225,12 +225,14 @@ Value ListMethod(Interpreter& interp, const Value& self, std::string_view name, 
   ValueList& list = self.list();
   if (name == "append") {
     interp.CheckSize(list.size() + 1, loc);
+    AllocationMeter::Charge(sizeof(Value));
     list.push_back(a.Take(0, "object"));
     return Value::None();
   }
   if (name == "extend") {
     ValueList more = interp.Iterate(a.Take(0, "iterable"), loc);
     interp.CheckSize(list.size() + more.size(), loc);
+    AllocationMeter::Charge(more.size() * sizeof(Value));
     list.insert(list.end(), more.begin(), more.end());
     return Value::None();
   }
@@ -249,6 +251,7 @@ Value ListMethod(Interpreter& interp, const Value& self, std::string_view name, 
     int64_t i = OptInt(a.Take(0, "index"), 0, loc, "insert index");
     if (i < 0) i = std::max<int64_t>(0, i + n);
     i = std::min(i, n);
+    AllocationMeter::Charge(sizeof(Value));
     list.insert(list.begin() + i, a.Take(1, "object"));
     return Value::None();
   }

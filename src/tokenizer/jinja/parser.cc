@@ -107,6 +107,24 @@ class Parser final {
     Parser* parser;
   };
 
+  // Appends an operand to `parent`, keeping parent->depth (the height of its subtree) and refusing
+  // trees deeper than kMaxNestingDepth. Flat chains (1+1+…, a|f|f…, x~x~…, a and b and …, x[0][0]…)
+  // are parsed by loops but build left-deep trees that the interpreter walks, and frees,
+  // recursively: the height bound is what keeps both off the end of the stack.
+  void Push(Expr* parent, ExprPtr child) {
+    if (child != nullptr) Deepen(parent, *child);
+    parent->args.push_back(std::move(child));
+  }
+  void Deepen(Expr* parent, const Expr& child) {
+    if (child.depth < parent->depth) return;
+    parent->depth = child.depth + 1;
+    if (parent->depth > kMaxNestingDepth) {
+      ThrowSyntax(child.loc, "expression nested too deeply (more than " +
+                                 std::to_string(kMaxNestingDepth) +
+                                 " levels of operators, filters, subscripts or calls)");
+    }
+  }
+
   ExprPtr MakeExpr(ExprKind kind, SourceLoc loc) {
     auto e = std::make_unique<Expr>();
     e->kind = kind;
@@ -351,10 +369,10 @@ class Parser final {
     ExprPtr first = ParseExpression(with_condexpr);
     if (!IsOp(",")) return first;
     auto tuple = MakeExpr(ExprKind::kTuple, loc);
-    tuple->args.push_back(std::move(first));
+    Push(tuple.get(), std::move(first));
     while (SkipOp(",")) {
       if (Peek().type == TokenType::kBlockEnd || Peek().type == TokenType::kVarEnd) break;
-      tuple->args.push_back(ParseExpression(with_condexpr));
+      Push(tuple.get(), ParseExpression(with_condexpr));
     }
     return tuple;
   }
@@ -366,9 +384,9 @@ class Parser final {
     while (IsName("if")) {
       SourceLoc loc = Next().loc;
       auto cond = MakeExpr(ExprKind::kCondExpr, loc);
-      cond->args.push_back(std::move(expr));
-      cond->args.push_back(ParseOr());
-      cond->args.push_back(SkipName("else") ? ParseExpression(true) : nullptr);
+      Push(cond.get(), std::move(expr));
+      Push(cond.get(), ParseOr());
+      Push(cond.get(), SkipName("else") ? ParseExpression(true) : nullptr);
       expr = std::move(cond);
     }
     return expr;
@@ -378,8 +396,8 @@ class Parser final {
     auto e = MakeExpr(ExprKind::kBinary, loc);
     e->op = OpFromString(op);
     e->name = std::move(op);
-    e->args.push_back(std::move(a));
-    e->args.push_back(std::move(b));
+    Push(e.get(), std::move(a));
+    Push(e.get(), std::move(b));
     return e;
   }
 
@@ -407,7 +425,7 @@ class Parser final {
       auto e = MakeExpr(ExprKind::kUnary, Next().loc);
       e->name = "not";
       e->op = Op::kNot;
-      e->args.push_back(ParseNot());
+      Push(e.get(), ParseNot());
       return e;
     }
     return ParseCompare();
@@ -437,10 +455,10 @@ class Parser final {
       }
       if (!cmp) {
         cmp = MakeExpr(ExprKind::kCompare, loc);
-        cmp->args.push_back(std::move(first));
+        Push(cmp.get(), std::move(first));
       }
       cmp->ops.push_back(OpFromString(op));
-      cmp->args.push_back(ParseMath1());
+      Push(cmp.get(), ParseMath1());
     }
     return cmp ? std::move(cmp) : std::move(first);
   }
@@ -489,7 +507,7 @@ class Parser final {
       node = MakeExpr(ExprKind::kUnary, op.loc);
       node->name = op.value;
       node->op = op.value == "-" ? Op::kNeg : Op::kPos;
-      node->args.push_back(ParseUnary(false));
+      Push(node.get(), ParseUnary(false));
     } else {
       node = ParsePrimary();
     }
@@ -539,10 +557,10 @@ class Parser final {
           ExprPtr inner = ParseExpression(true);
           if (IsOp(",")) {
             auto tuple = MakeExpr(ExprKind::kTuple, tok.loc);
-            tuple->args.push_back(std::move(inner));
+            Push(tuple.get(), std::move(inner));
             while (SkipOp(",")) {
               if (IsOp(")")) break;
-              tuple->args.push_back(ParseExpression(true));
+              Push(tuple.get(), ParseExpression(true));
             }
             inner = std::move(tuple);
           }
@@ -553,7 +571,7 @@ class Parser final {
           Next();
           auto list = MakeExpr(ExprKind::kList, tok.loc);
           while (!IsOp("]")) {
-            list->args.push_back(ParseExpression(true));
+            Push(list.get(), ParseExpression(true));
             if (!SkipOp(",")) break;
           }
           ExpectOp("]");
@@ -563,9 +581,9 @@ class Parser final {
           Next();
           auto dict = MakeExpr(ExprKind::kDict, tok.loc);
           while (!IsOp("}")) {
-            dict->args.push_back(ParseExpression(true));
+            Push(dict.get(), ParseExpression(true));
             ExpectOp(":");
-            dict->args.push_back(ParseExpression(true));
+            Push(dict.get(), ParseExpression(true));
             if (!SkipOp(",")) break;
           }
           ExpectOp("}");
@@ -588,12 +606,12 @@ class Parser final {
         if (attr.type == TokenType::kName) {
           auto e = MakeExpr(ExprKind::kGetAttr, attr.loc);
           e->name = Next().value;
-          e->args.push_back(std::move(node));
+          Push(e.get(), std::move(node));
           node = std::move(e);
         } else if (attr.type == TokenType::kInt) {
           auto e = MakeExpr(ExprKind::kGetItem, attr.loc);
-          e->args.push_back(std::move(node));
-          e->args.push_back(ParsePrimary());
+          Push(e.get(), std::move(node));
+          Push(e.get(), ParsePrimary());
           node = std::move(e);
         } else {
           Fail(attr, "expected an attribute name after '.', got " + Describe(attr));
@@ -620,13 +638,13 @@ class Parser final {
     ExpectOp("]");
     if (colons == 0) {
       auto e = MakeExpr(ExprKind::kGetItem, loc);
-      e->args.push_back(std::move(node));
-      e->args.push_back(std::move(parts[0]));
+      Push(e.get(), std::move(node));
+      Push(e.get(), std::move(parts[0]));
       return e;
     }
     auto e = MakeExpr(ExprKind::kSlice, loc);
-    e->args.push_back(std::move(node));
-    for (auto& p : parts) e->args.push_back(std::move(p));
+    Push(e.get(), std::move(node));
+    for (auto& p : parts) Push(e.get(), std::move(p));
     return e;
   }
 
@@ -638,10 +656,12 @@ class Parser final {
       if (Peek().type == TokenType::kName && IsOp("=", 1)) {
         std::string key = Next().value;
         Next();
-        call->kwargs.emplace_back(std::move(key), ParseExpression(true));
+        ExprPtr value = ParseExpression(true);
+        Deepen(call, *value);
+        call->kwargs.emplace_back(std::move(key), std::move(value));
       } else {
         if (!call->kwargs.empty()) Fail(Peek(), "positional argument after keyword argument");
-        call->args.push_back(ParseExpression(true));
+        Push(call, ParseExpression(true));
       }
       if (!SkipOp(",")) break;
     }
@@ -650,7 +670,7 @@ class Parser final {
 
   ExprPtr ParseCall(ExprPtr callee) {
     auto call = MakeExpr(ExprKind::kCall, callee->loc);
-    call->args.push_back(std::move(callee));
+    Push(call.get(), std::move(callee));
     ParseCallArgs(call.get());
     return call;
   }
@@ -665,7 +685,7 @@ class Parser final {
     if (!IsKnownFilter(name)) Fail(name_tok, "unknown filter '" + name + "'");
     auto f = MakeExpr(ExprKind::kFilter, name_tok.loc);
     f->name = name;
-    f->args.push_back(std::move(input));
+    Push(f.get(), std::move(input));
     if (IsOp("(")) ParseCallArgs(f.get());
     return f;
   }
@@ -694,7 +714,7 @@ class Parser final {
     auto t = MakeExpr(ExprKind::kTest, name_tok.loc);
     t->name = name;
     t->negated = negated;
-    t->args.push_back(std::move(input));
+    Push(t.get(), std::move(input));
     const Token& next = Peek();
     if (IsOp("(")) {
       ParseCallArgs(t.get());
@@ -703,7 +723,7 @@ class Parser final {
                 IsOp("{")) &&
                !IsName("else") && !IsName("or") && !IsName("and")) {
       if (IsName("is")) Fail(next, "cannot chain multiple tests with 'is'");
-      t->args.push_back(ParsePostfix(ParsePrimary()));
+      Push(t.get(), ParsePostfix(ParsePrimary()));
     }
     return t;
   }

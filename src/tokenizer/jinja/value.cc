@@ -60,7 +60,43 @@ Value Value::Float(double f) {
   v.scalar_.f = f;
   return v;
 }
+namespace {
+thread_local AllocationMeter* current_meter = nullptr;
+}  // namespace
+
+AllocationMeter::AllocationMeter(size_t budget_bytes)
+    : budget_(budget_bytes), previous_(current_meter) {
+  current_meter = this;
+}
+AllocationMeter::~AllocationMeter() { current_meter = previous_; }
+
+void AllocationMeter::Charge(size_t bytes) {
+  AllocationMeter* m = current_meter;
+  if (m == nullptr) return;
+  m->used_ += bytes;
+  if (m->used_ > m->budget_) {
+    ThrowRuntime({}, "template built too much data (more than " + std::to_string(m->budget_) +
+                         " bytes of strings and containers)");
+  }
+}
+
+Value::Value(const Value& other)
+    : kind_(other.kind_), scalar_(other.scalar_), str_(other.str_), ptr_(other.ptr_) {
+  if (!str_.empty()) AllocationMeter::Charge(str_.size());
+}
+
+Value& Value::operator=(const Value& other) {
+  if (this == &other) return *this;
+  if (!other.str_.empty()) AllocationMeter::Charge(other.str_.size());
+  kind_ = other.kind_;
+  scalar_ = other.scalar_;
+  str_ = other.str_;
+  ptr_ = other.ptr_;
+  return *this;
+}
+
 Value Value::Str(std::string s) {
+  AllocationMeter::Charge(s.size());
   Value v;
   v.kind_ = ValueKind::kString;
   v.str_ = std::move(s);
@@ -95,6 +131,7 @@ void ContainerArena::Register(const std::shared_ptr<void>& container, bool is_li
 }
 
 Value Value::List(ValueList items) {
+  AllocationMeter::Charge((items.size() + 1) * sizeof(Value) + 64);
   Value v;
   v.kind_ = ValueKind::kList;
   v.ptr_ = std::make_shared<ValueList>(std::move(items));
@@ -107,6 +144,7 @@ Value Value::Tuple(ValueList items) {
   return v;
 }
 Value Value::Dict() {
+  AllocationMeter::Charge(sizeof(ValueDict) + 64);
   Value v;
   v.kind_ = ValueKind::kDict;
   v.ptr_ = std::make_shared<ValueDict>();
@@ -144,6 +182,7 @@ void ValueDict::Set(std::string key, Value value) {
     *existing = std::move(value);
     return;
   }
+  AllocationMeter::Charge(sizeof(items.front()) + key.size());
   items.emplace_back(std::move(key), std::move(value));
 }
 

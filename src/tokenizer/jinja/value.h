@@ -44,6 +44,12 @@ enum class ValueKind : uint8_t {
 class Value final {
  public:
   Value() = default;  // Undefined with no hint
+  // Copies of strings are charged to the thread's AllocationMeter (a copied string is new memory).
+  Value(const Value& other);
+  Value& operator=(const Value& other);
+  Value(Value&&) noexcept = default;
+  Value& operator=(Value&&) noexcept = default;
+  ~Value() = default;
   static Value Undefined(std::string hint);
   // Cheap Undefineds for the hot misses; their message is built only if an error reports it.
   static Value UndefinedName(std::string_view name);    // "'name' is undefined"
@@ -156,6 +162,26 @@ class ContainerArena final {
  private:
   std::vector<std::pair<std::weak_ptr<void>, bool>> containers_;
   ContainerArena* previous_;
+};
+
+// Bounds the memory one render can build. While a meter is installed on this thread, every
+// string the interpreter creates or copies and every list/dict slot it adds is charged to it, in
+// bytes; the charges are cumulative (freed temporaries stay counted), so the budget bounds both
+// the memory live at any moment and the work of building it. Past the budget, Charge throws a
+// runtime TemplateError. Without a meter, Charge does nothing.
+class AllocationMeter final {
+ public:
+  explicit AllocationMeter(size_t budget_bytes);  // installs itself on this thread
+  ~AllocationMeter();                             // reinstalls the previous one
+  AllocationMeter(const AllocationMeter&) = delete;
+  AllocationMeter& operator=(const AllocationMeter&) = delete;
+  static void Charge(size_t bytes);
+  size_t used_bytes() const { return used_; }
+
+ private:
+  size_t budget_;
+  size_t used_ = 0;
+  AllocationMeter* previous_;
 };
 
 // JSON in. Integers stay ints, other numbers become floats; nesting deeper than max_depth throws.
