@@ -36,14 +36,12 @@
 
 #include "flags.h"
 #include "kiln/engine.h"
-#ifdef KILN_HAVE_BENCH_SERVE
 #include "bench/production_table.h"
 #include "bench/serve_bench.h"
-#endif
 #include "model/weights.h"
 #include "subcommands.h"
 
-#if defined(KILN_WITH_CUDA) && __has_include("backend/cuda/cuda_backend.h")
+#if defined(KILN_WITH_CUDA)
 #define KILN_BENCH_CUDA 1
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/device_limits.h"
@@ -441,7 +439,6 @@ int RunThroughput(const Flags& flags) {
   return 0;
 }
 
-#ifdef KILN_HAVE_BENCH_SERVE
 void DeclareServeBenchFlags(Flags* f) {
   f->Value("base-url", "server to load (default http://127.0.0.1:8000)");
   f->Value("model", "model name sent in requests; with --preset: the model PATH for kiln serve");
@@ -687,7 +684,6 @@ int RunServeBenchCommand(int argc, char** argv) {
   }
   return 0;
 }
-#endif
 
 }  // namespace
 }  // namespace kiln::cli
@@ -700,9 +696,7 @@ int RunBench(int argc, char** argv) {
     return 2;
   }
   const std::string mode = argv[2];
-#ifdef KILN_HAVE_BENCH_SERVE
   if (mode == "serve") return RunServeBenchCommand(argc, argv);
-#endif
   Flags flags;
   DeclareBenchFlags(&flags);
   if (mode == "--help" || mode == "-h") {

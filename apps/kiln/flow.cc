@@ -22,10 +22,8 @@
 #include <sstream>
 
 #include "subcommands.h"
-#ifdef KILN_HAVE_WORKFLOW_API
 #include "kiln/engine.h"
 #include "workflow/engine_llm.h"
-#endif
 #include "workflow/dify_import.h"
 #include "workflow/executor.h"
 #include "workflow/spec.h"
@@ -143,7 +141,6 @@ int Run(int argc, char** argv) {
   so.kv_path = Last(a, "kv", ":memory:");
   so.audio_dir = Last(a, "audio-dir");
   if (Status s = so.Validate(); !s.ok()) return Fail(s.WithContext("--base-url"));
-#ifdef KILN_HAVE_WORKFLOW_API
   // --engine: llm nodes without a base_url generate in this process.
   std::unique_ptr<Engine> engine;
   std::unique_ptr<Generator> generator;
@@ -166,7 +163,6 @@ int Run(int argc, char** argv) {
     local_llm = std::make_unique<workflow::GeneratorLlm>(generator.get());
     so.local_llm = local_llm.get();
   }
-#endif
   workflow::Services services(so);
   workflow::RunOptions ro;
   ro.inputs = std::move(inputs);
@@ -189,9 +185,7 @@ int Run(int argc, char** argv) {
   }
   workflow::Executor executor(&services);
   workflow::RunResult r = executor.Run(**w, std::move(ro));
-#ifdef KILN_HAVE_WORKFLOW_API
   if (engine) engine->Shutdown(/*abort_running=*/true);
-#endif
   std::printf("%s\n", r.ToJson(a.trace).dump(2).c_str());
   if (r.status != "succeeded") std::fprintf(stderr, "kiln flow: run %s: %s\n", r.status.c_str(), r.error.c_str());
   return r.status == "succeeded" ? 0 : 1;

@@ -33,15 +33,9 @@ int main(int argc, char** argv) {
   if (cmd == "tokenize") return kiln::cli::RunTokenize(argc, argv);
   if (cmd == "quantize") return kiln::cli::RunQuantize(argc, argv);
   if (cmd == "eval") return kiln::cli::RunEval(argc, argv);
-#ifdef KILN_HAVE_SERVE
   if (cmd == "serve") return RunServe(argc, argv);
-#endif
-#ifdef KILN_HAVE_FLOW
   if (cmd == "flow") return kiln::cli::RunFlow(argc, argv);
-#endif
-#ifdef KILN_HAVE_BENCH
   if (cmd == "bench") return RunBench(argc, argv);
-#endif
   std::fprintf(stderr, "kiln: unknown subcommand '%s'\n", cmd.c_str());
   PrintUsage();
   return 2;

@@ -24,10 +24,8 @@
 #include "kiln/engine.h"
 #include "server/http_server.h"
 #include "server/openai_server.h"
-#ifdef KILN_HAVE_WORKFLOW_API
 #include "workflow/engine_llm.h"
 #include "workflow/workflow_api.h"
-#endif
 #include "subcommands.h"
 
 namespace kiln::cli {
@@ -141,7 +139,6 @@ Status Serve(int argc, char** argv) {
                                    " inputs but the model's hidden size is " +
                                    std::to_string(engine->model_info().hidden_size));
   }
-#ifdef KILN_HAVE_WORKFLOW_API
   // /v1/workflows and /v1/runs: created once the port is known (its llm nodes call this server).
   std::unique_ptr<workflow::WorkflowApi> workflows;
   for (const char* prefix : {"/v1/workflows", "/v1/runs/"}) {
@@ -154,7 +151,6 @@ Status Serve(int argc, char** argv) {
   wf.db_path = f.GetString("workflow-db", wf.db_path);
   KILN_ASSIGN_OR_RETURN(int64_t wf_threads, f.GetInt("workflow-threads", wf.num_run_threads));
   wf.num_run_threads = static_cast<int>(wf_threads);
-#endif
   auto openai = std::make_unique<server::OpenAiServer>(engine.get(), api);
   KILN_ASSIGN_OR_RETURN(
       std::unique_ptr<server::HttpServer> http_server,
@@ -165,7 +161,6 @@ Status Serve(int argc, char** argv) {
           },
           // Replies the transport sends itself (malformed HTTP, 413, 501, ...) count too.
           [&openai](int status) { openai->metrics().ObserveHttpStatus(status); }));
-#ifdef KILN_HAVE_WORKFLOW_API
   wf.services.llm_base_url = "http://" + (http.host == "0.0.0.0" ? std::string("127.0.0.1") : http.host) +
                              ":" + std::to_string(http_server->port());
   wf.services.llm_api_key = api.api_key;
@@ -182,7 +177,6 @@ Status Serve(int argc, char** argv) {
     KILN_LOG(WARNING) << "workflows: " << workflows->num_recovered_runs()
                       << " run(s) interrupted by the last stop marked failed";
   }
-#endif
   http_server->Start();
   std::printf("kiln serve: listening on http://%s:%d (model %s, device %s)\n", http.host.c_str(),
               http_server->port(), openai->model_name().c_str(),
@@ -203,9 +197,7 @@ Status Serve(int argc, char** argv) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-#ifdef KILN_HAVE_WORKFLOW_API
   workflows->Shutdown();  // cancels runs still going (their records say so)
-#endif
   engine->Shutdown(/*abort_running=*/true);
   openai->StopCompiles();  // grammar compiles and tokenization in flight use the engine
   // Let aborted requests' final events reach their clients.
@@ -215,9 +207,7 @@ Status Serve(int argc, char** argv) {
   engine.reset();  // drops output callbacks (they hold connections) before the io threads go
   http_server->Stop();
   openai.reset();
-#ifdef KILN_HAVE_WORKFLOW_API
   workflows.reset();
-#endif
   KILN_LOG(INFO) << "stopped";
   return Status::Ok();
 }
