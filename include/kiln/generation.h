@@ -195,7 +195,8 @@ class Generator final {
   // token, an empty prompt), OutOfRange (prompt + max_tokens > max_model_len; a prompt whose byte
   // size alone proves it too long is refused before it is tokenized). `error_field` (optional)
   // receives the request field at fault, as the OpenAI API names it: "messages", "prompt",
-  // "stop_token_ids", "logprob_token_ids".
+  // "chat_template" (a template the request brought fails), "stop_token_ids",
+  // "logprob_token_ids".
   StatusOr<PreparedGeneration> Prepare(GenerationRequest request,
                                        std::string* error_field = nullptr) const;
   // Submits every choice at once (Engine::SubmitBatch: admitted in the same step). `prepared`

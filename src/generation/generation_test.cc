@@ -338,6 +338,10 @@ TEST_F(GeneratorTest, ErrorsNameTheField) {
   EXPECT_NE(p.status().message().find("no chat template"), std::string::npos);
   r.chat_options.chat_template = "{{ messages[0]['content'] }}";  // per request
   EXPECT_TRUE(plain.Prepare(r).ok());
+  r.chat_options.chat_template = "{{ messages[0]['content'] | no_such_filter }}";
+  p = plain.Prepare(r, &field);
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(field, "chat_template") << p.status().ToString();
 
   // An engine refusal at Start (parameters Prepare does not judge): Engine::Submit's error, and
   // nothing runs.

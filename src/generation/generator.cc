@@ -185,7 +185,12 @@ StatusOr<PreparedGeneration> Generator::Prepare(GenerationRequest request,
     }
     PreparedPrompt p;
     auto text = RenderChatText(request.messages, request.chat_options);
-    if (!text.ok()) return SetField(error_field, "messages", text.status());
+    if (!text.ok()) {
+      // A template the request brought is at fault, else the messages.
+      return SetField(error_field,
+                      request.chat_options.chat_template.empty() ? "messages" : "chat_template",
+                      text.status());
+    }
     if (Status s = Encode(*text, request, &p.token_ids); !s.ok()) {
       return SetField(error_field, "messages", s);
     }
