@@ -216,11 +216,14 @@ class Generator final {
                                             const ChatTemplateOptions& options,
                                             bool add_special_tokens) const;
 
-  // A lower bound on the number of tokens a text of `num_bytes` bytes encodes to (0 without a
-  // tokenizer), so that callers can refuse an over-long text without tokenizing it. It allows a
-  // normalizer to shrink text 4× (NFKC, lowercase); a normalizer that deletes most of a text
-  // (Strip, Replace with "") could encode to fewer tokens.
-  size_t MinTokens(size_t num_bytes) const;
+  // The longest prompt text that can fit in max_model_len tokens: max_model_len × the longest
+  // token's bytes × 2 (room for normalizers that shrink text: NFKC, lowercase), at least 64 KiB.
+  // Longer texts are refused without tokenizing them (a normalizer that deletes most of a text,
+  // Strip or Replace with "", could have let one fit).
+  size_t max_prompt_bytes() const;
+  // OutOfRange ("... it was rejected without tokenizing.") past max_prompt_bytes(); Ok without a
+  // tokenizer.
+  Status CheckPromptBytes(size_t num_bytes) const;
 
   const Tokenizer* tokenizer() const { return tokenizer_; }
   Engine* engine() const { return engine_; }
@@ -230,20 +233,19 @@ class Generator final {
  private:
   StatusOr<std::string> RenderChatText(const nlohmann::ordered_json& messages,
                                        const ChatTemplateOptions& options) const;
-  // Tokenizes `text`, unless its byte size alone proves it longer than max_model_len.
+  // Tokenizes `text`, unless it is longer than max_prompt_bytes().
   Status Encode(const std::string& text, const GenerationRequest& request,
                 std::vector<int32_t>* ids) const;
   // Checks prompt + max_tokens against max_model_len and resolves *max_tokens.
-  // `is_lower_bound`: num_prompt_tokens is only a lower bound (from the prompt's size).
-  Status CheckLength(size_t num_prompt_tokens, bool is_lower_bound,
-                     const GenerationRequest& request, int* max_tokens) const;
+  Status CheckLength(size_t num_prompt_tokens, const GenerationRequest& request,
+                     int* max_tokens) const;
 
   Engine* engine_;
   GeneratorOptions options_;
   const Tokenizer* tokenizer_;
   int vocab_size_ = 0;
   int max_model_len_ = 0;
-  size_t max_token_bytes_ = 0;  // longest token text: prompt bytes / this ≤ its token count
+  size_t max_token_bytes_ = 0;  // the longest token's text (0 without a tokenizer)
   uint64_t id_salt_ = 0;        // random: generated request ids differ between Generators
   mutable std::atomic<uint64_t> next_id_{0};
 };

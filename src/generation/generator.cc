@@ -11,9 +11,10 @@
 namespace kiln {
 namespace {
 
-// A normalizer can shrink text (NFKC, lowercase): the byte-size bound on the token count allows
-// for this factor before it calls a prompt too long without tokenizing it.
-constexpr size_t kNormalizationSlack = 4;
+// A normalizer can shrink text (NFKC, lowercase): the byte-size bound on a prompt allows for this
+// factor before it calls a prompt too long without tokenizing it.
+constexpr size_t kNormalizationSlack = 2;
+constexpr size_t kMinPromptBytesLimit = size_t{64} << 10;
 
 Status SetField(std::string* error_field, const char* field, Status status) {
   if (error_field != nullptr) *error_field = field;
@@ -87,31 +88,21 @@ StatusOr<std::vector<int32_t>> Generator::RenderChat(const nlohmann::ordered_jso
   return tokenizer_->Encode(text, add_special_tokens);
 }
 
-Status Generator::CheckLength(size_t num_prompt_tokens, bool is_lower_bound,
-                              const GenerationRequest& request, int* max_tokens) const {
+Status Generator::CheckLength(size_t num_prompt_tokens, const GenerationRequest& request,
+                              int* max_tokens) const {
   const std::string limit = std::to_string(max_model_len_);
-  const std::string prompt =
-      is_lower_bound ? "at least " + std::to_string(num_prompt_tokens) + " tokens (by its size)"
-                     : std::to_string(num_prompt_tokens) + " tokens";
   if (num_prompt_tokens == 0) return Status::InvalidArgument("the prompt is empty (0 tokens)");
   if (request.fill_max_tokens) {
     if (num_prompt_tokens >= static_cast<size_t>(max_model_len_)) {
-      return Status::OutOfRange("This model's maximum context length is " + limit +
-                                " tokens. However, your prompt has " + prompt +
-                                ", which leaves no room for the completion.");
+      return Status::OutOfRange(
+          "This model's maximum context length is " + limit + " tokens. However, your prompt has " +
+          std::to_string(num_prompt_tokens) + " tokens, which leaves no room for the completion.");
     }
     *max_tokens = max_model_len_ - static_cast<int>(num_prompt_tokens);
     return Status::Ok();
   }
   const int64_t total = static_cast<int64_t>(num_prompt_tokens) + request.sampling.max_tokens;
   if (total > max_model_len_) {
-    if (is_lower_bound) {
-      return Status::OutOfRange("This model's maximum context length is " + limit +
-                                " tokens. However, your prompt has " + prompt + " and " +
-                                std::to_string(request.sampling.max_tokens) +
-                                " are requested for the completion. Please reduce the prompt or "
-                                "max_tokens.");
-    }
     return Status::OutOfRange("This model's maximum context length is " + limit +
                               " tokens. However, you requested " + std::to_string(total) +
                               " tokens (" + std::to_string(num_prompt_tokens) + " in the prompt, " +
@@ -122,21 +113,25 @@ Status Generator::CheckLength(size_t num_prompt_tokens, bool is_lower_bound,
   return Status::Ok();
 }
 
-size_t Generator::MinTokens(size_t num_bytes) const {
+size_t Generator::max_prompt_bytes() const {
   // Every token stands for at most max_token_bytes_ bytes of (normalized) text.
-  return max_token_bytes_ == 0 ? 0 : num_bytes / (max_token_bytes_ * kNormalizationSlack);
+  const size_t bound = static_cast<size_t>(std::max(max_model_len_, 1)) *
+                       std::max<size_t>(max_token_bytes_, 1) * kNormalizationSlack;
+  return std::max(bound, kMinPromptBytesLimit);
+}
+
+Status Generator::CheckPromptBytes(size_t num_bytes) const {
+  if (tokenizer_ == nullptr || num_bytes <= max_prompt_bytes()) return Status::Ok();
+  return Status::OutOfRange(
+      "This model's maximum context length is " + std::to_string(max_model_len_) +
+      " tokens, and the prompt's " + std::to_string(num_bytes) + " bytes cannot fit in it (limit " +
+      std::to_string(max_prompt_bytes()) + " bytes); it was rejected without tokenizing.");
 }
 
 Status Generator::Encode(const std::string& text, const GenerationRequest& request,
                          std::vector<int32_t>* ids) const {
   // A text this long cannot fit: refuse it without spending the time to tokenize it.
-  if (max_model_len_ > 0) {
-    const size_t min_tokens = MinTokens(text.size());
-    if (min_tokens > static_cast<size_t>(max_model_len_)) {
-      int unused = 0;
-      return CheckLength(min_tokens, /*is_lower_bound=*/true, request, &unused);
-    }
-  }
+  KILN_RETURN_IF_ERROR(CheckPromptBytes(text.size()));
   *ids = tokenizer_->Encode(text, request.add_special_tokens);
   return Status::Ok();
 }
@@ -223,9 +218,7 @@ StatusOr<PreparedGeneration> Generator::Prepare(GenerationRequest request,
     request.prompts.clear();  // moved into out.prompts
   }
   for (auto& p : out.prompts) {
-    if (Status s =
-            CheckLength(p.token_ids.size(), /*is_lower_bound=*/false, request, &p.max_tokens);
-        !s.ok()) {
+    if (Status s = CheckLength(p.token_ids.size(), request, &p.max_tokens); !s.ok()) {
       return SetField(error_field, prompt_field, s);
     }
   }
