@@ -195,7 +195,8 @@ class Generator final {
   // token, an empty prompt), OutOfRange (prompt + max_tokens > max_model_len; a prompt whose byte
   // size alone proves it too long is refused before it is tokenized). `error_field` (optional)
   // receives the request field at fault, as the OpenAI API names it: "messages", "prompt",
-  // "chat_template" (the request's template failed), "stop_token_ids", "logprob_token_ids".
+  // "chat_template" (a template the request brought fails), "stop_token_ids",
+  // "logprob_token_ids".
   StatusOr<PreparedGeneration> Prepare(GenerationRequest request,
                                        std::string* error_field = nullptr) const;
   // Submits every choice at once (Engine::SubmitBatch: admitted in the same step). `prepared`
@@ -211,22 +212,23 @@ class Generator final {
       std::string* error_field = nullptr) const;
 
   // Chat messages → prompt token ids (template + tokenize), as Prepare does for chat requests.
-  // The rendered text is bounded by MaxPromptBytes() while rendering. `error_field` (optional)
-  // receives "chat_template" for an error of the template options.chat_template brought, else
-  // "messages".
+  // Renders are bounded while they run (template amplification): Prepare's at max_prompt_bytes()
+  // (a longer prompt is refused anyway), RenderChat's (no length limit: /tokenize) at the larger
+  // of that and 4 × the messages' JSON size. `error_field` (optional) receives "chat_template" when a template the
+  // request brought fails, else "messages".
   StatusOr<std::vector<int32_t>> RenderChat(const nlohmann::ordered_json& messages,
                                             const ChatTemplateOptions& options,
                                             bool add_special_tokens,
                                             std::string* error_field = nullptr) const;
 
-  // A lower bound on the number of tokens a text of `num_bytes` bytes encodes to (0 without a
-  // tokenizer), so that callers can refuse an over-long text without tokenizing it. It allows a
-  // normalizer to shrink text 4× (NFKC, lowercase); a normalizer that deletes most of a text
-  // (Strip, Replace with "") could encode to fewer tokens.
-  size_t MinTokens(size_t num_bytes) const;
-  // The largest byte size whose MinTokens is at most max_model_len (0: unbounded, no tokenizer):
-  // the bound on a rendered chat prompt.
-  size_t MaxPromptBytes() const;
+  // The longest prompt text that can fit in max_model_len tokens: max_model_len × the longest
+  // token's bytes × 2 (room for normalizers that shrink text: NFKC, lowercase), at least 64 KiB.
+  // Longer texts are refused without tokenizing them (a normalizer that deletes most of a text,
+  // Strip or Replace with "", could have let one fit).
+  size_t max_prompt_bytes() const;
+  // OutOfRange ("... it was rejected without tokenizing.") past max_prompt_bytes(); Ok without a
+  // tokenizer.
+  Status CheckPromptBytes(size_t num_bytes) const;
 
   const Tokenizer* tokenizer() const { return tokenizer_; }
   Engine* engine() const { return engine_; }
@@ -236,21 +238,20 @@ class Generator final {
  private:
   StatusOr<std::string> RenderChatText(const nlohmann::ordered_json& messages,
                                        const ChatTemplateOptions& options,
-                                       std::string* error_field) const;
-  // Tokenizes `text`, unless its byte size alone proves it longer than max_model_len.
+                                       size_t max_rendered_bytes) const;
+  // Tokenizes `text`, unless it is longer than max_prompt_bytes().
   Status Encode(const std::string& text, const GenerationRequest& request,
                 std::vector<int32_t>* ids) const;
   // Checks prompt + max_tokens against max_model_len and resolves *max_tokens.
-  // `is_lower_bound`: num_prompt_tokens is only a lower bound (from the prompt's size).
-  Status CheckLength(size_t num_prompt_tokens, bool is_lower_bound,
-                     const GenerationRequest& request, int* max_tokens) const;
+  Status CheckLength(size_t num_prompt_tokens, const GenerationRequest& request,
+                     int* max_tokens) const;
 
   Engine* engine_;
   GeneratorOptions options_;
   const Tokenizer* tokenizer_;
   int vocab_size_ = 0;
   int max_model_len_ = 0;
-  size_t max_token_bytes_ = 0;  // longest token text: prompt bytes / this ≤ its token count
+  size_t max_token_bytes_ = 0;  // the longest token's text (0 without a tokenizer)
   uint64_t id_salt_ = 0;        // random: generated request ids differ between Generators
   mutable std::atomic<uint64_t> next_id_{0};
 };

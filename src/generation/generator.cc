@@ -11,9 +11,12 @@
 namespace kiln {
 namespace {
 
-// A normalizer can shrink text (NFKC, lowercase): the byte-size bound on the token count allows
-// for this factor before it calls a prompt too long without tokenizing it.
-constexpr size_t kNormalizationSlack = 4;
+// A normalizer can shrink text (NFKC, lowercase): the byte-size bound on a prompt allows for this
+// factor before it calls a prompt too long without tokenizing it.
+// RenderChat's render bound per byte of its messages' JSON (templates add markup per message).
+constexpr size_t kRenderedPerInputByte = 4;
+constexpr size_t kNormalizationSlack = 2;
+constexpr size_t kMinPromptBytesLimit = size_t{64} << 10;
 
 Status SetField(std::string* error_field, const char* field, Status status) {
   if (error_field != nullptr) *error_field = field;
@@ -64,8 +67,7 @@ Generator::~Generator() = default;
 
 StatusOr<std::string> Generator::RenderChatText(const nlohmann::ordered_json& messages,
                                                 const ChatTemplateOptions& options,
-                                                std::string* error_field) const {
-  if (error_field != nullptr) *error_field = "messages";
+                                                size_t max_rendered_bytes) const {
   if (tokenizer_ == nullptr) {
     return Status::InvalidArgument("the served model has no tokenizer for chat messages");
   }
@@ -79,53 +81,43 @@ StatusOr<std::string> Generator::RenderChatText(const nlohmann::ordered_json& me
         "the served model has no chat template; start the server with --chat-template or use "
         "/v1/completions");
   }
-  // Bounded while rendering (template amplification): a longer text cannot fit max_model_len.
-  const size_t max_bytes = MaxPromptBytes();
-  if (max_bytes > 0 && (co.max_rendered_bytes == 0 || co.max_rendered_bytes > max_bytes)) {
-    co.max_rendered_bytes = max_bytes;
+  // Bounded while rendering (template amplification).
+  if (co.max_rendered_bytes == 0 || co.max_rendered_bytes > max_rendered_bytes) {
+    co.max_rendered_bytes = max_rendered_bytes;
   }
-  auto text = tokenizer_->ApplyChatTemplate(messages, co);
-  // A template error is the request's template's when it brought one.
-  if (!text.ok() && error_field != nullptr && !options.chat_template.empty()) {
-    *error_field = "chat_template";
-  }
-  return text;
+  return tokenizer_->ApplyChatTemplate(messages, co);
 }
 
 StatusOr<std::vector<int32_t>> Generator::RenderChat(const nlohmann::ordered_json& messages,
                                                      const ChatTemplateOptions& options,
                                                      bool add_special_tokens,
                                                      std::string* error_field) const {
-  KILN_ASSIGN_OR_RETURN(std::string text, RenderChatText(messages, options, error_field));
-  return tokenizer_->Encode(text, add_special_tokens);
+  // Not a prompt (no length limit, e.g. /tokenize): the bound scales with the input instead.
+  const size_t bound = std::max(max_prompt_bytes(), messages.dump().size() * kRenderedPerInputByte);
+  auto text = RenderChatText(messages, options, bound);
+  if (!text.ok()) {
+    // As Prepare: a template the request brought is at fault, else the messages.
+    return SetField(error_field, options.chat_template.empty() ? "messages" : "chat_template",
+                    text.status());
+  }
+  return tokenizer_->Encode(*text, add_special_tokens);
 }
 
-Status Generator::CheckLength(size_t num_prompt_tokens, bool is_lower_bound,
-                              const GenerationRequest& request, int* max_tokens) const {
+Status Generator::CheckLength(size_t num_prompt_tokens, const GenerationRequest& request,
+                              int* max_tokens) const {
   const std::string limit = std::to_string(max_model_len_);
-  const std::string prompt =
-      is_lower_bound ? "at least " + std::to_string(num_prompt_tokens) + " tokens (by its size)"
-                     : std::to_string(num_prompt_tokens) + " tokens";
-  const std::string rejected = is_lower_bound ? " It was rejected without tokenizing." : "";
   if (num_prompt_tokens == 0) return Status::InvalidArgument("the prompt is empty (0 tokens)");
   if (request.fill_max_tokens) {
     if (num_prompt_tokens >= static_cast<size_t>(max_model_len_)) {
-      return Status::OutOfRange("This model's maximum context length is " + limit +
-                                " tokens. However, your prompt has " + prompt +
-                                ", which leaves no room for the completion." + rejected);
+      return Status::OutOfRange(
+          "This model's maximum context length is " + limit + " tokens. However, your prompt has " +
+          std::to_string(num_prompt_tokens) + " tokens, which leaves no room for the completion.");
     }
     *max_tokens = max_model_len_ - static_cast<int>(num_prompt_tokens);
     return Status::Ok();
   }
   const int64_t total = static_cast<int64_t>(num_prompt_tokens) + request.sampling.max_tokens;
   if (total > max_model_len_) {
-    if (is_lower_bound) {
-      return Status::OutOfRange("This model's maximum context length is " + limit +
-                                " tokens. However, your prompt has " + prompt + " and " +
-                                std::to_string(request.sampling.max_tokens) +
-                                " are requested for the completion. Please reduce the prompt or "
-                                "max_tokens." + rejected);
-    }
     return Status::OutOfRange("This model's maximum context length is " + limit +
                               " tokens. However, you requested " + std::to_string(total) +
                               " tokens (" + std::to_string(num_prompt_tokens) + " in the prompt, " +
@@ -136,27 +128,25 @@ Status Generator::CheckLength(size_t num_prompt_tokens, bool is_lower_bound,
   return Status::Ok();
 }
 
-size_t Generator::MaxPromptBytes() const {
-  if (max_token_bytes_ == 0 || max_model_len_ <= 0) return 0;
-  // The first size whose MinTokens exceeds max_model_len, less one.
-  return (static_cast<size_t>(max_model_len_) + 1) * max_token_bytes_ * kNormalizationSlack - 1;
+size_t Generator::max_prompt_bytes() const {
+  // Every token stands for at most max_token_bytes_ bytes of (normalized) text.
+  const size_t bound = static_cast<size_t>(std::max(max_model_len_, 1)) *
+                       std::max<size_t>(max_token_bytes_, 1) * kNormalizationSlack;
+  return std::max(bound, kMinPromptBytesLimit);
 }
 
-size_t Generator::MinTokens(size_t num_bytes) const {
-  // Every token stands for at most max_token_bytes_ bytes of (normalized) text.
-  return max_token_bytes_ == 0 ? 0 : num_bytes / (max_token_bytes_ * kNormalizationSlack);
+Status Generator::CheckPromptBytes(size_t num_bytes) const {
+  if (tokenizer_ == nullptr || num_bytes <= max_prompt_bytes()) return Status::Ok();
+  return Status::OutOfRange(
+      "This model's maximum context length is " + std::to_string(max_model_len_) +
+      " tokens, and the prompt's " + std::to_string(num_bytes) + " bytes cannot fit in it (limit " +
+      std::to_string(max_prompt_bytes()) + " bytes); it was rejected without tokenizing.");
 }
 
 Status Generator::Encode(const std::string& text, const GenerationRequest& request,
                          std::vector<int32_t>* ids) const {
   // A text this long cannot fit: refuse it without spending the time to tokenize it.
-  if (max_model_len_ > 0) {
-    const size_t min_tokens = MinTokens(text.size());
-    if (min_tokens > static_cast<size_t>(max_model_len_)) {
-      int unused = 0;
-      return CheckLength(min_tokens, /*is_lower_bound=*/true, request, &unused);
-    }
-  }
+  KILN_RETURN_IF_ERROR(CheckPromptBytes(text.size()));
   *ids = tokenizer_->Encode(text, request.add_special_tokens);
   return Status::Ok();
 }
@@ -204,9 +194,21 @@ StatusOr<PreparedGeneration> Generator::Prepare(GenerationRequest request,
       request.chat_options.add_generation_prompt = false;
     }
     PreparedPrompt p;
-    std::string render_field;
-    auto text = RenderChatText(request.messages, request.chat_options, &render_field);
-    if (!text.ok()) return SetField(error_field, render_field.c_str(), text.status());
+    auto text = RenderChatText(request.messages, request.chat_options, max_prompt_bytes());
+    if (!text.ok()) {
+      // A template the request brought is at fault, else the messages.
+      const char* field = request.chat_options.chat_template.empty() ? "messages" : "chat_template";
+      if (text.status().message().find("output too large") != std::string::npos) {
+        // The render passed max_prompt_bytes(): as CheckPromptBytes, a prompt that cannot fit.
+        return SetField(error_field, field,
+                        Status::OutOfRange("This model's maximum context length is " +
+                                           std::to_string(max_model_len_) +
+                                           " tokens, and the rendered chat prompt cannot fit in "
+                                           "it (" + text.status().message() +
+                                           "); it was rejected without tokenizing."));
+      }
+      return SetField(error_field, field, text.status());
+    }
     if (Status s = Encode(*text, request, &p.token_ids); !s.ok()) {
       return SetField(error_field, "messages", s);
     }
@@ -239,9 +241,7 @@ StatusOr<PreparedGeneration> Generator::Prepare(GenerationRequest request,
     request.prompts.clear();  // moved into out.prompts
   }
   for (auto& p : out.prompts) {
-    if (Status s =
-            CheckLength(p.token_ids.size(), /*is_lower_bound=*/false, request, &p.max_tokens);
-        !s.ok()) {
+    if (Status s = CheckLength(p.token_ids.size(), request, &p.max_tokens); !s.ok()) {
       return SetField(error_field, prompt_field, s);
     }
   }

@@ -125,15 +125,8 @@ std::optional<ApiError> InputPrompts(OpenAiServer* server, const json& input, bo
     if (p.is_text) {
       if (tok == nullptr) return no_tokenizer;
       // Refused by its size alone, before the time to tokenize it is spent.
-      const size_t min_tokens = server->generator().MinTokens(p.text.size());
-      if (min_tokens > static_cast<size_t>(server->max_model_len())) {
-        ApiError e = ApiError::BadRequest(
-            "an input has at least " + std::to_string(min_tokens) +
-                " tokens (by its size), more than max_model_len (" +
-                std::to_string(server->max_model_len()) + "); it was rejected without tokenizing",
-            "input");
-        e.code = "context_length_exceeded";
-        return e;
+      if (Status s = server->generator().CheckPromptBytes(p.text.size()); !s.ok()) {
+        return ApiError::FromStatus(s, "input");
       }
       out->push_back(tok->Encode(p.text, /*add_special_tokens=*/true));
     } else {
