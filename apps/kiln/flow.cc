@@ -48,7 +48,8 @@ const char* kUsage =
     "       kiln flow validate FILE\n"
     "       kiln flow import DIFY.yml [--output FILE] [--model NAME]\n";
 
-Status ParseArgs(int argc, char** argv, const std::vector<std::string>& value_flags, FlowArgs* out) {
+Status ParseArgs(int argc, char** argv, const std::vector<std::string>& value_flags,
+                 FlowArgs* out) {
   for (int i = 3; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--stream") {
@@ -187,7 +188,8 @@ int Run(int argc, char** argv) {
   workflow::RunResult r = executor.Run(**w, std::move(ro));
   if (engine) engine->Shutdown(/*abort_running=*/true);
   std::printf("%s\n", r.ToJson(a.trace).dump(2).c_str());
-  if (r.status != "succeeded") std::fprintf(stderr, "kiln flow: run %s: %s\n", r.status.c_str(), r.error.c_str());
+  if (r.status != "succeeded")
+    std::fprintf(stderr, "kiln flow: run %s: %s\n", r.status.c_str(), r.error.c_str());
   return r.status == "succeeded" ? 0 : 1;
 }
 
@@ -211,7 +213,8 @@ int Import(int argc, char** argv) {
   options.model = Last(a, "model");
   auto result = workflow::ImportDify(ss.str(), options);
   if (!result.ok()) return Fail(result.status().WithContext(a.file));
-  for (const auto& note : result->notes) std::fprintf(stderr, "kiln flow import: note: %s\n", note.c_str());
+  for (const auto& note : result->notes)
+    std::fprintf(stderr, "kiln flow import: note: %s\n", note.c_str());
   const std::string out = Last(a, "output");
   if (out.empty()) {
     std::fputs(result->yaml.c_str(), stdout);

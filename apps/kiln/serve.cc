@@ -87,8 +87,9 @@ Status Serve(int argc, char** argv) {
   f.Value("shutdown-grace-period", "seconds in-flight requests may finish on SIGTERM (default 30)");
   f.Value("retry-after", "Retry-After seconds sent with 503 (default 1)");
   f.Value("embedding-head", "safetensors projection head for /v1/embeddings (+ .json description)");
-  f.Value("workflow-db", "SQLite file of the /v1/workflows API: workflows, versions, runs "
-                         "(default :memory:, kept only while the server runs)");
+  f.Value("workflow-db",
+          "SQLite file of the /v1/workflows API: workflows, versions, runs "
+          "(default :memory:, kept only while the server runs)");
   f.Value("workflow-threads", "workflow runs executing at once (default 8)");
   KILN_RETURN_IF_ERROR(f.Parse(argc, argv, 2));
 
@@ -142,10 +143,10 @@ Status Serve(int argc, char** argv) {
   // /v1/workflows and /v1/runs: created once the port is known (its llm nodes call this server).
   std::unique_ptr<workflow::WorkflowApi> workflows;
   for (const char* prefix : {"/v1/workflows", "/v1/runs/"}) {
-    api.extra_routes.push_back(
-        {prefix, [&workflows](const server::HttpRequest& r, std::shared_ptr<server::HttpResponder> w) {
-           workflows->Handle(r, std::move(w));
-         }});
+    api.extra_routes.push_back({prefix, [&workflows](const server::HttpRequest& r,
+                                                     std::shared_ptr<server::HttpResponder> w) {
+                                  workflows->Handle(r, std::move(w));
+                                }});
   }
   workflow::WorkflowApiOptions wf;
   wf.db_path = f.GetString("workflow-db", wf.db_path);
@@ -161,8 +162,9 @@ Status Serve(int argc, char** argv) {
           },
           // Replies the transport sends itself (malformed HTTP, 413, 501, ...) count too.
           [&openai](int status) { openai->metrics().ObserveHttpStatus(status); }));
-  wf.services.llm_base_url = "http://" + (http.host == "0.0.0.0" ? std::string("127.0.0.1") : http.host) +
-                             ":" + std::to_string(http_server->port());
+  wf.services.llm_base_url = "http://" +
+                             (http.host == "0.0.0.0" ? std::string("127.0.0.1") : http.host) + ":" +
+                             std::to_string(http_server->port());
   wf.services.llm_api_key = api.api_key;
   wf.services.default_model = openai->model_name();
   // llm nodes without a base_url generate on this engine in-process (classify / embed nodes use

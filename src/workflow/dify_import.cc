@@ -20,37 +20,43 @@ class Converter {
     const Json& graph = doc_["workflow"].value("graph", Json::object());
     const Json nodes = graph.value("nodes", Json::array());
     const Json edges = graph.value("edges", Json::array());
-    if (!nodes.is_array() || nodes.empty()) return Status::InvalidArgument("workflow.graph.nodes is empty");
+    if (!nodes.is_array() || nodes.empty())
+      return Status::InvalidArgument("workflow.graph.nodes is empty");
     const std::string mode = doc_.value("app", Json::object()).value("mode", "workflow");
     chat_ = mode == "advanced-chat" || mode == "chat";
 
     // Ids and types first (references need them), and the unconvertible nodes named at once.
-    static const std::set<std::string> kSupported = {"start", "llm", "if-else", "template-transform",
-                                                     "http-request", "answer", "end"};
+    static const std::set<std::string> kSupported = {
+        "start", "llm", "if-else", "template-transform", "http-request", "answer", "end"};
     std::string unsupported;
     for (const auto& n : nodes) {
       const Json& data = n.value("data", Json::object());
-      const std::string id = n.value("id", Json("")).is_string() ? n.value("id", "") : n["id"].dump();
+      const std::string id =
+          n.value("id", Json("")).is_string() ? n.value("id", "") : n["id"].dump();
       const std::string type = data.value("type", "");
       if (!kSupported.count(type)) {
-        unsupported += (unsupported.empty() ? "" : ", ") + std::string("'") + data.value("title", id) +
-                       "' (id " + id + ", type " + (type.empty() ? "?" : type) + ")";
+        unsupported += (unsupported.empty() ? "" : ", ") + std::string("'") +
+                       data.value("title", id) + "' (id " + id + ", type " +
+                       (type.empty() ? "?" : type) + ")";
         continue;
       }
       std::string kid;
       for (char c : id) kid += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
       if (kid.empty() || std::isdigit(static_cast<unsigned char>(kid[0]))) {
-        std::string t = type == "if-else" ? "condition" : type == "template-transform" ? "template"
-                        : type == "http-request" ? "http" : type;
+        std::string t = type == "if-else"              ? "condition"
+                        : type == "template-transform" ? "template"
+                        : type == "http-request"       ? "http"
+                                                       : type;
         kid = t + "_" + kid;
       }
       ids_[id] = kid;
       types_[id] = type;
     }
     if (!unsupported.empty()) {
-      return Status::InvalidArgument("these Dify nodes have no kiln equivalent yet: " + unsupported +
-                                     " (kiln converts start, llm, if-else, template-transform, "
-                                     "http-request, answer and end)");
+      return Status::InvalidArgument(
+          "these Dify nodes have no kiln equivalent yet: " + unsupported +
+          " (kiln converts start, llm, if-else, template-transform, "
+          "http-request, answer and end)");
     }
     Json out = {{"name", doc_.value("app", Json::object()).value("name", "imported")},
                 {"description", "imported from a Dify DSL file"},
@@ -76,13 +82,16 @@ class Converter {
       }
       out["edges"].push_back(std::move(edge));
     }
-    const Json tts = doc_["workflow"].value("features", Json::object()).value("text_to_speech", Json::object());
+    const Json tts =
+        doc_["workflow"].value("features", Json::object()).value("text_to_speech", Json::object());
     if (tts.is_object() && tts.value("enabled", false) && !answer_id.empty()) {
       std::string voice = "en";
       const std::string lang = tts.value("language", "");
       if (!lang.empty()) voice = lang.substr(0, lang.find('-'));
-      out["nodes"].push_back({{"id", "tts"}, {"type", "tts"},
-                              {"text", "{{ nodes." + answer_id + ".answer }}"}, {"voice", voice}});
+      out["nodes"].push_back({{"id", "tts"},
+                              {"type", "tts"},
+                              {"text", "{{ nodes." + answer_id + ".answer }}"},
+                              {"voice", voice}});
       out["edges"].push_back({{"from", answer_id}, {"to", "tts"}});
       notes_.push_back("features.text_to_speech → a tts node 'tts' (espeak-ng voice '" + voice +
                        "') after '" + answer_id + "'");
@@ -131,7 +140,8 @@ class Converter {
     static const std::regex kRef(R"(\{\{#([^#{}]+)#\}\})");
     std::string out;
     size_t last = 0;
-    for (auto it = std::sregex_iterator(s.begin(), s.end(), kRef); it != std::sregex_iterator(); ++it) {
+    for (auto it = std::sregex_iterator(s.begin(), s.end(), kRef); it != std::sregex_iterator();
+         ++it) {
       out += s.substr(last, static_cast<size_t>(it->position()) - last);
       const std::string path = (*it)[1].str();
       Json sel = Json::array();
@@ -163,12 +173,13 @@ class Converter {
     if (op == "not empty") return "(" + var + ") and true";
     if (op == "null") return var + " is none";
     if (op == "not null") return var + " is not none";
-    static const std::map<std::string, std::string> kNum = {
-        {"=", "=="}, {"≠", "!="}, {">", ">"}, {"<", "<"}, {"≥", ">="}, {"≤", "<="}};
+    static const std::map<std::string, std::string> kNum = {{"=", "=="}, {"≠", "!="}, {">", ">"},
+                                                            {"<", "<"},  {"≥", ">="}, {"≤", "<="}};
     if (const auto it = kNum.find(op); it != kNum.end()) {
       return "(" + var + " | float) " + it->second + " " + std::to_string(std::atof(v.c_str()));
     }
-    return Status::InvalidArgument(where + ": comparison operator '" + op + "' has no kiln equivalent");
+    return Status::InvalidArgument(where + ": comparison operator '" + op +
+                                   "' has no kiln equivalent");
   }
 
   StatusOr<Json> ConvertNode(const std::string& id, const Json& d, Json* inputs) {
@@ -190,18 +201,22 @@ class Converter {
       if (chat_) {
         (*inputs)["query"] = {{"type", "string"}, {"required", true}};
         (*inputs)["history"] = {{"type", "array"}, {"default", Json::array()}};
-        notes_.push_back("chat app: inputs 'query' (sys.query) and 'history' (conversation memory) added");
+        notes_.push_back(
+            "chat app: inputs 'query' (sys.query) and 'history' (conversation memory) added");
       }
     } else if (type == "llm") {
       n["type"] = "llm";
       const Json model = d.value("model", Json::object());
       n["model"] = options_.model.empty() ? model.value("name", "") : options_.model;
-      if (!options_.model.empty()) notes_.push_back(where + ": model '" + model.value("name", "") + "' → '" + options_.model + "'");
+      if (!options_.model.empty())
+        notes_.push_back(where + ": model '" + model.value("name", "") + "' → '" + options_.model +
+                         "'");
       Json sampling = Json::object();
       const Json params = model.value("completion_params", Json::object());
       for (auto it = params.begin(); it != params.end(); ++it) {
-        static const std::set<std::string> kKeep = {"temperature", "top_p", "max_tokens", "presence_penalty",
-                                                    "frequency_penalty", "stop", "seed"};
+        static const std::set<std::string> kKeep = {
+            "temperature",       "top_p", "max_tokens", "presence_penalty",
+            "frequency_penalty", "stop",  "seed"};
         if (kKeep.count(it.key())) sampling[it.key()] = it.value();
       }
       if (!sampling.empty()) n["sampling"] = sampling;
@@ -225,8 +240,9 @@ class Converter {
       const Json memory = d.value("memory", Json());
       if (memory.is_object()) {
         n["history"] = "{{ inputs.history }}";
-        messages.push_back({{"role", "user"},
-                            {"content", Text(memory.value("query_prompt_template", "{{#sys.query#}}"))}});
+        messages.push_back(
+            {{"role", "user"},
+             {"content", Text(memory.value("query_prompt_template", "{{#sys.query#}}"))}});
       } else if (chat_) {
         bool has_user = false;
         for (const auto& m : messages) has_user = has_user || m["role"] == "user";
@@ -261,7 +277,8 @@ class Converter {
       n["type"] = "template";
       std::string prefix;
       for (const auto& v : d.value("variables", Json::array())) {
-        prefix += "{% set " + v.value("variable", "x") + " = " + Selector(v.value("value_selector", Json::array())) + " %}";
+        prefix += "{% set " + v.value("variable", "x") + " = " +
+                  Selector(v.value("value_selector", Json::array())) + " %}";
       }
       n["template"] = prefix + d.value("template", "");
     } else if (type == "http-request") {
@@ -279,7 +296,8 @@ class Converter {
         const std::string line = params.substr(pos, nl - pos);
         const size_t colon = line.find(':');
         if (colon != std::string::npos) {
-          query += (query.empty() ? "" : "&") + line.substr(0, colon) + "=" + Text(line.substr(colon + 1));
+          query += (query.empty() ? "" : "&") + line.substr(0, colon) + "=" +
+                   Text(line.substr(colon + 1));
         }
         pos = nl + 1;
       }
@@ -293,7 +311,8 @@ class Converter {
         if (nl == std::string::npos) nl = hs.size();
         const std::string line = hs.substr(pos, nl - pos);
         const size_t colon = line.find(':');
-        if (colon != std::string::npos) headers[line.substr(0, colon)] = Text(line.substr(colon + 1));
+        if (colon != std::string::npos)
+          headers[line.substr(0, colon)] = Text(line.substr(colon + 1));
         pos = nl + 1;
       }
       if (!headers.empty()) n["headers"] = headers;
@@ -325,7 +344,8 @@ class Converter {
       n["type"] = "end";
       Json outputs = Json::object();
       for (const auto& o : d.value("outputs", Json::array())) {
-        outputs[o.value("variable", "output")] = "{{ " + Selector(o.value("value_selector", Json::array())) + " }}";
+        outputs[o.value("variable", "output")] =
+            "{{ " + Selector(o.value("value_selector", Json::array())) + " }}";
       }
       n["outputs"] = outputs;
     }

@@ -27,7 +27,8 @@ StatusOr<Json> GeneratorLlm::Chat(const Json& body, const NodeContext& ctx,
   s.presence_penalty = body.value("presence_penalty", 0.0f);
   s.frequency_penalty = body.value("frequency_penalty", 0.0f);
   s.repetition_penalty = body.value("repetition_penalty", 1.0f);
-  if (body.contains("seed") && body["seed"].is_number_integer()) s.seed = body["seed"].get<uint64_t>();
+  if (body.contains("seed") && body["seed"].is_number_integer())
+    s.seed = body["seed"].get<uint64_t>();
   if (body.contains("stop")) {
     if (body["stop"].is_string()) g.stop.push_back(body["stop"].get<std::string>());
     if (body["stop"].is_array()) {
@@ -38,7 +39,8 @@ StatusOr<Json> GeneratorLlm::Chat(const Json& body, const NodeContext& ctx,
   }
   const Json rf = body.value("response_format", Json());
   if (rf.is_object()) {
-    if (rf.value("type", "") == "json_object") s.response_format.type = ResponseFormat::Type::kJsonObject;
+    if (rf.value("type", "") == "json_object")
+      s.response_format.type = ResponseFormat::Type::kJsonObject;
     if (rf.value("type", "") == "json_schema") {
       s.response_format.type = ResponseFormat::Type::kJsonSchema;
       s.response_format.json_schema = rf["json_schema"]["schema"].dump();
@@ -61,7 +63,8 @@ StatusOr<Json> GeneratorLlm::Chat(const Json& body, const NodeContext& ctx,
     done = true;
     cv.notify_all();
   };
-  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Generation> gen, generator_->Start(std::move(prepared), callbacks));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Generation> gen,
+                        generator_->Start(std::move(prepared), callbacks));
   bool timed_out = false;
   {
     std::unique_lock<std::mutex> lock(mu);
@@ -83,9 +86,10 @@ StatusOr<Json> GeneratorLlm::Chat(const Json& body, const NodeContext& ctx,
   const GenerationChoice& c = result.choices[0];
   return Json{{"content", c.text},
               {"finish_reason", FinishReasonName(c.finish_reason)},
-              {"usage", {{"prompt_tokens", result.usage.prompt_tokens},
-                         {"completion_tokens", result.usage.completion_tokens},
-                         {"total_tokens", result.usage.prompt_tokens + result.usage.completion_tokens}}}};
+              {"usage",
+               {{"prompt_tokens", result.usage.prompt_tokens},
+                {"completion_tokens", result.usage.completion_tokens},
+                {"total_tokens", result.usage.prompt_tokens + result.usage.completion_tokens}}}};
 }
 
 }  // namespace kiln::workflow

@@ -15,8 +15,9 @@ namespace kiln::workflow {
 class GeneratorLlm final : public LocalLlm {
  public:
   explicit GeneratorLlm(const Generator* generator) : generator_(generator) {}
-  StatusOr<nlohmann::ordered_json> Chat(const nlohmann::ordered_json& request, const NodeContext& ctx,
-                                        const std::function<void(const std::string&)>& on_text) const override;
+  StatusOr<nlohmann::ordered_json> Chat(
+      const nlohmann::ordered_json& request, const NodeContext& ctx,
+      const std::function<void(const std::string&)>& on_text) const override;
 
  private:
   const Generator* generator_;

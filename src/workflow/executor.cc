@@ -131,12 +131,12 @@ Completion Run::RunNode(int i, const Json& vars, std::vector<std::string> preds)
       if (Cancelled() || a == spec.retry.max_attempts) break;
       // Backoff, interrupted by cancellation and bounded by the run's deadline.
       const auto until = std::min(
-          deadline_, Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                        std::chrono::duration<double>(
-                                            spec.retry.BackoffSeconds(a, uniform(rng)))));
+          deadline_,
+          Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                             spec.retry.BackoffSeconds(a, uniform(rng)))));
       while (Clock::now() < until && !Cancelled()) {
-        std::this_thread::sleep_for(std::min<Clock::duration>(until - Clock::now(),
-                                                              std::chrono::milliseconds(5)));
+        std::this_thread::sleep_for(
+            std::min<Clock::duration>(until - Clock::now(), std::chrono::milliseconds(5)));
       }
     }
   }
@@ -200,7 +200,8 @@ void Run::Decide(Completion c) {
   if (r.status == "succeeded") {
     const std::string& type = r.type;
     if (type == "end") {
-      for (auto it = r.output.begin(); it != r.output.end(); ++it) result_->outputs[it.key()] = it.value();
+      for (auto it = r.output.begin(); it != r.output.end(); ++it)
+        result_->outputs[it.key()] = it.value();
     } else if (type == "answer") {
       result_->outputs["answer"] = r.output.value("answer", "");
     }
@@ -233,7 +234,8 @@ void Run::Decide(Completion c) {
 void Run::Execute(Json inputs) {
   const WorkflowSpec& spec = w_.spec();
   const double timeout_s = o_.timeout_s > 0 ? o_.timeout_s : spec.timeout_s;
-  deadline_ = t0_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+  deadline_ =
+      t0_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
   const size_t n = static_cast<size_t>(w_.num_nodes());
   num_resolved_.assign(n, 0);
   num_taken_.assign(n, 0);
@@ -277,12 +279,13 @@ void Run::Execute(Json inputs) {
         continue;
       }
       ++running;
-      threads.emplace_back([this, i, vars = vars_, preds = preds_[static_cast<size_t>(i)]]() mutable {
-        Completion c = RunNode(i, vars, std::move(preds));
-        std::lock_guard<std::mutex> lock(mu_);
-        done_.push_back(std::move(c));
-        cv_.notify_one();
-      });
+      threads.emplace_back(
+          [this, i, vars = vars_, preds = preds_[static_cast<size_t>(i)]]() mutable {
+            Completion c = RunNode(i, vars, std::move(preds));
+            std::lock_guard<std::mutex> lock(mu_);
+            done_.push_back(std::move(c));
+            cv_.notify_one();
+          });
     }
     if (running == 0) break;
     std::unique_lock<std::mutex> lock(mu_);
@@ -312,8 +315,8 @@ void Run::Execute(Json inputs) {
 
 std::string NewRunId() {
   static std::atomic<uint64_t> counter{0};
-  static const uint64_t salt = (static_cast<uint64_t>(std::random_device{}()) << 32) ^
-                               std::random_device{}();
+  static const uint64_t salt =
+      (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
   char buf[48];
   std::snprintf(buf, sizeof(buf), "run-%012llx%06llx",
                 static_cast<unsigned long long>(salt & 0xffffffffffffULL),
@@ -328,8 +331,9 @@ Json NodeRecord::ToJson() const {
     if (!a.error.empty()) j["error"] = a.error;
     attempts_json.push_back(std::move(j));
   }
-  Json j = {{"node_id", node_id}, {"type", type},         {"status", status},
-            {"path", path},       {"started_ms", started_ms}, {"duration_ms", duration_ms},
+  Json j = {{"node_id", node_id},       {"type", type},
+            {"status", status},         {"path", path},
+            {"started_ms", started_ms}, {"duration_ms", duration_ms},
             {"num_tokens", num_tokens}, {"attempts", std::move(attempts_json)}};
   if (!error.empty()) j["error"] = error;
   if (!input.is_null()) j["input"] = input;
@@ -338,9 +342,10 @@ Json NodeRecord::ToJson() const {
 }
 
 Json RunResult::ToJson(bool with_trace) const {
-  Json j = {{"run_id", run_id},       {"status", status},       {"outputs", outputs},
-            {"duration_ms", duration_ms}, {"num_tokens", num_tokens},
-            {"num_fallbacks", num_fallbacks}, {"num_steps", num_steps}};
+  Json j = {{"run_id", run_id},         {"status", status},
+            {"outputs", outputs},       {"duration_ms", duration_ms},
+            {"num_tokens", num_tokens}, {"num_fallbacks", num_fallbacks},
+            {"num_steps", num_steps}};
   if (!error.empty()) j["error"] = error;
   if (with_trace) {
     j["inputs"] = inputs;

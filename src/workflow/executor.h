@@ -46,8 +46,8 @@ using EventSink = std::function<void(const WorkflowEvent&)>;
 
 struct RunOptions {
   Json inputs = Json::object();
-  std::string run_id;  // "" → generated
-  std::string user;    // sys.user
+  std::string run_id;               // "" → generated
+  std::string user;                 // sys.user
   Json sys_extra = Json::object();  // more sys.* variables (e.g. version)
   EventSink on_event;
   const std::atomic<bool>* cancel = nullptr;

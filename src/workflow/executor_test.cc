@@ -1,13 +1,13 @@
 // The executor against a loopback fake model / HTTP service: branches, parallel branches, prefill,
 // retries, fallbacks (models, default, fail branch), timeouts, step limits, cancellation, events.
-#include <gtest/gtest.h>
+#include "workflow/executor.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <thread>
 
-#include "workflow/executor.h"
 #include "workflow/fake_service.h"
 #include "workflow/spec.h"
 #include "workflow/workflow.h"
@@ -84,9 +84,12 @@ TEST_F(ExecutorTest, ParallelBranchesRunConcurrentlyAndJoin) {
 nodes:
   - {id: start, type: start}
   - {id: fan, type: parallel}
-  - {id: a, type: http, url: ")" + fake_.url() + R"(/sleep?ms=400"}
-  - {id: b, type: http, url: ")" + fake_.url() + R"(/sleep?ms=400"}
-  - {id: c, type: http, url: ")" + fake_.url() + R"(/sleep?ms=400"}
+  - {id: a, type: http, url: ")" +
+                           fake_.url() + R"(/sleep?ms=400"}
+  - {id: b, type: http, url: ")" +
+                           fake_.url() + R"(/sleep?ms=400"}
+  - {id: c, type: http, url: ")" +
+                           fake_.url() + R"(/sleep?ms=400"}
   - {id: both, type: join}
   - {id: out, type: end, outputs: {a: "{{ nodes.a.json.ok }}", n: "{{ nodes.both.branches | length }}"}}
 edges:
@@ -114,7 +117,8 @@ nodes:
   - {id: start, type: start}
   - id: chat
     type: llm
-    base_url: ")" + fake_.url() + R"(/ok"
+    base_url: ")" + fake_.url() +
+                           R"(/ok"
     model: m
     system: "You are Mia."
     history: "{{ inputs.history }}"
@@ -126,10 +130,16 @@ nodes:
   auto spec = ParseSpec(yaml);
   ASSERT_FALSE(spec.ok() && Workflow::Compile(*spec).ok() && false);
   // history is not declared: declare it.
-  const std::string y2 = std::string(yaml).replace(yaml.find("inputs: {msg: string}"), 21,
-                                                   "inputs: {msg: string, history: {type: array, default: []}}");
+  const std::string y2 =
+      std::string(yaml).replace(yaml.find("inputs: {msg: string}"), 21,
+                                "inputs: {msg: string, history: {type: array, default: []}}");
   std::vector<WorkflowEvent> events;
-  RunResult r = RunIt(y2, {{"msg", "Tell me a story"}, {"history", {{{"role", "user"}, {"content", "hi"}}, {{"role", "assistant"}, {"content", "hello"}}}}}, &events);
+  RunResult r = RunIt(
+      y2,
+      {{"msg", "Tell me a story"},
+       {"history",
+        {{{"role", "user"}, {"content", "hi"}}, {{"role", "assistant"}, {"content", "hello"}}}}},
+      &events);
   ASSERT_EQ(r.status, "succeeded") << r.error;
   EXPECT_EQ(r.outputs["answer"], "Once upon a time and they lived happily.");
   const Json req = fake_.last_chat();
@@ -146,7 +156,8 @@ nodes:
   std::vector<std::string> types;
   for (const auto& e : events) {
     types.push_back(e.type);
-    if (e.type == "text_chunk" && e.data["node_id"] == "chat") streamed += e.data["text"].get<std::string>();
+    if (e.type == "text_chunk" && e.data["node_id"] == "chat")
+      streamed += e.data["text"].get<std::string>();
   }
   EXPECT_EQ(streamed, "Once upon a time and they lived happily.");
   ASSERT_FALSE(types.empty());
@@ -162,12 +173,15 @@ nodes:
   - {id: start, type: start}
   - id: flaky
     type: llm
-    base_url: ")" + fake_.url() + R"(/fail500"
+    base_url: ")" + fake_.url() +
+                           R"(/fail500"
     model: big
     prompt: hi
     stream: false
     retry: {max_attempts: 3, backoff_s: 0.01, jitter: 0.5}
-    fallback: {models: [{model: slowpoke, base_url: ")" + fake_.url() + R"(/slow"}, {model: small, base_url: ")" + fake_.url() + R"(/ok"}]}
+    fallback: {models: [{model: slowpoke, base_url: ")" +
+                           fake_.url() + R"(/slow"}, {model: small, base_url: ")" + fake_.url() +
+                           R"(/ok"}]}
     timeout_s: 0.3
   - {id: out, type: end, outputs: {text: "{{ nodes.flaky.text }}", model: "{{ nodes.flaky.model }}"}}
 )";
@@ -193,11 +207,13 @@ nodes:
   - {id: start, type: start}
   - id: lookup
     type: http
-    url: ")" + fake_.url() + R"(/fail500/x"
+    url: ")" + fake_.url() +
+                           R"(/fail500/x"
     fallback: {default: {json: {tier: basic}}}
   - id: notify
     type: http
-    url: ")" + fake_.url() + R"(/fail500/y"
+    url: ")" + fake_.url() +
+                           R"(/fail500/y"
     fallback: {branch: true}
   - {id: sorry, type: template, template: "failed: {{ 'HTTP 500' in nodes.notify.error }}"}
   - {id: fine, type: template, template: "ok"}
@@ -224,7 +240,8 @@ TEST_F(ExecutorTest, UnhandledFailureFailsTheRun) {
   RunResult r = RunIt(R"(
 nodes:
   - {id: start, type: start}
-  - {id: call, type: http, url: ")" + fake_.url() + R"(/fail500/z", retry: {max_attempts: 2, backoff_s: 0}}
+  - {id: call, type: http, url: ")" +
+                      fake_.url() + R"(/fail500/z", retry: {max_attempts: 2, backoff_s: 0}}
   - {id: out, type: end}
 )");
   EXPECT_EQ(r.status, "failed");
@@ -238,7 +255,8 @@ TEST_F(ExecutorTest, RunTimeoutCancelsRunningNodes) {
 limits: {timeout_s: 0.3}
 nodes:
   - {id: start, type: start}
-  - {id: wait, type: http, url: ")" + fake_.url() + R"(/sleep?ms=5000"}
+  - {id: wait, type: http, url: ")" +
+                   fake_.url() + R"(/sleep?ms=5000"}
   - {id: out, type: end}
 )");
   const auto t0 = std::chrono::steady_clock::now();
@@ -253,7 +271,8 @@ TEST_F(ExecutorTest, ExternalCancellation) {
   auto w = Compile(R"(
 nodes:
   - {id: start, type: start}
-  - {id: wait, type: http, url: ")" + fake_.url() + R"(/sleep?ms=5000"}
+  - {id: wait, type: http, url: ")" +
+                   fake_.url() + R"(/sleep?ms=5000"}
   - {id: out, type: end}
 )");
   std::atomic<bool> cancel{false};
@@ -288,7 +307,8 @@ nodes:
   - {id: start, type: start}
   - id: label
     type: llm
-    base_url: ")" + fake_.url() + R"(/json"
+    base_url: ")" + fake_.url() +
+                           R"(/json"
     prompt: "label this"
     response_format:
       type: json_schema
@@ -331,12 +351,15 @@ nodes:
   - id: call
     type: http
     method: POST
-    url: ")" + fake_.url() + R"(/echo"
+    url: ")" + fake_.url() +
+                          R"(/echo"
     headers: {X-Who: "{{ inputs.who }}"}
     body: {greeting: "hi {{ inputs.who }}", n: 3}
-  - {id: push, type: message, url: ")" + fake_.url() + R"(/echo", text: "{{ nodes.call.json.greeting }}!"}
+  - {id: push, type: message, url: ")" +
+                          fake_.url() + R"(/echo", text: "{{ nodes.call.json.greeting }}!"}
   - {id: out, type: end, outputs: {echo: "{{ nodes.call.json }}", pushed: "{{ nodes.push.delivered }}"}}
-)", {{"who", "ada"}});
+)",
+                      {{"who", "ada"}});
   ASSERT_EQ(r.status, "succeeded") << r.error;
   EXPECT_EQ(r.outputs["echo"], (Json{{"greeting", "hi ada"}, {"n", 3}}));
   EXPECT_EQ(r.outputs["pushed"], true);
@@ -346,11 +369,13 @@ nodes:
 
 // The store node on Redis: needs redis-server (scripts/setup.sh installs it); started here.
 TEST_F(ExecutorTest, StoreNodeOnRedis) {
-  if (std::system("command -v redis-server >/dev/null 2>&1") != 0) GTEST_SKIP() << "redis-server not installed";
+  if (std::system("command -v redis-server >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "redis-server not installed";
   const int port = 20000 + static_cast<int>(getpid() % 20000);
-  const std::string cmd = "redis-server --port " + std::to_string(port) +
-                          " --save '' --appendonly no --daemonize yes --pidfile /tmp/kiln-wf-redis-" +
-                          std::to_string(port) + ".pid >/dev/null";
+  const std::string cmd =
+      "redis-server --port " + std::to_string(port) +
+      " --save '' --appendonly no --daemonize yes --pidfile /tmp/kiln-wf-redis-" +
+      std::to_string(port) + ".pid >/dev/null";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const std::string url = "redis://127.0.0.1:" + std::to_string(port);
@@ -358,8 +383,10 @@ TEST_F(ExecutorTest, StoreNodeOnRedis) {
 inputs: {v: integer}
 nodes:
   - {id: start, type: start}
-  - {id: load, type: store, op: get, key: counter, backend: ")" + url + R"("}
-  - {id: save, type: store, op: set, key: counter, backend: ")" + url + R"(", value: "{{ (nodes.load.value or 0) + inputs.v }}", ttl_s: 60}
+  - {id: load, type: store, op: get, key: counter, backend: ")" +
+                           url + R"("}
+  - {id: save, type: store, op: set, key: counter, backend: ")" +
+                           url + R"(", value: "{{ (nodes.load.value or 0) + inputs.v }}", ttl_s: 60}
   - {id: out, type: end, outputs: {before: "{{ nodes.load.value }}"}}
 )";
   EXPECT_EQ(RunIt(yaml, {{"v", 5}}).outputs["before"], nullptr);

@@ -1,22 +1,21 @@
 // FakeService: a loopback HTTP service for the workflow tests — an OpenAI-compatible chat
 // endpoint whose behaviour is chosen by the request path prefix, plus a generic recorder:
-//   /ok/v1/chat/completions     replies "<reply>" (stream or not), echoing the request into last_chat
-//   /fail500/v1/...             HTTP 500 with an OpenAI error body
-//   /slow/v1/...                answers after `slow_ms` (to trigger timeouts)
-//   /json/v1/chat/completions   replies `json_reply`
-//   /echo                       returns the request body; /sleep?ms=N sleeps N ms then {"ok":true}
+//   /ok/v1/chat/completions     replies "<reply>" (stream or not), echoing the request into
+//   last_chat /fail500/v1/...             HTTP 500 with an OpenAI error body /slow/v1/... answers
+//   after `slow_ms` (to trigger timeouts) /json/v1/chat/completions   replies `json_reply` /echo
+//   returns the request body; /sleep?ms=N sleeps N ms then {"ok":true}
 // Every request is counted by path (hits()). Tests only.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <vector>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "server/http_server.h"
 #include "workflow/spec.h"
@@ -30,7 +29,8 @@ class FakeService final {
     o.port = 0;
     o.num_threads = 4;
     auto s = server::HttpServer::Create(
-        o, [this](server::HttpRequest r, std::shared_ptr<server::HttpResponder> w) { Handle(r, w); });
+        o,
+        [this](server::HttpRequest r, std::shared_ptr<server::HttpResponder> w) { Handle(r, w); });
     server_ = std::move(*s);
     server_->Start();
   }
@@ -68,7 +68,8 @@ class FakeService final {
     }
     if (starts("/sleep") || starts("/slow")) {
       int ms = slow_ms;
-      if (const size_t q = r.target.find("ms="); q != std::string::npos) ms = std::atoi(r.target.c_str() + q + 3);
+      if (const size_t q = r.target.find("ms="); q != std::string::npos)
+        ms = std::atoi(r.target.c_str() + q + 3);
       std::lock_guard<std::mutex> l(mu_);
       sleepers_.emplace_back([this, w, ms] {
         std::unique_lock<std::mutex> lock(mu_);
@@ -90,18 +91,26 @@ class FakeService final {
         w->StartStream(200, "text/event-stream");
         const size_t half = text.size() / 2;
         for (const std::string& piece : {text.substr(0, half), text.substr(half)}) {
-          Json c = {{"choices", {{{"index", 0}, {"delta", {{"content", piece}}}, {"finish_reason", nullptr}}}}};
+          Json c = {
+              {"choices",
+               {{{"index", 0}, {"delta", {{"content", piece}}}, {"finish_reason", nullptr}}}}};
           w->Write("data: " + c.dump() + "\n\n");
         }
-        Json fin = {{"choices", {{{"index", 0}, {"delta", Json::object()}, {"finish_reason", "stop"}}}}};
+        Json fin = {
+            {"choices", {{{"index", 0}, {"delta", Json::object()}, {"finish_reason", "stop"}}}}};
         w->Write("data: " + fin.dump() + "\n\n");
-        Json usage = {{"choices", Json::array()},
-                      {"usage", {{"prompt_tokens", 5}, {"completion_tokens", 7}, {"total_tokens", 12}}}};
+        Json usage = {
+            {"choices", Json::array()},
+            {"usage", {{"prompt_tokens", 5}, {"completion_tokens", 7}, {"total_tokens", 12}}}};
         w->Write("data: " + usage.dump() + "\n\ndata: [DONE]\n\n");
         return w->End();
       }
-      Json resp = {{"choices", {{{"index", 0}, {"message", {{"role", "assistant"}, {"content", text}}}, {"finish_reason", "stop"}}}},
-                   {"usage", {{"prompt_tokens", 5}, {"completion_tokens", 7}, {"total_tokens", 12}}}};
+      Json resp = {
+          {"choices",
+           {{{"index", 0},
+             {"message", {{"role", "assistant"}, {"content", text}}},
+             {"finish_reason", "stop"}}}},
+          {"usage", {{"prompt_tokens", 5}, {"completion_tokens", 7}, {"total_tokens", 12}}}};
       return w->Send(200, "application/json", resp.dump());
     }
     w->Send(404, "application/json", R"({"error":{"message":"no such path"}})");

@@ -1,12 +1,13 @@
 #include "workflow/http_client.h"
 
+#include <strings.h>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <cstdio>
-#include <strings.h>
 
 namespace kiln::workflow {
 namespace {
@@ -93,8 +94,8 @@ StatusOr<ParsedUrl> ParseHttpUrl(const std::string& url) {
   ParsedUrl p;
   const size_t host_start = scheme.size();
   const size_t slash = url.find('/', host_start);
-  std::string authority = url.substr(host_start, slash == std::string::npos ? std::string::npos
-                                                                            : slash - host_start);
+  std::string authority =
+      url.substr(host_start, slash == std::string::npos ? std::string::npos : slash - host_start);
   p.target = slash == std::string::npos ? "/" : url.substr(slash);
   if (authority.empty()) return Status::InvalidArgument("URL '" + url + "' has no host");
   const size_t colon = authority.rfind(':');
@@ -124,7 +125,8 @@ StatusOr<HttpFetchResponse> HttpFetch(const HttpFetchRequest& r) {
   Driver driver(ioc, stream, r);
   KILN_RETURN_IF_ERROR(driver.Run(
       [&](auto done) {
-        stream.async_connect(endpoints, [done](beast::error_code e, const tcp::endpoint&) { done(e); });
+        stream.async_connect(endpoints,
+                             [done](beast::error_code e, const tcp::endpoint&) { done(e); });
       },
       ("connect to " + url.host + ":" + url.port).c_str()));
 

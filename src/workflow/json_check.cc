@@ -59,12 +59,12 @@ class Checker {
       if (std::string e = CheckObject(v, s, path, depth); !e.empty()) return e;
     }
     if (v.is_array()) {
-      if (const auto m = s.find("minItems"); m != s.end() && m->is_number() &&
-                                            v.size() < m->get<double>()) {
+      if (const auto m = s.find("minItems");
+          m != s.end() && m->is_number() && v.size() < m->get<double>()) {
         return path + ": fewer than " + m->dump() + " items";
       }
-      if (const auto m = s.find("maxItems"); m != s.end() && m->is_number() &&
-                                            v.size() > m->get<double>()) {
+      if (const auto m = s.find("maxItems");
+          m != s.end() && m->is_number() && v.size() > m->get<double>()) {
         return path + ": more than " + m->dump() + " items";
       }
       if (const auto items = s.find("items"); items != s.end()) {
@@ -76,10 +76,12 @@ class Checker {
     }
     if (v.is_string()) {
       const size_t len = Utf8Length(v.get<std::string>());
-      if (const auto m = s.find("minLength"); m != s.end() && m->is_number() && len < m->get<double>()) {
+      if (const auto m = s.find("minLength");
+          m != s.end() && m->is_number() && len < m->get<double>()) {
         return path + ": shorter than " + m->dump() + " characters";
       }
-      if (const auto m = s.find("maxLength"); m != s.end() && m->is_number() && len > m->get<double>()) {
+      if (const auto m = s.find("maxLength");
+          m != s.end() && m->is_number() && len > m->get<double>()) {
         return path + ": longer than " + m->dump() + " characters";
       }
     }
@@ -91,8 +93,10 @@ class Checker {
       };
       if (bound("minimum", std::less<double>())) return path + ": below minimum";
       if (bound("maximum", std::greater<double>())) return path + ": above maximum";
-      if (bound("exclusiveMinimum", std::less_equal<double>())) return path + ": not above exclusiveMinimum";
-      if (bound("exclusiveMaximum", std::greater_equal<double>())) return path + ": not below exclusiveMaximum";
+      if (bound("exclusiveMinimum", std::less_equal<double>()))
+        return path + ": not above exclusiveMinimum";
+      if (bound("exclusiveMaximum", std::greater_equal<double>()))
+        return path + ": not below exclusiveMaximum";
     }
     if (const auto all = s.find("allOf"); all != s.end() && all->is_array()) {
       for (const auto& sub : *all) {
@@ -111,7 +115,8 @@ class Checker {
         if (!e.empty() && first.empty()) first = e;
       }
       if (matches == 0) return path + ": matches no " + key + " branch (" + first + ")";
-      if (std::string(key) == "oneOf" && matches > 1) return path + ": matches several oneOf branches";
+      if (std::string(key) == "oneOf" && matches > 1)
+        return path + ": matches several oneOf branches";
     }
     return "";
   }
@@ -147,7 +152,8 @@ class Checker {
     size_t pos = 2;
     while (pos <= ref.size()) {
       const size_t next = ref.find('/', pos);
-      const std::string key = ref.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
+      const std::string key =
+          ref.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
       if (!cur->is_object() || !cur->contains(key)) return nullptr;
       cur = &(*cur)[key];
       if (next == std::string::npos) break;

@@ -33,7 +33,8 @@ class SqliteKv final : public KvStore {
       }
     }
     sqlite3_finalize(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Status::IOError(std::string("kv get: ") + sqlite3_errmsg(db_));
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+      return Status::IOError(std::string("kv get: ") + sqlite3_errmsg(db_));
     return out;
   }
 
@@ -101,7 +102,8 @@ class RedisKv final : public KvStore {
 
   Status Delete(const std::string& key) override {
     std::lock_guard<std::mutex> lock(mu_);
-    return Finish(static_cast<redisReply*>(redisCommand(c_, "DEL %b", key.data(), key.size())), "DEL");
+    return Finish(static_cast<redisReply*>(redisCommand(c_, "DEL %b", key.data(), key.size())),
+                  "DEL");
   }
 
  private:
@@ -143,7 +145,8 @@ StatusOr<std::unique_ptr<KvStore>> OpenSqliteKv(const std::string& path) {
 
 StatusOr<std::unique_ptr<KvStore>> OpenRedisKv(const std::string& url) {
   const std::string scheme = "redis://";
-  if (url.rfind(scheme, 0) != 0) return Status::InvalidArgument("redis URL must start with redis://");
+  if (url.rfind(scheme, 0) != 0)
+    return Status::InvalidArgument("redis URL must start with redis://");
   std::string rest = url.substr(scheme.size());
   int db_index = 0;
   if (const size_t slash = rest.find('/'); slash != std::string::npos) {

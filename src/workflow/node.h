@@ -37,8 +37,8 @@ struct NodeContext {
   // Streams something while the node runs: ("text_chunk", {"text": ...}), ("tts_audio", {...}).
   std::function<void(const std::string& type, Json data)> emit;
   std::vector<std::string> predecessors;  // nodes whose edge into this one was taken
-  int64_t num_tokens = 0;  // the node adds the tokens it used (model calls)
-  Json input;              // the node records what it rendered and sent (for the run log)
+  int64_t num_tokens = 0;                 // the node adds the tokens it used (model calls)
+  Json input;  // the node records what it rendered and sent (for the run log)
 
   bool IsCancelled() const { return cancelled != nullptr && cancelled->load(); }
   double SecondsLeft() const;
@@ -51,7 +51,9 @@ class Node {
   virtual StatusOr<Json> Run(NodeContext& ctx) const = 0;
   virtual int num_variants() const { return 1; }
   // A short name for variant `i` in the run log (e.g. the model name).
-  virtual std::string VariantName(int i) const { return i == 0 ? "primary" : "variant" + std::to_string(i); }
+  virtual std::string VariantName(int i) const {
+    return i == 0 ? "primary" : "variant" + std::to_string(i);
+  }
   // Whether the output's `branch` field chooses which outgoing edges run (condition nodes).
   virtual bool is_branching() const { return false; }
 

@@ -16,7 +16,9 @@ double Now() {
 // A prepared statement that finalizes itself; Bind* take 1-based indices.
 class Stmt final {
  public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) { rc_ = sqlite3_prepare_v2(db, sql, -1, &st_, nullptr); }
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &st_, nullptr);
+  }
   ~Stmt() { sqlite3_finalize(st_); }
   Stmt& Text(int i, const std::string& s) {
     sqlite3_bind_text(st_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
@@ -34,12 +36,15 @@ class Stmt final {
   int Step() { return rc_ == SQLITE_OK ? sqlite3_step(st_) : rc_; }
   Status Run() {
     const int rc = Step();
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return Status::IOError(std::string("workflow store: ") + sqlite3_errmsg(db_));
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+      return Status::IOError(std::string("workflow store: ") + sqlite3_errmsg(db_));
     return Status::Ok();
   }
   std::string ColText(int i) {
     const auto* p = sqlite3_column_text(st_, i);
-    return p ? std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(st_, i))) : "";
+    return p ? std::string(reinterpret_cast<const char*>(p),
+                           static_cast<size_t>(sqlite3_column_bytes(st_, i)))
+             : "";
   }
   int64_t ColInt(int i) { return sqlite3_column_int64(st_, i); }
   double ColReal(int i) { return sqlite3_column_double(st_, i); }
@@ -89,14 +94,18 @@ std::vector<SplitEntry> SplitFromJson(const Json& j) {
 }  // namespace
 
 Json WorkflowInfo::ToJson() const {
-  return {{"name", name},         {"current_version", current_version},
-          {"num_versions", num_versions}, {"split", SplitToJson(split)},
-          {"updated_at", updated_at}, {"draft", draft}};
+  return {{"name", name},
+          {"current_version", current_version},
+          {"num_versions", num_versions},
+          {"split", SplitToJson(split)},
+          {"updated_at", updated_at},
+          {"draft", draft}};
 }
 
 StatusOr<std::unique_ptr<RunStore>> RunStore::Open(const std::string& path, int* num_recovered) {
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+  if (sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                       nullptr) != SQLITE_OK) {
     const std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
@@ -142,9 +151,10 @@ Status RunStore::Exec(const std::string& sql) {
 
 Status RunStore::Save(const std::string& name, const Json& spec) {
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_,
-         "INSERT INTO workflows (name, draft, created_at, updated_at) VALUES (?, ?, ?, ?) "
-         "ON CONFLICT(name) DO UPDATE SET draft = excluded.draft, updated_at = excluded.updated_at");
+  Stmt s(
+      db_,
+      "INSERT INTO workflows (name, draft, created_at, updated_at) VALUES (?, ?, ?, ?) "
+      "ON CONFLICT(name) DO UPDATE SET draft = excluded.draft, updated_at = excluded.updated_at");
   const double now = Now();
   s.Text(1, name).Text(2, spec.dump()).Real(3, now).Real(4, now);
   return s.Run();
@@ -154,7 +164,8 @@ StatusOr<WorkflowInfo> RunStore::Get(const std::string& name) {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt s(db_,
          "SELECT name, draft, current_version, split, updated_at, "
-         "(SELECT COUNT(*) FROM versions v WHERE v.workflow = w.name) FROM workflows w WHERE name = ?");
+         "(SELECT COUNT(*) FROM versions v WHERE v.workflow = w.name) FROM workflows w WHERE name "
+         "= ?");
   s.Text(1, name);
   if (s.Step() != SQLITE_ROW) return NoWorkflow(name);
   WorkflowInfo w;
@@ -197,7 +208,9 @@ StatusOr<int> RunStore::Publish(const std::string& name, const std::string& note
   max.Text(1, name);
   max.Step();
   const int version = static_cast<int>(max.ColInt(0)) + 1;
-  Stmt ins(db_, "INSERT INTO versions (workflow, version, spec, note, created_at) VALUES (?, ?, ?, ?, ?)");
+  Stmt ins(
+      db_,
+      "INSERT INTO versions (workflow, version, spec, note, created_at) VALUES (?, ?, ?, ?, ?)");
   ins.Text(1, name).Int(2, version).Text(3, draft).Text(4, note).Real(5, Now());
   if (Status s = ins.Run(); !s.ok()) return fail(s);
   Stmt cur(db_, "UPDATE workflows SET current_version = ?, updated_at = ? WHERE name = ?");
@@ -211,7 +224,9 @@ StatusOr<std::vector<VersionInfo>> RunStore::Versions(const std::string& name) {
   KILN_ASSIGN_OR_RETURN(WorkflowInfo w, Get(name));
   (void)w;
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_, "SELECT version, spec, created_at, note FROM versions WHERE workflow = ? ORDER BY version");
+  Stmt s(
+      db_,
+      "SELECT version, spec, created_at, note FROM versions WHERE workflow = ? ORDER BY version");
   s.Text(1, name);
   std::vector<VersionInfo> out;
   while (s.Step() == SQLITE_ROW) {
@@ -222,7 +237,8 @@ StatusOr<std::vector<VersionInfo>> RunStore::Versions(const std::string& name) {
 
 StatusOr<VersionInfo> RunStore::Version(const std::string& name, int version) {
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_, "SELECT version, spec, created_at, note FROM versions WHERE workflow = ? AND version = ?");
+  Stmt s(db_,
+         "SELECT version, spec, created_at, note FROM versions WHERE workflow = ? AND version = ?");
   s.Text(1, name).Int(2, version);
   if (s.Step() != SQLITE_ROW) {
     return Status::NotFound("workflow '" + name + "' has no version " + std::to_string(version));
@@ -243,7 +259,9 @@ Status RunStore::SetSplit(const std::string& name, const std::vector<SplitEntry>
   std::map<int, bool> seen;
   for (const auto& e : split) {
     if (!(e.weight > 0)) return Status::InvalidArgument("split weights must be > 0");
-    if (seen[e.version]) return Status::InvalidArgument("version " + std::to_string(e.version) + " appears twice in the split");
+    if (seen[e.version])
+      return Status::InvalidArgument("version " + std::to_string(e.version) +
+                                     " appears twice in the split");
     seen[e.version] = true;
     if (e.version < 1 || e.version > w.num_versions) {
       return Status::InvalidArgument("version " + std::to_string(e.version) + " is not published");
@@ -272,7 +290,8 @@ StatusOr<int> RunStore::PickVersion(const std::string& name, const std::string& 
   KILN_ASSIGN_OR_RETURN(WorkflowInfo w, Get(name));
   if (!w.split.empty()) return Pick(w.split, name, user);
   if (w.current_version == 0) {
-    return Status::FailedPrecondition("workflow '" + name + "' has no published version (publish it, or run the draft)");
+    return Status::FailedPrecondition("workflow '" + name +
+                                      "' has no published version (publish it, or run the draft)");
   }
   return w.current_version;
 }
@@ -283,18 +302,30 @@ Status RunStore::BeginRun(const std::string& run_id, const std::string& workflow
   Stmt s(db_,
          "INSERT INTO runs (run_id, workflow, version, status, user, inputs, started_at) "
          "VALUES (?, ?, ?, 'running', ?, ?, ?)");
-  s.Text(1, run_id).Text(2, workflow).Int(3, version).Text(4, user).Text(5, inputs.dump()).Real(6, Now());
+  s.Text(1, run_id)
+      .Text(2, workflow)
+      .Int(3, version)
+      .Text(4, user)
+      .Text(5, inputs.dump())
+      .Real(6, Now());
   return s.Run();
 }
 
 Status RunStore::AddNodeRecord(const std::string& run_id, const Json& r) {
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_,
-         "INSERT INTO node_runs (run_id, seq, node_id, status, path, duration_ms, num_tokens, record) "
-         "VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM node_runs WHERE run_id = ?), ?, ?, ?, ?, ?, ?)");
-  s.Text(1, run_id).Text(2, run_id).Text(3, r.value("node_id", "")).Text(4, r.value("status", ""))
-      .Text(5, r.value("path", "")).Real(6, r.value("duration_ms", 0.0))
-      .Int(7, r.value("num_tokens", int64_t{0})).Text(8, r.dump());
+  Stmt s(
+      db_,
+      "INSERT INTO node_runs (run_id, seq, node_id, status, path, duration_ms, num_tokens, record) "
+      "VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM node_runs WHERE run_id = ?), ?, ?, ?, ?, "
+      "?, ?)");
+  s.Text(1, run_id)
+      .Text(2, run_id)
+      .Text(3, r.value("node_id", ""))
+      .Text(4, r.value("status", ""))
+      .Text(5, r.value("path", ""))
+      .Real(6, r.value("duration_ms", 0.0))
+      .Int(7, r.value("num_tokens", int64_t{0}))
+      .Text(8, r.dump());
   return s.Run();
 }
 
@@ -303,8 +334,15 @@ Status RunStore::FinishRun(const std::string& workflow, const RunResult& r) {
   Stmt s(db_,
          "UPDATE runs SET status = ?, outputs = ?, error = ?, finished_at = ?, duration_ms = ?, "
          "num_tokens = ?, num_fallbacks = ? WHERE run_id = ? AND workflow = ?");
-  s.Text(1, r.status).Text(2, r.outputs.dump()).Text(3, r.error).Real(4, Now()).Real(5, r.duration_ms)
-      .Int(6, r.num_tokens).Int(7, r.num_fallbacks).Text(8, r.run_id).Text(9, workflow);
+  s.Text(1, r.status)
+      .Text(2, r.outputs.dump())
+      .Text(3, r.error)
+      .Real(4, Now())
+      .Real(5, r.duration_ms)
+      .Int(6, r.num_tokens)
+      .Int(7, r.num_fallbacks)
+      .Text(8, r.run_id)
+      .Text(9, workflow);
   return s.Run();
 }
 
@@ -313,10 +351,12 @@ const char* kRunColumns =
     "run_id, workflow, version, status, user, inputs, outputs, error, started_at, finished_at, "
     "duration_ms, num_tokens, num_fallbacks";
 Json RunRow(Stmt& s) {
-  Json j = {{"run_id", s.ColText(0)},  {"workflow", s.ColText(1)}, {"version", s.ColInt(2)},
-            {"status", s.ColText(3)},  {"user", s.ColText(4)},     {"inputs", s.ColJson(5)},
-            {"outputs", s.ColJson(6)}, {"started_at", s.ColReal(8)}, {"finished_at", s.ColReal(9)},
-            {"duration_ms", s.ColReal(10)}, {"num_tokens", s.ColInt(11)}, {"num_fallbacks", s.ColInt(12)}};
+  Json j = {{"run_id", s.ColText(0)},      {"workflow", s.ColText(1)},
+            {"version", s.ColInt(2)},      {"status", s.ColText(3)},
+            {"user", s.ColText(4)},        {"inputs", s.ColJson(5)},
+            {"outputs", s.ColJson(6)},     {"started_at", s.ColReal(8)},
+            {"finished_at", s.ColReal(9)}, {"duration_ms", s.ColReal(10)},
+            {"num_tokens", s.ColInt(11)},  {"num_fallbacks", s.ColInt(12)}};
   const std::string error = s.ColText(7);
   if (!error.empty()) j["error"] = error;
   return j;
@@ -340,7 +380,8 @@ StatusOr<Json> RunStore::GetRun(const std::string& run_id) {
 StatusOr<Json> RunStore::ListRuns(const std::string& workflow, int limit) {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt s(db_, (std::string("SELECT ") + kRunColumns +
-               " FROM runs WHERE workflow = ? ORDER BY started_at DESC, rowid DESC LIMIT ?").c_str());
+               " FROM runs WHERE workflow = ? ORDER BY started_at DESC, rowid DESC LIMIT ?")
+                  .c_str());
   s.Text(1, workflow).Int(2, limit);
   Json runs = Json::array();
   while (s.Step() == SQLITE_ROW) runs.push_back(RunRow(s));
@@ -377,19 +418,21 @@ StatusOr<Json> RunStore::Stats(const std::string& workflow) {
     std::sort(a.latency.begin(), a.latency.end());
     auto pct = [&](double p) {
       if (a.latency.empty()) return 0.0;
-      return a.latency[std::min(a.latency.size() - 1, static_cast<size_t>(p * static_cast<double>(a.latency.size())))];
+      return a.latency[std::min(a.latency.size() - 1,
+                                static_cast<size_t>(p * static_cast<double>(a.latency.size())))];
     };
     double sum = 0;
     for (double x : a.latency) sum += x;
-    out.push_back({{"version", v},
-                   {"runs", a.runs},
-                   {"failed", a.failed},
-                   {"running", a.running},
-                   {"runs_with_fallback", a.with_fallback},
-                   {"num_tokens", a.tokens},
-                   {"mean_latency_ms", a.latency.empty() ? 0.0 : sum / static_cast<double>(a.latency.size())},
-                   {"p50_latency_ms", pct(0.5)},
-                   {"p95_latency_ms", pct(0.95)}});
+    out.push_back(
+        {{"version", v},
+         {"runs", a.runs},
+         {"failed", a.failed},
+         {"running", a.running},
+         {"runs_with_fallback", a.with_fallback},
+         {"num_tokens", a.tokens},
+         {"mean_latency_ms", a.latency.empty() ? 0.0 : sum / static_cast<double>(a.latency.size())},
+         {"p50_latency_ms", pct(0.5)},
+         {"p95_latency_ms", pct(0.95)}});
   }
   return out;
 }

@@ -55,7 +55,8 @@ class RunStore final {
  public:
   // Opens (creating if needed) the database at `path` (":memory:" allowed) and marks interrupted
   // runs failed; *num_recovered (if given) receives how many.
-  static StatusOr<std::unique_ptr<RunStore>> Open(const std::string& path, int* num_recovered = nullptr);
+  static StatusOr<std::unique_ptr<RunStore>> Open(const std::string& path,
+                                                  int* num_recovered = nullptr);
   ~RunStore();
   RunStore(const RunStore&) = delete;
   RunStore& operator=(const RunStore&) = delete;

@@ -1,10 +1,11 @@
 // RunStore (versions, splits, runs, crash recovery) and DiffSpecs.
+#include "workflow/run_store.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdio>
 
-#include "workflow/run_store.h"
 #include "workflow/spec_diff.h"
 
 namespace kiln::workflow {

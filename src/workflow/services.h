@@ -9,9 +9,9 @@
 
 #include <functional>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "kiln/status.h"
@@ -30,9 +30,9 @@ struct NodeContext;
 class LocalLlm {
  public:
   virtual ~LocalLlm() = default;
-  virtual StatusOr<nlohmann::ordered_json> Chat(const nlohmann::ordered_json& request,
-                                                const NodeContext& ctx,
-                                                const std::function<void(const std::string&)>& on_text) const = 0;
+  virtual StatusOr<nlohmann::ordered_json> Chat(
+      const nlohmann::ordered_json& request, const NodeContext& ctx,
+      const std::function<void(const std::string&)>& on_text) const = 0;
 };
 
 struct ServicesOptions {

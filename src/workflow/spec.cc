@@ -13,9 +13,9 @@ namespace kiln::workflow {
 namespace {
 
 const std::set<std::string>& KnownTypes() {
-  static const std::set<std::string> k = {"start",  "llm",      "classify", "embed", "condition",
-                                          "template", "http",   "store",    "message", "tts",
-                                          "parallel", "join",   "end",      "answer"};
+  static const std::set<std::string> k = {"start",    "llm",  "classify", "embed",   "condition",
+                                          "template", "http", "store",    "message", "tts",
+                                          "parallel", "join", "end",      "answer"};
   return k;
 }
 
@@ -30,7 +30,8 @@ Json ScalarToJson(const YAML::Node& n) {
   const long long i = std::strtoll(s.c_str(), &end, 10);
   if (end != s.c_str() && *end == '\0' && s.find_first_of(".eE") == std::string::npos) return i;
   const double d = std::strtod(s.c_str(), &end);
-  if (end != s.c_str() && *end == '\0' && s.find_first_not_of("+-0123456789.eE") == std::string::npos) {
+  if (end != s.c_str() && *end == '\0' &&
+      s.find_first_not_of("+-0123456789.eE") == std::string::npos) {
     return d;
   }
   return s;
@@ -108,13 +109,13 @@ Status ParseRetry(const Json& node, NodeSpec* spec) {
     }
     spec->retry.max_attempts = m.get<int>();
   }
-  KILN_ASSIGN_OR_RETURN(spec->retry.backoff_s,
-                        NumberField(r, "backoff_s", spec->retry.backoff_s, 0, 60, spec->id, "retry."));
+  KILN_ASSIGN_OR_RETURN(spec->retry.backoff_s, NumberField(r, "backoff_s", spec->retry.backoff_s, 0,
+                                                           60, spec->id, "retry."));
   KILN_ASSIGN_OR_RETURN(spec->retry.multiplier, NumberField(r, "multiplier", spec->retry.multiplier,
                                                             1, 10, spec->id, "retry."));
-  KILN_ASSIGN_OR_RETURN(spec->retry.max_backoff_s,
-                        NumberField(r, "max_backoff_s", spec->retry.max_backoff_s, 0, 600,
-                                    spec->id, "retry."));
+  KILN_ASSIGN_OR_RETURN(
+      spec->retry.max_backoff_s,
+      NumberField(r, "max_backoff_s", spec->retry.max_backoff_s, 0, 600, spec->id, "retry."));
   KILN_ASSIGN_OR_RETURN(spec->retry.jitter,
                         NumberField(r, "jitter", spec->retry.jitter, 0, 1, spec->id, "retry."));
   return Status::Ok();
@@ -154,7 +155,8 @@ Status ParseFallback(const Json& node, NodeSpec* spec) {
     spec->fallback.default_output = f["default"];
   }
   if (f.contains("branch")) {
-    if (!f["branch"].is_boolean()) return NodeFieldError(spec->id, "fallback.branch", "must be a boolean");
+    if (!f["branch"].is_boolean())
+      return NodeFieldError(spec->id, "fallback.branch", "must be a boolean");
     spec->fallback.branch = f["branch"].get<bool>();
   }
   if (spec->fallback.has_default && spec->fallback.branch) {
@@ -183,8 +185,9 @@ StatusOr<NodeSpec> ParseNode(const Json& n, size_t index) {
     return NodeFieldError(spec.id, "id", "must not start with a digit");
   }
   if (IsDictMethodName(spec.id)) {
-    return NodeFieldError(spec.id, "id", "'" + spec.id + "' is a method of template objects, so nodes." +
-                                             spec.id + " would not read this node; choose another id");
+    return NodeFieldError(spec.id, "id",
+                          "'" + spec.id + "' is a method of template objects, so nodes." + spec.id +
+                              " would not read this node; choose another id");
   }
   if (!n.contains("type") || !n["type"].is_string()) {
     return NodeFieldError(spec.id, "type", "a string is required");
@@ -193,7 +196,8 @@ StatusOr<NodeSpec> ParseNode(const Json& n, size_t index) {
   if (!KnownTypes().count(spec.type)) {
     std::string known;
     for (const auto& t : KnownTypes()) known += (known.empty() ? "" : ", ") + t;
-    return NodeFieldError(spec.id, "type", "unknown node type '" + spec.type + "' (known: " + known + ")");
+    return NodeFieldError(spec.id, "type",
+                          "unknown node type '" + spec.type + "' (known: " + known + ")");
   }
   if (n.contains("title")) {
     if (!n["title"].is_string()) return NodeFieldError(spec.id, "title", "must be a string");
@@ -210,15 +214,15 @@ Status ParseInputs(const Json& doc, WorkflowSpec* spec) {
   const auto it = doc.find("inputs");
   if (it == doc.end() || it->is_null()) return Status::Ok();
   if (!it->is_object()) return FieldError("inputs", "must be a mapping of name → declaration");
-  static const std::set<std::string> kTypes = {"string", "number",  "integer", "boolean",
-                                               "object", "array",   "any"};
+  static const std::set<std::string> kTypes = {"string", "number", "integer", "boolean",
+                                               "object", "array",  "any"};
   for (auto in = it->begin(); in != it->end(); ++in) {
     InputSpec s;
     s.name = in.key();
     const std::string where = "inputs." + s.name;
     if (IsDictMethodName(s.name)) {
-      return FieldError(where, "'" + s.name + "' is a method of template objects, so inputs." + s.name +
-                                   " would not read this input; choose another name");
+      return FieldError(where, "'" + s.name + "' is a method of template objects, so inputs." +
+                                   s.name + " would not read this input; choose another name");
     }
     const Json& d = in.value();
     if (d.is_string()) {
@@ -229,7 +233,8 @@ Status ParseInputs(const Json& doc, WorkflowSpec* spec) {
         s.type = d["type"].get<std::string>();
       }
       if (d.contains("required")) {
-        if (!d["required"].is_boolean()) return FieldError(where + ".required", "must be a boolean");
+        if (!d["required"].is_boolean())
+          return FieldError(where + ".required", "must be a boolean");
         s.required = d["required"].get<bool>();
       }
       if (d.contains("default")) {
@@ -310,8 +315,8 @@ StatusOr<WorkflowSpec> SpecFromJson(const Json& doc) {
     return Status::InvalidArgument(
         "this is a Dify DSL file: convert it first with `kiln flow import FILE`");
   }
-  static const std::set<std::string> kTop = {"name", "description", "inputs", "nodes",
-                                             "edges", "limits", "version"};
+  static const std::set<std::string> kTop = {"name",  "description", "inputs", "nodes",
+                                             "edges", "limits",      "version"};
   for (auto it = doc.begin(); it != doc.end(); ++it) {
     if (!kTop.count(it.key())) return FieldError(it.key(), "unknown top-level field");
   }

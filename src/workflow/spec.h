@@ -50,7 +50,8 @@ struct RetryPolicy {
 
 // What happens when every attempt (of every alternative model) failed.
 struct FallbackPolicy {
-  std::vector<Json> models;  // llm / classify / embed only: overrides ({model, base_url, ...}) in order
+  std::vector<Json>
+      models;  // llm / classify / embed only: overrides ({model, base_url, ...}) in order
   bool has_default = false;
   Json default_output;  // used as the node's output (path "default")
   bool branch = false;  // take the node's edges labelled "fail" (path "fail_branch")
@@ -59,9 +60,9 @@ struct FallbackPolicy {
 struct NodeSpec {
   std::string id;
   std::string type;
-  std::string title;      // optional, for people
-  Json config;            // the whole node object as written (type-specific fields included)
-  double timeout_s = 0;   // per attempt; 0 → no per-node limit (the run's deadline still holds)
+  std::string title;     // optional, for people
+  Json config;           // the whole node object as written (type-specific fields included)
+  double timeout_s = 0;  // per attempt; 0 → no per-node limit (the run's deadline still holds)
   RetryPolicy retry;
   FallbackPolicy fallback;
 };

@@ -37,8 +37,10 @@ std::set<std::string> Edges(const Json& doc) {
     for (const auto& e : edges) {
       std::string branch;
       if (e.contains("branch") && e["branch"].is_string()) branch = e["branch"].get<std::string>();
-      if (e.contains("branch") && e["branch"].is_boolean()) branch = e["branch"].get<bool>() ? "true" : "false";
-      s.insert(e.value("from", "") + " → " + e.value("to", "") + (branch.empty() ? "" : " [" + branch + "]"));
+      if (e.contains("branch") && e["branch"].is_boolean())
+        branch = e["branch"].get<bool>() ? "true" : "false";
+      s.insert(e.value("from", "") + " → " + e.value("to", "") +
+               (branch.empty() ? "" : " [" + branch + "]"));
     }
     return s;
   }
@@ -85,7 +87,8 @@ Json DiffSpecs(const Json& from, const Json& to) {
       if (!ia.contains(it.key())) {
         inputs["added"].push_back(it.key());
       } else if (ia[it.key()] != it.value()) {
-        inputs["changed"].push_back({{"name", it.key()}, {"from", ia[it.key()]}, {"to", it.value()}});
+        inputs["changed"].push_back(
+            {{"name", it.key()}, {"from", ia[it.key()]}, {"to", it.value()}});
       }
     }
   }
@@ -102,7 +105,11 @@ Json DiffSpecs(const Json& from, const Json& to) {
                          nodes["changed"].empty() && edges["added"].empty() &&
                          edges["removed"].empty() && inputs["added"].empty() &&
                          inputs["removed"].empty() && inputs["changed"].empty() && fields.empty();
-  return {{"identical", identical}, {"nodes", nodes}, {"edges", edges}, {"inputs", inputs}, {"fields", fields}};
+  return {{"identical", identical},
+          {"nodes", nodes},
+          {"edges", edges},
+          {"inputs", inputs},
+          {"fields", fields}};
 }
 
 }  // namespace kiln::workflow

@@ -11,8 +11,8 @@
 namespace kiln::workflow {
 
 // {nodes: {added: [ids], removed: [ids], changed: [{id, fields: [{field, from, to}]}]},
-//  edges: {added: [..], removed: [..]}, inputs: {added, removed, changed}, fields: [{field, from, to}],
-//  identical: bool}
+//  edges: {added: [..], removed: [..]}, inputs: {added, removed, changed}, fields: [{field, from,
+//  to}], identical: bool}
 Json DiffSpecs(const Json& from, const Json& to);
 
 }  // namespace kiln::workflow

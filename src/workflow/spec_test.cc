@@ -1,5 +1,7 @@
 // Spec parsing, validation (errors name node and field), templates, JSON Schema checks, WAV, TTS
 // and the Dify importer.
+#include "workflow/spec.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -8,7 +10,6 @@
 
 #include "workflow/dify_import.h"
 #include "workflow/json_check.h"
-#include "workflow/spec.h"
 #include "workflow/template.h"
 #include "workflow/tts.h"
 #include "workflow/wav.h"
@@ -93,36 +94,46 @@ TEST(WorkflowSpecTest, InvalidSpecsNameNodeAndField) {
   ExpectRejected(head + "  - {id: a, type: llm}\n" + tail, "a", "messages");
   ExpectRejected(head + "  - {id: a, type: template, template: '{{ nodes.nope.text }}'}\n" + tail,
                  "a", "template");
-  ExpectRejected(head + "  - {id: a, type: template, template: '{% if %}'}\n" + tail, "a", "template");
+  ExpectRejected(head + "  - {id: a, type: template, template: '{% if %}'}\n" + tail, "a",
+                 "template");
   ExpectRejected(head + "  - {id: a, type: frobnicate}\n" + tail, "a", "type");
   ExpectRejected(head + "  - {id: a, type: http, url: 'ftp://x'}\n" + tail, "a", "url");
-  ExpectRejected(head + "  - {id: a, type: template, template: x, retry: {max_attempts: 0}}\n" + tail,
-                 "a", "retry.max_attempts");
-  ExpectRejected(head + "  - {id: a, type: template, template: x, fallback: {models: [m]}}\n" + tail,
-                 "a", "fallback.models");
+  ExpectRejected(
+      head + "  - {id: a, type: template, template: x, retry: {max_attempts: 0}}\n" + tail, "a",
+      "retry.max_attempts");
+  ExpectRejected(
+      head + "  - {id: a, type: template, template: x, fallback: {models: [m]}}\n" + tail, "a",
+      "fallback.models");
   ExpectRejected(head + "  - {id: a, type: tts, text: hi, style: grumpy}\n" + tail, "a", "style");
-  ExpectRejected(head + "  - {id: a, type: llm, prompt: hi, response_format: {type: json_schema}}\n" + tail,
-                 "a", "response_format.json_schema.schema");
+  ExpectRejected(
+      head + "  - {id: a, type: llm, prompt: hi, response_format: {type: json_schema}}\n" + tail,
+      "a", "response_format.json_schema.schema");
   ExpectRejected(head + "  - {id: a, type: start}\n" + tail, "a", "type");  // a second start
   // A reference to a node that runs later.
-  ExpectRejected("nodes:\n  - {id: start, type: start}\n"
-                 "  - {id: a, type: template, template: '{{ nodes.b.text }}'}\n"
-                 "  - {id: b, type: template, template: x}\n" + tail,
-                 "a", "template");
+  ExpectRejected(
+      "nodes:\n  - {id: start, type: start}\n"
+      "  - {id: a, type: template, template: '{{ nodes.b.text }}'}\n"
+      "  - {id: b, type: template, template: x}\n" +
+          tail,
+      "a", "template");
   // A cycle.
-  ExpectRejected("nodes:\n  - {id: start, type: start}\n  - {id: a, type: template, template: x}\n"
-                 "  - {id: b, type: template, template: x}\n" + tail +
-                     "edges:\n  - {from: start, to: a}\n  - {from: a, to: b}\n  - {from: b, to: a}\n"
-                     "  - {from: b, to: out}\n",
-                 "a", "edges");
+  ExpectRejected(
+      "nodes:\n  - {id: start, type: start}\n  - {id: a, type: template, template: x}\n"
+      "  - {id: b, type: template, template: x}\n" +
+          tail +
+          "edges:\n  - {from: start, to: a}\n  - {from: a, to: b}\n  - {from: b, to: a}\n"
+          "  - {from: b, to: out}\n",
+      "a", "edges");
   // A condition edge without a branch.
-  ExpectRejected("nodes:\n  - {id: start, type: start}\n  - {id: c, type: condition, if: 'true'}\n" + tail +
-                     "edges:\n  - {from: start, to: c}\n  - {from: c, to: out}\n",
-                 "c", "edges");
+  ExpectRejected(
+      "nodes:\n  - {id: start, type: start}\n  - {id: c, type: condition, if: 'true'}\n" + tail +
+          "edges:\n  - {from: start, to: c}\n  - {from: c, to: out}\n",
+      "c", "edges");
 }
 
 TEST(WorkflowSpecTest, StructuralErrorsNameTheirPlace) {
-  auto s = ParseSpec("nodes:\n  - {id: start, type: start}\nedges:\n  - {from: start, to: ghost}\n");
+  auto s =
+      ParseSpec("nodes:\n  - {id: start, type: start}\nedges:\n  - {from: start, to: ghost}\n");
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.status().message().find("edges[0].to"), std::string::npos) << s.status().message();
   s = ParseSpec("nodes: [{id: start, type: start}, {id: start, type: end}]");
@@ -134,7 +145,8 @@ TEST(WorkflowSpecTest, StructuralErrorsNameTheirPlace) {
   // Regression: a node named like a dict method (nodes.get is the method) is refused.
   s = ParseSpec("nodes: [{id: start, type: start}, {id: get, type: store, key: k}]");
   ASSERT_FALSE(s.ok());
-  EXPECT_NE(s.status().message().find("node 'get': field 'id'"), std::string::npos) << s.status().message();
+  EXPECT_NE(s.status().message().find("node 'get': field 'id'"), std::string::npos)
+      << s.status().message();
   s = ParseSpec("inputs: {items: string}\nnodes: [{id: start, type: start}]");
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.status().message().find("inputs.items"), std::string::npos) << s.status().message();
@@ -198,7 +210,8 @@ TEST(WorkflowWavTest, WriteThenReadGivesTheDuration) {
 
 TEST(WorkflowTtsTest, SynthesizesSpeechWithStyles) {
   EXPECT_EQ(StyledTextToSsml("[cheerful]Hi & bye", ""),
-            "<speak><prosody rate=\"110%\" pitch=\"+20%\" volume=\"+10%\">Hi &amp; bye</prosody></speak>");
+            "<speak><prosody rate=\"110%\" pitch=\"+20%\" volume=\"+10%\">Hi &amp; "
+            "bye</prosody></speak>");
   TtsOptions o;
   auto slow = Synthesize("The quick brown fox jumps over the lazy dog.", o,
                          std::chrono::steady_clock::time_point::max(), nullptr);
@@ -232,7 +245,8 @@ TEST(WorkflowDifyImportTest, ImportsTheSharedChatPartner) {
   const NodeSpec* llm = spec->FindNode("llm_1711111111112");
   ASSERT_NE(llm, nullptr) << r->yaml;
   EXPECT_EQ(llm->config["model"], "stories");
-  EXPECT_EQ(llm->config["system"], "You are Mia, a cheerful friend who loves hiking. Reply in two sentences.");
+  EXPECT_EQ(llm->config["system"],
+            "You are Mia, a cheerful friend who loves hiking. Reply in two sentences.");
   EXPECT_EQ(llm->config["sampling"]["max_tokens"], 128);
   const NodeSpec* answer = spec->FindNode("answer");
   ASSERT_NE(answer, nullptr);
@@ -298,7 +312,8 @@ workflow:
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   EXPECT_EQ(spec->FindNode("condition_2")->config["cases"][0]["when"],
             "(\"sport\" in (inputs.topic | string))");
-  EXPECT_EQ(spec->FindNode("template_3")->config["template"], "{% set t = inputs.topic %}Sport: {{ t }}");
+  EXPECT_EQ(spec->FindNode("template_3")->config["template"],
+            "{% set t = inputs.topic %}Sport: {{ t }}");
   EXPECT_EQ(spec->FindNode("http_4")->config["headers"]["X-A"], "{{ inputs.topic }}");
   EXPECT_EQ(spec->FindNode("end_5")->config["outputs"]["out"], "{{ nodes.template_3.text }}");
   EXPECT_EQ(spec->edges[2].branch, "else");

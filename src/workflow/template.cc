@@ -20,7 +20,8 @@ struct Template::Compiled {
 namespace {
 
 std::set<std::string> ScanNodeRefs(const std::string& source) {
-  static const std::regex kRef(R"(\bnodes\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]\s*\]))");
+  static const std::regex kRef(
+      R"(\bnodes\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]\s*\]))");
   std::set<std::string> refs;
   for (auto it = std::sregex_iterator(source.begin(), source.end(), kRef);
        it != std::sregex_iterator(); ++it) {
@@ -99,7 +100,8 @@ StatusOr<Template> Template::Compile(std::string source) {
     if (std::regex_match(expr, m, kPath)) {
       static const std::regex kPart(R"([A-Za-z_]\w*|\[\d+\])");
       const std::string path = m[1].str();
-      for (auto it = std::sregex_iterator(path.begin(), path.end(), kPart); it != std::sregex_iterator(); ++it) {
+      for (auto it = std::sregex_iterator(path.begin(), path.end(), kPart);
+           it != std::sregex_iterator(); ++it) {
         t.path_.push_back(it->str());
       }
     }
@@ -186,21 +188,23 @@ StatusOr<Json> MapTree(const Json& v,
 
 StatusOr<TemplateTree> TemplateTree::Compile(const Json& value) {
   TemplateTree tree;
-  KILN_ASSIGN_OR_RETURN(tree.shape_, MapTree(value, [&](const Json& v) -> std::optional<StatusOr<Json>> {
-    if (!v.is_string()) return std::nullopt;
-    auto t = Template::Compile(v.get<std::string>());
-    if (!t.ok()) return StatusOr<Json>(t.status());
-    if (t->is_literal()) return StatusOr<Json>(v);
-    tree.templates_.push_back(std::move(*t));
-    return StatusOr<Json>(Json{{"$tmpl", tree.templates_.size() - 1}});
-  }));
+  KILN_ASSIGN_OR_RETURN(tree.shape_,
+                        MapTree(value, [&](const Json& v) -> std::optional<StatusOr<Json>> {
+                          if (!v.is_string()) return std::nullopt;
+                          auto t = Template::Compile(v.get<std::string>());
+                          if (!t.ok()) return StatusOr<Json>(t.status());
+                          if (t->is_literal()) return StatusOr<Json>(v);
+                          tree.templates_.push_back(std::move(*t));
+                          return StatusOr<Json>(Json{{"$tmpl", tree.templates_.size() - 1}});
+                        }));
   return tree;
 }
 
 StatusOr<Json> TemplateTree::Render(const Json& context) const {
   if (templates_.empty()) return shape_;
   return MapTree(shape_, [&](const Json& v) -> std::optional<StatusOr<Json>> {
-    if (!v.is_object() || v.size() != 1 || !v.contains("$tmpl") || !v["$tmpl"].is_number_unsigned()) {
+    if (!v.is_object() || v.size() != 1 || !v.contains("$tmpl") ||
+        !v["$tmpl"].is_number_unsigned()) {
       return std::nullopt;
     }
     return templates_[v["$tmpl"].get<size_t>()].RenderValue(context);

@@ -37,11 +37,20 @@ std::string XmlEscape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -65,7 +74,8 @@ int OnSynth(short* wav, int num_samples, espeak_EVENT*) {
     g_state->stopped = true;
     return 1;
   }
-  if (wav != nullptr && num_samples > 0) g_state->samples->insert(g_state->samples->end(), wav, wav + num_samples);
+  if (wav != nullptr && num_samples > 0)
+    g_state->samples->insert(g_state->samples->end(), wav, wav + num_samples);
   return 0;
 }
 
@@ -74,7 +84,8 @@ int OnSynth(short* wav, int num_samples, espeak_EVENT*) {
 bool IsKnownStyle(const std::string& style) { return style.empty() || FindStyle(style) != nullptr; }
 
 Status TtsOptions::Validate() const {
-  if (rate_wpm < 80 || rate_wpm > 450) return Status::InvalidArgument("rate must be in [80, 450] words per minute");
+  if (rate_wpm < 80 || rate_wpm > 450)
+    return Status::InvalidArgument("rate must be in [80, 450] words per minute");
   if (pitch < 0 || pitch > 100) return Status::InvalidArgument("pitch must be in [0, 100]");
   if (volume < 0 || volume > 200) return Status::InvalidArgument("volume must be in [0, 200]");
   if (!IsKnownStyle(style)) return Status::InvalidArgument("unknown style '" + style + "'");
@@ -96,7 +107,8 @@ std::string StyledTextToSsml(const std::string& text, const std::string& style) 
            p->volume + "\">" + XmlEscape(segment) + "</prosody>";
   };
   size_t last = 0;
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), kMarker); it != std::sregex_iterator(); ++it) {
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), kMarker);
+       it != std::sregex_iterator(); ++it) {
     const std::string name = (*it)[1].str();
     if (FindStyle(name) == nullptr) continue;  // not a style: left in the text
     add(text.substr(last, static_cast<size_t>(it->position()) - last));
@@ -114,7 +126,8 @@ StatusOr<TtsAudio> Synthesize(const std::string& text, const TtsOptions& o,
   KILN_RETURN_IF_ERROR(o.Validate());
   std::lock_guard<std::mutex> lock(g_espeak_mu);
   if (g_sample_rate == 0) {
-    g_sample_rate = espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 200, nullptr, espeakINITIALIZE_DONT_EXIT);
+    g_sample_rate =
+        espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 200, nullptr, espeakINITIALIZE_DONT_EXIT);
     if (g_sample_rate <= 0) g_sample_rate = -1;
     espeak_SetSynthCallback(OnSynth);
   }
@@ -132,15 +145,17 @@ StatusOr<TtsAudio> Synthesize(const std::string& text, const TtsOptions& o,
   std::vector<int16_t> samples;
   SynthState state{&samples, deadline, cancelled};
   g_state = &state;
-  const espeak_ERROR err = espeak_Synth(audio.ssml.c_str(), audio.ssml.size() + 1, 0, POS_CHARACTER, 0,
-                                        espeakCHARS_UTF8 | espeakSSML, nullptr, nullptr);
+  const espeak_ERROR err = espeak_Synth(audio.ssml.c_str(), audio.ssml.size() + 1, 0, POS_CHARACTER,
+                                        0, espeakCHARS_UTF8 | espeakSSML, nullptr, nullptr);
   espeak_Synchronize();
   g_state = nullptr;
   if (state.stopped) {
-    if (cancelled != nullptr && cancelled->load()) return Status::Aborted("speech synthesis cancelled");
+    if (cancelled != nullptr && cancelled->load())
+      return Status::Aborted("speech synthesis cancelled");
     return Status::Unavailable("speech synthesis timed out");
   }
-  if (err != EE_OK) return Status::Internal("espeak-ng failed to synthesise (error " + std::to_string(err) + ")");
+  if (err != EE_OK)
+    return Status::Internal("espeak-ng failed to synthesise (error " + std::to_string(err) + ")");
   audio.sample_rate = g_sample_rate;
   audio.num_samples = static_cast<int64_t>(samples.size());
   audio.duration_s = static_cast<double>(samples.size()) / g_sample_rate;

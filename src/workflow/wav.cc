@@ -14,7 +14,8 @@ void Put16(std::string* out, uint16_t v) {
 }
 uint32_t Get32(const std::string& s, size_t at) {
   uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(s[at + static_cast<size_t>(i)]);
+  for (int i = 3; i >= 0; --i)
+    v = (v << 8) | static_cast<unsigned char>(s[at + static_cast<size_t>(i)]);
   return v;
 }
 uint16_t Get16(const std::string& s, size_t at) {
@@ -98,7 +99,8 @@ std::string Base64Encode(const std::string& bytes) {
 StatusOr<std::string> Base64Decode(const std::string& text) {
   int8_t table[256];
   std::memset(table, -1, sizeof(table));
-  for (int i = 0; i < 64; ++i) table[static_cast<unsigned char>(kAlphabet[i])] = static_cast<int8_t>(i);
+  for (int i = 0; i < 64; ++i)
+    table[static_cast<unsigned char>(kAlphabet[i])] = static_cast<int8_t>(i);
   std::string out;
   uint32_t acc = 0;
   int bits = 0;

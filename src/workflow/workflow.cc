@@ -39,8 +39,8 @@ Status Workflow::Validate() {
     const NodeSpec& ns = node_spec(i);
     if (ns.type == "start") {
       if (start_ >= 0) {
-        return NodeFieldError(ns.id, "type", "a second start node (the first is '" +
-                                                 node_spec(start_).id + "')");
+        return NodeFieldError(ns.id, "type",
+                              "a second start node (the first is '" + node_spec(start_).id + "')");
       }
       start_ = i;
       if (!in_edges(i).empty()) {
@@ -120,7 +120,8 @@ Status Workflow::Validate() {
   reach(start_);
   for (int i = 0; i < n; ++i) {
     if (!reached[static_cast<size_t>(i)]) {
-      return NodeFieldError(node_spec(i).id, "edges", "the node cannot be reached from the start node");
+      return NodeFieldError(node_spec(i).id, "edges",
+                            "the node cannot be reached from the start node");
     }
   }
 
@@ -141,12 +142,15 @@ Status Workflow::Validate() {
     for (const auto& [field, id] : node(i).field_refs) {
       const int j = IndexOf(id);
       if (j < 0) {
-        return NodeFieldError(node_spec(i).id, field, "reads nodes." + id + ", but no node has id '" + id + "'");
+        return NodeFieldError(node_spec(i).id, field,
+                              "reads nodes." + id + ", but no node has id '" + id + "'");
       }
       if (!anc(i).count(j)) {
         return NodeFieldError(node_spec(i).id, field,
-                              "reads nodes." + id + ", which does not run before this node (add an "
-                              "edge path from '" + id + "' to '" + node_spec(i).id + "')");
+                              "reads nodes." + id +
+                                  ", which does not run before this node (add an "
+                                  "edge path from '" +
+                                  id + "' to '" + node_spec(i).id + "')");
       }
     }
   }

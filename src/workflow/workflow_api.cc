@@ -27,9 +27,14 @@ using server::HttpResponder;
 void SendJson(HttpResponder& r, int status, const Json& body) {
   r.Send(status, "application/json", body.dump());
 }
-void SendError(HttpResponder& r, const ApiError& e) { r.Send(e.http_status, "application/json", e.ToJson()); }
+void SendError(HttpResponder& r, const ApiError& e) {
+  r.Send(e.http_status, "application/json", e.ToJson());
+}
 void SendStatus(HttpResponder& r, const Status& s, const std::string& param = "") {
-  SendError(r, ApiError::FromStatus(s, param));
+  ApiError e = ApiError::FromStatus(s, param);
+  // The state of a workflow (e.g. nothing published yet) is the caller's to fix, not a 503.
+  if (s.code() == StatusCode::kFailedPrecondition) e.http_status = 400;
+  SendError(r, e);
 }
 
 std::vector<std::string> SplitPath(const std::string& path) {
@@ -37,7 +42,8 @@ std::vector<std::string> SplitPath(const std::string& path) {
   size_t pos = 1;
   while (pos <= path.size()) {
     const size_t slash = path.find('/', pos);
-    const std::string part = path.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
+    const std::string part =
+        path.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
     if (!part.empty()) parts.push_back(part);
     if (slash == std::string::npos) break;
     pos = slash + 1;
@@ -78,14 +84,16 @@ std::string Query(const std::string& target, const std::string& key) {
 StatusOr<int> ParseVersion(const std::string& s) {
   char* end = nullptr;
   const long v = std::strtol(s.c_str(), &end, 10);
-  if (s.empty() || *end != '\0' || v < 1) return Status::InvalidArgument("'" + s + "' is not a version number");
+  if (s.empty() || *end != '\0' || v < 1)
+    return Status::InvalidArgument("'" + s + "' is not a version number");
   return static_cast<int>(v);
 }
 
 bool ValidName(const std::string& n) {
   if (n.empty() || n.size() > 100) return false;
   for (char c : n) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') return false;
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.')
+      return false;
   }
   return true;
 }
@@ -102,7 +110,8 @@ Status WorkflowApiOptions::Validate() const {
 StatusOr<std::unique_ptr<WorkflowApi>> WorkflowApi::Create(WorkflowApiOptions options) {
   KILN_RETURN_IF_ERROR(options.Validate());
   int recovered = 0;
-  KILN_ASSIGN_OR_RETURN(std::unique_ptr<RunStore> store, RunStore::Open(options.db_path, &recovered));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<RunStore> store,
+                        RunStore::Open(options.db_path, &recovered));
   std::unique_ptr<WorkflowApi> api(new WorkflowApi(std::move(options), std::move(store)));
   api->num_recovered_ = recovered;
   return api;
@@ -126,8 +135,8 @@ void WorkflowApi::Shutdown() {
   pool_->Join();
 }
 
-StatusOr<std::shared_ptr<const Workflow>> WorkflowApi::Compiled(const std::string& name, int version,
-                                                                const Json& doc) {
+StatusOr<std::shared_ptr<const Workflow>> WorkflowApi::Compiled(const std::string& name,
+                                                                int version, const Json& doc) {
   if (version > 0) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = cache_.find({name, version});
@@ -142,7 +151,8 @@ StatusOr<std::shared_ptr<const Workflow>> WorkflowApi::Compiled(const std::strin
   return w;
 }
 
-void WorkflowApi::Handle(const server::HttpRequest& request, std::shared_ptr<HttpResponder> responder) {
+void WorkflowApi::Handle(const server::HttpRequest& request,
+                         std::shared_ptr<HttpResponder> responder) {
   // Off the I/O thread: SQLite and spec compiles may take milliseconds.
   pool_->Post([this, request, responder] { Route(request, responder); });
 }
@@ -186,11 +196,15 @@ void WorkflowApi::Route(const server::HttpRequest& req, std::shared_ptr<HttpResp
       if (!parsed.ok()) return SendStatus(*r, parsed.status(), "yaml");
       doc = std::move(*parsed);
     } else {
-      return SendError(*r, ApiError::BadRequest("give the workflow as 'spec' (an object) or 'yaml' (text)", "spec"));
+      return SendError(*r, ApiError::BadRequest(
+                               "give the workflow as 'spec' (an object) or 'yaml' (text)", "spec"));
     }
     std::string name = body.value("name", doc.is_object() ? doc.value("name", "") : "");
     if (!ValidName(name)) {
-      return SendError(*r, ApiError::BadRequest("a workflow name (letters, digits, - _ .) is required in 'name' or the spec", "name"));
+      return SendError(
+          *r, ApiError::BadRequest(
+                  "a workflow name (letters, digits, - _ .) is required in 'name' or the spec",
+                  "name"));
     }
     auto compiled = Compiled(name, 0, doc);
     if (!compiled.ok()) return SendStatus(*r, compiled.status(), "spec");
@@ -214,15 +228,20 @@ void WorkflowApi::Route(const server::HttpRequest& req, std::shared_ptr<HttpResp
       if (!v.ok()) return SendStatus(*r, v.status());
       auto ver = store_->Version(name, *v);
       if (!ver.ok()) return SendStatus(*r, ver.status());
-      return SendJson(*r, 200, {{"version", ver->version}, {"created_at", ver->created_at},
-                                {"note", ver->note}, {"spec", ver->spec}});
+      return SendJson(*r, 200,
+                      {{"version", ver->version},
+                       {"created_at", ver->created_at},
+                       {"note", ver->note},
+                       {"spec", ver->spec}});
     }
     auto versions = store_->Versions(name);
     if (!versions.ok()) return SendStatus(*r, versions.status());
     auto stats = store_->Stats(name);
     Json data = Json::array();
     for (const auto& v : *versions) {
-      Json j = {{"version", v.version}, {"created_at", v.created_at}, {"note", v.note},
+      Json j = {{"version", v.version},
+                {"created_at", v.created_at},
+                {"note", v.note},
                 {"current", v.version == info->current_version}};
       if (stats.ok()) {
         for (const auto& s : *stats) {
@@ -256,17 +275,21 @@ void WorkflowApi::Route(const server::HttpRequest& req, std::shared_ptr<HttpResp
     if (!body.contains("version") || !body["version"].is_number_integer()) {
       return SendError(*r, ApiError::BadRequest("'version' (an integer) is required", "version"));
     }
-    if (Status s = store_->Rollback(name, body["version"].get<int>()); !s.ok()) return SendStatus(*r, s, "version");
+    if (Status s = store_->Rollback(name, body["version"].get<int>()); !s.ok())
+      return SendStatus(*r, s, "version");
     return SendJson(*r, 200, {{"name", name}, {"current_version", body["version"]}});
   }
   if (action == "split" && m == "POST") {
     std::vector<SplitEntry> split;
     const Json s = body.value("split", Json::array());
-    if (!s.is_array()) return SendError(*r, ApiError::BadRequest("'split' must be a list of {version, weight}", "split"));
+    if (!s.is_array())
+      return SendError(
+          *r, ApiError::BadRequest("'split' must be a list of {version, weight}", "split"));
     for (const auto& e : s) {
       if (!e.is_object() || !e.contains("version") || !e["version"].is_number_integer() ||
           !e.contains("weight") || !e["weight"].is_number()) {
-        return SendError(*r, ApiError::BadRequest("'split' entries are {version: int, weight: number}", "split"));
+        return SendError(*r, ApiError::BadRequest(
+                                 "'split' entries are {version: int, weight: number}", "split"));
       }
       split.push_back({e["version"].get<int>(), e["weight"].get<double>()});
     }
@@ -294,11 +317,13 @@ void WorkflowApi::Route(const server::HttpRequest& req, std::shared_ptr<HttpResp
   not_found();
 }
 
-void WorkflowApi::StartRun(const std::string& name, const Json& body, std::shared_ptr<HttpResponder> r) {
+void WorkflowApi::StartRun(const std::string& name, const Json& body,
+                           std::shared_ptr<HttpResponder> r) {
   if (stopping_) return SendStatus(*r, Status::Unavailable("the server is shutting down"));
   const std::string user = body.value("user", "");
   const Json inputs = body.value("inputs", Json::object());
-  if (!inputs.is_object()) return SendError(*r, ApiError::BadRequest("'inputs' must be an object", "inputs"));
+  if (!inputs.is_object())
+    return SendError(*r, ApiError::BadRequest("'inputs' must be an object", "inputs"));
   int version = 0;
   Json doc;
   const Json v = body.value("version", Json());
@@ -314,7 +339,8 @@ void WorkflowApi::StartRun(const std::string& name, const Json& body, std::share
       if (!picked.ok()) return SendStatus(*r, picked.status(), "version");
       version = *picked;
     } else {
-      return SendError(*r, ApiError::BadRequest("'version' must be a version number or \"draft\"", "version"));
+      return SendError(
+          *r, ApiError::BadRequest("'version' must be a version number or \"draft\"", "version"));
     }
     auto ver = store_->Version(name, version);
     if (!ver.ok()) return SendStatus(*r, ver.status(), "version");
@@ -326,7 +352,8 @@ void WorkflowApi::StartRun(const std::string& name, const Json& body, std::share
   if (!resolved.ok()) return SendStatus(*r, resolved.status(), "inputs");
 
   const std::string run_id = NewRunId();
-  if (Status s = store_->BeginRun(run_id, name, version, user, *resolved); !s.ok()) return SendStatus(*r, s);
+  if (Status s = store_->BeginRun(run_id, name, version, user, *resolved); !s.ok())
+    return SendStatus(*r, s);
   auto cancel = std::make_shared<std::atomic<bool>>(false);
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -339,7 +366,8 @@ void WorkflowApi::StartRun(const std::string& name, const Json& body, std::share
   o.user = user;
   o.sys_extra = {{"version", version}};
   o.cancel = cancel.get();
-  if (body.contains("timeout_s") && body["timeout_s"].is_number()) o.timeout_s = body["timeout_s"].get<double>();
+  if (body.contains("timeout_s") && body["timeout_s"].is_number())
+    o.timeout_s = body["timeout_s"].get<double>();
   if (stream) {
     r->StartStream(200, "text/event-stream", {{"Cache-Control", "no-cache"}});
     r->OnDisconnect([cancel] { *cancel = true; });

@@ -76,7 +76,7 @@ class WorkflowApi final {
   std::mutex mu_;
   std::map<std::pair<std::string, int>, std::shared_ptr<const Workflow>> cache_;  // published only
   std::map<std::string, std::shared_ptr<std::atomic<bool>>> active_;  // run_id → cancel flag
-  std::unique_ptr<Pool> pool_;  // last: joined first
+  std::unique_ptr<Pool> pool_;                                        // last: joined first
 };
 
 }  // namespace kiln::workflow

@@ -36,7 +36,8 @@ Json Chain(int n, bool templated) {
   Json nodes = Json::array({{{"id", "start"}, {"type", "start"}}});
   for (int i = 0; i < n; ++i) {
     const std::string prev = i == 0 ? "" : "n" + std::to_string(i - 1);
-    nodes.push_back({{"id", "n" + std::to_string(i)}, {"type", "template"},
+    nodes.push_back({{"id", "n" + std::to_string(i)},
+                     {"type", "template"},
                      {"template", templated && i > 0 ? "{{ nodes." + prev + ".text }}+" : "x"}});
   }
   nodes.push_back({{"id", "out"}, {"type", "end"}, {"outputs", {{"x", "done"}}}});
@@ -44,7 +45,8 @@ Json Chain(int n, bool templated) {
 }
 
 Json FanOut(int n) {
-  Json nodes = Json::array({{{"id", "start"}, {"type", "start"}}, {{"id", "fan"}, {"type", "parallel"}}});
+  Json nodes =
+      Json::array({{{"id", "start"}, {"type", "start"}}, {{"id", "fan"}, {"type", "parallel"}}});
   Json edges = Json::array({{{"from", "start"}, {"to", "fan"}}});
   for (int i = 0; i < n; ++i) {
     const std::string id = "b" + std::to_string(i);
@@ -83,7 +85,8 @@ double MedianPerNodeUs(const Json& doc, int runs, int* num_nodes, double* cpu_us
     o.on_event = [](const WorkflowEvent&) {};  // events are built and delivered, as in the server
     const auto t0 = std::chrono::steady_clock::now();
     RunResult res = executor.Run(**w, std::move(o));
-    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    const double us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
     if (res.status != "succeeded") {
       std::fprintf(stderr, "run failed: %s\n", res.error.c_str());
       std::exit(1);
@@ -113,10 +116,16 @@ int main(int argc, char** argv) {
   int n = 0;
   double cpu = 0;
   double us = MedianPerNodeUs(kiln::workflow::Chain(nodes, false), runs, &n, &cpu);
-  std::printf("  chain of %3d literal template nodes:          %8.1f us/node wall, %8.1f us/node CPU\n", n, us, cpu);
+  std::printf(
+      "  chain of %3d literal template nodes:          %8.1f us/node wall, %8.1f us/node CPU\n", n,
+      us, cpu);
   us = MedianPerNodeUs(kiln::workflow::Chain(nodes, true), runs, &n, &cpu);
-  std::printf("  chain of %3d nodes reading the previous node: %8.1f us/node wall, %8.1f us/node CPU\n", n, us, cpu);
+  std::printf(
+      "  chain of %3d nodes reading the previous node: %8.1f us/node wall, %8.1f us/node CPU\n", n,
+      us, cpu);
   us = MedianPerNodeUs(kiln::workflow::FanOut(nodes), runs, &n, &cpu);
-  std::printf("  %3d parallel branches into a join:           %8.1f us/node wall, %8.1f us/node CPU\n", n, us, cpu);
+  std::printf(
+      "  %3d parallel branches into a join:           %8.1f us/node wall, %8.1f us/node CPU\n", n,
+      us, cpu);
   return 0;
 }

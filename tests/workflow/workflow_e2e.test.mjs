@@ -236,6 +236,36 @@ try {
     assert.equal((await api('POST', '/v1/workflows/feed-labelling/split', { split: [{ version: 9, weight: 1 }] })).status, 400);
   });
 
+  await test('classify and embed nodes on the serving model; parallel branches; draft runs', async () => {
+    const yaml = `name: sorter
+inputs: {text: {type: string, required: true}}
+nodes:
+  - {id: start, type: start}
+  - {id: fan, type: parallel}
+  - {id: kind, type: classify, input: "{{ inputs.text }}", labels: [happy, sad]}
+  - {id: vec, type: embed, input: "{{ inputs.text }}"}
+  - {id: both, type: join}
+  - {id: out, type: end, outputs: {label: "{{ nodes.kind.label }}", probs: "{{ nodes.kind.probs }}", dims: "{{ nodes.vec.dims }}"}}
+edges:
+  - {from: start, to: fan}
+  - {from: fan, to: kind}
+  - {from: fan, to: vec}
+  - {from: kind, to: both}
+  - {from: vec, to: both}
+  - {from: both, to: out}
+`;
+    assert.equal((await api('POST', '/v1/workflows', { yaml })).status, 201);
+    // Nothing published: a plain run is refused, a draft run works.
+    assert.equal((await api('POST', '/v1/workflows/sorter/runs', { inputs: { text: 'x' } })).status, 400);
+    const r = await api('POST', '/v1/workflows/sorter/runs', { inputs: { text: 'The dog was happy' }, version: 'draft' });
+    assert.equal(r.json.status, 'succeeded', r.json.error);
+    assert.ok(['happy', 'sad'].includes(r.json.outputs.label));
+    const p = r.json.outputs.probs;
+    assert.ok(Math.abs(p.happy + p.sad - 1) < 1e-4, JSON.stringify(p));
+    assert.equal(r.json.outputs.label, p.happy >= p.sad ? 'happy' : 'sad');
+    assert.equal(r.json.outputs.dims, 64);  // stories260K's hidden size
+  });
+
   await test('invalid specs are rejected naming node and field', async () => {
     const bad = feedFast.replace('max_tokens: 64', 'max_tokens: -3');
     const r = await api('POST', '/v1/workflows', { yaml: bad });

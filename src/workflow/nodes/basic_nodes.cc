@@ -120,7 +120,8 @@ StatusOr<std::unique_ptr<Node>> MakeCondition(const NodeSpec& spec, NodeFields& 
   } else {
     const Json* list = f.Raw("cases");
     if (list == nullptr || !list->is_array() || list->empty()) {
-      return NodeFieldError(spec.id, "cases", "a non-empty list of {id, when} (or 'if') is required");
+      return NodeFieldError(spec.id, "cases",
+                            "a non-empty list of {id, when} (or 'if') is required");
     }
     std::set<std::string> ids;
     for (size_t i = 0; i < list->size(); ++i) {
@@ -132,9 +133,11 @@ StatusOr<std::unique_ptr<Node>> MakeCondition(const NodeSpec& spec, NodeFields& 
       std::string id = c.contains("id") && c["id"].is_string() ? c["id"].get<std::string>()
                                                                : "case" + std::to_string(i);
       if (id == "else" || id == "fail" || !ids.insert(id).second) {
-        return NodeFieldError(spec.id, field + ".id", "'" + id + "' is taken (else, fail or a duplicate)");
+        return NodeFieldError(spec.id, field + ".id",
+                              "'" + id + "' is taken (else, fail or a duplicate)");
       }
-      KILN_ASSIGN_OR_RETURN(Expression e, f.ExpressionAt(field + ".when", c["when"].get<std::string>()));
+      KILN_ASSIGN_OR_RETURN(Expression e,
+                            f.ExpressionAt(field + ".when", c["when"].get<std::string>()));
       cases.push_back({std::move(id), std::move(e)});
     }
   }

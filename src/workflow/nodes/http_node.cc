@@ -98,7 +98,8 @@ StatusOr<std::unique_ptr<Node>> CreateHttpNode(const NodeSpec& spec, NodeFields&
       return f.Error("text", "a message needs 'text' or 'payload'");
     }
   } else {
-    KILN_ASSIGN_OR_RETURN(node->method_, f.Enum("method", {"GET", "POST", "PUT", "PATCH", "DELETE"}, "GET"));
+    KILN_ASSIGN_OR_RETURN(node->method_,
+                          f.Enum("method", {"GET", "POST", "PUT", "PATCH", "DELETE"}, "GET"));
     if (const Json* body = f.Raw("body")) {
       node->has_body_ = true;
       if (body->is_string()) {
@@ -109,7 +110,8 @@ StatusOr<std::unique_ptr<Node>> CreateHttpNode(const NodeSpec& spec, NodeFields&
       }
     }
     if (const Json* accept = f.Raw("accept_status")) {
-      if (!accept->is_array()) return f.Error("accept_status", "must be a list of HTTP status codes");
+      if (!accept->is_array())
+        return f.Error("accept_status", "must be a list of HTTP status codes");
       for (const auto& s : *accept) {
         if (!s.is_number_integer() || s.get<int>() < 100 || s.get<int>() > 599) {
           return f.Error("accept_status", "must hold HTTP status codes (100-599)");

@@ -88,12 +88,13 @@ class LlmNode final : public Node {
     Json usage = Json::object();
     if (target.local()) {
       bool first = true;
-      KILN_ASSIGN_OR_RETURN(Json reply, ctx.services->options().local_llm->Chat(
-                                            body, ctx, [&](const std::string& piece) {
-                                              if (!stream_ || !ctx.emit) return;
-                                              ctx.emit("text_chunk", Json{{"text", first ? prefill + piece : piece}});
-                                              first = false;
-                                            }));
+      KILN_ASSIGN_OR_RETURN(
+          Json reply,
+          ctx.services->options().local_llm->Chat(body, ctx, [&](const std::string& piece) {
+            if (!stream_ || !ctx.emit) return;
+            ctx.emit("text_chunk", Json{{"text", first ? prefill + piece : piece}});
+            first = false;
+          }));
       content = reply.value("content", "");
       finish_reason = reply.value("finish_reason", "");
       usage = reply.value("usage", Json::object());
@@ -107,12 +108,14 @@ class LlmNode final : public Node {
           Json chunk = Json::parse(data, nullptr, false);
           if (chunk.is_discarded()) return;
           if (chunk.contains("error")) {
-            error = chunk["error"].is_object() ? chunk["error"].value("message", chunk["error"].dump())
-                                               : chunk["error"].dump();
+            error = chunk["error"].is_object()
+                        ? chunk["error"].value("message", chunk["error"].dump())
+                        : chunk["error"].dump();
             return;
           }
           if (chunk.contains("usage") && chunk["usage"].is_object()) usage = chunk["usage"];
-          if (!chunk.contains("choices") || !chunk["choices"].is_array() || chunk["choices"].empty()) {
+          if (!chunk.contains("choices") || !chunk["choices"].is_array() ||
+              chunk["choices"].empty()) {
             return;
           }
           const Json& choice = chunk["choices"][0];
@@ -142,7 +145,8 @@ class LlmNode final : public Node {
       Json j = Json::parse(resp.body, nullptr, false);
       if (j.is_discarded() || !j.contains("choices") || !j["choices"].is_array() ||
           j["choices"].empty()) {
-        return Status::Unavailable("model endpoint returned no choices: " + resp.body.substr(0, 200));
+        return Status::Unavailable("model endpoint returned no choices: " +
+                                   resp.body.substr(0, 200));
       }
       const Json& choice = j["choices"][0];
       if (choice.contains("message") && choice["message"].contains("content") &&
@@ -157,15 +161,12 @@ class LlmNode final : public Node {
     }
     if (usage.contains("total_tokens") && usage["total_tokens"].is_number_integer()) {
       ctx.num_tokens += usage["total_tokens"].get<int64_t>();
-    } else if (usage.contains("completion_tokens") && usage["completion_tokens"].is_number_integer()) {
+    } else if (usage.contains("completion_tokens") &&
+               usage["completion_tokens"].is_number_integer()) {
       ctx.num_tokens += usage["completion_tokens"].get<int64_t>();
     }
-    Json out = {{"text", prefill + content},
-                {"content", content},
-                {"prefill", prefill},
-                {"finish_reason", finish_reason},
-                {"model", target.model},
-                {"usage", usage}};
+    Json out = {{"text", prefill + content},      {"content", content},    {"prefill", prefill},
+                {"finish_reason", finish_reason}, {"model", target.model}, {"usage", usage}};
     if (!response_format_.is_null()) {
       Json parsed = Json::parse(prefill + content, nullptr, false);
       if (parsed.is_discarded()) {
@@ -201,7 +202,8 @@ class LlmNode final : public Node {
         return Status::InvalidArgument("history must render to a list of {role, content}");
       }
       for (const auto& m : h) {
-        if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content")) {
+        if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
+            !m.contains("content")) {
           return Status::InvalidArgument("history entries must be {role, content} objects");
         }
         messages.push_back({{"role", m["role"]}, {"content", m["content"]}});
@@ -235,9 +237,15 @@ Status ParseSampling(NodeFields& f, Json* out) {
   const Json* s = f.Raw("sampling");
   if (s == nullptr) return Status::Ok();
   if (!s->is_object()) return f.Error("sampling", "must be an object");
-  static const std::set<std::string> kNumbers = {"temperature", "top_p", "top_k", "min_p",
-                                                 "max_tokens", "seed", "presence_penalty",
-                                                 "frequency_penalty", "repetition_penalty"};
+  static const std::set<std::string> kNumbers = {"temperature",
+                                                 "top_p",
+                                                 "top_k",
+                                                 "min_p",
+                                                 "max_tokens",
+                                                 "seed",
+                                                 "presence_penalty",
+                                                 "frequency_penalty",
+                                                 "repetition_penalty"};
   for (auto it = s->begin(); it != s->end(); ++it) {
     const std::string field = "sampling." + it.key();
     if (kNumbers.count(it.key())) {
@@ -283,7 +291,8 @@ Status ParseResponseFormat(NodeFields& f, Json* format, Json* schema) {
     return f.Error("response_format.type", "must be text, json_object or json_schema");
   }
   Json js = rf->value("json_schema", Json());
-  if (js.is_null() && rf->contains("schema")) js = {{"name", "output"}, {"schema", (*rf)["schema"]}};
+  if (js.is_null() && rf->contains("schema"))
+    js = {{"name", "output"}, {"schema", (*rf)["schema"]}};
   if (!js.is_object() || !js.contains("schema") || !js["schema"].is_object()) {
     return f.Error("response_format.json_schema.schema", "a JSON Schema object is required");
   }
@@ -321,7 +330,8 @@ StatusOr<std::unique_ptr<Node>> CreateLlmNode(const NodeSpec& spec, NodeFields& 
       if (!m.contains("content") || !m["content"].is_string()) {
         return f.Error(field + ".content", "a string template is required");
       }
-      KILN_ASSIGN_OR_RETURN(Template t, f.CompileAt(field + ".content", m["content"].get<std::string>()));
+      KILN_ASSIGN_OR_RETURN(Template t,
+                            f.CompileAt(field + ".content", m["content"].get<std::string>()));
       node->messages_.push_back({role, std::move(t)});
     }
   }
@@ -338,7 +348,8 @@ StatusOr<std::unique_ptr<Node>> CreateLlmNode(const NodeSpec& spec, NodeFields& 
   KILN_ASSIGN_OR_RETURN(node->stream_, f.Bool("stream", true));
   KILN_RETURN_IF_ERROR(f.CheckUnknown());  // a misspelt field explains a missing one
   if (node->messages_.empty() && !node->has_history_) {
-    return f.Error("messages", "the node sends no messages: give 'prompt', 'messages' or 'history'");
+    return f.Error("messages",
+                   "the node sends no messages: give 'prompt', 'messages' or 'history'");
   }
   return std::unique_ptr<Node>(std::move(node));
 }

@@ -40,7 +40,8 @@ StatusOr<ModelEndpoints> ModelEndpoints::FromSpec(const NodeSpec& spec, NodeFiel
     e.targets_.push_back(std::move(t));
   }
   for (size_t i = 0; i < e.targets_.size(); ++i) {
-    const std::string field = i == 0 ? "base_url" : "fallback.models[" + std::to_string(i - 1) + "].base_url";
+    const std::string field =
+        i == 0 ? "base_url" : "fallback.models[" + std::to_string(i - 1) + "].base_url";
     KILN_ASSIGN_OR_RETURN(Template t, f.CompileAt(field, e.targets_[i].base_url));
     e.urls_.push_back(std::move(t));
   }
@@ -72,9 +73,9 @@ StatusOr<ModelTarget> ModelEndpoints::Resolve(const NodeContext& ctx) const {
   return t;
 }
 
-StatusOr<HttpFetchResponse> ModelEndpoints::Post(const NodeContext& ctx, const ModelTarget& target,
-                                                 const std::string& path, const Json& body,
-                                                 std::function<void(std::string_view)> on_body) const {
+StatusOr<HttpFetchResponse> ModelEndpoints::Post(
+    const NodeContext& ctx, const ModelTarget& target, const std::string& path, const Json& body,
+    std::function<void(std::string_view)> on_body) const {
   HttpFetchRequest r;
   r.method = "POST";
   r.url = target.base_url + path;

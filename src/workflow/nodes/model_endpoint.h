@@ -1,9 +1,9 @@
 // ModelEndpoints: the model a node calls in each of its variants — variant 0 is the node's own
 // {model, base_url, api_key}, variant i the i-th entry of fallback.models, each field defaulting
 // to the node's and then to Services' defaults; base_url may be a template, e.g.
-// "{{ inputs.endpoint }}", and an empty one means Services' default — and one POST of JSON to that OpenAI-compatible
-// server, with the attempt's deadline and cancellation. A non-2xx answer is an error carrying the
-// server's message ("model endpoint http://…: HTTP 500: …").
+// "{{ inputs.endpoint }}", and an empty one means Services' default — and one POST of JSON to that
+// OpenAI-compatible server, with the attempt's deadline and cancellation. A non-2xx answer is an
+// error carrying the server's message ("model endpoint http://…: HTTP 500: …").
 //
 // Thread-safety: immutable after construction.
 #pragma once
@@ -44,7 +44,8 @@ class ModelEndpoints final {
  private:
   std::vector<ModelTarget> targets_;
   std::vector<Template> urls_;
-  bool chat_ = false;  // llm nodes: an empty base URL means Services::local_llm when there is one  // targets_[i].base_url as a template (it may read inputs)
+  bool chat_ = false;  // llm nodes: an empty base URL means Services::local_llm when there is one
+                       // // targets_[i].base_url as a template (it may read inputs)
 };
 
 }  // namespace kiln::workflow

@@ -27,8 +27,9 @@ class ModelNode final : public Node {
     if (!target.model.empty()) body["model"] = target.model;
     if (classify_) body["labels"] = labels_;
     ctx.input = body;
-    KILN_ASSIGN_OR_RETURN(HttpFetchResponse resp,
-                          endpoints_.Post(ctx, target, classify_ ? "/v1/classify" : "/v1/embeddings", body));
+    KILN_ASSIGN_OR_RETURN(
+        HttpFetchResponse resp,
+        endpoints_.Post(ctx, target, classify_ ? "/v1/classify" : "/v1/embeddings", body));
     Json j = Json::parse(resp.body, nullptr, false);
     if (j.is_discarded() || !j.contains("data") || !j["data"].is_array() || j["data"].empty()) {
       return Status::Unavailable("model endpoint returned no data: " + resp.body.substr(0, 200));

@@ -91,8 +91,9 @@ StatusOr<std::vector<std::pair<std::string, Template>>> NodeFields::TemplateMap(
     if (!it->is_string() && !it->is_number() && !it->is_boolean()) {
       return Error(key + "." + it.key(), "must be a string");
     }
-    KILN_ASSIGN_OR_RETURN(Template t, CompileAt(key + "." + it.key(),
-                                                it->is_string() ? it->get<std::string>() : it->dump()));
+    KILN_ASSIGN_OR_RETURN(
+        Template t,
+        CompileAt(key + "." + it.key(), it->is_string() ? it->get<std::string>() : it->dump()));
     out.emplace_back(it.key(), std::move(t));
   }
   return out;
@@ -103,7 +104,7 @@ void NodeFields::Known(std::initializer_list<const char*> keys) {
 }
 
 Status NodeFields::CheckUnknown() const {
-  static const std::set<std::string> kCommon = {"id", "type", "title", "description",
+  static const std::set<std::string> kCommon = {"id",        "type",  "title",   "description",
                                                 "timeout_s", "retry", "fallback"};
   for (auto it = spec_.config.begin(); it != spec_.config.end(); ++it) {
     if (!kCommon.count(it.key()) && !read_.count(it.key())) {
