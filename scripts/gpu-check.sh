@@ -44,7 +44,8 @@ if [ "$MODE" = "--stage" ]; then
       esac
     done
   done
-  cp -r "$SHARED_SRC/models/tiny-qwen2" "$SHARED_SRC/models/tiny-qwen3" "$G/shared/models/"
+  cp -r "$SHARED_SRC/models/tiny-qwen2" "$SHARED_SRC/models/tiny-qwen3" \
+    "$SHARED_SRC/models/tinystories-656k" "$G/shared/models/"
   mkdir -p "$G/shared/models/stories260K"
   cp -r "$SHARED_SRC/models/stories260K/hf" "$SHARED_SRC/models/stories260K/greedy256.ids" \
     "$G/shared/models/stories260K/"

@@ -11,7 +11,7 @@ PKGS=(build-essential cmake ninja-build ccache pkg-config git
       nlohmann-json3-dev libpcre2-dev libutf8proc-dev libopenblas-dev
       libboost-dev libboost-system-dev libgtest-dev libgmock-dev libbenchmark-dev
       libsqlite3-dev libhiredis-dev libxxhash-dev redis-server clang-14 libclang-rt-14-dev
-      python3 curl espeak-ng chromium)
+      python3 curl espeak-ng libespeak-ng-dev libyaml-cpp-dev chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

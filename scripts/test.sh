@@ -13,7 +13,7 @@ ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(nproc)" --timeout 900
 if [ -z "${KILN_SKIP_TSAN:-}" ]; then
   t0=$(date +%s)
   TSAN_DIR=${KILN_TSAN_BUILD_DIR:-build-tsan}
-  TSAN_TESTS=(engine_test engine_core_test server_protocol_test server_http_test
+  TSAN_TESTS=(engine_test engine_core_test generation_test server_protocol_test server_http_test
               server_openai_test server_hardening_test)
   KILN_NO_CUDA=1 cmake -S . -B "$TSAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DKILN_TSAN=ON >/dev/null

@@ -36,14 +36,12 @@
 
 #include "flags.h"
 #include "kiln/engine.h"
-#ifdef KILN_HAVE_BENCH_SERVE
 #include "bench/production_table.h"
 #include "bench/serve_bench.h"
-#endif
 #include "model/weights.h"
 #include "subcommands.h"
 
-#if defined(KILN_WITH_CUDA) && __has_include("backend/cuda/cuda_backend.h")
+#if defined(KILN_WITH_CUDA)
 #define KILN_BENCH_CUDA 1
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/device_limits.h"
@@ -441,7 +439,6 @@ int RunThroughput(const Flags& flags) {
   return 0;
 }
 
-#ifdef KILN_HAVE_BENCH_SERVE
 void DeclareServeBenchFlags(Flags* f) {
   f->Value("base-url", "server to load (default http://127.0.0.1:8000)");
   f->Value("model", "model name sent in requests; with --preset: the model PATH for kiln serve");
@@ -475,7 +472,7 @@ void DeclareServeBenchFlags(Flags* f) {
   f->Value("turns", "chat: turns per conversation MIN-MAX (default 3-10)");
   f->Value("think-time", "chat: mean think time between turns, seconds (default 5)");
   f->Bool("ignore-eos", "chat: hold replies to their drawn lengths (default on)");
-  f->Bool("progress", "live progress line on stderr (default on)");
+  f->Bool("progress", "live progress line on stderr (default: when stderr is a terminal)");
   f->Bool("metrics", "scrape the server's /metrics for prefix-cache and KV figures (default on)");
   f->Value("preset", "production-table: start kiln serve per configuration and sweep each");
   f->Value("server-args", "--preset: extra kiln serve flags, space-separated");
@@ -687,7 +684,6 @@ int RunServeBenchCommand(int argc, char** argv) {
   }
   return 0;
 }
-#endif
 
 }  // namespace
 }  // namespace kiln::cli
@@ -700,9 +696,7 @@ int RunBench(int argc, char** argv) {
     return 2;
   }
   const std::string mode = argv[2];
-#ifdef KILN_HAVE_BENCH_SERVE
   if (mode == "serve") return RunServeBenchCommand(argc, argv);
-#endif
   Flags flags;
   DeclareBenchFlags(&flags);
   if (mode == "--help" || mode == "-h") {

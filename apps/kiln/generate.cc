@@ -1,4 +1,5 @@
-// `kiln generate`: one prompt through the Engine, printed as it streams (or as one JSON object).
+// `kiln generate`: one prompt through kiln::Generator (include/kiln/generation.h), printed as it
+// streams (or as one JSON object).
 //
 //   kiln generate --model PATH [--tokenizer PATH] (--prompt TEXT | --prompt-ids 1,2,3 |
 //       --chat '[messages]') [--max-tokens N] [--temperature T] [--top-p P] [--top-k K]
@@ -12,6 +13,7 @@
 
 #include "flags.h"
 #include "kiln/engine.h"
+#include "kiln/generation.h"
 #include "subcommands.h"
 
 namespace kiln::cli {
@@ -43,7 +45,7 @@ Status Generate(int argc, char** argv) {
   int given = f.Has("prompt") + f.Has("prompt-ids") + f.Has("chat");
   if (given > 1) return Status::InvalidArgument("give only one of --prompt, --prompt-ids, --chat");
 
-  Request request;
+  GenerationRequest request;
   SamplingParams& sp = request.sampling;
   KILN_ASSIGN_OR_RETURN(int64_t max_tokens, f.GetInt("max-tokens", 128));
   sp.max_tokens = static_cast<int>(max_tokens);
@@ -73,83 +75,64 @@ Status Generate(int argc, char** argv) {
 
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(options));
   const Tokenizer* tok = engine->tokenizer();
-
-  if (f.Has("prompt-ids")) {
-    KILN_ASSIGN_OR_RETURN(request.prompt_token_ids, ParseIdList(f.GetString("prompt-ids")));
-  } else if (f.Has("prompt") || f.Has("chat")) {
-    if (tok == nullptr) {
-      return Status::InvalidArgument(
-          "no tokenizer found for this model: pass --tokenizer PATH or use --prompt-ids");
-    }
-    if (f.Has("prompt")) {
-      request.prompt_token_ids = tok->Encode(f.GetString("prompt"), /*add_special_tokens=*/true);
-    } else {
-      nlohmann::ordered_json messages =
-          nlohmann::ordered_json::parse(f.GetString("chat"), nullptr, false);
-      if (messages.is_discarded() || !messages.is_array()) {
-        return Status::InvalidArgument("--chat must be a JSON array of messages");
-      }
-      ChatTemplateOptions copts;
-      copts.add_generation_prompt = true;
-      if (!messages.empty() && messages.back().is_object() &&
-          messages.back().value("role", "") == "assistant") {
-        copts.add_generation_prompt = false;
-        copts.continue_final_message = true;
-      }
-      KILN_ASSIGN_OR_RETURN(std::string prompt, tok->ApplyChatTemplate(messages, copts));
-      request.prompt_token_ids = tok->Encode(prompt, /*add_special_tokens=*/false);
-    }
+  if ((f.Has("prompt") || f.Has("chat")) && tok == nullptr) {
+    return Status::InvalidArgument(
+        "no tokenizer found for this model: pass --tokenizer PATH or use --prompt-ids");
   }
-  if (request.prompt_token_ids.empty()) {
+  if (f.Has("prompt-ids")) {
+    KILN_ASSIGN_OR_RETURN(std::vector<int32_t> ids, ParseIdList(f.GetString("prompt-ids")));
+    request.prompts.push_back(GenerationPrompt::TokenIds(std::move(ids)));
+  } else if (f.Has("prompt")) {
+    request.prompts.push_back(GenerationPrompt::Text(f.GetString("prompt")));
+    request.add_special_tokens = true;
+  } else if (f.Has("chat")) {
+    request.messages = nlohmann::ordered_json::parse(f.GetString("chat"), nullptr, false);
+    if (request.messages.is_discarded() || !request.messages.is_array()) {
+      return Status::InvalidArgument("--chat must be a JSON array of messages");
+    }
+    // A last assistant message is a prefill: the reply continues it.
+    const auto& last =
+        request.messages.empty() ? nlohmann::ordered_json() : request.messages.back();
+    if (last.is_object() && last.value("role", "") == "assistant") {
+      request.chat_options.add_generation_prompt = false;
+      request.chat_options.continue_final_message = true;
+    }
+  } else {
+    // No prompt: generation starts from the model's BOS token.
     int32_t bos = engine->model_info().bos_token_id;
     if (bos < 0 && tok != nullptr) bos = tok->bos_token_id();
     if (bos < 0) {
       return Status::InvalidArgument("empty prompt and the model has no BOS token to start from");
     }
-    request.prompt_token_ids = {bos};
+    request.prompts.push_back(GenerationPrompt::TokenIds({bos}));
   }
 
-  std::vector<int32_t> prompt_ids = request.prompt_token_ids;
-  KILN_ASSIGN_OR_RETURN(std::unique_ptr<RequestStream> stream, engine->Submit(std::move(request)));
-  std::unique_ptr<IncrementalDetokenizer> detok;
-  if (tok != nullptr && !json_out) detok = tok->NewDetokenizer(/*skip_special_tokens=*/true);
-
-  std::vector<int32_t> ids;
-  RequestOutput out;
-  FinishReason reason = FinishReason::kNone;
-  Status error;
-  while (stream->Next(&out)) {
-    for (int32_t id : out.new_token_ids) {
-      ids.push_back(id);
-      if (detok) {
-        std::string piece = detok->Push(id);
-        std::fwrite(piece.data(), 1, piece.size(), stdout);
-      }
-    }
-    if (detok) std::fflush(stdout);
-    if (out.finished) {
-      reason = out.finish_reason;
-      error = out.error;
-    }
+  Generator generator(engine.get());
+  KILN_ASSIGN_OR_RETURN(PreparedGeneration prepared, generator.Prepare(std::move(request)));
+  const std::vector<int32_t> prompt_ids = prepared.prompts[0].token_ids;
+  GenerationCallbacks callbacks;
+  if (!json_out) {
+    callbacks.on_delta = [](const GenerationDelta& delta, const GenerationChoice&) {
+      std::fwrite(delta.text.data(), 1, delta.text.size(), stdout);
+      std::fflush(stdout);
+    };
   }
-  if (reason == FinishReason::kError) return error.ok() ? Status::Internal("generation failed") : error;
-  if (detok) {
-    std::string rest = detok->Flush();
-    std::fwrite(rest.data(), 1, rest.size(), stdout);
-    std::fputc('\n', stdout);
-  }
-  if (json_out) {
-    nlohmann::json j;
-    j["prompt_token_ids"] = prompt_ids;
-    j["token_ids"] = ids;
-    if (tok != nullptr) {
-      auto text = tok->Decode(ids, /*skip_special_tokens=*/true);
-      if (text.ok()) j["text"] = *text;
-    }
-    j["finish_reason"] = FinishReasonName(reason);
-    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
-  }
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Generation> generation,
+                        generator.Start(std::move(prepared), std::move(callbacks)));
+  const GenerationResult result = generation->Wait();
   engine->Shutdown(/*abort_running=*/true);
+  const GenerationChoice& choice = result.choices.at(0);
+  if (choice.finish_reason == FinishReason::kError) return choice.error;
+  if (!json_out) {
+    if (tok != nullptr) std::fputc('\n', stdout);
+    return Status::Ok();
+  }
+  nlohmann::json j;
+  j["prompt_token_ids"] = prompt_ids;
+  j["token_ids"] = choice.token_ids;
+  if (tok != nullptr) j["text"] = choice.text;
+  j["finish_reason"] = FinishReasonName(choice.finish_reason);
+  std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   return Status::Ok();
 }
 

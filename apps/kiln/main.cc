@@ -14,6 +14,7 @@ void PrintUsage() {
       "  tokenize   JSON lines: text ⇄ ids, chat-template rendering (--model/--tokenizer PATH)\n"
       "  serve      OpenAI-compatible HTTP server (--model PATH --port 8000 ...)\n"
       "  bench      benchmarks: latency | throughput (offline), serve (SLO load generator)\n"
+      "  flow       workflows: run | validate | import (a Dify DSL file)\n"
       "  quantize   write an FP8 checkpoint (--model IN --quantization fp8 --out DIR)\n"
       "  eval       accuracy of quantized configs vs the unquantized model (KL, top-1, ppl)\n",
       stderr);
@@ -32,12 +33,9 @@ int main(int argc, char** argv) {
   if (cmd == "tokenize") return kiln::cli::RunTokenize(argc, argv);
   if (cmd == "quantize") return kiln::cli::RunQuantize(argc, argv);
   if (cmd == "eval") return kiln::cli::RunEval(argc, argv);
-#ifdef KILN_HAVE_SERVE
   if (cmd == "serve") return RunServe(argc, argv);
-#endif
-#ifdef KILN_HAVE_BENCH
+  if (cmd == "flow") return kiln::cli::RunFlow(argc, argv);
   if (cmd == "bench") return RunBench(argc, argv);
-#endif
   std::fprintf(stderr, "kiln: unknown subcommand '%s'\n", cmd.c_str());
   PrintUsage();
   return 2;

@@ -24,6 +24,8 @@
 #include "kiln/engine.h"
 #include "server/http_server.h"
 #include "server/openai_server.h"
+#include "workflow/engine_llm.h"
+#include "workflow/workflow_api.h"
 #include "subcommands.h"
 
 namespace kiln::cli {
@@ -77,11 +79,18 @@ Status Serve(int argc, char** argv) {
   f.Value("http-threads", "io threads serving connections (default 2)");
   f.Value("compile-threads",
           "threads compiling structured-output grammars, off the io threads (default 2)");
+  f.Value("tokenize-threads",
+          "threads parsing, rendering chat templates and tokenizing request bodies, off the io "
+          "threads (default 4)");
   f.Value("request-timeout", "seconds to receive one request's headers and body (default 60)");
   f.Value("keep-alive-timeout", "seconds an idle keep-alive connection stays open (default 65)");
   f.Value("shutdown-grace-period", "seconds in-flight requests may finish on SIGTERM (default 30)");
   f.Value("retry-after", "Retry-After seconds sent with 503 (default 1)");
   f.Value("embedding-head", "safetensors projection head for /v1/embeddings (+ .json description)");
+  f.Value("workflow-db",
+          "SQLite file of the /v1/workflows API: workflows, versions, runs "
+          "(default :memory:, kept only while the server runs)");
+  f.Value("workflow-threads", "workflow runs executing at once (default 8)");
   KILN_RETURN_IF_ERROR(f.Parse(argc, argv, 2));
 
   EngineOptions engine_options;
@@ -110,6 +119,12 @@ Status Serve(int argc, char** argv) {
     return Status::InvalidArgument("--compile-threads must be in [1, 256]");
   }
   api.num_compile_threads = static_cast<int>(compile_threads);
+  KILN_ASSIGN_OR_RETURN(int64_t tokenize_threads,
+                        f.GetInt("tokenize-threads", api.num_tokenize_threads));
+  if (tokenize_threads < 1 || tokenize_threads > 256) {
+    return Status::InvalidArgument("--tokenize-threads must be in [1, 256]");
+  }
+  api.num_tokenize_threads = static_cast<int>(tokenize_threads);
 
   KILN_RETURN_IF_ERROR(InstallSignalHandlers());
 
@@ -125,6 +140,18 @@ Status Serve(int argc, char** argv) {
                                    " inputs but the model's hidden size is " +
                                    std::to_string(engine->model_info().hidden_size));
   }
+  // /v1/workflows and /v1/runs: created once the port is known (its llm nodes call this server).
+  std::unique_ptr<workflow::WorkflowApi> workflows;
+  for (const char* prefix : {"/v1/workflows", "/v1/runs/"}) {
+    api.extra_routes.push_back({prefix, [&workflows](const server::HttpRequest& r,
+                                                     std::shared_ptr<server::HttpResponder> w) {
+                                  workflows->Handle(r, std::move(w));
+                                }});
+  }
+  workflow::WorkflowApiOptions wf;
+  wf.db_path = f.GetString("workflow-db", wf.db_path);
+  KILN_ASSIGN_OR_RETURN(int64_t wf_threads, f.GetInt("workflow-threads", wf.num_run_threads));
+  wf.num_run_threads = static_cast<int>(wf_threads);
   auto openai = std::make_unique<server::OpenAiServer>(engine.get(), api);
   KILN_ASSIGN_OR_RETURN(
       std::unique_ptr<server::HttpServer> http_server,
@@ -135,6 +162,23 @@ Status Serve(int argc, char** argv) {
           },
           // Replies the transport sends itself (malformed HTTP, 413, 501, ...) count too.
           [&openai](int status) { openai->metrics().ObserveHttpStatus(status); }));
+  wf.services.llm_base_url = "http://" +
+                             (http.host == "0.0.0.0" ? std::string("127.0.0.1") : http.host) + ":" +
+                             std::to_string(http_server->port());
+  wf.services.llm_api_key = api.api_key;
+  wf.services.default_model = openai->model_name();
+  // llm nodes without a base_url generate on this engine in-process (classify / embed nodes use
+  // llm_base_url, this server over loopback).
+  GeneratorOptions wf_gen;
+  wf_gen.chat_template = api.chat_template;
+  auto wf_generator = std::make_unique<Generator>(engine.get(), wf_gen);
+  auto wf_llm = std::make_unique<workflow::GeneratorLlm>(wf_generator.get());
+  wf.services.local_llm = wf_llm.get();
+  KILN_ASSIGN_OR_RETURN(workflows, workflow::WorkflowApi::Create(wf));
+  if (workflows->num_recovered_runs() > 0) {
+    KILN_LOG(WARNING) << "workflows: " << workflows->num_recovered_runs()
+                      << " run(s) interrupted by the last stop marked failed";
+  }
   http_server->Start();
   std::printf("kiln serve: listening on http://%s:%d (model %s, device %s)\n", http.host.c_str(),
               http_server->port(), openai->model_name().c_str(),
@@ -155,8 +199,9 @@ Status Serve(int argc, char** argv) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  workflows->Shutdown();  // cancels runs still going (their records say so)
   engine->Shutdown(/*abort_running=*/true);
-  openai->StopCompiles();  // grammar compiles in flight use the engine
+  openai->StopCompiles();  // grammar compiles and tokenization in flight use the engine
   // Let aborted requests' final events reach their clients.
   for (int i = 0; i < 40 && http_server->num_pending_exchanges() > 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
@@ -164,6 +209,7 @@ Status Serve(int argc, char** argv) {
   engine.reset();  // drops output callbacks (they hold connections) before the io threads go
   http_server->Stop();
   openai.reset();
+  workflows.reset();
   KILN_LOG(INFO) << "stopped";
   return Status::Ok();
 }

@@ -5,6 +5,7 @@
 namespace kiln::cli {
 int RunGenerate(int argc, char** argv);
 int RunTokenize(int argc, char** argv);
+int RunFlow(int argc, char** argv);  // flow.cc (built with kiln_workflow)
 int RunQuantize(int argc, char** argv);  // quantize.cc
 int RunEval(int argc, char** argv);      // eval.cc
 }  // namespace kiln::cli

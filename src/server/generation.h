@@ -1,77 +1,54 @@
-// Generation: the state of one /v1/chat/completions or /v1/completions request while the engine
-// runs it: one Choice per (prompt, n) pair, each an engine request with its own incremental
-// detokenizer and stop-string matcher. Produces either one JSON response or an SSE stream.
+// GenerationResponse: one /v1/chat/completions or /v1/completions request while the engine runs
+// it, as the HTTP side sees it: it starts a kiln::Generation (include/kiln/generation.h: n
+// choices, detokenization, stop strings, logprobs, usage) and renders its events as one JSON
+// response or an SSE stream. It holds no generation logic of its own.
 //
-// Threading: created on a connection's strand; Start() submits to the engine; engine outputs are
-// posted to the strand (HttpResponder::Post) and processed there; OnDisconnect aborts the engine
-// requests. Every member is touched only on that strand (or in Start, before any output can run).
+// Threading: created and started on a connection's strand; the Generation's events run on that
+// strand (its executor is HttpResponder::Post), so every member is touched only there. A
+// disconnect cancels the Generation; events after it are ignored (nothing more is written and no
+// request metrics are recorded).
 #pragma once
 
 #include <memory>
 #include <optional>
 #include <string>
-#include <vector>
 
-#include "kiln/engine.h"
+#include "kiln/generation.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/openai_protocol.h"
-#include "server/stop_matcher.h"
 
 namespace kiln::server {
-
-// One prompt ready for the engine.
-struct PreparedPrompt {
-  std::vector<int32_t> token_ids;
-  SamplingParams sampling;  // max_tokens resolved against max_model_len
-  std::string echo_text;    // completions with echo: the prompt text
-};
 
 // The API error for a Submit failure (or a PrepareResponseFormat failure: the same errors) of a
 // request of this kind: the prompt parameter is named, except for a full queue.
 ApiError EngineSubmitError(const Status& status, ApiKind kind);
 
-class Generation final : public std::enable_shared_from_this<Generation> {
- public:
-  Generation(Engine* engine, ServerMetrics* metrics, std::shared_ptr<HttpResponder> responder,
-             GenerateRequest request, ResponseMeta meta, int detokenizer_context_tokens);
+// The kiln::GenerationRequest for a parsed API request (prompts and messages are moved out).
+GenerationRequest ToGenerationRequest(GenerateRequest* request);
 
-  // Submits request.n engine requests per prompt. On failure nothing keeps running and the error
-  // is returned (the caller sends it).
-  std::optional<ApiError> Start(std::vector<PreparedPrompt> prompts);
+class GenerationResponse final : public std::enable_shared_from_this<GenerationResponse> {
+ public:
+  GenerationResponse(const Generator* generator, ServerMetrics* metrics,
+                     std::shared_ptr<HttpResponder> responder, GenerateRequest request,
+                     ResponseMeta meta);
+
+  // Submits every choice. On failure nothing keeps running and the error is returned (the caller
+  // sends it).
+  std::optional<ApiError> Start(PreparedGeneration prepared);
 
  private:
-  struct Choice {
-    std::string request_id;
-    std::unique_ptr<IncrementalDetokenizer> detokenizer;
-    std::unique_ptr<StopMatcher> stop;
-    ChoiceResult result;
-    int num_tokens = 0;   // generated tokens consumed (up to a stop string)
-    int text_offset = 0;  // completions logprobs: offset of the next token's text
-    bool stopped_by_string = false;
-    bool done = false;
-    Usage usage;
-    Status error;
-  };
+  void OnDelta(const GenerationDelta& delta, const GenerationChoice& choice);
+  void OnDone(const GenerationResult& result);
+  void SendChunk(int index, const std::string& text, const std::vector<PositionLogprobs>& logprobs,
+                 const std::string& finish_reason, int text_offset);
 
-  void OnOutput(size_t choice_index, RequestOutput output);
-  void OnDisconnect();
-  void Finish();
-  void SendChunk(size_t choice_index, const std::string& text,
-                 const std::vector<PositionLogprobs>& logprobs, const std::string& finish_reason,
-                 int text_offset);
-
-  Engine* engine_;
+  const Generator* generator_;
   ServerMetrics* metrics_;
   std::shared_ptr<HttpResponder> responder_;
   GenerateRequest request_;
   ResponseMeta meta_;
-  const Tokenizer* tokenizer_;
-  int context_tokens_;
-  std::vector<Choice> choices_;
-  size_t num_done_ = 0;
   bool disconnected_ = false;
-  bool finished_ = false;
 };
 
 }  // namespace kiln::server

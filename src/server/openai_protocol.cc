@@ -672,40 +672,6 @@ std::string EngineErrorParam(const std::string& message) {
   return "";
 }
 
-std::optional<ApiError> CheckPromptLength(int num_prompt_tokens, int max_model_len,
-                                          GenerateRequest* request) {
-  const char* param = request->kind == ApiKind::kChat ? "messages" : "prompt";
-  if (num_prompt_tokens == 0) {
-    return ApiError::BadRequest("the prompt is empty (0 tokens)", param);
-  }
-  if (!request->max_tokens_set) {
-    if (num_prompt_tokens >= max_model_len) {
-      ApiError e = ApiError::BadRequest(
-          "This model's maximum context length is " + std::to_string(max_model_len) +
-              " tokens. However, your prompt has " + std::to_string(num_prompt_tokens) +
-              " tokens, which leaves no room for the completion.",
-          param);
-      e.code = "context_length_exceeded";
-      return e;
-    }
-    request->sampling.max_tokens = max_model_len - num_prompt_tokens;
-    return std::nullopt;
-  }
-  const int64_t total = int64_t{num_prompt_tokens} + request->sampling.max_tokens;
-  if (total > max_model_len) {
-    ApiError e = ApiError::BadRequest(
-        "This model's maximum context length is " + std::to_string(max_model_len) +
-            " tokens. However, you requested " + std::to_string(total) + " tokens (" +
-            std::to_string(num_prompt_tokens) + " in the prompt, " +
-            std::to_string(request->sampling.max_tokens) +
-            " in the completion). Please reduce the prompt or max_tokens.",
-        param);
-    e.code = "context_length_exceeded";
-    return e;
-  }
-  return std::nullopt;
-}
-
 // ---- responses ---------------------------------------------------------------------------------
 
 std::string TokenDisplay(const Tokenizer& tokenizer, int32_t id) {

@@ -90,10 +90,8 @@ std::optional<ApiError> ReadOptionalBool(const json& body, const char* name, boo
 std::optional<ApiError> ParseChatRequest(const json& body, GenerateRequest* out);
 std::optional<ApiError> ParseCompletionRequest(const json& body, GenerateRequest* out);
 
-// Checks a prompt's ids against the vocabulary and the prompt + max_tokens against max_model_len
-// (filling sampling.max_tokens when it was not set). `param` names the prompt field in errors.
-std::optional<ApiError> CheckPromptLength(int num_prompt_tokens, int max_model_len,
-                                          GenerateRequest* request);
+// Checks ids against the vocabulary; `param` names the field in errors. (Prompt lengths are
+// checked by kiln::Generator::Prepare.)
 std::optional<ApiError> CheckTokenIds(const std::vector<int32_t>& ids, int vocab_size,
                                       const char* param);
 

@@ -314,26 +314,10 @@ TEST(OpenAiProtocolTest, CompletionPromptShapes) {
   EXPECT_EQ(e->param, "logprobs");
 }
 
-TEST(OpenAiProtocolTest, PromptLengthAndVocabularyChecks) {
-  GenerateRequest r;
-  ASSERT_FALSE(Completion(R"({"prompt":"x","max_tokens":100})", &r));
-  auto e = CheckPromptLength(30, 128, &r);
-  ASSERT_TRUE(e);
-  EXPECT_EQ(e->http_status, 400);
-  EXPECT_EQ(e->code, "context_length_exceeded");
-  EXPECT_NE(e->message.find("maximum context length is 128 tokens"), std::string::npos);
-  EXPECT_NE(e->message.find("you requested 130 tokens (30 in the prompt, 100 in the completion)"),
-            std::string::npos)
-      << e->message;
-  EXPECT_FALSE(CheckPromptLength(28, 128, &r));
-
-  GenerateRequest chat;
-  ASSERT_FALSE(Chat(R"({"messages":[{"role":"user","content":"x"}]})", &chat));
-  EXPECT_FALSE(CheckPromptLength(28, 128, &chat));
-  EXPECT_EQ(chat.sampling.max_tokens, 100);  // unset → what fits
-  EXPECT_TRUE(CheckPromptLength(0, 128, &chat));
-
-  e = CheckTokenIds({1, 2, 100}, 100, "prompt");
+// Prompt-length checks moved with the generation logic: generation_test.cc
+// (GeneratorTest.PromptLengthChecks) asserts what this test asserted.
+TEST(OpenAiProtocolTest, VocabularyChecks) {
+  auto e = CheckTokenIds({1, 2, 100}, 100, "prompt");
   ASSERT_TRUE(e);
   EXPECT_NE(e->message.find("token id 100 is outside the vocabulary (size 100)"),
             std::string::npos);

@@ -64,11 +64,11 @@ bool SecretEquals(const std::string& a, const std::string& b) {
 
 }  // namespace
 
-// Threads that compile the grammars of structured requests (off the I/O threads).
-class CompilePool final {
+// Threads for work kept off the I/O threads: grammar compiles, request parsing and tokenization.
+class WorkerPool final {
  public:
-  explicit CompilePool(int num_threads) : pool_(static_cast<size_t>(std::max(1, num_threads))) {}
-  ~CompilePool() { Join(); }
+  explicit WorkerPool(int num_threads) : pool_(static_cast<size_t>(std::max(1, num_threads))) {}
+  ~WorkerPool() { Join(); }
   void Post(std::function<void()> fn) { boost::asio::post(pool_, std::move(fn)); }
   void Join() { pool_.join(); }  // queued compiles still run
 
@@ -79,36 +79,14 @@ class CompilePool final {
 OpenAiServer::OpenAiServer(Engine* engine, OpenAiServerOptions options)
     : engine_(engine),
       options_(std::move(options)),
-      compile_pool_(std::make_unique<CompilePool>(options_.num_compile_threads)) {
+      generator_(std::make_unique<Generator>(
+          engine, GeneratorOptions{options_.chat_template, options_.detokenizer_context_tokens})),
+      compile_pool_(std::make_unique<WorkerPool>(options_.num_compile_threads)),
+      tokenize_pool_(std::make_unique<WorkerPool>(options_.num_tokenize_threads)) {
   model_name_ = options_.served_model_name.empty() ? engine_->model_info().served_model_name
                                                    : options_.served_model_name;
   id_salt_ = std::random_device{}();
   id_salt_ = (id_salt_ << 32) ^ std::random_device{}();
-  if (const Tokenizer* tok = engine_->tokenizer()) {
-    for (int32_t id = 0; id < tok->vocab_size(); ++id) {
-      max_token_bytes_ = std::max(max_token_bytes_, tok->TokenBytes(id).size());
-    }
-  }
-}
-
-size_t OpenAiServer::max_prompt_bytes() const {
-  // No text longer than this can be max_model_len tokens or fewer (every token stands for at most
-  // max_token_bytes_ bytes; ×2 leaves room for normalizers that shrink text). A floor of 64 KiB.
-  const size_t bound =
-      static_cast<size_t>(std::max(max_model_len(), 1)) * std::max<size_t>(max_token_bytes_, 1) * 2;
-  return std::max(bound, size_t{64} << 10);
-}
-
-std::optional<ApiError> OpenAiServer::CheckPromptBytes(size_t num_bytes, const char* param) const {
-  if (num_bytes <= max_prompt_bytes()) return std::nullopt;
-  ApiError e = ApiError::BadRequest(
-      "This model's maximum context length is " + std::to_string(max_model_len()) +
-          " tokens, and the prompt's " + std::to_string(num_bytes) +
-          " bytes cannot fit in it (limit " + std::to_string(max_prompt_bytes()) +
-          " bytes); it was rejected without tokenizing.",
-      param);
-  e.code = "context_length_exceeded";
-  return e;
 }
 
 OpenAiServer::~OpenAiServer() = default;
@@ -119,13 +97,6 @@ std::string OpenAiServer::NewId(const char* prefix) {
                 static_cast<unsigned long long>(id_salt_),
                 static_cast<unsigned long long>(next_id_++));
   return buf;
-}
-
-int OpenAiServer::max_model_len() const {
-  int len = engine_->model_info().max_model_len;
-  const int configured = engine_->options().scheduler.max_model_len;
-  if (configured > 0 && (len <= 0 || configured < len)) len = configured;
-  return len;
 }
 
 std::optional<ApiError> OpenAiServer::CheckModel(const std::string& model) const {
@@ -141,17 +112,18 @@ void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> re
     const char* method;
     bool needs_auth;
     void (OpenAiServer::*fn)(const HttpRequest&, std::shared_ptr<HttpResponder>);
+    bool off_io_thread = false;  // parses a body / tokenizes: runs on the worker pool
   };
   static const Route kRoutes[] = {
-      {"/v1/chat/completions", "POST", true, &OpenAiServer::HandleChat},
-      {"/v1/completions", "POST", true, &OpenAiServer::HandleCompletion},
+      {"/v1/chat/completions", "POST", true, &OpenAiServer::HandleChat, true},
+      {"/v1/completions", "POST", true, &OpenAiServer::HandleCompletion, true},
       {"/v1/models", "GET", true, &OpenAiServer::HandleModels},
       {"/health", "GET", false, &OpenAiServer::HandleHealth},
       {"/metrics", "GET", false, &OpenAiServer::HandleMetrics},
-      {"/tokenize", "POST", true, &OpenAiServer::HandleTokenize},
-      {"/detokenize", "POST", true, &OpenAiServer::HandleDetokenize},
-      {"/v1/classify", "POST", true, &OpenAiServer::HandleClassify},
-      {"/v1/embeddings", "POST", true, &OpenAiServer::HandleEmbeddings},
+      {"/tokenize", "POST", true, &OpenAiServer::HandleTokenize, true},
+      {"/detokenize", "POST", true, &OpenAiServer::HandleDetokenize, true},
+      {"/v1/classify", "POST", true, &OpenAiServer::HandleClassify, true},
+      {"/v1/embeddings", "POST", true, &OpenAiServer::HandleEmbeddings, true},
   };
   const Route* route = nullptr;
   for (const auto& r : kRoutes) {
@@ -161,12 +133,16 @@ void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> re
     static const Route kModel = {"/v1/models/", "GET", true, &OpenAiServer::HandleModels};
     route = &kModel;
   }
-  if (route == nullptr) {
+  const OpenAiServerOptions::ExtraRoute* extra = nullptr;
+  for (const auto& x : options_.extra_routes) {
+    if (route == nullptr && request.path.rfind(x.prefix, 0) == 0) extra = &x;
+  }
+  if (route == nullptr && extra == nullptr) {
     ApiError e = ApiError::NotFound("no route for " + request.method + " " + request.path,
                                     "route_not_found");
     return SendError(&metrics_, *responder, e);
   }
-  if (route->needs_auth && !options_.api_key.empty()) {
+  if ((extra != nullptr || route->needs_auth) && !options_.api_key.empty()) {
     std::string_view token;
     const bool ok = BearerToken(request.authorization, &token) &&
                     SecretEquals(std::string(token), options_.api_key);
@@ -178,6 +154,7 @@ void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> re
       return SendError(&metrics_, *responder, e);
     }
   }
+  if (extra != nullptr) return extra->handler(request, std::move(responder));
   // HEAD is GET without the body (RFC 9110 §9.3.2; the transport leaves the body out).
   const bool head_of_get = request.method == "HEAD" && std::string_view(route->method) == "GET";
   if (request.method != route->method && !head_of_get) {
@@ -190,7 +167,19 @@ void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> re
     responder->Send(405, "application/json", e.ToJson(), {{"Allow", route->method}});
     return;
   }
+  if (route->off_io_thread) {
+    RunOffIoThread([this, fn = route->fn, request = std::move(request),
+                    responder = std::move(responder)]() mutable {
+      (this->*fn)(request, std::move(responder));
+    });
+    return;
+  }
   (this->*(route->fn))(request, std::move(responder));
+}
+
+void OpenAiServer::RunOffIoThread(std::function<void()> fn) {
+  if (compiles_stopped_) return fn();
+  tokenize_pool_->Post(std::move(fn));
 }
 
 void OpenAiServer::HandleHealth(const HttpRequest&, std::shared_ptr<HttpResponder> responder) {
@@ -236,73 +225,20 @@ void OpenAiServer::HandleCompletion(const HttpRequest& request,
 
 std::optional<ApiError> OpenAiServer::RenderChatPrompt(const GenerateRequest& g,
                                                        std::vector<int32_t>* ids) const {
-  const Tokenizer* tok = engine_->tokenizer();
-  if (tok == nullptr) {
-    return ApiError::BadRequest("the served model has no tokenizer for chat messages", "messages");
-  }
-  ChatTemplateOptions co = g.chat_options;
-  if (co.chat_template.empty()) co.chat_template = options_.chat_template;
-  co.max_rendered_bytes = max_prompt_bytes();  // bounded while rendering (template amplification)
-  if (co.chat_template.empty() && !tok->has_chat_template()) {
-    return ApiError::BadRequest(
-        "the served model has no chat template; start the server with --chat-template or use "
-        "/v1/completions",
-        "messages");
-  }
-  auto text = tok->ApplyChatTemplate(g.messages, co);
-  if (!text.ok()) {
-    return ApiError::FromStatus(
-        text.status(), g.chat_options.chat_template.empty() ? "messages" : "chat_template");
-  }
-  *ids = tok->Encode(*text, g.add_special_tokens);
+  std::string field;
+  auto rendered =
+      generator_->RenderChat(g.messages, g.chat_options, g.add_special_tokens, &field);
+  if (!rendered.ok()) return ApiError::FromStatus(rendered.status(), field);
+  *ids = std::move(rendered).value();
   return std::nullopt;
 }
 
 std::optional<ApiError> OpenAiServer::PreparePrompts(GenerateRequest* g,
-                                                     std::vector<PreparedPrompt>* out) const {
-  const Tokenizer* tok = engine_->tokenizer();
-  const int vocab =
-      engine_->model_info().vocab_size > 0 ? engine_->model_info().vocab_size : tok->vocab_size();
-  for (const auto& s : g->logprob_token_strings) {
-    const auto ids = tok->Encode(s, false);
-    if (ids.size() != 1) {
-      return ApiError::BadRequest("'logprob_token_ids' entry '" + s + "' is " +
-                                      std::to_string(ids.size()) + " tokens, not one",
-                                  "logprob_token_ids");
-    }
-    g->logprob_token_ids.push_back(ids[0]);
-  }
-  if (auto e = CheckTokenIds(g->logprob_token_ids, vocab, "logprob_token_ids")) return e;
-  if (auto e = CheckTokenIds(g->sampling.stop_token_ids, vocab, "stop_token_ids")) return e;
-
-  std::vector<std::pair<std::vector<int32_t>, std::string>> prompts;  // ids, echo text
-  if (g->kind == ApiKind::kChat) {
-    std::vector<int32_t> ids;
-    if (auto e = RenderChatPrompt(*g, &ids)) return e;
-    prompts.emplace_back(std::move(ids), "");
-  } else {
-    for (auto& p : g->prompts) {
-      if (p.is_text) {
-        if (auto e = CheckPromptBytes(p.text.size(), "prompt")) return e;
-        prompts.emplace_back(tok->Encode(p.text, g->add_special_tokens), p.text);
-      } else {
-        if (auto e = CheckTokenIds(p.token_ids, vocab, "prompt")) return e;
-        std::string echo;
-        if (g->echo) {
-          auto text = tok->Decode(p.token_ids, g->skip_special_tokens);
-          if (text.ok()) echo = *text;
-        }
-        prompts.emplace_back(std::move(p.token_ids), std::move(echo));
-      }
-    }
-  }
-  const int limit = max_model_len();
-  const int requested_max_tokens = g->sampling.max_tokens;
-  for (auto& [ids, echo] : prompts) {
-    g->sampling.max_tokens = requested_max_tokens;
-    if (auto e = CheckPromptLength(static_cast<int>(ids.size()), limit, g)) return e;
-    out->push_back({std::move(ids), g->sampling, std::move(echo)});
-  }
+                                                     PreparedGeneration* out) const {
+  std::string field;
+  auto prepared = generator_->Prepare(ToGenerationRequest(g), &field);
+  if (!prepared.ok()) return ApiError::FromStatus(prepared.status(), field);
+  *out = std::move(prepared).value();
   return std::nullopt;
 }
 
@@ -318,18 +254,22 @@ void OpenAiServer::HandleGenerate(const HttpRequest& request,
   if (engine_->tokenizer() == nullptr) {  // permanent for this server: 400, not 503
     return SendError(&metrics_, *responder, NoTokenizerError(chat ? "messages" : "prompt"));
   }
-  std::vector<PreparedPrompt> prompts;
-  if (auto e = PreparePrompts(&g, &prompts)) return SendError(&metrics_, *responder, *e);
-  if (g.sampling.response_format.type == ResponseFormat::Type::kText || compiles_stopped_) {
-    return StartGeneration(std::move(responder), std::move(g), std::move(prompts));
-  }
-  // Compile the grammar on the compile pool (into the engine's cache), then submit on the strand.
+  PreparedGeneration prepared;
+  if (auto e = PreparePrompts(&g, &prepared)) return SendError(&metrics_, *responder, *e);
   struct Pending {
     GenerateRequest g;
-    std::vector<PreparedPrompt> prompts;
+    PreparedGeneration prepared;
     Status compiled;
   };
-  auto pending = std::make_shared<Pending>(Pending{std::move(g), std::move(prompts), {}});
+  auto pending = std::make_shared<Pending>(Pending{std::move(g), std::move(prepared), {}});
+  // Generations start on the connection's strand, so that their events follow the stream's head.
+  if (pending->g.sampling.response_format.type == ResponseFormat::Type::kText ||
+      compiles_stopped_) {
+    return responder->Post([this, responder, pending] {
+      StartGeneration(responder, std::move(pending->g), std::move(pending->prepared));
+    });
+  }
+  // Compile the grammar on the compile pool (into the engine's cache), then submit on the strand.
   compile_pool_->Post([this, responder, pending] {
     pending->compiled = engine_->PrepareResponseFormat(pending->g.sampling.response_format);
     responder->Post([this, responder, pending] {
@@ -340,24 +280,25 @@ void OpenAiServer::HandleGenerate(const HttpRequest& request,
         }
         return SendError(&metrics_, *responder, e);
       }
-      StartGeneration(responder, std::move(pending->g), std::move(pending->prompts));
+      StartGeneration(responder, std::move(pending->g), std::move(pending->prepared));
     });
   });
 }
 
 void OpenAiServer::StopCompiles() {
   compiles_stopped_ = true;
+  tokenize_pool_->Join();
   compile_pool_->Join();
 }
 
 void OpenAiServer::StartGeneration(std::shared_ptr<HttpResponder> responder, GenerateRequest g,
-                                   std::vector<PreparedPrompt> prompts) {
+                                   PreparedGeneration prepared) {
   const bool chat = g.kind == ApiKind::kChat;
   ResponseMeta meta{NewId(chat ? "chatcmpl-" : "cmpl-"), static_cast<int64_t>(std::time(nullptr)),
                     model_name_};
-  auto gen = std::make_shared<Generation>(engine_, &metrics_, responder, std::move(g),
-                                          std::move(meta), options_.detokenizer_context_tokens);
-  if (auto e = gen->Start(std::move(prompts))) {
+  auto gen = std::make_shared<GenerationResponse>(generator_.get(), &metrics_, responder,
+                                                  std::move(g), std::move(meta));
+  if (auto e = gen->Start(std::move(prepared))) {
     if (e->retry_after_s > 0) e->retry_after_s = options_.retry_after_s;
     SendError(&metrics_, *responder, *e);
   }

@@ -5,24 +5,28 @@
 // Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health,
 // GET /metrics, POST /tokenize, POST /detokenize, POST /v1/classify, POST /v1/embeddings.
 //
-// Threading: Handle() runs on a connection's strand. A structured request's grammar is compiled on
-// a small compile pool (Engine::PrepareResponseFormat; a large schema takes up to seconds), not on
-// the I/O thread, and the request resumes on its strand when that is done: an invalid schema is
-// still a 400 before anything is streamed, and other connections on the same I/O thread keep being
-// served meanwhile. Engine outputs arrive on the engine's output
-// thread; the callback only posts them to the connection's strand, where detokenization, stop
-// strings and rendering happen (never on the engine thread). All per-request state is touched only
-// on that strand. A client that disconnects before its response completes gets its engine requests
-// aborted (their KV blocks are released by the engine).
+// Threading: Handle() runs on a connection's strand (an HTTP I/O thread) and does only cheap work
+// there (routing, auth, /health, /metrics, /v1/models). Routes that parse large bodies, render chat
+// templates or tokenize (completions, chat, /tokenize, /detokenize, classify, embeddings) run on
+// a worker pool (num_tokenize_threads), so a 100k-token prompt never stalls other connections on
+// the same I/O thread. A structured request's grammar is then compiled on a small compile pool
+// (Engine::PrepareResponseFormat; a large schema takes up to seconds), and a generation resumes
+// on its strand to start: an invalid schema is still a 400 before anything is streamed. Text
+// generation itself is kiln::Generator's (include/kiln/generation.h): its events (detokenization,
+// stop strings) run on the connection's strand, never on the engine thread. A client that
+// disconnects before its response completes gets its engine requests aborted (their KV blocks
+// are released by the engine).
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "kiln/engine.h"
+#include "kiln/generation.h"
 #include "server/api_error.h"
 #include "server/embedding_head.h"
 #include "server/http_server.h"
@@ -39,11 +43,20 @@ struct OpenAiServerOptions {
   // Projection applied to pooled embeddings (POST /v1/embeddings); null → none.
   std::shared_ptr<const EmbeddingHead> embedding_head;
   int num_compile_threads = 2;  // grammar compiles of structured requests (response_format)
+  // Parsing, chat-template rendering and tokenization of request bodies, off the I/O threads.
+  int num_tokenize_threads = 4;
+  // Routes another component serves under a path prefix (e.g. /v1/workflows, the workflow API):
+  // a request whose path starts with `prefix` and matches no built-in route goes to `handler`
+  // (on the I/O thread: it must not block) after the API-key check.
+  struct ExtraRoute {
+    std::string prefix;
+    std::function<void(const HttpRequest&, std::shared_ptr<HttpResponder>)> handler;
+  };
+  std::vector<ExtraRoute> extra_routes;
 };
 
 struct GenerateRequest;
-struct PreparedPrompt;
-class CompilePool;
+class WorkerPool;
 
 class OpenAiServer final {
  public:
@@ -54,8 +67,8 @@ class OpenAiServer final {
   OpenAiServer& operator=(const OpenAiServer&) = delete;
 
   void Handle(HttpRequest request, std::shared_ptr<HttpResponder> responder);
-  // Waits for the grammar compiles in flight (they use the engine: call before destroying it).
-  // Structured requests after this compile on the calling thread.
+  // Waits for the grammar compiles and the request work (tokenization) in flight: they use the
+  // engine; call before destroying it. Work arriving after this runs on the calling thread.
   void StopCompiles();
   // While draining, /health answers 503 (load balancers stop sending).
   void SetDraining(bool draining) { draining_ = draining; }
@@ -65,12 +78,8 @@ class OpenAiServer final {
   // For the pooling endpoints (pooling.cc).
   Engine* engine() const { return engine_; }
   const EmbeddingHead* embedding_head() const { return options_.embedding_head.get(); }
-  int max_model_len() const;
-  // Text longer than this cannot fit max_model_len tokens: rejected before tokenizing, and the
-  // bound on a chat template's rendered size.
-  size_t max_prompt_bytes() const;
-  // context_length_exceeded (400) for a prompt text of num_bytes over max_prompt_bytes().
-  std::optional<ApiError> CheckPromptBytes(size_t num_bytes, const char* param) const;
+  int max_model_len() const { return generator_->max_model_len(); }
+  const Generator& generator() const { return *generator_; }
   std::string NewId(const char* prefix);
   // 404 unless `model` is empty or the served name.
   std::optional<ApiError> CheckModel(const std::string& model) const;
@@ -93,11 +102,12 @@ class OpenAiServer final {
   void HandleDetokenize(const HttpRequest& request, std::shared_ptr<HttpResponder> responder);
   void HandleClassify(const HttpRequest& request, std::shared_ptr<HttpResponder> responder);
   void HandleEmbeddings(const HttpRequest& request, std::shared_ptr<HttpResponder> responder);
-  // Tokenizes every prompt, checks ids and lengths, resolves max_tokens per prompt.
-  std::optional<ApiError> PreparePrompts(GenerateRequest* g,
-                                         std::vector<PreparedPrompt>* out) const;
+  // Renders / tokenizes every prompt, checks ids and lengths (Generator::Prepare).
+  std::optional<ApiError> PreparePrompts(GenerateRequest* g, PreparedGeneration* out) const;
   void StartGeneration(std::shared_ptr<HttpResponder> responder, GenerateRequest g,
-                       std::vector<PreparedPrompt> prompts);
+                       PreparedGeneration prepared);
+  // Runs `fn` on the worker pool (or inline once StopCompiles() ran).
+  void RunOffIoThread(std::function<void()> fn);
 
   Engine* engine_;
   OpenAiServerOptions options_;
@@ -105,10 +115,12 @@ class OpenAiServer final {
   ServerMetrics metrics_;
   std::atomic<bool> draining_{false};
   std::atomic<bool> compiles_stopped_{false};
+  std::unique_ptr<Generator> generator_;
   std::atomic<uint64_t> next_id_{0};
   uint64_t id_salt_ = 0;
-  size_t max_token_bytes_ = 0;                 // the longest token's text (0 without a tokenizer)
-  std::unique_ptr<CompilePool> compile_pool_;  // last: joined first, while the rest is alive
+  // Last: joined first, while the rest is alive.
+  std::unique_ptr<WorkerPool> compile_pool_;
+  std::unique_ptr<WorkerPool> tokenize_pool_;
 };
 
 }  // namespace kiln::server

@@ -124,7 +124,10 @@ std::optional<ApiError> InputPrompts(OpenAiServer* server, const json& input, bo
     }
     if (p.is_text) {
       if (tok == nullptr) return no_tokenizer;
-      if (auto e = server->CheckPromptBytes(p.text.size(), "input")) return e;
+      // Refused by its size alone, before the time to tokenize it is spent.
+      if (Status s = server->generator().CheckPromptBytes(p.text.size()); !s.ok()) {
+        return ApiError::FromStatus(s, "input");
+      }
       out->push_back(tok->Encode(p.text, /*add_special_tokens=*/true));
     } else {
       if (auto e = CheckTokenIds(p.token_ids, vocab, "input")) return e;

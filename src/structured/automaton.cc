@@ -349,8 +349,8 @@ Status CountedProduct(const RuleDfa& body, const std::string& name, const Automa
   }
   static const RuleDfa* const kString = [] {
     auto* d = new RuleDfa;
-    Status st = BuildRuleDfa(Seq({Literal("\""), Star(JsonStringChar()), Literal("\"")}),
-                             "string", AutomatonLimits{}, Budget(1e9), d);
+    Status st = BuildRuleDfa(Seq({Literal("\""), Star(JsonStringChar()), Literal("\"")}), "string",
+                             AutomatonLimits{}, Budget(1e9), d);
     (void)st;
     return d;
   }();

@@ -50,10 +50,10 @@ struct Automaton {
     std::vector<uint64_t> viable;  // [rule states][words]: bit n = the rule can end in bounds
                                    // from (state, count n)
   };
-  std::vector<int32_t> counter_of;     // [num_rules]: index into counters, -1 = not counted
+  std::vector<int32_t> counter_of;  // [num_rules]: index into counters, -1 = not counted
   std::vector<Counter> counters;
-  std::vector<uint64_t> starts_char;   // [num_states * 4]: bit b = the transition on b starts a
-                                       // character (counted rules only)
+  std::vector<uint64_t> starts_char;  // [num_states * 4]: bit b = the transition on b starts a
+                                      // character (counted rules only)
 
   int32_t Next(int32_t state, uint8_t byte) const { return next[state * 256 + byte]; }
   bool StartsChar(int32_t state, uint8_t byte) const {

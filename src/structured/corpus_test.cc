@@ -307,8 +307,7 @@ const HeldOutRun& RunHeldOut() {
         GrammarMatcher m(*g);
         if (w == 0) ExpectMaskExact(&m, cs.name + " step 0");
         testing::WalkResult res = testing::RandomWalk(&m, &rng, kMaxTokens);
-        EXPECT_FALSE(res.stuck) << cs.name << ": empty mask before completion after "
-                                << res.output;
+        EXPECT_FALSE(res.stuck) << cs.name << ": empty mask before completion after " << res.output;
         if (!res.terminated) continue;
         EXPECT_FALSE(nlohmann::json::parse(res.output, nullptr, false).is_discarded())
             << cs.name << " produced non-JSON: " << res.output;

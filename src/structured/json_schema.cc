@@ -670,8 +670,8 @@ class Converter {
     const int n = static_cast<int>(props.size());
     const std::string name = "object" + std::to_string(g_.rules.size());
     if (s.contains("minProperties") || s.contains("maxProperties")) {
-      KILN_ASSIGN_OR_RETURN(ExprPtr body, CountedMembers(s, pexpr, props_required(props), extra,
-                                                         sep, name, path));
+      KILN_ASSIGN_OR_RETURN(
+          ExprPtr body, CountedMembers(s, pexpr, props_required(props), extra, sep, name, path));
       return Ref(NewRule(name, Seq({Literal("{"), Ws(), body, Ws(), Literal("}")})));
     }
     // rest[i]: properties i.. each preceded by a separator, then extras.
@@ -782,7 +782,7 @@ class Converter {
   int64_t proof_budget_ = ExclusivityProver::kProofBudget;  // oneOf proofs, whole schema
   std::map<std::string, int> ref_rules_;
   std::map<std::string, int> string_rules_;  // format / pattern / length rules by key
-  std::vector<std::string> unsatisfiable_;  // enum/const schemas left with no value, and why
+  std::vector<std::string> unsatisfiable_;   // enum/const schemas left with no value, and why
 };
 
 }  // namespace

@@ -428,8 +428,7 @@ TEST(JsonSchemaTest, HugeRepetitionCountsFailFastWithAClearError) {
     f.regex = re;
     const auto t0 = std::chrono::steady_clock::now();
     auto g = Compiler().Compile(f);
-    const double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     ASSERT_FALSE(g.ok()) << re;
     EXPECT_EQ(g.status().code(), StatusCode::kInvalidArgument);
     const std::string& msg = g.status().message();

@@ -22,17 +22,6 @@
 using namespace kiln::structured;
 using kiln::ResponseFormat;
 
-namespace {
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * (v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   int walks = 3, max_tokens = 1000;
   bool warm = false;
@@ -96,23 +85,26 @@ int main(int argc, char** argv) {
         "%-28s compile %8.1f ms (%5d states, %4d tables computed, %6.1f MB)  mask p50 %6.1f "
         "p99 %7.1f max %7.1f us over %zu steps\n",
         cs.name.c_str(), st.compile_ms, st.num_states, st.num_entries_computed,
-        st.entry_bytes / 1e6, Percentile(local, 0.5), Percentile(local, 0.99),
-        Percentile(local, 1.0), local.size());
+        st.entry_bytes / 1e6, testing::Percentile(local, 0.5), testing::Percentile(local, 0.99),
+        testing::Percentile(local, 1.0), local.size());
   }
   std::printf("\n%d schemas, %d walks each (max %d tokens), %zu mask computations, %s\n",
               num_schemas, walks, max_tokens, mask_us.size(),
               warm ? "every token table computed before the walks (--warm 1)"
                    : "token tables computed lazily during the walks (cold)");
   std::printf("mask time:    p50 %.1f us (goal <= 50), p99 %.1f us (goal <= 500), max %.1f us\n",
-              Percentile(mask_us, 0.5), Percentile(mask_us, 0.99), Percentile(mask_us, 1.0));
+              testing::Percentile(mask_us, 0.5), testing::Percentile(mask_us, 0.99),
+              testing::Percentile(mask_us, 1.0));
   std::printf(
       "mask CPU time (thread clock, excludes preemption): p50 %.1f us, p99 %.1f us, "
       "max %.1f us\n",
-      Percentile(mask_cpu_us, 0.5), Percentile(mask_cpu_us, 0.99), Percentile(mask_cpu_us, 1.0));
+      testing::Percentile(mask_cpu_us, 0.5), testing::Percentile(mask_cpu_us, 0.99),
+      testing::Percentile(mask_cpu_us, 1.0));
   std::printf("first mask of a request (wall): p50 %.1f us, p99 %.1f us\n",
-              Percentile(first_mask_us, 0.5), Percentile(first_mask_us, 0.99));
-  std::printf("compile time (to the first mask's tables, wall): p50 %.1f ms, max %.1f ms (one "
-              "compiler, in corpus order: shared rule tables reused)\n",
-              Percentile(compile_ms, 0.5), Percentile(compile_ms, 1.0));
+              testing::Percentile(first_mask_us, 0.5), testing::Percentile(first_mask_us, 0.99));
+  std::printf(
+      "compile time (to the first mask's tables, wall): p50 %.1f ms, max %.1f ms (one "
+      "compiler, in corpus order: shared rule tables reused)\n",
+      testing::Percentile(compile_ms, 0.5), testing::Percentile(compile_ms, 1.0));
   return 0;
 }

@@ -157,8 +157,8 @@ StatusOr<ExprPtr> MultipleOfExpr(const NumberBounds& b, double k, bool integer) 
     std::vector<ExprPtr> alts;
     if ((!qlo || *qlo <= 0) && (!qhi || *qhi >= 0)) alts.push_back(Literal("0"));
     if (!qhi || *qhi >= 1) {
-      alts.push_back(Seq({MagnitudeRange(qlo ? std::max<int64_t>(*qlo, 1) : 1, qhi ? *qhi : -1),
-                          Literal(zeros)}));
+      alts.push_back(Seq(
+          {MagnitudeRange(qlo ? std::max<int64_t>(*qlo, 1) : 1, qhi ? *qhi : -1), Literal(zeros)}));
     }
     if (!qlo || *qlo <= -1) {
       alts.push_back(Seq({Literal("-"),
@@ -255,7 +255,8 @@ ExprPtr NumberExpr(const NumberBounds& b, bool integer, int max_frac_digits) {
   if (b.hi) phi = std::floor(*b.hi) - 1;
   if (!phi || *phi >= *plo) {
     std::optional<int64_t> h = ClampBound(phi);
-    alts.push_back(Seq({MagnitudeRange(static_cast<int64_t>(*plo), h ? *h : -1), Fraction(frac_digits)}));
+    alts.push_back(
+        Seq({MagnitudeRange(static_cast<int64_t>(*plo), h ? *h : -1), Fraction(frac_digits)}));
   }
   // Negative decimals -I.F with I in [max(0, ceil(-hi)), floor(-lo) - 1].
   double nlo = b.hi ? std::max(0.0, std::ceil(-*b.hi)) : 0.0;
@@ -263,8 +264,8 @@ ExprPtr NumberExpr(const NumberBounds& b, bool integer, int max_frac_digits) {
   if (b.lo) nhi = std::floor(-*b.lo) - 1;
   if (!nhi || *nhi >= nlo) {
     std::optional<int64_t> h = ClampBound(nhi);
-    alts.push_back(
-        Seq({Literal("-"), MagnitudeRange(static_cast<int64_t>(nlo), h ? *h : -1), Fraction(frac_digits)}));
+    alts.push_back(Seq({Literal("-"), MagnitudeRange(static_cast<int64_t>(nlo), h ? *h : -1),
+                        Fraction(frac_digits)}));
   }
   return Alt(std::move(alts));
 }

@@ -179,8 +179,9 @@ Status Merge(Json* a, const Json& b_in, const SchemaRefResolver& resolve, const 
   std::optional<Json> unevaluated;
   if (LowerUnevaluatedProperties(&b)) {
     if (!a->empty()) {
-      return Err(path, "unevaluatedProperties in an allOf member that has allOf/anyOf/oneOf/$ref "
-                       "itself is not supported");
+      return Err(path,
+                 "unevaluatedProperties in an allOf member that has allOf/anyOf/oneOf/$ref "
+                 "itself is not supported");
     }
     unevaluated = b["unevaluatedProperties"];
     b.erase("unevaluatedProperties");

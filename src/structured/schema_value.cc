@@ -248,8 +248,9 @@ StatusOr<bool> ValueChecker::ValidAt(const SchemaJson& v, const SchemaJson& s,
   if (s.contains("unevaluatedProperties")) {
     Json lowered = s;
     if (LowerUnevaluatedProperties(&lowered)) {
-      return Err(path, "unevaluatedProperties next to allOf/anyOf/oneOf/$ref in a schema with enum "
-                       "or const values is not supported");
+      return Err(path,
+                 "unevaluatedProperties next to allOf/anyOf/oneOf/$ref in a schema with enum "
+                 "or const values is not supported");
     }
     return ValidAt(v, lowered, path, depth, why);
   }

@@ -1,8 +1,8 @@
 // Runs the pushdown automaton (automaton.h) on bytes. A parse stack is a chain of hash-consed
 // frames (StackPool node = (state, parent node, character count)); the count is that of a
-// counted rule's frame (automaton.h Counter), 0 elsewhere, so equal stacks are equal node ids and stacks
-// share their common bottoms. A Config is the set of stacks alive after some input: their top
-// frames all sit on states with byte transitions ("byte-consuming" frames), plus a flag saying
+// counted rule's frame (automaton.h Counter), 0 elsewhere, so equal stacks are equal node ids and
+// stacks share their common bottoms. A Config is the set of stacks alive after some input: their
+// top frames all sit on states with byte transitions ("byte-consuming" frames), plus a flag saying
 // whether the input may end here because the bottom frame's rule completed.
 //
 // kBottom marks the end of a real parse stack (the root rule's return); kBase marks the end of a

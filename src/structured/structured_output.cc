@@ -1,5 +1,9 @@
 #include "structured/structured_output.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <ctime>
@@ -243,6 +247,9 @@ void GrammarCompiler::QueueBackground(const std::shared_ptr<const CompiledGramma
 }
 
 void GrammarCompiler::BackgroundLoop() {
+  // Lowest CPU priority (Linux: per thread): the tables are a head start for matchers, which
+  // compute any table they need themselves, so this thread must not slow request threads.
+  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 19);
   for (;;) {
     std::shared_ptr<const CompiledGrammar> g;
     {

@@ -26,9 +26,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <future>
-#include <cstdint>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -117,7 +117,7 @@ struct GrammarCompilerOptions {
   AutomatonLimits limits;
   // After the first mask's tables, Compile keeps computing tables (in state order) while its
   // thread CPU time stays below this; the rest are computed on first use. 0 = first mask only.
-  double eager_table_budget_ms = 10;
+  double eager_table_budget_ms = 0;
   // Compute the remaining tables of compiled grammars on a background thread (one per compiler).
   bool background_tables = true;
   Status Validate() const;

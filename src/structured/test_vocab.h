@@ -137,6 +137,14 @@ inline std::vector<CorpusSchema> LoadCorpus(const std::string& dir) {
   return out;
 }
 
+// The p-quantile (0..1, nearest rank) of `v`; 0 for an empty vector.
+inline double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(p * (v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
 struct WalkResult {
   std::string output;
   int num_tokens = 0;

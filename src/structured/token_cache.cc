@@ -101,7 +101,8 @@ struct CountedCollector {
     int32_t end_local, chars, id;
     bool operator<(const Acc& o) const {
       return end_local != o.end_local ? end_local < o.end_local
-                                      : chars != o.chars ? chars < o.chars : id < o.id;
+             : chars != o.chars       ? chars < o.chars
+                                      : id < o.id;
     }
   };
   std::vector<Acc> accepted;

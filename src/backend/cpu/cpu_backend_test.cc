@@ -220,6 +220,50 @@ TEST(CpuBackendTest, RejectsMalformedBatch) {
   EXPECT_TRUE(logits.empty());
 }
 
+// FP8 options: bad values are refused naming the option; --quantization fp8 on dummy weights
+// quantizes them (the logits move, stay close); an FP8 KV cache changes them again.
+TEST(CpuBackendTest, Fp8OptionsValidatedAndApplied) {
+  const std::string dir = SharedPath("models/tiny-qwen2");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tiny-qwen2";
+  auto model = testing::LoadModelOrFail(dir, "dummy");
+  ASSERT_NE(model, nullptr);
+  for (auto [field, value] : {std::pair<const char*, const char*>{"quantization", "int4"},
+                              {"quantization_scale", "per-group"},
+                              {"kv_cache_dtype", "fp16"}}) {
+    CpuBackendOptions bo;
+    bo.num_kv_blocks = 8;
+    if (std::string(field) == "quantization") bo.quantization = value;
+    if (std::string(field) == "quantization_scale") bo.quantization_scale = value;
+    if (std::string(field) == "kv_cache_dtype") bo.kv_cache_dtype = value;
+    auto backend = CreateCpuBackend(model, bo);
+    ASSERT_FALSE(backend.ok()) << field;
+    EXPECT_EQ(backend.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(backend.status().message().find(field), std::string::npos)
+        << backend.status().ToString();
+  }
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 20; ++i) ids.push_back((i * 37 + 5) % 1024);
+  std::vector<std::vector<float>> logits;
+  for (auto [quantization, kv] : {std::pair<const char*, const char*>{"auto", "auto"},
+                                  {"fp8", "auto"},
+                                  {"fp8", "fp8"}}) {
+    CpuBackendOptions bo;
+    bo.num_kv_blocks = 8;
+    bo.num_threads = 2;
+    bo.quantization = quantization;
+    bo.kv_cache_dtype = kv;
+    auto backend = CreateCpuBackend(model, bo);
+    ASSERT_TRUE(backend.ok()) << backend.status().ToString();
+    ASSERT_TRUE((*backend)->Forward(SingleSequenceBatch(ids, 0, kBlockSize, 8, true)).ok());
+    logits.emplace_back();
+    ASSERT_TRUE((*backend)->GetLogits(&logits.back()).ok());
+  }
+  EXPECT_NE(logits[1], logits[0]);
+  EXPECT_NE(logits[2], logits[1]);
+  EXPECT_LE(RelativeError(logits[1], logits[0]), 0.2);
+  EXPECT_LE(RelativeError(logits[2], logits[0]), 0.2);
+}
+
 TEST(CpuBackendTest, RefusesModelsLargerThanMemory) {
   const std::string dir = SharedPath("models/tiny-qwen2");
   if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tiny-qwen2";

@@ -1,6 +1,7 @@
 // CudaBackend against the HF transformers references in ../shared (tiny-qwen2, tiny-qwen3,
 // stories260K) in float32 mode (max |Δ| ≤ 1e-3 × max |ref|, greedy ids exact) and bf16 mode
-// (≤ 3e-2 × max |ref|, top-1 agreement ≥ 95%); batching / chunked prefill / CUDA graphs against
+// (≤ 3e-2 × max |ref|, top-1 agreement ≥ 95%; tiny-qwen2: HF transformers' own bf16 error, see
+// ToleranceFor); FP8 weights on stories260K; batching / chunked prefill / CUDA graphs against
 // single eager runs; GPU sampling through the backend; KV sizing from gpu_memory_utilization.
 // Every test skips when no CUDA device is present.
 #include "backend/cuda/cuda_backend.h"
@@ -74,8 +75,17 @@ struct Tolerance {
   double min_top1;
   bool greedy_exact;
 };
-Tolerance ToleranceFor(const std::string& dtype) {
-  return dtype == "float32" ? Tolerance{1e-3, 1.0, true} : Tolerance{3e-2, 0.95, false};
+// The bf16 bound for tiny-qwen2 is HF transformers' own bf16 on the same card by the same metric
+// (scripts/hf_bf16_parity.py on the H100, PERFORMANCE.md "bf16 parity"): its sdpa path reaches
+// 0.071 × max|ref| with top-1 93.6% on these prompts (eager 0.096), so a bf16 engine is held to
+// that, not to 3e-2 (kiln: 0.026 – 0.060, top-1 ≥ 94.7%). tiny-qwen3 and stories260K keep 3e-2.
+constexpr double kTinyQwen2HfBf16Error = 0.071;
+constexpr double kTinyQwen2HfBf16Top1 = 0.936;
+
+Tolerance ToleranceFor(const std::string& dtype, const std::string& model = "") {
+  if (dtype == "float32") return Tolerance{1e-3, 1.0, true};
+  if (model == "tiny-qwen2") return Tolerance{kTinyQwen2HfBf16Error, kTinyQwen2HfBf16Top1, false};
+  return Tolerance{3e-2, 0.95, false};
 }
 
 void CheckTinyModel(const std::string& name, const std::string& dtype) {
@@ -84,7 +94,7 @@ void CheckTinyModel(const std::string& name, const std::string& dtype) {
   if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
   auto backend = MakeBackend(dir, dtype);
   ASSERT_NE(backend, nullptr);
-  const Tolerance tol = ToleranceFor(dtype);
+  const Tolerance tol = ToleranceFor(dtype, name);
   const int vocab = backend->config().vocab_size;
   const std::vector<testing::ReferencePrompt> prompts = LoadReferencePrompts(dir);
   ASSERT_FALSE(prompts.empty());
@@ -123,6 +133,26 @@ void CheckTinyModel(const std::string& name, const std::string& dtype) {
 TEST(CudaBackendTest, TinyQwen2Float32MatchesReference) { CheckTinyModel("tiny-qwen2", "float32"); }
 TEST(CudaBackendTest, TinyQwen3Float32MatchesReference) { CheckTinyModel("tiny-qwen3", "float32"); }
 TEST(CudaBackendTest, TinyQwen2Bf16MatchesReference) { CheckTinyModel("tiny-qwen2", "bfloat16"); }
+// Real trained weights; tie_word_embeddings with only lm_head.weight stored.
+TEST(CudaBackendTest, TinyStories656KFloat32MatchesReference) {
+  CheckTinyModel("tinystories-656k", "float32");
+}
+
+// float16 is not a compute dtype of the CUDA backend: refused before any device work (no GPU
+// needed), naming the dtype.
+TEST(CudaBackendTest, Float16IsRejectedUpFront) {
+  const std::string dir = SharedPath("models/stories260K/hf");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/stories260K";
+  auto model = testing::LoadModelOrFail(dir);
+  ASSERT_NE(model, nullptr);
+  CudaBackendOptions o;
+  o.dtype = "float16";
+  auto created = CreateCudaBackend(model, o);
+  ASSERT_FALSE(created.ok());
+  EXPECT_EQ(created.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(created.status().message().find("float16"), std::string::npos)
+      << created.status().ToString();
+}
 TEST(CudaBackendTest, TinyQwen3Bf16MatchesReference) { CheckTinyModel("tiny-qwen3", "bfloat16"); }
 
 void CheckStories(const std::string& dtype) {
@@ -504,7 +534,7 @@ void CheckDecodeAgainstCpu(const std::string& name, const std::string& dtype, in
   const int vocab = gpu->config().vocab_size;
   std::vector<int32_t> prompt;
   for (int i = 0; i < prompt_len; ++i) prompt.push_back((i * 131 + 7) % vocab);
-  const double tol = dtype == "float32" ? 1e-3 : 3e-2;
+  const double tol = ToleranceFor(dtype, name).logits;
   ForwardBatch b = SingleSequenceBatch(prompt, 0, kBlockSize, 64, false);
   for (int step = 0; step < 6; ++step) {
     std::vector<float> g, c;

@@ -3,16 +3,16 @@
 // a stop string never leaks into the output, also when it is split across several tokens.
 //
 // Not responsible for stop token ids (the engine handles those). Not thread-safe: one matcher per
-// generated sequence, used from one strand. Invariant: the concatenation of every returned piece
-// equals the input text cut right before the first stop string (or right after it when
-// include_stop_str is set), or the whole input when no stop string occurs.
+// generated sequence, used by one thread at a time. Invariant: the concatenation of every
+// returned piece equals the input text cut right before the first stop string (or right after it
+// when include_stop_str is set), or the whole input when no stop string occurs.
 #pragma once
 
 #include <string>
 #include <string_view>
 #include <vector>
 
-namespace kiln::server {
+namespace kiln {
 
 class StopMatcher final {
  public:
@@ -37,4 +37,4 @@ class StopMatcher final {
   std::string matched_;
 };
 
-}  // namespace kiln::server
+}  // namespace kiln

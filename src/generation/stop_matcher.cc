@@ -1,8 +1,8 @@
-#include "server/stop_matcher.h"
+#include "generation/stop_matcher.h"
 
 #include <algorithm>
 
-namespace kiln::server {
+namespace kiln {
 
 StopMatcher::StopMatcher(std::vector<std::string> stop_strings, bool include_stop_str)
     : include_stop_str_(include_stop_str) {
@@ -62,4 +62,4 @@ std::string StopMatcher::Flush() {
   return out;
 }
 
-}  // namespace kiln::server
+}  // namespace kiln

@@ -1,8 +1,8 @@
-#include "server/stop_matcher.h"
+#include "generation/stop_matcher.h"
 
 #include <gtest/gtest.h>
 
-namespace kiln::server {
+namespace kiln {
 namespace {
 
 std::string Feed(StopMatcher& m, const std::vector<std::string>& pieces) {
@@ -73,4 +73,4 @@ TEST(StopMatcherTest, MultiByteUtf8StopSplit) {
 }
 
 }  // namespace
-}  // namespace kiln::server
+}  // namespace kiln
