@@ -50,6 +50,18 @@ uint8_t ReferenceE4M3(float x) {
 
 class Fp8Test : public testing::GpuTest {};
 
+// Per-row FP8 quantization of a bf16 device matrix [rows, cols] into q and scales.
+cudaError_t QuantizeRows(const DeviceBuffer<__nv_bfloat16>& x, int64_t rows, int64_t cols,
+                         DeviceBuffer<uint8_t>& q, DeviceBuffer<float>& scales) {
+  QuantizeFp8Params p;
+  p.x = x.get();
+  p.out = q.get();
+  p.scales = scales.get();
+  p.rows = rows;
+  p.cols = cols;
+  return QuantizeFp8(p, nullptr);
+}
+
 TEST_F(Fp8Test, QuantizePerRowMatchesReferenceEncoder) {
   for (bool per_tensor : {false, true}) {
     const int64_t rows = 37, cols = 264;
@@ -133,13 +145,7 @@ TEST_F(Fp8Test, GemvFp8MatchesDequantizedReference) {
   DeviceBuffer<__nv_bfloat16> dw(w);
   DeviceBuffer<uint8_t> dq(out * in);
   DeviceBuffer<float> ds(out);
-  QuantizeFp8Params qp;
-  qp.x = dw.get();
-  qp.out = dq.get();
-  qp.scales = ds.get();
-  qp.rows = out;
-  qp.cols = in;
-  KILN_CUDA_OK(QuantizeFp8(qp, nullptr));
+  KILN_CUDA_OK(QuantizeRows(dw, out, in, dq, ds));
   KILN_CUDA_OK(cudaDeviceSynchronize());
   const std::vector<uint8_t> q = dq.ToHost();
   const std::vector<float> s = ds.ToHost();
@@ -187,13 +193,7 @@ TEST_F(Fp8Test, FusedNormSiluGemvFp8MatchesReference) {
   DeviceBuffer<__nv_bfloat16> dw(w), dres(res), dadd(add), dnw(nw), dres_out(in), dy(inter);
   DeviceBuffer<uint8_t> dq(out * in);
   DeviceBuffer<float> ds(out);
-  QuantizeFp8Params qp;
-  qp.x = dw.get();
-  qp.out = dq.get();
-  qp.scales = ds.get();
-  qp.rows = out;
-  qp.cols = in;
-  KILN_CUDA_OK(QuantizeFp8(qp, nullptr));
+  KILN_CUDA_OK(QuantizeRows(dw, out, in, dq, ds));
   GemvParams<__nv_bfloat16> p;
   p.w_fp8 = dq.get();
   p.w_scale = ds.get();
