@@ -1,5 +1,7 @@
 #include "engine/backend_factory.h"
 
+#include <string>
+
 #include "backend/cpu/cpu_backend.h"
 #if defined(KILN_WITH_CUDA)
 #include "backend/cuda/cuda_backend.h"
@@ -19,6 +21,15 @@ StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const LoadedMod
     cpu.quantization_scale = options.model.quantization_scale;
     cpu.kv_cache_dtype = options.cache.kv_cache_dtype;
     return CreateCpuBackend(std::move(model), cpu);
+  }
+  // The CUDA KV cache holds the compute dtype; an FP8 (or any other) KV element type is refused
+  // rather than silently ignored.
+  const std::string compute = options.model.dtype == "auto" ? "bfloat16" : options.model.dtype;
+  if (options.cache.kv_cache_dtype != "auto" && options.cache.kv_cache_dtype != compute) {
+    return Status::InvalidArgument("kv_cache_dtype \"" + options.cache.kv_cache_dtype +
+                                   "\" is not available on the CUDA backend (its KV cache is in the "
+                                   "compute dtype, " + compute + "; the FP8 KV cache runs on the CPU "
+                                   "backend only so far)");
   }
 #if defined(KILN_WITH_CUDA)
   CudaBackendOptions cuda;

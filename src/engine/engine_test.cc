@@ -571,3 +571,26 @@ TEST(EngineRealModelTest, ResponseFormatConstrainsTheOutput) {
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// Regression: --kv-cache-dtype fp8 on the CUDA backend (whose cache is in the compute dtype) is
+// refused with a message naming the option, never silently ignored. Decided before any device
+// work, so it runs without a GPU.
+TEST(EngineTest, CudaRefusesAKvCacheDtypeItDoesNotHold) {
+  const std::string dir = SharedDir() + "/models/stories260K/hf";
+  if (!Exists(dir + "/config.json")) GTEST_SKIP() << "missing " << dir;
+  EngineOptions options;
+  options.model.model_path = dir;
+  options.device.device = "cuda";
+  options.cache.kv_cache_dtype = "fp8";
+  auto engine = Engine::Create(options);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(engine.status().message().find("kv_cache_dtype"), std::string::npos)
+      << engine.status().ToString();
+}
+
+}  // namespace
+}  // namespace kiln
