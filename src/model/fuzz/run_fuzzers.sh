@@ -16,7 +16,7 @@ mkdir -p "$work"
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -I"$src/include" -I"$src/src")
 lib_sources=("$src"/src/common/{status,check,logging}.cc
-             "$src"/src/model/{mapped_file,model_config,safetensors,gguf,gguf_model,weights,linear_weight,rope}.cc)
+             "$src"/src/model/{mapped_file,model_config,safetensors,gguf,gguf_model,weights,linear_weight,quantized_weights,quantization_config,rope}.cc)
 # Build the shared parser code once as objects, then each target.
 objs=()
 for s in "${lib_sources[@]}"; do
