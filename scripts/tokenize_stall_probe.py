@@ -3,7 +3,7 @@
 `kiln serve`, while /health is polled on fresh connections. Prints the big requests' times and
 /health's p50 / p95 / max latency while they were in flight.
 
-    python3 scripts/tokenize_stall_probe.py PORT [MB_PER_BODY=24] [NUM_BODIES=2] [--chat]
+    python3 scripts/tokenize_stall_probe.py PORT [MB_PER_BODY=24] [NUM_BODIES=2] [--chat|--completion]
 """
 import http.client
 import json
@@ -26,11 +26,15 @@ def main():
     mb = float(sys.argv[2]) if len(sys.argv) > 2 else 24
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 2
     chat = "--chat" in sys.argv
+    completion = "--completion" in sys.argv
     words = "Once upon a time there was a little girl named Lily who loved to play. "
     text = (words * int(mb * (1 << 20) / len(words) + 1))[: int(mb * (1 << 20))]
     if chat:
         path = "/v1/chat/completions"
         body = json.dumps({"messages": [{"role": "user", "content": text}], "max_tokens": 4})
+    elif completion:
+        path = "/v1/completions"
+        body = json.dumps({"prompt": text, "max_tokens": 4})
     else:
         path = "/tokenize"
         body = json.dumps({"prompt": text})

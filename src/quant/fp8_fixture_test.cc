@@ -8,17 +8,26 @@
 // (transformers' Llama with dequantized weights and fake-quantized projection inputs) and, where
 // present, transformers' own FP8 run of the checkpoint.
 //
-// Logit tolerances (relative to max |reference logit|):
-//  - emulated, 2e-3: both sides compute the same quantized math in float32. What differs is the
-//    summation order (~1e-6 relative) and, through it, the rare activation that sits within an
-//    ulp of an E4M3 rounding midpoint and rounds the other way: one such flip moves one input of
-//    one projection by one E4M3 step (1/8 of its value at most), a change that the remaining
-//    layers pass on attenuated; a few flips per sequence stay well below 1e-3 on these models,
-//    while a wrong scale, block layout or activation scheme moves logits by 1e-2 or more (the FP8
-//    quantization error itself, which the dense-vs-FP8 check below asserts).
-//  - transformers' GPU FP8 kernels, 2e-2 (float32 activations) or 5e-2 (bfloat16 activations):
-//    different GEMM accumulation on tensor cores plus, in bfloat16, 8-bit mantissas on every
-//    activation (the tolerance the README gives bf16 GPU paths, with room for the FP8 flips).
+// Logits against PyTorch's float32 emulation. E4M3 rounding is discontinuous: an activation
+// within a float32 ulp of a rounding midpoint goes one way or the other depending on the order in
+// which the GEMM before it (or the attention before o_proj) summed, and a flipped code moves that
+// input by up to 1/8 of its value. In these 64- and 128-wide models one flip is enough to move the
+// logits at that position and every later one by a few percent of max|logit|. Measured (session 5):
+// with kiln's own batch-independent linear kernel the three fixtures sit 0.025 / 0.036 / 0.028 ×
+// max|ref| from the emulation, with every position before the first flip exact to < 5e-7; routing
+// kiln's linear layers through OpenBLAS sgemm one token at a time (the summation order PyTorch's
+// CPU kernels happened to use) brings the two compressed-tensors fixtures to 4.8e-7 and 3.5e-7
+// over all 32 positions. So the math is identical and the gap is summation order, amplified.
+// The assertions therefore are:
+//  - position 0 (BOS: attention is a copy of v, nothing orders a softmax) matches to 1e-5 × max|ref|
+//    through every layer and all seven quantized projections; a wrong scale, block layout or
+//    activation scheme moves it by 1e-2 or more (measured: 0.013 – 0.024 with activations left
+//    unquantized);
+//  - the whole sequence within 0.06 × max|ref| (the flip amplification measured above, with room),
+//    and closer to the emulation than the dense model by more than 2×.
+//  - transformers' GPU FP8 kernels, where the fixture has them, 2e-2 (float32 activations) or 5e-2
+//    (bfloat16 activations): different GEMM accumulation on tensor cores plus, in bfloat16, 8-bit
+//    mantissas on every activation.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -144,13 +153,17 @@ TEST_P(Fp8CheckpointFixtureTest, LoadsAndMatchesPyTorch) {
   ASSERT_TRUE(backend.ok()) << backend.status().ToString();
   auto logits = TeacherForcedLogits(**backend, *ids);
   ASSERT_TRUE(logits.ok()) << logits.status().ToString();
-  // Open discrepancy (session 4, the first run of these fixtures): kiln's logits sit 0.025 – 0.036
-  // × max|ref| from PyTorch's emulation although every quantized byte, scale and dequantized
-  // weight above is identical; the reasoned 2e-3 bound does not hold and the cause (something in
-  // the emulation's forward, or in kiln's) is not found yet. Until it is, the logits are checked
-  // only relative to the dense model below, and the figure is printed.
-  std::printf("[fixture] %s: kiln FP8 logits vs PyTorch emulation max|d|/max|ref| = %.4g\n",
-              fx.name, testing::RelativeError(*logits, *emulated));
+  // See the header comment: position 0 exactly, the sequence within the flip amplification.
+  const size_t vocab = emulated->size() / ids->size();
+  ASSERT_EQ(logits->size(), emulated->size());
+  const std::vector<float> first(logits->begin(), logits->begin() + vocab);
+  const std::vector<float> first_ref(emulated->begin(), emulated->begin() + vocab);
+  EXPECT_LE(testing::RelativeError(first, first_ref), 1e-5) << fx.name << ": position 0";
+  const double whole = testing::RelativeError(*logits, *emulated);
+  std::printf("[fixture] %s: kiln FP8 logits vs PyTorch emulation max|d|/max|ref| = %.4g "
+              "(position 0: %.3g)\n",
+              fx.name, whole, testing::RelativeError(first, first_ref));
+  EXPECT_LE(whole, 0.06) << fx.name;
   // FP8 is really in effect: the dense model is further away.
   auto dense_backend = CreateCpuBackend(*dense, cpu);
   ASSERT_TRUE(dense_backend.ok());
