@@ -32,13 +32,15 @@ inline std::shared_ptr<const LoadedModel> LoadModelOrFail(const std::string& pat
 // The CPU reference backend over the checkpoint at `path`; nullptr (and a test failure) on error.
 inline std::unique_ptr<Backend> MakeCpuBackend(const std::string& path, int block_size,
                                                int64_t num_blocks, int num_threads,
-                                               const std::string& load_format = "") {
+                                               const std::string& load_format = "",
+                                               const std::string& kv_cache_dtype = "auto") {
   auto model = LoadModelOrFail(path, load_format);
   if (model == nullptr) return nullptr;
   CpuBackendOptions options;
   options.block_size = block_size;
   options.num_kv_blocks = num_blocks;
   options.num_threads = num_threads;
+  options.kv_cache_dtype = kv_cache_dtype;
   auto backend = CreateCpuBackend(model, options);
   EXPECT_TRUE(backend.ok()) << backend.status().ToString();
   return backend.ok() ? std::move(backend).value() : nullptr;

@@ -18,6 +18,13 @@
 namespace kiln {
 namespace {
 
+// --kv-cache-dtype → the cache's element type ("auto" is the compute dtype, float32).
+cpu::KvElement KvElementFor(const std::string& kv_cache_dtype) {
+  if (kv_cache_dtype == "fp8") return cpu::KvElement::kFp8E4M3;
+  if (kv_cache_dtype == "bfloat16") return cpu::KvElement::kBf16;
+  return cpu::KvElement::kF32;
+}
+
 class CpuBackend final : public Backend {
  public:
   CpuBackend(std::shared_ptr<const LoadedModel> loaded, std::shared_ptr<const LlamaModel> model,
@@ -29,26 +36,34 @@ class CpuBackend final : public Backend {
         num_kv_blocks_(num_kv_blocks),
         num_threads_(num_threads),
         weights_(cpu::CpuWeights::FromModel(*model_)),
-        ops_(*model_, weights_, cache_, block_size_, num_threads_,
-             options.kv_cache_dtype == "fp8") {
-    const size_t cache_floats =
-        static_cast<size_t>(num_kv_blocks_) * block_size_ * model_->shape.kv_size();
+        ops_(*model_, weights_, cache_, block_size_, num_threads_) {
+    cache_.element = KvElementFor(options.kv_cache_dtype);
+    const size_t cache_bytes = static_cast<size_t>(num_kv_blocks_) * block_size_ *
+                               model_->shape.kv_size() * cpu::KvElementBytes(cache_.element);
     cache_.k.assign(static_cast<size_t>(model_->shape.num_layers),
-                    std::vector<float>(cache_floats, 0.0f));
+                    std::vector<uint8_t>(cache_bytes, 0));
     cache_.v = cache_.k;
     openblas_set_num_threads(num_threads_);
-    std::vector<float*> k_caches, v_caches;
+    std::vector<uint8_t*> k_caches, v_caches;
     for (size_t l = 0; l < cache_.k.size(); ++l) {
       k_caches.push_back(cache_.k[l].data());
       v_caches.push_back(cache_.v[l].data());
     }
-    kv_transfer_ = std::make_unique<cpu::KvTransfer>(std::move(k_caches), std::move(v_caches),
-                                                     block_size_, model_->shape.kv_size(),
-                                                     num_kv_blocks_);
-    kv_layout_ = std::string(options.kv_cache_dtype == "fp8" ? "cpu-f32(fp8 values)" : "cpu-f32") +
-                 " layers=" + std::to_string(model_->shape.num_layers) +
-                 " kv_size=" + std::to_string(model_->shape.kv_size()) +
-                 " block=" + std::to_string(block_size_) + " [layer][K,V][block][head][dim]";
+    kv_transfer_ = std::make_unique<cpu::KvTransfer>(
+        std::move(k_caches), std::move(v_caches), block_size_,
+        int64_t{model_->shape.kv_size()} * cpu::KvElementBytes(cache_.element), num_kv_blocks_);
+    // The tiers key records by this string: a record written under another element type or
+    // scale never loads.
+    kv_layout_ = std::string("cpu-") + cpu::KvElementName(cache_.element);
+    if (cache_.element == cpu::KvElement::kFp8E4M3) {
+      char scales[64];
+      std::snprintf(scales, sizeof(scales), "(k_scale=%a v_scale=%a)", cache_.scales.k_scale,
+                    cache_.scales.v_scale);
+      kv_layout_ += scales;
+    }
+    kv_layout_ += " layers=" + std::to_string(model_->shape.num_layers) +
+                  " kv_size=" + std::to_string(model_->shape.kv_size()) +
+                  " block=" + std::to_string(block_size_) + " [layer][K,V][block][head][dim]";
   }
 
   const ModelConfig& config() const override { return config_; }
@@ -239,8 +254,9 @@ StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(std::shared_ptr<const Loaded
     model = std::move(converted);
   }
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<const LlamaModel> llama, LlamaModel::Build(model));
-  const int64_t bytes_per_block = int64_t{2} * sizeof(float) * options.block_size *
-                                  llama->shape.kv_size() * llama->shape.num_layers;
+  const int64_t bytes_per_block = int64_t{2} * cpu::KvElementBytes(KvElementFor(options.kv_cache_dtype)) *
+                                  options.block_size * llama->shape.kv_size() *
+                                  llama->shape.num_layers;
   int64_t num_blocks = options.num_kv_blocks;
   if (num_blocks == 0) num_blocks = options.kv_cache_memory_bytes / bytes_per_block;
   if (num_blocks <= 0)

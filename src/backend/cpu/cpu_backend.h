@@ -33,9 +33,10 @@ struct CpuBackendOptions {
   // checkpoint stores the projections), "none" (dense: a quantized checkpoint is dequantized),
   // "fp8" (a dense checkpoint's projections quantized to E4M3 at creation with
   // quantization_scale "per-channel" | "per-tensor" scales). FP8 projections quantize their
-  // input activations as quant::ActivationSchemeFor says. kv_cache_dtype "fp8": K and V are
-  // rounded through E4M3 (per-tensor scale 1.0) as they are written; "auto" | "float32" |
-  // "bfloat16": float32 cache.
+  // input activations as quant::ActivationSchemeFor says. kv_cache_dtype: the KV cache's element
+  // type (cpu/ops.h KvCacheLayer): "auto" | "float32" → float32; "bfloat16" → bf16 (2 bytes,
+  // round to nearest even on write); "fp8" → E4M3 codes with per-tensor scales 1.0 (1 byte: a
+  // memory budget holds 4× the float32 blocks). Attention converts on the fly.
   std::string quantization = "auto";
   std::string quantization_scale = "per-channel";
   std::string kv_cache_dtype = "auto";

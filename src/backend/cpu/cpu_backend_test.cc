@@ -264,6 +264,34 @@ TEST(CpuBackendTest, Fp8OptionsValidatedAndApplied) {
   EXPECT_LE(RelativeError(logits[2], logits[0]), 0.2);
 }
 
+// The KV element type sets the bytes per block: one memory budget holds 2× the float32 blocks in
+// bf16 and 4× in E4M3.
+TEST(CpuBackendTest, KvCacheDtypeSetsTheBlocksABudgetHolds) {
+  const std::string dir = SharedPath("models/tiny-qwen2");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tiny-qwen2";
+  auto model = testing::LoadModelOrFail(dir, "dummy");
+  ASSERT_NE(model, nullptr);
+  int64_t blocks[3] = {0, 0, 0};
+  const char* dtypes[3] = {"float32", "bfloat16", "fp8"};
+  for (int i = 0; i < 3; ++i) {
+    CpuBackendOptions bo;
+    bo.kv_cache_memory_bytes = int64_t{8} << 20;
+    bo.kv_cache_dtype = dtypes[i];
+    auto backend = CreateCpuBackend(model, bo);
+    ASSERT_TRUE(backend.ok()) << backend.status().ToString();
+    blocks[i] = (*backend)->num_kv_blocks();
+    // The budget is used, up to one block's remainder.
+    const int64_t rec = (*backend)->kv_block_record_bytes();
+    EXPECT_LE(rec * blocks[i], int64_t{8} << 20) << dtypes[i];
+    EXPECT_GT(rec * (blocks[i] + 1), int64_t{8} << 20) << dtypes[i];
+  }
+  EXPECT_GT(blocks[0], 0);
+  EXPECT_GE(blocks[1], 2 * blocks[0]);
+  EXPECT_LE(blocks[1], 2 * blocks[0] + 1);
+  EXPECT_GE(blocks[2], 4 * blocks[0]);
+  EXPECT_LE(blocks[2], 4 * blocks[0] + 3);
+}
+
 TEST(CpuBackendTest, RefusesModelsLargerThanMemory) {
   const std::string dir = SharedPath("models/tiny-qwen2");
   if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tiny-qwen2";

@@ -165,19 +165,15 @@ Status CpuOps::ApplyRopeKvWrite(const RopeKvWrite& rope) {
             s.head_dim, model_.rope.inv_freq.data(), model_.rope.attention_scaling,
             s.rope_interleaved);
   const size_t l = static_cast<size_t>(rope.layer);
-  if (kv_fp8_) {
-    quant::RoundTripFp8(k_.data(), static_cast<int64_t>(n_) * kv_size, kv_scales_.k_scale);
-    quant::RoundTripFp8(v_.data(), static_cast<int64_t>(n_) * kv_size, kv_scales_.v_scale);
-  }
   WriteKvCache(k_.data(), v_.data(), batch_->slot_mapping.data(), n_, s.num_kv_heads, s.head_dim,
-               cache_.k[l].data(), cache_.v[l].data());
+               cache_.Layer(l));
   return Status::Ok();
 }
 
 Status CpuOps::Attention(int layer) {
   const ModelShape& s = model_.shape;
   const size_t l = static_cast<size_t>(layer);
-  PagedAttention(q_.data(), cache_.k[l].data(), cache_.v[l].data(), *batch_, s.num_heads,
+  PagedAttention(q_.data(), cache_.Layer(l), *batch_, s.num_heads,
                  s.num_kv_heads, s.head_dim, block_size_,
                  1.0f / std::sqrt(static_cast<float>(s.head_dim)), attn_.data(), num_threads_);
   return Status::Ok();

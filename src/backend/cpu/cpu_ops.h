@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/cpu/ops.h"
 #include "backend/forward_batch.h"
 #include "model/llama.h"
 #include "quant/fp8_quant.h"
@@ -36,24 +37,29 @@ struct CpuWeights {
   static double Float32Bytes(const LlamaModel& model);
 };
 
-// Per layer: K and V of [num_slots, num_kv_heads, head_dim] float32.
+// Per layer: K and V of [num_slots, num_kv_heads, head_dim] elements of `element` (ops.h
+// KvCacheLayer): float32, bfloat16 or E4M3 codes with per-tensor scales.
 struct CpuKvCache {
-  std::vector<std::vector<float>> k, v;  // [num_layers]
+  KvElement element = KvElement::kF32;
+  quant::Fp8KvScales scales;          // kFp8E4M3 only
+  std::vector<std::vector<uint8_t>> k, v;  // [num_layers][num_slots * kv_size * element bytes]
+
+  KvCacheLayer Layer(size_t layer) {
+    return KvCacheLayer{element, k[layer].data(), v[layer].data(), scales.k_scale,
+                        scales.v_scale};
+  }
 };
 
 class CpuOps final : public LayerOps {
  public:
-  // kv_fp8: K and V are rounded through E4M3 with kv_scales as they are written (the FP8 KV
-  // cache's values, held in the float32 cache).
+  // The KV write converts K and V to the cache's element type; attention reads them back.
   CpuOps(const LlamaModel& model, const CpuWeights& weights, CpuKvCache& cache, int block_size,
-         int num_threads, bool kv_fp8 = false, quant::Fp8KvScales kv_scales = {})
+         int num_threads)
       : model_(model),
         weights_(weights),
         cache_(cache),
         block_size_(block_size),
-        num_threads_(num_threads),
-        kv_fp8_(kv_fp8),
-        kv_scales_(kv_scales) {}
+        num_threads_(num_threads) {}
 
   // Binds the step: its batch, its token ids (deferred tokens resolved) and the outputs.
   void BeginStep(const ForwardBatch& batch, const std::vector<int32_t>& token_ids,
@@ -76,8 +82,6 @@ class CpuOps final : public LayerOps {
   CpuKvCache& cache_;
   int block_size_;
   int num_threads_;
-  bool kv_fp8_;
-  quant::Fp8KvScales kv_scales_;
   std::vector<float> fp8_input_;  // an FP8 projection's input after quantization
   // The current step.
   const ForwardBatch* batch_ = nullptr;

@@ -2,6 +2,8 @@
 // on the real stories260K checkpoint.
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "backend/backend_test_util.h"
 #include "backend/kv_transfer_test_util.h"
 #include "model/test_data.h"
@@ -16,6 +18,22 @@ TEST(CpuKvTransferTest, RoundTripIsBitExactAndLoadsLandWhileOthersRun) {
   EXPECT_EQ(backend->kv_block_record_bytes(),
             2 * backend->config().num_hidden_layers * 16 * backend->config().kv_size() * 4);
   testing::CheckKvTransferRoundTripAndLoadWhileRunning(backend.get());
+}
+
+// bf16 and E4M3 caches move their own bytes: records of 2 and 1 bytes per element, bit-exact,
+// and the layout string (the tiers' key) names the element type and the FP8 scales.
+TEST(CpuKvTransferTest, Bf16AndFp8CachesMoveTheirOwnBytes) {
+  const std::string path = testing::SharedPath("models/stories260K/hf");
+  for (auto [dtype, bytes, name] : {std::tuple<const char*, int, const char*>{"bfloat16", 2, "cpu-bf16"},
+                                    {"fp8", 1, "cpu-e4m3(k_scale=0x1p+0 v_scale=0x1p+0)"}}) {
+    auto backend = testing::MakeCpuBackend(path, 16, 64, 2, "", dtype);
+    ASSERT_NE(backend, nullptr) << dtype;
+    EXPECT_EQ(backend->kv_block_record_bytes(),
+              2 * backend->config().num_hidden_layers * 16 * backend->config().kv_size() * bytes)
+        << dtype;
+    EXPECT_EQ(backend->kv_record_layout().rfind(name, 0), 0u) << backend->kv_record_layout();
+    testing::CheckKvTransferRoundTripAndLoadWhileRunning(backend.get());
+  }
 }
 
 }  // namespace

@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 
 #include "common/check.h"
+#include "model/weights.h"
+#include "quant/fp8_quant.h"
 
 namespace kiln::cpu {
 
@@ -94,28 +97,119 @@ void SiluMul(const float* gate_up, int num_tokens, int intermediate_size, float*
   }
 }
 
+int KvElementBytes(KvElement element) {
+  switch (element) {
+    case KvElement::kF32:
+      return 4;
+    case KvElement::kBf16:
+      return 2;
+    case KvElement::kFp8E4M3:
+      return 1;
+  }
+  return 0;
+}
+
+const char* KvElementName(KvElement element) {
+  switch (element) {
+    case KvElement::kF32:
+      return "f32";
+    case KvElement::kBf16:
+      return "bf16";
+    case KvElement::kFp8E4M3:
+      return "e4m3";
+  }
+  return "?";
+}
+
+namespace {
+
+// float32 → bfloat16 bits, round to nearest even; NaN stays a (quiet) NaN.
+uint16_t FloatToBf16Bits(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+// Stores `n` floats at element offset `offset` of a cache half in the cache's element type.
+void StoreRow(const float* x, int64_t n, KvElement element, float scale, void* cache,
+              int64_t offset) {
+  switch (element) {
+    case KvElement::kF32:
+      std::copy_n(x, n, static_cast<float*>(cache) + offset);
+      return;
+    case KvElement::kBf16: {
+      uint16_t* out = static_cast<uint16_t*>(cache) + offset;
+      for (int64_t i = 0; i < n; ++i) out[i] = FloatToBf16Bits(x[i]);
+      return;
+    }
+    case KvElement::kFp8E4M3:
+      quant::QuantizeFp8(x, n, scale, static_cast<uint8_t*>(cache) + offset);
+      return;
+  }
+}
+
+// Reads `n` elements at element offset `offset` as float32 (exactly the stored values).
+// `fp8_table` maps every E4M3 code to its value × scale.
+inline const float* LoadRow(const void* cache, KvElement element, int64_t offset, int64_t n,
+                            const float* fp8_table, float* scratch) {
+  switch (element) {
+    case KvElement::kF32:
+      return static_cast<const float*>(cache) + offset;
+    case KvElement::kBf16: {
+      const uint16_t* in = static_cast<const uint16_t*>(cache) + offset;
+      for (int64_t i = 0; i < n; ++i) scratch[i] = BFloat16ToFloat(in[i]);
+      return scratch;
+    }
+    case KvElement::kFp8E4M3: {
+      const uint8_t* in = static_cast<const uint8_t*>(cache) + offset;
+      for (int64_t i = 0; i < n; ++i) scratch[i] = fp8_table[in[i]];
+      return scratch;
+    }
+  }
+  return nullptr;
+}
+
+struct Fp8Tables {
+  float k[256], v[256];
+  explicit Fp8Tables(const KvCacheLayer& cache) {
+    for (int c = 0; c < 256; ++c) {
+      k[c] = Fp8E4M3ToFloat(static_cast<uint8_t>(c)) * cache.k_scale;
+      v[c] = Fp8E4M3ToFloat(static_cast<uint8_t>(c)) * cache.v_scale;
+    }
+  }
+};
+
+}  // namespace
+
 void WriteKvCache(const float* k, const float* v, const int64_t* slot_mapping, int num_tokens,
-                  int num_kv_heads, int head_dim, float* k_cache, float* v_cache) {
+                  int num_kv_heads, int head_dim, const KvCacheLayer& cache) {
   const int64_t row = static_cast<int64_t>(num_kv_heads) * head_dim;
   for (int t = 0; t < num_tokens; ++t) {
     const int64_t slot = slot_mapping[t];
     if (slot < 0) continue;
-    std::copy_n(k + t * row, row, k_cache + slot * row);
-    std::copy_n(v + t * row, row, v_cache + slot * row);
+    StoreRow(k + t * row, row, cache.element, cache.k_scale, cache.k, slot * row);
+    StoreRow(v + t * row, row, cache.element, cache.v_scale, cache.v, slot * row);
   }
 }
 
 namespace {
 // Attention of one (token, head): q_vec [D] over positions 0..pos of sequence `seq`.
-void AttendOne(const float* q_vec, const float* k_cache, const float* v_cache,
+// scratch: [D] floats for converting a bf16 / E4M3 row.
+void AttendOne(const float* q_vec, const KvCacheLayer& cache, const Fp8Tables* tables,
                const int32_t* block_table, int pos, int kv_head, int num_kv_heads, int head_dim,
-               int block_size, float scale, float* scores, float* out) {
+               int block_size, float scale, float* scores, float* scratch, float* out) {
   const int64_t row = static_cast<int64_t>(num_kv_heads) * head_dim;
+  const float* k_table = tables != nullptr ? tables->k : nullptr;
+  const float* v_table = tables != nullptr ? tables->v : nullptr;
   float max_score = -INFINITY;
   for (int p = 0; p <= pos; ++p) {
     const int64_t slot =
         static_cast<int64_t>(block_table[p / block_size]) * block_size + p % block_size;
-    const float* k_vec = k_cache + slot * row + static_cast<int64_t>(kv_head) * head_dim;
+    const float* k_vec = LoadRow(cache.k, cache.element,
+                                 slot * row + static_cast<int64_t>(kv_head) * head_dim, head_dim,
+                                 k_table, scratch);
     float dot = 0.0f;
     for (int d = 0; d < head_dim; ++d) dot += q_vec[d] * k_vec[d];
     scores[p] = dot * scale;
@@ -130,16 +224,18 @@ void AttendOne(const float* q_vec, const float* k_cache, const float* v_cache,
   for (int p = 0; p <= pos; ++p) {
     const int64_t slot =
         static_cast<int64_t>(block_table[p / block_size]) * block_size + p % block_size;
-    const float* v_vec = v_cache + slot * row + static_cast<int64_t>(kv_head) * head_dim;
+    const float* v_vec = LoadRow(cache.v, cache.element,
+                                 slot * row + static_cast<int64_t>(kv_head) * head_dim, head_dim,
+                                 v_table, scratch);
     const float w = scores[p] / denom;
     for (int d = 0; d < head_dim; ++d) out[d] += w * v_vec[d];
   }
 }
 }  // namespace
 
-void PagedAttention(const float* q, const float* k_cache, const float* v_cache,
-                    const ForwardBatch& batch, int num_heads, int num_kv_heads, int head_dim,
-                    int block_size, float scale, float* out, int num_threads) {
+void PagedAttention(const float* q, const KvCacheLayer& cache, const ForwardBatch& batch,
+                    int num_heads, int num_kv_heads, int head_dim, int block_size, float scale,
+                    float* out, int num_threads) {
   const int num_tokens = batch.num_tokens();
   // token row → sequence index
   std::vector<int> seq_of(static_cast<size_t>(num_tokens));
@@ -147,8 +243,11 @@ void PagedAttention(const float* q, const float* k_cache, const float* v_cache,
     for (int t = batch.cu_seqlens_q[s]; t < batch.cu_seqlens_q[s + 1]; ++t) seq_of[t] = s;
   const int group = num_heads / num_kv_heads;
   const int64_t num_items = static_cast<int64_t>(num_tokens) * num_heads;
+  std::unique_ptr<Fp8Tables> tables;
+  if (cache.element == KvElement::kFp8E4M3) tables = std::make_unique<Fp8Tables>(cache);
   auto work = [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
+    std::vector<float> scratch(static_cast<size_t>(head_dim));
     for (int64_t item = begin; item < end; ++item) {
       const int t = static_cast<int>(item / num_heads);
       const int h = static_cast<int>(item % num_heads);
@@ -156,9 +255,10 @@ void PagedAttention(const float* q, const float* k_cache, const float* v_cache,
       const int pos = batch.positions[t];
       scores.resize(static_cast<size_t>(pos) + 1);
       const int64_t qo = (static_cast<int64_t>(t) * num_heads + h) * head_dim;
-      AttendOne(q + qo, k_cache, v_cache,
+      AttendOne(q + qo, cache, tables.get(),
                 batch.block_tables.data() + static_cast<int64_t>(s) * batch.max_blocks_per_seq, pos,
-                h / group, num_kv_heads, head_dim, block_size, scale, scores.data(), out + qo);
+                h / group, num_kv_heads, head_dim, block_size, scale, scores.data(),
+                scratch.data(), out + qo);
     }
   };
   // Thread start-up costs tens of microseconds: only split work that is large enough.

@@ -50,22 +50,55 @@ void HeadRmsNorm(float* x, const float* weight, int num_tokens, int num_heads, i
 //   gate_up: [n, 2 * inter] (gate | up)   out: [n, inter]
 void SiluMul(const float* gate_up, int num_tokens, int intermediate_size, float* out);
 
-// Writes each token's K and V into the paged cache of one layer at its slot.
-// Slots < 0 are skipped (padding). A cache is [num_blocks, block_size, Hkv, D] = [num_slots, Hkv,
-// D].
-//   k, v: [n, Hkv, D]   slot_mapping: [n]   k_cache, v_cache: [num_blocks * block_size, Hkv, D]
+// One layer of the paged KV cache, [num_slots, Hkv, D] elements per K and V (num_slots =
+// num_blocks * block_size), in one of three element types:
+//   kF32      float32;
+//   kBf16     bfloat16 bits, written with round-to-nearest-even (the GPU's bf16 cache);
+//   kFp8E4M3  E4M3 codes with per-tensor scales: written as Fp8E4M3FromFloatSat(x / scale), read as
+//             Fp8E4M3ToFloat(code) * scale (the FP8 KV cache; quant/fp8_quant.h).
+enum class KvElement { kF32, kBf16, kFp8E4M3 };
+int KvElementBytes(KvElement element);
+const char* KvElementName(KvElement element);  // "f32" | "bf16" | "e4m3"
+
+struct KvCacheLayer {
+  KvElement element = KvElement::kF32;
+  void* k = nullptr;
+  void* v = nullptr;
+  float k_scale = 1.0f;  // kFp8E4M3 only
+  float v_scale = 1.0f;
+};
+
+// Writes each token's K and V into the paged cache of one layer at its slot, converting to the
+// cache's element type. Slots < 0 are skipped (padding).
+//   k, v: [n, Hkv, D]   slot_mapping: [n]
 void WriteKvCache(const float* k, const float* v, const int64_t* slot_mapping, int num_tokens,
-                  int num_kv_heads, int head_dim, float* k_cache, float* v_cache);
+                  int num_kv_heads, int head_dim, const KvCacheLayer& cache);
+inline void WriteKvCache(const float* k, const float* v, const int64_t* slot_mapping,
+                         int num_tokens, int num_kv_heads, int head_dim, float* k_cache,
+                         float* v_cache) {
+  WriteKvCache(k, v, slot_mapping, num_tokens, num_kv_heads, head_dim,
+               KvCacheLayer{KvElement::kF32, k_cache, v_cache});
+}
 
 // Causal attention of every new token over its own sequence's cached K/V (the new tokens' K/V
 // must already be written). Token row t of sequence i at position p attends to positions 0..p,
 // read through block_tables; query head h uses KV head h / (H / Hkv) (GQA).
-// out = softmax(q·k * scale) v, softmax in float32 with max subtraction.
-//   q: [n, H, D]   k_cache, v_cache: [num_slots, Hkv, D]   out: [n, H, D]
+// out = softmax(q·k * scale) v, softmax in float32 with max subtraction; a bf16 / E4M3 cache is
+// converted to float32 as it is read (each element exactly its stored value).
+//   q: [n, H, D]   out: [n, H, D]
 //   batch: positions, cu_seqlens_q, seq_lens, block_tables, max_blocks_per_seq
 // Work is split over (token, head) pairs among num_threads threads (<= 1 → caller's thread).
-void PagedAttention(const float* q, const float* k_cache, const float* v_cache,
-                    const ForwardBatch& batch, int num_heads, int num_kv_heads, int head_dim,
-                    int block_size, float scale, float* out, int num_threads);
+void PagedAttention(const float* q, const KvCacheLayer& cache, const ForwardBatch& batch,
+                    int num_heads, int num_kv_heads, int head_dim, int block_size, float scale,
+                    float* out, int num_threads);
+inline void PagedAttention(const float* q, const float* k_cache, const float* v_cache,
+                           const ForwardBatch& batch, int num_heads, int num_kv_heads,
+                           int head_dim, int block_size, float scale, float* out,
+                           int num_threads) {
+  PagedAttention(q,
+                 KvCacheLayer{KvElement::kF32, const_cast<float*>(k_cache),
+                              const_cast<float*>(v_cache)},
+                 batch, num_heads, num_kv_heads, head_dim, block_size, scale, out, num_threads);
+}
 
 }  // namespace kiln::cpu

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "backend/cpu/linear.h"
+#include "quant/fp8_e4m3.h"
 
 namespace kiln::cpu {
 namespace {
@@ -225,6 +226,76 @@ TEST(OpsTest, PagedAttentionMatchesDense) {
           EXPECT_NEAR(out[(t * H + h) * D + d], want, 1e-5) << t << " " << h << " " << d;
         }
       }
+  }
+}
+
+// A bf16 or E4M3 cache holds exactly the rounded values, and attention over it equals attention
+// over a float32 cache holding those values, bit for bit; the FP8 scale divides on write and
+// multiplies on read; padding slots (< 0) are skipped.
+TEST(OpsTest, PagedAttentionOverBf16AndFp8CachesReadsTheStoredValues) {
+  const int H = 4, Hkv = 2, D = 16, block_size = 4, len = 9, num_blocks = 6;
+  const int64_t row = Hkv * D, slots = num_blocks * block_size;
+  auto q = RandomVector(len * H * D, 13), k = RandomVector(len * Hkv * D, 14),
+       v = RandomVector(len * Hkv * D, 15);
+  for (float& x : k) x *= 6.0f;  // spread over several binades, some beyond 448 × 0.5 below
+  ForwardBatch b;
+  b.max_blocks_per_seq = 3;
+  b.block_tables = {4, 0, 2};
+  b.cu_seqlens_q = {0, len};
+  b.seq_lens = {len};
+  for (int t = 0; t < len; ++t) {
+    b.token_ids.push_back(0);
+    b.positions.push_back(t);
+    b.slot_mapping.push_back(b.block_tables[t / block_size] * block_size + t % block_size);
+  }
+  b.slot_mapping[len - 1] = -1;  // padding: not written (the slot stays at its fill value)
+  EXPECT_EQ(KvElementBytes(KvElement::kF32), 4);
+  EXPECT_EQ(KvElementBytes(KvElement::kBf16), 2);
+  EXPECT_EQ(KvElementBytes(KvElement::kFp8E4M3), 1);
+  const float k_scale = 0.5f, v_scale = 0.03125f;
+  for (KvElement element : {KvElement::kBf16, KvElement::kFp8E4M3}) {
+    SCOPED_TRACE(KvElementName(element));
+    std::vector<uint8_t> kc(slots * row * KvElementBytes(element), 0xAB), vc(kc.size(), 0xAB);
+    const KvCacheLayer cache{element, kc.data(), vc.data(), k_scale, v_scale};
+    WriteKvCache(k.data(), v.data(), b.slot_mapping.data(), len, Hkv, D, cache);
+    // The values each element type must hold.
+    std::vector<float> kr(slots * row, 0.0f), vr(kr.size(), 0.0f);
+    for (int t = 0; t < len - 1; ++t) {
+      const int64_t slot = b.slot_mapping[t];
+      for (int64_t i = 0; i < row; ++i) {
+        const float kx = k[t * row + i], vx = v[t * row + i];
+        if (element == KvElement::kBf16) {
+          uint16_t kb, vb;
+          std::memcpy(&kb, kc.data() + (slot * row + i) * 2, 2);
+          std::memcpy(&vb, vc.data() + (slot * row + i) * 2, 2);
+          kr[slot * row + i] = BFloat16ToFloat(kb);
+          vr[slot * row + i] = BFloat16ToFloat(vb);
+          // Round to nearest: within half a bf16 step (2^-8 relative).
+          EXPECT_LE(std::fabs(kr[slot * row + i] - kx), std::fabs(kx) * (1.0f / 256));
+        } else {
+          EXPECT_EQ(kc[slot * row + i], Fp8E4M3FromFloatSat(kx / k_scale));
+          EXPECT_EQ(vc[slot * row + i], Fp8E4M3FromFloatSat(vx / v_scale));
+          kr[slot * row + i] = Fp8E4M3ToFloat(kc[slot * row + i]) * k_scale;
+          vr[slot * row + i] = Fp8E4M3ToFloat(vc[slot * row + i]) * v_scale;
+        }
+      }
+    }
+    const int64_t pad = b.block_tables[(len - 1) / block_size] * block_size + (len - 1) % block_size;
+    EXPECT_EQ(kc[pad * row * KvElementBytes(element)], 0xAB) << "padding slot was written";
+    // Attention over the first len - 1 tokens (the padded one is not attended).
+    ForwardBatch a = b;
+    a.positions.resize(len - 1);
+    a.token_ids.resize(len - 1);
+    a.slot_mapping.resize(len - 1);
+    a.cu_seqlens_q = {0, len - 1};
+    a.seq_lens = {len - 1};
+    for (int threads : {1, 3}) {
+      std::vector<float> got((len - 1) * H * D), want(got.size());
+      PagedAttention(q.data(), cache, a, H, Hkv, D, block_size, 0.25f, got.data(), threads);
+      PagedAttention(q.data(), kr.data(), vr.data(), a, H, Hkv, D, block_size, 0.25f,
+                     want.data(), threads);
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0);
+    }
   }
 }
 
