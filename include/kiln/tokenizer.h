@@ -41,6 +41,11 @@ struct ChatTemplateOptions {
 class IncrementalDetokenizer {
  public:
   virtual ~IncrementalDetokenizer() = default;
+  // Feeds ids whose text the caller already has (a prompt's last tokens), before the first Push:
+  // they give the next tokens their decoding context (a SentencePiece piece's leading space, a
+  // byte-level merge) and are never emitted, even where they end in byte pieces that would
+  // otherwise wait for a following token.
+  virtual void Prime(std::span<const int32_t> context_ids) = 0;
   // Appends `id` and returns the newly final text (possibly empty).
   virtual std::string Push(int32_t id) = 0;
   // Returns whatever is still held back (e.g. an incomplete UTF-8 tail, replaced by U+FFFD).

@@ -3,10 +3,12 @@
 // Generate. The contract is in include/kiln/generation.h.
 #include "kiln/generation.h"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
+#include <span>
 
 #include "common/check.h"
 #include "generation/stop_matcher.h"
@@ -37,13 +39,11 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
         c.choice.prompt_index = static_cast<int>(p);
         if (tokenizer_ != nullptr) {
           c.detokenizer = tokenizer_->NewDetokenizer(request_.skip_special_tokens);
-          // Feed the prompt's tail so the first output token decodes in context (e.g. keeps the
-          // leading space SentencePiece pieces carry); that text is discarded.
-          const auto& ids = prompt.token_ids;
-          const size_t ctx = static_cast<size_t>(context_tokens);
-          for (size_t k = ids.size() > ctx ? ids.size() - ctx : 0; k < ids.size(); ++k) {
-            c.detokenizer->Push(ids[k]);
-          }
+          // The prompt's tail gives the first output token its decoding context (e.g. the
+          // leading space SentencePiece pieces carry); its own text is never emitted.
+          const std::span<const int32_t> ids(prompt.token_ids);
+          const size_t ctx = std::min(ids.size(), static_cast<size_t>(context_tokens));
+          c.detokenizer->Prime(ids.subspan(ids.size() - ctx));
         }
         c.stop = std::make_unique<StopMatcher>(request_.stop, request_.include_stop_str_in_output);
         c.choice.text = prompt.echo_text;

@@ -116,6 +116,40 @@ TEST_F(GeneratorTest, CompletionMatchesTheEngineAndTheTokenizer) {
   EXPECT_TRUE(result.error.ok());
 }
 
+// A prompt that ends in a character the tokenizer spells with byte pieces (stories260K has no
+// emoji token: 4 <0xXX> pieces) must not bring that character back with the first output token,
+// plain or echoed; the same for an assistant prefill ending in one.
+TEST_F(GeneratorTest, PromptEndingInBytePiecesIsNotRepeated) {
+  const Tokenizer& tok = *generator_->tokenizer();
+  const std::string prompt = "Once upon a time \xF0\x9F\x99\x82";  // U+1F642
+  const std::vector<int32_t> prompt_ids = tok.Encode(prompt, true);
+  for (bool echo : {false, true}) {
+    GenerationRequest r = Greedy(prompt, 6);
+    r.echo = echo;
+    const GenerationResult result = Run(std::move(r));
+    ASSERT_EQ(result.choices.size(), 1u);
+    const GenerationChoice& c = result.choices[0];
+    std::vector<int32_t> all = prompt_ids;
+    all.insert(all.end(), c.token_ids.begin(), c.token_ids.end());
+    const std::string prompt_text = *tok.Decode(prompt_ids, true);
+    const std::string full = *tok.Decode(all, true);
+    ASSERT_EQ(full.substr(0, prompt_text.size()), prompt_text);
+    const std::string continuation = full.substr(prompt_text.size());
+    EXPECT_EQ(c.text, echo ? prompt + continuation : continuation) << "echo " << echo;
+  }
+  GenerationRequest chat;
+  chat.messages =
+      nlohmann::ordered_json::array({{{"role", "user"}, {"content", "Tell me a story."}}});
+  chat.assistant_prefill = "Here \xF0\x9F\x99\x82";
+  chat.sampling.temperature = 0.0f;
+  chat.sampling.max_tokens = 4;
+  chat.sampling.ignore_eos = true;
+  const GenerationResult prefilled = Run(std::move(chat));
+  ASSERT_EQ(prefilled.choices.size(), 1u);
+  EXPECT_EQ(prefilled.choices[0].text.find("\xF0\x9F\x99\x82"), std::string::npos)
+      << prefilled.choices[0].text;
+}
+
 TEST_F(GeneratorTest, StreamedDeltasConcatenateToTheResult) {
   GenerationRequest r = Greedy("Lily", 40);
   r.n = 2;

@@ -22,6 +22,16 @@ std::string StreamingDetokenizer::Delta(const std::string& text) const {
   return text.substr(cut);
 }
 
+void StreamingDetokenizer::Prime(std::span<const int32_t> context_ids) {
+  for (int32_t id : context_ids) {
+    if (tokenizer_.IsValidId(id)) ids_.push_back(id);
+  }
+  // The whole context counts as read: the next Push emits what its text adds after it.
+  prefix_offset_ = 0;
+  read_offset_ = ids_.size();
+  prefix_text_ = DecodeFrom(prefix_offset_, read_offset_);
+}
+
 std::string StreamingDetokenizer::Push(int32_t id) {
   if (!tokenizer_.IsValidId(id)) return {};
   ids_.push_back(id);

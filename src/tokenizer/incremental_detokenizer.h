@@ -25,6 +25,7 @@ class StreamingDetokenizer final : public IncrementalDetokenizer {
   StreamingDetokenizer(const BpeTokenizer& tokenizer, bool skip_special_tokens)
       : tokenizer_(tokenizer), skip_special_tokens_(skip_special_tokens) {}
 
+  void Prime(std::span<const int32_t> context_ids) override;
   std::string Push(int32_t id) override;
   std::string Flush() override;
 
