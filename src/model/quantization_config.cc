@@ -17,6 +17,23 @@ Status Unsupported(const std::string& field, const std::string& what) {
   return Status::Unimplemented(Field(field) + ": " + what);
 }
 
+// obj[key] as a string: absent or null → `fallback`; another type → an error naming the field.
+StatusOr<std::string> StringOr(const json& obj, const char* key, const std::string& fallback,
+                               const std::string& field) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return fallback;
+  if (!it->is_string()) return Bad(field, "must be a string, got " + it->dump());
+  return it->get<std::string>();
+}
+
+// obj[key] as a boolean: absent or null → `fallback`; another type → an error.
+StatusOr<bool> BoolOr(const json& obj, const char* key, bool fallback, const std::string& field) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) return Bad(field, "must be true or false, got " + it->dump());
+  return it->get<bool>();
+}
+
 // [b0, b1] of positive integers into *q as block scales.
 Status ParseBlock(const json& j, const std::string& field, WeightQuantization* q) {
   if (!j.is_array() || j.size() != 2 || !j[0].is_number_unsigned() || !j[1].is_number_unsigned() ||
@@ -33,9 +50,10 @@ StatusOr<CheckpointQuantization> ParseFp8(const json& qc) {
   CheckpointQuantization out;
   out.method = "fp8";
   out.weights.format = WeightFormat::kFp8E4M3;
-  const std::string fmt = qc.value("fmt", std::string("e4m3"));
+  KILN_ASSIGN_OR_RETURN(const std::string fmt, StringOr(qc, "fmt", "e4m3", "fmt"));
   if (fmt != "e4m3") return Unsupported("fmt", "'" + fmt + "' (kiln supports e4m3)");
-  const std::string act = qc.value("activation_scheme", std::string("dynamic"));
+  KILN_ASSIGN_OR_RETURN(const std::string act,
+                        StringOr(qc, "activation_scheme", "dynamic", "activation_scheme"));
   if (act != "dynamic" && act != "static")
     return Bad("activation_scheme", "must be dynamic or static, got '" + act + "'");
   out.static_input_scale = act == "static";
@@ -55,10 +73,14 @@ StatusOr<CheckpointQuantization> ParseFp8(const json& qc) {
 // Checks an FP8 quantization args object ({num_bits, type, symmetric, ...}).
 Status CheckFloat8Args(const json& args, const std::string& field) {
   if (!args.is_object()) return Bad(field, "must be an object");
-  if (args.value("type", std::string()) != "float" || args.value("num_bits", 0) != 8)
+  KILN_ASSIGN_OR_RETURN(const std::string type, StringOr(args, "type", "", field + ".type"));
+  auto bits = args.find("num_bits");
+  if (type != "float" || bits == args.end() || !bits->is_number_integer() || *bits != 8)
     return Unsupported(field,
                        "only 8-bit float (FP8 E4M3) quantization is supported, got " + args.dump());
-  if (!args.value("symmetric", true)) return Unsupported(field, "asymmetric FP8 quantization");
+  KILN_ASSIGN_OR_RETURN(const bool symmetric,
+                        BoolOr(args, "symmetric", true, field + ".symmetric"));
+  if (!symmetric) return Unsupported(field, "asymmetric FP8 quantization");
   return Status::Ok();
 }
 
@@ -67,7 +89,8 @@ StatusOr<CheckpointQuantization> ParseCompressedTensors(const json& qc) {
   out.method = "compressed-tensors";
   out.weights.format = WeightFormat::kFp8E4M3;
   out.weight_scale_name = "weight_scale";
-  const std::string format = qc.value("format", std::string("float-quantized"));
+  KILN_ASSIGN_OR_RETURN(const std::string format,
+                        StringOr(qc, "format", "float-quantized", "format"));
   if (format != "float-quantized" && format != "naive-quantized")
     return Unsupported("format", "'" + format + "' (kiln loads float-quantized FP8 checkpoints)");
   auto groups = qc.find("config_groups");
@@ -81,7 +104,8 @@ StatusOr<CheckpointQuantization> ParseCompressedTensors(const json& qc) {
   auto weights = g.find("weights");
   if (weights == g.end() || weights->is_null()) return Unsupported(gname, "no weight quantization");
   KILN_RETURN_IF_ERROR(CheckFloat8Args(*weights, gname + ".weights"));
-  const std::string strategy = weights->value("strategy", std::string("tensor"));
+  KILN_ASSIGN_OR_RETURN(const std::string strategy,
+                        StringOr(*weights, "strategy", "tensor", gname + ".weights.strategy"));
   if (strategy == "tensor") {
     out.weights.granularity = ScaleGranularity::kPerTensor;
   } else if (strategy == "channel") {
@@ -94,13 +118,18 @@ StatusOr<CheckpointQuantization> ParseCompressedTensors(const json& qc) {
     return Unsupported(gname + ".weights.strategy",
                        "'" + strategy + "' (supported: tensor, channel, block)");
   }
-  if (weights->value("dynamic", false) == true)
+  KILN_ASSIGN_OR_RETURN(const bool dynamic_weights,
+                        BoolOr(*weights, "dynamic", false, gname + ".weights.dynamic"));
+  if (dynamic_weights)
     return Unsupported(gname + ".weights.dynamic", "dynamically quantized weights");
   auto acts = g.find("input_activations");
   if (acts != g.end() && !acts->is_null()) {
     KILN_RETURN_IF_ERROR(CheckFloat8Args(*acts, gname + ".input_activations"));
-    const bool dynamic = acts->value("dynamic", false) == true;
-    const std::string a = acts->value("strategy", std::string("tensor"));
+    KILN_ASSIGN_OR_RETURN(const bool dynamic, BoolOr(*acts, "dynamic", false,
+                                                     gname + ".input_activations.dynamic"));
+    KILN_ASSIGN_OR_RETURN(const std::string a,
+                          StringOr(*acts, "strategy", "tensor",
+                                   gname + ".input_activations.strategy"));
     if (!dynamic) {
       if (a != "tensor")
         return Unsupported(gname + ".input_activations",

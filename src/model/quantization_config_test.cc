@@ -114,6 +114,48 @@ TEST(QuantizationConfigTest, ErrorsNameTheField) {
             StatusCode::kUnimplemented);
 }
 
+// Null means absent (the default); any other wrong type is an error naming the field, never an
+// exception out of the JSON library.
+TEST(QuantizationConfigTest, NullIsAbsentAndWrongTypesAreErrors) {
+  auto q = Parse(R"({"quant_method": "fp8", "fmt": null, "activation_scheme": null,
+                     "weight_block_size": [128, 128]})");
+  ASSERT_TRUE(q.ok()) << q.status().ToString();
+  EXPECT_FALSE(q->static_input_scale);
+  const std::string w = R"({"num_bits": 8, "type": "float", "symmetric": null, "strategy": null,
+                            "dynamic": null})";
+  q = Parse(CompressedTensors(w, R"({"num_bits": 8, "type": "float", "dynamic": null,
+                                     "strategy": null})"));
+  ASSERT_TRUE(q.ok()) << q.status().ToString();
+  EXPECT_EQ(q->weights.granularity, ScaleGranularity::kPerTensor);
+  EXPECT_TRUE(q->static_input_scale);
+  const std::pair<const char*, const char*> bad[] = {
+      {R"({"quant_method": "fp8", "fmt": 3})", "fmt"},
+      {R"({"quant_method": "fp8", "activation_scheme": ["dynamic"]})", "activation_scheme"},
+      {R"({"quant_method": "compressed-tensors", "format": {}, "config_groups": {"g": {}}})",
+       "format"},
+  };
+  for (const auto& [config, field] : bad) {
+    auto r = Parse(config);
+    ASSERT_FALSE(r.ok()) << config;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << config;
+    EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status().ToString();
+  }
+  for (const char* weights :
+       {R"({"num_bits": 8, "type": "float", "symmetric": "yes"})",
+        R"({"num_bits": 8, "type": "float", "strategy": 7})",
+        R"({"num_bits": 8, "type": "float", "dynamic": "false"})",
+        R"({"num_bits": "8", "type": "float"})", R"({"num_bits": 8, "type": 1})"}) {
+    auto r = Parse(CompressedTensors(weights, "null"));
+    ASSERT_FALSE(r.ok()) << weights;
+    EXPECT_NE(r.status().message().find("weights"), std::string::npos) << r.status().ToString();
+  }
+  auto r = Parse(CompressedTensors(R"({"num_bits": 8, "type": "float"})",
+                                   R"({"num_bits": 8, "type": "float", "dynamic": 1})"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("input_activations.dynamic"), std::string::npos)
+      << r.status().ToString();
+}
+
 TEST(SafetensorsWriterTest, RoundTripsEveryDtype) {
   const std::string path = (std::filesystem::temp_directory_path() /
                             ("kiln_st_writer_" + std::to_string(getpid()) + ".safetensors"))

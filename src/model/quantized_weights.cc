@@ -1,5 +1,7 @@
 #include "model/quantized_weights.h"
 
+#include <cmath>
+#include <string>
 #include <vector>
 
 #include "model/llama_projections.h"
@@ -8,21 +10,57 @@
 namespace kiln {
 namespace {
 
-// The checkpoint's tensor `name` reshaped to `shape` when its element count is the same.
+enum class ScaleKind { kWeight, kInput };
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+// Whether a stored scale of shape `stored` holds the scales of logical shape `want`: exactly, or
+// the spellings checkpoints use for the same thing ([] / [1] / [1, 1] for one value, [out, 1] for
+// per-channel). A transposed or otherwise reshaped grid of the same size is not accepted.
+bool ScaleShapeMatches(const std::vector<int64_t>& stored, const std::vector<int64_t>& want) {
+  if (stored == want) return true;
+  if (want.size() == 1) {
+    if (want[0] == 1) return stored.empty() || stored == std::vector<int64_t>{1, 1};
+    return stored == std::vector<int64_t>{want[0], 1};
+  }
+  return false;
+}
+
+// The checkpoint's scale tensor `name`, reshaped to `shape`. Checks its dtype, its shape and every
+// value: weight scales finite and >= 0 (a zero scale is an all-zero block), input scales finite
+// and > 0. A bad scale is an error naming the tensor and element, never wrong logits later.
 StatusOr<Tensor> GetScale(const SafetensorsModel& checkpoint, const std::string& name,
-                          std::vector<int64_t> shape) {
+                          std::vector<int64_t> shape, ScaleKind kind) {
   KILN_ASSIGN_OR_RETURN(Tensor t, checkpoint.GetTensor(name));
   if (t.dtype != DType::kF32 && t.dtype != DType::kBF16 && t.dtype != DType::kF16)
     return Status::InvalidArgument("scale tensor '" + name + "' has dtype " +
                                    std::string(DTypeName(t.dtype)) + ", expected a float type");
-  int64_t want = 1;
-  for (int64_t d : shape) want *= d;
-  const int64_t have = static_cast<int64_t>(t.size_bytes / DTypeSize(t.dtype));
-  if (have != want)
-    return Status::InvalidArgument("scale tensor '" + name + "' has " + std::to_string(have) +
-                                   " elements, expected " + std::to_string(want));
+  if (!ScaleShapeMatches(t.shape, shape))
+    return Status::InvalidArgument("scale tensor '" + name + "' has shape " +
+                                   ShapeString(t.shape) + ", expected " + ShapeString(shape));
   t.shape = std::move(shape);
+  const std::vector<float> values = t.ToFloatVector();
+  for (size_t i = 0; i < values.size(); ++i) {
+    const float v = values[i];
+    const bool ok = std::isfinite(v) && (kind == ScaleKind::kWeight ? v >= 0.0f : v > 0.0f);
+    if (!ok)
+      return Status::InvalidArgument(
+          "scale tensor '" + name + "' element " + std::to_string(i) + " is " +
+          std::to_string(v) + (kind == ScaleKind::kWeight ? ": weight scales must be finite and >= 0"
+                                                          : ": input scales must be finite and > 0"));
+  }
   return t;
+}
+
+// The first of `names` the checkpoint holds (the last one, for the error, when none is there).
+std::string FirstPresent(const SafetensorsModel& checkpoint, std::vector<std::string> names) {
+  for (const std::string& n : names)
+    if (checkpoint.Has(n)) return n;
+  return names.front();
 }
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -60,11 +98,21 @@ Status LoadQuantizedProjections(const SafetensorsModel& checkpoint,
         default:
           return Status::Unimplemented(module + ": scales " + q.Describe());
       }
-      KILN_ASSIGN_OR_RETURN(
-          p.scales->weight,
-          GetScale(checkpoint, module + "." + quantization.weight_scale_name, std::move(shape)));
+      // Per-tensor FP8 checkpoints written by transformers name the weight scale
+      // `weight_scale_inv` ([1, 1], the same dequantization multiplier) and the static input scale
+      // `activation_scale`; llm-compressor / vLLM write `weight_scale` and `input_scale`.
+      std::vector<std::string> weight_names = {module + "." + quantization.weight_scale_name};
+      if (q.granularity == ScaleGranularity::kPerTensor)
+        weight_names.push_back(module + ".weight_scale_inv");
+      KILN_ASSIGN_OR_RETURN(p.scales->weight,
+                            GetScale(checkpoint, FirstPresent(checkpoint, weight_names),
+                                     std::move(shape), ScaleKind::kWeight));
       if (quantization.static_input_scale) {
-        KILN_ASSIGN_OR_RETURN(p.scales->input, GetScale(checkpoint, module + ".input_scale", {1}));
+        KILN_ASSIGN_OR_RETURN(
+            p.scales->input,
+            GetScale(checkpoint,
+                     FirstPresent(checkpoint, {module + ".input_scale", module + ".activation_scale"}),
+                     {1}, ScaleKind::kInput));
       }
     }
   }

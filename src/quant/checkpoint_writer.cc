@@ -48,6 +48,22 @@ StatusOr<std::string> QuantizationConfigJson(const WeightQuantization& q) {
   return qc.dump();
 }
 
+Status CheckBlockFp8Portable(const ModelConfig& c, int block) {
+  std::string bad;
+  auto check = [&](const char* what, int64_t size) {
+    if (size % block != 0)
+      bad += std::string(bad.empty() ? "" : ", ") + what + " " + std::to_string(size);
+  };
+  check("hidden_size", c.hidden_size);
+  check("intermediate_size", c.intermediate_size);
+  check("q size (heads x head_dim)", int64_t{c.num_attention_heads} * c.head_dim);
+  check("kv size (kv heads x head_dim)", c.kv_size());
+  if (bad.empty()) return Status::Ok();
+  return Status::InvalidArgument(bad + " not a multiple of " + std::to_string(block) + ": vLLM and " +
+                                 "HF transformers cannot load a " + std::to_string(block) + "x" +
+                                 std::to_string(block) + " block-FP8 checkpoint of this model");
+}
+
 Status WriteQuantizedCheckpoint(const LoadedModel& source, const LlamaWeights& quantized,
                                 const std::string& out_dir) {
   if (source.format != "safetensors")
@@ -102,7 +118,8 @@ Status WriteQuantizedCheckpoint(const LoadedModel& source, const LlamaWeights& q
     if (!out) return Status::IOError(out_dir + "/config.json: write failed");
   }
   for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                           "generation_config.json", "tokenizer.model"}) {
+                           "generation_config.json", "tokenizer.model", "chat_template.jinja",
+                           "chat_template.json", "vocab.json", "merges.txt", "added_tokens.json"}) {
     const std::string from = source.source_path + "/" + name;
     if (!FileExists(from)) continue;
     // The copy keeps the source's permissions; a read-only source (../shared) must not make the

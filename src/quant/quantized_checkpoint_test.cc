@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -136,6 +138,46 @@ TEST(QuantizedCheckpointTest, PerChannelRoundTrip) {
 }
 TEST(QuantizedCheckpointTest, PerTensorRoundTrip) { CheckRoundTrip(ScaleGranularity::kPerTensor); }
 
+// The tokenizer and chat-template files travel with the checkpoint (a chat_template.jinja is
+// what newer transformers write, and kiln's own tokenizer loader reads it).
+TEST(QuantizedCheckpointTest, CopiesTokenizerAndChatTemplateFiles) {
+  const std::string dir = SharedPath("models/tinystories-656k");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tinystories-656k";
+  TempDir src("kiln_fp8_src"), out("kiln_fp8_out");
+  fs::copy(dir, src.path, fs::copy_options::recursive);
+  const std::string tmpl = "{% for m in messages %}{{ m['content'] }}{% endfor %}";
+  std::ofstream(src.path + "/chat_template.jinja") << tmpl;
+  auto dense = Load(src.path);
+  ASSERT_TRUE(dense.ok()) << dense.status().ToString();
+  auto q = QuantizeLlamaWeightsFp8((*dense)->weights, Fp8Quantization(ScaleGranularity::kPerChannel));
+  ASSERT_TRUE(q.ok());
+  ASSERT_TRUE(WriteQuantizedCheckpoint(**dense, *q, out.path).ok());
+  auto copied = ReadFileToString(out.path + "/chat_template.jinja");
+  ASSERT_TRUE(copied.ok()) << copied.status().ToString();
+  EXPECT_EQ(*copied, tmpl);
+}
+
+// Block-FP8 output is portable only where every fused part and input is whole blocks.
+TEST(QuantizedCheckpointTest, BlockFp8PortabilityNamesTheSizes) {
+  ModelConfig c;
+  c.hidden_size = 4096;
+  c.intermediate_size = 14336;
+  c.num_attention_heads = 32;
+  c.num_key_value_heads = 8;
+  c.head_dim = 128;
+  EXPECT_TRUE(CheckBlockFp8Portable(c, 128).ok());  // Llama-3.1-8B
+  c.hidden_size = 576;                               // SmolLM2-135M
+  c.intermediate_size = 1536;
+  c.num_attention_heads = 9;
+  c.num_key_value_heads = 3;
+  c.head_dim = 64;
+  const Status s = CheckBlockFp8Portable(c, 128);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("hidden_size 576"), std::string::npos) << s.ToString();
+  EXPECT_NE(s.message().find("kv size (kv heads x head_dim) 192"), std::string::npos);
+  EXPECT_EQ(s.message().find("intermediate_size"), std::string::npos) << "1536 is whole blocks";
+}
+
 // Rewrites out/config.json's quantization_config and drops or replaces tensors of
 // model.safetensors, then expects LoadModel to fail with `code` and a message containing `what`.
 class BrokenCheckpointTest : public ::testing::Test {
@@ -198,7 +240,57 @@ TEST_F(BrokenCheckpointTest, MissingScale) {
 TEST_F(BrokenCheckpointTest, ScaleOfWrongSize) {
   ReplaceTensor("model.layers.0.self_attn.q_proj.weight_scale_inv",
                 OwnedFloatTensor({2}, {1.0f, 1.0f}));
-  Expect(StatusCode::kInvalidArgument, "q_proj.weight_scale_inv' has 2 elements, expected 1");
+  Expect(StatusCode::kInvalidArgument, "q_proj.weight_scale_inv' has shape [2], expected [1, 1]");
+}
+
+// gate_proj is 384 × 128: its block grid is [3, 1]. The same three values stored as [1, 3] (a
+// transposed grid) are refused, not reinterpreted.
+TEST_F(BrokenCheckpointTest, TransposedScaleGrid) {
+  ReplaceTensor("model.layers.0.mlp.gate_proj.weight_scale_inv",
+                OwnedFloatTensor({1, 3}, quantized_.layers[0].gate_scales.weight.ToFloatVector()));
+  Expect(StatusCode::kInvalidArgument, "gate_proj.weight_scale_inv' has shape [1, 3], expected [3, 1]");
+}
+
+TEST_F(BrokenCheckpointTest, NonFiniteOrNegativeWeightScale) {
+  for (float bad : {NAN, INFINITY, -0.5f}) {
+    std::vector<float> v = quantized_.layers[1].up_scales.weight.ToFloatVector();
+    v[2] = bad;
+    ReplaceTensor("model.layers.1.mlp.up_proj.weight_scale_inv", OwnedFloatTensor({3, 1}, v));
+    Expect(StatusCode::kInvalidArgument, "up_proj.weight_scale_inv' element 2 is");
+  }
+}
+
+// A zero, negative or NaN static input scale (compressed-tensors per-tensor, written by PyTorch in
+// tests/data/fp8) is refused naming the tensor.
+TEST(QuantizedCheckpointScalesTest, BadStaticInputScale) {
+  const char* src = std::getenv("KILN_SOURCE_DIR");
+  const std::string fixture =
+      std::string(src != nullptr ? src : ".") + "/tests/data/fp8/stories260k-ct-tensor";
+  if (!fs::exists(fixture + "/model.safetensors")) GTEST_SKIP() << "no " << fixture;
+  auto good = Load(fixture);
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  TempDir dir("kiln_fp8_input_scale");
+  for (float bad : {0.0f, -0.01f, NAN}) {
+    fs::remove_all(dir.path);
+    fs::copy(fixture, dir.path, fs::copy_options::recursive);
+    auto file = SafetensorsFile::Open(fixture + "/model.safetensors");
+    ASSERT_TRUE(file.ok());
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    const std::string name = "model.layers.2.self_attn.o_proj.input_scale";
+    for (const auto& [n, info] : (*file)->tensors()) {
+      if (n == name) {
+        tensors.emplace_back(n, OwnedFloatTensor({1}, {bad}));
+      } else {
+        tensors.emplace_back(n, *(*file)->GetTensor(n));
+      }
+    }
+    ASSERT_TRUE(WriteSafetensors(dir.path + "/model.safetensors", tensors).ok());
+    auto m = Load(dir.path);
+    ASSERT_FALSE(m.ok()) << bad;
+    EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(m.status().message().find(name + "' element 0 is"), std::string::npos)
+        << m.status().ToString();
+  }
 }
 
 TEST_F(BrokenCheckpointTest, DenseProjectionInQuantizedCheckpoint) {
@@ -208,8 +300,9 @@ TEST_F(BrokenCheckpointTest, DenseProjectionInQuantizedCheckpoint) {
 
 TEST_F(BrokenCheckpointTest, StaticActivationsWithoutInputScale) {
   SetQuantizationConfig(R"({"quant_method": "fp8", "activation_scheme": "static"})");
-  // Per-tensor format: weight_scale tensors are missing too; the first missing one is named.
-  Expect(StatusCode::kNotFound, "model.layers.0.self_attn.q_proj.weight_scale");
+  // Per-tensor format: q_proj's [1, 1] weight_scale_inv is read as transformers' per-tensor
+  // spelling of weight_scale; the missing input scale is named.
+  Expect(StatusCode::kNotFound, "model.layers.0.self_attn.q_proj.input_scale");
 }
 
 }  // namespace
