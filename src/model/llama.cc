@@ -105,15 +105,15 @@ StatusOr<std::shared_ptr<const LlamaModel>> LlamaModel::Build(
                           true);
     dst.q_norm.weight = src.q_norm;
     dst.k_norm.weight = src.k_norm;
-    dst.o = make_linear(p + "o", shape.q_size(), {MakePart(src.o_proj, {}, sc(src.o_scales))},
-                        true);
+    dst.o = make_linear(p + "o", shape.q_size(),
+                        {MakePart(src.o_proj, src.o_bias, sc(src.o_scales))}, true);
     dst.post_norm.weight = src.post_attention_layernorm;
     dst.gate_up = make_linear(p + "gate_up", h,
-                              {MakePart(src.gate_proj, {}, sc(src.gate_scales)),
-                               MakePart(src.up_proj, {}, sc(src.up_scales))},
+                              {MakePart(src.gate_proj, src.gate_bias, sc(src.gate_scales)),
+                               MakePart(src.up_proj, src.up_bias, sc(src.up_scales))},
                               true);
     dst.down = make_linear(p + "down", shape.intermediate_size,
-                           {MakePart(src.down_proj, {}, sc(src.down_scales))}, true);
+                           {MakePart(src.down_proj, src.down_bias, sc(src.down_scales))}, true);
   }
   m->final_norm.weight = w.norm;
   m->tied_lm_head = SameTensor(w.lm_head, w.embed_tokens);

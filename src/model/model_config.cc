@@ -204,6 +204,9 @@ StatusOr<ModelConfig> ParseHfConfig(std::string_view config_json) {
   KILN_RETURN_IF_ERROR(GetBool(j, "tie_word_embeddings", &c.tie_word_embeddings));
   if (c.architecture != "qwen2")
     KILN_RETURN_IF_ERROR(GetBool(j, "attention_bias", &c.attention_bias));
+  // HF: Llama and Qwen3 build o_proj with bias=attention_bias; Qwen2 biases q/k/v only.
+  c.o_bias = c.attention_bias && c.architecture != "qwen2";
+  KILN_RETURN_IF_ERROR(GetBool(j, "mlp_bias", &c.mlp_bias));
   for (const char* key : {"rope_scaling", "rope_parameters"}) {
     auto it = j.find(key);
     if (it != j.end() && !it->is_null()) KILN_RETURN_IF_ERROR(ParseRope(*it, &c));

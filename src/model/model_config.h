@@ -52,7 +52,9 @@ struct ModelConfig {
   std::vector<float> rope_freq_factors;
   int max_position_embeddings = 2048;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2)
+  bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2; Llama / Qwen3 when set)
+  bool o_bias = false;          // o_proj carries a bias (attention_bias on Llama / Qwen3, not Qwen2)
+  bool mlp_bias = false;        // gate/up/down projections carry a bias (config.json mlp_bias)
   bool qk_norm = false;         // per-head RMSNorm on q and k before RoPE (Qwen3)
   std::string hidden_act = "silu";
   std::string torch_dtype = "float32";  // the checkpoint's dtype

@@ -38,10 +38,16 @@ void ForEachHfTensor(
       fn(&l.k_norm, p + "self_attn.k_norm.weight", {d}, true);
     }
     fn(&l.o_proj, p + "self_attn.o_proj.weight", {h, q}, false);
+    if (c.o_bias) fn(&l.o_bias, p + "self_attn.o_proj.bias", {h}, false);
     fn(&l.post_attention_layernorm, p + "post_attention_layernorm.weight", {h}, true);
     fn(&l.gate_proj, p + "mlp.gate_proj.weight", {inter, h}, false);
     fn(&l.up_proj, p + "mlp.up_proj.weight", {inter, h}, false);
     fn(&l.down_proj, p + "mlp.down_proj.weight", {h, inter}, false);
+    if (c.mlp_bias) {
+      fn(&l.gate_bias, p + "mlp.gate_proj.bias", {inter}, false);
+      fn(&l.up_bias, p + "mlp.up_proj.bias", {inter}, false);
+      fn(&l.down_bias, p + "mlp.down_proj.bias", {h}, false);
+    }
   }
   fn(&w->norm, "model.norm.weight", {h}, true);
   if (!c.tie_word_embeddings) fn(&w->lm_head, "lm_head.weight", {v, h}, false);

@@ -106,8 +106,9 @@ size_t LlamaWeights::size_bytes() const {
   add(embed_tokens);
   for (const Layer& l : layers) {
     for (const Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.q_bias,
-                            &l.k_bias, &l.v_bias, &l.q_norm, &l.k_norm, &l.o_proj,
-                            &l.post_attention_layernorm, &l.gate_proj, &l.up_proj, &l.down_proj})
+                            &l.k_bias, &l.v_bias, &l.q_norm, &l.k_norm, &l.o_proj, &l.o_bias,
+                            &l.post_attention_layernorm, &l.gate_proj, &l.up_proj, &l.down_proj,
+                            &l.gate_bias, &l.up_bias, &l.down_bias})
       add(*t);
   }
   add(norm);
@@ -192,6 +193,7 @@ Status ValidateWeights(const ModelConfig& c, const LlamaWeights& w) {
     KILN_RETURN_IF_ERROR(CheckTensor(l.q_norm, p + "q_norm", {d}, c.qk_norm));
     KILN_RETURN_IF_ERROR(CheckTensor(l.k_norm, p + "k_norm", {d}, c.qk_norm));
     KILN_RETURN_IF_ERROR(CheckProjection(w, l.o_proj, l.o_scales, p + "o_proj", {h, q}));
+    KILN_RETURN_IF_ERROR(CheckTensor(l.o_bias, p + "o_bias", {h}, c.o_bias));
     KILN_RETURN_IF_ERROR(
         CheckTensor(l.post_attention_layernorm, p + "post_attention_layernorm", {h}, true));
     KILN_RETURN_IF_ERROR(
@@ -199,6 +201,9 @@ Status ValidateWeights(const ModelConfig& c, const LlamaWeights& w) {
     KILN_RETURN_IF_ERROR(CheckProjection(w, l.up_proj, l.up_scales, p + "up_proj", {inter, h}));
     KILN_RETURN_IF_ERROR(
         CheckProjection(w, l.down_proj, l.down_scales, p + "down_proj", {h, inter}));
+    KILN_RETURN_IF_ERROR(CheckTensor(l.gate_bias, p + "gate_bias", {inter}, c.mlp_bias));
+    KILN_RETURN_IF_ERROR(CheckTensor(l.up_bias, p + "up_bias", {inter}, c.mlp_bias));
+    KILN_RETURN_IF_ERROR(CheckTensor(l.down_bias, p + "down_bias", {h}, c.mlp_bias));
   }
   return Status::Ok();
 }

@@ -169,6 +169,9 @@ struct LlamaWeights {
     Tensor q_bias;                    // [q_size]   (attention_bias)
     Tensor k_bias;                    // [kv_size]  (attention_bias)
     Tensor v_bias;                    // [kv_size]  (attention_bias)
+    Tensor o_bias;                    // [hidden_size] (o_bias)
+    Tensor gate_bias, up_bias;        // [intermediate_size] (mlp_bias)
+    Tensor down_bias;                 // [hidden_size] (mlp_bias)
     Tensor q_norm;                    // [head_dim] (qk_norm)
     Tensor k_norm;                    // [head_dim] (qk_norm)
     Tensor o_proj;                    // [hidden_size, q_size]

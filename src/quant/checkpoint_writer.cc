@@ -98,6 +98,10 @@ Status WriteQuantizedCheckpoint(const LoadedModel& source, const LlamaWeights& q
     add(p + "self_attn.q_proj.bias", l.q_bias);
     add(p + "self_attn.k_proj.bias", l.k_bias);
     add(p + "self_attn.v_proj.bias", l.v_bias);
+    add(p + "self_attn.o_proj.bias", l.o_bias);
+    add(p + "mlp.gate_proj.bias", l.gate_bias);
+    add(p + "mlp.up_proj.bias", l.up_bias);
+    add(p + "mlp.down_proj.bias", l.down_bias);
     add(p + "self_attn.q_norm.weight", l.q_norm);
     add(p + "self_attn.k_norm.weight", l.k_norm);
     add(p + "post_attention_layernorm.weight", l.post_attention_layernorm);

@@ -5,13 +5,20 @@
 #include "backend/cpu/linear.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "backend/backend_test_util.h"
+#include "model/mapped_file.h"
+#include "model/owned_tensor.h"
 #include "model/safetensors.h"
+#include "model/safetensors_writer.h"
 #include "model/test_data.h"
 
 namespace kiln {
@@ -290,6 +297,79 @@ TEST(CpuBackendTest, KvCacheDtypeSetsTheBlocksABudgetHolds) {
   EXPECT_LE(blocks[1], 2 * blocks[0] + 1);
   EXPECT_GE(blocks[2], 4 * blocks[0]);
   EXPECT_LE(blocks[2], 4 * blocks[0] + 3);
+}
+
+// Llama with attention_bias and mlp_bias (HF: q/k/v/o and gate/up/down carry biases): zero biases
+// give exactly the bias-free logits, an o_proj or down_proj bias changes them, a missing bias
+// tensor is an error naming it. tinystories-656k rewritten with those tensors.
+TEST(CpuBackendTest, LlamaAttentionAndMlpBiasesAreApplied) {
+  namespace fs = std::filesystem;
+  const std::string dir = SharedPath("models/tinystories-656k");
+  if (dir.empty()) GTEST_SKIP() << "missing ../shared/models/tinystories-656k";
+  const std::string out = (fs::temp_directory_path() /
+                           ("kiln_llama_bias_" + std::to_string(getpid()))).string();
+  fs::remove_all(out);
+  fs::copy(dir, out, fs::copy_options::recursive);
+  for (const auto& e : fs::directory_iterator(out))
+    fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
+  auto config = nlohmann::json::parse(*ReadFileToString(out + "/config.json"));
+  config["attention_bias"] = true;
+  config["mlp_bias"] = true;
+  std::ofstream(out + "/config.json") << config.dump();
+  const int h = config["hidden_size"], inter = config["intermediate_size"];
+  const int kv = config["num_key_value_heads"].get<int>() * (h / config["num_attention_heads"].get<int>());
+  auto source = SafetensorsFile::Open(dir + "/model.safetensors");
+  ASSERT_TRUE(source.ok());
+  // Writes the checkpoint with every bias zero except `name` (filled with `value`); `skip` is left
+  // out.
+  auto write = [&](const std::string& name, float value, const std::string& skip) {
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const auto& [n, info] : (*source)->tensors()) tensors.emplace_back(n, *(*source)->GetTensor(n));
+    for (int i = 0; i < config["num_hidden_layers"].get<int>(); ++i) {
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      for (auto [b, size] : {std::pair<std::string, int>{"self_attn.q_proj.bias", h},
+                             {"self_attn.k_proj.bias", kv}, {"self_attn.v_proj.bias", kv},
+                             {"self_attn.o_proj.bias", h}, {"mlp.gate_proj.bias", inter},
+                             {"mlp.up_proj.bias", inter}, {"mlp.down_proj.bias", h}}) {
+        if (p + b == skip) continue;
+        tensors.emplace_back(p + b, OwnedTensor(DType::kF32, {size},
+                                                std::vector<float>(size, p + b == name ? value : 0.0f)));
+      }
+    }
+    ASSERT_TRUE(WriteSafetensors(out + "/model.safetensors", tensors).ok());
+  };
+  const std::vector<int32_t> ids = {1, 80, 147, 201, 282, 215, 286};
+  auto logits_of = [&](const std::string& path) {
+    auto model = testing::LoadModelOrFail(path);
+    std::vector<float> logits;
+    if (model == nullptr) return logits;
+    CpuBackendOptions bo;
+    bo.num_kv_blocks = 4;
+    bo.num_threads = 1;
+    auto backend = CreateCpuBackend(model, bo);
+    EXPECT_TRUE(backend.ok()) << backend.status().ToString();
+    EXPECT_TRUE((*backend)->Forward(SingleSequenceBatch(ids, 0, kBlockSize, 4, true)).ok());
+    EXPECT_TRUE((*backend)->GetLogits(&logits).ok());
+    return logits;
+  };
+  const std::vector<float> plain = logits_of(dir);
+  write("", 0.0f, "");
+  EXPECT_EQ(logits_of(out), plain) << "zero biases";
+  for (const char* biased : {"model.layers.0.self_attn.o_proj.bias", "model.layers.1.mlp.down_proj.bias",
+                             "model.layers.0.mlp.gate_proj.bias"}) {
+    write(biased, 0.5f, "");
+    const std::vector<float> got = logits_of(out);
+    ASSERT_EQ(got.size(), plain.size());
+    EXPECT_GT(RelativeError(got, plain), 1e-3) << biased << " has no effect";
+  }
+  write("", 0.0f, "model.layers.1.mlp.up_proj.bias");
+  ModelOptions options;
+  options.model_path = out;
+  auto missing = LoadModel(options);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("model.layers.1.mlp.up_proj.bias"), std::string::npos)
+      << missing.status().ToString();
+  fs::remove_all(out);
 }
 
 TEST(CpuBackendTest, RefusesModelsLargerThanMemory) {
