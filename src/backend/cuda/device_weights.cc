@@ -157,7 +157,7 @@ Status DeviceWeights::Upload(const LlamaModel& model, ElemType dtype, LinearStor
   linears_.assign(static_cast<size_t>(model.num_linears()), DeviceLinear{});
   norms_.assign(static_cast<size_t>(model.num_norms()), nullptr);
   std::vector<bool> per_tensor(static_cast<size_t>(model.num_linears()), false);
-  int num_requantized = 0, num_kept_dense = 0;
+  int num_requantized = 0, num_kept_dense = 0, num_static_inputs = 0;
   for (int id = 0; id < model.num_linears(); ++id) {
     const LinearWeight& l = model.linear(id);
     const bool is_lm_head = &l == &model.lm_head;
@@ -189,6 +189,7 @@ Status DeviceWeights::Upload(const LlamaModel& model, ElemType dtype, LinearStor
     if (d.fp8 && stored_fp8 && l.quant.granularity == ScaleGranularity::kPerBlock) {
       ++num_requantized;
     }
+    if (d.fp8 && l.has_input_scale()) ++num_static_inputs;
     if (is_lm_head && model.tied_lm_head) continue;  // shares embed_
     const size_t w_bytes = static_cast<size_t>(l.out_features * l.in_features) * (d.fp8 ? 1 : elem);
     pieces.push_back({&d.w, w_bytes});
@@ -218,6 +219,11 @@ Status DeviceWeights::Upload(const LlamaModel& model, ElemType dtype, LinearStor
   if (num_requantized > 0) {
     KILN_LOG(INFO) << "cuda weights: " << num_requantized
                    << " block-FP8 projections re-quantized per output channel";
+  }
+  if (num_static_inputs > 0) {
+    KILN_LOG(WARNING) << "cuda weights: the checkpoint's static input scales (" << num_static_inputs
+                      << " projections) are not used: CUDA quantizes activations per token "
+                         "(dynamic), the CPU backend uses the static scales";
   }
 
   KILN_RETURN_IF_ERROR(Materialize(model.embed_tokens, const_cast<void*>(embed_), stream));
