@@ -35,7 +35,7 @@ RopeTable ComputeRopeTable(const ModelConfig& config) {
   const RopeScaling& s = config.rope_scaling;
   double base = config.rope_theta;
   if (s.type == RopeScaling::Type::kDynamic && s.factor > 1.0)
-    base *= std::pow(s.factor, static_cast<double>(dim) / (dim - 2));
+    base *= std::pow(s.factor * s.factor - s.factor + 1.0, static_cast<double>(dim) / (dim - 2));
   std::vector<double> inv(half);
   for (int i = 0; i < half; ++i) inv[i] = 1.0 / std::pow(base, (2.0 * i) / dim);
   RopeTable table;

@@ -88,7 +88,8 @@ TEST(RopeTableTest, LinearAndDynamicAndYarnRope) {
   auto dynamic = ParseHfConfig(base + R"({"type": "dynamic", "factor": 2.0}})");
   ASSERT_TRUE(dynamic.ok());
   t = ComputeRopeTable(*dynamic);
-  const double dyn_base = 10000.0 * std::pow(2.0, 16.0 / 14.0);
+  // vLLM: base * (f * (L * f) / L - (f - 1))^(D / (D - 2)) = base * 3^(16 / 14) for f = 2, D = 16.
+  const double dyn_base = 10000.0 * std::pow(3.0, 16.0 / 14.0);
   EXPECT_NEAR(t.inv_freq[5], std::pow(dyn_base, -10.0 / 16), 1e-7);
   auto yarn = ParseHfConfig(base + R"({"rope_type": "yarn", "factor": 4.0,
       "original_max_position_embeddings": 1024}})");
