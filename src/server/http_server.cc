@@ -58,7 +58,7 @@ struct ServerShared {
 class HttpSession final : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(tcp::socket&& socket, std::shared_ptr<ServerShared> shared)
-      : stream_(std::move(socket)), shared_(std::move(shared)) {
+      : stream_(std::move(socket)), shared_(std::move(shared)), probe_timer_(stream_.get_executor()) {
     ++shared_->open_connections;
   }
   ~HttpSession() {
@@ -263,9 +263,13 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
   // read tells: readiness alone is no evidence (a readiness event can be stale, and taking it with
   // available() == 0 for a disconnect dropped about 1% of replies). What the read returns:
   //   - an error (reset): the peer is gone → OnPeerGone (the handler aborts its work);
-  //   - EOF: the peer half-closed ("done sending", e.g. shutdown(SHUT_WR)) or closed: the response
-  //     is still written (a closed peer then fails the write → OnPeerGone), and the connection
-  //     closes after it;
+  //   - EOF: the peer half-closed ("done sending", e.g. shutdown(SHUT_WR)) or closed entirely: the
+  //     two look the same until something is written. The response is still written, and the
+  //     connection closes after it; while a response has not started, interim
+  //     "HTTP/1.1 100 Continue" responses are written (ProbeAfterEof) so that a peer that closed
+  //     entirely (a client that timed out) fails a write → OnPeerGone → the work is aborted
+  //     instead of running to max_tokens. HTTP/1.1 clients skip 1xx responses (RFC 9110 §15.2);
+  //     HTTP/1.0 peers are not probed;
   //   - bytes: a pipelined request, kept in buffer_ and read after this response.
   void Watch() {
     if (watching_ || disconnected_ || peer_eof_) return;
@@ -287,6 +291,10 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
     if (ec == net::error::eof) {
       peer_eof_ = true;
       keep_alive_ = false;
+      if (exchange_active_ && !http10_) {
+        probes_sent_ = 0;
+        ProbeAfterEof();
+      }
     } else if (ec && ec != net::error::operation_aborted) {
       if (exchange_active_) return OnPeerGone();
       peer_eof_ = true;
@@ -300,8 +308,22 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
     if (!ec && n == 0 && exchange_active_ && !completing_) Watch();
   }
 
+  // One interim response while the exchange has written nothing yet, then again after 50 ms (the
+  // reset a closed peer answers the first one with fails the second) and every second after.
+  void ProbeAfterEof() {
+    if (!exchange_active_ || disconnected_ || streaming_ || completing_ || !accepting_writes_)
+      return;
+    Enqueue("HTTP/1.1 100 Continue\r\n\r\n");
+    probe_timer_.expires_after(probes_sent_++ == 0 ? std::chrono::milliseconds(50)
+                                                   : std::chrono::milliseconds(1000));
+    probe_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (!ec) self->ProbeAfterEof();
+    });
+  }
+
   void OnPeerGone() {
     if (disconnected_) return;
+    probe_timer_.cancel();
     disconnected_ = true;
     write_queue_.clear();
     beast::error_code ec;
@@ -361,6 +383,7 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
 
   void FinishExchange() {
     if (!exchange_active_) return;
+    probe_timer_.cancel();
     exchange_active_ = false;
     completing_ = false;
     --shared_->pending_exchanges;
@@ -425,6 +448,8 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
   std::function<void()> on_disconnect_;
   std::string drain_buf_;
   std::string watch_buf_;
+  net::steady_timer probe_timer_;  // ProbeAfterEof
+  int probes_sent_ = 0;
 };
 
 // ---- HttpResponder ---------------------------------------------------------------------------

@@ -81,6 +81,13 @@ class HttpServerTest : public ::testing::Test {
         }
         r->End();
       });
+    } else if (req.path == "/slow") {  // answered 1.2 s later, unless the peer is gone
+      r->OnDisconnect([this] { disconnects_++; });
+      std::lock_guard<std::mutex> lock(mu_);
+      threads_.emplace_back([r] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+        r->Send(200, "text/plain", "slow");
+      });
     } else if (req.path == "/hang") {
       r->OnDisconnect([this] { disconnects_++; });
     } else {
@@ -225,6 +232,33 @@ TEST_F(HttpServerTest, HalfClosedPeerStillGetsItsResponse) {
     if (std::string(path) == "/stream") EXPECT_NE(r.find("0\r\n\r\n"), std::string::npos) << r;
   }
   EXPECT_EQ(disconnects_, 0);
+}
+
+// A peer that closed entirely (a client that gave up) while its response is pending is found out
+// by the interim 100 Continue the server writes after the FIN, within about 50 ms, so the work
+// is aborted. A half-closed peer reads the interim responses and then its answer.
+TEST_F(HttpServerTest, PeerThatClosedWhileWaitingIsReportedHalfCloseIsNot) {
+  StartServer();
+  {
+    Client c(server_->port());
+    c.Send("GET /hang HTTP/1.1\r\n\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(server_->num_pending_exchanges(), 1);
+    c.Close();
+  }
+  for (int i = 0; i < 300 && disconnects_ == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(disconnects_, 1);
+  EXPECT_EQ(server_->num_pending_exchanges(), 0);
+
+  Client c(server_->port());
+  c.Send("GET /slow HTTP/1.1\r\n\r\n");
+  c.ShutdownWrite();
+  const test_client::HttpResult r = test_client::ReadHttpResult(c);
+  EXPECT_EQ(r.status, 200) << r.head;
+  EXPECT_EQ(r.body, "slow");
+  EXPECT_EQ(disconnects_, 1);
 }
 
 // Regression (issue 18): about 1% of replies were dropped (no response, or a chunked body cut

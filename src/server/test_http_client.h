@@ -112,8 +112,12 @@ struct HttpResult {
 // Parses one response from `c`: Content-Length or chunked (de-chunked into body).
 inline HttpResult ReadHttpResult(Client& c) {
   HttpResult r;
-  r.head = c.ReadUntil("\r\n\r\n");
-  if (r.head.size() >= 12) r.status = std::atoi(r.head.c_str() + 9);
+  // Interim 1xx responses come before the final one (a server probing a half-closed peer sends
+  // 100 Continue); clients skip them (RFC 9110 §15.2).
+  do {
+    r.head = c.ReadUntil("\r\n\r\n");
+    r.status = r.head.size() >= 12 ? std::atoi(r.head.c_str() + 9) : 0;
+  } while (r.status >= 100 && r.status < 200);
   if (r.head.find("Transfer-Encoding: chunked") != std::string::npos) {
     const std::string raw = c.ReadUntil("\r\n0\r\n\r\n");
     size_t pos = 0;
