@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -93,6 +95,24 @@ class HttpServerTest : public ::testing::Test {
     } else {
       r->Send(404, "text/plain", "nope");
     }
+  }
+
+  // A request to /hang (never answered), then `leave` (reset or close): the server reports the
+  // disconnect within 3 s and holds no pending exchange.
+  void ExpectPendingExchangeAbortedWhenPeer(const std::function<void(Client&)>& leave) {
+    const int before = disconnects_;
+    {
+      Client c(server_->port());
+      c.Send("GET /hang HTTP/1.1\r\n\r\n");
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      EXPECT_EQ(server_->num_pending_exchanges(), 1);
+      leave(c);
+    }
+    for (int i = 0; i < 300 && disconnects_ == before; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_EQ(disconnects_, before + 1);
+    EXPECT_EQ(server_->num_pending_exchanges(), 0);
   }
 
   std::unique_ptr<HttpServer> server_;
@@ -188,18 +208,7 @@ TEST_F(HttpServerTest, ChunkedStreamingFromAnotherThread) {
 // response is written.
 TEST_F(HttpServerTest, PeerResetWhileResponsePendingIsReported) {
   StartServer();
-  {
-    Client c(server_->port());
-    c.Send("GET /hang HTTP/1.1\r\n\r\n");
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    EXPECT_EQ(server_->num_pending_exchanges(), 1);
-    c.Reset();
-  }
-  for (int i = 0; i < 200 && disconnects_ == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(disconnects_, 1);
-  EXPECT_EQ(server_->num_pending_exchanges(), 0);
+  ExpectPendingExchangeAbortedWhenPeer([](Client& c) { c.Reset(); });
 }
 
 TEST_F(HttpServerTest, PeerThatStopsReadingIsCutOffNotBuffered) {
@@ -239,18 +248,7 @@ TEST_F(HttpServerTest, HalfClosedPeerStillGetsItsResponse) {
 // is aborted. A half-closed peer reads the interim responses and then its answer.
 TEST_F(HttpServerTest, PeerThatClosedWhileWaitingIsReportedHalfCloseIsNot) {
   StartServer();
-  {
-    Client c(server_->port());
-    c.Send("GET /hang HTTP/1.1\r\n\r\n");
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    EXPECT_EQ(server_->num_pending_exchanges(), 1);
-    c.Close();
-  }
-  for (int i = 0; i < 300 && disconnects_ == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(disconnects_, 1);
-  EXPECT_EQ(server_->num_pending_exchanges(), 0);
+  ExpectPendingExchangeAbortedWhenPeer([](Client& c) { c.Close(); });
 
   Client c(server_->port());
   c.Send("GET /slow HTTP/1.1\r\n\r\n");
