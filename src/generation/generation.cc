@@ -124,7 +124,10 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
       const bool is_stop_token =
           out.finished && i + 1 == num_new && out.stop_token_id >= 0 && id == out.stop_token_id;
       if (is_stop_token && !request_.include_stop_str_in_output) continue;
-      delta.text += c.stop->Push(Detokenize(c, id));
+      // Stop strings count only past min_tokens (vLLM): before, the text goes through unchecked.
+      const bool check_stop =
+          choice.token_ids.size() > static_cast<size_t>(std::max(0, request_.sampling.min_tokens));
+      delta.text += c.stop->Push(Detokenize(c, id), check_stop);
       if (c.stop->stopped()) {
         stopped_by_string = true;
         engine_->Abort(c.request_id);
@@ -133,7 +136,9 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
     const bool done = out.finished || stopped_by_string;
     if (done) {
       if (!stopped_by_string) {
-        delta.text += c.stop->Push(c.detokenizer ? c.detokenizer->Flush() : std::string());
+        delta.text += c.stop->Push(
+            c.detokenizer ? c.detokenizer->Flush() : std::string(),
+            choice.token_ids.size() > static_cast<size_t>(std::max(0, request_.sampling.min_tokens)));
         if (c.stop->stopped()) {
           stopped_by_string = true;
         } else {

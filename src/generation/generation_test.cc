@@ -212,6 +212,26 @@ TEST_F(GeneratorTest, StopStringCutsTheTextAndReleasesTheRequest) {
   WaitIdle();
 }
 
+// Stop strings count only once more than min_tokens tokens exist (vLLM): "e" stops the greedy
+// text within its first tokens, but not with min_tokens 8; the text stays a prefix of the
+// unstopped one and ends right before an "e".
+TEST_F(GeneratorTest, MinTokensHoldsBackStopStrings) {
+  const std::string full = Run(Greedy("Once upon a time", 40)).choices[0].text;
+  GenerationRequest r = Greedy("Once upon a time", 40);
+  r.stop = {"e"};
+  const GenerationChoice early = Run(r).choices[0];
+  ASSERT_EQ(early.finish_reason, FinishReason::kStop);
+  ASSERT_LE(early.usage.completion_tokens, 8) << "the test needs an early 'e': " << full;
+  r.sampling.min_tokens = 8;
+  const GenerationChoice held = Run(r).choices[0];
+  EXPECT_EQ(held.finish_reason, FinishReason::kStop);
+  EXPECT_GT(held.usage.completion_tokens, 8);
+  EXPECT_GT(held.text.size(), early.text.size());
+  EXPECT_EQ(full.substr(0, held.text.size()), held.text);
+  EXPECT_EQ(full[held.text.size()], 'e');
+  WaitIdle();
+}
+
 TEST_F(GeneratorTest, ChoiceJUsesSeedPlusJ) {
   GenerationRequest r = Greedy("The dog", 16);
   r.sampling.temperature = 1.0f;

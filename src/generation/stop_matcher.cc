@@ -13,7 +13,7 @@ StopMatcher::StopMatcher(std::vector<std::string> stop_strings, bool include_sto
   }
 }
 
-std::string StopMatcher::Push(std::string_view text) {
+std::string StopMatcher::Push(std::string_view text, bool check) {
   if (stopped_) return "";
   if (stops_.empty()) return std::string(text);
   // pending_ holds only a held-back tail (shorter than the longest stop string), so searching it
@@ -23,6 +23,7 @@ std::string StopMatcher::Push(std::string_view text) {
   size_t best_pos = std::string::npos;
   const std::string* best = nullptr;
   for (const auto& s : stops_) {
+    if (!check) break;
     const size_t pos = pending_.find(s, search_from);
     if (pos != std::string::npos &&
         (pos < best_pos || (pos == best_pos && s.size() > best->size()))) {

@@ -19,8 +19,10 @@ class StopMatcher final {
   StopMatcher(std::vector<std::string> stop_strings, bool include_stop_str);
 
   // Appends `text` and returns the text that became safe to emit. After a stop string matched,
-  // stopped() is true and further calls return "".
-  std::string Push(std::string_view text);
+  // stopped() is true and further calls return "". check == false (tokens within min_tokens, as
+  // vLLM) appends without looking for a stop string in it; a stop string that ends in a later,
+  // checked piece is still found, with its start held back from here.
+  std::string Push(std::string_view text, bool check = true);
   // Returns whatever is still held back (call once at the end of the sequence).
   std::string Flush();
 

@@ -27,6 +27,22 @@ TEST(StopMatcherTest, StopInsideOnePiece) {
   EXPECT_EQ(m.Push("more"), "");
 }
 
+// Unchecked pieces (within min_tokens) pass a complete stop string through; a stop string that
+// starts in an unchecked piece and ends in a checked one still stops.
+TEST(StopMatcherTest, UncheckedPiecesAreNotSearched) {
+  StopMatcher m({"e", "STOP"}, false);
+  EXPECT_EQ(m.Push("the", false), "the");
+  EXPECT_FALSE(m.stopped());
+  EXPECT_EQ(m.Push(" ST", false), " ");  // "ST" may start "STOP": held
+  EXPECT_EQ(m.Push("OP and", true), "");
+  EXPECT_TRUE(m.stopped());
+  EXPECT_EQ(m.matched(), "STOP");
+  StopMatcher n({"e"}, false);
+  EXPECT_EQ(n.Push("the", false), "the");
+  EXPECT_EQ(n.Push(" end", true), " ");
+  EXPECT_EQ(n.matched(), "e");
+}
+
 TEST(StopMatcherTest, StopSplitAcrossPiecesNeverLeaks) {
   StopMatcher m({"\n\nUser:"}, false);
   std::string emitted;
