@@ -90,6 +90,7 @@ struct GenerationRequest {
   bool echo = false;
   std::string request_id;  // prefix of the engine request ids ("<id>-<choice>"); empty → generated
   std::string cache_salt;  // passed to every engine request
+  int priority = 0;        // passed to every engine request (waiting-queue order, lower first)
 };
 
 // A prompt after Prepare: token ids, the text `echo` puts first, max_tokens resolved.
@@ -128,7 +129,8 @@ struct GenerationDelta {
   int index = 0;
   std::string text;
   std::vector<PositionLogprobs> logprobs;
-  int text_offset = 0;  // byte offset in the choice's text of the first token in `logprobs`
+  int text_offset = 0;  // offset in characters (code points) in the choice's text of the first
+                        // token in `logprobs` (OpenAI's text_offset)
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
   Status error;  // set when finished with kError

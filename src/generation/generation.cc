@@ -11,6 +11,7 @@
 #include <span>
 
 #include "common/check.h"
+#include "common/utf8_encode.h"
 #include "generation/stop_matcher.h"
 #include "kiln/engine.h"
 
@@ -47,7 +48,7 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
         }
         c.stop = std::make_unique<StopMatcher>(request_.stop, request_.include_stop_str_in_output);
         c.choice.text = prompt.echo_text;
-        c.text_offset = static_cast<int>(c.choice.text.size());
+        c.text_offset = Utf8CharCount(c.choice.text);
 
         Request r;
         r.request_id = c.request_id;
@@ -56,6 +57,7 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
         r.sampling.max_tokens = prompt.max_tokens;
         if (r.sampling.seed) r.sampling.seed = *r.sampling.seed + static_cast<uint64_t>(j);
         r.cache_salt = request_.cache_salt;
+        r.priority = request_.priority;
         requests.push_back(std::move(r));
       }
     }
@@ -94,7 +96,8 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
     std::unique_ptr<IncrementalDetokenizer> detokenizer;  // null without a tokenizer
     std::unique_ptr<StopMatcher> stop;
     GenerationChoice choice;
-    int text_offset = 0;  // byte offset of the next token's text (completions logprobs)
+    // Offset of the next token's text in characters (code points), as OpenAI's text_offset.
+    int text_offset = 0;
   };
 
   std::string Detokenize(ChoiceState& c, int32_t id) {
@@ -118,7 +121,7 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
         choice.logprobs.push_back(out.logprobs[i]);
         delta.logprobs.push_back(out.logprobs[i]);
         if (tokenizer_ != nullptr)
-          c.text_offset += static_cast<int>(tokenizer_->TokenBytes(id).size());
+          c.text_offset += Utf8CharCount(tokenizer_->TokenBytes(id));
       }
       // A stop token id (EOS or stop_token_ids) ends the text without appearing in it.
       const bool is_stop_token =

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "common/utf8_encode.h"
+
 namespace kiln::server {
 namespace {
 
@@ -226,6 +228,30 @@ void ParseCommon(FieldReader& r, const json& body, GenerateRequest* out) {
       r.Fail("'logit_bias' is not supported", "logit_bias");
     }
   }
+  // Waiting-queue order, lower first (vLLM's priority scheduling).
+  int64_t priority = 0;
+  if (r.Int("priority", std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max(),
+            &priority)) {
+    out->priority = static_cast<int>(priority);
+  }
+  if (out->stream == false && r.Get("stream_options") != nullptr)
+    r.Fail("'stream_options' is only allowed when 'stream' is true", "stream_options");
+  // vLLM request fields kiln does not implement: refused when they would change the result, never
+  // accepted and ignored. Each is fine absent, null, or at its no-op value.
+  auto refuse_unless = [&](const char* name, auto&& is_noop) {
+    if (const json* v = r.Get(name); v != nullptr && !v->is_null() && !is_noop(*v))
+      r.Fail(std::string("'") + name + "' is not supported", name);
+  };
+  auto empty_array = [](const json& v) { return v.is_array() && v.empty(); };
+  auto is_false = [](const json& v) { return v.is_boolean() && !v.get<bool>(); };
+  auto is_true = [](const json& v) { return v.is_boolean() && v.get<bool>(); };
+  refuse_unless("allowed_token_ids", empty_array);
+  refuse_unless("bad_words", empty_array);
+  refuse_unless("prompt_logprobs", [](const json& v) { return v.is_number_integer() && v == 0; });
+  refuse_unless("truncate_prompt_tokens", [](const json&) { return false; });
+  refuse_unless("use_beam_search", is_false);
+  refuse_unless("return_tokens_as_token_ids", is_false);
+  refuse_unless("spaces_between_special_tokens", is_true);
   if (const json* ids = r.Get("logprob_token_ids")) {
     if (!ids->is_array()) {
       r.WrongType("logprob_token_ids", "an array of token ids or strings", *ids);
@@ -462,6 +488,8 @@ std::optional<ApiError> ParseChatRequest(const json& body, GenerateRequest* out)
   out->add_special_tokens = false;
   FieldReader r(body);
   ParseCommon(r, body, out);
+  // The reply starts with the continued final assistant message (continue_final_message).
+  r.Bool("echo", &out->echo);
 
   const json* messages = r.Get("messages");
   if (r.error()) return r.error();
@@ -743,7 +771,7 @@ json RenderCompletionLogprobs(const std::vector<PositionLogprobs>& positions,
     if (!top.contains(text)) top[text] = p.chosen.logprob;
     tops.push_back(std::move(top));
     offsets.push_back(text_offset);
-    text_offset += static_cast<int>(text.size());
+    text_offset += Utf8CharCount(tokenizer.TokenBytes(p.chosen.token_id));  // characters
     requested.push_back(RequestedEntries(tokenizer, p.requested));
     any_requested = any_requested || !p.requested.empty();
   }

@@ -50,7 +50,8 @@ struct GenerateRequest {
   int n = 1;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
-  bool echo = false;           // completions only
+  bool echo = false;  // completions: the prompt; chat: the continued final assistant message
+  int priority = 0;   // waiting-queue order, lower first
   std::vector<std::string> stop;
   bool include_stop_str_in_output = false;
   bool skip_special_tokens = true;

@@ -15,7 +15,11 @@ class FakeTokenizer final : public Tokenizer {
   std::unique_ptr<IncrementalDetokenizer> NewDetokenizer(bool) const override { return nullptr; }
   int vocab_size() const override { return 100; }
   std::string TokenBytes(int32_t id) const override {
-    return id == 99 ? std::string("\xff") : "<" + std::to_string(id) + ">";
+    if (id == 99) return "\xff";
+    if (id == 98) return "\xe9\x85\xbf";  // U+917F: one character of three bytes
+    if (id == 97) return "\xe5\x90";       // the first two bytes of U+5408...
+    if (id == 96) return "\x88";            // ... and its last
+    return "<" + std::to_string(id) + ">";
   }
   std::string IdToPiece(int32_t id) const override { return TokenBytes(id); }
   int32_t PieceToId(std::string_view) const override { return -1; }
@@ -364,6 +368,46 @@ TEST(OpenAiProtocolTest, RendersCompletionLogprobsShape) {
   EXPECT_EQ(j["top_logprobs"][0].size(), 1u);
   EXPECT_EQ(j["top_logprobs"][1].size(), 2u);                      // top-1 plus the chosen token
   EXPECT_NE(DumpJson(j).find("\xEF\xBF\xBD"), std::string::npos);  // U+FFFD replacement
+}
+
+// OpenAI's text_offset counts characters (code points), not bytes: a 3-byte character advances it
+// by 1; a character split over two tokens by 1 in all.
+TEST(OpenAiProtocolTest, CompletionTextOffsetCountsCharacters) {
+  FakeTokenizer tok;
+  std::vector<PositionLogprobs> positions(5);
+  const int32_t ids[] = {98, 3, 97, 96, 4};
+  for (int i = 0; i < 5; ++i) positions[i].chosen = {ids[i], -0.5f};
+  const json j = RenderCompletionLogprobs(positions, tok, 0, 2);
+  EXPECT_EQ(j["text_offset"], json::array({2, 3, 6, 7, 7}));
+}
+
+// vLLM fields kiln does not implement are refused naming the field (never accepted and ignored);
+// their no-op values pass. priority and chat echo are read.
+TEST(OpenAiProtocolTest, UnimplementedVllmFieldsAreRefusedNotIgnored) {
+  GenerateRequest r;
+  const std::string base = R"({"prompt":"x",)";
+  for (const char* field :
+       {R"("allowed_token_ids":[5])", R"("bad_words":["a"])", R"("prompt_logprobs":1)",
+        R"("truncate_prompt_tokens":2)", R"("use_beam_search":true)",
+        R"("return_tokens_as_token_ids":true)", R"("spaces_between_special_tokens":false)",
+        R"("stream_options":{"include_usage":true})"}) {
+    auto e = Completion(base + field + "}", &r);
+    ASSERT_TRUE(e) << field;
+    EXPECT_EQ(e->http_status, 400) << field;
+    const std::string name = std::string(field).substr(1, std::string(field).find('"', 1) - 1);
+    EXPECT_EQ(e->param, name) << field;
+  }
+  for (const char* field :
+       {R"("allowed_token_ids":[])", R"("bad_words":null)", R"("prompt_logprobs":0)",
+        R"("use_beam_search":false)", R"("spaces_between_special_tokens":true)",
+        R"("stream":true,"stream_options":{"include_usage":true})", R"("priority":-5)"}) {
+    EXPECT_FALSE(Completion(base + field + "}", &r)) << field;
+  }
+  ASSERT_FALSE(Completion(R"({"prompt":"x","priority":-5})", &r));
+  EXPECT_EQ(r.priority, -5);
+  EXPECT_TRUE(Completion(R"({"prompt":"x","priority":"high"})", &r));
+  ASSERT_FALSE(Chat(R"({"messages":[{"role":"user","content":"x"}],"echo":true})", &r));
+  EXPECT_TRUE(r.echo);
 }
 
 TEST(OpenAiProtocolTest, StreamChunksAndSse) {
