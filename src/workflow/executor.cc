@@ -110,7 +110,12 @@ Completion Run::RunNode(int i, const Json& vars, std::vector<std::string> preds)
         Emit(type, std::move(d));
       };
       const auto attempt_start = Clock::now();
-      StatusOr<Json> out = node.Run(ctx);
+      StatusOr<Json> out = Status::Internal("the node did not run");
+      try {
+        out = node.Run(ctx);
+      } catch (const std::exception& e) {  // a bug in the node: this attempt fails, the run goes on
+        out = Status::Internal(std::string("the node threw: ") + e.what());
+      }
       AttemptRecord ar;
       ar.variant = node.VariantName(v);
       ar.attempt = a;

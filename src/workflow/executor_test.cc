@@ -1,5 +1,6 @@
 // The executor against a loopback fake model / HTTP service: branches, parallel branches, prefill,
-// retries, fallbacks (models, default, fail branch), timeouts, step limits, cancellation, events.
+// retries, fallbacks (models, default, fail branch), timeouts, step limits, cancellation, events;
+// and the workflow API (WorkflowApi) behind a loopback HTTP server: request validation.
 #include "workflow/executor.h"
 
 #include <gtest/gtest.h>
@@ -7,10 +8,13 @@
 
 #include <cstdlib>
 #include <thread>
+#include <tuple>
 
+#include "server/test_http_client.h"
 #include "workflow/fake_service.h"
 #include "workflow/spec.h"
 #include "workflow/workflow.h"
+#include "workflow/workflow_api.h"
 
 namespace kiln::workflow {
 namespace {
@@ -395,6 +399,95 @@ nodes:
   EXPECT_EQ(r.outputs["before"], 7);
   EXPECT_EQ(r.status, "succeeded") << r.error;
   std::system(("kill $(cat /tmp/kiln-wf-redis-" + std::to_string(port) + ".pid)").c_str());
+}
+
+// The workflow API behind a loopback HTTP server, as `kiln serve` mounts it.
+class WorkflowApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    WorkflowApiOptions o;
+    o.num_run_threads = 2;
+    auto api = WorkflowApi::Create(o);
+    ASSERT_TRUE(api.ok()) << api.status().ToString();
+    api_ = std::move(*api);
+    server::HttpServerOptions so;
+    so.port = 0;
+    so.num_threads = 2;
+    auto s = server::HttpServer::Create(
+        so, [this](server::HttpRequest r, std::shared_ptr<server::HttpResponder> w) {
+          api_->Handle(r, w);
+        });
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    server_ = std::move(*s);
+    server_->Start();
+  }
+  void TearDown() override {
+    if (api_) api_->Shutdown();
+    if (server_) server_->Stop();
+  }
+  // (HTTP status, body as JSON)
+  std::pair<int, Json> Call(const std::string& method, const std::string& path,
+                            const std::string& body = "") {
+    auto r = server::test_client::Fetch(server_->port(), method, path, body);
+    return {r.status, Json::parse(r.body, nullptr, false)};
+  }
+  void PublishSimple() {
+    const std::string spec =
+        R"({"spec": {"name": "simple", "inputs": {"x": {"type": "string", "default": "hi"}},
+            "nodes": [{"id": "start", "type": "start"},
+                      {"id": "done", "type": "end", "outputs": {"x": "{{ inputs.x }}"}}]}})";
+    ASSERT_EQ(Call("POST", "/v1/workflows", spec).first, 201);
+    ASSERT_EQ(Call("POST", "/v1/workflows/simple/publish", "{}").first, 200);
+  }
+
+  std::unique_ptr<WorkflowApi> api_;
+  std::unique_ptr<server::HttpServer> server_;
+};
+
+// Regression: body.value("user", "") and the like threw nlohmann's type_error on a worker thread
+// for a field of another type, which terminated `kiln serve`. Each is a 400 naming the field.
+TEST_F(WorkflowApiTest, FieldsOfTheWrongTypeAre400NamingTheField) {
+  PublishSimple();
+  for (const auto& [path, body, field] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"/v1/workflows/simple/runs", R"({"inputs": {"x": "a"}, "user": 42})", "user"},
+           {"/v1/workflows/simple/runs", R"({"inputs": {"x": "a"}, "stream": "yes"})", "stream"},
+           {"/v1/workflows/simple/runs", R"({"inputs": {"x": "a"}, "timeout_s": "1"})",
+            "timeout_s"},
+           {"/v1/workflows/simple/publish", R"({"note": ["v2"]})", "note"},
+           {"/v1/workflows", R"({"name": 7, "yaml": "nodes: []"})", "name"}}) {
+    const auto [status, json] = Call("POST", path, body);
+    EXPECT_EQ(status, 400) << path << " " << body;
+    ASSERT_TRUE(json.is_object()) << body;
+    EXPECT_EQ(json["error"]["param"], field) << json.dump();
+    EXPECT_NE(json["error"]["message"].get<std::string>().find("'" + field + "'"),
+              std::string::npos)
+        << json.dump();
+  }
+  // The server is still there, and a good request runs.
+  const auto [status, run] = Call("POST", "/v1/workflows/simple/runs",
+                                  R"({"inputs": {"x": "a"}, "user": "u1", "stream": false})");
+  ASSERT_EQ(status, 200) << run.dump();
+  EXPECT_EQ(run["status"], "succeeded");
+  EXPECT_EQ(run["outputs"]["x"], "a");
+}
+
+// Regression: the body was parsed with no bound on nesting; 200,000 levels overflowed the stack.
+TEST_F(WorkflowApiTest, DeeplyNestedBodiesAre400) {
+  PublishSimple();
+  const std::string deep =
+      R"({"inputs": {"x": )" + std::string(200000, '[') + std::string(200000, ']') + "}}";
+  const auto [status, json] = Call("POST", "/v1/workflows/simple/runs", deep);
+  EXPECT_EQ(status, 400);
+  EXPECT_NE(json["error"]["message"].get<std::string>().find("levels deep"), std::string::npos)
+      << json.dump();
+  const std::string yaml =
+      "name: deepyaml\nnodes: " + std::string(100, '[') + std::string(100, ']') + "\n";
+  const auto [ystatus, yjson] = Call("POST", "/v1/workflows", Json{{"yaml", yaml}}.dump());
+  EXPECT_EQ(ystatus, 400);
+  EXPECT_NE(yjson["error"]["message"].get<std::string>().find("64 levels"), std::string::npos)
+      << yjson.dump();
+  EXPECT_EQ(Call("GET", "/v1/workflows/simple").first, 200);
 }
 
 }  // namespace

@@ -15,8 +15,9 @@
 //   GET  /v1/workflows/{name}/runs?limit=N    recent runs
 //   GET  /v1/workflows/{name}/stats           per-version latency, tokens, errors, fallbacks
 //   GET  /v1/runs/{run_id}                    a run with its node trace
-// Errors are OpenAI-style JSON (400 for invalid specs and inputs, naming node and field; 404 for
-// unknown workflows, versions and runs).
+// Errors are OpenAI-style JSON (400 for invalid specs and inputs, naming node and field, for
+// fields of the wrong type and for bodies nesting past server::kMaxJsonDepth; 404 for unknown
+// workflows, versions and runs; 500 if handling a request throws, which never ends the process).
 //
 // Runs execute on the API's own worker threads, never on an HTTP I/O thread; a streaming client
 // that disconnects cancels its run. Every run and node execution is written to the RunStore as it
