@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -154,6 +155,60 @@ TEST(WorkflowSpecTest, StructuralErrorsNameTheirPlace) {
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.status().message().find("line"), std::string::npos) << s.status().message();
   EXPECT_FALSE(CompileText("nodes: [{id: start, type: start}]").ok());  // no end
+}
+
+// A chain start → t0 → … → t{n-1} → out as JSON; every node reads the one before it and the
+// first one.
+std::string ChainSpec(int n) {
+  std::string s = R"({"name":"chain","nodes":[{"id":"start","type":"start"})";
+  for (int i = 0; i < n; ++i) {
+    const std::string prev = i == 0 ? "" : "{{ nodes.t" + std::to_string(i - 1) + ".text }}";
+    const std::string first = i <= 1 ? "" : "{{ nodes.t0.text }}";
+    s += R"(,{"id":"t)" + std::to_string(i) + R"(","type":"template","template":"x)" + prev +
+         first + R"("})";
+  }
+  return s + R"(,{"id":"out","type":"end"}]})";
+}
+
+// Regression: a JSON spec nested 200,000 deep overflowed the parser's stack (YAML had a limit,
+// JSON none); a 200,000-node chain overflowed the recursive cycle check; per-node ancestor sets
+// took memory quadratic in the node count.
+TEST(WorkflowSpecTest, DeepAndLargeSpecsAreRefusedClearly) {
+  const std::string deep = R"({"name":"deep","description":)" + std::string(200000, '[') +
+                           std::string(200000, ']') + R"(,"nodes":[]})";
+  auto d = ParseSpec(deep);
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("nests deeper than 64 levels"), std::string::npos)
+      << d.status().message();
+  const std::string ok_depth =
+      R"({"description":)" + std::string(60, '[') + std::string(60, ']') +
+      R"(,"nodes":[{"id":"start","type":"start"},{"id":"o","type":"end"}]})";
+  EXPECT_TRUE(ParseSpec(ok_depth).ok());
+
+  for (const int n : {kMaxNodes - 1, 200000}) {  // + start and out
+    auto s = ParseSpec(ChainSpec(n));
+    ASSERT_FALSE(s.ok()) << n;
+    EXPECT_NE(s.status().message().find("at most 2000 nodes"), std::string::npos)
+        << s.status().message();
+  }
+  // The largest chain compiles: an iterative search, one reachability pass per node read.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto s = ParseSpec(ChainSpec(kMaxNodes - 2));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  auto w = Workflow::Compile(std::move(*s));
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EXPECT_EQ((*w)->num_nodes(), kMaxNodes);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30.0);
+  // The reads are still checked: the first node reading the last one is refused.
+  std::string back = ChainSpec(kMaxNodes - 2);
+  back.replace(back.find(R"("template":"x")"), 14,
+               R"("template":"x{{ nodes.t)" + std::to_string(kMaxNodes - 3) + R"(.text }}")");
+  Status bad = CompileText(back);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("node 't0': field 'template': reads nodes.t1997, which does not "
+                               "run before this node"),
+            std::string::npos)
+      << bad.message();
 }
 
 TEST(WorkflowTemplateTest, RendersValuesAndExpressions) {

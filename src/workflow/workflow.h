@@ -11,6 +11,7 @@
 #pragma once
 
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -43,6 +44,10 @@ class Workflow final {
  private:
   Workflow() = default;
   Status Validate();
+  // The labels a condition node's edges may carry: its case ids and else id.
+  static std::set<std::string> BranchLabels(const NodeSpec& ns);
+  // Nodes reachable from `from` by one edge or more (so `from` itself only on a cycle).
+  std::vector<bool> Descendants(int from) const;
 
   WorkflowSpec spec_;
   std::vector<std::unique_ptr<Node>> nodes_;
