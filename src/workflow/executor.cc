@@ -208,11 +208,16 @@ void Run::Decide(Completion c) {
       for (auto it = r.output.begin(); it != r.output.end(); ++it)
         result_->outputs[it.key()] = it.value();
     } else if (type == "answer") {
-      result_->outputs["answer"] = r.output.value("answer", "");
+      const auto a = r.output.find("answer");  // a fallback.default may hold any JSON value
+      result_->outputs["answer"] = a != r.output.end() ? *a : Json("");
     }
   }
   const bool branching = w_.node(i).is_branching() && r.status == "succeeded";
-  const std::string branch = branching ? r.output.value("branch", "") : "";
+  std::string branch;  // a string for condition outputs and (checked at compile) their defaults
+  if (branching) {
+    const auto b = r.output.find("branch");
+    if (b != r.output.end() && b->is_string()) branch = b->get<std::string>();
+  }
   if (c.run_failed) {
     Fail("failed", "node '" + r.node_id + "' failed: " + r.error);
   } else if (r.status == "cancelled") {

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "workflow/dify_import.h"
+#include "workflow/executor.h"
 #include "workflow/json_check.h"
 #include "workflow/template.h"
 #include "workflow/tts.h"
@@ -209,6 +210,44 @@ TEST(WorkflowSpecTest, DeepAndLargeSpecsAreRefusedClearly) {
                                "run before this node"),
             std::string::npos)
       << bad.message();
+}
+
+// Regression: a condition's fallback.default with a non-string branch ({branch: false}) aborted the
+// run when it was used (the server with it); true/false name the if-branches, anything else is
+// refused at compile.
+TEST(WorkflowSpecTest, ConditionDefaultMustNameOneOfItsBranches) {
+  const std::string yaml = R"(
+nodes:
+  - {id: start, type: start}
+  - {id: route, type: condition, if: "inputs.x.nope.deeper", fallback: {default: DEFAULT}}
+  - {id: yes, type: end, outputs: {r: "yes"}}
+  - {id: no, type: end, outputs: {r: "no"}}
+edges:
+  - {from: start, to: route}
+  - {from: route, to: yes, branch: "true"}
+  - {from: route, to: no, branch: "false"}
+)";
+  auto with = [&](const std::string& d) {
+    std::string y = yaml;
+    return y.replace(y.find("DEFAULT"), 7, d);
+  };
+  auto spec = ParseSpec(with("{branch: false}"));
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  auto w = Workflow::Compile(std::move(*spec));
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EXPECT_EQ((*w)->node_spec(1).fallback.default_output, (Json{{"branch", "false"}}));
+  Services services{ServicesOptions{}};
+  RunOptions o;
+  o.inputs = {{"x", "a"}};  // "a".nope.deeper fails: the default chooses the branch
+  RunResult r = Executor(&services).Run(**w, std::move(o));
+  ASSERT_EQ(r.status, "succeeded") << r.error;
+  EXPECT_EQ(r.outputs, (Json{{"r", "no"}}));
+  EXPECT_EQ(r.nodes[1].path, "default");
+  EXPECT_TRUE(CompileText(with("{branch: \"true\"}")).ok());
+  ExpectRejected(with("{branch: 7}"), "route", "fallback.default.branch");
+  ExpectRejected(with("{branch: maybe}"), "route", "fallback.default.branch");
+  ExpectRejected(with("{text: x}"), "route", "fallback.default.branch");
+  ExpectRejected(with("\"true\""), "route", "fallback.default.branch");
 }
 
 TEST(WorkflowTemplateTest, RendersValuesAndExpressions) {

@@ -106,6 +106,22 @@ Status Workflow::Validate() {
     }
   }
 
+  // A branching node's fallback.default chooses a branch like its output would.
+  for (int i = 0; i < n; ++i) {
+    NodeSpec& ns = spec_.nodes[static_cast<size_t>(i)];
+    if (!node(i).is_branching() || !ns.fallback.has_default) continue;
+    Json& d = ns.fallback.default_output;
+    const std::set<std::string> labels = BranchLabels(ns);
+    std::string known;
+    for (const auto& l : labels) known += (known.empty() ? "" : ", ") + l;
+    const auto b = d.is_object() ? d.find("branch") : d.end();
+    if (b != d.end() && b->is_boolean()) *b = b->get<bool>() ? "true" : "false";
+    if (b == d.end() || !b->is_string() || !labels.count(b->get<std::string>())) {
+      return NodeFieldError(ns.id, "fallback.default.branch",
+                            "a condition's default must name one of its branches (" + known + ")");
+    }
+  }
+
   // Cycles: iterative DFS colouring (a recursive one overflows the stack on long chains).
   std::vector<int> colour(static_cast<size_t>(n), 0);  // 0 new, 1 on the stack, 2 done
   std::vector<std::pair<int, size_t>> stack;           // (node, next out-edge to look at)
