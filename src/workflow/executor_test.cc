@@ -305,6 +305,55 @@ nodes:
   EXPECT_NE(r.error.find("step limit"), std::string::npos) << r.error;
 }
 
+// Regression: the run's deadline was checked only while waiting for parallel nodes, so a lone
+// node past it retried, then took its fallback.default, and the run "succeeded".
+TEST_F(ExecutorTest, RunTimeoutIsNotCaughtByAFallback) {
+  RunResult r = RunIt(R"(
+limits: {timeout_s: 0.5}
+nodes:
+  - {id: start, type: start}
+  - id: fetch
+    type: http
+    url: ")" + fake_.url() +
+                      R"(/sleep?ms=3000"
+    retry: {max_attempts: 3, backoff_s: 0.1}
+    fallback: {default: {body: cached}}
+  - {id: done, type: end, outputs: {r: "{{ nodes.fetch.body }}"}}
+)");
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_NE(r.error.find("timed out"), std::string::npos) << r.error;
+  EXPECT_LT(r.duration_ms, 2000);
+  const NodeRecord* fetch = Find(r, "fetch");
+  ASSERT_NE(fetch, nullptr);
+  EXPECT_EQ(fetch->status, "failed");
+  EXPECT_NE(fetch->path, "default");
+  EXPECT_EQ(fetch->attempts.size(), 1u);  // no retry starts past the deadline
+  EXPECT_EQ(Find(r, "done"), nullptr);
+  EXPECT_EQ(r.num_fallbacks, 0);
+}
+
+// Regression: limits.max_steps counted node starts, not attempts (the documented meaning), so
+// ten retries passed a limit of 3 and the default made the run succeed.
+TEST_F(ExecutorTest, StepLimitCountsRetries) {
+  RunResult r = RunIt(R"(
+limits: {max_steps: 3}
+nodes:
+  - {id: start, type: start}
+  - id: f
+    type: http
+    url: ")" + fake_.url() +
+                      R"(/fail500/steps"
+    retry: {max_attempts: 10, backoff_s: 0}
+    fallback: {default: {body: x}}
+  - {id: done, type: end}
+)");
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_NE(r.error.find("step limit (3)"), std::string::npos) << r.error;
+  EXPECT_EQ(fake_.hits("/fail500/steps"), 2);  // start + 2 attempts = 3 steps
+  EXPECT_EQ(r.num_steps, 3);
+  EXPECT_EQ(Find(r, "done"), nullptr);
+}
+
 TEST_F(ExecutorTest, JsonSchemaOutputIsCheckedAndParsed) {
   const std::string yaml = R"(
 nodes:
