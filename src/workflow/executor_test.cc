@@ -354,6 +354,59 @@ nodes:
   EXPECT_EQ(Find(r, "done"), nullptr);
 }
 
+// Regression: a prefill that rendered empty added no assistant message, but the reply was
+// prefixed with the last message anyway (the user's prompt was streamed as the reply's start).
+TEST_F(ExecutorTest, EmptyPrefillIsNotTheStartOfTheReply) {
+  for (const char* stream : {"true", "false"}) {
+    std::vector<WorkflowEvent> events;
+    RunResult r = RunIt(R"(
+inputs: {q: {type: string, default: "What is the secret?"}, prefix: {type: string, default: ""}}
+nodes:
+  - {id: start, type: start}
+  - id: reply
+    type: llm
+    base_url: ")" + fake_.url() +
+                            R"(/ok"
+    system: "SYSTEM SECRET"
+    prompt: "{{ inputs.q }}"
+    prefill: "{{ inputs.prefix }}"
+    stream: )" + stream + R"(
+  - {id: done, type: end, outputs: {text: "{{ nodes.reply.text }}", prefill: "{{ nodes.reply.prefill }}"}}
+)",
+                        Json::object(), &events);
+    ASSERT_EQ(r.status, "succeeded") << r.error;
+    EXPECT_EQ(r.outputs["text"], fake_.reply) << "stream: " << stream;
+    EXPECT_EQ(r.outputs["prefill"], "");
+    std::string streamed;
+    for (const auto& e : events) {
+      if (e.type == "text_chunk") streamed += e.data["text"].get<std::string>();
+    }
+    EXPECT_EQ(streamed, fake_.reply) << "stream: " << stream;
+    const Json req = fake_.last_chat();
+    EXPECT_EQ(req["messages"].back()["role"], "user");
+    EXPECT_FALSE(req.contains("continue_final_message"));
+  }
+}
+
+// Regression: an llm node whose history rendered to [] (and no prompt) sent no messages and
+// crashed on messages.back(); it is a node error.
+TEST_F(ExecutorTest, LlmNodeWithNoMessagesFails) {
+  RunResult r =
+      RunIt(R"(
+inputs: {h: {type: array, default: []}, prefix: {type: string, default: ""}}
+nodes:
+  - {id: start, type: start}
+  - {id: reply, type: llm, base_url: ")" +
+            fake_.url() +
+            R"(/ok", history: "{{ inputs.h }}", prefill: "{{ inputs.prefix }}", stream: false}
+  - {id: done, type: end, outputs: {text: "{{ nodes.reply.text }}"}}
+)");
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_NE(r.error.find("node 'reply' failed"), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("no messages"), std::string::npos) << r.error;
+  EXPECT_EQ(fake_.hits("/ok/v1/chat/completions"), 0);
+}
+
 TEST_F(ExecutorTest, JsonSchemaOutputIsCheckedAndParsed) {
   const std::string yaml = R"(
 nodes:
