@@ -407,6 +407,19 @@ nodes:
   EXPECT_EQ(fake_.hits("/ok/v1/chat/completions"), 0);
 }
 
+// Regression: a misspelt field in a text template rendered "" and the run succeeded.
+TEST_F(ExecutorTest, PrintingAnUndefinedValueFailsTheNode) {
+  RunResult r = RunIt(R"(
+nodes:
+  - {id: start, type: start}
+  - {id: t, type: template, template: "hello"}
+  - {id: a, type: answer, answer: "got {{ nodes.t.txt }}"}
+)");
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_NE(r.error.find("node 'a' failed"), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("{{ nodes.t.txt }}"), std::string::npos) << r.error;
+}
+
 TEST_F(ExecutorTest, JsonSchemaOutputIsCheckedAndParsed) {
   const std::string yaml = R"(
 nodes:

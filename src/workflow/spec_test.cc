@@ -262,9 +262,9 @@ TEST(WorkflowTemplateTest, RendersValuesAndExpressions) {
   EXPECT_EQ(*v->RenderValue(ctx), (Json{{"a", 1}}));  // stays an object
   auto idx = Template::Compile("{{ nodes.cls.json.a }}");
   EXPECT_EQ(*idx->RenderValue(ctx), Json(1));
-  auto missing = Template::Compile("{{ nodes.cls.nope }}");  // a miss keeps Jinja's semantics
+  auto missing = Template::Compile("{{ nodes.cls.nope | default('none') }}");  // Jinja's semantics
   ASSERT_TRUE(missing.ok());
-  EXPECT_EQ(*missing->Render(ctx), "");
+  EXPECT_EQ(*missing->Render(ctx), "none");
   auto n = Template::Compile("{{ inputs.n * 2 }}");
   EXPECT_EQ(*n->RenderValue(ctx), Json(6));
   auto e = Expression::Compile("nodes.cls.label == 'news' and inputs.n > 2");
@@ -275,6 +275,63 @@ TEST(WorkflowTemplateTest, RendersValuesAndExpressions) {
   EXPECT_FALSE(bad->Render(ctx).ok());
   auto literal = Template::Compile("plain text");
   EXPECT_TRUE(literal->is_literal());
+}
+
+// Regression: printing an undefined value (a misspelt field, an undeclared input) rendered ""
+// silently; it is an error that quotes the expression. Tests of Undefined still work.
+TEST(WorkflowTemplateTest, PrintingAnUndefinedValueIsAnErrorNamingTheExpression) {
+  const Json ctx = {{"inputs", {{"x", "a"}}},
+                    {"nodes", {{"t", {{"text", "hello"}}}}},
+                    {"sys", {{"run_id", "r1"}}}};
+  for (const std::string expr : {"{{ nodes.t.txt }}", "{{ inputs.missing }}", "{{ sys.nope }}"}) {
+    auto t = Template::Compile("x=" + expr + ".");
+    ASSERT_TRUE(t.ok());
+    auto r = t->Render(ctx);
+    ASSERT_FALSE(r.ok()) << expr << " rendered '" << *r << "'";
+    EXPECT_NE(r.status().message().find(expr), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("undefined"), std::string::npos) << r.status().message();
+    auto v = Template::Compile(expr);  // a value template
+    ASSERT_TRUE(v.ok());
+    auto rv = v->RenderValue(ctx);
+    ASSERT_FALSE(rv.ok());
+    EXPECT_NE(rv.status().message().find(expr), std::string::npos) << rv.status().message();
+  }
+  auto line2 = Template::Compile("ok\n  {{ nodes.t.text }} {{ nodes.t.txt }}");
+  ASSERT_TRUE(line2.ok());
+  auto r2 = line2->Render(ctx);
+  ASSERT_FALSE(r2.ok());
+  EXPECT_NE(r2.status().message().find("line 2, column 22, in {{ nodes.t.txt }}"),
+            std::string::npos)
+      << r2.status().message();
+  for (const auto& [source, want] : std::vector<std::pair<std::string, std::string>>{
+           {"{{ (nodes.a or nodes.t).text }}", "hello"},
+           {"{{ nodes.a.text if nodes.a is defined else 'none' }}", "none"},
+           {"{{ nodes.t.txt | default('d') }}", "d"},
+           {"{% if nodes.t.txt %}yes{% else %}no{% endif %}", "no"},
+           {"{{ inputs.missing is defined }}", "False"}}) {
+    auto t = Template::Compile(source);
+    ASSERT_TRUE(t.ok()) << source;
+    auto r = t->Render(ctx);
+    ASSERT_TRUE(r.ok()) << source << ": " << r.status().ToString();
+    EXPECT_EQ(*r, want) << source;
+  }
+}
+
+// Regression: template slots were marked in band as {"$tmpl": N} objects, so a spec holding
+// such a literal object rendered another template (or read past the list and crashed).
+TEST(WorkflowTemplateTest, TreeKeepsLiteralObjectsThatLookLikeSlots) {
+  const Json value = Json::parse(R"({"literal": {"$tmpl": 100000000}, "zero": {"$tmpl": 0},
+    "x": "{{ inputs.x }}", "list": ["plain", "{{ inputs.x }}!", {"$tmpl": 1}],
+    "a/b~c": {"0": "{{ inputs.x }}"}})");  // parsed: the numbers are unsigned, as in a spec file
+  auto tree = TemplateTree::Compile(value);
+  ASSERT_TRUE(tree.ok()) << tree.status().ToString();
+  auto out = tree->Render({{"inputs", {{"x", "hi"}}}});
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  Json want = value;
+  want["x"] = "hi";
+  want["list"][1] = "hi!";
+  want["a/b~c"]["0"] = "hi";
+  EXPECT_EQ(*out, want);
 }
 
 TEST(WorkflowJsonCheckTest, ChecksSchemas) {
