@@ -605,5 +605,23 @@ TEST_F(WorkflowApiTest, DeeplyNestedBodiesAre400) {
   EXPECT_EQ(Call("GET", "/v1/workflows/simple").first, 200);
 }
 
+// Regression (with RunStoreTest.RollbackAndPublishClearTheSplit): a rollback left the split set.
+TEST_F(WorkflowApiTest, RollbackClearsTheSplit) {
+  PublishSimple();
+  ASSERT_EQ(Call("POST", "/v1/workflows/simple/publish", "{}").first, 200);
+  ASSERT_EQ(Call("POST", "/v1/workflows/simple/split",
+                 R"({"split": [{"version": 1, "weight": 1}, {"version": 2, "weight": 1}]})")
+                .first,
+            200);
+  ASSERT_EQ(Call("POST", "/v1/workflows/simple/rollback", R"({"version": 1})").first, 200);
+  const auto [status, info] = Call("GET", "/v1/workflows/simple");
+  EXPECT_EQ(info["split"], Json::array());
+  EXPECT_EQ(info["current_version"], 1);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(
+        Call("GET", "/v1/workflows/simple/route?user=u" + std::to_string(i)).second["version"], 1);
+  }
+}
+
 }  // namespace
 }  // namespace kiln::workflow

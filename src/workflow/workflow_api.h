@@ -4,12 +4,15 @@
 //   GET  /v1/workflows                        list
 //   GET  /v1/workflows/{name}                 draft, current version, split
 //   POST /v1/workflows/{name}/publish         {note} → {version}: an immutable version, now current
+//                                              (clears the split, as rollback does)
 //   GET  /v1/workflows/{name}/versions        versions with per-version stats
 //   GET  /v1/workflows/{name}/versions/{v}    one version's spec
 //   GET  /v1/workflows/{name}/diff?from=A&to=B  structural diff (A, B: versions or "draft")
-//   POST /v1/workflows/{name}/rollback        {version}: make an older version current
+//   POST /v1/workflows/{name}/rollback        {version}: make an older version current and the
+//                                              only one served (clears the split)
 //   POST /v1/workflows/{name}/split           {split: [{version, weight}]} ([] clears it)
-//   GET  /v1/workflows/{name}/route?user=U    the version a run for U would get
+//   GET  /v1/workflows/{name}/route?user=U    the version a run for U would get (no U: a random
+//                                              draw from the split, as for runs without a user)
 //   POST /v1/workflows/{name}/runs            {inputs, user, version ("draft" allowed), stream,
 //                                              timeout_s} → the run (blocking) or SSE events
 //   GET  /v1/workflows/{name}/runs?limit=N    recent runs
