@@ -420,6 +420,20 @@ nodes:
   EXPECT_NE(r.error.find("{{ nodes.t.txt }}"), std::string::npos) << r.error;
 }
 
+// Regression: a tts node whose text rendered empty produced a silent WAV.
+TEST_F(ExecutorTest, TtsWithEmptyTextIsANodeError) {
+  RunResult r = RunIt(R"(
+inputs: {t: {type: string, default: ""}}
+nodes:
+  - {id: start, type: start}
+  - {id: say, type: tts, text: "{{ inputs.t }}"}
+  - {id: done, type: end, outputs: {n: "{{ nodes.say.num_samples }}"}}
+)");
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_NE(r.error.find("node 'say' failed"), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("empty"), std::string::npos) << r.error;
+}
+
 TEST_F(ExecutorTest, JsonSchemaOutputIsCheckedAndParsed) {
   const std::string yaml = R"(
 nodes:
