@@ -4,6 +4,7 @@
 #include <deque>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <thread>
 
 namespace kiln::workflow {
@@ -19,6 +20,7 @@ struct Completion {
   NodeRecord record;
   bool fail_branch = false;  // take the "fail" edges
   bool run_failed = false;   // no fallback caught the failure
+  std::string run_error;     // the run passed its deadline or step limit: it fails with this
 };
 
 class Run final {
@@ -35,6 +37,7 @@ class Run final {
   void Resolve(int node, bool taken, int from);
   void Skip(int node);
   bool Cancelled() const { return cancelled_.load(); }
+  bool PastDeadline() const { return Clock::now() >= deadline_; }
   void Fail(const std::string& status, const std::string& error);
 
   const Workflow& w_;
@@ -43,6 +46,8 @@ class Run final {
   RunResult* result_;
   Clock::time_point t0_ = Clock::now();
   Clock::time_point deadline_;
+  std::string timeout_error_;      // the run's error once past deadline_
+  std::atomic<int> num_steps_{0};  // attempts started, over all nodes (limits.max_steps)
   std::atomic<bool> cancelled_{false};
 
   std::mutex event_mu_;
@@ -89,8 +94,19 @@ Completion Run::RunNode(int i, const Json& vars, std::vector<std::string> preds)
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
 
   bool ok = false;
-  for (int v = 0; v < node.num_variants() && !ok && !Cancelled(); ++v) {
+  // Past the run's deadline or step limit no further attempt starts and no fallback applies.
+  const int max_steps = w_.spec().max_steps;
+  auto stop_reason = [&]() -> std::string {
+    if (PastDeadline()) return timeout_error_;
+    if (num_steps_.fetch_add(1) >= max_steps) {
+      return "the run passed its step limit (" + std::to_string(max_steps) + ")";
+    }
+    return "";
+  };
+  for (int v = 0; v < node.num_variants() && !ok && !Cancelled() && c.run_error.empty(); ++v) {
     for (int a = 1; a <= spec.retry.max_attempts && !Cancelled(); ++a) {
+      c.run_error = stop_reason();
+      if (!c.run_error.empty()) break;
       NodeContext ctx;
       ctx.vars = &vars;
       ctx.variant = v;
@@ -110,7 +126,12 @@ Completion Run::RunNode(int i, const Json& vars, std::vector<std::string> preds)
         Emit(type, std::move(d));
       };
       const auto attempt_start = Clock::now();
-      StatusOr<Json> out = node.Run(ctx);
+      StatusOr<Json> out = Status::Internal("the node did not run");
+      try {
+        out = node.Run(ctx);
+      } catch (const std::exception& e) {  // a bug in the node: this attempt fails, the run goes on
+        out = Status::Internal(std::string("the node threw: ") + e.what());
+      }
       AttemptRecord ar;
       ar.variant = node.VariantName(v);
       ar.attempt = a;
@@ -140,8 +161,12 @@ Completion Run::RunNode(int i, const Json& vars, std::vector<std::string> preds)
       }
     }
   }
+  if (!ok && c.run_error.empty() && PastDeadline()) c.run_error = timeout_error_;
   if (!ok) {
-    if (Cancelled()) {
+    if (!c.run_error.empty()) {
+      r.status = "failed";
+      r.error = c.run_error;
+    } else if (Cancelled()) {
       r.status = "cancelled";
       if (r.error.empty()) r.error = "the run was stopped";
     } else if (spec.fallback.has_default) {
@@ -203,12 +228,21 @@ void Run::Decide(Completion c) {
       for (auto it = r.output.begin(); it != r.output.end(); ++it)
         result_->outputs[it.key()] = it.value();
     } else if (type == "answer") {
-      result_->outputs["answer"] = r.output.value("answer", "");
+      const auto a = r.output.find("answer");  // a fallback.default may hold any JSON value
+      result_->outputs["answer"] = a != r.output.end() ? *a : Json("");
     }
   }
   const bool branching = w_.node(i).is_branching() && r.status == "succeeded";
-  const std::string branch = branching ? r.output.value("branch", "") : "";
-  if (c.run_failed) {
+  std::string branch;  // a string for condition outputs and (checked at compile) their defaults
+  if (branching) {
+    const auto b = r.output.find("branch");
+    if (b != r.output.end() && b->is_string()) branch = b->get<std::string>();
+  }
+  if (!c.run_error.empty()) {
+    Fail("failed", c.run_error);
+  } else if (!Cancelled() && PastDeadline()) {
+    Fail("failed", timeout_error_);  // the node finished, but after the run's deadline
+  } else if (c.run_failed) {
     Fail("failed", "node '" + r.node_id + "' failed: " + r.error);
   } else if (r.status == "cancelled") {
     // the run's status was set by whoever cancelled it
@@ -236,6 +270,9 @@ void Run::Execute(Json inputs) {
   const double timeout_s = o_.timeout_s > 0 ? o_.timeout_s : spec.timeout_s;
   deadline_ =
       t0_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+  std::ostringstream timeout_error;
+  timeout_error << "the run timed out: it passed its timeout of " << timeout_s << " s";
+  timeout_error_ = timeout_error.str();
   const size_t n = static_cast<size_t>(w_.num_nodes());
   num_resolved_.assign(n, 0);
   num_taken_.assign(n, 0);
@@ -269,10 +306,6 @@ void Run::Execute(Json inputs) {
     while (!ready_.empty() && !Cancelled()) {
       const int i = ready_.front();
       ready_.pop_front();
-      if (++result_->num_steps > spec.max_steps) {
-        Fail("failed", "the run passed its step limit (" + std::to_string(spec.max_steps) + ")");
-        break;
-      }
       if (ready_.empty() && running == 0) {
         // The only runnable node: run it here (no thread hand-off).
         Decide(RunNode(i, vars_, preds_[static_cast<size_t>(i)]));
@@ -294,9 +327,7 @@ void Run::Execute(Json inputs) {
     std::deque<Completion> batch;
     batch.swap(done_);
     lock.unlock();
-    if (batch.empty() && Clock::now() >= deadline_ && !Cancelled()) {
-      Fail("failed", "the run passed its timeout of " + std::to_string(timeout_s) + " s");
-    }
+    if (batch.empty() && PastDeadline() && !Cancelled()) Fail("failed", timeout_error_);
     for (auto& c : batch) {
       --running;
       Decide(std::move(c));
@@ -307,6 +338,7 @@ void Run::Execute(Json inputs) {
   if (watcher.joinable()) watcher.join();
   if (outside_cancel_) Fail("cancelled", "the run was cancelled");
   if (result_->status.empty()) result_->status = "succeeded";
+  result_->num_steps = std::min(num_steps_.load(), spec.max_steps);
   result_->duration_ms = MsSince(t0_);
   Emit("workflow_finished", result_->ToJson(/*with_trace=*/false));
 }

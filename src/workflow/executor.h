@@ -13,9 +13,10 @@
 // node none of whose incoming edges was taken is skipped (and so is everything only it leads to).
 //
 // The whole run has a deadline (RunOptions::timeout_s, else the spec's limits.timeout_s) and a
-// step limit (node executions, limits.max_steps); reaching either cancels the nodes still running
-// (their I/O is interrupted) and fails the run. Cancelling from outside (RunOptions::cancel) does
-// the same with status "cancelled".
+// step limit (attempts of all nodes, retries included, limits.max_steps); reaching either cancels
+// the nodes still running (their I/O is interrupted) and fails the run: no attempt starts past
+// them and no fallback (models, default, fail branch) applies. Cancelling from outside
+// (RunOptions::cancel) does the same with status "cancelled".
 //
 // Events (RunOptions::on_event, called from the run's threads one at a time, in order):
 //   workflow_started {run_id, workflow, inputs}
@@ -86,7 +87,7 @@ struct RunResult {
   double duration_ms = 0;
   int64_t num_tokens = 0;
   int num_fallbacks = 0;  // nodes whose output came from a fallback path
-  int num_steps = 0;
+  int num_steps = 0;      // attempts, retries included (at most limits.max_steps)
   Json ToJson(bool with_trace) const;
 };
 

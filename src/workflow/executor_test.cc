@@ -1,5 +1,6 @@
 // The executor against a loopback fake model / HTTP service: branches, parallel branches, prefill,
-// retries, fallbacks (models, default, fail branch), timeouts, step limits, cancellation, events.
+// retries, fallbacks (models, default, fail branch), timeouts, step limits, cancellation, events;
+// and the workflow API (WorkflowApi) behind a loopback HTTP server: request validation.
 #include "workflow/executor.h"
 
 #include <gtest/gtest.h>
@@ -7,10 +8,13 @@
 
 #include <cstdlib>
 #include <thread>
+#include <tuple>
 
+#include "server/test_http_client.h"
 #include "workflow/fake_service.h"
 #include "workflow/spec.h"
 #include "workflow/workflow.h"
+#include "workflow/workflow_api.h"
 
 namespace kiln::workflow {
 namespace {
@@ -301,6 +305,135 @@ nodes:
   EXPECT_NE(r.error.find("step limit"), std::string::npos) << r.error;
 }
 
+// Regression: the run's deadline was checked only while waiting for parallel nodes, so a lone
+// node past it retried, then took its fallback.default, and the run "succeeded".
+TEST_F(ExecutorTest, RunTimeoutIsNotCaughtByAFallback) {
+  RunResult r = RunIt(R"(
+limits: {timeout_s: 0.5}
+nodes:
+  - {id: start, type: start}
+  - id: fetch
+    type: http
+    url: ")" + fake_.url() +
+                      R"(/sleep?ms=3000"
+    retry: {max_attempts: 3, backoff_s: 0.1}
+    fallback: {default: {body: cached}}
+  - {id: done, type: end, outputs: {r: "{{ nodes.fetch.body }}"}}
+)");
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_NE(r.error.find("timed out"), std::string::npos) << r.error;
+  EXPECT_LT(r.duration_ms, 2000);
+  const NodeRecord* fetch = Find(r, "fetch");
+  ASSERT_NE(fetch, nullptr);
+  EXPECT_EQ(fetch->status, "failed");
+  EXPECT_NE(fetch->path, "default");
+  EXPECT_EQ(fetch->attempts.size(), 1u);  // no retry starts past the deadline
+  EXPECT_EQ(Find(r, "done"), nullptr);
+  EXPECT_EQ(r.num_fallbacks, 0);
+}
+
+// Regression: limits.max_steps counted node starts, not attempts (the documented meaning), so
+// ten retries passed a limit of 3 and the default made the run succeed.
+TEST_F(ExecutorTest, StepLimitCountsRetries) {
+  RunResult r = RunIt(R"(
+limits: {max_steps: 3}
+nodes:
+  - {id: start, type: start}
+  - id: f
+    type: http
+    url: ")" + fake_.url() +
+                      R"(/fail500/steps"
+    retry: {max_attempts: 10, backoff_s: 0}
+    fallback: {default: {body: x}}
+  - {id: done, type: end}
+)");
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_NE(r.error.find("step limit (3)"), std::string::npos) << r.error;
+  EXPECT_EQ(fake_.hits("/fail500/steps"), 2);  // start + 2 attempts = 3 steps
+  EXPECT_EQ(r.num_steps, 3);
+  EXPECT_EQ(Find(r, "done"), nullptr);
+}
+
+// Regression: a prefill that rendered empty added no assistant message, but the reply was
+// prefixed with the last message anyway (the user's prompt was streamed as the reply's start).
+TEST_F(ExecutorTest, EmptyPrefillIsNotTheStartOfTheReply) {
+  for (const char* stream : {"true", "false"}) {
+    std::vector<WorkflowEvent> events;
+    RunResult r = RunIt(R"(
+inputs: {q: {type: string, default: "What is the secret?"}, prefix: {type: string, default: ""}}
+nodes:
+  - {id: start, type: start}
+  - id: reply
+    type: llm
+    base_url: ")" + fake_.url() +
+                            R"(/ok"
+    system: "SYSTEM SECRET"
+    prompt: "{{ inputs.q }}"
+    prefill: "{{ inputs.prefix }}"
+    stream: )" + stream + R"(
+  - {id: done, type: end, outputs: {text: "{{ nodes.reply.text }}", prefill: "{{ nodes.reply.prefill }}"}}
+)",
+                        Json::object(), &events);
+    ASSERT_EQ(r.status, "succeeded") << r.error;
+    EXPECT_EQ(r.outputs["text"], fake_.reply) << "stream: " << stream;
+    EXPECT_EQ(r.outputs["prefill"], "");
+    std::string streamed;
+    for (const auto& e : events) {
+      if (e.type == "text_chunk") streamed += e.data["text"].get<std::string>();
+    }
+    EXPECT_EQ(streamed, fake_.reply) << "stream: " << stream;
+    const Json req = fake_.last_chat();
+    EXPECT_EQ(req["messages"].back()["role"], "user");
+    EXPECT_FALSE(req.contains("continue_final_message"));
+  }
+}
+
+// Regression: an llm node whose history rendered to [] (and no prompt) sent no messages and
+// crashed on messages.back(); it is a node error.
+TEST_F(ExecutorTest, LlmNodeWithNoMessagesFails) {
+  RunResult r =
+      RunIt(R"(
+inputs: {h: {type: array, default: []}, prefix: {type: string, default: ""}}
+nodes:
+  - {id: start, type: start}
+  - {id: reply, type: llm, base_url: ")" +
+            fake_.url() +
+            R"(/ok", history: "{{ inputs.h }}", prefill: "{{ inputs.prefix }}", stream: false}
+  - {id: done, type: end, outputs: {text: "{{ nodes.reply.text }}"}}
+)");
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_NE(r.error.find("node 'reply' failed"), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("no messages"), std::string::npos) << r.error;
+  EXPECT_EQ(fake_.hits("/ok/v1/chat/completions"), 0);
+}
+
+// Regression: a misspelt field in a text template rendered "" and the run succeeded.
+TEST_F(ExecutorTest, PrintingAnUndefinedValueFailsTheNode) {
+  RunResult r = RunIt(R"(
+nodes:
+  - {id: start, type: start}
+  - {id: t, type: template, template: "hello"}
+  - {id: a, type: answer, answer: "got {{ nodes.t.txt }}"}
+)");
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_NE(r.error.find("node 'a' failed"), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("{{ nodes.t.txt }}"), std::string::npos) << r.error;
+}
+
+// Regression: a tts node whose text rendered empty produced a silent WAV.
+TEST_F(ExecutorTest, TtsWithEmptyTextIsANodeError) {
+  RunResult r = RunIt(R"(
+inputs: {t: {type: string, default: ""}}
+nodes:
+  - {id: start, type: start}
+  - {id: say, type: tts, text: "{{ inputs.t }}"}
+  - {id: done, type: end, outputs: {n: "{{ nodes.say.num_samples }}"}}
+)");
+  EXPECT_EQ(r.status, "failed");
+  EXPECT_NE(r.error.find("node 'say' failed"), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("empty"), std::string::npos) << r.error;
+}
+
 TEST_F(ExecutorTest, JsonSchemaOutputIsCheckedAndParsed) {
   const std::string yaml = R"(
 nodes:
@@ -395,6 +528,113 @@ nodes:
   EXPECT_EQ(r.outputs["before"], 7);
   EXPECT_EQ(r.status, "succeeded") << r.error;
   std::system(("kill $(cat /tmp/kiln-wf-redis-" + std::to_string(port) + ".pid)").c_str());
+}
+
+// The workflow API behind a loopback HTTP server, as `kiln serve` mounts it.
+class WorkflowApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    WorkflowApiOptions o;
+    o.num_run_threads = 2;
+    auto api = WorkflowApi::Create(o);
+    ASSERT_TRUE(api.ok()) << api.status().ToString();
+    api_ = std::move(*api);
+    server::HttpServerOptions so;
+    so.port = 0;
+    so.num_threads = 2;
+    auto s = server::HttpServer::Create(
+        so, [this](server::HttpRequest r, std::shared_ptr<server::HttpResponder> w) {
+          api_->Handle(r, w);
+        });
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    server_ = std::move(*s);
+    server_->Start();
+  }
+  void TearDown() override {
+    if (api_) api_->Shutdown();
+    if (server_) server_->Stop();
+  }
+  // (HTTP status, body as JSON)
+  std::pair<int, Json> Call(const std::string& method, const std::string& path,
+                            const std::string& body = "") {
+    auto r = server::test_client::Fetch(server_->port(), method, path, body);
+    return {r.status, Json::parse(r.body, nullptr, false)};
+  }
+  void PublishSimple() {
+    const std::string spec =
+        R"({"spec": {"name": "simple", "inputs": {"x": {"type": "string", "default": "hi"}},
+            "nodes": [{"id": "start", "type": "start"},
+                      {"id": "done", "type": "end", "outputs": {"x": "{{ inputs.x }}"}}]}})";
+    ASSERT_EQ(Call("POST", "/v1/workflows", spec).first, 201);
+    ASSERT_EQ(Call("POST", "/v1/workflows/simple/publish", "{}").first, 200);
+  }
+
+  std::unique_ptr<WorkflowApi> api_;
+  std::unique_ptr<server::HttpServer> server_;
+};
+
+// Regression: body.value("user", "") and the like threw nlohmann's type_error on a worker thread
+// for a field of another type, which terminated `kiln serve`. Each is a 400 naming the field.
+TEST_F(WorkflowApiTest, FieldsOfTheWrongTypeAre400NamingTheField) {
+  PublishSimple();
+  for (const auto& [path, body, field] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"/v1/workflows/simple/runs", R"({"inputs": {"x": "a"}, "user": 42})", "user"},
+           {"/v1/workflows/simple/runs", R"({"inputs": {"x": "a"}, "stream": "yes"})", "stream"},
+           {"/v1/workflows/simple/runs", R"({"inputs": {"x": "a"}, "timeout_s": "1"})",
+            "timeout_s"},
+           {"/v1/workflows/simple/publish", R"({"note": ["v2"]})", "note"},
+           {"/v1/workflows", R"({"name": 7, "yaml": "nodes: []"})", "name"}}) {
+    const auto [status, json] = Call("POST", path, body);
+    EXPECT_EQ(status, 400) << path << " " << body;
+    ASSERT_TRUE(json.is_object()) << body;
+    EXPECT_EQ(json["error"]["param"], field) << json.dump();
+    EXPECT_NE(json["error"]["message"].get<std::string>().find("'" + field + "'"),
+              std::string::npos)
+        << json.dump();
+  }
+  // The server is still there, and a good request runs.
+  const auto [status, run] = Call("POST", "/v1/workflows/simple/runs",
+                                  R"({"inputs": {"x": "a"}, "user": "u1", "stream": false})");
+  ASSERT_EQ(status, 200) << run.dump();
+  EXPECT_EQ(run["status"], "succeeded");
+  EXPECT_EQ(run["outputs"]["x"], "a");
+}
+
+// Regression: the body was parsed with no bound on nesting; 200,000 levels overflowed the stack.
+TEST_F(WorkflowApiTest, DeeplyNestedBodiesAre400) {
+  PublishSimple();
+  const std::string deep =
+      R"({"inputs": {"x": )" + std::string(200000, '[') + std::string(200000, ']') + "}}";
+  const auto [status, json] = Call("POST", "/v1/workflows/simple/runs", deep);
+  EXPECT_EQ(status, 400);
+  EXPECT_NE(json["error"]["message"].get<std::string>().find("levels deep"), std::string::npos)
+      << json.dump();
+  const std::string yaml =
+      "name: deepyaml\nnodes: " + std::string(100, '[') + std::string(100, ']') + "\n";
+  const auto [ystatus, yjson] = Call("POST", "/v1/workflows", Json{{"yaml", yaml}}.dump());
+  EXPECT_EQ(ystatus, 400);
+  EXPECT_NE(yjson["error"]["message"].get<std::string>().find("64 levels"), std::string::npos)
+      << yjson.dump();
+  EXPECT_EQ(Call("GET", "/v1/workflows/simple").first, 200);
+}
+
+// Regression (with RunStoreTest.RollbackAndPublishClearTheSplit): a rollback left the split set.
+TEST_F(WorkflowApiTest, RollbackClearsTheSplit) {
+  PublishSimple();
+  ASSERT_EQ(Call("POST", "/v1/workflows/simple/publish", "{}").first, 200);
+  ASSERT_EQ(Call("POST", "/v1/workflows/simple/split",
+                 R"({"split": [{"version": 1, "weight": 1}, {"version": 2, "weight": 1}]})")
+                .first,
+            200);
+  ASSERT_EQ(Call("POST", "/v1/workflows/simple/rollback", R"({"version": 1})").first, 200);
+  const auto [status, info] = Call("GET", "/v1/workflows/simple");
+  EXPECT_EQ(info["split"], Json::array());
+  EXPECT_EQ(info["current_version"], 1);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(
+        Call("GET", "/v1/workflows/simple/route?user=u" + std::to_string(i)).second["version"], 1);
+  }
 }
 
 }  // namespace

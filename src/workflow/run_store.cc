@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <random>
 
 namespace kiln::workflow {
 namespace {
@@ -213,7 +214,8 @@ StatusOr<int> RunStore::Publish(const std::string& name, const std::string& note
       "INSERT INTO versions (workflow, version, spec, note, created_at) VALUES (?, ?, ?, ?, ?)");
   ins.Text(1, name).Int(2, version).Text(3, draft).Text(4, note).Real(5, Now());
   if (Status s = ins.Run(); !s.ok()) return fail(s);
-  Stmt cur(db_, "UPDATE workflows SET current_version = ?, updated_at = ? WHERE name = ?");
+  Stmt cur(db_,
+           "UPDATE workflows SET current_version = ?, split = '[]', updated_at = ? WHERE name = ?");
   cur.Int(1, version).Real(2, Now()).Text(3, name);
   if (Status s = cur.Run(); !s.ok()) return fail(s);
   KILN_RETURN_IF_ERROR(Exec("COMMIT"));
@@ -249,7 +251,8 @@ StatusOr<VersionInfo> RunStore::Version(const std::string& name, int version) {
 Status RunStore::Rollback(const std::string& name, int version) {
   KILN_ASSIGN_OR_RETURN(VersionInfo v, Version(name, version));
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_, "UPDATE workflows SET current_version = ?, updated_at = ? WHERE name = ?");
+  Stmt s(db_,
+         "UPDATE workflows SET current_version = ?, split = '[]', updated_at = ? WHERE name = ?");
   s.Int(1, v.version).Real(2, Now()).Text(3, name);
   return s.Run();
 }
@@ -277,7 +280,14 @@ int RunStore::Pick(const std::vector<SplitEntry>& split, const std::string& work
                    const std::string& user) {
   double total = 0;
   for (const auto& e : split) total += e.weight;
-  const double u = static_cast<double>(Fnv1a(workflow + "\x1f" + user) >> 11) * 0x1.0p-53;
+  uint64_t key;
+  if (user.empty()) {  // no key to stick to: every run draws afresh
+    thread_local std::mt19937_64 rng(std::random_device{}());
+    key = rng();
+  } else {
+    key = Fnv1a(workflow + "\x1f" + user);
+  }
+  const double u = static_cast<double>(key >> 11) * 0x1.0p-53;
   double acc = 0;
   for (const auto& e : split) {
     acc += e.weight / total;

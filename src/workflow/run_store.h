@@ -5,7 +5,9 @@
 // Versions: Save() replaces a workflow's draft; Publish() copies the draft into version N+1 (never
 // modified afterwards) and makes it current; Rollback() makes an older version current; SetSplit()
 // shares traffic between versions by weight, sticky by a user key (PickVersion hashes
-// workflow + user, so one user always lands on the same version while the split stands).
+// workflow + user, so one user always lands on the same version while the split stands; a run
+// without a user draws a version at random). Publish() and Rollback() clear the split: choosing
+// the current version is choosing where all traffic goes (set a new split afterwards if wanted).
 //
 // Crash safety: a run is inserted as "running" before it starts and each node execution is written
 // when it finishes; Open() marks runs still "running" (cut off by a crash or kill) as failed —
@@ -70,7 +72,8 @@ class RunStore final {
   Status Rollback(const std::string& name, int version);
   // Weights must be > 0, versions published and distinct; an empty split clears it.
   Status SetSplit(const std::string& name, const std::vector<SplitEntry>& split);
-  // The version a run for `user` gets: the split's pick (sticky by user) or the current version.
+  // The version a run for `user` gets: the split's pick (sticky by user; random for an empty
+  // user) or the current version.
   StatusOr<int> PickVersion(const std::string& name, const std::string& user);
 
   Status BeginRun(const std::string& run_id, const std::string& workflow, int version,
@@ -83,7 +86,8 @@ class RunStore final {
   // Per version: runs, failed, fallbacks, mean/p50/p95 latency, tokens.
   StatusOr<Json> Stats(const std::string& workflow);
 
-  // The split's pick for a user (exposed for tests): weights over a 64-bit hash of workflow+user.
+  // The split's pick for a user (exposed for tests): weights over a 64-bit hash of workflow+user,
+  // or over a random draw when `user` is empty.
   static int Pick(const std::vector<SplitEntry>& split, const std::string& workflow,
                   const std::string& user);
 

@@ -65,6 +65,42 @@ TEST(RunStoreTest, SplitIsStickyAndProportional) {
   EXPECT_EQ(*s.PickVersion("w", "x"), 2);
 }
 
+// An in-memory store with workflow "w" published twice.
+std::unique_ptr<RunStore> StoreWithTwoVersions() {
+  auto store = RunStore::Open(":memory:");
+  EXPECT_TRUE(store.ok());
+  EXPECT_TRUE((*store)->Save("w", kSpecV1).ok());
+  EXPECT_EQ(*(*store)->Publish("w", ""), 1);
+  EXPECT_EQ(*(*store)->Publish("w", ""), 2);
+  return std::move(*store);
+}
+
+// Regression: runs without a user all hashed the same key, so the whole anonymous traffic went to
+// one version of a split; they draw at random now.
+TEST(RunStoreTest, RunsWithoutAUserFollowTheSplitWeights) {
+  auto store = StoreWithTwoVersions();
+  RunStore& s = *store;
+  ASSERT_TRUE(s.SetSplit("w", {{1, 30}, {2, 70}}).ok());
+  int v1 = 0;
+  for (int i = 0; i < 4000; ++i) v1 += *s.PickVersion("w", "") == 1;
+  EXPECT_NEAR(v1, 1200, 200);  // 7 standard deviations
+}
+
+// Regression: a rollback while a split was set left traffic split (the rollback had no effect on
+// most runs). Rollback and publish choose where all traffic goes: they clear the split.
+TEST(RunStoreTest, RollbackAndPublishClearTheSplit) {
+  auto store = StoreWithTwoVersions();
+  RunStore& s = *store;
+  ASSERT_TRUE(s.SetSplit("w", {{1, 50}, {2, 50}}).ok());
+  ASSERT_TRUE(s.Rollback("w", 1).ok());
+  EXPECT_TRUE(s.Get("w")->split.empty());
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(*s.PickVersion("w", "user-" + std::to_string(i)), 1);
+  ASSERT_TRUE(s.SetSplit("w", {{1, 50}, {2, 50}}).ok());
+  EXPECT_EQ(*s.Publish("w", ""), 3);
+  EXPECT_TRUE(s.Get("w")->split.empty());
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(*s.PickVersion("w", "user-" + std::to_string(i)), 3);
+}
+
 TEST(RunStoreTest, InterruptedRunsAreMarkedFailedOnReopenAndNothingElseChanges) {
   const std::string path = TempDb();
   std::string done_json;

@@ -9,8 +9,13 @@
 #include <set>
 #include <sstream>
 
+#include "server/openai_protocol.h"
+
 namespace kiln::workflow {
 namespace {
+
+// Deepest nesting of a spec document (YAML or JSON), so that no walk of it recurses without bound.
+constexpr int kMaxDocumentDepth = 64;
 
 const std::set<std::string>& KnownTypes() {
   static const std::set<std::string> k = {"start",    "llm",  "classify", "embed",   "condition",
@@ -38,7 +43,10 @@ Json ScalarToJson(const YAML::Node& n) {
 }
 
 StatusOr<Json> YamlToJson(const YAML::Node& n, int depth) {
-  if (depth > 64) return Status::InvalidArgument("the document nests deeper than 64 levels");
+  if (depth > kMaxDocumentDepth) {
+    return Status::InvalidArgument("the document nests deeper than " +
+                                   std::to_string(kMaxDocumentDepth) + " levels");
+  }
   switch (n.Type()) {
     case YAML::NodeType::Null:
     case YAML::NodeType::Undefined:
@@ -289,6 +297,11 @@ std::string CheckInputType(const InputSpec& input, const Json& v) {
 StatusOr<Json> ParseDocument(const std::string& text) {
   size_t first = text.find_first_not_of(" \t\r\n");
   if (first != std::string::npos && (text[first] == '{' || text[first] == '[')) {
+    // Counted on the text: the parser (and every walk after it) recurses once per level.
+    if (server::JsonNestingDepth(text, kMaxDocumentDepth) > kMaxDocumentDepth) {
+      return Status::InvalidArgument("the document nests deeper than " +
+                                     std::to_string(kMaxDocumentDepth) + " levels");
+    }
     Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded()) {
       try {
@@ -356,6 +369,10 @@ StatusOr<WorkflowSpec> SpecFromJson(const Json& doc) {
   if (nodes == doc.end() || !nodes->is_array() || nodes->empty()) {
     return FieldError("nodes", "a non-empty list of nodes is required");
   }
+  if (nodes->size() > static_cast<size_t>(kMaxNodes)) {
+    return FieldError("nodes", "a workflow has at most " + std::to_string(kMaxNodes) +
+                                   " nodes (this one has " + std::to_string(nodes->size()) + ")");
+  }
   std::set<std::string> ids;
   for (size_t i = 0; i < nodes->size(); ++i) {
     KILN_ASSIGN_OR_RETURN(NodeSpec n, ParseNode((*nodes)[i], i));
@@ -369,6 +386,10 @@ StatusOr<WorkflowSpec> SpecFromJson(const Json& doc) {
     }
   } else {
     if (!edges->is_array()) return FieldError("edges", "must be a list of {from, to[, branch]}");
+    if (edges->size() > static_cast<size_t>(kMaxEdges)) {
+      return FieldError("edges", "a workflow has at most " + std::to_string(kMaxEdges) +
+                                     " edges (this one has " + std::to_string(edges->size()) + ")");
+    }
     std::set<std::string> seen;
     for (size_t i = 0; i < edges->size(); ++i) {
       const Json& e = (*edges)[i];

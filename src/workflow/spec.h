@@ -20,7 +20,8 @@
 //   edges:
 //     - {from: start, to: reply}
 //     - {from: route, to: happy, branch: positive}   # a condition's case, "else", or "fail"
-// Without `edges`, the nodes run in the order listed.
+// Without `edges`, the nodes run in the order listed. A workflow has at most kMaxNodes nodes and
+// kMaxEdges edges; a document nests at most 64 levels deep (YAML and JSON alike).
 //
 // Thread-safety: value types.
 #pragma once
@@ -35,6 +36,11 @@
 namespace kiln::workflow {
 
 using Json = nlohmann::ordered_json;
+
+// Size limits of one workflow (checked by SpecFromJson): compiling walks the graph, and a spec
+// arrives from API callers.
+inline constexpr int kMaxNodes = 2000;
+inline constexpr int kMaxEdges = 10000;
 
 // Retries of one node: attempt k (1-based) that fails waits
 // min(max_backoff_s, backoff_s * multiplier^(k-1)) * (1 + jitter * U(-1, 1)) before attempt k+1.

@@ -4,11 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 
 #include "workflow/dify_import.h"
+#include "workflow/executor.h"
 #include "workflow/json_check.h"
 #include "workflow/template.h"
 #include "workflow/tts.h"
@@ -156,6 +158,98 @@ TEST(WorkflowSpecTest, StructuralErrorsNameTheirPlace) {
   EXPECT_FALSE(CompileText("nodes: [{id: start, type: start}]").ok());  // no end
 }
 
+// A chain start → t0 → … → t{n-1} → out as JSON; every node reads the one before it and the
+// first one.
+std::string ChainSpec(int n) {
+  std::string s = R"({"name":"chain","nodes":[{"id":"start","type":"start"})";
+  for (int i = 0; i < n; ++i) {
+    const std::string prev = i == 0 ? "" : "{{ nodes.t" + std::to_string(i - 1) + ".text }}";
+    const std::string first = i <= 1 ? "" : "{{ nodes.t0.text }}";
+    s += R"(,{"id":"t)" + std::to_string(i) + R"(","type":"template","template":"x)" + prev +
+         first + R"("})";
+  }
+  return s + R"(,{"id":"out","type":"end"}]})";
+}
+
+// Regression: a JSON spec nested 200,000 deep overflowed the parser's stack (YAML had a limit,
+// JSON none); a 200,000-node chain overflowed the recursive cycle check; per-node ancestor sets
+// took memory quadratic in the node count.
+TEST(WorkflowSpecTest, DeepAndLargeSpecsAreRefusedClearly) {
+  const std::string deep = R"({"name":"deep","description":)" + std::string(200000, '[') +
+                           std::string(200000, ']') + R"(,"nodes":[]})";
+  auto d = ParseSpec(deep);
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("nests deeper than 64 levels"), std::string::npos)
+      << d.status().message();
+  const std::string ok_depth =
+      R"({"description":)" + std::string(60, '[') + std::string(60, ']') +
+      R"(,"nodes":[{"id":"start","type":"start"},{"id":"o","type":"end"}]})";
+  EXPECT_TRUE(ParseSpec(ok_depth).ok());
+
+  for (const int n : {kMaxNodes - 1, 200000}) {  // + start and out
+    auto s = ParseSpec(ChainSpec(n));
+    ASSERT_FALSE(s.ok()) << n;
+    EXPECT_NE(s.status().message().find("at most 2000 nodes"), std::string::npos)
+        << s.status().message();
+  }
+  // The largest chain compiles: an iterative search, one reachability pass per node read.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto s = ParseSpec(ChainSpec(kMaxNodes - 2));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  auto w = Workflow::Compile(std::move(*s));
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EXPECT_EQ((*w)->num_nodes(), kMaxNodes);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30.0);
+  // The reads are still checked: the first node reading the last one is refused.
+  std::string back = ChainSpec(kMaxNodes - 2);
+  back.replace(back.find(R"("template":"x")"), 14,
+               R"("template":"x{{ nodes.t)" + std::to_string(kMaxNodes - 3) + R"(.text }}")");
+  Status bad = CompileText(back);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("node 't0': field 'template': reads nodes.t1997, which does not "
+                               "run before this node"),
+            std::string::npos)
+      << bad.message();
+}
+
+// Regression: a condition's fallback.default with a non-string branch ({branch: false}) aborted the
+// run when it was used (the server with it); true/false name the if-branches, anything else is
+// refused at compile.
+TEST(WorkflowSpecTest, ConditionDefaultMustNameOneOfItsBranches) {
+  const std::string yaml = R"(
+nodes:
+  - {id: start, type: start}
+  - {id: route, type: condition, if: "inputs.x.nope.deeper", fallback: {default: DEFAULT}}
+  - {id: yes, type: end, outputs: {r: "yes"}}
+  - {id: no, type: end, outputs: {r: "no"}}
+edges:
+  - {from: start, to: route}
+  - {from: route, to: yes, branch: "true"}
+  - {from: route, to: no, branch: "false"}
+)";
+  auto with = [&](const std::string& d) {
+    std::string y = yaml;
+    return y.replace(y.find("DEFAULT"), 7, d);
+  };
+  auto spec = ParseSpec(with("{branch: false}"));
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  auto w = Workflow::Compile(std::move(*spec));
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EXPECT_EQ((*w)->node_spec(1).fallback.default_output, (Json{{"branch", "false"}}));
+  Services services{ServicesOptions{}};
+  RunOptions o;
+  o.inputs = {{"x", "a"}};  // "a".nope.deeper fails: the default chooses the branch
+  RunResult r = Executor(&services).Run(**w, std::move(o));
+  ASSERT_EQ(r.status, "succeeded") << r.error;
+  EXPECT_EQ(r.outputs, (Json{{"r", "no"}}));
+  EXPECT_EQ(r.nodes[1].path, "default");
+  EXPECT_TRUE(CompileText(with("{branch: \"true\"}")).ok());
+  ExpectRejected(with("{branch: 7}"), "route", "fallback.default.branch");
+  ExpectRejected(with("{branch: maybe}"), "route", "fallback.default.branch");
+  ExpectRejected(with("{text: x}"), "route", "fallback.default.branch");
+  ExpectRejected(with("\"true\""), "route", "fallback.default.branch");
+}
+
 TEST(WorkflowTemplateTest, RendersValuesAndExpressions) {
   const Json ctx = {{"inputs", {{"name", "Ada"}, {"n", 3}}},
                     {"nodes", {{"cls", {{"label", "news"}, {"json", {{"a", 1}}}}}}}};
@@ -168,9 +262,9 @@ TEST(WorkflowTemplateTest, RendersValuesAndExpressions) {
   EXPECT_EQ(*v->RenderValue(ctx), (Json{{"a", 1}}));  // stays an object
   auto idx = Template::Compile("{{ nodes.cls.json.a }}");
   EXPECT_EQ(*idx->RenderValue(ctx), Json(1));
-  auto missing = Template::Compile("{{ nodes.cls.nope }}");  // a miss keeps Jinja's semantics
+  auto missing = Template::Compile("{{ nodes.cls.nope | default('none') }}");  // Jinja's semantics
   ASSERT_TRUE(missing.ok());
-  EXPECT_EQ(*missing->Render(ctx), "");
+  EXPECT_EQ(*missing->Render(ctx), "none");
   auto n = Template::Compile("{{ inputs.n * 2 }}");
   EXPECT_EQ(*n->RenderValue(ctx), Json(6));
   auto e = Expression::Compile("nodes.cls.label == 'news' and inputs.n > 2");
@@ -181,6 +275,63 @@ TEST(WorkflowTemplateTest, RendersValuesAndExpressions) {
   EXPECT_FALSE(bad->Render(ctx).ok());
   auto literal = Template::Compile("plain text");
   EXPECT_TRUE(literal->is_literal());
+}
+
+// Regression: printing an undefined value (a misspelt field, an undeclared input) rendered ""
+// silently; it is an error that quotes the expression. Tests of Undefined still work.
+TEST(WorkflowTemplateTest, PrintingAnUndefinedValueIsAnErrorNamingTheExpression) {
+  const Json ctx = {{"inputs", {{"x", "a"}}},
+                    {"nodes", {{"t", {{"text", "hello"}}}}},
+                    {"sys", {{"run_id", "r1"}}}};
+  for (const std::string expr : {"{{ nodes.t.txt }}", "{{ inputs.missing }}", "{{ sys.nope }}"}) {
+    auto t = Template::Compile("x=" + expr + ".");
+    ASSERT_TRUE(t.ok());
+    auto r = t->Render(ctx);
+    ASSERT_FALSE(r.ok()) << expr << " rendered '" << *r << "'";
+    EXPECT_NE(r.status().message().find(expr), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("undefined"), std::string::npos) << r.status().message();
+    auto v = Template::Compile(expr);  // a value template
+    ASSERT_TRUE(v.ok());
+    auto rv = v->RenderValue(ctx);
+    ASSERT_FALSE(rv.ok());
+    EXPECT_NE(rv.status().message().find(expr), std::string::npos) << rv.status().message();
+  }
+  auto line2 = Template::Compile("ok\n  {{ nodes.t.text }} {{ nodes.t.txt }}");
+  ASSERT_TRUE(line2.ok());
+  auto r2 = line2->Render(ctx);
+  ASSERT_FALSE(r2.ok());
+  EXPECT_NE(r2.status().message().find("line 2, column 22, in {{ nodes.t.txt }}"),
+            std::string::npos)
+      << r2.status().message();
+  for (const auto& [source, want] : std::vector<std::pair<std::string, std::string>>{
+           {"{{ (nodes.a or nodes.t).text }}", "hello"},
+           {"{{ nodes.a.text if nodes.a is defined else 'none' }}", "none"},
+           {"{{ nodes.t.txt | default('d') }}", "d"},
+           {"{% if nodes.t.txt %}yes{% else %}no{% endif %}", "no"},
+           {"{{ inputs.missing is defined }}", "False"}}) {
+    auto t = Template::Compile(source);
+    ASSERT_TRUE(t.ok()) << source;
+    auto r = t->Render(ctx);
+    ASSERT_TRUE(r.ok()) << source << ": " << r.status().ToString();
+    EXPECT_EQ(*r, want) << source;
+  }
+}
+
+// Regression: template slots were marked in band as {"$tmpl": N} objects, so a spec holding
+// such a literal object rendered another template (or read past the list and crashed).
+TEST(WorkflowTemplateTest, TreeKeepsLiteralObjectsThatLookLikeSlots) {
+  const Json value = Json::parse(R"({"literal": {"$tmpl": 100000000}, "zero": {"$tmpl": 0},
+    "x": "{{ inputs.x }}", "list": ["plain", "{{ inputs.x }}!", {"$tmpl": 1}],
+    "a/b~c": {"0": "{{ inputs.x }}"}})");  // parsed: the numbers are unsigned, as in a spec file
+  auto tree = TemplateTree::Compile(value);
+  ASSERT_TRUE(tree.ok()) << tree.status().ToString();
+  auto out = tree->Render({{"inputs", {{"x", "hi"}}}});
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  Json want = value;
+  want["x"] = "hi";
+  want["list"][1] = "hi!";
+  want["a/b~c"]["0"] = "hi";
+  EXPECT_EQ(*out, want);
 }
 
 TEST(WorkflowJsonCheckTest, ChecksSchemas) {

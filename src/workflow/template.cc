@@ -1,8 +1,7 @@
 #include "workflow/template.h"
 
+#include <algorithm>
 #include <exception>
-#include <functional>
-#include <optional>
 #include <regex>
 
 #include "tokenizer/jinja/ast.h"
@@ -15,6 +14,7 @@ namespace kiln::workflow {
 
 struct Template::Compiled {
   jinja::Body body;
+  std::string source;  // as written (errors quote the tag at fault from it)
 };
 
 namespace {
@@ -30,10 +30,13 @@ std::set<std::string> ScanNodeRefs(const std::string& source) {
   return refs;
 }
 
-StatusOr<std::shared_ptr<const Template::Compiled>> CompileBody(const std::string& source) {
+// `source` is parsed; `shown` is what errors quote (the field as written).
+StatusOr<std::shared_ptr<const Template::Compiled>> CompileBody(const std::string& source,
+                                                                const std::string& shown) {
   try {
     auto c = std::make_shared<Template::Compiled>();
     c->body = jinja::ParseTemplate(jinja::Tokenize(source));
+    c->source = shown;
     return std::shared_ptr<const Template::Compiled>(std::move(c));
   } catch (const jinja::TemplateError& e) {
     return Status::InvalidArgument("template syntax error at " + e.Describe());
@@ -42,7 +45,28 @@ StatusOr<std::shared_ptr<const Template::Compiled>> CompileBody(const std::strin
   }
 }
 
-StatusOr<std::string> RenderBody(const jinja::Body& body, const Json& context) {
+// The `{{ … }}` / `{% … %}` tag of `source` that holds position `loc` ("" when none is found).
+std::string TagAt(const std::string& source, jinja::SourceLoc loc) {
+  if (loc.line <= 0) return "";
+  size_t offset = 0;
+  for (int line = 1; line < loc.line && offset != std::string::npos; ++line) {
+    offset = source.find('\n', offset);
+    if (offset != std::string::npos) ++offset;
+  }
+  if (offset == std::string::npos) return "";
+  offset = std::min(source.size(), offset + static_cast<size_t>(std::max(0, loc.col - 1)));
+  const size_t expr = source.rfind("{{", offset), stmt = source.rfind("{%", offset);
+  size_t start = expr;
+  if (start == std::string::npos || (stmt != std::string::npos && stmt > start)) start = stmt;
+  if (start == std::string::npos) return "";
+  const size_t end = source.find(source[start + 1] == '{' ? "}}" : "%}", start + 2);
+  if (end == std::string::npos) return "";
+  std::string tag = source.substr(start, end + 2 - start);
+  if (tag.size() > 200) tag = tag.substr(0, 200) + "…";
+  return tag;
+}
+
+StatusOr<std::string> RenderBody(const Template::Compiled& compiled, const Json& context) {
   try {
     jinja::ContainerArena arena;
     jinja::ValueDict globals;
@@ -55,10 +79,15 @@ StatusOr<std::string> RenderBody(const jinja::Body& body, const Json& context) {
     jinja::RenderLimits limits;
     limits.max_output_bytes = size_t{64} << 20;
     limits.max_steps = 10'000'000;
+    limits.undefined_output_is_error = true;  // a misspelt nodes.x.field must not render ""
     jinja::Interpreter interpreter{limits};
-    return interpreter.Render(body, globals);
+    return interpreter.Render(compiled.body, globals);
   } catch (const jinja::TemplateError& e) {
-    return Status::InvalidArgument("template render failed at " + e.Describe());
+    const std::string tag = TagAt(compiled.source, e.loc());
+    if (tag.empty()) return Status::InvalidArgument("template render failed at " + e.Describe());
+    return Status::InvalidArgument("template render failed at line " +
+                                   std::to_string(e.loc().line) + ", column " +
+                                   std::to_string(e.loc().col) + ", in " + tag + ": " + e.what());
   } catch (const std::bad_alloc&) {
     return Status::ResourceExhausted("template render ran out of memory");
   } catch (const std::exception& e) {
@@ -91,10 +120,10 @@ StatusOr<Template> Template::Compile(std::string source) {
   Template t;
   t.source_ = std::move(source);
   if (!HasTemplateSyntax(t.source_)) return t;
-  KILN_ASSIGN_OR_RETURN(t.body_, CompileBody(t.source_));
+  KILN_ASSIGN_OR_RETURN(t.body_, CompileBody(t.source_, t.source_));
   std::string expr;
   if (SingleExpression(t.source_, &expr)) {
-    KILN_ASSIGN_OR_RETURN(t.value_, CompileBody("{{ (" + expr + ") | tojson }}"));
+    KILN_ASSIGN_OR_RETURN(t.value_, CompileBody("{{ (" + expr + ") | tojson }}", t.source_));
     static const std::regex kPath(R"(^\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[\d+\])*)\s*$)");
     std::smatch m;
     if (std::regex_match(expr, m, kPath)) {
@@ -112,7 +141,7 @@ StatusOr<Template> Template::Compile(std::string source) {
 
 StatusOr<std::string> Template::Render(const Json& context) const {
   if (body_ == nullptr) return source_;
-  return RenderBody(body_->body, context);
+  return RenderBody(*body_, context);
 }
 
 StatusOr<Json> Template::RenderValue(const Json& context) const {
@@ -134,7 +163,7 @@ StatusOr<Json> Template::RenderValue(const Json& context) const {
     }
     if (cur != nullptr) return *cur;
   }
-  KILN_ASSIGN_OR_RETURN(std::string text, RenderBody(value_->body, context));
+  KILN_ASSIGN_OR_RETURN(std::string text, RenderBody(*value_, context));
   Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Json(std::move(text));
   return j;
@@ -162,58 +191,44 @@ StatusOr<bool> Expression::Eval(const Json& context) const {
 
 namespace {
 
-// Rebuilds `v` with every leaf that `leaf` claims (returns a value instead of nullopt) replaced.
-StatusOr<Json> MapTree(const Json& v,
-                       const std::function<std::optional<StatusOr<Json>>(const Json&)>& leaf) {
-  if (auto replaced = leaf(v)) return std::move(*replaced);
-  if (v.is_object()) {
-    Json o = Json::object();
+// Adds every template string leaf of `v` (at `at`) to *slots; literal strings stay in the shape.
+Status CollectTemplates(const Json& v, const Json::json_pointer& at,
+                        std::vector<std::pair<Json::json_pointer, Template>>* slots) {
+  if (v.is_string()) {
+    KILN_ASSIGN_OR_RETURN(Template t, Template::Compile(v.get<std::string>()));
+    if (!t.is_literal()) slots->emplace_back(at, std::move(t));
+  } else if (v.is_object()) {
     for (auto it = v.begin(); it != v.end(); ++it) {
-      KILN_ASSIGN_OR_RETURN(o[it.key()], MapTree(it.value(), leaf));
+      KILN_RETURN_IF_ERROR(CollectTemplates(it.value(), at / it.key(), slots));
     }
-    return o;
-  }
-  if (v.is_array()) {
-    Json a = Json::array();
-    for (const auto& item : v) {
-      KILN_ASSIGN_OR_RETURN(Json x, MapTree(item, leaf));
-      a.push_back(std::move(x));
+  } else if (v.is_array()) {
+    for (size_t i = 0; i < v.size(); ++i) {
+      KILN_RETURN_IF_ERROR(CollectTemplates(v[i], at / i, slots));
     }
-    return a;
   }
-  return v;
+  return Status::Ok();
 }
 
 }  // namespace
 
 StatusOr<TemplateTree> TemplateTree::Compile(const Json& value) {
   TemplateTree tree;
-  KILN_ASSIGN_OR_RETURN(tree.shape_,
-                        MapTree(value, [&](const Json& v) -> std::optional<StatusOr<Json>> {
-                          if (!v.is_string()) return std::nullopt;
-                          auto t = Template::Compile(v.get<std::string>());
-                          if (!t.ok()) return StatusOr<Json>(t.status());
-                          if (t->is_literal()) return StatusOr<Json>(v);
-                          tree.templates_.push_back(std::move(*t));
-                          return StatusOr<Json>(Json{{"$tmpl", tree.templates_.size() - 1}});
-                        }));
+  tree.shape_ = value;
+  KILN_RETURN_IF_ERROR(CollectTemplates(value, Json::json_pointer(), &tree.slots_));
   return tree;
 }
 
 StatusOr<Json> TemplateTree::Render(const Json& context) const {
-  if (templates_.empty()) return shape_;
-  return MapTree(shape_, [&](const Json& v) -> std::optional<StatusOr<Json>> {
-    if (!v.is_object() || v.size() != 1 || !v.contains("$tmpl") ||
-        !v["$tmpl"].is_number_unsigned()) {
-      return std::nullopt;
-    }
-    return templates_[v["$tmpl"].get<size_t>()].RenderValue(context);
-  });
+  Json out = shape_;
+  for (const auto& [at, t] : slots_) {
+    KILN_ASSIGN_OR_RETURN(out[at], t.RenderValue(context));
+  }
+  return out;
 }
 
 std::set<std::string> TemplateTree::node_refs() const {
   std::set<std::string> refs;
-  for (const auto& t : templates_) refs.insert(t.node_refs().begin(), t.node_refs().end());
+  for (const auto& [at, t] : slots_) refs.insert(t.node_refs().begin(), t.node_refs().end());
   return refs;
 }
 

@@ -12,8 +12,12 @@
 // Not responsible for: deciding which nodes may be referenced (workflow.cc checks NodeRefs()
 // against the graph).
 //
-// Errors: Compile names the line, column and problem; Render errors (an undefined attribute used as
-// an object, a type error) name the position. Nothing throws.
+// Undefined values: printing one (`{{ nodes.t.txt }}` with no field txt, `{{ inputs.missing }}`)
+// is an error, not "" — a typo must not vanish from the output. Tests see Undefined as jinja2 does
+// (`nodes.a or nodes.b`, `x is defined`, `x | default(...)` work).
+//
+// Errors: Compile names the line, column and problem; Render errors (an undefined value printed or
+// used as an object, a type error) name the position and quote the tag. Nothing throws.
 //
 // Thread-safety: immutable after Compile; Render may run on many threads at once.
 #pragma once
@@ -21,6 +25,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kiln/status.h"
@@ -74,8 +79,9 @@ class TemplateTree final {
   std::set<std::string> node_refs() const;
 
  private:
-  Json shape_;                       // the value with string leaves replaced by indices
-  std::vector<Template> templates_;  // index → template
+  Json shape_;  // the value as written (template leaves are overwritten by Render's copy)
+  // Where the templates are, out of band: no value a spec can hold is mistaken for a slot.
+  std::vector<std::pair<Json::json_pointer, Template>> slots_;
 };
 
 // The template syntax markers: whether `s` needs a render at all.

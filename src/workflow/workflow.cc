@@ -1,6 +1,6 @@
 #include "workflow/workflow.h"
 
-#include <functional>
+#include <map>
 #include <set>
 
 namespace kiln::workflow {
@@ -30,6 +30,34 @@ StatusOr<std::shared_ptr<const Workflow>> Workflow::Compile(WorkflowSpec spec) {
   }
   KILN_RETURN_IF_ERROR(w->Validate());
   return std::shared_ptr<const Workflow>(std::move(w));
+}
+
+std::set<std::string> Workflow::BranchLabels(const NodeSpec& ns) {
+  if (ns.config.contains("if")) return {"true", "false"};
+  std::set<std::string> ids = {"else"};
+  const auto cases = ns.config.find("cases");
+  if (cases == ns.config.end() || !cases->is_array()) return ids;
+  for (size_t k = 0; k < cases->size(); ++k) {
+    const Json& c = (*cases)[k];
+    ids.insert(c.is_object() && c.contains("id") && c["id"].is_string()
+                   ? c["id"].get<std::string>()
+                   : "case" + std::to_string(k));
+  }
+  return ids;
+}
+
+std::vector<bool> Workflow::Descendants(int from) const {
+  std::vector<bool> seen(static_cast<size_t>(num_nodes()), false);
+  std::vector<int> todo;
+  for (int ei : out_edges(from)) todo.push_back(edges_[static_cast<size_t>(ei)].to);
+  while (!todo.empty()) {
+    const int v = todo.back();
+    todo.pop_back();
+    if (seen[static_cast<size_t>(v)]) continue;
+    seen[static_cast<size_t>(v)] = true;
+    for (int ei : out_edges(v)) todo.push_back(edges_[static_cast<size_t>(ei)].to);
+  }
+  return seen;
 }
 
 Status Workflow::Validate() {
@@ -67,19 +95,7 @@ Status Workflow::Validate() {
       if (e.branch.empty()) {
         return NodeFieldError(from.id, "edges", where + " needs a branch (a case id or else)");
       }
-      std::set<std::string> ids;
-      if (from.config.contains("if")) {
-        ids = {"true", "false"};
-      } else {
-        ids.insert("else");
-        const Json& cases = from.config["cases"];
-        for (size_t k = 0; k < cases.size(); ++k) {
-          ids.insert(cases[k].contains("id") && cases[k]["id"].is_string()
-                         ? cases[k]["id"].get<std::string>()
-                         : "case" + std::to_string(k));
-        }
-      }
-      if (!ids.count(e.branch)) {
+      if (!BranchLabels(from).count(e.branch)) {
         return NodeFieldError(from.id, "edges",
                               where + " has branch '" + e.branch + "', which is not a case of it");
       }
@@ -90,54 +106,58 @@ Status Workflow::Validate() {
     }
   }
 
-  // Cycles (DFS colouring) and reachability from start.
-  std::vector<int> colour(static_cast<size_t>(n), 0);
-  std::string cycle_at;
-  std::function<bool(int)> dfs = [&](int v) {
-    colour[static_cast<size_t>(v)] = 1;
-    for (int ei : out_edges(v)) {
-      const int w = edges_[static_cast<size_t>(ei)].to;
-      if (colour[static_cast<size_t>(w)] == 1) {
-        cycle_at = node_spec(w).id;
-        return false;
-      }
-      if (colour[static_cast<size_t>(w)] == 0 && !dfs(w)) return false;
-    }
-    colour[static_cast<size_t>(v)] = 2;
-    return true;
-  };
+  // A branching node's fallback.default chooses a branch like its output would.
   for (int i = 0; i < n; ++i) {
-    if (colour[static_cast<size_t>(i)] == 0 && !dfs(i)) {
-      return NodeFieldError(cycle_at, "edges", "the edges form a cycle through this node");
+    NodeSpec& ns = spec_.nodes[static_cast<size_t>(i)];
+    if (!node(i).is_branching() || !ns.fallback.has_default) continue;
+    Json& d = ns.fallback.default_output;
+    const std::set<std::string> labels = BranchLabels(ns);
+    std::string known;
+    for (const auto& l : labels) known += (known.empty() ? "" : ", ") + l;
+    const auto b = d.is_object() ? d.find("branch") : d.end();
+    if (b != d.end() && b->is_boolean()) *b = b->get<bool>() ? "true" : "false";
+    if (b == d.end() || !b->is_string() || !labels.count(b->get<std::string>())) {
+      return NodeFieldError(ns.id, "fallback.default.branch",
+                            "a condition's default must name one of its branches (" + known + ")");
     }
   }
-  std::vector<bool> reached(static_cast<size_t>(n), false);
-  std::function<void(int)> reach = [&](int v) {
-    if (reached[static_cast<size_t>(v)]) return;
-    reached[static_cast<size_t>(v)] = true;
-    for (int ei : out_edges(v)) reach(edges_[static_cast<size_t>(ei)].to);
-  };
-  reach(start_);
+
+  // Cycles: iterative DFS colouring (a recursive one overflows the stack on long chains).
+  std::vector<int> colour(static_cast<size_t>(n), 0);  // 0 new, 1 on the stack, 2 done
+  std::vector<std::pair<int, size_t>> stack;           // (node, next out-edge to look at)
+  for (int root = 0; root < n; ++root) {
+    if (colour[static_cast<size_t>(root)] != 0) continue;
+    colour[static_cast<size_t>(root)] = 1;
+    stack.push_back({root, 0});
+    while (!stack.empty()) {
+      auto& [v, next] = stack.back();
+      if (next == out_edges(v).size()) {
+        colour[static_cast<size_t>(v)] = 2;
+        stack.pop_back();
+        continue;
+      }
+      const int w = edges_[static_cast<size_t>(out_edges(v)[next++])].to;
+      if (colour[static_cast<size_t>(w)] == 1) {
+        return NodeFieldError(node_spec(w).id, "edges", "the edges form a cycle through this node");
+      }
+      if (colour[static_cast<size_t>(w)] == 0) {
+        colour[static_cast<size_t>(w)] = 1;
+        stack.push_back({w, 0});
+      }
+    }
+  }
+  const std::vector<bool> reached = Descendants(start_);
   for (int i = 0; i < n; ++i) {
-    if (!reached[static_cast<size_t>(i)]) {
+    if (i != start_ && !reached[static_cast<size_t>(i)]) {
       return NodeFieldError(node_spec(i).id, "edges",
                             "the node cannot be reached from the start node");
     }
   }
 
-  // Ancestors: every referenced node must finish before the referencing one.
-  std::vector<std::set<int>> ancestors(static_cast<size_t>(n));
-  std::function<const std::set<int>&(int)> anc = [&](int v) -> const std::set<int>& {
-    auto& a = ancestors[static_cast<size_t>(v)];
-    if (!a.empty() || in_edges(v).empty()) return a;
-    for (int ei : in_edges(v)) {
-      const int p = edges_[static_cast<size_t>(ei)].from;
-      a.insert(p);
-      const auto& pa = anc(p);
-      a.insert(pa.begin(), pa.end());
-    }
-    return a;
-  };
+  // Ancestors: every referenced node must finish before the referencing one, i.e. the reader is a
+  // descendant of the node it reads. One graph search per referenced node (memory linear in the
+  // graph, not an ancestor set per node).
+  std::map<int, std::vector<std::pair<int, const std::string*>>> readers;  // read → (reader, field)
   for (int i = 0; i < n; ++i) {
     for (const auto& [field, id] : node(i).field_refs) {
       const int j = IndexOf(id);
@@ -145,8 +165,15 @@ Status Workflow::Validate() {
         return NodeFieldError(node_spec(i).id, field,
                               "reads nodes." + id + ", but no node has id '" + id + "'");
       }
-      if (!anc(i).count(j)) {
-        return NodeFieldError(node_spec(i).id, field,
+      readers[j].push_back({i, &field});
+    }
+  }
+  for (const auto& [j, list] : readers) {
+    const std::vector<bool> after = Descendants(j);
+    for (const auto& [i, field] : list) {
+      if (!after[static_cast<size_t>(i)]) {
+        const std::string& id = node_spec(j).id;
+        return NodeFieldError(node_spec(i).id, *field,
                               "reads nodes." + id +
                                   ", which does not run before this node (add an "
                                   "edge path from '" +

@@ -3,7 +3,8 @@
 //   - exactly one start node, with no edges into it; every other node reachable from it;
 //   - at least one end or answer node; no cycles (the error names a node on the cycle);
 //   - branch labels: a condition node's edges carry its case ids or its else id; "fail" edges
-//     only leave nodes with fallback.branch; no other node's edges carry labels;
+//     only leave nodes with fallback.branch; no other node's edges carry labels; a condition's
+//     fallback.default is {branch: <one of its labels>} (true/false become "true"/"false");
 //   - every nodes.<id> a template reads names a node that always finishes before it (an ancestor).
 // Errors name the node and the field.
 //
@@ -11,6 +12,7 @@
 #pragma once
 
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -43,6 +45,10 @@ class Workflow final {
  private:
   Workflow() = default;
   Status Validate();
+  // The labels a condition node's edges may carry: its case ids and else id.
+  static std::set<std::string> BranchLabels(const NodeSpec& ns);
+  // Nodes reachable from `from` by one edge or more (so `from` itself only on a cycle).
+  std::vector<bool> Descendants(int from) const;
 
   WorkflowSpec spec_;
   std::vector<std::unique_ptr<Node>> nodes_;

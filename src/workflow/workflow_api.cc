@@ -2,8 +2,11 @@
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <optional>
 
+#include "common/logging.h"
 #include "server/api_error.h"
+#include "server/openai_protocol.h"
 #include "workflow/spec_diff.h"
 #include "workflow/workflow.h"
 
@@ -89,6 +92,27 @@ StatusOr<int> ParseVersion(const std::string& s) {
   return static_cast<int>(v);
 }
 
+// Optional body fields: absent or null leave *out unchanged; a value of another type is a 400
+// naming the field (never a JSON type_error on a worker thread).
+std::optional<ApiError> WrongType(const char* name, const char* expected, const Json& got) {
+  return ApiError::BadRequest(
+      "'" + std::string(name) + "' must be " + expected + ", got " + got.type_name(), name);
+}
+std::optional<ApiError> ReadString(const Json& body, const char* name, std::string* out) {
+  const auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  if (!it->is_string()) return WrongType(name, "a string", *it);
+  *out = it->get<std::string>();
+  return std::nullopt;
+}
+std::optional<ApiError> ReadBool(const Json& body, const char* name, bool* out) {
+  const auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  if (!it->is_boolean()) return WrongType(name, "a boolean", *it);
+  *out = it->get<bool>();
+  return std::nullopt;
+}
+
 bool ValidName(const std::string& n) {
   if (n.empty() || n.size() > 100) return false;
   for (char c : n) {
@@ -153,8 +177,17 @@ StatusOr<std::shared_ptr<const Workflow>> WorkflowApi::Compiled(const std::strin
 
 void WorkflowApi::Handle(const server::HttpRequest& request,
                          std::shared_ptr<HttpResponder> responder) {
-  // Off the I/O thread: SQLite and spec compiles may take milliseconds.
-  pool_->Post([this, request, responder] { Route(request, responder); });
+  // Off the I/O thread: SQLite and spec compiles may take milliseconds. Nothing a request does may
+  // escape this thread (an exception here would terminate the server): the catch-all answers 500.
+  pool_->Post([this, request, responder] {
+    try {
+      Route(request, responder);
+    } catch (const std::exception& e) {
+      KILN_LOG(ERROR) << "workflow API: " << request.method << " " << request.path
+                      << " threw: " << e.what();
+      SendStatus(*responder, Status::Internal("internal error while handling the request"));
+    }
+  });
 }
 
 void WorkflowApi::Route(const server::HttpRequest& req, std::shared_ptr<HttpResponder> r) {
@@ -162,6 +195,12 @@ void WorkflowApi::Route(const server::HttpRequest& req, std::shared_ptr<HttpResp
   const std::string& m = req.method;
   Json body = Json::object();
   if (m == "POST" && !req.body.empty()) {
+    // Bounded before parsing, as the OpenAI routes (issue 18): nothing later recurses unbounded.
+    if (server::JsonNestingDepth(req.body, server::kMaxJsonDepth) > server::kMaxJsonDepth) {
+      return SendError(
+          *r, ApiError::BadRequest("the request body nests arrays/objects more than " +
+                                   std::to_string(server::kMaxJsonDepth) + " levels deep"));
+    }
     body = Json::parse(req.body, nullptr, false);
     if (body.is_discarded() || !body.is_object()) {
       return SendError(*r, ApiError::BadRequest("the request body must be a JSON object"));
@@ -199,7 +238,11 @@ void WorkflowApi::Route(const server::HttpRequest& req, std::shared_ptr<HttpResp
       return SendError(*r, ApiError::BadRequest(
                                "give the workflow as 'spec' (an object) or 'yaml' (text)", "spec"));
     }
-    std::string name = body.value("name", doc.is_object() ? doc.value("name", "") : "");
+    std::string name;
+    if (doc.is_object() && doc.contains("name") && doc["name"].is_string()) {
+      name = doc["name"].get<std::string>();
+    }
+    if (auto e = ReadString(body, "name", &name)) return SendError(*r, *e);
     if (!ValidName(name)) {
       return SendError(
           *r, ApiError::BadRequest(
@@ -218,7 +261,9 @@ void WorkflowApi::Route(const server::HttpRequest& req, std::shared_ptr<HttpResp
   const std::string action = p.size() > 3 ? p[3] : "";
   if (action.empty() && m == "GET") return SendJson(*r, 200, info->ToJson());
   if (action == "publish" && m == "POST") {
-    auto v = store_->Publish(name, body.value("note", ""));
+    std::string note;
+    if (auto e = ReadString(body, "note", &note)) return SendError(*r, *e);
+    auto v = store_->Publish(name, note);
     if (!v.ok()) return SendStatus(*r, v.status());
     return SendJson(*r, 200, {{"name", name}, {"version", *v}, {"current_version", *v}});
   }
@@ -320,7 +365,19 @@ void WorkflowApi::Route(const server::HttpRequest& req, std::shared_ptr<HttpResp
 void WorkflowApi::StartRun(const std::string& name, const Json& body,
                            std::shared_ptr<HttpResponder> r) {
   if (stopping_) return SendStatus(*r, Status::Unavailable("the server is shutting down"));
-  const std::string user = body.value("user", "");
+  std::string user;
+  if (auto e = ReadString(body, "user", &user)) return SendError(*r, *e);
+  bool stream = false;
+  if (auto e = ReadBool(body, "stream", &stream)) return SendError(*r, *e);
+  double timeout_s = 0;  // 0: the spec's limits.timeout_s
+  if (body.contains("timeout_s") && !body["timeout_s"].is_null()) {
+    const Json& t = body["timeout_s"];
+    if (!t.is_number() || !(t.get<double>() > 0) || t.get<double>() > 86400) {
+      return SendError(
+          *r, ApiError::BadRequest("'timeout_s' must be a number in (0, 86400]", "timeout_s"));
+    }
+    timeout_s = t.get<double>();
+  }
   const Json inputs = body.value("inputs", Json::object());
   if (!inputs.is_object())
     return SendError(*r, ApiError::BadRequest("'inputs' must be an object", "inputs"));
@@ -359,15 +416,13 @@ void WorkflowApi::StartRun(const std::string& name, const Json& body,
     std::lock_guard<std::mutex> lock(mu_);
     active_[run_id] = cancel;
   }
-  const bool stream = body.value("stream", false);
   RunOptions o;
   o.run_id = run_id;
   o.inputs = *resolved;
   o.user = user;
   o.sys_extra = {{"version", version}};
   o.cancel = cancel.get();
-  if (body.contains("timeout_s") && body["timeout_s"].is_number())
-    o.timeout_s = body["timeout_s"].get<double>();
+  o.timeout_s = timeout_s;
   if (stream) {
     r->StartStream(200, "text/event-stream", {{"Cache-Control", "no-cache"}});
     r->OnDisconnect([cancel] { *cancel = true; });
@@ -376,7 +431,16 @@ void WorkflowApi::StartRun(const std::string& name, const Json& body,
     if (e.type == "node_finished") (void)store_->AddNodeRecord(run_id, e.data);
     if (stream) r->Write("event: " + e.type + "\ndata: " + e.data.dump() + "\n\n");
   };
-  RunResult result = executor_.Run(**w, std::move(o));
+  RunResult result;
+  try {
+    result = executor_.Run(**w, std::move(o));
+  } catch (const std::exception& e) {  // a bug, not the caller's: the run is recorded as failed
+    KILN_LOG(ERROR) << "workflow run " << run_id << " threw: " << e.what();
+    result.run_id = run_id;
+    result.status = "failed";
+    result.error = "internal error while running the workflow";
+    result.inputs = *resolved;
+  }
   (void)store_->FinishRun(name, result);
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -4,19 +4,23 @@
 //   GET  /v1/workflows                        list
 //   GET  /v1/workflows/{name}                 draft, current version, split
 //   POST /v1/workflows/{name}/publish         {note} → {version}: an immutable version, now current
+//                                              (clears the split, as rollback does)
 //   GET  /v1/workflows/{name}/versions        versions with per-version stats
 //   GET  /v1/workflows/{name}/versions/{v}    one version's spec
 //   GET  /v1/workflows/{name}/diff?from=A&to=B  structural diff (A, B: versions or "draft")
-//   POST /v1/workflows/{name}/rollback        {version}: make an older version current
+//   POST /v1/workflows/{name}/rollback        {version}: make an older version current and the
+//                                              only one served (clears the split)
 //   POST /v1/workflows/{name}/split           {split: [{version, weight}]} ([] clears it)
-//   GET  /v1/workflows/{name}/route?user=U    the version a run for U would get
+//   GET  /v1/workflows/{name}/route?user=U    the version a run for U would get (no U: a random
+//                                              draw from the split, as for runs without a user)
 //   POST /v1/workflows/{name}/runs            {inputs, user, version ("draft" allowed), stream,
 //                                              timeout_s} → the run (blocking) or SSE events
 //   GET  /v1/workflows/{name}/runs?limit=N    recent runs
 //   GET  /v1/workflows/{name}/stats           per-version latency, tokens, errors, fallbacks
 //   GET  /v1/runs/{run_id}                    a run with its node trace
-// Errors are OpenAI-style JSON (400 for invalid specs and inputs, naming node and field; 404 for
-// unknown workflows, versions and runs).
+// Errors are OpenAI-style JSON (400 for invalid specs and inputs, naming node and field, for
+// fields of the wrong type and for bodies nesting past server::kMaxJsonDepth; 404 for unknown
+// workflows, versions and runs; 500 if handling a request throws, which never ends the process).
 //
 // Runs execute on the API's own worker threads, never on an HTTP I/O thread; a streaming client
 // that disconnects cancels its run. Every run and node execution is written to the RunStore as it

@@ -104,6 +104,9 @@ Interpreter::Flow Interpreter::ExecStmt(const Stmt& s, Scope& scope, std::string
     case StmtKind::kOutput: {
       Value scratch;
       const Value& v = EvalRef(*s.expr, scope, scratch);
+      if (v.is_undefined() && limits_.undefined_output_is_error) {
+        ThrowRuntime(s.loc, UndefinedMessage(v) + " (an undefined value cannot be printed)");
+      }
       if (v.is_string()) {
         Append(out, v.str(), s.loc);
       } else {

@@ -31,6 +31,10 @@ struct RenderLimits final {
   size_t max_allocated_bytes = size_t{4} << 30;
   int max_call_depth = 64;                      // nested macro calls
   int64_t max_steps = 50'000'000;               // statements executed + loop iterations
+  // A rule rather than a limit: `{{ x }}` with x Undefined is a runtime error instead of printing
+  // "" (jinja2's StrictUndefined, for output only: tests, `or`, `default` still see Undefined).
+  // Chat templates keep jinja2's default; workflow templates turn it on (a typo must not vanish).
+  bool undefined_output_is_error = false;
 };
 
 // A variable scope: a list of (name, value) with a parent to fall back to.

@@ -79,9 +79,8 @@ class LlmNode final : public Node {
 
   StatusOr<Json> Run(NodeContext& ctx) const override {
     KILN_ASSIGN_OR_RETURN(ModelTarget target, endpoints_.Resolve(ctx));
-    KILN_ASSIGN_OR_RETURN(Json body, BuildRequest(ctx, target));
-    std::string prefill;
-    if (has_prefill_) prefill = body["messages"].back()["content"].get<std::string>();
+    std::string prefill;  // the rendered prefill ("" when none or it rendered empty)
+    KILN_ASSIGN_OR_RETURN(Json body, BuildRequest(ctx, target, &prefill));
     ctx.input = body;
 
     std::string content, finish_reason, error;
@@ -185,7 +184,10 @@ class LlmNode final : public Node {
   }
 
  private:
-  StatusOr<Json> BuildRequest(const NodeContext& ctx, const ModelTarget& target) const {
+  // The chat request; *prefill receives the rendered prefill, which (when not empty) is also the
+  // request's final assistant message.
+  StatusOr<Json> BuildRequest(const NodeContext& ctx, const ModelTarget& target,
+                              std::string* prefill) const {
     Json messages = Json::array();
     if (has_system_) {
       KILN_ASSIGN_OR_RETURN(std::string s, system_.Render(*ctx.vars));
@@ -213,15 +215,20 @@ class LlmNode final : public Node {
       KILN_ASSIGN_OR_RETURN(std::string c, m.content.Render(*ctx.vars));
       messages.push_back({{"role", m.role}, {"content", std::move(c)}});
     }
+    if (messages.empty()) {
+      return Status::InvalidArgument(
+          "no messages to send: the history rendered to an empty list (give 'prompt' or "
+          "'messages' as well)");
+    }
     Json body = {{"messages", std::move(messages)}, {"stream", stream_}};
     if (!target.model.empty()) body["model"] = target.model;
     for (auto it = sampling_.begin(); it != sampling_.end(); ++it) body[it.key()] = it.value();
     if (stream_) body["stream_options"] = {{"include_usage", true}};
     if (!response_format_.is_null()) body["response_format"] = response_format_;
     if (has_prefill_) {
-      KILN_ASSIGN_OR_RETURN(std::string p, prefill_.Render(*ctx.vars));
-      if (!p.empty()) {
-        body["messages"].push_back({{"role", "assistant"}, {"content", std::move(p)}});
+      KILN_ASSIGN_OR_RETURN(*prefill, prefill_.Render(*ctx.vars));
+      if (!prefill->empty()) {
+        body["messages"].push_back({{"role", "assistant"}, {"content", *prefill}});
         body["continue_final_message"] = true;
         body["add_generation_prompt"] = false;
       }

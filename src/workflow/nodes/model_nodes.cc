@@ -40,7 +40,10 @@ class ModelNode final : public Node {
     }
     const Json& d = j["data"][0];
     if (classify_) {
-      return Json{{"label", d.value("label", "")}, {"probs", d.value("probs", Json::object())}};
+      if (!d.is_object() || !d.contains("label") || !d["label"].is_string()) {
+        return Status::Unavailable("model endpoint returned no label: " + resp.body.substr(0, 200));
+      }
+      return Json{{"label", d["label"]}, {"probs", d.value("probs", Json::object())}};
     }
     if (!d.contains("embedding") || !d["embedding"].is_array()) {
       return Status::Unavailable("model endpoint returned no embedding");

@@ -2,7 +2,8 @@
 //   text: template     voice: en     rate: 175 (wpm)     pitch: 50     volume: 100
 //   style: cheerful | calm | ... (inline "[style]" markers also switch)     ssml: false
 // Output: {duration_s, sample_rate, num_samples, format: "wav", audio_base64[, path]}; the same
-// goes out as a tts_audio event. With Services' audio_dir set the WAV is also written there.
+// goes out as a tts_audio event. Text that renders empty (or gives no speech) is an error, not a
+// silent WAV. With Services' audio_dir set the WAV is also written there.
 #include <fstream>
 
 #include "workflow/node.h"
@@ -22,8 +23,14 @@ class TtsNode final : public Node {
 
   StatusOr<Json> Run(NodeContext& ctx) const override {
     KILN_ASSIGN_OR_RETURN(std::string text, text_.Render(*ctx.vars));
+    ctx.input = {{"text", text}};
+    if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
+      return Status::InvalidArgument("the text to speak is empty");
+    }
     KILN_ASSIGN_OR_RETURN(TtsAudio audio, Synthesize(text, options_, ctx.deadline, ctx.cancelled));
     ctx.input = {{"text", text}, {"ssml", audio.ssml}, {"voice", options_.voice}};
+    if (audio.num_samples == 0)
+      return Status::InvalidArgument("the text gave no speech to synthesize");
     Json out = {{"duration_s", audio.duration_s},
                 {"sample_rate", audio.sample_rate},
                 {"num_samples", audio.num_samples},
