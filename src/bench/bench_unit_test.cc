@@ -390,6 +390,35 @@ TEST(SummarizeRecords, RatesGoodputErrorsAndTpot) {
   EXPECT_EQ(s.itl_s.count, 6);
 }
 
+// Regression: one failed request that ran into a long timeout stretched the window to its end
+// (605 s here), shrinking QPS, tokens/s and goodput by 60x while the point still passed.
+TEST(SummarizeRecords, AFailedRequestDoesNotStretchTheWindow) {
+  std::vector<RequestRecord> rs(100);
+  for (int i = 0; i < 100; ++i) {
+    rs[i].start_s = i * 0.1;
+    rs[i].e2e_s = 0.1;
+    rs[i].ttft_s = 0.05;
+    rs[i].ok = true;
+    rs[i].output_tokens = 4;
+  }
+  RequestRecord failed;
+  failed.start_s = 5;
+  failed.e2e_s = 600;
+  failed.error_kind = "timeout";
+  rs.push_back(failed);
+  const PointSummary s = SummarizeRecords(rs, 1.5);
+  EXPECT_EQ(s.num_failed, 1);
+  EXPECT_NEAR(s.duration_s, 10.0, 1e-9);
+  EXPECT_NEAR(s.qps, 10.0, 1e-9);
+  EXPECT_NEAR(s.goodput, 10.0, 1e-9);
+  EXPECT_NEAR(s.output_tokens_per_s, 40.0, 1e-9);
+  // A failed request sent last still ends the window at its send.
+  failed.start_s = 12;
+  failed.e2e_s = 600;
+  rs.push_back(failed);
+  EXPECT_NEAR(SummarizeRecords(rs, 1.5).duration_s, 12.0, 1e-9);
+}
+
 json FakeResult() {
   PointResult p;
   p.target_rate = 2;

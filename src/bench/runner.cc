@@ -289,19 +289,23 @@ std::string RequestBody(const BenchRequest& r, const std::string& model) {
 PointSummary SummarizeRecords(const std::vector<RequestRecord>& records, double slo_e2e_s) {
   PointSummary s;
   std::vector<double> ttft, tpot, itl, e2e;
+  // The window: first send → the later of the last send and the last successful completion. A
+  // failed request (a timeout, a hung connection) ends when it ends; it must not stretch the window
+  // over which the successful ones are counted.
   double first = std::numeric_limits<double>::infinity(), last = 0;
   int64_t within_slo = 0, cached = 0, prompt_with_cache_info = 0;
   bool any_cache_info = false;
   for (const RequestRecord& r : records) {
     ++s.num_sent;
     first = std::min(first, r.start_s);
-    last = std::max(last, r.start_s + r.e2e_s);
+    last = std::max(last, r.start_s);
     if (!r.ok) {
       ++s.num_failed;
       ++s.errors[r.error_kind];
       continue;
     }
     ++s.num_ok;
+    last = std::max(last, r.start_s + r.e2e_s);
     e2e.push_back(r.e2e_s);
     if (r.ttft_s >= 0) ttft.push_back(r.ttft_s);
     if (r.output_tokens > 1 && r.ttft_s >= 0) {
