@@ -178,32 +178,64 @@ TEST(ChatWorkload, HistoryGrowsTurnByTurnWithTheServersReplies) {
   EXPECT_EQ(again->messages[2].content, "the reply text");
 }
 
-TEST(ChatWorkload, FinishedConversationsAreReplacedAndFailedTurnsDropped) {
+// A chat workload of one conversation slot, `turns` turns per conversation.
+std::unique_ptr<Workload> OneConversation(int turns, double think_time_s) {
   WorkloadOptions o = SmallChat(3);
   o.num_conversations = 1;
-  o.turns_min = o.turns_max = 2;
-  o.think_time_s = 0;
+  o.turns_min = o.turns_max = turns;
+  o.think_time_s = think_time_s;
   auto w = CreateWorkload(o);
-  ASSERT_TRUE(w.ok());
+  return w.ok() ? std::move(w).value() : nullptr;
+}
+
+TEST(ChatWorkload, FinishedConversationsAreReplaced) {
+  auto w = OneConversation(2, 0);
+  ASSERT_TRUE(w);
   double ready = 0;
-  auto a = (*w)->Next(0, &ready);
+  auto a = w->Next(0, &ready);
   ASSERT_TRUE(a);
-  EXPECT_FALSE((*w)->Next(0, &ready));  // in flight
+  EXPECT_FALSE(w->Next(0, &ready));  // in flight
   EXPECT_TRUE(std::isinf(ready));
-  (*w)->Complete(*a, "", false, 0.0);  // failed: the turn is dropped
-  auto b = (*w)->Next(0, &ready);
+  w->Complete(*a, "x", true, 0.0);
+  auto b = w->Next(0, &ready);
   ASSERT_TRUE(b);
   EXPECT_EQ(b->conversation, 0);
+  EXPECT_EQ(b->turn, 1);
+  w->Complete(*b, "y", true, 0.0);
+  auto c = w->Next(0, &ready);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->conversation, 1);  // a new conversation took the slot
+  EXPECT_EQ(c->turn, 0);
+}
+
+// Regression: a failed turn was retried with the same history, so a conversation that outgrew the
+// model's context failed forever. A failed turn ends the conversation; a new one takes its slot
+// after a think time.
+TEST(ChatWorkload, AFailedTurnEndsTheConversation) {
+  auto w = OneConversation(5, 1.0);
+  ASSERT_TRUE(w);
+  double ready = 0;
+  auto a = w->Next(0, &ready);
+  ASSERT_TRUE(a);
+  w->Complete(*a, "", false, 10.0);  // the first turn fails
+  EXPECT_FALSE(w->Next(10.0, &ready));
+  EXPECT_GE(ready, 10.0);  // after a think time
+  auto b = w->Next(ready, &ready);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->slot, a->slot);
+  EXPECT_EQ(b->conversation, 1);
   EXPECT_EQ(b->turn, 0);
-  (*w)->Complete(*b, "x", true, 0.0);
-  auto c = (*w)->Next(0, &ready);
+  ASSERT_EQ(b->messages.size(), 2u);  // system + the first user turn: no history carried over
+  w->Complete(*b, "ok", true, 20.0);
+  auto c = w->Next(1e9, &ready);
   ASSERT_TRUE(c);
   EXPECT_EQ(c->turn, 1);
-  (*w)->Complete(*c, "y", true, 0.0);
-  auto d = (*w)->Next(0, &ready);
+  w->Complete(*c, "", false, 30.0);  // a later turn fails too
+  auto d = w->Next(1e9, &ready);
   ASSERT_TRUE(d);
-  EXPECT_EQ(d->conversation, 1);  // a new conversation took the slot
+  EXPECT_EQ(d->conversation, 2);
   EXPECT_EQ(d->turn, 0);
+  EXPECT_EQ(d->messages.size(), 2u);
 }
 
 TEST(RandomWorkload, LengthsWithinTheRangeAndFixedIsExact) {
