@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "bench/http_client.h"
+#include "bench/production_table.h"
 #include "bench/report.h"
 #include "bench/runner.h"
 #include "bench/server_stats.h"
@@ -493,6 +494,27 @@ TEST(Report, ProductionTableShowsUnavailableConfigurationsWithTheirMessage) {
   EXPECT_NE(t.find("s1"), std::string::npos);
   EXPECT_NE(t.find("2.00"), std::string::npos);
   EXPECT_NE(t.find("FP8: not available: unknown flag --x"), std::string::npos) << t;
+}
+
+// Regression: the bf16 rows ran with the default --quantization auto, so an FP8 checkpoint was
+// measured as "bf16".
+TEST(ProductionConfigs, Bf16RowsAreDenseAndFp8RowsQuantize) {
+  auto quantization = [](const ServerConfig& c) {
+    for (size_t i = 0; i + 1 < c.args.size(); ++i) {
+      if (c.args[i] == "--quantization") return c.args[i + 1];
+    }
+    return std::string();
+  };
+  int seen = 0;
+  for (const ServerConfig& c : ProductionConfigs(8)) {
+    if (c.key == "bf16" || c.key == "bf16-pc") {
+      EXPECT_EQ(quantization(c), "none") << c.key;
+      ++seen;
+    } else {
+      EXPECT_EQ(quantization(c), "fp8") << c.key;
+    }
+  }
+  EXPECT_EQ(seen, 2);
 }
 
 }  // namespace

@@ -16,8 +16,14 @@ using json = nlohmann::json;
 std::vector<ServerConfig> ProductionConfigs(int cpu_offload_gb) {
   const std::string gb = std::to_string(cpu_offload_gb);
   return {
-      {"bf16", "bf16", {"--dtype", "bfloat16", "--no-enable-prefix-caching"}},
-      {"bf16 + GPU PC", "bf16-pc", {"--dtype", "bfloat16", "--enable-prefix-caching"}},
+      // bf16 rows pass --quantization none: the default (auto) would measure an FP8 checkpoint's
+      // stored FP8 weights under the name "bf16".
+      {"bf16",
+       "bf16",
+       {"--dtype", "bfloat16", "--quantization", "none", "--no-enable-prefix-caching"}},
+      {"bf16 + GPU PC",
+       "bf16-pc",
+       {"--dtype", "bfloat16", "--quantization", "none", "--enable-prefix-caching"}},
       {"FP8",
        "fp8",
        {"--dtype", "bfloat16", "--quantization", "fp8", "--no-enable-prefix-caching"}},

@@ -6,6 +6,8 @@
 // server does not start (e.g. it rejects a flag because the feature does not exist yet) is reported
 // as "not available: <the server's message>", never measured with something else.
 //
+// The bf16 rows pass --quantization none: an FP8 checkpoint is dequantized, not measured as "bf16".
+//
 // Thread-compatible: runs on the calling thread; one server at a time.
 #pragma once
 

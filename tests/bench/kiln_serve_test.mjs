@@ -112,7 +112,7 @@ try {
   assert.equal(bf16.error, undefined, `bf16 runs on the CPU backend: ${bf16.error}`);
   assert.ok(bf16.points.length >= 1 && bf16.points[0].summary.num_ok > 0);
   assert.equal(bf16.warmup.num_sent, 4, 'the preset warms up one request per conversation');
-  assert.match(bf16.server_command, /--dtype bfloat16 --no-enable-prefix-caching --device cpu/);
+  assert.match(bf16.server_command, /--dtype bfloat16 --quantization none --no-enable-prefix-caching --device cpu/);
   for (const s of result.series.slice(1)) {
     assert.match(s.server_command, /--quantization fp8/);
     if (s.error !== undefined) {
