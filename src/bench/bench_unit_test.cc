@@ -100,6 +100,37 @@ TEST(ParseBaseUrl, HostPortPrefixAndErrors) {
   EXPECT_FALSE(ParseBaseUrl("http://h:port").ok());
 }
 
+// Regression: "http://[::1]:8000" parsed as host "[::1]:8000", port 80; the Host header needs the
+// brackets back.
+TEST(ParseBaseUrl, Ipv6LiteralsInBrackets) {
+  struct Case {
+    const char* url;
+    const char* host;
+    const char* port;
+    const char* path_prefix;
+    const char* host_header;
+  };
+  for (const Case& c :
+       {Case{"http://[::1]:8000", "::1", "8000", "", "[::1]:8000"},
+        Case{"http://[fe80::1:2]/proxy/v1", "fe80::1:2", "80", "/proxy", "[fe80::1:2]:80"},
+        Case{"http://127.0.0.1:9", "127.0.0.1", "9", "", "127.0.0.1:9"}}) {
+    auto e = ParseBaseUrl(c.url);
+    ASSERT_TRUE(e.ok()) << c.url << ": " << e.status().ToString();
+    EXPECT_EQ(e->host, c.host) << c.url;
+    EXPECT_EQ(e->port, c.port) << c.url;
+    EXPECT_EQ(e->path_prefix, c.path_prefix) << c.url;
+    EXPECT_EQ(HostHeader(*e), c.host_header) << c.url;
+  }
+  for (const char* bad :
+       {"http://[::1", "http://[::1]8000", "http://[::1]:", "http://[]:80", "http://[::1]:99999",
+        "http://::1:8000", "http://h:80:81", "http://:80", "http://[x y]:80"}) {
+    auto r = ParseBaseUrl(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) EXPECT_NE(r.status().message().find("--base-url"), std::string::npos) << bad;
+  }
+  EXPECT_NE(ParseBaseUrl("http://::1:8000").status().message().find("brackets"), std::string::npos);
+}
+
 WorkloadOptions SmallChat(uint64_t seed) {
   WorkloadOptions o;
   o.kind = "chat";

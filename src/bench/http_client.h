@@ -36,8 +36,12 @@ struct Endpoint {
   std::string path_prefix;  // e.g. "" or "/proxy" (no trailing '/')
 };
 
-// "http://host[:port][/prefix]" (https is refused with a clear message).
+// "http://host[:port][/prefix]", host a name, an IPv4 address or a bracketed IPv6 literal
+// ("http://[::1]:8000"; Endpoint::host holds it without brackets). https is refused with a clear
+// message.
 StatusOr<Endpoint> ParseBaseUrl(const std::string& base_url);
+// The Host header's value: "host:port", an IPv6 literal in brackets ("[::1]:8000").
+std::string HostHeader(const Endpoint& e);
 
 struct HttpClientOptions {
   std::string api_key;  // sent as "Authorization: Bearer KEY" when set

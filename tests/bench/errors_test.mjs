@@ -77,6 +77,8 @@ async function badFlags() {
                       ['--model', 'm', '--rate', '-1', '--num-requests', '1'],
                       ['--rate', '1', '--num-requests', '1'],
                       ['--model', 'm', '--base-url', 'https://x', '--rate', '1', '--num-requests', '1'],
+                      ['--model', 'm', '--base-url', 'http://[::1', '--rate', '1', '--num-requests', '1'],
+                      ['--model', 'm', '--base-url', 'http://::1:8000', '--rate', '1', '--num-requests', '1'],
                       ['--model', 'm', '--workload', '/nonexistent.jsonl', '--rate', '1', '--num-requests', '1'],
                       ['--model', 'm', '--turns', '5-2', '--rate', '1'],
                       ['--model', 'm', '--concurrency', '2', '--sweep'],

@@ -10,7 +10,8 @@
 //          drop_mid (two chunks, then the socket is destroyed) | hang (never answers) |
 //          stream_error (an error object inside the stream) | json (a non-streaming JSON answer)
 //   options: firstTokenMs (default 20), tokenMs (default 2), usage (default true: honour
-//            stream_options.include_usage), closeIdleAfterMs (close idle keep-alive connections)
+//            stream_options.include_usage), closeIdleAfterMs (close idle keep-alive connections),
+//            host (the address to listen on, default 127.0.0.1; '::1' for IPv6)
 import http from 'node:http';
 
 export function replyTokens(id, n) {
@@ -125,7 +126,7 @@ export async function startFakeServer(options = {}) {
     stats.maxOpenSockets = Math.max(stats.maxOpenSockets, sockets.size);
     s.on('close', () => sockets.delete(s));
   });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  await new Promise((r) => server.listen(0, options.host ?? '127.0.0.1', r));
   return {
     port: server.address().port,
     requests,
