@@ -100,6 +100,23 @@ TEST(ParseBaseUrl, HostPortPrefixAndErrors) {
   EXPECT_FALSE(ParseBaseUrl("http://h:port").ok());
 }
 
+// Regression: error bodies were cut mid-character and the tool aborted writing them as JSON.
+TEST(Utf8Prefix, CutsOnCharacterBoundariesAndJsonOutputSurvivesAnyBytes) {
+  const std::string euro = "\xE2\x82\xAC";
+  std::string text = "x";
+  for (int i = 0; i < 133; ++i) text += euro;
+  EXPECT_EQ(Utf8Prefix(text, 300).size(), 298u);  // 'x' + 99 whole characters
+  EXPECT_EQ(Utf8Prefix(text, 298).size(), 298u);
+  EXPECT_EQ(Utf8Prefix(text, 200).size(), 199u);
+  EXPECT_EQ(Utf8Prefix(text, 1000), text);
+  EXPECT_EQ(Utf8Prefix("abc", 2), "ab");
+  EXPECT_EQ(Utf8Prefix(std::string(10, '\x80'), 5).size(), 5u);  // not UTF-8: cut where asked
+  const std::string bad = "\xFF" + Utf8Prefix(text, 200);
+  std::string out;
+  EXPECT_NO_THROW(out = DumpJson(json{{"error_message", bad}}));
+  EXPECT_EQ(out, "{\"error_message\":\"\xEF\xBF\xBD" + Utf8Prefix(text, 200) + "\"}");
+}
+
 // Regression: "http://[::1]:8000" parsed as host "[::1]:8000", port 80; the Host header needs the
 // brackets back.
 TEST(ParseBaseUrl, Ipv6LiteralsInBrackets) {

@@ -20,6 +20,16 @@ double NowSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+std::string Utf8Prefix(std::string_view text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  size_t n = max_bytes;
+  // Back up over the continuation bytes (10xxxxxx) of a character the cut would split; a
+  // character is at most 4 bytes, so at most 3 (more is not UTF-8: cut where asked).
+  for (int i = 0; i < 3 && n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80; ++i) --n;
+  if ((static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) n = max_bytes;
+  return std::string(text.substr(0, n));
+}
+
 StatusOr<Endpoint> ParseBaseUrl(const std::string& base_url) {
   const std::string scheme = "http://";
   if (base_url.rfind("https://", 0) == 0) {
@@ -223,7 +233,7 @@ class HttpClient::Exchange : public std::enable_shared_from_this<Exchange> {
     }
     if (c.parse_error) {
       if (protocol_error_.empty())
-        protocol_error_ = "stream chunk is not a JSON object: " + data.substr(0, 200);
+        protocol_error_ = "stream chunk is not a JSON object: " + Utf8Prefix(data, 200);
       return;
     }
     if (!c.error.empty()) {
@@ -270,7 +280,8 @@ class HttpClient::Exchange : public std::enable_shared_from_this<Exchange> {
     }
     // A plain JSON response (a server that does not stream).
     const StreamChunk c = ParseStreamChunk(body_);
-    if (c.parse_error) return Complete("protocol", "response is not JSON: " + body_.substr(0, 200));
+    if (c.parse_error)
+      return Complete("protocol", "response is not JSON: " + Utf8Prefix(body_, 200));
     if (!c.error.empty()) return Complete("stream_error", c.error);
     Apply(c);
     return Complete("", "");
@@ -279,7 +290,7 @@ class HttpClient::Exchange : public std::enable_shared_from_this<Exchange> {
   static std::string ErrorMessage(const std::string& body) {
     const StreamChunk c = ParseStreamChunk(body);
     if (!c.error.empty()) return c.error;
-    return body.substr(0, 300);
+    return Utf8Prefix(body, 300);
   }
 
   static std::string KindOf(const beast::error_code& ec) {

@@ -283,7 +283,8 @@ std::string RequestBody(const BenchRequest& r, const std::string& model) {
   } else {
     j["prompt"] = r.prompt;
   }
-  return j.dump();
+  // The history holds the server's replies: never let a byte the server sent abort the tool.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 PointSummary SummarizeRecords(const std::vector<RequestRecord>& records, double slo_e2e_s) {

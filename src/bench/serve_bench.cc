@@ -93,7 +93,8 @@ StatusOr<json> RunSeries(const ServeBenchOptions& o, const std::string& name,
     }
     ro.label = label;
     PointResult p = RunPoint(&io, &client, workload.get(), ro);
-    for (const RequestRecord& r : p.records) *requests_log += RecordToJson(r, name).dump() + "\n";
+    for (const RequestRecord& r : p.records)
+      *requests_log += DumpJson(RecordToJson(r, name)) + "\n";
     points.push_back(std::move(p));
     return points.back();
   };
@@ -162,7 +163,7 @@ Status WriteOutputs(const std::string& out_dir, const json& result,
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   if (ec) return Status::IOError("--out: cannot create '" + out_dir + "': " + ec.message());
-  KILN_RETURN_IF_ERROR(WriteFile(out_dir + "/result.json", result.dump(2) + "\n"));
+  KILN_RETURN_IF_ERROR(WriteFile(out_dir + "/result.json", DumpJson(result, 2) + "\n"));
   KILN_RETURN_IF_ERROR(WriteFile(out_dir + "/requests.jsonl", requests_log));
   KILN_RETURN_IF_ERROR(WriteFile(out_dir + "/report.html", RenderHtml(result)));
   return Status::Ok();
