@@ -107,9 +107,12 @@ StatusOr<json> RunProductionTable(const ProductionTableOptions& o) {
       b.base_url = server.base_url();
       b.run.model = served;
       b.out_dir.clear();
+      b.server_check = [&server] { return server.Poll(); };  // a server that dies fails the row
+      const size_t log_size = requests_log.size();
       StatusOr<json> s = RunSeries(b, c.name, &requests_log);
       server.Stop();
       if (!s.ok()) {
+        requests_log.resize(log_size);  // no records of a configuration that has no result
         series = {{"name", c.name}, {"error", s.status().message()}};
         std::printf("  failed: %s\n", s.status().message().c_str());
       } else {

@@ -32,7 +32,8 @@ class PointRun final {
         ready_timer_(*io),
         stop_timer_(*io),
         scrape_timer_(*io),
-        progress_timer_(*io) {}
+        progress_timer_(*io),
+        watch_timer_(*io) {}
 
   PointResult Run() {
     result_.target_rate = o_.rate;
@@ -69,6 +70,17 @@ class PointRun final {
     }
     if (o_.scrape_metrics && scraping_) ScheduleScrape();
     if (o_.progress) ScheduleProgress();
+    if (o_.server_alive) ScheduleWatch();
+  }
+
+  // A dead server: stop sending (the requests in flight fail on their closed connections).
+  void ScheduleWatch() {
+    watch_timer_.expires_after(std::chrono::milliseconds(200));
+    watch_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec || finishing_) return;
+      if (!o_.server_alive()) return StopSending();
+      ScheduleWatch();
+    });
   }
 
   void ScheduleArrival() {
@@ -169,6 +181,7 @@ class PointRun final {
     finishing_ = true;
     scrape_timer_.cancel();
     progress_timer_.cancel();
+    watch_timer_.cancel();
     if (o_.progress) PrintProgress();
     if (o_.scrape_metrics && scraping_) Scrape([] {});
   }
@@ -233,7 +246,8 @@ class PointRun final {
   Workload* workload_;
   RunOptions o_;
   std::mt19937_64 rng_;
-  asio::steady_timer arrival_timer_, ready_timer_, stop_timer_, scrape_timer_, progress_timer_;
+  asio::steady_timer arrival_timer_, ready_timer_, stop_timer_, scrape_timer_, progress_timer_,
+      watch_timer_;
   double t0_ = 0;
   double next_arrival_s_ = 0;
   std::deque<std::pair<double, bool>> pending_;  // (due at, waited for a ready request)

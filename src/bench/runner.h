@@ -87,6 +87,9 @@ struct RunOptions {
   bool progress = false;  // live line on stderr
   std::string label;      // shown in the progress line
   int point = 0;
+  // Optional, polled every 0.2 s while the point runs (the preset: is the server process alive?):
+  // once it returns false, sending stops and the point ends when the requests in flight do.
+  std::function<bool()> server_alive;
   Status Validate() const;
 };
 

@@ -8,23 +8,11 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { startKilnServe } from '../lib/kiln_serve.mjs';
-import { kiln, runBench, readOutputs, tmp, checkPointAgainstLog, percentile } from './bench_util.mjs';
+import { kiln, runBench, readOutputs, tmp, checkPointAgainstLog, percentile, storiesSetup }
+  from './bench_util.mjs';
 
-const shared = process.env.KILN_SHARED;
-const source = process.env.KILN_SOURCE_DIR;
-const model = join(shared, 'models/stories260K/hf');
-const template = join(source, 'tests/clients/chat_template.jinja');
-if (!existsSync(join(model, 'config.json'))) {
-  console.log(`SKIP: ${model} missing (set KILN_SHARED)`);
-  process.exit(77);
-}
-// A small KV pool: a 1 GiB default takes seconds to allocate on a loaded CI machine.
-const serverArgs = ['--device', 'cpu', '--chat-template', template, '--num-threads', '1',
-  '--kv-cache-memory', '16777216'];
+const { model, serverArgs, chat: CHAT } = storiesSetup();
 
-// Small enough for stories260K's 512-token context.
-const CHAT = ['--workload', 'chat', '--conversations', '4', '--personas', '2', '--system-words', '10-30',
-  '--user-words', '3-8', '--turns', '2-3', '--reply-tokens', '8-16', '--think-time', '0.05'];
 const WORKLOADS = {
   chat: CHAT,
   random: ['--workload', 'random', '--input-len', '20', '--output-len', '12'],
