@@ -18,6 +18,7 @@
 //             --preset production-table --model PATH starts `kiln serve` per configuration (bf16,
 //             bf16 + GPU prefix cache, FP8, FP8 + GPU prefix cache, FP8 + GPU + host prefix cache)
 //             and prints the configurations side by side.
+#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -38,6 +39,7 @@
 #include "kiln/engine.h"
 #include "bench/production_table.h"
 #include "bench/serve_bench.h"
+#include "bench/server_process.h"
 #include "model/weights.h"
 #include "subcommands.h"
 
@@ -597,6 +599,26 @@ bool ParseServeBenchArgs(const Flags& flags, bench::ServeBenchOptions* o) {
   return true;
 }
 
+// --preset: SIGINT / SIGTERM stop the servers the preset started (SIGTERM, then SIGKILL after a few
+// seconds) and exit 128 + the signal; without it they would outlive the tool. (A tool killed by
+// SIGKILL takes them along through their death signal, see bench/server_process.h.)
+void OnPresetSignal(int sig) {
+  const char msg[] = "\nkiln bench serve: interrupted, stopping the server\n";
+  [[maybe_unused]] ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+  bench::ServerProcess::TerminateAllFromSignalHandler(3.0);
+  _exit(128 + sig);
+}
+
+void StopServersOnSignal() {
+  struct sigaction sa {};
+  sa.sa_handler = OnPresetSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGINT);  // one handler at a time
+  sigaddset(&sa.sa_mask, SIGTERM);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
 // Hundreds of connections: lift the soft open-files limit to the hard one.
 void RaiseFileLimit() {
   struct rlimit rl {};
@@ -659,9 +681,17 @@ int RunServeBenchCommand(int argc, char** argv) {
       std::fprintf(stderr, "kiln bench serve: %s\n", st.ToString().c_str());
       return 2;
     }
+    StopServersOnSignal();
     auto result = bench::RunProductionTable(p);
     if (!result.ok()) {
       std::fprintf(stderr, "kiln bench serve: %s\n", result.status().ToString().c_str());
+      return 1;
+    }
+    bool measured = false;
+    for (const auto& s : (*result)["series"]) measured |= !s.contains("error");
+    if (!measured) {
+      std::fprintf(stderr,
+                   "kiln bench serve: no configuration was measured (see the messages above)\n");
       return 1;
     }
     return 0;

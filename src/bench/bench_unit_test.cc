@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "bench/http_client.h"
+#include "bench/production_table.h"
 #include "bench/report.h"
 #include "bench/runner.h"
 #include "bench/server_stats.h"
@@ -99,6 +100,54 @@ TEST(ParseBaseUrl, HostPortPrefixAndErrors) {
   EXPECT_FALSE(ParseBaseUrl("http://h:port").ok());
 }
 
+// Regression: error bodies were cut mid-character and the tool aborted writing them as JSON.
+TEST(Utf8Prefix, CutsOnCharacterBoundariesAndJsonOutputSurvivesAnyBytes) {
+  const std::string euro = "\xE2\x82\xAC";
+  std::string text = "x";
+  for (int i = 0; i < 133; ++i) text += euro;
+  EXPECT_EQ(Utf8Prefix(text, 300).size(), 298u);  // 'x' + 99 whole characters
+  EXPECT_EQ(Utf8Prefix(text, 298).size(), 298u);
+  EXPECT_EQ(Utf8Prefix(text, 200).size(), 199u);
+  EXPECT_EQ(Utf8Prefix(text, 1000), text);
+  EXPECT_EQ(Utf8Prefix("abc", 2), "ab");
+  EXPECT_EQ(Utf8Prefix(std::string(10, '\x80'), 5).size(), 5u);  // not UTF-8: cut where asked
+  const std::string bad = "\xFF" + Utf8Prefix(text, 200);
+  std::string out;
+  EXPECT_NO_THROW(out = DumpJson(json{{"error_message", bad}}));
+  EXPECT_EQ(out, "{\"error_message\":\"\xEF\xBF\xBD" + Utf8Prefix(text, 200) + "\"}");
+}
+
+// Regression: "http://[::1]:8000" parsed as host "[::1]:8000", port 80; the Host header needs the
+// brackets back.
+TEST(ParseBaseUrl, Ipv6LiteralsInBrackets) {
+  struct Case {
+    const char* url;
+    const char* host;
+    const char* port;
+    const char* path_prefix;
+    const char* host_header;
+  };
+  for (const Case& c :
+       {Case{"http://[::1]:8000", "::1", "8000", "", "[::1]:8000"},
+        Case{"http://[fe80::1:2]/proxy/v1", "fe80::1:2", "80", "/proxy", "[fe80::1:2]:80"},
+        Case{"http://127.0.0.1:9", "127.0.0.1", "9", "", "127.0.0.1:9"}}) {
+    auto e = ParseBaseUrl(c.url);
+    ASSERT_TRUE(e.ok()) << c.url << ": " << e.status().ToString();
+    EXPECT_EQ(e->host, c.host) << c.url;
+    EXPECT_EQ(e->port, c.port) << c.url;
+    EXPECT_EQ(e->path_prefix, c.path_prefix) << c.url;
+    EXPECT_EQ(HostHeader(*e), c.host_header) << c.url;
+  }
+  for (const char* bad :
+       {"http://[::1", "http://[::1]8000", "http://[::1]:", "http://[]:80", "http://[::1]:99999",
+        "http://::1:8000", "http://h:80:81", "http://:80", "http://[x y]:80"}) {
+    auto r = ParseBaseUrl(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) EXPECT_NE(r.status().message().find("--base-url"), std::string::npos) << bad;
+  }
+  EXPECT_NE(ParseBaseUrl("http://::1:8000").status().message().find("brackets"), std::string::npos);
+}
+
 WorkloadOptions SmallChat(uint64_t seed) {
   WorkloadOptions o;
   o.kind = "chat";
@@ -178,32 +227,64 @@ TEST(ChatWorkload, HistoryGrowsTurnByTurnWithTheServersReplies) {
   EXPECT_EQ(again->messages[2].content, "the reply text");
 }
 
-TEST(ChatWorkload, FinishedConversationsAreReplacedAndFailedTurnsDropped) {
+// A chat workload of one conversation slot, `turns` turns per conversation.
+std::unique_ptr<Workload> OneConversation(int turns, double think_time_s) {
   WorkloadOptions o = SmallChat(3);
   o.num_conversations = 1;
-  o.turns_min = o.turns_max = 2;
-  o.think_time_s = 0;
+  o.turns_min = o.turns_max = turns;
+  o.think_time_s = think_time_s;
   auto w = CreateWorkload(o);
-  ASSERT_TRUE(w.ok());
+  return w.ok() ? std::move(w).value() : nullptr;
+}
+
+TEST(ChatWorkload, FinishedConversationsAreReplaced) {
+  auto w = OneConversation(2, 0);
+  ASSERT_TRUE(w);
   double ready = 0;
-  auto a = (*w)->Next(0, &ready);
+  auto a = w->Next(0, &ready);
   ASSERT_TRUE(a);
-  EXPECT_FALSE((*w)->Next(0, &ready));  // in flight
+  EXPECT_FALSE(w->Next(0, &ready));  // in flight
   EXPECT_TRUE(std::isinf(ready));
-  (*w)->Complete(*a, "", false, 0.0);  // failed: the turn is dropped
-  auto b = (*w)->Next(0, &ready);
+  w->Complete(*a, "x", true, 0.0);
+  auto b = w->Next(0, &ready);
   ASSERT_TRUE(b);
   EXPECT_EQ(b->conversation, 0);
+  EXPECT_EQ(b->turn, 1);
+  w->Complete(*b, "y", true, 0.0);
+  auto c = w->Next(0, &ready);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->conversation, 1);  // a new conversation took the slot
+  EXPECT_EQ(c->turn, 0);
+}
+
+// Regression: a failed turn was retried with the same history, so a conversation that outgrew the
+// model's context failed forever. A failed turn ends the conversation; a new one takes its slot
+// after a think time.
+TEST(ChatWorkload, AFailedTurnEndsTheConversation) {
+  auto w = OneConversation(5, 1.0);
+  ASSERT_TRUE(w);
+  double ready = 0;
+  auto a = w->Next(0, &ready);
+  ASSERT_TRUE(a);
+  w->Complete(*a, "", false, 10.0);  // the first turn fails
+  EXPECT_FALSE(w->Next(10.0, &ready));
+  EXPECT_GE(ready, 10.0);  // after a think time
+  auto b = w->Next(ready, &ready);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->slot, a->slot);
+  EXPECT_EQ(b->conversation, 1);
   EXPECT_EQ(b->turn, 0);
-  (*w)->Complete(*b, "x", true, 0.0);
-  auto c = (*w)->Next(0, &ready);
+  ASSERT_EQ(b->messages.size(), 2u);  // system + the first user turn: no history carried over
+  w->Complete(*b, "ok", true, 20.0);
+  auto c = w->Next(1e9, &ready);
   ASSERT_TRUE(c);
   EXPECT_EQ(c->turn, 1);
-  (*w)->Complete(*c, "y", true, 0.0);
-  auto d = (*w)->Next(0, &ready);
+  w->Complete(*c, "", false, 30.0);  // a later turn fails too
+  auto d = w->Next(1e9, &ready);
   ASSERT_TRUE(d);
-  EXPECT_EQ(d->conversation, 1);  // a new conversation took the slot
+  EXPECT_EQ(d->conversation, 2);
   EXPECT_EQ(d->turn, 0);
+  EXPECT_EQ(d->messages.size(), 2u);
 }
 
 TEST(RandomWorkload, LengthsWithinTheRangeAndFixedIsExact) {
@@ -390,6 +471,35 @@ TEST(SummarizeRecords, RatesGoodputErrorsAndTpot) {
   EXPECT_EQ(s.itl_s.count, 6);
 }
 
+// Regression: one failed request that ran into a long timeout stretched the window to its end
+// (605 s here), shrinking QPS, tokens/s and goodput by 60x while the point still passed.
+TEST(SummarizeRecords, AFailedRequestDoesNotStretchTheWindow) {
+  std::vector<RequestRecord> rs(100);
+  for (int i = 0; i < 100; ++i) {
+    rs[i].start_s = i * 0.1;
+    rs[i].e2e_s = 0.1;
+    rs[i].ttft_s = 0.05;
+    rs[i].ok = true;
+    rs[i].output_tokens = 4;
+  }
+  RequestRecord failed;
+  failed.start_s = 5;
+  failed.e2e_s = 600;
+  failed.error_kind = "timeout";
+  rs.push_back(failed);
+  const PointSummary s = SummarizeRecords(rs, 1.5);
+  EXPECT_EQ(s.num_failed, 1);
+  EXPECT_NEAR(s.duration_s, 10.0, 1e-9);
+  EXPECT_NEAR(s.qps, 10.0, 1e-9);
+  EXPECT_NEAR(s.goodput, 10.0, 1e-9);
+  EXPECT_NEAR(s.output_tokens_per_s, 40.0, 1e-9);
+  // A failed request sent last still ends the window at its send.
+  failed.start_s = 12;
+  failed.e2e_s = 600;
+  rs.push_back(failed);
+  EXPECT_NEAR(SummarizeRecords(rs, 1.5).duration_s, 12.0, 1e-9);
+}
+
 json FakeResult() {
   PointResult p;
   p.target_rate = 2;
@@ -432,6 +542,27 @@ TEST(Report, ProductionTableShowsUnavailableConfigurationsWithTheirMessage) {
   EXPECT_NE(t.find("s1"), std::string::npos);
   EXPECT_NE(t.find("2.00"), std::string::npos);
   EXPECT_NE(t.find("FP8: not available: unknown flag --x"), std::string::npos) << t;
+}
+
+// Regression: the bf16 rows ran with the default --quantization auto, so an FP8 checkpoint was
+// measured as "bf16".
+TEST(ProductionConfigs, Bf16RowsAreDenseAndFp8RowsQuantize) {
+  auto quantization = [](const ServerConfig& c) {
+    for (size_t i = 0; i + 1 < c.args.size(); ++i) {
+      if (c.args[i] == "--quantization") return c.args[i + 1];
+    }
+    return std::string();
+  };
+  int seen = 0;
+  for (const ServerConfig& c : ProductionConfigs(8)) {
+    if (c.key == "bf16" || c.key == "bf16-pc") {
+      EXPECT_EQ(quantization(c), "none") << c.key;
+      ++seen;
+    } else {
+      EXPECT_EQ(quantization(c), "fp8") << c.key;
+    }
+  }
+  EXPECT_EQ(seen, 2);
 }
 
 }  // namespace

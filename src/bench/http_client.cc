@@ -20,6 +20,16 @@ double NowSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+std::string Utf8Prefix(std::string_view text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  size_t n = max_bytes;
+  // Back up over the continuation bytes (10xxxxxx) of a character the cut would split; a
+  // character is at most 4 bytes, so at most 3 (more is not UTF-8: cut where asked).
+  for (int i = 0; i < 3 && n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80; ++i) --n;
+  if ((static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) n = max_bytes;
+  return std::string(text.substr(0, n));
+}
+
 StatusOr<Endpoint> ParseBaseUrl(const std::string& base_url) {
   const std::string scheme = "http://";
   if (base_url.rfind("https://", 0) == 0) {
@@ -41,22 +51,40 @@ StatusOr<Endpoint> ParseBaseUrl(const std::string& base_url) {
   if (e.path_prefix.size() >= 3 && e.path_prefix.compare(e.path_prefix.size() - 3, 3, "/v1") == 0) {
     e.path_prefix.resize(e.path_prefix.size() - 3);
   }
-  const size_t colon = hostport.rfind(':');
-  if (colon != std::string::npos && hostport.find(']') == std::string::npos) {
-    e.host = hostport.substr(0, colon);
-    e.port = hostport.substr(colon + 1);
+  const Status unreadable =
+      Status::InvalidArgument("--base-url: cannot read host and port from '" + base_url + "'");
+  std::string port_part;  // after the host: "" or ":PORT"
+  if (!hostport.empty() && hostport.front() == '[') {
+    // An IPv6 literal, "[::1]" or "[::1]:8000" (RFC 3986): the brackets are not part of the host.
+    const size_t close = hostport.find(']');
+    if (close == std::string::npos) return unreadable;
+    e.host = hostport.substr(1, close - 1);
+    port_part = hostport.substr(close + 1);
+    if (e.host.find_first_not_of("0123456789abcdefABCDEF:.") != std::string::npos) {
+      return unreadable;
+    }
   } else {
-    e.host = hostport;
-    e.port = "80";
+    const size_t colon = hostport.find(':');
+    if (colon != std::string::npos && hostport.find(':', colon + 1) != std::string::npos) {
+      return Status::InvalidArgument(
+          "--base-url: an IPv6 address needs brackets (http://[::1]:8000), got '" + base_url + "'");
+    }
+    e.host = hostport.substr(0, colon);
+    if (colon != std::string::npos) port_part = hostport.substr(colon);
+    if (e.host.find_first_of("[]@") != std::string::npos) return unreadable;
   }
-  if (!e.host.empty() && e.host.front() == '[' && e.host.back() == ']') {
-    e.host = e.host.substr(1, e.host.size() - 2);
-  }
-  if (e.host.empty() || e.port.empty() ||
-      e.port.find_first_not_of("0123456789") != std::string::npos) {
-    return Status::InvalidArgument("--base-url: cannot read host and port from '" + base_url + "'");
+  e.port = port_part.empty() ? "80" : port_part.substr(1);
+  if (!port_part.empty() && port_part.front() != ':') return unreadable;
+  if (e.host.empty() || e.port.empty() || e.port.size() > 5 ||
+      e.port.find_first_not_of("0123456789") != std::string::npos || std::stoi(e.port) > 65535) {
+    return unreadable;
   }
   return e;
+}
+
+std::string HostHeader(const Endpoint& e) {
+  const bool ipv6 = e.host.find(':') != std::string::npos;
+  return (ipv6 ? "[" + e.host + "]" : e.host) + ":" + e.port;
 }
 
 struct HttpClient::Connection {
@@ -205,7 +233,7 @@ class HttpClient::Exchange : public std::enable_shared_from_this<Exchange> {
     }
     if (c.parse_error) {
       if (protocol_error_.empty())
-        protocol_error_ = "stream chunk is not a JSON object: " + data.substr(0, 200);
+        protocol_error_ = "stream chunk is not a JSON object: " + Utf8Prefix(data, 200);
       return;
     }
     if (!c.error.empty()) {
@@ -252,7 +280,8 @@ class HttpClient::Exchange : public std::enable_shared_from_this<Exchange> {
     }
     // A plain JSON response (a server that does not stream).
     const StreamChunk c = ParseStreamChunk(body_);
-    if (c.parse_error) return Complete("protocol", "response is not JSON: " + body_.substr(0, 200));
+    if (c.parse_error)
+      return Complete("protocol", "response is not JSON: " + Utf8Prefix(body_, 200));
     if (!c.error.empty()) return Complete("stream_error", c.error);
     Apply(c);
     return Complete("", "");
@@ -261,7 +290,7 @@ class HttpClient::Exchange : public std::enable_shared_from_this<Exchange> {
   static std::string ErrorMessage(const std::string& body) {
     const StreamChunk c = ParseStreamChunk(body);
     if (!c.error.empty()) return c.error;
-    return body.substr(0, 300);
+    return Utf8Prefix(body, 300);
   }
 
   static std::string KindOf(const beast::error_code& ec) {
@@ -340,7 +369,7 @@ namespace {
 http::request<http::string_body> MakeRequest(const Endpoint& e, const HttpClientOptions& o,
                                              http::verb verb, const std::string& path) {
   http::request<http::string_body> req{verb, e.path_prefix + path, 11};
-  req.set(http::field::host, e.host + ":" + e.port);
+  req.set(http::field::host, HostHeader(e));
   req.set(http::field::user_agent, "kiln-bench");
   if (!o.api_key.empty()) req.set(http::field::authorization, "Bearer " + o.api_key);
   req.keep_alive(true);

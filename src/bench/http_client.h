@@ -13,7 +13,8 @@
 // "disconnect" (the connection closed or reset before the response completed), "http_<status>"
 // (a non-200 status; error_message from the OpenAI error JSON when present), "stream_error" (an
 // error object inside the stream), "protocol" (malformed HTTP or a chunk that is not JSON),
-// "incomplete" (the body ended without [DONE] or a finish_reason).
+// "incomplete" (the body ended without [DONE] or a finish_reason). Error messages quote at most a
+// few hundred bytes of the server's text (Utf8Prefix).
 //
 // Thread-safety: not thread-safe; all calls and callbacks happen on the io_context's thread.
 #pragma once
@@ -24,6 +25,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kiln/status.h"
@@ -36,8 +38,12 @@ struct Endpoint {
   std::string path_prefix;  // e.g. "" or "/proxy" (no trailing '/')
 };
 
-// "http://host[:port][/prefix]" (https is refused with a clear message).
+// "http://host[:port][/prefix]", host a name, an IPv4 address or a bracketed IPv6 literal
+// ("http://[::1]:8000"; Endpoint::host holds it without brackets). https is refused with a clear
+// message.
 StatusOr<Endpoint> ParseBaseUrl(const std::string& base_url);
+// The Host header's value: "host:port", an IPv6 literal in brackets ("[::1]:8000").
+std::string HostHeader(const Endpoint& e);
 
 struct HttpClientOptions {
   std::string api_key;  // sent as "Authorization: Bearer KEY" when set
@@ -63,6 +69,10 @@ struct ResponseResult {
 
 // Seconds on the steady clock (the time base of ResponseResult).
 double NowSeconds();
+
+// At most max_bytes of `text` for an error message, cut on a UTF-8 character boundary (a server's
+// error body may be any bytes: invalid UTF-8 is kept as it is; JSON output replaces it).
+std::string Utf8Prefix(std::string_view text, size_t max_bytes);
 
 class HttpClient final {
  public:

@@ -6,6 +6,11 @@
 // server does not start (e.g. it rejects a flag because the feature does not exist yet) is reported
 // as "not available: <the server's message>", never measured with something else.
 //
+// The bf16 rows pass --quantization none: an FP8 checkpoint is dequantized, not measured as "bf16".
+// A server that dies during its sweep fails its configuration ("the server exited with status N",
+// or "was killed by signal N") as soon as that is seen, never measured as connection errors; the
+// servers never outlive the tool (see ServerProcess).
+//
 // Thread-compatible: runs on the calling thread; one server at a time.
 #pragma once
 

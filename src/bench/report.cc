@@ -28,6 +28,10 @@ std::string Pad(const std::string& s, size_t width) {
 
 }  // namespace
 
+std::string DumpJson(const json& j, int indent) {
+  return j.dump(indent, ' ', false, json::error_handler_t::replace);
+}
+
 json SummaryToJson(const PointSummary& s) {
   json errors = json::object();
   for (const auto& [kind, n] : s.errors) errors[kind] = n;
@@ -133,7 +137,7 @@ std::string PointsTable(const json& series, double slo_ms) {
             ? (p["passes"].get<bool>() ? "pass" : "FAIL: " + p["reason"].get<std::string>()).c_str()
             : "");
     out += line;
-    if (!s["errors"].empty()) out += "             errors: " + s["errors"].dump() + "\n";
+    if (!s["errors"].empty()) out += "             errors: " + DumpJson(s["errors"]) + "\n";
   }
   return out;
 }

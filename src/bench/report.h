@@ -19,6 +19,11 @@
 
 namespace kiln::bench {
 
+// j as JSON text (indent as nlohmann's dump). Strings may hold server-provided text that is not
+// UTF-8 (an error body cut from a server's response): invalid bytes become U+FFFD instead of
+// throwing. Every JSON output of the tool goes through here.
+std::string DumpJson(const nlohmann::json& j, int indent = -1);
+
 nlohmann::json SummaryToJson(const PointSummary& s);
 nlohmann::json ServerStatsToJson(const ServerStats& s);
 nlohmann::json RecordToJson(const RequestRecord& r, const std::string& series);

@@ -32,7 +32,8 @@ class PointRun final {
         ready_timer_(*io),
         stop_timer_(*io),
         scrape_timer_(*io),
-        progress_timer_(*io) {}
+        progress_timer_(*io),
+        watch_timer_(*io) {}
 
   PointResult Run() {
     result_.target_rate = o_.rate;
@@ -69,6 +70,17 @@ class PointRun final {
     }
     if (o_.scrape_metrics && scraping_) ScheduleScrape();
     if (o_.progress) ScheduleProgress();
+    if (o_.server_alive) ScheduleWatch();
+  }
+
+  // A dead server: stop sending (the requests in flight fail on their closed connections).
+  void ScheduleWatch() {
+    watch_timer_.expires_after(std::chrono::milliseconds(200));
+    watch_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec || finishing_) return;
+      if (!o_.server_alive()) return StopSending();
+      ScheduleWatch();
+    });
   }
 
   void ScheduleArrival() {
@@ -169,6 +181,7 @@ class PointRun final {
     finishing_ = true;
     scrape_timer_.cancel();
     progress_timer_.cancel();
+    watch_timer_.cancel();
     if (o_.progress) PrintProgress();
     if (o_.scrape_metrics && scraping_) Scrape([] {});
   }
@@ -233,7 +246,8 @@ class PointRun final {
   Workload* workload_;
   RunOptions o_;
   std::mt19937_64 rng_;
-  asio::steady_timer arrival_timer_, ready_timer_, stop_timer_, scrape_timer_, progress_timer_;
+  asio::steady_timer arrival_timer_, ready_timer_, stop_timer_, scrape_timer_, progress_timer_,
+      watch_timer_;
   double t0_ = 0;
   double next_arrival_s_ = 0;
   std::deque<std::pair<double, bool>> pending_;  // (due at, waited for a ready request)
@@ -283,25 +297,30 @@ std::string RequestBody(const BenchRequest& r, const std::string& model) {
   } else {
     j["prompt"] = r.prompt;
   }
-  return j.dump();
+  // The history holds the server's replies: never let a byte the server sent abort the tool.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 PointSummary SummarizeRecords(const std::vector<RequestRecord>& records, double slo_e2e_s) {
   PointSummary s;
   std::vector<double> ttft, tpot, itl, e2e;
+  // The window: first send → the later of the last send and the last successful completion. A
+  // failed request (a timeout, a hung connection) ends when it ends; it must not stretch the window
+  // over which the successful ones are counted.
   double first = std::numeric_limits<double>::infinity(), last = 0;
   int64_t within_slo = 0, cached = 0, prompt_with_cache_info = 0;
   bool any_cache_info = false;
   for (const RequestRecord& r : records) {
     ++s.num_sent;
     first = std::min(first, r.start_s);
-    last = std::max(last, r.start_s + r.e2e_s);
+    last = std::max(last, r.start_s);
     if (!r.ok) {
       ++s.num_failed;
       ++s.errors[r.error_kind];
       continue;
     }
     ++s.num_ok;
+    last = std::max(last, r.start_s + r.e2e_s);
     e2e.push_back(r.e2e_s);
     if (r.ttft_s >= 0) ttft.push_back(r.ttft_s);
     if (r.output_tokens > 1 && r.ttft_s >= 0) {

@@ -13,7 +13,9 @@
 // Definitions (per request, successful ones): TTFT = first content chunk − send; E2E = end − send;
 // ITL = gaps between content chunks; TPOT = (E2E − TTFT) / (output tokens − 1) for ≥ 2 tokens.
 // Output tokens are the server's usage.completion_tokens, or the number of content chunks when it
-// reports no usage. Goodput = successful requests with E2E ≤ the SLO, per second.
+// reports no usage. Goodput = successful requests with E2E ≤ the SLO, per second. Rates are over
+// the point's window: first send → the later of the last send and the last successful completion
+// (a failed request, e.g. one that ran into the request timeout, does not stretch it).
 //
 // Thread-compatible: RunPoint runs the io_context on the calling thread until the point ends.
 #pragma once
@@ -56,7 +58,7 @@ struct PointSummary {
   int64_t num_ok = 0;
   int64_t num_failed = 0;
   std::map<std::string, int64_t> errors;  // kind → count
-  double duration_s = 0;                  // first send → last completion
+  double duration_s = 0;  // first send → max(last send, last successful completion)
   double qps = 0;                         // successful requests / s
   double output_tokens_per_s = 0;
   double total_tokens_per_s = 0;  // prompt (where reported) + output
@@ -85,6 +87,9 @@ struct RunOptions {
   bool progress = false;  // live line on stderr
   std::string label;      // shown in the progress line
   int point = 0;
+  // Optional, polled every 0.2 s while the point runs (the preset: is the server process alive?):
+  // once it returns false, sending stops and the point ends when the requests in flight do.
+  std::function<bool()> server_alive;
   Status Validate() const;
 };
 

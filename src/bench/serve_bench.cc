@@ -82,8 +82,11 @@ StatusOr<json> RunSeries(const ServeBenchOptions& o, const std::string& name,
 
   json series = {{"name", name}, {"points", json::array()}};
   std::vector<PointResult> points;
+  auto server_ok = [&o]() { return o.server_check ? o.server_check() : Status::Ok(); };
+  auto server_alive = [&server_ok]() { return server_ok().ok(); };
   auto run_point = [&](RunOptions ro) -> PointResult {
     ro.point = static_cast<int>(points.size());
+    ro.server_alive = server_alive;
     char label[96];
     if (ro.rate > 0) {
       std::snprintf(label, sizeof(label), "[%s point %d: %.3g req/s]", name.c_str(), ro.point,
@@ -93,7 +96,8 @@ StatusOr<json> RunSeries(const ServeBenchOptions& o, const std::string& name,
     }
     ro.label = label;
     PointResult p = RunPoint(&io, &client, workload.get(), ro);
-    for (const RequestRecord& r : p.records) *requests_log += RecordToJson(r, name).dump() + "\n";
+    for (const RequestRecord& r : p.records)
+      *requests_log += DumpJson(RecordToJson(r, name)) + "\n";
     points.push_back(std::move(p));
     return points.back();
   };
@@ -106,7 +110,9 @@ StatusOr<json> RunSeries(const ServeBenchOptions& o, const std::string& name,
     w.scrape_metrics = false;
     w.point = -1;
     w.label = "[" + name + " warm-up]";
+    w.server_alive = server_alive;
     const PointResult warm = RunPoint(&io, &client, workload.get(), w);
+    KILN_RETURN_IF_ERROR(server_ok());
     series["warmup"] = {{"num_sent", warm.summary.num_sent},
                         {"num_ok", warm.summary.num_ok},
                         {"errors", SummaryToJson(warm.summary)["errors"]},
@@ -127,6 +133,7 @@ StatusOr<json> RunSeries(const ServeBenchOptions& o, const std::string& name,
                             ro.rate = rate;
                             ro.concurrency = 0;
                             const PointResult& p = run_point(ro);
+                            KILN_RETURN_IF_ERROR(server_ok());
                             PointVerdictInput v;
                             v.p99_e2e_s = p.summary.e2e_s.p99;
                             v.num_sent = p.summary.num_sent;
@@ -144,6 +151,7 @@ StatusOr<json> RunSeries(const ServeBenchOptions& o, const std::string& name,
                        {"first_failing_rate", outcome.first_failing_rate}};
   } else {
     run_point(o.run);
+    KILN_RETURN_IF_ERROR(server_ok());
     series["points"].push_back(PointToJson(points[0], nullptr));
   }
   json samples = json::array();
@@ -162,7 +170,7 @@ Status WriteOutputs(const std::string& out_dir, const json& result,
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   if (ec) return Status::IOError("--out: cannot create '" + out_dir + "': " + ec.message());
-  KILN_RETURN_IF_ERROR(WriteFile(out_dir + "/result.json", result.dump(2) + "\n"));
+  KILN_RETURN_IF_ERROR(WriteFile(out_dir + "/result.json", DumpJson(result, 2) + "\n"));
   KILN_RETURN_IF_ERROR(WriteFile(out_dir + "/requests.jsonl", requests_log));
   KILN_RETURN_IF_ERROR(WriteFile(out_dir + "/report.html", RenderHtml(result)));
   return Status::Ok();

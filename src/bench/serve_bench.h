@@ -7,6 +7,7 @@
 // Thread-compatible: runs on the calling thread (its own io_context).
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -31,6 +32,9 @@ struct ServeBenchOptions {
   int64_t warmup_requests = 0;
   int warmup_concurrency = 16;
   std::string out_dir;  // empty: no files
+  // Optional: the server's state (the preset: ServerProcess::Poll). A point stops sending once it
+  // fails, and RunSeries returns its error rather than a series measured against a dead server.
+  std::function<Status()> server_check;
   Status Validate() const;
 };
 

@@ -2,9 +2,12 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <regex>
@@ -21,6 +24,34 @@ std::string ReadAll(const std::string& path) {
   return ss.str();
 }
 
+// The pids of the running servers (0: a free slot), for TerminateAllFromSignalHandler. A server
+// past the table's size still dies with the tool (its death signal), only without the wait.
+constexpr int kMaxServers = 16;
+std::atomic<pid_t> g_servers[kMaxServers];
+static_assert(std::atomic<pid_t>::is_always_lock_free, "read from a signal handler");
+
+void Register(pid_t pid) {
+  for (std::atomic<pid_t>& slot : g_servers) {
+    pid_t free_slot = 0;
+    if (slot.compare_exchange_strong(free_slot, pid)) return;
+  }
+}
+
+void Unregister(pid_t pid) {
+  for (std::atomic<pid_t>& slot : g_servers) {
+    pid_t expected = pid;
+    if (slot.compare_exchange_strong(expected, 0)) return;
+  }
+}
+
+std::string ExitText(int status) {
+  if (WIFSIGNALED(status)) {
+    return "the server was killed by signal " + std::to_string(WTERMSIG(status));
+  }
+  return "the server exited with status " +
+         std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : status);
+}
+
 }  // namespace
 
 ServerProcess::~ServerProcess() { Stop(); }
@@ -34,12 +65,16 @@ Status ServerProcess::Start(const std::vector<std::string>& argv, const std::str
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) {
     close(fd);
     return Status::IOError("fork failed");
   }
   if (pid == 0) {
+    // SIGTERM when the tool dies, however it dies; a tool that died before this line is seen here.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);
     dup2(fd, STDOUT_FILENO);
     dup2(fd, STDERR_FILENO);
     const int devnull = open("/dev/null", O_RDONLY);
@@ -51,6 +86,8 @@ Status ServerProcess::Start(const std::vector<std::string>& argv, const std::str
   }
   close(fd);
   pid_ = pid;
+  exit_message_.clear();
+  Register(pid_);
   const std::regex listening(R"(listening on http://([^:/\s]+):(\d+))");
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   while (true) {
@@ -63,9 +100,10 @@ Status ServerProcess::Start(const std::vector<std::string>& argv, const std::str
     }
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      Unregister(pid_);
       pid_ = -1;
       std::string tail = LogTail(3);
-      if (tail.empty()) tail = "the server exited with status " + std::to_string(status);
+      if (tail.empty()) tail = ExitText(status);
       return Status::Unavailable(tail);
     }
     if (std::chrono::steady_clock::now() > deadline) {
@@ -91,7 +129,58 @@ void ServerProcess::Stop(double grace_s) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  Unregister(pid_);
   pid_ = -1;
+}
+
+Status ServerProcess::Poll() {
+  if (!exit_message_.empty()) return Status::Unavailable(exit_message_);
+  if (pid_ <= 0) return Status::Unavailable("the server is not running");
+  int status = 0;
+  const pid_t r = waitpid(pid_, &status, WNOHANG);
+  if (r == 0) return Status::Ok();
+  exit_message_ = r == pid_ ? ExitText(status) : "the server is gone (waitpid failed)";
+  const std::string tail = LogTail(3);
+  if (!tail.empty()) exit_message_ += "; log: " + tail;
+  Unregister(pid_);
+  pid_ = -1;
+  return Status::Unavailable(exit_message_);
+}
+
+void ServerProcess::TerminateAllFromSignalHandler(double grace_s) {
+  pid_t pids[kMaxServers];
+  int n = 0;
+  for (std::atomic<pid_t>& slot : g_servers) {
+    const pid_t pid = slot.load();
+    if (pid > 0) {
+      pids[n++] = pid;
+      kill(pid, SIGTERM);
+    }
+  }
+  const timespec step = {0, 20 * 1000 * 1000};
+  const int steps = static_cast<int>(grace_s / 0.02);
+  int left = n;
+  for (int i = 0; i < steps && left > 0; ++i) {
+    nanosleep(&step, nullptr);
+    left = 0;
+    for (int k = 0; k < n; ++k) {
+      if (pids[k] <= 0) continue;
+      int status = 0;
+      if (waitpid(pids[k], &status, WNOHANG) != 0) {
+        pids[k] = 0;  // reaped (or not ours any more)
+      } else {
+        ++left;
+        if (i == steps / 2) kill(pids[k], SIGTERM);  // kiln serve: a second signal ends draining
+      }
+    }
+  }
+  for (int k = 0; k < n; ++k) {
+    if (pids[k] <= 0) continue;
+    kill(pids[k], SIGKILL);
+    int status = 0;
+    waitpid(pids[k], &status, 0);
+  }
+  for (std::atomic<pid_t>& slot : g_servers) slot.store(0);
 }
 
 std::string ServerProcess::LogTail(int max_lines) const {

@@ -109,14 +109,14 @@ class ChatWorkload final : public Workload {
     if (r.slot < 0 || r.slot >= static_cast<int>(slots_.size())) return;
     Conversation& c = slots_[static_cast<size_t>(r.slot)];
     if (c.id != r.conversation) return;
-    if (ok) {
-      c.history.push_back({"user", c.pending_user});
-      c.history.push_back({"assistant", reply});
-      if (++c.turn >= c.num_turns) {
-        StartConversation(r.slot, now_s + ThinkTime(&c.rng));
-        return;
-      }
+    // A failed turn ends the conversation: retrying it with the same history could fail forever
+    // (a history that outgrew the model's context).
+    if (!ok || ++c.turn >= c.num_turns) {
+      StartConversation(r.slot, now_s + ThinkTime(&c.rng));
+      return;
     }
+    c.history.push_back({"user", c.pending_user});
+    c.history.push_back({"assistant", reply});
     ready_.insert({now_s + ThinkTime(&c.rng), r.slot});
   }
 

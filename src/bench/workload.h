@@ -7,11 +7,12 @@
 //  chat    num_conversations conversations are live at once. Each has a persona (a system prompt of
 //          system_words_min..max words, shared by the conversations of that persona), a number of
 //          turns, user turns of user_words_min..max words and replies of reply_tokens_min..max
-//          tokens; its history grows turn by turn. After a reply (or a failed turn) a conversation
-//          thinks for an exponential think time before it is ready again; a finished conversation
-//          is replaced by a new one. An arrival takes the conversation that has been ready longest,
-//          so a conversation's turns come back after about num_conversations other requests: the
-//          working set of KV is set by num_conversations.
+//          tokens; its history grows turn by turn. After a reply a conversation thinks for an
+//          exponential think time before it is ready again; a finished conversation, or one whose
+//          turn failed (its history may have outgrown the context: a retry could fail forever), is
+//          replaced by a new one after a think time. An arrival takes the conversation that has
+//          been ready longest, so a conversation's turns come back after about num_conversations
+//          other requests: the working set of KV is set by num_conversations.
 //  random  prompts of input_len words and max_tokens output_len, each scaled by a uniform factor in
 //          [1 − range_ratio, 1 + range_ratio]; ignore_eos.
 //  fixed   random with range_ratio 0.
@@ -85,7 +86,7 @@ class Workload {
   // be; +inf when only a reply can make one ready).
   virtual std::optional<BenchRequest> Next(double now_s, double* ready_at_s) = 0;
   // The outcome of a request Next() returned: `reply` is the text the server sent (chat: appended
-  // to the conversation's history when ok).
+  // to the conversation's history when ok; a failed turn ends the conversation).
   virtual void Complete(const BenchRequest& request, const std::string& reply, bool ok,
                         double now_s) = 0;
   // A short description for reports ("chat: 1000 conversations, 8 personas, ...").

@@ -1,7 +1,10 @@
 // A server that errors, drops connections, hangs or breaks its stream: every failure is counted by
-// kind, the tool never hangs, and an unreachable server fails fast with a non-zero exit.
+// kind, the tool never hangs, and an unreachable server fails fast with a non-zero exit. Error
+// bodies that are not UTF-8 (or are cut inside a character) are quoted, never abort the tool.
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { startFakeServer } from './fake_openai_server.mjs';
 import { runBench, readOutputs, tmp, checkPointAgainstLog } from './bench_util.mjs';
 
@@ -41,6 +44,53 @@ async function misbehavingServer() {
   assert.match(r.stdout, /errors: .*http_500/);
 }
 
+// Regression: error bodies were cut at 200 / 300 bytes inside a multi-byte character (or were not
+// UTF-8 at all) and writing requests.jsonl threw (nlohmann type_error.316): the tool aborted.
+async function nonUtf8ErrorBodies() {
+  const kinds = ['ok', 'http503_utf8', 'http503_ff', 'bad_json_ff', 'bad_chunk_utf8'];
+  const srv = await startFakeServer({ behavior: (id) => ({ kind: kinds[id % kinds.length] }),
+                                      firstTokenMs: 1, tokenMs: 0 });
+  const out = tmp('non-utf8');
+  const r = await runBench(['--base-url', `http://127.0.0.1:${srv.port}`, '--model', 'm',
+    '--workload', 'fixed', '--input-len', '6', '--output-len', '4', '--concurrency', '2',
+    '--num-requests', '10', '--out', out], 30);
+  assert.equal(r.code, 0, `no crash, some requests succeeded: ${r.code} ${r.stderr}`);
+  const { result, log } = readOutputs(out);
+  assert.equal(log.length, 10);
+  const kindOf = new Map();
+  for (const q of srv.requests) if (q.body) kindOf.set(q.id, q.kind);
+  const count = (k) => [...kindOf.values()].filter((x) => x === k).length;
+  assert.deepEqual(result.series[0].points[0].summary.errors, {
+    http_503: count('http503_utf8') + count('http503_ff'),
+    protocol: count('bad_json_ff') + count('bad_chunk_utf8'),
+  });
+  // Cut on character boundaries (298 of 300 bytes, 199 of 200); a byte that is not UTF-8 is U+FFFD.
+  const messages = new Set(log.filter((x) => !x.ok).map((x) => x.error_message));
+  const expected = {
+    http503_utf8: 'x' + '€'.repeat(99),
+    http503_ff: '\ufffd' + 'é'.repeat(149),
+    bad_json_ff: 'response is not JSON: \ufffd' + 'é'.repeat(99),
+    bad_chunk_utf8: 'stream chunk is not a JSON object: x' + '€'.repeat(66),
+  };
+  for (const [kind, message] of Object.entries(expected)) {
+    if (count(kind) > 0) assert.ok(messages.has(message), `${kind}: ${[...messages].join(' | ')}`);
+  }
+  assert.equal(log.find((x) => x.error_kind === 'http_503').http_status, 503);
+  assert.ok(existsSync(join(out, 'report.html')));
+  await srv.close();
+  // Only such errors: exit 1 like any run where nothing succeeded, still no crash.
+  const all503 = await startFakeServer({
+    behavior: (id) => ({ kind: id % 2 ? 'http503_ff' : 'http503_utf8' }) });
+  const out2 = tmp('non-utf8-all');
+  const r2 = await runBench(['--base-url', `http://127.0.0.1:${all503.port}`, '--model', 'm',
+    '--workload', 'fixed', '--input-len', '6', '--output-len', '4', '--concurrency', '2',
+    '--num-requests', '4', '--out', out2], 30);
+  await all503.close();
+  assert.equal(r2.code, 1, `${r2.code} ${r2.stderr}`);
+  assert.match(r2.stderr, /no request succeeded/);
+  assert.deepEqual(readOutputs(out2).result.series[0].points[0].summary.errors, { http_503: 4 });
+}
+
 async function unreachableServer() {
   // A port with nothing listening.
   const probe = net.createServer();
@@ -77,6 +127,8 @@ async function badFlags() {
                       ['--model', 'm', '--rate', '-1', '--num-requests', '1'],
                       ['--rate', '1', '--num-requests', '1'],
                       ['--model', 'm', '--base-url', 'https://x', '--rate', '1', '--num-requests', '1'],
+                      ['--model', 'm', '--base-url', 'http://[::1', '--rate', '1', '--num-requests', '1'],
+                      ['--model', 'm', '--base-url', 'http://::1:8000', '--rate', '1', '--num-requests', '1'],
                       ['--model', 'm', '--workload', '/nonexistent.jsonl', '--rate', '1', '--num-requests', '1'],
                       ['--model', 'm', '--turns', '5-2', '--rate', '1'],
                       ['--model', 'm', '--concurrency', '2', '--sweep'],
@@ -89,6 +141,7 @@ async function badFlags() {
 
 await badFlags();
 await misbehavingServer();
+await nonUtf8ErrorBodies();
 await unreachableServer();
 await silentServer();
 console.log('errors_test: ok');

@@ -8,10 +8,20 @@
 //   const srv = await startFakeServer({ behavior: (id, body) => ({ kind: 'ok' }), ... });
 //   kinds: ok | http500 | drop_before (socket destroyed before any response byte) |
 //          drop_mid (two chunks, then the socket is destroyed) | hang (never answers) |
-//          stream_error (an error object inside the stream) | json (a non-streaming JSON answer)
+//          stream_error (an error object inside the stream) | json (a non-streaming JSON answer) |
+//          http503_utf8 (a 503 whose 400-byte text body is multi-byte characters: NON_JSON_UTF8) |
+//          http503_ff (a 503 whose 400-byte body starts with the byte 0xFF: NON_JSON_FF) |
+//          bad_json_ff (a 200 "JSON" answer that is NON_JSON_FF) |
+//          bad_chunk_utf8 (an SSE stream whose one chunk is NON_JSON_UTF8, then [DONE])
 //   options: firstTokenMs (default 20), tokenMs (default 2), usage (default true: honour
-//            stream_options.include_usage), closeIdleAfterMs (close idle keep-alive connections)
+//            stream_options.include_usage), closeIdleAfterMs (close idle keep-alive connections),
+//            host (the address to listen on, default 127.0.0.1; '::1' for IPv6)
 import http from 'node:http';
+
+// Error bodies that are not JSON and not ASCII, 400 bytes each. NON_JSON_UTF8: 'x' and 133 '€'
+// (3 bytes each), so a cut at 200 or 300 bytes falls inside a character.
+export const NON_JSON_UTF8 = Buffer.from('x' + '€'.repeat(133), 'utf8');
+export const NON_JSON_FF = Buffer.concat([Buffer.from([0xff]), Buffer.from('é'.repeat(199) + 'y', 'utf8')]);
 
 export function replyTokens(id, n) {
   const out = [];
@@ -81,6 +91,20 @@ export async function startFakeServer(options = {}) {
         const payload = JSON.stringify({ error: { message: 'fake overload', type: 'server_error' } });
         res.writeHead(500, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) });
         return res.end(payload);
+      case 'http503_utf8':
+      case 'http503_ff': {
+        const bytes = b.kind === 'http503_utf8' ? NON_JSON_UTF8 : NON_JSON_FF;
+        res.writeHead(503, { 'content-type': 'text/plain', 'content-length': bytes.length });
+        return res.end(bytes);
+      }
+      case 'bad_json_ff':
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': NON_JSON_FF.length });
+        return res.end(NON_JSON_FF);
+      case 'bad_chunk_utf8':
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+        res.write(Buffer.concat([Buffer.from('data: '), NON_JSON_UTF8, Buffer.from('\n\n')]));
+        res.write('data: [DONE]\n\n');
+        return res.end();
       case 'drop_before':
         return req.socket.destroy();
       case 'hang':
@@ -125,7 +149,7 @@ export async function startFakeServer(options = {}) {
     stats.maxOpenSockets = Math.max(stats.maxOpenSockets, sockets.size);
     s.on('close', () => sockets.delete(s));
   });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  await new Promise((r) => server.listen(0, options.host ?? '127.0.0.1', r));
   return {
     port: server.address().port,
     requests,

@@ -8,23 +8,11 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { startKilnServe } from '../lib/kiln_serve.mjs';
-import { kiln, runBench, readOutputs, tmp, checkPointAgainstLog, percentile } from './bench_util.mjs';
+import { kiln, runBench, readOutputs, tmp, checkPointAgainstLog, percentile, storiesSetup }
+  from './bench_util.mjs';
 
-const shared = process.env.KILN_SHARED;
-const source = process.env.KILN_SOURCE_DIR;
-const model = join(shared, 'models/stories260K/hf');
-const template = join(source, 'tests/clients/chat_template.jinja');
-if (!existsSync(join(model, 'config.json'))) {
-  console.log(`SKIP: ${model} missing (set KILN_SHARED)`);
-  process.exit(77);
-}
-// A small KV pool: a 1 GiB default takes seconds to allocate on a loaded CI machine.
-const serverArgs = ['--device', 'cpu', '--chat-template', template, '--num-threads', '1',
-  '--kv-cache-memory', '16777216'];
+const { model, serverArgs, chat: CHAT } = storiesSetup();
 
-// Small enough for stories260K's 512-token context.
-const CHAT = ['--workload', 'chat', '--conversations', '4', '--personas', '2', '--system-words', '10-30',
-  '--user-words', '3-8', '--turns', '2-3', '--reply-tokens', '8-16', '--think-time', '0.05'];
 const WORKLOADS = {
   chat: CHAT,
   random: ['--workload', 'random', '--input-len', '20', '--output-len', '12'],
@@ -112,7 +100,7 @@ try {
   assert.equal(bf16.error, undefined, `bf16 runs on the CPU backend: ${bf16.error}`);
   assert.ok(bf16.points.length >= 1 && bf16.points[0].summary.num_ok > 0);
   assert.equal(bf16.warmup.num_sent, 4, 'the preset warms up one request per conversation');
-  assert.match(bf16.server_command, /--dtype bfloat16 --no-enable-prefix-caching --device cpu/);
+  assert.match(bf16.server_command, /--dtype bfloat16 --quantization none --no-enable-prefix-caching --device cpu/);
   for (const s of result.series.slice(1)) {
     assert.match(s.server_command, /--quantization fp8/);
     if (s.error !== undefined) {

@@ -178,6 +178,23 @@ async function serverClosesIdleConnections() {
   assert.ok(result.series[0].connections_opened >= 10, `${result.series[0].connections_opened}`);
 }
 
+async function ipv6Literal() {
+  // Regression: "http://[::1]:PORT" was read as host "[::1]:PORT", port 80 (every request failed
+  // to resolve), and the Host header needs the brackets.
+  const srv = await startFakeServer({ host: '::1', firstTokenMs: 1, tokenMs: 0 });
+  const out = tmp('proto-ipv6');
+  const r = await runBench(['--base-url', `http://[::1]:${srv.port}/v1`, '--model', 'm',
+    '--workload', 'fixed', '--input-len', '4', '--output-len', '4', '--concurrency', '2',
+    '--num-requests', '4', '--out', out]);
+  await srv.close();
+  assert.equal(r.code, 0, r.stderr);
+  const posts = srv.requests.filter((q) => q.method === 'POST');
+  assert.equal(posts.length, 4);
+  for (const q of posts) assert.equal(q.headers.host, `[::1]:${srv.port}`);
+  assert.ok(readOutputs(out).log.every((x) => x.ok));
+}
+
+await ipv6Literal();
 await serverClosesIdleConnections();
 await chatSweepDoesNotStarve();
 await hundredsOfConnections();
