@@ -364,7 +364,17 @@ class Converter {
 StatusOr<DifyImport> ImportDify(const std::string& text, const DifyImportOptions& options) {
   KILN_ASSIGN_OR_RETURN(Json doc, ParseDocument(text));
   Converter c(doc, options);
-  KILN_ASSIGN_OR_RETURN(DifyImport r, c.Convert());
+  // The converter reads fields with defaults; a field of another type than Dify writes (a number
+  // for a title, an object for a model name) makes the JSON library throw: that is the file's
+  // error, reported as such, never an abort.
+  StatusOr<DifyImport> converted = Status::Internal("not converted");
+  try {
+    converted = c.Convert();
+  } catch (const Json::exception& e) {
+    return Status::InvalidArgument(std::string("the Dify file has a field of an unexpected type (") +
+                                   e.what() + ")");
+  }
+  KILN_ASSIGN_OR_RETURN(DifyImport r, std::move(converted));
   // The result must be a valid workflow.
   auto spec = SpecFromJson(r.spec);
   if (!spec.ok()) return spec.status().WithContext("the converted workflow is invalid");

@@ -425,6 +425,20 @@ workflow:
   EXPECT_NE(r.status().message().find("knowledge-retrieval"), std::string::npos);
 }
 
+// Fields of a type Dify never writes are the file's error, not an abort.
+TEST(WorkflowDifyImportTest, FieldsOfTheWrongTypeAreAnError) {
+  for (const char* nodes :
+       {"[{id: '1', data: {type: start, title: 7, variables: []}}]",
+        "[{id: '1', data: {type: start, title: S, variables: [{variable: [1], type: 3}]}}]",
+        "[{id: '1', data: {type: llm, title: L, model: {name: {a: 1}}}}]"}) {
+    const std::string doc = std::string("kind: app\napp: {mode: workflow, name: x}\n") +
+                            "workflow:\n  graph:\n    edges: []\n    nodes: " + nodes + "\n";
+    auto r = ImportDify(doc, {});
+    ASSERT_FALSE(r.ok()) << nodes;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  }
+}
+
 TEST(WorkflowDifyImportTest, ConvertsIfElseTemplateAndHttp) {
   const char* doc = R"(
 kind: app
