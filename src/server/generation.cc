@@ -35,6 +35,7 @@ GenerationRequest ToGenerationRequest(GenerateRequest* g) {
   r.include_stop_str_in_output = g->include_stop_str_in_output;
   r.skip_special_tokens = g->skip_special_tokens;
   r.echo = g->echo;
+  r.cache_salt = g->cache_salt;
   return r;
 }
 
