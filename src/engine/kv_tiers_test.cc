@@ -265,6 +265,73 @@ TEST(KvTiersTest, AbortWhileLoadingLeaksNoBlock) {
   EXPECT_EQ(h->results["c"].final_output.finish_reason, FinishReason::kAbort);
 }
 
+// Regression: KvCopyDone could not report an error, so a copy that failed on the device counted
+// as done. A failed store must publish nothing (no host record, no disk file); the request that
+// computed the blocks is unaffected.
+TEST(KvTiersTest, FailedStorePublishesNothing) {
+  for (int latency : {0, 3}) {
+    SCOPED_TRACE("latency " + std::to_string(latency));
+    TempDir dir;
+    auto h = MakeHarness({.host = true, .disk_dir = dir.path, .copy_latency_polls = latency});
+    h->backend.set_fail_copies(KvCopyDirection::kDeviceToHost, true);
+    std::mt19937 rng(5);
+    const auto prompt = RandomTokens(&rng, 100, 64);
+    h->Add("a", prompt, CoreHarness::Greedy(4));
+    h->RunUntilIdle();
+    ExpectDrained(*h);
+    EXPECT_EQ(h->results["a"].final_output.finish_reason, FinishReason::kLength);
+    EXPECT_GT(h->backend.num_failed_copies(), 0);
+    EXPECT_EQ(h->core->kv_cache().host_tier()->num_published(), 0);
+    EXPECT_TRUE(std::filesystem::is_empty(dir.path)) << "a failed store reached the disk tier";
+    const EngineMetrics m = h->core->metrics();
+    EXPECT_GT(Tier(m, "host")->errors, 0);
+    EXPECT_EQ(Tier(m, "host")->bytes_stored, 0);
+    EXPECT_EQ(Tier(m, "disk")->bytes_stored, 0);
+  }
+}
+
+// Regression (same bug, load side): a failed load fails its request with the copy's error and
+// caches nothing (the destination blocks hold garbage that a later hit would read), and leaks no
+// block or host record.
+TEST(KvTiersTest, FailedLoadFailsTheRequestAndCachesNothing) {
+  std::mt19937 rng(3);
+  const auto prompt = RandomTokens(&rng, 100, 64);
+  const auto other = RandomTokens(&rng, 200, 64);
+  auto again = prompt;
+  again.push_back(5);
+  auto plain = MakeHarness({.device_blocks = 16});
+  plain->Add("d", again, CoreHarness::Greedy(4));
+  plain->RunUntilIdle();
+  for (int latency : {0, 3}) {
+    SCOPED_TRACE("latency " + std::to_string(latency));
+    auto h = MakeHarness({.host = true, .copy_latency_polls = latency, .device_blocks = 16});
+    h->Add("a", prompt, CoreHarness::Greedy(4));
+    h->RunUntilIdle();
+    // Push a's blocks out of the device pool (they stay on the host).
+    h->Add("b", other, CoreHarness::Greedy(4));
+    h->RunUntilIdle();
+    h->backend.set_fail_copies(KvCopyDirection::kHostToDevice, true);
+    h->Add("c", again, CoreHarness::Greedy(4));
+    h->RunUntilIdle();
+    ExpectDrained(*h);
+    const RequestOutput& c = h->results["c"].final_output;
+    EXPECT_EQ(c.finish_reason, FinishReason::kError);
+    EXPECT_NE(c.error.message().find("loading the cached prefix of request c"), std::string::npos)
+        << c.error.ToString();
+    EXPECT_NE(c.error.message().find("injected KV copy failure"), std::string::npos)
+        << c.error.ToString();
+    EXPECT_TRUE(h->results["c"].ids.empty());
+    EXPECT_GT(h->backend.num_failed_copies(), 0);
+    // Nothing of the failed load was cached on the device: the same prompt again (loads working)
+    // gives the output of an engine without tiers.
+    h->backend.set_fail_copies(KvCopyDirection::kHostToDevice, false);
+    h->Add("d", again, CoreHarness::Greedy(4));
+    h->RunUntilIdle();
+    EXPECT_EQ(h->results["d"].ids, plain->results["d"].ids);
+    ExpectDrained(*h);
+  }
+}
+
 TEST(KvTiersTest, TwoEnginesShareAPrefixThroughRedis) {
   testing::RedisServer redis;
   std::string error;

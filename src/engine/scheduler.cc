@@ -64,14 +64,14 @@ void Scheduler::PromoteLoaded() {
       ++i;
       continue;
     }
-    const int computed = kv_->FinishLoad(&r->kv, r->token_ids);
-    if (computed < 0) {  // the engine fails it (RemoveRequest takes it out of loading_)
-      out_.load_failed.push_back(r);
+    StatusOr<int> computed = kv_->FinishLoad(&r->kv, r->token_ids);
+    if (!computed.ok()) {  // the engine fails it (RemoveRequest takes it out of loading_)
+      out_.load_failed.push_back({r, computed.status()});
       ++i;
       continue;
     }
     loading_.erase(loading_.begin() + static_cast<ptrdiff_t>(i));
-    r->num_computed_tokens = computed;
+    r->num_computed_tokens = *computed;
     r->status = RequestStatus::kRunning;
     running_.push_back(r);
   }

@@ -138,11 +138,15 @@ bool KvCacheManager::LoadPending(const KvSequence& seq) const {
   return seq.load_group != 0 && groups_.count(seq.load_group) != 0;
 }
 
-int KvCacheManager::FinishLoad(KvSequence* seq, std::span<const int32_t> token_ids) {
+StatusOr<int> KvCacheManager::FinishLoad(KvSequence* seq, std::span<const int32_t> token_ids) {
   KILN_CHECK(seq->load_group != 0 && !LoadPending(*seq));
-  const bool failed = failed_loads_.erase(seq->load_group) != 0;
+  auto failed = failed_loads_.find(seq->load_group);
   seq->load_group = 0;
-  if (failed) return -1;
+  if (failed != failed_loads_.end()) {
+    Status error = std::move(failed->second);
+    failed_loads_.erase(failed);
+    return error;
+  }
   const size_t bs = static_cast<size_t>(pool_.block_size());
   for (size_t i = 0; i < static_cast<size_t>(seq->num_loaded_blocks); ++i) {
     const BlockHash h = HashOfBlock(seq, token_ids, i);
@@ -277,7 +281,8 @@ void KvCacheManager::TakeCopyGroups(std::vector<KvCopyGroup>* out) {
   open_store_group_ = 0;
 }
 
-void KvCacheManager::CompleteCopyGroup(uint64_t id, bool ok, double seconds) {
+void KvCacheManager::CompleteCopyGroup(uint64_t id, const Status& status, double seconds) {
+  const bool ok = status.ok();
   auto it = groups_.find(id);
   KILN_CHECK(it != groups_.end()) << "unknown copy group " << id;
   Group& g = it->second;
@@ -307,7 +312,7 @@ void KvCacheManager::CompleteCopyGroup(uint64_t id, bool ok, double seconds) {
       ++host_stats_.num_loads;
       host_stats_.load_latency_seconds += SecondsSince(g.created);
     } else if (g.orphans.empty()) {
-      failed_loads_.insert(id);
+      failed_loads_.emplace(id, status);
     }
   }
   if (!ok) ++host_stats_.errors;

@@ -38,6 +38,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -126,8 +127,9 @@ class KvCacheManager final {
 
   bool LoadPending(const KvSequence& seq) const;
   // After the sequence's load completed (!LoadPending): registers the loaded blocks and returns
-  // the number of computed tokens; -1 when the load failed (the caller fails the request).
-  int FinishLoad(KvSequence* seq, std::span<const int32_t> token_ids);
+  // the number of computed tokens. When the load failed, the load's error: nothing was registered
+  // (the blocks hold undefined bytes) and the caller fails the request, which frees them.
+  StatusOr<int> FinishLoad(KvSequence* seq, std::span<const int32_t> token_ids);
 
   // Starts a fetch of the prompt's missing full blocks from the lower tiers into the host tier;
   // true when one was started (the sequence then waits: FetchPending). The first fetch of a
@@ -147,8 +149,10 @@ class KvCacheManager final {
 
   // Copy groups created since the last call, for the engine to issue.
   void TakeCopyGroups(std::vector<KvCopyGroup>* out);
-  // The engine's report that group `id` finished (ok) or failed; `seconds` is the copy's duration.
-  void CompleteCopyGroup(uint64_t id, bool ok, double seconds);
+  // The engine's report that group `id` finished (OK) or failed (the error); `seconds` is the
+  // copy's duration. A failed store publishes nothing (its host records are freed, nothing goes
+  // to the lower tiers); a failed load registers nothing (FinishLoad returns the error).
+  void CompleteCopyGroup(uint64_t id, const Status& status, double seconds);
   // Applies the lower tiers' finished fetches and writes.
   void PollLowerTiers();
   // Copies, fetches or lower-tier writes not yet completed (the engine keeps stepping).
@@ -208,7 +212,7 @@ class KvCacheManager final {
   std::map<uint64_t, Group> groups_;
   std::vector<uint64_t> untaken_;
   uint64_t open_store_group_ = 0;  // the store group collecting this step's blocks (0: none)
-  std::unordered_set<uint64_t> failed_loads_;
+  std::unordered_map<uint64_t, Status> failed_loads_;  // load group → its error
   std::map<uint64_t, Fetch> fetches_;
   std::unordered_set<uint64_t> full_fetches_;  // done fetches that got every block asked for
   uint64_t next_id_ = 1;

@@ -118,7 +118,7 @@ TEST(KvCacheManagerTest, StoresToHostAndLoadsBackWithPins) {
   EXPECT_EQ(m.pool().num_used_blocks(), 2) << "store sources stay pinned";
   EXPECT_TRUE(Check(m, {}).ok());
   EXPECT_TRUE(m.has_pending_io());
-  m.CompleteCopyGroup(groups[0].id, true, 0.001);
+  m.CompleteCopyGroup(groups[0].id, Status::Ok(), 0.001);
   EXPECT_EQ(m.pool().num_used_blocks(), 0);
   EXPECT_EQ(host.num_published(), 2);
   // Evict the device copies.
@@ -148,11 +148,11 @@ TEST(KvCacheManagerTest, StoresToHostAndLoadsBackWithPins) {
       m.Free(&b);
       EXPECT_EQ(m.pool().num_used_blocks(), 2) << "load targets stay pinned";
       EXPECT_TRUE(Check(m, {}).ok());
-      m.CompleteCopyGroup(groups[0].id, true, 0.001);
+      m.CompleteCopyGroup(groups[0].id, Status::Ok(), 0.001);
     } else {
-      m.CompleteCopyGroup(groups[0].id, true, 0.001);
+      m.CompleteCopyGroup(groups[0].id, Status::Ok(), 0.001);
       EXPECT_FALSE(m.LoadPending(b));
-      EXPECT_EQ(m.FinishLoad(&b, q), 8);
+      EXPECT_EQ(*m.FinishLoad(&b, q), 8);
       // The loaded blocks are now device-cached: a new lookup hits them on the device.
       KvSequence c;
       PrefixHit again;
@@ -182,7 +182,7 @@ TEST(KvCacheManagerTest, FailedLoadIsReported) {
   m.CacheComputedBlocks(&a, p, 5);
   std::vector<KvCopyGroup> groups;
   m.TakeCopyGroups(&groups);
-  m.CompleteCopyGroup(groups[0].id, true, 0.0);
+  m.CompleteCopyGroup(groups[0].id, Status::Ok(), 0.0);
   m.Free(&a);
   KvSequence e;
   ASSERT_TRUE(m.AllocateSlots(&e, 0, 16));
@@ -193,8 +193,10 @@ TEST(KvCacheManagerTest, FailedLoadIsReported) {
   ASSERT_TRUE(m.AllocateSlots(&b, 4, 0, &hit));
   groups.clear();
   m.TakeCopyGroups(&groups);
-  m.CompleteCopyGroup(groups[0].id, false, 0.0);
-  EXPECT_EQ(m.FinishLoad(&b, p), -1);
+  m.CompleteCopyGroup(groups[0].id, Status::Internal("injected"), 0.0);
+  const StatusOr<int> loaded = m.FinishLoad(&b, p);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().message(), "injected");
   m.Free(&b);
   EXPECT_TRUE(Check(m, {}).ok());
   EXPECT_EQ(m.pool().num_used_blocks(), 0);

@@ -61,7 +61,7 @@ StatusOr<uint64_t> KvTransfer::Copy(KvCopyDirection direction,
   return ticket;
 }
 
-bool KvTransfer::Done(uint64_t ticket, double* seconds) {
+StatusOr<bool> KvTransfer::Done(uint64_t ticket, double* seconds) {
   auto it = done_.find(ticket);
   *seconds = it == done_.end() ? 0.0 : it->second;
   if (it != done_.end()) done_.erase(it);
