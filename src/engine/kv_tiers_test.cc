@@ -332,6 +332,25 @@ TEST(KvTiersTest, FailedLoadFailsTheRequestAndCachesNothing) {
   }
 }
 
+// Regression: n = 8 sequences of one prompt stored each block once per sequence that computed it
+// in the same step (here the 256-token budget computes the prompt for three of them at once).
+TEST(KvTiersTest, SequencesOfOnePromptInOneStepStoreEachBlockOnce) {
+  auto h = MakeHarness({.host = true, .device_blocks = 128});
+  std::mt19937 rng(11);
+  const auto prompt = RandomTokens(&rng, 100, 64);
+  for (int i = 0; i < 8; ++i) {
+    SamplingParams sp = CoreHarness::Greedy(4);
+    sp.ignore_eos = true;
+    h->Add("n" + std::to_string(i), prompt, sp);
+  }
+  h->RunUntilIdle();
+  ExpectDrained(*h);
+  // 103 computed tokens (identical greedy outputs): 6 full blocks, each copied to the host once.
+  EXPECT_EQ(h->core->kv_cache().host_tier()->num_published(), 6);
+  EXPECT_EQ(h->backend.num_blocks_copied(), 6);
+  EXPECT_EQ(Tier(h->core->metrics(), "host")->dropped_writes, 0);
+}
+
 TEST(KvTiersTest, TwoEnginesShareAPrefixThroughRedis) {
   testing::RedisServer redis;
   std::string error;

@@ -215,12 +215,13 @@ bool KvCacheManager::FetchPending(const KvSequence& seq) const {
 
 void KvCacheManager::StoreToHost(int32_t block_id, const BlockHash& key, const BlockHash& parent,
                                  std::span<const int32_t> token_ids) {
-  if (host_ == nullptr || host_->Contains(key)) return;
+  if (host_ == nullptr || host_->Contains(key) || storing_.count(key) != 0) return;
   const int64_t rec = host_->Reserve();
   if (rec < 0) {
     ++host_stats_.dropped_writes;
     return;
   }
+  storing_.insert(key);
   if (open_store_group_ == 0) {
     open_store_group_ = next_id_++;
     Group g;
@@ -291,6 +292,7 @@ void KvCacheManager::CompleteCopyGroup(uint64_t id, const Status& status, double
     for (size_t k = 0; k < g.transfers.size(); ++k) {
       const BlockTransfer& t = g.transfers[k];
       const StoreMeta& m = g.metas[k];
+      storing_.erase(m.key);
       Unpin(t.device_block);
       if (ok && host_->Publish(t.host_record, m.key, m.parent, m.token_ids) && lower_ != nullptr) {
         host_->Pin(t.host_record);  // until the lower tiers have it

@@ -20,11 +20,11 @@
 // device block, per block) and the sequence waits (LoadPending) until the engine reports it done
 // (CompleteCopyGroup); FinishLoad then registers the loaded blocks as computed. CacheComputedBlocks
 // creates a store group (device block → a reserved host record) for every newly registered block
-// the host lacks; the device block stays referenced (pinned) until the store completes, so its
-// slot is not reused while the copy reads it, and the host record is published then (and written
-// through to the lower tiers). Groups are handed out by TakeCopyGroups, in creation order, for the
-// engine to issue (Backend::CopyKvBlocks). A sequence freed while its load is in flight leaves the
-// destination blocks pinned until the load completes.
+// that the host lacks and no store in flight carries; the device block stays referenced (pinned)
+// until the store completes, so its slot is not reused while the copy reads it, and the host record
+// is published then (and written through to the lower tiers). Groups are handed out by
+// TakeCopyGroups, in creation order, for the engine to issue (Backend::CopyKvBlocks). A sequence
+// freed while its load is in flight leaves the destination blocks pinned until the load completes.
 //
 // Counters: prefix_cache_queries / prefix_cache_hits count prompt tokens looked up / found (any
 // tier); TierMetrics() has per-tier counters. CheckInvariants(live) verifies the pool's and host
@@ -213,6 +213,9 @@ class KvCacheManager final {
   std::vector<uint64_t> untaken_;
   uint64_t open_store_group_ = 0;  // the store group collecting this step's blocks (0: none)
   std::unordered_map<uint64_t, Status> failed_loads_;  // load group → its error
+  // Keys of the blocks in store groups not yet completed: a block computed twice (by sequences
+  // with the same prefix in one step, or again before its store completed) is stored once.
+  std::unordered_set<BlockHash, BlockHashHasher> storing_;
   std::map<uint64_t, Fetch> fetches_;
   std::unordered_set<uint64_t> full_fetches_;  // done fetches that got every block asked for
   uint64_t next_id_ = 1;

@@ -171,6 +171,58 @@ TEST(KvCacheManagerTest, StoresToHostAndLoadsBackWithPins) {
   EXPECT_TRUE(host.CheckInvariants().ok());
 }
 
+// Regression: StoreToHost checked only the host index, not stores in flight, so sequences that
+// computed the same blocks in one step (n > 1 on one prompt) stored every block once each.
+TEST(KvCacheManagerTest, IdenticalBlocksOfOneStepAreStoredOnce) {
+  std::vector<uint8_t> mem(16 * 16);
+  HostTier host(mem.data(), 16, 16, 4);
+  KvCacheManager m({.block_size = 4, .num_blocks = 32, .enable_prefix_caching = true}, &host);
+  const auto p = Seq(13, 1);
+  KvSequence a, b;
+  ASSERT_TRUE(m.AllocateSlots(&a, 0, 13));
+  ASSERT_TRUE(m.AllocateSlots(&b, 0, 13));
+  m.CacheComputedBlocks(&a, p, 13);
+  m.CacheComputedBlocks(&b, p, 13);
+  std::vector<KvCopyGroup> groups;
+  m.TakeCopyGroups(&groups);
+  ASSERT_EQ(groups.size(), 1u);
+  EXPECT_EQ(groups[0].transfers.size(), 3u) << "one store transfer per distinct block";
+  // While that store is in flight, a third sequence computing the same blocks stores nothing.
+  KvSequence c;
+  ASSERT_TRUE(m.AllocateSlots(&c, 0, 13));
+  m.CacheComputedBlocks(&c, p, 13);
+  std::vector<KvCopyGroup> more;
+  m.TakeCopyGroups(&more);
+  EXPECT_TRUE(more.empty());
+  m.CompleteCopyGroup(groups[0].id, Status::Ok(), 0.0);
+  EXPECT_EQ(host.num_published(), 3);
+  // A failed store forgets its keys: the blocks are stored again when computed again.
+  for (KvSequence* s : {&a, &b, &c}) m.Free(s);
+  KvSequence e;
+  ASSERT_TRUE(m.AllocateSlots(&e, 0, 128));  // evicts the device copies
+  m.Free(&e);
+  const auto q = Seq(9, 100);
+  KvSequence d;
+  ASSERT_TRUE(m.AllocateSlots(&d, 0, 9));
+  m.CacheComputedBlocks(&d, q, 9);
+  m.TakeCopyGroups(&more);
+  ASSERT_EQ(more.size(), 1u);
+  m.CompleteCopyGroup(more[0].id, Status::Internal("injected"), 0.0);
+  m.Free(&d);
+  KvSequence d2;
+  ASSERT_TRUE(m.AllocateSlots(&d2, 0, 9));
+  m.CacheComputedBlocks(&d2, q, 9);
+  more.clear();
+  m.TakeCopyGroups(&more);
+  ASSERT_EQ(more.size(), 1u);
+  EXPECT_EQ(more[0].transfers.size(), 2u);
+  m.CompleteCopyGroup(more[0].id, Status::Ok(), 0.0);
+  m.Free(&d2);
+  EXPECT_EQ(host.num_published(), 5);
+  EXPECT_TRUE(Check(m, {}).ok());
+  EXPECT_EQ(m.pool().num_used_blocks(), 0);
+}
+
 // A failed load fails only its sequence: FinishLoad reports it and nothing leaks.
 TEST(KvCacheManagerTest, FailedLoadIsReported) {
   std::vector<uint8_t> mem(4 * 16);
