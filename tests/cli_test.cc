@@ -95,6 +95,22 @@ TEST_F(CliTest, GenerateErrorsExitNonZeroWithOneLine) {
   }
 }
 
+// Regression: an unwritable --disk-cache-dir was accepted silently. It exits 1 with one message.
+TEST_F(CliTest, UnusableKvTierFlagsExitOneWithAMessage) {
+  struct Case {
+    std::string flags;
+    std::string needle;
+  } cases[] = {
+      {"--disk-cache-dir /proc/self", "/proc/self is not writable"},
+  };
+  for (const auto& c : cases) {
+    auto r = RunCommand(KilnBinary() + " generate --model " + stories_ +
+                        "/stories260K.gguf --max-tokens 1 " + c.flags);
+    EXPECT_EQ(r.exit_code, 1) << c.flags << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.flags << " → " << r.err;
+  }
+}
+
 // `kiln bench` refuses malformed or out-of-range flags before touching a device (exit 2, the
 // flag named), so these run on machines without a GPU.
 TEST(CliBenchTest, BadFlagsExitTwoNamingTheFlag) {

@@ -5,8 +5,8 @@
 // records of another model or layout are never loaded.
 //
 // Errors: a backend without block transfers when a tier is asked for, a host budget smaller than
-// one record, a disk directory that cannot be created. An unreachable Redis is not an error (the
-// tier starts off, with a warning). Called once, at engine creation.
+// one record, a disk directory that cannot be created or written. An unreachable Redis is not an
+// error (the tier starts off, with a warning). Called once, at engine creation.
 #pragma once
 
 #include <cstdint>

@@ -15,6 +15,7 @@
 #include <random>
 
 #include "engine/engine_test_util.h"
+#include "engine/kv_tier_setup.h"
 #include "kv/disk_tier.h"
 #include "kv/redis_tier.h"
 #include "kv/testing/redis_server.h"
@@ -392,6 +393,56 @@ TEST(KvTiersTest, KilledRedisServerIsSurvivedWithCorrectOutputs) {
   EXPECT_FALSE(r->enabled);
   EXPECT_GT(r->bytes_stored, 0);
   ExpectDrained(*h);
+}
+
+// SetUpKvTiers over a backend that only has block transfers: Llama-3-8B-sized records (2 MiB:
+// 32 layers × K, V × 16 tokens × 8 heads × 128 × bf16) whose host pool is counted, not allocated.
+class RecordOnlyBackend final : public Backend {
+ public:
+  const ModelConfig& config() const override { return config_; }
+  int block_size() const override { return 16; }
+  int64_t num_kv_blocks() const override { return 1024; }
+  Status Forward(const ForwardBatch&) override { return Status::Unimplemented("setup only"); }
+  Status SampleAsync(std::span<const SamplingRow>) override {
+    return Status::Unimplemented("setup only");
+  }
+  bool SampleReady() override { return true; }
+  Status WaitSample(std::vector<SampleResult>*) override {
+    return Status::Unimplemented("setup only");
+  }
+  Status GetLogits(std::vector<float>*) override { return Status::Unimplemented("setup only"); }
+  Status GetHidden(std::vector<float>*) override { return Status::Unimplemented("setup only"); }
+  int64_t kv_block_record_bytes() const override { return int64_t{2} << 20; }
+  std::string kv_record_layout() const override { return "test 2 MiB records"; }
+  Status AllocateHostKvPool(int64_t num_records) override {
+    allocated_records = num_records;
+    return Status::Ok();
+  }
+
+  int64_t allocated_records = 0;
+
+ private:
+  ModelConfig config_;
+};
+
+EngineOptions SetupOptions() {
+  EngineOptions o;
+  o.model.model_path = "setup-test-model";
+  o.model.load_format = "dummy";
+  o.cache.block_size = 16;
+  return o;
+}
+
+// Regression: an unwritable --disk-cache-dir was accepted (every write failed while serving).
+TEST(KvTierSetupTest, UnwritableDiskCacheDirIsAnError) {
+  RecordOnlyBackend backend;
+  EngineOptions o = SetupOptions();
+  o.cache.disk_cache_dir = "/proc/self";
+  auto setup = SetUpKvTiers(o, &backend, 4096);
+  ASSERT_FALSE(setup.ok());
+  EXPECT_EQ(setup.status().code(), StatusCode::kIOError) << setup.status().ToString();
+  EXPECT_NE(setup.status().message().find("not writable"), std::string::npos)
+      << setup.status().ToString();
 }
 
 }  // namespace

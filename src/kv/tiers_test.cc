@@ -4,6 +4,7 @@
 // it returns), and the TierWorker's fetch / write jobs.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -97,6 +98,33 @@ TEST(BlockRecordTest, EveryCorruptionIsDataLoss) {
   EXPECT_EQ(DecodeBlockRecord(rec, other, out).code(), StatusCode::kDataLoss);
   std::vector<uint8_t> small(63);
   EXPECT_EQ(DecodeBlockRecord(rec, key, small).code(), StatusCode::kDataLoss);
+}
+
+// Regression: Open only checked that the directory exists, so an unwritable --disk-cache-dir was
+// accepted and every Put failed while serving. Open probes a write, a rename and a delete.
+TEST(DiskTierTest, UnwritableDirectoryIsAnIoErrorAtOpen) {
+  // Exists, but no file can be created in it (even as root).
+  for (const char* dir : {"/proc/self", "/sys/kernel"}) {
+    if (!std::filesystem::is_directory(dir)) continue;
+    auto disk = DiskTier::Open({dir, 1 << 20});
+    ASSERT_FALSE(disk.ok()) << dir;
+    EXPECT_EQ(disk.status().code(), StatusCode::kIOError) << disk.status().ToString();
+    EXPECT_NE(disk.status().message().find(std::string(dir) + " is not writable"),
+              std::string::npos)
+        << disk.status().ToString();
+  }
+  TempDir tmp;
+  if (::geteuid() != 0) {  // permissions bind everyone but root
+    std::filesystem::permissions(
+        tmp.path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
+    auto disk = DiskTier::Open({tmp.path, 1 << 20});
+    EXPECT_EQ(disk.status().code(), StatusCode::kIOError) << disk.status().ToString();
+    std::filesystem::permissions(tmp.path, std::filesystem::perms::owner_all);
+  }
+  // A writable directory opens and keeps no probe file.
+  auto disk = DiskTier::Open({tmp.path, 1 << 20});
+  ASSERT_TRUE(disk.ok()) << disk.status().ToString();
+  EXPECT_TRUE(std::filesystem::is_empty(tmp.path));
 }
 
 TEST(DiskTierTest, RestartIndexesRecordsAndSizeIsBoundedLru) {
