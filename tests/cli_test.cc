@@ -95,13 +95,15 @@ TEST_F(CliTest, GenerateErrorsExitNonZeroWithOneLine) {
   }
 }
 
-// Regression: an unwritable --disk-cache-dir was accepted silently. It exits 1 with one message.
+// Regressions: an unwritable --disk-cache-dir was accepted silently, and a --cpu-offload-gb beyond
+// the machine's memory aborted with an uncaught std::bad_alloc. Both exit 1 with one message.
 TEST_F(CliTest, UnusableKvTierFlagsExitOneWithAMessage) {
   struct Case {
     std::string flags;
     std::string needle;
   } cases[] = {
       {"--disk-cache-dir /proc/self", "/proc/self is not writable"},
+      {"--cpu-offload-gb 999999", "physical memory"},
   };
   for (const auto& c : cases) {
     auto r = RunCommand(KilnBinary() + " generate --model " + stories_ +

@@ -1,5 +1,7 @@
 #include "engine/kv_tier_setup.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -49,7 +51,25 @@ std::string WeightsFingerprint(const std::string& path) {
   return hex;
 }
 
+// "1.50 GiB", or "12.0 MiB" below 1 GiB.
+std::string Size(int64_t bytes) {
+  char buf[32];
+  if (bytes >= (int64_t{1} << 30)) {
+    std::snprintf(buf, sizeof(buf), "%.2f GiB", static_cast<double>(bytes) / (1 << 30));
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  }
+  return buf;
+}
+
 }  // namespace
+
+int64_t PhysicalMemoryBytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page_size = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page_size <= 0) return 0;
+  return static_cast<int64_t>(pages) * page_size;
+}
 
 std::string KvCacheNamespace(const EngineOptions& options, const Backend& backend) {
   const ModelConfig& c = backend.config();
@@ -94,7 +114,15 @@ StatusOr<KvTierSetup> SetUpKvTiers(const EngineOptions& options, Backend* backen
         std::max<int64_t>(64, 2 * ((int64_t{max_model_len} + c.block_size - 1) / c.block_size));
     setup.host_records = std::max(setup.host_records, staging);
   }
-  KILN_RETURN_IF_ERROR(backend->AllocateHostKvPool(setup.host_records));
+  const int64_t host_bytes = setup.host_records * record_bytes;
+  const int64_t physical = PhysicalMemoryBytes();
+  if (physical > 0 && host_bytes > physical) {
+    return Status::ResourceExhausted(
+        "the KV host tier (--cpu-offload-gb) needs " + Size(host_bytes) +
+        " of host memory, more than this machine's physical memory (" + Size(physical) + ")");
+  }
+  KILN_RETURN_IF_ERROR(backend->AllocateHostKvPool(setup.host_records)
+                           .WithContext("KV host tier of " + Size(host_bytes)));
   const uint64_t ns_hash = Checksum64(setup.cache_namespace.data(), setup.cache_namespace.size());
   if (!c.disk_cache_dir.empty()) {
     KILN_ASSIGN_OR_RETURN(std::unique_ptr<DiskTier> disk,

@@ -5,8 +5,9 @@
 // records of another model or layout are never loaded.
 //
 // Errors: a backend without block transfers when a tier is asked for, a host budget smaller than
-// one record, a disk directory that cannot be created or written. An unreachable Redis is not an
-// error (the tier starts off, with a warning). Called once, at engine creation.
+// one record or larger than the machine's physical memory (ResourceExhausted; so is an
+// allocation that fails), a disk directory that cannot be created or written. An unreachable
+// Redis is not an error (the tier starts off, with a warning). Called once, at engine creation.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +31,9 @@ struct KvTierSetup {
 // fingerprint of the checkpoint files' names, sizes and sampled bytes), dtype, KV layout. Called
 // only when a tier is on (it reads the checkpoint files).
 std::string KvCacheNamespace(const EngineOptions& options, const Backend& backend);
+
+// This machine's physical memory in bytes (0 when unknown).
+int64_t PhysicalMemoryBytes();
 
 StatusOr<KvTierSetup> SetUpKvTiers(const EngineOptions& options, Backend* backend,
                                    int max_model_len);

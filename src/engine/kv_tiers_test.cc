@@ -433,6 +433,24 @@ EngineOptions SetupOptions() {
   return o;
 }
 
+// Regression: a --cpu-offload-gb beyond the machine's memory aborted the CPU backend with an
+// uncaught std::bad_alloc. It is refused before anything is allocated, naming the flag.
+TEST(KvTierSetupTest, HostTierLargerThanPhysicalMemoryIsRefused) {
+  const int64_t physical = PhysicalMemoryBytes();
+  ASSERT_GT(physical, 0);
+  RecordOnlyBackend backend;
+  EngineOptions o = SetupOptions();
+  o.cache.cpu_offload_bytes = 2 * physical;
+  auto setup = SetUpKvTiers(o, &backend, 4096);
+  ASSERT_FALSE(setup.ok());
+  EXPECT_EQ(setup.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(setup.status().message().find("--cpu-offload-gb"), std::string::npos)
+      << setup.status().ToString();
+  EXPECT_NE(setup.status().message().find("physical memory"), std::string::npos)
+      << setup.status().ToString();
+  EXPECT_EQ(backend.allocated_records, 0);
+}
+
 // Regression: an unwritable --disk-cache-dir was accepted (every write failed while serving).
 TEST(KvTierSetupTest, UnwritableDiskCacheDirIsAnError) {
   RecordOnlyBackend backend;
