@@ -433,6 +433,52 @@ EngineOptions SetupOptions() {
   return o;
 }
 
+constexpr int kLongContext = 131072;  // 8192 blocks: two longest prompts are 16384 records, 32 GiB
+
+// Regression: with a disk or Redis tier, host records were raised to two longest prompts'
+// blocks whatever --cpu-offload-gb said (Llama-8B at 128k: 32 GiB pinned). The given size is
+// honoured; without one, the staging pool is bounded by kMaxStagingBytes.
+TEST(KvTierSetupTest, CpuOffloadSizeIsHonouredAndStagingIsBounded) {
+  TempDir dir;
+  {
+    RecordOnlyBackend backend;
+    EngineOptions o = SetupOptions();
+    o.cache.cpu_offload_bytes = int64_t{4} << 30;
+    o.cache.disk_cache_dir = dir.path;
+    auto setup = SetUpKvTiers(o, &backend, kLongContext);
+    ASSERT_TRUE(setup.ok()) << setup.status().ToString();
+    EXPECT_EQ(setup->host_records, 2048);  // 4 GiB of 2 MiB records, not 16384
+    EXPECT_EQ(backend.allocated_records, 2048);
+    EXPECT_EQ(setup->lower_tiers.size(), 1u);
+  }
+  {
+    RecordOnlyBackend backend;
+    EngineOptions o = SetupOptions();
+    o.cache.disk_cache_dir = dir.path;  // no host tier asked for: a staging pool
+    auto setup = SetUpKvTiers(o, &backend, kLongContext);
+    ASSERT_TRUE(setup.ok()) << setup.status().ToString();
+    EXPECT_EQ(setup->host_records * backend.kv_block_record_bytes(), kMaxStagingBytes);
+    EXPECT_EQ(backend.allocated_records, setup->host_records);
+  }
+  {
+    RecordOnlyBackend backend;
+    EngineOptions o = SetupOptions();
+    o.cache.disk_cache_dir = dir.path;
+    auto setup = SetUpKvTiers(o, &backend, 2048);  // short context: two prompts' blocks, >= 64
+    ASSERT_TRUE(setup.ok()) << setup.status().ToString();
+    EXPECT_EQ(setup->host_records, 256);
+  }
+  {
+    RecordOnlyBackend backend;
+    EngineOptions o = SetupOptions();
+    o.cache.cpu_offload_bytes = int64_t{6} << 20;  // host tier alone: exactly 3 records
+    auto setup = SetUpKvTiers(o, &backend, kLongContext);
+    ASSERT_TRUE(setup.ok()) << setup.status().ToString();
+    EXPECT_EQ(setup->host_records, 3);
+    EXPECT_TRUE(setup->lower_tiers.empty());
+  }
+}
+
 // Regression: a --cpu-offload-gb beyond the machine's memory aborted the CPU backend with an
 // uncaught std::bad_alloc. It is refused before anything is allocated, naming the flag.
 TEST(KvTierSetupTest, HostTierLargerThanPhysicalMemoryIsRefused) {
