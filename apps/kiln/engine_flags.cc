@@ -27,7 +27,8 @@ void DeclareEngineFlags(Flags* f) {
   f->Value("disk-cache-dir",
            "writable directory of the disk KV tier (survives restarts; default off)");
   f->Value("disk-cache-gb", "size bound of the disk KV tier in GiB (default 16)");
-  f->Value("redis-url", "redis://host[:port][/db]: KV tier shared by replicas (default off)");
+  f->Value("redis-url",
+           "redis://[[user]:password@]host[:port][/db]: KV tier shared by replicas (default off)");
   f->Value("redis-ttl", "seconds a KV block lives in Redis (default 3600)");
   f->Value("redis-timeout-ms", "slower Redis commands turn the tier off (default 200)");
   f->Value("max-num-seqs", "running requests at once (default 256)");

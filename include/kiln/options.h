@@ -42,7 +42,7 @@ struct CacheOptions {
   int64_t cpu_offload_bytes = 0;
   std::string disk_cache_dir;      // disk tier directory; empty → off
   int64_t disk_cache_bytes = int64_t{16} << 30;  // disk tier size bound
-  std::string redis_url;           // redis://host[:port][/db]; empty → off
+  std::string redis_url;           // redis://[[user]:password@]host[:port][/db]; empty → off
   int64_t redis_ttl_s = 3600;      // expiry of each record in Redis
   int64_t redis_max_bytes = int64_t{4} << 30;  // written per TTL window by this replica
   int redis_timeout_ms = 200;      // slower commands turn the Redis tier off (with a warning)

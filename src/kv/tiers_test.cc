@@ -167,12 +167,6 @@ TEST(DiskTierTest, RestartIndexesRecordsAndSizeIsBoundedLru) {
 TEST(RedisTierTest, RoundTripNamespacedKeysAndOffWhenKilledThenBackOn) {
   EXPECT_FALSE(RedisTierOptions{.url = "http://x"}.Validate().ok());
   EXPECT_FALSE(RedisTierOptions{.url = "redis://:99999"}.Validate().ok());
-  std::string host;
-  int port = 0, db = 0;
-  ASSERT_TRUE(ParseRedisUrl("redis://example:6380/2", &host, &port, &db).ok());
-  EXPECT_EQ(host, "example");
-  EXPECT_EQ(port, 6380);
-  EXPECT_EQ(db, 2);
 
   testing::RedisServer server;
   std::string error;
@@ -221,6 +215,84 @@ TEST(RedisTierTest, RoundTripNamespacedKeysAndOffWhenKilledThenBackOn) {
   ASSERT_TRUE(budget.ok());
   EXPECT_TRUE((*budget)->Put({7, 7}, rec).ok());
   EXPECT_EQ((*budget)->Put({8, 8}, rec).code(), StatusCode::kResourceExhausted);
+}
+
+// Regression: redis://:secret@host:port was parsed as host ":secret@host", the password was
+// logged with the url, and a NOAUTH reply was reported as "error reply".
+TEST(RedisTierTest, UrlCredentialsAreParsedAndRedacted) {
+  struct Case {
+    const char* url;
+    RedisUrl want;
+  } cases[] = {
+      {"redis://example:6380/2", {"example", 6380, 2, "", ""}},
+      {"redis://:secret@cache.local:6380/3", {"cache.local", 6380, 3, "", "secret"}},
+      {"redis://alice:p%40ss:w@rd@10.0.0.1", {"10.0.0.1", 6379, 0, "alice", "p@ss:w@rd"}},
+  };
+  for (const Case& c : cases) {
+    RedisUrl u;
+    ASSERT_TRUE(ParseRedisUrl(c.url, &u).ok()) << c.url;
+    EXPECT_EQ(u.host, c.want.host) << c.url;
+    EXPECT_EQ(u.port, c.want.port) << c.url;
+    EXPECT_EQ(u.db, c.want.db) << c.url;
+    EXPECT_EQ(u.user, c.want.user) << c.url;
+    EXPECT_EQ(u.password, c.want.password) << c.url;  // %40 decoded; credentials end at the last @
+  }
+  RedisUrl u;
+  const Status bad = ParseRedisUrl("redis://justsecret@host", &u);
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.message().find("justsecret"), std::string::npos) << bad.ToString();
+  const Status no_host = ParseRedisUrl("redis://:secret@", &u);
+  EXPECT_FALSE(no_host.ok());
+  EXPECT_EQ(no_host.message().find("secret@"), std::string::npos) << no_host.ToString();
+  EXPECT_EQ(ParseRedisUrl("redis://:bad%zz@h", &u).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(RedactRedisUrl("redis://:secret@h:1/2"), "redis://:***@h:1/2");
+  EXPECT_EQ(RedactRedisUrl("redis://alice:secret@h"), "redis://alice:***@h");
+  EXPECT_EQ(RedactRedisUrl("rediss://secret@h"), "rediss://***@h");
+  EXPECT_EQ(RedactRedisUrl("redis://h:1"), "redis://h:1");
+}
+
+// Regression (same): a server with requirepass is used with AUTH; without the password (or with a
+// wrong one) the tier is off and the warning carries Redis' reply, never the password.
+TEST(RedisTierTest, PasswordProtectedServerIsUsedWithAuth) {
+  testing::RedisServer server;
+  std::string error;
+  ASSERT_TRUE(server.Start(&error, 19631, "s3cret-pw")) << error;
+  RedisTierOptions o;
+  o.url = "redis://:s3cret-pw@127.0.0.1:19631";
+  o.timeout_ms = 2000;  // generous: CI machines are shared
+  o.retry_interval_s = 60;
+  ::testing::internal::CaptureStderr();
+  auto tier = RedisTier::Create(o);
+  ASSERT_TRUE(tier.ok()) << tier.status().ToString();
+  EXPECT_TRUE((*tier)->enabled());
+  std::vector<uint8_t> rec = {4, 5, 6}, got;
+  EXPECT_TRUE((*tier)->Put({1, 2}, rec).ok());
+  EXPECT_TRUE((*tier)->Get({1, 2}, &got).ok());
+  EXPECT_EQ(got, rec);
+  EXPECT_EQ(server.DbSize(), 1);
+  // The default user by name (Redis 6 ACL form of AUTH).
+  RedisTierOptions named = o;
+  named.url = "redis://default:s3cret-pw@127.0.0.1:19631";
+  auto by_name = RedisTier::Create(named);
+  ASSERT_TRUE(by_name.ok());
+  EXPECT_TRUE((*by_name)->enabled());
+
+  RedisTierOptions none = o;
+  none.url = "redis://127.0.0.1:19631";
+  auto no_auth = RedisTier::Create(none);
+  ASSERT_TRUE(no_auth.ok());
+  EXPECT_FALSE((*no_auth)->enabled());
+  RedisTierOptions wrong = o;
+  wrong.url = "redis://:wrong-pw@127.0.0.1:19631";
+  auto wrong_auth = RedisTier::Create(wrong);
+  ASSERT_TRUE(wrong_auth.ok());
+  EXPECT_FALSE((*wrong_auth)->enabled());
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("NOAUTH"), std::string::npos) << log;
+  EXPECT_NE(log.find("AUTH failed: WRONGPASS"), std::string::npos) << log;
+  EXPECT_NE(log.find("redis://:***@127.0.0.1:19631"), std::string::npos) << log;
+  EXPECT_EQ(log.find("s3cret-pw"), std::string::npos) << log;
+  EXPECT_EQ(log.find("wrong-pw"), std::string::npos) << log;
 }
 
 TEST(RedisTierTest, SlowServerTurnsTheTierOff) {
