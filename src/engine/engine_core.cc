@@ -431,6 +431,11 @@ EngineMetrics EngineCore::metrics() const {
     k.enabled = t.enabled;
     k.capacity_bytes = t.capacity_bytes;
     k.used_bytes = t.used_bytes;
+    if (t.name == "device") {  // the pool's blocks, in the size of a block's record
+      const int64_t block_bytes = backend_->kv_block_record_bytes();
+      k.capacity_bytes = pool.num_blocks() * block_bytes;
+      k.used_bytes = (pool.num_used_blocks() + pool.num_cached_free_blocks()) * block_bytes;
+    }
     k.query_tokens = t.query_tokens;
     k.hit_tokens = t.hit_tokens;
     k.bytes_loaded = t.bytes_loaded;

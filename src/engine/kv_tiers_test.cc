@@ -79,6 +79,19 @@ const KvTierMetrics* Tier(const EngineMetrics& m, const std::string& name) {
   return nullptr;
 }
 
+// Every hit token counts for exactly one tier.
+int64_t SumOfTierHits(const EngineMetrics& m) {
+  int64_t sum = 0;
+  for (const KvTierMetrics& t : m.kv_tiers) sum += t.hit_tokens;
+  return sum;
+}
+
+int64_t NumFiles(const std::string& dir) {
+  int64_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) n += e.is_regular_file() ? 1 : 0;
+  return n;
+}
+
 struct ChatRun {
   std::map<std::string, std::vector<int32_t>> outputs;  // "c<conv>t<turn>" → generated ids
   std::map<std::string, std::vector<int32_t>> prompts;
@@ -148,6 +161,7 @@ TEST(KvTiersTest, EveryTierCombinationGivesTheOutputsOfNoTiers) {
         if (latency > 0) EXPECT_GT(run.max_loading, 0) << "no request waited in the loading state";
       }
       if (!t.disk_dir.empty()) EXPECT_GT(Tier(run.metrics, "disk")->bytes_stored, 0);
+      EXPECT_EQ(SumOfTierHits(run.metrics), run.metrics.prefix_cache_hits);
     }
   }
 }
@@ -219,6 +233,39 @@ TEST(KvTiersTest, RestartedDiskTierServesHits) {
   EXPECT_GT(disk->bytes_loaded, 0);
   EXPECT_EQ(disk->errors, 0);
   ExpectDrained(*h);
+}
+
+// Regression: blocks fetched from disk counted as hits of the disk tier (when fetched) and again
+// of the host tier (when loaded), so per-tier hits summed to more than prefix_cache_hits; the
+// device tier reported no capacity; and a write of a record the disk held already counted as
+// bytes stored.
+TEST(KvTiersTest, RestartedTierMetricsAddUp) {
+  TempDir dir;
+  const ChatRun first = ChatOnDisk(dir.path);
+  const int64_t files_before = NumFiles(dir.path);
+  ASSERT_GT(files_before, 0);
+  int64_t file_bytes = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path)) {
+    file_bytes = static_cast<int64_t>(e.file_size());
+  }
+  auto h = MakeHarness({.host = true, .disk_dir = dir.path});  // a restart
+  const ChatRun again = Replay(*h, first, 2);
+  EXPECT_EQ(again.outputs, OutputsOfTurn(first, 2));
+  ExpectDrained(*h);
+  const EngineMetrics m = h->core->metrics();
+  const KvTierMetrics* disk = Tier(m, "disk");
+  ASSERT_NE(disk, nullptr);
+  EXPECT_GT(disk->hit_tokens, 0);
+  EXPECT_GT(m.prefix_cache_hits, 0);
+  EXPECT_EQ(SumOfTierHits(m), m.prefix_cache_hits);
+  EXPECT_LE(disk->hit_tokens, disk->query_tokens);
+  // Only records that were not on disk yet were written, and counted.
+  EXPECT_EQ(disk->bytes_stored, (NumFiles(dir.path) - files_before) * file_bytes);
+  const KvTierMetrics* device = Tier(m, "device");
+  ASSERT_NE(device, nullptr);
+  EXPECT_EQ(device->capacity_bytes, 24 * h->backend.kv_block_record_bytes());
+  EXPECT_GT(device->used_bytes, 0);  // cached blocks
+  EXPECT_LE(device->used_bytes, device->capacity_bytes);
 }
 
 TEST(KvTiersTest, CorruptOrTruncatedDiskRecordsAreMissesNotWrongKv) {
@@ -370,6 +417,7 @@ TEST(KvTiersTest, TwoEnginesShareAPrefixThroughRedis) {
   ASSERT_NE(r, nullptr);
   EXPECT_GT(r->hit_tokens, 0);
   EXPECT_EQ(r->errors, 0);
+  EXPECT_EQ(SumOfTierHits(again.metrics), again.metrics.prefix_cache_hits);
   ExpectDrained(*b);
 }
 

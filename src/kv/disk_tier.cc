@@ -140,11 +140,11 @@ void DiskTier::EvictFor(int64_t incoming) {
   }
 }
 
-Status DiskTier::Put(const BlockHash& key, std::span<const uint8_t> record) {
+StatusOr<bool> DiskTier::Put(const BlockHash& key, std::span<const uint8_t> record) {
   const int64_t size = static_cast<int64_t>(record.size());
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (index_.count(key) != 0) return Status::Ok();  // already stored (same content by key)
+    if (index_.count(key) != 0) return false;  // already stored (same content by key)
     if (size > options_.capacity_bytes) {
       return Status::ResourceExhausted("disk tier: record larger than the tier");
     }
@@ -176,7 +176,7 @@ Status DiskTier::Put(const BlockHash& key, std::span<const uint8_t> record) {
   lru_.push_back(key);
   index_[key] = Entry{size, std::prev(lru_.end())};
   used_bytes_ += size;
-  return Status::Ok();
+  return true;
 }
 
 Status DiskTier::Get(const BlockHash& key, std::vector<uint8_t>* record) {

@@ -28,6 +28,8 @@ KvCacheManager::KvCacheManager(const KvCacheOptions& options, HostTier* host, Ti
   if (host_ != nullptr) KILN_CHECK_EQ(host_->block_size(), options.block_size);
   pins_.assign(static_cast<size_t>(options.num_blocks), 0);
   host_stats_.name = "host";
+  if (host_ != nullptr) record_source_.assign(static_cast<size_t>(host_->num_records()), -1);
+  if (lower_ != nullptr) lower_hit_tokens_.assign(lower_->tiers().size(), 0);
 }
 
 const BlockHash& KvCacheManager::HashOfBlock(KvSequence* seq, std::span<const int32_t> token_ids,
@@ -186,6 +188,7 @@ bool KvCacheManager::StartFetch(KvSequence* seq, std::span<const int32_t> token_
     for (size_t i = first; i < limit; ++i) {
       const int64_t rec = host_->Reserve();
       if (rec < 0) break;
+      record_source_[static_cast<size_t>(rec)] = -1;
       const BlockHash h = HashOfBlock(seq, token_ids, i);
       const auto tokens = token_ids.subspan(i * bs, bs);
       fetch.records.push_back(rec);
@@ -221,6 +224,7 @@ void KvCacheManager::StoreToHost(int32_t block_id, const BlockHash& key, const B
     ++host_stats_.dropped_writes;
     return;
   }
+  record_source_[static_cast<size_t>(rec)] = -1;
   storing_.insert(key);
   if (open_store_group_ == 0) {
     open_store_group_ = next_id_++;
@@ -334,8 +338,9 @@ void KvCacheManager::PollLowerTiers() {
     KILN_CHECK(it != fetches_.end());
     const Fetch& f = it->second;
     for (size_t j = 0; j < f.records.size(); ++j) {
-      if (static_cast<int>(j) < c.num_fetched) {
-        host_->Publish(f.records[j], f.metas[j].key, f.metas[j].parent, f.metas[j].token_ids);
+      if (static_cast<int>(j) < c.num_fetched &&
+          host_->Publish(f.records[j], f.metas[j].key, f.metas[j].parent, f.metas[j].token_ids)) {
+        record_source_[static_cast<size_t>(f.records[j])] = static_cast<int8_t>(c.sources[j]);
       }
       host_->Unpin(f.records[j]);
     }
@@ -350,15 +355,24 @@ bool KvCacheManager::has_pending_io() const {
   return !groups_.empty() || !fetches_.empty() || (lower_ != nullptr && lower_->num_pending() > 0);
 }
 
-void KvCacheManager::RecordLookup(int64_t num_query_tokens, int64_t num_hit_tokens,
-                                  int num_host_blocks) {
-  const int64_t host_tokens = int64_t{num_host_blocks} * pool_.block_size();
+void KvCacheManager::RecordLookup(int64_t num_query_tokens, const PrefixHit& hit) {
+  const int64_t bs = pool_.block_size();
+  const int64_t hit_tokens = int64_t{hit.num_blocks()} * bs;
+  const int64_t device_tokens = int64_t{hit.num_blocks() - hit.num_host_blocks()} * bs;
   queries_ += num_query_tokens;
-  hits_ += num_hit_tokens;
-  device_hits_ += num_hit_tokens - host_tokens;
-  if (host_ != nullptr) {
-    host_stats_.query_tokens += num_query_tokens - (num_hit_tokens - host_tokens);
-    host_stats_.hit_tokens += host_tokens;
+  hits_ += hit_tokens;
+  device_hits_ += device_tokens;
+  if (host_ == nullptr) return;
+  host_stats_.query_tokens += num_query_tokens - device_tokens;
+  for (int64_t rec : hit.host_records) {
+    if (rec < 0) continue;
+    int8_t& source = record_source_[static_cast<size_t>(rec)];
+    if (source >= 0) {  // fetched for a request: a hit of the tier it came from, this once
+      lower_hit_tokens_[static_cast<size_t>(source)] += bs;
+      source = -1;
+    } else {
+      host_stats_.hit_tokens += bs;
+    }
   }
 }
 
@@ -376,7 +390,11 @@ std::vector<TierStats> KvCacheManager::TierMetrics() const {
     out.push_back(h);
   }
   if (lower_ != nullptr) {
-    for (TierStats& s : lower_->Stats()) out.push_back(std::move(s));
+    std::vector<TierStats> lower = lower_->Stats();
+    for (size_t t = 0; t < lower.size(); ++t) {
+      lower[t].hit_tokens = lower_hit_tokens_[t];
+      out.push_back(std::move(lower[t]));
+    }
   }
   return out;
 }

@@ -27,9 +27,9 @@
 // freed while its load is in flight leaves the destination blocks pinned until the load completes.
 //
 // Counters: prefix_cache_queries / prefix_cache_hits count prompt tokens looked up / found (any
-// tier); TierMetrics() has per-tier counters. CheckInvariants(live) verifies the pool's and host
-// tier's invariants and that every block's ref_count equals the number of live block tables that
-// hold it plus its transfer pins.
+// tier); TierMetrics() has per-tier counters, whose hit_tokens sum to prefix_cache_hits.
+// CheckInvariants(live) verifies the pool's and host tier's invariants and that every block's
+// ref_count equals the number of live block tables that hold it plus its transfer pins.
 // Not thread-safe: owned by the engine thread.
 #pragma once
 
@@ -165,11 +165,16 @@ class KvCacheManager final {
     return (num_tokens + pool_.block_size() - 1) / pool_.block_size();
   }
 
-  void RecordLookup(int64_t num_query_tokens, int64_t num_hit_tokens, int num_host_blocks = 0);
+  // Counts a lookup that the caller acted on: num_query_tokens prompt tokens, the hit it found
+  // (FindCachedPrefix; empty when the caller did not look). Each hit block counts for exactly one
+  // tier: the device, else the host, else - the first time a request uses a record that a fetch
+  // brought into the host tier - the disk or Redis tier it came from.
+  void RecordLookup(int64_t num_query_tokens, const PrefixHit& hit);
   int64_t prefix_cache_queries() const { return queries_; }
   int64_t prefix_cache_hits() const { return hits_; }
   int64_t num_evictions() const { return pool_.num_evictions(); }
-  // Per tier: "device", then "host", "disk", "redis" where present.
+  // Per tier: "device", then "host", "disk", "redis" where present. The device's capacity and
+  // used bytes are left to the caller (the manager does not know the record size).
   std::vector<TierStats> TierMetrics() const;
 
   Status CheckInvariants(std::span<const KvSequence* const> live) const;
@@ -208,6 +213,10 @@ class KvCacheManager final {
   int64_t hits_ = 0;
   int64_t device_hits_ = 0;
   TierStats host_stats_;
+  // Per host record: the lower tier (index in lower_->tiers()) a fetch filled it from, until a
+  // request's lookup first uses it (-1: none, or counted already).
+  std::vector<int8_t> record_source_;
+  std::vector<int64_t> lower_hit_tokens_;  // per lower tier
   std::vector<int32_t> pins_;  // per device block: references held by transfers
   std::map<uint64_t, Group> groups_;
   std::vector<uint64_t> untaken_;

@@ -211,7 +211,7 @@ bool RedisTier::EnsureConnected() {
   return true;
 }
 
-Status RedisTier::Put(const BlockHash& key, std::span<const uint8_t> record) {
+StatusOr<bool> RedisTier::Put(const BlockHash& key, std::span<const uint8_t> record) {
   const int64_t size = static_cast<int64_t>(record.size());
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -237,7 +237,7 @@ Status RedisTier::Put(const BlockHash& key, std::span<const uint8_t> record) {
   std::lock_guard<std::mutex> lock(mu_);
   window_.emplace_back(std::chrono::steady_clock::now(), size);
   window_bytes_ += size;
-  return Status::Ok();
+  return true;
 }
 
 Status RedisTier::Get(const BlockHash& key, std::vector<uint8_t>* record) {

@@ -68,7 +68,7 @@ class RedisTier final : public KvTier {
   ~RedisTier() override;
 
   const std::string& name() const override { return name_; }
-  Status Put(const BlockHash& key, std::span<const uint8_t> record) override;
+  StatusOr<bool> Put(const BlockHash& key, std::span<const uint8_t> record) override;
   Status Get(const BlockHash& key, std::vector<uint8_t>* record) override;
   void Remove(const BlockHash& key) override;
   bool MayContain(const BlockHash& key) const override;

@@ -149,6 +149,9 @@ TEST(DiskTierTest, RestartIndexesRecordsAndSizeIsBoundedLru) {
   std::vector<uint8_t> got;
   ASSERT_TRUE((*disk)->Get(a, &got).ok());  // a becomes most recently used
   EXPECT_EQ(got, rec);
+  const StatusOr<bool> again = (*disk)->Put(a, rec);  // held already: nothing written
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(*again);
   ASSERT_TRUE((*disk)->Put(c, rec).ok());  // 3000 > 2500: evicts b (LRU), keeps a
   EXPECT_TRUE((*disk)->MayContain(a));
   EXPECT_FALSE((*disk)->MayContain(b));
@@ -200,7 +203,7 @@ TEST(RedisTierTest, RoundTripNamespacedKeysAndOffWhenKilledThenBackOn) {
   EXPECT_EQ(r.Get({1, 2}, &got).code(), StatusCode::kUnavailable);
   EXPECT_FALSE(r.enabled());
   EXPECT_FALSE(r.MayContain({1, 2}));
-  EXPECT_EQ(r.Put({1, 2}, rec).code(), StatusCode::kUnavailable);
+  EXPECT_EQ(r.Put({1, 2}, rec).status().code(), StatusCode::kUnavailable);
   // The server returns: after the retry interval the tier reconnects on its next use.
   ASSERT_TRUE(server.Start(&error, p)) << error;
   std::this_thread::sleep_for(std::chrono::milliseconds(150));
@@ -214,7 +217,7 @@ TEST(RedisTierTest, RoundTripNamespacedKeysAndOffWhenKilledThenBackOn) {
   auto budget = RedisTier::Create(small);
   ASSERT_TRUE(budget.ok());
   EXPECT_TRUE((*budget)->Put({7, 7}, rec).ok());
-  EXPECT_EQ((*budget)->Put({8, 8}, rec).code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ((*budget)->Put({8, 8}, rec).status().code(), StatusCode::kResourceExhausted);
 }
 
 // Regression: redis://:secret@host:port was parsed as host ":secret@host", the password was
@@ -364,6 +367,17 @@ TEST(TierWorkerTest, FetchStopsAtTheFirstMissAndRemovesCorruptRecords) {
   }
   ASSERT_EQ(done.size(), 3u);
   EXPECT_EQ(disk->num_records(), 3);
+  // Regression: a write of a record the disk holds already wrote nothing but was counted stored.
+  const int64_t stored = worker.Stats()[0].bytes_stored;
+  EXPECT_EQ(stored, 3 * static_cast<int64_t>(std::filesystem::file_size(disk->PathOf(keys[0]))));
+  ASSERT_TRUE(worker.EnqueueWrite({0, keys[0], parents[0], Toks(bs, 0), payloads[0].data()}));
+  done.clear();
+  for (int i = 0; i < 2000 && done.empty(); ++i) {
+    worker.Poll(&done);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(worker.Stats()[0].bytes_stored, stored);
   std::vector<std::vector<uint8_t>> dst(4, std::vector<uint8_t>(payload_bytes, 0));
   auto fetch = [&](uint64_t id) {
     TierFetchJob job;
@@ -384,6 +398,7 @@ TEST(TierWorkerTest, FetchStopsAtTheFirstMissAndRemovesCorruptRecords) {
     EXPECT_EQ(c.size(), 1u);
     EXPECT_TRUE(c[0].is_fetch);
     EXPECT_EQ(c[0].fetch_id, id);
+    EXPECT_EQ(c[0].sources, std::vector<int>(static_cast<size_t>(c[0].num_fetched), 0));
     return c[0].num_fetched;
   };
   EXPECT_EQ(fetch(1), 2);  // stops at block 2
@@ -401,7 +416,9 @@ TEST(TierWorkerTest, FetchStopsAtTheFirstMissAndRemovesCorruptRecords) {
   ASSERT_EQ(stats.size(), 1u);
   EXPECT_EQ(stats[0].name, "disk");
   EXPECT_EQ(stats[0].errors, 1);
-  EXPECT_EQ(stats[0].hit_tokens, 3 * bs);
+  EXPECT_EQ(stats[0].hit_tokens, 0);  // counted when a request uses a block (KvCacheManager)
+  EXPECT_EQ(stats[0].bytes_loaded,
+            3 * static_cast<int64_t>(std::filesystem::file_size(disk->PathOf(keys[0]))));
   EXPECT_GT(stats[0].bytes_stored, 0);
   EXPECT_EQ(worker.num_pending(), 0);
 }
