@@ -95,6 +95,24 @@ TEST_F(CliTest, GenerateErrorsExitNonZeroWithOneLine) {
   }
 }
 
+// Regressions: an unwritable --disk-cache-dir was accepted silently, and a --cpu-offload-gb beyond
+// the machine's memory aborted with an uncaught std::bad_alloc. Both exit 1 with one message.
+TEST_F(CliTest, UnusableKvTierFlagsExitOneWithAMessage) {
+  struct Case {
+    std::string flags;
+    std::string needle;
+  } cases[] = {
+      {"--disk-cache-dir /proc/self", "/proc/self is not writable"},
+      {"--cpu-offload-gb 999999", "physical memory"},
+  };
+  for (const auto& c : cases) {
+    auto r = RunCommand(KilnBinary() + " generate --model " + stories_ +
+                        "/stories260K.gguf --max-tokens 1 " + c.flags);
+    EXPECT_EQ(r.exit_code, 1) << c.flags << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.flags << " → " << r.err;
+  }
+}
+
 // `kiln bench` refuses malformed or out-of-range flags before touching a device (exit 2, the
 // flag named), so these run on machines without a GPU.
 TEST(CliBenchTest, BadFlagsExitTwoNamingTheFlag) {

@@ -21,10 +21,14 @@ void DeclareEngineFlags(Flags* f) {
   f->Value("kv-cache-memory", "CPU KV cache budget in bytes (default 1 GiB)");
   f->Value("gpu-memory-utilization", "fraction of GPU memory kiln may use (default 0.9)");
   f->Bool("enable-prefix-caching", "reuse KV of shared prompt prefixes (default on)");
-  f->Value("cpu-offload-gb", "host-memory KV tier in GiB (pinned on CUDA; default 0: off)");
-  f->Value("disk-cache-dir", "directory of the disk KV tier (survives restarts; default off)");
+  f->Value("cpu-offload-gb",
+           "host-memory KV tier in GiB, exactly (pinned on CUDA; default 0: off, or a staging pool "
+           "of at most 1 GiB for disk / Redis)");
+  f->Value("disk-cache-dir",
+           "writable directory of the disk KV tier (survives restarts; default off)");
   f->Value("disk-cache-gb", "size bound of the disk KV tier in GiB (default 16)");
-  f->Value("redis-url", "redis://host[:port][/db]: KV tier shared by replicas (default off)");
+  f->Value("redis-url",
+           "redis://[[user]:password@]host[:port][/db]: KV tier shared by replicas (default off)");
   f->Value("redis-ttl", "seconds a KV block lives in Redis (default 3600)");
   f->Value("redis-timeout-ms", "slower Redis commands turn the tier off (default 200)");
   f->Value("max-num-seqs", "running requests at once (default 256)");

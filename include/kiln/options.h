@@ -37,11 +37,12 @@ struct CacheOptions {
   // "bfloat16" | "float32" | "fp8" (E4M3 with per-tensor scales; twice the tokens of bf16).
   std::string kv_cache_dtype = "auto";
   // Tiered prefix cache (each tier needs enable_prefix_caching). Host memory tier: bytes of block
-  // records (pinned on CUDA); 0 → off (a small staging pool is still made for disk / Redis).
+  // records (pinned on CUDA), honoured exactly; 0 → off (a staging pool of at most 1 GiB is still
+  // made for disk / Redis: engine/kv_tier_setup.h).
   int64_t cpu_offload_bytes = 0;
   std::string disk_cache_dir;      // disk tier directory; empty → off
   int64_t disk_cache_bytes = int64_t{16} << 30;  // disk tier size bound
-  std::string redis_url;           // redis://host[:port][/db]; empty → off
+  std::string redis_url;           // redis://[[user]:password@]host[:port][/db]; empty → off
   int64_t redis_ttl_s = 3600;      // expiry of each record in Redis
   int64_t redis_max_bytes = int64_t{4} << 30;  // written per TTL window by this replica
   int redis_timeout_ms = 200;      // slower commands turn the Redis tier off (with a warning)

@@ -20,11 +20,12 @@
 // KV pool of block records (AllocateHostKvPool; pinned memory on CUDA) and copies lists of blocks
 // between its device KV cache and that pool (CopyKvBlocks) on a dedicated copy stream, ordered
 // after every Forward issued before the call (an event, never a device-wide sync), and reports
-// completion per ticket (KvCopyDone, non-blocking). A block record is one block's K and V for all
-// layers, contiguous, and moves as one unit: [layer][K, V][block_size][num_kv_heads][head_dim]
-// in the KV cache's element type. The caller guarantees that no Forward issued while a copy is in
-// flight writes its source blocks or reads / writes its destination blocks (the KV manager pins
-// them), and that a host record is not touched while a copy uses it.
+// completion or failure per ticket (KvCopyDone, non-blocking). A block record is one block's K
+// and V for all layers, contiguous, and moves as one unit:
+// [layer][K, V][block_size][num_kv_heads][head_dim] in the KV cache's element type. The caller
+// guarantees that no Forward issued while a copy is in flight writes its source blocks or reads /
+// writes its destination blocks (the KV manager pins them), and that a host record is not touched
+// while a copy uses it.
 #pragma once
 
 #include <cstdint>
@@ -182,7 +183,9 @@ class Backend {
   // AllocateHostKvPool.
   virtual uint8_t* host_kv_pool() { return nullptr; }
   // Enqueues the copies (one direction) and returns a ticket (> 0) for KvCopyDone. Errors:
-  // InvalidArgument for a block or record out of range, FailedPrecondition without a host pool.
+  // InvalidArgument for a block or record out of range, FailedPrecondition without a host pool,
+  // or the device's error; an error means that no copy of the call is still running (a backend
+  // that failed after issuing part of them waits for that part before it returns).
   virtual StatusOr<uint64_t> CopyKvBlocks(KvCopyDirection direction,
                                           std::span<const KvBlockCopy> copies) {
     (void)direction;
@@ -190,8 +193,10 @@ class Backend {
     return Status::FailedPrecondition("this backend has no KV block transfers");
   }
   // True when the copies of `ticket` have finished (then *seconds = their duration on the copy
-  // engine, and the ticket is retired); false while they run. Never blocks.
-  virtual bool KvCopyDone(uint64_t ticket, double* seconds) {
+  // engine, and the ticket is retired); false while they run; an error when they failed (the
+  // ticket is retired too, and the destination's bytes are undefined: the caller must not use
+  // them). Never blocks.
+  virtual StatusOr<bool> KvCopyDone(uint64_t ticket, double* seconds) {
     (void)ticket;
     *seconds = 0.0;
     return true;

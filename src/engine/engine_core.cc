@@ -239,12 +239,14 @@ void EngineCore::ResolveInFlight(std::vector<EngineOutput>* outputs) {
 void EngineCore::PollTransfers() {
   for (size_t i = 0; i < issued_.size();) {
     double seconds = 0.0;
-    if (backend_->KvCopyDone(issued_[i].ticket, &seconds)) {
-      kv_.CompleteCopyGroup(issued_[i].group, true, seconds);
-      issued_.erase(issued_.begin() + static_cast<ptrdiff_t>(i));
-    } else {
+    StatusOr<bool> done = backend_->KvCopyDone(issued_[i].ticket, &seconds);
+    if (done.ok() && !*done) {
       ++i;
+      continue;
     }
+    if (!done.ok()) KILN_LOG(ERROR) << "KV copy failed: " << done.status().ToString();
+    kv_.CompleteCopyGroup(issued_[i].group, done.ok() ? Status::Ok() : done.status(), seconds);
+    issued_.erase(issued_.begin() + static_cast<ptrdiff_t>(i));
   }
   kv_.PollLowerTiers();
 }
@@ -262,7 +264,7 @@ void EngineCore::IssueCopies(const std::vector<KvCopyGroup>& groups) {
       issued_.push_back({g.id, *ticket});
     } else {
       KILN_LOG(ERROR) << "KV copy failed: " << ticket.status().ToString();
-      kv_.CompleteCopyGroup(g.id, false, 0.0);
+      kv_.CompleteCopyGroup(g.id, ticket.status(), 0.0);
     }
   }
 }
@@ -282,9 +284,10 @@ void EngineCore::Step(std::vector<EngineOutput>* outputs) {
   // Copies before the Forward: stores of blocks computed by earlier steps, loads for admitted
   // requests (which run once the loads completed).
   IssueCopies(so.copies);
-  for (RequestState* r : so.load_failed) {
-    Finish(r, FinishReason::kError, -1,
-           Status::Internal("loading the cached prefix of request " + r->request_id + " failed"),
+  for (const FailedLoad& f : so.load_failed) {
+    Finish(f.request, FinishReason::kError, -1,
+           f.error.WithContext("loading the cached prefix of request " + f.request->request_id +
+                               " from host memory failed"),
            outputs);
   }
   if (so.scheduled.empty()) {
@@ -428,6 +431,11 @@ EngineMetrics EngineCore::metrics() const {
     k.enabled = t.enabled;
     k.capacity_bytes = t.capacity_bytes;
     k.used_bytes = t.used_bytes;
+    if (t.name == "device") {  // the pool's blocks, in the size of a block's record
+      const int64_t block_bytes = backend_->kv_block_record_bytes();
+      k.capacity_bytes = pool.num_blocks() * block_bytes;
+      k.used_bytes = (pool.num_used_blocks() + pool.num_cached_free_blocks()) * block_bytes;
+    }
     k.query_tokens = t.query_tokens;
     k.hit_tokens = t.hit_tokens;
     k.bytes_loaded = t.bytes_loaded;

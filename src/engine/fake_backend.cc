@@ -214,8 +214,9 @@ StatusOr<uint64_t> FakeBackend::CopyKvBlocks(KvCopyDirection direction,
   KILN_RETURN_IF_ERROR(ValidateKvBlockCopies(copies, num_kv_blocks_, num_host_records_));
   PendingCopy pending{direction, {copies.begin(), copies.end()}, copy_latency_polls_,
                       copy_latency_polls_ > 0};
+  pending.fail = direction == KvCopyDirection::kDeviceToHost ? fail_stores_ : fail_loads_;
   const uint64_t ticket = next_ticket_++;
-  if (pending.polls_left == 0) RunCopy(pending);
+  if (pending.polls_left == 0 && !pending.fail) RunCopy(pending);
   copies_.emplace(ticket, std::move(pending));
   return ticket;
 }
@@ -235,11 +236,22 @@ void FakeBackend::RunCopy(const PendingCopy& c) {
   }
 }
 
-bool FakeBackend::KvCopyDone(uint64_t ticket, double* seconds) {
+StatusOr<bool> FakeBackend::KvCopyDone(uint64_t ticket, double* seconds) {
   *seconds = 0.0;
   auto it = copies_.find(ticket);
   if (it == copies_.end()) return true;
   if (it->second.polls_left > 0 && --it->second.polls_left > 0) return false;
+  if (it->second.fail) {
+    if (it->second.direction == KvCopyDirection::kHostToDevice) {
+      for (const KvBlockCopy& k : it->second.copies) {
+        std::fill_n(cache_.begin() + static_cast<ptrdiff_t>(k.device_block) * block_size_,
+                    block_size_, uint64_t{0xBADC0FFEE});
+      }
+    }
+    ++num_failed_copies_;
+    copies_.erase(it);
+    return Status::Internal("FakeBackend: injected KV copy failure");
+  }
   if (it->second.deferred) RunCopy(it->second);
   *seconds = 1e-6 * static_cast<double>(it->second.copies.size());
   copies_.erase(it);

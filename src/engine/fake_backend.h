@@ -14,7 +14,7 @@
 // KV block transfers: a block record is the block's block_size slot values; with
 // set_copy_latency_polls(n) a copy happens (and its ticket completes) only at the n-th KvCopyDone
 // poll, so an engine that used a destination block early, or reused a source block before the
-// copy, would read or store wrong values.
+// copy, would read or store wrong values; set_fail_copies makes copies fail (KvCopyDone's error).
 //
 // Sampling happens in SampleAsync; with set_async(true) SampleReady() stays false until
 // WaitSample, like a GPU whose sampler is still running, so the engine takes its pipelined path
@@ -54,8 +54,15 @@ class FakeBackend final : public Backend {
   uint8_t* host_kv_pool() override { return host_pool_.empty() ? nullptr : host_pool_.data(); }
   StatusOr<uint64_t> CopyKvBlocks(KvCopyDirection direction,
                                   std::span<const KvBlockCopy> copies) override;
-  bool KvCopyDone(uint64_t ticket, double* seconds) override;
+  StatusOr<bool> KvCopyDone(uint64_t ticket, double* seconds) override;
   void set_copy_latency_polls(int n) { copy_latency_polls_ = n; }
+  // Error injection: copies issued in `direction` while set complete with an Internal error from
+  // KvCopyDone, having copied nothing (a store leaves the host records' old bytes, a load fills
+  // its destination blocks with garbage that a block cached anyway would read back).
+  void set_fail_copies(KvCopyDirection direction, bool fail) {
+    (direction == KvCopyDirection::kDeviceToHost ? fail_stores_ : fail_loads_) = fail;
+  }
+  int64_t num_failed_copies() const { return num_failed_copies_; }
   int64_t num_blocks_copied() const { return num_blocks_copied_; }
 
   int64_t num_forward_calls() const { return num_forward_calls_; }
@@ -96,11 +103,15 @@ class FakeBackend final : public Backend {
     std::vector<KvBlockCopy> copies;
     int polls_left = 0;
     bool deferred = false;  // copied at completion (else at issue)
+    bool fail = false;      // completes with an error, having copied nothing
   };
   void RunCopy(const PendingCopy& c);
   std::vector<uint8_t> host_pool_;
   int64_t num_host_records_ = 0;
   int copy_latency_polls_ = 0;
+  bool fail_stores_ = false;
+  bool fail_loads_ = false;
+  int64_t num_failed_copies_ = 0;
   uint64_t next_ticket_ = 1;
   std::map<uint64_t, PendingCopy> copies_;
   int64_t num_blocks_copied_ = 0;

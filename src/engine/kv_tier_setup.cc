@@ -1,11 +1,14 @@
 #include "engine/kv_tier_setup.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <vector>
 
+#include "common/logging.h"
 #include "kv/block_hash.h"
 #include "kv/disk_tier.h"
 #include "kv/redis_tier.h"
@@ -49,7 +52,25 @@ std::string WeightsFingerprint(const std::string& path) {
   return hex;
 }
 
+// "1.50 GiB", or "12.0 MiB" below 1 GiB.
+std::string Size(int64_t bytes) {
+  char buf[32];
+  if (bytes >= (int64_t{1} << 30)) {
+    std::snprintf(buf, sizeof(buf), "%.2f GiB", static_cast<double>(bytes) / (1 << 30));
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  }
+  return buf;
+}
+
 }  // namespace
+
+int64_t PhysicalMemoryBytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page_size = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page_size <= 0) return 0;
+  return static_cast<int64_t>(pages) * page_size;
+}
 
 std::string KvCacheNamespace(const EngineOptions& options, const Backend& backend) {
   const ModelConfig& c = backend.config();
@@ -88,13 +109,35 @@ StatusOr<KvTierSetup> SetUpKvTiers(const EngineOptions& options, Backend* backen
                                    ") is smaller than one KV block record (" +
                                    std::to_string(record_bytes) + " bytes)");
   }
-  if (lower) {
-    // Records fetched from disk / Redis are staged in host records: room for two longest prompts.
-    const int64_t staging =
-        std::max<int64_t>(64, 2 * ((int64_t{max_model_len} + c.block_size - 1) / c.block_size));
-    setup.host_records = std::max(setup.host_records, staging);
+  // Records fetched from disk / Redis are staged in host records; a fetch fills at most half of
+  // them, so two longest prompts' blocks let one fetch bring a whole prompt.
+  const int64_t prompt_blocks = (int64_t{max_model_len} + c.block_size - 1) / c.block_size;
+  const int64_t staging_wanted = 2 * prompt_blocks;
+  if (lower && setup.host_records == 0) {
+    // No host tier asked for: a staging pool of its own, bounded in bytes (a long context must
+    // not pin tens of GiB nobody asked for); longer prompts are fetched in several rounds.
+    setup.host_records =
+        std::min(std::max<int64_t>(kMinStagingRecords, staging_wanted),
+                 std::max<int64_t>(kMinStagingRecords, kMaxStagingBytes / record_bytes));
+  } else if (lower && setup.host_records < staging_wanted) {
+    KILN_LOG(WARNING) << "KV host tier of " << setup.host_records
+                      << " records is smaller than two longest prompts (" << staging_wanted
+                      << " records of " << record_bytes
+                      << " bytes): a long prompt's prefix comes from disk / Redis in several "
+                         "fetches, or only in part";
   }
-  KILN_RETURN_IF_ERROR(backend->AllocateHostKvPool(setup.host_records));
+  const int64_t host_bytes = setup.host_records * record_bytes;
+  const int64_t physical = PhysicalMemoryBytes();
+  if (physical > 0 && host_bytes > physical) {
+    return Status::ResourceExhausted(
+        "the KV host tier (--cpu-offload-gb) needs " + Size(host_bytes) +
+        " of host memory, more than this machine's physical memory (" + Size(physical) + ")");
+  }
+  KILN_RETURN_IF_ERROR(backend->AllocateHostKvPool(setup.host_records)
+                           .WithContext("KV host tier of " + Size(host_bytes)));
+  KILN_LOG(INFO) << "KV host tier: " << setup.host_records << " records of " << record_bytes
+                 << " bytes (" << Size(host_bytes) << ")"
+                 << (c.cpu_offload_bytes == 0 ? ", staging for the disk / Redis tiers" : "");
   const uint64_t ns_hash = Checksum64(setup.cache_namespace.data(), setup.cache_namespace.size());
   if (!c.disk_cache_dir.empty()) {
     KILN_ASSIGN_OR_RETURN(std::unique_ptr<DiskTier> disk,

@@ -15,6 +15,7 @@
 #include <random>
 
 #include "engine/engine_test_util.h"
+#include "engine/kv_tier_setup.h"
 #include "kv/disk_tier.h"
 #include "kv/redis_tier.h"
 #include "kv/testing/redis_server.h"
@@ -76,6 +77,19 @@ const KvTierMetrics* Tier(const EngineMetrics& m, const std::string& name) {
     if (t.name == name) return &t;
   }
   return nullptr;
+}
+
+// Every hit token counts for exactly one tier.
+int64_t SumOfTierHits(const EngineMetrics& m) {
+  int64_t sum = 0;
+  for (const KvTierMetrics& t : m.kv_tiers) sum += t.hit_tokens;
+  return sum;
+}
+
+int64_t NumFiles(const std::string& dir) {
+  int64_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) n += e.is_regular_file() ? 1 : 0;
+  return n;
 }
 
 struct ChatRun {
@@ -147,6 +161,7 @@ TEST(KvTiersTest, EveryTierCombinationGivesTheOutputsOfNoTiers) {
         if (latency > 0) EXPECT_GT(run.max_loading, 0) << "no request waited in the loading state";
       }
       if (!t.disk_dir.empty()) EXPECT_GT(Tier(run.metrics, "disk")->bytes_stored, 0);
+      EXPECT_EQ(SumOfTierHits(run.metrics), run.metrics.prefix_cache_hits);
     }
   }
 }
@@ -220,6 +235,39 @@ TEST(KvTiersTest, RestartedDiskTierServesHits) {
   ExpectDrained(*h);
 }
 
+// Regression: blocks fetched from disk counted as hits of the disk tier (when fetched) and again
+// of the host tier (when loaded), so per-tier hits summed to more than prefix_cache_hits; the
+// device tier reported no capacity; and a write of a record the disk held already counted as
+// bytes stored.
+TEST(KvTiersTest, RestartedTierMetricsAddUp) {
+  TempDir dir;
+  const ChatRun first = ChatOnDisk(dir.path);
+  const int64_t files_before = NumFiles(dir.path);
+  ASSERT_GT(files_before, 0);
+  int64_t file_bytes = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path)) {
+    file_bytes = static_cast<int64_t>(e.file_size());
+  }
+  auto h = MakeHarness({.host = true, .disk_dir = dir.path});  // a restart
+  const ChatRun again = Replay(*h, first, 2);
+  EXPECT_EQ(again.outputs, OutputsOfTurn(first, 2));
+  ExpectDrained(*h);
+  const EngineMetrics m = h->core->metrics();
+  const KvTierMetrics* disk = Tier(m, "disk");
+  ASSERT_NE(disk, nullptr);
+  EXPECT_GT(disk->hit_tokens, 0);
+  EXPECT_GT(m.prefix_cache_hits, 0);
+  EXPECT_EQ(SumOfTierHits(m), m.prefix_cache_hits);
+  EXPECT_LE(disk->hit_tokens, disk->query_tokens);
+  // Only records that were not on disk yet were written, and counted.
+  EXPECT_EQ(disk->bytes_stored, (NumFiles(dir.path) - files_before) * file_bytes);
+  const KvTierMetrics* device = Tier(m, "device");
+  ASSERT_NE(device, nullptr);
+  EXPECT_EQ(device->capacity_bytes, 24 * h->backend.kv_block_record_bytes());
+  EXPECT_GT(device->used_bytes, 0);  // cached blocks
+  EXPECT_LE(device->used_bytes, device->capacity_bytes);
+}
+
 TEST(KvTiersTest, CorruptOrTruncatedDiskRecordsAreMissesNotWrongKv) {
   TempDir dir;
   const ChatRun first = ChatOnDisk(dir.path);
@@ -265,6 +313,92 @@ TEST(KvTiersTest, AbortWhileLoadingLeaksNoBlock) {
   EXPECT_EQ(h->results["c"].final_output.finish_reason, FinishReason::kAbort);
 }
 
+// Regression: KvCopyDone could not report an error, so a copy that failed on the device counted
+// as done. A failed store must publish nothing (no host record, no disk file); the request that
+// computed the blocks is unaffected.
+TEST(KvTiersTest, FailedStorePublishesNothing) {
+  for (int latency : {0, 3}) {
+    SCOPED_TRACE("latency " + std::to_string(latency));
+    TempDir dir;
+    auto h = MakeHarness({.host = true, .disk_dir = dir.path, .copy_latency_polls = latency});
+    h->backend.set_fail_copies(KvCopyDirection::kDeviceToHost, true);
+    std::mt19937 rng(5);
+    const auto prompt = RandomTokens(&rng, 100, 64);
+    h->Add("a", prompt, CoreHarness::Greedy(4));
+    h->RunUntilIdle();
+    ExpectDrained(*h);
+    EXPECT_EQ(h->results["a"].final_output.finish_reason, FinishReason::kLength);
+    EXPECT_GT(h->backend.num_failed_copies(), 0);
+    EXPECT_EQ(h->core->kv_cache().host_tier()->num_published(), 0);
+    EXPECT_TRUE(std::filesystem::is_empty(dir.path)) << "a failed store reached the disk tier";
+    const EngineMetrics m = h->core->metrics();
+    EXPECT_GT(Tier(m, "host")->errors, 0);
+    EXPECT_EQ(Tier(m, "host")->bytes_stored, 0);
+    EXPECT_EQ(Tier(m, "disk")->bytes_stored, 0);
+  }
+}
+
+// Regression (same bug, load side): a failed load fails its request with the copy's error and
+// caches nothing (the destination blocks hold garbage that a later hit would read), and leaks no
+// block or host record.
+TEST(KvTiersTest, FailedLoadFailsTheRequestAndCachesNothing) {
+  std::mt19937 rng(3);
+  const auto prompt = RandomTokens(&rng, 100, 64);
+  const auto other = RandomTokens(&rng, 200, 64);
+  auto again = prompt;
+  again.push_back(5);
+  auto plain = MakeHarness({.device_blocks = 16});
+  plain->Add("d", again, CoreHarness::Greedy(4));
+  plain->RunUntilIdle();
+  for (int latency : {0, 3}) {
+    SCOPED_TRACE("latency " + std::to_string(latency));
+    auto h = MakeHarness({.host = true, .copy_latency_polls = latency, .device_blocks = 16});
+    h->Add("a", prompt, CoreHarness::Greedy(4));
+    h->RunUntilIdle();
+    // Push a's blocks out of the device pool (they stay on the host).
+    h->Add("b", other, CoreHarness::Greedy(4));
+    h->RunUntilIdle();
+    h->backend.set_fail_copies(KvCopyDirection::kHostToDevice, true);
+    h->Add("c", again, CoreHarness::Greedy(4));
+    h->RunUntilIdle();
+    ExpectDrained(*h);
+    const RequestOutput& c = h->results["c"].final_output;
+    EXPECT_EQ(c.finish_reason, FinishReason::kError);
+    EXPECT_NE(c.error.message().find("loading the cached prefix of request c"), std::string::npos)
+        << c.error.ToString();
+    EXPECT_NE(c.error.message().find("injected KV copy failure"), std::string::npos)
+        << c.error.ToString();
+    EXPECT_TRUE(h->results["c"].ids.empty());
+    EXPECT_GT(h->backend.num_failed_copies(), 0);
+    // Nothing of the failed load was cached on the device: the same prompt again (loads working)
+    // gives the output of an engine without tiers.
+    h->backend.set_fail_copies(KvCopyDirection::kHostToDevice, false);
+    h->Add("d", again, CoreHarness::Greedy(4));
+    h->RunUntilIdle();
+    EXPECT_EQ(h->results["d"].ids, plain->results["d"].ids);
+    ExpectDrained(*h);
+  }
+}
+
+// Regression: n = 8 sequences of one prompt stored each block once per sequence that computed it
+// in the same step (here the 256-token budget computes the prompt for three of them at once).
+TEST(KvTiersTest, SequencesOfOnePromptInOneStepStoreEachBlockOnce) {
+  auto h = MakeHarness({.host = true, .device_blocks = 128});
+  std::mt19937 rng(11);
+  const auto prompt = RandomTokens(&rng, 100, 64);
+  for (int i = 0; i < 8; ++i) {
+    SamplingParams sp = CoreHarness::Greedy(4);
+    sp.ignore_eos = true;
+    h->Add("n" + std::to_string(i), prompt, sp);
+  }
+  h->RunUntilIdle();
+  ExpectDrained(*h);
+  // 103 computed tokens (identical greedy outputs): 6 full blocks, each copied to the host once.
+  EXPECT_EQ(h->core->kv_cache().host_tier()->num_published(), 6);
+  EXPECT_EQ(h->backend.num_blocks_copied(), 6);
+  EXPECT_EQ(Tier(h->core->metrics(), "host")->dropped_writes, 0);
+}
+
 TEST(KvTiersTest, TwoEnginesShareAPrefixThroughRedis) {
   testing::RedisServer redis;
   std::string error;
@@ -283,6 +417,7 @@ TEST(KvTiersTest, TwoEnginesShareAPrefixThroughRedis) {
   ASSERT_NE(r, nullptr);
   EXPECT_GT(r->hit_tokens, 0);
   EXPECT_EQ(r->errors, 0);
+  EXPECT_EQ(SumOfTierHits(again.metrics), again.metrics.prefix_cache_hits);
   ExpectDrained(*b);
 }
 
@@ -306,6 +441,120 @@ TEST(KvTiersTest, KilledRedisServerIsSurvivedWithCorrectOutputs) {
   EXPECT_FALSE(r->enabled);
   EXPECT_GT(r->bytes_stored, 0);
   ExpectDrained(*h);
+}
+
+// SetUpKvTiers over a backend that only has block transfers: Llama-3-8B-sized records (2 MiB:
+// 32 layers × K, V × 16 tokens × 8 heads × 128 × bf16) whose host pool is counted, not allocated.
+class RecordOnlyBackend final : public Backend {
+ public:
+  const ModelConfig& config() const override { return config_; }
+  int block_size() const override { return 16; }
+  int64_t num_kv_blocks() const override { return 1024; }
+  Status Forward(const ForwardBatch&) override { return Status::Unimplemented("setup only"); }
+  Status SampleAsync(std::span<const SamplingRow>) override {
+    return Status::Unimplemented("setup only");
+  }
+  bool SampleReady() override { return true; }
+  Status WaitSample(std::vector<SampleResult>*) override {
+    return Status::Unimplemented("setup only");
+  }
+  Status GetLogits(std::vector<float>*) override { return Status::Unimplemented("setup only"); }
+  Status GetHidden(std::vector<float>*) override { return Status::Unimplemented("setup only"); }
+  int64_t kv_block_record_bytes() const override { return int64_t{2} << 20; }
+  std::string kv_record_layout() const override { return "test 2 MiB records"; }
+  Status AllocateHostKvPool(int64_t num_records) override {
+    allocated_records = num_records;
+    return Status::Ok();
+  }
+
+  int64_t allocated_records = 0;
+
+ private:
+  ModelConfig config_;
+};
+
+EngineOptions SetupOptions() {
+  EngineOptions o;
+  o.model.model_path = "setup-test-model";
+  o.model.load_format = "dummy";
+  o.cache.block_size = 16;
+  return o;
+}
+
+constexpr int kLongContext = 131072;  // 8192 blocks: two longest prompts are 16384 records, 32 GiB
+
+// Regression: with a disk or Redis tier, host records were raised to two longest prompts'
+// blocks whatever --cpu-offload-gb said (Llama-8B at 128k: 32 GiB pinned). The given size is
+// honoured; without one, the staging pool is bounded by kMaxStagingBytes.
+TEST(KvTierSetupTest, CpuOffloadSizeIsHonouredAndStagingIsBounded) {
+  TempDir dir;
+  {
+    RecordOnlyBackend backend;
+    EngineOptions o = SetupOptions();
+    o.cache.cpu_offload_bytes = int64_t{4} << 30;
+    o.cache.disk_cache_dir = dir.path;
+    auto setup = SetUpKvTiers(o, &backend, kLongContext);
+    ASSERT_TRUE(setup.ok()) << setup.status().ToString();
+    EXPECT_EQ(setup->host_records, 2048);  // 4 GiB of 2 MiB records, not 16384
+    EXPECT_EQ(backend.allocated_records, 2048);
+    EXPECT_EQ(setup->lower_tiers.size(), 1u);
+  }
+  {
+    RecordOnlyBackend backend;
+    EngineOptions o = SetupOptions();
+    o.cache.disk_cache_dir = dir.path;  // no host tier asked for: a staging pool
+    auto setup = SetUpKvTiers(o, &backend, kLongContext);
+    ASSERT_TRUE(setup.ok()) << setup.status().ToString();
+    EXPECT_EQ(setup->host_records * backend.kv_block_record_bytes(), kMaxStagingBytes);
+    EXPECT_EQ(backend.allocated_records, setup->host_records);
+  }
+  {
+    RecordOnlyBackend backend;
+    EngineOptions o = SetupOptions();
+    o.cache.disk_cache_dir = dir.path;
+    auto setup = SetUpKvTiers(o, &backend, 2048);  // short context: two prompts' blocks, >= 64
+    ASSERT_TRUE(setup.ok()) << setup.status().ToString();
+    EXPECT_EQ(setup->host_records, 256);
+  }
+  {
+    RecordOnlyBackend backend;
+    EngineOptions o = SetupOptions();
+    o.cache.cpu_offload_bytes = int64_t{6} << 20;  // host tier alone: exactly 3 records
+    auto setup = SetUpKvTiers(o, &backend, kLongContext);
+    ASSERT_TRUE(setup.ok()) << setup.status().ToString();
+    EXPECT_EQ(setup->host_records, 3);
+    EXPECT_TRUE(setup->lower_tiers.empty());
+  }
+}
+
+// Regression: a --cpu-offload-gb beyond the machine's memory aborted the CPU backend with an
+// uncaught std::bad_alloc. It is refused before anything is allocated, naming the flag.
+TEST(KvTierSetupTest, HostTierLargerThanPhysicalMemoryIsRefused) {
+  const int64_t physical = PhysicalMemoryBytes();
+  ASSERT_GT(physical, 0);
+  RecordOnlyBackend backend;
+  EngineOptions o = SetupOptions();
+  o.cache.cpu_offload_bytes = 2 * physical;
+  auto setup = SetUpKvTiers(o, &backend, 4096);
+  ASSERT_FALSE(setup.ok());
+  EXPECT_EQ(setup.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(setup.status().message().find("--cpu-offload-gb"), std::string::npos)
+      << setup.status().ToString();
+  EXPECT_NE(setup.status().message().find("physical memory"), std::string::npos)
+      << setup.status().ToString();
+  EXPECT_EQ(backend.allocated_records, 0);
+}
+
+// Regression: an unwritable --disk-cache-dir was accepted (every write failed while serving).
+TEST(KvTierSetupTest, UnwritableDiskCacheDirIsAnError) {
+  RecordOnlyBackend backend;
+  EngineOptions o = SetupOptions();
+  o.cache.disk_cache_dir = "/proc/self";
+  auto setup = SetUpKvTiers(o, &backend, 4096);
+  ASSERT_FALSE(setup.ok());
+  EXPECT_EQ(setup.status().code(), StatusCode::kIOError) << setup.status().ToString();
+  EXPECT_NE(setup.status().message().find("not writable"), std::string::npos)
+      << setup.status().ToString();
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "kiln/output.h"
 #include "kiln/request.h"
+#include "kv/redis_tier.h"
 
 namespace kiln {
 namespace {
@@ -85,7 +86,8 @@ Status CacheOptions::Validate() const {
   }
   if (!redis_url.empty()) {
     if (redis_url.rfind("redis://", 0) != 0) {
-      return Bad("redis_url", "must start with redis://, got \"" + redis_url + "\"");
+      return Bad("redis_url",
+                 "must start with redis://, got \"" + RedactRedisUrl(redis_url) + "\"");
     }
     if (redis_ttl_s <= 0) return Bad("redis_ttl_s", "must be > 0");
     if (redis_max_bytes <= 0) return Bad("redis_max_bytes", "must be > 0");

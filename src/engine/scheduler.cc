@@ -64,14 +64,14 @@ void Scheduler::PromoteLoaded() {
       ++i;
       continue;
     }
-    const int computed = kv_->FinishLoad(&r->kv, r->token_ids);
-    if (computed < 0) {  // the engine fails it (RemoveRequest takes it out of loading_)
-      out_.load_failed.push_back(r);
+    StatusOr<int> computed = kv_->FinishLoad(&r->kv, r->token_ids);
+    if (!computed.ok()) {  // the engine fails it (RemoveRequest takes it out of loading_)
+      out_.load_failed.push_back({r, computed.status()});
       ++i;
       continue;
     }
     loading_.erase(loading_.begin() + static_cast<ptrdiff_t>(i));
-    r->num_computed_tokens = computed;
+    r->num_computed_tokens = *computed;
     r->status = RequestStatus::kRunning;
     running_.push_back(r);
   }
@@ -129,7 +129,7 @@ const SchedulerOutput& Scheduler::Schedule() {
     if (!config_.enable_chunked_prefill && n < remaining) break;
     // A request that loads gets only its prefix's blocks now; its chunks come once it runs.
     if (!kv_->AllocateSlots(&r->kv, cached, num_host_blocks > 0 ? 0 : n, &hit_)) break;
-    kv_->RecordLookup(r->num_tokens(), cached, num_host_blocks);
+    kv_->RecordLookup(r->num_tokens(), hit_);
     waiting_.erase(waiting_.begin() + static_cast<ptrdiff_t>(w));
     if (r->num_cached_tokens < 0) r->num_cached_tokens = cached;
     if (num_host_blocks > 0) {

@@ -45,12 +45,18 @@ struct ScheduledRequest {
   int num_tokens = 0;  // tokens computed this step, from request->num_computed_tokens on
 };
 
+// A loading request whose load failed (it is still loading: the engine fails it).
+struct FailedLoad {
+  RequestState* request = nullptr;
+  Status error;
+};
+
 struct SchedulerOutput {
   std::vector<ScheduledRequest> scheduled;  // batch order
   std::vector<RequestState*> preempted;     // preempted this step (now waiting)
   int num_scheduled_tokens = 0;
   std::vector<KvCopyGroup> copies;         // KV transfers to issue before this step's Forward
-  std::vector<RequestState*> load_failed;  // loading requests whose load failed (still loading)
+  std::vector<FailedLoad> load_failed;     // loading requests whose load failed
 };
 
 class Scheduler final {

@@ -19,6 +19,30 @@ Status Errno(const std::string& what) {
   return Status::IOError(what + ": " + std::strerror(errno));
 }
 
+// Writes, renames and deletes a small file in `dir`: a directory that exists but cannot hold
+// records (permissions, a read-only or full file system) fails here, at startup, and not at every
+// Put while serving.
+Status ProbeWritable(const std::string& dir) {
+  const std::string probe = dir + "/.kiln-write-probe." + std::to_string(::getpid());
+  const std::string renamed = probe + ".renamed";
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("disk tier: " + dir + " is not writable (creating a file)");
+  const char byte = 'k';
+  const bool wrote = ::write(fd, &byte, 1) == 1;
+  Status status = wrote ? Status::Ok() : Errno("disk tier: " + dir + " is not writable (writing)");
+  if (::close(fd) != 0 && status.ok()) {
+    status = Errno("disk tier: " + dir + " is not writable (closing a file)");
+  }
+  if (status.ok() && ::rename(probe.c_str(), renamed.c_str()) != 0) {
+    status = Errno("disk tier: cannot rename files in " + dir);
+  }
+  const std::string& last = status.ok() ? renamed : probe;
+  if (::unlink(last.c_str()) != 0 && status.ok()) {
+    status = Errno("disk tier: cannot delete files in " + dir);
+  }
+  return status;
+}
+
 int HexDigit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -57,6 +81,7 @@ StatusOr<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& option
   if (!fs::is_directory(options.dir, ec)) {
     return Status::InvalidArgument("disk tier: " + options.dir + " is not a directory");
   }
+  KILN_RETURN_IF_ERROR(ProbeWritable(options.dir));
   std::unique_ptr<DiskTier> tier(new DiskTier(options));
   struct Found {
     BlockHash key;
@@ -115,11 +140,11 @@ void DiskTier::EvictFor(int64_t incoming) {
   }
 }
 
-Status DiskTier::Put(const BlockHash& key, std::span<const uint8_t> record) {
+StatusOr<bool> DiskTier::Put(const BlockHash& key, std::span<const uint8_t> record) {
   const int64_t size = static_cast<int64_t>(record.size());
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (index_.count(key) != 0) return Status::Ok();  // already stored (same content by key)
+    if (index_.count(key) != 0) return false;  // already stored (same content by key)
     if (size > options_.capacity_bytes) {
       return Status::ResourceExhausted("disk tier: record larger than the tier");
     }
@@ -151,7 +176,7 @@ Status DiskTier::Put(const BlockHash& key, std::span<const uint8_t> record) {
   lru_.push_back(key);
   index_[key] = Entry{size, std::prev(lru_.end())};
   used_bytes_ += size;
-  return Status::Ok();
+  return true;
 }
 
 Status DiskTier::Get(const BlockHash& key, std::vector<uint8_t>* record) {

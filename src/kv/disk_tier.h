@@ -1,6 +1,7 @@
 // DiskTier: block records (block_record.h) as files in one directory, bounded in size with LRU
 // eviction, that survive restarts: Open() indexes the directory's existing records (oldest
-// modification time first), so a restarted server serves hits from them.
+// modification time first), so a restarted server serves hits from them. Open() also writes,
+// renames and deletes a probe file: a directory that cannot hold records is an IOError at startup.
 //
 // Files: <dir>/<key hex>.kvb, written to <key hex>.tmp and renamed (a crash leaves no partial
 // record under a record's name; leftover .tmp files are deleted by Open). The record's contents are
@@ -34,7 +35,7 @@ class DiskTier final : public KvTier {
   static StatusOr<std::unique_ptr<DiskTier>> Open(const DiskTierOptions& options);
 
   const std::string& name() const override { return name_; }
-  Status Put(const BlockHash& key, std::span<const uint8_t> record) override;
+  StatusOr<bool> Put(const BlockHash& key, std::span<const uint8_t> record) override;
   Status Get(const BlockHash& key, std::vector<uint8_t>* record) override;
   void Remove(const BlockHash& key) override;
   bool MayContain(const BlockHash& key) const override;

@@ -28,6 +28,8 @@ KvCacheManager::KvCacheManager(const KvCacheOptions& options, HostTier* host, Ti
   if (host_ != nullptr) KILN_CHECK_EQ(host_->block_size(), options.block_size);
   pins_.assign(static_cast<size_t>(options.num_blocks), 0);
   host_stats_.name = "host";
+  if (host_ != nullptr) record_source_.assign(static_cast<size_t>(host_->num_records()), -1);
+  if (lower_ != nullptr) lower_hit_tokens_.assign(lower_->tiers().size(), 0);
 }
 
 const BlockHash& KvCacheManager::HashOfBlock(KvSequence* seq, std::span<const int32_t> token_ids,
@@ -138,11 +140,15 @@ bool KvCacheManager::LoadPending(const KvSequence& seq) const {
   return seq.load_group != 0 && groups_.count(seq.load_group) != 0;
 }
 
-int KvCacheManager::FinishLoad(KvSequence* seq, std::span<const int32_t> token_ids) {
+StatusOr<int> KvCacheManager::FinishLoad(KvSequence* seq, std::span<const int32_t> token_ids) {
   KILN_CHECK(seq->load_group != 0 && !LoadPending(*seq));
-  const bool failed = failed_loads_.erase(seq->load_group) != 0;
+  auto failed = failed_loads_.find(seq->load_group);
   seq->load_group = 0;
-  if (failed) return -1;
+  if (failed != failed_loads_.end()) {
+    Status error = std::move(failed->second);
+    failed_loads_.erase(failed);
+    return error;
+  }
   const size_t bs = static_cast<size_t>(pool_.block_size());
   for (size_t i = 0; i < static_cast<size_t>(seq->num_loaded_blocks); ++i) {
     const BlockHash h = HashOfBlock(seq, token_ids, i);
@@ -182,6 +188,7 @@ bool KvCacheManager::StartFetch(KvSequence* seq, std::span<const int32_t> token_
     for (size_t i = first; i < limit; ++i) {
       const int64_t rec = host_->Reserve();
       if (rec < 0) break;
+      record_source_[static_cast<size_t>(rec)] = -1;
       const BlockHash h = HashOfBlock(seq, token_ids, i);
       const auto tokens = token_ids.subspan(i * bs, bs);
       fetch.records.push_back(rec);
@@ -211,12 +218,14 @@ bool KvCacheManager::FetchPending(const KvSequence& seq) const {
 
 void KvCacheManager::StoreToHost(int32_t block_id, const BlockHash& key, const BlockHash& parent,
                                  std::span<const int32_t> token_ids) {
-  if (host_ == nullptr || host_->Contains(key)) return;
+  if (host_ == nullptr || host_->Contains(key) || storing_.count(key) != 0) return;
   const int64_t rec = host_->Reserve();
   if (rec < 0) {
     ++host_stats_.dropped_writes;
     return;
   }
+  record_source_[static_cast<size_t>(rec)] = -1;
+  storing_.insert(key);
   if (open_store_group_ == 0) {
     open_store_group_ = next_id_++;
     Group g;
@@ -277,7 +286,8 @@ void KvCacheManager::TakeCopyGroups(std::vector<KvCopyGroup>* out) {
   open_store_group_ = 0;
 }
 
-void KvCacheManager::CompleteCopyGroup(uint64_t id, bool ok, double seconds) {
+void KvCacheManager::CompleteCopyGroup(uint64_t id, const Status& status, double seconds) {
+  const bool ok = status.ok();
   auto it = groups_.find(id);
   KILN_CHECK(it != groups_.end()) << "unknown copy group " << id;
   Group& g = it->second;
@@ -286,6 +296,7 @@ void KvCacheManager::CompleteCopyGroup(uint64_t id, bool ok, double seconds) {
     for (size_t k = 0; k < g.transfers.size(); ++k) {
       const BlockTransfer& t = g.transfers[k];
       const StoreMeta& m = g.metas[k];
+      storing_.erase(m.key);
       Unpin(t.device_block);
       if (ok && host_->Publish(t.host_record, m.key, m.parent, m.token_ids) && lower_ != nullptr) {
         host_->Pin(t.host_record);  // until the lower tiers have it
@@ -307,7 +318,7 @@ void KvCacheManager::CompleteCopyGroup(uint64_t id, bool ok, double seconds) {
       ++host_stats_.num_loads;
       host_stats_.load_latency_seconds += SecondsSince(g.created);
     } else if (g.orphans.empty()) {
-      failed_loads_.insert(id);
+      failed_loads_.emplace(id, status);
     }
   }
   if (!ok) ++host_stats_.errors;
@@ -327,8 +338,9 @@ void KvCacheManager::PollLowerTiers() {
     KILN_CHECK(it != fetches_.end());
     const Fetch& f = it->second;
     for (size_t j = 0; j < f.records.size(); ++j) {
-      if (static_cast<int>(j) < c.num_fetched) {
-        host_->Publish(f.records[j], f.metas[j].key, f.metas[j].parent, f.metas[j].token_ids);
+      if (static_cast<int>(j) < c.num_fetched &&
+          host_->Publish(f.records[j], f.metas[j].key, f.metas[j].parent, f.metas[j].token_ids)) {
+        record_source_[static_cast<size_t>(f.records[j])] = static_cast<int8_t>(c.sources[j]);
       }
       host_->Unpin(f.records[j]);
     }
@@ -343,15 +355,24 @@ bool KvCacheManager::has_pending_io() const {
   return !groups_.empty() || !fetches_.empty() || (lower_ != nullptr && lower_->num_pending() > 0);
 }
 
-void KvCacheManager::RecordLookup(int64_t num_query_tokens, int64_t num_hit_tokens,
-                                  int num_host_blocks) {
-  const int64_t host_tokens = int64_t{num_host_blocks} * pool_.block_size();
+void KvCacheManager::RecordLookup(int64_t num_query_tokens, const PrefixHit& hit) {
+  const int64_t bs = pool_.block_size();
+  const int64_t hit_tokens = int64_t{hit.num_blocks()} * bs;
+  const int64_t device_tokens = int64_t{hit.num_blocks() - hit.num_host_blocks()} * bs;
   queries_ += num_query_tokens;
-  hits_ += num_hit_tokens;
-  device_hits_ += num_hit_tokens - host_tokens;
-  if (host_ != nullptr) {
-    host_stats_.query_tokens += num_query_tokens - (num_hit_tokens - host_tokens);
-    host_stats_.hit_tokens += host_tokens;
+  hits_ += hit_tokens;
+  device_hits_ += device_tokens;
+  if (host_ == nullptr) return;
+  host_stats_.query_tokens += num_query_tokens - device_tokens;
+  for (int64_t rec : hit.host_records) {
+    if (rec < 0) continue;
+    int8_t& source = record_source_[static_cast<size_t>(rec)];
+    if (source >= 0) {  // fetched for a request: a hit of the tier it came from, this once
+      lower_hit_tokens_[static_cast<size_t>(source)] += bs;
+      source = -1;
+    } else {
+      host_stats_.hit_tokens += bs;
+    }
   }
 }
 
@@ -369,7 +390,11 @@ std::vector<TierStats> KvCacheManager::TierMetrics() const {
     out.push_back(h);
   }
   if (lower_ != nullptr) {
-    for (TierStats& s : lower_->Stats()) out.push_back(std::move(s));
+    std::vector<TierStats> lower = lower_->Stats();
+    for (size_t t = 0; t < lower.size(); ++t) {
+      lower[t].hit_tokens = lower_hit_tokens_[t];
+      out.push_back(std::move(lower[t]));
+    }
   }
   return out;
 }

@@ -20,16 +20,16 @@
 // device block, per block) and the sequence waits (LoadPending) until the engine reports it done
 // (CompleteCopyGroup); FinishLoad then registers the loaded blocks as computed. CacheComputedBlocks
 // creates a store group (device block → a reserved host record) for every newly registered block
-// the host lacks; the device block stays referenced (pinned) until the store completes, so its
-// slot is not reused while the copy reads it, and the host record is published then (and written
-// through to the lower tiers). Groups are handed out by TakeCopyGroups, in creation order, for the
-// engine to issue (Backend::CopyKvBlocks). A sequence freed while its load is in flight leaves the
-// destination blocks pinned until the load completes.
+// that the host lacks and no store in flight carries; the device block stays referenced (pinned)
+// until the store completes, so its slot is not reused while the copy reads it, and the host record
+// is published then (and written through to the lower tiers). Groups are handed out by
+// TakeCopyGroups, in creation order, for the engine to issue (Backend::CopyKvBlocks). A sequence
+// freed while its load is in flight leaves the destination blocks pinned until the load completes.
 //
 // Counters: prefix_cache_queries / prefix_cache_hits count prompt tokens looked up / found (any
-// tier); TierMetrics() has per-tier counters. CheckInvariants(live) verifies the pool's and host
-// tier's invariants and that every block's ref_count equals the number of live block tables that
-// hold it plus its transfer pins.
+// tier); TierMetrics() has per-tier counters, whose hit_tokens sum to prefix_cache_hits.
+// CheckInvariants(live) verifies the pool's and host tier's invariants and that every block's
+// ref_count equals the number of live block tables that hold it plus its transfer pins.
 // Not thread-safe: owned by the engine thread.
 #pragma once
 
@@ -38,6 +38,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -126,8 +127,9 @@ class KvCacheManager final {
 
   bool LoadPending(const KvSequence& seq) const;
   // After the sequence's load completed (!LoadPending): registers the loaded blocks and returns
-  // the number of computed tokens; -1 when the load failed (the caller fails the request).
-  int FinishLoad(KvSequence* seq, std::span<const int32_t> token_ids);
+  // the number of computed tokens. When the load failed, the load's error: nothing was registered
+  // (the blocks hold undefined bytes) and the caller fails the request, which frees them.
+  StatusOr<int> FinishLoad(KvSequence* seq, std::span<const int32_t> token_ids);
 
   // Starts a fetch of the prompt's missing full blocks from the lower tiers into the host tier;
   // true when one was started (the sequence then waits: FetchPending). The first fetch of a
@@ -147,8 +149,10 @@ class KvCacheManager final {
 
   // Copy groups created since the last call, for the engine to issue.
   void TakeCopyGroups(std::vector<KvCopyGroup>* out);
-  // The engine's report that group `id` finished (ok) or failed; `seconds` is the copy's duration.
-  void CompleteCopyGroup(uint64_t id, bool ok, double seconds);
+  // The engine's report that group `id` finished (OK) or failed (the error); `seconds` is the
+  // copy's duration. A failed store publishes nothing (its host records are freed, nothing goes
+  // to the lower tiers); a failed load registers nothing (FinishLoad returns the error).
+  void CompleteCopyGroup(uint64_t id, const Status& status, double seconds);
   // Applies the lower tiers' finished fetches and writes.
   void PollLowerTiers();
   // Copies, fetches or lower-tier writes not yet completed (the engine keeps stepping).
@@ -161,11 +165,16 @@ class KvCacheManager final {
     return (num_tokens + pool_.block_size() - 1) / pool_.block_size();
   }
 
-  void RecordLookup(int64_t num_query_tokens, int64_t num_hit_tokens, int num_host_blocks = 0);
+  // Counts a lookup that the caller acted on: num_query_tokens prompt tokens, the hit it found
+  // (FindCachedPrefix; empty when the caller did not look). Each hit block counts for exactly one
+  // tier: the device, else the host, else - the first time a request uses a record that a fetch
+  // brought into the host tier - the disk or Redis tier it came from.
+  void RecordLookup(int64_t num_query_tokens, const PrefixHit& hit);
   int64_t prefix_cache_queries() const { return queries_; }
   int64_t prefix_cache_hits() const { return hits_; }
   int64_t num_evictions() const { return pool_.num_evictions(); }
-  // Per tier: "device", then "host", "disk", "redis" where present.
+  // Per tier: "device", then "host", "disk", "redis" where present. The device's capacity and
+  // used bytes are left to the caller (the manager does not know the record size).
   std::vector<TierStats> TierMetrics() const;
 
   Status CheckInvariants(std::span<const KvSequence* const> live) const;
@@ -204,11 +213,18 @@ class KvCacheManager final {
   int64_t hits_ = 0;
   int64_t device_hits_ = 0;
   TierStats host_stats_;
+  // Per host record: the lower tier (index in lower_->tiers()) a fetch filled it from, until a
+  // request's lookup first uses it (-1: none, or counted already).
+  std::vector<int8_t> record_source_;
+  std::vector<int64_t> lower_hit_tokens_;  // per lower tier
   std::vector<int32_t> pins_;  // per device block: references held by transfers
   std::map<uint64_t, Group> groups_;
   std::vector<uint64_t> untaken_;
   uint64_t open_store_group_ = 0;  // the store group collecting this step's blocks (0: none)
-  std::unordered_set<uint64_t> failed_loads_;
+  std::unordered_map<uint64_t, Status> failed_loads_;  // load group → its error
+  // Keys of the blocks in store groups not yet completed: a block computed twice (by sequences
+  // with the same prefix in one step, or again before its store completed) is stored once.
+  std::unordered_set<BlockHash, BlockHashHasher> storing_;
   std::map<uint64_t, Fetch> fetches_;
   std::unordered_set<uint64_t> full_fetches_;  // done fetches that got every block asked for
   uint64_t next_id_ = 1;

@@ -118,7 +118,7 @@ TEST(KvCacheManagerTest, StoresToHostAndLoadsBackWithPins) {
   EXPECT_EQ(m.pool().num_used_blocks(), 2) << "store sources stay pinned";
   EXPECT_TRUE(Check(m, {}).ok());
   EXPECT_TRUE(m.has_pending_io());
-  m.CompleteCopyGroup(groups[0].id, true, 0.001);
+  m.CompleteCopyGroup(groups[0].id, Status::Ok(), 0.001);
   EXPECT_EQ(m.pool().num_used_blocks(), 0);
   EXPECT_EQ(host.num_published(), 2);
   // Evict the device copies.
@@ -148,11 +148,11 @@ TEST(KvCacheManagerTest, StoresToHostAndLoadsBackWithPins) {
       m.Free(&b);
       EXPECT_EQ(m.pool().num_used_blocks(), 2) << "load targets stay pinned";
       EXPECT_TRUE(Check(m, {}).ok());
-      m.CompleteCopyGroup(groups[0].id, true, 0.001);
+      m.CompleteCopyGroup(groups[0].id, Status::Ok(), 0.001);
     } else {
-      m.CompleteCopyGroup(groups[0].id, true, 0.001);
+      m.CompleteCopyGroup(groups[0].id, Status::Ok(), 0.001);
       EXPECT_FALSE(m.LoadPending(b));
-      EXPECT_EQ(m.FinishLoad(&b, q), 8);
+      EXPECT_EQ(*m.FinishLoad(&b, q), 8);
       // The loaded blocks are now device-cached: a new lookup hits them on the device.
       KvSequence c;
       PrefixHit again;
@@ -171,6 +171,58 @@ TEST(KvCacheManagerTest, StoresToHostAndLoadsBackWithPins) {
   EXPECT_TRUE(host.CheckInvariants().ok());
 }
 
+// Regression: StoreToHost checked only the host index, not stores in flight, so sequences that
+// computed the same blocks in one step (n > 1 on one prompt) stored every block once each.
+TEST(KvCacheManagerTest, IdenticalBlocksOfOneStepAreStoredOnce) {
+  std::vector<uint8_t> mem(16 * 16);
+  HostTier host(mem.data(), 16, 16, 4);
+  KvCacheManager m({.block_size = 4, .num_blocks = 32, .enable_prefix_caching = true}, &host);
+  const auto p = Seq(13, 1);
+  KvSequence a, b;
+  ASSERT_TRUE(m.AllocateSlots(&a, 0, 13));
+  ASSERT_TRUE(m.AllocateSlots(&b, 0, 13));
+  m.CacheComputedBlocks(&a, p, 13);
+  m.CacheComputedBlocks(&b, p, 13);
+  std::vector<KvCopyGroup> groups;
+  m.TakeCopyGroups(&groups);
+  ASSERT_EQ(groups.size(), 1u);
+  EXPECT_EQ(groups[0].transfers.size(), 3u) << "one store transfer per distinct block";
+  // While that store is in flight, a third sequence computing the same blocks stores nothing.
+  KvSequence c;
+  ASSERT_TRUE(m.AllocateSlots(&c, 0, 13));
+  m.CacheComputedBlocks(&c, p, 13);
+  std::vector<KvCopyGroup> more;
+  m.TakeCopyGroups(&more);
+  EXPECT_TRUE(more.empty());
+  m.CompleteCopyGroup(groups[0].id, Status::Ok(), 0.0);
+  EXPECT_EQ(host.num_published(), 3);
+  // A failed store forgets its keys: the blocks are stored again when computed again.
+  for (KvSequence* s : {&a, &b, &c}) m.Free(s);
+  KvSequence e;
+  ASSERT_TRUE(m.AllocateSlots(&e, 0, 128));  // evicts the device copies
+  m.Free(&e);
+  const auto q = Seq(9, 100);
+  KvSequence d;
+  ASSERT_TRUE(m.AllocateSlots(&d, 0, 9));
+  m.CacheComputedBlocks(&d, q, 9);
+  m.TakeCopyGroups(&more);
+  ASSERT_EQ(more.size(), 1u);
+  m.CompleteCopyGroup(more[0].id, Status::Internal("injected"), 0.0);
+  m.Free(&d);
+  KvSequence d2;
+  ASSERT_TRUE(m.AllocateSlots(&d2, 0, 9));
+  m.CacheComputedBlocks(&d2, q, 9);
+  more.clear();
+  m.TakeCopyGroups(&more);
+  ASSERT_EQ(more.size(), 1u);
+  EXPECT_EQ(more[0].transfers.size(), 2u);
+  m.CompleteCopyGroup(more[0].id, Status::Ok(), 0.0);
+  m.Free(&d2);
+  EXPECT_EQ(host.num_published(), 5);
+  EXPECT_TRUE(Check(m, {}).ok());
+  EXPECT_EQ(m.pool().num_used_blocks(), 0);
+}
+
 // A failed load fails only its sequence: FinishLoad reports it and nothing leaks.
 TEST(KvCacheManagerTest, FailedLoadIsReported) {
   std::vector<uint8_t> mem(4 * 16);
@@ -182,7 +234,7 @@ TEST(KvCacheManagerTest, FailedLoadIsReported) {
   m.CacheComputedBlocks(&a, p, 5);
   std::vector<KvCopyGroup> groups;
   m.TakeCopyGroups(&groups);
-  m.CompleteCopyGroup(groups[0].id, true, 0.0);
+  m.CompleteCopyGroup(groups[0].id, Status::Ok(), 0.0);
   m.Free(&a);
   KvSequence e;
   ASSERT_TRUE(m.AllocateSlots(&e, 0, 16));
@@ -193,8 +245,10 @@ TEST(KvCacheManagerTest, FailedLoadIsReported) {
   ASSERT_TRUE(m.AllocateSlots(&b, 4, 0, &hit));
   groups.clear();
   m.TakeCopyGroups(&groups);
-  m.CompleteCopyGroup(groups[0].id, false, 0.0);
-  EXPECT_EQ(m.FinishLoad(&b, p), -1);
+  m.CompleteCopyGroup(groups[0].id, Status::Internal("injected"), 0.0);
+  const StatusOr<int> loaded = m.FinishLoad(&b, p);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().message(), "injected");
   m.Free(&b);
   EXPECT_TRUE(Check(m, {}).ok());
   EXPECT_EQ(m.pool().num_used_blocks(), 0);

@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 
 #include <cstring>
+#include <string_view>
 
 #include "common/logging.h"
 
@@ -24,14 +25,77 @@ using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
 
 }  // namespace
 
-Status ParseRedisUrl(const std::string& url, std::string* host, int* port, int* db) {
+namespace {
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// %XX escapes of a URL's user or password (so that ':', '@' or '/' can be written in them).
+bool PercentDecode(std::string_view in, std::string* out) {
+  out->clear();
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out->push_back(in[i]);
+      continue;
+    }
+    if (i + 2 >= in.size()) return false;
+    const int hi = HexValue(in[i + 1]), lo = HexValue(in[i + 2]);
+    if (hi < 0 || lo < 0) return false;
+    out->push_back(static_cast<char>(hi * 16 + lo));
+    i += 2;
+  }
+  return true;
+}
+
+// What a failed command gives: the reply's error text (e.g. "NOAUTH Authentication required."),
+// else the connection's error.
+std::string ReplyError(const redisContext* ctx, const redisReply* r) {
+  if (r != nullptr && r->type == REDIS_REPLY_ERROR) return std::string(r->str, r->len);
+  if (ctx != nullptr && ctx->err != 0) return ctx->errstr;
+  return r == nullptr ? "no reply" : "unexpected reply type " + std::to_string(r->type);
+}
+
+}  // namespace
+
+std::string RedactRedisUrl(const std::string& url) {
+  const size_t scheme = url.find("://");
+  const size_t begin = scheme == std::string::npos ? 0 : scheme + 3;
+  const size_t at = url.rfind('@');
+  if (at == std::string::npos || at < begin) return url;
+  const size_t colon = url.find(':', begin);
+  const size_t secret = colon != std::string::npos && colon < at ? colon + 1 : begin;
+  return url.substr(0, secret) + "***" + url.substr(at);
+}
+
+Status ParseRedisUrl(const std::string& url, RedisUrl* out) {
   const std::string scheme = "redis://";
   if (url.rfind(scheme, 0) != 0) {
-    return Status::InvalidArgument("redis url must start with redis://, got \"" + url + "\"");
+    return Status::InvalidArgument("redis url must start with redis://, got \"" +
+                                   RedactRedisUrl(url) + "\"");
   }
+  *out = RedisUrl();
   std::string rest = url.substr(scheme.size());
-  *db = 0;
-  *port = 6379;
+  // Credentials: everything before the last '@' is [user]:password.
+  const size_t at = rest.rfind('@');
+  if (at != std::string::npos) {
+    const std::string userinfo = rest.substr(0, at);
+    rest.erase(0, at + 1);
+    const size_t colon = userinfo.find(':');
+    if (colon == std::string::npos) {
+      return Status::InvalidArgument(
+          "redis url: credentials must be written [user]:password@ in \"" + RedactRedisUrl(url) +
+          "\"");
+    }
+    if (!PercentDecode(std::string_view(userinfo).substr(0, colon), &out->user) ||
+        !PercentDecode(std::string_view(userinfo).substr(colon + 1), &out->password)) {
+      return Status::InvalidArgument("redis url: bad %-escape in the credentials of \"" +
+                                     RedactRedisUrl(url) + "\"");
+    }
+  }
   const size_t slash = rest.find('/');
   if (slash != std::string::npos) {
     const std::string d = rest.substr(slash + 1);
@@ -42,7 +106,7 @@ Status ParseRedisUrl(const std::string& url, std::string* host, int* port, int* 
       if (*end != '\0' || v < 0 || v > 1000000) {
         return Status::InvalidArgument("redis url: bad database \"" + d + "\"");
       }
-      *db = static_cast<int>(v);
+      out->db = static_cast<int>(v);
     }
   }
   const size_t colon = rest.rfind(':');
@@ -53,18 +117,19 @@ Status ParseRedisUrl(const std::string& url, std::string* host, int* port, int* 
     if (p.empty() || *end != '\0' || v <= 0 || v > 65535) {
       return Status::InvalidArgument("redis url: bad port \"" + p + "\"");
     }
-    *port = static_cast<int>(v);
+    out->port = static_cast<int>(v);
     rest.resize(colon);
   }
-  if (rest.empty()) return Status::InvalidArgument("redis url: no host in \"" + url + "\"");
-  *host = rest;
+  if (rest.empty()) {
+    return Status::InvalidArgument("redis url: no host in \"" + RedactRedisUrl(url) + "\"");
+  }
+  out->host = rest;
   return Status::Ok();
 }
 
 Status RedisTierOptions::Validate() const {
-  std::string host;
-  int port = 0, db = 0;
-  KILN_RETURN_IF_ERROR(ParseRedisUrl(url, &host, &port, &db));
+  RedisUrl parsed;
+  KILN_RETURN_IF_ERROR(ParseRedisUrl(url, &parsed));
   if (timeout_ms <= 0) return Status::InvalidArgument("redis tier: timeout_ms must be > 0");
   if (ttl_s <= 0) return Status::InvalidArgument("redis tier: ttl_s must be > 0");
   if (max_bytes <= 0) return Status::InvalidArgument("redis tier: max_bytes must be > 0");
@@ -75,7 +140,8 @@ Status RedisTierOptions::Validate() const {
 StatusOr<std::unique_ptr<RedisTier>> RedisTier::Create(const RedisTierOptions& options) {
   KILN_RETURN_IF_ERROR(options.Validate());
   std::unique_ptr<RedisTier> tier(new RedisTier(options));
-  KILN_RETURN_IF_ERROR(ParseRedisUrl(options.url, &tier->host_, &tier->port_, &tier->db_));
+  KILN_RETURN_IF_ERROR(ParseRedisUrl(options.url, &tier->url_));
+  tier->redacted_url_ = RedactRedisUrl(options.url);
   tier->EnsureConnected();  // off with a warning when unreachable
   return tier;
 }
@@ -100,7 +166,7 @@ void RedisTier::TurnOff(const std::string& why) {
   const bool was_on = enabled_.exchange(false);
   retry_at_ns_ = NowNs() + static_cast<int64_t>(options_.retry_interval_s * 1e9);
   if (was_on || !warned_) {
-    KILN_LOG(WARNING) << "redis tier " << options_.url << " is off: " << why
+    KILN_LOG(WARNING) << "redis tier " << redacted_url_ << " is off: " << why
                       << "; serving goes on without it (retry in " << options_.retry_interval_s
                       << " s)";
     warned_ = true;
@@ -111,30 +177,41 @@ bool RedisTier::EnsureConnected() {
   if (ctx_ != nullptr) return true;
   if (NowNs() < retry_at_ns_.load()) return false;
   const timeval tv{options_.timeout_ms / 1000, (options_.timeout_ms % 1000) * 1000};
-  ctx_ = redisConnectWithTimeout(host_.c_str(), port_, tv);
+  ctx_ = redisConnectWithTimeout(url_.host.c_str(), url_.port, tv);
   if (ctx_ == nullptr || ctx_->err != 0) {
     TurnOff(std::string("cannot connect: ") + (ctx_ != nullptr ? ctx_->errstr : "no memory"));
     return false;
   }
   redisSetTimeout(ctx_, tv);
-  if (db_ != 0) {
-    Reply r(static_cast<redisReply*>(redisCommand(ctx_, "SELECT %d", db_)));
+  if (!url_.password.empty()) {
+    Reply r(static_cast<redisReply*>(
+        url_.user.empty()
+            ? redisCommand(ctx_, "AUTH %b", url_.password.data(), url_.password.size())
+            : redisCommand(ctx_, "AUTH %b %b", url_.user.data(), url_.user.size(),
+                           url_.password.data(), url_.password.size())));
     if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
-      TurnOff("SELECT failed");
+      TurnOff("AUTH failed: " + ReplyError(ctx_, r.get()));
+      return false;
+    }
+  }
+  if (url_.db != 0) {
+    Reply r(static_cast<redisReply*>(redisCommand(ctx_, "SELECT %d", url_.db)));
+    if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
+      TurnOff("SELECT failed: " + ReplyError(ctx_, r.get()));
       return false;
     }
   }
   Reply pong(static_cast<redisReply*>(redisCommand(ctx_, "PING")));
   if (pong == nullptr || pong->type == REDIS_REPLY_ERROR) {
-    TurnOff(std::string("PING failed: ") + (ctx_->err != 0 ? ctx_->errstr : "error reply"));
+    TurnOff("PING failed: " + ReplyError(ctx_, pong.get()));
     return false;
   }
-  if (warned_) KILN_LOG(INFO) << "redis tier " << options_.url << " is on";
+  if (warned_) KILN_LOG(INFO) << "redis tier " << redacted_url_ << " is on";
   enabled_ = true;
   return true;
 }
 
-Status RedisTier::Put(const BlockHash& key, std::span<const uint8_t> record) {
+StatusOr<bool> RedisTier::Put(const BlockHash& key, std::span<const uint8_t> record) {
   const int64_t size = static_cast<int64_t>(record.size());
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -153,14 +230,14 @@ Status RedisTier::Put(const BlockHash& key, std::span<const uint8_t> record) {
                                                 record.data(), record.size(),
                                                 static_cast<long long>(options_.ttl_s))));
   if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
-    const std::string why = r == nullptr ? std::string(ctx_->errstr) : std::string(r->str, r->len);
+    const std::string why = ReplyError(ctx_, r.get());
     TurnOff("SET failed: " + why);
     return Status::Unavailable("redis tier: SET failed: " + why);
   }
   std::lock_guard<std::mutex> lock(mu_);
   window_.emplace_back(std::chrono::steady_clock::now(), size);
   window_bytes_ += size;
-  return Status::Ok();
+  return true;
 }
 
 Status RedisTier::Get(const BlockHash& key, std::vector<uint8_t>* record) {
@@ -168,7 +245,7 @@ Status RedisTier::Get(const BlockHash& key, std::vector<uint8_t>* record) {
   const std::string k = KeyOf(key);
   Reply r(static_cast<redisReply*>(redisCommand(ctx_, "GET %b", k.data(), k.size())));
   if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
-    const std::string why = r == nullptr ? std::string(ctx_->errstr) : std::string(r->str, r->len);
+    const std::string why = ReplyError(ctx_, r.get());
     TurnOff("GET failed: " + why);
     return Status::Unavailable("redis tier: GET failed: " + why);
   }
@@ -183,7 +260,9 @@ void RedisTier::Remove(const BlockHash& key) {
   if (!EnsureConnected()) return;
   const std::string k = KeyOf(key);
   Reply r(static_cast<redisReply*>(redisCommand(ctx_, "DEL %b", k.data(), k.size())));
-  if (r == nullptr) TurnOff(std::string("DEL failed: ") + ctx_->errstr);
+  if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
+    TurnOff("DEL failed: " + ReplyError(ctx_, r.get()));
+  }
 }
 
 bool RedisTier::MayContain(const BlockHash&) const {

@@ -8,9 +8,11 @@
 // written within the last ttl_s seconds), so one replica never fills Redis with more than that
 // (Redis' own maxmemory policy bounds the server as a whole).
 //
-// Failure: a connection error, an error reply or a command slower than timeout_ms turns the tier
-// off with one warning; serving goes on without it (MayContain is false, Put / Get return
-// Unavailable) and a reconnect is tried every retry_interval_s on the next use.
+// Credentials in the url are sent with AUTH (user and password: Redis 6 ACLs) on every connect;
+// the password never appears in a log line or error. Failure: a connection error, an error reply
+// (its text is in the warning, e.g. NOAUTH or WRONGPASS) or a command slower than timeout_ms
+// turns the tier off with one warning; serving goes on without it (MayContain is false, Put / Get
+// return Unavailable) and a reconnect is tried every retry_interval_s on the next use.
 //
 // Thread-safety: Put / Get / Remove on the TierWorker thread; MayContain, enabled and FillStats
 // from any thread.
@@ -32,7 +34,7 @@ struct redisContext;
 namespace kiln {
 
 struct RedisTierOptions {
-  std::string url;  // redis://host[:port][/db]
+  std::string url;  // redis://[[user]:password@]host[:port][/db]
   std::string key_prefix = "kiln:kv:";
   uint64_t namespace_hash = 0;
   int timeout_ms = 200;                  // connect and per-command
@@ -42,8 +44,22 @@ struct RedisTierOptions {
   Status Validate() const;
 };
 
-// Parses redis://host[:port][/db] (port 6379, db 0 by default).
-Status ParseRedisUrl(const std::string& url, std::string* host, int* port, int* db);
+struct RedisUrl {
+  std::string host;
+  int port = 6379;
+  int db = 0;
+  std::string user;      // empty: the default user (AUTH password)
+  std::string password;  // empty: no AUTH
+};
+
+// Parses redis://[[user]:password@]host[:port][/db] (port 6379, db 0 by default). User and
+// password may hold %XX escapes; the credentials end at the last '@'. Errors never show the
+// password.
+Status ParseRedisUrl(const std::string& url, RedisUrl* out);
+
+// The url with its password replaced by "***": the only form of a Redis url that kiln logs or
+// puts in an error.
+std::string RedactRedisUrl(const std::string& url);
 
 class RedisTier final : public KvTier {
  public:
@@ -52,7 +68,7 @@ class RedisTier final : public KvTier {
   ~RedisTier() override;
 
   const std::string& name() const override { return name_; }
-  Status Put(const BlockHash& key, std::span<const uint8_t> record) override;
+  StatusOr<bool> Put(const BlockHash& key, std::span<const uint8_t> record) override;
   Status Get(const BlockHash& key, std::vector<uint8_t>* record) override;
   void Remove(const BlockHash& key) override;
   bool MayContain(const BlockHash& key) const override;
@@ -69,9 +85,8 @@ class RedisTier final : public KvTier {
 
   const std::string name_ = "redis";
   RedisTierOptions options_;
-  std::string host_;
-  int port_ = 6379;
-  int db_ = 0;
+  RedisUrl url_;
+  std::string redacted_url_;     // what logs show
   redisContext* ctx_ = nullptr;  // worker thread only
   std::atomic<bool> enabled_{false};
   std::atomic<int64_t> retry_at_ns_{0};  // steady clock

@@ -2,10 +2,11 @@
 // (disk_tier.h) and Redis (redis_tier.h). The engine never calls a KvTier: the TierWorker does,
 // on its own thread, so tier I/O never blocks the engine thread.
 //
-// Contract: Put stores a record under its key (best effort: a failed write is an error Status,
-// counted, never fatal); Get returns the bytes stored under a key (NotFound on a miss, Unavailable
-// while the tier is off); Remove drops a record found corrupt. The caller verifies every record it
-// gets (DecodeBlockRecord), so a tier may return stale or damaged bytes without harm.
+// Contract: Put stores a record under its key and returns true, or false when the tier already
+// holds that key and wrote nothing (best effort: a failed write is an error Status, counted, never
+// fatal); Get returns the bytes stored under a key (NotFound on a miss, Unavailable while the tier
+// is off); Remove drops a record found corrupt. The caller verifies every record it gets
+// (DecodeBlockRecord), so a tier may return stale or damaged bytes without harm.
 //
 // Thread-safety: Put / Get / Remove are called from one thread (the TierWorker's); MayContain,
 // enabled() and Stats() from any thread.
@@ -44,7 +45,7 @@ class KvTier {
  public:
   virtual ~KvTier() = default;
   virtual const std::string& name() const = 0;
-  virtual Status Put(const BlockHash& key, std::span<const uint8_t> record) = 0;
+  virtual StatusOr<bool> Put(const BlockHash& key, std::span<const uint8_t> record) = 0;
   virtual Status Get(const BlockHash& key, std::vector<uint8_t>* record) = 0;
   virtual void Remove(const BlockHash& key) = 0;
   // False only when `key` is certainly not stored (no I/O: the disk tier's index; Redis: on/off).

@@ -115,7 +115,8 @@ void TierWorker::DoFetch(TierFetchJob& job, TierCompletion* done) {
   const auto t_job = std::chrono::steady_clock::now();
   const int bs = options_.block_size;
   const size_t n = job.keys.size();
-  std::vector<int64_t> queried(tiers_.size(), 0), hits(tiers_.size(), 0), errors(tiers_.size(), 0);
+  std::vector<int64_t> queried(tiers_.size(), 0), blocks(tiers_.size(), 0);
+  std::vector<int64_t> errors(tiers_.size(), 0);
   std::vector<int64_t> bytes(tiers_.size(), 0);
   std::vector<double> seconds(tiers_.size(), 0.0);
   size_t got = 0;
@@ -135,7 +136,8 @@ void TierWorker::DoFetch(TierFetchJob& job, TierCompletion* done) {
             std::span<uint8_t>(job.payloads[got], static_cast<size_t>(options_.record_bytes)));
         if (s.ok()) {
           found = true;
-          hits[t] += bs;
+          done->sources.push_back(static_cast<int>(t));
+          ++blocks[t];
           bytes[t] += static_cast<int64_t>(buf_.size());
           seconds[t] += Since(t0);
         } else {
@@ -154,11 +156,10 @@ void TierWorker::DoFetch(TierFetchJob& job, TierCompletion* done) {
   for (size_t t = 0; t < tiers_.size(); ++t) {
     TierStats& st = stats_[t];
     st.query_tokens += queried[t];
-    st.hit_tokens += hits[t];
     st.bytes_loaded += bytes[t];
     st.load_seconds += seconds[t];
     st.errors += errors[t];
-    if (hits[t] > 0) {
+    if (blocks[t] > 0) {
       ++st.num_loads;
       st.load_latency_seconds += latency;
     }
@@ -172,12 +173,15 @@ void TierWorker::DoWrite(const TierWriteJob& job) {
       &buf_);
   for (size_t t = 0; t < tiers_.size(); ++t) {
     const auto t0 = std::chrono::steady_clock::now();
-    Status s = tiers_[t]->Put(job.key, buf_);
+    const StatusOr<bool> stored = tiers_[t]->Put(job.key, buf_);
+    const Status& s = stored.status();
     const double dt = Since(t0);
     std::lock_guard<std::mutex> lock(mu_);
     if (s.ok()) {
-      stats_[t].bytes_stored += static_cast<int64_t>(buf_.size());
-      stats_[t].store_seconds += dt;
+      if (*stored) {  // (false: the tier already held it; nothing was written)
+        stats_[t].bytes_stored += static_cast<int64_t>(buf_.size());
+        stats_[t].store_seconds += dt;
+      }
     } else if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kResourceExhausted) {
       ++stats_[t].dropped_writes;
     } else {

@@ -9,7 +9,10 @@
 // and is removed from its tier. Fetches run before writes; writes beyond max_queued_writes are
 // dropped (counted), never queued without bound.
 //
-// Completions (worker → engine thread) are collected by Poll(), non-blocking.
+// Completions (worker → engine thread) are collected by Poll(), non-blocking. Stats() counts
+// queries, bytes, time, errors and dropped writes per tier; hit_tokens stays 0 here: a fetched
+// block is a hit of its tier when a request uses it (the KvCacheManager counts that, per the
+// completion's sources), not when it is fetched.
 //
 // Thread-safety: Enqueue*, Poll, MayContain and Stats may be called from one engine thread while
 // the worker runs; the destructor stops the worker after its current job (queued jobs are
@@ -56,6 +59,7 @@ struct TierCompletion {
   uint64_t fetch_id = 0;
   int64_t host_record = -1;  // a write's record
   int num_fetched = 0;       // a fetch: leading keys whose records were filled
+  std::vector<int> sources;  // a fetch: per filled key, the index of the tier it came from
 };
 
 class TierWorker final {

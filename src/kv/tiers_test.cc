@@ -4,6 +4,7 @@
 // it returns), and the TierWorker's fetch / write jobs.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -99,6 +100,33 @@ TEST(BlockRecordTest, EveryCorruptionIsDataLoss) {
   EXPECT_EQ(DecodeBlockRecord(rec, key, small).code(), StatusCode::kDataLoss);
 }
 
+// Regression: Open only checked that the directory exists, so an unwritable --disk-cache-dir was
+// accepted and every Put failed while serving. Open probes a write, a rename and a delete.
+TEST(DiskTierTest, UnwritableDirectoryIsAnIoErrorAtOpen) {
+  // Exists, but no file can be created in it (even as root).
+  for (const char* dir : {"/proc/self", "/sys/kernel"}) {
+    if (!std::filesystem::is_directory(dir)) continue;
+    auto disk = DiskTier::Open({dir, 1 << 20});
+    ASSERT_FALSE(disk.ok()) << dir;
+    EXPECT_EQ(disk.status().code(), StatusCode::kIOError) << disk.status().ToString();
+    EXPECT_NE(disk.status().message().find(std::string(dir) + " is not writable"),
+              std::string::npos)
+        << disk.status().ToString();
+  }
+  TempDir tmp;
+  if (::geteuid() != 0) {  // permissions bind everyone but root
+    std::filesystem::permissions(
+        tmp.path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
+    auto disk = DiskTier::Open({tmp.path, 1 << 20});
+    EXPECT_EQ(disk.status().code(), StatusCode::kIOError) << disk.status().ToString();
+    std::filesystem::permissions(tmp.path, std::filesystem::perms::owner_all);
+  }
+  // A writable directory opens and keeps no probe file.
+  auto disk = DiskTier::Open({tmp.path, 1 << 20});
+  ASSERT_TRUE(disk.ok()) << disk.status().ToString();
+  EXPECT_TRUE(std::filesystem::is_empty(tmp.path));
+}
+
 TEST(DiskTierTest, RestartIndexesRecordsAndSizeIsBoundedLru) {
   TempDir dir;
   std::vector<uint8_t> rec(1000, 7);
@@ -121,6 +149,9 @@ TEST(DiskTierTest, RestartIndexesRecordsAndSizeIsBoundedLru) {
   std::vector<uint8_t> got;
   ASSERT_TRUE((*disk)->Get(a, &got).ok());  // a becomes most recently used
   EXPECT_EQ(got, rec);
+  const StatusOr<bool> again = (*disk)->Put(a, rec);  // held already: nothing written
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(*again);
   ASSERT_TRUE((*disk)->Put(c, rec).ok());  // 3000 > 2500: evicts b (LRU), keeps a
   EXPECT_TRUE((*disk)->MayContain(a));
   EXPECT_FALSE((*disk)->MayContain(b));
@@ -139,12 +170,6 @@ TEST(DiskTierTest, RestartIndexesRecordsAndSizeIsBoundedLru) {
 TEST(RedisTierTest, RoundTripNamespacedKeysAndOffWhenKilledThenBackOn) {
   EXPECT_FALSE(RedisTierOptions{.url = "http://x"}.Validate().ok());
   EXPECT_FALSE(RedisTierOptions{.url = "redis://:99999"}.Validate().ok());
-  std::string host;
-  int port = 0, db = 0;
-  ASSERT_TRUE(ParseRedisUrl("redis://example:6380/2", &host, &port, &db).ok());
-  EXPECT_EQ(host, "example");
-  EXPECT_EQ(port, 6380);
-  EXPECT_EQ(db, 2);
 
   testing::RedisServer server;
   std::string error;
@@ -178,7 +203,7 @@ TEST(RedisTierTest, RoundTripNamespacedKeysAndOffWhenKilledThenBackOn) {
   EXPECT_EQ(r.Get({1, 2}, &got).code(), StatusCode::kUnavailable);
   EXPECT_FALSE(r.enabled());
   EXPECT_FALSE(r.MayContain({1, 2}));
-  EXPECT_EQ(r.Put({1, 2}, rec).code(), StatusCode::kUnavailable);
+  EXPECT_EQ(r.Put({1, 2}, rec).status().code(), StatusCode::kUnavailable);
   // The server returns: after the retry interval the tier reconnects on its next use.
   ASSERT_TRUE(server.Start(&error, p)) << error;
   std::this_thread::sleep_for(std::chrono::milliseconds(150));
@@ -192,7 +217,85 @@ TEST(RedisTierTest, RoundTripNamespacedKeysAndOffWhenKilledThenBackOn) {
   auto budget = RedisTier::Create(small);
   ASSERT_TRUE(budget.ok());
   EXPECT_TRUE((*budget)->Put({7, 7}, rec).ok());
-  EXPECT_EQ((*budget)->Put({8, 8}, rec).code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ((*budget)->Put({8, 8}, rec).status().code(), StatusCode::kResourceExhausted);
+}
+
+// Regression: redis://:secret@host:port was parsed as host ":secret@host", the password was
+// logged with the url, and a NOAUTH reply was reported as "error reply".
+TEST(RedisTierTest, UrlCredentialsAreParsedAndRedacted) {
+  struct Case {
+    const char* url;
+    RedisUrl want;
+  } cases[] = {
+      {"redis://example:6380/2", {"example", 6380, 2, "", ""}},
+      {"redis://:secret@cache.local:6380/3", {"cache.local", 6380, 3, "", "secret"}},
+      {"redis://alice:p%40ss:w@rd@10.0.0.1", {"10.0.0.1", 6379, 0, "alice", "p@ss:w@rd"}},
+  };
+  for (const Case& c : cases) {
+    RedisUrl u;
+    ASSERT_TRUE(ParseRedisUrl(c.url, &u).ok()) << c.url;
+    EXPECT_EQ(u.host, c.want.host) << c.url;
+    EXPECT_EQ(u.port, c.want.port) << c.url;
+    EXPECT_EQ(u.db, c.want.db) << c.url;
+    EXPECT_EQ(u.user, c.want.user) << c.url;
+    EXPECT_EQ(u.password, c.want.password) << c.url;  // %40 decoded; credentials end at the last @
+  }
+  RedisUrl u;
+  const Status bad = ParseRedisUrl("redis://justsecret@host", &u);
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.message().find("justsecret"), std::string::npos) << bad.ToString();
+  const Status no_host = ParseRedisUrl("redis://:secret@", &u);
+  EXPECT_FALSE(no_host.ok());
+  EXPECT_EQ(no_host.message().find("secret@"), std::string::npos) << no_host.ToString();
+  EXPECT_EQ(ParseRedisUrl("redis://:bad%zz@h", &u).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(RedactRedisUrl("redis://:secret@h:1/2"), "redis://:***@h:1/2");
+  EXPECT_EQ(RedactRedisUrl("redis://alice:secret@h"), "redis://alice:***@h");
+  EXPECT_EQ(RedactRedisUrl("rediss://secret@h"), "rediss://***@h");
+  EXPECT_EQ(RedactRedisUrl("redis://h:1"), "redis://h:1");
+}
+
+// Regression (same): a server with requirepass is used with AUTH; without the password (or with a
+// wrong one) the tier is off and the warning carries Redis' reply, never the password.
+TEST(RedisTierTest, PasswordProtectedServerIsUsedWithAuth) {
+  testing::RedisServer server;
+  std::string error;
+  ASSERT_TRUE(server.Start(&error, 19631, "s3cret-pw")) << error;
+  RedisTierOptions o;
+  o.url = "redis://:s3cret-pw@127.0.0.1:19631";
+  o.timeout_ms = 2000;  // generous: CI machines are shared
+  o.retry_interval_s = 60;
+  ::testing::internal::CaptureStderr();
+  auto tier = RedisTier::Create(o);
+  ASSERT_TRUE(tier.ok()) << tier.status().ToString();
+  EXPECT_TRUE((*tier)->enabled());
+  std::vector<uint8_t> rec = {4, 5, 6}, got;
+  EXPECT_TRUE((*tier)->Put({1, 2}, rec).ok());
+  EXPECT_TRUE((*tier)->Get({1, 2}, &got).ok());
+  EXPECT_EQ(got, rec);
+  EXPECT_EQ(server.DbSize(), 1);
+  // The default user by name (Redis 6 ACL form of AUTH).
+  RedisTierOptions named = o;
+  named.url = "redis://default:s3cret-pw@127.0.0.1:19631";
+  auto by_name = RedisTier::Create(named);
+  ASSERT_TRUE(by_name.ok());
+  EXPECT_TRUE((*by_name)->enabled());
+
+  RedisTierOptions none = o;
+  none.url = "redis://127.0.0.1:19631";
+  auto no_auth = RedisTier::Create(none);
+  ASSERT_TRUE(no_auth.ok());
+  EXPECT_FALSE((*no_auth)->enabled());
+  RedisTierOptions wrong = o;
+  wrong.url = "redis://:wrong-pw@127.0.0.1:19631";
+  auto wrong_auth = RedisTier::Create(wrong);
+  ASSERT_TRUE(wrong_auth.ok());
+  EXPECT_FALSE((*wrong_auth)->enabled());
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("NOAUTH"), std::string::npos) << log;
+  EXPECT_NE(log.find("AUTH failed: WRONGPASS"), std::string::npos) << log;
+  EXPECT_NE(log.find("redis://:***@127.0.0.1:19631"), std::string::npos) << log;
+  EXPECT_EQ(log.find("s3cret-pw"), std::string::npos) << log;
+  EXPECT_EQ(log.find("wrong-pw"), std::string::npos) << log;
 }
 
 TEST(RedisTierTest, SlowServerTurnsTheTierOff) {
@@ -264,6 +367,17 @@ TEST(TierWorkerTest, FetchStopsAtTheFirstMissAndRemovesCorruptRecords) {
   }
   ASSERT_EQ(done.size(), 3u);
   EXPECT_EQ(disk->num_records(), 3);
+  // Regression: a write of a record the disk holds already wrote nothing but was counted stored.
+  const int64_t stored = worker.Stats()[0].bytes_stored;
+  EXPECT_EQ(stored, 3 * static_cast<int64_t>(std::filesystem::file_size(disk->PathOf(keys[0]))));
+  ASSERT_TRUE(worker.EnqueueWrite({0, keys[0], parents[0], Toks(bs, 0), payloads[0].data()}));
+  done.clear();
+  for (int i = 0; i < 2000 && done.empty(); ++i) {
+    worker.Poll(&done);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(worker.Stats()[0].bytes_stored, stored);
   std::vector<std::vector<uint8_t>> dst(4, std::vector<uint8_t>(payload_bytes, 0));
   auto fetch = [&](uint64_t id) {
     TierFetchJob job;
@@ -284,6 +398,7 @@ TEST(TierWorkerTest, FetchStopsAtTheFirstMissAndRemovesCorruptRecords) {
     EXPECT_EQ(c.size(), 1u);
     EXPECT_TRUE(c[0].is_fetch);
     EXPECT_EQ(c[0].fetch_id, id);
+    EXPECT_EQ(c[0].sources, std::vector<int>(static_cast<size_t>(c[0].num_fetched), 0));
     return c[0].num_fetched;
   };
   EXPECT_EQ(fetch(1), 2);  // stops at block 2
@@ -301,7 +416,9 @@ TEST(TierWorkerTest, FetchStopsAtTheFirstMissAndRemovesCorruptRecords) {
   ASSERT_EQ(stats.size(), 1u);
   EXPECT_EQ(stats[0].name, "disk");
   EXPECT_EQ(stats[0].errors, 1);
-  EXPECT_EQ(stats[0].hit_tokens, 3 * bs);
+  EXPECT_EQ(stats[0].hit_tokens, 0);  // counted when a request uses a block (KvCacheManager)
+  EXPECT_EQ(stats[0].bytes_loaded,
+            3 * static_cast<int64_t>(std::filesystem::file_size(disk->PathOf(keys[0]))));
   EXPECT_GT(stats[0].bytes_stored, 0);
   EXPECT_EQ(worker.num_pending(), 0);
 }

@@ -36,6 +36,7 @@ GenerationRequest ToGenerationRequest(GenerateRequest* g) {
   r.skip_special_tokens = g->skip_special_tokens;
   r.echo = g->echo;
   r.priority = g->priority;
+  r.cache_salt = g->cache_salt;
   return r;
 }
 

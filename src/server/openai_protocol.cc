@@ -172,6 +172,7 @@ class FieldReader final {
 void ParseCommon(FieldReader& r, const json& body, GenerateRequest* out) {
   r.String("model", &out->model);
   r.String("user", &out->user);
+  r.String("cache_salt", &out->cache_salt);
   SamplingParams& s = out->sampling;
   r.Float("temperature", 0.0, 100.0, &s.temperature);
   r.Float("top_p", 0.0, 1.0, &s.top_p, /*lo_open=*/true);

@@ -62,6 +62,9 @@ struct GenerateRequest {
   std::vector<int32_t> logprob_token_ids;
   std::vector<std::string> logprob_token_strings;
   std::string user;
+  // Part of every prompt block's prefix-cache key: requests share cached KV only when their salts
+  // are equal (vLLM's "cache_salt"; empty → the unsalted cache).
+  std::string cache_salt;
   // The request field that asked for structured output ("response_format", "guided_regex",
   // "structured_outputs.json", ...), named by errors from compiling it; empty when none.
   std::string structured_param;

@@ -93,6 +93,30 @@ TEST(OpenAiProtocolTest, OptionalFieldReadersNameTheFieldAndTreatNullAsAbsent) {
   EXPECT_EQ(e->param, "return_token_strs");
 }
 
+// Regression: "cache_salt" was ignored (never parsed), so salted requests shared one prefix cache.
+TEST(OpenAiProtocolTest, CacheSaltIsParsedOnChatAndCompletions) {
+  GenerateRequest g;
+  ASSERT_FALSE(Completion(R"({"prompt": "x", "cache_salt": "tenant-1"})", &g));
+  EXPECT_EQ(g.cache_salt, "tenant-1");
+  GenerateRequest c;
+  ASSERT_FALSE(Chat(R"({"messages": [{"role": "user", "content": "x"}], "cache_salt": "t2"})", &c));
+  EXPECT_EQ(c.cache_salt, "t2");
+  GenerateRequest none;
+  ASSERT_FALSE(Completion(R"({"prompt": "x", "cache_salt": null})", &none));
+  EXPECT_EQ(none.cache_salt, "");
+  for (const char* body :
+       {R"({"prompt": "x", "cache_salt": 5})",
+        R"({"messages": [{"role": "user", "content": "x"}], "cache_salt": []})"}) {
+    GenerateRequest bad;
+    auto e = std::string(body).find("messages") != std::string::npos ? Chat(body, &bad)
+                                                                     : Completion(body, &bad);
+    ASSERT_TRUE(e) << body;
+    EXPECT_EQ(e->http_status, 400);
+    EXPECT_EQ(e->param, "cache_salt");
+    EXPECT_NE(e->message.find("'cache_salt' must be a string"), std::string::npos) << e->message;
+  }
+}
+
 // Regression (issue 18): engine validation errors were all reported with param "prompt".
 TEST(OpenAiProtocolTest, EngineErrorParamNamesTheField) {
   EXPECT_EQ(EngineErrorParam("top_p must be in (0, 1], got 0"), "top_p");

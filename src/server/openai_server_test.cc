@@ -356,6 +356,43 @@ TEST_F(OpenAiServerTest, LogprobsShapes) {
   EXPECT_EQ(lp["text_offset"][0], 0);
 }
 
+// Regression: ParseCommon never read "cache_salt", so every request shared the unsalted prefix
+// cache. A salt is part of every block's key: another salt finds nothing cached, the same salt a
+// hit (prompt_tokens_details.cached_tokens), on completions and chat alike; a non-string is a 400.
+TEST_F(OpenAiServerTest, CacheSaltSeparatesThePrefixCache) {
+  const std::string prompt =
+      "The little dragon lived in a cave by the sea. Every morning she flew over the village and "
+      "counted the boats, and every evening she told her mother how many had gone out.";
+  auto cached = [](const json& reply) {
+    return reply["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>();
+  };
+  auto complete = [&](const std::string& salt) {
+    return PostJson("/v1/completions",
+                    {{"prompt", prompt}, {"max_tokens", 1}, {"cache_salt", salt}});
+  };
+  const json first = complete("tenant-a");
+  ASSERT_GT(first["usage"]["prompt_tokens"].get<int>(), 32);
+  EXPECT_EQ(cached(first), 0);
+  EXPECT_EQ(cached(complete("tenant-b")), 0);   // another salt: nothing shared
+  EXPECT_GE(cached(complete("tenant-a")), 32);  // the same salt: a hit
+  // Unsalted requests do not see salted blocks either.
+  EXPECT_EQ(cached(PostJson("/v1/completions", {{"prompt", prompt}, {"max_tokens", 1}})), 0);
+
+  const json msgs = json::array({{{"role", "user"}, {"content", prompt}}});
+  auto chat = [&](const std::string& salt) {
+    return PostJson("/v1/chat/completions",
+                    {{"messages", msgs}, {"max_tokens", 1}, {"cache_salt", salt}});
+  };
+  EXPECT_EQ(cached(chat("tenant-c")), 0);
+  EXPECT_EQ(cached(chat("tenant-d")), 0);
+  EXPECT_GE(cached(chat("tenant-c")), 32);
+
+  ExpectError(Post("/v1/completions", {{"prompt", "x"}, {"cache_salt", 7}}), 400,
+              "'cache_salt' must be a string", "cache_salt");
+  ExpectError(Post("/v1/chat/completions", {{"messages", msgs}, {"cache_salt", {{"a", 1}}}}), 400,
+              "'cache_salt' must be a string", "cache_salt");
+}
+
 TEST_F(OpenAiServerTest, DisconnectMidStreamAbortsAndFreesKv) {
   for (int i = 0; i < 5; ++i) {
     Client c(stack_->port());

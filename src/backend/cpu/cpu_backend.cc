@@ -94,7 +94,7 @@ class CpuBackend final : public Backend {
                                   std::span<const KvBlockCopy> copies) override {
     return kv_transfer_->Copy(direction, copies);
   }
-  bool KvCopyDone(uint64_t ticket, double* seconds) override {
+  StatusOr<bool> KvCopyDone(uint64_t ticket, double* seconds) override {
     return kv_transfer_->Done(ticket, seconds);
   }
 

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "common/check.h"
@@ -29,7 +30,14 @@ Status KvTransfer::AllocateHostPool(int64_t num_records) {
     return Status::ResourceExhausted("host KV pool of " + std::to_string(num_records) +
                                      " records is too large");
   }
-  host_.assign(static_cast<size_t>(num_records * record_bytes()), 0);
+  const int64_t bytes = num_records * record_bytes();
+  try {
+    host_.assign(static_cast<size_t>(bytes), 0);
+  } catch (const std::bad_alloc&) {
+    host_ = {};
+    return Status::ResourceExhausted("host KV pool: cannot allocate " + std::to_string(bytes) +
+                                     " bytes (" + std::to_string(num_records) + " records)");
+  }
   num_records_ = num_records;
   return Status::Ok();
 }
@@ -61,7 +69,7 @@ StatusOr<uint64_t> KvTransfer::Copy(KvCopyDirection direction,
   return ticket;
 }
 
-bool KvTransfer::Done(uint64_t ticket, double* seconds) {
+StatusOr<bool> KvTransfer::Done(uint64_t ticket, double* seconds) {
   auto it = done_.find(ticket);
   *seconds = it == done_.end() ? 0.0 : it->second;
   if (it != done_.end()) done_.erase(it);

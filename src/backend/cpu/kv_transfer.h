@@ -34,7 +34,7 @@ class KvTransfer final {
     return host_.empty() ? nullptr : host_.data();
   }
   StatusOr<uint64_t> Copy(KvCopyDirection direction, std::span<const KvBlockCopy> copies);
-  bool Done(uint64_t ticket, double* seconds);
+  StatusOr<bool> Done(uint64_t ticket, double* seconds);
 
  private:
   std::vector<uint8_t*> k_caches_, v_caches_;

@@ -63,6 +63,25 @@ StatusOr<uint64_t> KvTransfer::Copy(KvCopyDirection direction,
   KILN_RETURN_IF_ERROR(ValidateKvBlockCopies(copies, num_blocks_, num_records_));
   Ticket t;
   KILN_RETURN_IF_ERROR(GetEvents(&t));
+  const Status issued = Issue(direction, copies, t);
+  if (!issued.ok()) {
+    // Part of the copies may be queued on the copy stream: wait for them, so that the caller may
+    // release the blocks and records of the failed call (an error path; the copy stream holds
+    // nothing but transfers).
+    const cudaError_t drained = cudaStreamSynchronize(copy_);
+    if (drained != cudaSuccess) {
+      KILN_LOG(ERROR) << "KV copy stream after a failed copy: " << cudaGetErrorString(drained);
+    }
+    spare_.push_back(t);
+    return issued;
+  }
+  const uint64_t ticket = next_ticket_++;
+  tickets_.emplace(ticket, t);
+  return ticket;
+}
+
+Status KvTransfer::Issue(KvCopyDirection direction, std::span<const KvBlockCopy> copies,
+                         const Ticket& t) {
   // Ordered after everything already issued on the compute stream (no device-wide sync).
   KILN_CUDA_RETURN_IF_ERROR(cudaEventRecord(order_, compute_));
   KILN_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(copy_, order_, 0));
@@ -99,27 +118,24 @@ StatusOr<uint64_t> KvTransfer::Copy(KvCopyDirection direction,
     }
   }
   KILN_CUDA_RETURN_IF_ERROR(cudaEventRecord(t.end, copy_));
-  const uint64_t ticket = next_ticket_++;
-  tickets_.emplace(ticket, t);
-  return ticket;
+  return Status::Ok();
 }
 
-bool KvTransfer::Done(uint64_t ticket, double* seconds) {
+StatusOr<bool> KvTransfer::Done(uint64_t ticket, double* seconds) {
   *seconds = 0.0;
   auto it = tickets_.find(ticket);
   if (it == tickets_.end()) return true;
   const cudaError_t q = cudaEventQuery(it->second.end);
   if (q == cudaErrorNotReady) return false;
-  if (q == cudaSuccess) {
-    float ms = 0.0f;
-    if (cudaEventElapsedTime(&ms, it->second.start, it->second.end) == cudaSuccess) {
-      *seconds = ms * 1e-3;
-    }
-  } else {
-    KILN_LOG(ERROR) << "KV copy failed on the device: " << cudaGetErrorString(q);
-  }
   spare_.push_back(it->second);
   tickets_.erase(it);
+  if (q != cudaSuccess) {
+    return Status::Internal(std::string("KV copy failed on the device: ") + cudaGetErrorString(q));
+  }
+  float ms = 0.0f;
+  if (cudaEventElapsedTime(&ms, spare_.back().start, spare_.back().end) == cudaSuccess) {
+    *seconds = ms * 1e-3;
+  }
   return true;
 }
 

@@ -8,7 +8,9 @@
 //   host → device: the same copies host → staging, then the scatter kernel.
 // Each block record therefore crosses PCIe as one contiguous copy (2 × layers runs are gathered on
 // the device), never as 2 × layers small copies. Completion and timing: start / end events per
-// ticket; Done() queries the end event (never a device-wide or stream sync).
+// ticket; Done() queries the end event (never a device-wide or stream sync) and reports an error
+// the query returns. A call that fails after queueing part of its copies synchronizes the copy
+// stream before it returns the error (the caller then releases the blocks the copies used).
 //
 // Thread-safety: used by the backend's one thread.
 #pragma once
@@ -40,8 +42,10 @@ class KvTransfer final {
   bool initialized() const { return num_records_ > 0; }
   int64_t record_bytes() const { return static_cast<int64_t>(num_halves_) * run_bytes_; }
   uint8_t* host_pool() const { return host_.as<uint8_t>(); }
+  // On an error, every copy this call had queued has finished before it returns.
   StatusOr<uint64_t> Copy(KvCopyDirection direction, std::span<const KvBlockCopy> copies);
-  bool Done(uint64_t ticket, double* seconds);
+  // True when done, false while running, the device's error when the copies failed.
+  StatusOr<bool> Done(uint64_t ticket, double* seconds);
 
  private:
   struct Ticket {
@@ -49,6 +53,8 @@ class KvTransfer final {
     cudaEvent_t end = nullptr;
   };
   Status GetEvents(Ticket* t);
+  // Queues the copies of one call on the copy stream between t.start and t.end.
+  Status Issue(KvCopyDirection direction, std::span<const KvBlockCopy> copies, const Ticket& t);
 
   int num_halves_ = 0;
   int64_t run_bytes_ = 0;

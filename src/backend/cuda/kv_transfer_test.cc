@@ -73,7 +73,7 @@ TEST(CudaKvTransferTest, LoadBandwidthAtQwen2_7BShape) {
   }
   auto ticket = backend->CopyKvBlocks(KvCopyDirection::kHostToDevice, copies);
   ASSERT_TRUE(ticket.ok());
-  while (!backend->KvCopyDone(*ticket, &seconds)) {
+  while (!testing::CopyDone(backend, *ticket, &seconds)) {
   }
   const double bytes = static_cast<double>(backend->kv_block_record_bytes()) * n;
   const double load_gbs = bytes / seconds / 1e9;

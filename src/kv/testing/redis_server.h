@@ -23,16 +23,21 @@ class RedisServer final {
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
 
-  // Starts redis-server on `port` (0: a free one); false with *error when it does not answer.
-  bool Start(std::string* error, int port = 0) {
+  // Starts redis-server on `port` (0: a free one), requiring `password` (AUTH) when not empty;
+  // false with *error when it does not answer.
+  bool Start(std::string* error, int port = 0, const std::string& password = "") {
     port_ = port != 0 ? port : FreePort();
+    password_ = password;
     pid_ = fork();
     if (pid_ == 0) {
       const std::string p = std::to_string(port_);
       freopen("/dev/null", "w", stdout);
+      // A password is passed as "--requirepass <password>"; an empty one as a harmless repeat.
+      const char* pass_flag = password.empty() ? "--appendonly" : "--requirepass";
+      const char* pass_value = password.empty() ? "no" : password.c_str();
       execlp("redis-server", "redis-server", "--port", p.c_str(), "--bind", "127.0.0.1", "--save",
              "", "--appendonly", "no", "--loglevel", "warning", "--enable-debug-command", "local",
-             static_cast<char*>(nullptr));
+             pass_flag, pass_value, static_cast<char*>(nullptr));
       _exit(127);
     }
     for (int i = 0; i < 200; ++i) {
@@ -80,7 +85,7 @@ class RedisServer final {
   // Number of keys (DBSIZE), -1 on error.
   long long DbSize() const {
     redisContext* c = redisConnect("127.0.0.1", port_);
-    if (c == nullptr || c->err != 0) {
+    if (c == nullptr || c->err != 0 || !Auth(c)) {
       if (c != nullptr) redisFree(c);
       return -1;
     }
@@ -106,10 +111,18 @@ class RedisServer final {
     return port;
   }
 
+  bool Auth(redisContext* c) const {
+    if (password_.empty()) return true;
+    auto* r = static_cast<redisReply*>(redisCommand(c, "AUTH %s", password_.c_str()));
+    const bool ok = r != nullptr && r->type == REDIS_REPLY_STATUS;
+    if (r != nullptr) freeReplyObject(r);
+    return ok;
+  }
+
   bool Ping() const {
     const timeval tv{0, 200000};
     redisContext* c = redisConnectWithTimeout("127.0.0.1", port_, tv);
-    if (c == nullptr || c->err != 0) {
+    if (c == nullptr || c->err != 0 || !Auth(c)) {
       if (c != nullptr) redisFree(c);
       return false;
     }
@@ -121,6 +134,7 @@ class RedisServer final {
   }
 
   int port_ = 0;
+  std::string password_;
   pid_t pid_ = -1;
 };
 
