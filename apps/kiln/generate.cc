@@ -93,7 +93,8 @@ Status Generate(int argc, char** argv) {
     // A last assistant message is a prefill: the reply continues it.
     const auto& last =
         request.messages.empty() ? nlohmann::ordered_json() : request.messages.back();
-    if (last.is_object() && last.value("role", "") == "assistant") {
+    const auto role = last.is_object() ? last.find("role") : last.end();
+    if (role != last.end() && role->is_string() && *role == "assistant") {
       request.chat_options.add_generation_prompt = false;
       request.chat_options.continue_final_message = true;
     }

@@ -1,6 +1,7 @@
 #include "structured/json_schema.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -18,6 +19,15 @@
 
 namespace kiln::structured {
 namespace {
+
+// A JSON-pointer array index (RFC 6901: digits only): false for anything else, and for numbers
+// too large for size_t (a 30-digit index is "does not resolve", not an exception).
+bool ParseArrayIndex(const std::string& token, size_t* index) {
+  if (token.empty() || token.find_first_not_of("0123456789") != std::string::npos) return false;
+  const auto [end, ec] = std::from_chars(token.data(), token.data() + token.size(), *index);
+  return ec == std::errc() && end == token.data() + token.size();
+}
+
 
 using Json = nlohmann::ordered_json;
 
@@ -125,10 +135,9 @@ class Converter {
       }
       if (cur->is_object() && cur->contains(unescaped)) {
         cur = &(*cur)[unescaped];
-      } else if (cur->is_array() && !unescaped.empty() &&
-                 unescaped.find_first_not_of("0123456789") == std::string::npos &&
-                 std::stoul(unescaped) < cur->size()) {
-        cur = &(*cur)[std::stoul(unescaped)];
+      } else if (size_t index = 0; cur->is_array() && ParseArrayIndex(unescaped, &index) &&
+                                    index < cur->size()) {
+        cur = &(*cur)[index];
       } else {
         return Err(path, "$ref '" + ref + "' does not resolve");
       }

@@ -346,6 +346,10 @@ TEST(JsonSchemaTest, UnsupportedKeywordsNameTheKeyword) {
         Bad{R"({"type":"string","format":"ipv6"})", "'ipv6'"},
         Bad{R"({"$ref":"http://x/y"})", "not a local reference"},
         Bad{R"({"$ref":"#/$defs/missing"})", "does not resolve"},
+        // Regression: a 20+-digit array index threw out of std::stoul and killed the server.
+        Bad{R"({"anyOf":[{"type":"integer"}],"$ref":"#/anyOf/99999999999999999999"})",
+            "does not resolve"},
+        Bad{R"({"anyOf":[{"type":"integer"}],"$ref":"#/anyOf/1"})", "does not resolve"},
         Bad{R"({"type":"object","properties":{"a":{"contains":{}}}})", "/properties/a"},
         Bad{"{not json", "not valid JSON"}}) {
     ResponseFormat f;

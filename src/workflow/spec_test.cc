@@ -262,6 +262,10 @@ TEST(WorkflowTemplateTest, RendersValuesAndExpressions) {
   EXPECT_EQ(*v->RenderValue(ctx), (Json{{"a", 1}}));  // stays an object
   auto idx = Template::Compile("{{ nodes.cls.json.a }}");
   EXPECT_EQ(*idx->RenderValue(ctx), Json(1));
+  // An index beyond any integer is refused when the template is compiled.
+  auto huge = Template::Compile("{{ inputs.list[99999999999999999999999] }}");
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), StatusCode::kInvalidArgument) << huge.status().ToString();
   auto missing = Template::Compile("{{ nodes.cls.nope | default('none') }}");  // Jinja's semantics
   ASSERT_TRUE(missing.ok());
   EXPECT_EQ(*missing->Render(ctx), "none");

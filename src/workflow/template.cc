@@ -1,6 +1,7 @@
 #include "workflow/template.h"
 
 #include <algorithm>
+#include <charconv>
 #include <exception>
 #include <regex>
 
@@ -153,8 +154,12 @@ StatusOr<Json> Template::RenderValue(const Json& context) const {
     const Json* cur = &context;
     for (const auto& part : path_) {
       if (part[0] == '[') {
-        const size_t i = std::stoul(part.substr(1, part.size() - 2));
-        cur = cur->is_array() && i < cur->size() ? &(*cur)[i] : nullptr;
+        // `[digits]`: an index past any array (or beyond size_t) selects nothing.
+        size_t i = 0;
+        const auto [end, ec] =
+            std::from_chars(part.data() + 1, part.data() + part.size() - 1, i);
+        const bool ok = ec == std::errc() && end == part.data() + part.size() - 1;
+        cur = ok && cur->is_array() && i < cur->size() ? &(*cur)[i] : nullptr;
       } else {
         const auto it = cur->is_object() ? cur->find(part) : cur->end();
         cur = cur->is_object() && it != cur->end() ? &*it : nullptr;

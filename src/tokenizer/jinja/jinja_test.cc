@@ -538,6 +538,32 @@ TEST(JinjaTest, CyclicListsDoNotCrashTojson) {
   EXPECT_NE(r.text.find("nested too deeply"), std::string::npos) << r.text;
 }
 
+// Lists and dicts are shared: a list holding itself prints as Python prints it ("[...]"), not 256
+// nested brackets, and one holding itself twice no longer costs 2^256 steps; a list doubled by
+// `a = [a, a]` is refused once its text passes the print bound, not built to 2^60 elements.
+TEST(JinjaTest, PrintingSharedAndCyclicValuesIsBounded) {
+  Rendered once = RenderWith("{% set a = [1] %}{% do a.append(a) %}{{ a }}", "{}");
+  ASSERT_TRUE(once.ok) << once.text;
+  EXPECT_EQ(once.text, "[1, [...]]");
+  Rendered twice = RenderWith(
+      "{% set a = [] %}{% do a.append(a) %}{% do a.append(a) %}{{ a }}|{{ (a|string)|length }}",
+      "{}");
+  ASSERT_TRUE(twice.ok) << twice.text;
+  EXPECT_EQ(twice.text, "[[...], [...]]|14");
+  Rendered dict = RenderWith("{% set d = {} %}{% do d.update({'me': d}) %}{{ d }}", "{}");
+  ASSERT_TRUE(dict.ok) << dict.text;
+  EXPECT_EQ(dict.text, "{'me': {...}}");
+  for (const char* doubling :
+       {"{% set ns = namespace(a=[1]) %}{% for i in range(60) %}{% set ns.a = [ns.a, ns.a] %}"
+        "{% endfor %}{{ ns.a }}",
+        "{% set ns = namespace(a=[1]) %}{% for i in range(60) %}{% set ns.a = [ns.a, ns.a] %}"
+        "{% endfor %}{{ ns.a|tojson }}"}) {
+    Rendered r = RenderWith(doubling, "{}");
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.text.find("too large"), std::string::npos) << r.text.substr(0, 200);
+  }
+}
+
 // Regression: values are read by reference (EvalRef); a call whose arguments grow the dict that
 // holds `self` must not leave `self` dangling (run under ASan to see a failure).
 TEST(JinjaTest, MutationDuringMethodCallIsSafe) {

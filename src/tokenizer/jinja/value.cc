@@ -246,30 +246,49 @@ bool Truthy(const Value& v) {
 
 namespace {
 
-void AppendRepr(const Value& v, std::string* out, int depth) {
-  if (depth > 256) {
-    *out += "...";
-    return;
-  }
+// Printing a value is bounded in size: lists and dicts are shared (a.append(a) makes a cycle,
+// `a = [a, a]` repeated doubles), so a short template could otherwise ask for exponential work.
+constexpr size_t kMaxReprBytes = size_t{16} << 20;
+
+// `ancestors`: the lists / dicts being printed around v; one of them again is a cycle, printed as
+// Python does ("[...]", "{...}").
+void AppendRepr(const Value& v, std::string* out, std::vector<const void*>* ancestors) {
+  if (out->size() > kMaxReprBytes)
+    ThrowRuntime({}, "value too large to print (more than " + std::to_string(kMaxReprBytes) +
+                         " bytes)");
+  if (ancestors->size() > 256) ThrowRuntime({}, "value nested too deeply to print");
   switch (v.kind()) {
     case ValueKind::kString:
       *out += PyReprString(v.str());
       return;
     case ValueKind::kList: {
+      const void* self = &v.list();
+      if (std::find(ancestors->begin(), ancestors->end(), self) != ancestors->end()) {
+        *out += v.is_tuple() ? "(...)" : "[...]";
+        return;
+      }
+      ancestors->push_back(self);
       *out += v.is_tuple() ? '(' : '[';
       bool first = true;
       for (const Value& item : v.list()) {
         if (!first) *out += ", ";
         first = false;
-        AppendRepr(item, out, depth + 1);
+        AppendRepr(item, out, ancestors);
       }
       if (v.is_tuple() && v.list().size() == 1) *out += ',';
       *out += v.is_tuple() ? ')' : ']';
+      ancestors->pop_back();
       return;
     }
     case ValueKind::kDict:
     case ValueKind::kNamespace: {
       const bool ns = v.kind() == ValueKind::kNamespace;
+      const void* self = &v.dict();
+      if (std::find(ancestors->begin(), ancestors->end(), self) != ancestors->end()) {
+        *out += ns ? "<Namespace {...}>" : "{...}";
+        return;
+      }
+      ancestors->push_back(self);
       *out += ns ? "<Namespace {" : "{";
       bool first = true;
       for (const auto& [k, item] : v.dict().items) {
@@ -277,9 +296,10 @@ void AppendRepr(const Value& v, std::string* out, int depth) {
         first = false;
         *out += PyReprString(k);
         *out += ": ";
-        AppendRepr(item, out, depth + 1);
+        AppendRepr(item, out, ancestors);
       }
       *out += ns ? "}>" : "}";
+      ancestors->pop_back();
       return;
     }
     case ValueKind::kUndefined:
@@ -315,9 +335,11 @@ void AppendStr(const Value& v, std::string* out) {
     case ValueKind::kCallable:
       *out += "<function " + v.callable().name + ">";
       return;
-    default:
-      AppendRepr(v, out, 0);
+    default: {
+      std::vector<const void*> ancestors;
+      AppendRepr(v, out, &ancestors);
       return;
+    }
   }
 }
 
@@ -330,7 +352,8 @@ std::string ToStr(const Value& v) {
 
 std::string Repr(const Value& v) {
   std::string out;
-  AppendRepr(v, &out, 0);
+  std::vector<const void*> ancestors;
+  AppendRepr(v, &out, &ancestors);
   return out;
 }
 
@@ -506,6 +529,9 @@ void AppendNewlineIndent(const JsonFormat& f, int level, std::string* out) {
 
 void ToJsonImpl(const Value& v, const JsonFormat& f, SourceLoc loc, int level, std::string* out) {
   if (level > 256) ThrowRuntime(loc, "tojson: value nested too deeply (or cyclic)");
+  if (out->size() > kMaxReprBytes)  // shared lists: [a, a] repeated doubles at each level
+    ThrowRuntime(loc, "tojson: value too large (more than " + std::to_string(kMaxReprBytes) +
+                          " bytes)");
   const std::string& item_sep =
       f.custom_separators ? f.item_separator : (f.indent >= 0 ? "," : ", ");
   switch (v.kind()) {
