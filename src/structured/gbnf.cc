@@ -182,6 +182,9 @@ class GbnfParser {
           if (d < 0) return Error("malformed hex escape");
           v = v * 16 + d;
         }
+        // Code points beyond Unicode, and UTF-16 surrogates, have no UTF-8 encoding.
+        if (v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+          return Error("escape is not a Unicode scalar value");
         return v;
       };
       switch (e) {

@@ -141,7 +141,9 @@ TEST(GbnfTest, ErrorsNameTheProblem) {
        {Case{"root ::= foo", "undefined rule 'foo'"}, Case{"start ::= \"a\"", "no 'root' rule"},
         Case{"root ::= \"a", "unterminated"}, Case{"root ::= root \"a\" | \"b\"", "left recursion"},
         Case{"root ::= x \"a\" | \"b\"\nx ::= root", "left recursion"},
-        Case{"root ::= x\nx ::= x", "admits no complete output"}}) {
+        Case{"root ::= x\nx ::= x", "admits no complete output"},
+        Case{"root ::= \"\\U0011FFFF\"", "not a Unicode scalar value"},
+        Case{"root ::= [\\uD800-\\uDFFF]", "not a Unicode scalar value"}}) {
     auto r = Compiler().Compile(Format(ResponseFormat::Type::kGrammar, c.text));
     ASSERT_FALSE(r.ok()) << c.text;
     EXPECT_NE(r.status().message().find(c.needle), std::string::npos) << r.status().message();
