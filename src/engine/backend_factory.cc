@@ -41,7 +41,7 @@ StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const LoadedMod
   cuda.max_num_seqs = options.scheduler.max_num_seqs;
   cuda.max_model_len = options.scheduler.max_model_len;
   cuda.enable_cuda_graphs = options.device.enable_cuda_graphs;
-  cuda.dtype = options.model.dtype == "auto" ? "bfloat16" : options.model.dtype;
+  cuda.dtype = compute;
   cuda.quantization = options.model.quantization;
   cuda.quantization_scale = options.model.quantization_scale;
   return CreateCudaBackend(std::move(model), cuda);

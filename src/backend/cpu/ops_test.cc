@@ -187,14 +187,11 @@ TEST(OpsTest, NormsAndActivation) {
   EXPECT_EQ(emb, (std::vector<float>{20, 21, 0, 1}));
 }
 
-// Paged attention with scattered blocks equals dense causal attention computed directly.
-TEST(OpsTest, PagedAttentionMatchesDense) {
-  const int H = 4, Hkv = 2, D = 16, block_size = 4, len = 11, num_blocks = 8;
-  auto q = RandomVector(len * H * D, 3), k = RandomVector(len * Hkv * D, 4),
-       v = RandomVector(len * Hkv * D, 5);
+// One sequence of `len` new tokens at positions 0..len-1 in the blocks `block_tables`.
+ForwardBatch PagedBatch(int len, std::vector<int32_t> block_tables, int block_size) {
   ForwardBatch b;
-  b.max_blocks_per_seq = 3;
-  b.block_tables = {5, 1, 6};
+  b.max_blocks_per_seq = static_cast<int>(block_tables.size());
+  b.block_tables = std::move(block_tables);
   b.cu_seqlens_q = {0, len};
   b.seq_lens = {len};
   for (int t = 0; t < len; ++t) {
@@ -202,6 +199,15 @@ TEST(OpsTest, PagedAttentionMatchesDense) {
     b.positions.push_back(t);
     b.slot_mapping.push_back(b.block_tables[t / block_size] * block_size + t % block_size);
   }
+  return b;
+}
+
+// Paged attention with scattered blocks equals dense causal attention computed directly.
+TEST(OpsTest, PagedAttentionMatchesDense) {
+  const int H = 4, Hkv = 2, D = 16, block_size = 4, len = 11, num_blocks = 8;
+  auto q = RandomVector(len * H * D, 3), k = RandomVector(len * Hkv * D, 4),
+       v = RandomVector(len * Hkv * D, 5);
+  const ForwardBatch b = PagedBatch(len, {5, 1, 6}, block_size);
   std::vector<float> kc(num_blocks * block_size * Hkv * D, NAN), vc(kc.size(), NAN);
   WriteKvCache(k.data(), v.data(), b.slot_mapping.data(), len, Hkv, D, kc.data(), vc.data());
   const float scale = 0.25f;
@@ -239,16 +245,7 @@ TEST(OpsTest, PagedAttentionOverBf16AndFp8CachesReadsTheStoredValues) {
   auto q = RandomVector(len * H * D, 13), k = RandomVector(len * Hkv * D, 14),
        v = RandomVector(len * Hkv * D, 15);
   for (float& x : k) x *= 6.0f;  // spread over several binades, some beyond 448 × 0.5 below
-  ForwardBatch b;
-  b.max_blocks_per_seq = 3;
-  b.block_tables = {4, 0, 2};
-  b.cu_seqlens_q = {0, len};
-  b.seq_lens = {len};
-  for (int t = 0; t < len; ++t) {
-    b.token_ids.push_back(0);
-    b.positions.push_back(t);
-    b.slot_mapping.push_back(b.block_tables[t / block_size] * block_size + t % block_size);
-  }
+  ForwardBatch b = PagedBatch(len, {4, 0, 2}, block_size);
   b.slot_mapping[len - 1] = -1;  // padding: not written (the slot stays at its fill value)
   EXPECT_EQ(KvElementBytes(KvElement::kF32), 4);
   EXPECT_EQ(KvElementBytes(KvElement::kBf16), 2);
@@ -284,12 +281,7 @@ TEST(OpsTest, PagedAttentionOverBf16AndFp8CachesReadsTheStoredValues) {
     const int64_t pad = b.block_tables[(len - 1) / block_size] * block_size + (len - 1) % block_size;
     EXPECT_EQ(kc[pad * row * KvElementBytes(element)], 0xAB) << "padding slot was written";
     // Attention over the first len - 1 tokens (the padded one is not attended).
-    ForwardBatch a = b;
-    a.positions.resize(len - 1);
-    a.token_ids.resize(len - 1);
-    a.slot_mapping.resize(len - 1);
-    a.cu_seqlens_q = {0, len - 1};
-    a.seq_lens = {len - 1};
+    const ForwardBatch a = PagedBatch(len - 1, {4, 0, 2}, block_size);
     for (int threads : {1, 3}) {
       std::vector<float> got((len - 1) * H * D), want(got.size());
       PagedAttention(q.data(), cache, a, H, Hkv, D, block_size, 0.25f, got.data(), threads);
