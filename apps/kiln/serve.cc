@@ -206,8 +206,12 @@ Status Serve(int argc, char** argv) {
   for (int i = 0; i < 40 && http_server->num_pending_exchanges() > 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
-  engine.reset();  // drops output callbacks (they hold connections) before the io threads go
+  // The io threads go first: an output the engine posted to a connection's strand before it
+  // stopped would otherwise run against the engine's tokenizer while the engine is destroyed.
+  // With the io threads joined, dropping the engine's output callbacks (they hold connections)
+  // closes those sockets on a stopped, still-alive io_context.
   http_server->Stop();
+  engine.reset();
   openai.reset();
   workflows.reset();
   KILN_LOG(INFO) << "stopped";

@@ -87,8 +87,10 @@ struct Stack {
   ~Stack() {
     if (engine) engine->Shutdown(/*abort_running=*/true);
     if (api) api->StopCompiles();
-    engine.reset();
+    // Same order as kiln serve: the io threads stop before the engine (and its tokenizer) goes,
+    // since outputs posted to connection strands use both.
     if (http) http->Stop();
+    engine.reset();
   }
 
   int port() const { return http->port(); }
