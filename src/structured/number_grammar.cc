@@ -1,6 +1,7 @@
 #include "structured/number_grammar.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <optional>
@@ -90,6 +91,103 @@ ExprPtr IntegerRange(std::optional<int64_t> lo, std::optional<int64_t> hi) {
 ExprPtr Fraction(int max_digits) {
   // '.' then digits ending in a non-zero digit: the value lies strictly inside (I, I+1).
   return Seq({Literal("."), Digits(0, max_digits - 1), ByteRange('1', '9')});
+}
+
+// A non-negative decimal as its integer part and fraction digits (no trailing zeros): the
+// shortest text that reads back as the same double, so a bound of 0.1 is "0" and "1".
+struct Decimal {
+  int64_t whole = 0;
+  std::string frac;
+};
+
+Decimal SplitDecimal(double m) {
+  char buf[512];
+  const auto r = std::to_chars(buf, buf + sizeof(buf), m, std::chars_format::fixed);
+  const std::string text(buf, r.ec == std::errc() ? r.ptr : buf);
+  Decimal d;
+  const size_t dot = text.find('.');
+  d.whole = std::stoll(text.substr(0, dot));
+  if (dot != std::string::npos) d.frac = text.substr(dot + 1);
+  while (!d.frac.empty() && d.frac.back() == '0') d.frac.pop_back();
+  return d;
+}
+
+// Fraction digits F (what follows '.', 1 to max_digits digits) with lo <= 0.F <= hi as decimal
+// fractions (a null bound is open; exclusive bounds compare strictly). Digit by digit: while F's
+// prefix equals a bound's, the next digit is held to that bound's digit; once it differs, the
+// rest is free. Linear in max_digits.
+class FractionRange {
+ public:
+  FractionRange(const std::string* lo, bool lo_excl, const std::string* hi, bool hi_excl,
+                int max_digits)
+      : lo_(lo), hi_(hi), lo_excl_(lo_excl), hi_excl_(hi_excl), max_digits_(max_digits) {}
+
+  ExprPtr Build() const { return From(0, lo_ != nullptr, hi_ != nullptr); }
+
+ private:
+  static char DigitAt(const std::string& s, int i) {
+    return i < static_cast<int>(s.size()) ? s[i] : '0';
+  }
+  static bool RestZero(const std::string& s, int i) {
+    return s.find_first_not_of('0', std::min<size_t>(i, s.size())) == std::string::npos;
+  }
+  // F[i..] given that F[0..i) equals lo's digits (tight_lo) and/or hi's (tight_hi).
+  ExprPtr From(int i, bool tight_lo, bool tight_hi) const {
+    // Past lo's last digit an inclusive lower bound holds whatever follows.
+    if (tight_lo && !lo_excl_ && RestZero(*lo_, i)) tight_lo = false;
+    const int left = max_digits_ - i;
+    if (!tight_lo && !tight_hi) return Digits(i == 0 ? 1 : 0, left);
+    std::vector<ExprPtr> alts;
+    if (i > 0) {
+      // F ends here: its remaining digits are zeros.
+      bool ok = true;
+      if (tight_lo) ok = ok && RestZero(*lo_, i) && !lo_excl_;
+      if (tight_hi) ok = ok && (!RestZero(*hi_, i) || !hi_excl_);
+      if (ok) alts.push_back(Empty());
+    }
+    if (left > 0) {
+      const char dlo = tight_lo ? DigitAt(*lo_, i) : '0';
+      const char dhi = tight_hi ? DigitAt(*hi_, i) : '9';
+      if (dlo == dhi) {
+        alts.push_back(Seq({Literal(std::string(1, dlo)), From(i + 1, tight_lo, tight_hi)}));
+      } else if (dlo < dhi) {
+        alts.push_back(Seq({Literal(std::string(1, dlo)), From(i + 1, tight_lo, false)}));
+        if (dlo + 1 <= dhi - 1)
+          alts.push_back(Seq({ByteRange(dlo + 1, dhi - 1), Digits(0, left - 1)}));
+        alts.push_back(Seq({Literal(std::string(1, dhi)), From(i + 1, false, tight_hi)}));
+      }
+    }
+    return Alt(std::move(alts));
+  }
+
+  const std::string* lo_;
+  const std::string* hi_;
+  bool lo_excl_, hi_excl_;
+  int max_digits_;
+};
+
+// Decimals "I.F" (F: 1 to max_digits digits) whose value lies between the magnitudes a and z
+// (z absent = open above).
+ExprPtr DecimalMagnitudes(const Decimal& a, bool a_excl, const std::optional<Decimal>& z,
+                          bool z_excl, int max_digits) {
+  auto whole = [](int64_t v) { return Literal(std::to_string(v) + "."); };
+  if (z && z->whole < a.whole) return Nothing();
+  if (z && z->whole == a.whole) {
+    return Seq(
+        {whole(a.whole), FractionRange(&a.frac, a_excl, &z->frac, z_excl, max_digits).Build()});
+  }
+  std::vector<ExprPtr> alts;
+  alts.push_back(
+      Seq({whole(a.whole), FractionRange(&a.frac, a_excl, nullptr, false, max_digits).Build()}));
+  if (!z || z->whole - 1 >= a.whole + 1) {
+    alts.push_back(Seq(
+        {MagnitudeRange(a.whole + 1, z ? z->whole - 1 : -1), Literal("."), Digits(1, max_digits)}));
+  }
+  if (z) {
+    alts.push_back(Seq(
+        {whole(z->whole), FractionRange(nullptr, false, &z->frac, z_excl, max_digits).Build()}));
+  }
+  return Alt(std::move(alts));
 }
 
 std::optional<int64_t> ClampBound(std::optional<double> v) {
@@ -248,24 +346,30 @@ ExprPtr NumberExpr(const NumberBounds& b, bool integer, int max_frac_digits) {
                          Digits(1, 2)}))});
   }
   std::vector<ExprPtr> alts{ints};
-  // Positive decimals I.F with I in [max(0, ceil(lo)), floor(hi) - 1].
-  std::optional<double> plo =
-      b.lo ? std::optional<double>(std::max(0.0, std::ceil(*b.lo))) : std::optional<double>(0.0);
-  std::optional<double> phi;
-  if (b.hi) phi = std::floor(*b.hi) - 1;
-  if (!phi || *phi >= *plo) {
-    std::optional<int64_t> h = ClampBound(phi);
-    alts.push_back(
-        Seq({MagnitudeRange(static_cast<int64_t>(*plo), h ? *h : -1), Fraction(frac_digits)}));
+  // A bound at or beyond the limit is open (the caller refuses it on the near side).
+  auto bound = [](const std::optional<double>& v) -> std::optional<double> {
+    if (!v || !std::isfinite(*v) || std::fabs(*v) >= static_cast<double>(kNumberBoundLimit)) {
+      return std::nullopt;
+    }
+    return v;
+  };
+  const std::optional<double> lo = bound(b.lo), hi = bound(b.hi);
+  // Non-negative decimals: magnitudes in [max(lo, 0), hi].
+  if (!hi || *hi >= 0) {
+    const bool from_lo = lo && *lo >= 0;
+    const Decimal a = SplitDecimal(from_lo ? *lo : 0.0);
+    std::optional<Decimal> z;
+    if (hi) z = SplitDecimal(*hi);
+    alts.push_back(DecimalMagnitudes(a, from_lo && b.lo_exclusive, z, b.hi_exclusive, frac_digits));
   }
-  // Negative decimals -I.F with I in [max(0, ceil(-hi)), floor(-lo) - 1].
-  double nlo = b.hi ? std::max(0.0, std::ceil(-*b.hi)) : 0.0;
-  std::optional<double> nhi;
-  if (b.lo) nhi = std::floor(-*b.lo) - 1;
-  if (!nhi || *nhi >= nlo) {
-    std::optional<int64_t> h = ClampBound(nhi);
-    alts.push_back(Seq({Literal("-"), MagnitudeRange(static_cast<int64_t>(nlo), h ? *h : -1),
-                        Fraction(frac_digits)}));
+  // Negative decimals: "-" and magnitudes in [max(-hi, 0), -lo].
+  if (!lo || *lo < 0) {
+    const bool from_hi = hi && *hi <= 0;
+    const Decimal a = SplitDecimal(from_hi ? -*hi : 0.0);
+    std::optional<Decimal> z;
+    if (lo) z = SplitDecimal(-*lo);
+    alts.push_back(Seq({Literal("-"), DecimalMagnitudes(a, from_hi && b.hi_exclusive, z,
+                                                        b.lo_exclusive, frac_digits)}));
   }
   return Alt(std::move(alts));
 }

@@ -1,8 +1,8 @@
 // Decimal number ranges → grammar: the JSON text of integers / numbers within inclusive or
-// exclusive bounds, as a sound digit automaton (integers exactly within ±10^15; numbers: integers
-// in range plus decimals I.F whose whole interval (I, I+1) lies in range; unbounded numbers also
-// take an exponent of at most 2 digits). Unbounded integers have at most 15 digits, fractions at
-// most 16.
+// exclusive bounds, as a digit automaton: exact for integers within ±10^15 and for decimals I.F
+// (fractions compared digit by digit with the bounds' shortest decimal text, so minimum 0.1 and
+// maximum 0.25 take exactly 0.1 .. 0.25); unbounded numbers also take an exponent of at most 2
+// digits. Unbounded integers have at most 15 digits, fractions at most 16.
 //
 // Not responsible for: reading the bounds from a schema (ParseNumberBounds) or refusing bounds
 // beyond ±10^15 on the near side (the caller does; such bounds are treated here as open).
