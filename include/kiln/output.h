@@ -36,6 +36,9 @@ struct RequestOutput {
   std::string request_id;
   std::vector<int32_t> new_token_ids;        // tokens produced since the last output
   std::vector<PositionLogprobs> logprobs;    // one per new token when logprobs were asked for
+  // SamplingParams::prompt_logprobs: one per prompt position 1 .. prompt length - 1 (position 0
+  // has none), `chosen` = the prompt's token there; only in the request's first output.
+  std::vector<PositionLogprobs> prompt_logprobs;
   // kEmbed: final hidden states, row-major [rows, hidden_size] (rows = prompt length or 1).
   std::vector<float> hidden_states;
   int hidden_size = 0;

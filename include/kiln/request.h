@@ -41,6 +41,11 @@ struct SamplingParams {
   int logprobs = -1;
   // Token ids whose logprobs are reported at every generated position (classification, scoring).
   std::vector<int32_t> chosen_logprob_token_ids;
+  // Prompt logprobs (scoring a text, e.g. lm-eval's loglikelihood): for every prompt position
+  // after the first, the logprob of the prompt's own token there and the top N alternatives
+  // (-1 → none, 0 → the prompt token's only). Computed over the whole prompt: such a request never
+  // starts from the prefix cache. Reported in the request's first output.
+  int prompt_logprobs = -1;
   ResponseFormat response_format;
 
   bool greedy() const { return temperature <= 0.0f; }

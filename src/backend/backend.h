@@ -145,6 +145,9 @@ class Backend {
   virtual int block_size() const = 0;
   virtual int64_t num_kv_blocks() const = 0;
 
+  // Most logits rows one Forward may ask for (prompt logprobs ask for one per prompt token; the
+  // scheduler keeps every step within max(this, max_num_seqs)).
+  virtual int max_logits_rows() const { return 256; }
   // Runs the model over the batch: writes the new tokens' K/V into the cache at slot_mapping and
   // computes logits / hidden states for the requested rows.
   virtual Status Forward(const ForwardBatch& batch) = 0;

@@ -30,8 +30,8 @@ std::unique_ptr<TierWorker> MakeTierWorker(const EngineCoreConfig& config, Backe
   TierWorkerOptions o;
   o.block_size = config.cache.block_size;
   o.record_bytes = backend->kv_block_record_bytes();
-  o.namespace_hash = Checksum64(config.cache.cache_namespace.data(),
-                                config.cache.cache_namespace.size());
+  o.namespace_hash =
+      Checksum64(config.cache.cache_namespace.data(), config.cache.cache_namespace.size());
   o.max_queued_writes = config.max_queued_tier_writes;
   return std::make_unique<TierWorker>(o, std::move(tiers));
 }
@@ -80,9 +80,17 @@ RequestOutput EngineCore::MakeOutput(const RequestState& r) const {
   return out;
 }
 
+void EngineCore::TakePromptLogprobs(RequestState* r, RequestOutput* out) {
+  if (!r->wants_prompt_logprobs() || r->prompt_logprobs_sent) return;
+  out->prompt_logprobs = std::move(r->prompt_logprobs);
+  r->prompt_logprobs.clear();
+  r->prompt_logprobs_sent = true;
+}
+
 void EngineCore::Emit(RequestState* r, std::vector<EngineOutput>* outputs, int32_t new_token,
                       const SampleResult* sample) {
   RequestOutput out = MakeOutput(*r);
+  TakePromptLogprobs(r, &out);
   out.new_token_ids.push_back(new_token);
   if (sample != nullptr &&
       (r->sampling.logprobs >= 0 || !r->sampling.chosen_logprob_token_ids.empty())) {
@@ -106,6 +114,11 @@ void EngineCore::Finish(RequestState* r, FinishReason reason, int32_t stop_token
     inflight_[static_cast<size_t>(r->inflight_entry)].request = nullptr;
     r->inflight_entry = -1;
   }
+  if (r->wants_prompt_logprobs()) {  // and so are its prompt-logprob rows still in flight
+    for (InFlightRow& row : inflight_) {
+      if (row.request == r) row.request = nullptr;
+    }
+  }
   // The final output: merged into the output this step just produced for r when asked to.
   if (merge_with_last) {
     KILN_DCHECK(outputs->back().output.request_id == r->request_id);
@@ -116,6 +129,7 @@ void EngineCore::Finish(RequestState* r, FinishReason reason, int32_t stop_token
     out.error = std::move(error);
   } else {
     RequestOutput out = MakeOutput(*r);
+    TakePromptLogprobs(r, &out);
     out.finished = true;
     out.finish_reason = reason;
     out.stop_token_id = stop_token_id;
@@ -182,12 +196,25 @@ void EngineCore::ResolveInFlight(std::vector<EngineOutput>* outputs) {
   for (size_t e = 0; e < inflight_.size(); ++e) {
     RequestState* r = inflight_[e].request;
     if (r == nullptr) continue;  // finished or aborted meanwhile: the row is discarded
-    r->inflight_entry = -1;
     if (!status.ok()) {
       Finish(r, FinishReason::kError, -1, status, outputs);
       continue;
     }
     const SampleResult& sample = sample_results_[static_cast<size_t>(inflight_[e].logits_row)];
+    if (inflight_[e].prompt_position > 0) {
+      const int q = inflight_[e].prompt_position;
+      PositionLogprobs lp;
+      lp.chosen = {r->token_ids[static_cast<size_t>(q)],
+                   sample.requested.empty() ? 0.0f : sample.requested[0].logprob};
+      lp.top = sample.top;
+      KILN_DCHECK(static_cast<int>(r->prompt_logprobs.size()) == q - 1);
+      r->prompt_logprobs.push_back(std::move(lp));
+      if (inflight_[e].finish_after) {
+        Finish(r, FinishReason::kLength, -1, Status::Ok(), outputs);  // prompt only (echo)
+      }
+      continue;
+    }
+    r->inflight_entry = -1;
     if (r->kind == RequestKind::kScore) {
       RequestOutput out = MakeOutput(*r);
       out.score_logprobs = sample.requested;
@@ -258,8 +285,7 @@ void EngineCore::IssueCopies(const std::vector<KvCopyGroup>& groups) {
       copy_scratch_.push_back({t.device_block, t.host_record});
     }
     StatusOr<uint64_t> ticket = backend_->CopyKvBlocks(
-        g.to_host ? KvCopyDirection::kDeviceToHost : KvCopyDirection::kHostToDevice,
-        copy_scratch_);
+        g.to_host ? KvCopyDirection::kDeviceToHost : KvCopyDirection::kHostToDevice, copy_scratch_);
     if (ticket.ok()) {
       issued_.push_back({g.id, *ticket});
     } else {
@@ -348,6 +374,10 @@ void EngineCore::Step(std::vector<EngineOutput>* outputs) {
     RequestState* r = so.scheduled[i].request;
     const ScheduledRows& rows = runner_.rows()[i];
     if (r->status == RequestStatus::kFinished) {  // finished by step n's sample: row discarded
+      for (int k = 0; k < rows.prompt_row_count; ++k) {
+        sampling_rows_.emplace_back();
+        inflight_.push_back({nullptr, rows.prompt_row_begin + k, false});
+      }
       if (rows.logits_row >= 0) {
         sampling_rows_.emplace_back();
         inflight_.push_back({nullptr, rows.logits_row, false});
@@ -362,21 +392,41 @@ void EngineCore::Step(std::vector<EngineOutput>* outputs) {
           r->hidden_states.end(), hidden_.begin() + static_cast<ptrdiff_t>(rows.hidden_begin * h),
           hidden_.begin() + static_cast<ptrdiff_t>((rows.hidden_begin + rows.hidden_count) * h));
     }
+    // Sampling rows hold spans into token_ids, and the placeholder pushed below must not move
+    // them: make room first (geometric growth, so this stays amortized O(1)).
+    if (r->token_ids.size() == r->token_ids.capacity()) {
+      r->token_ids.reserve(2 * r->token_ids.size() + 16);
+    }
+    // Prompt-logprob rows: greedy rows read only for the prompt token's logprob and the top N.
+    for (int k = 0; k < rows.prompt_row_count; ++k) {
+      const int q = rows.prompt_position_begin + k;
+      KILN_DCHECK(rows.prompt_row_begin + k == static_cast<int>(sampling_rows_.size()));
+      SamplingRow& s = sampling_rows_.emplace_back();
+      s.temperature = 0.0f;
+      s.num_top_logprobs = r->sampling.prompt_logprobs;
+      s.requested_token_ids = std::span<const int32_t>(&r->token_ids[static_cast<size_t>(q)], 1);
+      InFlightRow row{r, rows.prompt_row_begin + k, false};
+      row.prompt_position = q;
+      inflight_.push_back(row);
+    }
+    if (rows.prompt_row_count > 0) {
+      r->next_prompt_logprob = rows.prompt_position_begin + rows.prompt_row_count;
+    }
     if (r->num_computed_tokens < r->num_tokens()) continue;  // prefill chunk
     if (r->kind == RequestKind::kEmbed) {
       Finish(r, FinishReason::kStop, -1, Status::Ok(), outputs);
       continue;
     }
     if (r->kind == RequestKind::kGenerate && r->sampling.max_tokens == 0) {
-      Finish(r, FinishReason::kLength, -1, Status::Ok(), outputs);  // prompt only (echo)
+      // Prompt only (echo): finished now, or once its last prompt-logprob rows were read.
+      if (rows.prompt_row_count > 0) {
+        inflight_.back().finish_after = true;
+      } else {
+        Finish(r, FinishReason::kLength, -1, Status::Ok(), outputs);
+      }
       continue;
     }
     KILN_DCHECK(rows.logits_row == static_cast<int>(sampling_rows_.size()));
-    // The row's prompt / output spans point into token_ids, and the placeholder pushed below
-    // must not move them: make room first (geometric growth, so this stays amortized O(1)).
-    if (r->token_ids.size() == r->token_ids.capacity()) {
-      r->token_ids.reserve(2 * r->token_ids.size() + 16);
-    }
     sampling_rows_.emplace_back();
     BuildSamplingRow(*r, &sampling_rows_.back());
     InFlightRow row{r, rows.logits_row, false};
@@ -464,7 +514,8 @@ Status EngineCore::CheckInvariants() const {
     live.push_back(&r->kv);
     if (r->status == RequestStatus::kLoading) {
       ++loading;
-      if (r->kv.block_table.empty()) return Status::Internal("loading request " + id + " has no blocks");
+      if (r->kv.block_table.empty())
+        return Status::Internal("loading request " + id + " has no blocks");
       continue;
     }
     if (r->status == RequestStatus::kRunning) {

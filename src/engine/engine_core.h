@@ -3,7 +3,9 @@
 //   Step(): schedule → build ForwardBatch → backend Forward → sample (logits rows) / read hidden
 //           rows → update requests (computed tokens, cache full blocks, append tokens, stop checks)
 //           → emit outputs → drop finished requests.
-// kGenerate requests stream one output per generated token; kEmbed requests finish after their
+// kGenerate requests stream one output per generated token (the first also carries the prompt
+// logprobs when asked for: one logits row per prompt token, sampled greedily and read for the
+// prompt token's logprob and the top alternatives); kEmbed requests finish after their
 // prefill with their final hidden states (all prompt rows or the last one); kScore requests finish
 // after their prefill with the logprobs of chosen_logprob_token_ids at the last prompt position.
 //
@@ -119,6 +121,8 @@ class EngineCore final {
   void Emit(RequestState* r, std::vector<EngineOutput>* outputs, int32_t new_token,
             const SampleResult* sample);
   RequestOutput MakeOutput(const RequestState& r) const;
+  // Moves r's prompt logprobs into `out` if asked for and not sent yet.
+  static void TakePromptLogprobs(RequestState* r, RequestOutput* out);
   void FailStep(const SchedulerOutput& so, const Status& status,
                 std::vector<EngineOutput>* outputs);
   void EraseFinished();
@@ -147,6 +151,10 @@ class EngineCore final {
     RequestState* request = nullptr;
     int logits_row = 0;
     bool placeholder = false;  // the request's token_ids.back() is this row's pending token
+    // Prompt-logprob rows: the prompt position whose logprobs the row gives (0: a sampling row),
+    // and whether the request (max_tokens 0) finishes once this row is read.
+    int prompt_position = 0;
+    bool finish_after = false;
   };
   std::vector<InFlightRow> inflight_;
   bool sample_in_flight_ = false;

@@ -299,6 +299,103 @@ TEST(EngineCoreTest, LogprobsAreReported) {
   }
 }
 
+// Prompt logprobs equal what a score request on each prefix reports for the next prompt token,
+// whatever cuts the prompt: one shot, chunks of 16 tokens, 20 logits rows per step, preemption in
+// a small pool, a prompt already in the prefix cache; with max_tokens 0 (scoring) and 4.
+TEST(EngineCoreTest, PromptLogprobsMatchScoresOfEachPrefix) {
+  std::mt19937 rng(21);
+  const int T = 70;
+  const auto prompt = RandomTokens(&rng, T, 64);
+  std::vector<float> want(T);
+  {
+    CoreHarness h;
+    for (int q = 1; q < T; ++q) {
+      SamplingParams sp;
+      sp.max_tokens = 1;
+      sp.chosen_logprob_token_ids = {prompt[static_cast<size_t>(q)]};
+      h.Add("q" + std::to_string(q), std::vector<int32_t>(prompt.begin(), prompt.begin() + q), sp,
+            RequestKind::kScore);
+    }
+    h.RunUntilIdle();
+    for (int q = 1; q < T; ++q) {
+      want[static_cast<size_t>(q)] =
+          h.results["q" + std::to_string(q)].final_output.score_logprobs.at(0).logprob;
+    }
+  }
+  struct Setup {
+    const char* name;
+    int batched_tokens, max_logits_rows;
+    int64_t num_blocks;
+    bool warm;
+  };
+  for (const Setup& s :
+       {Setup{"one shot", 8192, 0, 1024, false}, Setup{"chunks", 16, 0, 1024, false},
+        Setup{"rows", 8192, 20, 1024, false}, Setup{"preempt", 32, 0, 12, false},
+        Setup{"warm prefix", 8192, 0, 1024, true}}) {
+    for (int max_tokens : {0, 4}) {
+      SCOPED_TRACE(std::string(s.name) + ", max_tokens " + std::to_string(max_tokens));
+      CoreHarnessOptions o;
+      o.max_num_batched_tokens = s.batched_tokens;
+      o.max_num_seqs = 16;
+      o.max_logits_rows = s.max_logits_rows;
+      o.num_blocks = s.num_blocks;
+      o.max_model_len = 12 * 16;
+      CoreHarness h(o);
+      if (s.warm) {
+        h.Add("warm", prompt, CoreHarness::Greedy(1));
+        h.RunUntilIdle();
+      }
+      for (int i = 0; i < 3; ++i) {
+        h.Add("other" + std::to_string(i), RandomTokens(&rng, 40, 64), CoreHarness::Greedy(40));
+      }
+      SamplingParams sp = CoreHarness::Greedy(max_tokens);
+      sp.prompt_logprobs = 2;
+      h.Add("p", prompt, sp);
+      h.Add("single", {prompt[0]}, sp);  // one token: no position has a logprob
+      h.RunUntilIdle();
+      const testing::Collected& c = h.results["p"];
+      EXPECT_EQ(c.outputs_with_prompt_logprobs, 1);
+      EXPECT_EQ(c.outputs_before_prompt_logprobs, 0);
+      EXPECT_EQ(static_cast<int>(c.ids.size()), max_tokens);
+      EXPECT_EQ(c.final_output.finish_reason, FinishReason::kLength);
+      EXPECT_EQ(c.final_output.usage.cached_tokens, 0);
+      ASSERT_EQ(c.prompt_logprobs.size(), static_cast<size_t>(T - 1));
+      for (int q = 1; q < T; ++q) {
+        const PositionLogprobs& p = c.prompt_logprobs[static_cast<size_t>(q - 1)];
+        EXPECT_EQ(p.chosen.token_id, prompt[static_cast<size_t>(q)]) << q;
+        EXPECT_EQ(p.chosen.logprob, want[static_cast<size_t>(q)]) << q;
+        ASSERT_EQ(p.top.size(), 2u);
+        EXPECT_GE(p.top[0].logprob, p.top[1].logprob);
+        EXPECT_GE(p.top[0].logprob, p.chosen.logprob);
+      }
+      EXPECT_EQ(h.results["single"].outputs_with_prompt_logprobs, 0);
+      EXPECT_EQ(static_cast<int>(h.results["single"].ids.size()), max_tokens);
+      if (std::string(s.name) == "preempt") {
+        EXPECT_GT(h.core->scheduler().num_preemptions(), 0);
+      }
+      ExpectDrained(h);
+    }
+  }
+}
+
+// Aborting a request while its prompt-logprob rows are in flight discards them: one final output,
+// nothing held.
+TEST(EngineCoreTest, AbortWithPromptLogprobRowsInFlight) {
+  std::mt19937 rng(22);
+  CoreHarnessOptions o;
+  o.max_num_batched_tokens = 32;
+  CoreHarness h(o);
+  SamplingParams sp = CoreHarness::Greedy(0);
+  sp.prompt_logprobs = 1;
+  h.Add("p", RandomTokens(&rng, 200, 64), sp);
+  h.Step();
+  h.Step();
+  EXPECT_TRUE(h.Abort("p"));
+  h.RunUntilIdle();
+  EXPECT_EQ(h.results["p"].final_output.finish_reason, FinishReason::kAbort);
+  ExpectDrained(h);
+}
+
 TEST(EngineCoreTest, ForwardFailureFailsTheStepsRequestsAndFreesBlocks) {
   CoreHarness h;
   h.Add("a", {1, 2, 4, 5}, CoreHarness::Greedy(20));

@@ -41,11 +41,17 @@ Status ValidateRequest(const Request& request, int vocab_size, int max_model_len
       break;
     }
     case RequestKind::kScore:
+      if (request.sampling.prompt_logprobs >= 0) {
+        return Status::InvalidArgument("prompt_logprobs applies to generation requests only");
+      }
       if (request.sampling.chosen_logprob_token_ids.empty()) {
         return Status::InvalidArgument("a score request needs chosen_logprob_token_ids");
       }
       [[fallthrough]];
     case RequestKind::kEmbed:
+      if (request.sampling.prompt_logprobs >= 0) {
+        return Status::InvalidArgument("prompt_logprobs applies to generation requests only");
+      }
       if (num_prompt > max_model_len) {
         return Status::OutOfRange("prompt (" + std::to_string(num_prompt) +
                                   " tokens) exceeds max_model_len (" +
@@ -158,6 +164,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::Impl::CreateWithBackend(
   core.scheduler.max_num_seqs = options.scheduler.max_num_seqs;
   core.scheduler.max_num_batched_tokens = options.scheduler.max_num_batched_tokens;
   core.scheduler.enable_chunked_prefill = options.scheduler.enable_chunked_prefill;
+  core.scheduler.max_logits_rows =
+      std::max(backend->max_logits_rows(), options.scheduler.max_num_seqs);
   core.async_scheduling = options.scheduler.async_scheduling;
   core.cache.block_size = options.cache.block_size;
   core.cache.num_blocks = num_blocks;

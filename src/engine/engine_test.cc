@@ -5,13 +5,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdlib>
 #include <fstream>
 #include <map>
-#include <condition_variable>
 #include <mutex>
 #include <random>
 #include <set>
@@ -21,6 +22,7 @@
 #include "common/check.h"
 #include "engine/engine_loop.h"
 #include "engine/fake_backend.h"
+#include "model/safetensors.h"
 
 namespace kiln {
 namespace {
@@ -346,7 +348,6 @@ std::string SharedDir() {
 
 bool Exists(const std::string& p) { return std::ifstream(p).good(); }
 
-
 std::unique_ptr<Engine> RealEngine(const std::string& model_dir, EngineOptions o = {}) {
   o.model.model_path = model_dir;
   o.device.num_threads = 1;
@@ -512,6 +513,116 @@ TEST(EngineRealModelTest, ChunkedPrefillMatchesOneShotLogits) {
   ASSERT_EQ(hidden[0].size(), 301u * 64);
   ASSERT_EQ(hidden[1].size(), hidden[0].size());
   for (size_t i = 0; i < hidden[0].size(); ++i) ASSERT_NEAR(hidden[0][i], hidden[1][i], 1e-4f);
+}
+
+// Prompt logprobs (lm-eval's loglikelihood through echo + logprobs) against HF's own logits for
+// the 257 reference tokens: each prompt position's logprob is log_softmax(ref logits of the
+// previous position) at the prompt token, and the top alternatives are the reference's. Run in
+// one shot (cut by logits rows), in chunks of 32 tokens, and with the prompt already in the prefix
+// cache (prompt logprobs never start from the cache); with max_tokens 0 (scoring) and 3.
+TEST(EngineRealModelTest, PromptLogprobsMatchHfReference) {
+  const std::string dir = SharedDir() + "/models/stories260K/hf";
+  KILN_REQUIRE_MODEL(dir);
+  auto ref = SafetensorsFile::Open(dir + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok()) << ref.status().ToString();
+  auto ids = ReadSafetensorsInt32(**ref, "input_ids");
+  auto ref_logits = ReadSafetensorsFloat(**ref, "logits");
+  ASSERT_TRUE(ids.ok() && ref_logits.ok());
+  const int T = static_cast<int>(ids->size());
+  const int V = 512;
+  ASSERT_EQ(ref_logits->size(), static_cast<size_t>(T) * V);
+  // Reference log-softmax rows (double).
+  std::vector<double> ref_lp(static_cast<size_t>(T) * V);
+  for (int t = 0; t < T; ++t) {
+    const float* row = ref_logits->data() + static_cast<size_t>(t) * V;
+    double mx = row[0];
+    for (int v = 1; v < V; ++v) mx = std::max(mx, static_cast<double>(row[v]));
+    double sum = 0;
+    for (int v = 0; v < V; ++v) sum += std::exp(row[v] - mx);
+    for (int v = 0; v < V; ++v)
+      ref_lp[static_cast<size_t>(t) * V + v] = row[v] - mx - std::log(sum);
+  }
+  struct Setup {
+    int batched_tokens, max_seqs;
+    bool warm_prefix;
+  };
+  for (const Setup& setup :
+       {Setup{8192, 256, false}, Setup{32, 16, false}, Setup{8192, 40, true}}) {
+    SCOPED_TRACE("max_num_batched_tokens " + std::to_string(setup.batched_tokens) +
+                 ", max_num_seqs " + std::to_string(setup.max_seqs));
+    EngineOptions o;
+    o.scheduler.max_num_batched_tokens = setup.batched_tokens;
+    o.scheduler.max_num_seqs = setup.max_seqs;
+    auto engine = RealEngine(dir, o);
+    ASSERT_NE(engine, nullptr);
+    if (setup.warm_prefix) {  // the prompt's blocks are in the prefix cache
+      auto w = engine->Submit(Greedy(*ids, 1));
+      ASSERT_TRUE(w.ok());
+      Drain(w->get());
+    }
+    for (int max_tokens : {0, 3}) {
+      Request r = Greedy(*ids, max_tokens);
+      r.sampling.prompt_logprobs = 3;
+      // 256 prompt rows + the sampling row pass the CPU backend's 256 logits rows per step, so
+      // the prefill is cut by rows even in one-shot mode; a concurrent decode shares the steps.
+      auto other = engine->Submit(Greedy({1, 5, 9}, 20));
+      ASSERT_TRUE(other.ok());
+      auto s = engine->Submit(r);
+      ASSERT_TRUE(s.ok()) << s.status().ToString();
+      std::vector<PositionLogprobs> got;
+      int outputs_with_prompt_logprobs = 0, generated = 0;
+      RequestOutput out;
+      bool finished = false;
+      while ((*s)->Next(&out)) {
+        if (!out.prompt_logprobs.empty()) {
+          ++outputs_with_prompt_logprobs;
+          got = out.prompt_logprobs;
+          EXPECT_TRUE(generated == 0);  // in the first output
+        }
+        generated += static_cast<int>(out.new_token_ids.size());
+        finished = out.finished;
+        if (out.finished) {
+          EXPECT_EQ(out.finish_reason, FinishReason::kLength);
+          EXPECT_EQ(out.usage.cached_tokens, 0);
+        }
+      }
+      Drain(other->get());
+      EXPECT_TRUE(finished);
+      EXPECT_EQ(generated, max_tokens);
+      EXPECT_EQ(outputs_with_prompt_logprobs, 1);
+      ASSERT_EQ(got.size(), static_cast<size_t>(T - 1));
+      for (int q = 1; q < T; ++q) {
+        const PositionLogprobs& p = got[static_cast<size_t>(q - 1)];
+        const double* want = ref_lp.data() + static_cast<size_t>(q - 1) * V;
+        ASSERT_EQ(p.chosen.token_id, (*ids)[static_cast<size_t>(q)]) << "position " << q;
+        EXPECT_NEAR(p.chosen.logprob, want[p.chosen.token_id], 1e-4) << "position " << q;
+        ASSERT_EQ(p.top.size(), 3u) << "position " << q;
+        for (size_t k = 0; k < 3; ++k) {
+          EXPECT_NEAR(p.top[k].logprob, want[p.top[k].token_id], 1e-4) << "position " << q;
+        }
+        // The top entry is the reference's argmax (or ties it).
+        const double best = *std::max_element(want, want + V);
+        EXPECT_NEAR(p.top[0].logprob, best, 1e-4) << "position " << q;
+      }
+    }
+    EXPECT_TRUE(Engine::Impl::CheckInvariants(engine.get()).ok());
+    EXPECT_EQ(engine->Metrics().num_kv_blocks_used, 0);
+  }
+}
+
+TEST(EngineTest, PromptLogprobsOnlyForGeneration) {
+  auto engine = FakeEngine();
+  Request r = Greedy({1, 2, 4}, 1);
+  r.kind = RequestKind::kEmbed;
+  r.sampling.prompt_logprobs = 0;
+  auto s = engine->Submit(r);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("prompt_logprobs"), std::string::npos);
+  r.kind = RequestKind::kGenerate;
+  r.sampling.prompt_logprobs = -2;
+  s = engine->Submit(r);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("prompt_logprobs"), std::string::npos);
 }
 
 TEST(EngineRealModelTest, ResponseFormatConstrainsTheOutput) {

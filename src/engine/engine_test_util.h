@@ -22,6 +22,9 @@ struct Collected {
   int num_outputs = 0;
   int num_finals = 0;
   RequestOutput final_output;
+  std::vector<PositionLogprobs> prompt_logprobs;
+  int outputs_with_prompt_logprobs = 0;
+  int outputs_before_prompt_logprobs = 0;  // outputs that came before them (should be 0)
 };
 
 // KILN_TEST_ASYNC_BACKEND=1 runs every harness with the FakeBackend in pipelined mode (samples
@@ -46,6 +49,7 @@ struct CoreHarnessOptions {
   bool async_scheduling = true;
   int64_t host_records = 0;  // host KV tier (0: off; lower tiers need it)
   std::string cache_namespace;
+  int max_logits_rows = 0;  // 0: unbounded
 };
 
 class CoreHarness {
@@ -57,6 +61,7 @@ class CoreHarness {
     c.scheduler.max_num_seqs = o.max_num_seqs;
     c.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
     c.scheduler.enable_chunked_prefill = o.chunked;
+    c.scheduler.max_logits_rows = o.max_logits_rows;
     c.cache.block_size = o.block_size;
     c.cache.num_blocks = o.num_blocks;
     c.cache.enable_prefix_caching = o.prefix_caching;
@@ -92,6 +97,10 @@ class CoreHarness {
   void Collect(std::vector<EngineOutput>& outs) {
     for (EngineOutput& o : outs) {
       Collected& c = results[o.output.request_id];
+      if (!o.output.prompt_logprobs.empty()) {
+        if (c.outputs_with_prompt_logprobs++ == 0) c.outputs_before_prompt_logprobs = c.num_outputs;
+        c.prompt_logprobs = o.output.prompt_logprobs;
+      }
       ++c.num_outputs;
       c.ids.insert(c.ids.end(), o.output.new_token_ids.begin(), o.output.new_token_ids.end());
       if (o.output.finished) {

@@ -47,6 +47,14 @@ void ModelRunner::Build(const SchedulerOutput& out) {
     if (s.num_tokens != 1) decode_only = false;
 
     ScheduledRows rows;
+    if (r.wants_prompt_logprobs()) {
+      const int first = std::max(start + 1, r.next_prompt_logprob);
+      const int last = std::min(end, r.num_prompt_tokens - 1);
+      rows.prompt_row_begin = static_cast<int>(b.logits_indices.size());
+      rows.prompt_position_begin = first;
+      for (int q = first; q <= last; ++q) b.logits_indices.push_back(row0 + (q - 1 - start));
+      rows.prompt_row_count = std::max(0, last - first + 1);
+    }
     const bool completes = end == r.num_tokens();
     if (r.kind == RequestKind::kEmbed) {
       rows.hidden_begin = static_cast<int>(b.hidden_indices.size());

@@ -4,7 +4,9 @@
 //
 // Rows: a request gets a logits row when this step computes its last pending token (the chunk
 // completes its prompt, or it decodes) and it is not an embedding request; an embedding request
-// gets hidden rows for every computed row (return_all_hidden) or only its last prompt row.
+// gets hidden rows for every computed row (return_all_hidden) or only its last prompt row. A
+// request asking for prompt logprobs also gets a logits row for every computed prompt row p whose
+// next token p + 1 is a prompt token not yet asked for (scheduler.h LogitsRowsFor).
 //
 // A request whose last token is a placeholder (RequestState::has_pending_token) gets a deferred
 // token entry for it: the backend fills it from the previous step's sample.
@@ -22,6 +24,12 @@ namespace kiln {
 
 struct ScheduledRows {
   int logits_row = -1;   // index into batch.logits_indices, -1 when none
+  // Prompt-logprob rows (SamplingParams::prompt_logprobs): logits rows [prompt_row_begin,
+  // prompt_row_begin + prompt_row_count), before logits_row; row k gives the logprobs of prompt
+  // token prompt_position_begin + k.
+  int prompt_row_begin = 0;
+  int prompt_row_count = 0;
+  int prompt_position_begin = 0;
   int hidden_begin = 0;  // first index into batch.hidden_indices
   int hidden_count = 0;
 };

@@ -172,6 +172,14 @@ Status SamplingParams::Validate(int vocab_size) const {
     return Bad("logprobs", "(" + std::to_string(logprobs) + ") exceeds the vocabulary size (" +
                                std::to_string(vocab_size) + ")");
   }
+  if (prompt_logprobs < -1) {
+    return Bad("prompt_logprobs", "must be >= -1, got " + std::to_string(prompt_logprobs));
+  }
+  if (vocab_size > 0 && prompt_logprobs > vocab_size) {
+    return Bad("prompt_logprobs", "(" + std::to_string(prompt_logprobs) +
+                                      ") exceeds the vocabulary size (" +
+                                      std::to_string(vocab_size) + ")");
+  }
   auto check_ids = [&](const std::vector<int32_t>& ids, const char* field) -> Status {
     for (int32_t id : ids) {
       if (id < 0 || (vocab_size > 0 && id >= vocab_size)) {

@@ -62,6 +62,14 @@ struct RequestState {
 
   // Output bookkeeping.
   std::vector<float> hidden_states;  // kEmbed: accumulated rows
+  // sampling.prompt_logprobs: the prompt positions whose logprobs were computed (in order; entry
+  // i is position i + 1), the next position to ask a logits row for, and whether they were sent.
+  std::vector<PositionLogprobs> prompt_logprobs;
+  int next_prompt_logprob = 1;
+  bool prompt_logprobs_sent = false;
+  bool wants_prompt_logprobs() const {
+    return kind == RequestKind::kGenerate && sampling.prompt_logprobs >= 0;
+  }
   std::chrono::steady_clock::time_point arrival_time;
   double time_to_first_token_s = -1.0;
   std::shared_ptr<void> user_data;  // opaque to the core (the engine loop's callback)

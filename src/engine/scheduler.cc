@@ -1,10 +1,28 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "common/check.h"
 
 namespace kiln {
+
+int LogitsRowsFor(const RequestState& r, int start, int num_tokens) {
+  const int end = start + num_tokens;
+  int rows = 0;
+  if (r.wants_prompt_logprobs()) {
+    // Row p gives the logprob of prompt token p + 1.
+    const int first = std::max(start + 1, r.next_prompt_logprob);
+    const int last = std::min(end, r.num_prompt_tokens - 1);
+    rows += std::max(0, last - first + 1);
+  }
+  const bool completes = end == r.num_tokens();
+  if (completes && r.kind != RequestKind::kEmbed &&
+      !(r.kind == RequestKind::kGenerate && r.sampling.max_tokens == 0)) {
+    ++rows;
+  }
+  return rows;
+}
 
 Scheduler::Scheduler(const SchedulerConfig& config, KvCacheManager* kv) : config_(config), kv_(kv) {
   running_.reserve(static_cast<size_t>(config.max_num_seqs));
@@ -26,7 +44,23 @@ void Scheduler::AddRequest(RequestState* request) {
   InsertWaiting(request);
 }
 
+int Scheduler::FitRows(const RequestState& r, int start, int want) const {
+  if (LogitsRowsFor(r, start, want) <= rows_left_) return want;
+  // Rows grow with n: the largest n that fits.
+  int lo = 0, hi = want;
+  while (lo < hi) {
+    const int mid = lo + (hi - lo + 1) / 2;
+    if (LogitsRowsFor(r, start, mid) <= rows_left_) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
 void Scheduler::Add(RequestState* r, int num_tokens) {
+  rows_left_ -= LogitsRowsFor(*r, r->num_computed_tokens, num_tokens);
   r->scheduled_index = static_cast<int>(out_.scheduled.size());
   out_.scheduled.push_back({r, num_tokens});
   out_.num_scheduled_tokens += num_tokens;
@@ -45,6 +79,7 @@ void Scheduler::PreemptNewest() {
     }
     out_.num_scheduled_tokens -= n;
     budget_ += n;
+    rows_left_ += LogitsRowsFor(*victim, victim->num_computed_tokens, n);
     victim->scheduled_index = -1;
   }
   kv_->Free(&victim->kv);
@@ -84,6 +119,8 @@ const SchedulerOutput& Scheduler::Schedule() {
   out_.load_failed.clear();
   out_.num_scheduled_tokens = 0;
   budget_ = config_.max_num_batched_tokens;
+  rows_left_ =
+      config_.max_logits_rows > 0 ? config_.max_logits_rows : std::numeric_limits<int>::max();
   PromoteLoaded();
 
   // Running requests: decodes first, then prefill chunks.
@@ -92,8 +129,8 @@ const SchedulerOutput& Scheduler::Schedule() {
       RequestState* r = running_[i];
       const int remaining = r->num_tokens_to_compute();
       if (remaining <= 0 || (pass == 0) != (remaining == 1) || r->scheduled_index >= 0) continue;
-      const int n = std::min(remaining, budget_);
-      if (!config_.enable_chunked_prefill && n < remaining) continue;
+      const int n = FitRows(*r, r->num_computed_tokens, std::min(remaining, budget_));
+      if (n == 0 || (!config_.enable_chunked_prefill && n < remaining)) continue;
       bool preempted_self = false;
       while (!kv_->AllocateSlots(&r->kv, r->num_computed_tokens, n)) {
         const bool is_self = running_.back() == r;
@@ -114,7 +151,10 @@ const SchedulerOutput& Scheduler::Schedule() {
     KILN_DCHECK(r->num_computed_tokens == 0);
     // Preempted while its last token was being sampled: admitted once that token is known.
     if (r->has_pending_token()) break;
-    const bool needs_every_row = r->kind == RequestKind::kEmbed && r->return_all_hidden;
+    // Every prompt row is computed (no prefix-cache start) for all-row embeddings and prompt
+    // logprobs.
+    const bool needs_every_row =
+        (r->kind == RequestKind::kEmbed && r->return_all_hidden) || r->wants_prompt_logprobs();
     // A fetch from the lower tiers in flight (or started now): pass over it meanwhile.
     if (!needs_every_row && (kv_->FetchPending(r->kv) || kv_->StartFetch(&r->kv, r->token_ids))) {
       ++w;
@@ -125,7 +165,11 @@ const SchedulerOutput& Scheduler::Schedule() {
     if (!needs_every_row) cached = kv_->FindCachedPrefix(&r->kv, r->token_ids, &hit_);
     const int num_host_blocks = hit_.num_host_blocks();
     const int remaining = r->num_tokens() - cached;
-    const int n = std::min(remaining, budget_);
+    int n = std::min(remaining, budget_);
+    if (num_host_blocks == 0) {
+      n = FitRows(*r, cached, n);
+      if (n == 0) break;
+    }
     if (!config_.enable_chunked_prefill && n < remaining) break;
     // A request that loads gets only its prefix's blocks now; its chunks come once it runs.
     if (!kv_->AllocateSlots(&r->kv, cached, num_host_blocks > 0 ? 0 : n, &hit_)) break;

@@ -1,7 +1,9 @@
 // Scheduler: decides, each step, how many tokens of which requests the model computes (the
 // token-budget model: prefill, chunked prefill and decode are one mechanism).
 //
-// Policy per step, within max_num_batched_tokens tokens and max_num_seqs admitted requests:
+// Policy per step, within max_num_batched_tokens tokens, max_num_seqs admitted requests and
+// max_logits_rows logits rows (only requests asking for prompt logprobs take more than one; their
+// prefill chunks are cut to the rows left):
 //  0. loading requests whose prefix has been copied in from the host tier become running;
 //  1. running requests with one token to compute (decodes), oldest first;
 //  2. running requests still prefilling (chunks), oldest first;
@@ -38,7 +40,14 @@ struct SchedulerConfig {
   int max_num_seqs = 256;
   int max_num_batched_tokens = 8192;
   bool enable_chunked_prefill = true;
+  // Logits rows one step may ask for (0 = unbounded): a request asking for prompt logprobs takes
+  // one per prompt token, so its prefill chunks are cut to what is left of this.
+  int max_logits_rows = 0;
 };
+
+// Logits rows a step computing `num_tokens` of `r` from token `start` on asks for: its
+// prompt-logprob rows (RequestState::next_prompt_logprob on) and its sampling row.
+int LogitsRowsFor(const RequestState& r, int start, int num_tokens);
 
 struct ScheduledRequest {
   RequestState* request = nullptr;
@@ -73,6 +82,10 @@ class Scheduler final {
   // Drops running requests whose status is kFinished (their blocks must already be freed).
   void RemoveFinished();
 
+  // The largest n <= want for which `r`'s rows (computing from `start`) fit in what is left of
+  // this step's logits rows (0: none fit).
+  int FitRows(const RequestState& r, int start, int want) const;
+
   bool has_work() const { return !running_.empty() || !waiting_.empty() || !loading_.empty(); }
   int num_running() const { return static_cast<int>(running_.size()); }
   int num_waiting() const { return static_cast<int>(waiting_.size()); }
@@ -97,6 +110,7 @@ class Scheduler final {
   std::vector<RequestState*> loading_;
   SchedulerOutput out_;
   int budget_ = 0;
+  int rows_left_ = 0;  // logits rows left this step (SchedulerConfig::max_logits_rows)
   PrefixHit hit_;
   int64_t num_preemptions_ = 0;
   int64_t next_queue_seq_ = 0;

@@ -50,6 +50,7 @@ class CudaBackend final : public Backend {
   const ModelConfig& config() const override { return config_; }
   int block_size() const override { return options_.block_size; }
   int64_t num_kv_blocks() const override { return kv_.num_blocks(); }
+  int max_logits_rows() const override { return max_logits_; }
   Status Forward(const ForwardBatch& batch) override;
   Status SampleAsync(std::span<const SamplingRow> rows) override;
   bool SampleReady() override { return sampler_.Ready(); }
