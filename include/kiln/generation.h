@@ -115,6 +115,11 @@ struct GenerationChoice {
   std::string text;                        // echo text + generated text (stop string cut)
   std::vector<int32_t> token_ids;          // generated ids consumed, incl. a final stop token id
   std::vector<PositionLogprobs> logprobs;  // one per consumed token when logprobs were asked for
+  // sampling.prompt_logprobs >= 0: the prompt's ids and, once the engine reported them, their
+  // logprobs (entry i is position i + 1: the first prompt token has none).
+  std::vector<int32_t> prompt_token_ids;
+  std::vector<PositionLogprobs> prompt_logprobs;
+  int echo_chars = 0;  // characters (code points) of the echo text at the start of `text`
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;  // kStop also for a stop string
   std::string matched_stop;                          // the stop string that ended it, or empty
@@ -129,6 +134,8 @@ struct GenerationDelta {
   int index = 0;
   std::string text;
   std::vector<PositionLogprobs> logprobs;
+  // The prompt logprobs, in the delta where they arrived (before any generated token's).
+  std::vector<PositionLogprobs> prompt_logprobs;
   int text_offset = 0;  // offset in characters (code points) in the choice's text of the first
                         // token in `logprobs` (OpenAI's text_offset)
   bool finished = false;

@@ -47,8 +47,10 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
           c.detokenizer->Prime(ids.subspan(ids.size() - ctx));
         }
         c.stop = std::make_unique<StopMatcher>(request_.stop, request_.include_stop_str_in_output);
+        if (request_.sampling.prompt_logprobs >= 0) c.choice.prompt_token_ids = prompt.token_ids;
         c.choice.text = prompt.echo_text;
         c.text_offset = Utf8CharCount(c.choice.text);
+        c.choice.echo_chars = c.text_offset;
 
         Request r;
         r.request_id = c.request_id;
@@ -112,6 +114,10 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
     delta.index = choice.index;
     delta.text_offset = c.text_offset;
     const bool want_logprobs = request_.sampling.logprobs >= 0;
+    if (!out.prompt_logprobs.empty()) {
+      choice.prompt_logprobs = out.prompt_logprobs;
+      delta.prompt_logprobs = std::move(out.prompt_logprobs);
+    }
     const size_t num_new = out.new_token_ids.size();
     bool stopped_by_string = false;
     for (size_t i = 0; i < num_new && !stopped_by_string; ++i) {
@@ -120,8 +126,7 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
       if (want_logprobs && i < out.logprobs.size()) {
         choice.logprobs.push_back(out.logprobs[i]);
         delta.logprobs.push_back(out.logprobs[i]);
-        if (tokenizer_ != nullptr)
-          c.text_offset += Utf8CharCount(tokenizer_->TokenBytes(id));
+        if (tokenizer_ != nullptr) c.text_offset += Utf8CharCount(tokenizer_->TokenBytes(id));
       }
       // A stop token id (EOS or stop_token_ids) ends the text without appearing in it.
       const bool is_stop_token =
@@ -139,9 +144,9 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
     const bool done = out.finished || stopped_by_string;
     if (done) {
       if (!stopped_by_string) {
-        delta.text += c.stop->Push(
-            c.detokenizer ? c.detokenizer->Flush() : std::string(),
-            choice.token_ids.size() > static_cast<size_t>(std::max(0, request_.sampling.min_tokens)));
+        delta.text += c.stop->Push(c.detokenizer ? c.detokenizer->Flush() : std::string(),
+                                   choice.token_ids.size() > static_cast<size_t>(std::max(
+                                                                 0, request_.sampling.min_tokens)));
         if (c.stop->stopped()) {
           stopped_by_string = true;
         } else {
@@ -166,7 +171,8 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
       ++num_done_;
     }
     choice.text += delta.text;
-    if (callbacks_.on_delta && (!delta.text.empty() || !delta.logprobs.empty() || done)) {
+    if (callbacks_.on_delta && (!delta.text.empty() || !delta.logprobs.empty() ||
+                                !delta.prompt_logprobs.empty() || done)) {
       callbacks_.on_delta(delta, choice);
     }
     if (num_done_ == choices_.size()) Finish();

@@ -28,6 +28,9 @@ GenerationRequest ToGenerationRequest(GenerateRequest* g) {
   r.sampling = g->sampling;
   r.sampling.logprobs = g->logprobs ? g->top_logprobs : -1;
   r.sampling.chosen_logprob_token_ids = g->logprob_token_ids;
+  // Completions' echo + logprobs: the prompt tokens' logprobs come first (lm-eval's loglikelihood).
+  r.sampling.prompt_logprobs =
+      g->kind != ApiKind::kChat && g->echo && g->logprobs ? g->top_logprobs : -1;
   r.logprob_token_strings = g->logprob_token_strings;
   r.fill_max_tokens = !g->max_tokens_set;
   r.n = g->n;
@@ -79,6 +82,13 @@ std::optional<ApiError> GenerationResponse::Start(PreparedGeneration prepared) {
       if (request_.kind == ApiKind::kChat) {
         responder_->Write(SseEvent(RenderStreamChunk(meta_, request_, static_cast<int>(idx), true,
                                                      "", {}, 0, "", *generator_->tokenizer())));
+      } else if (request_.echo && request_.logprobs) {
+        if (pending_echo_.empty()) {
+          pending_echo_.resize(num_choices);
+          echo_pending_.assign(num_choices, false);
+        }
+        pending_echo_[idx] = echo[idx];
+        echo_pending_[idx] = true;
       } else if (request_.echo && !echo[idx].empty()) {
         SendChunk(static_cast<int>(idx), echo[idx], {}, "", 0);
       }
@@ -100,6 +110,18 @@ void GenerationResponse::OnDelta(const GenerationDelta& delta, const GenerationC
                              choice.usage.completion_tokens, finish_reason);
   }
   if (!request_.stream) return;
+  const size_t idx = static_cast<size_t>(delta.index);
+  if (idx < echo_pending_.size() && echo_pending_[idx]) {
+    echo_pending_[idx] = false;
+    json chunk = RenderStreamChunk(meta_, request_, delta.index, false, pending_echo_[idx], {}, 0,
+                                   "", *generator_->tokenizer());
+    chunk["choices"][0]["logprobs"] =
+        RenderEchoedCompletionLogprobs(choice.prompt_token_ids, delta.prompt_logprobs, {},
+                                       *generator_->tokenizer(), request_.top_logprobs, 0);
+    responder_->Write(SseEvent(chunk));
+    std::string().swap(pending_echo_[idx]);
+    if (delta.text.empty() && delta.logprobs.empty() && !delta.finished) return;
+  }
   if (!delta.error.ok()) {
     responder_->Write(SseEvent(ApiError::FromStatus(delta.error).Body()));
   } else {
@@ -136,7 +158,8 @@ void GenerationResponse::OnDone(const GenerationResult& result) {
   std::vector<ChoiceResult> results;
   results.reserve(result.choices.size());
   for (const auto& c : result.choices) {
-    results.push_back({c.index, c.text, c.logprobs, FinishReasonName(c.finish_reason)});
+    results.push_back({c.index, c.text, c.logprobs, FinishReasonName(c.finish_reason),
+                       c.prompt_token_ids, c.prompt_logprobs, c.echo_chars});
   }
   const Tokenizer& tok = *generator_->tokenizer();
   std::string body = request_.kind == ApiKind::kChat

@@ -248,7 +248,12 @@ void ParseCommon(FieldReader& r, const json& body, GenerateRequest* out) {
   auto is_true = [](const json& v) { return v.is_boolean() && v.get<bool>(); };
   refuse_unless("allowed_token_ids", empty_array);
   refuse_unless("bad_words", empty_array);
-  refuse_unless("prompt_logprobs", [](const json& v) { return v.is_number_integer() && v == 0; });
+  if (const json* v = r.Get("prompt_logprobs"); v != nullptr && !v->is_null()) {
+    r.Fail(
+        "'prompt_logprobs' is not supported: a completions request with 'echo': true and "
+        "'logprobs' returns the prompt's logprobs",
+        "prompt_logprobs");
+  }
   refuse_unless("truncate_prompt_tokens", [](const json&) { return false; });
   refuse_unless("use_beam_search", is_false);
   refuse_unless("return_tokens_as_token_ids", is_false);
@@ -655,9 +660,6 @@ std::optional<ApiError> ParseCompletionRequest(const json& body, GenerateRequest
             std::to_string(kMaxSequencesPerRequest),
         out->n > 1 ? "n" : "prompt");
   }
-  if (out->echo && out->logprobs) {
-    return ApiError::BadRequest("'echo' together with 'logprobs' is not supported", "echo");
-  }
   if (out->echo && out->sampling.max_tokens == 0) return std::nullopt;
   if (out->sampling.max_tokens == 0) {
     return ApiError::BadRequest("'max_tokens' must be at least 1", "max_tokens");
@@ -756,12 +758,25 @@ json RenderChatLogprobs(const std::vector<PositionLogprobs>& positions, const To
   return {{"content", std::move(content)}};
 }
 
-json RenderCompletionLogprobs(const std::vector<PositionLogprobs>& positions,
-                              const Tokenizer& tokenizer, int top_logprobs, int text_offset) {
+namespace {
+
+// The legacy completions logprobs object, built position by position.
+struct CompletionLogprobsBuilder {
+  const Tokenizer& tokenizer;
+  int top_logprobs;
   json tokens = json::array(), token_logprobs = json::array(), tops = json::array(),
        offsets = json::array(), requested = json::array();
   bool any_requested = false;
-  for (const auto& p : positions) {
+
+  // A position without logprobs (the first prompt token).
+  void AddNull(int32_t id, int text_offset) {
+    tokens.push_back(TokenDisplay(tokenizer, id));
+    token_logprobs.push_back(nullptr);
+    tops.push_back(nullptr);
+    offsets.push_back(text_offset);
+    requested.push_back(json::array());
+  }
+  void Add(const PositionLogprobs& p, int text_offset) {
     const std::string text = TokenDisplay(tokenizer, p.chosen.token_id);
     tokens.push_back(text);
     token_logprobs.push_back(p.chosen.logprob);
@@ -772,16 +787,55 @@ json RenderCompletionLogprobs(const std::vector<PositionLogprobs>& positions,
     if (!top.contains(text)) top[text] = p.chosen.logprob;
     tops.push_back(std::move(top));
     offsets.push_back(text_offset);
-    text_offset += Utf8CharCount(tokenizer.TokenBytes(p.chosen.token_id));  // characters
     requested.push_back(RequestedEntries(tokenizer, p.requested));
     any_requested = any_requested || !p.requested.empty();
   }
-  json out = {{"tokens", std::move(tokens)},
-              {"token_logprobs", std::move(token_logprobs)},
-              {"top_logprobs", std::move(tops)},
-              {"text_offset", std::move(offsets)}};
-  if (any_requested) out["requested_logprobs"] = std::move(requested);
-  return out;
+  json Take() {
+    json out = {{"tokens", std::move(tokens)},
+                {"token_logprobs", std::move(token_logprobs)},
+                {"top_logprobs", std::move(tops)},
+                {"text_offset", std::move(offsets)}};
+    if (any_requested) out["requested_logprobs"] = std::move(requested);
+    return out;
+  }
+};
+
+}  // namespace
+
+json RenderEchoedCompletionLogprobs(const std::vector<int32_t>& prompt_token_ids,
+                                    const std::vector<PositionLogprobs>& prompt_logprobs,
+                                    const std::vector<PositionLogprobs>& generated,
+                                    const Tokenizer& tokenizer, int top_logprobs,
+                                    int generated_offset) {
+  CompletionLogprobsBuilder b{tokenizer, top_logprobs};
+  // Prompt offsets: characters the prompt's decoded text has before each token.
+  auto detok = tokenizer.NewDetokenizer(/*skip_special_tokens=*/true);
+  int chars = 0;
+  for (size_t i = 0; i < prompt_token_ids.size(); ++i) {
+    if (i == 0) {
+      b.AddNull(prompt_token_ids[0], 0);
+    } else if (i - 1 < prompt_logprobs.size()) {
+      b.Add(prompt_logprobs[i - 1], chars);
+    } else {
+      break;  // (the request ended before its prompt logprobs came)
+    }
+    chars += Utf8CharCount(detok->Push(prompt_token_ids[i]));
+  }
+  for (const auto& p : generated) {
+    b.Add(p, generated_offset);
+    generated_offset += Utf8CharCount(tokenizer.TokenBytes(p.chosen.token_id));  // characters
+  }
+  return b.Take();
+}
+
+json RenderCompletionLogprobs(const std::vector<PositionLogprobs>& positions,
+                              const Tokenizer& tokenizer, int top_logprobs, int text_offset) {
+  CompletionLogprobsBuilder b{tokenizer, top_logprobs};
+  for (const auto& p : positions) {
+    b.Add(p, text_offset);
+    text_offset += Utf8CharCount(tokenizer.TokenBytes(p.chosen.token_id));  // characters
+  }
+  return b.Take();
 }
 
 namespace {
@@ -821,7 +875,11 @@ std::string RenderCompletionResponse(const ResponseMeta& meta, const GenerateReq
                    {"text", c.text},
                    {"logprobs", nullptr},
                    {"finish_reason", FinishReasonJson(c.finish_reason)}};
-    if (request.logprobs) {
+    if (request.logprobs && request.echo) {
+      choice["logprobs"] =
+          RenderEchoedCompletionLogprobs(c.prompt_token_ids, c.prompt_logprobs, c.logprobs,
+                                         tokenizer, request.top_logprobs, c.echo_chars);
+    } else if (request.logprobs) {
       choice["logprobs"] = RenderCompletionLogprobs(c.logprobs, tokenizer, request.top_logprobs, 0);
     }
     out_choices.push_back(std::move(choice));

@@ -112,6 +112,11 @@ struct ChoiceResult {
   std::string text;
   std::vector<PositionLogprobs> logprobs;  // one per generated token kept
   std::string finish_reason;               // "stop" | "length" | "abort" | "error" | ""
+  // Completions with echo and logprobs: the prompt's ids and logprobs (entry i is position i + 1),
+  // listed before the generated tokens'.
+  std::vector<int32_t> prompt_token_ids;
+  std::vector<PositionLogprobs> prompt_logprobs;
+  int echo_chars = 0;  // characters of the echoed prompt text (the generated tokens' first offset)
 };
 
 struct UsageTotals {
@@ -134,6 +139,15 @@ json RenderChatLogprobs(const std::vector<PositionLogprobs>& positions, const To
 // `text_offset`.
 json RenderCompletionLogprobs(const std::vector<PositionLogprobs>& positions,
                               const Tokenizer& tokenizer, int top_logprobs, int text_offset);
+// The same for an echoed prompt (echo + logprobs): the first prompt token with null logprob and
+// top_logprobs, then `prompt_logprobs`, then `generated`. Prompt offsets count the characters of
+// the prompt's decoded text (special tokens skipped) before each token; generated ones start at
+// `generated_offset` (the echoed text's length).
+json RenderEchoedCompletionLogprobs(const std::vector<int32_t>& prompt_token_ids,
+                                    const std::vector<PositionLogprobs>& prompt_logprobs,
+                                    const std::vector<PositionLogprobs>& generated,
+                                    const Tokenizer& tokenizer, int top_logprobs,
+                                    int generated_offset);
 
 std::string RenderChatResponse(const ResponseMeta& meta, const GenerateRequest& request,
                                const std::vector<ChoiceResult>& choices, const UsageTotals& usage,

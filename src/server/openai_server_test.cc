@@ -713,6 +713,85 @@ TEST_F(ReferenceTest, ChosenTokenLogprobsAreReferenceLogSoftmax) {
       "not one", "logprob_token_ids");
 }
 
+// lm-eval's loglikelihood: a completions request with echo, logprobs and max_tokens 0 scores the
+// prompt. Every prompt token after the first carries log_softmax(HF's reference logits of the
+// previous position) at that token; the first is null. The streamed form sends the same values,
+// the echoed prompt first; with max_tokens 2 the generated tokens follow the prompt's.
+TEST_F(ReferenceTest, EchoWithLogprobsScoresThePrompt) {
+  const int k = 40;
+  auto check_prompt = [&](const json& lp, size_t total) {
+    ASSERT_EQ(lp["tokens"].size(), total) << lp;
+    ASSERT_EQ(lp["token_logprobs"].size(), total);
+    ASSERT_EQ(lp["top_logprobs"].size(), total);
+    ASSERT_EQ(lp["text_offset"].size(), total);
+    EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+    EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+    for (int q = 1; q < k; ++q) {
+      EXPECT_NEAR(lp["token_logprobs"][q].get<double>(),
+                  ref_->LogSoftmax(q - 1, ref_->input_ids[q]), 1e-3)
+          << "position " << q;
+      // top_logprobs: the 2 best alternatives plus the token itself when it is not among them.
+      const json& top = lp["top_logprobs"][q];
+      EXPECT_GE(top.size(), 2u);
+      EXPECT_LE(top.size(), 3u);
+    }
+    for (size_t i = 1; i < total; ++i) {
+      EXPECT_GE(lp["text_offset"][i].get<int>(), lp["text_offset"][i - 1].get<int>());
+    }
+  };
+  const json scored =
+      PostJson("/v1/completions",
+               {{"prompt", ref_->Prompt(k)}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 2}});
+  const json& choice = scored["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "length");
+  check_prompt(choice["logprobs"], k);
+  EXPECT_EQ(scored["usage"]["completion_tokens"], 0);
+  EXPECT_EQ(scored["usage"]["prompt_tokens"], k);
+
+  const json more = PostJson("/v1/completions", {{"prompt", ref_->Prompt(k)},
+                                                 {"max_tokens", 2},
+                                                 {"temperature", 0},
+                                                 {"echo", true},
+                                                 {"logprobs", 2}});
+  check_prompt(more["choices"][0]["logprobs"], k + 2);
+  EXPECT_EQ(more["choices"][0]["logprobs"]["token_logprobs"][k - 1],
+            choice["logprobs"]["token_logprobs"][k - 1]);
+
+  // Streamed: the chunks' logprobs concatenate to the same lists.
+  json body = {{"prompt", ref_->Prompt(k)},
+               {"max_tokens", 2},
+               {"temperature", 0},
+               {"echo", true},
+               {"logprobs", 2},
+               {"stream", true}};
+  const HttpResult r = Post("/v1/completions", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  json tokens = json::array(), values = json::array(), offsets = json::array();
+  std::string text;
+  size_t pos = 0;
+  while ((pos = r.body.find("data: ", pos)) != std::string::npos) {
+    const size_t end = r.body.find("\n\n", pos);
+    const std::string data = r.body.substr(pos + 6, end - pos - 6);
+    pos = end + 2;
+    if (data == "[DONE]") break;
+    const json chunk = json::parse(data);
+    const json& c = chunk["choices"][0];
+    text += c["text"].get<std::string>();
+    if (c["logprobs"].is_null()) continue;
+    for (const auto& t : c["logprobs"]["tokens"]) tokens.push_back(t);
+    for (const auto& v : c["logprobs"]["token_logprobs"]) values.push_back(v);
+    for (const auto& o : c["logprobs"]["text_offset"]) offsets.push_back(o);
+  }
+  EXPECT_EQ(text, more["choices"][0]["text"]);
+  EXPECT_EQ(tokens, more["choices"][0]["logprobs"]["tokens"]);
+  EXPECT_EQ(values, more["choices"][0]["logprobs"]["token_logprobs"]);
+  EXPECT_EQ(offsets, more["choices"][0]["logprobs"]["text_offset"]);
+
+  // vLLM's prompt_logprobs field is refused, pointing at echo + logprobs.
+  ExpectError(Post("/v1/completions", {{"prompt", "x"}, {"prompt_logprobs", 0}}), 400, "echo",
+              "prompt_logprobs");
+}
+
 TEST_F(ReferenceTest, EmbeddingHeadIsAppliedAfterPooling) {
   // A 64 → 8 → 4 head (relu between) with known weights, written as safetensors + JSON.
   const int h = ref_->hidden;
