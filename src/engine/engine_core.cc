@@ -310,12 +310,6 @@ void EngineCore::Step(std::vector<EngineOutput>* outputs) {
   // Copies before the Forward: stores of blocks computed by earlier steps, loads for admitted
   // requests (which run once the loads completed).
   IssueCopies(so.copies);
-  for (const FailedLoad& f : so.load_failed) {
-    Finish(f.request, FinishReason::kError, -1,
-           f.error.WithContext("loading the cached prefix of request " + f.request->request_id +
-                               " from host memory failed"),
-           outputs);
-  }
   if (so.scheduled.empty()) {
     if (sample_in_flight_) {
       ResolveInFlight(outputs);

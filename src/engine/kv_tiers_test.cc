@@ -338,10 +338,10 @@ TEST(KvTiersTest, FailedStorePublishesNothing) {
   }
 }
 
-// Regression (same bug, load side): a failed load fails its request with the copy's error and
-// caches nothing (the destination blocks hold garbage that a later hit would read), and leaks no
-// block or host record.
-TEST(KvTiersTest, FailedLoadFailsTheRequestAndCachesNothing) {
+// Regression (same bug, load side): a failed load caches nothing (the destination blocks hold
+// garbage that a later hit would read) and leaks no block or host record; the request recomputes
+// its prompt without the cache and answers as an engine without tiers would (it used to fail).
+TEST(KvTiersTest, FailedLoadRecomputesTheRequestAndCachesNothing) {
   std::mt19937 rng(3);
   const auto prompt = RandomTokens(&rng, 100, 64);
   const auto other = RandomTokens(&rng, 200, 64);
@@ -363,13 +363,12 @@ TEST(KvTiersTest, FailedLoadFailsTheRequestAndCachesNothing) {
     h->RunUntilIdle();
     ExpectDrained(*h);
     const RequestOutput& c = h->results["c"].final_output;
-    EXPECT_EQ(c.finish_reason, FinishReason::kError);
-    EXPECT_NE(c.error.message().find("loading the cached prefix of request c"), std::string::npos)
-        << c.error.ToString();
-    EXPECT_NE(c.error.message().find("injected KV copy failure"), std::string::npos)
-        << c.error.ToString();
-    EXPECT_TRUE(h->results["c"].ids.empty());
+    EXPECT_EQ(c.finish_reason, plain->results["d"].final_output.finish_reason);
+    EXPECT_TRUE(c.error.ok()) << c.error.ToString();
+    EXPECT_EQ(h->results["c"].ids, plain->results["d"].ids);
+    EXPECT_EQ(c.usage.cached_tokens, 0);
     EXPECT_GT(h->backend.num_failed_copies(), 0);
+    EXPECT_GT(Tier(h->core->metrics(), "host")->errors, 0);
     // Nothing of the failed load was cached on the device: the same prompt again (loads working)
     // gives the output of an engine without tiers.
     h->backend.set_fail_copies(KvCopyDirection::kHostToDevice, false);

@@ -52,6 +52,8 @@ struct RequestState {
   KvSequence kv;
   RequestStatus status = RequestStatus::kWaiting;
   int num_preemptions = 0;
+  // Set when loading its cached prefix failed: recomputed from scratch, never from the cache.
+  bool skip_prefix_cache = false;
 
   // Ids masked while fewer than min_tokens were generated: EOS (unless ignore_eos),
   // stop_token_ids and the never-sampled ids.

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "common/check.h"
+#include "common/logging.h"
 
 namespace kiln {
 
@@ -100,12 +101,20 @@ void Scheduler::PromoteLoaded() {
       continue;
     }
     StatusOr<int> computed = kv_->FinishLoad(&r->kv, r->token_ids);
-    if (!computed.ok()) {  // the engine fails it (RemoveRequest takes it out of loading_)
-      out_.load_failed.push_back({r, computed.status()});
-      ++i;
+    loading_.erase(loading_.begin() + static_cast<ptrdiff_t>(i));
+    if (!computed.ok()) {
+      // The blocks hold garbage (nothing of them was cached): recompute the whole prompt instead
+      // of failing the request over a cache.
+      KILN_LOG(WARNING) << "loading the cached prefix of request " << r->request_id << " failed ("
+                        << computed.status().ToString() << "): recomputing its prompt";
+      kv_->Free(&r->kv);
+      r->num_computed_tokens = 0;
+      r->num_cached_tokens = 0;
+      r->skip_prefix_cache = true;
+      r->status = RequestStatus::kWaiting;
+      InsertWaiting(r);
       continue;
     }
-    loading_.erase(loading_.begin() + static_cast<ptrdiff_t>(i));
     r->num_computed_tokens = *computed;
     r->status = RequestStatus::kRunning;
     running_.push_back(r);
@@ -116,7 +125,6 @@ const SchedulerOutput& Scheduler::Schedule() {
   out_.scheduled.clear();
   out_.preempted.clear();
   out_.copies.clear();
-  out_.load_failed.clear();
   out_.num_scheduled_tokens = 0;
   budget_ = config_.max_num_batched_tokens;
   rows_left_ =
@@ -151,10 +159,10 @@ const SchedulerOutput& Scheduler::Schedule() {
     KILN_DCHECK(r->num_computed_tokens == 0);
     // Preempted while its last token was being sampled: admitted once that token is known.
     if (r->has_pending_token()) break;
-    // Every prompt row is computed (no prefix-cache start) for all-row embeddings and prompt
-    // logprobs.
-    const bool needs_every_row =
-        (r->kind == RequestKind::kEmbed && r->return_all_hidden) || r->wants_prompt_logprobs();
+    // Every prompt row is computed (no prefix-cache start) for all-row embeddings, prompt
+    // logprobs, and after a failed load.
+    const bool needs_every_row = (r->kind == RequestKind::kEmbed && r->return_all_hidden) ||
+                                 r->wants_prompt_logprobs() || r->skip_prefix_cache;
     // A fetch from the lower tiers in flight (or started now): pass over it meanwhile.
     if (!needs_every_row && (kv_->FetchPending(r->kv) || kv_->StartFetch(&r->kv, r->token_ids))) {
       ++w;

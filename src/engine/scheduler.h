@@ -14,7 +14,8 @@
 //     see request_state.h). A waiting request whose prefix continues in a lower tier (disk,
 //     Redis) first gets a fetch into the host tier and is passed over until it completes. A
 //     request whose hit includes host blocks is admitted into the loading state (its blocks
-//     allocated, the loads in this step's output) and runs once they completed.
+//     allocated, the loads in this step's output) and runs once they completed (a failed load
+//     sends it back to waiting, to recompute its prompt without the prefix cache).
 // When a running request cannot get blocks, the newest running request is preempted (its blocks
 // are freed, full ones stay cached; it goes back to the waiting queue and later resumes from the
 // cache or by recompute), repeatedly, until the allocation fits or the request itself was
@@ -54,18 +55,11 @@ struct ScheduledRequest {
   int num_tokens = 0;  // tokens computed this step, from request->num_computed_tokens on
 };
 
-// A loading request whose load failed (it is still loading: the engine fails it).
-struct FailedLoad {
-  RequestState* request = nullptr;
-  Status error;
-};
-
 struct SchedulerOutput {
   std::vector<ScheduledRequest> scheduled;  // batch order
   std::vector<RequestState*> preempted;     // preempted this step (now waiting)
   int num_scheduled_tokens = 0;
   std::vector<KvCopyGroup> copies;         // KV transfers to issue before this step's Forward
-  std::vector<FailedLoad> load_failed;     // loading requests whose load failed
 };
 
 class Scheduler final {
@@ -100,7 +94,8 @@ class Scheduler final {
   void InsertWaiting(RequestState* r);
   // Preempts running_.back().
   void PreemptNewest();
-  // Loading requests whose loads completed → running (or load_failed).
+  // Loading requests whose loads completed → running; a failed load → waiting, to recompute its
+  // prompt without the prefix cache (RequestState::skip_prefix_cache).
   void PromoteLoaded();
 
   SchedulerConfig config_;

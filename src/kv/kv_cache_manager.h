@@ -128,7 +128,8 @@ class KvCacheManager final {
   bool LoadPending(const KvSequence& seq) const;
   // After the sequence's load completed (!LoadPending): registers the loaded blocks and returns
   // the number of computed tokens. When the load failed, the load's error: nothing was registered
-  // (the blocks hold undefined bytes) and the caller fails the request, which frees them.
+  // (the blocks hold undefined bytes) and the caller frees them (the scheduler recomputes the
+  // request without the cache).
   StatusOr<int> FinishLoad(KvSequence* seq, std::span<const int32_t> token_ids);
 
   // Starts a fetch of the prompt's missing full blocks from the lower tiers into the host tier;
