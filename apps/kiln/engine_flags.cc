@@ -9,8 +9,9 @@ void DeclareEngineFlags(Flags* f) {
   f->Value("load-format", "auto | dummy (seeded random weights from config.json)");
   f->Value("dummy-seed", "seed of the dummy weights (--load-format dummy)");
   f->Value("dtype", "auto | float32 | bfloat16 | float16");
-  f->Value("quantization",
-           "linear weights: auto (as stored) | none (dense) | fp8 (E4M3 weights + FP8 activations)");
+  f->Value(
+      "quantization",
+      "linear weights: auto (as stored) | none (dense) | fp8 (E4M3 weights + FP8 activations)");
   f->Value("quantization-scale", "fp8 weight scales: per-channel (default) | per-tensor");
   f->Value("kv-cache-dtype", "auto (model dtype) | bfloat16 | float32 | fp8 (E4M3)");
   f->Value("served-model-name", "model name reported by the API");
@@ -31,6 +32,9 @@ void DeclareEngineFlags(Flags* f) {
            "redis://[[user]:password@]host[:port][/db]: KV tier shared by replicas (default off)");
   f->Value("redis-ttl", "seconds a KV block lives in Redis (default 3600)");
   f->Value("redis-timeout-ms", "slower Redis commands turn the tier off (default 200)");
+  f->Value("kv-fetch-timeout-ms",
+           "longest a request waits for a disk / Redis KV fetch before it runs without it "
+           "(default 500)");
   f->Value("max-num-seqs", "running requests at once (default 256)");
   f->Value("max-num-batched-tokens", "tokens per engine step (default 8192)");
   f->Value("max-model-len", "context length limit (default: the model's)");
@@ -86,6 +90,12 @@ Status EngineOptionsFromFlags(const Flags& f, EngineOptions* o) {
     return Status::InvalidArgument("--redis-timeout-ms must be in [1, 600000]");
   }
   o->cache.redis_timeout_ms = static_cast<int>(redis_timeout);
+  KILN_ASSIGN_OR_RETURN(int64_t fetch_timeout,
+                        f.GetInt("kv-fetch-timeout-ms", o->cache.kv_fetch_timeout_ms));
+  if (fetch_timeout < 0 || fetch_timeout > 600000) {
+    return Status::InvalidArgument("--kv-fetch-timeout-ms must be in [0, 600000]");
+  }
+  o->cache.kv_fetch_timeout_ms = static_cast<int>(fetch_timeout);
   KILN_ASSIGN_OR_RETURN(int64_t seqs, f.GetInt("max-num-seqs", o->scheduler.max_num_seqs));
   o->scheduler.max_num_seqs = static_cast<int>(seqs);
   KILN_ASSIGN_OR_RETURN(int64_t mnbt,

@@ -65,6 +65,7 @@ struct EngineMetrics {
   int64_t prefix_cache_queries = 0;   // prompt tokens looked up
   int64_t prefix_cache_hits = 0;      // prompt tokens found cached
   int64_t num_preemptions = 0;
+  int64_t kv_fetch_timeouts = 0;      // lower-tier fetches a request stopped waiting for
   int64_t num_steps = 0;
   int64_t prompt_tokens_total = 0;
   int64_t generation_tokens_total = 0;

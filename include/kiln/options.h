@@ -46,6 +46,9 @@ struct CacheOptions {
   int64_t redis_ttl_s = 3600;      // expiry of each record in Redis
   int64_t redis_max_bytes = int64_t{4} << 30;  // written per TTL window by this replica
   int redis_timeout_ms = 200;      // slower commands turn the Redis tier off (with a warning)
+  // A request waits at most this long for a disk / Redis fetch of its prefix, then runs with what
+  // the device and host tiers hold (the fetch still lands in the host tier); 0 = never waits.
+  int kv_fetch_timeout_ms = 500;
   Status Validate() const;
 };
 

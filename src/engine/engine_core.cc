@@ -464,6 +464,7 @@ EngineMetrics EngineCore::metrics() const {
   m.prefix_cache_queries = kv_.prefix_cache_queries();
   m.prefix_cache_hits = kv_.prefix_cache_hits();
   m.num_preemptions = scheduler_.num_preemptions();
+  m.kv_fetch_timeouts = kv_.num_fetch_timeouts();
   m.num_steps = num_steps_;
   m.prompt_tokens_total = prompt_tokens_total_;
   m.generation_tokens_total = generation_tokens_total_;

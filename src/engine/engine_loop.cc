@@ -170,6 +170,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Impl::CreateWithBackend(
   core.cache.block_size = options.cache.block_size;
   core.cache.num_blocks = num_blocks;
   core.cache.enable_prefix_caching = options.cache.enable_prefix_caching;
+  core.cache.fetch_timeout_s = options.cache.kv_fetch_timeout_ms / 1000.0;
   core.max_model_len = max_model_len;
   core.vocab_size = cfg.vocab_size;
   core.hidden_size = cfg.hidden_size;

@@ -50,6 +50,7 @@ struct CoreHarnessOptions {
   int64_t host_records = 0;  // host KV tier (0: off; lower tiers need it)
   std::string cache_namespace;
   int max_logits_rows = 0;  // 0: unbounded
+  double fetch_timeout_s = 0.5;  // KvCacheOptions::fetch_timeout_s
 };
 
 class CoreHarness {
@@ -73,6 +74,7 @@ class CoreHarness {
     c.async_scheduling = o.async_scheduling;
     c.host_tier_records = o.host_records;
     c.cache.cache_namespace = o.cache_namespace;
+    c.cache.fetch_timeout_s = o.fetch_timeout_s;
     if (o.host_records > 0) KILN_CHECK_OK(backend.AllocateHostKvPool(o.host_records));
     backend.set_async(o.async_backend);
     core = std::make_unique<EngineCore>(c, &backend, std::move(lower_tiers));

@@ -8,10 +8,13 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <random>
 
 #include "engine/engine_test_util.h"
@@ -377,6 +380,115 @@ TEST(KvTiersTest, FailedLoadRecomputesTheRequestAndCachesNothing) {
     EXPECT_EQ(h->results["d"].ids, plain->results["d"].ids);
     ExpectDrained(*h);
   }
+}
+
+// An in-memory lower tier whose reads can be held (a stalled disk or network): shared state, so a
+// second engine sees what the first stored.
+struct StallingStore {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stall = false;
+  int gets_waiting = 0;
+  std::map<std::string, std::vector<uint8_t>> records;
+};
+
+class StallingTier final : public KvTier {
+ public:
+  explicit StallingTier(std::shared_ptr<StallingStore> store) : store_(std::move(store)) {}
+  const std::string& name() const override { return name_; }
+  StatusOr<bool> Put(const BlockHash& key, std::span<const uint8_t> record) override {
+    std::lock_guard<std::mutex> lock(store_->mu);
+    store_->records[Key(key)].assign(record.begin(), record.end());
+    return true;
+  }
+  Status Get(const BlockHash& key, std::vector<uint8_t>* record) override {
+    std::unique_lock<std::mutex> lock(store_->mu);
+    ++store_->gets_waiting;
+    store_->cv.wait(lock, [&] { return !store_->stall; });
+    --store_->gets_waiting;
+    auto it = store_->records.find(Key(key));
+    if (it == store_->records.end()) return Status::NotFound("no such record");
+    *record = it->second;
+    return Status::Ok();
+  }
+  void Remove(const BlockHash& key) override {
+    std::lock_guard<std::mutex> lock(store_->mu);
+    store_->records.erase(Key(key));
+  }
+  bool MayContain(const BlockHash& key) const override {
+    std::lock_guard<std::mutex> lock(store_->mu);
+    return store_->records.count(Key(key)) != 0;
+  }
+  void FillStats(TierStats* stats) const override { stats->capacity_bytes = 1 << 30; }
+
+ private:
+  static std::string Key(const BlockHash& k) {
+    return std::string(reinterpret_cast<const char*>(&k), sizeof(k));
+  }
+  std::shared_ptr<StallingStore> store_;
+  std::string name_ = "stalling";
+};
+
+// Regression: a request waited for its lower-tier fetch however long it took, so a stalled disk
+// or Redis read held it (and everything queued behind it) indefinitely. Past fetch_timeout_s it
+// runs with what the upper tiers hold, answering as a cold engine does; the fetch still lands in
+// the host tier, and a later request hits it there.
+TEST(KvTiersTest, StalledLowerTierFetchDoesNotHoldTheRequest) {
+  auto store = std::make_shared<StallingStore>();
+  std::mt19937 rng(17);
+  const auto prompt = RandomTokens(&rng, 100, 64);
+  auto make = [&] {
+    CoreHarnessOptions o;
+    o.block_size = kBlock;
+    o.num_blocks = 64;
+    o.max_num_seqs = 8;
+    o.cache_namespace = "fake-model";
+    o.host_records = 64;
+    o.fetch_timeout_s = 0.05;
+    std::vector<std::unique_ptr<KvTier>> tiers;
+    tiers.push_back(std::make_unique<StallingTier>(store));
+    return std::make_unique<CoreHarness>(o, std::move(tiers));
+  };
+  std::vector<int32_t> cold;
+  {
+    auto first = make();  // computes the prompt and writes its blocks through to the store
+    first->Add("a", prompt, CoreHarness::Greedy(4));
+    first->RunUntilIdle();
+    cold = first->results["a"].ids;
+    ExpectDrained(*first);
+  }
+  ASSERT_GE(store->records.size(), 6u);
+  auto h = make();  // a fresh engine: only the store holds the prefix
+  {
+    std::lock_guard<std::mutex> lock(store->mu);
+    store->stall = true;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  h->Add("b", prompt, CoreHarness::Greedy(4));
+  while (h->results["b"].num_finals == 0) {
+    ASSERT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20)) << "b is held";
+    h->Step();
+  }
+  EXPECT_EQ(h->results["b"].ids, cold);
+  EXPECT_EQ(h->results["b"].final_output.usage.cached_tokens, 0);
+  EXPECT_EQ(h->core->metrics().kv_fetch_timeouts, 1);
+  {
+    std::lock_guard<std::mutex> lock(store->mu);
+    EXPECT_EQ(store->gets_waiting, 1);  // the fetch is still held
+    store->stall = false;
+  }
+  store->cv.notify_all();
+  h->RunUntilIdle();  // the fetch completes into the host tier
+  // Push b's blocks out of the device pool so that the next hit comes from the host.
+  for (int i = 0; i < 4; ++i) {
+    h->Add("x" + std::to_string(i), RandomTokens(&rng, 200, 64), CoreHarness::Greedy(2));
+    h->RunUntilIdle();
+  }
+  h->Add("c", prompt, CoreHarness::Greedy(4));
+  h->RunUntilIdle();
+  EXPECT_EQ(h->results["c"].ids, cold);
+  EXPECT_GT(h->results["c"].final_output.usage.cached_tokens, 0);
+  ExpectDrained(*h);
 }
 
 // Regression: n = 8 sequences of one prompt stored each block once per sequence that computed it

@@ -93,6 +93,9 @@ Status CacheOptions::Validate() const {
     if (redis_max_bytes <= 0) return Bad("redis_max_bytes", "must be > 0");
     if (redis_timeout_ms <= 0) return Bad("redis_timeout_ms", "must be > 0");
   }
+  if (kv_fetch_timeout_ms < 0) {
+    return Bad("kv_fetch_timeout_ms", "must be >= 0, got " + std::to_string(kv_fetch_timeout_ms));
+  }
   const bool tiers = cpu_offload_bytes > 0 || !disk_cache_dir.empty() || !redis_url.empty();
   if (tiers && !enable_prefix_caching) {
     return Bad("enable_prefix_caching", "must be on for the KV tiers (cpu offload, disk, Redis)");

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/check.h"
+#include "common/logging.h"
 
 namespace kiln {
 namespace {
@@ -23,6 +24,7 @@ KvCacheManager::KvCacheManager(const KvCacheOptions& options, HostTier* host, Ti
       enable_prefix_caching_(options.enable_prefix_caching),
       cache_namespace_(options.cache_namespace),
       host_(host),
+      fetch_timeout_s_(options.fetch_timeout_s),
       lower_(lower) {
   KILN_CHECK(lower_ == nullptr || host_ != nullptr) << "lower tiers need a host tier";
   if (host_ != nullptr) KILN_CHECK_EQ(host_->block_size(), options.block_size);
@@ -200,6 +202,7 @@ bool KvCacheManager::StartFetch(KvSequence* seq, std::span<const int32_t> token_
       job.payloads.push_back(host_->record(rec));
     }
     if (!fetch.records.empty()) {
+      fetch.started = std::chrono::steady_clock::now();
       job.id = next_id_++;
       seq->fetch_id = job.id;
       ++seq->num_fetches;
@@ -212,8 +215,21 @@ bool KvCacheManager::StartFetch(KvSequence* seq, std::span<const int32_t> token_
   return started;
 }
 
-bool KvCacheManager::FetchPending(const KvSequence& seq) const {
-  return seq.fetch_id != 0 && fetches_.count(seq.fetch_id) != 0;
+bool KvCacheManager::FetchPending(const KvSequence& seq) {
+  if (seq.fetch_id == 0) return false;
+  auto it = fetches_.find(seq.fetch_id);
+  if (it == fetches_.end()) return false;
+  Fetch& f = it->second;
+  if (f.timed_out) return false;
+  if (fetch_timeout_s_ < 0 || SecondsSince(f.started) <= fetch_timeout_s_) return true;
+  f.timed_out = true;
+  ++fetch_timeouts_;
+  if ((fetch_timeouts_ & (fetch_timeouts_ - 1)) == 0) {  // 1st, 2nd, 4th, ...: no log flood
+    KILN_LOG(WARNING) << "a lower-tier KV fetch took over " << fetch_timeout_s_
+                      << " s: its request runs without it (" << fetch_timeouts_
+                      << " such fetches so far)";
+  }
+  return false;
 }
 
 void KvCacheManager::StoreToHost(int32_t block_id, const BlockHash& key, const BlockHash& parent,
@@ -271,7 +287,9 @@ void KvCacheManager::Free(KvSequence* seq) {
   seq->load_group = 0;
   seq->num_loaded_blocks = 0;
   full_fetches_.erase(seq->fetch_id);
-  if (FetchPending(*seq)) fetches_.at(seq->fetch_id).orphaned = true;
+  if (auto f = fetches_.find(seq->fetch_id); seq->fetch_id != 0 && f != fetches_.end()) {
+    f->second.orphaned = true;
+  }
   for (auto it = seq->block_table.rbegin(); it != seq->block_table.rend(); ++it) pool_.Unref(*it);
   seq->block_table.clear();
   seq->num_registered_blocks = 0;

@@ -58,6 +58,10 @@ struct KvCacheOptions {
   // Model, dtype and KV layout identity: part of every block's root hash (persisted tiers and
   // replicas must never mix KV of different models or layouts).
   std::string cache_namespace;
+  // How long a request waits for a lower-tier (disk, Redis) fetch before it runs with what the
+  // device and host tiers hold (the fetch still fills the host tier for later requests); < 0 =
+  // no limit.
+  double fetch_timeout_s = 0.5;
 };
 
 // One block copy between the device pool and a host record.
@@ -138,7 +142,11 @@ class KvCacheManager final {
   // host record, possibly evicting one); each fetch that got every block it asked for allows the
   // next, larger one.
   bool StartFetch(KvSequence* seq, std::span<const int32_t> token_ids);
-  bool FetchPending(const KvSequence& seq) const;
+  // True while the sequence's fetch runs and is younger than fetch_timeout_s (a request waits for
+  // no longer; a stalled disk or Redis never holds it).
+  bool FetchPending(const KvSequence& seq);
+  // Fetches a request stopped waiting for (fetch_timeout_s).
+  int64_t num_fetch_timeouts() const { return fetch_timeouts_; }
 
   // Registers the full blocks among positions [0, num_computed_tokens) that are not yet
   // registered (`token_ids` holds at least num_computed_tokens ids) and stores them to the host.
@@ -196,6 +204,8 @@ class KvCacheManager final {
     std::vector<int64_t> records;
     std::vector<StoreMeta> metas;
     bool orphaned = false;  // its sequence was freed meanwhile
+    bool timed_out = false;  // its sequence stopped waiting (fetch_timeout_s)
+    std::chrono::steady_clock::time_point started;
   };
 
   const BlockHash& HashOfBlock(KvSequence* seq, std::span<const int32_t> token_ids, size_t i);
@@ -214,6 +224,8 @@ class KvCacheManager final {
   int64_t hits_ = 0;
   int64_t device_hits_ = 0;
   TierStats host_stats_;
+  double fetch_timeout_s_;
+  int64_t fetch_timeouts_ = 0;
   // Per host record: the lower tier (index in lower_->tiers()) a fetch filled it from, until a
   // request's lookup first uses it (-1: none, or counted already).
   std::vector<int8_t> record_source_;

@@ -166,6 +166,9 @@ std::string ServerMetrics::Render(const EngineMetrics& m, const std::string& mod
          labels, hit_rate);
   Series(&out, "kiln_num_preemptions_total", "counter", "Preempted requests.", labels,
          static_cast<double>(m.num_preemptions));
+  Series(&out, "kiln_kv_fetch_timeouts_total", "counter",
+         "Disk / Redis KV fetches a request stopped waiting for (it ran without them).", labels,
+         static_cast<double>(m.kv_fetch_timeouts));
   Series(&out, "kiln_prompt_tokens_total", "counter", "Prefilled prompt tokens.", labels,
          static_cast<double>(m.prompt_tokens_total));
   Series(&out, "kiln_generation_tokens_total", "counter", "Generated tokens.", labels,
