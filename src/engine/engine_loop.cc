@@ -201,10 +201,9 @@ StatusOr<std::unique_ptr<Engine>> Engine::Impl::CreateWithBackend(
   EngineOptions effective = options;
   effective.scheduler.max_model_len = max_model_len;
   effective.cache.num_blocks = num_blocks;
-  auto impl =
-      std::make_unique<Impl>(effective, std::move(info), std::move(core), std::move(backend),
-                             std::move(tokenizer), std::move(keep_alive),
-                             std::move(tiers.lower_tiers));
+  auto impl = std::make_unique<Impl>(effective, std::move(info), std::move(core),
+                                     std::move(backend), std::move(tokenizer),
+                                     std::move(keep_alive), std::move(tiers.lower_tiers));
   impl->Start();
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
@@ -276,6 +275,18 @@ StatusOr<std::vector<std::string>> Engine::Impl::SubmitBatch(
 StatusOr<std::unique_ptr<RequestState>> Engine::Impl::PrepareRequest(Request request,
                                                                      OutputCallback callback) {
   KILN_RETURN_IF_ERROR(ValidateRequest(request, info_.vocab_size, info_.max_model_len));
+  if (request.sampling.prompt_logprobs >= 0 && !core_->config().scheduler.enable_chunked_prefill) {
+    // Without chunks the whole prompt's rows come in one step, which holds at most this many.
+    const int max_rows = core_->config().scheduler.max_logits_rows;
+    const int64_t rows = static_cast<int64_t>(request.prompt_token_ids.size()) - 1 +
+                         (request.sampling.max_tokens > 0 ? 1 : 0);
+    if (max_rows > 0 && rows > max_rows) {
+      return Status::InvalidArgument(
+          "prompt_logprobs over " + std::to_string(request.prompt_token_ids.size()) +
+          " prompt tokens need " + std::to_string(rows) + " logits rows in one step, more than " +
+          std::to_string(max_rows) + ": enable chunked prefill, or score a shorter prompt");
+    }
+  }
   auto state = std::make_unique<RequestState>();
   if (request.kind == RequestKind::kGenerate &&
       request.sampling.response_format.type != ResponseFormat::Type::kText) {

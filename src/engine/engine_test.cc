@@ -623,6 +623,24 @@ TEST(EngineTest, PromptLogprobsOnlyForGeneration) {
   s = engine->Submit(r);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.status().message().find("prompt_logprobs"), std::string::npos);
+  // Without chunked prefill a prompt needing more logits rows than one step holds (256) is
+  // refused (it used to wait forever at the head of the queue).
+  EngineOptions o;
+  o.scheduler.enable_chunked_prefill = false;
+  auto unchunked = FakeEngine(o);
+  std::vector<int32_t> long_prompt(300, 5);
+  Request big = Greedy(long_prompt, 1);
+  big.sampling.prompt_logprobs = 0;
+  auto refused = unchunked->Submit(big);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("enable chunked prefill"), std::string::npos)
+      << refused.status().ToString();
+  big.prompt_token_ids.resize(200);
+  auto fits = unchunked->Submit(big);
+  ASSERT_TRUE(fits.ok()) << fits.status().ToString();
+  RequestOutput fin;
+  EXPECT_EQ(Drain(fits->get(), &fin).size(), 1u);
+  EXPECT_EQ(fin.finish_reason, FinishReason::kLength);
 }
 
 TEST(EngineRealModelTest, ResponseFormatConstrainsTheOutput) {

@@ -80,8 +80,10 @@ std::optional<ApiError> GenerationResponse::Start(PreparedGeneration prepared) {
     responder_->StartStream(200, "text/event-stream");
     for (size_t idx = 0; idx < num_choices; ++idx) {
       if (request_.kind == ApiKind::kChat) {
+        // echo: the continued final assistant message comes first, as in the non-streamed reply.
         responder_->Write(SseEvent(RenderStreamChunk(meta_, request_, static_cast<int>(idx), true,
-                                                     "", {}, 0, "", *generator_->tokenizer())));
+                                                     request_.echo ? echo[idx] : "", {}, 0, "",
+                                                     *generator_->tokenizer())));
       } else if (request_.echo && request_.logprobs) {
         if (pending_echo_.empty()) {
           pending_echo_.resize(num_choices);
@@ -115,9 +117,9 @@ void GenerationResponse::OnDelta(const GenerationDelta& delta, const GenerationC
     echo_pending_[idx] = false;
     json chunk = RenderStreamChunk(meta_, request_, delta.index, false, pending_echo_[idx], {}, 0,
                                    "", *generator_->tokenizer());
-    chunk["choices"][0]["logprobs"] =
-        RenderEchoedCompletionLogprobs(choice.prompt_token_ids, delta.prompt_logprobs, {},
-                                       *generator_->tokenizer(), request_.top_logprobs, 0);
+    chunk["choices"][0]["logprobs"] = RenderEchoedCompletionLogprobs(
+        choice.prompt_token_ids, delta.prompt_logprobs, {}, *generator_->tokenizer(),
+        request_.top_logprobs, choice.echo_chars);
     responder_->Write(SseEvent(chunk));
     std::string().swap(pending_echo_[idx]);
     if (delta.text.empty() && delta.logprobs.empty() && !delta.finished) return;

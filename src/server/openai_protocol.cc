@@ -808,18 +808,26 @@ json RenderEchoedCompletionLogprobs(const std::vector<int32_t>& prompt_token_ids
                                     const Tokenizer& tokenizer, int top_logprobs,
                                     int generated_offset) {
   CompletionLogprobsBuilder b{tokenizer, top_logprobs};
-  // Prompt offsets: characters the prompt's decoded text has before each token.
-  auto detok = tokenizer.NewDetokenizer(/*skip_special_tokens=*/true);
+  // Prompt offsets: each token's own bytes in characters (a byte piece of a split character
+  // counts at its lead byte), shifted so that the prompt ends where the echoed text does
+  // (`generated_offset`): what the echoed text lacks at its start (a BOS the tokenizer added, the
+  // space SentencePiece prepends) moves the offsets down, clamped at 0.
+  std::vector<int> starts(prompt_token_ids.size());
   int chars = 0;
   for (size_t i = 0; i < prompt_token_ids.size(); ++i) {
+    starts[i] = chars;
+    chars += Utf8CharCount(tokenizer.TokenBytes(prompt_token_ids[i]));
+  }
+  const int shift = chars - generated_offset;
+  for (size_t i = 0; i < prompt_token_ids.size(); ++i) {
+    const int offset = std::max(0, starts[i] - shift);
     if (i == 0) {
-      b.AddNull(prompt_token_ids[0], 0);
+      b.AddNull(prompt_token_ids[0], offset);
     } else if (i - 1 < prompt_logprobs.size()) {
-      b.Add(prompt_logprobs[i - 1], chars);
+      b.Add(prompt_logprobs[i - 1], offset);
     } else {
       break;  // (the request ended before its prompt logprobs came)
     }
-    chars += Utf8CharCount(detok->Push(prompt_token_ids[i]));
   }
   for (const auto& p : generated) {
     b.Add(p, generated_offset);

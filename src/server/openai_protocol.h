@@ -140,9 +140,10 @@ json RenderChatLogprobs(const std::vector<PositionLogprobs>& positions, const To
 json RenderCompletionLogprobs(const std::vector<PositionLogprobs>& positions,
                               const Tokenizer& tokenizer, int top_logprobs, int text_offset);
 // The same for an echoed prompt (echo + logprobs): the first prompt token with null logprob and
-// top_logprobs, then `prompt_logprobs`, then `generated`. Prompt offsets count the characters of
-// the prompt's decoded text (special tokens skipped) before each token; generated ones start at
-// `generated_offset` (the echoed text's length).
+// top_logprobs, then `prompt_logprobs`, then `generated`. Offsets count characters of the tokens'
+// own bytes; the generated ones start at `generated_offset` (the echoed text's length) and the
+// prompt's end there too (what the echoed text lacks at its start, e.g. a BOS or SentencePiece's
+// leading space, shifts the prompt offsets down, clamped at 0).
 json RenderEchoedCompletionLogprobs(const std::vector<int32_t>& prompt_token_ids,
                                     const std::vector<PositionLogprobs>& prompt_logprobs,
                                     const std::vector<PositionLogprobs>& generated,

@@ -325,6 +325,17 @@ TEST_F(OpenAiServerTest, AssistantPrefillContinuesTheMessage) {
   vllm["messages"][1].erase("partial");
   EXPECT_EQ(PostJson("/v1/chat/completions", vllm)["choices"][0]["message"]["content"],
             chat["choices"][0]["message"]["content"]);
+  // echo: the reply starts with the continued message, streamed too (the streamed reply used to
+  // leave it out).
+  vllm["echo"] = true;
+  const std::string echoed =
+      PostJson("/v1/chat/completions", vllm)["choices"][0]["message"]["content"];
+  EXPECT_EQ(echoed, vllm["messages"][1]["content"].get<std::string>() +
+                        chat["choices"][0]["message"]["content"].get<std::string>());
+  std::vector<std::string> texts, reasons;
+  Stream("/v1/chat/completions", vllm, &texts, &reasons);
+  ASSERT_EQ(texts.size(), 1u);
+  EXPECT_EQ(texts[0], echoed);
 }
 
 TEST_F(OpenAiServerTest, LogprobsShapes) {
@@ -787,6 +798,15 @@ TEST_F(ReferenceTest, EchoWithLogprobsScoresThePrompt) {
   EXPECT_EQ(values, more["choices"][0]["logprobs"]["token_logprobs"]);
   EXPECT_EQ(offsets, more["choices"][0]["logprobs"]["text_offset"]);
 
+  // Offsets index the returned text: a BOS and SentencePiece's leading space are not in it, and a
+  // byte-fallback newline takes one character (offsets were one short after it).
+  const json nl =
+      PostJson("/v1/completions",
+               {{"prompt", "and\nSue"}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 0}});
+  const json& nl_lp = nl["choices"][0]["logprobs"];
+  EXPECT_EQ(nl_lp["tokens"], json({"<s>", " and", "\n", "S", "u", "e"})) << nl_lp;
+  EXPECT_EQ(nl_lp["text_offset"], json({0, 0, 3, 4, 5, 6})) << nl_lp;
+  EXPECT_EQ(nl["choices"][0]["text"], "and\nSue");
   // vLLM's prompt_logprobs field is refused, pointing at echo + logprobs.
   ExpectError(Post("/v1/completions", {{"prompt", "x"}, {"prompt_logprobs", 0}}), 400, "echo",
               "prompt_logprobs");

@@ -28,7 +28,6 @@ bool ParseArrayIndex(const std::string& token, size_t* index) {
   return ec == std::errc() && end == token.data() + token.size();
 }
 
-
 using Json = nlohmann::ordered_json;
 
 constexpr int kMaxStringLength = 65536;  // counted rules: a count, not states
@@ -135,8 +134,8 @@ class Converter {
       }
       if (cur->is_object() && cur->contains(unescaped)) {
         cur = &(*cur)[unescaped];
-      } else if (size_t index = 0; cur->is_array() && ParseArrayIndex(unescaped, &index) &&
-                                    index < cur->size()) {
+      } else if (size_t index = 0;
+                 cur->is_array() && ParseArrayIndex(unescaped, &index) && index < cur->size()) {
         cur = &(*cur)[index];
       } else {
         return Err(path, "$ref '" + ref + "' does not resolve");
@@ -372,7 +371,15 @@ class Converter {
         if (!e.ok()) return Err(path, e.status().message());
         return *e;
       }
-      return NumberExpr(b, type == "integer");
+      ExprPtr e = NumberExpr(b, type == "integer");
+      const bool range_has_values =
+          b.lo && b.hi && (*b.lo < *b.hi || (*b.lo == *b.hi && !b.lo_exclusive && !b.hi_exclusive));
+      if (type == "number" && e->kind == Expr::Kind::kNothing && range_has_values) {
+        return Err(path,
+                   "no number in this range can be written with at most 15 integer and 16 "
+                   "fraction digits (exponents are not supported with bounds)");
+      }
+      return e;
     }
     if (type == "string") return StringExpr(s, path);
     if (type == "array") return ArrayExpr(s, path);

@@ -88,6 +88,19 @@ const std::vector<Case>& Cases() {
        R"({"type":"number","exclusiveMinimum":-1.5,"exclusiveMaximum":0})",
        {"-1", "-0.5", "-1.4999", "-0.001"},
        {"0", "-0.0", "-0.000", "-1.5", "-2", "0.5"}},
+      // Exclusive bounds hold for the double a reader makes of the text: 1000.4000000000000005 is
+      // past 1000.4 as a decimal but reads back as 1000.4.
+      {"number_exclusive_reads_back_past_the_bound",
+       R"({"type":"number","exclusiveMinimum":1000.4,"exclusiveMaximum":1000.5})",
+       {"1000.41", "1000.4000000000001", "1000.4999999999999", "1000.45"},
+       {"1000.4", "1000.4000000000000005", "1000.4000000000000001", "1000.5",
+        "1000.4999999999999999"}},
+      // A near bound just below 10^15: no integer of at most 15 digits lies past it (every integer
+      // used to pass).
+      {"number_near_the_digit_limit",
+       R"({"type":"number","minimum":999999999999999.5})",
+       {"999999999999999.5", "999999999999999.75"},
+       {"500500000000000", "0", "999999999999999", "-1"}},
       {"number_cents_fractional_bounds",
        R"({"type":"number","minimum":0.05,"maximum":9.99,"multipleOf":0.01})",
        {"0.05", "0.5", "1", "9.99", "4.2"},
@@ -366,6 +379,11 @@ TEST(JsonSchemaTest, UnsupportedKeywordsNameTheKeyword) {
         // Regression: a minimum of 2e15 was treated as open and let "5" through.
         Bad{R"({"type":"integer","minimum":2e15})", "1e15"},
         Bad{R"({"type":"number","exclusiveMaximum":-1e16})", "1e15"},
+        // Values exist but need more than 16 fraction digits: a clear refusal, not "empty".
+        Bad{R"({"type":"number","minimum":1e-20,"maximum":1e-19})", "16 fraction digits"},
+        Bad{R"({"type":"number","exclusiveMinimum":0,"maximum":1e-20})", "16 fraction digits"},
+        // No integer of at most 15 digits is >= 999999999999999.5.
+        Bad{R"({"type":"integer","minimum":999999999999999.5})", "empty language"},
         Bad{R"({"not":{"type":"string"}})", "'not'"},
         Bad{R"({"type":"array","uniqueItems":true})", "'uniqueItems'"},
         Bad{R"({"if":{},"then":{}})", "'if'"},

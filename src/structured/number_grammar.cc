@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -334,7 +335,12 @@ ExprPtr NumberExpr(const NumberBounds& b, bool integer, int max_frac_digits) {
   std::optional<double> ilo, ihi;
   if (b.lo) ilo = b.lo_exclusive ? std::floor(*b.lo) + 1 : std::ceil(*b.lo);
   if (b.hi) ihi = b.hi_exclusive ? std::ceil(*b.hi) - 1 : std::floor(*b.hi);
-  ExprPtr ints = IntegerRange(ClampBound(ilo), ClampBound(ihi));
+  // A bound at or beyond ±10^15 is open on its far side, but no integer of at most 15 digits lies
+  // past a near one (minimum 999999999999999.5 used to let every integer through).
+  const double limit = static_cast<double>(kNumberBoundLimit);
+  ExprPtr ints = (ilo && *ilo >= limit) || (ihi && *ihi <= -limit)
+                     ? Nothing()
+                     : IntegerRange(ClampBound(ilo), ClampBound(ihi));
   if (integer) return ints;
   if (!b.lo && !b.hi) {
     if (limited) {
@@ -354,22 +360,35 @@ ExprPtr NumberExpr(const NumberBounds& b, bool integer, int max_frac_digits) {
     return v;
   };
   const std::optional<double> lo = bound(b.lo), hi = bound(b.hi);
+  // A magnitude bound as decimal text. An exclusive bound other than 0 becomes the next double
+  // inward, inclusive: a decimal at or past that double's text reads back as a double strictly
+  // past the bound (rounding is monotonic), which an exact decimal comparison with the bound does
+  // not give (1000.4000000000000005 > 1000.4 as decimals, but reads back as 1000.4).
+  auto magnitude = [](double m, bool exclusive, bool lower, bool* out_exclusive) {
+    if (exclusive && m != 0.0) {
+      m = std::nextafter(m, lower ? std::numeric_limits<double>::infinity() : 0.0);
+      exclusive = false;
+    }
+    *out_exclusive = exclusive;
+    return SplitDecimal(m);
+  };
   // Non-negative decimals: magnitudes in [max(lo, 0), hi].
   if (!hi || *hi >= 0) {
     const bool from_lo = lo && *lo >= 0;
-    const Decimal a = SplitDecimal(from_lo ? *lo : 0.0);
+    bool a_excl = false, z_excl = false;
+    const Decimal a = magnitude(from_lo ? *lo : 0.0, from_lo && b.lo_exclusive, true, &a_excl);
     std::optional<Decimal> z;
-    if (hi) z = SplitDecimal(*hi);
-    alts.push_back(DecimalMagnitudes(a, from_lo && b.lo_exclusive, z, b.hi_exclusive, frac_digits));
+    if (hi) z = magnitude(*hi, b.hi_exclusive, false, &z_excl);
+    alts.push_back(DecimalMagnitudes(a, a_excl, z, z_excl, frac_digits));
   }
   // Negative decimals: "-" and magnitudes in [max(-hi, 0), -lo].
   if (!lo || *lo < 0) {
     const bool from_hi = hi && *hi <= 0;
-    const Decimal a = SplitDecimal(from_hi ? -*hi : 0.0);
+    bool a_excl = false, z_excl = false;
+    const Decimal a = magnitude(from_hi ? -*hi : 0.0, from_hi && b.hi_exclusive, true, &a_excl);
     std::optional<Decimal> z;
-    if (lo) z = SplitDecimal(-*lo);
-    alts.push_back(Seq({Literal("-"), DecimalMagnitudes(a, from_hi && b.hi_exclusive, z,
-                                                        b.lo_exclusive, frac_digits)}));
+    if (lo) z = magnitude(-*lo, b.lo_exclusive, false, &z_excl);
+    alts.push_back(Seq({Literal("-"), DecimalMagnitudes(a, a_excl, z, z_excl, frac_digits)}));
   }
   return Alt(std::move(alts));
 }
