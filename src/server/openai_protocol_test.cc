@@ -406,12 +406,14 @@ TEST(OpenAiProtocolTest, CompletionTextOffsetCountsCharacters) {
 }
 
 // vLLM fields kiln does not implement are refused naming the field (never accepted and ignored);
-// their no-op values pass. priority and chat echo are read.
+// their no-op values pass. priority and chat echo are read. prompt_logprobs 0 is not a no-op (vLLM
+// returns the prompt tokens' own logprobs): refused too (echo + logprobs does that).
 TEST(OpenAiProtocolTest, UnimplementedVllmFieldsAreRefusedNotIgnored) {
   GenerateRequest r;
   const std::string base = R"({"prompt":"x",)";
   for (const char* field :
        {R"("allowed_token_ids":[5])", R"("bad_words":["a"])", R"("prompt_logprobs":1)",
+        R"("prompt_logprobs":0)",
         R"("truncate_prompt_tokens":2)", R"("use_beam_search":true)",
         R"("return_tokens_as_token_ids":true)", R"("spaces_between_special_tokens":false)",
         R"("stream_options":{"include_usage":true})"}) {
@@ -422,7 +424,7 @@ TEST(OpenAiProtocolTest, UnimplementedVllmFieldsAreRefusedNotIgnored) {
     EXPECT_EQ(e->param, name) << field;
   }
   for (const char* field :
-       {R"("allowed_token_ids":[])", R"("bad_words":null)", R"("prompt_logprobs":0)",
+       {R"("allowed_token_ids":[])", R"("bad_words":null)", R"("prompt_logprobs":null)",
         R"("use_beam_search":false)", R"("spaces_between_special_tokens":true)",
         R"("stream":true,"stream_options":{"include_usage":true})", R"("priority":-5)"}) {
     EXPECT_FALSE(Completion(base + field + "}", &r)) << field;
