@@ -123,6 +123,7 @@ struct GenerationChoice {
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;  // kStop also for a stop string
   std::string matched_stop;                          // the stop string that ended it, or empty
+  int32_t stop_token_id = -1;  // the stop / EOS id that ended it (RequestOutput::stop_token_id)
   Status error;                                      // set when finish_reason == kError
   Usage usage;  // completion_tokens counts consumed tokens when a stop string cut
   double time_to_first_token_s = 0.0;

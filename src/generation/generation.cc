@@ -156,6 +156,7 @@ class Generation::Impl final : public std::enable_shared_from_this<Generation::I
       choice.finished = true;
       choice.finish_reason = stopped_by_string ? FinishReason::kStop : out.finish_reason;
       choice.matched_stop = c.stop->matched();
+      if (!stopped_by_string) choice.stop_token_id = out.stop_token_id;
       choice.usage = out.usage;
       if (stopped_by_string) {
         choice.usage.completion_tokens = static_cast<int>(choice.token_ids.size());

@@ -127,16 +127,19 @@ void GenerationResponse::OnDelta(const GenerationDelta& delta, const GenerationC
   if (!delta.error.ok()) {
     responder_->Write(SseEvent(ApiError::FromStatus(delta.error).Body()));
   } else {
-    SendChunk(delta.index, delta.text, delta.logprobs, finish_reason, delta.text_offset);
+    SendChunk(delta.index, delta.text, delta.logprobs, finish_reason, delta.text_offset,
+              delta.finished ? StopReason(request_, choice.matched_stop, choice.stop_token_id)
+                             : json(nullptr));
   }
 }
 
 void GenerationResponse::SendChunk(int index, const std::string& text,
                                    const std::vector<PositionLogprobs>& logprobs,
-                                   const std::string& finish_reason, int text_offset) {
+                                   const std::string& finish_reason, int text_offset,
+                                   const json& stop_reason) {
   responder_->Write(
       SseEvent(RenderStreamChunk(meta_, request_, index, false, text, logprobs, text_offset,
-                                 finish_reason, *generator_->tokenizer())));
+                                 finish_reason, *generator_->tokenizer(), stop_reason)));
 }
 
 void GenerationResponse::OnDone(const GenerationResult& result) {
@@ -161,7 +164,8 @@ void GenerationResponse::OnDone(const GenerationResult& result) {
   results.reserve(result.choices.size());
   for (const auto& c : result.choices) {
     results.push_back({c.index, c.text, c.logprobs, FinishReasonName(c.finish_reason),
-                       c.prompt_token_ids, c.prompt_logprobs, c.echo_chars});
+                       c.prompt_token_ids, c.prompt_logprobs, c.echo_chars,
+                       StopReason(request_, c.matched_stop, c.stop_token_id)});
   }
   const Tokenizer& tok = *generator_->tokenizer();
   std::string body = request_.kind == ApiKind::kChat

@@ -41,7 +41,8 @@ class GenerationResponse final : public std::enable_shared_from_this<GenerationR
   void OnDelta(const GenerationDelta& delta, const GenerationChoice& choice);
   void OnDone(const GenerationResult& result);
   void SendChunk(int index, const std::string& text, const std::vector<PositionLogprobs>& logprobs,
-                 const std::string& finish_reason, int text_offset);
+                 const std::string& finish_reason, int text_offset,
+                 const json& stop_reason = nullptr);
 
   const Generator* generator_;
   ServerMetrics* metrics_;

@@ -1,5 +1,6 @@
 #include "server/openai_protocol.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -862,7 +863,8 @@ std::string RenderChatResponse(const ResponseMeta& meta, const GenerateRequest& 
     json choice = {{"index", c.index},
                    {"message", {{"role", "assistant"}, {"content", c.text}}},
                    {"logprobs", nullptr},
-                   {"finish_reason", FinishReasonJson(c.finish_reason)}};
+                   {"finish_reason", FinishReasonJson(c.finish_reason)},
+                   {"stop_reason", c.stop_reason}};
     if (request.logprobs) {
       choice["logprobs"] = RenderChatLogprobs(c.logprobs, tokenizer, request.top_logprobs);
     }
@@ -882,7 +884,8 @@ std::string RenderCompletionResponse(const ResponseMeta& meta, const GenerateReq
     json choice = {{"index", c.index},
                    {"text", c.text},
                    {"logprobs", nullptr},
-                   {"finish_reason", FinishReasonJson(c.finish_reason)}};
+                   {"finish_reason", FinishReasonJson(c.finish_reason)},
+                   {"stop_reason", c.stop_reason}};
     if (request.logprobs && request.echo) {
       choice["logprobs"] =
           RenderEchoedCompletionLogprobs(c.prompt_token_ids, c.prompt_logprobs, c.logprobs,
@@ -898,10 +901,21 @@ std::string RenderCompletionResponse(const ResponseMeta& meta, const GenerateReq
   return DumpJson(body);
 }
 
+json StopReason(const GenerateRequest& request, const std::string& matched_stop,
+                int32_t stop_token_id) {
+  if (!matched_stop.empty()) return matched_stop;
+  const auto& ids = request.sampling.stop_token_ids;
+  if (stop_token_id >= 0 && std::find(ids.begin(), ids.end(), stop_token_id) != ids.end()) {
+    return stop_token_id;
+  }
+  return nullptr;
+}
+
 json RenderStreamChunk(const ResponseMeta& meta, const GenerateRequest& request, int index,
                        bool first, const std::string& delta_text,
                        const std::vector<PositionLogprobs>& logprobs, int text_offset,
-                       const std::string& finish_reason, const Tokenizer& tokenizer) {
+                       const std::string& finish_reason, const Tokenizer& tokenizer,
+                       const json& stop_reason) {
   json choice = {{"index", index}};
   const bool chat = request.kind == ApiKind::kChat;
   if (chat) {
@@ -919,6 +933,7 @@ json RenderStreamChunk(const ResponseMeta& meta, const GenerateRequest& request,
              : RenderCompletionLogprobs(logprobs, tokenizer, request.top_logprobs, text_offset);
   }
   choice["finish_reason"] = FinishReasonJson(finish_reason);
+  choice["stop_reason"] = stop_reason;
   json chunk = {{"id", meta.id},
                 {"object", chat ? "chat.completion.chunk" : "text_completion"},
                 {"created", meta.created},

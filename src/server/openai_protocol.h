@@ -117,7 +117,13 @@ struct ChoiceResult {
   std::vector<int32_t> prompt_token_ids;
   std::vector<PositionLogprobs> prompt_logprobs;
   int echo_chars = 0;  // characters of the echoed prompt text (the generated tokens' first offset)
+  json stop_reason;    // vLLM's: the stop string or stop_token_ids id that ended it, else null
 };
+
+// vLLM's stop_reason of a finished choice: the matched stop string, else the id when it is one of
+// the request's stop_token_ids, else null (EOS, length, abort).
+json StopReason(const GenerateRequest& request, const std::string& matched_stop,
+                int32_t stop_token_id);
 
 struct UsageTotals {
   int prompt_tokens = 0;
@@ -158,11 +164,13 @@ std::string RenderCompletionResponse(const ResponseMeta& meta, const GenerateReq
                                      const UsageTotals& usage, const Tokenizer& tokenizer);
 
 // One streamed chunk for one choice (chat: delta; completions: text). `first` adds the chat
-// role delta; `finish_reason` empty → null. `logprobs` may be empty.
+// role delta; `finish_reason` empty → null. `logprobs` may be empty. `stop_reason` is set on the
+// finishing chunk (null elsewhere).
 json RenderStreamChunk(const ResponseMeta& meta, const GenerateRequest& request, int index,
                        bool first, const std::string& delta_text,
                        const std::vector<PositionLogprobs>& logprobs, int text_offset,
-                       const std::string& finish_reason, const Tokenizer& tokenizer);
+                       const std::string& finish_reason, const Tokenizer& tokenizer,
+                       const json& stop_reason = nullptr);
 // The final usage-only chunk (stream_options.include_usage).
 json RenderUsageChunk(const ResponseMeta& meta, const GenerateRequest& request,
                       const UsageTotals& usage);

@@ -270,6 +270,31 @@ TEST_F(OpenAiServerTest, StopStringSplitAcrossTokensNeverLeaks) {
   json inc = req;
   inc["include_stop_str_in_output"] = true;
   EXPECT_EQ(PostJson("/v1/completions", inc)["choices"][0]["text"], expected + stop);
+  // vLLM's stop_reason: the stop string, in the reply and on the streamed finishing chunk.
+  EXPECT_EQ(full["choices"][0]["stop_reason"], stop);
+  json streamed = req;
+  streamed["stream"] = true;
+  const HttpResult sr = Post("/v1/completions", streamed);
+  EXPECT_NE(sr.body.find("\"finish_reason\":\"stop\",\"stop_reason\":" + json(stop).dump()),
+            std::string::npos)
+      << sr.body;
+  // A stop_token_ids id: that id; the length limit: null.
+  const json plain = PostJson(
+      "/v1/completions", {{"prompt", "Once upon a time"}, {"max_tokens", 8}, {"temperature", 0}});
+  EXPECT_TRUE(plain["choices"][0]["stop_reason"].is_null()) << plain;
+  // The id of the third generated token: the greedy text tokenized after the prompt's tokens.
+  const json prompt_ids = PostJson("/tokenize", {{"prompt", "Once upon a time"}})["tokens"];
+  const json all_ids = PostJson(
+      "/tokenize",
+      {{"prompt", "Once upon a time" + plain["choices"][0]["text"].get<std::string>()}})["tokens"];
+  ASSERT_GT(all_ids.size(), prompt_ids.size() + 2) << all_ids;
+  const json first_id = json::array({all_ids[prompt_ids.size() + 2]});
+  const json by_id = PostJson("/v1/completions", {{"prompt", "Once upon a time"},
+                                                  {"max_tokens", 8},
+                                                  {"temperature", 0},
+                                                  {"stop_token_ids", first_id}});
+  EXPECT_EQ(by_id["choices"][0]["finish_reason"], "stop") << by_id;
+  EXPECT_EQ(by_id["choices"][0]["stop_reason"], first_id[0]) << by_id;
   WaitIdle(stack_->engine.get());
 }
 
