@@ -369,6 +369,14 @@ void KvCacheManager::PollLowerTiers() {
   }
 }
 
+bool KvCacheManager::has_pending_transfers() const {
+  if (!groups_.empty()) return true;
+  for (const auto& [id, f] : fetches_) {
+    if (!f.timed_out && !f.orphaned) return true;
+  }
+  return false;
+}
+
 bool KvCacheManager::has_pending_io() const {
   return !groups_.empty() || !fetches_.empty() || (lower_ != nullptr && lower_->num_pending() > 0);
 }

@@ -167,7 +167,8 @@ class KvCacheManager final {
   // Copies, fetches or lower-tier writes not yet completed (the engine keeps stepping).
   bool has_pending_io() const;
   // Copies or fetches not yet completed: requests may be waiting for them.
-  bool has_pending_transfers() const { return !groups_.empty() || !fetches_.empty(); }
+  // (A fetch no request waits for any more - timed out or orphaned - does not count.)
+  bool has_pending_transfers() const;
 
   // Blocks needed to hold num_tokens tokens.
   int64_t BlocksFor(int64_t num_tokens) const {
