@@ -204,7 +204,9 @@ Value FInt(Interpreter&, const Value& in, const CallArgs& a, SourceLoc loc) {
   if (in.is_integral()) return Value::Int(in.int_value());
   if (in.kind() == ValueKind::kFloat) {
     double d = in.float_value();
-    if (!std::isfinite(d) || std::fabs(d) > 9.2e18) return dflt;
+    if (!std::isfinite(d)) return dflt;  // (Python raises; Jinja's filter falls back)
+    // Python would give a big integer; integers here are 64-bit: an error, never a wrong value.
+    if (std::fabs(d) > 9.2e18) ThrowRuntime(loc, "int: value out of the 64-bit integer range");
     return Value::Int(static_cast<int64_t>(d));
   }
   if (in.is_string()) {
@@ -217,10 +219,15 @@ Value FInt(Interpreter&, const Value& in, const CallArgs& a, SourceLoc loc) {
       char* end = nullptr;
       errno = 0;
       long long v = std::strtoll(digits.c_str(), &end, static_cast<int>(base));
-      if (errno == 0 && end == digits.c_str() + digits.size()) return Value::Int(v);
+      if (end == digits.c_str() + digits.size()) {
+        if (errno == ERANGE) ThrowRuntime(loc, "int: value out of the 64-bit integer range");
+        if (errno == 0) return Value::Int(v);
+      }
       double d = std::strtod(digits.c_str(), &end);
-      if (base == 10 && end == digits.c_str() + digits.size() && std::isfinite(d) &&
-          std::fabs(d) < 9.2e18) {
+      if (base == 10 && end == digits.c_str() + digits.size() && std::isfinite(d)) {
+        if (std::fabs(d) >= 9.2e18) {
+          ThrowRuntime(loc, "int: value out of the 64-bit integer range");
+        }
         return Value::Int(static_cast<int64_t>(d));
       }
     }

@@ -420,6 +420,10 @@ TEST(JinjaTest, RuntimeErrorsFollowJinjaUndefinedSemantics) {
       {"{% set x = 1 %}{% set x.y = 2 %}", "{}", "only namespace() objects support attribute"},
       {"{{ -[1,2]|length }}", "{}", "bad operand type for unary -: 'list'"},
       {"{{ 9223372036854775807 + 1 }}", "{}", "integer overflow"},
+      // |int of a value past 64 bits: Python gives a big integer, kiln an error (it gave 0).
+      {"{{ '99999999999999999999'|int }}", "{}", "int: value out of the 64-bit integer range"},
+      {"{{ 1e30|int }}", "{}", "int: value out of the 64-bit integer range"},
+      {"{{ '1e30'|int }}", "{}", "int: value out of the 64-bit integer range"},
       {"{{ range(1000000)|length }}", "{}", "range too big"},
       {"{{ [1, 'a']|sort }}", "{}", "'<' not supported between instances of 'str' and 'int'"},
   };
