@@ -362,9 +362,12 @@ TEST(KvTiersTest, FailedLoadRecomputesTheRequestAndCachesNothing) {
     h->Add("b", other, CoreHarness::Greedy(4));
     h->RunUntilIdle();
     h->backend.set_fail_copies(KvCopyDirection::kHostToDevice, true);
+    const int64_t hits_before = h->core->metrics().prefix_cache_hits;
     h->Add("c", again, CoreHarness::Greedy(4));
     h->RunUntilIdle();
     ExpectDrained(*h);
+    // Its lookup counts as a miss: nothing of the hit was used (it counted as a 96-token hit).
+    EXPECT_EQ(h->core->metrics().prefix_cache_hits, hits_before);
     const RequestOutput& c = h->results["c"].final_output;
     EXPECT_EQ(c.finish_reason, plain->results["d"].final_output.finish_reason);
     EXPECT_TRUE(c.error.ok()) << c.error.ToString();
@@ -437,28 +440,28 @@ TEST(KvTiersTest, StalledLowerTierFetchDoesNotHoldTheRequest) {
   auto store = std::make_shared<StallingStore>();
   std::mt19937 rng(17);
   const auto prompt = RandomTokens(&rng, 100, 64);
-  auto make = [&] {
+  auto make = [&](double fetch_timeout_s) {
     CoreHarnessOptions o;
     o.block_size = kBlock;
     o.num_blocks = 64;
     o.max_num_seqs = 8;
     o.cache_namespace = "fake-model";
     o.host_records = 64;
-    o.fetch_timeout_s = 0.05;
+    o.fetch_timeout_s = fetch_timeout_s;
     std::vector<std::unique_ptr<KvTier>> tiers;
     tiers.push_back(std::make_unique<StallingTier>(store));
     return std::make_unique<CoreHarness>(o, std::move(tiers));
   };
   std::vector<int32_t> cold;
   {
-    auto first = make();  // computes the prompt and writes its blocks through to the store
+    auto first = make(0.05);  // computes the prompt and writes its blocks through to the store
     first->Add("a", prompt, CoreHarness::Greedy(4));
     first->RunUntilIdle();
     cold = first->results["a"].ids;
     ExpectDrained(*first);
   }
   ASSERT_GE(store->records.size(), 6u);
-  auto h = make();  // a fresh engine: only the store holds the prefix
+  auto h = make(0.05);  // a fresh engine: only the store holds the prefix
   {
     std::lock_guard<std::mutex> lock(store->mu);
     store->stall = true;
@@ -489,6 +492,25 @@ TEST(KvTiersTest, StalledLowerTierFetchDoesNotHoldTheRequest) {
   EXPECT_EQ(h->results["c"].ids, cold);
   EXPECT_GT(h->results["c"].final_output.usage.cached_tokens, 0);
   ExpectDrained(*h);
+
+  // A timeout of 0: the request never waits and nothing counts as timed out; the fetch still
+  // runs (held here) and lands in the host tier once released.
+  auto zero = make(0);
+  {
+    std::lock_guard<std::mutex> lock(store->mu);
+    store->stall = true;
+  }
+  zero->Add("z", prompt, CoreHarness::Greedy(4));
+  for (int i = 0; i < 1000 && zero->results["z"].num_finals == 0; ++i) zero->Step();
+  EXPECT_EQ(zero->results["z"].ids, cold);
+  EXPECT_EQ(zero->core->metrics().kv_fetch_timeouts, 0);
+  {
+    std::lock_guard<std::mutex> lock(store->mu);
+    store->stall = false;
+  }
+  store->cv.notify_all();
+  zero->RunUntilIdle();
+  ExpectDrained(*zero);
 }
 
 // Regression: n = 8 sequences of one prompt stored each block once per sequence that computed it

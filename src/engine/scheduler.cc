@@ -181,7 +181,11 @@ const SchedulerOutput& Scheduler::Schedule() {
     if (!config_.enable_chunked_prefill && n < remaining) break;
     // A request that loads gets only its prefix's blocks now; its chunks come once it runs.
     if (!kv_->AllocateSlots(&r->kv, cached, num_host_blocks > 0 ? 0 : n, &hit_)) break;
-    if (!needs_every_row) kv_->RecordLookup(r->num_tokens(), hit_);  // (no lookup was made)
+    if (num_host_blocks > 0) {
+      kv_->DeferLookup(&r->kv, r->num_tokens(), hit_);  // a hit once its load succeeded
+    } else if (!needs_every_row) {
+      kv_->RecordLookup(r->num_tokens(), hit_);  // (requests needing every row made none)
+    }
     waiting_.erase(waiting_.begin() + static_cast<ptrdiff_t>(w));
     if (r->num_cached_tokens < 0) r->num_cached_tokens = cached;
     if (num_host_blocks > 0) {

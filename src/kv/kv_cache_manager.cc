@@ -147,9 +147,15 @@ StatusOr<int> KvCacheManager::FinishLoad(KvSequence* seq, std::span<const int32_
   auto failed = failed_loads_.find(seq->load_group);
   seq->load_group = 0;
   if (failed != failed_loads_.end()) {
+    DropDeferredLookup(seq);
     Status error = std::move(failed->second);
     failed_loads_.erase(failed);
     return error;
+  }
+  if (seq->deferred_query_tokens > 0) {  // the load succeeded: the lookup was a hit
+    RecordLookup(seq->deferred_query_tokens, seq->deferred_hit);
+    seq->deferred_query_tokens = 0;
+    seq->deferred_hit.Clear();
   }
   const size_t bs = static_cast<size_t>(pool_.block_size());
   for (size_t i = 0; i < static_cast<size_t>(seq->num_loaded_blocks); ++i) {
@@ -165,6 +171,11 @@ bool KvCacheManager::StartFetch(KvSequence* seq, std::span<const int32_t> token_
     return false;
   }
   if (seq->fetch_id != 0 && full_fetches_.erase(seq->fetch_id) == 0) return false;
+  // Past the request's wait (all its fetches together), no further fetch.
+  if (seq->num_fetches > 0 && fetch_timeout_s_ >= 0 &&
+      SecondsSince(seq->first_fetch) > fetch_timeout_s_) {
+    return false;
+  }
   const size_t bs = static_cast<size_t>(pool_.block_size());
   const size_t max_blocks = (token_ids.size() - 1) / bs;
   std::vector<int64_t> host_hits;  // pinned while records are reserved, so they stay
@@ -203,12 +214,15 @@ bool KvCacheManager::StartFetch(KvSequence* seq, std::span<const int32_t> token_
     }
     if (!fetch.records.empty()) {
       fetch.started = std::chrono::steady_clock::now();
+      if (seq->num_fetches == 0) seq->first_fetch = fetch.started;
+      // A timeout of 0: nobody waits (the fetch fills the host tier for later requests).
+      fetch.timed_out = fetch_timeout_s_ == 0;
       job.id = next_id_++;
       seq->fetch_id = job.id;
       ++seq->num_fetches;
       fetches_.emplace(job.id, std::move(fetch));
       lower_->EnqueueFetch(std::move(job));
-      started = true;
+      started = fetch_timeout_s_ != 0;
     }
   }
   for (int64_t r : host_hits) host_->Unpin(r);
@@ -221,7 +235,7 @@ bool KvCacheManager::FetchPending(const KvSequence& seq) {
   if (it == fetches_.end()) return false;
   Fetch& f = it->second;
   if (f.timed_out) return false;
-  if (fetch_timeout_s_ < 0 || SecondsSince(f.started) <= fetch_timeout_s_) return true;
+  if (fetch_timeout_s_ < 0 || SecondsSince(seq.first_fetch) <= fetch_timeout_s_) return true;
   f.timed_out = true;
   ++fetch_timeouts_;
   if ((fetch_timeouts_ & (fetch_timeouts_ - 1)) == 0) {  // 1st, 2nd, 4th, ...: no log flood
@@ -274,7 +288,20 @@ void KvCacheManager::CacheComputedBlocks(KvSequence* seq, std::span<const int32_
   }
 }
 
+void KvCacheManager::DeferLookup(KvSequence* seq, int64_t num_query_tokens, const PrefixHit& hit) {
+  seq->deferred_query_tokens = num_query_tokens;
+  seq->deferred_hit = hit;
+}
+
+void KvCacheManager::DropDeferredLookup(KvSequence* seq) {
+  if (seq->deferred_query_tokens <= 0) return;
+  RecordLookup(seq->deferred_query_tokens, PrefixHit{});  // a miss: nothing of the hit was used
+  seq->deferred_query_tokens = 0;
+  seq->deferred_hit.Clear();
+}
+
 void KvCacheManager::Free(KvSequence* seq) {
+  DropDeferredLookup(seq);
   if (LoadPending(*seq)) {  // the copy still writes these blocks: pinned until it completes
     Group& g = groups_.at(seq->load_group);
     for (const BlockTransfer& t : g.transfers) {

@@ -100,6 +100,10 @@ struct KvSequence {
   int num_loaded_blocks = 0;            // leading blocks computed once load_group completes
   uint64_t fetch_id = 0;                // the last lower-tier fetch of this sequence (0: none)
   int num_fetches = 0;
+  std::chrono::steady_clock::time_point first_fetch;  // when its first fetch started
+  // A lookup whose hit includes host blocks counts once its load succeeded (DeferLookup).
+  int64_t deferred_query_tokens = 0;
+  PrefixHit deferred_hit;
 };
 
 class KvCacheManager final {
@@ -142,8 +146,9 @@ class KvCacheManager final {
   // host record, possibly evicting one); each fetch that got every block it asked for allows the
   // next, larger one.
   bool StartFetch(KvSequence* seq, std::span<const int32_t> token_ids);
-  // True while the sequence's fetch runs and is younger than fetch_timeout_s (a request waits for
-  // no longer; a stalled disk or Redis never holds it).
+  // True while the sequence's fetch runs and its first fetch started less than fetch_timeout_s
+  // ago (a request waits no longer in all, over all its fetches; a stalled disk or Redis never
+  // holds it). With a timeout of 0 a fetch only fills the host tier in the background.
   bool FetchPending(const KvSequence& seq);
   // Fetches a request stopped waiting for (fetch_timeout_s).
   int64_t num_fetch_timeouts() const { return fetch_timeouts_; }
@@ -180,6 +185,9 @@ class KvCacheManager final {
   // tier: the device, else the host, else - the first time a request uses a record that a fetch
   // brought into the host tier - the disk or Redis tier it came from.
   void RecordLookup(int64_t num_query_tokens, const PrefixHit& hit);
+  // The same for a hit that loads host blocks: counted as a hit when the load succeeds
+  // (FinishLoad), as a miss when it fails or the sequence is freed first.
+  void DeferLookup(KvSequence* seq, int64_t num_query_tokens, const PrefixHit& hit);
   int64_t prefix_cache_queries() const { return queries_; }
   int64_t prefix_cache_hits() const { return hits_; }
   int64_t num_evictions() const { return pool_.num_evictions(); }
@@ -204,7 +212,7 @@ class KvCacheManager final {
   struct Fetch {
     std::vector<int64_t> records;
     std::vector<StoreMeta> metas;
-    bool orphaned = false;  // its sequence was freed meanwhile
+    bool orphaned = false;   // its sequence was freed meanwhile
     bool timed_out = false;  // its sequence stopped waiting (fetch_timeout_s)
     std::chrono::steady_clock::time_point started;
   };
@@ -213,6 +221,8 @@ class KvCacheManager final {
   BlockHash ParentOf(const KvSequence& seq, size_t i) const;
   void Pin(int32_t block_id);
   void Unpin(int32_t block_id);
+  // Counts a deferred lookup as a miss (its load failed, or the sequence was freed first).
+  void DropDeferredLookup(KvSequence* seq);
   void StoreToHost(int32_t block_id, const BlockHash& key, const BlockHash& parent,
                    std::span<const int32_t> token_ids);
 
@@ -231,7 +241,7 @@ class KvCacheManager final {
   // request's lookup first uses it (-1: none, or counted already).
   std::vector<int8_t> record_source_;
   std::vector<int64_t> lower_hit_tokens_;  // per lower tier
-  std::vector<int32_t> pins_;  // per device block: references held by transfers
+  std::vector<int32_t> pins_;              // per device block: references held by transfers
   std::map<uint64_t, Group> groups_;
   std::vector<uint64_t> untaken_;
   uint64_t open_store_group_ = 0;  // the store group collecting this step's blocks (0: none)
