@@ -2,6 +2,7 @@
 // `kiln generate` greedy output against the published stories260K reference, error exits (also
 // of `kiln bench`), and `kiln tokenize` JSON lines against the HF tokenizers reference cases.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -32,8 +33,17 @@ class CliTest : public ::testing::Test {
     if (!std::filesystem::exists(KilnBinary())) GTEST_SKIP() << "kiln binary not built";
     stories_ = SharedDir() + "/models/stories260K";
     if (!std::filesystem::exists(stories_)) GTEST_SKIP() << "missing " << stories_;
+    fifo_ = (std::filesystem::temp_directory_path() /
+             ("kiln_cli_fifo_" + std::to_string(::getpid()) + ".gguf"))
+                .string();
+    std::filesystem::remove(fifo_);
+    ::mkfifo(fifo_.c_str(), 0600);
+  }
+  void TearDown() override {
+    if (!fifo_.empty()) std::filesystem::remove(fifo_);
   }
   std::string stories_;
+  std::string fifo_;
 };
 
 void ExpectGreedy256(const std::string& model, const std::string& stories_dir) {
@@ -86,6 +96,18 @@ TEST_F(CliTest, GenerateErrorsExitNonZeroWithOneLine) {
       {"generate --model " + stories_ + "/stories260K.gguf --prompt-ids 1,99999", "99999"},
       {"generate --model " + stories_ + "/stories260K.gguf --temperature -1", "temperature"},
       {"frobnicate", "unknown subcommand"},
+      // Regressions (bad-input hunt, session 6): 64-bit flag values were cut to 32 bits
+      // (--max-tokens 4294967301 generated 5 tokens), a missing --tokenizer was a warning,
+      // --http-threads 100000 aborted, and a FIFO as the model hung in open().
+      {"generate --model " + stories_ + "/stories260K.gguf --max-tokens 4294967301",
+       "--max-tokens 4294967301 is out of range"},
+      {"generate --model " + stories_ + "/hf --max-model-len 4294967297", "out of range"},
+      {"generate --model " + stories_ + "/hf --tokenizer /nonexistent/tok --prompt-ids 1",
+       "loading the tokenizer"},
+      {"serve --model " + stories_ + "/hf --http-threads 100000", "--http-threads"},
+      {"serve --model " + stories_ + "/hf --port 4294986196", "out of range"},
+      {"serve --model " + stories_ + "/hf --retry-after -1", "--retry-after"},
+      {"generate --model " + fifo_ + " --prompt-ids 1", "not a regular file"},
   };
   for (const auto& c : cases) {
     auto r = RunCommand(KilnBinary() + " " + c.args);
@@ -147,10 +169,10 @@ TEST(CliTokenizeTest, Qwen25CasesThroughJsonLines) {
   }
   input += "this is not json\n";
   input += "{\"ids\": [999999999]}\n";
-  input += json{{"messages", {{{"role", "user"}, {"content", "hi"}}}},
-                {"add_generation_prompt", true}}
-               .dump() +
-           "\n";
+  input +=
+      json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"add_generation_prompt", true}}
+          .dump() +
+      "\n";
   auto r = RunCommand(KilnBinary() + " tokenize --tokenizer " + dir, input);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::istringstream out(r.out);
@@ -186,6 +208,24 @@ TEST_F(CliTest, StoriesTokenizerFromGgufAndHfEncodeLikeTheReference) {
 
 // Regression: tool schemas reach the chat template in document key order (HF's tojson keeps the
 // order of the Python dict, sort_keys=False); a sorted-key JSON type used to reorder them.
+// Regression: a non-boolean flag in a JSON line aborted `kiln tokenize` (an uncaught
+// nlohmann::json type_error); it is an error line like any other bad line.
+TEST_F(CliTest, TokenizeWrongTypedFlagIsAnErrorLine) {
+  const std::string in = std::string(R"({"text":"Once","add_special_tokens":"yes"})") + "\n" +
+                         R"({"ids":[1,2],"skip_special_tokens":1})" + "\n" +
+                         R"({"text":"Once","add_special_tokens":null})" + "\n";
+  auto r = RunCommand(KilnBinary() + " tokenize --model " + stories_ + "/hf", in);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string line;
+  std::vector<json> out;
+  while (std::getline(lines, line)) out.push_back(json::parse(line));
+  ASSERT_EQ(out.size(), 3u) << r.out;
+  EXPECT_NE(out[0].value("error", "").find("add_special_tokens"), std::string::npos) << out[0];
+  EXPECT_NE(out[1].value("error", "").find("skip_special_tokens"), std::string::npos) << out[1];
+  EXPECT_TRUE(out[2].contains("ids")) << out[2];
+}
+
 TEST(CliTokenizeTest, ToolSchemaKeepsKeyOrder) {
   std::string dir = SharedDir() + "/tokenizers/qwen2.5";
   if (!std::filesystem::exists(KilnBinary())) GTEST_SKIP() << "kiln binary not built";

@@ -57,11 +57,9 @@ Status EngineOptionsFromFlags(const Flags& f, EngineOptions* o) {
   KILN_ASSIGN_OR_RETURN(int64_t seed, f.GetInt("dummy-seed", 0));
   o->model.dummy_seed = static_cast<uint64_t>(seed);
   o->device.device = f.GetString("device", o->device.device);
-  KILN_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("num-threads", o->device.num_threads));
-  o->device.num_threads = static_cast<int>(threads);
+  KILN_ASSIGN_OR_RETURN(o->device.num_threads, f.GetInt32("num-threads", o->device.num_threads));
   o->device.enable_cuda_graphs = !f.GetBool("enforce-eager", false);
-  KILN_ASSIGN_OR_RETURN(int64_t bs, f.GetInt("block-size", o->cache.block_size));
-  o->cache.block_size = static_cast<int>(bs);
+  KILN_ASSIGN_OR_RETURN(o->cache.block_size, f.GetInt32("block-size", o->cache.block_size));
   KILN_ASSIGN_OR_RETURN(o->cache.num_blocks, f.GetInt("num-kv-blocks", o->cache.num_blocks));
   KILN_ASSIGN_OR_RETURN(o->cache.kv_cache_memory_bytes,
                         f.GetInt("kv-cache-memory", o->cache.kv_cache_memory_bytes));
@@ -96,16 +94,14 @@ Status EngineOptionsFromFlags(const Flags& f, EngineOptions* o) {
     return Status::InvalidArgument("--kv-fetch-timeout-ms must be in [0, 600000]");
   }
   o->cache.kv_fetch_timeout_ms = static_cast<int>(fetch_timeout);
-  KILN_ASSIGN_OR_RETURN(int64_t seqs, f.GetInt("max-num-seqs", o->scheduler.max_num_seqs));
-  o->scheduler.max_num_seqs = static_cast<int>(seqs);
-  KILN_ASSIGN_OR_RETURN(int64_t mnbt,
-                        f.GetInt("max-num-batched-tokens", o->scheduler.max_num_batched_tokens));
-  o->scheduler.max_num_batched_tokens = static_cast<int>(mnbt);
-  KILN_ASSIGN_OR_RETURN(int64_t mml, f.GetInt("max-model-len", o->scheduler.max_model_len));
-  o->scheduler.max_model_len = static_cast<int>(mml);
-  KILN_ASSIGN_OR_RETURN(int64_t mwr,
-                        f.GetInt("max-waiting-requests", o->scheduler.max_waiting_requests));
-  o->scheduler.max_waiting_requests = static_cast<int>(mwr);
+  KILN_ASSIGN_OR_RETURN(o->scheduler.max_num_seqs,
+                        f.GetInt32("max-num-seqs", o->scheduler.max_num_seqs));
+  KILN_ASSIGN_OR_RETURN(o->scheduler.max_num_batched_tokens,
+                        f.GetInt32("max-num-batched-tokens", o->scheduler.max_num_batched_tokens));
+  KILN_ASSIGN_OR_RETURN(o->scheduler.max_model_len,
+                        f.GetInt32("max-model-len", o->scheduler.max_model_len));
+  KILN_ASSIGN_OR_RETURN(o->scheduler.max_waiting_requests,
+                        f.GetInt32("max-waiting-requests", o->scheduler.max_waiting_requests));
   o->scheduler.async_scheduling = f.GetBool("async-scheduling", true);
   return o->Validate();
 }

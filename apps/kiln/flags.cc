@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <sstream>
 
 namespace kiln::cli {
@@ -42,7 +43,8 @@ Status Flags::Parse(int argc, char** argv, int first) {
     if (it == specs_.end()) return Status::InvalidArgument("unknown flag --" + name);
     if (it->second.is_bool) {
       if (value && *value != "true" && *value != "false") {
-        return Status::InvalidArgument("--" + name + " expects true or false, got '" + *value + "'");
+        return Status::InvalidArgument("--" + name + " expects true or false, got '" + *value +
+                                       "'");
       }
       values_[name] = value.value_or("true");
       continue;
@@ -74,6 +76,16 @@ StatusOr<int64_t> Flags::GetInt(const std::string& name, int64_t fallback) const
     return Status::InvalidArgument("--" + name + " expects an integer, got '" + it->second + "'");
   }
   return static_cast<int64_t>(v);
+}
+
+StatusOr<int> Flags::GetInt32(const std::string& name, int fallback) const {
+  KILN_ASSIGN_OR_RETURN(int64_t v, GetInt(name, fallback));
+  if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max()) {
+    return Status::InvalidArgument("--" + name + " " + std::to_string(v) +
+                                   " is out of range (at most " +
+                                   std::to_string(std::numeric_limits<int32_t>::max()) + ")");
+  }
+  return static_cast<int>(v);
 }
 
 StatusOr<double> Flags::GetDouble(const std::string& name, double fallback) const {

@@ -25,6 +25,8 @@ class Flags final {
   bool Has(const std::string& name) const;
   std::string GetString(const std::string& name, const std::string& fallback = "") const;
   StatusOr<int64_t> GetInt(const std::string& name, int64_t fallback) const;
+  // The same for an int field: a value outside the 32-bit range is an error (it was cut).
+  StatusOr<int> GetInt32(const std::string& name, int fallback) const;
   StatusOr<double> GetDouble(const std::string& name, double fallback) const;
   // Boolean: --name → true, --no-name → false, absent → fallback.
   bool GetBool(const std::string& name, bool fallback) const;

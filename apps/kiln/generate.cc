@@ -47,14 +47,12 @@ Status Generate(int argc, char** argv) {
 
   GenerationRequest request;
   SamplingParams& sp = request.sampling;
-  KILN_ASSIGN_OR_RETURN(int64_t max_tokens, f.GetInt("max-tokens", 128));
-  sp.max_tokens = static_cast<int>(max_tokens);
+  KILN_ASSIGN_OR_RETURN(sp.max_tokens, f.GetInt32("max-tokens", 128));
   KILN_ASSIGN_OR_RETURN(double temperature, f.GetDouble("temperature", 1.0));
   sp.temperature = static_cast<float>(temperature);
   KILN_ASSIGN_OR_RETURN(double top_p, f.GetDouble("top-p", 1.0));
   sp.top_p = static_cast<float>(top_p);
-  KILN_ASSIGN_OR_RETURN(int64_t top_k, f.GetInt("top-k", 0));
-  sp.top_k = static_cast<int>(top_k);
+  KILN_ASSIGN_OR_RETURN(sp.top_k, f.GetInt32("top-k", 0));
   KILN_ASSIGN_OR_RETURN(double min_p, f.GetDouble("min-p", 0.0));
   sp.min_p = static_cast<float>(min_p);
   KILN_ASSIGN_OR_RETURN(double rep, f.GetDouble("repetition-penalty", 1.0));

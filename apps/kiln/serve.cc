@@ -24,9 +24,9 @@
 #include "kiln/engine.h"
 #include "server/http_server.h"
 #include "server/openai_server.h"
+#include "subcommands.h"
 #include "workflow/engine_llm.h"
 #include "workflow/workflow_api.h"
-#include "subcommands.h"
 
 namespace kiln::cli {
 namespace {
@@ -97,22 +97,28 @@ Status Serve(int argc, char** argv) {
   KILN_RETURN_IF_ERROR(EngineOptionsFromFlags(f, &engine_options));
   server::HttpServerOptions http;
   http.host = f.GetString("host", http.host);
-  KILN_ASSIGN_OR_RETURN(int64_t port, f.GetInt("port", http.port));
-  http.port = static_cast<int>(port);
+  KILN_ASSIGN_OR_RETURN(http.port, f.GetInt32("port", http.port));
   KILN_ASSIGN_OR_RETURN(http.max_body_bytes, f.GetInt("max-body-bytes", http.max_body_bytes));
-  KILN_ASSIGN_OR_RETURN(int64_t threads, f.GetInt("http-threads", http.num_threads));
-  http.num_threads = static_cast<int>(threads);
+  KILN_ASSIGN_OR_RETURN(http.num_threads, f.GetInt32("http-threads", http.num_threads));
+  if (http.num_threads < 1 || http.num_threads > 1024) {
+    return Status::InvalidArgument("--http-threads must be in [1, 1024]");
+  }
   KILN_ASSIGN_OR_RETURN(http.read_timeout_s, f.GetDouble("request-timeout", http.read_timeout_s));
   KILN_ASSIGN_OR_RETURN(http.idle_timeout_s,
                         f.GetDouble("keep-alive-timeout", http.idle_timeout_s));
   KILN_RETURN_IF_ERROR(http.Validate());
   KILN_ASSIGN_OR_RETURN(double grace_s, f.GetDouble("shutdown-grace-period", 30.0));
+  if (!(grace_s >= 0 && grace_s <= 86400)) {
+    return Status::InvalidArgument("--shutdown-grace-period must be in [0, 86400] seconds");
+  }
   server::OpenAiServerOptions api;
   api.api_key = f.GetString("api-key");
   api.served_model_name = f.GetString("served-model-name");
   KILN_ASSIGN_OR_RETURN(api.chat_template, LoadChatTemplate(f.GetString("chat-template")));
-  KILN_ASSIGN_OR_RETURN(int64_t retry_after, f.GetInt("retry-after", 1));
-  api.retry_after_s = static_cast<int>(retry_after);
+  KILN_ASSIGN_OR_RETURN(api.retry_after_s, f.GetInt32("retry-after", 1));
+  if (api.retry_after_s < 0 || api.retry_after_s > 86400) {
+    return Status::InvalidArgument("--retry-after must be in [0, 86400] seconds");
+  }
   KILN_ASSIGN_OR_RETURN(int64_t compile_threads,
                         f.GetInt("compile-threads", api.num_compile_threads));
   if (compile_threads < 1 || compile_threads > 256) {
@@ -150,8 +156,10 @@ Status Serve(int argc, char** argv) {
   }
   workflow::WorkflowApiOptions wf;
   wf.db_path = f.GetString("workflow-db", wf.db_path);
-  KILN_ASSIGN_OR_RETURN(int64_t wf_threads, f.GetInt("workflow-threads", wf.num_run_threads));
-  wf.num_run_threads = static_cast<int>(wf_threads);
+  KILN_ASSIGN_OR_RETURN(wf.num_run_threads, f.GetInt32("workflow-threads", wf.num_run_threads));
+  if (wf.num_run_threads < 1 || wf.num_run_threads > 256) {
+    return Status::InvalidArgument("--workflow-threads must be in [1, 256]");
+  }
   auto openai = std::make_unique<server::OpenAiServer>(engine.get(), api);
   KILN_ASSIGN_OR_RETURN(
       std::unique_ptr<server::HttpServer> http_server,

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "flags.h"
@@ -20,11 +21,16 @@ namespace {
 
 using json = nlohmann::ordered_json;  // keeps key order of tool schemas for the chat template
 
-std::string Dump(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 json ErrorLine(const std::string& message) { return json{{"error", message}}; }
+
+// A boolean field of a line: absent or null → `fallback`; another type → nullopt.
+std::optional<bool> BoolField(const json& in, const char* key, bool fallback) {
+  if (!in.contains(key) || in[key].is_null()) return fallback;
+  if (!in[key].is_boolean()) return std::nullopt;
+  return in[key].get<bool>();
+}
 
 json HandleLine(const Tokenizer& tok, const std::string& line) {
   json in = json::parse(line, nullptr, false);
@@ -32,8 +38,9 @@ json HandleLine(const Tokenizer& tok, const std::string& line) {
   if (!in.is_object()) return ErrorLine("each line must be a JSON object");
   if (in.contains("text")) {
     if (!in["text"].is_string()) return ErrorLine("\"text\" must be a string");
-    bool add_special = in.value("add_special_tokens", false);
-    return json{{"ids", tok.Encode(in["text"].get<std::string>(), add_special)}};
+    const std::optional<bool> add_special = BoolField(in, "add_special_tokens", false);
+    if (!add_special) return ErrorLine("\"add_special_tokens\" must be a bool");
+    return json{{"ids", tok.Encode(in["text"].get<std::string>(), *add_special)}};
   }
   if (in.contains("ids")) {
     const json& ids_j = in["ids"];
@@ -48,7 +55,9 @@ json HandleLine(const Tokenizer& tok, const std::string& line) {
       }
       ids.push_back(static_cast<int32_t>(id));
     }
-    auto text = tok.Decode(ids, in.value("skip_special_tokens", false));
+    const std::optional<bool> skip = BoolField(in, "skip_special_tokens", false);
+    if (!skip) return ErrorLine("\"skip_special_tokens\" must be a bool");
+    auto text = tok.Decode(ids, *skip);
     if (!text.ok()) return ErrorLine(text.status().message());
     return json{{"text", *text}};
   }
@@ -57,8 +66,10 @@ json HandleLine(const Tokenizer& tok, const std::string& line) {
     ChatTemplateOptions o;
     const json& agp = in.contains("add_generation_prompt") ? in["add_generation_prompt"] : json();
     const json& cfm = in.contains("continue_final_message") ? in["continue_final_message"] : json();
-    if (!agp.is_null() && !agp.is_boolean()) return ErrorLine("add_generation_prompt must be a bool");
-    if (!cfm.is_null() && !cfm.is_boolean()) return ErrorLine("continue_final_message must be a bool");
+    if (!agp.is_null() && !agp.is_boolean())
+      return ErrorLine("add_generation_prompt must be a bool");
+    if (!cfm.is_null() && !cfm.is_boolean())
+      return ErrorLine("continue_final_message must be a bool");
     o.add_generation_prompt = agp.is_boolean() ? agp.get<bool>() : false;
     o.continue_final_message = cfm.is_boolean() ? cfm.get<bool>() : false;
     if (in.contains("tools")) o.tools = in["tools"];

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <utility>
 
 #include "common/check.h"
@@ -110,6 +111,11 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   StatusOr<std::unique_ptr<Tokenizer>> tok = LoadTokenizer(tok_path);
   if (tok.ok()) {
     tokenizer = std::move(tok).value();
+  } else if (!options.model.tokenizer_path.empty() ||
+             std::ifstream(options.model.model_path + "/tokenizer.json").good()) {
+    // A tokenizer that was asked for, or one that sits next to the weights but does not load, is
+    // an error (serving ids only would hide it).
+    return tok.status().WithContext("loading the tokenizer");
   } else {
     KILN_LOG(WARNING) << "no tokenizer loaded from " << tok_path << ": " << tok.status().ToString()
                       << " (the engine works on token ids only)";

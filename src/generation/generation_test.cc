@@ -397,6 +397,15 @@ TEST_F(GeneratorTest, ErrorsNameTheField) {
   p = plain.Prepare(r, &field);
   ASSERT_FALSE(p.ok());
   EXPECT_EQ(field, "chat_template") << p.status().ToString();
+  // Messages a template would skip (no role, not an object) are refused, not dropped.
+  r.chat_options.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}";
+  for (const char* bad_messages : {R"([{"content": "hi"}])", R"([1, 2])", R"([{"role": 3}])"}) {
+    r.messages = nlohmann::ordered_json::parse(bad_messages);
+    p = plain.Prepare(r, &field);
+    ASSERT_FALSE(p.ok()) << bad_messages;
+    EXPECT_EQ(field, "messages");
+    EXPECT_NE(p.status().message().find("messages[0]"), std::string::npos) << p.status().ToString();
+  }
 
   // An engine refusal at Start (parameters Prepare does not judge): Engine::Submit's error, and
   // nothing runs.

@@ -168,6 +168,25 @@ StatusOr<PreparedGeneration> Generator::Prepare(GenerationRequest request,
     return SetField(error_field, prompt_field,
                     Status::InvalidArgument("the model has no tokenizer: give token ids, no text"));
   }
+  if (chat) {
+    // Templates skip what they cannot read: a message without a role would silently vanish.
+    if (!request.messages.is_array() || request.messages.empty()) {
+      return SetField(error_field, "messages",
+                      Status::InvalidArgument("'messages' must be a non-empty array"));
+    }
+    for (size_t i = 0; i < request.messages.size(); ++i) {
+      const auto& m = request.messages[i];
+      const std::string name = "messages[" + std::to_string(i) + "]";
+      if (!m.is_object()) {
+        return SetField(error_field, "messages",
+                        Status::InvalidArgument("'" + name + "' must be an object"));
+      }
+      if (!m.contains("role") || !m["role"].is_string()) {
+        return SetField(error_field, "messages",
+                        Status::InvalidArgument("'" + name + ".role' must be a string"));
+      }
+    }
+  }
   SamplingParams& sp = request.sampling;
   for (const auto& s : request.logprob_token_strings) {
     const auto ids = tokenizer_->Encode(s, false);
@@ -200,12 +219,13 @@ StatusOr<PreparedGeneration> Generator::Prepare(GenerationRequest request,
       const char* field = request.chat_options.chat_template.empty() ? "messages" : "chat_template";
       if (text.status().message().find("output too large") != std::string::npos) {
         // The render passed max_prompt_bytes(): as CheckPromptBytes, a prompt that cannot fit.
-        return SetField(error_field, field,
-                        Status::OutOfRange("This model's maximum context length is " +
-                                           std::to_string(max_model_len_) +
-                                           " tokens, and the rendered chat prompt cannot fit in "
-                                           "it (" + text.status().message() +
-                                           "); it was rejected without tokenizing."));
+        return SetField(
+            error_field, field,
+            Status::OutOfRange("This model's maximum context length is " +
+                               std::to_string(max_model_len_) +
+                               " tokens, and the rendered chat prompt cannot fit in "
+                               "it (" +
+                               text.status().message() + "); it was rejected without tokenizing."));
       }
       return SetField(error_field, field, text.status());
     }

@@ -308,7 +308,7 @@ StatusOr<std::shared_ptr<const GgufFile>> GgufFile::Parse(std::shared_ptr<const 
     return fail("tensor count " + std::to_string(tensor_count) + " past end of file");
 
   std::shared_ptr<GgufFile> file(new GgufFile());
-  file->name_ = std::move(name);
+  file->name_ = name;
   file->keep_alive_ = std::move(keep_alive);
   file->version_ = version;
   for (uint64_t k = 0; k < kv_count; ++k) {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "common/logging.h"
 #include "model/mapped_file.h"
 
 namespace kiln {
@@ -223,10 +224,32 @@ StatusOr<ModelConfig> ParseHfConfig(std::string_view config_json) {
     auto it = j.find(key);
     if (it != j.end() && it->is_string()) c.torch_dtype = it->get<std::string>();
   }
+  // Sliding-window attention (Mistral: whenever sliding_window is set; Qwen2/3: with
+  // use_sliding_window) is not implemented. Within the window it equals full attention, so the
+  // context is capped at the window rather than computing something else past it (Mistral's
+  // window used to be ignored without a word).
   bool use_sliding_window = false;
   KILN_RETURN_IF_ERROR(GetBool(j, "use_sliding_window", &use_sliding_window));
-  if (use_sliding_window && c.architecture != "llama")
-    return Status::Unimplemented("config.json: use_sliding_window is not supported");
+  int sliding_window = 0;
+  if (auto sw = j.find("sliding_window"); sw != j.end() && !sw->is_null()) {
+    if (!sw->is_number_integer() || sw->get<int64_t>() <= 0 ||
+        sw->get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      return Status::InvalidArgument("config.json: sliding_window must be a positive integer");
+    }
+    sliding_window = sw->get<int>();
+  }
+  const bool mistral = arch_name == "MistralForCausalLM" || arch_name == "mistral";
+  if (use_sliding_window && sliding_window == 0) {
+    return Status::InvalidArgument("config.json: use_sliding_window needs a sliding_window");
+  }
+  if (sliding_window > 0 && (mistral || use_sliding_window) &&
+      sliding_window < c.max_position_embeddings) {
+    KILN_LOG(WARNING) << "config.json: sliding-window attention (window " << sliding_window
+                      << ") is not implemented: the context is capped at the window, where it "
+                         "equals full attention (max_position_embeddings "
+                      << c.max_position_embeddings << " -> " << sliding_window << ")";
+    c.max_position_embeddings = sliding_window;
+  }
   int bos = -1;
   KILN_RETURN_IF_ERROR(GetInt(j, "bos_token_id", &bos));
   c.bos_token_id = bos;

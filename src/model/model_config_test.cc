@@ -125,6 +125,34 @@ TEST(ModelConfigTest, RejectsBadConfigs) {
   EXPECT_EQ(c.default_top_k, 5);
 }
 
+// Sliding-window attention is not implemented: where a config applies it (Mistral whenever
+// sliding_window is set; Qwen with use_sliding_window), the context is capped at the window, where
+// full attention equals it. Mistral's window used to be ignored without a word.
+TEST(ModelConfigTest, SlidingWindowCapsTheContext) {
+  const std::string base = R"("hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+    "num_attention_heads": 4, "vocab_size": 10, "max_position_embeddings": 4096)";
+  auto mistral = ParseHfConfig(R"({"architectures": ["MistralForCausalLM"], )" + base +
+                               R"(, "sliding_window": 1024})");
+  ASSERT_TRUE(mistral.ok()) << mistral.status().ToString();
+  EXPECT_EQ(mistral->max_position_embeddings, 1024);
+  auto mistral_null = ParseHfConfig(R"({"architectures": ["MistralForCausalLM"], )" + base +
+                                    R"(, "sliding_window": null})");
+  ASSERT_TRUE(mistral_null.ok());
+  EXPECT_EQ(mistral_null->max_position_embeddings, 4096);
+  // Qwen2: only with use_sliding_window (Qwen2.5 configs set a window and false).
+  auto qwen_off = ParseHfConfig(R"({"architectures": ["Qwen2ForCausalLM"], )" + base +
+                                R"(, "sliding_window": 1024, "use_sliding_window": false})");
+  ASSERT_TRUE(qwen_off.ok());
+  EXPECT_EQ(qwen_off->max_position_embeddings, 4096);
+  auto qwen_on = ParseHfConfig(R"({"architectures": ["Qwen2ForCausalLM"], )" + base +
+                               R"(, "sliding_window": 1024, "use_sliding_window": true})");
+  ASSERT_TRUE(qwen_on.ok()) << qwen_on.status().ToString();
+  EXPECT_EQ(qwen_on->max_position_embeddings, 1024);
+  EXPECT_FALSE(ParseHfConfig(R"({"architectures": ["MistralForCausalLM"], )" + base +
+                             R"(, "sliding_window": -5})")
+                   .ok());
+}
+
 TEST(ModelConfigTest, DummyQwen25HasRealShapes) {
   const std::string dir = testing::SharedPath("configs/qwen2.5-0.5b-instruct");
   if (dir.empty()) GTEST_SKIP() << "missing ../shared/configs/qwen2.5-0.5b-instruct";

@@ -1,5 +1,6 @@
 #include "model/safetensors.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -45,7 +46,7 @@ StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Parse(
   if (!j.is_object()) return fail("header is not a JSON object");
 
   std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
-  file->name_ = std::move(name);
+  file->name_ = name;
   file->keep_alive_ = std::move(keep_alive);
   file->data_section_ = data + 8 + header_len;
   const uint64_t data_size = size - 8 - header_len;
@@ -89,6 +90,20 @@ StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Parse(
       return tfail("byte size " + std::to_string(info.end - info.begin) +
                    " does not match shape and dtype");
     file->tensors_.emplace(key, std::move(info));
+  }
+  // Tensors must not share bytes (the reference reader refuses overlaps too): two overlapping
+  // entries would load as each other's weights.
+  std::vector<std::pair<uint64_t, const std::string*>> spans;
+  for (const auto& [key, info] : file->tensors_) {
+    if (info.end > info.begin) spans.push_back({info.begin, &key});
+  }
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); ++i) {
+    const SafetensorsTensorInfo& prev = file->tensors_.at(*spans[i - 1].second);
+    if (spans[i].first < prev.end) {
+      return fail("tensors '" + *spans[i - 1].second + "' and '" + *spans[i].second +
+                  "' overlap in the data section");
+    }
   }
   return std::shared_ptr<const SafetensorsFile>(std::move(file));
 }
