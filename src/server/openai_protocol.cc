@@ -207,6 +207,16 @@ void ParseCommon(FieldReader& r, const json& body, GenerateRequest* out) {
     FieldReader so(*stream_options);
     so.Bool("include_usage", &out->include_usage);
     if (so.error()) r.Fail("stream_options." + so.error()->message, "stream_options");
+    // Only include_usage is implemented: anything else (vLLM's continuous_usage_stats) would be
+    // accepted and ignored.
+    for (auto it = stream_options->begin(); it != stream_options->end(); ++it) {
+      if (it.key() == "include_usage") continue;
+      const bool noop = it->is_null() || (it->is_boolean() && !it->get<bool>());
+      if (!noop) {
+        r.Fail("'stream_options." + it.key() + "' is not supported", "stream_options");
+        break;
+      }
+    }
   }
   if (const json* stop = r.Get("stop")) {
     if (stop->is_string()) {
@@ -258,6 +268,16 @@ void ParseCommon(FieldReader& r, const json& body, GenerateRequest* out) {
   refuse_unless("truncate_prompt_tokens", [](const json&) { return false; });
   refuse_unless("use_beam_search", is_false);
   refuse_unless("return_tokens_as_token_ids", is_false);
+  refuse_unless("return_token_ids", is_false);
+  refuse_unless("guided_whitespace_pattern", [](const json&) { return false; });
+  refuse_unless("request_id", [](const json&) { return false; });
+  // OpenAI fields that change the result and are not implemented: the deprecated functions API
+  // (use tools), audio output, predicted outputs.
+  refuse_unless("functions", empty_array);
+  refuse_unless("function_call", [](const json& v) { return v == "none"; });
+  refuse_unless("audio", [](const json&) { return false; });
+  refuse_unless("prediction", [](const json&) { return false; });
+  refuse_unless("modalities", [](const json& v) { return v == json::array({"text"}); });
   refuse_unless("spaces_between_special_tokens", is_true);
   if (const json* ids = r.Get("logprob_token_ids")) {
     if (!ids->is_array()) {
@@ -515,10 +535,14 @@ std::optional<ApiError> ParseChatRequest(const json& body, GenerateRequest* out)
     if (auto e = NormalizeContent(&m, i)) return e;
   }
 
-  int max_tokens = 0;
-  if (r.Int("max_completion_tokens", 1, std::numeric_limits<int32_t>::max(), &max_tokens) ||
-      r.Int("max_tokens", 1, std::numeric_limits<int32_t>::max(), &max_tokens)) {
-    out->sampling.max_tokens = max_tokens;
+  // Both are read (each is checked); max_completion_tokens wins when both are given.
+  int max_tokens = 0, max_completion_tokens = 0;
+  const bool has_max_tokens =
+      r.Int("max_tokens", 1, std::numeric_limits<int32_t>::max(), &max_tokens);
+  const bool has_max_completion_tokens = r.Int(
+      "max_completion_tokens", 1, std::numeric_limits<int32_t>::max(), &max_completion_tokens);
+  if (has_max_completion_tokens || has_max_tokens) {
+    out->sampling.max_tokens = has_max_completion_tokens ? max_completion_tokens : max_tokens;
     out->max_tokens_set = true;
   }
   bool logprobs = false;

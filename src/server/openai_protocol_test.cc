@@ -17,8 +17,8 @@ class FakeTokenizer final : public Tokenizer {
   std::string TokenBytes(int32_t id) const override {
     if (id == 99) return "\xff";
     if (id == 98) return "\xe9\x85\xbf";  // U+917F: one character of three bytes
-    if (id == 97) return "\xe5\x90";       // the first two bytes of U+5408...
-    if (id == 96) return "\x88";            // ... and its last
+    if (id == 97) return "\xe5\x90";      // the first two bytes of U+5408...
+    if (id == 96) return "\x88";          // ... and its last
     return "<" + std::to_string(id) + ">";
   }
   std::string IdToPiece(int32_t id) const override { return TokenBytes(id); }
@@ -413,10 +413,13 @@ TEST(OpenAiProtocolTest, UnimplementedVllmFieldsAreRefusedNotIgnored) {
   const std::string base = R"({"prompt":"x",)";
   for (const char* field :
        {R"("allowed_token_ids":[5])", R"("bad_words":["a"])", R"("prompt_logprobs":1)",
-        R"("prompt_logprobs":0)",
-        R"("truncate_prompt_tokens":2)", R"("use_beam_search":true)",
+        R"("prompt_logprobs":0)", R"("truncate_prompt_tokens":2)", R"("use_beam_search":true)",
         R"("return_tokens_as_token_ids":true)", R"("spaces_between_special_tokens":false)",
-        R"("stream_options":{"include_usage":true})"}) {
+        R"("stream_options":{"include_usage":true})", R"("return_token_ids":true)",
+        R"("guided_whitespace_pattern":" ")", R"("request_id":"abc")",
+        R"("functions":[{"name":"f","parameters":{}}])", R"("function_call":"auto")",
+        R"("audio":{"voice":"x"})", R"("prediction":{"type":"content","content":"x"})",
+        R"("modalities":["text","audio"])"}) {
     auto e = Completion(base + field + "}", &r);
     ASSERT_TRUE(e) << field;
     EXPECT_EQ(e->http_status, 400) << field;
@@ -425,10 +428,27 @@ TEST(OpenAiProtocolTest, UnimplementedVllmFieldsAreRefusedNotIgnored) {
   }
   for (const char* field :
        {R"("allowed_token_ids":[])", R"("bad_words":null)", R"("prompt_logprobs":null)",
+        R"("return_token_ids":false)", R"("functions":[])", R"("modalities":["text"])",
+        R"("stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":false})",
         R"("use_beam_search":false)", R"("spaces_between_special_tokens":true)",
         R"("stream":true,"stream_options":{"include_usage":true})", R"("priority":-5)"}) {
     EXPECT_FALSE(Completion(base + field + "}", &r)) << field;
   }
+  // stream_options keys other than include_usage would be ignored: refused.
+  auto so = Completion(
+      R"({"prompt":"x","stream":true,"stream_options":{"continuous_usage_stats":true}})", &r);
+  ASSERT_TRUE(so);
+  EXPECT_NE(so->message.find("continuous_usage_stats"), std::string::npos) << so->message;
+  // Chat: max_tokens is checked also when max_completion_tokens is given (which wins).
+  auto mt = Chat(R"({"messages":[{"role":"user","content":"x"}],"max_completion_tokens":2,
+                   "max_tokens":"x"})",
+                 &r);
+  ASSERT_TRUE(mt);
+  EXPECT_EQ(mt->param, "max_tokens");
+  ASSERT_FALSE(Chat(R"({"messages":[{"role":"user","content":"x"}],"max_completion_tokens":2,
+                      "max_tokens":7})",
+                    &r));
+  EXPECT_EQ(r.sampling.max_tokens, 2);
   ASSERT_FALSE(Completion(R"({"prompt":"x","priority":-5})", &r));
   EXPECT_EQ(r.priority, -5);
   EXPECT_TRUE(Completion(R"({"prompt":"x","priority":"high"})", &r));

@@ -106,6 +106,13 @@ std::optional<ApiError> OpenAiServer::CheckModel(const std::string& model) const
   return e;
 }
 
+std::optional<ApiError> OpenAiServer::CheckModelField(const nlohmann::ordered_json& body) const {
+  const auto it = body.find("model");
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  if (!it->is_string()) return ApiError::BadRequest("'model' must be a string", "model");
+  return CheckModel(it->get<std::string>());
+}
+
 void OpenAiServer::Handle(HttpRequest request, std::shared_ptr<HttpResponder> responder) {
   struct Route {
     const char* path;
@@ -226,8 +233,7 @@ void OpenAiServer::HandleCompletion(const HttpRequest& request,
 std::optional<ApiError> OpenAiServer::RenderChatPrompt(const GenerateRequest& g,
                                                        std::vector<int32_t>* ids) const {
   std::string field;
-  auto rendered =
-      generator_->RenderChat(g.messages, g.chat_options, g.add_special_tokens, &field);
+  auto rendered = generator_->RenderChat(g.messages, g.chat_options, g.add_special_tokens, &field);
   if (!rendered.ok()) return ApiError::FromStatus(rendered.status(), field);
   *ids = std::move(rendered).value();
   return std::nullopt;
@@ -329,11 +335,7 @@ void OpenAiServer::HandleTokenize(const HttpRequest& request,
           &metrics_, *responder,
           ApiError::BadRequest("'prompt' (a string) or 'messages' is required", "prompt"));
     }
-    if (body.contains("model") && body["model"].is_string()) {
-      if (auto e = CheckModel(body["model"].get<std::string>())) {
-        return SendError(&metrics_, *responder, *e);
-      }
-    }
+    if (auto e = CheckModelField(body)) return SendError(&metrics_, *responder, *e);
     bool add_special = true;
     if (const auto it = body.find("add_special_tokens"); it != body.end() && !it->is_null()) {
       if (!it->is_boolean()) {

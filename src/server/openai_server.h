@@ -83,6 +83,8 @@ class OpenAiServer final {
   std::string NewId(const char* prefix);
   // 404 unless `model` is empty or the served name.
   std::optional<ApiError> CheckModel(const std::string& model) const;
+  // A body's "model": absent or null is fine, a string is checked as above, another type is 400.
+  std::optional<ApiError> CheckModelField(const nlohmann::ordered_json& body) const;
   // Renders g.messages with the chat template and tokenizes.
   std::optional<ApiError> RenderChatPrompt(const GenerateRequest& g,
                                            std::vector<int32_t>* ids) const;

@@ -169,6 +169,15 @@ TEST_F(HardeningTest, WrongTypedOptionalFieldsAre400AndNullIsAbsent) {
       Post("/v1/embeddings", {{"input", "x"}, {"encoding_format", nullptr}, {"pooling", nullptr}})
           .status,
       200);
+  // Regressions (API audit, session 6): a non-string model passed unchecked on the pooling and
+  // tokenize routes, and embeddings accepted truncate_prompt_tokens and ignored it.
+  for (const char* path : {"/v1/embeddings", "/v1/classify", "/tokenize"}) {
+    ExpectError(Post(path, {{"input", "x"}, {"prompt", "x"}, {"model", 5}}), 400,
+                "'model' must be a string", "model");
+  }
+  ExpectError(Post("/v1/embeddings", {{"input", "x"}, {"truncate_prompt_tokens", 3}}), 400,
+              "not supported", "truncate_prompt_tokens");
+  EXPECT_EQ(Post("/v1/embeddings", {{"input", "x"}, {"model", nullptr}}).status, 200);
 }
 
 TEST_F(HardeningTest, EchoWithMaxTokensZeroReturnsThePrompt) {

@@ -213,11 +213,7 @@ void RunClassify(OpenAiServer* server, const HttpRequest& request,
   if (auto e = ParseJsonBody(request.body, &body)) return server->SendApiError(*responder, *e);
   const Tokenizer* tok = server->engine()->tokenizer();  // may be null: ids only
   const int vocab = server->engine()->model_info().vocab_size;
-  if (body.contains("model") && body["model"].is_string()) {
-    if (auto e = server->CheckModel(body["model"].get<std::string>())) {
-      return server->SendApiError(*responder, *e);
-    }
-  }
+  if (auto e = server->CheckModelField(body)) return server->SendApiError(*responder, *e);
   const auto labels_it = body.find("labels");
   if (labels_it == body.end() || !labels_it->is_array() || labels_it->size() < 2) {
     return server->SendApiError(
@@ -334,10 +330,12 @@ void RunEmbeddings(OpenAiServer* server, const HttpRequest& request,
                    std::shared_ptr<HttpResponder> responder) {
   json body;
   if (auto e = ParseJsonBody(request.body, &body)) return server->SendApiError(*responder, *e);
-  if (body.contains("model") && body["model"].is_string()) {
-    if (auto e = server->CheckModel(body["model"].get<std::string>())) {
-      return server->SendApiError(*responder, *e);
-    }
+  if (auto e = server->CheckModelField(body)) return server->SendApiError(*responder, *e);
+  if (const auto it = body.find("truncate_prompt_tokens"); it != body.end() && !it->is_null()) {
+    return server->SendApiError(
+        *responder, ApiError::BadRequest("'truncate_prompt_tokens' is not supported (inputs are "
+                                         "embedded whole, or refused when too long)",
+                                         "truncate_prompt_tokens"));
   }
   const EmbeddingHead* head = server->embedding_head();
   const int hidden_size = head ? head->output_size() : server->engine()->model_info().hidden_size;

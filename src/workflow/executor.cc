@@ -5,6 +5,7 @@
 #include <mutex>
 #include <random>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 namespace kiln::workflow {
@@ -312,13 +313,19 @@ void Run::Execute(Json inputs) {
         continue;
       }
       ++running;
-      threads.emplace_back(
-          [this, i, vars = vars_, preds = preds_[static_cast<size_t>(i)]]() mutable {
-            Completion c = RunNode(i, vars, std::move(preds));
-            std::lock_guard<std::mutex> lock(mu_);
-            done_.push_back(std::move(c));
-            cv_.notify_one();
-          });
+      try {
+        threads.emplace_back(
+            [this, i, vars = vars_, preds = preds_[static_cast<size_t>(i)]]() mutable {
+              Completion c = RunNode(i, vars, std::move(preds));
+              std::lock_guard<std::mutex> lock(mu_);
+              done_.push_back(std::move(c));
+              cv_.notify_one();
+            });
+      } catch (const std::system_error&) {
+        // No thread to be had (EAGAIN): the branch runs here, one after the other.
+        --running;
+        Decide(RunNode(i, vars_, preds_[static_cast<size_t>(i)]));
+      }
     }
     if (running == 0) break;
     std::unique_lock<std::mutex> lock(mu_);

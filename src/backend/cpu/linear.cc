@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -113,8 +114,13 @@ void LinearRows(const float* x, int n, int in, const float* w, int out, float* y
     return i == threads ? out : static_cast<int>((int64_t{out} / 4 * i / threads) * 4);
   };
   std::vector<std::thread> pool;
-  for (int i = 1; i < threads; ++i)
-    pool.emplace_back(Columns, x, n, in, w, out, y, split(i), split(i + 1));
+  for (int i = 1; i < threads; ++i) {
+    try {
+      pool.emplace_back(Columns, x, n, in, w, out, y, split(i), split(i + 1));
+    } catch (const std::system_error&) {
+      Columns(x, n, in, w, out, y, split(i), split(i + 1));  // no thread (EAGAIN): do it here
+    }
+  }
   Columns(x, n, in, w, out, y, 0, split(1));
   for (std::thread& th : pool) th.join();
 #endif

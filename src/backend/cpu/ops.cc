@@ -5,6 +5,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include "common/check.h"
@@ -207,9 +208,9 @@ void AttendOne(const float* q_vec, const KvCacheLayer& cache, const Fp8Tables* t
   for (int p = 0; p <= pos; ++p) {
     const int64_t slot =
         static_cast<int64_t>(block_table[p / block_size]) * block_size + p % block_size;
-    const float* k_vec = LoadRow(cache.k, cache.element,
-                                 slot * row + static_cast<int64_t>(kv_head) * head_dim, head_dim,
-                                 k_table, scratch);
+    const float* k_vec =
+        LoadRow(cache.k, cache.element, slot * row + static_cast<int64_t>(kv_head) * head_dim,
+                head_dim, k_table, scratch);
     float dot = 0.0f;
     for (int d = 0; d < head_dim; ++d) dot += q_vec[d] * k_vec[d];
     scores[p] = dot * scale;
@@ -224,9 +225,9 @@ void AttendOne(const float* q_vec, const KvCacheLayer& cache, const Fp8Tables* t
   for (int p = 0; p <= pos; ++p) {
     const int64_t slot =
         static_cast<int64_t>(block_table[p / block_size]) * block_size + p % block_size;
-    const float* v_vec = LoadRow(cache.v, cache.element,
-                                 slot * row + static_cast<int64_t>(kv_head) * head_dim, head_dim,
-                                 v_table, scratch);
+    const float* v_vec =
+        LoadRow(cache.v, cache.element, slot * row + static_cast<int64_t>(kv_head) * head_dim,
+                head_dim, v_table, scratch);
     const float w = scores[p] / denom;
     for (int d = 0; d < head_dim; ++d) out[d] += w * v_vec[d];
   }
@@ -257,8 +258,8 @@ void PagedAttention(const float* q, const KvCacheLayer& cache, const ForwardBatc
       const int64_t qo = (static_cast<int64_t>(t) * num_heads + h) * head_dim;
       AttendOne(q + qo, cache, tables.get(),
                 batch.block_tables.data() + static_cast<int64_t>(s) * batch.max_blocks_per_seq, pos,
-                h / group, num_kv_heads, head_dim, block_size, scale, scores.data(),
-                scratch.data(), out + qo);
+                h / group, num_kv_heads, head_dim, block_size, scale, scores.data(), scratch.data(),
+                out + qo);
     }
   };
   // Thread start-up costs tens of microseconds: only split work that is large enough.
@@ -273,8 +274,14 @@ void PagedAttention(const float* q, const KvCacheLayer& cache, const ForwardBatc
     return;
   }
   std::vector<std::thread> pool;
-  for (int i = 0; i < threads; ++i)
-    pool.emplace_back(work, num_items * i / threads, num_items * (i + 1) / threads);
+  for (int i = 0; i < threads; ++i) {
+    const int64_t begin = num_items * i / threads, end = num_items * (i + 1) / threads;
+    try {
+      pool.emplace_back(work, begin, end);
+    } catch (const std::system_error&) {
+      work(begin, end);  // no thread to be had (EAGAIN): this one does the part
+    }
+  }
   for (std::thread& th : pool) th.join();
 }
 
