@@ -273,17 +273,36 @@ Status ApplyGenerationConfig(std::string_view generation_config_json, ModelConfi
   KILN_RETURN_IF_ERROR(GetInt(j, "bos_token_id", &bos));
   c.bos_token_id = bos;
   double v = -1;
+  // The sampling defaults a request inherits: out-of-range values are errors naming the field
+  // (they were taken as given and failed, or sampled oddly, on every request).
+  auto present_value = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
   KILN_RETURN_IF_ERROR(GetDouble(j, "temperature", &v));
-  if (j.contains("temperature") && !j["temperature"].is_null())
+  if (present_value("temperature")) {
+    if (!(std::isfinite(v) && v >= 0)) {
+      return Status::InvalidArgument("generation_config.json: temperature must be >= 0");
+    }
     c.default_temperature = static_cast<float>(v);
+  }
   v = -1;
   KILN_RETURN_IF_ERROR(GetDouble(j, "top_p", &v));
-  if (j.contains("top_p") && !j["top_p"].is_null()) c.default_top_p = static_cast<float>(v);
+  if (present_value("top_p")) {
+    if (!(v > 0 && v <= 1)) {
+      return Status::InvalidArgument("generation_config.json: top_p must be in (0, 1]");
+    }
+    c.default_top_p = static_cast<float>(v);
+  }
   KILN_RETURN_IF_ERROR(GetInt(j, "top_k", &c.default_top_k));
+  if (c.default_top_k < -1) {
+    return Status::InvalidArgument("generation_config.json: top_k must be >= -1");
+  }
   v = -1;
   KILN_RETURN_IF_ERROR(GetDouble(j, "repetition_penalty", &v));
-  if (j.contains("repetition_penalty") && !j["repetition_penalty"].is_null())
+  if (present_value("repetition_penalty")) {
+    if (!(std::isfinite(v) && v > 0)) {
+      return Status::InvalidArgument("generation_config.json: repetition_penalty must be > 0");
+    }
     c.default_repetition_penalty = static_cast<float>(v);
+  }
   KILN_RETURN_IF_ERROR(c.Validate());
   *config = std::move(c);
   return Status::Ok();

@@ -120,6 +120,17 @@ TEST(ModelConfigTest, RejectsBadConfigs) {
   ModelConfig c = *ParseHfConfig(ok + "}");
   EXPECT_FALSE(ApplyGenerationConfig(R"({"eos_token_id": [1, 1000]})", &c).ok());
   EXPECT_FALSE(ApplyGenerationConfig("{", &c).ok());
+  // Sampling defaults out of range name the field (they were taken as given).
+  for (const char* bad : {R"({"temperature": -1})", R"({"top_p": 0})", R"({"top_p": 5})",
+                          R"({"repetition_penalty": 0})", R"({"repetition_penalty": -2})"}) {
+    const Status s = ApplyGenerationConfig(bad, &c);
+    EXPECT_FALSE(s.ok()) << bad;
+    EXPECT_NE(s.message().find("generation_config.json"), std::string::npos) << s.ToString();
+  }
+  EXPECT_TRUE(
+      ApplyGenerationConfig(
+          R"({"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.05, "top_k": 20})", &c)
+          .ok());
   EXPECT_TRUE(ApplyGenerationConfig(R"({"eos_token_id": 3, "top_k": 5})", &c).ok());
   EXPECT_EQ(c.eos_token_ids, (std::vector<int32_t>{3}));
   EXPECT_EQ(c.default_top_k, 5);
