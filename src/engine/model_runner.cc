@@ -47,13 +47,12 @@ void ModelRunner::Build(const SchedulerOutput& out) {
     if (s.num_tokens != 1) decode_only = false;
 
     ScheduledRows rows;
-    if (r.wants_prompt_logprobs()) {
-      const int first = std::max(start + 1, r.next_prompt_logprob);
-      const int last = std::min(end, r.num_prompt_tokens - 1);
-      rows.prompt_row_begin = static_cast<int>(b.logits_indices.size());
-      rows.prompt_position_begin = first;
-      for (int q = first; q <= last; ++q) b.logits_indices.push_back(row0 + (q - 1 - start));
-      rows.prompt_row_count = std::max(0, last - first + 1);
+    const PromptLogprobSpan prompt_rows = PromptLogprobRows(r, start, s.num_tokens);
+    rows.prompt_row_begin = static_cast<int>(b.logits_indices.size());
+    rows.prompt_position_begin = prompt_rows.first;
+    rows.prompt_row_count = prompt_rows.count;
+    for (int q = prompt_rows.first; q < prompt_rows.first + prompt_rows.count; ++q) {
+      b.logits_indices.push_back(row0 + (q - 1 - start));
     }
     const bool completes = end == r.num_tokens();
     if (r.kind == RequestKind::kEmbed) {
@@ -65,8 +64,8 @@ void ModelRunner::Build(const SchedulerOutput& out) {
         b.hidden_indices.push_back(row0 + s.num_tokens - 1);
         rows.hidden_count = 1;
       }
-    } else if (completes && !(r.kind == RequestKind::kGenerate && r.sampling.max_tokens == 0)) {
-      // (a generation of max_tokens 0 only prefills: nothing is sampled)
+    }
+    if (SamplesAfter(r, start, s.num_tokens)) {
       rows.logits_row = static_cast<int>(b.logits_indices.size());
       b.logits_indices.push_back(row0 + s.num_tokens - 1);
     }

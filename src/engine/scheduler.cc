@@ -8,21 +8,22 @@
 
 namespace kiln {
 
+PromptLogprobSpan PromptLogprobRows(const RequestState& r, int start, int num_tokens) {
+  if (!r.wants_prompt_logprobs()) return {};
+  const int first = std::max(start + 1, r.next_prompt_logprob);
+  const int last = std::min(start + num_tokens, r.num_prompt_tokens - 1);
+  return {first, std::max(0, last - first + 1)};
+}
+
+bool SamplesAfter(const RequestState& r, int start, int num_tokens) {
+  // (an embedding has no logits; a generation of max_tokens 0 only prefills)
+  return start + num_tokens == r.num_tokens() && r.kind != RequestKind::kEmbed &&
+         !(r.kind == RequestKind::kGenerate && r.sampling.max_tokens == 0);
+}
+
 int LogitsRowsFor(const RequestState& r, int start, int num_tokens) {
-  const int end = start + num_tokens;
-  int rows = 0;
-  if (r.wants_prompt_logprobs()) {
-    // Row p gives the logprob of prompt token p + 1.
-    const int first = std::max(start + 1, r.next_prompt_logprob);
-    const int last = std::min(end, r.num_prompt_tokens - 1);
-    rows += std::max(0, last - first + 1);
-  }
-  const bool completes = end == r.num_tokens();
-  if (completes && r.kind != RequestKind::kEmbed &&
-      !(r.kind == RequestKind::kGenerate && r.sampling.max_tokens == 0)) {
-    ++rows;
-  }
-  return rows;
+  return PromptLogprobRows(r, start, num_tokens).count +
+         (SamplesAfter(r, start, num_tokens) ? 1 : 0);
 }
 
 Scheduler::Scheduler(const SchedulerConfig& config, KvCacheManager* kv) : config_(config), kv_(kv) {

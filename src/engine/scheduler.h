@@ -46,8 +46,17 @@ struct SchedulerConfig {
   int max_logits_rows = 0;
 };
 
-// Logits rows a step computing `num_tokens` of `r` from token `start` on asks for: its
-// prompt-logprob rows (RequestState::next_prompt_logprob on) and its sampling row.
+// The logits rows of a step computing `num_tokens` of `r` from token `start` on (the model runner
+// lays them out, the scheduler counts them):
+//  - prompt-logprob rows for prompt positions [first, first + count) (from
+//    RequestState::next_prompt_logprob on; position q is scored by token row q - 1);
+//  - a sampling row when the step completes the request's pending tokens and it samples.
+struct PromptLogprobSpan {
+  int first = 0;
+  int count = 0;
+};
+PromptLogprobSpan PromptLogprobRows(const RequestState& r, int start, int num_tokens);
+bool SamplesAfter(const RequestState& r, int start, int num_tokens);
 int LogitsRowsFor(const RequestState& r, int start, int num_tokens);
 
 struct ScheduledRequest {
@@ -59,7 +68,7 @@ struct SchedulerOutput {
   std::vector<ScheduledRequest> scheduled;  // batch order
   std::vector<RequestState*> preempted;     // preempted this step (now waiting)
   int num_scheduled_tokens = 0;
-  std::vector<KvCopyGroup> copies;         // KV transfers to issue before this step's Forward
+  std::vector<KvCopyGroup> copies;  // KV transfers to issue before this step's Forward
 };
 
 class Scheduler final {

@@ -85,12 +85,8 @@ std::optional<ApiError> GenerationResponse::Start(PreparedGeneration prepared) {
                                                      request_.echo ? echo[idx] : "", {}, 0, "",
                                                      *generator_->tokenizer())));
       } else if (request_.echo && request_.logprobs) {
-        if (pending_echo_.empty()) {
-          pending_echo_.resize(num_choices);
-          echo_pending_.assign(num_choices, false);
-        }
+        pending_echo_.resize(num_choices);
         pending_echo_[idx] = echo[idx];
-        echo_pending_[idx] = true;
       } else if (request_.echo && !echo[idx].empty()) {
         SendChunk(static_cast<int>(idx), echo[idx], {}, "", 0);
       }
@@ -113,15 +109,14 @@ void GenerationResponse::OnDelta(const GenerationDelta& delta, const GenerationC
   }
   if (!request_.stream) return;
   const size_t idx = static_cast<size_t>(delta.index);
-  if (idx < echo_pending_.size() && echo_pending_[idx]) {
-    echo_pending_[idx] = false;
-    json chunk = RenderStreamChunk(meta_, request_, delta.index, false, pending_echo_[idx], {}, 0,
+  if (idx < pending_echo_.size() && pending_echo_[idx]) {
+    json chunk = RenderStreamChunk(meta_, request_, delta.index, false, *pending_echo_[idx], {}, 0,
                                    "", *generator_->tokenizer());
     chunk["choices"][0]["logprobs"] = RenderEchoedCompletionLogprobs(
         choice.prompt_token_ids, delta.prompt_logprobs, {}, *generator_->tokenizer(),
         request_.top_logprobs, choice.echo_chars);
     responder_->Write(SseEvent(chunk));
-    std::string().swap(pending_echo_[idx]);
+    pending_echo_[idx].reset();
     if (delta.text.empty() && delta.logprobs.empty() && !delta.finished) return;
   }
   if (!delta.error.ok()) {

@@ -52,8 +52,7 @@ class GenerationResponse final : public std::enable_shared_from_this<GenerationR
   bool disconnected_ = false;
   // Streamed completions with echo and logprobs: the echoed prompt goes out with its logprobs,
   // which come with a choice's first engine output, so its chunk waits for that (per choice).
-  std::vector<std::string> pending_echo_;
-  std::vector<bool> echo_pending_;
+  std::vector<std::optional<std::string>> pending_echo_;  // [choice]: set while it waits
 };
 
 }  // namespace kiln::server
