@@ -107,6 +107,9 @@ TEST_F(CliTest, GenerateErrorsExitNonZeroWithOneLine) {
       {"serve --model " + stories_ + "/hf --http-threads 100000", "--http-threads"},
       {"serve --model " + stories_ + "/hf --port 4294986196", "out of range"},
       {"serve --model " + stories_ + "/hf --retry-after -1", "--retry-after"},
+      {"generate --model " + stories_ + "/hf --kv-fetch-timeout-ms -1", "--kv-fetch-timeout-ms"},
+      {"generate --model " + stories_ + "/hf --kv-fetch-timeout-ms 99999999999",
+       "--kv-fetch-timeout-ms"},
       {"generate --model " + fifo_ + " --prompt-ids 1", "not a regular file"},
   };
   for (const auto& c : cases) {
